@@ -1,0 +1,303 @@
+//! A delegation rebuilt from its records, and the status a sender polls.
+//!
+//! [`Fold`] is the one place where records become state: it checks each record's
+//! sequence, asks the [lifecycle machine](crate::lifecycle) whether the event is
+//! legal, and checks the chain hash. Live recording, replay, `status` and the
+//! audits all fold through it, so they cannot disagree.
+
+use serde::Serialize;
+
+use crate::event::{
+    ChainHash, DelegationId, Event, Failed, ReasonCode, Receipt, Record, Seq, Timestamp,
+};
+use crate::lifecycle::{self, Refusal, State};
+
+/// How a settled delegation ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The target accepted the task, with this 2xx status if delivery was HTTP.
+    Delivered {
+        /// The 2xx status.
+        http_status: Option<u16>,
+    },
+    /// Delivery failed.
+    Failed(Failed),
+}
+
+/// One delegation, as its records describe it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delegation {
+    /// Its id.
+    pub id: DelegationId,
+    /// Where it stands: `Queued`, `Delivered` or `Failed`.
+    pub state: State,
+    /// Who delegated.
+    pub source: String,
+    /// To whom.
+    pub target: String,
+    /// What was delegated.
+    pub task: Option<serde_json::Value>,
+    /// When it was queued.
+    pub queued_at: Timestamp,
+    /// When it settled, if it has.
+    pub settled_at: Option<Timestamp>,
+    /// How it ended, if it has.
+    pub outcome: Option<Outcome>,
+    /// The seq of its last record.
+    pub seq: Seq,
+    /// The chain hash of its last record.
+    pub hash: ChainHash,
+}
+
+impl Delegation {
+    /// What the sender polls for: the answer of a `check_task_status` tool.
+    pub fn status(&self) -> Status {
+        let (reason, http_status, error_detail, target_received) = match &self.outcome {
+            None => (None, None, None, Some(Receipt::Unknown)),
+            Some(Outcome::Delivered { http_status }) => {
+                (None, *http_status, None, Some(Receipt::Yes))
+            }
+            Some(Outcome::Failed(failed)) => (
+                Some(failed.reason.code()),
+                failed.reason.http_status(),
+                failed.detail.clone(),
+                Some(failed.reason.receipt()),
+            ),
+        };
+        Status {
+            id: self.id.clone(),
+            status: match self.state {
+                State::Delivered => StatusKind::Delivered,
+                State::Failed => StatusKind::Failed,
+                State::Initial | State::Queued => StatusKind::Queued,
+            },
+            reason,
+            http_status,
+            error_detail,
+            target_received,
+            target: Some(self.target.clone()),
+            queued_at: Some(self.queued_at),
+            settled_at: self.settled_at,
+        }
+    }
+}
+
+/// The status of one delegation, as a sender's `check_task_status` sees it.
+///
+/// Every field is always present in its JSON form, `null` where it does not apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Status {
+    /// The delegation asked about.
+    pub id: DelegationId,
+    /// `queued`, `delivered`, `failed`, or `not_found`.
+    pub status: StatusKind,
+    /// Why it failed (`target_offline`, `http_status`, …), for `failed`.
+    pub reason: Option<ReasonCode>,
+    /// The status code the target answered, for `delivered` over HTTP and for
+    /// `failed` with reason `http_status`.
+    pub http_status: Option<u16>,
+    /// The error detail, for `failed`.
+    pub error_detail: Option<String>,
+    /// Whether the target may have the task: `yes`, `no` or `unknown`.
+    pub target_received: Option<Receipt>,
+    /// To whom it was delegated.
+    pub target: Option<String>,
+    /// When it was queued.
+    pub queued_at: Option<Timestamp>,
+    /// When it settled.
+    pub settled_at: Option<Timestamp>,
+}
+
+impl Status {
+    /// The answer for an id the log has never seen.
+    pub fn not_found(id: DelegationId) -> Self {
+        Status {
+            id,
+            status: StatusKind::NotFound,
+            reason: None,
+            http_status: None,
+            error_detail: None,
+            target_received: None,
+            target: None,
+            queued_at: None,
+            settled_at: None,
+        }
+    }
+}
+
+/// The `status` field of a [`Status`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusKind {
+    /// Queued, delivery in flight.
+    Queued,
+    /// Delivered.
+    Delivered,
+    /// Failed; see the reason.
+    Failed,
+    /// The log has no such delegation.
+    NotFound,
+}
+
+/// Why a record cannot follow the records before it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Violation {
+    /// The record belongs to another delegation.
+    #[error("record of `{found}` in the history of `{expected}`")]
+    WrongDelegation {
+        /// The delegation being folded.
+        expected: DelegationId,
+        /// The delegation the record names.
+        found: DelegationId,
+    },
+    /// The seq is not one more than the last applied record's.
+    #[error("seq {found}, expected {expected}")]
+    Sequence {
+        /// The seq that was due.
+        expected: Seq,
+        /// The seq found.
+        found: Seq,
+    },
+    /// The lifecycle machine refused the event.
+    #[error("{0}")]
+    Illegal(Refusal),
+    /// The record's hash does not match the chain.
+    #[error("chain hash mismatch at seq {seq}: recorded {recorded}, computed {computed}")]
+    BrokenChain {
+        /// The record's seq.
+        seq: Seq,
+        /// The hash the record carries.
+        recorded: ChainHash,
+        /// The hash the chain gives.
+        computed: ChainHash,
+    },
+}
+
+/// Folds one delegation's records, in order, into a [`Delegation`].
+///
+/// A refused record changes nothing: the next record is judged against the last
+/// applied one.
+#[derive(Clone, Debug)]
+pub struct Fold {
+    id: DelegationId,
+    state: State,
+    seq: Seq,
+    hash: ChainHash,
+    current: Option<Delegation>,
+}
+
+impl Fold {
+    /// An empty fold for `id`.
+    pub fn new(id: DelegationId) -> Self {
+        Fold {
+            id,
+            state: State::Initial,
+            seq: 0,
+            hash: ChainHash::GENESIS,
+            current: None,
+        }
+    }
+
+    /// The delegation's state after the records applied so far.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The seq of the last applied record, 0 for none.
+    pub fn seq(&self) -> Seq {
+        self.seq
+    }
+
+    /// The chain hash of the last applied record.
+    pub fn hash(&self) -> ChainHash {
+        self.hash
+    }
+
+    /// The delegation so far, if a record has been applied.
+    pub fn delegation(&self) -> Option<&Delegation> {
+        self.current.as_ref()
+    }
+
+    /// Consumes the fold, giving the delegation.
+    pub fn into_delegation(self) -> Option<Delegation> {
+        self.current
+    }
+
+    /// Checks `record` against the records applied so far, without applying it:
+    /// sequence first, then the lifecycle, then (if the record has a hash) the chain.
+    /// Returns the state the record leads to.
+    ///
+    /// # Errors
+    /// The first [`Violation`] that applies.
+    pub fn check(&self, record: &Record) -> Result<State, Violation> {
+        if record.delegation != self.id {
+            return Err(Violation::WrongDelegation {
+                expected: self.id.clone(),
+                found: record.delegation.clone(),
+            });
+        }
+        let expected = self.seq.saturating_add(1);
+        if record.seq != expected {
+            return Err(Violation::Sequence {
+                expected,
+                found: record.seq,
+            });
+        }
+        let next = lifecycle::step(self.state, record.event.kind()).map_err(Violation::Illegal)?;
+        if let Some(recorded) = record.hash {
+            let computed = record.chain_hash(&self.hash);
+            if recorded != computed {
+                return Err(Violation::BrokenChain {
+                    seq: record.seq,
+                    recorded,
+                    computed,
+                });
+            }
+        }
+        Ok(next)
+    }
+
+    /// Checks `record` and, if it passes, applies it.
+    ///
+    /// # Errors
+    /// The first [`Violation`] that applies; the fold is then unchanged.
+    pub fn apply(&mut self, record: &Record) -> Result<State, Violation> {
+        let next = self.check(record)?;
+        self.state = next;
+        self.seq = record.seq;
+        self.hash = record.hash.unwrap_or_else(|| record.chain_hash(&self.hash));
+        match (&record.event, &mut self.current) {
+            (Event::Queued(queued), current) => {
+                *current = Some(Delegation {
+                    id: self.id.clone(),
+                    state: next,
+                    source: queued.source.clone(),
+                    target: queued.target.clone(),
+                    task: queued.task.clone(),
+                    queued_at: record.at,
+                    settled_at: None,
+                    outcome: None,
+                    seq: record.seq,
+                    hash: self.hash,
+                });
+            }
+            (event, Some(delegation)) => {
+                delegation.state = next;
+                delegation.seq = record.seq;
+                delegation.hash = self.hash;
+                delegation.settled_at = Some(record.at);
+                delegation.outcome = match event {
+                    Event::Delivered(delivered) => Some(Outcome::Delivered {
+                        http_status: delivered.http_status,
+                    }),
+                    Event::Failed(failed) => Some(Outcome::Failed(failed.clone())),
+                    Event::Queued(_) => delegation.outcome.clone(),
+                };
+            }
+            // The machine allows no outcome before `queued`.
+            (_, None) => {}
+        }
+        Ok(next)
+    }
+}

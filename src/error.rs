@@ -1,0 +1,194 @@
+//! The crate's error type.
+//!
+//! Variants fall in three groups, by what a caller does about them:
+//! - **refusals** ([`Error::IllegalTransition`], [`Error::AlreadySettled`],
+//!   [`Error::InvalidEvent`]): the event was wrong, nothing was written, and the log
+//!   is fine;
+//! - **storage damage** ([`Error::Corrupt`], [`Error::UnknownVersion`]): the store
+//!   holds bytes this crate will not trust; stop and audit;
+//! - **storage failure** ([`Error::Io`], [`Error::Poisoned`], [`Error::Locked`],
+//!   [`Error::OpenPanicked`], [`Error::Storage`]): the store could not do its job;
+//!   writes stay refused until the ledger is reopened.
+
+use std::path::PathBuf;
+
+use crate::envelope::DecodeError;
+use crate::event::{DelegationId, EventKind, InvalidEvent, Seq};
+use crate::lifecycle::{Refusal, State};
+use crate::store::Expect;
+
+/// Everything that can go wrong in this crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The event is illegal in the delegation's state: an outcome before `queued`,
+    /// or a second `queued`.
+    ///
+    /// # Handling
+    /// Nothing was written. For a second `queued` the delegation already exists:
+    /// ask for its status instead of delegating again.
+    #[error("delegation `{id}`: {event} is illegal in state {from}")]
+    IllegalTransition {
+        /// The delegation.
+        id: DelegationId,
+        /// Its state when the event arrived.
+        from: State,
+        /// The refused event.
+        event: EventKind,
+    },
+
+    /// The delegation is already settled; nothing follows `delivered` or `failed`.
+    /// This is what the losers of a race to settle one delegation get.
+    ///
+    /// # Handling
+    /// Nothing was written. Read the status to learn the outcome that won.
+    #[error("delegation `{id}` is already settled as {state}; {event} refused")]
+    AlreadySettled {
+        /// The delegation.
+        id: DelegationId,
+        /// Its terminal state.
+        state: State,
+        /// The refused event.
+        event: EventKind,
+    },
+
+    /// The event breaks a field rule (a status code out of its range), whatever
+    /// the state.
+    ///
+    /// # Handling
+    /// A bug in the caller; nothing was written.
+    #[error("invalid event: {0}")]
+    InvalidEvent(#[from] InvalidEvent),
+
+    /// A store's append found a different head than the caller expected.
+    ///
+    /// # Handling
+    /// Returned by [`Store::append`](crate::store::Store::append) only: another
+    /// writer appended first. Re-read the history and decide again. The ledger does
+    /// this itself and never returns `Conflict`.
+    #[error("delegation `{id}`: expected {expected}, found head {actual:?}")]
+    Conflict {
+        /// The delegation.
+        id: DelegationId,
+        /// The head the caller expected.
+        expected: Expect,
+        /// The head found, when the store knows it.
+        actual: Option<Seq>,
+    },
+
+    /// Stored bytes are damaged: a checksum, a chain hash, a key or a sequence does
+    /// not hold.
+    ///
+    /// # Handling
+    /// Do not write to this delegation. Run an audit to see everything that is
+    /// damaged, then restore from an export or a backup.
+    #[error("corrupt store at {key}: {reason}")]
+    Corrupt {
+        /// Where: the delegation and seq, or the raw key in hex.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A record was written in a format version this crate does not know.
+    ///
+    /// # Handling
+    /// The store was written by a newer version of this crate: upgrade.
+    #[error("record at {key} has unknown format version {found}")]
+    UnknownVersion {
+        /// Where the record is.
+        key: String,
+        /// The version found.
+        found: u8,
+    },
+
+    /// An earlier write or flush failed, so this ledger refuses writes: after a
+    /// failed flush the operating system may have dropped the dirty pages, and a
+    /// retry that succeeds would acknowledge data that is gone (see "fsyncgate",
+    /// <https://wiki.postgresql.org/wiki/Fsync_Errors>).
+    ///
+    /// # Handling
+    /// Drop the ledger and open it again; recovery then settles what was in flight.
+    #[error("ledger is poisoned by an earlier storage failure ({cause}); reopen it")]
+    Poisoned {
+        /// The failure that poisoned it.
+        cause: String,
+    },
+
+    /// The store is already open, in this process or another.
+    ///
+    /// # Handling
+    /// Share the open [`Ledger`](crate::Ledger) (it is cheap to clone) instead of
+    /// opening the path twice.
+    #[error("store {path} is already open (sled allows one open per path)")]
+    Locked {
+        /// The store's path.
+        path: PathBuf,
+    },
+
+    /// sled panicked while opening the store, which it does on some damaged files.
+    ///
+    /// # Handling
+    /// Treat the store as damaged: audit it, and restore from an export or backup.
+    #[error("store {path} could not be opened: sled panicked ({message})")]
+    OpenPanicked {
+        /// The store's path.
+        path: PathBuf,
+        /// The panic message.
+        message: String,
+    },
+
+    /// An I/O error from the file system.
+    ///
+    /// # Handling
+    /// Check the disk; the ledger is poisoned if this happened during a write.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+
+    /// Any other failure reported by the storage engine.
+    ///
+    /// # Handling
+    /// As for [`Error::Io`].
+    #[error("storage engine error: {0}")]
+    Storage(String),
+}
+
+impl Error {
+    /// The error for a refused event.
+    pub(crate) fn refused(id: &DelegationId, refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::AlreadySettled { state, event } => Error::AlreadySettled {
+                id: id.clone(),
+                state,
+                event,
+            },
+            Refusal::IllegalTransition { from, event } => Error::IllegalTransition {
+                id: id.clone(),
+                from,
+                event,
+            },
+        }
+    }
+
+    /// The error for stored bytes that did not decode.
+    pub(crate) fn decode(key: String, error: DecodeError) -> Self {
+        match error {
+            DecodeError::UnknownVersion { found } => Error::UnknownVersion { key, found },
+            other => Error::Corrupt {
+                key,
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// Whether the event was refused and nothing was written.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Error::IllegalTransition { .. } | Error::AlreadySettled { .. } | Error::InvalidEvent(_)
+        )
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

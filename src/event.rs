@@ -1,0 +1,699 @@
+//! Events, failure reasons, and the record that carries an event into the log.
+//!
+//! A delegation's history is a short list of [`Record`]s: one [`Queued`], then at
+//! most one outcome, [`Delivered`] or [`Failed`]. The serde form of a record is the
+//! portable JSON form of `EVENT-LOG-FORMAT.md`, so the same types read the store's
+//! records and an auditor's JSON Lines.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+/// A record's position in its delegation's history: 1 for `queued`, then one more
+/// for each record after it.
+pub type Seq = u64;
+
+/// The longest delegation id the log accepts, in bytes.
+pub const MAX_ID_LEN: usize = 256;
+
+/// The id of one delegation: 1 to [`MAX_ID_LEN`] bytes of UTF-8.
+///
+/// ```
+/// use delegation_log::DelegationId;
+///
+/// let id: DelegationId = "task-42".parse()?;
+/// assert_eq!(id.as_str(), "task-42");
+/// assert!("".parse::<DelegationId>().is_err());
+/// # Ok::<(), delegation_log::event::InvalidId>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct DelegationId(String);
+
+/// Why a string is not a [`DelegationId`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a delegation id must be 1 to {MAX_ID_LEN} bytes, not {len}")]
+pub struct InvalidId {
+    /// The length, in bytes, of the refused id.
+    pub len: usize,
+}
+
+impl DelegationId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for DelegationId {
+    type Error = InvalidId;
+
+    fn try_from(id: String) -> Result<Self, InvalidId> {
+        if id.is_empty() || id.len() > MAX_ID_LEN {
+            return Err(InvalidId { len: id.len() });
+        }
+        Ok(Self(id))
+    }
+}
+
+impl TryFrom<&str> for DelegationId {
+    type Error = InvalidId;
+
+    fn try_from(id: &str) -> Result<Self, InvalidId> {
+        Self::try_from(id.to_owned())
+    }
+}
+
+impl FromStr for DelegationId {
+    type Err = InvalidId;
+
+    fn from_str(id: &str) -> Result<Self, InvalidId> {
+        Self::try_from(id)
+    }
+}
+
+impl From<DelegationId> for String {
+    fn from(id: DelegationId) -> String {
+        id.0
+    }
+}
+
+impl AsRef<str> for DelegationId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DelegationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An instant, in UTC, to the nanosecond.
+///
+/// Its text form is RFC 3339 in UTC with a `Z`, and with the fewest fractional digits
+/// (0, 3, 6 or 9) that hold the instant exactly: `2026-06-07T01:32:07.250Z`. Parsing
+/// accepts any RFC 3339 timestamp, offsets included, and normalizes it to UTC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(DateTime<Utc>);
+
+/// Why a string is not an RFC 3339 timestamp.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not an RFC 3339 timestamp: {reason}")]
+pub struct InvalidTimestamp {
+    /// The refused text.
+    pub text: String,
+    /// What the parser objected to.
+    pub reason: String,
+}
+
+impl Timestamp {
+    /// The instant `nanos` nanoseconds after the Unix epoch.
+    pub fn from_unix_nanos(nanos: i64) -> Self {
+        Self(DateTime::from_timestamp_nanos(nanos))
+    }
+
+    /// Nanoseconds since the Unix epoch, or `None` outside the years 1677 to 2262.
+    pub fn unix_nanos(&self) -> Option<i64> {
+        self.0.timestamp_nanos_opt()
+    }
+
+    /// The instant as a chrono `DateTime`.
+    pub fn as_datetime(&self) -> DateTime<Utc> {
+        self.0
+    }
+
+    /// The time from `earlier` to `self`, or zero if `earlier` is later.
+    pub fn since(&self, earlier: Timestamp) -> std::time::Duration {
+        (self.0 - earlier.0).to_std().unwrap_or_default()
+    }
+}
+
+impl From<DateTime<Utc>> for Timestamp {
+    fn from(at: DateTime<Utc>) -> Self {
+        Self(at)
+    }
+}
+
+impl FromStr for Timestamp {
+    type Err = InvalidTimestamp;
+
+    fn from_str(text: &str) -> Result<Self, InvalidTimestamp> {
+        DateTime::parse_from_rfc3339(text)
+            .map(|at| Self(at.with_timezone(&Utc)))
+            .map_err(|e| InvalidTimestamp {
+                text: text.to_owned(),
+                reason: e.to_string(),
+            })
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The three kinds of event, without their fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// See [`Queued`].
+    Queued,
+    /// See [`Delivered`].
+    Delivered,
+    /// See [`Failed`].
+    Failed,
+}
+
+impl EventKind {
+    /// Every kind, in lifecycle order.
+    pub const ALL: [EventKind; 3] = [EventKind::Queued, EventKind::Delivered, EventKind::Failed];
+
+    /// The kind's name in the log: `queued`, `delivered` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Queued => "queued",
+            EventKind::Delivered => "delivered",
+            EventKind::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Something that happened to a delegation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The sender handed the task over; delivery has not finished.
+    Queued(Queued),
+    /// The target accepted the task.
+    Delivered(Delivered),
+    /// Delivery ended without the target accepting the task.
+    Failed(Failed),
+}
+
+impl Event {
+    /// The event's kind.
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Event::Queued(_) => EventKind::Queued,
+            Event::Delivered(_) => EventKind::Delivered,
+            Event::Failed(_) => EventKind::Failed,
+        }
+    }
+
+    /// A `queued` event with no task body.
+    pub fn queued(source: impl Into<String>, target: impl Into<String>) -> Self {
+        Event::Queued(Queued {
+            source: source.into(),
+            target: target.into(),
+            task: None,
+        })
+    }
+
+    /// A `delivered` event, with the 2xx status the target answered, if any.
+    ///
+    /// # Errors
+    /// [`InvalidEvent::DeliveredStatus`] if `http_status` is outside 200..=299.
+    pub fn delivered(http_status: Option<u16>) -> Result<Self, InvalidEvent> {
+        let delivered = Delivered { http_status };
+        delivered.validate()?;
+        Ok(Event::Delivered(delivered))
+    }
+
+    /// A `failed` event with its reason and the error detail, if any.
+    ///
+    /// # Errors
+    /// [`InvalidEvent::FailedStatus`] if the reason is an HTTP status inside 200..=299.
+    pub fn failed(reason: FailureReason, detail: Option<String>) -> Result<Self, InvalidEvent> {
+        reason.validate()?;
+        Ok(Event::Failed(Failed { reason, detail }))
+    }
+
+    /// Checks the rules that the types alone cannot: status codes in their ranges.
+    ///
+    /// # Errors
+    /// The first rule the event breaks.
+    pub fn validate(&self) -> Result<(), InvalidEvent> {
+        match self {
+            Event::Queued(_) => Ok(()),
+            Event::Delivered(delivered) => delivered.validate(),
+            Event::Failed(failed) => failed.reason.validate(),
+        }
+    }
+}
+
+/// The payload of a `queued` event.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Queued {
+    /// Who delegated.
+    pub source: String,
+    /// To whom: an agent name or URL.
+    pub target: String,
+    /// What was delegated, as any JSON value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<serde_json::Value>,
+}
+
+/// The payload of a `delivered` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireDelivered")]
+pub struct Delivered {
+    /// The 2xx status the target answered with, when delivery was over HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+}
+
+#[derive(Deserialize)]
+struct WireDelivered {
+    #[serde(default)]
+    http_status: Option<u16>,
+}
+
+impl TryFrom<WireDelivered> for Delivered {
+    type Error = InvalidEvent;
+
+    fn try_from(wire: WireDelivered) -> Result<Self, InvalidEvent> {
+        let delivered = Delivered {
+            http_status: wire.http_status,
+        };
+        delivered.validate()?;
+        Ok(delivered)
+    }
+}
+
+impl Delivered {
+    fn validate(&self) -> Result<(), InvalidEvent> {
+        match self.http_status {
+            Some(code) if !(200..=299).contains(&code) => Err(InvalidEvent::DeliveredStatus(code)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The payload of a `failed` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireFailed", into = "WireFailed")]
+pub struct Failed {
+    /// Why delivery failed.
+    pub reason: FailureReason,
+    /// The human-readable error detail (the platform's `error_detail`).
+    pub detail: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct WireFailed {
+    reason: ReasonCode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    http_status: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+impl TryFrom<WireFailed> for Failed {
+    type Error = InvalidEvent;
+
+    fn try_from(wire: WireFailed) -> Result<Self, InvalidEvent> {
+        let reason = match (wire.reason, wire.http_status) {
+            (ReasonCode::HttpStatus, Some(code)) => FailureReason::HttpStatus(code),
+            (ReasonCode::HttpStatus, None) => return Err(InvalidEvent::MissingStatus),
+            (_, Some(code)) => {
+                return Err(InvalidEvent::UnexpectedStatus {
+                    reason: wire.reason,
+                    code,
+                });
+            }
+            (ReasonCode::TargetOffline, None) => FailureReason::TargetOffline,
+            (ReasonCode::MarshalError, None) => FailureReason::MarshalError,
+            (ReasonCode::Timeout, None) => FailureReason::Timeout,
+            (ReasonCode::Interrupted, None) => FailureReason::Interrupted,
+        };
+        reason.validate()?;
+        Ok(Failed {
+            reason,
+            detail: wire.detail,
+        })
+    }
+}
+
+impl From<Failed> for WireFailed {
+    fn from(failed: Failed) -> Self {
+        WireFailed {
+            reason: failed.reason.code(),
+            http_status: failed.reason.http_status(),
+            detail: failed.detail,
+        }
+    }
+}
+
+/// Why a delivery failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailureReason {
+    /// The target could not be reached: connection refused, unknown host, or a reset
+    /// before the request was sent.
+    TargetOffline,
+    /// The target or a proxy answered with this non-2xx status.
+    HttpStatus(u16),
+    /// The task could not be encoded for sending.
+    MarshalError,
+    /// No answer came within the delivery deadline.
+    Timeout,
+    /// The process stopped before the outcome was known; written by recovery.
+    Interrupted,
+}
+
+/// A failure reason's name in the log, without the status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasonCode {
+    /// See [`FailureReason::TargetOffline`].
+    TargetOffline,
+    /// See [`FailureReason::HttpStatus`].
+    HttpStatus,
+    /// See [`FailureReason::MarshalError`].
+    MarshalError,
+    /// See [`FailureReason::Timeout`].
+    Timeout,
+    /// See [`FailureReason::Interrupted`].
+    Interrupted,
+}
+
+impl ReasonCode {
+    /// The reason's name in the log, such as `target_offline`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReasonCode::TargetOffline => "target_offline",
+            ReasonCode::HttpStatus => "http_status",
+            ReasonCode::MarshalError => "marshal_error",
+            ReasonCode::Timeout => "timeout",
+            ReasonCode::Interrupted => "interrupted",
+        }
+    }
+}
+
+impl fmt::Display for ReasonCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether the target may have received a task whose delivery failed: what the
+/// sender needs to know before it retries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Receipt {
+    /// The target cannot have it; a retry cannot duplicate the task.
+    No,
+    /// The target answered, so it (or a proxy in front of it) saw the request.
+    Yes,
+    /// Nobody knows; a retry may duplicate the task, so receivers should drop
+    /// repeats of the same message id.
+    Unknown,
+}
+
+impl FailureReason {
+    /// The reason's name in the log.
+    pub fn code(self) -> ReasonCode {
+        match self {
+            FailureReason::TargetOffline => ReasonCode::TargetOffline,
+            FailureReason::HttpStatus(_) => ReasonCode::HttpStatus,
+            FailureReason::MarshalError => ReasonCode::MarshalError,
+            FailureReason::Timeout => ReasonCode::Timeout,
+            FailureReason::Interrupted => ReasonCode::Interrupted,
+        }
+    }
+
+    /// The HTTP status, for [`FailureReason::HttpStatus`].
+    pub fn http_status(self) -> Option<u16> {
+        match self {
+            FailureReason::HttpStatus(code) => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Whether the target may have received the task.
+    pub fn receipt(self) -> Receipt {
+        match self {
+            FailureReason::TargetOffline | FailureReason::MarshalError => Receipt::No,
+            FailureReason::HttpStatus(_) => Receipt::Yes,
+            FailureReason::Timeout | FailureReason::Interrupted => Receipt::Unknown,
+        }
+    }
+
+    fn validate(self) -> Result<(), InvalidEvent> {
+        match self {
+            FailureReason::HttpStatus(code) if (200..=299).contains(&code) => {
+                Err(InvalidEvent::FailedStatus(code))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureReason::HttpStatus(code) => write!(f, "http_status {code}"),
+            other => f.write_str(other.code().as_str()),
+        }
+    }
+}
+
+/// An event that breaks a field rule of the format, whatever the state.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidEvent {
+    /// `delivered` carried a status outside 200..=299.
+    #[error("a delivered event's http_status must be within 200..=299, not {0}")]
+    DeliveredStatus(u16),
+    /// `failed` with reason `http_status` carried a 2xx status.
+    #[error("a failed event's http_status must be outside 200..=299, not {0}")]
+    FailedStatus(u16),
+    /// `failed` with reason `http_status` carried no status.
+    #[error("reason `http_status` requires the field http_status")]
+    MissingStatus,
+    /// `failed` with another reason carried a status.
+    #[error("reason `{reason}` must not carry http_status (found {code})")]
+    UnexpectedStatus {
+        /// The reason that carried it.
+        reason: ReasonCode,
+        /// The status it carried.
+        code: u16,
+    },
+}
+
+/// A SHA-256 digest chaining a record to the one before it in its delegation.
+///
+/// `hash(n) = SHA-256(hex(hash(n-1)) ‖ "\n" ‖ JCS(record n without hash))`, with
+/// 64 zeros standing for `hex(hash(0))`. `docs/hash-chain.md` spells it out.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChainHash(pub [u8; 32]);
+
+impl ChainHash {
+    /// What the first record of a delegation chains to: 32 zero bytes.
+    pub const GENESIS: ChainHash = ChainHash([0; 32]);
+
+    /// Lowercase hex, 64 characters.
+    pub fn to_hex(&self) -> String {
+        let mut out = String::with_capacity(64);
+        for byte in self.0 {
+            out.push(char::from(HEX[usize::from(byte >> 4)]));
+            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+        }
+        out
+    }
+
+    /// Parses 64 lowercase hex digits.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            let [high, low] = pair else { return None };
+            *slot = (hex_value(*high)? << 4) | hex_value(*low)?;
+        }
+        Some(ChainHash(out))
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Debug for ChainHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChainHash({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for ChainHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for ChainHash {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for ChainHash {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        ChainHash::from_hex(&text)
+            .ok_or_else(|| serde::de::Error::custom("hash must be 64 lowercase hex digits"))
+    }
+}
+
+/// One event of one delegation, as the log holds it.
+///
+/// Its serde form is one line of the portable JSON Lines format.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Which delegation.
+    pub delegation: DelegationId,
+    /// Its position in the delegation's history, from 1.
+    pub seq: Seq,
+    /// What happened.
+    #[serde(flatten)]
+    pub event: Event,
+    /// When it was recorded.
+    pub at: Timestamp,
+    /// The chain hash; always present in the store, optional in JSON Lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<ChainHash>,
+}
+
+impl Record {
+    /// The canonical bytes behind the hash: RFC 8785 (JCS) JSON of the record
+    /// without its `hash` field.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let unhashed = UnhashedRecord {
+            delegation: &self.delegation,
+            seq: self.seq,
+            event: &self.event,
+            at: self.at,
+        };
+        // JCS of a value that serde_json can always represent: the record's own
+        // fields are strings, integers and an already-parsed JSON task.
+        serde_json_canonicalizer::to_vec(&unhashed).unwrap_or_default()
+    }
+
+    /// The chain hash of this record, given the hash of the record before it
+    /// ([`ChainHash::GENESIS`] for the first).
+    pub fn chain_hash(&self, previous: &ChainHash) -> ChainHash {
+        let mut digest = Sha256::new();
+        digest.update(previous.to_hex().as_bytes());
+        digest.update(b"\n");
+        digest.update(self.canonical_bytes());
+        ChainHash(digest.finalize().into())
+    }
+}
+
+#[derive(Serialize)]
+struct UnhashedRecord<'a> {
+    delegation: &'a DelegationId,
+    seq: Seq,
+    #[serde(flatten)]
+    event: &'a Event,
+    at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_outside_one_to_256_bytes_are_refused() {
+        assert!(DelegationId::try_from("").is_err());
+        assert!(DelegationId::try_from("a".repeat(256)).is_ok());
+        assert_eq!(
+            DelegationId::try_from("a".repeat(257)),
+            Err(InvalidId { len: 257 })
+        );
+    }
+
+    #[test]
+    fn timestamps_normalize_to_utc_with_the_fewest_exact_digits() {
+        let at: Timestamp = "2026-06-07T03:32:07.250+02:00".parse().unwrap();
+        assert_eq!(at.to_string(), "2026-06-07T01:32:07.250Z");
+        let at: Timestamp = "2026-06-07T01:32:07Z".parse().unwrap();
+        assert_eq!(at.to_string(), "2026-06-07T01:32:07Z");
+    }
+
+    #[test]
+    fn failed_events_round_trip_through_the_portable_form() {
+        let event = Event::failed(FailureReason::HttpStatus(503), Some("busy".into())).unwrap();
+        let json = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            json,
+            r#"{"event":"failed","reason":"http_status","http_status":503,"detail":"busy"}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event);
+    }
+
+    #[test]
+    fn status_codes_outside_their_ranges_are_refused() {
+        assert_eq!(
+            Event::delivered(Some(503)),
+            Err(InvalidEvent::DeliveredStatus(503))
+        );
+        assert_eq!(
+            Event::failed(FailureReason::HttpStatus(204), None),
+            Err(InvalidEvent::FailedStatus(204))
+        );
+        let missing = r#"{"event":"failed","reason":"http_status"}"#;
+        assert!(serde_json::from_str::<Event>(missing).is_err());
+        let unexpected = r#"{"event":"failed","reason":"timeout","http_status":500}"#;
+        assert!(serde_json::from_str::<Event>(unexpected).is_err());
+    }
+
+    #[test]
+    fn each_reason_says_whether_the_target_may_have_the_task() {
+        assert_eq!(FailureReason::TargetOffline.receipt(), Receipt::No);
+        assert_eq!(FailureReason::MarshalError.receipt(), Receipt::No);
+        assert_eq!(FailureReason::HttpStatus(503).receipt(), Receipt::Yes);
+        assert_eq!(FailureReason::Timeout.receipt(), Receipt::Unknown);
+        assert_eq!(FailureReason::Interrupted.receipt(), Receipt::Unknown);
+    }
+
+    #[test]
+    fn chain_hashes_round_trip_through_hex() {
+        let hash = ChainHash([0xab; 32]);
+        assert_eq!(ChainHash::from_hex(&hash.to_hex()), Some(hash));
+        assert_eq!(ChainHash::from_hex("AB"), None);
+        assert_eq!(ChainHash::from_hex(&"A".repeat(64)), None);
+    }
+}

@@ -1,0 +1,219 @@
+//! An in-memory store with seeded faults, for deterministic crash tests.
+//!
+//! It keeps two images: the **live** one, which reads see, and the **durable** one,
+//! which is what survives a crash. An append changes the live image and joins the
+//! pending list; a flush copies the pending appends into the durable image. A crash
+//! throws the live image away and starts again from the durable one.
+
+use std::sync::{Mutex, MutexGuard};
+
+use super::memory::{self, Image};
+use super::{Expect, Head, Store, Stream};
+use crate::error::{Error, Result};
+use crate::event::DelegationId;
+
+/// A fault to inject into the next matching operation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Fault {
+    /// The next append fails with an I/O error and writes nothing.
+    FailWrite,
+    /// The next flush fails with an I/O error and makes nothing durable.
+    FailFlush,
+}
+
+#[derive(Clone, Debug)]
+struct Pending {
+    id: DelegationId,
+    expect: Expect,
+    record: Vec<u8>,
+    head: Head,
+}
+
+#[derive(Debug)]
+struct State {
+    live: Image,
+    durable: Image,
+    pending: Vec<Pending>,
+    armed: Vec<Fault>,
+    rng: u64,
+    write_fail_per_mille: u16,
+    flush_fail_per_mille: u16,
+}
+
+impl State {
+    /// splitmix64: small, seeded and good enough to pick faults.
+    fn next(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn roll(&mut self, per_mille: u16) -> bool {
+        per_mille > 0 && self.next() % 1000 < u64::from(per_mille)
+    }
+
+    fn take(&mut self, fault: Fault) -> bool {
+        match self.armed.iter().position(|armed| *armed == fault) {
+            Some(at) => {
+                self.armed.remove(at);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A seeded, fault-injecting store with separate live and durable images.
+///
+/// The same seed and the same calls give the same run.
+///
+/// ```
+/// use delegation_log::store::{Fault, Faulty};
+///
+/// let store = Faulty::seeded(7);
+/// store.inject(Fault::FailFlush);
+/// // ... drive a ledger over `store`, then:
+/// store.crash();
+/// ```
+#[derive(Debug)]
+pub struct Faulty {
+    state: Mutex<State>,
+}
+
+impl Default for Faulty {
+    fn default() -> Self {
+        Self::seeded(0)
+    }
+}
+
+impl Faulty {
+    /// A store with no random faults, whose tears are chosen by `seed`.
+    pub fn seeded(seed: u64) -> Self {
+        Self {
+            state: Mutex::new(State {
+                live: Image::new(),
+                durable: Image::new(),
+                pending: Vec::new(),
+                armed: Vec::new(),
+                rng: seed,
+                write_fail_per_mille: 0,
+                flush_fail_per_mille: 0,
+            }),
+        }
+    }
+
+    /// Makes appends and flushes fail at random, at these rates per thousand.
+    pub fn with_rates(self, write_fail_per_mille: u16, flush_fail_per_mille: u16) -> Self {
+        {
+            let mut state = self.state();
+            state.write_fail_per_mille = write_fail_per_mille;
+            state.flush_fail_per_mille = flush_fail_per_mille;
+        }
+        self
+    }
+
+    /// Arms a one-shot fault for the next matching operation.
+    pub fn inject(&self, fault: Fault) {
+        self.state().armed.push(fault);
+    }
+
+    /// Simulates a crash: every unflushed append is lost.
+    pub fn crash(&self) {
+        let mut state = self.state();
+        state.live = state.durable.clone();
+        state.pending.clear();
+        state.armed.clear();
+    }
+
+    /// Simulates a crash during the last unflushed append: the appends before it
+    /// reached the disk, and it reaches the durable image torn, cut at a seeded
+    /// length, without its head. Returns whether there was a pending append to tear.
+    pub fn crash_tearing(&self) -> bool {
+        let mut state = self.state();
+        let Some(last) = state.pending.pop() else {
+            drop(state);
+            self.crash();
+            return false;
+        };
+        let before = std::mem::take(&mut state.pending);
+        for write in before {
+            let slot = memory::slot(&mut state.durable, &write.id);
+            memory::push(slot, write.expect.next(), &write.record, Some(write.head));
+        }
+        let len = u64::try_from(last.record.len().max(1)).unwrap_or(1);
+        let cut = usize::try_from(state.next() % len).unwrap_or(0);
+        let torn = last.record.get(..cut).unwrap_or_default();
+        let slot = memory::slot(&mut state.durable, &last.id);
+        memory::push(slot, last.expect.next(), torn, None);
+        drop(state);
+        self.crash();
+        true
+    }
+
+    /// How many appends are not yet durable.
+    pub fn pending(&self) -> usize {
+        self.state().pending.len()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // Every mutation under the lock is completed before it is released, so a
+        // poisoned lock still guards a consistent state.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn injected(what: &str) -> Error {
+    Error::Io(std::io::Error::other(format!("injected {what} failure")))
+}
+
+impl Store for Faulty {
+    fn append(&self, id: &DelegationId, expect: Expect, record: &[u8], head: Head) -> Result<()> {
+        let mut state = self.state();
+        let rate = state.write_fail_per_mille;
+        if state.take(Fault::FailWrite) || state.roll(rate) {
+            return Err(injected("write"));
+        }
+        memory::append(&mut state.live, id, expect, record, head)?;
+        state.pending.push(Pending {
+            id: id.clone(),
+            expect,
+            record: record.to_vec(),
+            head,
+        });
+        Ok(())
+    }
+
+    fn history(&self, id: &DelegationId) -> Result<Stream> {
+        Ok(memory::stream(&self.state().live, id))
+    }
+
+    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream>> + Send + '_> {
+        let ids = self
+            .state()
+            .live
+            .values()
+            .map(|(id, _)| id.clone())
+            .collect();
+        memory::scan(ids, move |id| self.history(id))
+    }
+
+    fn flush(&self) -> Result<()> {
+        let mut state = self.state();
+        let rate = state.flush_fail_per_mille;
+        let pending = std::mem::take(&mut state.pending);
+        if state.take(Fault::FailFlush) || state.roll(rate) {
+            // As after a failed fsync, the dirty pages are gone: the pending appends
+            // stay visible in the live image but never become durable.
+            return Err(injected("flush"));
+        }
+        for write in pending {
+            let slot = memory::slot(&mut state.durable, &write.id);
+            memory::push(slot, write.expect.next(), &write.record, Some(write.head));
+        }
+        Ok(())
+    }
+}
