@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use crate::event::{
-    ChainHash, DelegationId, Event, Failed, ReasonCode, Receipt, Record, Seq, Timestamp,
+    ChainHash, DelegationId, Event, Failed, ReasonCode, Received, Record, Seq, Timestamp,
 };
 use crate::lifecycle::{self, Refusal, State};
 
@@ -53,15 +53,15 @@ impl Delegation {
     /// What the sender polls for: the answer of a `check_task_status` tool.
     pub fn status(&self) -> Status {
         let (reason, http_status, error_detail, target_received) = match &self.outcome {
-            None => (None, None, None, Some(Receipt::Unknown)),
+            None => (None, None, None, Some(Received::Unknown)),
             Some(Outcome::Delivered { http_status }) => {
-                (None, *http_status, None, Some(Receipt::Yes))
+                (None, *http_status, None, Some(Received::Yes))
             }
             Some(Outcome::Failed(failed)) => (
                 Some(failed.reason.code()),
                 failed.reason.http_status(),
                 failed.detail.clone(),
-                Some(failed.reason.receipt()),
+                Some(failed.reason.received()),
             ),
         };
         Status {
@@ -99,7 +99,7 @@ pub struct Status {
     /// The error detail, for `failed`.
     pub error_detail: Option<String>,
     /// Whether the target may have the task: `yes`, `no` or `unknown`.
-    pub target_received: Option<Receipt>,
+    pub target_received: Option<Received>,
     /// To whom it was delegated.
     pub target: Option<String>,
     /// When it was queued.

@@ -424,7 +424,7 @@ impl fmt::Display for ReasonCode {
 /// sender needs to know before it retries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Receipt {
+pub enum Received {
     /// The target cannot have it; a retry cannot duplicate the task.
     No,
     /// The target answered, so it (or a proxy in front of it) saw the request.
@@ -455,11 +455,11 @@ impl FailureReason {
     }
 
     /// Whether the target may have received the task.
-    pub fn receipt(self) -> Receipt {
+    pub fn received(self) -> Received {
         match self {
-            FailureReason::TargetOffline | FailureReason::MarshalError => Receipt::No,
-            FailureReason::HttpStatus(_) => Receipt::Yes,
-            FailureReason::Timeout | FailureReason::Interrupted => Receipt::Unknown,
+            FailureReason::TargetOffline | FailureReason::MarshalError => Received::No,
+            FailureReason::HttpStatus(_) => Received::Yes,
+            FailureReason::Timeout | FailureReason::Interrupted => Received::Unknown,
         }
     }
 
@@ -682,11 +682,11 @@ mod tests {
 
     #[test]
     fn each_reason_says_whether_the_target_may_have_the_task() {
-        assert_eq!(FailureReason::TargetOffline.receipt(), Receipt::No);
-        assert_eq!(FailureReason::MarshalError.receipt(), Receipt::No);
-        assert_eq!(FailureReason::HttpStatus(503).receipt(), Receipt::Yes);
-        assert_eq!(FailureReason::Timeout.receipt(), Receipt::Unknown);
-        assert_eq!(FailureReason::Interrupted.receipt(), Receipt::Unknown);
+        assert_eq!(FailureReason::TargetOffline.received(), Received::No);
+        assert_eq!(FailureReason::MarshalError.received(), Received::No);
+        assert_eq!(FailureReason::HttpStatus(503).received(), Received::Yes);
+        assert_eq!(FailureReason::Timeout.received(), Received::Unknown);
+        assert_eq!(FailureReason::Interrupted.received(), Received::Unknown);
     }
 
     #[test]

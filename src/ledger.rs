@@ -298,6 +298,48 @@ impl Ledger {
         })
     }
 
+    /// Settles every delegation still `queued` as `failed` with reason
+    /// [`FailureReason::Interrupted`](crate::FailureReason::Interrupted): the
+    /// recovery for a process that died mid-delivery. Run it right after opening,
+    /// before any delivery starts: the store's lock guarantees that whatever is
+    /// pending then belonged to a dead process.
+    ///
+    /// A delegation that another writer settles meanwhile is left as it settled.
+    ///
+    /// # Errors
+    /// A storage error; delegations settled before it stay settled.
+    pub fn recover(&self) -> Result<Vec<DelegationId>> {
+        let pending = self.pending()?;
+        let mut settled = Vec::with_capacity(pending.len());
+        for delegation in pending {
+            let event = Event::Failed(crate::event::Failed {
+                reason: crate::FailureReason::Interrupted,
+                detail: Some("the process stopped before the outcome was known".to_owned()),
+            });
+            match self.record(&delegation.id, event) {
+                Ok(_) => settled.push(delegation.id),
+                Err(Error::AlreadySettled { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(settled)
+    }
+
+    /// Every delegation still `queued`, in store order.
+    ///
+    /// # Errors
+    /// The first storage error or damaged delegation met.
+    pub fn pending(&self) -> Result<Vec<Delegation>> {
+        let mut pending = Vec::new();
+        for delegation in self.replay() {
+            let delegation = delegation?;
+            if delegation.state == State::Queued {
+                pending.push(delegation);
+            }
+        }
+        Ok(pending)
+    }
+
     fn fold(&self, stream: Stream) -> Result<Fold> {
         let records = decode_stream(&stream)?;
         fold_records(&stream, &records)

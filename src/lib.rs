@@ -46,6 +46,6 @@ pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::delegation::{Delegation, Outcome, Status, StatusKind};
 pub use crate::error::{Error, Result};
 pub use crate::event::{
-    ChainHash, DelegationId, Event, EventKind, FailureReason, Receipt, Record, Seq, Timestamp,
+    ChainHash, DelegationId, Event, EventKind, FailureReason, Received, Record, Seq, Timestamp,
 };
 pub use crate::ledger::{Durability, Ledger, Options, Recorded};
