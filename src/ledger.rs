@@ -307,9 +307,21 @@ impl Ledger {
     /// A delegation that another writer settles meanwhile is left as it settled.
     ///
     /// # Errors
-    /// A storage error; delegations settled before it stay settled.
+    /// A storage error; delegations settled before it stay settled. A damaged
+    /// delegation does not keep the others queued: every readable one is settled
+    /// first, then the first damage met is returned.
     pub fn recover(&self) -> Result<Vec<DelegationId>> {
-        let pending = self.pending()?;
+        let mut pending = Vec::new();
+        let mut damage = None;
+        for delegation in self.replay() {
+            match delegation {
+                Ok(delegation) if delegation.state == State::Queued => pending.push(delegation),
+                Ok(_) => {}
+                Err(error) => {
+                    damage.get_or_insert(error);
+                }
+            }
+        }
         let mut settled = Vec::with_capacity(pending.len());
         for delegation in pending {
             let event = Event::Failed(crate::event::Failed {
@@ -322,7 +334,10 @@ impl Ledger {
                 Err(error) => return Err(error),
             }
         }
-        Ok(settled)
+        match damage {
+            Some(error) => Err(error),
+            None => Ok(settled),
+        }
     }
 
     /// Every delegation still `queued`, in store order.
@@ -456,9 +471,12 @@ impl GroupCommit {
         self.until(commit, ticket, store)
     }
 
-    /// Flushes everything written so far.
+    /// Flushes everything written so far. The flush counts as a write of its own,
+    /// so that it always reaches the store: in buffered mode writers never take a
+    /// ticket, and the store may hold appends that no ticket covers.
     fn flush_now(&self, store: &dyn Store) -> Result<()> {
-        let commit = self.lock();
+        let mut commit = self.lock();
+        commit.written += 1;
         let ticket = commit.written;
         self.until(commit, ticket, store)
     }
