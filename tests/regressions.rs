@@ -25,7 +25,9 @@ fn an_explicit_flush_in_buffered_mode_makes_buffered_events_survive_a_crash() {
     let store = Arc::new(Faulty::seeded(1));
     let ledger = buffered(&store);
     let id = "d".parse().unwrap();
-    ledger.record(&id, Event::queued("planner", "reviewer")).unwrap();
+    ledger
+        .record(&id, Event::queued("planner", "reviewer"))
+        .unwrap();
     ledger.flush().unwrap();
     assert_eq!(store.pending(), 0, "the flush did not reach the store");
     store.crash();
@@ -56,11 +58,15 @@ fn recover_settles_every_readable_delegation_even_when_another_is_damaged() {
     let store = Arc::new(Faulty::seeded(1));
     let ledger = buffered(&store);
     let torn = "a".parse().unwrap();
-    ledger.record(&torn, Event::queued("planner", "reviewer")).unwrap();
+    ledger
+        .record(&torn, Event::queued("planner", "reviewer"))
+        .unwrap();
     assert!(store.crash_tearing());
     let ledger = buffered(&store);
     let intact = "b".parse().unwrap();
-    ledger.record(&intact, Event::queued("planner", "reviewer")).unwrap();
+    ledger
+        .record(&intact, Event::queued("planner", "reviewer"))
+        .unwrap();
 
     assert!(matches!(ledger.recover(), Err(Error::Corrupt { .. })));
     assert_eq!(ledger.status(&intact).unwrap().status, StatusKind::Failed);

@@ -1,0 +1,591 @@
+//! Bad input never panics and never reads as a wrong state.
+//!
+//! - Encoded records of every event kind (with and without task, status and detail,
+//!   short and maximum-length ids): every single-bit flip, every truncation, and
+//!   every unknown version byte gives a typed decode error, and through the ledger
+//!   a typed `Error::Corrupt` or `Error::UnknownVersion`.
+//! - Arbitrary bytes, raw and behind a valid header and checksum, never panic the
+//!   decoder; whatever decodes re-encodes to the same bytes.
+//! - Real sled files, overwritten with 16 bytes of `0xFF` or of random bytes at 20
+//!   spread offsets of each file in turn: opening, replaying and asking the status
+//!   of every delegation gives a typed error, or a clean result, never a panic.
+//!
+//! "Silently wrong" means a delegation whose status differs from the original
+//! while reading it reported no error. sled itself may silently drop keys, or
+//! roll a file back to an earlier state, when its files are damaged (it has no
+//! error for that). A dropped record is caught by the chain and the redundant
+//! head, but when a delegation's records and its head are lost together, or
+//! rolled back together to an earlier consistent point, nothing inside the store
+//! can tell: such a delegation reads as `not_found`, or as an earlier state of
+//! itself (queued where it was settled). The sweep asserts that every silently
+//! different status is such a loss, a prefix of the true history, and never a
+//! state that was not written; it counts them and prints the counts. Catching
+//! those losses needs something outside the store (an export, or the sender's own
+//! list of delegations), which is what the audit is for.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use delegation_log::envelope::{self, DecodeError, HEADER_LEN};
+use delegation_log::event::{Delivered, Failed, Queued};
+use delegation_log::store::{Expect, Head, Memory, Store};
+use delegation_log::{
+    ChainHash, DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, Record,
+    Status, Timestamp,
+};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, FileFailurePersistence};
+
+// ---------------------------------------------------------------------------
+// Records of every kind
+// ---------------------------------------------------------------------------
+
+/// A history of one delegation, with its chain.
+fn history(id: &str, events: Vec<Event>) -> Vec<Record> {
+    let mut previous = ChainHash::GENESIS;
+    events
+        .into_iter()
+        .zip(1..)
+        .map(|(event, seq)| {
+            let mut record = Record {
+                delegation: id.parse().unwrap(),
+                seq,
+                event,
+                at: Timestamp::from_unix_nanos(1_780_795_927_000_000_000 + seq as i64 * 1_500_000),
+                hash: None,
+            };
+            let hash = record.chain_hash(&previous);
+            record.hash = Some(hash);
+            previous = hash;
+            record
+        })
+        .collect()
+}
+
+fn queued(task: Option<serde_json::Value>) -> Event {
+    Event::Queued(Queued {
+        source: "planner".to_owned(),
+        target: "http://127.0.0.1:8080/a2a".to_owned(),
+        task,
+    })
+}
+
+fn failed(reason: FailureReason, detail: Option<&str>) -> Event {
+    Event::Failed(Failed {
+        reason,
+        detail: detail.map(str::to_owned),
+    })
+}
+
+/// Histories covering every event kind and every optional field.
+fn histories() -> Vec<Vec<Record>> {
+    let long_id = "ø".repeat(128); // 256 bytes, the maximum
+    vec![
+        history("q", vec![queued(None)]),
+        history(
+            "task",
+            vec![
+                queued(Some(
+                    serde_json::json!({"review": "pr-42", "lines": [1, 2.5, null], "ok": true}),
+                )),
+                Event::Delivered(Delivered {
+                    http_status: Some(200),
+                }),
+            ],
+        ),
+        history(
+            "plain",
+            vec![
+                queued(None),
+                Event::Delivered(Delivered { http_status: None }),
+            ],
+        ),
+        history(
+            "offline",
+            vec![
+                queued(None),
+                failed(FailureReason::TargetOffline, Some("connection refused")),
+            ],
+        ),
+        history(
+            "busy",
+            vec![
+                queued(None),
+                failed(
+                    FailureReason::HttpStatus(503),
+                    Some("503 Service Unavailable"),
+                ),
+            ],
+        ),
+        history(
+            "gone",
+            vec![queued(None), failed(FailureReason::HttpStatus(404), None)],
+        ),
+        history(
+            "marshal",
+            vec![queued(None), failed(FailureReason::MarshalError, None)],
+        ),
+        history(
+            "late",
+            vec![
+                queued(None),
+                failed(FailureReason::Timeout, Some("no answer in 30 s")),
+            ],
+        ),
+        history(
+            &long_id,
+            vec![
+                queued(Some(serde_json::json!("tâche — \"quoted\"\n\u{1F600}"))),
+                failed(
+                    FailureReason::Interrupted,
+                    Some("the process stopped before the outcome was known"),
+                ),
+            ],
+        ),
+    ]
+}
+
+fn records() -> Vec<Record> {
+    histories().into_iter().flatten().collect()
+}
+
+/// What the ledger reads when a delegation's record at `seq` holds `bytes` and the
+/// others are intact, with the head where it was written.
+fn read_through_ledger(
+    history: &[Record],
+    seq: usize,
+    bytes: &[u8],
+) -> delegation_log::Result<Status> {
+    let store = Arc::new(Memory::new());
+    let id = &history[0].delegation;
+    for (index, record) in history.iter().enumerate() {
+        let encoded = envelope::encode(record);
+        let stored = if index + 1 == seq { bytes } else { &encoded };
+        let head = Head {
+            seq: record.seq,
+            hash: record.hash.unwrap(),
+        };
+        store
+            .append(id, Expect::after(index as u64), stored, head)
+            .unwrap();
+    }
+    let ledger = Ledger::with_store(store, Options::new().clock(ManualClock::default()));
+    ledger.status(id)
+}
+
+fn assert_damage_is_reported(result: delegation_log::Result<Status>, what: &str) {
+    match result {
+        Err(Error::Corrupt { .. } | Error::UnknownVersion { .. }) => {}
+        other => panic!("{what}: the ledger read {other:?}"),
+    }
+}
+
+#[test]
+fn every_single_bit_flip_of_every_record_kind_is_a_typed_error() {
+    let mut flips = 0;
+    for history in histories() {
+        for record in &history {
+            let bytes = envelope::encode(record);
+            for bit in 0..bytes.len() * 8 {
+                let mut flipped = bytes.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                match envelope::decode(&flipped) {
+                    Err(DecodeError::UnknownVersion { .. }) => assert!(bit < 8),
+                    Err(DecodeError::Checksum { .. }) => assert!(bit >= 8),
+                    other => panic!("bit {bit} of {record:?}: {other:?}"),
+                }
+                let what = format!("bit {bit} of {} seq {}", record.delegation, record.seq);
+                assert_damage_is_reported(
+                    read_through_ledger(&history, record.seq as usize, &flipped),
+                    &what,
+                );
+                flips += 1;
+            }
+        }
+    }
+    assert!(flips > 20_000, "only {flips} flips");
+}
+
+#[test]
+fn every_truncation_of_every_record_kind_is_a_typed_error() {
+    for history in histories() {
+        for record in &history {
+            let bytes = envelope::encode(record);
+            for len in 0..bytes.len() {
+                let cut = &bytes[..len];
+                match envelope::decode(cut) {
+                    Err(DecodeError::Truncated { len: found }) => {
+                        assert_eq!(found, len);
+                        assert!(len < HEADER_LEN);
+                    }
+                    Err(DecodeError::Checksum { .. }) => assert!(len >= HEADER_LEN),
+                    other => panic!("{len} bytes of {record:?}: {other:?}"),
+                }
+                let what = format!("{len} bytes of {} seq {}", record.delegation, record.seq);
+                assert_damage_is_reported(
+                    read_through_ledger(&history, record.seq as usize, cut),
+                    &what,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_unknown_version_byte_is_refused_as_such() {
+    for history in histories() {
+        for record in &history {
+            let bytes = envelope::encode(record);
+            for version in (0..=u8::MAX).filter(|v| *v != envelope::VERSION) {
+                let mut other = bytes.clone();
+                other[0] = version;
+                assert_eq!(
+                    envelope::decode(&other),
+                    Err(DecodeError::UnknownVersion { found: version })
+                );
+                match read_through_ledger(&history, record.seq as usize, &other) {
+                    Err(Error::UnknownVersion { found, .. }) => assert_eq!(found, version),
+                    other => panic!("version {version}: the ledger read {other:?}"),
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_record_kind_decodes_to_itself_and_reads_back_through_the_ledger() {
+    for history in histories() {
+        for record in &history {
+            let bytes = envelope::encode(record);
+            assert_eq!(envelope::decode(&bytes).as_ref(), Ok(record));
+        }
+        let last = history.last().unwrap();
+        let status = read_through_ledger(&history, 0, &[]).unwrap();
+        assert_eq!(status.id, last.delegation);
+        assert_eq!(status.settled_at.is_some(), history.len() == 2);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Arbitrary bytes
+// ---------------------------------------------------------------------------
+
+/// Seals `body` behind a version-1 header with a valid checksum and `hash`.
+fn sealed(hash: [u8; 32], body: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![envelope::VERSION, 0, 0, 0, 0];
+    bytes.extend_from_slice(&hash);
+    bytes.extend_from_slice(body);
+    let checksum = crc32fast::hash(&bytes[5..]);
+    bytes[1..5].copy_from_slice(&checksum.to_be_bytes());
+    bytes
+}
+
+/// Arbitrary edits of a valid body: replaced, inserted and deleted bytes drawn
+/// mostly from JSON's own alphabet, so that the edits reach the strict decoder.
+fn edited_body() -> impl Strategy<Value = Vec<u8>> {
+    let bodies: Vec<Vec<u8>> = records()
+        .iter()
+        .map(|record| envelope::encode(record)[HEADER_LEN..].to_vec())
+        .collect();
+    let byte = prop_oneof![
+        prop::sample::select(b"{}[]\":,0123456789.eE+- \\nutrfalsyq".to_vec()),
+        any::<u8>(),
+    ];
+    (
+        prop::sample::select(bodies),
+        prop::collection::vec((any::<prop::sample::Index>(), 0..3u8, byte), 1..6),
+    )
+        .prop_map(|(mut body, edits)| {
+            for (at, op, byte) in edits {
+                let at = at.index(body.len() + 1);
+                match op {
+                    0 if at < body.len() => body[at] = byte,
+                    1 => body.insert(at, byte),
+                    _ if at < body.len() => {
+                        body.remove(at);
+                    }
+                    _ => body.push(byte),
+                }
+            }
+            body
+        })
+}
+
+fn assert_decode_round_trips_or_errs(bytes: &[u8]) {
+    if let Ok(record) = envelope::decode(bytes) {
+        assert_eq!(envelope::encode(&record), bytes, "decoded {record:?}");
+    }
+}
+
+/// Feeds `bytes` to the ledger as the only record of a delegation.
+fn read_alone(bytes: &[u8]) {
+    let store = Arc::new(Memory::new());
+    let id: DelegationId = "q".parse().unwrap();
+    let head = Head {
+        seq: 1,
+        hash: ChainHash::GENESIS,
+    };
+    store.append(&id, Expect::Empty, bytes, head).unwrap();
+    let ledger = Ledger::with_store(store, Options::new());
+    let _ = ledger.status(&id);
+    let _ = ledger.history(&id);
+    let _ = ledger.replay().count();
+}
+
+proptest! {
+    #![proptest_config(Config {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/bad_input.txt",
+        ))),
+        .. Config::default()
+    })]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        assert_decode_round_trips_or_errs(&bytes);
+        read_alone(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_bodies_behind_a_valid_checksum_never_panic_and_round_trip(
+        hash in any::<[u8; 32]>(),
+        body in prop::collection::vec(any::<u8>(), 0..300),
+    ) {
+        let bytes = sealed(hash, &body);
+        assert_decode_round_trips_or_errs(&bytes);
+        read_alone(&bytes);
+    }
+
+    #[test]
+    fn edited_json_bodies_behind_a_valid_checksum_decode_strictly(
+        hash in any::<[u8; 32]>(),
+        body in edited_body(),
+    ) {
+        let bytes = sealed(hash, &body);
+        assert_decode_round_trips_or_errs(&bytes);
+        read_alone(&bytes);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Damaged sled files
+// ---------------------------------------------------------------------------
+
+const OFFSETS_PER_FILE: u64 = 20;
+const OVERWRITE_LEN: usize = 16;
+
+/// A sled store with delegations in every state, and what each one reads as.
+fn pristine(dir: &Path) -> BTreeMap<DelegationId, (Status, Vec<Record>)> {
+    let clock = ManualClock::default();
+    let ledger = Ledger::open_with(dir, Options::new().clock(clock.clone())).unwrap();
+    for n in 0..60u16 {
+        let id: DelegationId = format!("delegation-{n:03}").parse().unwrap();
+        let task = (n % 3 == 0)
+            .then(|| serde_json::json!({"n": n, "text": "x".repeat(usize::from(n) * 7)}));
+        ledger.record(&id, queued(task)).unwrap();
+        clock.advance(std::time::Duration::from_millis(3));
+        let outcome = match n % 4 {
+            0 => None,
+            1 => Some(Event::delivered(Some(200)).unwrap()),
+            2 => Some(failed(FailureReason::HttpStatus(503), Some("busy"))),
+            _ => Some(failed(FailureReason::TargetOffline, None)),
+        };
+        if let Some(outcome) = outcome {
+            ledger.record(&id, outcome).unwrap();
+        }
+    }
+    ledger.flush().unwrap();
+    let state = ledger
+        .replay()
+        .map(|d| {
+            let d = d.unwrap();
+            let history = ledger.history(&d.id).unwrap();
+            (d.id.clone(), (d.status(), history))
+        })
+        .collect();
+    drop(ledger);
+    state
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// What one damaged copy read as.
+#[derive(Debug, Default)]
+struct Tally {
+    cases: u64,
+    refused_at_open: u64,
+    detected: u64,
+    clean: u64,
+    /// Delegations that read, without error, as an earlier state of themselves.
+    rolled_back: u64,
+    /// Delegations that read, without error, as `not_found`.
+    vanished: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: &Tally) {
+        self.cases += other.cases;
+        self.refused_at_open += other.refused_at_open;
+        self.detected += other.detected;
+        self.clean += other.clean;
+        self.rolled_back += other.rolled_back;
+        self.vanished += other.vanished;
+    }
+}
+
+/// Opens a damaged copy, replays it and asks every original delegation's status.
+/// Panics only if something reads as a state that was never written.
+fn judge(
+    dir: &Path,
+    original: &BTreeMap<DelegationId, (Status, Vec<Record>)>,
+    tally: &mut Tally,
+    what: &str,
+) {
+    tally.cases += 1;
+    let ledger = match Ledger::open(dir) {
+        Ok(ledger) => ledger,
+        Err(
+            Error::OpenPanicked { .. }
+            | Error::Corrupt { .. }
+            | Error::Io(_)
+            | Error::Storage(_)
+            | Error::UnknownVersion { .. },
+        ) => {
+            tally.refused_at_open += 1;
+            return;
+        }
+        Err(other) => panic!("{what}: unexpected error at open: {other:?}"),
+    };
+    let mut errors = 0;
+    for delegation in ledger.replay() {
+        match delegation {
+            Ok(delegation) => {
+                let Some((_, history)) = original.get(&delegation.id) else {
+                    panic!("{what}: replay invented delegation {}", delegation.id);
+                };
+                let replayed = ledger.history(&delegation.id).unwrap();
+                assert!(
+                    history.starts_with(&replayed),
+                    "{what}: replay of {} is not a prefix of what was written",
+                    delegation.id
+                );
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    let mut silent = false;
+    for (id, (status, written)) in original {
+        match ledger.status(id) {
+            Ok(read) if &read == status => {}
+            Ok(read) => {
+                silent = true;
+                let read_history = ledger.history(id).unwrap();
+                assert!(
+                    written.starts_with(&read_history),
+                    "{what}: {id} reads as {read:?}, a state never written (was {status:?})"
+                );
+                if read_history.is_empty() {
+                    tally.vanished += 1;
+                } else {
+                    tally.rolled_back += 1;
+                }
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    if errors > 0 {
+        tally.detected += 1;
+    } else if !silent {
+        tally.clean += 1;
+    }
+}
+
+#[test]
+fn overwritten_sled_files_give_typed_errors_or_a_true_prefix_of_the_log() {
+    let root = tempfile::tempdir().unwrap();
+    let clean = root.path().join("pristine");
+    let original = pristine(&clean);
+    let mut total = Tally::default();
+    let mut rng = 0x0bad_5eed_u64;
+    let mut case = 0;
+    for file in files(&clean) {
+        let relative = file.strip_prefix(&clean).unwrap().to_path_buf();
+        let len = std::fs::metadata(&file).unwrap().len();
+        if len == 0 {
+            continue;
+        }
+        let mut tally = Tally::default();
+        for k in 0..OFFSETS_PER_FILE {
+            let offset = len * k / OFFSETS_PER_FILE;
+            for random in [false, true] {
+                let copy = root.path().join(format!("case-{case}"));
+                case += 1;
+                copy_dir(&clean, &copy);
+                let mut bytes = std::fs::read(copy.join(&relative)).unwrap();
+                for (i, byte) in bytes
+                    .iter_mut()
+                    .skip(offset as usize)
+                    .take(OVERWRITE_LEN)
+                    .enumerate()
+                {
+                    *byte = if random {
+                        rng = rng
+                            .wrapping_mul(6_364_136_223_846_793_005)
+                            .wrapping_add(1_442_695_040_888_963_407);
+                        (rng >> 56) as u8 ^ i as u8
+                    } else {
+                        0xFF
+                    };
+                }
+                std::fs::write(copy.join(&relative), &bytes).unwrap();
+                let what = format!(
+                    "{} at offset {offset} ({})",
+                    relative.display(),
+                    if random { "random" } else { "0xFF" }
+                );
+                let judged = catch_unwind(AssertUnwindSafe(|| {
+                    judge(&copy, &original, &mut tally, &what)
+                }));
+                if let Err(panic) = judged {
+                    std::panic::resume_unwind(panic);
+                }
+                std::fs::remove_dir_all(&copy).unwrap();
+            }
+        }
+        println!(
+            "sled overwrite sweep, {} ({len} bytes): {tally:?}",
+            relative.display()
+        );
+        total.add(&tally);
+    }
+    println!("sled overwrite sweep, all files: {total:?}");
+    assert!(total.cases >= 2 * OFFSETS_PER_FILE, "{total:?}");
+}
