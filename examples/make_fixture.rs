@@ -1,0 +1,113 @@
+//! Writes the compatibility fixture: a small sled store in the current format,
+//! with delegations in every state and every failure reason, stamped by a manual
+//! clock so that its contents are the same on every run.
+//!
+//! ```sh
+//! cargo run --example make_fixture -- tests/fixtures/v1
+//! ```
+//!
+//! `tests/compat.rs` opens the committed copy; a new format version gets a new
+//! directory beside it, and every old one stays.
+
+use std::time::Duration;
+
+use delegation_log::event::Queued;
+use delegation_log::{Event, FailureReason, Ledger, ManualClock, Options};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path = std::env::args()
+        .nth(1)
+        .ok_or("usage: make_fixture <directory that does not exist yet>")?;
+    if std::path::Path::new(&path).exists() {
+        return Err(format!("{path} exists; remove it first").into());
+    }
+    let clock = ManualClock::default();
+    let ledger = Ledger::open_with(&path, Options::new().clock(clock.clone()))?;
+    let tick = || clock.advance(Duration::from_micros(1_500));
+    let queued = |task| {
+        Event::Queued(Queued {
+            source: "planner".to_owned(),
+            target: "http://127.0.0.1:8080/a2a".to_owned(),
+            task,
+        })
+    };
+    let outcomes = [
+        (
+            "queued",
+            Some(serde_json::json!({"review": "pr-42", "lines": [1, 2]})),
+            None,
+        ),
+        ("delivered", None, Some(Event::delivered(Some(200))?)),
+        (
+            "delivered-plain",
+            Some(serde_json::json!("a plain task")),
+            Some(Event::delivered(None)?),
+        ),
+        (
+            "offline",
+            None,
+            Some(Event::failed(
+                FailureReason::TargetOffline,
+                Some("connection refused".into()),
+            )?),
+        ),
+        (
+            "busy",
+            None,
+            Some(Event::failed(
+                FailureReason::HttpStatus(503),
+                Some("503 Service Unavailable".into()),
+            )?),
+        ),
+        (
+            "not-found",
+            None,
+            Some(Event::failed(FailureReason::HttpStatus(404), None)?),
+        ),
+        (
+            "marshal",
+            None,
+            Some(Event::failed(FailureReason::MarshalError, None)?),
+        ),
+        (
+            "timeout",
+            None,
+            Some(Event::failed(
+                FailureReason::Timeout,
+                Some("no answer in 30 s".into()),
+            )?),
+        ),
+        (
+            "interrupted",
+            None,
+            Some(Event::failed(
+                FailureReason::Interrupted,
+                Some("the process stopped before the outcome was known".into()),
+            )?),
+        ),
+        (
+            "délégation-✓",
+            Some(serde_json::json!("tâche \"citée\"\n😀")),
+            Some(Event::delivered(Some(202))?),
+        ),
+    ];
+    for (name, task, outcome) in outcomes {
+        let id = format!("compat-{name}").parse()?;
+        ledger.record(&id, queued(task))?;
+        tick();
+        if let Some(outcome) = outcome {
+            ledger.record(&id, outcome)?;
+            tick();
+        }
+    }
+    let long = "l".repeat(delegation_log::event::MAX_ID_LEN).parse()?;
+    ledger.record(&long, queued(None))?;
+    tick();
+    ledger.record(
+        &long,
+        Event::failed(FailureReason::HttpStatus(599), Some("ü".repeat(40)))?,
+    )?;
+    ledger.flush()?;
+    println!("wrote {path}");
+    Ok(())
+}

@@ -1,0 +1,129 @@
+//! Compatibility: stores and records written in format version 1 stay readable.
+//!
+//! `tests/fixtures/v1/` is a committed sled store written by
+//! `examples/make_fixture.rs` in format version 1. Every later version of this
+//! crate must open it and read exactly the statuses and histories pinned here. The
+//! encoded bytes of one record of each kind are pinned too, so that an accidental
+//! change of the stored encoding fails loudly; an intended one needs a new format
+//! version, a new fixture directory, and an upcast of the old one.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::path::Path;
+
+use delegation_log::event::{Delivered, Failed, Queued};
+use delegation_log::{ChainHash, Event, FailureReason, Ledger, Record, Timestamp, envelope};
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// Opens a private copy, since sled may rewrite files when it opens them.
+fn open_fixture(version: &str) -> (tempfile::TempDir, Ledger) {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join(version);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(version),
+        &copy,
+    );
+    let ledger = Ledger::open(&copy).unwrap();
+    (dir, ledger)
+}
+
+#[test]
+fn the_v1_fixture_store_opens_with_its_exact_statuses_and_histories() {
+    let (_dir, ledger) = open_fixture("v1");
+    let delegations: Vec<_> = ledger.replay().map(Result::unwrap).collect();
+    assert_eq!(delegations.len(), 11);
+    let statuses: Vec<_> = delegations.iter().map(|d| d.status()).collect();
+    insta::assert_json_snapshot!("v1_statuses", statuses);
+    let histories: Vec<Vec<Record>> = delegations
+        .iter()
+        .map(|d| ledger.history(&d.id).unwrap())
+        .collect();
+    insta::assert_json_snapshot!("v1_histories", histories);
+    for delegation in &delegations {
+        assert_eq!(ledger.status(&delegation.id).unwrap(), delegation.status());
+    }
+    assert!(ledger.pending().unwrap().len() == 1);
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn sealed(delegation: &str, seq: u64, event: Event) -> Record {
+    let mut record = Record {
+        delegation: delegation.parse().unwrap(),
+        seq,
+        event,
+        at: "2026-06-07T01:32:07.250Z".parse::<Timestamp>().unwrap(),
+        hash: None,
+    };
+    record.hash = Some(record.chain_hash(&ChainHash::GENESIS));
+    record
+}
+
+#[test]
+fn the_v1_encoding_of_each_record_kind_is_pinned() {
+    let records = [
+        sealed(
+            "pin",
+            1,
+            Event::Queued(Queued {
+                source: "planner".into(),
+                target: "reviewer".into(),
+                task: Some(serde_json::json!({"review": "pr-42"})),
+            }),
+        ),
+        sealed("pin", 1, Event::queued("planner", "reviewer")),
+        sealed(
+            "pin",
+            2,
+            Event::Delivered(Delivered {
+                http_status: Some(200),
+            }),
+        ),
+        sealed("pin", 2, Event::Delivered(Delivered { http_status: None })),
+        sealed(
+            "pin",
+            2,
+            Event::Failed(Failed {
+                reason: FailureReason::HttpStatus(503),
+                detail: Some("busy".into()),
+            }),
+        ),
+        sealed(
+            "pin",
+            2,
+            Event::Failed(Failed {
+                reason: FailureReason::TargetOffline,
+                detail: None,
+            }),
+        ),
+    ];
+    let pinned: Vec<String> = records
+        .iter()
+        .map(|record| {
+            let bytes = envelope::encode(record);
+            assert_eq!(envelope::decode(&bytes).as_ref(), Ok(record));
+            format!(
+                "{} {}\n{}",
+                record.event.kind(),
+                String::from_utf8_lossy(&bytes[envelope::HEADER_LEN..]),
+                hex(&bytes)
+            )
+        })
+        .collect();
+    insta::assert_snapshot!("v1_record_encodings", pinned.join("\n\n"));
+}
