@@ -38,6 +38,8 @@ pub mod delegation;
 pub mod envelope;
 pub mod error;
 pub mod event;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod ledger;
 pub mod lifecycle;
 pub mod store;
