@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for N seconds each (default 30), on nightly.
 #   fuzz/run.sh 120
-# New corpus entries land in fuzz/corpus/<target>/ (the committed seeds are
-# there too); crashes land in fuzz/artifacts/<target>/ (not committed).
+# The fuzzer starts from the committed seeds in fuzz/corpus/<target>/ and writes
+# what it finds to fuzz/target/corpus/<target>/; crashes land in
+# fuzz/artifacts/<target>/. Neither is committed: reduce a crash, fix it, and add
+# it to the seeds by hand.
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-30}"
@@ -16,5 +18,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 for target in $(cargo fuzz list); do
     echo "== fuzz target ${target}: ${seconds} s"
-    cargo +nightly fuzz run "${target}" -- -max_total_time="${seconds}" -print_final_stats=1
+    mkdir -p "target/corpus/${target}"
+    cargo +nightly fuzz run "${target}" "target/corpus/${target}" "corpus/${target}" -- \
+        -max_total_time="${seconds}" -print_final_stats=1
 done
