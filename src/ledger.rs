@@ -252,7 +252,7 @@ impl Ledger {
         self.check_poisoned()?;
         self.inner
             .commit
-            .flush_now(self.inner.store.as_ref())
+            .wait(self.inner.store.as_ref())
             .map_err(|error| self.poison(error))
     }
 
@@ -481,18 +481,11 @@ impl GroupCommit {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until a flush that started after this writer's append has completed,
-    /// running it if no one else is.
+    /// Waits until a flush that started after this call has completed, running it
+    /// if no one else is. Whatever was appended before the call is then durable.
     fn wait(&self, store: &dyn Store) -> Result<()> {
         let mut commit = self.lock();
         commit.written += 1;
-        let ticket = commit.written;
-        self.until(commit, ticket, store)
-    }
-
-    /// Flushes everything written so far.
-    fn flush_now(&self, store: &dyn Store) -> Result<()> {
-        let commit = self.lock();
         let ticket = commit.written;
         self.until(commit, ticket, store)
     }
