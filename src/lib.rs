@@ -35,6 +35,7 @@
 
 pub mod clock;
 pub mod delegation;
+pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod event;
@@ -43,8 +44,10 @@ pub mod fuzzing;
 pub mod ledger;
 pub mod lifecycle;
 pub mod store;
+pub mod transport;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::dispatch::{Dispatcher, Receipt, Recovery, Request};
 pub use crate::delegation::{Delegation, Outcome, Status, StatusKind};
 pub use crate::error::{Error, Result};
 pub use crate::event::{

@@ -1,0 +1,132 @@
+//! The command line: parsing, exit codes, and one module per subcommand.
+
+mod demo;
+mod inspect;
+mod recover;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use delegation_log::{DelegationId, Ledger};
+
+/// An auditable event log for agent-to-agent delegations.
+#[derive(Debug, Parser)]
+#[command(name = "delegation-log", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start loopback targets (healthy, busy, offline, slow), delegate a batch of
+    /// tasks to them over HTTP, show each outcome as it settles, then audit the log.
+    Demo {
+        /// Where to keep the log (default: a new directory under the temp dir).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// How many tasks to delegate.
+        #[arg(long, default_value_t = 12)]
+        tasks: usize,
+        /// The delivery deadline, in milliseconds; the slow target answers after
+        /// four times this.
+        #[arg(long, default_value_t = 500)]
+        deadline_ms: u64,
+    },
+    /// Show one delegation's status.
+    Status {
+        /// The log's directory.
+        db: PathBuf,
+        /// The delegation id.
+        id: String,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one delegation's records.
+    History {
+        /// The log's directory.
+        db: PathBuf,
+        /// The delegation id.
+        id: String,
+        /// Print the records as JSON Lines (the portable form, with hashes).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Settle every delegation a dead process left queued: as failed / interrupted,
+    /// or, with --redeliver, by delivering each again over HTTP.
+    Recover {
+        /// The log's directory.
+        db: PathBuf,
+        /// Deliver each pending delegation again as `<id>.r<n>`, with the original
+        /// id as the A2A messageId.
+        #[arg(long)]
+        redeliver: bool,
+    },
+}
+
+/// What went wrong, by exit code.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Exit 1: an id not found, or problems found.
+    Problems(String),
+    /// Exit 2: bad usage or an unreadable log.
+    Unusable(String),
+}
+
+pub(crate) type Outcome = Result<(), Failure>;
+
+pub(crate) fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo {
+            db,
+            tasks,
+            deadline_ms,
+        } => demo::run(db, tasks, std::time::Duration::from_millis(deadline_ms)),
+        Command::Status { db, id, json } => inspect::status(&db, &id, json),
+        Command::History { db, id, json } => inspect::history(&db, &id, json),
+        Command::Recover { db, redeliver } => recover::run(&db, redeliver),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Problems(message)) => {
+            if !message.is_empty() {
+                eprintln!("delegation-log: {message}");
+            }
+            ExitCode::from(1)
+        }
+        Err(Failure::Unusable(message)) => {
+            eprintln!("delegation-log: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Opens an existing log; a missing or unreadable one is exit 2.
+pub(crate) fn open_existing(db: &Path) -> Result<Ledger, Failure> {
+    if !db.is_dir() {
+        return Err(Failure::Unusable(format!("no log at {}", db.display())));
+    }
+    Ledger::open(db).map_err(|e| Failure::Unusable(format!("cannot open {}: {e}", db.display())))
+}
+
+/// Parses an id given on the command line; a bad one is exit 2.
+pub(crate) fn parse_id(id: &str) -> Result<DelegationId, Failure> {
+    id.parse()
+        .map_err(|e| Failure::Unusable(format!("bad delegation id: {e}")))
+}
+
+/// A tokio runtime for the async subcommands.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Unusable(format!("cannot start the async runtime: {e}")))
+}
+
+/// `-` for what does not apply.
+pub(crate) fn or_dash(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}

@@ -1,0 +1,167 @@
+//! How a task reaches its target: the [`Transport`] trait, the classification of
+//! what went wrong, and an in-process transport for tests and benchmarks.
+//!
+//! A transport does one thing: send one [`Message`] and say how it went. It
+//! answers [`Accepted`] for a 2xx, or a [`Failure`] whose [`FailureReason`] tells
+//! the sender whether the target may have the task. It does not enforce the delivery
+//! deadline: the [`Dispatcher`](crate::dispatch::Dispatcher) does, around every call,
+//! so a transport that hangs still ends as `timeout`.
+//!
+//! - [`Instant`]: answers at once, from a closure; for tests and benchmarks.
+//! - `Http` (feature `http`): posts the A2A JSON-RPC envelope to the target URL.
+
+#[cfg(feature = "http")]
+pub mod http;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::event::{DelegationId, FailureReason};
+
+#[cfg(feature = "http")]
+pub use self::http::Http;
+
+/// A boxed, sendable future: what [`Transport::send`] returns, so that the trait
+/// stays object-safe (`Arc<dyn Transport>`).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What a transport sends: one delegated task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Message {
+    /// The delegation this delivery settles.
+    pub delegation: DelegationId,
+    /// The id receivers see (A2A `messageId`), so they can drop duplicates. It is the
+    /// delegation id, except for a redelivery, which keeps the original's.
+    pub message_id: DelegationId,
+    /// Who delegated.
+    pub source: String,
+    /// To whom: for HTTP, the target URL.
+    pub target: String,
+    /// What was delegated.
+    pub task: Option<serde_json::Value>,
+}
+
+/// The target accepted the message.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Accepted {
+    /// The 2xx status, for HTTP transports.
+    pub http_status: Option<u16>,
+}
+
+/// A delivery that did not succeed, already classified.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct Failure {
+    /// Why, in the log's terms.
+    pub reason: FailureReason,
+    /// The error text, kept as the failed event's `detail`.
+    pub detail: String,
+}
+
+impl Failure {
+    /// A failure with its reason and detail.
+    pub fn new(reason: FailureReason, detail: impl fmt::Display) -> Self {
+        Failure {
+            reason,
+            detail: detail.to_string(),
+        }
+    }
+
+    /// The target could not be reached (refused, unknown host, reset before sending).
+    pub fn offline(detail: impl fmt::Display) -> Self {
+        Self::new(FailureReason::TargetOffline, detail)
+    }
+
+    /// The target answered with a non-2xx status.
+    ///
+    /// A 2xx `code` here is a bug in the transport; it is kept as a failure with
+    /// reason `marshal_error` rather than recorded as a contradiction.
+    pub fn status(code: u16, detail: impl fmt::Display) -> Self {
+        if (200..=299).contains(&code) {
+            return Self::new(
+                FailureReason::MarshalError,
+                format!("transport reported 2xx status {code} as a failure: {detail}"),
+            );
+        }
+        Self::new(FailureReason::HttpStatus(code), detail)
+    }
+
+    /// The task could not be encoded for this transport.
+    pub fn marshal(detail: impl fmt::Display) -> Self {
+        Self::new(FailureReason::MarshalError, detail)
+    }
+
+    /// No answer came in time.
+    pub fn timeout(detail: impl fmt::Display) -> Self {
+        Self::new(FailureReason::Timeout, detail)
+    }
+}
+
+/// Sends messages to targets.
+///
+/// Implementations must be cheap to call concurrently; the dispatcher bounds how
+/// many sends run at once and enforces the deadline around each.
+pub trait Transport: Send + Sync + 'static {
+    /// Sends `message` and resolves when the target has answered, or the attempt has
+    /// failed.
+    fn send(&self, message: Message) -> BoxFuture<'_, Result<Accepted, Failure>>;
+}
+
+impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
+    fn send(&self, message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
+        (**self).send(message)
+    }
+}
+
+/// A transport that answers at once, with whatever its closure says: for tests and
+/// benchmarks.
+///
+/// ```
+/// use delegation_log::transport::{Accepted, Instant};
+///
+/// let always_ok = Instant::new(|_message| Ok(Accepted { http_status: Some(200) }));
+/// # let _ = always_ok;
+/// ```
+pub struct Instant<F> {
+    answer: F,
+}
+
+impl<F> Instant<F>
+where
+    F: Fn(&Message) -> Result<Accepted, Failure> + Send + Sync + 'static,
+{
+    /// A transport whose every send resolves at once with `answer(message)`.
+    pub fn new(answer: F) -> Self {
+        Instant { answer }
+    }
+}
+
+impl Instant<fn(&Message) -> Result<Accepted, Failure>> {
+    /// A transport that accepts everything with status 200.
+    pub fn accepting() -> Self {
+        Instant {
+            answer: |_| {
+                Ok(Accepted {
+                    http_status: Some(200),
+                })
+            },
+        }
+    }
+}
+
+impl<F> fmt::Debug for Instant<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instant").finish_non_exhaustive()
+    }
+}
+
+impl<F> Transport for Instant<F>
+where
+    F: Fn(&Message) -> Result<Accepted, Failure> + Send + Sync + 'static,
+{
+    fn send(&self, message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
+        let answer = (self.answer)(&message);
+        Box::pin(std::future::ready(answer))
+    }
+}

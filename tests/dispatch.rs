@@ -1,0 +1,322 @@
+//! Guards the dispatcher's promises with in-process transports: every delegation
+//! that `delegate` acknowledged ends in a recorded outcome once `shutdown` returns;
+//! no delivery runs after it; concurrency stays within its bound; an outcome that
+//! cannot be recorded is surfaced, not swallowed; ids are refused when taken; and
+//! both recovery policies leave a visible trace in the log.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use delegation_log::dispatch::{self, Dispatcher, Options, Recovery, Request};
+use delegation_log::store::{Fault, Faulty, Memory};
+use delegation_log::transport::{Accepted, BoxFuture, Failure, Instant, Message, Transport};
+use delegation_log::{
+    DelegationId, Error, Event, EventKind, FailureReason, Ledger, ManualClock, StatusKind,
+};
+use delegation_log::event::ReasonCode;
+
+fn memory_ledger() -> Ledger {
+    Ledger::with_store(
+        Arc::new(Memory::new()),
+        delegation_log::Options::new().clock(ManualClock::default()),
+    )
+}
+
+fn id(text: &str) -> DelegationId {
+    text.parse().unwrap()
+}
+
+/// A transport that never answers, counting the sends in flight and the most seen
+/// at once.
+#[derive(Default)]
+struct Silent {
+    in_flight: Arc<AtomicUsize>,
+    most: Arc<AtomicUsize>,
+}
+
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Transport for Silent {
+    fn send(&self, _message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        let guard = InFlight(Arc::clone(&self.in_flight));
+        Box::pin(async move {
+            let _guard = guard;
+            std::future::pending().await
+        })
+    }
+}
+
+/// A transport that answers 200 once its gate opens.
+struct Gated(Arc<tokio::sync::Semaphore>);
+
+impl Transport for Gated {
+    fn send(&self, _message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
+        let gate = Arc::clone(&self.0);
+        Box::pin(async move {
+            let _open = gate.acquire().await;
+            Ok(Accepted {
+                http_status: Some(200),
+            })
+        })
+    }
+}
+
+#[tokio::test]
+async fn delegate_returns_a_queued_receipt_and_shutdown_leaves_it_settled() {
+    let ledger = memory_ledger();
+    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    let receipt = dispatcher
+        .delegate(Request::new("planner", "reviewer").id(id("t-1")))
+        .await
+        .unwrap();
+    assert_eq!(receipt.status, StatusKind::Queued);
+    assert_eq!(
+        serde_json::to_value(&receipt).unwrap(),
+        serde_json::json!({"id": "t-1", "status": "queued", "queued_at": "2026-06-07T01:32:07Z"})
+    );
+    let stats = dispatcher.shutdown().await.unwrap();
+    assert_eq!((stats.queued, stats.delivered, stats.failed), (1, 1, 0));
+    let kinds: Vec<_> = ledger
+        .history(&id("t-1"))
+        .unwrap()
+        .iter()
+        .map(|r| r.event.kind())
+        .collect();
+    assert_eq!(kinds, [EventKind::Queued, EventKind::Delivered]);
+}
+
+#[tokio::test]
+async fn a_receipt_can_await_its_own_outcome() {
+    let dispatcher = Dispatcher::new(
+        memory_ledger(),
+        Instant::new(|_| Err(Failure::status(502, "bad gateway"))),
+    );
+    let receipt = dispatcher
+        .delegate(Request::new("planner", "reviewer"))
+        .await
+        .unwrap();
+    let settled = receipt.settled().await.unwrap();
+    assert_eq!(
+        settled.outcome,
+        delegation_log::Outcome::Failed(delegation_log::event::Failed {
+            reason: FailureReason::HttpStatus(502),
+            detail: Some("bad gateway".into()),
+        })
+    );
+    assert_eq!(settled.seq, 2);
+    dispatcher.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_taken_id_is_refused_with_the_ledgers_typed_error() {
+    let ledger = memory_ledger();
+    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    dispatcher
+        .delegate(Request::new("planner", "reviewer").id(id("same")))
+        .await
+        .unwrap();
+    let second = dispatcher
+        .delegate(Request::new("planner", "other").id(id("same")))
+        .await;
+    // `IllegalTransition` while the first is queued, `AlreadySettled` once it is
+    // delivered: either way a refusal that wrote nothing.
+    assert!(
+        matches!(&second, Err(dispatch::Error::Ledger(e)) if e.is_refusal()),
+        "{second:?}"
+    );
+    dispatcher.shutdown().await.unwrap();
+    assert_eq!(ledger.history(&id("same")).unwrap().len(), 2);
+    assert_eq!(ledger.status(&id("same")).unwrap().target.as_deref(), Some("reviewer"));
+}
+
+#[tokio::test]
+async fn generated_ids_are_distinct() {
+    let dispatcher = Dispatcher::new(memory_ledger(), Instant::accepting());
+    let mut ids = std::collections::HashSet::new();
+    for _ in 0..200 {
+        let receipt = dispatcher
+            .delegate(Request::new("planner", "reviewer"))
+            .await
+            .unwrap();
+        assert!(ids.insert(receipt.id.clone()), "{} repeated", receipt.id);
+    }
+    dispatcher.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unencodable_task_is_queued_then_failed_as_marshal_error() {
+    let ledger = memory_ledger();
+    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    // JSON object keys must be strings; a tuple key cannot be encoded.
+    let task: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
+    let receipt = dispatcher
+        .delegate(Request::new("planner", "reviewer").task(&task))
+        .await
+        .unwrap();
+    let id = receipt.id.clone();
+    dispatcher.shutdown().await.unwrap();
+    let status = ledger.status(&id).unwrap();
+    assert_eq!(status.reason, Some(ReasonCode::MarshalError));
+    assert_eq!(
+        status.error_detail.as_deref(),
+        Some("the task could not be encoded as JSON: key must be a string")
+    );
+}
+
+#[tokio::test]
+async fn after_shutdown_no_delivery_runs_and_every_delegation_is_settled() {
+    let ledger = memory_ledger();
+    let silent = Arc::new(Silent::default());
+    let dispatcher = Dispatcher::with_options(
+        ledger.clone(),
+        Arc::clone(&silent),
+        Options::new()
+            .deadline(Duration::from_millis(40))
+            .concurrency(4),
+    );
+    let mut ids = Vec::new();
+    for _ in 0..16 {
+        ids.push(
+            dispatcher
+                .delegate(Request::new("planner", "silent"))
+                .await
+                .unwrap()
+                .id,
+        );
+    }
+    let stats = dispatcher.shutdown().await.unwrap();
+    assert_eq!(silent.in_flight.load(Ordering::SeqCst), 0);
+    assert!(silent.most.load(Ordering::SeqCst) <= 4, "concurrency bound broken");
+    assert_eq!((stats.queued, stats.failed), (16, 16));
+    for id in &ids {
+        let status = ledger.status(id).unwrap();
+        assert_eq!(status.reason, Some(ReasonCode::Timeout), "{id}");
+        assert_eq!(
+            status.error_detail.as_deref(),
+            Some("no answer within the delivery deadline of 40ms")
+        );
+    }
+    assert!(ledger.pending().unwrap().is_empty());
+    let late = dispatcher.delegate(Request::new("planner", "silent")).await;
+    assert!(matches!(late, Err(dispatch::Error::Closed)));
+}
+
+#[tokio::test]
+async fn an_outcome_that_cannot_be_recorded_is_surfaced_by_its_receipt_and_by_shutdown() {
+    let store = Arc::new(Faulty::seeded(1));
+    let ledger = Ledger::with_store(store.clone(), delegation_log::Options::new());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let dispatcher = Dispatcher::new(ledger.clone(), Gated(Arc::clone(&gate)));
+    let receipt = dispatcher
+        .delegate(Request::new("planner", "reviewer").id(id("doomed")))
+        .await
+        .unwrap();
+    store.inject(Fault::FailWrite);
+    gate.add_permits(1);
+
+    let shutdown = dispatcher.shutdown().await;
+    let Err(dispatch::Error::Drained(unrecorded)) = shutdown else {
+        panic!("shutdown hid the failure: {shutdown:?}");
+    };
+    assert_eq!(unrecorded.len(), 1);
+    assert_eq!(unrecorded[0].id, Some(id("doomed")));
+    assert_eq!(unrecorded[0].outcome, "delivered");
+    assert!(unrecorded[0].cause.contains("injected write failure"));
+    assert_eq!(dispatcher.stats().unrecorded, 1);
+
+    let settled = receipt.settled().await;
+    assert!(matches!(settled, Err(dispatch::Error::Unrecorded(_))), "{settled:?}");
+    // The log still says queued: recovery, after reopening, will settle it.
+    assert_eq!(ledger.status(&id("doomed")).unwrap().status, StatusKind::Queued);
+    assert!(matches!(
+        ledger.record(&id("doomed"), Event::delivered(None).unwrap()),
+        Err(Error::Poisoned { .. })
+    ));
+}
+
+#[tokio::test]
+async fn redeliver_recovery_fails_the_original_and_resends_under_its_message_id() {
+    let ledger = memory_ledger();
+    ledger
+        .record(&id("lost"), Event::queued("planner", "reviewer"))
+        .unwrap();
+    // A redelivery id that is already taken is skipped.
+    ledger
+        .record(&id("lost.r1"), Event::queued("planner", "reviewer"))
+        .unwrap();
+    ledger
+        .record(&id("lost.r1"), Event::delivered(None).unwrap())
+        .unwrap();
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen_by_transport = Arc::clone(&seen);
+    let dispatcher = Dispatcher::new(
+        ledger.clone(),
+        Instant::new(move |message: &Message| {
+            seen_by_transport
+                .lock()
+                .unwrap()
+                .push((message.delegation.clone(), message.message_id.clone()));
+            Ok(Accepted::default())
+        }),
+    );
+    let recovered = dispatcher.recover(Recovery::Redeliver).await.unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].id, id("lost"));
+    assert_eq!(
+        recovered[0].redelivery.as_ref().map(|r| r.id.clone()),
+        Some(id("lost.r2"))
+    );
+    dispatcher.shutdown().await.unwrap();
+
+    let original = ledger.status(&id("lost")).unwrap();
+    assert_eq!(original.reason, Some(ReasonCode::Interrupted));
+    assert_eq!(original.error_detail.as_deref(), Some("redelivered as lost.r2"));
+    assert_eq!(
+        ledger.status(&id("lost.r2")).unwrap().status,
+        StatusKind::Delivered
+    );
+    assert_eq!(*seen.lock().unwrap(), [(id("lost.r2"), id("lost"))]);
+}
+
+#[tokio::test]
+async fn interrupt_recovery_settles_pending_delegations_as_interrupted() {
+    let ledger = memory_ledger();
+    ledger
+        .record(&id("lost"), Event::queued("planner", "reviewer"))
+        .unwrap();
+    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    let recovered = dispatcher.recover(Recovery::Interrupt).await.unwrap();
+    assert_eq!(recovered.len(), 1);
+    assert!(recovered[0].redelivery.is_none());
+    assert_eq!(
+        ledger.status(&id("lost")).unwrap().reason,
+        Some(ReasonCode::Interrupted)
+    );
+    dispatcher.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn recovery_is_refused_once_the_dispatcher_has_delegated() {
+    let dispatcher = Dispatcher::new(memory_ledger(), Instant::accepting());
+    dispatcher
+        .delegate(Request::new("planner", "reviewer"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        dispatcher.recover(Recovery::Redeliver).await,
+        Err(dispatch::Error::RecoverTooLate)
+    ));
+    dispatcher.shutdown().await.unwrap();
+}

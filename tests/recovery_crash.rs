@@ -1,0 +1,163 @@
+//! Guards "never stuck" across a process death, on a real sled store: a child
+//! process delegates to a target that never answers, prints each id once
+//! `delegate` has returned (so `queued` is durable), and is killed with SIGKILL.
+//! The parent reopens the store and recovers. Under the default policy every
+//! printed delegation ends `failed / interrupted`; under the redeliver policy each
+//! also names its redelivery, which is sent under the original id as the message id
+//! and delivered. None is ever left `queued`.
+//!
+//! A `harness = false` test that re-spawns itself; the role comes from
+//! `DELEGATION_LOG_CRASH_CHILD` (the store path).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use delegation_log::dispatch::{Dispatcher, Recovery, Request};
+use delegation_log::event::ReasonCode;
+use delegation_log::transport::{Accepted, BoxFuture, Failure, Instant, Message, Transport};
+use delegation_log::{DelegationId, Ledger, StatusKind};
+
+const CHILD: &str = "DELEGATION_LOG_CRASH_CHILD";
+const DELEGATIONS: usize = 6;
+
+/// A target that never answers.
+struct Silent;
+
+impl Transport for Silent {
+    fn send(&self, _message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+fn main() {
+    if let Ok(path) = std::env::var(CHILD) {
+        child(Path::new(&path));
+        return;
+    }
+    let started = std::time::Instant::now();
+    for round in 0..3 {
+        killed_child_leaves_nothing_queued_after_default_recovery(round);
+    }
+    killed_child_is_redelivered_under_the_original_message_id();
+    println!(
+        "recovery_crash: 4 children killed with SIGKILL, all recovered ({:.1?})",
+        started.elapsed()
+    );
+}
+
+/// Delegates, prints each acknowledged id, then waits to be killed.
+fn child(path: &Path) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let ledger = Ledger::open(path).unwrap();
+        let dispatcher = Dispatcher::new(ledger, Silent);
+        let mut stdout = std::io::stdout();
+        for n in 0..DELEGATIONS {
+            let receipt = dispatcher
+                .delegate(Request::new("planner", "silent").task(&format!("task {n}")))
+                .await
+                .unwrap();
+            writeln!(stdout, "{}", receipt.id).unwrap();
+            stdout.flush().unwrap();
+        }
+        writeln!(stdout, "done").unwrap();
+        stdout.flush().unwrap();
+        std::future::pending::<()>().await;
+    });
+}
+
+/// Runs a child on `path`, kills it with SIGKILL once it has printed every id,
+/// and returns the ids.
+fn run_and_kill(path: &Path) -> Vec<DelegationId> {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut ids = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if line == "done" {
+            break;
+        }
+        ids.push(line.parse().unwrap());
+    }
+    // std's Child::kill sends SIGKILL on unix.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(ids.len(), DELEGATIONS, "the child died early");
+    ids
+}
+
+fn killed_child_leaves_nothing_queued_after_default_recovery(round: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let ids = run_and_kill(&path);
+
+    let ledger = Ledger::open(&path).unwrap();
+    for id in &ids {
+        assert_eq!(ledger.status(id).unwrap().status, StatusKind::Queued, "round {round}");
+    }
+    let mut recovered = ledger.recover().unwrap();
+    recovered.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(recovered, expected, "round {round}");
+    for id in &ids {
+        let status = ledger.status(id).unwrap();
+        assert_eq!(status.status, StatusKind::Failed);
+        assert_eq!(status.reason, Some(ReasonCode::Interrupted));
+    }
+    assert!(ledger.pending().unwrap().is_empty());
+}
+
+fn killed_child_is_redelivered_under_the_original_message_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let ids = run_and_kill(&path);
+
+    let ledger = Ledger::open(&path).unwrap();
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let sent_by_transport = Arc::clone(&sent);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dispatcher = Dispatcher::new(
+            ledger.clone(),
+            Instant::new(move |message: &Message| {
+                sent_by_transport
+                    .lock()
+                    .unwrap()
+                    .push((message.delegation.clone(), message.message_id.clone()));
+                Ok(Accepted::default())
+            }),
+        );
+        let recovered = dispatcher.recover(Recovery::Redeliver).await.unwrap();
+        assert_eq!(recovered.len(), ids.len());
+        dispatcher.shutdown().await.unwrap();
+    });
+    for id in &ids {
+        let redelivery: DelegationId = format!("{id}.r1").parse().unwrap();
+        let original = ledger.status(id).unwrap();
+        assert_eq!(original.reason, Some(ReasonCode::Interrupted));
+        assert_eq!(
+            original.error_detail,
+            Some(format!("redelivered as {redelivery}"))
+        );
+        assert_eq!(
+            ledger.status(&redelivery).unwrap().status,
+            StatusKind::Delivered
+        );
+        assert!(sent.lock().unwrap().contains(&(redelivery, id.clone())));
+    }
+    assert!(ledger.pending().unwrap().is_empty());
+}
