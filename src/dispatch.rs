@@ -525,7 +525,9 @@ impl Dispatcher {
         hasher.write_u32(std::process::id());
         let random = hasher.finish() & 0xffff_ffff;
         let millis = nanos / 1_000_000;
-        Ok(DelegationId::try_from(format!("d-{millis:x}-{n:x}-{random:08x}"))?)
+        Ok(DelegationId::try_from(format!(
+            "d-{millis:x}-{n:x}-{random:08x}"
+        ))?)
     }
 
     fn tasks(&self) -> MutexGuard<'_, Tasks> {
@@ -732,7 +734,9 @@ fn outcome_event(outcome: Result<crate::transport::Accepted, Failure>) -> Event 
     event.unwrap_or_else(|contradiction| {
         Event::Failed(Failed {
             reason: FailureReason::MarshalError,
-            detail: Some(format!("the transport broke the status rules: {contradiction}")),
+            detail: Some(format!(
+                "the transport broke the status rules: {contradiction}"
+            )),
         })
     })
 }

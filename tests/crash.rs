@@ -227,13 +227,20 @@ fn parent() {
     let exe = std::env::current_exe().unwrap();
     let root = tempfile::tempdir().unwrap();
     let mut path = root.path().join("store-0");
+    // How long a child takes from spawn to "opened", as last seen: kills during
+    // open land anywhere in that window.
+    let mut open_micros = 5_000;
     for iteration in 0..kills {
         if iteration % CHILDREN_PER_STORE == 0 {
             path = root.path().join(format!("store-{iteration}"));
         }
         let during_open = rng.below(10) == 0;
-        let delay = Duration::from_micros(rng.below(if during_open { 3_000 } else { 12_000 }));
-        let lines = run_child(&exe, &path, seed, iteration, during_open, delay);
+        let delay =
+            Duration::from_micros(rng.below(if during_open { open_micros } else { 12_000 }));
+        let (lines, opened_after) = run_child(&exe, &path, seed, iteration, during_open, delay);
+        if let Some(opened_after) = opened_after {
+            open_micros = u64::try_from(opened_after.as_micros()).unwrap().max(1);
+        }
         figures.kills += 1;
         if !lines.iter().any(|line| line == "opened") {
             figures.kills_during_open += 1;
@@ -252,7 +259,8 @@ fn parent() {
 }
 
 /// Runs one child and kills it: right away (plus `delay`) when `during_open`,
-/// otherwise `delay` after it said it opened the store. Returns its complete lines.
+/// otherwise `delay` after it said it opened the store. Returns its complete lines,
+/// and how long it took to open when it was let open.
 fn run_child(
     exe: &Path,
     path: &Path,
@@ -260,7 +268,8 @@ fn run_child(
     iteration: u64,
     during_open: bool,
     delay: Duration,
-) -> Vec<String> {
+) -> (Vec<String>, Option<Duration>) {
+    let spawned = Instant::now();
     let mut child = Command::new(exe)
         .env(ROLE, "child")
         .env("CRASH_SEED", seed.to_string())
@@ -288,10 +297,12 @@ fn run_child(
         }
         lines
     });
+    let mut opened_after = None;
     if !during_open {
         opened_rx
             .recv_timeout(Duration::from_secs(60))
             .expect("the child did not open the store within a minute");
+        opened_after = Some(spawned.elapsed());
     }
     std::thread::sleep(delay);
     child.kill().unwrap();
@@ -302,7 +313,7 @@ fn run_child(
         "child {iteration} was not killed but ended with {status:?}; its output ended with {:?}",
         lines.last()
     );
-    lines
+    (lines, opened_after)
 }
 
 /// The whole state of a store: every delegation's checked history.

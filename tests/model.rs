@@ -125,10 +125,10 @@ impl Slot {
     /// `memory::push`: writes without checks; the head only rises.
     fn push(&mut self, seq: Seq, rec: Rec, head: Option<Seq>) {
         self.entries.push((seq, rec));
-        if let Some(head) = head {
-            if self.head.is_none_or(|old| old < head) {
-                self.head = Some(head);
-            }
+        if let Some(head) = head
+            && self.head.is_none_or(|old| old < head)
+        {
+            self.head = Some(head);
         }
     }
 }
@@ -324,10 +324,10 @@ impl Model {
             .or_default()
             .push(seq, rec.clone(), Some(seq));
         self.pending.push(PendingWrite { id, seq, rec });
-        if self.durability == Durability::Durable {
-            if let Err(kind) = self.store_flush() {
-                return (Err(kind), true);
-            }
+        if self.durability == Durability::Durable
+            && let Err(kind) = self.store_flush()
+        {
+            return (Err(kind), true);
         }
         (Ok(seq), true)
     }

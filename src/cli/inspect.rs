@@ -18,9 +18,19 @@ pub(crate) fn status(db: &Path, id: &str, json: bool) -> Outcome {
         println!("{text}");
     } else {
         let json = serde_json::to_value(&status).unwrap_or_default();
-        let status_word = json["status"].as_str().unwrap_or("?").to_owned();
-        let reason = json["reason"].as_str().map(str::to_owned);
-        let received = json["target_received"].as_str().map(str::to_owned);
+        let status_word = json
+            .get("status")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("?")
+            .to_owned();
+        let reason = json
+            .get("reason")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
+        let received = json
+            .get("target_received")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned);
         println!("id:              {}", status.id);
         println!("status:          {status_word}");
         println!("reason:          {}", or_dash(reason));
@@ -32,7 +42,9 @@ pub(crate) fn status(db: &Path, id: &str, json: bool) -> Outcome {
         println!("settled_at:      {}", or_dash(status.settled_at));
     }
     if status.status == StatusKind::NotFound {
-        return Err(Failure::Problems(format!("no delegation `{id}` in the log")));
+        return Err(Failure::Problems(format!(
+            "no delegation `{id}` in the log"
+        )));
     }
     Ok(())
 }
@@ -44,7 +56,9 @@ pub(crate) fn history(db: &Path, id: &str, json: bool) -> Outcome {
         .history(&id)
         .map_err(|e| Failure::Problems(format!("cannot read `{id}`: {e}")))?;
     if records.is_empty() {
-        return Err(Failure::Problems(format!("no delegation `{id}` in the log")));
+        return Err(Failure::Problems(format!(
+            "no delegation `{id}` in the log"
+        )));
     }
     for record in &records {
         if json {
