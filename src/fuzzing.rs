@@ -430,12 +430,15 @@ fn recover(
         .any(|id| matches!(ledger.delegation(id), Err(Error::Corrupt { .. })));
     let result = ledger.recover();
     let after = snapshot(store, ids);
-    let written: Vec<DelegationId> = before
+    let mut written: Vec<DelegationId> = before
         .iter()
         .zip(&after)
         .filter(|(b, a)| b != a)
         .map(|(_, a)| a.id.clone())
         .collect();
+    // Recovery writes in the store's key order, which is the order of the
+    // store's unflushed appends (and so which one a crash tears).
+    written.sort_by_key(crate::store::key::prefix);
     for id in &written {
         assert!(
             pending.contains(id),
