@@ -7,6 +7,9 @@
 //! and a dispatcher dropped without it aborts them, leaving their delegations
 //! `queued` for [recovery](Dispatcher::recover) to settle.
 //!
+//! Ids are the caller's ([`Request::id`]) or generated: `d-<ms since the epoch,
+//! hex>-<counter>-<32 random bits>`.
+//!
 //! If recording an outcome fails (the store failed, the ledger is poisoned), the
 //! failure is counted, handed to the receipt's [`Receipt::settled`], and returned by
 //! `shutdown`: a delegation whose outcome could not be written is never reported
@@ -297,10 +300,28 @@ pub struct Recovered {
 
 /// Delivers delegations through a [`Transport`] and records every outcome.
 ///
-/// Cheap to clone; clones share the deliveries. Must be used inside a tokio runtime.
+/// Cheap to clone; clones share the deliveries. `delegate`, `recover` and
+/// `shutdown` must run inside a tokio runtime.
+///
+/// Dropping the last clone without [`Dispatcher::shutdown`] aborts the deliveries
+/// still running: their receipts answer [`Error::Abandoned`], and their delegations
+/// stay `queued` until recovery settles them. No delivery outlives its dispatcher.
 #[derive(Clone)]
 pub struct Dispatcher {
     inner: Arc<Inner>,
+    _owner: Arc<Owner>,
+}
+
+/// Aborts the remaining deliveries when the last clone of a dispatcher is dropped.
+/// Delivery tasks hold `Inner`, never `Owner`, so they cannot keep it alive.
+struct Owner(Arc<Inner>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let mut tasks = self.0.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.closed = true;
+        tasks.set.abort_all();
+    }
 }
 
 struct Inner {
@@ -341,21 +362,23 @@ impl Dispatcher {
 
     /// A dispatcher with `options`.
     pub fn with_options(ledger: Ledger, transport: impl Transport, options: Options) -> Self {
+        let inner = Arc::new(Inner {
+            ledger,
+            transport: Arc::new(transport),
+            options,
+            slots: Arc::new(Semaphore::new(options.concurrency)),
+            tasks: Mutex::new(Tasks::default()),
+            unrecorded: Mutex::new(Vec::new()),
+            queued: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            unrecorded_count: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
+            id_seed: RandomState::new(),
+        });
         Dispatcher {
-            inner: Arc::new(Inner {
-                ledger,
-                transport: Arc::new(transport),
-                options,
-                slots: Arc::new(Semaphore::new(options.concurrency)),
-                tasks: Mutex::new(Tasks::default()),
-                unrecorded: Mutex::new(Vec::new()),
-                queued: AtomicU64::new(0),
-                delivered: AtomicU64::new(0),
-                failed: AtomicU64::new(0),
-                unrecorded_count: AtomicU64::new(0),
-                next_id: AtomicU64::new(0),
-                id_seed: RandomState::new(),
-            }),
+            _owner: Arc::new(Owner(Arc::clone(&inner))),
+            inner,
         }
     }
 
@@ -525,7 +548,9 @@ impl Dispatcher {
         hasher.write_u32(std::process::id());
         let random = hasher.finish() & 0xffff_ffff;
         let millis = nanos / 1_000_000;
-        Ok(DelegationId::try_from(format!("d-{millis:x}-{n:x}-{random:08x}"))?)
+        Ok(DelegationId::try_from(format!(
+            "d-{millis:x}-{n:x}-{random:08x}"
+        ))?)
     }
 
     fn tasks(&self) -> MutexGuard<'_, Tasks> {
@@ -732,7 +757,9 @@ fn outcome_event(outcome: Result<crate::transport::Accepted, Failure>) -> Event 
     event.unwrap_or_else(|contradiction| {
         Event::Failed(Failed {
             reason: FailureReason::MarshalError,
-            detail: Some(format!("the transport broke the status rules: {contradiction}")),
+            detail: Some(format!(
+                "the transport broke the status rules: {contradiction}"
+            )),
         })
     })
 }

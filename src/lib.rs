@@ -45,8 +45,8 @@ pub mod store;
 pub mod transport;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
-pub use crate::dispatch::{Dispatcher, Receipt, Recovery, Request};
 pub use crate::delegation::{Delegation, Outcome, Status, StatusKind};
+pub use crate::dispatch::{Dispatcher, Receipt, Recovery, Request};
 pub use crate::error::{Error, Result};
 pub use crate::event::{
     ChainHash, DelegationId, Event, EventKind, FailureReason, Received, Record, Seq, Timestamp,

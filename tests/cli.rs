@@ -117,7 +117,15 @@ fn the_demo_settles_every_task_and_audits_clean_and_the_log_answers_status_and_h
     assert!(records.iter().all(|r| r["hash"].is_string()));
 
     // A second demo on the same log takes fresh ids.
-    let (code, stdout, _) = run(&["demo", "--db", db_arg, "--tasks", "4", "--deadline-ms", "1000"]);
+    let (code, stdout, _) = run(&[
+        "demo",
+        "--db",
+        db_arg,
+        "--tasks",
+        "4",
+        "--deadline-ms",
+        "1000",
+    ]);
     assert_eq!(code, 0);
     assert!(stdout.contains("demo2-04"), "{stdout}");
 }
@@ -156,7 +164,10 @@ fn recover_settles_what_a_dead_process_left_queued() {
         let ledger = Ledger::open(&db).unwrap();
         for id in ["left-1", "left-2"] {
             ledger
-                .record(&id.parse().unwrap(), Event::queued("planner", "http://127.0.0.1:9/a2a"))
+                .record(
+                    &id.parse().unwrap(),
+                    Event::queued("planner", "http://127.0.0.1:9/a2a"),
+                )
                 .unwrap();
         }
     }
@@ -193,6 +204,9 @@ fn recover_with_redeliver_sends_each_again_and_records_the_new_outcome() {
     insta::assert_snapshot!("recover_redeliver", mask(&stdout, &db));
     let ledger = Ledger::open(&db).unwrap();
     let original = ledger.status(&"left".parse().unwrap()).unwrap();
-    assert_eq!(original.error_detail.as_deref(), Some("redelivered as left.r1"));
+    assert_eq!(
+        original.error_detail.as_deref(),
+        Some("redelivered as left.r1")
+    );
     assert!(ledger.pending().unwrap().is_empty());
 }

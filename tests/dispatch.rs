@@ -11,12 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use delegation_log::dispatch::{self, Dispatcher, Options, Recovery, Request};
+use delegation_log::event::ReasonCode;
 use delegation_log::store::{Fault, Faulty, Memory};
 use delegation_log::transport::{Accepted, BoxFuture, Failure, Instant, Message, Transport};
 use delegation_log::{
     DelegationId, Error, Event, EventKind, FailureReason, Ledger, ManualClock, StatusKind,
 };
-use delegation_log::event::ReasonCode;
 
 fn memory_ledger() -> Ledger {
     Ledger::with_store(
@@ -137,7 +137,10 @@ async fn a_taken_id_is_refused_with_the_ledgers_typed_error() {
     );
     dispatcher.shutdown().await.unwrap();
     assert_eq!(ledger.history(&id("same")).unwrap().len(), 2);
-    assert_eq!(ledger.status(&id("same")).unwrap().target.as_deref(), Some("reviewer"));
+    assert_eq!(
+        ledger.status(&id("same")).unwrap().target.as_deref(),
+        Some("reviewer")
+    );
 }
 
 #[tokio::test]
@@ -197,7 +200,10 @@ async fn after_shutdown_no_delivery_runs_and_every_delegation_is_settled() {
     }
     let stats = dispatcher.shutdown().await.unwrap();
     assert_eq!(silent.in_flight.load(Ordering::SeqCst), 0);
-    assert!(silent.most.load(Ordering::SeqCst) <= 4, "concurrency bound broken");
+    assert!(
+        silent.most.load(Ordering::SeqCst) <= 4,
+        "concurrency bound broken"
+    );
     assert_eq!((stats.queued, stats.failed), (16, 16));
     for id in &ids {
         let status = ledger.status(id).unwrap();
@@ -236,9 +242,15 @@ async fn an_outcome_that_cannot_be_recorded_is_surfaced_by_its_receipt_and_by_sh
     assert_eq!(dispatcher.stats().unrecorded, 1);
 
     let settled = receipt.settled().await;
-    assert!(matches!(settled, Err(dispatch::Error::Unrecorded(_))), "{settled:?}");
+    assert!(
+        matches!(settled, Err(dispatch::Error::Unrecorded(_))),
+        "{settled:?}"
+    );
     // The log still says queued: recovery, after reopening, will settle it.
-    assert_eq!(ledger.status(&id("doomed")).unwrap().status, StatusKind::Queued);
+    assert_eq!(
+        ledger.status(&id("doomed")).unwrap().status,
+        StatusKind::Queued
+    );
     assert!(matches!(
         ledger.record(&id("doomed"), Event::delivered(None).unwrap()),
         Err(Error::Poisoned { .. })
@@ -282,7 +294,10 @@ async fn redeliver_recovery_fails_the_original_and_resends_under_its_message_id(
 
     let original = ledger.status(&id("lost")).unwrap();
     assert_eq!(original.reason, Some(ReasonCode::Interrupted));
-    assert_eq!(original.error_detail.as_deref(), Some("redelivered as lost.r2"));
+    assert_eq!(
+        original.error_detail.as_deref(),
+        Some("redelivered as lost.r2")
+    );
     assert_eq!(
         ledger.status(&id("lost.r2")).unwrap().status,
         StatusKind::Delivered
@@ -319,4 +334,27 @@ async fn recovery_is_refused_once_the_dispatcher_has_delegated() {
         Err(dispatch::Error::RecoverTooLate)
     ));
     dispatcher.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn dropping_a_dispatcher_without_shutdown_aborts_its_deliveries_and_says_so() {
+    let ledger = memory_ledger();
+    let silent = Arc::new(Silent::default());
+    let dispatcher = Dispatcher::new(ledger.clone(), Arc::clone(&silent));
+    let receipt = dispatcher
+        .delegate(Request::new("planner", "silent").id(id("dropped")))
+        .await
+        .unwrap();
+    drop(dispatcher);
+    let settled = receipt.settled().await;
+    assert!(
+        matches!(&settled, Err(dispatch::Error::Abandoned(abandoned)) if *abandoned == id("dropped")),
+        "{settled:?}"
+    );
+    assert_eq!(silent.in_flight.load(Ordering::SeqCst), 0);
+    // Still queued, for recovery to settle.
+    assert_eq!(
+        ledger.status(&id("dropped")).unwrap().status,
+        StatusKind::Queued
+    );
 }

@@ -114,11 +114,7 @@ async fn a_200_answer_is_recorded_as_delivered() {
         }),
     );
     let addr = serve(app).await;
-    let (status, kinds) = outcome(
-        format!("http://{addr}/a2a"),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (status, kinds) = outcome(format!("http://{addr}/a2a"), Duration::from_secs(5)).await;
     insta::assert_json_snapshot!("status_delivered", status);
     assert_eq!(kinds, [EventKind::Queued, EventKind::Delivered]);
 
@@ -135,11 +131,7 @@ async fn a_503_answer_is_recorded_as_failed_with_http_status_503() {
         post(|| async { (StatusCode::SERVICE_UNAVAILABLE, "proxy busy") }),
     );
     let addr = serve(app).await;
-    let (status, kinds) = outcome(
-        format!("http://{addr}/a2a"),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (status, kinds) = outcome(format!("http://{addr}/a2a"), Duration::from_secs(5)).await;
     insta::assert_json_snapshot!("status_http_status_503", status);
     assert_eq!(kinds, [EventKind::Queued, EventKind::Failed]);
 }
@@ -147,11 +139,7 @@ async fn a_503_answer_is_recorded_as_failed_with_http_status_503() {
 #[tokio::test]
 async fn a_closed_port_is_recorded_as_target_offline() {
     let addr = closed_port();
-    let (status, kinds) = outcome(
-        format!("http://{addr}/a2a"),
-        Duration::from_secs(5),
-    )
-    .await;
+    let (status, kinds) = outcome(format!("http://{addr}/a2a"), Duration::from_secs(5)).await;
     assert_eq!(status["reason"], "target_offline");
     assert_eq!(status["target_received"], "no");
     let detail = status["error_detail"].as_str().unwrap();
@@ -169,11 +157,7 @@ async fn a_server_that_never_answers_is_recorded_as_timeout() {
         }),
     );
     let addr = serve(app).await;
-    let (status, kinds) = outcome(
-        format!("http://{addr}/a2a"),
-        Duration::from_millis(150),
-    )
-    .await;
+    let (status, kinds) = outcome(format!("http://{addr}/a2a"), Duration::from_millis(150)).await;
     insta::assert_json_snapshot!("status_timeout", status);
     assert_eq!(kinds, [EventKind::Queued, EventKind::Failed]);
 }
@@ -212,7 +196,9 @@ async fn an_envelope_over_the_transports_limit_is_a_marshal_error_and_never_sent
     let dispatcher = Dispatcher::new(ledger.clone(), Http::new().unwrap().max_body(64));
     let addr = closed_port();
     let receipt = dispatcher
-        .delegate(Request::new("planner", format!("http://{addr}/a2a")).task("x".repeat(100).as_str()))
+        .delegate(
+            Request::new("planner", format!("http://{addr}/a2a")).task("x".repeat(100).as_str()),
+        )
         .await
         .unwrap();
     dispatcher.shutdown().await.unwrap();
@@ -221,7 +207,12 @@ async fn an_envelope_over_the_transports_limit_is_a_marshal_error_and_never_sent
         status.reason,
         Some(delegation_log::event::ReasonCode::MarshalError)
     );
-    assert!(status.error_detail.unwrap().contains("over the transport's limit of 64"));
+    assert!(
+        status
+            .error_detail
+            .unwrap()
+            .contains("over the transport's limit of 64")
+    );
 }
 
 #[tokio::test]

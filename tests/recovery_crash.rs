@@ -103,7 +103,11 @@ fn killed_child_leaves_nothing_queued_after_default_recovery(round: usize) {
 
     let ledger = Ledger::open(&path).unwrap();
     for id in &ids {
-        assert_eq!(ledger.status(id).unwrap().status, StatusKind::Queued, "round {round}");
+        assert_eq!(
+            ledger.status(id).unwrap().status,
+            StatusKind::Queued,
+            "round {round}"
+        );
     }
     let mut recovered = ledger.recover().unwrap();
     recovered.sort();

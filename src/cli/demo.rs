@@ -45,11 +45,8 @@ async fn demo(ledger: Ledger, tasks: usize, deadline: Duration) -> super::Outcom
     let urls = start_targets(deadline).await?;
     let transport =
         Http::new().map_err(|e| Failure::Unusable(format!("cannot start HTTP: {e}")))?;
-    let dispatcher = Dispatcher::with_options(
-        ledger.clone(),
-        transport,
-        Options::new().deadline(deadline),
-    );
+    let dispatcher =
+        Dispatcher::with_options(ledger.clone(), transport, Options::new().deadline(deadline));
     let prefix = free_prefix(&ledger)?;
     println!(
         "delegating {tasks} tasks to {} loopback targets (healthy, busy: 503, offline: closed port, slow: beyond the {deadline:?} deadline)",
@@ -59,7 +56,10 @@ async fn demo(ledger: Ledger, tasks: usize, deadline: Duration) -> super::Outcom
     let mut names = BTreeMap::new();
     let mut settling = JoinSet::new();
     for n in 1..=tasks {
-        let name = TARGETS.get((n - 1) % TARGETS.len()).copied().unwrap_or("healthy");
+        let name = TARGETS
+            .get((n - 1) % TARGETS.len())
+            .copied()
+            .unwrap_or("healthy");
         let url = urls.get(name).cloned().unwrap_or_default();
         let id = format!("{prefix}-{n:02}")
             .parse::<DelegationId>()
@@ -79,7 +79,10 @@ async fn demo(ledger: Ledger, tasks: usize, deadline: Duration) -> super::Outcom
     }
 
     let live = Live::new(tasks);
-    live.line(&format!("{:<10} {:<8} {:<9} {}", "id", "target", "status", "outcome"));
+    live.line(&format!(
+        "{:<10} {:<8} {:<9} {}",
+        "id", "target", "status", "outcome"
+    ));
     let mut settled = Vec::new();
     let mut problems = Vec::new();
     while let Some(joined) = settling.join_next().await {
@@ -231,7 +234,9 @@ async fn start_targets(deadline: Duration) -> Result<BTreeMap<&'static str, Stri
     let healthy = Router::new().route(
         "/a2a",
         post(|| async {
-            axum::Json(serde_json::json!({"jsonrpc": "2.0", "id": null, "result": {"kind": "message"}}))
+            axum::Json(
+                serde_json::json!({"jsonrpc": "2.0", "id": null, "result": {"kind": "message"}}),
+            )
         }),
     );
     let busy = Router::new().route(

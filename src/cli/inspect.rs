@@ -32,7 +32,9 @@ pub(crate) fn status(db: &Path, id: &str, json: bool) -> Outcome {
         println!("settled_at:      {}", or_dash(status.settled_at));
     }
     if status.status == StatusKind::NotFound {
-        return Err(Failure::Problems(format!("no delegation `{id}` in the log")));
+        return Err(Failure::Problems(format!(
+            "no delegation `{id}` in the log"
+        )));
     }
     Ok(())
 }
@@ -44,7 +46,9 @@ pub(crate) fn history(db: &Path, id: &str, json: bool) -> Outcome {
         .history(&id)
         .map_err(|e| Failure::Problems(format!("cannot read `{id}`: {e}")))?;
     if records.is_empty() {
-        return Err(Failure::Problems(format!("no delegation `{id}` in the log")));
+        return Err(Failure::Problems(format!(
+            "no delegation `{id}` in the log"
+        )));
     }
     for record in &records {
         if json {

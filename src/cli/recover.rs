@@ -48,7 +48,11 @@ pub(crate) fn run(db: &Path, redeliver: bool) -> Outcome {
             };
             let new_id = receipt.id.clone();
             match receipt.settled().await {
-                Ok(settled) => println!("  {} -> {new_id}: {}", item.id, super::demo::describe(&settled.outcome)),
+                Ok(settled) => println!(
+                    "  {} -> {new_id}: {}",
+                    item.id,
+                    super::demo::describe(&settled.outcome)
+                ),
                 Err(e) => {
                     problems += 1;
                     println!("  {} -> {new_id}: not recorded: {e}", item.id);
