@@ -187,7 +187,7 @@ impl Ledger {
         event.validate()?;
         let mut conflicts = 0;
         let recorded = loop {
-            let fold = self.fold(self.inner.store.history(id)?)?;
+            let fold = self.load(id)?;
             let now = self.clock().now();
             let at = match fold.delegation() {
                 Some(d) => now.max(d.settled_at.unwrap_or(d.queued_at)),
@@ -252,7 +252,7 @@ impl Ledger {
         self.check_poisoned()?;
         self.inner
             .commit
-            .flush_now(self.inner.store.as_ref())
+            .wait(self.inner.store.as_ref())
             .map_err(|error| self.poison(error))
     }
 
@@ -281,10 +281,16 @@ impl Ledger {
     /// # Errors
     /// A storage error, or [`Error::Corrupt`] if its history is damaged.
     pub fn history(&self, id: &DelegationId) -> Result<Vec<Record>> {
-        let stream = self.inner.store.history(id)?;
-        let records = decode_stream(&stream)?;
-        fold_records(&stream, &records)?;
-        Ok(records)
+        let mut attempt = 0;
+        loop {
+            let stream = self.inner.store.history(id)?;
+            let records = decode_stream(&stream)?;
+            match fold_records(&stream, &records) {
+                Ok(_) => return Ok(records),
+                Err(_) if raced(&stream) && attempt < READ_RETRIES => attempt += 1,
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Every delegation, rebuilt from the log alone, one at a time in store order.
@@ -292,7 +298,10 @@ impl Ledger {
     pub fn replay(&self) -> impl Iterator<Item = Result<Delegation>> + '_ {
         self.inner.store.scan().filter_map(|stream| {
             stream
-                .and_then(|stream| self.fold(stream))
+                .and_then(|stream| match self.fold(stream.clone()) {
+                    Err(_) if raced(&stream) => self.load(&stream.id),
+                    result => result,
+                })
                 .map(Fold::into_delegation)
                 .transpose()
         })
@@ -345,6 +354,21 @@ impl Ledger {
         fold_records(&stream, &records)
     }
 
+    /// Reads and folds one delegation. A store may read records and head apart
+    /// (sled does), so a writer can slip a record and its head in between: the
+    /// head then looks ahead of the records. The record is already there, so a
+    /// second read sees it; only a head that stays ahead means loss.
+    fn load(&self, id: &DelegationId) -> Result<Fold> {
+        let mut attempt = 0;
+        loop {
+            let stream = self.inner.store.history(id)?;
+            match self.fold(stream.clone()) {
+                Err(_) if raced(&stream) && attempt < READ_RETRIES => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
     fn check_poisoned(&self) -> Result<()> {
         match self.inner.poisoned.get() {
             Some(cause) => Err(Error::Poisoned {
@@ -359,6 +383,16 @@ impl Ledger {
         let _ = self.inner.poisoned.set(error.to_string());
         error
     }
+}
+
+/// How many times a read is repeated when its head looks ahead of its records.
+const READ_RETRIES: usize = 3;
+
+/// Whether a stream's head is ahead of its records, as a concurrent append can
+/// make it look.
+fn raced(stream: &Stream) -> bool {
+    let last = stream.entries.last().map_or(0, |entry| entry.seq);
+    stream.head.is_some_and(|head| head.seq > last)
 }
 
 /// Decodes a stream's entries, checking each against its key.
@@ -447,18 +481,11 @@ impl GroupCommit {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until a flush that started after this writer's append has completed,
-    /// running it if no one else is.
+    /// Waits until a flush that started after this call has completed, running it
+    /// if no one else is. Whatever was appended before the call is then durable.
     fn wait(&self, store: &dyn Store) -> Result<()> {
         let mut commit = self.lock();
         commit.written += 1;
-        let ticket = commit.written;
-        self.until(commit, ticket, store)
-    }
-
-    /// Flushes everything written so far.
-    fn flush_now(&self, store: &dyn Store) -> Result<()> {
-        let commit = self.lock();
         let ticket = commit.written;
         self.until(commit, ticket, store)
     }

@@ -114,7 +114,7 @@ impl Sled {
 /// Maps a sled error to the crate's error.
 fn sled_error(error: sled::Error, path: &Path) -> Error {
     match error {
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => Error::Locked {
+        sled::Error::Io(io) if is_lock_failure(&io) => Error::Locked {
             path: path.to_path_buf(),
         },
         sled::Error::Io(io) => Error::Io(io),
@@ -124,6 +124,17 @@ fn sled_error(error: sled::Error, path: &Path) -> Error {
         },
         other => Error::Storage(other.to_string()),
     }
+}
+
+/// sled reports a held file lock as `WouldBlock`, wrapped in an `Other` error
+/// whose text says it could not acquire the lock.
+fn is_lock_failure(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::WouldBlock
+        || io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+            .is_some_and(|inner| inner.kind() == std::io::ErrorKind::WouldBlock)
+        || io.to_string().contains("could not acquire lock")
 }
 
 fn corrupt_key(raw: &[u8], reason: String) -> Error {

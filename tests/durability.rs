@@ -1,0 +1,170 @@
+//! Guards promise 4 on the simulated store: in durable mode an acknowledged event
+//! survives a crash; a failed flush poisons the ledger until it is reopened (so a
+//! lost write is never acknowledged); buffered mode may lose the unflushed tail but
+//! never leaves a half state; and concurrent durable writers share flushes.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use delegation_log::store::{Expect, Fault, Faulty, Head, Memory, Store, Stream};
+use delegation_log::{
+    DelegationId, Durability, Error, Event, Ledger, ManualClock, Options, StatusKind,
+};
+
+fn id(n: usize) -> DelegationId {
+    format!("d{n}").parse().unwrap()
+}
+
+fn options(durability: Durability) -> Options {
+    Options::new()
+        .durability(durability)
+        .clock(ManualClock::default())
+}
+
+#[test]
+fn durable_acknowledgements_survive_a_crash() {
+    let store = Arc::new(Faulty::seeded(5));
+    let ledger = Ledger::with_store(store.clone(), options(Durability::Durable));
+    for n in 0..10 {
+        ledger.record(&id(n), Event::queued("s", "t")).unwrap();
+        if n % 2 == 0 {
+            ledger
+                .record(&id(n), Event::delivered(None).unwrap())
+                .unwrap();
+        }
+    }
+    assert_eq!(
+        store.pending(),
+        0,
+        "durable mode acknowledges only flushed appends"
+    );
+    store.crash();
+    let reopened = Ledger::with_store(store, options(Durability::Durable));
+    for n in 0..10 {
+        let expected = if n % 2 == 0 {
+            StatusKind::Delivered
+        } else {
+            StatusKind::Queued
+        };
+        assert_eq!(reopened.status(&id(n)).unwrap().status, expected);
+    }
+}
+
+#[test]
+fn a_failed_flush_poisons_the_ledger_until_it_is_reopened() {
+    let store = Arc::new(Faulty::seeded(5));
+    let ledger = Ledger::with_store(store.clone(), options(Durability::Durable));
+    ledger.record(&id(1), Event::queued("s", "t")).unwrap();
+    store.inject(Fault::FailFlush);
+    let failed = ledger.record(&id(2), Event::queued("s", "t"));
+    assert!(matches!(failed, Err(Error::Io(_))), "{failed:?}");
+    let refused = ledger.record(&id(3), Event::queued("s", "t"));
+    match refused {
+        Err(Error::Poisoned { cause }) => {
+            assert!(cause.contains("injected flush failure"), "{cause}")
+        }
+        other => panic!("expected Poisoned, got {other:?}"),
+    }
+    assert!(matches!(ledger.flush(), Err(Error::Poisoned { .. })));
+    // Reads still work; the unacknowledged write is visible live but not durable.
+    assert_eq!(ledger.status(&id(1)).unwrap().status, StatusKind::Queued);
+    store.crash();
+    let reopened = Ledger::with_store(store, options(Durability::Durable));
+    assert_eq!(
+        reopened.status(&id(2)).unwrap().status,
+        StatusKind::NotFound
+    );
+    reopened.record(&id(3), Event::queued("s", "t")).unwrap();
+}
+
+#[test]
+fn a_failed_write_poisons_the_ledger_and_writes_nothing() {
+    let store = Arc::new(Faulty::seeded(5));
+    let ledger = Ledger::with_store(store.clone(), options(Durability::Buffered));
+    store.inject(Fault::FailWrite);
+    assert!(matches!(
+        ledger.record(&id(1), Event::queued("s", "t")),
+        Err(Error::Io(_))
+    ));
+    assert_eq!(ledger.status(&id(1)).unwrap().status, StatusKind::NotFound);
+    assert!(matches!(
+        ledger.record(&id(1), Event::queued("s", "t")),
+        Err(Error::Poisoned { .. })
+    ));
+}
+
+#[test]
+fn buffered_mode_loses_only_the_unflushed_tail_on_a_crash() {
+    let store = Arc::new(Faulty::seeded(5));
+    let ledger = Ledger::with_store(store.clone(), options(Durability::Buffered));
+    ledger.record(&id(1), Event::queued("s", "t")).unwrap();
+    ledger.flush().unwrap();
+    ledger
+        .record(&id(1), Event::delivered(None).unwrap())
+        .unwrap();
+    ledger.record(&id(2), Event::queued("s", "t")).unwrap();
+    store.crash();
+    let reopened = Ledger::with_store(store, options(Durability::Buffered));
+    assert_eq!(reopened.status(&id(1)).unwrap().status, StatusKind::Queued);
+    assert_eq!(
+        reopened.status(&id(2)).unwrap().status,
+        StatusKind::NotFound
+    );
+    assert_eq!(reopened.history(&id(1)).unwrap().len(), 1);
+}
+
+/// A memory store whose flush is slow, as a disk's is, and counted.
+struct SlowFlush {
+    inner: Memory,
+    flushes: AtomicUsize,
+}
+
+impl Store for SlowFlush {
+    fn append(
+        &self,
+        id: &DelegationId,
+        expect: Expect,
+        record: &[u8],
+        head: Head,
+    ) -> delegation_log::Result<()> {
+        self.inner.append(id, expect, record, head)
+    }
+    fn history(&self, id: &DelegationId) -> delegation_log::Result<Stream> {
+        self.inner.history(id)
+    }
+    fn scan(&self) -> Box<dyn Iterator<Item = delegation_log::Result<Stream>> + Send + '_> {
+        self.inner.scan()
+    }
+    fn flush(&self) -> delegation_log::Result<()> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(5));
+        Ok(())
+    }
+}
+
+#[test]
+fn concurrent_durable_writers_share_flushes() {
+    let store = Arc::new(SlowFlush {
+        inner: Memory::new(),
+        flushes: AtomicUsize::new(0),
+    });
+    let ledger = Ledger::with_store(store.clone(), options(Durability::Durable));
+    let writers = 32;
+    std::thread::scope(|scope| {
+        for n in 0..writers {
+            let ledger = &ledger;
+            scope.spawn(move || ledger.record(&id(n), Event::queued("s", "t")).unwrap());
+        }
+    });
+    let flushes = store.flushes.load(Ordering::SeqCst);
+    assert!(flushes >= 1);
+    assert!(
+        flushes < writers,
+        "{flushes} flushes for {writers} writers: no sharing"
+    );
+    for n in 0..writers {
+        assert_eq!(ledger.status(&id(n)).unwrap().status, StatusKind::Queued);
+    }
+}

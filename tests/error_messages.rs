@@ -1,0 +1,77 @@
+//! Guards what people read when something goes wrong: the text of every error the
+//! ledger returns for refusals, damage and failures, pinned as a snapshot.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+
+use delegation_log::envelope;
+use delegation_log::store::{Expect, Fault, Faulty, Head, Memory, Store};
+use delegation_log::{ChainHash, Error, Event, FailureReason, Ledger, ManualClock, Options};
+
+#[test]
+fn error_messages_say_what_happened_and_where() {
+    let store = Arc::new(Memory::new());
+    let ledger = Ledger::with_store(store.clone(), Options::new().clock(ManualClock::default()));
+    let id = "task-9".parse().unwrap();
+    let mut messages = vec![
+        ledger
+            .record(&id, Event::delivered(None).unwrap())
+            .unwrap_err(),
+    ];
+    ledger
+        .record(&id, Event::queued("planner", "reviewer"))
+        .unwrap();
+    messages.push(
+        ledger
+            .record(&id, Event::queued("planner", "reviewer"))
+            .unwrap_err(),
+    );
+    ledger
+        .record(&id, Event::failed(FailureReason::Timeout, None).unwrap())
+        .unwrap();
+    messages.push(
+        ledger
+            .record(&id, Event::delivered(Some(200)).unwrap())
+            .unwrap_err(),
+    );
+
+    // Damage: a record whose checksum is wrong, and one of an unknown version.
+    let bad = "bad".parse().unwrap();
+    store
+        .append(
+            &bad,
+            Expect::Empty,
+            b"\x01\x00\x00\x00\x00garbage",
+            Head {
+                seq: 1,
+                hash: ChainHash::GENESIS,
+            },
+        )
+        .unwrap();
+    messages.push(ledger.status(&bad).unwrap_err());
+    let newer = "newer".parse().unwrap();
+    let mut bytes = envelope::encode(&ledger.history(&id).unwrap()[0]);
+    bytes[0] = 9;
+    store
+        .append(
+            &newer,
+            Expect::Empty,
+            &bytes,
+            Head {
+                seq: 1,
+                hash: ChainHash::GENESIS,
+            },
+        )
+        .unwrap();
+    messages.push(ledger.status(&newer).unwrap_err());
+
+    let faulty = Arc::new(Faulty::seeded(1));
+    let poisoned = Ledger::with_store(faulty.clone(), Options::new().clock(ManualClock::default()));
+    faulty.inject(Fault::FailFlush);
+    messages.push(poisoned.record(&id, Event::queued("p", "r")).unwrap_err());
+    messages.push(poisoned.record(&id, Event::queued("p", "r")).unwrap_err());
+    messages.push(Error::from(Event::delivered(Some(503)).unwrap_err()));
+
+    let text: Vec<String> = messages.iter().map(ToString::to_string).collect();
+    insta::assert_snapshot!(text.join("\n"));
+}

@@ -1,0 +1,48 @@
+//! Guards the lifecycle's specification: the whole (state × event) table of the
+//! statig machine, pinned as a snapshot. A change to what is legal shows up here
+//! as a diff to review, never silently.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::fmt::Write as _;
+
+use delegation_log::event::EventKind;
+use delegation_log::lifecycle::{State, step};
+
+#[test]
+fn the_state_by_event_table_is_the_spec() {
+    let mut table =
+        String::from("state      | queued                | delivered             | failed\n");
+    table.push_str(
+        "---------- | --------------------- | --------------------- | ---------------------\n",
+    );
+    for state in State::ALL {
+        write!(table, "{:<10}", state.as_str()).unwrap();
+        for event in EventKind::ALL {
+            let cell = match step(state, event) {
+                Ok(next) => format!("-> {next}"),
+                Err(refusal) => match refusal {
+                    delegation_log::lifecycle::Refusal::AlreadySettled { .. } => {
+                        "refused: settled".to_owned()
+                    }
+                    delegation_log::lifecycle::Refusal::IllegalTransition { .. } => {
+                        "refused: illegal".to_owned()
+                    }
+                },
+            };
+            write!(table, " | {cell:<21}").unwrap();
+        }
+        table.push('\n');
+    }
+    insta::assert_snapshot!(table);
+}
+
+#[test]
+fn refusals_name_the_state_and_the_event() {
+    let messages: Vec<String> = State::ALL
+        .iter()
+        .flat_map(|state| EventKind::ALL.iter().map(move |event| (*state, *event)))
+        .filter_map(|(state, event)| step(state, event).err())
+        .map(|refusal| refusal.to_string())
+        .collect();
+    insta::assert_snapshot!(messages.join("\n"));
+}
