@@ -193,7 +193,9 @@ fn overhead(c: &mut Criterion) {
         direct.sort();
         through.sort();
         let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
-        let (d, t) = (per(direct[2]), per(through[2]));
+        let median =
+            |sorted: &[Duration]| sorted.get(sorted.len() / 2).copied().unwrap_or_default();
+        let (d, t) = (per(median(&direct)), per(median(&through)));
         ratios.push(format!(
             "{:<14} ledger direct {d:8.1} µs, dispatcher {t:8.1} µs per delegation: ratio {:.2}",
             setup.name,
