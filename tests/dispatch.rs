@@ -358,3 +358,20 @@ async fn dropping_a_dispatcher_without_shutdown_aborts_its_deliveries_and_says_s
         StatusKind::Queued
     );
 }
+
+#[tokio::test]
+async fn a_delegate_call_dropped_midway_still_ends_delivered_after_shutdown() {
+    let ledger = memory_ledger();
+    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    // Polled once (admission starts on a blocking thread), then dropped.
+    let _ = tokio::time::timeout(
+        Duration::ZERO,
+        dispatcher.delegate(Request::new("planner", "reviewer").id(id("impatient"))),
+    )
+    .await;
+    dispatcher.shutdown().await.unwrap();
+    assert_eq!(
+        ledger.status(&id("impatient")).unwrap().status,
+        StatusKind::Delivered
+    );
+}
