@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 #![doc = include_str!("../README.md")]
 
+pub mod audit;
 pub mod clock;
 pub mod delegation;
 pub mod envelope;
@@ -42,6 +43,7 @@ pub mod ledger;
 pub mod lifecycle;
 pub mod store;
 
+pub use crate::audit::{AuditError, Verdict};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::delegation::{Delegation, Outcome, Status, StatusKind};
 pub use crate::error::{Error, Result};
