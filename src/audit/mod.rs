@@ -42,7 +42,7 @@ use serde::Serialize;
 
 pub use self::store::{audit, audit_observed, audit_path, audit_path_observed};
 pub use self::transfer::{Exported, Imported};
-pub use self::verify::{MAX_LINE, verify, verify_observed};
+pub use self::verify::{MAX_LINE, Options, verify, verify_with};
 use crate::event::{DelegationId, EventKind, Seq, Timestamp};
 use crate::lifecycle::State;
 
@@ -201,7 +201,7 @@ pub enum AuditError {
     ///
     /// # Handling
     /// Nothing was judged; fix the path or the disk and run again.
-    #[error("cannot read the log: {0}")]
+    #[error("cannot read: {0}")]
     Io(#[from] std::io::Error),
 
     /// The input has lines, and not one of them is a JSON object: it is not a

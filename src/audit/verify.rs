@@ -34,21 +34,36 @@ pub const MAX_LINE: usize = 16 * 1024 * 1024;
 /// [`AuditError::Io`] if the log cannot be read; [`AuditError::NotALog`] if it has
 /// lines and none is a JSON object.
 pub fn verify(reader: impl Read, clock: &dyn Clock) -> Result<Verdict, AuditError> {
-    verify_observed(reader, clock, &mut |_| {})
+    verify_with(reader, clock, Options::default(), &mut |_| {})
 }
 
-/// As [`verify`], calling `progress` now and then with the bytes read so far
-/// (for a progress bar).
+/// How [`verify_with`] judges.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Require every record to carry `hash`. The format lets a log go without
+    /// hashes (its first record decides), so stripping every hash from a log gives
+    /// a log that verifies clean; an auditor who expects an export, which is always
+    /// hashed, sets this, and every record without a hash is then `broken_chain`.
+    pub require_hashes: bool,
+}
+
+/// As [`verify`], with `options`, calling `progress` now and then with the bytes
+/// read so far (for a progress bar).
 ///
 /// # Errors
 /// As for [`verify`].
-pub fn verify_observed(
+pub fn verify_with(
     reader: impl Read,
     clock: &dyn Clock,
+    options: Options,
     progress: &mut dyn FnMut(u64),
 ) -> Result<Verdict, AuditError> {
     let mut reader = BufReader::with_capacity(64 * 1024, reader);
-    let mut replay = Replay::default();
+    let mut replay = Replay {
+        hashed: options.require_hashes.then_some(true),
+        required: options.require_hashes,
+        ..Replay::default()
+    };
     let mut buf = Vec::with_capacity(1024);
     let mut read = 0u64;
     while let Some(line) = read_line(&mut reader, &mut buf, &mut read)? {
@@ -222,6 +237,8 @@ struct Replay {
     last: Option<DelegationId>,
     /// Whether the log is hashed, decided by its first record.
     hashed: Option<bool>,
+    /// Whether hashes are required, whatever the first record says.
+    required: bool,
     /// Lines that were JSON objects.
     objects: u64,
     /// The first I/O error of the set-aside file, reported at the end.
@@ -255,6 +272,9 @@ impl Replay {
         self.objects += 1;
         let hashed = *self.hashed.get_or_insert(parsed.carries_hash);
         let chain: ChainProblem = match (hashed, parsed.carries_hash, parsed.bad_hash) {
+            (true, false, _) if self.required => {
+                Some("no hash, but hashes are required".to_owned())
+            }
             (true, false, _) => {
                 Some("no hash, but the log is hashed (its first record has one)".to_owned())
             }
