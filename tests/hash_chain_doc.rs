@@ -31,9 +31,17 @@ fn the_worked_example_is_what_the_code_computes() {
     for n in 1..=2 {
         let record: Record = serde_json::from_str(&example(&page, &format!("line-{n}"))).unwrap();
         let canonical = String::from_utf8(record.canonical_bytes()).unwrap();
-        assert_eq!(canonical, example(&page, &format!("canonical-{n}")), "record {n}");
+        assert_eq!(
+            canonical,
+            example(&page, &format!("canonical-{n}")),
+            "record {n}"
+        );
         let hash = record.chain_hash(&previous);
-        assert_eq!(hash.to_hex(), example(&page, &format!("hash-{n}")), "record {n}");
+        assert_eq!(
+            hash.to_hex(),
+            example(&page, &format!("hash-{n}")),
+            "record {n}"
+        );
         previous = hash;
     }
 }
@@ -62,7 +70,11 @@ fn python(program: &str, input: &str) -> String {
 #[test]
 fn the_pages_python_program_recomputes_the_example() {
     let page = page();
-    let input = format!("{}\n{}\n", example(&page, "line-1"), example(&page, "line-2"));
+    let input = format!(
+        "{}\n{}\n",
+        example(&page, "line-1"),
+        example(&page, "line-2")
+    );
     let printed = python(&example(&page, "python"), &input);
     let expected = format!(
         "1 MISMATCH {}\n2 MISMATCH {}\n",
@@ -79,7 +91,13 @@ fn the_pages_python_program_recomputes_every_hash_of_an_export() {
     let outcomes = [
         Some(Event::delivered(Some(204)).unwrap()),
         Some(Event::delivered(None).unwrap()),
-        Some(Event::failed(FailureReason::HttpStatus(503), Some("busy \"proxy\" ✓".into())).unwrap()),
+        Some(
+            Event::failed(
+                FailureReason::HttpStatus(503),
+                Some("busy \"proxy\" ✓".into()),
+            )
+            .unwrap(),
+        ),
         Some(Event::failed(FailureReason::TargetOffline, None).unwrap()),
         Some(Event::failed(FailureReason::Interrupted, Some("stopped".into())).unwrap()),
         None,
@@ -98,7 +116,10 @@ fn the_pages_python_program_recomputes_every_hash_of_an_export() {
     }
     let mut export = Vec::new();
     ledger.export(&mut export).unwrap();
-    let printed = python(&example(&page(), "python"), &String::from_utf8(export).unwrap());
+    let printed = python(
+        &example(&page(), "python"),
+        &String::from_utf8(export).unwrap(),
+    );
     assert_eq!(printed.lines().count(), 11);
     for line in printed.lines() {
         assert!(line.contains(" ok "), "{line}");

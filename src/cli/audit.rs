@@ -189,7 +189,9 @@ pub fn export(args: &ExportArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error @ (Error::Corrupt { .. } | Error::UnknownVersion { .. })) => {
-            eprintln!("error: {error}\nthe store is damaged; run `delegation-log audit` to see all of it");
+            eprintln!(
+                "error: {error}\nthe store is damaged; run `delegation-log audit` to see all of it"
+            );
             ExitCode::from(1)
         }
         Err(error) => unreadable(&args.db, &AuditError::Store(error)),

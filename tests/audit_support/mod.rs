@@ -1,5 +1,10 @@
 //! Helpers shared by the audit tests: log lines, hashing, a fixed clock.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use delegation_log::audit::{self, Kind, Verdict};
 use delegation_log::{ChainHash, ManualClock, Record};
