@@ -68,7 +68,7 @@ pub fn verify_with(
     let mut read = 0u64;
     while let Some(line) = read_line(&mut reader, &mut buf, &mut read)? {
         replay.line(line);
-        if replay.tally.records % 4096 == 0 {
+        if replay.tally.records.is_multiple_of(4096) {
             progress(read);
         }
     }
