@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
+};
 use delegation_log::event::EventKind;
 use delegation_log::lifecycle::{self, Refusal, State};
 use delegation_log::store::{self, Expect, Head, Store, key};
@@ -73,7 +75,9 @@ fn buffered(path: &Path) -> Ledger {
 fn durable(path: &Path) -> Ledger {
     Ledger::open_with(
         path,
-        Options::new().durability(Durability::Durable).clock(clock()),
+        Options::new()
+            .durability(Durability::Durable)
+            .clock(clock()),
     )
     .unwrap()
 }
@@ -145,6 +149,7 @@ fn record_buffered(c: &mut Criterion) {
     let mut group = c.benchmark_group("record_buffered");
     group.throughput(Throughput::Elements(2 * BATCH as u64));
     group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
     group.bench_function("ledger", |b| {
         b.iter_batched(
             || {
@@ -193,7 +198,9 @@ fn record_buffered(c: &mut Criterion) {
                 for (lifecycle, head_key) in batch.iter().zip(&heads_keys) {
                     for (key, bytes, head) in lifecycle {
                         records.insert(key.as_slice(), bytes.as_slice()).unwrap();
-                        heads.insert(head_key.as_slice(), &head.encode()[..]).unwrap();
+                        heads
+                            .insert(head_key.as_slice(), &head.encode()[..])
+                            .unwrap();
                     }
                 }
                 (dir, (db, records, heads))
@@ -241,6 +248,21 @@ fn record_durable(c: &mut Criterion) {
             |b, &threads| {
                 let dir = tempfile::tempdir().unwrap();
                 let ledger = durable(&dir.path().join("log"));
+                let next = AtomicU64::new(0);
+                b.iter_custom(|iters| {
+                    let base = next.fetch_add(iters, Ordering::Relaxed);
+                    threaded(threads, iters, |i| record_lifecycle(&ledger, base + i))
+                });
+            },
+        );
+        // Not a baseline: the same writers in buffered mode, the ceiling that group
+        // commit can approach once flushes are fully shared.
+        group.bench_with_input(
+            BenchmarkId::new("ledger_buffered", threads),
+            &threads,
+            |b, &threads| {
+                let dir = tempfile::tempdir().unwrap();
+                let ledger = buffered(&dir.path().join("log"));
                 let next = AtomicU64::new(0);
                 b.iter_custom(|iters| {
                     let base = next.fetch_add(iters, Ordering::Relaxed);
@@ -303,6 +325,7 @@ fn replay_sizes() -> Vec<u64> {
 fn replay(c: &mut Criterion) {
     let mut group = c.benchmark_group("replay");
     group.sample_size(10);
+    group.sampling_mode(SamplingMode::Flat);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(5));
     for records in replay_sizes() {
@@ -400,7 +423,8 @@ impl Sqlite {
     fn open(path: &Path, synchronous: &str) -> Self {
         let conn = rusqlite::Connection::open(path).unwrap();
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.pragma_update(None, "synchronous", synchronous).unwrap();
+        conn.pragma_update(None, "synchronous", synchronous)
+            .unwrap();
         conn.execute_batch(
             "CREATE TABLE delegations (
                 id TEXT PRIMARY KEY,
