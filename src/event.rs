@@ -520,8 +520,10 @@ impl ChainHash {
     pub fn to_hex(&self) -> String {
         let mut out = String::with_capacity(64);
         for byte in self.0 {
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+            for nibble in [byte >> 4, byte & 0x0f] {
+                // A nibble is always below 16, so `from_digit` always succeeds.
+                out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+            }
         }
         out
     }
@@ -540,8 +542,6 @@ impl ChainHash {
         Some(ChainHash(out))
     }
 }
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn hex_value(digit: u8) -> Option<u8> {
     match digit {

@@ -49,10 +49,10 @@ pub(crate) fn push(slot: &mut Slot, seq: crate::event::Seq, record: &[u8], head:
         seq,
         bytes: record.to_vec(),
     });
-    if let Some(head) = head {
-        if slot.head.is_none_or(|old| old.seq < head.seq) {
-            slot.head = Some(head);
-        }
+    if let Some(head) = head
+        && slot.head.is_none_or(|old| old.seq < head.seq)
+    {
+        slot.head = Some(head);
     }
 }
 
