@@ -49,7 +49,7 @@ fn queued() -> Event {
 }
 
 fn outcome(n: u64) -> Event {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         Event::delivered(Some(200)).unwrap()
     } else {
         Event::failed(FailureReason::HttpStatus(503), Some("proxy busy".into())).unwrap()
@@ -82,9 +82,12 @@ fn durable(path: &Path) -> Ledger {
     .unwrap()
 }
 
+/// Each record of a lifecycle: its key, its encoded bytes, and the head after it.
+type Lifecycle = [(Vec<u8>, Vec<u8>, Head); 2];
+
 /// The two records of delegation `n`'s lifecycle, chained and encoded, with their
 /// keys and the head after each: what the ledger writes for it.
-fn lifecycle_bytes(n: u64) -> [(Vec<u8>, Vec<u8>, Head); 2] {
+fn lifecycle_bytes(n: u64) -> Lifecycle {
     let id = id(n);
     let at = clock().now();
     let mut previous = ChainHash::GENESIS;
@@ -127,7 +130,7 @@ fn raw_sled(path: &Path) -> (sled::Db, sled::Tree, sled::Tree) {
 
 /// Checks, once and untimed, that the ledger writes exactly the bytes the raw
 /// baseline inserts.
-fn assert_same_bytes(batch: &[[(Vec<u8>, Vec<u8>, Head); 2]]) {
+fn assert_same_bytes(batch: &[Lifecycle]) {
     let dir = tempfile::tempdir().unwrap();
     let ledger = buffered(&dir.path().join("log"));
     for (n, records) in batch.iter().enumerate() {
@@ -458,7 +461,7 @@ impl Sqlite {
                 at
             ])
             .unwrap();
-        let (status, reason, http_status, detail) = if n % 2 == 0 {
+        let (status, reason, http_status, detail) = if n.is_multiple_of(2) {
             ("delivered", None, Some(200), None)
         } else {
             ("failed", Some("http_status"), Some(503), Some("proxy busy"))
