@@ -94,7 +94,7 @@ pub fn audit_path_observed(
 ) -> Result<Verdict, AuditError> {
     let path = path.as_ref();
     std::fs::metadata(path)?;
-    let store = Sled::open(path)?;
+    let store = Sled::open_with_cache(path, Sled::SCAN_CACHE_BYTES)?;
     audit_observed(&store, clock, progress)
 }
 
