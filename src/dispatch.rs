@@ -7,6 +7,9 @@
 //! and a dispatcher dropped without it aborts them, leaving their delegations
 //! `queued` for [recovery](Dispatcher::recover) to settle.
 //!
+//! Ids are the caller's ([`Request::id`]) or generated: `d-<ms since the epoch,
+//! hex>-<counter>-<32 random bits>`.
+//!
 //! If recording an outcome fails (the store failed, the ledger is poisoned), the
 //! failure is counted, handed to the receipt's [`Receipt::settled`], and returned by
 //! `shutdown`: a delegation whose outcome could not be written is never reported
@@ -42,7 +45,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::task::JoinSet;
 
 use crate::delegation::{Delegation, Outcome, StatusKind};
@@ -297,10 +300,29 @@ pub struct Recovered {
 
 /// Delivers delegations through a [`Transport`] and records every outcome.
 ///
-/// Cheap to clone; clones share the deliveries. Must be used inside a tokio runtime.
+/// Cheap to clone; clones share the deliveries. `delegate`, `recover` and
+/// `shutdown` must run inside a tokio runtime.
+///
+/// Dropping the last clone without [`Dispatcher::shutdown`] aborts the deliveries
+/// still running: their receipts answer [`Error::Abandoned`], and their delegations
+/// stay `queued` until recovery settles them. No delivery outlives its dispatcher.
 #[derive(Clone)]
 pub struct Dispatcher {
     inner: Arc<Inner>,
+    _owner: Arc<Owner>,
+}
+
+/// Aborts the remaining deliveries when the last clone of a dispatcher is dropped.
+/// Delivery tasks hold `Inner`, never `Owner`, so they cannot keep it alive.
+struct Owner(Arc<Inner>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        let mut tasks = self.0.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.closed = true;
+        tasks.aborted = true;
+        tasks.set.abort_all();
+    }
 }
 
 struct Inner {
@@ -309,6 +331,8 @@ struct Inner {
     options: Options,
     slots: Arc<Semaphore>,
     tasks: Mutex<Tasks>,
+    admitted: Notify,
+    draining: tokio::sync::Mutex<()>,
     unrecorded: Mutex<Vec<Unrecorded>>,
     queued: AtomicU64,
     delivered: AtomicU64,
@@ -320,8 +344,29 @@ struct Inner {
 
 #[derive(Default)]
 struct Tasks {
+    /// Every delivery task not yet reaped.
     set: JoinSet<()>,
+    /// No more admissions: `shutdown` started or the dispatcher was dropped.
     closed: bool,
+    /// The dispatcher was dropped: admissions in progress start no delivery.
+    aborted: bool,
+    /// `delegate` calls between admission and the start of their delivery task.
+    admitting: usize,
+}
+
+/// One admission in progress. Dropping it, wherever that happens (after the
+/// delivery task is spawned, on an error, in a panic, or unrun in a cancelled
+/// blocking task), ends the admission and wakes a waiting `shutdown`.
+struct Admission(Arc<Inner>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        {
+            let mut tasks = self.0.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            tasks.admitting = tasks.admitting.saturating_sub(1);
+        }
+        self.0.admitted.notify_waiters();
+    }
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -341,21 +386,25 @@ impl Dispatcher {
 
     /// A dispatcher with `options`.
     pub fn with_options(ledger: Ledger, transport: impl Transport, options: Options) -> Self {
+        let inner = Arc::new(Inner {
+            ledger,
+            transport: Arc::new(transport),
+            options,
+            slots: Arc::new(Semaphore::new(options.concurrency)),
+            tasks: Mutex::new(Tasks::default()),
+            admitted: Notify::new(),
+            draining: tokio::sync::Mutex::new(()),
+            unrecorded: Mutex::new(Vec::new()),
+            queued: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            unrecorded_count: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
+            id_seed: RandomState::new(),
+        });
         Dispatcher {
-            inner: Arc::new(Inner {
-                ledger,
-                transport: Arc::new(transport),
-                options,
-                slots: Arc::new(Semaphore::new(options.concurrency)),
-                tasks: Mutex::new(Tasks::default()),
-                unrecorded: Mutex::new(Vec::new()),
-                queued: AtomicU64::new(0),
-                delivered: AtomicU64::new(0),
-                failed: AtomicU64::new(0),
-                unrecorded_count: AtomicU64::new(0),
-                next_id: AtomicU64::new(0),
-                id_seed: RandomState::new(),
-            }),
+            _owner: Arc::new(Owner(Arc::clone(&inner))),
+            inner,
         }
     }
 
@@ -389,21 +438,27 @@ impl Dispatcher {
             Some(id) => id,
             None => self.generate_id()?,
         };
-        let (ack_tx, ack_rx) = oneshot::channel();
-        let (settled_tx, settled_rx) = oneshot::channel();
-        {
+        let admission = {
             let mut tasks = self.tasks();
             if tasks.closed {
                 return Err(Error::Closed);
             }
             self.reap(&mut tasks);
-            let inner = Arc::clone(&self.inner);
-            let task_id = id.clone();
-            tasks
-                .set
-                .spawn(inner.run(task_id, request, ack_tx, settled_tx));
-        }
-        match ack_rx.await {
+            tasks.admitting += 1;
+            Admission(Arc::clone(&self.inner))
+        };
+        let (settled_tx, settled_rx) = oneshot::channel();
+        let inner = Arc::clone(&self.inner);
+        let runtime = tokio::runtime::Handle::current();
+        let admit_id = id.clone();
+        // Recording `queued` and spawning the delivery happen together on a
+        // blocking thread, which runs to the end even if this future is dropped:
+        // a delegation acknowledged to the log always gets its delivery.
+        let admitted = tokio::task::spawn_blocking(move || {
+            inner.admit(admission, admit_id, request, settled_tx, &runtime)
+        })
+        .await;
+        match admitted {
             Ok(Ok(recorded)) => Ok(Receipt {
                 id,
                 status: StatusKind::Queued,
@@ -411,7 +466,9 @@ impl Dispatcher {
                 settled: settled_rx,
             }),
             Ok(Err(error)) => Err(error),
-            Err(_) => Err(Error::Abandoned(id)),
+            Err(join) => Err(Error::Ledger(crate::Error::Storage(format!(
+                "recording `queued` ended abnormally: {join}"
+            )))),
         }
     }
 
@@ -422,10 +479,19 @@ impl Dispatcher {
     /// [`Error::Drained`] with every outcome that could not be recorded during the
     /// dispatcher's life (each also went to its receipt).
     pub async fn shutdown(&self) -> Result<Stats, Error> {
-        let mut set = {
-            let mut tasks = self.tasks();
-            tasks.closed = true;
-            std::mem::take(&mut tasks.set)
+        // Concurrent calls drain one after the other, so each returns only when
+        // nothing runs.
+        let _draining = self.inner.draining.lock().await;
+        let mut set = loop {
+            let admitted = self.inner.admitted.notified();
+            {
+                let mut tasks = self.tasks();
+                tasks.closed = true;
+                if tasks.admitting == 0 {
+                    break std::mem::take(&mut tasks.set);
+                }
+            }
+            admitted.await;
         };
         while let Some(joined) = set.join_next().await {
             if let Err(error) = joined {
@@ -563,12 +629,41 @@ fn free_redelivery_id(ledger: &Ledger, id: &DelegationId) -> Result<DelegationId
 }
 
 impl Inner {
-    /// One delegation, from `queued` to its recorded outcome.
+    /// Records `queued` and, once it is acknowledged, spawns the delivery task.
+    /// Runs on a blocking thread.
+    fn admit(
+        self: Arc<Self>,
+        admission: Admission,
+        id: DelegationId,
+        request: Request,
+        settled: oneshot::Sender<Result<Settled, Unrecorded>>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Recorded, Error> {
+        let queued = Event::Queued(Queued {
+            source: request.source.clone(),
+            target: request.target.clone(),
+            task: request.task.as_ref().ok().cloned().flatten(),
+        });
+        let recorded = self.ledger.record(&id, queued)?;
+        self.queued.fetch_add(1, Ordering::SeqCst);
+        {
+            let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            // A dropped dispatcher starts nothing: the receipt answers Abandoned
+            // and the delegation waits, queued, for recovery.
+            if !tasks.aborted {
+                let inner = Arc::clone(&self);
+                tasks.set.spawn_on(inner.run(id, request, settled), runtime);
+            }
+        }
+        drop(admission);
+        Ok(recorded)
+    }
+
+    /// One delegation, from its acknowledged `queued` to its recorded outcome.
     async fn run(
         self: Arc<Self>,
         id: DelegationId,
         request: Request,
-        ack: oneshot::Sender<Result<Recorded, Error>>,
         settled: oneshot::Sender<Result<Settled, Unrecorded>>,
     ) {
         let Request {
@@ -578,25 +673,6 @@ impl Inner {
             task,
             ..
         } = request;
-        let queued = Event::Queued(Queued {
-            source: source.clone(),
-            target: target.clone(),
-            task: task.as_ref().ok().cloned().flatten(),
-        });
-        let ledger = self.ledger.clone();
-        let queued_id = id.clone();
-        match blocking(move || ledger.record(&queued_id, queued)).await {
-            Ok(recorded) => {
-                self.queued.fetch_add(1, Ordering::SeqCst);
-                // The caller may have stopped waiting; delivery goes ahead anyway.
-                let _ = ack.send(Ok(recorded));
-            }
-            Err(error) => {
-                let _ = ack.send(Err(Error::Ledger(error)));
-                return;
-            }
-        }
-
         let outcome = match task {
             Err(encoding) => Err(Failure::marshal(format!(
                 "the task could not be encoded as JSON: {encoding}"

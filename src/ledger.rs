@@ -200,8 +200,8 @@ impl Ledger {
                 at,
                 hash: None,
             };
-            let hash = record.chain_hash(&fold.hash());
-            record.hash = Some(hash);
+            // Checked before it has a hash, so the fold does not hash it a second
+            // time to compare: the hash below is the chain's by construction.
             let state = fold.check(&record).map_err(|violation| match violation {
                 crate::delegation::Violation::Illegal(refusal) => Error::refused(id, refusal),
                 other => Error::Corrupt {
@@ -209,6 +209,8 @@ impl Ledger {
                     reason: other.to_string(),
                 },
             })?;
+            let hash = record.chain_hash(&fold.hash());
+            record.hash = Some(hash);
             let head = Head {
                 seq: record.seq,
                 hash,

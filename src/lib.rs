@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 #![doc = include_str!("../README.md")]
 
+pub mod audit;
 pub mod clock;
 pub mod delegation;
 pub mod dispatch;
@@ -46,6 +47,7 @@ pub mod lifecycle;
 pub mod store;
 pub mod transport;
 
+pub use crate::audit::{AuditError, Verdict};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::delegation::{Delegation, Outcome, Status, StatusKind};
 pub use crate::dispatch::{Dispatcher, Receipt, Recovery, Request};

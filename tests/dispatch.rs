@@ -335,3 +335,43 @@ async fn recovery_is_refused_once_the_dispatcher_has_delegated() {
     ));
     dispatcher.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn dropping_a_dispatcher_without_shutdown_aborts_its_deliveries_and_says_so() {
+    let ledger = memory_ledger();
+    let silent = Arc::new(Silent::default());
+    let dispatcher = Dispatcher::new(ledger.clone(), Arc::clone(&silent));
+    let receipt = dispatcher
+        .delegate(Request::new("planner", "silent").id(id("dropped")))
+        .await
+        .unwrap();
+    drop(dispatcher);
+    let settled = receipt.settled().await;
+    assert!(
+        matches!(&settled, Err(dispatch::Error::Abandoned(abandoned)) if *abandoned == id("dropped")),
+        "{settled:?}"
+    );
+    assert_eq!(silent.in_flight.load(Ordering::SeqCst), 0);
+    // Still queued, for recovery to settle.
+    assert_eq!(
+        ledger.status(&id("dropped")).unwrap().status,
+        StatusKind::Queued
+    );
+}
+
+#[tokio::test]
+async fn a_delegate_call_dropped_midway_still_ends_delivered_after_shutdown() {
+    let ledger = memory_ledger();
+    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    // Polled once (admission starts on a blocking thread), then dropped.
+    let _ = tokio::time::timeout(
+        Duration::ZERO,
+        dispatcher.delegate(Request::new("planner", "reviewer").id(id("impatient"))),
+    )
+    .await;
+    dispatcher.shutdown().await.unwrap();
+    assert_eq!(
+        ledger.status(&id("impatient")).unwrap().status,
+        StatusKind::Delivered
+    );
+}

@@ -246,3 +246,15 @@ async fn a2a_1_0_posts_send_message_with_the_version_header() {
     let body: Value = serde_json::from_str(&body).unwrap();
     insta::assert_json_snapshot!("envelope_a2a_1_0", body);
 }
+
+#[tokio::test]
+async fn a_redirect_is_not_followed_and_is_recorded_as_its_status() {
+    let app = Router::new().route(
+        "/a2a",
+        post(|| async { (StatusCode::TEMPORARY_REDIRECT, [("location", "/elsewhere")]) }),
+    );
+    let addr = serve(app).await;
+    let (status, _) = outcome(format!("http://{addr}/a2a"), Duration::from_secs(5)).await;
+    assert_eq!(status["reason"], "http_status");
+    assert_eq!(status["http_status"], 307);
+}

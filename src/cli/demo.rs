@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use delegation_log::dispatch::{Dispatcher, Options, Request, Settled};
 use delegation_log::transport::Http;
-use delegation_log::{DelegationId, Ledger, Outcome, StatusKind};
+use delegation_log::{DelegationId, Ledger, Outcome};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::task::JoinSet;
 
@@ -124,38 +124,62 @@ async fn demo(ledger: Ledger, tasks: usize, deadline: Duration) -> super::Outcom
     }
 }
 
-/// Replays the whole log and checks it against what was recorded live: every
-/// delegation settled, none damaged, and each replayed outcome equal to the live one.
+/// Audits the log that was written, three ways: the store from its own records
+/// (checksums, chains, sequences, heads); its hashed export, verified as an outside
+/// auditor would; and the replay against what was recorded live.
 fn audit(ledger: &Ledger, live: &[Settled], problems: &mut Vec<String>) -> bool {
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut clean = true;
+    match ledger.audit() {
+        Ok(verdict) => {
+            println!("audit of the store:");
+            print!("{}", indent(&verdict.to_plain()));
+            clean &= verdict.is_clean() && verdict.pending.is_empty();
+        }
+        Err(e) => {
+            problems.push(format!("audit: {e}"));
+            clean = false;
+        }
+    }
+    let mut export = Vec::new();
+    match ledger.export(&mut export) {
+        Ok(exported) => match delegation_log::audit::verify(export.as_slice(), ledger.clock()) {
+            Ok(verdict) => {
+                println!(
+                    "verify of its export ({} hashed records): {}",
+                    exported.records,
+                    if verdict.is_clean() {
+                        "clean"
+                    } else {
+                        "violations"
+                    }
+                );
+                clean &= verdict.is_clean();
+            }
+            Err(e) => {
+                problems.push(format!("verify of the export: {e}"));
+                clean = false;
+            }
+        },
+        Err(e) => {
+            problems.push(format!("export: {e}"));
+            clean = false;
+        }
+    }
     let mut replayed = BTreeMap::new();
-    let mut damaged = 0;
     for delegation in ledger.replay() {
         match delegation {
             Ok(delegation) => {
-                let status = delegation.status();
-                let key = match (&status.status, status.reason) {
-                    (StatusKind::Failed, Some(reason)) => format!("failed / {reason}"),
-                    (kind, _) => serde_json::to_value(kind)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_owned))
-                        .unwrap_or_default(),
-                };
-                *counts.entry(key).or_default() += 1;
-                if status.status == StatusKind::Queued {
-                    problems.push(format!("`{}` is still queued", delegation.id));
-                }
                 replayed.insert(delegation.id.clone(), delegation);
             }
-            Err(e) => {
-                damaged += 1;
-                problems.push(format!("damaged: {e}"));
-            }
+            Err(e) => problems.push(format!("replay: {e}")),
         }
     }
+    let mut matching = 0;
     for settled in live {
         match replayed.get(&settled.id) {
-            Some(d) if d.outcome.as_ref() == Some(&settled.outcome) && d.seq == settled.seq => {}
+            Some(d) if d.outcome.as_ref() == Some(&settled.outcome) && d.seq == settled.seq => {
+                matching += 1;
+            }
             Some(_) => problems.push(format!(
                 "`{}`: replay disagrees with the live outcome",
                 settled.id
@@ -163,22 +187,15 @@ fn audit(ledger: &Ledger, live: &[Settled], problems: &mut Vec<String>) -> bool 
             None => problems.push(format!("`{}` is missing from the replay", settled.id)),
         }
     }
-    let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{k}: {n}")).collect();
     println!(
-        "audit: replayed {} delegation(s), {damaged} damaged; {}",
-        replayed.len(),
-        summary.join(", ")
-    );
-    println!(
-        "audit: {} of {} live outcomes match the replay",
-        live.iter()
-            .filter(|s| replayed
-                .get(&s.id)
-                .is_some_and(|d| d.outcome.as_ref() == Some(&s.outcome)))
-            .count(),
+        "replay: {matching} of {} live outcomes rebuilt exactly from the log",
         live.len()
     );
-    damaged == 0
+    clean && matching == live.len()
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|line| format!("  {line}\n")).collect()
 }
 
 fn row(settled: &Settled, target: &str) -> String {

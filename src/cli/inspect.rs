@@ -17,20 +17,11 @@ pub(crate) fn status(db: &Path, id: &str, json: bool) -> Outcome {
             .map_err(|e| Failure::Unusable(format!("cannot encode the status: {e}")))?;
         println!("{text}");
     } else {
+        let word = |value: &serde_json::Value| value.as_str().map(str::to_owned);
         let json = serde_json::to_value(&status).unwrap_or_default();
-        let status_word = json
-            .get("status")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("?")
-            .to_owned();
-        let reason = json
-            .get("reason")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned);
-        let received = json
-            .get("target_received")
-            .and_then(serde_json::Value::as_str)
-            .map(str::to_owned);
+        let status_word = json.get("status").and_then(word).unwrap_or_default();
+        let reason = json.get("reason").and_then(word);
+        let received = json.get("target_received").and_then(word);
         println!("id:              {}", status.id);
         println!("status:          {status_word}");
         println!("reason:          {}", or_dash(reason));

@@ -1,5 +1,6 @@
 //! The command line: parsing, exit codes, and one module per subcommand.
 
+pub mod audit;
 mod demo;
 mod inspect;
 mod recover;
@@ -64,6 +65,8 @@ enum Command {
         #[arg(long)]
         redeliver: bool,
     },
+    #[command(flatten)]
+    Audit(audit::Command),
 }
 
 /// What went wrong, by exit code.
@@ -88,6 +91,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Status { db, id, json } => inspect::status(&db, &id, json),
         Command::History { db, id, json } => inspect::history(&db, &id, json),
         Command::Recover { db, redeliver } => recover::run(&db, redeliver),
+        Command::Audit(command) => return audit::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

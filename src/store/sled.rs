@@ -39,10 +39,29 @@ impl Sled {
     /// sled panicked on damaged files; [`Error::UnknownVersion`] for a store written
     /// in a newer format; an I/O error otherwise.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with_cache(path, Self::DEFAULT_CACHE_BYTES)
+    }
+
+    /// sled's page cache size when none is given: 1 GiB, sled's own default.
+    pub const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
+
+    /// The page cache size audits use: a full scan reads every page once, so a
+    /// small cache costs little and keeps an audit's memory flat however large the
+    /// store.
+    pub const SCAN_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+    /// Opens (or creates) the store at `path`, with sled's page cache capped at
+    /// `cache_bytes`. The cache holds pages read or written; a full scan with a
+    /// large cache grows the process by about the store's size.
+    ///
+    /// # Errors
+    /// As for [`Sled::open`].
+    pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let opened = catch_unwind(AssertUnwindSafe(|| -> Result<Self> {
             let db = sled::Config::new()
                 .path(&path)
+                .cache_capacity(cache_bytes)
                 .open()
                 .map_err(|e| sled_error(e, &path))?;
             let meta = db.open_tree("meta").map_err(|e| sled_error(e, &path))?;

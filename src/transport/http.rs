@@ -25,7 +25,7 @@
 //! | what happened | reason |
 //! | --- | --- |
 //! | a 2xx answer | delivered, with the status |
-//! | a non-2xx answer | `http_status`, the detail holds the start of the body |
+//! | a non-2xx answer, redirects included (they are not followed) | `http_status`, the detail holds the start of the body |
 //! | connection refused, unknown host, unusable URL | `target_offline` |
 //! | reqwest's own timeout | `timeout` |
 //! | the connection broke after the request may have been sent | `timeout`: no answer came and the target may have the task (`target_received: unknown`); the detail says what broke |
@@ -79,13 +79,16 @@ pub struct BuildError(#[from] reqwest::Error);
 
 impl Http {
     /// An A2A 0.3 transport with a 5 s connect timeout. The delivery deadline is
-    /// the dispatcher's.
+    /// the dispatcher's. Redirects are not followed (a 3xx is a non-2xx answer:
+    /// `http_status`), and proxies come from the environment (`HTTP_PROXY`,
+    /// `NO_PROXY`), as reqwest does by default.
     ///
     /// # Errors
     /// [`BuildError`] if reqwest cannot build its client.
     pub fn new() -> Result<Self, BuildError> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Http {
             client,

@@ -1,0 +1,218 @@
+//! The bookkeeping both verdicts share: judging a record through a
+//! [`Fold`], counting delegations by state, and collecting violations.
+
+use crate::audit::{Kind, Outcome, Pending, States, Verdict, Violation};
+use crate::delegation::{self, Fold};
+use crate::event::{Record, Seq};
+use crate::lifecycle::{self, State};
+
+/// A problem with a record's `hash` found outside the fold: mixed presence, or
+/// text that is not a hash. It is reported only if the sequence and the lifecycle
+/// pass, since `broken_chain` is last in precedence.
+pub(crate) type ChainProblem = Option<String>;
+
+/// Counts and violations, as records are judged.
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    pub(crate) records: u64,
+    delegations: u64,
+    states: States,
+    violations: Vec<Violation>,
+}
+
+impl Tally {
+    /// Counts one more record and returns its position, from 1.
+    pub(crate) fn next_line(&mut self) -> u64 {
+        self.records += 1;
+        self.records
+    }
+
+    /// Reports a violation that is not about a readable record.
+    pub(crate) fn report(
+        &mut self,
+        line: u64,
+        delegation: Option<String>,
+        kind: Kind,
+        message: String,
+    ) {
+        self.violations.push(Violation {
+            line,
+            delegation,
+            kind,
+            message,
+            seq: None,
+            event: None,
+            state: None,
+        });
+    }
+
+    /// Reports a violation about a readable record.
+    fn report_record(
+        &mut self,
+        line: u64,
+        record: &Record,
+        state: State,
+        kind: Kind,
+        message: String,
+    ) {
+        self.violations.push(Violation {
+            line,
+            delegation: Some(record.delegation.to_string()),
+            kind,
+            message,
+            seq: Some(record.seq),
+            event: Some(record.event.kind()),
+            state: Some(state),
+        });
+    }
+
+    /// Judges `record`, the record at `line`, against `fold`, and applies it if it
+    /// passes. `written_seq` is the seq as the line wrote it when that was not a
+    /// `u64` (a negative number), for the message. Returns whether it was applied.
+    pub(crate) fn judge(
+        &mut self,
+        fold: &mut Fold,
+        mut record: Record,
+        line: u64,
+        chain: ChainProblem,
+        written_seq: Option<i64>,
+    ) -> bool {
+        let before = fold.state();
+        let verdict = match chain {
+            Some(problem) => {
+                record.hash = None;
+                match fold.check(&record) {
+                    Ok(_) => Err((Kind::BrokenChain, problem)),
+                    Err(violation) => Err(describe(&violation, written_seq)),
+                }
+            }
+            None => fold
+                .apply(&record)
+                .map_err(|violation| describe(&violation, written_seq)),
+        };
+        match verdict {
+            Ok(after) => {
+                self.count(before, after);
+                true
+            }
+            Err((kind, message)) => {
+                self.report_record(line, &record, before, kind, message);
+                false
+            }
+        }
+    }
+
+    /// Judges a record of a delegation already settled as `state` at `seq`, which
+    /// has been set aside: no record can follow it, so there is nothing to apply.
+    pub(crate) fn judge_settled(
+        &mut self,
+        state: State,
+        seq: Seq,
+        record: &Record,
+        line: u64,
+        written_seq: Option<i64>,
+    ) {
+        let expected = seq.saturating_add(1);
+        let (kind, message) = if record.seq != expected || written_seq.is_some() {
+            describe(
+                &delegation::Violation::Sequence {
+                    expected,
+                    found: record.seq,
+                },
+                written_seq,
+            )
+        } else {
+            match lifecycle::step(state, record.event.kind()) {
+                Err(refusal) => describe(&delegation::Violation::Illegal(refusal), None),
+                // Settled states refuse every event; should the machine ever
+                // change, refusing here is the safe reading.
+                Ok(_) => (
+                    Kind::IllegalTransition,
+                    format!(
+                        "{} after the delegation settled as {state}",
+                        record.event.kind()
+                    ),
+                ),
+            }
+        };
+        self.report_record(line, record, state, kind, message);
+    }
+
+    fn count(&mut self, before: State, after: State) {
+        if before == State::Initial {
+            self.delegations += 1;
+        } else if let Some(slot) = self.slot(before) {
+            *slot = slot.saturating_sub(1);
+        }
+        if let Some(slot) = self.slot(after) {
+            *slot += 1;
+        }
+    }
+
+    fn slot(&mut self, state: State) -> Option<&mut u64> {
+        match state {
+            State::Initial => None,
+            State::Queued => Some(&mut self.states.queued),
+            State::Delivered => Some(&mut self.states.delivered),
+            State::Failed => Some(&mut self.states.failed),
+        }
+    }
+
+    /// The verdict, with `pending` sorted oldest first.
+    pub(crate) fn finish(self, mut pending: Vec<Pending>) -> Verdict {
+        pending.sort_by(|a, b| {
+            (a.queued_at, a.delegation.as_str()).cmp(&(b.queued_at, b.delegation.as_str()))
+        });
+        Verdict {
+            verdict: if self.violations.is_empty() {
+                Outcome::Clean
+            } else {
+                Outcome::Violations
+            },
+            records: self.records,
+            delegations: self.delegations,
+            states: self.states,
+            violations: self.violations,
+            pending,
+        }
+    }
+}
+
+/// The kind and message of a fold's violation.
+fn describe(violation: &delegation::Violation, written_seq: Option<i64>) -> (Kind, String) {
+    match violation {
+        delegation::Violation::Sequence { expected, found } => {
+            let found = written_seq.map_or_else(|| found.to_string(), |seq| seq.to_string());
+            let why = match (expected, written_seq) {
+                (_, Some(_)) => "a seq is a positive integer",
+                (1, None) => "a delegation's first record is seq 1",
+                (expected, None) if found.parse::<Seq>().is_ok_and(|f| f < *expected) => {
+                    "a repeat of an earlier seq"
+                }
+                _ => "a gap: records are missing before it",
+            };
+            (
+                Kind::Sequence,
+                format!("seq {found}, expected {expected} ({why})"),
+            )
+        }
+        delegation::Violation::Illegal(refusal) => (Kind::IllegalTransition, refusal.to_string()),
+        delegation::Violation::BrokenChain {
+            recorded, computed, ..
+        } => (
+            Kind::BrokenChain,
+            format!("hash does not match: the record says {recorded}, the chain gives {computed}"),
+        ),
+        delegation::Violation::WrongDelegation { .. } => (Kind::Malformed, violation.to_string()),
+    }
+}
+
+/// The pending entry for a fold still queued, aged against `now`.
+pub(crate) fn pending(fold: &Fold, now: crate::event::Timestamp) -> Option<Pending> {
+    let delegation = fold.delegation()?;
+    (delegation.state == State::Queued).then(|| Pending {
+        delegation: delegation.id.clone(),
+        queued_at: delegation.queued_at,
+        age_seconds: now.since(delegation.queued_at).as_secs(),
+    })
+}

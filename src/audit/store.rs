@@ -1,0 +1,238 @@
+//! `audit`: the verdict on a store, from its own records.
+//!
+//! The store scans one delegation at a time, and the audit holds only that one.
+//! For each stored record, in scan order: the envelope (version, CRC-32, strict
+//! body), the key against the record (same delegation, same seq), then the
+//! [`Fold`]: sequence (so a missing middle record is a gap), lifecycle, and chain
+//! hash. After a delegation's records, its redundant head: a head ahead of the
+//! records means records were lost, the last one included.
+
+use std::path::Path;
+
+use crate::audit::judge::{self, Tally};
+use crate::audit::{AuditError, Kind, Verdict};
+use crate::clock::Clock;
+use crate::delegation::Fold;
+use crate::envelope;
+use crate::error::Error;
+use crate::event::{ChainHash, Seq};
+use crate::ledger::Ledger;
+use crate::store::{Head, Sled, Store, Stream};
+
+/// Audits every record of `store`. `clock` gives the "now" that pending
+/// delegations are aged against.
+///
+/// Positions (`line`) count stored records in scan order, from 1. Damage the
+/// scan reports (a key that does not parse, a record of an unknown version) is a
+/// `malformed` violation at the position it would have had.
+///
+/// # Errors
+/// [`AuditError::Store`] if the store fails to read (I/O), as opposed to reading
+/// back damaged bytes, which are violations.
+pub fn audit(store: &dyn Store, clock: &dyn Clock) -> Result<Verdict, AuditError> {
+    audit_observed(store, clock, &mut |_| {})
+}
+
+/// As [`audit`], calling `progress` now and then with the records audited so far.
+///
+/// # Errors
+/// As for [`audit`].
+pub fn audit_observed(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Verdict, AuditError> {
+    let now = clock.now();
+    let mut tally = Tally::default();
+    let mut pending = Vec::new();
+    let mut reported = 0u64;
+    for stream in store.scan() {
+        match stream {
+            Ok(stream) => {
+                if let Some(queued) = audit_stream(&mut tally, stream, now) {
+                    pending.push(queued);
+                }
+            }
+            Err(Error::Corrupt { key, reason }) => {
+                let line = tally.next_line();
+                tally.report(line, None, Kind::Malformed, format!("{key}: {reason}"));
+            }
+            Err(error @ Error::UnknownVersion { .. }) => {
+                let line = tally.next_line();
+                tally.report(line, None, Kind::Malformed, error.to_string());
+            }
+            Err(error) => return Err(AuditError::Store(error)),
+        }
+        if tally.records >= reported + 4096 {
+            reported = tally.records;
+            progress(reported);
+        }
+    }
+    progress(tally.records);
+    Ok(tally.finish(pending))
+}
+
+/// Audits the sled store at `path`, which must exist (an audit never creates a
+/// store).
+///
+/// # Errors
+/// [`AuditError::Io`] if there is nothing at `path`; [`AuditError::Store`] if the
+/// store cannot be opened (sled panicked on damaged files, it is locked, a newer
+/// format) or read.
+pub fn audit_path(path: impl AsRef<Path>, clock: &dyn Clock) -> Result<Verdict, AuditError> {
+    audit_path_observed(path, clock, &mut |_| {})
+}
+
+/// As [`audit_path`], with progress as for [`audit_observed`].
+///
+/// # Errors
+/// As for [`audit_path`].
+pub fn audit_path_observed(
+    path: impl AsRef<Path>,
+    clock: &dyn Clock,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Verdict, AuditError> {
+    let path = path.as_ref();
+    std::fs::metadata(path)?;
+    let store = Sled::open_with_cache(path, Sled::SCAN_CACHE_BYTES)?;
+    audit_observed(&store, clock, progress)
+}
+
+/// Where the last stored records of a delegation stand, for the head check.
+#[derive(Clone, Copy)]
+struct Seen {
+    line: u64,
+    /// The seq of its key.
+    seq: Seq,
+    /// Its chain hash, when it decoded and matched its key.
+    hash: Option<ChainHash>,
+}
+
+/// Audits one delegation; returns it as pending if it ends queued.
+fn audit_stream(
+    tally: &mut Tally,
+    stream: Stream,
+    now: crate::event::Timestamp,
+) -> Option<super::Pending> {
+    let Stream { id, entries, head } = stream;
+    let mut fold = Fold::new(id.clone());
+    let (mut last, mut previous): (Option<Seen>, Option<Seen>) = (None, None);
+    for entry in entries {
+        let line = tally.next_line();
+        let mut seen = Seen {
+            line,
+            seq: entry.seq,
+            hash: None,
+        };
+        match envelope::decode(&entry.bytes) {
+            Err(error) => tally.report(
+                line,
+                Some(id.to_string()),
+                Kind::Malformed,
+                format!("seq {}: {error}", entry.seq),
+            ),
+            Ok(record) if record.delegation != id || record.seq != entry.seq => tally.report(
+                line,
+                Some(id.to_string()),
+                Kind::Malformed,
+                format!(
+                    "stored under `{id}` seq {}, but the record says `{}` seq {}",
+                    entry.seq, record.delegation, record.seq
+                ),
+            ),
+            Ok(record) => {
+                seen.hash = record.hash;
+                tally.judge(&mut fold, record, line, None, None);
+            }
+        }
+        previous = last.replace(seen);
+    }
+    if let Some((kind, message)) = check_head(head, last, previous) {
+        let line = match last {
+            Some(seen) => seen.line,
+            // No records at all: where they would have been.
+            None => tally.records + 1,
+        };
+        tally.report(line, Some(id.to_string()), kind, message);
+    }
+    judge::pending(&fold, now)
+}
+
+/// Checks the redundant head against the last two stored records.
+///
+/// A head that lags by exactly one, with the hash of the record before the last,
+/// is what a process killed between writing a record and raising the head leaves
+/// (for a record it never acknowledged): benign. So is a missing head over a single
+/// record. Anything else that differs is damage.
+fn check_head(
+    head: Option<Head>,
+    last: Option<Seen>,
+    previous: Option<Seen>,
+) -> Option<(Kind, String)> {
+    let Some(last) = last else {
+        let head = head?;
+        return Some((
+            Kind::Sequence,
+            format!(
+                "no records, but the head says seq {}: every record was lost",
+                head.seq
+            ),
+        ));
+    };
+    let Some(head) = head else {
+        return (last.seq > 1 || previous.is_some()).then(|| {
+            (
+                Kind::BrokenChain,
+                format!("no head, but the records reach seq {}", last.seq),
+            )
+        });
+    };
+    let hash_differs = |seen: Option<Seen>| {
+        seen.and_then(|seen| seen.hash)
+            .is_some_and(|hash| hash != head.hash)
+    };
+    if head.seq > last.seq {
+        let lost = if head.seq == last.seq + 1 {
+            format!("record {} was lost", head.seq)
+        } else {
+            format!("records {}..={} were lost", last.seq + 1, head.seq)
+        };
+        Some((
+            Kind::Sequence,
+            format!(
+                "the head says seq {}, but the records end at seq {}: {lost}",
+                head.seq, last.seq
+            ),
+        ))
+    } else if head.seq == last.seq {
+        hash_differs(Some(last)).then(|| {
+            (
+                Kind::BrokenChain,
+                format!("the head's hash at seq {} is not the record's", head.seq),
+            )
+        })
+    } else if head.seq + 1 == last.seq
+        && previous.is_some_and(|previous| previous.seq == head.seq)
+        && !hash_differs(previous)
+    {
+        None
+    } else {
+        Some((
+            Kind::BrokenChain,
+            format!(
+                "the head says seq {} ({}), which does not match the records ending at seq {}",
+                head.seq, head.hash, last.seq
+            ),
+        ))
+    }
+}
+
+impl Ledger {
+    /// Audits this ledger's store: [`audit`] with the ledger's clock.
+    ///
+    /// # Errors
+    /// As for [`audit`].
+    pub fn audit(&self) -> Result<Verdict, AuditError> {
+        audit(self.store().as_ref(), self.clock())
+    }
+}

@@ -1,0 +1,160 @@
+//! `export` and `import`: between a store and the portable JSON Lines form.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
+
+use crate::audit::verify::{parse_line, verify};
+use crate::audit::{AuditError, Verdict};
+use crate::delegation::Fold;
+use crate::envelope;
+use crate::error::{Error, Result};
+use crate::event::DelegationId;
+use crate::ledger::{Ledger, decode_stream, fold_records};
+use crate::store::{Expect, Head};
+
+/// What [`Ledger::export`] wrote.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exported {
+    /// Records written, one per line.
+    pub records: u64,
+    /// Delegations written.
+    pub delegations: u64,
+}
+
+/// What [`Ledger::import`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Imported {
+    /// The log's verdict. If it is not clean, nothing was stored.
+    pub verdict: Verdict,
+    /// Records stored: all of the log's, or none.
+    pub stored: u64,
+}
+
+impl Ledger {
+    /// Writes every stored record to `out` as hashed JSON Lines, one delegation
+    /// after another in the store's order, each delegation's records in seq
+    /// order: an order [`verify`](crate::audit::verify) accepts. Records are in
+    /// their normalized form (serde's field order, `at` in UTC with `Z`).
+    ///
+    /// Export checks what it writes as the ledger reads it (envelope, key, chain,
+    /// head), and refuses a damaged store rather than write a log that hides the
+    /// damage: run [`Ledger::audit`] to see all of it.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] or [`Error::UnknownVersion`] for a damaged delegation (what
+    /// was written before it stays written); a storage error; [`Error::Io`] if
+    /// writing fails.
+    pub fn export(&self, out: impl Write) -> Result<Exported> {
+        let mut out = BufWriter::with_capacity(64 * 1024, out);
+        let mut exported = Exported::default();
+        for stream in self.store().scan() {
+            let stream = stream?;
+            let records = decode_stream(&stream)?;
+            fold_records(&stream, &records)?;
+            for record in &records {
+                serde_json::to_writer(&mut out, record).map_err(io::Error::from)?;
+                out.write_all(b"\n")?;
+                exported.records += 1;
+            }
+            exported.delegations += u64::from(!records.is_empty());
+        }
+        out.flush()?;
+        Ok(exported)
+    }
+
+    /// Imports the JSON Lines log in `log`, all or nothing.
+    ///
+    /// 1. The log is copied to an anonymous temporary file and verified. If its
+    ///    verdict is not clean, nothing is stored, and the verdict is returned with
+    ///    `stored: 0`.
+    /// 2. If the store already holds any of the log's delegations, nothing is
+    ///    stored: [`AuditError::Exists`]. Delegations the log does not name are
+    ///    left alone, so logs of disjoint delegations can be imported one after
+    ///    another.
+    /// 3. Every record is appended as it is, with its own `at` and `hash`, through
+    ///    the store's conditional append. A log without hashes gets them computed
+    ///    on the way in, exactly as [`Ledger::record`] would have. Then the store is
+    ///    flushed.
+    ///
+    /// "All or nothing" is about the log's content. It is not a transaction: a
+    /// crash or a storage error during step 3, or another writer creating one of
+    /// the log's delegations meanwhile, leaves the records appended so far. The
+    /// CLI holds the store's lock, so no other writer can interfere there.
+    ///
+    /// # Errors
+    /// [`AuditError::Io`] or [`AuditError::NotALog`] if the log cannot be read;
+    /// [`AuditError::Exists`] as above; [`AuditError::Store`] if the store fails.
+    pub fn import(&self, log: impl Read) -> std::result::Result<Imported, AuditError> {
+        let mut log = log;
+        let mut spool = tempfile::tempfile()?;
+        io::copy(&mut log, &mut spool)?;
+        spool.rewind()?;
+        let verdict = verify(BufReader::new(&spool), self.clock())?;
+        if !verdict.is_clean() {
+            return Ok(Imported { verdict, stored: 0 });
+        }
+        spool.rewind()?;
+        each_record(&spool, |line, record| {
+            if record.seq == 1 && !self.store().history(&record.delegation)?.entries.is_empty() {
+                return Err(AuditError::Exists {
+                    line,
+                    delegation: record.delegation,
+                });
+            }
+            Ok(())
+        })?;
+        spool.rewind()?;
+        let mut open: HashMap<DelegationId, Fold> = HashMap::new();
+        let mut stored = 0u64;
+        each_record(&spool, |_, mut record| {
+            let id = record.delegation.clone();
+            let fold = open
+                .entry(id.clone())
+                .or_insert_with(|| Fold::new(id.clone()));
+            let expect = Expect::after(fold.seq());
+            // The log verified clean, so every record applies.
+            fold.apply(&record).map_err(|violation| Error::Corrupt {
+                key: format!("delegation `{id}` seq {}", record.seq),
+                reason: violation.to_string(),
+            })?;
+            let hash = fold.hash();
+            record.hash = Some(hash);
+            let head = Head {
+                seq: record.seq,
+                hash,
+            };
+            self.store()
+                .append(&id, expect, &envelope::encode(&record), head)?;
+            stored += 1;
+            if fold.state().is_settled() {
+                open.remove(&id);
+            }
+            Ok(())
+        })?;
+        self.flush()?;
+        Ok(Imported { verdict, stored })
+    }
+}
+
+/// Calls `each` with every record of a log already verified clean.
+fn each_record(
+    file: &std::fs::File,
+    mut each: impl FnMut(u64, crate::event::Record) -> std::result::Result<(), AuditError>,
+) -> std::result::Result<(), AuditError> {
+    let mut line = 0u64;
+    for bytes in BufReader::with_capacity(64 * 1024, file).split(b'\n') {
+        let mut bytes = bytes?;
+        line += 1;
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        let parsed = parse_line(&bytes).map_err(|malformed| {
+            AuditError::Io(io::Error::other(format!(
+                "line {line} changed after it was verified: {}",
+                malformed.message
+            )))
+        })?;
+        each(line, parsed.record)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! Guards `audit` of a store from its own records: checksums, keys against
+//! records, chain hashes, seq gaps, the redundant head (lost records, the last one
+//! included, and the benign lag of one), damage the store cannot open past as a
+//! typed error, and `export`/`import` around a store.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod audit_support;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use audit_support::{clock, delivered, found, log, queued};
+use delegation_log::audit::{self, AuditError, Kind};
+use delegation_log::store::{Faulty, Head, Memory, key};
+use delegation_log::{ChainHash, DelegationId, Durability, Event, Ledger, ManualClock, Options};
+
+fn id(text: &str) -> DelegationId {
+    text.parse().unwrap()
+}
+
+/// A sled store with `a` (delivered), `b` (pending), `c` (delivered): records at
+/// positions 1-2, 3, 4-5.
+fn store(path: &Path) {
+    let ledger = Ledger::open_with(path, Options::new().clock(ManualClock::default())).unwrap();
+    for (name, settle) in [("a", true), ("b", false), ("c", true)] {
+        ledger
+            .record(&id(name), Event::queued("planner", "reviewer"))
+            .unwrap();
+        if settle {
+            ledger
+                .record(&id(name), Event::delivered(Some(200)).unwrap())
+                .unwrap();
+        }
+    }
+}
+
+fn raw(path: &Path, change: impl FnOnce(&sled::Tree, &sled::Tree)) {
+    let db = sled::open(path).unwrap();
+    change(
+        &db.open_tree("records").unwrap(),
+        &db.open_tree("heads").unwrap(),
+    );
+    db.flush().unwrap();
+}
+
+fn audited(path: &Path) -> audit::Verdict {
+    audit::audit_path(path, &clock()).unwrap()
+}
+
+#[test]
+fn a_healthy_store_audits_clean_with_counts_and_pending_ages() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    let verdict = audited(dir.path());
+    assert!(verdict.is_clean(), "{}", verdict.to_plain());
+    assert_eq!((verdict.records, verdict.delegations), (5, 3));
+    assert_eq!((verdict.states.queued, verdict.states.delivered), (1, 2));
+    assert_eq!(verdict.pending[0].delegation.as_str(), "b");
+    assert_eq!(verdict.pending[0].age_seconds, 3600);
+}
+
+#[test]
+fn a_damaged_record_is_malformed_at_its_scan_position() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |records, _| {
+        let key = key::record(&id("c"), 1);
+        let mut bytes = records.get(&key).unwrap().unwrap().to_vec();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x20;
+        records.insert(key, bytes).unwrap();
+    });
+    let verdict = audited(dir.path());
+    assert_eq!(found(&verdict)[0], (4, Kind::Malformed));
+    assert!(
+        verdict.violations[0].message.contains("checksum"),
+        "{}",
+        verdict.violations[0].message
+    );
+}
+
+#[test]
+fn a_record_under_another_key_is_malformed() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |records, _| {
+        let a1 = records.get(key::record(&id("a"), 1)).unwrap().unwrap();
+        records.insert(key::record(&id("b"), 1), a1).unwrap();
+    });
+    let verdict = audited(dir.path());
+    assert_eq!(found(&verdict), [(3, Kind::Malformed)]);
+}
+
+#[test]
+fn a_lost_middle_record_is_a_sequence_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |records, _| {
+        records.remove(key::record(&id("a"), 1)).unwrap();
+    });
+    assert_eq!(found(&audited(dir.path())), [(1, Kind::Sequence)]);
+}
+
+#[test]
+fn a_lost_last_record_is_caught_by_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |records, _| {
+        records.remove(key::record(&id("c"), 2)).unwrap();
+    });
+    let verdict = audited(dir.path());
+    assert_eq!(found(&verdict), [(4, Kind::Sequence)]);
+    assert_eq!(verdict.violations[0].delegation.as_deref(), Some("c"));
+}
+
+#[test]
+fn a_delegation_with_every_record_lost_is_caught_by_its_orphan_head() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |records, _| {
+        records.remove(key::record(&id("b"), 1)).unwrap();
+    });
+    let verdict = audited(dir.path());
+    assert_eq!(found(&verdict), [(3, Kind::Sequence)]);
+    assert!(
+        verdict.violations[0]
+            .message
+            .contains("every record was lost")
+    );
+}
+
+#[test]
+fn a_head_lagging_by_one_with_the_previous_hash_is_benign() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |records, heads| {
+        let first = records.get(key::record(&id("a"), 1)).unwrap().unwrap();
+        let hash = delegation_log::envelope::decode(&first)
+            .unwrap()
+            .hash
+            .unwrap();
+        heads
+            .insert(
+                key::prefix(&id("a")),
+                Head { seq: 1, hash }.encode().to_vec(),
+            )
+            .unwrap();
+    });
+    assert!(audited(dir.path()).is_clean());
+}
+
+#[test]
+fn a_head_with_a_wrong_hash_is_a_broken_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |_, heads| {
+        let head = Head {
+            seq: 2,
+            hash: ChainHash([7; 32]),
+        };
+        heads
+            .insert(key::prefix(&id("a")), head.encode().to_vec())
+            .unwrap();
+    });
+    assert_eq!(found(&audited(dir.path())), [(2, Kind::BrokenChain)]);
+}
+
+#[test]
+fn a_rewritten_record_with_a_valid_envelope_breaks_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |records, _| {
+        let key = key::record(&id("a"), 2);
+        let mut record =
+            delegation_log::envelope::decode(&records.get(&key).unwrap().unwrap()).unwrap();
+        record.event = Event::delivered(Some(201)).unwrap();
+        records
+            .insert(key, delegation_log::envelope::encode(&record))
+            .unwrap();
+    });
+    assert_eq!(found(&audited(dir.path())), [(2, Kind::BrokenChain)]);
+}
+
+#[test]
+fn a_damaged_key_is_malformed_and_the_audit_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |records, _| {
+        records.insert([0u8, 1, b'a'], b"junk".to_vec()).unwrap();
+    });
+    let verdict = audited(dir.path());
+    assert_eq!(found(&verdict), [(1, Kind::Malformed)]);
+    assert_eq!(verdict.records, 6);
+    assert_eq!(verdict.delegations, 3);
+}
+
+#[test]
+fn a_store_that_cannot_be_opened_is_a_typed_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("conf"), b"\xff\xfe garbage").unwrap();
+    std::fs::write(path.join("db"), vec![0xa5u8; 4096]).unwrap();
+    let err = audit::audit_path(&path, &clock()).unwrap_err();
+    assert!(matches!(err, AuditError::Store(_)), "{err}");
+}
+
+#[test]
+fn auditing_a_missing_path_is_an_error_and_creates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nothing-here");
+    assert!(matches!(
+        audit::audit_path(&path, &clock()),
+        Err(AuditError::Io(_))
+    ));
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_torn_unacknowledged_write_is_reported_not_hidden() {
+    let store = Arc::new(Faulty::seeded(3));
+    let options = Options::new().durability(Durability::Buffered);
+    let ledger = Ledger::with_store(store.clone(), options.clock(ManualClock::default()));
+    ledger.record(&id("a"), Event::queued("p", "r")).unwrap();
+    ledger.flush().unwrap();
+    ledger
+        .record(&id("a"), Event::delivered(None).unwrap())
+        .unwrap();
+    assert!(store.crash_tearing());
+    let verdict = audit::audit(store.as_ref(), &clock()).unwrap();
+    assert_eq!(found(&verdict), [(2, Kind::Malformed)]);
+}
+
+#[test]
+fn ledger_audit_uses_the_ledgers_store_and_clock() {
+    let ledger = Ledger::with_store(Arc::new(Memory::new()), Options::new().clock(clock()));
+    ledger.record(&id("a"), Event::queued("p", "r")).unwrap();
+    let verdict = ledger.audit().unwrap();
+    assert!(verdict.is_clean());
+    assert_eq!(verdict.pending[0].age_seconds, 0);
+}
+
+#[test]
+fn export_refuses_a_damaged_store() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |records, _| {
+        records.remove(key::record(&id("c"), 2)).unwrap();
+    });
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let err = ledger.export(std::io::sink()).unwrap_err();
+    assert!(
+        matches!(err, delegation_log::Error::Corrupt { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn import_then_export_gives_back_the_same_records() {
+    let dir = tempfile::tempdir().unwrap();
+    store(&dir.path().join("one"));
+    let one = Ledger::open(dir.path().join("one")).unwrap();
+    let mut first = Vec::new();
+    one.export(&mut first).unwrap();
+    let two = Ledger::open(dir.path().join("two")).unwrap();
+    let imported = two.import(&first[..]).unwrap();
+    assert_eq!(imported.stored, 5);
+    let mut second = Vec::new();
+    two.export(&mut second).unwrap();
+    assert_eq!(
+        String::from_utf8(first).unwrap(),
+        String::from_utf8(second).unwrap()
+    );
+    assert!(two.audit().unwrap().is_clean());
+}
+
+#[test]
+fn import_of_a_log_with_a_violation_stores_nothing() {
+    let ledger = Ledger::with_store(Arc::new(Memory::new()), Options::new());
+    let text = log(&[
+        queued("a", 1),
+        delivered("a", 2),
+        queued("b", 1),
+        delivered("b", 3),
+    ]);
+    let imported = ledger.import(text.as_bytes()).unwrap();
+    assert_eq!(imported.stored, 0);
+    assert_eq!(found(&imported.verdict), [(4, Kind::Sequence)]);
+    assert_eq!(ledger.audit().unwrap().records, 0);
+}
+
+#[test]
+fn import_computes_hashes_for_an_unhashed_log() {
+    let ledger = Ledger::with_store(Arc::new(Memory::new()), Options::new());
+    let text = log(&[queued("a", 1), delivered("a", 2)]);
+    assert_eq!(ledger.import(text.as_bytes()).unwrap().stored, 2);
+    let mut out = Vec::new();
+    ledger.export(&mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.lines().all(|line| line.contains("\"hash\":")));
+    assert!(audit::verify(out.as_bytes(), &clock()).unwrap().is_clean());
+}
+
+#[test]
+fn import_refuses_delegations_the_store_already_has_and_stores_nothing() {
+    let ledger = Ledger::with_store(Arc::new(Memory::new()), Options::new());
+    ledger.record(&id("b"), Event::queued("p", "r")).unwrap();
+    let text = log(&[queued("a", 1), queued("b", 1)]);
+    let err = ledger.import(text.as_bytes()).unwrap_err();
+    assert!(matches!(err, AuditError::Exists { line: 2, .. }), "{err}");
+    assert_eq!(ledger.audit().unwrap().records, 1);
+    // Delegations it does not have are fine.
+    assert_eq!(
+        ledger
+            .import(log(&[queued("a", 1)]).as_bytes())
+            .unwrap()
+            .stored,
+        1
+    );
+}

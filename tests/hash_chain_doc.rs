@@ -1,0 +1,127 @@
+//! Guards `docs/hash-chain.md`: its worked example (a record, its canonical bytes,
+//! its hash) is what the code computes, and its Python program recomputes every
+//! hash of a real export. The page can never drift from the code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use delegation_log::store::Memory;
+use delegation_log::{ChainHash, Event, FailureReason, Ledger, ManualClock, Options, Record};
+
+fn page() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/hash-chain.md")).unwrap()
+}
+
+/// The fenced block after `<!-- example:NAME -->`.
+fn example(page: &str, name: &str) -> String {
+    let marker = format!("<!-- example:{name} -->");
+    let after = &page[page.find(&marker).expect(&marker) + marker.len()..];
+    let open = after.find("```").unwrap();
+    let body = &after[open..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("```").unwrap()].trim_end().to_owned()
+}
+
+#[test]
+fn the_worked_example_is_what_the_code_computes() {
+    let page = page();
+    let mut previous = ChainHash::GENESIS;
+    for n in 1..=2 {
+        let record: Record = serde_json::from_str(&example(&page, &format!("line-{n}"))).unwrap();
+        let canonical = String::from_utf8(record.canonical_bytes()).unwrap();
+        assert_eq!(
+            canonical,
+            example(&page, &format!("canonical-{n}")),
+            "record {n}"
+        );
+        let hash = record.chain_hash(&previous);
+        assert_eq!(
+            hash.to_hex(),
+            example(&page, &format!("hash-{n}")),
+            "record {n}"
+        );
+        previous = hash;
+    }
+}
+
+fn python(program: &str, input: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("chain.py");
+    std::fs::write(&script, program).unwrap();
+    let mut child = Command::new("python3")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3 runs the page's program");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success());
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn the_pages_python_program_recomputes_the_example() {
+    let page = page();
+    let input = format!(
+        "{}\n{}\n",
+        example(&page, "line-1"),
+        example(&page, "line-2")
+    );
+    let printed = python(&example(&page, "python"), &input);
+    let expected = format!(
+        "1 MISMATCH {}\n2 MISMATCH {}\n",
+        example(&page, "hash-1"),
+        example(&page, "hash-2")
+    );
+    assert_eq!(printed, expected);
+}
+
+#[test]
+fn the_pages_python_program_recomputes_every_hash_of_an_export() {
+    let clock = ManualClock::at_unix_nanos(1_780_795_927_123_456_789);
+    let ledger = Ledger::with_store(Arc::new(Memory::new()), Options::new().clock(clock.clone()));
+    let outcomes = [
+        Some(Event::delivered(Some(204)).unwrap()),
+        Some(Event::delivered(None).unwrap()),
+        Some(
+            Event::failed(
+                FailureReason::HttpStatus(503),
+                Some("busy \"proxy\" ✓".into()),
+            )
+            .unwrap(),
+        ),
+        Some(Event::failed(FailureReason::TargetOffline, None).unwrap()),
+        Some(Event::failed(FailureReason::Interrupted, Some("stopped".into())).unwrap()),
+        None,
+    ];
+    for (n, outcome) in outcomes.into_iter().enumerate() {
+        let id = format!("d-{n}").parse().unwrap();
+        let mut queued = Event::queued("planner", "http://127.0.0.1:9/a2a");
+        if let Event::Queued(q) = &mut queued {
+            q.task = Some(serde_json::json!({"z": [1, "two", null, true], "a": {"é": "\u{1}"}}));
+        }
+        ledger.record(&id, queued).unwrap();
+        clock.advance(std::time::Duration::from_millis(250));
+        if let Some(outcome) = outcome {
+            ledger.record(&id, outcome).unwrap();
+        }
+    }
+    let mut export = Vec::new();
+    ledger.export(&mut export).unwrap();
+    let printed = python(
+        &example(&page(), "python"),
+        &String::from_utf8(export).unwrap(),
+    );
+    assert_eq!(printed.lines().count(), 11);
+    for line in printed.lines() {
+        assert!(line.contains(" ok "), "{line}");
+    }
+}
