@@ -174,7 +174,11 @@ fn smoke() -> bool {
 }
 
 fn throughput(c: &mut Criterion) {
-    let sizes: &[usize] = if smoke() { &[1_000] } else { &[10_000, 100_000] };
+    let sizes: &[usize] = if smoke() {
+        &[1_000]
+    } else {
+        &[10_000, 100_000]
+    };
     for &n in sizes {
         let fixture = fixture(n);
         let mut group = c.benchmark_group("audit");
