@@ -48,7 +48,7 @@ impl Sled {
     /// The page cache size audits use: a full scan reads every page once, so a
     /// small cache costs little and keeps an audit's memory flat however large the
     /// store.
-    pub const SCAN_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+    pub const SCAN_CACHE_BYTES: u64 = 4 * 1024 * 1024;
 
     /// Opens (or creates) the store at `path`, with sled's page cache capped at
     /// `cache_bytes`. The cache holds pages read or written; a full scan with a
