@@ -49,3 +49,10 @@ fn every_ops_seed_runs_against_the_model() {
         fuzzing::ops_with_crashes(script);
     }
 }
+
+#[test]
+fn every_verify_seed_gets_a_stable_verdict_that_survives_import_and_export() {
+    for (_path, bytes) in corpus("verify") {
+        fuzzing::verify_jsonl(&bytes);
+    }
+}
