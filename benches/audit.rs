@@ -103,9 +103,14 @@ fn audit_store(store: &Sled) -> u64 {
 }
 
 /// The floor: iterate the raw trees an audit reads (records, and the heads it
-/// checks them against), touching every value, decoding nothing.
+/// checks them against), touching every value, decoding nothing, with the same
+/// page cache as `audit_path`, so that "audit − raw" is the audit's own memory.
 fn raw_iteration(path: &Path) -> u64 {
-    let db = sled::open(path).unwrap();
+    let db = sled::Config::new()
+        .path(path)
+        .cache_capacity(Sled::SCAN_CACHE_BYTES)
+        .open()
+        .unwrap();
     let mut bytes = 0u64;
     for name in ["records", "heads"] {
         let tree = db.open_tree(name).unwrap();
