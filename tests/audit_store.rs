@@ -98,7 +98,12 @@ fn a_lost_middle_record_is_a_sequence_gap() {
     raw(dir.path(), |records, _| {
         records.remove(key::record(&id("a"), 1)).unwrap();
     });
-    assert_eq!(found(&audited(dir.path())), [(1, Kind::Sequence)]);
+    // The delegation's gap, and the store-wide count of acknowledged records
+    // (one past the last stored record) both see the loss.
+    assert_eq!(
+        found(&audited(dir.path())),
+        [(1, Kind::Sequence), (5, Kind::Sequence)]
+    );
 }
 
 #[test]
@@ -109,8 +114,9 @@ fn a_lost_last_record_is_caught_by_the_head() {
         records.remove(key::record(&id("c"), 2)).unwrap();
     });
     let verdict = audited(dir.path());
-    assert_eq!(found(&verdict), [(4, Kind::Sequence)]);
+    assert_eq!(found(&verdict), [(4, Kind::Sequence), (5, Kind::Sequence)]);
     assert_eq!(verdict.violations[0].delegation.as_deref(), Some("c"));
+    assert_eq!(verdict.violations[1].delegation, None);
 }
 
 #[test]
@@ -121,11 +127,16 @@ fn a_delegation_with_every_record_lost_is_caught_by_its_orphan_head() {
         records.remove(key::record(&id("b"), 1)).unwrap();
     });
     let verdict = audited(dir.path());
-    assert_eq!(found(&verdict), [(3, Kind::Sequence)]);
+    assert_eq!(found(&verdict), [(3, Kind::Sequence), (5, Kind::Sequence)]);
     assert!(
         verdict.violations[0]
             .message
             .contains("every record was lost")
+    );
+    assert!(
+        verdict.violations[1]
+            .message
+            .contains("at least 1 record was lost")
     );
 }
 

@@ -16,12 +16,15 @@
 //! error for that). A dropped record is caught by the chain and the redundant
 //! head, but when a delegation's records and its head are lost together, or
 //! rolled back together to an earlier consistent point, nothing inside the store
-//! can tell: such a delegation reads as `not_found`, or as an earlier state of
+//! can tell from that delegation alone: it reads as `not_found`, or as an earlier state of
 //! itself (queued where it was settled). The sweep asserts that every silently
 //! different status is such a loss, a prefix of the true history, and never a
 //! state that was not written; it counts them and prints the counts. Catching
 //! those losses needs something outside the store (an export, or the sender's own
-//! list of delegations), which is what the audit is for.
+//! list of delegations). The sled store keeps one such reference itself: a count of
+//! acknowledged records outside sled's files. For every copy whose reads were
+//! silently different, the sweep runs the audit, and asserts that it reports the
+//! loss.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
@@ -452,6 +455,10 @@ struct Tally {
     rolled_back: u64,
     /// Delegations that read, without error, as `not_found`.
     vanished: u64,
+    /// Copies that read silently different, whose audit reported the loss.
+    silent_caught_by_audit: u64,
+    /// Copies that read silently different, whose audit did not see it.
+    silent_missed_by_audit: u64,
 }
 
 impl Tally {
@@ -462,6 +469,8 @@ impl Tally {
         self.clean += other.clean;
         self.rolled_back += other.rolled_back;
         self.vanished += other.vanished;
+        self.silent_caught_by_audit += other.silent_caught_by_audit;
+        self.silent_missed_by_audit += other.silent_missed_by_audit;
     }
 }
 
@@ -525,10 +534,20 @@ fn judge(
             Err(_) => errors += 1,
         }
     }
+    drop(ledger);
     if errors > 0 {
         tally.detected += 1;
     } else if !silent {
         tally.clean += 1;
+    }
+    if silent {
+        // What reads could not tell, the audit must: the store's count of
+        // acknowledged records, kept outside sled's files, exceeds what is left.
+        match delegation_log::audit::audit_path(dir, &delegation_log::ManualClock::default()) {
+            Ok(verdict) if !verdict.violations.is_empty() => tally.silent_caught_by_audit += 1,
+            Ok(_) => tally.silent_missed_by_audit += 1,
+            Err(_) => tally.silent_caught_by_audit += 1,
+        }
     }
 }
 
@@ -592,4 +611,8 @@ fn overwritten_sled_files_give_typed_errors_or_a_true_prefix_of_the_log() {
     }
     println!("sled overwrite sweep, all files: {total:?}");
     assert!(total.cases >= 2 * OFFSETS_PER_FILE, "{total:?}");
+    assert_eq!(
+        total.silent_missed_by_audit, 0,
+        "a loss that reads could not see went past the audit too: {total:?}"
+    );
 }

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use crate::audit::judge::{self, Tally};
-use crate::audit::{AuditError, Kind, Verdict};
+use crate::audit::{AuditError, Kind, Outcome, Verdict, Violation};
 use crate::clock::Clock;
 use crate::delegation::Fold;
 use crate::envelope;
@@ -95,7 +95,36 @@ pub fn audit_path_observed(
     let path = path.as_ref();
     std::fs::metadata(path)?;
     let store = Sled::open_with_cache(path, Sled::SCAN_CACHE_BYTES)?;
-    audit_observed(&store, clock, progress)
+    let mut verdict = audit_observed(&store, clock, progress)?;
+    let acknowledged = store.acknowledged_at_open();
+    if verdict.records < acknowledged {
+        // sled can drop whole delegations, records and heads together, without an
+        // error; only the count kept outside its files can tell.
+        verdict.violations.push(Violation {
+            line: verdict.records.saturating_add(1),
+            delegation: None,
+            kind: Kind::Sequence,
+            message: {
+                let lost = acknowledged - verdict.records;
+                format!(
+                    "the store holds {} records, but {acknowledged} were acknowledged as \
+                     durable ({}): at least {lost} {} lost",
+                    verdict.records,
+                    crate::store::sled::ACKED_FILE,
+                    if lost == 1 {
+                        "record was"
+                    } else {
+                        "records were"
+                    },
+                )
+            },
+            seq: None,
+            event: None,
+            state: None,
+        });
+        verdict.verdict = Outcome::Violations;
+    }
+    Ok(verdict)
 }
 
 /// Where the last stored records of a delegation stand, for the head check.

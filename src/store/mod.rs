@@ -17,7 +17,7 @@
 
 mod faulty;
 mod memory;
-mod sled;
+pub mod sled;
 
 use std::fmt;
 

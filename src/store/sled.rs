@@ -8,9 +8,21 @@
 //! Appends use `compare_and_swap` on the record's key: of several writers racing
 //! for the same seq, exactly one finds the slot empty. The head is then raised
 //! with `fetch_and_update`, which never lowers it.
+//!
+//! Beside sled's files, the store keeps `delegation-log.acked`: how many records
+//! a completed flush has made durable, over the store's life (8 bytes big-endian,
+//! then a CRC-32 of them). sled can lose whole delegations to damage in its files
+//! without an error, records and heads together, which no chain or head can see;
+//! an audit compares the records it finds with this count, so such a loss becomes a
+//! finding. The count is written after the flush it describes and at most every
+//! [`ACKED_INTERVAL`], so it may lag what is durable, never lead it.
 
+use std::io::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::{Entry, Expect, Head, Store, Stream, key};
 use crate::envelope;
@@ -18,6 +30,83 @@ use crate::error::{Error, Result};
 use crate::event::DelegationId;
 
 const FORMAT_KEY: &[u8] = b"format";
+
+/// The file, inside the store's directory, that counts acknowledged records.
+pub const ACKED_FILE: &str = "delegation-log.acked";
+
+/// The longest the acknowledged count waits before it is rewritten after a flush.
+pub const ACKED_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The count of records made durable, kept outside sled's files.
+#[derive(Debug)]
+struct Acked {
+    db: sled::Db,
+    file: PathBuf,
+    /// The count read at open.
+    base: u64,
+    /// Appends since open.
+    appended: AtomicU64,
+    /// The count last written, and when.
+    written: Mutex<(u64, Option<Instant>)>,
+}
+
+impl Acked {
+    fn read(file: &Path) -> Result<u64> {
+        let bytes = match std::fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(Error::Io(e)),
+        };
+        let corrupt = |reason: String| Error::Corrupt {
+            key: file.display().to_string(),
+            reason,
+        };
+        let (count, crc) = bytes
+            .split_first_chunk::<8>()
+            .ok_or_else(|| corrupt(format!("{} bytes, not 12", bytes.len())))?;
+        let crc: [u8; 4] = crc
+            .try_into()
+            .map_err(|_| corrupt(format!("{} bytes, not 12", bytes.len())))?;
+        if crc32fast::hash(count) != u32::from_be_bytes(crc) {
+            return Err(corrupt("checksum mismatch".to_owned()));
+        }
+        Ok(u64::from_be_bytes(*count))
+    }
+
+    /// Writes `count` if it is more than was written, atomically (a new file,
+    /// synced, then renamed over the old one).
+    fn write(&self, count: u64, force: bool) -> Result<()> {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        let due = force || written.1.is_none_or(|at| at.elapsed() >= ACKED_INTERVAL);
+        if count <= written.0 || !due {
+            return Ok(());
+        }
+        let mut bytes = count.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&crc32fast::hash(&count.to_be_bytes()).to_be_bytes());
+        let staged = self.file.with_extension("acked.new");
+        let mut out = std::fs::File::create(&staged)?;
+        out.write_all(&bytes)?;
+        out.sync_all()?;
+        std::fs::rename(&staged, &self.file)?;
+        *written = (count, Some(Instant::now()));
+        Ok(())
+    }
+
+    /// Flushes sled, then records what that flush covered.
+    fn flush(&self, force: bool) -> std::result::Result<(), Error> {
+        let covered = self.appended.load(Ordering::SeqCst);
+        self.db.flush().map_err(|e| sled_error(e, &self.file))?;
+        self.write(self.base.saturating_add(covered), force)
+    }
+}
+
+impl Drop for Acked {
+    fn drop(&mut self) {
+        // The last handle is going: flush, and leave the exact count behind. A
+        // failure here leaves the count lagging, which is safe.
+        let _ = self.flush(true);
+    }
+}
 
 /// A store in a sled database on disk.
 ///
@@ -29,6 +118,7 @@ pub struct Sled {
     records: sled::Tree,
     heads: sled::Tree,
     path: PathBuf,
+    acked: Arc<Acked>,
 }
 
 impl Sled {
@@ -87,9 +177,18 @@ impl Sled {
                     }
                 },
             }
+            let file = path.join(ACKED_FILE);
+            let base = Acked::read(&file)?;
             Ok(Self {
                 records: db.open_tree("records").map_err(|e| sled_error(e, &path))?,
                 heads: db.open_tree("heads").map_err(|e| sled_error(e, &path))?,
+                acked: Arc::new(Acked {
+                    db: db.clone(),
+                    file,
+                    base,
+                    appended: AtomicU64::new(0),
+                    written: Mutex::new((base, None)),
+                }),
                 db,
                 path: path.clone(),
             })
@@ -101,6 +200,13 @@ impl Sled {
                 message: panic_message(panic.as_ref()),
             }),
         }
+    }
+
+    /// How many records completed flushes had made durable when the store was
+    /// opened, by the count kept in [`ACKED_FILE`] (0 if there is none). A store
+    /// that holds fewer records than this has lost some.
+    pub fn acknowledged_at_open(&self) -> u64 {
+        self.acked.base
     }
 
     /// The store's path.
@@ -207,6 +313,7 @@ impl Store for Sled {
                 _ => Some(encoded.to_vec()),
             })
             .map_err(|e| sled_error(e, &self.path))?;
+        self.acked.appended.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -250,10 +357,7 @@ impl Store for Sled {
     }
 
     fn flush(&self) -> Result<()> {
-        self.db
-            .flush()
-            .map(|_| ())
-            .map_err(|e| sled_error(e, &self.path))
+        self.acked.flush(false)
     }
 }
 
