@@ -50,7 +50,10 @@ fn a_line_of_exactly_sixteen_mebibytes_is_read_and_one_byte_more_is_malformed() 
         .iter()
         .map(|v| (v.line, v.kind, v.message.as_str()))
         .collect();
-    assert_eq!(messages[0], (2, Kind::Malformed, "line longer than 16777216 bytes"));
+    assert_eq!(
+        messages[0],
+        (2, Kind::Malformed, "line longer than 16777216 bytes")
+    );
     assert_eq!(verdict.records, 3);
 }
 
@@ -62,7 +65,10 @@ fn progress_ends_at_the_number_of_bytes_read() {
         seen.push(n);
     })
     .unwrap();
-    assert_eq!(seen.last().copied(), Some(u64::try_from(text.len()).unwrap()));
+    assert_eq!(
+        seen.last().copied(),
+        Some(u64::try_from(text.len()).unwrap())
+    );
 }
 
 /// A reader that is interrupted before every chunk it hands out.
@@ -123,8 +129,15 @@ fn a_null_http_status_or_detail_is_malformed_not_absent() {
         r#"{"delegation":"b","seq":2,"event":"failed","reason":"timeout","detail":null,"at":"2026-06-07T01:32:09Z"}"#.to_owned(),
     ];
     let verdict = verify(&log(&lines));
-    assert_eq!(found(&verdict), [(2, Kind::Malformed), (4, Kind::Malformed)]);
-    assert!(verdict.violations[0].message.contains("`http_status` is null"));
+    assert_eq!(
+        found(&verdict),
+        [(2, Kind::Malformed), (4, Kind::Malformed)]
+    );
+    assert!(
+        verdict.violations[0]
+            .message
+            .contains("`http_status` is null")
+    );
     assert!(verdict.violations[1].message.contains("`detail` is null"));
 }
 
@@ -148,11 +161,31 @@ fn each_sequence_finding_says_which_rule_it_breaks() {
     assert_eq!(
         messages,
         [
-            (1, Kind::Sequence, "seq 2, expected 1 (a delegation's first record is seq 1)"),
-            (2, Kind::Sequence, "seq 0, expected 1 (a delegation's first record is seq 1)"),
-            (3, Kind::Sequence, "seq -3, expected 1 (a seq is a positive integer)"),
-            (5, Kind::Sequence, "seq 1, expected 2 (a repeat of an earlier seq)"),
-            (7, Kind::Sequence, "seq 3, expected 2 (a gap: records are missing before it)"),
+            (
+                1,
+                Kind::Sequence,
+                "seq 2, expected 1 (a delegation's first record is seq 1)"
+            ),
+            (
+                2,
+                Kind::Sequence,
+                "seq 0, expected 1 (a delegation's first record is seq 1)"
+            ),
+            (
+                3,
+                Kind::Sequence,
+                "seq -3, expected 1 (a seq is a positive integer)"
+            ),
+            (
+                5,
+                Kind::Sequence,
+                "seq 1, expected 2 (a repeat of an earlier seq)"
+            ),
+            (
+                7,
+                Kind::Sequence,
+                "seq 3, expected 2 (a gap: records are missing before it)"
+            ),
         ]
     );
 }
@@ -187,8 +220,18 @@ fn a_late_record_of_a_set_aside_delegation_is_judged_against_the_state_it_settle
             (9, Kind::Sequence, Some(State::Failed)),
         ]
     );
-    assert_eq!(verdict.violations[1].message, "already settled as delivered; delivered refused");
-    assert_eq!((verdict.states.delivered, verdict.states.failed, verdict.states.queued), (1, 1, 1));
+    assert_eq!(
+        verdict.violations[1].message,
+        "already settled as delivered; delivered refused"
+    );
+    assert_eq!(
+        (
+            verdict.states.delivered,
+            verdict.states.failed,
+            verdict.states.queued
+        ),
+        (1, 1, 1)
+    );
 }
 
 #[test]
@@ -218,7 +261,11 @@ fn a_missing_hash_says_whether_hashes_are_required_or_the_log_is_hashed() {
     )
     .unwrap();
     assert_eq!(found(&required), [(1, Kind::BrokenChain)]);
-    assert!(required.violations[0].message.contains("hashes are required"));
+    assert!(
+        required.violations[0]
+            .message
+            .contains("hashes are required")
+    );
 
     let mut mixed = audit_support::hashed(&[queued("a", 1)]);
     mixed.push(delivered("a", 2));
@@ -263,7 +310,10 @@ fn raw(path: &Path, change: impl FnOnce(&sled::Tree, &sled::Tree)) {
 
 fn hash_of(records: &sled::Tree, seq: u64) -> delegation_log::ChainHash {
     let bytes = records.get(key::record(&id("a"), seq)).unwrap().unwrap();
-    delegation_log::envelope::decode(&bytes).unwrap().hash.unwrap()
+    delegation_log::envelope::decode(&bytes)
+        .unwrap()
+        .hash
+        .unwrap()
 }
 
 fn audited(path: &Path) -> audit::Verdict {
@@ -336,8 +386,15 @@ fn a_lone_record_past_seq_one_without_a_head_is_a_broken_chain() {
         heads.remove(key::prefix(&id("a"))).unwrap();
     });
     let verdict = audited(dir.path());
-    assert_eq!(found(&verdict), [(1, Kind::Sequence), (1, Kind::BrokenChain)]);
-    assert!(verdict.violations[1].message.contains("no head, but the records reach seq 2"));
+    assert_eq!(
+        found(&verdict),
+        [(1, Kind::Sequence), (1, Kind::BrokenChain)]
+    );
+    assert!(
+        verdict.violations[1]
+            .message
+            .contains("no head, but the records reach seq 2")
+    );
 }
 
 #[test]
@@ -357,10 +414,16 @@ fn a_head_ahead_of_the_records_names_the_lost_seqs() {
     raw(dir.path(), |records, heads| {
         let hash = hash_of(records, 2);
         heads
-            .insert(key::prefix(&id("a")), Head { seq: 4, hash }.encode().to_vec())
+            .insert(
+                key::prefix(&id("a")),
+                Head { seq: 4, hash }.encode().to_vec(),
+            )
             .unwrap();
         heads
-            .insert(key::prefix(&id("b")), Head { seq: 2, hash }.encode().to_vec())
+            .insert(
+                key::prefix(&id("b")),
+                Head { seq: 2, hash }.encode().to_vec(),
+            )
             .unwrap();
     });
     let verdict = audited(dir.path());
@@ -384,4 +447,48 @@ fn a_head_ahead_of_the_records_names_the_lost_seqs() {
             ),
         ]
     );
+}
+
+#[test]
+fn export_counts_the_records_and_delegations_it_writes() {
+    let ledger = Ledger::with_store(
+        std::sync::Arc::new(delegation_log::store::Memory::new()),
+        delegation_log::Options::new(),
+    );
+    let text = log(&[queued("a", 1), delivered("a", 2), queued("b", 1)]);
+    assert_eq!(ledger.import(text.as_bytes()).unwrap().stored, 3);
+    let mut out = Vec::new();
+    let exported = ledger.export(&mut out).unwrap();
+    assert_eq!((exported.records, exported.delegations), (3, 2));
+    assert_eq!(String::from_utf8(out).unwrap().lines().count(), 3);
+}
+
+#[test]
+fn import_names_the_first_line_of_a_delegation_already_stored() {
+    let ledger = Ledger::with_store(
+        std::sync::Arc::new(delegation_log::store::Memory::new()),
+        delegation_log::Options::new(),
+    );
+    ledger
+        .record(&id("b"), Event::queued("planner", "reviewer"))
+        .unwrap();
+    let text = log(&[queued("a", 1), delivered("a", 2), queued("b", 1)]);
+    match ledger.import(text.as_bytes()) {
+        Err(AuditError::Exists { line, delegation }) => {
+            assert_eq!((line, delegation), (3, id("b")));
+        }
+        other => panic!("expected Exists, got {other:?}"),
+    }
+    assert!(ledger.history(&id("a")).unwrap().is_empty());
+}
+
+#[test]
+fn import_reads_a_log_with_crlf_line_ends() {
+    let ledger = Ledger::with_store(
+        std::sync::Arc::new(delegation_log::store::Memory::new()),
+        delegation_log::Options::new(),
+    );
+    let text = format!("{}\r\n{}\r\n", queued("a", 1), delivered("a", 2));
+    assert_eq!(ledger.import(text.as_bytes()).unwrap().stored, 2);
+    assert_eq!(ledger.history(&id("a")).unwrap().len(), 2);
 }
