@@ -9,14 +9,10 @@ mod audit_support;
 use std::path::Path;
 use std::sync::Arc;
 
-use audit_support::{clock, delivered, found, log, queued};
+use audit_support::{audited, clock, delivered, found, id, log, queued, raw};
 use delegation_log::audit::{self, AuditError, Kind};
 use delegation_log::store::{Faulty, Head, Memory, key};
-use delegation_log::{ChainHash, DelegationId, Durability, Event, Ledger, ManualClock, Options};
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
+use delegation_log::{ChainHash, Durability, Event, Ledger, ManualClock, Options};
 
 /// A sled store with `a` (delivered), `b` (pending), `c` (delivered): records at
 /// positions 1-2, 3, 4-5.
@@ -32,19 +28,6 @@ fn store(path: &Path) {
                 .unwrap();
         }
     }
-}
-
-fn raw(path: &Path, change: impl FnOnce(&sled::Tree, &sled::Tree)) {
-    let db = sled::open(path).unwrap();
-    change(
-        &db.open_tree("records").unwrap(),
-        &db.open_tree("heads").unwrap(),
-    );
-    db.flush().unwrap();
-}
-
-fn audited(path: &Path) -> audit::Verdict {
-    audit::audit_path(path, &clock()).unwrap()
 }
 
 #[test]

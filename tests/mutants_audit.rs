@@ -12,17 +12,13 @@ mod audit_support;
 use std::io::{self, Read};
 use std::path::Path;
 
-use audit_support::{clock, delivered, failed, found, log, queued, verify};
+use audit_support::{audited, clock, delivered, failed, found, id, log, queued, raw, verify};
 use delegation_log::audit::{self, AuditError, Kind, Options};
 use delegation_log::lifecycle::State;
 use delegation_log::store::{Head, key};
-use delegation_log::{DelegationId, Event, Ledger, ManualClock};
+use delegation_log::{Event, Ledger, ManualClock};
 
 const SIXTEEN_MIB: usize = 16 * 1024 * 1024;
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
 
 /// `line` padded with spaces (which JSON allows after a value) to `len` bytes.
 fn padded(line: &str, len: usize) -> String {
@@ -299,25 +295,12 @@ fn store(path: &Path) {
         .unwrap();
 }
 
-fn raw(path: &Path, change: impl FnOnce(&sled::Tree, &sled::Tree)) {
-    let db = sled::open(path).unwrap();
-    change(
-        &db.open_tree("records").unwrap(),
-        &db.open_tree("heads").unwrap(),
-    );
-    db.flush().unwrap();
-}
-
 fn hash_of(records: &sled::Tree, seq: u64) -> delegation_log::ChainHash {
     let bytes = records.get(key::record(&id("a"), seq)).unwrap().unwrap();
     delegation_log::envelope::decode(&bytes)
         .unwrap()
         .hash
         .unwrap()
-}
-
-fn audited(path: &Path) -> audit::Verdict {
-    audit::audit_path(path, &clock()).unwrap()
 }
 
 #[test]

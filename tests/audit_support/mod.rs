@@ -80,3 +80,24 @@ pub fn found(verdict: &Verdict) -> Vec<(u64, Kind)> {
         .map(|violation| (violation.line, violation.kind))
         .collect()
 }
+
+/// A delegation id from text.
+pub fn id(text: &str) -> delegation_log::DelegationId {
+    text.parse().unwrap()
+}
+
+/// Rewrites a closed sled store's `records` and `heads` trees directly, as damage
+/// or an attacker would, then flushes.
+pub fn raw(path: &std::path::Path, change: impl FnOnce(&sled::Tree, &sled::Tree)) {
+    let db = sled::open(path).unwrap();
+    change(
+        &db.open_tree("records").unwrap(),
+        &db.open_tree("heads").unwrap(),
+    );
+    db.flush().unwrap();
+}
+
+/// The audit of the sled store at `path`, against [`clock`].
+pub fn audited(path: &std::path::Path) -> Verdict {
+    audit::audit_path(path, &clock()).unwrap()
+}
