@@ -31,6 +31,10 @@ use crate::event::DelegationId;
 
 const FORMAT_KEY: &[u8] = b"format";
 
+/// How long an open waits for a lock that a just-closed handle still holds before
+/// it reports [`Error::Locked`].
+pub const LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// The file, inside the store's directory, that counts acknowledged records.
 pub const ACKED_FILE: &str = "delegation-log.acked";
 
@@ -125,7 +129,7 @@ impl Sled {
     /// Opens (or creates) the store at `path`.
     ///
     /// # Errors
-    /// [`Error::Locked`] if the path is already open; [`Error::OpenPanicked`] if
+    /// [`Error::Locked`] if the path is still open after [`LOCK_WAIT`]; [`Error::OpenPanicked`] if
     /// sled panicked on damaged files; [`Error::UnknownVersion`] for a store written
     /// in a newer format; an I/O error otherwise.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -147,7 +151,23 @@ impl Sled {
     /// # Errors
     /// As for [`Sled::open`].
     pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
+        let path = path.as_ref();
+        let started = Instant::now();
+        loop {
+            match Self::open_once(path, cache_bytes) {
+                // sled releases its file lock from a background thread shortly
+                // after the last handle drops, so a reopen right after a close can
+                // find it still held for a moment.
+                Err(Error::Locked { .. }) if started.elapsed() < LOCK_WAIT => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                result => return result,
+            }
+        }
+    }
+
+    fn open_once(path: &Path, cache_bytes: u64) -> Result<Self> {
+        let path = path.to_path_buf();
         let opened = catch_unwind(AssertUnwindSafe(|| -> Result<Self> {
             let db = sled::Config::new()
                 .path(&path)
