@@ -187,7 +187,7 @@ impl Ledger {
         event.validate()?;
         let mut conflicts = 0;
         let recorded = loop {
-            let fold = self.load(id)?;
+            let (_, fold) = self.read(id)?;
             let now = self.clock().now();
             let at = match fold.delegation() {
                 Some(d) => now.max(d.settled_at.unwrap_or(d.queued_at)),
@@ -275,7 +275,7 @@ impl Ledger {
     /// # Errors
     /// A storage error, or [`Error::Corrupt`] if its history is damaged.
     pub fn delegation(&self, id: &DelegationId) -> Result<Option<Delegation>> {
-        Ok(self.fold(self.inner.store.history(id)?)?.into_delegation())
+        Ok(self.read(id)?.1.into_delegation())
     }
 
     /// The records of delegation `id`, in order, each checked.
@@ -283,16 +283,7 @@ impl Ledger {
     /// # Errors
     /// A storage error, or [`Error::Corrupt`] if its history is damaged.
     pub fn history(&self, id: &DelegationId) -> Result<Vec<Record>> {
-        let mut attempt = 0;
-        loop {
-            let stream = self.inner.store.history(id)?;
-            let records = decode_stream(&stream)?;
-            match fold_records(&stream, &records) {
-                Ok(_) => return Ok(records),
-                Err(_) if raced(&stream) && attempt < READ_RETRIES => attempt += 1,
-                Err(error) => return Err(error),
-            }
-        }
+        Ok(self.read(id)?.0)
     }
 
     /// Every delegation, rebuilt from the log alone, one at a time in store order.
@@ -300,11 +291,11 @@ impl Ledger {
     pub fn replay(&self) -> impl Iterator<Item = Result<Delegation>> + '_ {
         self.inner.store.scan().filter_map(|stream| {
             stream
-                .and_then(|stream| match self.fold(stream.clone()) {
-                    Err(_) if raced(&stream) => self.load(&stream.id),
+                .and_then(|stream| match fold_stream(&stream) {
+                    Err(_) if raced(&stream) => self.read(&stream.id),
                     result => result,
                 })
-                .map(Fold::into_delegation)
+                .map(|(_, fold)| fold.into_delegation())
                 .transpose()
         })
     }
@@ -366,20 +357,16 @@ impl Ledger {
         Ok(pending)
     }
 
-    fn fold(&self, stream: Stream) -> Result<Fold> {
-        let records = decode_stream(&stream)?;
-        fold_records(&stream, &records)
-    }
-
-    /// Reads and folds one delegation. A store may read records and head apart
-    /// (sled does), so a writer can slip a record and its head in between: the
-    /// head then looks ahead of the records. The record is already there, so a
-    /// second read sees it; only a head that stays ahead means loss.
-    fn load(&self, id: &DelegationId) -> Result<Fold> {
+    /// Reads, decodes and folds one delegation: every read of the ledger goes
+    /// through here. A store may read records and head apart (sled does), so a
+    /// writer can slip a record and its head in between: the head then looks
+    /// ahead of the records. The record is already there, so a second read sees
+    /// it; only a head that stays ahead means loss.
+    fn read(&self, id: &DelegationId) -> Result<(Vec<Record>, Fold)> {
         let mut attempt = 0;
         loop {
             let stream = self.inner.store.history(id)?;
-            match self.fold(stream.clone()) {
+            match fold_stream(&stream) {
                 Err(_) if raced(&stream) && attempt < READ_RETRIES => attempt += 1,
                 result => return result,
             }
@@ -410,6 +397,13 @@ const READ_RETRIES: usize = 3;
 fn raced(stream: &Stream) -> bool {
     let last = stream.entries.last().map_or(0, |entry| entry.seq);
     stream.head.is_some_and(|head| head.seq > last)
+}
+
+/// Decodes and folds a stream, checking its head.
+fn fold_stream(stream: &Stream) -> Result<(Vec<Record>, Fold)> {
+    let records = decode_stream(stream)?;
+    let fold = fold_records(stream, &records)?;
+    Ok((records, fold))
 }
 
 /// Decodes a stream's entries, checking each against its key.

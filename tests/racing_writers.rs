@@ -1,6 +1,8 @@
 //! Guards promise 3 under contention: K tokio tasks race to settle one delegation,
 //! on a multi-thread runtime against the sled store. Exactly one wins, every other
 //! writer gets `AlreadySettled`, and the log holds exactly one terminal record.
+//! A reader racing the writers always gets a true status, never a false `Corrupt`
+//! (sled reads a delegation's records and head apart).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::Arc;
@@ -32,7 +34,20 @@ async fn race(writers: usize) {
         ledger
             .record(&id, Event::queued("planner", "target"))
             .unwrap();
-        let barrier = Arc::new(Barrier::new(writers));
+        let barrier = Arc::new(Barrier::new(writers + 1));
+        let reader = {
+            let (ledger, id, barrier) = (ledger.clone(), id.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                for _ in 0..4 {
+                    let status = ledger.status(&id);
+                    assert!(status.is_ok(), "a read racing the writers: {status:?}");
+                    let history = ledger.history(&id);
+                    assert!(history.is_ok(), "a read racing the writers: {history:?}");
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
         let tasks: Vec<_> = (0..writers)
             .map(|writer| {
                 let (ledger, id, barrier) = (ledger.clone(), id.clone(), barrier.clone());
@@ -56,6 +71,7 @@ async fn race(writers: usize) {
                 (_, Err(other)) => panic!("round {round}: unexpected error {other}"),
             }
         }
+        reader.await.unwrap();
         assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
         let history = ledger.history(&id).unwrap();
         assert_eq!(
