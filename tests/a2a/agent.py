@@ -1,0 +1,300 @@
+"""A2A agents built on the official A2A Python SDK, for the crate's interop tests.
+
+Run as ``python tests/a2a/agent.py --record FILE``. It binds 127.0.0.1 on an
+ephemeral port, prints ``LISTENING http://127.0.0.1:PORT`` (flushed) once it
+serves, and hosts several agents on one port, each under its own path with its
+own agent card at ``<path>/.well-known/agent-card.json``:
+
+- ``/compat``: A2A 1.0 with the SDK's 0.3 compatibility layer enabled on the same
+  JSON-RPC endpoint (``message/send`` and ``SendMessage`` both work); answers with
+  a Message.
+- ``/v1``: A2A 1.0 only (a 0.3 ``message/send`` gets JSON-RPC -32601); answers
+  with a Message.
+- ``/task``: 1.0 with 0.3 compat; answers with a Task that is still working.
+- ``/reject``: 1.0 with 0.3 compat; answers with a Task in state rejected.
+
+Everything A2A here is the SDK's own: ``AgentExecutor``, ``DefaultRequestHandler``,
+``InMemoryTaskStore``, ``create_jsonrpc_routes`` and ``create_agent_card_routes``.
+Only the hostile peers are plain Starlette routes:
+
+- ``/proxy-html``: 200 with an HTML body, as a captive proxy would answer;
+- ``/endless``: 200 headers, then a body that trickles forever;
+- any other path: Starlette's own 404.
+
+Every message an agent's executor receives is appended to the ``--record`` file
+as one JSON line: what the peer saw (agent path, messageId, text, metadata, the
+``A2A-Version`` header, the JSON-RPC method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import sys
+import threading
+
+import uvicorn
+
+from google.protobuf.json_format import MessageToDict
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, StreamingResponse
+from starlette.routing import Route
+
+from a2a.helpers.proto_helpers import (
+    get_message_text,
+    new_task,
+    new_text_message,
+)
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events.event_queue_v2 import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.types import (
+    AgentCapabilities,
+    AgentCard,
+    AgentInterface,
+    AgentSkill,
+    TaskState,
+)
+from a2a.utils.constants import (
+    AGENT_CARD_WELL_KNOWN_PATH,
+    PROTOCOL_VERSION_0_3,
+    PROTOCOL_VERSION_1_0,
+    TransportProtocol,
+)
+
+
+class Recorder:
+    """Appends what each agent saw to a JSON Lines file, one line per message."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+
+    def record(self, agent: str, context: RequestContext) -> None:
+        message = context.message
+        headers = context.call_context.state.get('headers', {})
+        line = {
+            'agent': agent,
+            'message_id': message.message_id if message else None,
+            'role': MessageToDict(message).get('role') if message else None,
+            'text': get_message_text(message) if message else None,
+            'metadata': MessageToDict(message.metadata)
+            if message and message.HasField('metadata')
+            else None,
+            'a2a_version': headers.get('a2a-version'),
+            'method': context.call_context.state.get('method'),
+            'task_id': context.task_id,
+            'context_id': context.context_id,
+        }
+        with self._lock, open(self._path, 'a', encoding='utf-8') as out:
+            out.write(json.dumps(line, sort_keys=True) + '\n')
+            out.flush()
+
+
+class MessageAgent(AgentExecutor):
+    """Answers every message with a Message (the 'immediate response' workflow)."""
+
+    def __init__(self, path: str, recorder: Recorder) -> None:
+        self.path = path
+        self.recorder = recorder
+
+    async def execute(
+        self, context: RequestContext, event_queue: EventQueue
+    ) -> None:
+        self.recorder.record(self.path, context)
+        await event_queue.enqueue_event(
+            new_text_message(
+                f'ok: {context.get_user_input()}',
+                context_id=context.context_id,
+            )
+        )
+
+    async def cancel(
+        self, context: RequestContext, event_queue: EventQueue
+    ) -> None:
+        raise NotImplementedError
+
+
+class TaskAgent(AgentExecutor):
+    """Opens a Task and leaves it working (the 'long-running' workflow)."""
+
+    def __init__(self, path: str, recorder: Recorder) -> None:
+        self.path = path
+        self.recorder = recorder
+
+    async def execute(
+        self, context: RequestContext, event_queue: EventQueue
+    ) -> None:
+        self.recorder.record(self.path, context)
+        task_id = str(context.task_id)
+        context_id = str(context.context_id)
+        await event_queue.enqueue_event(
+            new_task(task_id, context_id, TaskState.TASK_STATE_SUBMITTED)
+        )
+        await TaskUpdater(event_queue, task_id, context_id).start_work()
+
+    async def cancel(
+        self, context: RequestContext, event_queue: EventQueue
+    ) -> None:
+        raise NotImplementedError
+
+
+class RejectingAgent(AgentExecutor):
+    """Opens a Task, then rejects it: it received the message and refused it."""
+
+    def __init__(self, path: str, recorder: Recorder) -> None:
+        self.path = path
+        self.recorder = recorder
+
+    async def execute(
+        self, context: RequestContext, event_queue: EventQueue
+    ) -> None:
+        self.recorder.record(self.path, context)
+        task_id = str(context.task_id)
+        context_id = str(context.context_id)
+        await event_queue.enqueue_event(
+            new_task(task_id, context_id, TaskState.TASK_STATE_SUBMITTED)
+        )
+        await TaskUpdater(event_queue, task_id, context_id).reject(
+            new_text_message(
+                'I do not review pull requests.',
+                context_id=context_id,
+                task_id=task_id,
+            )
+        )
+
+    async def cancel(
+        self, context: RequestContext, event_queue: EventQueue
+    ) -> None:
+        raise NotImplementedError
+
+
+def agent_routes(
+    base: str, path: str, executor: AgentExecutor, compat: bool
+) -> list[Route]:
+    """The SDK's JSON-RPC route at ``path`` and its card under ``path``."""
+    url = f'{base}{path}'
+    interfaces = [
+        AgentInterface(
+            url=url,
+            protocol_binding=TransportProtocol.JSONRPC.value,
+            protocol_version=PROTOCOL_VERSION_1_0,
+        )
+    ]
+    if compat:
+        interfaces.append(
+            AgentInterface(
+                url=url,
+                protocol_binding=TransportProtocol.JSONRPC.value,
+                protocol_version=PROTOCOL_VERSION_0_3,
+            )
+        )
+    card = AgentCard(
+        name=f'interop {path.strip("/")}',
+        description=f'delegation-log interop peer at {path}',
+        version='1.0.0',
+        supported_interfaces=interfaces,
+        capabilities=AgentCapabilities(streaming=False),
+        default_input_modes=['text/plain'],
+        default_output_modes=['text/plain'],
+        skills=[
+            AgentSkill(
+                id='review',
+                name='review',
+                description='reviews what it is sent',
+                tags=['test'],
+            )
+        ],
+    )
+    handler = DefaultRequestHandler(
+        agent_executor=executor,
+        task_store=InMemoryTaskStore(),
+        agent_card=card,
+    )
+    return [
+        *create_agent_card_routes(
+            agent_card=card, card_url=f'{path}{AGENT_CARD_WELL_KNOWN_PATH}'
+        ),
+        *create_jsonrpc_routes(
+            request_handler=handler, rpc_url=path, enable_v0_3_compat=compat
+        ),
+    ]
+
+
+async def proxy_html(_request: Request) -> HTMLResponse:
+    """A 200 that is no JSON-RPC at all, as a captive portal or proxy sends."""
+    return HTMLResponse(
+        '<!doctype html><html><body><h1>Proxy login</h1></body></html>'
+    )
+
+
+async def endless(_request: Request) -> StreamingResponse:
+    """200 and headers at once, then a body that never ends."""
+
+    async def trickle():  # noqa: ANN202
+        while True:
+            yield b' '
+            await asyncio.sleep(0.5)
+
+    return StreamingResponse(trickle(), media_type='application/json')
+
+
+def build_app(base: str, recorder: Recorder) -> Starlette:
+    """The whole server: four SDK agents and the hostile peers."""
+    routes: list[Route] = []
+    routes += agent_routes(
+        base, '/compat', MessageAgent('/compat', recorder), compat=True
+    )
+    routes += agent_routes(base, '/v1', MessageAgent('/v1', recorder), compat=False)
+    routes += agent_routes(base, '/task', TaskAgent('/task', recorder), compat=True)
+    routes += agent_routes(
+        base, '/reject', RejectingAgent('/reject', recorder), compat=True
+    )
+    routes += [
+        Route('/proxy-html', proxy_html, methods=['GET', 'POST']),
+        Route('/endless', endless, methods=['GET', 'POST']),
+    ]
+    return Starlette(routes=routes)
+
+
+async def serve(record: str) -> None:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(('127.0.0.1', 0))
+    port = sock.getsockname()[1]
+    base = f'http://127.0.0.1:{port}'
+    app = build_app(base, Recorder(record))
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level='warning', lifespan='off')
+    )
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if serving.done():
+            serving.result()
+            raise SystemExit('the server stopped before it started')
+        await asyncio.sleep(0.02)
+    print(f'LISTENING {base}', flush=True)
+    await serving
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        '--record',
+        required=True,
+        help='append one JSON line per message an agent receives',
+    )
+    args = parser.parse_args()
+    try:
+        asyncio.run(serve(args.record))
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+if __name__ == '__main__':
+    main()
