@@ -21,6 +21,9 @@ Only the hostile peers are plain Starlette routes:
 - ``/endless``: 200 headers, then a body that trickles forever;
 - any other path: Starlette's own 404.
 
+With ``--exit-with-stdin`` it exits as soon as its stdin closes, so a test process
+that dies (or never drops its handle) cannot leave it running.
+
 Every message an agent's executor receives is appended to the ``--record`` file
 as one JSON line: what the peer saw (agent path, messageId, text, metadata, the
 ``A2A-Version`` header, the JSON-RPC method).
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import sys
 import threading
@@ -282,6 +286,13 @@ async def serve(record: str) -> None:
     await serving
 
 
+def exit_with_stdin() -> None:
+    """Ends the process once stdin reaches EOF, however its parent ended."""
+    while sys.stdin.buffer.read(4096):
+        pass
+    os._exit(0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -289,7 +300,14 @@ def main() -> None:
         required=True,
         help='append one JSON line per message an agent receives',
     )
+    parser.add_argument(
+        '--exit-with-stdin',
+        action='store_true',
+        help='exit when stdin closes: the parent (a test process) is gone',
+    )
     args = parser.parse_args()
+    if args.exit_with_stdin:
+        threading.Thread(target=exit_with_stdin, daemon=True).start()
     try:
         asyncio.run(serve(args.record))
     except KeyboardInterrupt:
