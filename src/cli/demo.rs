@@ -213,7 +213,7 @@ fn row(settled: &Settled, target: &str) -> String {
 /// An outcome in a few words: `http 200`, `http_status 503: …`.
 pub(crate) fn describe(outcome: &Outcome) -> String {
     match outcome {
-        Outcome::Delivered { http_status } => match http_status {
+        Outcome::Delivered { http_status, .. } => match http_status {
             Some(code) => format!("http {code}"),
             None => "delivered".to_owned(),
         },

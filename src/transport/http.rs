@@ -167,9 +167,7 @@ impl Http {
         let response = request.send().await.map_err(|e| classify(&e))?;
         let status = response.status();
         if status.is_success() {
-            return Ok(Accepted {
-                http_status: Some(status.as_u16()),
-            });
+            return Ok(Accepted::status(status.as_u16()));
         }
         let body = response.text().await.unwrap_or_default();
         let mut excerpt: String = body.chars().take(DETAIL_BODY).collect();
