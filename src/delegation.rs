@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use crate::event::{
-    ChainHash, DelegationId, Event, Failed, ReasonCode, Received, Record, Seq, Timestamp,
+    ChainHash, DelegationId, Event, Failed, ReasonCode, Received, Record, Remote, Seq, Timestamp,
 };
 use crate::lifecycle::{self, Refusal, State};
 
@@ -19,6 +19,8 @@ pub enum Outcome {
     Delivered {
         /// The 2xx status.
         http_status: Option<u16>,
+        /// What the agent answered: a message, or a task with its id and state.
+        remote: Option<Remote>,
     },
     /// Delivery failed.
     Failed(Failed),
@@ -52,14 +54,20 @@ pub struct Delegation {
 impl Delegation {
     /// What the sender polls for: the answer of a `check_task_status` tool.
     pub fn status(&self) -> Status {
-        let (reason, http_status, error_detail, target_received) = match &self.outcome {
-            None => (None, None, None, Some(Received::Unknown)),
-            Some(Outcome::Delivered { http_status }) => {
-                (None, *http_status, None, Some(Received::Yes))
+        let mut remote = None;
+        let (reason, http_status, rpc_code, error_detail, target_received) = match &self.outcome {
+            None => (None, None, None, None, Some(Received::Unknown)),
+            Some(Outcome::Delivered {
+                http_status,
+                remote: answered,
+            }) => {
+                remote.clone_from(answered);
+                (None, *http_status, None, None, Some(Received::Yes))
             }
             Some(Outcome::Failed(failed)) => (
                 Some(failed.reason.code()),
                 failed.reason.http_status(),
+                failed.reason.rpc_code(),
                 failed.detail.clone(),
                 Some(failed.reason.received()),
             ),
@@ -73,8 +81,10 @@ impl Delegation {
             },
             reason,
             http_status,
+            rpc_code,
             error_detail,
             target_received,
+            remote,
             target: Some(self.target.clone()),
             queued_at: Some(self.queued_at),
             settled_at: self.settled_at,
@@ -96,10 +106,16 @@ pub struct Status {
     /// The status code the target answered, for `delivered` over HTTP and for
     /// `failed` with reason `http_status`.
     pub http_status: Option<u16>,
+    /// The JSON-RPC error code the agent answered, for `failed` with reason
+    /// `rpc_error`.
+    pub rpc_code: Option<i64>,
     /// The error detail, for `failed`.
     pub error_detail: Option<String>,
     /// Whether the target may have the task: `yes`, `no` or `unknown`.
     pub target_received: Option<Received>,
+    /// What the agent answered, for `delivered`: `kind` (`message` or `task`),
+    /// `task_id`, `context_id` and `state`, so the sender can follow the task.
+    pub remote: Option<Remote>,
     /// To whom it was delegated.
     pub target: Option<String>,
     /// When it was queued.
@@ -116,8 +132,10 @@ impl Status {
             status: StatusKind::NotFound,
             reason: None,
             http_status: None,
+            rpc_code: None,
             error_detail: None,
             target_received: None,
+            remote: None,
             target: None,
             queued_at: None,
             settled_at: None,
@@ -290,6 +308,7 @@ impl Fold {
                 delegation.outcome = match event {
                     Event::Delivered(delivered) => Some(Outcome::Delivered {
                         http_status: delivered.http_status,
+                        remote: delivered.remote.clone(),
                     }),
                     Event::Failed(failed) => Some(Outcome::Failed(failed.clone())),
                     Event::Queued(_) => delegation.outcome.clone(),

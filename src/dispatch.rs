@@ -752,6 +752,7 @@ fn record_outcome(
             let outcome = match event {
                 Event::Delivered(d) => Outcome::Delivered {
                     http_status: d.http_status,
+                    remote: d.remote,
                 },
                 Event::Failed(f) => Outcome::Failed(f),
                 Event::Queued(_) => {
@@ -802,7 +803,9 @@ fn record_outcome(
 /// contradiction as the detail, never a refused record.
 fn outcome_event(outcome: Result<crate::transport::Accepted, Failure>) -> Event {
     let event = match outcome {
-        Ok(accepted) => Event::delivered(accepted.http_status).map_err(|e| e.to_string()),
+        Ok(accepted) => {
+            Event::delivered_with(accepted.http_status, accepted.remote).map_err(|e| e.to_string())
+        }
         Err(failure) => {
             Event::failed(failure.reason, Some(failure.detail)).map_err(|e| e.to_string())
         }

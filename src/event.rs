@@ -239,7 +239,22 @@ impl Event {
     /// # Errors
     /// [`InvalidEvent::DeliveredStatus`] if `http_status` is outside 200..=299.
     pub fn delivered(http_status: Option<u16>) -> Result<Self, InvalidEvent> {
-        let delivered = Delivered { http_status };
+        Self::delivered_with(http_status, None)
+    }
+
+    /// A `delivered` event carrying what the agent answered: a message, or a task
+    /// with its id and state.
+    ///
+    /// # Errors
+    /// [`InvalidEvent::DeliveredStatus`] if `http_status` is outside 200..=299.
+    pub fn delivered_with(
+        http_status: Option<u16>,
+        remote: Option<Remote>,
+    ) -> Result<Self, InvalidEvent> {
+        let delivered = Delivered {
+            http_status,
+            remote,
+        };
         delivered.validate()?;
         Ok(Event::Delivered(delivered))
     }
@@ -285,12 +300,18 @@ pub struct Delivered {
     /// The 2xx status the target answered with, when delivery was over HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<u16>,
+    /// What the agent answered, so that the sender can follow the task it handed
+    /// over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<Remote>,
 }
 
 #[derive(Deserialize)]
 struct WireDelivered {
     #[serde(default)]
     http_status: Option<u16>,
+    #[serde(default)]
+    remote: Option<Remote>,
 }
 
 impl TryFrom<WireDelivered> for Delivered {
@@ -299,9 +320,167 @@ impl TryFrom<WireDelivered> for Delivered {
     fn try_from(wire: WireDelivered) -> Result<Self, InvalidEvent> {
         let delivered = Delivered {
             http_status: wire.http_status,
+            remote: wire.remote,
         };
         delivered.validate()?;
         Ok(delivered)
+    }
+}
+
+/// What an agent answered to a delivered task: the `remote` object of a
+/// `delivered` record.
+///
+/// ```
+/// use delegation_log::event::{Remote, RemoteKind, TaskState};
+///
+/// let remote: Remote = serde_json::from_str(r#"{"kind":"task","task_id":"t-1","state":"working"}"#)?;
+/// assert_eq!(remote.kind, RemoteKind::Task);
+/// assert_eq!(remote.state, Some(TaskState::Working));
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Remote {
+    /// Whether the agent answered with a message or opened a task.
+    pub kind: RemoteKind,
+    /// The agent's task id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    /// The agent's context id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_id: Option<String>,
+    /// The task's state, in one vocabulary for every A2A version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<TaskState>,
+}
+
+impl Remote {
+    /// An answer that is a message, with no task.
+    pub fn message() -> Self {
+        Remote {
+            kind: RemoteKind::Message,
+            task_id: None,
+            context_id: None,
+            state: None,
+        }
+    }
+}
+
+/// The `kind` of a [`Remote`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteKind {
+    /// The agent answered with a message.
+    Message,
+    /// The agent opened a task.
+    Task,
+}
+
+/// An A2A task's state, in one vocabulary whichever protocol version sent it: 0.3
+/// `"input-required"` and 1.0 `"TASK_STATE_INPUT_REQUIRED"` are both
+/// [`TaskState::InputRequired`].
+///
+/// ```
+/// use delegation_log::event::TaskState;
+///
+/// assert_eq!(TaskState::from_wire("working"), TaskState::Working);
+/// assert_eq!(TaskState::from_wire("TASK_STATE_WORKING"), TaskState::Working);
+/// assert_eq!(TaskState::from_wire("input-required"), TaskState::InputRequired);
+/// assert_eq!(TaskState::Working.as_str(), "working");
+/// assert!(TaskState::Rejected.is_terminal() && !TaskState::InputRequired.is_terminal());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    /// Received, not yet started.
+    Submitted,
+    /// In progress.
+    Working,
+    /// Waiting for the sender's input (interrupted, not terminal).
+    InputRequired,
+    /// Waiting for authentication (interrupted, not terminal).
+    AuthRequired,
+    /// Done.
+    Completed,
+    /// The agent failed it.
+    Failed,
+    /// Canceled.
+    Canceled,
+    /// The agent refused it.
+    Rejected,
+    /// The agent says it does not know.
+    Unknown,
+    /// A state outside the vocabulary, kept as it came.
+    Other(String),
+}
+
+impl TaskState {
+    /// Reads a state as either A2A version writes it (`working`,
+    /// `TASK_STATE_WORKING`, `input-required`, …) or as the log writes it
+    /// (`input_required`). Anything else is [`TaskState::Other`], kept as it came.
+    pub fn from_wire(text: &str) -> Self {
+        let bare = text.strip_prefix("TASK_STATE_").unwrap_or(text);
+        let normal = bare.to_ascii_lowercase().replace('-', "_");
+        match normal.as_str() {
+            "submitted" => TaskState::Submitted,
+            "working" => TaskState::Working,
+            "input_required" => TaskState::InputRequired,
+            "auth_required" => TaskState::AuthRequired,
+            "completed" => TaskState::Completed,
+            "failed" => TaskState::Failed,
+            "canceled" | "cancelled" => TaskState::Canceled,
+            "rejected" => TaskState::Rejected,
+            "unknown" | "unspecified" => TaskState::Unknown,
+            _ => TaskState::Other(text.to_owned()),
+        }
+    }
+
+    /// The state's name in the log: `submitted`, `working`, `input_required`, …
+    pub fn as_str(&self) -> &str {
+        match self {
+            TaskState::Submitted => "submitted",
+            TaskState::Working => "working",
+            TaskState::InputRequired => "input_required",
+            TaskState::AuthRequired => "auth_required",
+            TaskState::Completed => "completed",
+            TaskState::Failed => "failed",
+            TaskState::Canceled => "canceled",
+            TaskState::Rejected => "rejected",
+            TaskState::Unknown => "unknown",
+            TaskState::Other(text) => text,
+        }
+    }
+
+    /// Whether the task can change no more: completed, failed, canceled or rejected.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            TaskState::Completed | TaskState::Failed | TaskState::Canceled | TaskState::Rejected
+        )
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for TaskState {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskState {
+    /// The log's own vocabulary is read exactly; any other string is
+    /// [`TaskState::Other`], so that a record re-encodes to the same bytes.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        let state = TaskState::from_wire(&text);
+        Ok(if state.as_str() == text {
+            state
+        } else {
+            TaskState::Other(text.into_owned())
+        })
     }
 }
 
@@ -330,6 +509,8 @@ struct WireFailed {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     http_status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    rpc_code: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
 }
 
@@ -337,19 +518,29 @@ impl TryFrom<WireFailed> for Failed {
     type Error = InvalidEvent;
 
     fn try_from(wire: WireFailed) -> Result<Self, InvalidEvent> {
-        let reason = match (wire.reason, wire.http_status) {
-            (ReasonCode::HttpStatus, Some(code)) => FailureReason::HttpStatus(code),
-            (ReasonCode::HttpStatus, None) => return Err(InvalidEvent::MissingStatus),
-            (_, Some(code)) => {
+        let reason = match (wire.reason, wire.http_status, wire.rpc_code) {
+            (ReasonCode::HttpStatus, Some(code), None) => FailureReason::HttpStatus(code),
+            (ReasonCode::HttpStatus, None, _) => return Err(InvalidEvent::MissingStatus),
+            (ReasonCode::RpcError, None, Some(code)) => FailureReason::RpcError(code),
+            (ReasonCode::RpcError, _, None) => return Err(InvalidEvent::MissingRpcCode),
+            (_, Some(code), _) => {
                 return Err(InvalidEvent::UnexpectedStatus {
                     reason: wire.reason,
                     code,
                 });
             }
-            (ReasonCode::TargetOffline, None) => FailureReason::TargetOffline,
-            (ReasonCode::MarshalError, None) => FailureReason::MarshalError,
-            (ReasonCode::Timeout, None) => FailureReason::Timeout,
-            (ReasonCode::Interrupted, None) => FailureReason::Interrupted,
+            (_, None, Some(code)) => {
+                return Err(InvalidEvent::UnexpectedRpcCode {
+                    reason: wire.reason,
+                    code,
+                });
+            }
+            (ReasonCode::TargetOffline, None, None) => FailureReason::TargetOffline,
+            (ReasonCode::Rejected, None, None) => FailureReason::Rejected,
+            (ReasonCode::BadResponse, None, None) => FailureReason::BadResponse,
+            (ReasonCode::MarshalError, None, None) => FailureReason::MarshalError,
+            (ReasonCode::Timeout, None, None) => FailureReason::Timeout,
+            (ReasonCode::Interrupted, None, None) => FailureReason::Interrupted,
         };
         reason.validate()?;
         Ok(Failed {
@@ -364,12 +555,14 @@ impl From<Failed> for WireFailed {
         WireFailed {
             reason: failed.reason.code(),
             http_status: failed.reason.http_status(),
+            rpc_code: failed.reason.rpc_code(),
             detail: failed.detail,
         }
     }
 }
 
-/// Why a delivery failed.
+/// Why a delivery failed. [`FailureReason::received`] says, for each, whether the
+/// target may have the task.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FailureReason {
     /// The target could not be reached: connection refused, unknown host, or a reset
@@ -377,6 +570,15 @@ pub enum FailureReason {
     TargetOffline,
     /// The target or a proxy answered with this non-2xx status.
     HttpStatus(u16),
+    /// A 2xx answer carrying a JSON-RPC error object with this code: the agent did
+    /// not take the task (unknown method, invalid params, unsupported version, …).
+    RpcError(i64),
+    /// The agent received the task and refused it (an A2A task in state
+    /// `rejected`).
+    Rejected,
+    /// A 2xx answer that is not a JSON-RPC response to this request: not JSON,
+    /// neither `result` nor `error`, or another `id`.
+    BadResponse,
     /// The task could not be encoded for sending.
     MarshalError,
     /// No answer came within the delivery deadline.
@@ -393,6 +595,12 @@ pub enum ReasonCode {
     TargetOffline,
     /// See [`FailureReason::HttpStatus`].
     HttpStatus,
+    /// See [`FailureReason::RpcError`].
+    RpcError,
+    /// See [`FailureReason::Rejected`].
+    Rejected,
+    /// See [`FailureReason::BadResponse`].
+    BadResponse,
     /// See [`FailureReason::MarshalError`].
     MarshalError,
     /// See [`FailureReason::Timeout`].
@@ -407,6 +615,9 @@ impl ReasonCode {
         match self {
             ReasonCode::TargetOffline => "target_offline",
             ReasonCode::HttpStatus => "http_status",
+            ReasonCode::RpcError => "rpc_error",
+            ReasonCode::Rejected => "rejected",
+            ReasonCode::BadResponse => "bad_response",
             ReasonCode::MarshalError => "marshal_error",
             ReasonCode::Timeout => "timeout",
             ReasonCode::Interrupted => "interrupted",
@@ -440,6 +651,9 @@ impl FailureReason {
         match self {
             FailureReason::TargetOffline => ReasonCode::TargetOffline,
             FailureReason::HttpStatus(_) => ReasonCode::HttpStatus,
+            FailureReason::RpcError(_) => ReasonCode::RpcError,
+            FailureReason::Rejected => ReasonCode::Rejected,
+            FailureReason::BadResponse => ReasonCode::BadResponse,
             FailureReason::MarshalError => ReasonCode::MarshalError,
             FailureReason::Timeout => ReasonCode::Timeout,
             FailureReason::Interrupted => ReasonCode::Interrupted,
@@ -454,12 +668,36 @@ impl FailureReason {
         }
     }
 
-    /// Whether the target may have received the task.
+    /// The JSON-RPC error code, for [`FailureReason::RpcError`].
+    pub fn rpc_code(self) -> Option<i64> {
+        match self {
+            FailureReason::RpcError(code) => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Whether the target may have received the task, by the table of
+    /// `EVENT-LOG-FORMAT.md`:
+    ///
+    /// | reason | received |
+    /// | --- | --- |
+    /// | `target_offline`, `marshal_error` | no |
+    /// | `http_status` 3xx, 4xx, 501, 503 | no: refused before anyone took the task |
+    /// | `http_status`, any other code | unknown |
+    /// | `rpc_error` | no, except -32603 (internal error): unknown |
+    /// | `rejected` | yes: the agent took it, then refused it |
+    /// | `bad_response`, `timeout`, `interrupted` | unknown |
     pub fn received(self) -> Received {
         match self {
             FailureReason::TargetOffline | FailureReason::MarshalError => Received::No,
-            FailureReason::HttpStatus(_) => Received::Yes,
-            FailureReason::Timeout | FailureReason::Interrupted => Received::Unknown,
+            FailureReason::HttpStatus(300..=499 | 501 | 503) => Received::No,
+            FailureReason::HttpStatus(_) => Received::Unknown,
+            FailureReason::RpcError(INTERNAL_ERROR) => Received::Unknown,
+            FailureReason::RpcError(_) => Received::No,
+            FailureReason::Rejected => Received::Yes,
+            FailureReason::BadResponse | FailureReason::Timeout | FailureReason::Interrupted => {
+                Received::Unknown
+            }
         }
     }
 
@@ -473,10 +711,14 @@ impl FailureReason {
     }
 }
 
+/// JSON-RPC's "internal error": the agent may have taken the task before failing.
+const INTERNAL_ERROR: i64 = -32603;
+
 impl fmt::Display for FailureReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FailureReason::HttpStatus(code) => write!(f, "http_status {code}"),
+            FailureReason::RpcError(code) => write!(f, "rpc_error {code}"),
             other => f.write_str(other.code().as_str()),
         }
     }
@@ -502,6 +744,17 @@ pub enum InvalidEvent {
         reason: ReasonCode,
         /// The status it carried.
         code: u16,
+    },
+    /// `failed` with reason `rpc_error` carried no `rpc_code`.
+    #[error("reason `rpc_error` requires the field rpc_code")]
+    MissingRpcCode,
+    /// `failed` with another reason carried an `rpc_code`.
+    #[error("reason `{reason}` must not carry rpc_code (found {code})")]
+    UnexpectedRpcCode {
+        /// The reason that carried it.
+        reason: ReasonCode,
+        /// The code it carried.
+        code: i64,
     },
 }
 
@@ -621,8 +874,8 @@ impl Record {
     }
 
     /// JCS written directly, the keys in the order JCS sorts them: `at`,
-    /// `delegation`, `detail`, `event`, `http_status`, `reason`, `seq`, `source`,
-    /// `target`, `task`. Strings are escaped as serde_json escapes them, which is
+    /// `delegation`, `detail`, `event`, `http_status`, `reason`, `remote`,
+    /// `rpc_code`, `seq`, `source`, `target`, `task`. Strings are escaped as serde_json escapes them, which is
     /// what JCS asks; integers up to 2^53 are their decimal digits in both. A seq
     /// beyond 2^53 (which JCS writes as a rounded double) is left to the generic
     /// path; a task is canonicalized by it in place.
@@ -638,13 +891,21 @@ impl Record {
         out.extend_from_slice(self.at.to_string().as_bytes());
         out.extend_from_slice(b"\",\"delegation\":");
         string(out, self.delegation.as_str())?;
-        let (detail, http_status, reason) = match &self.event {
-            Event::Queued(_) => (None, None, None),
-            Event::Delivered(delivered) => (None, delivered.http_status, None),
+        let (detail, http_status, reason, remote, rpc_code) = match &self.event {
+            Event::Queued(_) => (None, None, None, None, None),
+            Event::Delivered(delivered) => (
+                None,
+                delivered.http_status,
+                None,
+                delivered.remote.as_ref(),
+                None,
+            ),
             Event::Failed(failed) => (
                 failed.detail.as_deref(),
                 failed.reason.http_status(),
                 Some(failed.reason.code()),
+                None,
+                failed.reason.rpc_code(),
             ),
         };
         if let Some(detail) = detail {
@@ -662,6 +923,18 @@ impl Record {
             out.extend_from_slice(b",\"reason\":\"");
             out.extend_from_slice(reason.as_str().as_bytes());
             out.push(b'"');
+        }
+        if let Some(remote) = remote {
+            out.extend_from_slice(b",\"remote\":");
+            serde_json_canonicalizer::to_writer(remote, &mut *out).map_err(|_| NotFast)?;
+        }
+        if let Some(code) = rpc_code {
+            // JCS writes integers beyond 2^53 as rounded doubles: the generic path.
+            if code.unsigned_abs() > MAX_EXACT {
+                return Err(NotFast);
+            }
+            out.extend_from_slice(b",\"rpc_code\":");
+            out.extend_from_slice(code.to_string().as_bytes());
         }
         out.extend_from_slice(b",\"seq\":");
         out.extend_from_slice(self.seq.to_string().as_bytes());
@@ -736,6 +1009,75 @@ mod tests {
     }
 
     #[test]
+    fn rpc_errors_carry_their_code_and_nothing_else_does() {
+        let event = Event::failed(
+            FailureReason::RpcError(-32601),
+            Some("Method not found".into()),
+        )
+        .unwrap();
+        let json = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            json,
+            r#"{"event":"failed","reason":"rpc_error","rpc_code":-32601,"detail":"Method not found"}"#
+        );
+        assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event);
+        for refused in [
+            r#"{"event":"failed","reason":"rpc_error"}"#,
+            r#"{"event":"failed","reason":"rpc_error","rpc_code":-32601,"http_status":500}"#,
+            r#"{"event":"failed","reason":"timeout","rpc_code":-32601}"#,
+            r#"{"event":"failed","reason":"rpc_error","rpc_code":"-32601"}"#,
+            r#"{"event":"failed","reason":"rpc_error","rpc_code":-32601.5}"#,
+        ] {
+            assert!(serde_json::from_str::<Event>(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
+    fn delivered_events_keep_what_the_agent_answered() {
+        let json = r#"{"event":"delivered","http_status":200,"remote":{"kind":"task","task_id":"t-1","context_id":"c-1","state":"TASK_STATE_ODD"}}"#;
+        let event: Event = serde_json::from_str(json).unwrap();
+        let Event::Delivered(delivered) = &event else {
+            panic!("not delivered")
+        };
+        let remote = delivered.remote.clone().unwrap();
+        assert_eq!(remote.kind, RemoteKind::Task);
+        assert_eq!(
+            remote.state,
+            Some(TaskState::Other("TASK_STATE_ODD".into()))
+        );
+        assert_eq!(serde_json::to_string(&event).unwrap(), json);
+        let bad_kind = r#"{"event":"delivered","remote":{"kind":"note"}}"#;
+        assert!(serde_json::from_str::<Event>(bad_kind).is_err());
+        let no_kind = r#"{"event":"delivered","remote":{"task_id":"t"}}"#;
+        assert!(serde_json::from_str::<Event>(no_kind).is_err());
+    }
+
+    #[test]
+    fn task_states_read_both_a2a_vocabularies_and_keep_strangers() {
+        for (wire, state) in [
+            ("submitted", TaskState::Submitted),
+            ("TASK_STATE_SUBMITTED", TaskState::Submitted),
+            ("input-required", TaskState::InputRequired),
+            ("TASK_STATE_INPUT_REQUIRED", TaskState::InputRequired),
+            ("auth-required", TaskState::AuthRequired),
+            ("TASK_STATE_AUTH_REQUIRED", TaskState::AuthRequired),
+            ("TASK_STATE_CANCELLED", TaskState::Canceled),
+            ("canceled", TaskState::Canceled),
+            ("TASK_STATE_REJECTED", TaskState::Rejected),
+            ("TASK_STATE_UNSPECIFIED", TaskState::Unknown),
+            ("unknown", TaskState::Unknown),
+            ("paused", TaskState::Other("paused".into())),
+        ] {
+            assert_eq!(TaskState::from_wire(wire), state, "{wire}");
+        }
+        // The log's own form reads back exactly; a wire form read from a log is kept.
+        let kept: TaskState = serde_json::from_str(r#""TASK_STATE_WORKING""#).unwrap();
+        assert_eq!(kept, TaskState::Other("TASK_STATE_WORKING".into()));
+        let own: TaskState = serde_json::from_str(r#""input_required""#).unwrap();
+        assert_eq!(own, TaskState::InputRequired);
+    }
+
+    #[test]
     fn status_codes_outside_their_ranges_are_refused() {
         assert_eq!(
             Event::delivered(Some(503)),
@@ -755,7 +1097,21 @@ mod tests {
     fn each_reason_says_whether_the_target_may_have_the_task() {
         assert_eq!(FailureReason::TargetOffline.received(), Received::No);
         assert_eq!(FailureReason::MarshalError.received(), Received::No);
-        assert_eq!(FailureReason::HttpStatus(503).received(), Received::Yes);
+        assert_eq!(FailureReason::HttpStatus(503).received(), Received::No);
+        assert_eq!(FailureReason::HttpStatus(404).received(), Received::No);
+        assert_eq!(FailureReason::HttpStatus(301).received(), Received::No);
+        assert_eq!(FailureReason::HttpStatus(501).received(), Received::No);
+        assert_eq!(FailureReason::HttpStatus(500).received(), Received::Unknown);
+        assert_eq!(FailureReason::HttpStatus(502).received(), Received::Unknown);
+        assert_eq!(FailureReason::HttpStatus(504).received(), Received::Unknown);
+        assert_eq!(FailureReason::RpcError(-32601).received(), Received::No);
+        assert_eq!(FailureReason::RpcError(-32009).received(), Received::No);
+        assert_eq!(
+            FailureReason::RpcError(-32603).received(),
+            Received::Unknown
+        );
+        assert_eq!(FailureReason::Rejected.received(), Received::Yes);
+        assert_eq!(FailureReason::BadResponse.received(), Received::Unknown);
         assert_eq!(FailureReason::Timeout.received(), Received::Unknown);
         assert_eq!(FailureReason::Interrupted.received(), Received::Unknown);
     }
@@ -767,6 +1123,28 @@ mod tests {
             any::<String>().prop_filter("ids are non-empty", |s| !s.is_empty()),
             Just("\"\\/\u{0}\u{1f}\u{7f}\u{2028}é😀\t\n\r\u{8}\u{c}".to_owned()),
         ]
+    }
+
+    fn any_remote() -> impl proptest::strategy::Strategy<Value = Remote> {
+        use proptest::prelude::*;
+        let state = prop_oneof![
+            Just(TaskState::Working),
+            Just(TaskState::InputRequired),
+            Just(TaskState::Rejected),
+            any_text().prop_map(TaskState::Other),
+        ];
+        (
+            prop_oneof![Just(RemoteKind::Message), Just(RemoteKind::Task)],
+            proptest::option::of(any_text()),
+            proptest::option::of(any_text()),
+            proptest::option::of(state),
+        )
+            .prop_map(|(kind, task_id, context_id, state)| Remote {
+                kind,
+                task_id,
+                context_id,
+                state,
+            })
     }
 
     fn any_record() -> impl proptest::strategy::Strategy<Value = Record> {
@@ -783,6 +1161,10 @@ mod tests {
         let reason = prop_oneof![
             Just(FailureReason::TargetOffline),
             (300u16..=599).prop_map(FailureReason::HttpStatus),
+            prop_oneof![Just(-32601i64), Just(-32603), any::<i64>()]
+                .prop_map(FailureReason::RpcError),
+            Just(FailureReason::Rejected),
+            Just(FailureReason::BadResponse),
             Just(FailureReason::MarshalError),
             Just(FailureReason::Timeout),
             Just(FailureReason::Interrupted),
@@ -795,8 +1177,14 @@ mod tests {
                     task,
                 })
             }),
-            proptest::option::of(200u16..=299)
-                .prop_map(|http_status| Event::Delivered(Delivered { http_status })),
+            (
+                proptest::option::of(200u16..=299),
+                proptest::option::of(any_remote())
+            )
+                .prop_map(|(http_status, remote)| Event::Delivered(Delivered {
+                    http_status,
+                    remote
+                })),
             (reason, proptest::option::of(any_text()))
                 .prop_map(|(reason, detail)| Event::Failed(Failed { reason, detail })),
         ];

@@ -240,7 +240,10 @@ pub fn ops_with_crashes(script: Script) {
                 );
             }
             Op::Deliver { id, http_status } => {
-                let event = Event::Delivered(Delivered { http_status });
+                let event = Event::Delivered(Delivered {
+                    http_status,
+                    remote: None,
+                });
                 record(
                     &ledger,
                     &store,

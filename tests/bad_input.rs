@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use delegation_log::envelope::{self, DecodeError, HEADER_LEN};
-use delegation_log::event::{Delivered, Failed, Queued};
+use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
 use delegation_log::store::{Expect, Head, Memory, Store};
 use delegation_log::{
     ChainHash, DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, Record,
@@ -96,6 +96,12 @@ fn histories() -> Vec<Vec<Record>> {
                 )),
                 Event::Delivered(Delivered {
                     http_status: Some(200),
+                    remote: Some(Remote {
+                        kind: RemoteKind::Task,
+                        task_id: Some("t-9".into()),
+                        context_id: Some("c-9".into()),
+                        state: Some(TaskState::Working),
+                    }),
                 }),
             ],
         ),
@@ -103,7 +109,10 @@ fn histories() -> Vec<Vec<Record>> {
             "plain",
             vec![
                 queued(None),
-                Event::Delivered(Delivered { http_status: None }),
+                Event::Delivered(Delivered {
+                    http_status: None,
+                    remote: None,
+                }),
             ],
         ),
         history(
@@ -130,6 +139,13 @@ fn histories() -> Vec<Vec<Record>> {
         history(
             "marshal",
             vec![queued(None), failed(FailureReason::MarshalError, None)],
+        ),
+        history(
+            "refused",
+            vec![
+                queued(None),
+                failed(FailureReason::RpcError(-32601), Some("Method not found")),
+            ],
         ),
         history(
             "late",

@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use delegation_log::event::{Delivered, Failed, Queued};
+use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
 use delegation_log::{ChainHash, Event, FailureReason, Ledger, Record, Timestamp, envelope};
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -92,9 +92,38 @@ fn the_v1_encoding_of_each_record_kind_is_pinned() {
             2,
             Event::Delivered(Delivered {
                 http_status: Some(200),
+                remote: None,
             }),
         ),
-        sealed("pin", 2, Event::Delivered(Delivered { http_status: None })),
+        sealed(
+            "pin",
+            2,
+            Event::Delivered(Delivered {
+                http_status: None,
+                remote: None,
+            }),
+        ),
+        sealed(
+            "pin",
+            2,
+            Event::Delivered(Delivered {
+                http_status: Some(200),
+                remote: Some(Remote {
+                    kind: RemoteKind::Task,
+                    task_id: Some("t-1".into()),
+                    context_id: Some("c-1".into()),
+                    state: Some(TaskState::Working),
+                }),
+            }),
+        ),
+        sealed(
+            "pin",
+            2,
+            Event::Failed(Failed {
+                reason: FailureReason::RpcError(-32601),
+                detail: Some("Method not found".into()),
+            }),
+        ),
         sealed(
             "pin",
             2,

@@ -65,9 +65,7 @@ impl Transport for Gated {
         let gate = Arc::clone(&self.0);
         Box::pin(async move {
             let _open = gate.acquire().await;
-            Ok(Accepted {
-                http_status: Some(200),
-            })
+            Ok(Accepted::status(200))
         })
     }
 }

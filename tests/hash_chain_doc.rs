@@ -7,6 +7,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use delegation_log::event::{Remote, RemoteKind, TaskState};
 use delegation_log::store::Memory;
 use delegation_log::{ChainHash, Event, FailureReason, Ledger, ManualClock, Options, Record};
 
@@ -100,8 +101,31 @@ fn the_pages_python_program_recomputes_every_hash_of_an_export() {
         ),
         Some(Event::failed(FailureReason::TargetOffline, None).unwrap()),
         Some(Event::failed(FailureReason::Interrupted, Some("stopped".into())).unwrap()),
+        Some(
+            Event::failed(
+                FailureReason::RpcError(-32601),
+                Some("Method not found".into()),
+            )
+            .unwrap(),
+        ),
+        Some(Event::failed(FailureReason::Rejected, None).unwrap()),
+        Some(
+            Event::delivered_with(
+                Some(200),
+                Some(Remote {
+                    kind: RemoteKind::Task,
+                    task_id: Some("t-1".into()),
+                    context_id: Some("c-é".into()),
+                    state: Some(TaskState::InputRequired),
+                }),
+            )
+            .unwrap(),
+        ),
+        Some(Event::delivered_with(Some(200), Some(Remote::message())).unwrap()),
         None,
     ];
+    // One queued record per delegation, plus each outcome but the last (`None`).
+    let expected_lines = outcomes.len() * 2 - 1;
     for (n, outcome) in outcomes.into_iter().enumerate() {
         let id = format!("d-{n}").parse().unwrap();
         let mut queued = Event::queued("planner", "http://127.0.0.1:9/a2a");
@@ -120,7 +144,7 @@ fn the_pages_python_program_recomputes_every_hash_of_an_export() {
         &example(&page(), "python"),
         &String::from_utf8(export).unwrap(),
     );
-    assert_eq!(printed.lines().count(), 11);
+    assert_eq!(printed.lines().count(), expected_lines);
     for line in printed.lines() {
         assert!(line.contains(" ok "), "{line}");
     }

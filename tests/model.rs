@@ -446,11 +446,28 @@ fn read_slot(slot: Option<&Slot>) -> Read {
     }
 }
 
+/// The "target may have it?" column of the format page's table of reasons.
 fn received(reason: FailureReason) -> Received {
     match reason {
         FailureReason::TargetOffline | FailureReason::MarshalError => Received::No,
-        FailureReason::HttpStatus(_) => Received::Yes,
-        FailureReason::Timeout | FailureReason::Interrupted => Received::Unknown,
+        FailureReason::HttpStatus(code) => {
+            if (300..=499).contains(&code) || code == 501 || code == 503 {
+                Received::No
+            } else {
+                Received::Unknown
+            }
+        }
+        FailureReason::RpcError(code) => {
+            if code == -32603 {
+                Received::Unknown
+            } else {
+                Received::No
+            }
+        }
+        FailureReason::Rejected => Received::Yes,
+        FailureReason::BadResponse | FailureReason::Timeout | FailureReason::Interrupted => {
+            Received::Unknown
+        }
     }
 }
 
@@ -464,8 +481,10 @@ fn expected_status(id: &DelegationId, records: &[(Seq, Event, i64)]) -> Status {
         status: StatusKind::Queued,
         reason: None,
         http_status: None,
+        rpc_code: None,
         error_detail: None,
         target_received: Some(Received::Unknown),
+        remote: None,
         target: Some(queued.target.clone()),
         queued_at: Some(timestamp(*queued_at)),
         settled_at: None,
@@ -475,6 +494,7 @@ fn expected_status(id: &DelegationId, records: &[(Seq, Event, i64)]) -> Status {
         Some((_, Event::Delivered(delivered), at)) => {
             status.status = StatusKind::Delivered;
             status.http_status = delivered.http_status;
+            status.remote.clone_from(&delivered.remote);
             status.target_received = Some(Received::Yes);
             status.settled_at = Some(timestamp(*at));
         }
@@ -482,6 +502,7 @@ fn expected_status(id: &DelegationId, records: &[(Seq, Event, i64)]) -> Status {
             status.status = StatusKind::Failed;
             status.reason = Some(failed.reason.code());
             status.http_status = failed.reason.http_status();
+            status.rpc_code = failed.reason.rpc_code();
             status.error_detail = failed.detail.clone();
             status.target_received = Some(received(failed.reason));
             status.settled_at = Some(timestamp(*at));
@@ -529,15 +550,54 @@ fn reason() -> impl Strategy<Value = FailureReason> {
         Just(FailureReason::MarshalError),
         Just(FailureReason::Timeout),
         Just(FailureReason::Interrupted),
-        prop::sample::select(vec![0u16, 100, 302, 404, 429, 500, 503, 599, 999, u16::MAX])
-            .prop_map(FailureReason::HttpStatus),
+        Just(FailureReason::Rejected),
+        Just(FailureReason::BadResponse),
+        prop::sample::select(vec![
+            0u16,
+            100,
+            302,
+            404,
+            429,
+            500,
+            501,
+            503,
+            599,
+            999,
+            u16::MAX
+        ])
+        .prop_map(FailureReason::HttpStatus),
+        prop::sample::select(vec![
+            -32700i64,
+            -32601,
+            -32603,
+            -32009,
+            0,
+            i64::MIN,
+            i64::MAX
+        ])
+        .prop_map(FailureReason::RpcError),
     ]
 }
 
 fn outcome_event() -> impl Strategy<Value = Event> {
     prop_oneof![
-        prop::sample::select(vec![None, Some(200u16), Some(201), Some(204), Some(299)])
-            .prop_map(|http_status| Event::Delivered(Delivered { http_status })),
+        (
+            prop::sample::select(vec![None, Some(200u16), Some(201), Some(204), Some(299)]),
+            prop_oneof![
+                Just(None),
+                Just(Some(delegation_log::event::Remote::message())),
+                Just(Some(delegation_log::event::Remote {
+                    kind: delegation_log::event::RemoteKind::Task,
+                    task_id: Some("t-1".to_owned()),
+                    context_id: Some("c-1".to_owned()),
+                    state: Some(delegation_log::event::TaskState::InputRequired),
+                })),
+            ],
+        )
+            .prop_map(|(http_status, remote)| Event::Delivered(Delivered {
+                http_status,
+                remote
+            })),
         (reason(), detail()).prop_map(|(reason, detail)| Event::Failed(Failed { reason, detail })),
     ]
 }
@@ -547,7 +607,8 @@ fn invalid_event() -> impl Strategy<Value = Event> {
     prop_oneof![
         prop::sample::select(vec![100u16, 199, 300, 503]).prop_map(|code| Event::Delivered(
             Delivered {
-                http_status: Some(code)
+                http_status: Some(code),
+                remote: None,
             }
         )),
         prop::sample::select(vec![200u16, 204, 299]).prop_map(|code| Event::Failed(Failed {

@@ -183,8 +183,8 @@ pub(crate) fn parse_line(bytes: &[u8]) -> Result<Parsed, Malformed> {
     // are strings and integers, so `null` is a field of the wrong type. (`task` is
     // any JSON, so `null` is allowed there, and means no task.)
     let optional: &[&str] = match object.get("event").and_then(Value::as_str) {
-        Some("delivered") => &["hash", "http_status"],
-        Some("failed") => &["hash", "http_status", "detail"],
+        Some("delivered") => &["hash", "http_status", "remote"],
+        Some("failed") => &["hash", "http_status", "rpc_code", "detail"],
         _ => &["hash"],
     };
     for field in optional {
@@ -192,6 +192,15 @@ pub(crate) fn parse_line(bytes: &[u8]) -> Result<Parsed, Malformed> {
             return Err(malformed(format!(
                 "`{field}` is null; leave it out or give a value of its type"
             )));
+        }
+    }
+    if let Some(Value::Object(remote)) = object.get("remote") {
+        for field in ["task_id", "context_id", "state"] {
+            if remote.get(field).is_some_and(Value::is_null) {
+                return Err(malformed(format!(
+                    "`remote.{field}` is null; leave it out or give a string"
+                )));
+            }
         }
     }
     let (carries_hash, hash, bad_hash) = match object.remove("hash") {

@@ -21,14 +21,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start loopback targets (healthy, busy, offline, slow), delegate a batch of
+    /// Start loopback targets (healthy, busy, v1-only, offline, slow), delegate a batch of
     /// tasks to them over HTTP, show each outcome as it settles, then audit the log.
     Demo {
         /// Where to keep the log (default: a new directory under the temp dir).
         #[arg(long)]
         db: Option<PathBuf>,
         /// How many tasks to delegate.
-        #[arg(long, default_value_t = 12)]
+        #[arg(long, default_value_t = 15)]
         tasks: usize,
         /// The delivery deadline, in milliseconds; the slow target answers after
         /// four times this.

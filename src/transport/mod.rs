@@ -17,7 +17,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::event::{DelegationId, FailureReason};
+use crate::event::{DelegationId, FailureReason, Remote};
 
 #[cfg(feature = "http")]
 pub use self::http::Http;
@@ -43,10 +43,22 @@ pub struct Message {
 }
 
 /// The target accepted the message.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Accepted {
     /// The 2xx status, for HTTP transports.
     pub http_status: Option<u16>,
+    /// What the agent answered: a message, or a task with its id and state.
+    pub remote: Option<Remote>,
+}
+
+impl Accepted {
+    /// Accepted with this 2xx status and nothing more known.
+    pub fn status(http_status: u16) -> Self {
+        Accepted {
+            http_status: Some(http_status),
+            remote: None,
+        }
+    }
 }
 
 /// A delivery that did not succeed, already classified.
@@ -120,7 +132,7 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
 /// ```
 /// use delegation_log::transport::{Accepted, Instant};
 ///
-/// let always_ok = Instant::new(|_message| Ok(Accepted { http_status: Some(200) }));
+/// let always_ok = Instant::new(|_message| Ok(Accepted::status(200)));
 /// # let _ = always_ok;
 /// ```
 pub struct Instant<F> {
@@ -141,11 +153,7 @@ impl Instant<fn(&Message) -> Result<Accepted, Failure>> {
     /// A transport that accepts everything with status 200.
     pub fn accepting() -> Self {
         Instant {
-            answer: |_| {
-                Ok(Accepted {
-                    http_status: Some(200),
-                })
-            },
+            answer: |_| Ok(Accepted::status(200)),
         }
     }
 }
