@@ -33,11 +33,18 @@
 
 use std::error::Error as _;
 use std::fmt;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::{Accepted, BoxFuture, Failure, Message, Transport};
+
+mod auth;
+mod card;
+mod client;
+
+pub use self::auth::{Credential, CredentialError, Secret};
+pub use self::card::{CARD_LIMIT, CARD_PATH, DEFAULT_CARD_CACHE, DEFAULT_CARD_TTL};
+pub use self::client::{BuildError, Builder};
 
 /// The A2A wire generation to speak.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -72,11 +79,6 @@ impl fmt::Debug for Http {
     }
 }
 
-/// The HTTP client could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("could not build the HTTP client: {0}")]
-pub struct BuildError(#[from] reqwest::Error);
-
 impl Http {
     /// An A2A 0.3 transport with a 5 s connect timeout. The delivery deadline is
     /// the dispatcher's. Redirects are not followed (a 3xx is a non-2xx answer:
@@ -86,12 +88,8 @@ impl Http {
     /// # Errors
     /// [`BuildError`] if reqwest cannot build its client.
     pub fn new() -> Result<Self, BuildError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
         Ok(Http {
-            client,
+            client: Http::builder().client()?,
             version: Version::default(),
             max_body: DEFAULT_MAX_BODY,
         })
