@@ -69,7 +69,7 @@ fn a_null_task_is_recorded_as_no_task_and_stays_readable_everywhere() {
     let delegation = ledger.delegation(&null).unwrap().unwrap();
     assert_eq!(delegation.task, None);
     assert_eq!(ledger.status(&null).unwrap().status, StatusKind::Queued);
-    assert_eq!(ledger.recover().unwrap(), [null.clone()]);
+    assert_eq!(ledger.recover().unwrap(), std::slice::from_ref(&null));
     assert_eq!(ledger.status(&null).unwrap().status, StatusKind::Failed);
     assert!(ledger.audit().unwrap().is_clean());
     let (first, second) = round_trip(&ledger);
