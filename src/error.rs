@@ -107,6 +107,12 @@ pub enum Error {
     /// retry that succeeds would acknowledge data that is gone (see "fsyncgate",
     /// <https://wiki.postgresql.org/wiki/Fsync_Errors>).
     ///
+    /// It refuses reads too (`status`, `history`, `replay`, `pending`, `recover`,
+    /// `export`, `audit`): what the store shows then may hold an outcome that was
+    /// never acknowledged and that a crash would undo, so a status read from it
+    /// could say `delivered` for a delegation that comes back `queued`. Reopening
+    /// reads only what survived.
+    ///
     /// # Handling
     /// Drop the ledger and open it again; recovery then settles what was in flight.
     #[error("ledger is poisoned by an earlier storage failure ({cause}); reopen it")]

@@ -262,6 +262,7 @@ impl Ledger {
     /// # Errors
     /// As for [`audit`].
     pub fn audit(&self) -> Result<Verdict, AuditError> {
+        self.check_poisoned()?;
         audit(self.store().as_ref(), self.clock())
     }
 }
