@@ -94,6 +94,11 @@ fn the_demo_settles_every_task_and_audits_clean_and_the_log_answers_status_and_h
     assert_eq!(code, 0);
     insta::assert_snapshot!("status_plain", mask(&stdout, &db));
 
+    // A delivered one shows what the agent answered: the task it opened.
+    let (code, stdout, _) = run(&["status", db_arg, "demo-01"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("status_plain_delivered", mask(&stdout, &db));
+
     let (code, stdout, _) = run(&["status", db_arg, "demo-05", "--json"]);
     assert_eq!(code, 0);
     let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
