@@ -185,6 +185,7 @@ impl Ledger {
     pub fn record(&self, id: &DelegationId, event: Event) -> Result<Recorded> {
         self.check_poisoned()?;
         event.validate()?;
+        let event = event.normalized();
         let mut conflicts = 0;
         let recorded = loop {
             let (_, fold) = self.read(id)?;
