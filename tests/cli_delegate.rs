@@ -473,5 +473,17 @@ fn usage_errors_and_an_unusable_log_exit_2_and_send_nothing() {
         stderr.starts_with("delegation-log: cannot open "),
         "{stderr}"
     );
+
+    // What the log refuses to store is refused before anything is queued or sent.
+    let long_name = "a".repeat(70_000);
+    let (code, stdout, stderr) = run(&[
+        "delegate", "--db", db_arg, "--to", &url, "--from", &long_name, "t",
+    ]);
+    assert_eq!(code, 2, "{stdout}\n{stderr}");
+    assert_eq!(
+        stderr,
+        "delegation-log: cannot queue the delegation: invalid event: `source` is 70000 bytes, over the limit of 65536\n"
+    );
+    assert_eq!(Ledger::open(&db).unwrap().replay().count(), 0);
     assert_eq!(agent.requests(), 0);
 }
