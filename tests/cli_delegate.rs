@@ -487,3 +487,52 @@ fn usage_errors_and_an_unusable_log_exit_2_and_send_nothing() {
     assert_eq!(Ledger::open(&db).unwrap().replay().count(), 0);
     assert_eq!(agent.requests(), 0);
 }
+
+#[test]
+fn no_wait_still_settles_the_delegation_when_the_reader_of_the_receipt_goes_away() {
+    let agent = Agent::answering(message_answer);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log");
+    let db_arg = db.to_str().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
+        .args([
+            "delegate",
+            "--db",
+            db_arg,
+            "--to",
+            &agent.url(),
+            "--protocol",
+            "0.3",
+            "--no-wait",
+            "--id",
+            "task-1",
+            "review PR 42",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closing the pipe at once most likely makes printing the receipt fail.
+    drop(child.stdout.take());
+    let exit = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    match exit.code() {
+        // The receipt reached the pipe before it closed.
+        Some(0) => assert_eq!(stderr, ""),
+        Some(2) => assert_eq!(
+            stderr,
+            "delegation-log: could not print the receipt (Broken pipe (os error 32)); `task-1` went ahead and its outcome is recorded: see `status`\n"
+        ),
+        other => panic!("exit {other:?}: {stderr}"),
+    }
+    let (_, status) = status_json(db_arg, "task-1");
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["status"], "delivered", "{status}");
+    assert_eq!(agent.requests(), 1);
+}

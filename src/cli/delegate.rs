@@ -136,7 +136,7 @@ async fn deliver(ledger: &Ledger, transport: Http, args: &Args) -> Result<Delega
         drained.map_err(|e| unrecorded(&id, &e))?;
         printed.map_err(|e| {
             Failure::Unusable(format!(
-                "could not print the receipt ({e}); `{id}` was delivered and its outcome recorded"
+                "could not print the receipt ({e}); `{id}` went ahead and its outcome is recorded: see `status`"
             ))
         })?;
         return Ok(id);
