@@ -1,6 +1,7 @@
 //! The command line: parsing, exit codes, and one module per subcommand.
 
 pub mod audit;
+mod delegate;
 mod demo;
 mod inspect;
 mod recover;
@@ -35,6 +36,25 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         deadline_ms: u64,
     },
+    /// Hand a task to an A2A agent over HTTP: record it queued, deliver it, print the
+    /// outcome as `status` does.
+    ///
+    /// Exit codes: 0 delivered; 1 failed (the reason is in the output); 2 a usage
+    /// error or a log that cannot be opened (nothing is sent), or an outcome that
+    /// could not be recorded (the delegation stays queued until `recover` settles it).
+    ///
+    /// With --no-wait the receipt is printed as soon as `queued` is durable. The
+    /// process still delivers and records the outcome before it exits, within the
+    /// delivery deadline, so nothing is left queued; it exits 0 whichever the
+    /// outcome, and holds the log's lock until it exits. If it is killed first, the
+    /// delegation stays queued and `recover` settles it.
+    ///
+    /// Running again with an --id the log holds sends nothing: it prints that
+    /// delegation's status and exits by it (0 delivered, 1 failed). A delegation
+    /// still queued there has no live process delivering it: exit 1, with a note to
+    /// run `recover` (exit 0 with --no-wait). An id the log holds for another
+    /// source, target or task is a usage error.
+    Delegate(delegate::Args),
     /// Show one delegation's status.
     Status {
         /// The log's directory.
@@ -88,6 +108,7 @@ pub(crate) fn main() -> ExitCode {
             tasks,
             deadline_ms,
         } => demo::run(db, tasks, std::time::Duration::from_millis(deadline_ms)),
+        Command::Delegate(args) => delegate::run(args),
         Command::Status { db, id, json } => inspect::status(&db, &id, json),
         Command::History { db, id, json } => inspect::history(&db, &id, json),
         Command::Recover { db, redeliver } => recover::run(&db, redeliver),
