@@ -132,6 +132,18 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// The path holds no store: it is missing, or a directory without sled's
+    /// `conf` and `db` files. Commands that only read never create a store.
+    ///
+    /// # Handling
+    /// Check the path; open with [`Ledger::open`](crate::Ledger::open) to create a
+    /// new store on purpose.
+    #[error("no store at {path}: it is missing, or not a delegation-log store")]
+    NotAStore {
+        /// The path given.
+        path: PathBuf,
+    },
+
     /// sled panicked while opening the store, which it does on some damaged files.
     ///
     /// # Handling

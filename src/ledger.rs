@@ -147,6 +147,19 @@ impl Ledger {
         ))
     }
 
+    /// Opens a durable ledger in the sled store at `path`, which must exist: what
+    /// read-only tools use, so that a wrong path never becomes a new, empty store.
+    ///
+    /// # Errors
+    /// [`Error::NotAStore`] if there is no store at `path`; otherwise as for
+    /// [`store::Sled::open`].
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self::with_store(
+            Arc::new(store::Sled::open_existing(path)?),
+            Options::default(),
+        ))
+    }
+
     /// A ledger over any store.
     pub fn with_store(store: Arc<dyn Store>, options: Options) -> Self {
         Ledger {

@@ -9,6 +9,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use delegation_log::audit::printable;
 use delegation_log::dispatch::{self, Dispatcher, Options, Receipt, Request};
 use delegation_log::transport::Http;
 use delegation_log::transport::http::Version;
@@ -161,7 +162,7 @@ fn print_receipt(receipt: &Receipt, json: bool) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(receipt)?;
         writeln!(out, "{text}")?;
     } else {
-        writeln!(out, "id:              {}", receipt.id)?;
+        writeln!(out, "id:              {}", printable(receipt.id.as_str()))?;
         writeln!(out, "status:          queued")?;
         writeln!(out, "queued_at:       {}", receipt.queued_at)?;
     }

@@ -3,6 +3,7 @@
 use std::io::Write as _;
 use std::path::Path;
 
+use delegation_log::audit::printable;
 use delegation_log::event::{Remote, RemoteKind};
 use delegation_log::{Event, Status, StatusKind};
 use serde::Serialize;
@@ -51,7 +52,8 @@ pub(crate) fn print_status(status: &Status, json: bool) -> Outcome {
             format!("queued_at:       {}", or_dash(status.queued_at)),
             format!("settled_at:      {}", or_dash(status.settled_at)),
         ];
-        lines.join("\n")
+        // One field a line: a field's own newlines and escape codes are escaped.
+        lines.map(|line| printable(&line).into_owned()).join("\n")
     };
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}")
@@ -126,10 +128,11 @@ pub(crate) fn history(db: &Path, id: &str, json: bool) -> Outcome {
             },
         };
         println!(
-            "{}  {:<9}  {}  {what}",
+            "{}  {:<9}  {}  {}",
             record.seq,
             record.event.kind().as_str(),
-            record.at
+            record.at,
+            printable(&what)
         );
     }
     Ok(())

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use delegation_log::audit::printable;
 use delegation_log::{DelegationId, Ledger};
 
 /// An auditable event log for agent-to-agent delegations.
@@ -118,12 +119,12 @@ pub(crate) fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Problems(message)) => {
             if !message.is_empty() {
-                eprintln!("delegation-log: {message}");
+                eprintln!("delegation-log: {}", printable(&message));
             }
             ExitCode::from(1)
         }
         Err(Failure::Unusable(message)) => {
-            eprintln!("delegation-log: {message}");
+            eprintln!("delegation-log: {}", printable(&message));
             ExitCode::from(2)
         }
     }
@@ -131,10 +132,10 @@ pub(crate) fn main() -> ExitCode {
 
 /// Opens an existing log; a missing or unreadable one is exit 2.
 pub(crate) fn open_existing(db: &Path) -> Result<Ledger, Failure> {
-    if !db.is_dir() {
-        return Err(Failure::Unusable(format!("no log at {}", db.display())));
-    }
-    Ledger::open(db).map_err(|e| Failure::Unusable(format!("cannot open {}: {e}", db.display())))
+    Ledger::open_existing(db).map_err(|e| match e {
+        delegation_log::Error::NotAStore { .. } => Failure::Unusable(e.to_string()),
+        e => Failure::Unusable(format!("cannot open {}: {e}", db.display())),
+    })
 }
 
 /// Parses an id given on the command line; a bad one is exit 2.
