@@ -109,7 +109,11 @@ async fn a_200_answer_is_recorded_as_delivered() {
             let seen_tx = seen_tx.clone();
             async move {
                 let _ = seen_tx.send((headers.get("a2a-version").cloned(), body));
-                axum::Json(json!({"jsonrpc": "2.0", "id": "task-1", "result": {}}))
+                // What an A2A 0.3 agent answers: a Message.
+                axum::Json(json!({"jsonrpc": "2.0", "id": "task-1", "result": {
+                    "kind": "message", "messageId": "m-1", "role": "agent",
+                    "contextId": "c-1", "parts": [{"kind": "text", "text": "on it"}]
+                }}))
             }
         }),
     );
@@ -224,7 +228,16 @@ async fn a2a_1_0_posts_send_message_with_the_version_header() {
             let seen_tx = seen_tx.clone();
             async move {
                 let _ = seen_tx.send((headers.get("a2a-version").cloned(), body));
-                StatusCode::ACCEPTED
+                // What an A2A 1.0 agent answers when it opens a task.
+                (
+                    StatusCode::ACCEPTED,
+                    axum::Json(
+                        json!({"jsonrpc": "2.0", "id": "task-1", "result": {"task": {
+                            "id": "t-7", "contextId": "c-7",
+                            "status": {"state": "TASK_STATE_SUBMITTED"}
+                        }}}),
+                    ),
+                )
             }
         }),
     );
@@ -240,7 +253,15 @@ async fn a2a_1_0_posts_send_message_with_the_version_header() {
         .await
         .unwrap();
     dispatcher.shutdown().await.unwrap();
-    assert_eq!(ledger.status(&receipt.id).unwrap().http_status, Some(202));
+    let status = ledger.status(&receipt.id).unwrap();
+    assert_eq!(status.http_status, Some(202));
+    let remote = status.remote.unwrap();
+    assert_eq!(remote.kind, delegation_log::event::RemoteKind::Task);
+    assert_eq!(remote.task_id.as_deref(), Some("t-7"));
+    assert_eq!(
+        remote.state,
+        Some(delegation_log::event::TaskState::Submitted)
+    );
     let (version, body) = seen.recv().await.unwrap();
     assert_eq!(version.unwrap(), "1.0");
     let body: Value = serde_json::from_str(&body).unwrap();
@@ -257,4 +278,172 @@ async fn a_redirect_is_not_followed_and_is_recorded_as_its_status() {
     let (status, _) = outcome(format!("http://{addr}/a2a"), Duration::from_secs(5)).await;
     assert_eq!(status["reason"], "http_status");
     assert_eq!(status["http_status"], 307);
+}
+
+/// A raw HTTP/1.1 server that answers every connection with `head` (status line
+/// and headers, chunked), then streams `chunk` every `every` until the client
+/// goes away, or stalls forever when `chunk` is empty. Returns its address and
+/// the count of body bytes it managed to send.
+async fn streaming_server(
+    head: &'static str,
+    chunk: &'static [u8],
+    every: Duration,
+) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&sent);
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let mut request = vec![0u8; 64 * 1024];
+                let _ = socket.read(&mut request).await;
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                loop {
+                    if chunk.is_empty() {
+                        std::future::pending::<()>().await;
+                    }
+                    let framed = format!("{:x}\r\n", chunk.len());
+                    if socket.write_all(framed.as_bytes()).await.is_err()
+                        || socket.write_all(chunk).await.is_err()
+                        || socket.write_all(b"\r\n").await.is_err()
+                    {
+                        return;
+                    }
+                    counter.fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(every).await;
+                }
+            });
+        }
+    });
+    (addr, sent)
+}
+
+const CHUNKED_500: &str = "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+const CHUNKED_503: &str = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+const CHUNKED_200: &str =
+    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+
+#[tokio::test]
+async fn a_500_whose_body_streams_forever_is_http_status_500_read_with_bounded_memory() {
+    static MEGABYTE: [u8; 1 << 20] = [b'x'; 1 << 20];
+    let (addr, sent) = streaming_server(CHUNKED_500, &MEGABYTE, Duration::ZERO).await;
+    // The deadline is far beyond the body's read budget: the status decides, at
+    // once, and only a bounded prefix is kept.
+    let (status, kinds) = outcome(format!("http://{addr}/a2a"), Duration::from_secs(30)).await;
+    assert_eq!(status["reason"], "http_status");
+    assert_eq!(status["http_status"], 500);
+    assert_eq!(status["target_received"], "unknown");
+    let detail = status["error_detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("HTTP 500 Internal Server Error: xxx"),
+        "{detail}"
+    );
+    assert!(detail.len() < 1000, "the detail holds only a prefix");
+    assert_eq!(kinds, [EventKind::Queued, EventKind::Failed]);
+    // The server could push only what socket buffers and the bounded read took,
+    // nowhere near the gigabytes an unbounded read would have taken in the
+    // deadline.
+    let pushed = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(pushed < 256 << 20, "{pushed} bytes were pushed");
+}
+
+#[tokio::test]
+async fn a_503_whose_body_stalls_is_http_status_503_not_timeout() {
+    let (addr, _) = streaming_server(CHUNKED_503, b"", Duration::ZERO).await;
+    let (status, _) = outcome(format!("http://{addr}/a2a"), Duration::from_secs(30)).await;
+    assert_eq!(status["reason"], "http_status");
+    assert_eq!(status["http_status"], 503);
+    assert_eq!(status["target_received"], "no");
+}
+
+#[tokio::test]
+async fn a_2xx_body_that_never_ends_is_a_timeout_not_a_hang() {
+    let (addr, _) = streaming_server(CHUNKED_200, b" ", Duration::from_millis(20)).await;
+    let (status, _) = outcome(format!("http://{addr}/a2a"), Duration::from_millis(400)).await;
+    assert_eq!(status["reason"], "timeout");
+    assert_eq!(status["target_received"], "unknown");
+}
+
+#[tokio::test]
+async fn a_2xx_answer_over_the_answer_limit_is_bad_response() {
+    static BIG: [u8; 64 * 1024] = [b' '; 64 * 1024];
+    let (addr, _) = streaming_server(CHUNKED_200, &BIG, Duration::ZERO).await;
+    let ledger = ledger();
+    let dispatcher = Dispatcher::with_options(
+        ledger.clone(),
+        Http::new().unwrap().max_answer(256 * 1024),
+        Options::new().deadline(Duration::from_secs(30)),
+    );
+    let receipt = dispatcher
+        .delegate(Request::new("planner", format!("http://{addr}/a2a")))
+        .await
+        .unwrap();
+    dispatcher.shutdown().await.unwrap();
+    let status = ledger.status(&receipt.id).unwrap();
+    assert_eq!(
+        status.reason,
+        Some(delegation_log::event::ReasonCode::BadResponse)
+    );
+    assert!(status.error_detail.unwrap().contains("262144 bytes"));
+}
+
+/// Each kind of 2xx that is not the agent taking the task, as real peers send it.
+#[tokio::test]
+async fn two_xx_answers_that_are_not_acceptances_are_never_delivered() {
+    let cases: [(&str, Value, &str, Option<i64>); 4] = [
+        (
+            "/method-not-found",
+            json!({"jsonrpc": "2.0", "id": "task-1", "error": {"code": -32601, "message": "Method not found"}}),
+            "rpc_error",
+            Some(-32601),
+        ),
+        (
+            "/rejected",
+            json!({"jsonrpc": "2.0", "id": "task-1", "result": {"kind": "task", "id": "t-1", "contextId": "c-1", "status": {"state": "rejected"}}}),
+            "rejected",
+            None,
+        ),
+        (
+            "/other-id",
+            json!({"jsonrpc": "2.0", "id": "task-2", "result": {"kind": "message"}}),
+            "bad_response",
+            None,
+        ),
+        (
+            "/empty-result",
+            json!({"jsonrpc": "2.0", "id": "task-1", "result": {}}),
+            "bad_response",
+            None,
+        ),
+    ];
+    let mut app = Router::new();
+    for (path, answer, _, _) in &cases {
+        let answer = answer.clone();
+        app = app.route(path, post(move || async move { axum::Json(answer) }));
+    }
+    app = app.route(
+        "/proxy-html",
+        post(|| async { axum::response::Html("<html><body>Welcome</body></html>") }),
+    );
+    let addr = serve(app).await;
+    for (path, _, reason, rpc_code) in cases.iter().map(|(p, a, r, c)| (*p, a, *r, *c)).chain([(
+        "/proxy-html",
+        &json!(null),
+        "bad_response",
+        None,
+    )]) {
+        let (status, kinds) = outcome(format!("http://{addr}{path}"), Duration::from_secs(5)).await;
+        assert_eq!(status["status"], "failed", "{path}");
+        assert_eq!(status["reason"], reason, "{path}");
+        assert_eq!(status["rpc_code"], json!(rpc_code), "{path}");
+        assert_eq!(kinds, [EventKind::Queued, EventKind::Failed]);
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
+use delegation_log::audit::printable;
 use delegation_log::dispatch::{Dispatcher, Options, Request, Settled};
 use delegation_log::transport::Http;
 use delegation_log::{DelegationId, Ledger, Outcome};
@@ -19,7 +20,7 @@ use tokio::task::JoinSet;
 use super::{Failure, runtime};
 
 /// The demo's targets, in the order tasks are dealt to them.
-const TARGETS: [&str; 4] = ["healthy", "busy", "offline", "slow"];
+const TARGETS: [&str; 5] = ["healthy", "busy", "v1-only", "offline", "slow"];
 
 pub(crate) fn run(db: Option<PathBuf>, tasks: usize, deadline: Duration) -> super::Outcome {
     let db = db.unwrap_or_else(fresh_dir);
@@ -49,7 +50,7 @@ async fn demo(ledger: Ledger, tasks: usize, deadline: Duration) -> super::Outcom
         Dispatcher::with_options(ledger.clone(), transport, Options::new().deadline(deadline));
     let prefix = free_prefix(&ledger)?;
     println!(
-        "delegating {tasks} tasks to {} loopback targets (healthy, busy: 503, offline: closed port, slow: beyond the {deadline:?} deadline)",
+        "delegating {tasks} tasks over A2A 0.3 to {} loopback targets (healthy, busy: 503, v1-only: an agent that speaks A2A 1.0 only, offline: closed port, slow: beyond the {deadline:?} deadline)",
         TARGETS.len()
     );
 
@@ -205,18 +206,31 @@ fn row(settled: &Settled, target: &str) -> String {
     };
     format!(
         "{:<10} {target:<8} {status:<9} {}",
-        settled.id.as_str(),
-        describe(&settled.outcome)
+        printable(settled.id.as_str()),
+        printable(&describe(&settled.outcome))
     )
 }
 
-/// An outcome in a few words: `http 200`, `http_status 503: …`.
+/// An outcome in a few words: `http 200, task t-1 submitted`, `http_status 503: …`.
 pub(crate) fn describe(outcome: &Outcome) -> String {
     match outcome {
-        Outcome::Delivered { http_status, .. } => match http_status {
-            Some(code) => format!("http {code}"),
-            None => "delivered".to_owned(),
-        },
+        Outcome::Delivered {
+            http_status,
+            remote,
+        } => {
+            let mut words = match http_status {
+                Some(code) => format!("http {code}"),
+                None => "delivered".to_owned(),
+            };
+            if let Some(remote) = remote {
+                match (&remote.task_id, &remote.state) {
+                    (Some(task), Some(state)) => words.push_str(&format!(", task {task} {state}")),
+                    (Some(task), None) => words.push_str(&format!(", task {task}")),
+                    _ => words.push_str(", answered with a message"),
+                }
+            }
+            words
+        }
         Outcome::Failed(failed) => match &failed.detail {
             Some(detail) => format!("{}: {detail}", failed.reason),
             None => failed.reason.to_string(),
@@ -250,11 +264,36 @@ async fn start_targets(deadline: Duration) -> Result<BTreeMap<&'static str, Stri
     let slow_for = deadline.saturating_mul(4);
     let healthy = Router::new().route(
         "/a2a",
-        post(|| async {
-            axum::Json(
-                serde_json::json!({"jsonrpc": "2.0", "id": null, "result": {"kind": "message"}}),
-            )
-        }),
+        post(
+            |axum::Json(request): axum::Json<serde_json::Value>| async move {
+                let id = request.get("id").cloned().unwrap_or_default();
+                // An A2A 0.3 agent that takes the task and opens a task for it.
+                axum::Json(serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {
+                    "kind": "task", "id": format!("task-of-{}", id.as_str().unwrap_or("?")),
+                    "contextId": "demo", "status": {"state": "submitted"}
+                }}))
+            },
+        ),
+    );
+    let v1_only = Router::new().route(
+        "/a2a",
+        post(
+            |axum::Json(request): axum::Json<serde_json::Value>| async move {
+                // An agent that speaks A2A 1.0 only, as the official Python SDK serves
+                // it: a 0.3 `message/send` is answered 200 with a JSON-RPC error.
+                let id = request.get("id").cloned().unwrap_or_default();
+                let answer =
+                    if request.get("method").and_then(|m| m.as_str()) == Some("SendMessage") {
+                        serde_json::json!({"jsonrpc": "2.0", "id": id, "result": {"message": {
+                            "messageId": "reply", "role": "ROLE_AGENT", "parts": [{"text": "on it"}]
+                        }}})
+                    } else {
+                        serde_json::json!({"jsonrpc": "2.0", "id": id,
+                    "error": {"code": -32601, "message": "Method not found"}})
+                    };
+                axum::Json(answer)
+            },
+        ),
     );
     let busy = Router::new().route(
         "/a2a",
@@ -270,6 +309,7 @@ async fn start_targets(deadline: Duration) -> Result<BTreeMap<&'static str, Stri
     let mut urls = BTreeMap::new();
     urls.insert("healthy", url(serve(healthy).await?));
     urls.insert("busy", url(serve(busy).await?));
+    urls.insert("v1-only", url(serve(v1_only).await?));
     urls.insert("offline", url(closed_port()?));
     urls.insert("slow", url(serve(slow).await?));
     Ok(urls)

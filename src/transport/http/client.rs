@@ -196,6 +196,7 @@ impl Builder {
             client,
             version: super::Version::default(),
             max_body: super::DEFAULT_MAX_BODY,
+            max_answer: super::DEFAULT_MAX_ANSWER,
         })
     }
 

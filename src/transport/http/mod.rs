@@ -20,24 +20,42 @@
 //! string; any other JSON value is sent as its compact JSON text. A text part is
 //! what every A2A agent reads; a data part would require the task to be an object.
 //!
-//! How errors are classified:
+//! ## What the answer means
 //!
-//! | what happened | reason |
-//! | --- | --- |
-//! | a 2xx answer | delivered, with the status |
-//! | a non-2xx answer, redirects included (they are not followed) | `http_status`, the detail holds the start of the body |
-//! | connection refused, unknown host, unusable URL | `target_offline` |
-//! | reqwest's own timeout | `timeout` |
-//! | the connection broke after the request may have been sent | `timeout`: no answer came and the target may have the task (`target_received: unknown`); the detail says what broke |
-//! | the envelope is larger than [`Http::max_body`] | `marshal_error` |
+//! `delivered` is written only when the agent accepted the message: a 2xx answer
+//! carrying a JSON-RPC `result` for this request. What came back (a Message, or a
+//! Task with its id, context id and state) is recorded as the delivered event's
+//! `remote`, with task states in one vocabulary for both wire generations (0.3
+//! `"working"` and 1.0 `"TASK_STATE_WORKING"` are both `working`).
+//!
+//! | the answer | reason | target may have it? |
+//! | --- | --- | --- |
+//! | 2xx, `{"jsonrpc":"2.0","id":"task-1","result":{"kind":"message",…}}` (0.3) or `{"result":{"message":{…}}}` (1.0) | delivered, `remote.kind` `message` | yes |
+//! | 2xx, `{"result":{"kind":"task","id":"t-1","status":{"state":"working"},…}}` (0.3) or `{"result":{"task":{"id":"t-1","status":{"state":"TASK_STATE_WORKING"},…}}}` (1.0) | delivered, `remote.kind` `task` with its `task_id`, `context_id` and `state` | yes |
+//! | 2xx, a Task whose `status.state` is `rejected` / `TASK_STATE_REJECTED` | `rejected` | yes |
+//! | 2xx, `{"jsonrpc":"2.0","id":"task-1","error":{"code":-32601,"message":"Method not found"}}` (`id` may be `null`) | `rpc_error`, `rpc_code` -32601, the message as detail | no; unknown for -32603 |
+//! | 2xx that is not a JSON-RPC response to this request: HTML from a proxy, an empty body, neither or both of `result` and `error`, another `id`, a `result` that is neither a Message nor a Task, an answer over [`Http::max_answer`] | `bad_response` | unknown |
+//! | 3xx (redirects are not followed), 4xx, 5xx | `http_status`; the detail holds the start of the body, and says for 401 and 403 that the credentials were refused | no for 3xx, 4xx, 501, 503; unknown for other 5xx |
+//! | connection refused, unknown host, unusable URL | `target_offline` | no |
+//! | no complete answer before the delivery deadline (a 2xx body that never ends included) | `timeout` | unknown |
+//! | the connection broke after the request may have been sent | `timeout`, the detail says what broke | unknown |
+//! | the envelope is larger than [`Http::max_body`] | `marshal_error` | no |
+//!
+//! The body of a non-2xx answer is only read for the detail: at most
+//! [`DETAIL_READ`] bytes, for at most [`DETAIL_WAIT`], so a 500 whose body streams
+//! forever is still `http_status 500`, at once, with bounded memory. A 2xx body is
+//! read whole, up to [`Http::max_answer`] bytes, within the dispatcher's deadline.
 
 use std::error::Error as _;
 use std::fmt;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use super::{Accepted, BoxFuture, Failure, Message, Transport};
+use crate::event::FailureReason;
 
+mod answer;
 mod auth;
 mod card;
 mod client;
@@ -46,7 +64,7 @@ pub use self::auth::{Credential, CredentialError, Secret};
 pub use self::card::{CARD_LIMIT, CARD_PATH, DEFAULT_CARD_CACHE, DEFAULT_CARD_TTL};
 pub use self::client::{BuildError, Builder};
 
-/// The A2A wire generation to speak.
+/// An A2A wire generation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Version {
     /// A2A 0.3: method `message/send`, `kind` fields, role `user`.
@@ -56,11 +74,34 @@ pub enum Version {
     V1_0,
 }
 
+impl Version {
+    /// The version as A2A writes it: `0.3` or `1.0`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::V0_3 => "0.3",
+            Version::V1_0 => "1.0",
+        }
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The default limit on an encoded envelope: 4 MiB.
 pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 
-/// How much of a non-2xx answer's body goes into the failure's detail.
-const DETAIL_BODY: usize = 200;
+/// The default limit on a 2xx answer's body: 1 MiB. A larger answer is
+/// `bad_response`.
+pub const DEFAULT_MAX_ANSWER: usize = 1024 * 1024;
+
+/// How much of a non-2xx answer's body is read, for the failure's detail.
+pub const DETAIL_READ: usize = 4096;
+
+/// How long a non-2xx answer's body is waited for, for the failure's detail.
+pub const DETAIL_WAIT: Duration = Duration::from_millis(500);
 
 /// Posts A2A JSON-RPC envelopes over plain HTTP (no TLS is compiled in).
 #[derive(Clone)]
@@ -68,6 +109,7 @@ pub struct Http {
     client: reqwest::Client,
     version: Version,
     max_body: usize,
+    max_answer: usize,
 }
 
 impl fmt::Debug for Http {
@@ -75,6 +117,7 @@ impl fmt::Debug for Http {
         f.debug_struct("Http")
             .field("version", &self.version)
             .field("max_body", &self.max_body)
+            .field("max_answer", &self.max_answer)
             .finish_non_exhaustive()
     }
 }
@@ -92,6 +135,7 @@ impl Http {
             client: Http::builder().client()?,
             version: Version::default(),
             max_body: DEFAULT_MAX_BODY,
+            max_answer: DEFAULT_MAX_ANSWER,
         })
     }
 
@@ -107,46 +151,29 @@ impl Http {
         self
     }
 
+    /// Reads at most `bytes` of a 2xx answer; a longer one is `bad_response`.
+    pub fn max_answer(mut self, bytes: usize) -> Self {
+        self.max_answer = bytes;
+        self
+    }
+
     /// The JSON-RPC envelope this transport posts for `message`.
     pub fn envelope(&self, message: &Message) -> Value {
-        let text = match &message.task {
-            Some(Value::String(text)) => text.clone(),
-            Some(task) => task.to_string(),
-            None => String::new(),
-        };
-        let metadata = json!({
-            "delegationId": message.delegation.as_str(),
-            "source": message.source,
-        });
-        match self.version {
-            Version::V0_3 => json!({
-                "jsonrpc": "2.0",
-                "id": message.delegation.as_str(),
-                "method": "message/send",
-                "params": { "message": {
-                    "kind": "message",
-                    "messageId": message.message_id.as_str(),
-                    "role": "user",
-                    "parts": [{ "kind": "text", "text": text }],
-                    "metadata": metadata,
-                }},
-            }),
-            Version::V1_0 => json!({
-                "jsonrpc": "2.0",
-                "id": message.delegation.as_str(),
-                "method": "SendMessage",
-                "params": { "message": {
-                    "messageId": message.message_id.as_str(),
-                    "role": "ROLE_USER",
-                    "parts": [{ "text": text }],
-                    "metadata": metadata,
-                }},
-            }),
-        }
+        envelope(self.version, message)
     }
 
     async fn post(&self, message: Message) -> Result<Accepted, Failure> {
-        let body = serde_json::to_vec(&self.envelope(&message)).map_err(Failure::marshal)?;
+        self.post_to(self.version, &message.target, &message).await
+    }
+
+    /// Posts `message` to `url` in `version`, and reads the answer.
+    async fn post_to(
+        &self,
+        version: Version,
+        url: &str,
+        message: &Message,
+    ) -> Result<Accepted, Failure> {
+        let body = serde_json::to_vec(&envelope(version, message)).map_err(Failure::marshal)?;
         if body.len() > self.max_body {
             return Err(Failure::marshal(format!(
                 "the envelope is {} bytes, over the transport's limit of {}",
@@ -156,28 +183,96 @@ impl Http {
         }
         let mut request = self
             .client
-            .post(&message.target)
+            .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
-        if self.version == Version::V1_0 {
+        if version == Version::V1_0 {
             request = request.header("A2A-Version", "1.0");
         }
-        let response = request.send().await.map_err(|e| classify(&e))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(Accepted::status(status.as_u16()));
+        let mut response = request.send().await.map_err(|e| classify(&e))?;
+        let status = response.status().as_u16();
+        if !response.status().is_success() {
+            let prefix = read_prefix(&mut response).await;
+            return Err(answer::non_success(status, &prefix));
         }
-        let body = response.text().await.unwrap_or_default();
-        let mut excerpt: String = body.chars().take(DETAIL_BODY).collect();
-        if excerpt.len() < body.len() {
-            excerpt.push('…');
+        let body = read_answer(&mut response, self.max_answer).await?;
+        answer::classify(status, &body, message.delegation.as_str())
+    }
+}
+
+/// Reads what arrives of a non-2xx body within [`DETAIL_WAIT`], up to
+/// [`DETAIL_READ`] bytes. Never fails: the status already decided.
+async fn read_prefix(response: &mut reqwest::Response) -> Vec<u8> {
+    let mut prefix = Vec::new();
+    let read = async {
+        while prefix.len() < DETAIL_READ {
+            match response.chunk().await {
+                Ok(Some(chunk)) => prefix.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
         }
-        let detail = if excerpt.is_empty() {
-            format!("HTTP {status}")
-        } else {
-            format!("HTTP {status}: {excerpt}")
-        };
-        Err(Failure::status(status.as_u16(), detail))
+    };
+    let _ = tokio::time::timeout(DETAIL_WAIT, read).await;
+    prefix.truncate(DETAIL_READ);
+    prefix
+}
+
+/// Reads a 2xx body whole, refusing one longer than `limit`.
+async fn read_answer(response: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, Failure> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|e| {
+        Failure::timeout(format!(
+            "the answer broke off after {} bytes: {}",
+            body.len(),
+            chain(&e)
+        ))
+    })? {
+        if body.len() + chunk.len() > limit {
+            return Err(Failure::new(
+                FailureReason::BadResponse,
+                format!("the answer is longer than the limit of {limit} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The JSON-RPC envelope for `message` in `version`.
+fn envelope(version: Version, message: &Message) -> Value {
+    let text = match &message.task {
+        Some(Value::String(text)) => text.clone(),
+        Some(task) => task.to_string(),
+        None => String::new(),
+    };
+    let metadata = json!({
+        "delegationId": message.delegation.as_str(),
+        "source": message.source,
+    });
+    match version {
+        Version::V0_3 => json!({
+            "jsonrpc": "2.0",
+            "id": message.delegation.as_str(),
+            "method": "message/send",
+            "params": { "message": {
+                "kind": "message",
+                "messageId": message.message_id.as_str(),
+                "role": "user",
+                "parts": [{ "kind": "text", "text": text }],
+                "metadata": metadata,
+            }},
+        }),
+        Version::V1_0 => json!({
+            "jsonrpc": "2.0",
+            "id": message.delegation.as_str(),
+            "method": "SendMessage",
+            "params": { "message": {
+                "messageId": message.message_id.as_str(),
+                "role": "ROLE_USER",
+                "parts": [{ "text": text }],
+                "metadata": metadata,
+            }},
+        }),
     }
 }
 
