@@ -98,8 +98,9 @@ impl fmt::Display for Secret {
 /// A secret to present to agents (a bearer token or an API key), and where it
 /// came from.
 ///
-/// It is sent as the agent card asks (see the [module docs](self)), or as
-/// `Authorization: Bearer` when there is no card. It never reaches the log, a
+/// It is sent as the agent card asks (see [HTTPS and
+/// credentials](super#https-and-credentials)), or as `Authorization: Bearer`
+/// when there is no card. It never reaches the log, a
 /// failure detail, or `Debug` output.
 ///
 /// ```no_run
@@ -240,6 +241,15 @@ pub(super) enum Scheme {
     Bearer,
     /// `<header>: <secret>`.
     ApiKey(HeaderName),
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Scheme::Bearer => f.write_str("Authorization: Bearer"),
+            Scheme::ApiKey(name) => write!(f, "header {name}"),
+        }
+    }
 }
 
 impl Scheme {

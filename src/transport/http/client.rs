@@ -28,7 +28,7 @@ use rustls::pki_types::pem::PemObject;
 
 use super::Http;
 use super::auth::Credential;
-use super::card::{DEFAULT_CARD_CACHE, DEFAULT_CARD_TTL};
+use super::card::{Cards, DEFAULT_CARD_CACHE, DEFAULT_CARD_TTL};
 
 /// Hosts that are always reached without a proxy.
 const LOOPBACK: &str = "localhost,127.0.0.0/8,::1";
@@ -109,9 +109,9 @@ enum Ca {
 #[must_use]
 pub struct Builder {
     cas: Vec<Ca>,
-    pub(super) credential: Option<Credential>,
-    pub(super) card_capacity: usize,
-    pub(super) card_ttl: Duration,
+    credential: Option<Credential>,
+    card_capacity: usize,
+    card_ttl: Duration,
 }
 
 impl fmt::Debug for Builder {
@@ -185,7 +185,7 @@ impl Builder {
     }
 
     /// The transport: A2A 0.3 to the target URL until told otherwise
-    /// ([`Http::version`]).
+    /// ([`Http::protocol`]).
     ///
     /// # Errors
     /// [`BuildError`] if a CA certificate cannot be read or used, a proxy
@@ -194,9 +194,11 @@ impl Builder {
         let client = self.client()?;
         Ok(Http {
             client,
-            version: super::Version::default(),
+            protocol: super::Protocol::default(),
             max_body: super::DEFAULT_MAX_BODY,
             max_answer: super::DEFAULT_MAX_ANSWER,
+            credential: self.credential,
+            cards: Arc::new(Cards::new(self.card_capacity, self.card_ttl)),
         })
     }
 
