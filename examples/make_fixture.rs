@@ -6,12 +6,16 @@
 //! cargo run --example make_fixture -- tests/fixtures/v1
 //! ```
 //!
-//! `tests/compat.rs` opens the committed copy; a new format version gets a new
-//! directory beside it, and every old one stays.
+//! `tests/compat.rs` opens the committed copies; a new format version gets a new
+//! directory beside it, and every old one stays:
+//! - `tests/fixtures/v1/`: format version 1 before the agent's answer was recorded
+//!   (11 delegations);
+//! - `tests/fixtures/v1-answers/`: format version 1 with `rpc_error`, `rejected`,
+//!   `bad_response`, `rpc_code` and `remote` (18 delegations).
 
 use std::time::Duration;
 
-use delegation_log::event::Queued;
+use delegation_log::event::{Queued, Remote, RemoteKind, TaskState};
 use delegation_log::{Event, FailureReason, Ledger, ManualClock, Options};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -89,6 +93,70 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "délégation-✓",
             Some(serde_json::json!("tâche \"citée\"\n😀")),
             Some(Event::delivered(Some(202))?),
+        ),
+        // What agents answered, since the format recorded it (rpc_code, remote).
+        (
+            "rpc-error",
+            None,
+            Some(Event::failed(
+                FailureReason::RpcError(-32601),
+                Some("Method not found".into()),
+            )?),
+        ),
+        (
+            "rpc-internal",
+            None,
+            Some(Event::failed(
+                FailureReason::RpcError(-32603),
+                Some("Internal error".into()),
+            )?),
+        ),
+        (
+            "rejected",
+            None,
+            Some(Event::failed(
+                FailureReason::Rejected,
+                Some("the agent rejected the task (task t-3)".into()),
+            )?),
+        ),
+        (
+            "bad-response",
+            None,
+            Some(Event::failed(
+                FailureReason::BadResponse,
+                Some("HTTP 200 with a body that is not JSON: <html>".into()),
+            )?),
+        ),
+        (
+            "answered-task",
+            Some(serde_json::json!("review PR 42")),
+            Some(Event::delivered_with(
+                Some(200),
+                Some(Remote {
+                    kind: RemoteKind::Task,
+                    task_id: Some("t-1".into()),
+                    context_id: Some("c-1".into()),
+                    state: Some(TaskState::Working),
+                }),
+            )?),
+        ),
+        (
+            "answered-message",
+            None,
+            Some(Event::delivered_with(Some(200), Some(Remote::message()))?),
+        ),
+        (
+            "answered-odd-state",
+            None,
+            Some(Event::delivered_with(
+                Some(200),
+                Some(Remote {
+                    kind: RemoteKind::Task,
+                    task_id: Some("t-2".into()),
+                    context_id: None,
+                    state: Some(TaskState::Other("TASK_STATE_PAUSED".into())),
+                }),
+            )?),
         ),
     ];
     for (name, task, outcome) in outcomes {

@@ -430,10 +430,18 @@ impl Dispatcher {
     /// it runs in a task the dispatcher tracks.
     ///
     /// # Errors
-    /// - [`Error::Ledger`] if `queued` was refused (the id is taken) or could not be
-    ///   recorded; nothing is delivered.
+    /// - [`Error::Ledger`] if `queued` was refused (the id is taken, the task is
+    ///   nested too deep or too large: [`crate::event::InvalidEvent`]) or could not
+    ///   be recorded; nothing is delivered.
     /// - [`Error::Closed`] after [`Dispatcher::shutdown`].
-    pub async fn delegate(&self, request: Request) -> Result<Receipt, Error> {
+    pub async fn delegate(&self, mut request: Request) -> Result<Receipt, Error> {
+        // The task is checked before anything copies or encodes it: a task nested
+        // far too deep is refused here, with no recursion over it.
+        match &request.task {
+            Ok(Some(serde_json::Value::Null)) => request.task = Ok(None),
+            Ok(Some(task)) => crate::event::check_task(task).map_err(crate::Error::from)?,
+            _ => {}
+        }
         let id = match request.id.clone() {
             Some(id) => id,
             None => self.generate_id()?,

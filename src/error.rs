@@ -107,6 +107,12 @@ pub enum Error {
     /// retry that succeeds would acknowledge data that is gone (see "fsyncgate",
     /// <https://wiki.postgresql.org/wiki/Fsync_Errors>).
     ///
+    /// It refuses reads too (`status`, `history`, `replay`, `pending`, `recover`,
+    /// `export`, `audit`): what the store shows then may hold an outcome that was
+    /// never acknowledged and that a crash would undo, so a status read from it
+    /// could say `delivered` for a delegation that comes back `queued`. Reopening
+    /// reads only what survived.
+    ///
     /// # Handling
     /// Drop the ledger and open it again; recovery then settles what was in flight.
     #[error("ledger is poisoned by an earlier storage failure ({cause}); reopen it")]
@@ -123,6 +129,18 @@ pub enum Error {
     #[error("store {path} is already open (sled allows one open per path)")]
     Locked {
         /// The store's path.
+        path: PathBuf,
+    },
+
+    /// The path holds no store: it is missing, or a directory without sled's
+    /// `conf` and `db` files. Commands that only read never create a store.
+    ///
+    /// # Handling
+    /// Check the path; open with [`Ledger::open`](crate::Ledger::open) to create a
+    /// new store on purpose.
+    #[error("no store at {path}: it is missing, or not a delegation-log store")]
+    NotAStore {
+        /// The path given.
         path: PathBuf,
     },
 

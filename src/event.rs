@@ -19,6 +19,22 @@ pub type Seq = u64;
 /// The longest delegation id the log accepts, in bytes.
 pub const MAX_ID_LEN: usize = 256;
 
+/// The deepest nesting of arrays and objects a task may have: a scalar is depth
+/// 0, `[1]` depth 1.
+pub const MAX_TASK_DEPTH: usize = 64;
+
+/// The largest task, in bytes of its compact JSON.
+pub const MAX_TASK_BYTES: usize = 4 * 1024 * 1024;
+
+/// The longest text field (`source`, `target`, `detail`, and the strings of
+/// `remote`), in bytes.
+///
+/// With [`MAX_TASK_BYTES`], this keeps every record the log stores well within the
+/// line limit of `verify` and `import`
+/// ([`audit::MAX_LINE`](crate::audit::MAX_LINE)), escaping included: what the
+/// ledger stores, an export carries and an import takes back.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
 /// The id of one delegation: 1 to [`MAX_ID_LEN`] bytes of UTF-8.
 ///
 /// ```
@@ -268,16 +284,94 @@ impl Event {
         Ok(Event::Failed(Failed { reason, detail }))
     }
 
-    /// Checks the rules that the types alone cannot: status codes in their ranges.
+    /// Checks the rules that the types alone cannot: status codes in their ranges,
+    /// and the limits on tasks ([`MAX_TASK_DEPTH`], [`MAX_TASK_BYTES`]) and texts
+    /// ([`MAX_TEXT_BYTES`]). The ledger checks them before it writes anything, and
+    /// `verify` by the same rule, so the log never holds what it could not read
+    /// back. The depth is measured without recursion, so even a task nested far
+    /// too deep is refused without exhausting the stack.
     ///
     /// # Errors
     /// The first rule the event breaks.
     pub fn validate(&self) -> Result<(), InvalidEvent> {
         match self {
-            Event::Queued(_) => Ok(()),
+            Event::Queued(queued) => {
+                check_text("source", &queued.source)?;
+                check_text("target", &queued.target)?;
+                match &queued.task {
+                    Some(task) => check_task(task),
+                    None => Ok(()),
+                }
+            }
             Event::Delivered(delivered) => delivered.validate(),
-            Event::Failed(failed) => failed.reason.validate(),
+            Event::Failed(failed) => {
+                if let Some(detail) = &failed.detail {
+                    check_text("detail", detail)?;
+                }
+                failed.reason.validate()
+            }
         }
+    }
+
+    /// The event in its one stored form: a `null` task is no task, as the log
+    /// stores, hashes and exports it.
+    pub fn normalized(mut self) -> Self {
+        if let Event::Queued(queued) = &mut self
+            && queued.task.as_ref().is_some_and(serde_json::Value::is_null)
+        {
+            queued.task = None;
+        }
+        self
+    }
+}
+
+fn check_text(field: &'static str, text: &str) -> Result<(), InvalidEvent> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(InvalidEvent::TextTooLong {
+            field,
+            bytes: text.len(),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a task's depth without recursion, then its encoded size.
+pub(crate) fn check_task(task: &serde_json::Value) -> Result<(), InvalidEvent> {
+    use serde_json::Value;
+    let mut stack = vec![(task, 0usize)];
+    while let Some((value, depth)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        let depth = depth + 1;
+        if depth > MAX_TASK_DEPTH {
+            return Err(InvalidEvent::TaskTooDeep);
+        }
+        stack.extend(children.map(|child| (child, depth)));
+    }
+    let mut counter = Counter(0);
+    // Writing to a counter fails only if serde_json fails, which it cannot for a
+    // parsed value; the count is what matters.
+    let _ = serde_json::to_writer(&mut counter, task);
+    if counter.0 > MAX_TASK_BYTES {
+        return Err(InvalidEvent::TaskTooLarge { bytes: counter.0 });
+    }
+    Ok(())
+}
+
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -288,9 +382,15 @@ pub struct Queued {
     pub source: String,
     /// To whom: an agent name or URL.
     pub target: String,
-    /// What was delegated, as any JSON value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// What was delegated, as any JSON value. `null` is the same as no task: the
+    /// ledger stores neither, and a log line's `"task": null` reads as none.
+    #[serde(default, skip_serializing_if = "no_task")]
     pub task: Option<serde_json::Value>,
+}
+
+/// Whether a task is absent from the stored form: none, or `null`.
+fn no_task(task: &Option<serde_json::Value>) -> bool {
+    task.as_ref().is_none_or(serde_json::Value::is_null)
 }
 
 /// The payload of a `delivered` event.
@@ -486,6 +586,14 @@ impl<'de> Deserialize<'de> for TaskState {
 
 impl Delivered {
     fn validate(&self) -> Result<(), InvalidEvent> {
+        if let Some(remote) = &self.remote {
+            for text in [&remote.task_id, &remote.context_id].into_iter().flatten() {
+                check_text("remote", text)?;
+            }
+            if let Some(state) = &remote.state {
+                check_text("remote", state.as_str())?;
+            }
+        }
         match self.http_status {
             Some(code) if !(200..=299).contains(&code) => Err(InvalidEvent::DeliveredStatus(code)),
             _ => Ok(()),
@@ -745,6 +853,23 @@ pub enum InvalidEvent {
         /// The status it carried.
         code: u16,
     },
+    /// A task nested deeper than [`MAX_TASK_DEPTH`].
+    #[error("the task is nested deeper than {MAX_TASK_DEPTH} levels")]
+    TaskTooDeep,
+    /// A task whose compact JSON is larger than [`MAX_TASK_BYTES`].
+    #[error("the task is {bytes} bytes of JSON, over the limit of {MAX_TASK_BYTES}")]
+    TaskTooLarge {
+        /// Its size.
+        bytes: usize,
+    },
+    /// A text field longer than [`MAX_TEXT_BYTES`].
+    #[error("`{field}` is {bytes} bytes, over the limit of {MAX_TEXT_BYTES}")]
+    TextTooLong {
+        /// Which field.
+        field: &'static str,
+        /// Its length.
+        bytes: usize,
+    },
     /// `failed` with reason `rpc_error` carried no `rpc_code`.
     #[error("reason `rpc_error` requires the field rpc_code")]
     MissingRpcCode,
@@ -943,7 +1068,7 @@ impl Record {
             string(out, &queued.source)?;
             out.extend_from_slice(b",\"target\":");
             string(out, &queued.target)?;
-            if let Some(task) = &queued.task {
+            if let Some(task) = queued.task.as_ref().filter(|task| !task.is_null()) {
                 out.extend_from_slice(b",\"task\":");
                 serde_json_canonicalizer::to_writer(task, &mut *out).map_err(|_| NotFast)?;
             }

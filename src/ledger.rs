@@ -147,6 +147,19 @@ impl Ledger {
         ))
     }
 
+    /// Opens a durable ledger in the sled store at `path`, which must exist: what
+    /// read-only tools use, so that a wrong path never becomes a new, empty store.
+    ///
+    /// # Errors
+    /// [`Error::NotAStore`] if there is no store at `path`; otherwise as for
+    /// [`store::Sled::open`].
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Self::with_store(
+            Arc::new(store::Sled::open_existing(path)?),
+            Options::default(),
+        ))
+    }
+
     /// A ledger over any store.
     pub fn with_store(store: Arc<dyn Store>, options: Options) -> Self {
         Ledger {
@@ -185,6 +198,7 @@ impl Ledger {
     pub fn record(&self, id: &DelegationId, event: Event) -> Result<Recorded> {
         self.check_poisoned()?;
         event.validate()?;
+        let event = event.normalized();
         let mut conflicts = 0;
         let recorded = loop {
             let (_, fold) = self.read(id)?;
@@ -288,16 +302,27 @@ impl Ledger {
 
     /// Every delegation, rebuilt from the log alone, one at a time in store order.
     /// A damaged delegation gives an error item and the replay goes on.
+    ///
+    /// A poisoned ledger yields one [`Error::Poisoned`] and nothing else.
     pub fn replay(&self) -> impl Iterator<Item = Result<Delegation>> + '_ {
-        self.inner.store.scan().filter_map(|stream| {
-            stream
-                .and_then(|stream| match fold_stream(&stream) {
-                    Err(_) if raced(&stream) => self.read(&stream.id),
-                    result => result,
-                })
-                .map(|(_, fold)| fold.into_delegation())
-                .transpose()
-        })
+        let poisoned = self.check_poisoned().err();
+        let scan: Box<dyn Iterator<Item = Result<Stream>> + Send + '_> = if poisoned.is_some() {
+            Box::new(std::iter::empty())
+        } else {
+            self.inner.store.scan()
+        };
+        poisoned
+            .map(Err)
+            .into_iter()
+            .chain(scan.filter_map(|stream| {
+                stream
+                    .and_then(|stream| match fold_stream(&stream) {
+                        Err(_) if raced(&stream) => self.read(&stream.id),
+                        result => result,
+                    })
+                    .map(|(_, fold)| fold.into_delegation())
+                    .transpose()
+            }))
     }
 
     /// Settles every delegation still `queued` as `failed` with reason
@@ -363,6 +388,7 @@ impl Ledger {
     /// ahead of the records. The record is already there, so a second read sees
     /// it; only a head that stays ahead means loss.
     fn read(&self, id: &DelegationId) -> Result<(Vec<Record>, Fold)> {
+        self.check_poisoned()?;
         let mut attempt = 0;
         loop {
             let stream = self.inner.store.history(id)?;
@@ -373,7 +399,11 @@ impl Ledger {
         }
     }
 
-    fn check_poisoned(&self) -> Result<()> {
+    /// [`Error::Poisoned`] once a write or flush has failed. Reads refuse too: what
+    /// the store shows after a failed flush may include writes that never became
+    /// durable, and a crash would undo them, so the ledger serves nothing until it
+    /// is reopened and reads only what survived.
+    pub(crate) fn check_poisoned(&self) -> Result<()> {
         match self.inner.poisoned.get() {
             Some(cause) => Err(Error::Poisoned {
                 cause: cause.clone(),

@@ -7,65 +7,10 @@
 #![cfg(feature = "cli")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::path::Path;
-use std::process::Command;
+mod cli_support;
 
+use cli_support::{mask, run};
 use delegation_log::{Event, Ledger, StatusKind};
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
-}
-
-/// Masks `127.0.0.1:<port>`, RFC 3339 UTC times, and `path`.
-fn mask(text: &str, path: &Path) -> String {
-    let text = text.replace(path.to_str().unwrap(), "[db]");
-    let mut out = String::new();
-    let mut rest = text.as_str();
-    while let Some(at) = rest.find("127.0.0.1:") {
-        let (before, after) = rest.split_at(at + "127.0.0.1:".len());
-        out.push_str(before);
-        out.push_str("[port]");
-        rest = after.trim_start_matches(|c: char| c.is_ascii_digit());
-    }
-    out.push_str(rest);
-    mask_times(&out)
-}
-
-/// Replaces every `YYYY-MM-DDTHH:MM:SS[.fff…]Z` with `[time]`.
-fn mask_times(text: &str) -> String {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = String::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let looks_like_time = i + 20 <= chars.len()
-            && chars[i..i + 4].iter().all(char::is_ascii_digit)
-            && chars[i + 4] == '-'
-            && chars[i + 10] == 'T'
-            && chars[i + 13] == ':';
-        if looks_like_time {
-            let mut end = i + 19;
-            while end < chars.len() && (chars[end] == '.' || chars[end].is_ascii_digit()) {
-                end += 1;
-            }
-            if end < chars.len() && chars[end] == 'Z' {
-                out.push_str("[time]");
-                i = end + 1;
-                continue;
-            }
-        }
-        out.push(chars[i]);
-        i += 1;
-    }
-    out
-}
 
 /// Sorts the live lines: those between the live table's header and the first
 /// blank line after it.
@@ -93,6 +38,11 @@ fn the_demo_settles_every_task_and_audits_clean_and_the_log_answers_status_and_h
     let (code, stdout, _) = run(&["status", db_arg, "demo-02"]);
     assert_eq!(code, 0);
     insta::assert_snapshot!("status_plain", mask(&stdout, &db));
+
+    // A delivered one shows what the agent answered: the task it opened.
+    let (code, stdout, _) = run(&["status", db_arg, "demo-01"]);
+    assert_eq!(code, 0);
+    insta::assert_snapshot!("status_plain_delivered", mask(&stdout, &db));
 
     let (code, stdout, _) = run(&["status", db_arg, "demo-05", "--json"]);
     assert_eq!(code, 0);
@@ -147,7 +97,7 @@ fn an_unknown_id_exits_1_and_a_missing_log_or_bad_usage_exits_2() {
     let missing = dir.path().join("missing");
     let (code, _, stderr) = run(&["status", missing.to_str().unwrap(), "x"]);
     assert_eq!(code, 2);
-    assert!(stderr.starts_with("delegation-log: no log at"));
+    assert!(stderr.starts_with("delegation-log: no store at"), "{stderr}");
     assert!(!missing.exists(), "reading must not create a log");
 
     let (code, _, _) = run(&["status", db_arg]);

@@ -1,7 +1,8 @@
 //! Compatibility: stores and records written in format version 1 stay readable.
 //!
 //! `tests/fixtures/v1/` is a committed sled store written by
-//! `examples/make_fixture.rs` in format version 1. Every later version of this
+//! `examples/make_fixture.rs` in format version 1, and `tests/fixtures/v1-answers/`
+//! one written after the agent's answer (`rpc_code`, `remote`) joined the format. Every later version of this
 //! crate must open it and read exactly the statuses and histories pinned here. The
 //! encoded bytes of one record of each kind are pinned too, so that an accidental
 //! change of the stored encoding fails loudly; an intended one needs a new format
@@ -56,6 +57,25 @@ fn the_v1_fixture_store_opens_with_its_exact_statuses_and_histories() {
         assert_eq!(ledger.status(&delegation.id).unwrap(), delegation.status());
     }
     assert!(ledger.pending().unwrap().len() == 1);
+}
+
+#[test]
+fn the_v1_fixture_with_agent_answers_opens_with_its_exact_statuses_and_histories() {
+    let (_dir, ledger) = open_fixture("v1-answers");
+    let delegations: Vec<_> = ledger.replay().map(Result::unwrap).collect();
+    assert_eq!(delegations.len(), 18);
+    let statuses: Vec<_> = delegations.iter().map(|d| d.status()).collect();
+    insta::assert_json_snapshot!("v1_answers_statuses", statuses);
+    let histories: Vec<Vec<Record>> = delegations
+        .iter()
+        .map(|d| ledger.history(&d.id).unwrap())
+        .collect();
+    insta::assert_json_snapshot!("v1_answers_histories", histories);
+    for delegation in &delegations {
+        assert_eq!(ledger.status(&delegation.id).unwrap(), delegation.status());
+    }
+    let verdict = ledger.audit().unwrap();
+    assert!(verdict.is_clean(), "{}", verdict.to_plain());
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -244,15 +244,17 @@ async fn an_outcome_that_cannot_be_recorded_is_surfaced_by_its_receipt_and_by_sh
         matches!(settled, Err(dispatch::Error::Unrecorded(_))),
         "{settled:?}"
     );
-    // The log still says queued: recovery, after reopening, will settle it.
-    assert_eq!(
-        ledger.status(&id("doomed")).unwrap().status,
-        StatusKind::Queued
-    );
+    // The ledger is poisoned; reopened, the log still says queued, and recovery
+    // will settle it.
     assert!(matches!(
         ledger.record(&id("doomed"), Event::delivered(None).unwrap()),
         Err(Error::Poisoned { .. })
     ));
+    let reopened = Ledger::with_store(store.clone(), delegation_log::Options::new());
+    assert_eq!(
+        reopened.status(&id("doomed")).unwrap().status,
+        StatusKind::Queued
+    );
 }
 
 #[tokio::test]

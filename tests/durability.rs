@@ -68,8 +68,9 @@ fn a_failed_flush_poisons_the_ledger_until_it_is_reopened() {
         other => panic!("expected Poisoned, got {other:?}"),
     }
     assert!(matches!(ledger.flush(), Err(Error::Poisoned { .. })));
-    // Reads still work; the unacknowledged write is visible live but not durable.
-    assert_eq!(ledger.status(&id(1)).unwrap().status, StatusKind::Queued);
+    // Reads are refused too: the unacknowledged write is visible live but not
+    // durable, and a read must not serve it.
+    assert!(matches!(ledger.status(&id(1)), Err(Error::Poisoned { .. })));
     store.crash();
     let reopened = Ledger::with_store(store, options(Durability::Durable));
     assert_eq!(
@@ -88,11 +89,16 @@ fn a_failed_write_poisons_the_ledger_and_writes_nothing() {
         ledger.record(&id(1), Event::queued("s", "t")),
         Err(Error::Io(_))
     ));
-    assert_eq!(ledger.status(&id(1)).unwrap().status, StatusKind::NotFound);
     assert!(matches!(
         ledger.record(&id(1), Event::queued("s", "t")),
         Err(Error::Poisoned { .. })
     ));
+    assert!(matches!(ledger.status(&id(1)), Err(Error::Poisoned { .. })));
+    let reopened = Ledger::with_store(store, options(Durability::Buffered));
+    assert_eq!(
+        reopened.status(&id(1)).unwrap().status,
+        StatusKind::NotFound
+    );
 }
 
 #[test]

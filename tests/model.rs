@@ -365,6 +365,10 @@ impl Model {
     /// `Ledger::recover`: settles every readable pending delegation, in key order,
     /// then reports damage, if any.
     fn recover(&mut self) -> Result<Vec<usize>, ErrKind> {
+        // A poisoned ledger reads nothing, so it recovers nothing.
+        if self.poisoned {
+            return Err(ErrKind::Poisoned);
+        }
         let mut settled = Vec::new();
         let mut damaged = false;
         for id in key_order() {
@@ -960,6 +964,23 @@ impl StateMachineTest for LedgerUnderTest {
             model.pending.len(),
             "unflushed appends"
         );
+        if model.poisoned {
+            // A poisoned ledger serves no reads: what it holds may not be durable.
+            for id in &sut.ids {
+                let status = sut.ledger.status(id);
+                assert!(matches!(status, Err(Error::Poisoned { .. })), "{status:?}");
+                assert!(matches!(
+                    sut.ledger.history(id),
+                    Err(Error::Poisoned { .. })
+                ));
+            }
+            let replayed: Vec<_> = sut.ledger.replay().collect();
+            assert!(
+                matches!(replayed.as_slice(), [Err(Error::Poisoned { .. })]),
+                "{replayed:?}"
+            );
+            return;
+        }
         let mut readable = Vec::new();
         let mut damaged = 0;
         for index in key_order() {

@@ -72,3 +72,43 @@ fn recover_settles_every_readable_delegation_even_when_another_is_damaged() {
     assert_eq!(ledger.status(&intact).unwrap().status, StatusKind::Failed);
     assert!(matches!(ledger.status(&torn), Err(Error::Corrupt { .. })));
 }
+
+/// Hardening review, defect 11: after a failed flush, `record(delivered)`
+/// returned an error, yet `status` said `Delivered`; after the crash that
+/// followed it was `Queued`. A poisoned ledger now refuses reads as well as
+/// writes, so it never serves a state a crash can undo.
+#[test]
+fn a_poisoned_ledger_refuses_reads_that_could_show_an_unacknowledged_outcome() {
+    let store = Arc::new(Faulty::seeded(1));
+    let durable =
+        || Ledger::with_store(store.clone(), Options::new().clock(ManualClock::default()));
+    let ledger = durable();
+    let id = "d".parse().unwrap();
+    ledger
+        .record(&id, Event::queued("planner", "reviewer"))
+        .unwrap();
+    store.inject(Fault::FailFlush);
+    assert!(
+        ledger
+            .record(&id, Event::delivered(Some(200)).unwrap())
+            .is_err()
+    );
+    let poisoned = |result: Result<(), Error>| matches!(result, Err(Error::Poisoned { .. }));
+    assert!(poisoned(ledger.status(&id).map(drop)));
+    assert!(poisoned(ledger.delegation(&id).map(drop)));
+    assert!(poisoned(ledger.history(&id).map(drop)));
+    assert!(poisoned(ledger.pending().map(drop)));
+    assert!(poisoned(ledger.recover().map(drop)));
+    assert!(poisoned(ledger.export(Vec::new()).map(drop)));
+    let replayed: Vec<_> = ledger.replay().collect();
+    assert_eq!(replayed.len(), 1);
+    assert!(matches!(replayed[0], Err(Error::Poisoned { .. })));
+    assert!(matches!(
+        ledger.audit(),
+        Err(delegation_log::AuditError::Store(Error::Poisoned { .. }))
+    ));
+
+    store.crash();
+    let reopened = durable();
+    assert_eq!(reopened.status(&id).unwrap().status, StatusKind::Queued);
+}

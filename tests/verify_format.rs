@@ -262,11 +262,75 @@ fn delivered_takes_an_optional_2xx_status() {
     }
 }
 
+#[test]
+fn delivered_takes_an_optional_remote_answer_of_kind_message_or_task() {
+    for remote in [
+        r#"{"kind":"message"}"#,
+        r#"{"kind":"message","context_id":"c-1","task_id":"t-1"}"#,
+        r#"{"kind":"task","task_id":"t-1","context_id":"c-1","state":"working"}"#,
+        r#"{"kind":"task","state":"input_required"}"#,
+        r#"{"kind":"task","state":"TASK_STATE_SOMETHING_NEW"}"#,
+        r#"{"kind":"task","unknown":"ignored"}"#,
+    ] {
+        let line = outcome(&format!(
+            r#","event":"delivered","http_status":200,"remote":{remote}"#
+        ));
+        assert_eq!(after_queued(&line), [], "{remote}");
+    }
+}
+
+#[test]
+fn a_remote_of_another_kind_or_shape_is_malformed() {
+    for remote in [
+        r#"{"kind":"note"}"#,
+        r#"{}"#,
+        r#"{"task_id":"t-1"}"#,
+        r#""task""#,
+        "null",
+        "[]",
+        r#"{"kind":"task","task_id":7}"#,
+        r#"{"kind":"task","state":null}"#,
+        r#"{"kind":"task","task_id":null}"#,
+        r#"{"kind":"task","context_id":["c"]}"#,
+    ] {
+        let line = outcome(&format!(r#","event":"delivered","remote":{remote}"#));
+        assert_eq!(after_queued(&line), [(2, Kind::Malformed)], "{remote}");
+    }
+}
+
+#[test]
+fn a_remote_answer_is_covered_by_the_hash_and_its_unknown_fields_are_not() {
+    let with = |remote: &str| {
+        hashed(&[
+            queued("d", 1),
+            outcome(&format!(r#","event":"delivered","remote":{remote}"#)),
+        ])
+    };
+    let honest = with(r#"{"kind":"task","task_id":"t-1","state":"working"}"#);
+    let second = honest[1].clone();
+    // The same hash with another state is a broken chain.
+    let forged = second.replace(r#""state":"working""#, r#""state":"completed""#);
+    assert_eq!(
+        found(&verify(&log(&[honest[0].clone(), forged]))),
+        [(2, Kind::BrokenChain)]
+    );
+    // An extra field inside `remote` is ignored, and not hashed.
+    let extra = second.replace(r#""kind":"task""#, r#""kind":"task","note":"x""#);
+    assert_eq!(found(&verify(&log(&[honest[0].clone(), extra]))), []);
+}
+
 // ---- failed
 
 #[test]
 fn failed_takes_each_documented_reason() {
-    for reason in ["target_offline", "marshal_error", "timeout", "interrupted"] {
+    for reason in [
+        "target_offline",
+        "marshal_error",
+        "timeout",
+        "interrupted",
+        "rejected",
+        "bad_response",
+    ] {
         let line = outcome(&format!(
             r#","event":"failed","reason":"{reason}","detail":"x""#
         ));
@@ -274,6 +338,28 @@ fn failed_takes_each_documented_reason() {
     }
     let line = outcome(r#","event":"failed","reason":"http_status","http_status":503"#);
     assert_eq!(after_queued(&line), []);
+    let line = outcome(r#","event":"failed","reason":"rpc_error","rpc_code":-32601"#);
+    assert_eq!(after_queued(&line), []);
+}
+
+#[test]
+fn rpc_code_is_required_when_and_only_when_the_reason_is_rpc_error() {
+    let cases = [
+        r#","event":"failed","reason":"rpc_error""#,
+        r#","event":"failed","reason":"rpc_error","rpc_code":null"#,
+        r#","event":"failed","reason":"rpc_error","rpc_code":"-32601""#,
+        r#","event":"failed","reason":"rpc_error","rpc_code":-32601.5"#,
+        r#","event":"failed","reason":"rpc_error","rpc_code":-32601,"http_status":500"#,
+        r#","event":"failed","reason":"timeout","rpc_code":-32601"#,
+        r#","event":"failed","reason":"http_status","http_status":500,"rpc_code":-32603"#,
+    ];
+    for fields in cases {
+        assert_eq!(
+            after_queued(&outcome(fields)),
+            [(2, Kind::Malformed)],
+            "{fields}"
+        );
+    }
 }
 
 #[test]

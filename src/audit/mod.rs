@@ -30,6 +30,7 @@
 
 mod judge;
 mod render;
+pub use self::render::printable;
 mod store;
 mod strict;
 mod transfer;

@@ -94,7 +94,7 @@ pub fn audit_path_observed(
 ) -> Result<Verdict, AuditError> {
     let path = path.as_ref();
     std::fs::metadata(path)?;
-    let store = Sled::open_with_cache(path, Sled::SCAN_CACHE_BYTES)?;
+    let store = Sled::open_existing_with_cache(path, Sled::SCAN_CACHE_BYTES)?;
     let mut verdict = audit_observed(&store, clock, progress)?;
     let acknowledged = store.acknowledged_at_open();
     if verdict.records < acknowledged {
@@ -262,6 +262,7 @@ impl Ledger {
     /// # Errors
     /// As for [`audit`].
     pub fn audit(&self) -> Result<Verdict, AuditError> {
+        self.check_poisoned()?;
         audit(self.store().as_ref(), self.clock())
     }
 }

@@ -45,6 +45,7 @@ impl Ledger {
     /// was written before it stays written); a storage error; [`Error::Io`] if
     /// writing fails.
     pub fn export(&self, out: impl Write) -> Result<Exported> {
+        self.check_poisoned()?;
         let mut out = BufWriter::with_capacity(64 * 1024, out);
         let mut exported = Exported::default();
         for stream in self.store().scan() {
@@ -85,6 +86,7 @@ impl Ledger {
     /// [`AuditError::Io`] or [`AuditError::NotALog`] if the log cannot be read;
     /// [`AuditError::Exists`] as above; [`AuditError::Store`] if the store fails.
     pub fn import(&self, log: impl Read) -> std::result::Result<Imported, AuditError> {
+        self.check_poisoned()?;
         let mut log = log;
         let mut spool = tempfile::tempfile()?;
         io::copy(&mut log, &mut spool)?;

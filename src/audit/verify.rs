@@ -220,6 +220,12 @@ pub(crate) fn parse_line(bytes: &[u8]) -> Result<Parsed, Malformed> {
     }
     let mut record: Record = serde_json::from_value(Value::Object(object))
         .map_err(|e| malformed(format!("not a record: {e}")))?;
+    // The same limits the ledger checks before it writes: what one refuses, the
+    // other does too.
+    record
+        .event
+        .validate()
+        .map_err(|e| malformed(format!("not a record: {e}")))?;
     record.hash = hash;
     Ok(Parsed {
         record,

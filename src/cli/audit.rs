@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use delegation_log::audit::{self, AuditError, Options, Verdict};
+use delegation_log::audit::{self, AuditError, Options, Verdict, printable};
 use delegation_log::{Error, Ledger, SystemClock};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -156,7 +156,7 @@ pub fn import(args: &ImportArgs) -> ExitCode {
             code
         }
         Err(error @ AuditError::Exists { .. }) => {
-            eprintln!("error: {error}");
+            eprintln!("error: {}", printable(&error.to_string()));
             ExitCode::from(1)
         }
         Err(error) => unreadable(&args.file, &error),
@@ -169,7 +169,7 @@ pub fn export(args: &ExportArgs) -> ExitCode {
     if let Err(error) = std::fs::metadata(&args.db) {
         return unreadable(&args.db, &AuditError::Io(error));
     }
-    let ledger = match Ledger::open(&args.db) {
+    let ledger = match Ledger::open_existing(&args.db) {
         Ok(ledger) => ledger,
         Err(error) => return unreadable(&args.db, &AuditError::Store(error)),
     };
@@ -190,7 +190,8 @@ pub fn export(args: &ExportArgs) -> ExitCode {
         }
         Err(error @ (Error::Corrupt { .. } | Error::UnknownVersion { .. })) => {
             eprintln!(
-                "error: {error}\nthe store is damaged; run `delegation-log audit` to see all of it"
+                "error: {}\nthe store is damaged; run `delegation-log audit` to see all of it",
+                printable(&error.to_string())
             );
             ExitCode::from(1)
         }
@@ -222,7 +223,11 @@ fn print_verdict(verdict: &Verdict, json: bool) -> ExitCode {
 }
 
 fn unreadable(path: &Path, error: &AuditError) -> ExitCode {
-    eprintln!("error: {}: {error}", path.display());
+    eprintln!(
+        "error: {}: {}",
+        path.display(),
+        printable(&error.to_string())
+    );
     ExitCode::from(2)
 }
 

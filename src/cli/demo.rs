@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
+use delegation_log::audit::printable;
 use delegation_log::dispatch::{Dispatcher, Options, Request, Settled};
 use delegation_log::transport::Http;
 use delegation_log::{DelegationId, Ledger, Outcome};
@@ -205,8 +206,8 @@ fn row(settled: &Settled, target: &str) -> String {
     };
     format!(
         "{:<10} {target:<8} {status:<9} {}",
-        settled.id.as_str(),
-        describe(&settled.outcome)
+        printable(settled.id.as_str()),
+        printable(&describe(&settled.outcome))
     )
 }
 

@@ -1,8 +1,12 @@
 //! `status` and `history`: read one delegation from a log.
 
+use std::io::Write as _;
 use std::path::Path;
 
-use delegation_log::{Event, StatusKind};
+use delegation_log::audit::printable;
+use delegation_log::event::{Remote, RemoteKind};
+use delegation_log::{Event, Status, StatusKind};
+use serde::Serialize;
 
 use super::{Failure, Outcome, open_existing, or_dash, parse_id};
 
@@ -12,32 +16,79 @@ pub(crate) fn status(db: &Path, id: &str, json: bool) -> Outcome {
     let status = ledger
         .status(&id)
         .map_err(|e| Failure::Problems(format!("cannot read `{id}`: {e}")))?;
-    if json {
-        let text = serde_json::to_string_pretty(&status)
-            .map_err(|e| Failure::Unusable(format!("cannot encode the status: {e}")))?;
-        println!("{text}");
-    } else {
-        let word = |value: &serde_json::Value| value.as_str().map(str::to_owned);
-        let json = serde_json::to_value(&status).unwrap_or_default();
-        let status_word = json.get("status").and_then(word).unwrap_or_default();
-        let reason = json.get("reason").and_then(word);
-        let received = json.get("target_received").and_then(word);
-        println!("id:              {}", status.id);
-        println!("status:          {status_word}");
-        println!("reason:          {}", or_dash(reason));
-        println!("http_status:     {}", or_dash(status.http_status));
-        println!("error_detail:    {}", or_dash(status.error_detail.as_ref()));
-        println!("target_received: {}", or_dash(received));
-        println!("target:          {}", or_dash(status.target.as_ref()));
-        println!("queued_at:       {}", or_dash(status.queued_at));
-        println!("settled_at:      {}", or_dash(status.settled_at));
-    }
+    print_status(&status, json)?;
     if status.status == StatusKind::NotFound {
         return Err(Failure::Problems(format!(
             "no delegation `{id}` in the log"
         )));
     }
     Ok(())
+}
+
+/// Prints a status as `status` does: the JSON object with `json`, else one
+/// `field: value` line per field, `-` for what does not apply. A stdout that cannot
+/// be written (a reader that went away) is exit 2, not a panic.
+pub(crate) fn print_status(status: &Status, json: bool) -> Outcome {
+    let text = if json {
+        serde_json::to_string_pretty(status)
+            .map_err(|e| Failure::Unusable(format!("cannot encode the status: {e}")))?
+    } else {
+        let lines = [
+            format!("id:              {}", status.id),
+            format!("status:          {}", or_dash(word(&status.status))),
+            format!("reason:          {}", or_dash(word(&status.reason))),
+            format!("http_status:     {}", or_dash(status.http_status)),
+            format!("rpc_code:        {}", or_dash(status.rpc_code)),
+            format!("error_detail:    {}", or_dash(status.error_detail.as_ref())),
+            format!(
+                "target_received: {}",
+                or_dash(word(&status.target_received))
+            ),
+            format!(
+                "remote:          {}",
+                or_dash(status.remote.as_ref().map(remote))
+            ),
+            format!("target:          {}", or_dash(status.target.as_ref())),
+            format!("queued_at:       {}", or_dash(status.queued_at)),
+            format!("settled_at:      {}", or_dash(status.settled_at)),
+        ];
+        // One field a line: a field's own newlines and escape codes are escaped.
+        lines.map(|line| printable(&line).into_owned()).join("\n")
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::Unusable(format!("cannot write to stdout: {e}")))
+}
+
+/// A value's name as its JSON form writes it (`failed`, `rpc_error`, `no`), or
+/// `None` for what serializes to anything but a string (`null`).
+fn word(value: &impl Serialize) -> Option<String> {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(word)) => Some(word),
+        _ => None,
+    }
+}
+
+/// The agent's answer in a few words: `message`, `message (context c-1)`,
+/// `task t-1 (context c-1) working`.
+fn remote(remote: &Remote) -> String {
+    let mut words = match remote.kind {
+        RemoteKind::Message => "message".to_owned(),
+        RemoteKind::Task => "task".to_owned(),
+    };
+    if let Some(task) = &remote.task_id {
+        words.push(' ');
+        words.push_str(task);
+    }
+    if let Some(context) = &remote.context_id {
+        words.push_str(&format!(" (context {context})"));
+    }
+    if let Some(state) = &remote.state {
+        words.push(' ');
+        words.push_str(state.as_str());
+    }
+    words
 }
 
 pub(crate) fn history(db: &Path, id: &str, json: bool) -> Outcome {
@@ -77,10 +128,11 @@ pub(crate) fn history(db: &Path, id: &str, json: bool) -> Outcome {
             },
         };
         println!(
-            "{}  {:<9}  {}  {what}",
+            "{}  {:<9}  {}  {}",
             record.seq,
             record.event.kind().as_str(),
-            record.at
+            record.at,
+            printable(&what)
         );
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! The command line: parsing, exit codes, and one module per subcommand.
 
 pub mod audit;
+mod delegate;
 mod demo;
 mod inspect;
 mod recover;
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use delegation_log::audit::printable;
 use delegation_log::{DelegationId, Ledger};
 
 /// An auditable event log for agent-to-agent delegations.
@@ -35,6 +37,25 @@ enum Command {
         #[arg(long, default_value_t = 500)]
         deadline_ms: u64,
     },
+    /// Hand a task to an A2A agent over HTTP: record it queued, deliver it, print the
+    /// outcome as `status` does.
+    ///
+    /// Exit codes: 0 delivered; 1 failed (the reason is in the output); 2 a usage
+    /// error or a log that cannot be opened (nothing is sent), or an outcome that
+    /// could not be recorded (the delegation stays queued until `recover` settles it).
+    ///
+    /// With --no-wait the receipt is printed as soon as `queued` is durable. The
+    /// process still delivers and records the outcome before it exits, within the
+    /// delivery deadline, so nothing is left queued; it exits 0 whichever the
+    /// outcome, and holds the log's lock until it exits. If it is killed first, the
+    /// delegation stays queued and `recover` settles it.
+    ///
+    /// Running again with an --id the log holds sends nothing: it prints that
+    /// delegation's status and exits by it (0 delivered, 1 failed). A delegation
+    /// still queued there has no live process delivering it: exit 1, with a note to
+    /// run `recover` (exit 0 with --no-wait). An id the log holds for another
+    /// source, target or task is a usage error.
+    Delegate(delegate::Args),
     /// Show one delegation's status.
     Status {
         /// The log's directory.
@@ -88,6 +109,7 @@ pub(crate) fn main() -> ExitCode {
             tasks,
             deadline_ms,
         } => demo::run(db, tasks, std::time::Duration::from_millis(deadline_ms)),
+        Command::Delegate(args) => delegate::run(args),
         Command::Status { db, id, json } => inspect::status(&db, &id, json),
         Command::History { db, id, json } => inspect::history(&db, &id, json),
         Command::Recover { db, redeliver } => recover::run(&db, redeliver),
@@ -97,12 +119,12 @@ pub(crate) fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Problems(message)) => {
             if !message.is_empty() {
-                eprintln!("delegation-log: {message}");
+                eprintln!("delegation-log: {}", printable(&message));
             }
             ExitCode::from(1)
         }
         Err(Failure::Unusable(message)) => {
-            eprintln!("delegation-log: {message}");
+            eprintln!("delegation-log: {}", printable(&message));
             ExitCode::from(2)
         }
     }
@@ -110,10 +132,10 @@ pub(crate) fn main() -> ExitCode {
 
 /// Opens an existing log; a missing or unreadable one is exit 2.
 pub(crate) fn open_existing(db: &Path) -> Result<Ledger, Failure> {
-    if !db.is_dir() {
-        return Err(Failure::Unusable(format!("no log at {}", db.display())));
-    }
-    Ledger::open(db).map_err(|e| Failure::Unusable(format!("cannot open {}: {e}", db.display())))
+    Ledger::open_existing(db).map_err(|e| match e {
+        delegation_log::Error::NotAStore { .. } => Failure::Unusable(e.to_string()),
+        e => Failure::Unusable(format!("cannot open {}: {e}", db.display())),
+    })
 }
 
 /// Parses an id given on the command line; a bad one is exit 2.

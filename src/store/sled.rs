@@ -136,6 +136,37 @@ impl Sled {
         Self::open_with_cache(path, Self::DEFAULT_CACHE_BYTES)
     }
 
+    /// Opens the store at `path` only if one is there: a read never creates a
+    /// store.
+    ///
+    /// # Errors
+    /// [`Error::NotAStore`] if `path` is missing or holds no store (no sled `conf`
+    /// and `db` files); otherwise as for [`Sled::open`].
+    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_existing_with_cache(path, Self::DEFAULT_CACHE_BYTES)
+    }
+
+    /// As [`Sled::open_existing`], with the page cache of
+    /// [`Sled::open_with_cache`].
+    ///
+    /// # Errors
+    /// As for [`Sled::open_existing`].
+    pub fn open_existing_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Self> {
+        let path = path.as_ref();
+        if !Self::is_store(path) {
+            return Err(Error::NotAStore {
+                path: path.to_path_buf(),
+            });
+        }
+        Self::open_with_cache(path, cache_bytes)
+    }
+
+    /// Whether `path` is a directory holding a sled store (its `conf` and `db`
+    /// files).
+    pub fn is_store(path: &Path) -> bool {
+        path.join("conf").is_file() && path.join("db").is_file()
+    }
+
     /// sled's page cache size when none is given: 1 GiB, sled's own default.
     pub const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
 

@@ -36,7 +36,7 @@
 //! | 2xx, `{"jsonrpc":"2.0","id":"task-1","error":{"code":-32601,"message":"Method not found"}}` (`id` may be `null`) | `rpc_error`, `rpc_code` -32601, the message as detail | no; unknown for -32603 |
 //! | 2xx that is not a JSON-RPC response to this request: HTML from a proxy, an empty body, neither or both of `result` and `error`, another `id`, a `result` that is neither a Message nor a Task, an answer over [`Http::max_answer`] | `bad_response` | unknown |
 //! | 3xx (redirects are not followed), 4xx, 5xx | `http_status`; the detail holds the start of the body, and says for 401 and 403 that the credentials were refused | no for 3xx, 4xx, 501, 503; unknown for other 5xx |
-//! | connection refused, unknown host, unusable URL | `target_offline` | no |
+//! | connection refused, unknown host, unusable URL, a TLS certificate that does not check out | `target_offline` | no |
 //! | no complete answer before the delivery deadline (a 2xx body that never ends included) | `timeout` | unknown |
 //! | the connection broke after the request may have been sent | `timeout`, the detail says what broke | unknown |
 //! | the envelope is larger than [`Http::max_body`] | `marshal_error` | no |
@@ -45,9 +45,59 @@
 //! [`DETAIL_READ`] bytes, for at most [`DETAIL_WAIT`], so a 500 whose body streams
 //! forever is still `http_status 500`, at once, with bounded memory. A 2xx body is
 //! read whole, up to [`Http::max_answer`] bytes, within the dispatcher's deadline.
+//!
+//! ## Protocol discovery
+//!
+//! With [`Protocol::Auto`] the transport first reads the target's agent card. The
+//! official SDKs serve it at `/.well-known/agent-card.json`, and a server hosting
+//! several agents serves each one's under that agent's path, so for the target
+//! `https://host/agents/review` it is looked for at
+//! `https://host/agents/review/.well-known/agent-card.json`, then at
+//! `https://host/.well-known/agent-card.json` (when the first answers non-2xx or
+//! with no usable card; not when it cannot be reached). At most [`CARD_LIMIT`]
+//! bytes of it are read.
+//!
+//! Of the card's JSON-RPC interfaces (1.0 `supportedInterfaces`; 0.3 `url`,
+//! `preferredTransport`, `protocolVersion` and `additionalInterfaces`) in a version
+//! this crate speaks, the newest version wins, then the card's order. The task is
+//! posted to that interface's `url`, resolved against the card's URL; an absent or
+//! empty `url` means the target. An interface that would take an `https` target to
+//! plain `http` is passed over. The choice is cached per target (by default
+//! [`DEFAULT_CARD_CACHE`] targets for [`DEFAULT_CARD_TTL`]; see
+//! [`Builder::card_cache`]); a failed read is not cached.
+//!
+//! A card that cannot be had fails the delivery, and the task is not posted. The
+//! detail names the card's URL, e.g. `agent card
+//! http://host/.well-known/agent-card.json: HTTP 404`:
+//!
+//! | the card | reason |
+//! | --- | --- |
+//! | refused, unknown host, bad certificate | `target_offline` |
+//! | no answer | `timeout` (the dispatcher's deadline) |
+//! | a non-2xx answer | `http_status` with that code |
+//! | not JSON, too large, or no JSON-RPC interface in 0.3 or 1.0 | `bad_response` |
+//!
+//! When both places were tried, the detail gives both, and the reason is the
+//! origin's unless the origin said only 404. A failure after the card was read
+//! ends with where the task went: `(sent as A2A 1.0 to https://…, as the agent
+//! card says)`.
+//!
+//! ## HTTPS and credentials
+//!
+//! TLS is rustls (ring provider), checking certificates against the platform's
+//! roots plus any CA given to [`Builder::ca_cert`]. A [`Credential`] (from an
+//! environment variable or a file) is sent as the agent card's `securitySchemes`
+//! and requirements ask: `Authorization: Bearer` for HTTP bearer, OAuth 2 and
+//! OpenID Connect schemes, or the named header for an API key in a header.
+//! Without a card (a fixed [`Protocol`]) or when the card asks for nothing a
+//! secret can satisfy, it goes as `Authorization: Bearer`. It is never sent to the
+//! card's URL. A 401 or 403 is `http_status`, and its detail says which credential
+//! was sent and how, or that none was configured. The secret itself never
+//! reaches a detail (an agent echoing it gets `[redacted]`) or `Debug` output.
 
 use std::error::Error as _;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -56,6 +106,16 @@ use super::{Accepted, BoxFuture, Failure, Message, Transport};
 use crate::event::FailureReason;
 
 mod answer;
+mod auth;
+mod card;
+mod client;
+
+use self::auth::Scheme;
+use self::card::Cards;
+
+pub use self::auth::{Credential, CredentialError, Secret};
+pub use self::card::{CARD_LIMIT, CARD_PATH, DEFAULT_CARD_CACHE, DEFAULT_CARD_TTL};
+pub use self::client::{BuildError, Builder};
 
 /// An A2A wire generation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -83,6 +143,31 @@ impl fmt::Display for Version {
     }
 }
 
+/// What the transport speaks: one A2A wire generation to every target, or, with
+/// [`Protocol::Auto`], what each target's agent card advertises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// A2A 0.3, posted to the target URL.
+    #[default]
+    V0_3,
+    /// A2A 1.0, posted to the target URL.
+    V1_0,
+    /// Reads the target's agent card (cached, see [`Builder::card_cache`]) and
+    /// posts to its JSON-RPC interface in the newest version both sides speak.
+    /// A card that cannot be had fails the delivery, naming the card's URL; the
+    /// [Protocol discovery](self#protocol-discovery) says how.
+    Auto,
+}
+
+impl From<Version> for Protocol {
+    fn from(version: Version) -> Self {
+        match version {
+            Version::V0_3 => Protocol::V0_3,
+            Version::V1_0 => Protocol::V1_0,
+        }
+    }
+}
+
 /// The default limit on an encoded envelope: 4 MiB.
 pub const DEFAULT_MAX_BODY: usize = 4 * 1024 * 1024;
 
@@ -96,54 +181,64 @@ pub const DETAIL_READ: usize = 4096;
 /// How long a non-2xx answer's body is waited for, for the failure's detail.
 pub const DETAIL_WAIT: Duration = Duration::from_millis(500);
 
-/// Posts A2A JSON-RPC envelopes over plain HTTP (no TLS is compiled in).
+/// Posts A2A JSON-RPC envelopes over HTTP or HTTPS.
+///
+/// Clones share one connection pool and one cache of agent cards.
 #[derive(Clone)]
 pub struct Http {
     client: reqwest::Client,
-    version: Version,
+    protocol: Protocol,
     max_body: usize,
     max_answer: usize,
+    credential: Option<Credential>,
+    cards: Arc<Cards>,
 }
 
 impl fmt::Debug for Http {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Http")
-            .field("version", &self.version)
+            .field("protocol", &self.protocol)
             .field("max_body", &self.max_body)
             .field("max_answer", &self.max_answer)
+            .field("credential", &self.credential)
+            .field("cards", &self.cards)
             .finish_non_exhaustive()
     }
 }
 
-/// The HTTP client could not be built.
-#[derive(Debug, thiserror::Error)]
-#[error("could not build the HTTP client: {0}")]
-pub struct BuildError(#[from] reqwest::Error);
-
 impl Http {
-    /// An A2A 0.3 transport with a 5 s connect timeout. The delivery deadline is
-    /// the dispatcher's. Redirects are not followed (a 3xx is a non-2xx answer:
-    /// `http_status`), and proxies come from the environment (`HTTP_PROXY`,
-    /// `NO_PROXY`), as reqwest does by default.
+    /// An A2A 0.3 transport with a 5 s connect timeout, no credential, and the
+    /// platform's TLS roots. The delivery deadline is the dispatcher's. Redirects
+    /// are not followed (a 3xx is a non-2xx answer: `http_status`), and proxies
+    /// come from the environment (`HTTP_PROXY`, `NO_PROXY`, …) except for loopback
+    /// targets, which are always reached directly. [`Http::builder`] gives more.
+    ///
+    /// ```
+    /// use delegation_log::transport::Http;
+    /// use delegation_log::transport::http::Protocol;
+    ///
+    /// let http = Http::new()?.protocol(Protocol::Auto);
+    /// # let _ = http;
+    /// # Ok::<(), delegation_log::transport::http::BuildError>(())
+    /// ```
     ///
     /// # Errors
-    /// [`BuildError`] if reqwest cannot build its client.
+    /// [`BuildError`] if a proxy variable holds no URL, or reqwest cannot build
+    /// its client.
     pub fn new() -> Result<Self, BuildError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
-        Ok(Http {
-            client,
-            version: Version::default(),
-            max_body: DEFAULT_MAX_BODY,
-            max_answer: DEFAULT_MAX_ANSWER,
-        })
+        Http::builder().build()
     }
 
-    /// Speaks `version` instead of A2A 0.3.
-    pub fn version(mut self, version: Version) -> Self {
-        self.version = version;
+    /// Speaks `version` to every target instead of A2A 0.3: the same as
+    /// [`Http::protocol`] with that version.
+    pub fn version(self, version: Version) -> Self {
+        self.protocol(version.into())
+    }
+
+    /// Speaks `protocol`: one version to every target, or [`Protocol::Auto`] to
+    /// read each target's agent card.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
         self
     }
 
@@ -159,20 +254,65 @@ impl Http {
         self
     }
 
-    /// The JSON-RPC envelope this transport posts for `message`.
+    /// The JSON-RPC envelope this transport posts for `message`. With
+    /// [`Protocol::Auto`] the version is each target's; this gives the 1.0
+    /// envelope, what a target whose card offers both versions gets.
     pub fn envelope(&self, message: &Message) -> Value {
-        envelope(self.version, message)
+        let version = match self.protocol {
+            Protocol::V0_3 => Version::V0_3,
+            Protocol::V1_0 | Protocol::Auto => Version::V1_0,
+        };
+        envelope(version, message)
     }
 
     async fn post(&self, message: Message) -> Result<Accepted, Failure> {
-        self.post_to(self.version, &message.target, &message).await
+        let outcome = match self.protocol {
+            Protocol::V0_3 => {
+                self.post_to(Version::V0_3, &message.target, &Scheme::Bearer, &message)
+                    .await
+            }
+            Protocol::V1_0 => {
+                self.post_to(Version::V1_0, &message.target, &Scheme::Bearer, &message)
+                    .await
+            }
+            Protocol::Auto => self.post_by_card(&message).await,
+        };
+        outcome.map_err(|failure| self.redact(failure))
     }
 
-    /// Posts `message` to `url` in `version`, and reads the answer.
+    /// Posts `message` where and as the target's agent card says.
+    async fn post_by_card(&self, message: &Message) -> Result<Accepted, Failure> {
+        let route = self.cards.route(&self.client, &message.target).await?;
+        self.post_to(route.version, &route.url, &route.auth, message)
+            .await
+            .map_err(|mut failure| {
+                failure.detail.push_str(&format!(
+                    " (sent as A2A {} to {}, as the agent card says)",
+                    route.version, route.url
+                ));
+                failure
+            })
+    }
+
+    /// `failure` with the credential's secret, should the agent have echoed it
+    /// into the detail, replaced by `[redacted]`.
+    fn redact(&self, failure: Failure) -> Failure {
+        match &self.credential {
+            Some(credential) => Failure {
+                detail: credential.secret().scrub(&failure.detail).into_owned(),
+                ..failure
+            },
+            None => failure,
+        }
+    }
+
+    /// Posts `message` to `url` in `version`, with the credential (if any) as
+    /// `scheme` says, and reads the answer.
     async fn post_to(
         &self,
         version: Version,
         url: &str,
+        scheme: &Scheme,
         message: &Message,
     ) -> Result<Accepted, Failure> {
         let body = serde_json::to_vec(&envelope(version, message)).map_err(Failure::marshal)?;
@@ -191,11 +331,26 @@ impl Http {
         if version == Version::V1_0 {
             request = request.header("A2A-Version", "1.0");
         }
+        if let Some(credential) = &self.credential {
+            let (name, value) = credential.header(scheme);
+            request = request.header(name, value);
+        }
         let mut response = request.send().await.map_err(|e| classify(&e))?;
         let status = response.status().as_u16();
         if !response.status().is_success() {
             let prefix = read_prefix(&mut response).await;
-            return Err(answer::non_success(status, &prefix));
+            let mut failure = answer::non_success(status, &prefix);
+            if status == 401 || status == 403 {
+                failure.detail.push_str(&match &self.credential {
+                    Some(credential) => format!(
+                        " (sent the credential from the {} as {})",
+                        credential.origin(),
+                        scheme
+                    ),
+                    None => " (no credential was configured)".to_owned(),
+                });
+            }
+            return Err(failure);
         }
         let body = read_answer(&mut response, self.max_answer).await?;
         answer::classify(status, &body, message.delegation.as_str())
