@@ -405,7 +405,14 @@ async fn assert_rejected(protocol: Protocol, id: &str, version: &str) {
     let (status, _) = delegate(id, agent.url("/reject"), protocol, DEADLINE).await;
     assert_failed(&status, "rejected", "yes");
     assert_eq!(status["rpc_code"], Value::Null, "{status:#}");
-    assert_seen_once(agent, id, "/reject", Some(version));
+    let seen = assert_seen_once(agent, id, "/reject", Some(version));
+    // The detail names the agent's task, so the sender can follow it up.
+    let detail = status["error_detail"].as_str().unwrap_or_default();
+    let task_id = seen["task_id"].as_str().unwrap();
+    assert!(
+        detail.contains(task_id),
+        "the detail should name task {task_id}: {status:#}"
+    );
 }
 
 #[tokio::test]
@@ -455,29 +462,58 @@ async fn a_path_the_server_does_not_serve_is_failed_http_status_404_and_never_se
         assert_eq!(status["http_status"], 404, "{status:#}");
         assert_never_seen(agent, id);
     }
-    // `auto` finds no card under the path nor at the origin; however it then
-    // proceeds, the agent never took the task.
-    let id = "auto-to-404";
-    let (status, _) = delegate(id, agent.url("/no-such-agent"), Protocol::Auto, DEADLINE).await;
-    assert_eq!(status["status"], "failed", "{status:#}");
-    assert_ne!(status["target_received"], "yes", "{status:#}");
+    // `auto` finds no card under the path nor at the origin: it posts nothing.
+    assert_no_card("auto-to-404", agent, "/no-such-agent").await;
+}
+
+/// `auto` to a path without an agent card: `failed / http_status 404` naming the
+/// card's URL, and nothing posted.
+async fn assert_no_card(id: &str, agent: &Agent, path: &str) {
+    let (status, _) = delegate(id, agent.url(path), Protocol::Auto, DEADLINE).await;
+    assert_failed(&status, "http_status", "no");
+    assert_eq!(status["http_status"], 404, "{status:#}");
+    let detail = status["error_detail"].as_str().unwrap_or_default();
+    let card = agent.url(&format!("{path}/.well-known/agent-card.json"));
+    assert!(
+        detail.contains(&card),
+        "the detail should name {card}: {status:#}"
+    );
     assert_never_seen(agent, id);
+}
+
+/// A hostile peer (no SDK) was posted this delegation once, in `version`.
+fn assert_posted_once(agent: &Agent, id: &str, path: &str, version: &str) {
+    let seen = agent.seen(id);
+    assert_eq!(
+        seen.len(),
+        1,
+        "{path} should have been posted {id} once: {seen:#?}"
+    );
+    let seen = &seen[0];
+    assert_eq!(seen["agent"], path, "{seen:#}");
+    assert_eq!(seen["text"], TASK, "{seen:#}");
+    let method = if version == "1.0" {
+        "SendMessage"
+    } else {
+        "message/send"
+    };
+    assert_eq!(seen["method"], method, "{seen:#}");
 }
 
 #[tokio::test]
 async fn an_html_page_with_status_200_is_failed_bad_response_not_delivered() {
     let Some(agent) = agent() else { return };
-    for (protocol, id) in [
-        (Protocol::V0_3, "v0_3-to-proxy-html"),
-        (Protocol::V1_0, "v1_0-to-proxy-html"),
+    for (protocol, id, version) in [
+        (Protocol::V0_3, "v0_3-to-proxy-html", "0.3"),
+        (Protocol::V1_0, "v1_0-to-proxy-html", "1.0"),
     ] {
         let (status, _) = delegate(id, agent.url("/proxy-html"), protocol, DEADLINE).await;
         assert_failed(&status, "bad_response", "unknown");
         assert_eq!(status["remote"], Value::Null, "{status:#}");
+        assert_eq!(status["http_status"], Value::Null, "{status:#}");
+        assert_posted_once(agent, id, "/proxy-html", version);
     }
-    let id = "auto-to-proxy-html";
-    let (status, _) = delegate(id, agent.url("/proxy-html"), Protocol::Auto, DEADLINE).await;
-    assert_eq!(status["status"], "failed", "{status:#}");
+    assert_no_card("auto-to-proxy-html", agent, "/proxy-html").await;
 }
 
 #[tokio::test]
@@ -485,20 +521,20 @@ async fn a_body_that_never_ends_is_failed_timeout_within_the_deadline() {
     let Some(agent) = agent() else { return };
     let deadline = Duration::from_secs(2);
     let url = agent.url("/endless");
-    // Side by side, so the three deadlines run out together.
-    let (v0_3, v1_0, auto) = tokio::join!(
+    // Side by side, so the deadlines run out together.
+    let (v0_3, v1_0) = tokio::join!(
         delegate("v0_3-to-endless", url.clone(), Protocol::V0_3, deadline),
-        delegate("v1_0-to-endless", url.clone(), Protocol::V1_0, deadline),
-        delegate("auto-to-endless", url, Protocol::Auto, deadline),
+        delegate("v1_0-to-endless", url, Protocol::V1_0, deadline),
     );
-    for (status, took) in [&v0_3, &v1_0, &auto] {
-        assert_eq!(status["status"], "failed", "{status:#}");
+    for (status, took) in [&v0_3, &v1_0] {
+        assert_failed(status, "timeout", "unknown");
         assert!(
             *took < deadline + Duration::from_secs(2),
             "settled after {took:?}, deadline {deadline:?}: {status:#}"
         );
     }
-    assert_failed(&v0_3.0, "timeout", "unknown");
-    assert_failed(&v1_0.0, "timeout", "unknown");
-    // `auto` finds no card there; however it then proceeds, it ends in time (above).
+    assert_posted_once(agent, "v0_3-to-endless", "/endless", "0.3");
+    assert_posted_once(agent, "v1_0-to-endless", "/endless", "1.0");
+    // `auto` finds no card there, so it never posts into the endless body.
+    assert_no_card("auto-to-endless", agent, "/endless").await;
 }

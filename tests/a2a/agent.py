@@ -26,7 +26,9 @@ that dies (or never drops its handle) cannot leave it running.
 
 Every message an agent's executor receives is appended to the ``--record`` file
 as one JSON line: what the peer saw (agent path, messageId, text, metadata, the
-``A2A-Version`` header, the JSON-RPC method).
+``A2A-Version`` header, the JSON-RPC method). The hostile peers record every POST
+they get the same way, read from the raw JSON-RPC, so a test can tell whether
+anything was posted to them at all.
 """
 
 from __future__ import annotations
@@ -95,6 +97,33 @@ class Recorder:
             'task_id': context.task_id,
             'context_id': context.context_id,
         }
+        self._append(line)
+
+    async def record_raw(self, agent: str, request: Request) -> None:
+        """What a hostile peer (no SDK) was posted, read from the raw JSON-RPC."""
+        try:
+            body = json.loads(await request.body())
+            message = body['params']['message']
+        except (ValueError, KeyError, TypeError):
+            body, message = {}, {}
+        parts = message.get('parts') or []
+        self._append(
+            {
+                'agent': agent,
+                'message_id': message.get('messageId'),
+                'role': message.get('role'),
+                'text': '\n'.join(
+                    p['text'] for p in parts if isinstance(p, dict) and 'text' in p
+                ),
+                'metadata': message.get('metadata'),
+                'a2a_version': request.headers.get('a2a-version'),
+                'method': body.get('method'),
+                'task_id': None,
+                'context_id': None,
+            }
+        )
+
+    def _append(self, line: dict) -> None:
         with self._lock, open(self._path, 'a', encoding='utf-8') as out:
             out.write(json.dumps(line, sort_keys=True) + '\n')
             out.flush()
@@ -230,14 +259,20 @@ def agent_routes(
     ]
 
 
-async def proxy_html(_request: Request) -> HTMLResponse:
+def proxy_html(recorder: Recorder):  # noqa: ANN201
     """A 200 that is no JSON-RPC at all, as a captive portal or proxy sends."""
-    return HTMLResponse(
-        '<!doctype html><html><body><h1>Proxy login</h1></body></html>'
-    )
+
+    async def route(request: Request) -> HTMLResponse:
+        if request.method == 'POST':
+            await recorder.record_raw('/proxy-html', request)
+        return HTMLResponse(
+            '<!doctype html><html><body><h1>Proxy login</h1></body></html>'
+        )
+
+    return route
 
 
-async def endless(_request: Request) -> StreamingResponse:
+def endless(recorder: Recorder):  # noqa: ANN201
     """200 and headers at once, then a body that never ends."""
 
     async def trickle():  # noqa: ANN202
@@ -245,7 +280,12 @@ async def endless(_request: Request) -> StreamingResponse:
             yield b' '
             await asyncio.sleep(0.5)
 
-    return StreamingResponse(trickle(), media_type='application/json')
+    async def route(request: Request) -> StreamingResponse:
+        if request.method == 'POST':
+            await recorder.record_raw('/endless', request)
+        return StreamingResponse(trickle(), media_type='application/json')
+
+    return route
 
 
 def build_app(base: str, recorder: Recorder) -> Starlette:
@@ -260,8 +300,8 @@ def build_app(base: str, recorder: Recorder) -> Starlette:
         base, '/reject', RejectingAgent('/reject', recorder), compat=True
     )
     routes += [
-        Route('/proxy-html', proxy_html, methods=['GET', 'POST']),
-        Route('/endless', endless, methods=['GET', 'POST']),
+        Route('/proxy-html', proxy_html(recorder), methods=['GET', 'POST']),
+        Route('/endless', endless(recorder), methods=['GET', 'POST']),
     ]
     return Starlette(routes=routes)
 
