@@ -97,7 +97,10 @@ fn an_unknown_id_exits_1_and_a_missing_log_or_bad_usage_exits_2() {
     let missing = dir.path().join("missing");
     let (code, _, stderr) = run(&["status", missing.to_str().unwrap(), "x"]);
     assert_eq!(code, 2);
-    assert!(stderr.starts_with("delegation-log: no store at"), "{stderr}");
+    assert!(
+        stderr.starts_with("delegation-log: no store at"),
+        "{stderr}"
+    );
     assert!(!missing.exists(), "reading must not create a log");
 
     let (code, _, _) = run(&["status", db_arg]);

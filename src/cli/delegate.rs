@@ -12,9 +12,9 @@ use std::time::Duration;
 use delegation_log::audit::printable;
 use delegation_log::dispatch::{self, Dispatcher, Options, Receipt, Request};
 use delegation_log::transport::Http;
-use delegation_log::transport::http::Version;
 use delegation_log::{Delegation, DelegationId, Ledger, Status, StatusKind};
 
+use super::http::HttpArgs;
 use super::inspect::print_status;
 use super::{Failure, Outcome, runtime};
 
@@ -27,11 +27,8 @@ pub(crate) struct Args {
     /// The agent's A2A JSON-RPC endpoint (http:// or https://).
     #[arg(long, value_name = "URL", value_parser = endpoint)]
     to: String,
-    /// The A2A wire generation: `0.3` (method `message/send`) or `1.0` (method
-    /// `SendMessage`). `auto` is meant to read the agent card and speak what the
-    /// agent advertises; until the HTTP transport can, `auto` speaks 0.3.
-    #[arg(long, value_enum, default_value_t = Protocol::Auto)]
-    protocol: Protocol,
+    #[command(flatten)]
+    http: HttpArgs,
     /// The delegation id (default: a fresh one). Running again with an id the log
     /// already holds sends nothing and prints that delegation's status.
     #[arg(long)]
@@ -57,33 +54,6 @@ pub(crate) struct Args {
     task: String,
 }
 
-/// `--protocol`: which A2A wire generation to speak.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Protocol {
-    /// Read the agent card and speak what the agent advertises (for now: 0.3).
-    Auto,
-    /// A2A 0.3: `message/send`.
-    #[value(name = "0.3")]
-    V0_3,
-    /// A2A 1.0: `SendMessage`, header `A2A-Version: 1.0`.
-    #[value(name = "1.0")]
-    V1_0,
-}
-
-/// The wire generation `protocol` speaks.
-///
-/// LEAD, TO WIRE: `auto` must become agent card discovery
-/// (`transport::http`'s `Protocol::Auto`) once that lands on main; then this
-/// function goes, and the help texts of `--protocol` and [`Protocol::Auto`] lose
-/// their "for now: 0.3". Until then `auto` speaks 0.3, the transport's default:
-/// no discovery is faked here.
-fn wire(protocol: Protocol) -> Version {
-    match protocol {
-        Protocol::Auto | Protocol::V0_3 => Version::V0_3,
-        Protocol::V1_0 => Version::V1_0,
-    }
-}
-
 pub(crate) fn run(args: Args) -> Outcome {
     let ledger = Ledger::open(&args.db)
         .map_err(|e| Failure::Unusable(format!("cannot open {}: {e}", args.db.display())))?;
@@ -92,9 +62,7 @@ pub(crate) fn run(args: Args) -> Outcome {
     {
         return again(&args, &existing);
     }
-    let transport = Http::new()
-        .map_err(|e| Failure::Unusable(format!("cannot start HTTP: {e}")))?
-        .version(wire(args.protocol));
+    let transport = args.http.transport()?;
     let id = runtime()?.block_on(deliver(&ledger, transport, &args))?;
     if args.no_wait {
         return Ok(());

@@ -3,6 +3,7 @@
 pub mod audit;
 mod delegate;
 mod demo;
+mod http;
 mod inspect;
 mod recover;
 
