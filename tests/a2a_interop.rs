@@ -13,7 +13,7 @@
 #![cfg(feature = "http")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -161,7 +161,15 @@ fn agent() -> Option<&'static Agent> {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
     let state = AGENT.get_or_init(|| match start() {
         Ok(agent) => State::Running(agent),
-        Err(Unavailable::NotInstalled(why)) if !ci => State::Skip(why),
+        Err(Unavailable::NotInstalled(why)) if !ci => {
+            // Once, past the test harness's capture, so that a plain `cargo test`
+            // shows it.
+            let _ = writeln!(
+                std::io::stderr(),
+                "a2a_interop: SKIPPED, the A2A SDK peers are not installed ({why}); {INSTALL}"
+            );
+            State::Skip(why)
+        }
         Err(Unavailable::NotInstalled(why)) => State::Fail(format!(
             "CI=true and the A2A SDK peers are not installed: {why}; {INSTALL}"
         )),
