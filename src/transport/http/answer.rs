@@ -367,6 +367,89 @@ mod tests {
         }
     }
 
+    /// An answer of an agent on the official A2A Python SDK (1.3.0), byte for byte:
+    /// `tests/fixtures/a2a/README.md` says which request brought each.
+    macro_rules! sdk {
+        ($file:literal) => {
+            include_bytes!(concat!("../../../tests/fixtures/a2a/", $file)).as_slice()
+        };
+    }
+
+    #[test]
+    fn the_sdks_message_answers_in_both_versions_are_delivered_as_messages() {
+        for body in [
+            sdk!("v0_3_compat.json"),
+            sdk!("v1_0_compat.json"),
+            sdk!("v1_0_v1.json"),
+        ] {
+            let accepted = classify(200, body, "task-1").expect("delivered");
+            let remote = accepted.remote.unwrap();
+            assert_eq!(remote.kind, RemoteKind::Message);
+            assert_eq!(remote.state, None);
+        }
+    }
+
+    #[test]
+    fn the_sdks_task_answers_in_both_versions_are_delivered_as_working_tasks() {
+        for body in [sdk!("v0_3_task.json"), sdk!("v1_0_task.json")] {
+            let remote = classify(200, body, "task-1")
+                .expect("delivered")
+                .remote
+                .unwrap();
+            assert_eq!(remote.kind, RemoteKind::Task);
+            assert_eq!(remote.state, Some(TaskState::Working));
+            assert!(remote.task_id.is_some() && remote.context_id.is_some());
+        }
+    }
+
+    #[test]
+    fn the_sdks_rejections_in_both_versions_are_rejected_with_the_agents_words() {
+        for body in [sdk!("v0_3_reject.json"), sdk!("v1_0_reject.json")] {
+            let failure = classify(200, body, "task-1").expect_err("rejected");
+            assert_eq!(failure.reason, FailureReason::Rejected);
+            assert!(
+                failure.detail.contains("I do not review pull requests."),
+                "{}",
+                failure.detail
+            );
+        }
+    }
+
+    #[test]
+    fn the_sdks_refusals_are_rpc_errors_with_their_codes() {
+        for (body, code, received) in [
+            // The bug this crate was fixed for: 0.3 to a 1.0-only agent.
+            (sdk!("v0_3_v1.json"), -32601, Received::No),
+            (sdk!("v1_0_wrong_version_2_0.json"), -32009, Received::No),
+            (sdk!("v1_0_no_version_header.json"), -32009, Received::No),
+            (
+                sdk!("v0_3_with_version_header_1_0.json"),
+                -32603,
+                Received::Unknown,
+            ),
+            (sdk!("not_json.json"), -32700, Received::No),
+        ] {
+            let failure = classify(200, body, "task-1").expect_err("refused");
+            assert_eq!(failure.reason, FailureReason::RpcError(code));
+            assert_eq!(failure.reason.received(), received);
+        }
+    }
+
+    #[test]
+    fn a_proxys_html_and_a_404_from_the_sdks_server_are_never_delivered() {
+        let failure = classify(200, sdk!("proxy_html.html"), "task-1").expect_err("refused");
+        assert_eq!(failure.reason, FailureReason::BadResponse);
+        let failure = classify(404, sdk!("unknown_path.txt"), "task-1").expect_err("refused");
+        assert_eq!(failure.reason, FailureReason::HttpStatus(404));
+        assert_eq!(failure.detail, "HTTP 404 Not Found: Not Found");
+    }
+
+    #[test]
+    fn an_sdk_answer_to_another_request_id_is_bad_response() {
+        let failure = classify(200, sdk!("v1_0_task.json"), "task-2").expect_err("refused");
+        assert_eq!(failure.reason, FailureReason::BadResponse);
+    }
+
     #[test]
     fn long_bodies_are_cut_in_the_detail() {
         let failure = failed(502, &"x".repeat(10_000));
