@@ -145,8 +145,9 @@ fn killed_child_is_redelivered_under_the_original_message_id() {
                 Ok(Accepted::default())
             }),
         );
-        let recovered = dispatcher.recover(Recovery::Redeliver).await.unwrap();
-        assert_eq!(recovered.len(), ids.len());
+        let report = dispatcher.recover(Recovery::Redeliver).await;
+        assert!(report.is_complete(), "{:?}", report.failed);
+        assert_eq!(report.recovered.len(), ids.len());
         dispatcher.shutdown().await.unwrap();
     });
     for id in &ids {
