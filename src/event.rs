@@ -1280,6 +1280,43 @@ mod tests {
     }
 
     #[test]
+    fn a_retry_carries_an_attempt_of_at_least_2_and_nothing_else_does() {
+        let retry = r#"{"event":"queued","source":"a","target":"b","retry_of":"x","attempt":2,"not_before":"2026-06-07T03:32:07+02:00"}"#;
+        let event: Event = serde_json::from_str(retry).unwrap();
+        assert_eq!(
+            serde_json::to_string(&event).unwrap(),
+            r#"{"event":"queued","source":"a","target":"b","retry_of":"x","attempt":2,"not_before":"2026-06-07T01:32:07Z"}"#
+        );
+        assert_eq!(event.validate(), Ok(()));
+        for refused in [
+            r#"{"event":"queued","source":"a","target":"b","attempt":2}"#,
+            r#"{"event":"queued","source":"a","target":"b","retry_of":"x"}"#,
+            r#"{"event":"queued","source":"a","target":"b","retry_of":"x","attempt":1}"#,
+            r#"{"event":"queued","source":"a","target":"b","retry_of":"","attempt":2}"#,
+        ] {
+            assert!(serde_json::from_str::<Event>(refused).is_err(), "{refused}");
+        }
+        let built = |retry_of: Option<&str>, attempt| {
+            Event::Queued(Queued {
+                retry_of: retry_of.map(|id| DelegationId(id.to_owned())),
+                attempt,
+                ..Queued::new("a", "b")
+            })
+            .validate()
+        };
+        assert_eq!(built(Some("x"), None), Err(InvalidEvent::MissingAttempt));
+        assert_eq!(
+            built(None, Some(2)),
+            Err(InvalidEvent::UnexpectedAttempt { attempt: 2 })
+        );
+        assert_eq!(
+            built(Some("x"), Some(0)),
+            Err(InvalidEvent::AttemptTooLow { attempt: 0 })
+        );
+        assert_eq!(built(Some("x"), Some(3)), Ok(()));
+    }
+
+    #[test]
     fn delivered_events_keep_what_the_agent_answered() {
         let json = r#"{"event":"delivered","http_status":200,"remote":{"kind":"task","task_id":"t-1","context_id":"c-1","state":"TASK_STATE_ODD"}}"#;
         let event: Event = serde_json::from_str(json).unwrap();
