@@ -547,8 +547,8 @@ impl Ledger {
     }
 
     /// Settles every delegation still `queued` as `failed` with reason
-    /// [`FailureReason::Interrupted`](crate::FailureReason::Interrupted): the
-    /// recovery for a process that died mid-delivery. Delegations a delivery of
+    /// [`FailureReason::Interrupted`]: the recovery for a process that died
+    /// mid-delivery. Delegations a delivery of
     /// this process has [claimed](Ledger::claim) are live, not dead, and are left
     /// alone, so recovery may run at any time, even while a dispatcher delivers.
     ///

@@ -42,11 +42,11 @@ impl Transport for Silent {
     }
 }
 
+/// Every message a transport was given, as (delegation, message id).
+type Sent = Arc<Mutex<Vec<(DelegationId, DelegationId)>>>;
+
 /// A transport that accepts everything and keeps every message it was given.
-fn recording() -> (
-    impl Transport,
-    Arc<Mutex<Vec<(DelegationId, DelegationId)>>>,
-) {
+fn recording() -> (impl Transport, Sent) {
     let sent = Arc::new(Mutex::new(Vec::new()));
     let kept = Arc::clone(&sent);
     let transport = Instant::new(move |message: &Message| {
