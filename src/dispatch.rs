@@ -26,6 +26,10 @@
 //!   recovery skips claimed delegations. sled's lock means one process, so what is
 //!   `queued` and unclaimed belongs to no live delivery. Recovery may therefore run
 //!   at any time, on any dispatcher over the ledger, even while deliveries run.
+//!   (The `RecoverTooLate` error, which refused recovery once a dispatcher had
+//!   delegated, is gone: it guarded only its own dispatcher, and a race slipped
+//!   past it.) A delivery aborted by dropping its dispatcher ends its claim, so
+//!   recovery in the same process settles it.
 //! - **Redelivery never loses the task.** Under [`Recovery::Redeliver`], the
 //!   original's `failed` / `interrupted` (detail `redelivered as <new id>`) and the
 //!   redelivery's `queued` are one atomic write ([`Ledger::retry`]): a crash keeps
