@@ -33,6 +33,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             source: "planner".to_owned(),
             target: "http://127.0.0.1:8080/a2a".to_owned(),
             task,
+            retry_of: None,
+            attempt: None,
+            not_before: None,
         })
     };
     let outcomes = [

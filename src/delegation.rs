@@ -8,7 +8,8 @@
 use serde::Serialize;
 
 use crate::event::{
-    ChainHash, DelegationId, Event, Failed, ReasonCode, Received, Record, Remote, Seq, Timestamp,
+    Attempt, ChainHash, DelegationId, Event, Failed, ReasonCode, Received, Record, Remote, Seq,
+    Timestamp,
 };
 use crate::lifecycle::{self, Refusal, State};
 
@@ -39,6 +40,12 @@ pub struct Delegation {
     pub target: String,
     /// What was delegated.
     pub task: Option<serde_json::Value>,
+    /// For a retry, the failed delegation it retries.
+    pub retry_of: Option<DelegationId>,
+    /// Which attempt at its task it is: 1 unless it is a retry.
+    pub attempt: Attempt,
+    /// Not to be sent before this instant, if it says so.
+    pub not_before: Option<Timestamp>,
     /// When it was queued.
     pub queued_at: Timestamp,
     /// When it settled, if it has.
@@ -86,6 +93,8 @@ impl Delegation {
             target_received,
             remote,
             target: Some(self.target.clone()),
+            attempt: self.retry_of.is_some().then_some(self.attempt),
+            retry_of: self.retry_of.clone(),
             queued_at: Some(self.queued_at),
             settled_at: self.settled_at,
         }
@@ -94,7 +103,9 @@ impl Delegation {
 
 /// The status of one delegation, as a sender's `check_task_status` sees it.
 ///
-/// Every field is always present in its JSON form, `null` where it does not apply.
+/// Every field is always present in its JSON form, `null` where it does not apply,
+/// except the two of a retry, `attempt` and `retry_of`, which appear only on a
+/// retry (so a first attempt's status reads as it always has).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Status {
     /// The delegation asked about.
@@ -118,6 +129,14 @@ pub struct Status {
     pub remote: Option<Remote>,
     /// To whom it was delegated.
     pub target: Option<String>,
+    /// For a retry: which attempt it is (2 or more). Absent from the JSON form
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<Attempt>,
+    /// For a retry: the failed delegation it retries. Absent from the JSON form
+    /// otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<DelegationId>,
     /// When it was queued.
     pub queued_at: Option<Timestamp>,
     /// When it settled.
@@ -137,6 +156,8 @@ impl Status {
             target_received: None,
             remote: None,
             target: None,
+            attempt: None,
+            retry_of: None,
             queued_at: None,
             settled_at: None,
         }
@@ -217,6 +238,11 @@ impl Fold {
         }
     }
 
+    /// The delegation being folded.
+    pub fn id(&self) -> &DelegationId {
+        &self.id
+    }
+
     /// The delegation's state after the records applied so far.
     pub fn state(&self) -> State {
         self.state
@@ -293,6 +319,9 @@ impl Fold {
                     source: queued.source.clone(),
                     target: queued.target.clone(),
                     task: queued.task.clone(),
+                    retry_of: queued.retry_of.clone(),
+                    attempt: queued.attempt(),
+                    not_before: queued.not_before,
                     queued_at: record.at,
                     settled_at: None,
                     outcome: None,

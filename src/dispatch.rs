@@ -15,6 +15,39 @@
 //! `shutdown`: a delegation whose outcome could not be written is never reported
 //! as fine.
 //!
+//! # Recovery
+//!
+//! [`Dispatcher::recover`] settles what a dead process left `queued`, each
+//! delegation on its own: one that cannot be read or written is reported in the
+//! [`Report`] with its id and error, and the others are recovered all the same.
+//!
+//! - **Only the dead.** A dispatcher [claims](Ledger::claim) each delegation
+//!   before it records `queued` and lets go once the outcome is recorded;
+//!   recovery skips claimed delegations. sled's lock means one process, so what is
+//!   `queued` and unclaimed belongs to no live delivery. Recovery may therefore run
+//!   at any time, on any dispatcher over the ledger, even while deliveries run.
+//!   (The `RecoverTooLate` error, which refused recovery once a dispatcher had
+//!   delegated, is gone: it guarded only its own dispatcher, and a race slipped
+//!   past it.) A delivery aborted by dropping its dispatcher ends its claim, so
+//!   recovery in the same process settles it.
+//! - **Redelivery never loses the task.** Under [`Recovery::Redeliver`], the
+//!   original's `failed` / `interrupted` (detail `redelivered as <new id>`) and the
+//!   redelivery's `queued` are one atomic write ([`Ledger::retry`]): a crash keeps
+//!   both or neither. The redelivery is a retry in the format's terms: its
+//!   `queued` carries `retry_of` (the original) and `attempt` (one more than the
+//!   original's).
+//! - **One message id per task.** Every attempt goes out with the A2A
+//!   `messageId` of the first attempt, found by following the `retry_of` links in
+//!   the log ([`Ledger::first_attempt`]), so receivers can drop repeats however
+//!   many crashes lie between attempts.
+//! - **Redelivery ids.** A redelivery of a task whose first attempt is `X` is
+//!   `X.r<n>`, with `n` the first number from the original's attempt up whose id the
+//!   log does not hold (so `X` gives `X.r1`, and `X.r1` gives `X.r2`). When `X.r<n>`
+//!   would pass the 256-byte limit, it is `<prefix>~<h>.r<n>`: the longest prefix
+//!   of `X` (cut at a character boundary) that fits, `~`, and `h`, the first 16
+//!   lowercase hex digits of SHA-256 of `X`, so that long ids with one prefix
+//!   still get distinct redeliveries.
+//!
 //! ```
 //! use delegation_log::dispatch::{Dispatcher, Request};
 //! use delegation_log::transport::Instant;
@@ -49,8 +82,10 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::task::JoinSet;
 
 use crate::delegation::{Delegation, Outcome, StatusKind};
-use crate::event::{DelegationId, Event, Failed, FailureReason, Queued, Seq, Timestamp};
-use crate::ledger::{Ledger, Recorded};
+use crate::event::{
+    DelegationId, Event, Failed, FailureReason, MAX_ID_LEN, Queued, Seq, Timestamp,
+};
+use crate::ledger::{self, Claim, Ledger, Recorded};
 use crate::transport::{Failure, Message, Transport};
 
 /// The delivery deadline when none is set: 8 s, as on the platform in the story.
@@ -102,19 +137,11 @@ pub enum Error {
     #[error("delegation `{0}` was abandoned: the dispatcher was dropped before it settled")]
     Abandoned(DelegationId),
 
-    /// Recovery was asked for after this dispatcher had started delegating, when
-    /// pending delegations may be its own live ones.
+    /// A generated id is not a valid delegation id. Generated ids are far below
+    /// the limit, and redelivery ids are kept within it, so this does not happen.
     ///
     /// # Handling
-    /// Recover right after opening the ledger, before the first `delegate`.
-    #[error("recovery must run before the first delegate")]
-    RecoverTooLate,
-
-    /// A generated or derived id is not a valid delegation id: a redelivery id
-    /// (`<id>.r<n>`) of an id close to the length limit.
-    ///
-    /// # Handling
-    /// Use shorter ids.
+    /// A bug in this crate: report it.
     #[error(transparent)]
     InvalidId(#[from] crate::event::InvalidId),
 }
@@ -171,7 +198,6 @@ impl Options {
 #[derive(Clone, Debug)]
 pub struct Request {
     id: Option<DelegationId>,
-    message_id: Option<DelegationId>,
     source: String,
     target: String,
     task: Result<Option<serde_json::Value>, String>,
@@ -182,7 +208,6 @@ impl Request {
     pub fn new(source: impl Into<String>, target: impl Into<String>) -> Self {
         Request {
             id: None,
-            message_id: None,
             source: source.into(),
             target: target.into(),
             task: Ok(None),
@@ -212,13 +237,16 @@ impl Request {
         self.task = Ok(Some(task));
         self
     }
+}
 
-    /// The id receivers see (A2A `messageId`); by default the delegation's own id.
-    /// A redelivery keeps the original delegation's, so receivers can drop repeats.
-    pub fn message_id(mut self, id: DelegationId) -> Self {
-        self.message_id = Some(id);
-        self
-    }
+/// One delivery: what [`Inner::run`] sends, and as which delegation.
+struct Delivery {
+    id: DelegationId,
+    /// The A2A `messageId`: the id of the task's first attempt.
+    message_id: DelegationId,
+    source: String,
+    target: String,
+    task: Result<Option<serde_json::Value>, String>,
 }
 
 /// What [`Dispatcher::delegate`] answers: the delegation is queued and durable.
@@ -284,8 +312,9 @@ pub enum Recovery {
     #[default]
     Interrupt,
     /// Settle each as `failed`, reason `interrupted`, detail `redelivered as
-    /// <new id>`, and delegate it again as `<id>.r<n>` with the original id as the
-    /// message id.
+    /// <new id>`, and, in the same atomic write, queue its redelivery: a retry
+    /// (`retry_of`, `attempt`) sent with the first attempt's id as the message id.
+    /// See the [module docs](self#recovery) for the ids.
     Redeliver,
 }
 
@@ -296,6 +325,41 @@ pub struct Recovered {
     pub id: DelegationId,
     /// The redelivery, under policy [`Recovery::Redeliver`].
     pub redelivery: Option<Receipt>,
+}
+
+/// A delegation recovery found and could not settle (or redeliver), and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {error}", .id.as_ref().map_or_else(|| "an unreadable delegation".to_owned(), |id| format!("delegation `{id}`")))]
+pub struct Unrecovered {
+    /// The delegation, when it could be told (a damaged store key names none).
+    pub id: Option<DelegationId>,
+    /// Why: damage in its history, a failed write, or a dispatcher shut down.
+    pub error: Error,
+}
+
+impl From<ledger::Unrecovered> for Unrecovered {
+    fn from(unrecovered: ledger::Unrecovered) -> Self {
+        Unrecovered {
+            id: unrecovered.id,
+            error: Error::Ledger(unrecovered.error),
+        }
+    }
+}
+
+/// What [`Dispatcher::recover`] did with each delegation a dead process left.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Settled (and, under [`Recovery::Redeliver`], redelivered), in store order.
+    pub recovered: Vec<Recovered>,
+    /// Found and not settled, each with its own error, in store order.
+    pub failed: Vec<Unrecovered>,
+}
+
+impl Report {
+    /// Whether every delegation recovery found was settled.
+    pub fn is_complete(&self) -> bool {
+        self.failed.is_empty()
+    }
 }
 
 /// Delivers delegations through a [`Transport`] and records every outcome.
@@ -446,24 +510,29 @@ impl Dispatcher {
             Some(id) => id,
             None => self.generate_id()?,
         };
-        let admission = {
-            let mut tasks = self.tasks();
-            if tasks.closed {
-                return Err(Error::Closed);
-            }
-            self.reap(&mut tasks);
-            tasks.admitting += 1;
-            Admission(Arc::clone(&self.inner))
+        let admission = self.admission()?;
+        let queued = Event::Queued(Queued {
+            task: request.task.as_ref().ok().cloned().flatten(),
+            ..Queued::new(request.source.clone(), request.target.clone())
+        });
+        let delivery = Delivery {
+            id: id.clone(),
+            message_id: id.clone(),
+            source: request.source,
+            target: request.target,
+            task: request.task,
         };
         let (settled_tx, settled_rx) = oneshot::channel();
         let inner = Arc::clone(&self.inner);
         let runtime = tokio::runtime::Handle::current();
-        let admit_id = id.clone();
         // Recording `queued` and spawning the delivery happen together on a
         // blocking thread, which runs to the end even if this future is dropped:
         // a delegation acknowledged to the log always gets its delivery.
         let admitted = tokio::task::spawn_blocking(move || {
-            inner.admit(admission, admit_id, request, settled_tx, &runtime)
+            let claim = inner.ledger.claim(&delivery.id);
+            let recorded = inner.ledger.record(&delivery.id, queued)?;
+            inner.start(admission, delivery, claim, settled_tx, &runtime);
+            Ok::<_, Error>(recorded)
         })
         .await;
         match admitted {
@@ -478,6 +547,17 @@ impl Dispatcher {
                 "recording `queued` ended abnormally: {join}"
             )))),
         }
+    }
+
+    /// Starts an admission, unless the dispatcher is closed.
+    fn admission(&self) -> Result<Admission, Error> {
+        let mut tasks = self.tasks();
+        if tasks.closed {
+            return Err(Error::Closed);
+        }
+        self.reap(&mut tasks);
+        tasks.admitting += 1;
+        Ok(Admission(Arc::clone(&self.inner)))
     }
 
     /// Stops taking delegations and waits until every delivery has ended and its
@@ -518,72 +598,105 @@ impl Dispatcher {
         }
     }
 
-    /// Settles every delegation a dead process left `queued`, by `policy`. Run it
-    /// right after opening the ledger, before the first `delegate`: the store's
-    /// lock guarantees that whatever is pending then belonged to a dead process.
+    /// Settles every delegation a dead process left `queued`, by `policy`, each on
+    /// its own: a delegation that cannot be read, settled or redelivered is
+    /// reported in [`Report::failed`] with its id and error, and recovery goes on
+    /// with the others.
     ///
-    /// # Errors
-    /// - [`Error::RecoverTooLate`] if this dispatcher has already delegated.
-    /// - [`Error::Ledger`] for a storage error; delegations settled before it stay
-    ///   settled.
-    pub async fn recover(&self, policy: Recovery) -> Result<Vec<Recovered>, Error> {
-        if self.inner.queued.load(Ordering::SeqCst) > 0 {
-            return Err(Error::RecoverTooLate);
-        }
+    /// Delegations that a dispatcher of this process is delivering are live, not
+    /// dead, and are left alone ([`Ledger::claim`]), so recovery may run at any
+    /// time, on any dispatcher over the ledger, even while others deliver. Under
+    /// [`Recovery::Redeliver`] the redeliveries are tracked like any delegation:
+    /// await their receipts, or [`Dispatcher::shutdown`].
+    pub async fn recover(&self, policy: Recovery) -> Report {
         let ledger = self.inner.ledger.clone();
         match policy {
             Recovery::Interrupt => {
-                let settled = blocking(move || ledger.recover()).await?;
-                Ok(settled
-                    .into_iter()
-                    .map(|id| Recovered {
-                        id,
-                        redelivery: None,
-                    })
-                    .collect())
+                match blocking(move || Ok::<_, crate::Error>(ledger.recover_all())).await {
+                    Ok(report) => Report {
+                        recovered: report
+                            .settled
+                            .into_iter()
+                            .map(|id| Recovered {
+                                id,
+                                redelivery: None,
+                            })
+                            .collect(),
+                        failed: report.failed.into_iter().map(Unrecovered::from).collect(),
+                    },
+                    Err(error) => Report {
+                        recovered: Vec::new(),
+                        failed: vec![Unrecovered {
+                            id: None,
+                            error: error.into(),
+                        }],
+                    },
+                }
             }
             Recovery::Redeliver => {
-                let pending = blocking(move || ledger.pending()).await?;
-                let mut recovered = Vec::with_capacity(pending.len());
-                for delegation in pending {
-                    if let Some(receipt) = self.redeliver(delegation).await? {
-                        recovered.push(receipt);
+                let mut report = Report::default();
+                let orphans = blocking(move || Ok::<_, crate::Error>(ledger.orphans())).await;
+                let orphans = match orphans {
+                    Ok((orphans, damaged)) => {
+                        report
+                            .failed
+                            .extend(damaged.into_iter().map(Unrecovered::from));
+                        orphans
+                    }
+                    Err(error) => {
+                        report.failed.push(Unrecovered {
+                            id: None,
+                            error: error.into(),
+                        });
+                        Vec::new()
+                    }
+                };
+                for original in orphans {
+                    let id = original.id.clone();
+                    match self.redeliver(original).await {
+                        Ok(Some(recovered)) => report.recovered.push(recovered),
+                        Ok(None) => {}
+                        Err(error) => report.failed.push(Unrecovered {
+                            id: Some(id),
+                            error,
+                        }),
                     }
                 }
-                Ok(recovered)
+                report
             }
         }
     }
 
-    /// Settles `original` as interrupted, naming its redelivery, then delegates the
-    /// redelivery. `None` if another writer settled it first.
+    /// Settles `original` as interrupted and queues its redelivery in one atomic
+    /// write, then delivers the redelivery. `None` if it is no longer an orphan: a
+    /// live delivery of this process claimed it, or another writer settled it.
     async fn redeliver(&self, original: Delegation) -> Result<Option<Recovered>, Error> {
-        let ledger = self.inner.ledger.clone();
-        let id = original.id.clone();
-        let settle = blocking(move || -> Result<Option<DelegationId>, Error> {
-            let new_id = free_redelivery_id(&ledger, &id)?;
-            let event = Event::Failed(Failed {
-                reason: FailureReason::Interrupted,
-                detail: Some(format!("redelivered as {new_id}")),
-            });
-            match ledger.record(&id, event) {
-                Ok(_) => Ok(Some(new_id)),
-                Err(crate::Error::AlreadySettled { .. }) => Ok(None),
-                Err(error) => Err(error.into()),
-            }
-        });
-        let Some(new_id) = settle.await? else {
-            return Ok(None);
-        };
-        let mut request = Request::new(original.source, original.target)
-            .id(new_id)
-            .message_id(original.id.clone());
-        request.task = Ok(original.task);
-        let receipt = self.delegate(request).await?;
-        Ok(Some(Recovered {
-            id: original.id,
-            redelivery: Some(receipt),
-        }))
+        let admission = self.admission()?;
+        let (settled_tx, settled_rx) = oneshot::channel();
+        let inner = Arc::clone(&self.inner);
+        let runtime = tokio::runtime::Handle::current();
+        let original_id = original.id.clone();
+        // As in `delegate`: the write and the spawn run to the end together.
+        let queued = tokio::task::spawn_blocking(move || {
+            inner.redeliver(admission, original, settled_tx, &runtime)
+        })
+        .await;
+        match queued {
+            Ok(Ok(Some((id, recorded)))) => Ok(Some(Recovered {
+                id: original_id,
+                redelivery: Some(Receipt {
+                    id,
+                    status: StatusKind::Queued,
+                    queued_at: recorded.at,
+                    settled: settled_rx,
+                }),
+            })),
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(error)) => Err(error),
+            Err(join) => Err(Error::Ledger(crate::Error::Storage(format!(
+                "redelivering ended abnormally: {join}"
+            )))),
+        }
     }
 
     /// A fresh id: milliseconds since the epoch, a counter, and 32 random bits.
@@ -624,63 +737,153 @@ impl Dispatcher {
     }
 }
 
-/// The first `<id>.r<n>` not in the log.
-fn free_redelivery_id(ledger: &Ledger, id: &DelegationId) -> Result<DelegationId, Error> {
-    let mut n: u64 = 1;
+/// How many ids a redelivery tries when each is taken by the time it writes.
+const REDELIVERY_ID_TRIES: usize = 16;
+
+/// The id of redelivery `n` of a task whose first attempt is `first`: `first.r<n>`,
+/// or, when that passes [`MAX_ID_LEN`], the longest prefix of `first` that fits
+/// (cut at a character boundary), `~`, the first 16 hex digits of SHA-256 of
+/// `first`, and `.r<n>`.
+fn redelivery_id(first: &DelegationId, n: u64) -> Result<DelegationId, Error> {
+    use sha2::{Digest, Sha256};
+
+    let suffix = format!(".r{n}");
+    let plain = format!("{first}{suffix}");
+    if plain.len() <= MAX_ID_LEN {
+        return Ok(DelegationId::try_from(plain)?);
+    }
+    let digest = Sha256::digest(first.as_str().as_bytes());
+    let hash: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let text = first.as_str();
+    let mut cut = MAX_ID_LEN
+        .saturating_sub(suffix.len() + 1 + hash.len())
+        .min(text.len());
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let prefix = text.get(..cut).unwrap_or_default();
+    Ok(DelegationId::try_from(format!("{prefix}~{hash}{suffix}"))?)
+}
+
+/// The first redelivery id of `first`, from number `n` up, that the log does not
+/// hold; `n` is left at its number.
+fn free_redelivery_id(
+    ledger: &Ledger,
+    first: &DelegationId,
+    n: &mut u64,
+) -> Result<DelegationId, Error> {
     loop {
-        let candidate = DelegationId::try_from(format!("{id}.r{n}"))?;
-        if ledger.delegation(&candidate)?.is_none() {
+        let candidate = redelivery_id(first, *n)?;
+        if ledger.store().history(&candidate)?.entries.is_empty() {
             return Ok(candidate);
         }
-        n += 1;
+        *n = n.saturating_add(1);
     }
 }
 
 impl Inner {
-    /// Records `queued` and, once it is acknowledged, spawns the delivery task.
-    /// Runs on a blocking thread.
-    fn admit(
-        self: Arc<Self>,
+    /// Spawns the delivery of a delegation whose `queued` is acknowledged, holding
+    /// its claim until the outcome is recorded, then ends the admission.
+    fn start(
+        self: &Arc<Self>,
         admission: Admission,
-        id: DelegationId,
-        request: Request,
+        delivery: Delivery,
+        claim: Claim,
         settled: oneshot::Sender<Result<Settled, Unrecorded>>,
         runtime: &tokio::runtime::Handle,
-    ) -> Result<Recorded, Error> {
-        let queued = Event::Queued(Queued {
-            source: request.source.clone(),
-            target: request.target.clone(),
-            task: request.task.as_ref().ok().cloned().flatten(),
-        });
-        let recorded = self.ledger.record(&id, queued)?;
+    ) {
         self.queued.fetch_add(1, Ordering::SeqCst);
         {
             let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-            // A dropped dispatcher starts nothing: the receipt answers Abandoned
-            // and the delegation waits, queued, for recovery.
+            // A dropped dispatcher starts nothing: the receipt answers Abandoned,
+            // the claim ends, and the delegation waits, queued, for recovery.
             if !tasks.aborted {
-                let inner = Arc::clone(&self);
-                tasks.set.spawn_on(inner.run(id, request, settled), runtime);
+                let inner = Arc::clone(self);
+                tasks
+                    .set
+                    .spawn_on(inner.run(delivery, claim, settled), runtime);
             }
         }
         drop(admission);
-        Ok(recorded)
+    }
+
+    /// Redelivers `original`, on a blocking thread: claims a free redelivery id,
+    /// writes the original's failure and the redelivery's `queued` together, and
+    /// spawns the delivery. Answers the redelivery's id and `queued`, or `None` if
+    /// `original` is not an orphan any more.
+    fn redeliver(
+        self: &Arc<Self>,
+        admission: Admission,
+        original: Delegation,
+        settled: oneshot::Sender<Result<Settled, Unrecorded>>,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Option<(DelegationId, Recorded)>, Error> {
+        // Unclaimed and queued when read, so no live delivery can own it now: one
+        // starts only by recording `queued`, which it already is.
+        if self.ledger.is_claimed(&original.id) {
+            return Ok(None);
+        }
+        let first = self
+            .ledger
+            .first_attempt(&original.id)?
+            .unwrap_or_else(|| original.id.clone());
+        let mut n = original.attempt;
+        for _ in 0..REDELIVERY_ID_TRIES {
+            let id = free_redelivery_id(&self.ledger, &first, &mut n)?;
+            let claim = self.ledger.claim(&id);
+            let failed = Failed {
+                reason: FailureReason::Interrupted,
+                detail: Some(format!("redelivered as {id}")),
+            };
+            let queued = Queued {
+                task: original.task.clone(),
+                ..Queued::new(original.source.clone(), original.target.clone())
+            };
+            match self.ledger.retry(&original.id, failed, &id, queued) {
+                Ok(retried) => {
+                    let delivery = Delivery {
+                        id: id.clone(),
+                        message_id: first,
+                        source: original.source,
+                        target: original.target,
+                        task: Ok(original.task),
+                    };
+                    self.start(admission, delivery, claim, settled, runtime);
+                    return Ok(Some((id, retried.queued)));
+                }
+                Err(
+                    crate::Error::AlreadySettled { id: refused, .. }
+                    | crate::Error::IllegalTransition { id: refused, .. },
+                ) if refused == original.id => return Ok(None),
+                // Another writer took the id meanwhile: try the next one.
+                Err(
+                    crate::Error::AlreadySettled { id: refused, .. }
+                    | crate::Error::IllegalTransition { id: refused, .. },
+                ) if refused == id => n = n.saturating_add(1),
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(Error::Ledger(crate::Error::Storage(format!(
+            "no free redelivery id for `{}` after {REDELIVERY_ID_TRIES} tries",
+            original.id
+        ))))
     }
 
     /// One delegation, from its acknowledged `queued` to its recorded outcome.
+    /// The claim ends once the outcome is recorded (or could not be).
     async fn run(
         self: Arc<Self>,
-        id: DelegationId,
-        request: Request,
+        delivery: Delivery,
+        claim: Claim,
         settled: oneshot::Sender<Result<Settled, Unrecorded>>,
     ) {
-        let Request {
+        let Delivery {
+            id,
             message_id,
             source,
             target,
             task,
-            ..
-        } = request;
+        } = delivery;
         let outcome = match task {
             Err(encoding) => Err(Failure::marshal(format!(
                 "the task could not be encoded as JSON: {encoding}"
@@ -688,7 +891,7 @@ impl Inner {
             Ok(task) => {
                 let message = Message {
                     delegation: id.clone(),
-                    message_id: message_id.unwrap_or_else(|| id.clone()),
+                    message_id,
                     source,
                     target,
                     task,
@@ -720,6 +923,7 @@ impl Inner {
                 Err(unrecorded)
             }
         };
+        drop(claim);
         let _ = settled.send(answer);
     }
 

@@ -2,8 +2,8 @@
 //!
 //! Variants fall in three groups, by what a caller does about them:
 //! - **refusals** ([`Error::IllegalTransition`], [`Error::AlreadySettled`],
-//!   [`Error::InvalidEvent`]): the event was wrong, nothing was written, and the log
-//!   is fine;
+//!   [`Error::InvalidEvent`], [`Error::RetryLink`]): the event was wrong, nothing
+//!   was written, and the log is fine;
 //! - **storage damage** ([`Error::Corrupt`], [`Error::UnknownVersion`]): the store
 //!   holds bytes this crate will not trust; stop and audit;
 //! - **storage failure** ([`Error::Io`], [`Error::Poisoned`], [`Error::Locked`],
@@ -59,6 +59,23 @@ pub enum Error {
     /// A bug in the caller; nothing was written.
     #[error("invalid event: {0}")]
     InvalidEvent(#[from] InvalidEvent),
+
+    /// A retry (a `queued` with `retry_of`) that would not link to its original as
+    /// `EVENT-LOG-FORMAT.md` asks: written on its own instead of with the failure
+    /// it retries, naming another delegation than the one it retries, or with
+    /// another `attempt` than one more than the original's.
+    ///
+    /// # Handling
+    /// Nothing was written. Write a retry with
+    /// [`Ledger::retry`](crate::Ledger::retry), which records the original's
+    /// failure and the retry together and fills in `retry_of` and `attempt`.
+    #[error("delegation `{id}`: retry refused: {reason}")]
+    RetryLink {
+        /// The retry.
+        id: DelegationId,
+        /// Why it was refused.
+        reason: String,
+    },
 
     /// A store's append found a different head than the caller expected.
     ///
@@ -203,7 +220,10 @@ impl Error {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            Error::IllegalTransition { .. } | Error::AlreadySettled { .. } | Error::InvalidEvent(_)
+            Error::IllegalTransition { .. }
+                | Error::AlreadySettled { .. }
+                | Error::InvalidEvent(_)
+                | Error::RetryLink { .. }
         )
     }
 }

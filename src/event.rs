@@ -19,6 +19,11 @@ pub type Seq = u64;
 /// The longest delegation id the log accepts, in bytes.
 pub const MAX_ID_LEN: usize = 256;
 
+/// Which attempt at a task a delegation is: 1 for the first, then one more for
+/// each retry (a `queued` with `retry_of`). A delegation without `attempt` is
+/// attempt 1.
+pub type Attempt = u64;
+
 /// The deepest nesting of arrays and objects a task may have: a scalar is depth
 /// 0, `[1]` depth 1.
 pub const MAX_TASK_DEPTH: usize = 64;
@@ -243,11 +248,7 @@ impl Event {
 
     /// A `queued` event with no task body.
     pub fn queued(source: impl Into<String>, target: impl Into<String>) -> Self {
-        Event::Queued(Queued {
-            source: source.into(),
-            target: target.into(),
-            task: None,
-        })
+        Event::Queued(Queued::new(source, target))
     }
 
     /// A `delivered` event, with the 2xx status the target answered, if any.
@@ -285,7 +286,8 @@ impl Event {
     }
 
     /// Checks the rules that the types alone cannot: status codes in their ranges,
-    /// and the limits on tasks ([`MAX_TASK_DEPTH`], [`MAX_TASK_BYTES`]) and texts
+    /// a retry's `attempt` (present when and only when `retry_of` is, and at least
+    /// 2), and the limits on tasks ([`MAX_TASK_DEPTH`], [`MAX_TASK_BYTES`]) and texts
     /// ([`MAX_TEXT_BYTES`]). The ledger checks them before it writes anything, and
     /// `verify` by the same rule, so the log never holds what it could not read
     /// back. The depth is measured without recursion, so even a task nested far
@@ -298,6 +300,7 @@ impl Event {
             Event::Queued(queued) => {
                 check_text("source", &queued.source)?;
                 check_text("target", &queued.target)?;
+                check_retry(queued.retry_of.as_ref(), queued.attempt)?;
                 match &queued.task {
                     Some(task) => check_task(task),
                     None => Ok(()),
@@ -333,6 +336,21 @@ fn check_text(field: &'static str, text: &str) -> Result<(), InvalidEvent> {
         });
     }
     Ok(())
+}
+
+/// The rule of the format page: `attempt` is required when and only when
+/// `retry_of` is present, and is at least 2.
+fn check_retry(
+    retry_of: Option<&DelegationId>,
+    attempt: Option<Attempt>,
+) -> Result<(), InvalidEvent> {
+    match (retry_of, attempt) {
+        (None, None) => Ok(()),
+        (Some(_), None) => Err(InvalidEvent::MissingAttempt),
+        (None, Some(attempt)) => Err(InvalidEvent::UnexpectedAttempt { attempt }),
+        (Some(_), Some(attempt)) if attempt < 2 => Err(InvalidEvent::AttemptTooLow { attempt }),
+        (Some(_), Some(_)) => Ok(()),
+    }
 }
 
 /// Checks a task's depth without recursion, then its encoded size.
@@ -376,7 +394,14 @@ impl std::io::Write for Counter {
 }
 
 /// The payload of a `queued` event.
+///
+/// A retry (a new delegation for a task whose delegation failed) carries
+/// `retry_of`, the failed delegation, and `attempt`, one more than that
+/// delegation's; the format page's `retry_link` verdict checks both. Only
+/// [`Ledger::retry`](crate::Ledger::retry) writes one, together with the failure
+/// it retries.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "WireQueued")]
 pub struct Queued {
     /// Who delegated.
     pub source: String,
@@ -386,6 +411,65 @@ pub struct Queued {
     /// ledger stores neither, and a log line's `"task": null` reads as none.
     #[serde(default, skip_serializing_if = "no_task")]
     pub task: Option<serde_json::Value>,
+    /// For a retry: the failed delegation it retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_of: Option<DelegationId>,
+    /// For a retry: which attempt it is, at least 2. Present when and only when
+    /// `retry_of` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<Attempt>,
+    /// Not to be sent before this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<Timestamp>,
+}
+
+impl Queued {
+    /// A first attempt from `source` to `target`, with no task.
+    pub fn new(source: impl Into<String>, target: impl Into<String>) -> Self {
+        Queued {
+            source: source.into(),
+            target: target.into(),
+            task: None,
+            retry_of: None,
+            attempt: None,
+            not_before: None,
+        }
+    }
+
+    /// Which attempt this is: `attempt`, or 1 for a delegation without one.
+    pub fn attempt(&self) -> Attempt {
+        self.attempt.unwrap_or(1)
+    }
+}
+
+#[derive(Deserialize)]
+struct WireQueued {
+    source: String,
+    target: String,
+    #[serde(default)]
+    task: Option<serde_json::Value>,
+    #[serde(default)]
+    retry_of: Option<DelegationId>,
+    #[serde(default)]
+    attempt: Option<Attempt>,
+    #[serde(default)]
+    not_before: Option<Timestamp>,
+}
+
+impl TryFrom<WireQueued> for Queued {
+    type Error = InvalidEvent;
+
+    fn try_from(wire: WireQueued) -> Result<Self, InvalidEvent> {
+        check_retry(wire.retry_of.as_ref(), wire.attempt)?;
+        Ok(Queued {
+            source: wire.source,
+            target: wire.target,
+            task: wire.task,
+            retry_of: wire.retry_of,
+            attempt: wire.attempt,
+            not_before: wire.not_before,
+        })
+    }
 }
 
 /// Whether a task is absent from the stored form: none, or `null`.
@@ -881,6 +965,22 @@ pub enum InvalidEvent {
         /// The code it carried.
         code: i64,
     },
+    /// `queued` with `retry_of` carried no `attempt`.
+    #[error("a retry (`retry_of`) requires the field attempt")]
+    MissingAttempt,
+    /// `queued` without `retry_of` carried an `attempt`.
+    #[error("attempt {attempt} without retry_of: only a retry carries attempt")]
+    UnexpectedAttempt {
+        /// The attempt it carried.
+        attempt: Attempt,
+    },
+    /// A retry's `attempt` was below 2 (the delegation it retries is at least
+    /// attempt 1).
+    #[error("a retry's attempt is at least 2, not {attempt}")]
+    AttemptTooLow {
+        /// The attempt it carried.
+        attempt: Attempt,
+    },
 }
 
 /// A SHA-256 digest chaining a record to the one before it in its delegation.
@@ -999,11 +1099,12 @@ impl Record {
     }
 
     /// JCS written directly, the keys in the order JCS sorts them: `at`,
-    /// `delegation`, `detail`, `event`, `http_status`, `reason`, `remote`,
-    /// `rpc_code`, `seq`, `source`, `target`, `task`. Strings are escaped as serde_json escapes them, which is
-    /// what JCS asks; integers up to 2^53 are their decimal digits in both. A seq
-    /// beyond 2^53 (which JCS writes as a rounded double) is left to the generic
-    /// path; a task is canonicalized by it in place.
+    /// `attempt`, `delegation`, `detail`, `event`, `http_status`, `not_before`,
+    /// `reason`, `remote`, `retry_of`, `rpc_code`, `seq`, `source`, `target`,
+    /// `task`. Strings are escaped as serde_json escapes them, which is what JCS
+    /// asks; integers up to 2^53 are their decimal digits in both. A seq or an
+    /// attempt beyond 2^53 (which JCS writes as a rounded double) is left to the
+    /// generic path; a task is canonicalized by it in place.
     fn write_canonical(&self, out: &mut Vec<u8>) -> Result<(), NotFast> {
         const MAX_EXACT: Seq = 1 << 53;
         if self.seq > MAX_EXACT {
@@ -1012,9 +1113,21 @@ impl Record {
         let string = |out: &mut Vec<u8>, text: &str| {
             serde_json::to_writer(&mut *out, text).map_err(|_| NotFast)
         };
+        let (attempt, not_before, retry_of) = match &self.event {
+            Event::Queued(queued) => (queued.attempt, queued.not_before, queued.retry_of.as_ref()),
+            _ => (None, None, None),
+        };
         out.extend_from_slice(b"{\"at\":\"");
         out.extend_from_slice(self.at.to_string().as_bytes());
-        out.extend_from_slice(b"\",\"delegation\":");
+        out.push(b'"');
+        if let Some(attempt) = attempt {
+            if attempt > MAX_EXACT {
+                return Err(NotFast);
+            }
+            out.extend_from_slice(b",\"attempt\":");
+            out.extend_from_slice(attempt.to_string().as_bytes());
+        }
+        out.extend_from_slice(b",\"delegation\":");
         string(out, self.delegation.as_str())?;
         let (detail, http_status, reason, remote, rpc_code) = match &self.event {
             Event::Queued(_) => (None, None, None, None, None),
@@ -1044,6 +1157,11 @@ impl Record {
             out.extend_from_slice(b",\"http_status\":");
             out.extend_from_slice(code.to_string().as_bytes());
         }
+        if let Some(not_before) = not_before {
+            out.extend_from_slice(b",\"not_before\":\"");
+            out.extend_from_slice(not_before.to_string().as_bytes());
+            out.push(b'"');
+        }
         if let Some(reason) = reason {
             out.extend_from_slice(b",\"reason\":\"");
             out.extend_from_slice(reason.as_str().as_bytes());
@@ -1052,6 +1170,10 @@ impl Record {
         if let Some(remote) = remote {
             out.extend_from_slice(b",\"remote\":");
             serde_json_canonicalizer::to_writer(remote, &mut *out).map_err(|_| NotFast)?;
+        }
+        if let Some(retry_of) = retry_of {
+            out.extend_from_slice(b",\"retry_of\":");
+            string(out, retry_of.as_str())?;
         }
         if let Some(code) = rpc_code {
             // JCS writes integers beyond 2^53 as rounded doubles: the generic path.
@@ -1155,6 +1277,43 @@ mod tests {
         ] {
             assert!(serde_json::from_str::<Event>(refused).is_err(), "{refused}");
         }
+    }
+
+    #[test]
+    fn a_retry_carries_an_attempt_of_at_least_2_and_nothing_else_does() {
+        let retry = r#"{"event":"queued","source":"a","target":"b","retry_of":"x","attempt":2,"not_before":"2026-06-07T03:32:07+02:00"}"#;
+        let event: Event = serde_json::from_str(retry).unwrap();
+        assert_eq!(
+            serde_json::to_string(&event).unwrap(),
+            r#"{"event":"queued","source":"a","target":"b","retry_of":"x","attempt":2,"not_before":"2026-06-07T01:32:07Z"}"#
+        );
+        assert_eq!(event.validate(), Ok(()));
+        for refused in [
+            r#"{"event":"queued","source":"a","target":"b","attempt":2}"#,
+            r#"{"event":"queued","source":"a","target":"b","retry_of":"x"}"#,
+            r#"{"event":"queued","source":"a","target":"b","retry_of":"x","attempt":1}"#,
+            r#"{"event":"queued","source":"a","target":"b","retry_of":"","attempt":2}"#,
+        ] {
+            assert!(serde_json::from_str::<Event>(refused).is_err(), "{refused}");
+        }
+        let built = |retry_of: Option<&str>, attempt| {
+            Event::Queued(Queued {
+                retry_of: retry_of.map(|id| DelegationId(id.to_owned())),
+                attempt,
+                ..Queued::new("a", "b")
+            })
+            .validate()
+        };
+        assert_eq!(built(Some("x"), None), Err(InvalidEvent::MissingAttempt));
+        assert_eq!(
+            built(None, Some(2)),
+            Err(InvalidEvent::UnexpectedAttempt { attempt: 2 })
+        );
+        assert_eq!(
+            built(Some("x"), Some(0)),
+            Err(InvalidEvent::AttemptTooLow { attempt: 0 })
+        );
+        assert_eq!(built(Some("x"), Some(3)), Ok(()));
     }
 
     #[test]
@@ -1294,14 +1453,37 @@ mod tests {
             Just(FailureReason::Timeout),
             Just(FailureReason::Interrupted),
         ];
+        let attempt = prop_oneof![
+            2u64..=5,
+            2u64..=u64::MAX,
+            (1u64 << 53) - 2..=(1u64 << 53) + 2
+        ];
+        let retry = proptest::option::of((any_text(), attempt));
+        let not_before = proptest::option::of(prop_oneof![
+            Just(1_780_795_927_000_000_000i64),
+            Just(1_780_795_927_000_000_001i64),
+            any::<i64>(),
+        ]);
         let event = prop_oneof![
-            (any_text(), any_text(), task).prop_map(|(source, target, task)| {
-                Event::Queued(Queued {
-                    source,
-                    target,
-                    task,
-                })
-            }),
+            (any_text(), any_text(), task, retry, not_before).prop_map(
+                |(source, target, task, retry, not_before)| {
+                    let (retry_of, attempt) = match retry {
+                        Some((of, attempt)) => (
+                            DelegationId::try_from(of.chars().take(64).collect::<String>()).ok(),
+                            Some(attempt),
+                        ),
+                        None => (None, None),
+                    };
+                    Event::Queued(Queued {
+                        source,
+                        target,
+                        task,
+                        attempt: attempt.filter(|_| retry_of.is_some()),
+                        retry_of,
+                        not_before: not_before.map(Timestamp::from_unix_nanos),
+                    })
+                }
+            ),
             (
                 proptest::option::of(200u16..=299),
                 proptest::option::of(any_remote())

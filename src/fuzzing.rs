@@ -226,9 +226,8 @@ pub fn ops_with_crashes(script: Script) {
         match op {
             Op::Queue { id, task } => {
                 let event = Event::Queued(Queued {
-                    source: "planner".to_owned(),
-                    target: "reviewer".to_owned(),
                     task: task.then(|| serde_json::json!({ "op": id })),
+                    ..Queued::new("planner", "reviewer")
                 });
                 record(
                     &ledger,

@@ -1,21 +1,34 @@
 //! The ledger: the crate's public face over a [`Store`].
 //!
-//! Every write goes through [`Ledger::record`]: it folds the delegation's history,
-//! builds the new record, asks the [`Fold`] (and through it the lifecycle machine)
-//! whether the record may follow, and only then appends with the expected head. A
-//! refused event writes nothing. Every read folds the same way, so `status`,
-//! `history` and `replay` are derived from the log alone.
+//! Every write goes through [`Ledger::record`], or, for a retry, through
+//! [`Ledger::retry`]: it folds the delegation's history, builds the new record,
+//! asks the [`Fold`] (and through it the lifecycle machine) whether the record may
+//! follow, and only then appends with the expected head. A refused event writes
+//! nothing. Every read folds the same way, so `status`, `history` and `replay` are
+//! derived from the log alone.
+//!
+//! # Recovery and live deliveries
+//!
+//! A ledger keeps, in memory and shared by its clones, the set of delegations that
+//! a delivery of this process owns ([`Ledger::claim`]). A
+//! [`Dispatcher`](crate::Dispatcher) claims an id before it records `queued` and
+//! lets go once the outcome is recorded. Recovery ([`Ledger::recover`], and the
+//! dispatcher's redelivery) settles only what is `queued` and unclaimed: the
+//! store's lock means one process, so such a delegation belongs to no live
+//! delivery, only to a process that died. A `queued` recorded with
+//! [`Ledger::record`] directly is not claimed, and recovery settles it.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use crate::clock::{Clock, SystemClock};
-use crate::delegation::{Delegation, Fold, Status};
+use crate::delegation::{Delegation, Fold, Status, Violation};
 use crate::envelope;
 use crate::error::{Error, Result};
-use crate::event::{DelegationId, Event, Record, Seq, Timestamp};
+use crate::event::{DelegationId, Event, Failed, FailureReason, Queued, Record, Seq, Timestamp};
 use crate::lifecycle::State;
-use crate::store::{self, Expect, Head, Store, Stream};
+use crate::store::{self, Append, Expect, Head, Store, Stream};
 
 /// When `record` acknowledges an event.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -83,6 +96,67 @@ pub struct Recorded {
     pub state: State,
 }
 
+/// What [`Ledger::retry`] acknowledged: the original's failure and the retry's
+/// `queued`, written together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retried {
+    /// The original's `failed` record.
+    pub failed: Recorded,
+    /// The retry's `queued` record.
+    pub queued: Recorded,
+    /// Which attempt the retry is.
+    pub attempt: crate::event::Attempt,
+}
+
+/// A delegation that recovery found and could not settle, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {error}", .id.as_ref().map_or_else(|| "an unreadable delegation".to_owned(), |id| format!("delegation `{id}`")))]
+pub struct Unrecovered {
+    /// The delegation, when it could be told (a damaged store key names none).
+    pub id: Option<DelegationId>,
+    /// Why it was not settled: damage in its history, or a failed write.
+    pub error: Error,
+}
+
+/// What [`Ledger::recover_all`] did: every delegation it settled, and every one it
+/// could not, each with its own error.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Settled as `failed` / `interrupted`, in store order.
+    pub settled: Vec<DelegationId>,
+    /// Not settled: damaged or not written, in store order.
+    pub failed: Vec<Unrecovered>,
+}
+
+/// A claim that a delivery of this process owns a delegation: while one is held,
+/// recovery leaves the delegation alone. Dropping it ends the claim. See
+/// [`Ledger::claim`].
+#[derive(Debug)]
+#[must_use = "the claim ends when it is dropped"]
+pub struct Claim {
+    inner: Arc<Inner>,
+    id: DelegationId,
+}
+
+impl Claim {
+    /// The claimed delegation.
+    pub fn id(&self) -> &DelegationId {
+        &self.id
+    }
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut live = self.inner.live();
+        if let Some(count) = live.get_mut(&self.id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                live.remove(&self.id);
+            }
+        }
+    }
+}
+
 /// An append-only, replayable log of delegations. Cheap to clone; clones share the
 /// store.
 ///
@@ -111,6 +185,22 @@ struct Inner {
     options: Options,
     commit: GroupCommit,
     poisoned: OnceLock<String>,
+    /// Delegations a delivery of this process owns, with how many claims each.
+    live: Mutex<HashMap<DelegationId, usize>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn live(&self) -> MutexGuard<'_, HashMap<DelegationId, usize>> {
+        // Every change under the lock is a single insert, increment or removal,
+        // so a poisoned lock still guards a consistent map.
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl std::fmt::Debug for Ledger {
@@ -168,6 +258,7 @@ impl Ledger {
                 options,
                 commit: GroupCommit::default(),
                 poisoned: OnceLock::new(),
+                live: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -188,9 +279,13 @@ impl Ledger {
     /// timestamp, so that a delegation's times never run backwards. In durable mode
     /// this returns only after a flush covers the record.
     ///
+    /// A retry (a `queued` with `retry_of`) is refused here: it is written only
+    /// together with the failure it retries, by [`Ledger::retry`].
+    ///
     /// # Errors
-    /// - [`Error::IllegalTransition`], [`Error::AlreadySettled`] or
-    ///   [`Error::InvalidEvent`] if the event is refused; nothing is written.
+    /// - [`Error::IllegalTransition`], [`Error::AlreadySettled`],
+    ///   [`Error::InvalidEvent`] or [`Error::RetryLink`] if the event is refused;
+    ///   nothing is written.
     /// - [`Error::Corrupt`] if the delegation's history is damaged; nothing is
     ///   written.
     /// - [`Error::Poisoned`] after an earlier write or flush failed.
@@ -198,48 +293,129 @@ impl Ledger {
     pub fn record(&self, id: &DelegationId, event: Event) -> Result<Recorded> {
         self.check_poisoned()?;
         event.validate()?;
+        if let Event::Queued(Queued {
+            retry_of: Some(original),
+            ..
+        }) = &event
+        {
+            return Err(Error::RetryLink {
+                id: id.clone(),
+                reason: format!(
+                    "a retry of `{original}` is written only with the failure it retries \
+                     (Ledger::retry)"
+                ),
+            });
+        }
         let event = event.normalized();
         let mut conflicts = 0;
         let recorded = loop {
             let (_, fold) = self.read(id)?;
-            let now = self.clock().now();
-            let at = match fold.delegation() {
-                Some(d) => now.max(d.settled_at.unwrap_or(d.queued_at)),
-                None => now,
-            };
-            let mut record = Record {
-                delegation: id.clone(),
-                seq: fold.seq().saturating_add(1),
-                event: event.clone(),
-                at,
-                hash: None,
-            };
-            // Checked before it has a hash, so the fold does not hash it a second
-            // time to compare: the hash below is the chain's by construction.
-            let state = fold.check(&record).map_err(|violation| match violation {
-                crate::delegation::Violation::Illegal(refusal) => Error::refused(id, refusal),
-                other => Error::Corrupt {
-                    key: format!("delegation `{id}`"),
-                    reason: other.to_string(),
-                },
-            })?;
-            let hash = record.chain_hash(&fold.hash());
-            record.hash = Some(hash);
-            let head = Head {
-                seq: record.seq,
-                hash,
-            };
-            let bytes = envelope::encode(&record);
+            let at = self.stamp(&fold);
+            let next = next_record(&fold, event.clone(), at)?;
             match self
                 .inner
                 .store
-                .append(id, Expect::after(fold.seq()), &bytes, head)
+                .append(id, Expect::after(fold.seq()), &next.bytes, next.head)
             {
+                Ok(()) => break next.recorded,
+                Err(conflict @ Error::Conflict { .. }) => {
+                    conflicts += 1;
+                    if conflicts >= MAX_CONFLICTS {
+                        return Err(conflict);
+                    }
+                }
+                Err(error) => return Err(self.poison(error)),
+            }
+        };
+        self.commit()?;
+        Ok(recorded)
+    }
+
+    /// Settles delegation `original` as `failed` and queues `retry` as its retry,
+    /// in one atomic write: a crash keeps both records or neither, so no original
+    /// ever points at a retry that does not exist, and no retry exists whose
+    /// original did not fail.
+    ///
+    /// The ledger fills in the retry's `retry_of` (`original`) and `attempt` (one
+    /// more than the original's, which is 1 unless it is itself a retry); if
+    /// `queued` already carries either, it must say the same. Both records pass
+    /// the lifecycle machine first (the original must be `queued`, the retry must
+    /// not exist), and both get the same timestamp. In durable mode this returns
+    /// only after a flush covers both.
+    ///
+    /// # Errors
+    /// - [`Error::AlreadySettled`] or [`Error::IllegalTransition`] (naming the
+    ///   original) if the original is not `queued`; [`Error::IllegalTransition`]
+    ///   (naming the retry) if the retry already exists; [`Error::InvalidEvent`] or
+    ///   [`Error::RetryLink`] for a refused event. Nothing is written.
+    /// - [`Error::Corrupt`] if either history is damaged; nothing is written.
+    /// - [`Error::Poisoned`], or a storage error (which poisons the ledger), as for
+    ///   [`Ledger::record`].
+    pub fn retry(
+        &self,
+        original: &DelegationId,
+        failed: Failed,
+        retry: &DelegationId,
+        queued: Queued,
+    ) -> Result<Retried> {
+        self.check_poisoned()?;
+        let failed = Event::Failed(failed);
+        failed.validate()?;
+        let link = |reason: String| Error::RetryLink {
+            id: retry.clone(),
+            reason,
+        };
+        if retry == original {
+            return Err(link("a delegation cannot retry itself".to_owned()));
+        }
+        if let Some(other) = queued.retry_of.as_ref().filter(|other| *other != original) {
+            return Err(link(format!(
+                "it says it retries `{other}`, but it is written as the retry of `{original}`"
+            )));
+        }
+        let mut conflicts = 0;
+        let retried = loop {
+            let (_, fold) = self.read(original)?;
+            let (_, retry_fold) = self.read(retry)?;
+            let at = self.stamp(&fold).max(self.stamp(&retry_fold));
+            let settled = next_record(&fold, failed.clone(), at)?;
+            let attempt = fold
+                .delegation()
+                .map_or(1, |delegation| delegation.attempt)
+                .saturating_add(1);
+            if let Some(said) = queued.attempt.filter(|said| *said != attempt) {
+                return Err(link(format!(
+                    "it says attempt {said}, but `{original}` is attempt {}, so this is attempt {attempt}",
+                    attempt - 1
+                )));
+            }
+            let event = Event::Queued(Queued {
+                retry_of: Some(original.clone()),
+                attempt: Some(attempt),
+                ..queued.clone()
+            });
+            event.validate()?;
+            let queued_next = next_record(&retry_fold, event.normalized(), at)?;
+            let appends = [
+                Append {
+                    id: original,
+                    expect: Expect::after(fold.seq()),
+                    record: &settled.bytes,
+                    head: settled.head,
+                },
+                Append {
+                    id: retry,
+                    expect: Expect::after(retry_fold.seq()),
+                    record: &queued_next.bytes,
+                    head: queued_next.head,
+                },
+            ];
+            match self.inner.store.append_all(&appends) {
                 Ok(()) => {
-                    break Recorded {
-                        seq: record.seq,
-                        at,
-                        state,
+                    break Retried {
+                        failed: settled.recorded,
+                        queued: queued_next.recorded,
+                        attempt,
                     };
                 }
                 Err(conflict @ Error::Conflict { .. }) => {
@@ -251,13 +427,82 @@ impl Ledger {
                 Err(error) => return Err(self.poison(error)),
             }
         };
+        self.commit()?;
+        Ok(retried)
+    }
+
+    /// The first attempt of delegation `id`'s task: `id` itself, or, for a retry,
+    /// the delegation its chain of `retry_of` links starts from. This is the
+    /// message id a redelivery keeps, read from the log, so it holds across any
+    /// number of crashes. `None` if the log has never seen `id`.
+    ///
+    /// # Errors
+    /// A storage error; [`Error::Corrupt`] if a history on the way is damaged, or
+    /// a link names a delegation the log does not hold or one whose attempt is not
+    /// one less.
+    pub fn first_attempt(&self, id: &DelegationId) -> Result<Option<DelegationId>> {
+        let Some(mut current) = self.delegation(id)? else {
+            return Ok(None);
+        };
+        // Each link goes to an attempt one lower, so the walk ends.
+        while let Some(previous) = current.retry_of.clone() {
+            let broken = |reason: String| Error::Corrupt {
+                key: format!("delegation `{}`", current.id),
+                reason,
+            };
+            let Some(earlier) = self.delegation(&previous)? else {
+                return Err(broken(format!(
+                    "it retries `{previous}`, which the log does not hold"
+                )));
+            };
+            if earlier.attempt.saturating_add(1) != current.attempt {
+                return Err(broken(format!(
+                    "it is attempt {}, but `{previous}`, which it retries, is attempt {}",
+                    current.attempt, earlier.attempt
+                )));
+            }
+            current = earlier;
+        }
+        Ok(Some(current.id))
+    }
+
+    /// Claims delegation `id` for a delivery of this process: until the returned
+    /// [`Claim`] is dropped, recovery in this process leaves `id` alone. Claim
+    /// before recording `queued`, and drop the claim once the outcome is recorded
+    /// (or `queued` was refused): then no recovery can take a live delivery for a
+    /// dead one. Claims nest; `id` stays claimed while any claim on it lives.
+    pub fn claim(&self, id: &DelegationId) -> Claim {
+        *self.inner.live().entry(id.clone()).or_insert(0) += 1;
+        Claim {
+            inner: Arc::clone(&self.inner),
+            id: id.clone(),
+        }
+    }
+
+    /// Whether a delivery of this process has claimed `id` ([`Ledger::claim`]).
+    pub fn is_claimed(&self, id: &DelegationId) -> bool {
+        self.inner.live().contains_key(id)
+    }
+
+    /// A record's timestamp: the clock's now, raised to the delegation's last
+    /// timestamp so that its times never run backwards.
+    fn stamp(&self, fold: &Fold) -> Timestamp {
+        let now = self.clock().now();
+        match fold.delegation() {
+            Some(d) => now.max(d.settled_at.unwrap_or(d.queued_at)),
+            None => now,
+        }
+    }
+
+    /// In durable mode, waits for a flush that covers what was just written.
+    fn commit(&self) -> Result<()> {
         if self.inner.options.durability == Durability::Durable {
             self.inner
                 .commit
                 .wait(self.inner.store.as_ref())
                 .map_err(|error| self.poison(error))?;
         }
-        Ok(recorded)
+        Ok(())
     }
 
     /// Makes every acknowledged event durable now, whatever the durability mode.
@@ -326,45 +571,92 @@ impl Ledger {
     }
 
     /// Settles every delegation still `queued` as `failed` with reason
-    /// [`FailureReason::Interrupted`](crate::FailureReason::Interrupted): the
-    /// recovery for a process that died mid-delivery. Run it right after opening,
-    /// before any delivery starts: the store's lock guarantees that whatever is
-    /// pending then belonged to a dead process.
+    /// [`FailureReason::Interrupted`]: the recovery for a process that died
+    /// mid-delivery. Delegations a delivery of
+    /// this process has [claimed](Ledger::claim) are live, not dead, and are left
+    /// alone, so recovery may run at any time, even while a dispatcher delivers.
     ///
     /// A delegation that another writer settles meanwhile is left as it settled.
     ///
     /// # Errors
     /// A storage error; delegations settled before it stay settled. A damaged
     /// delegation does not keep the others queued: every readable one is settled
-    /// first, then the first damage met is returned.
+    /// first, then the first damage met is returned. [`Ledger::recover_all`] says
+    /// what happened to each.
     pub fn recover(&self) -> Result<Vec<DelegationId>> {
-        let mut pending = Vec::new();
-        let mut damage = None;
-        for delegation in self.replay() {
-            match delegation {
-                Ok(delegation) if delegation.state == State::Queued => pending.push(delegation),
-                Ok(_) => {}
-                Err(error) => {
-                    damage.get_or_insert(error);
-                }
-            }
+        let (settled, damaged, unwritten) = self.recover_parts();
+        match unwritten.into_iter().chain(damaged).next() {
+            Some(failure) => Err(failure.error),
+            None => Ok(settled),
         }
-        let mut settled = Vec::with_capacity(pending.len());
-        for delegation in pending {
-            let event = Event::Failed(crate::event::Failed {
-                reason: crate::FailureReason::Interrupted,
+    }
+
+    /// As [`Ledger::recover`], but it reports every delegation it could not
+    /// settle, with its id and its own error, instead of the first error.
+    pub fn recover_all(&self) -> Report {
+        let (settled, mut failed, unwritten) = self.recover_parts();
+        failed.extend(unwritten);
+        Report { settled, failed }
+    }
+
+    /// Recovery: what it settled, what it could not read, and what it could not
+    /// write.
+    fn recover_parts(&self) -> (Vec<DelegationId>, Vec<Unrecovered>, Vec<Unrecovered>) {
+        let (orphans, damaged) = self.orphans();
+        let mut settled = Vec::with_capacity(orphans.len());
+        let mut unwritten = Vec::new();
+        for delegation in orphans {
+            if self.is_claimed(&delegation.id) {
+                continue;
+            }
+            let event = Event::Failed(Failed {
+                reason: FailureReason::Interrupted,
                 detail: Some("the process stopped before the outcome was known".to_owned()),
             });
             match self.record(&delegation.id, event) {
                 Ok(_) => settled.push(delegation.id),
                 Err(Error::AlreadySettled { .. }) => {}
-                Err(error) => return Err(error),
+                Err(error) => unwritten.push(Unrecovered {
+                    id: Some(delegation.id),
+                    error,
+                }),
             }
         }
-        match damage {
-            Some(error) => Err(error),
-            None => Ok(settled),
+        (settled, damaged, unwritten)
+    }
+
+    /// Every delegation a dead process left: `queued` and not claimed by a live
+    /// delivery of this process, in store order; and every delegation whose
+    /// history could not be read, with its error.
+    pub(crate) fn orphans(&self) -> (Vec<Delegation>, Vec<Unrecovered>) {
+        let mut orphans = Vec::new();
+        let mut damaged = Vec::new();
+        for stream in self.inner.store.scan() {
+            let stream = match stream {
+                Ok(stream) => stream,
+                Err(error) => {
+                    damaged.push(Unrecovered { id: None, error });
+                    continue;
+                }
+            };
+            let folded = match fold_stream(&stream) {
+                Err(_) if raced(&stream) => self.read(&stream.id),
+                result => result,
+            };
+            match folded.map(|(_, fold)| fold.into_delegation()) {
+                Ok(Some(delegation))
+                    if delegation.state == State::Queued && !self.is_claimed(&delegation.id) =>
+                {
+                    orphans.push(delegation);
+                }
+                Ok(_) => {}
+                Err(error) => damaged.push(Unrecovered {
+                    id: Some(stream.id),
+                    error,
+                }),
+            }
         }
+        (orphans, damaged)
     }
 
     /// Every delegation still `queued`, in store order.
@@ -417,6 +709,50 @@ impl Ledger {
         let _ = self.inner.poisoned.set(error.to_string());
         error
     }
+}
+
+/// A record ready to append: the record that follows `fold` with `event` at `at`,
+/// checked by the fold (and through it by the lifecycle machine), with its chain
+/// hash, its head and its encoding.
+struct Next {
+    recorded: Recorded,
+    head: Head,
+    bytes: Vec<u8>,
+}
+
+/// Builds the record that follows `fold`, if the fold allows it.
+fn next_record(fold: &Fold, event: Event, at: Timestamp) -> Result<Next> {
+    let id = fold.id();
+    let mut record = Record {
+        delegation: id.clone(),
+        seq: fold.seq().saturating_add(1),
+        event,
+        at,
+        hash: None,
+    };
+    // Checked before it has a hash, so the fold does not hash it a second time to
+    // compare: the hash below is the chain's by construction.
+    let state = fold.check(&record).map_err(|violation| match violation {
+        Violation::Illegal(refusal) => Error::refused(id, refusal),
+        other => Error::Corrupt {
+            key: format!("delegation `{id}`"),
+            reason: other.to_string(),
+        },
+    })?;
+    let hash = record.chain_hash(&fold.hash());
+    record.hash = Some(hash);
+    Ok(Next {
+        recorded: Recorded {
+            seq: record.seq,
+            at,
+            state,
+        },
+        head: Head {
+            seq: record.seq,
+            hash,
+        },
+        bytes: envelope::encode(&record),
+    })
 }
 
 /// How many times a read is repeated when its head looks ahead of its records.

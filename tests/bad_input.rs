@@ -73,6 +73,9 @@ fn queued(task: Option<serde_json::Value>) -> Event {
         source: "planner".to_owned(),
         target: "http://127.0.0.1:8080/a2a".to_owned(),
         task,
+        retry_of: None,
+        attempt: None,
+        not_before: None,
     })
 }
 

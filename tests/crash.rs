@@ -120,6 +120,9 @@ fn plan(seed: u64, iteration: u64, thread: u64, index: u64) -> Plan {
         source: "planner".to_owned(),
         target: format!("http://127.0.0.1:{}/a2a", 9000 + rng.below(4)),
         task,
+        retry_of: None,
+        attempt: None,
+        not_before: None,
     });
     let outcome = match rng.below(10) {
         0..=2 => None,

@@ -283,7 +283,9 @@ async fn redeliver_recovery_fails_the_original_and_resends_under_its_message_id(
             Ok(Accepted::default())
         }),
     );
-    let recovered = dispatcher.recover(Recovery::Redeliver).await.unwrap();
+    let report = dispatcher.recover(Recovery::Redeliver).await;
+    assert!(report.is_complete(), "{:?}", report.failed);
+    let recovered = report.recovered;
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].id, id("lost"));
     assert_eq!(
@@ -312,7 +314,9 @@ async fn interrupt_recovery_settles_pending_delegations_as_interrupted() {
         .record(&id("lost"), Event::queued("planner", "reviewer"))
         .unwrap();
     let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
-    let recovered = dispatcher.recover(Recovery::Interrupt).await.unwrap();
+    let report = dispatcher.recover(Recovery::Interrupt).await;
+    assert!(report.is_complete(), "{:?}", report.failed);
+    let recovered = report.recovered;
     assert_eq!(recovered.len(), 1);
     assert!(recovered[0].redelivery.is_none());
     assert_eq!(
@@ -322,18 +326,32 @@ async fn interrupt_recovery_settles_pending_delegations_as_interrupted() {
     dispatcher.shutdown().await.unwrap();
 }
 
+/// Recovery once the dispatcher has delegated leaves its live delegations alone
+/// (they are claimed) and settles only what no live delivery owns. It used to be
+/// refused outright (`RecoverTooLate`), a guard that a race could slip past.
 #[tokio::test]
-async fn recovery_is_refused_once_the_dispatcher_has_delegated() {
-    let dispatcher = Dispatcher::new(memory_ledger(), Instant::accepting());
-    dispatcher
-        .delegate(Request::new("planner", "reviewer"))
+async fn recovery_after_delegating_settles_only_what_no_live_delivery_owns() {
+    let ledger = memory_ledger();
+    ledger
+        .record(&id("orphan"), Event::queued("planner", "reviewer"))
+        .unwrap();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let dispatcher = Dispatcher::new(ledger.clone(), Gated(Arc::clone(&gate)));
+    let receipt = dispatcher
+        .delegate(Request::new("planner", "reviewer").id(id("live")))
         .await
         .unwrap();
-    assert!(matches!(
-        dispatcher.recover(Recovery::Redeliver).await,
-        Err(dispatch::Error::RecoverTooLate)
-    ));
+    let report = dispatcher.recover(Recovery::Interrupt).await;
+    assert!(report.is_complete(), "{:?}", report.failed);
+    let recovered: Vec<_> = report.recovered.into_iter().map(|r| r.id).collect();
+    assert_eq!(recovered, [id("orphan")]);
+    gate.add_permits(1);
+    receipt.settled().await.unwrap();
     dispatcher.shutdown().await.unwrap();
+    assert_eq!(
+        ledger.status(&id("live")).unwrap().status,
+        StatusKind::Delivered
+    );
 }
 
 #[tokio::test]
@@ -357,6 +375,17 @@ async fn dropping_a_dispatcher_without_shutdown_aborts_its_deliveries_and_says_s
         ledger.status(&id("dropped")).unwrap().status,
         StatusKind::Queued
     );
+    // The aborted delivery ends its claim (as its task is dropped), so recovery
+    // in this very process settles it.
+    let mut recovered = Vec::new();
+    for _ in 0..200 {
+        recovered = ledger.recover().unwrap();
+        if !recovered.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(recovered, [id("dropped")]);
 }
 
 #[tokio::test]

@@ -137,6 +137,12 @@ impl Store for SlowFlush {
     ) -> delegation_log::Result<()> {
         self.inner.append(id, expect, record, head)
     }
+    fn append_all(
+        &self,
+        appends: &[delegation_log::store::Append<'_>],
+    ) -> delegation_log::Result<()> {
+        self.inner.append_all(appends)
+    }
     fn history(&self, id: &DelegationId) -> delegation_log::Result<Stream> {
         self.inner.history(id)
     }

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use delegation_log::event::{Remote, RemoteKind, TaskState};
+use delegation_log::event::{Failed, Queued, Remote, RemoteKind, TaskState};
 use delegation_log::store::Memory;
 use delegation_log::{ChainHash, Event, FailureReason, Ledger, ManualClock, Options, Record};
 
@@ -138,6 +138,23 @@ fn the_pages_python_program_recomputes_every_hash_of_an_export() {
             ledger.record(&id, outcome).unwrap();
         }
     }
+    // And a retry of the delegation left queued, with every retry field.
+    let last = format!("d-{}", expected_lines / 2).parse().unwrap();
+    ledger
+        .retry(
+            &last,
+            Failed {
+                reason: FailureReason::Interrupted,
+                detail: Some("redelivered as d-retry".into()),
+            },
+            &"d-retry".parse().unwrap(),
+            Queued {
+                not_before: Some("2026-06-07T03:32:07.5+02:00".parse().unwrap()),
+                ..Queued::new("planner", "http://127.0.0.1:9/a2a")
+            },
+        )
+        .unwrap();
+    let expected_lines = expected_lines + 2;
     let mut export = Vec::new();
     ledger.export(&mut export).unwrap();
     let printed = python(

@@ -490,6 +490,8 @@ fn expected_status(id: &DelegationId, records: &[(Seq, Event, i64)]) -> Status {
         target_received: Some(Received::Unknown),
         remote: None,
         target: Some(queued.target.clone()),
+        attempt: None,
+        retry_of: None,
         queued_at: Some(timestamp(*queued_at)),
         settled_at: None,
     };
@@ -535,6 +537,9 @@ fn queued_event() -> impl Strategy<Value = Event> {
                 source: source.to_owned(),
                 target: target.to_owned(),
                 task,
+                retry_of: None,
+                attempt: None,
+                not_before: None,
             })
         })
 }

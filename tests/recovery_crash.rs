@@ -6,8 +6,14 @@
 //! also names its redelivery, which is sent under the original id as the message id
 //! and delivered. None is ever left `queued`.
 //!
+//! Then recovery itself is killed: a child runs `recover` with redelivery over a
+//! store of many orphans and is killed with SIGKILL midway. Every original it
+//! failed names a redelivery that exists and retries it, every retry's original
+//! failed, the store audits clean, and the next recovery finishes the job.
+//!
 //! A `harness = false` test that re-spawns itself; the role comes from
-//! `DELEGATION_LOG_CRASH_CHILD` (the store path).
+//! `DELEGATION_LOG_CRASH_CHILD` (the store path, for a delegating child) or
+//! `DELEGATION_LOG_RECOVER_CHILD` (the store path, for a recovering child).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::io::{BufRead, BufReader, Write};
@@ -18,10 +24,15 @@ use std::sync::{Arc, Mutex};
 use delegation_log::dispatch::{Dispatcher, Recovery, Request};
 use delegation_log::event::ReasonCode;
 use delegation_log::transport::{Accepted, BoxFuture, Failure, Instant, Message, Transport};
-use delegation_log::{DelegationId, Ledger, StatusKind};
+use delegation_log::{DelegationId, Event, Ledger, StatusKind};
 
 const CHILD: &str = "DELEGATION_LOG_CRASH_CHILD";
+const RECOVER_CHILD: &str = "DELEGATION_LOG_RECOVER_CHILD";
 const DELEGATIONS: usize = 6;
+/// Orphans a killed recovery starts from.
+const ORPHANS: usize = 60;
+/// Recoveries killed midway.
+const RECOVERY_KILLS: u64 = 4;
 
 /// A target that never answers.
 struct Silent;
@@ -37,15 +48,151 @@ fn main() {
         child(Path::new(&path));
         return;
     }
+    if let Ok(path) = std::env::var(RECOVER_CHILD) {
+        recovering_child(Path::new(&path));
+        return;
+    }
     let started = std::time::Instant::now();
     for round in 0..3 {
         killed_child_leaves_nothing_queued_after_default_recovery(round);
     }
     killed_child_is_redelivered_under_the_original_message_id();
+    let mut midway = 0;
+    for round in 0..RECOVERY_KILLS {
+        midway +=
+            u64::from(a_recovery_killed_midway_never_leaves_an_original_without_its_retry(round));
+    }
     println!(
-        "recovery_crash: 4 children killed with SIGKILL, all recovered ({:.1?})",
+        "recovery_crash: {} children killed with SIGKILL ({RECOVERY_KILLS} during \
+         recovery, {midway} of them midway), all recovered ({:.1?})",
+        4 + RECOVERY_KILLS,
         started.elapsed()
     );
+}
+
+/// Opens the store, says so, and redelivers every orphan to a target that never
+/// answers, until it is killed.
+fn recovering_child(path: &Path) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let ledger = Ledger::open(path).unwrap();
+        let dispatcher = Dispatcher::new(ledger, Silent);
+        println!("recovering");
+        std::io::stdout().flush().unwrap();
+        let report = dispatcher.recover(Recovery::Redeliver).await;
+        assert!(report.is_complete(), "{:?}", report.failed);
+        println!("done");
+        std::io::stdout().flush().unwrap();
+        std::future::pending::<()>().await;
+    });
+}
+
+/// Kills a recovering child after a delay that varies by round, then checks the
+/// pairing of originals and retries; returns whether the kill came midway (some
+/// orphans redelivered, some not).
+fn a_recovery_killed_midway_never_leaves_an_original_without_its_retry(round: u64) -> bool {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let orphans: Vec<DelegationId> = (0..ORPHANS)
+        .map(|n| format!("orphan-{n:03}").parse().unwrap())
+        .collect();
+    {
+        let ledger = Ledger::open(&path).unwrap();
+        for id in &orphans {
+            ledger
+                .record(id, Event::queued("planner", "silent"))
+                .unwrap();
+        }
+    }
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(RECOVER_CHILD, &path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "recovering");
+    // Spread the kills over the recovery: about 1 ms per durable redelivery.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let delay = 2 + (u64::from(nanos) + round * 7) % 25;
+    std::thread::sleep(std::time::Duration::from_millis(delay));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let ledger = Ledger::open(&path).unwrap();
+    let mut redelivered = 0;
+    for original in &orphans {
+        let status = ledger.status(original).unwrap();
+        match status.status {
+            StatusKind::Queued => {}
+            StatusKind::Failed => {
+                redelivered += 1;
+                let detail = status.error_detail.unwrap();
+                let retry: DelegationId = detail
+                    .strip_prefix("redelivered as ")
+                    .unwrap_or_else(|| panic!("{original}: {detail}"))
+                    .parse()
+                    .unwrap();
+                let retry = ledger
+                    .delegation(&retry)
+                    .unwrap()
+                    .unwrap_or_else(|| panic!("{original} names {retry}, which does not exist"));
+                assert_eq!(retry.retry_of.as_ref(), Some(original));
+                assert_eq!(retry.state, delegation_log::lifecycle::State::Queued);
+            }
+            other => panic!("{original} is {other:?}"),
+        }
+    }
+    for delegation in ledger.replay() {
+        let delegation = delegation.unwrap();
+        if let Some(original) = &delegation.retry_of {
+            assert_eq!(
+                ledger.status(original).unwrap().status,
+                StatusKind::Failed,
+                "{} retries {original}, which has not failed",
+                delegation.id
+            );
+        }
+    }
+    let verdict = ledger.audit().unwrap();
+    assert!(verdict.is_clean(), "{}", verdict.to_plain());
+
+    // The next recovery finishes the job: every task delivered, under its first id.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let sent_by_transport = Arc::clone(&sent);
+    runtime.block_on(async {
+        let dispatcher = Dispatcher::new(
+            ledger.clone(),
+            Instant::new(move |message: &Message| {
+                sent_by_transport
+                    .lock()
+                    .unwrap()
+                    .push(message.message_id.clone());
+                Ok(Accepted::default())
+            }),
+        );
+        let report = dispatcher.recover(Recovery::Redeliver).await;
+        assert!(report.is_complete(), "{:?}", report.failed);
+        dispatcher.shutdown().await.unwrap();
+    });
+    assert!(ledger.pending().unwrap().is_empty());
+    let mut sent = sent.lock().unwrap().clone();
+    sent.sort();
+    assert_eq!(
+        sent, orphans,
+        "each task goes out once more, under its first id"
+    );
+    assert!(ledger.audit().unwrap().is_clean());
+    redelivered > 0 && redelivered < ORPHANS
 }
 
 /// Delegates, prints each acknowledged id, then waits to be killed.
@@ -145,8 +292,9 @@ fn killed_child_is_redelivered_under_the_original_message_id() {
                 Ok(Accepted::default())
             }),
         );
-        let recovered = dispatcher.recover(Recovery::Redeliver).await.unwrap();
-        assert_eq!(recovered.len(), ids.len());
+        let report = dispatcher.recover(Recovery::Redeliver).await;
+        assert!(report.is_complete(), "{:?}", report.failed);
+        assert_eq!(report.recovered.len(), ids.len());
         dispatcher.shutdown().await.unwrap();
     });
     for id in &ids {

@@ -1,6 +1,7 @@
 //! Guards the status contract: what a sender's `check_task_status` sees for each
-//! state, as JSON, with every field always present. Times come from a manual clock,
-//! so the snapshots are exact.
+//! state, as JSON, with every field always present, and a retry's two more
+//! (`attempt`, `retry_of`) present only on a retry. Times come from a manual
+//! clock, so the snapshots are exact.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::Arc;
@@ -60,4 +61,35 @@ fn an_unknown_id_is_its_own_answer_not_an_error() {
     let status = ledger.status(&"never-seen".parse().unwrap()).unwrap();
     assert_eq!(status.status, StatusKind::NotFound);
     insta::assert_json_snapshot!(status);
+}
+
+#[test]
+fn a_retry_reports_its_attempt_and_the_delegation_it_retries() {
+    let (ledger, clock) = ledger();
+    let original = "task-7".parse().unwrap();
+    let retry = "task-7.r1".parse().unwrap();
+    ledger
+        .record(
+            &original,
+            Event::queued("planner", "http://127.0.0.1:8080/a2a"),
+        )
+        .unwrap();
+    clock.advance(Duration::from_millis(1250));
+    ledger
+        .retry(
+            &original,
+            delegation_log::event::Failed {
+                reason: FailureReason::Interrupted,
+                detail: Some("redelivered as task-7.r1".into()),
+            },
+            &retry,
+            delegation_log::event::Queued::new("planner", "http://127.0.0.1:8080/a2a"),
+        )
+        .unwrap();
+    let statuses = [
+        ledger.status(&original).unwrap(),
+        ledger.status(&retry).unwrap(),
+    ];
+    assert_eq!(statuses[1].status, StatusKind::Queued);
+    insta::assert_json_snapshot!(statuses);
 }

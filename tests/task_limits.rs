@@ -27,6 +27,9 @@ fn queued(task: Option<Value>) -> Event {
         source: "planner".into(),
         target: "reviewer".into(),
         task,
+        retry_of: None,
+        attempt: None,
+        not_before: None,
     })
 }
 
@@ -199,6 +202,9 @@ fn a_task_over_the_size_limit_is_refused_and_what_is_stored_round_trips() {
                 source: text.clone(),
                 target: text.clone(),
                 task: Some(json!(largest)),
+                retry_of: None,
+                attempt: None,
+                not_before: None,
             }),
         )
         .unwrap();

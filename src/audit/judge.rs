@@ -3,13 +3,70 @@
 
 use crate::audit::{Kind, Outcome, Pending, States, Verdict, Violation};
 use crate::delegation::{self, Fold};
-use crate::event::{Record, Seq};
+use crate::event::{Attempt, DelegationId, Event, Record, Seq};
 use crate::lifecycle::{self, State};
 
 /// A problem with a record's `hash` found outside the fold: mixed presence, or
 /// text that is not a hash. It is reported only if the sequence and the lifecycle
 /// pass, since `broken_chain` is last in precedence.
 pub(crate) type ChainProblem = Option<String>;
+
+/// Judges a retry's link, once every other kind has passed: `None` if the retry
+/// may be applied (the judge then takes it as the retry of its original), or what
+/// is wrong with the link. Called only for a `queued` that carries `retry_of`.
+pub(crate) type Link<'a> = &'a mut dyn FnMut(&Record) -> Option<String>;
+
+/// No link to judge: for records that cannot be a delegation's first.
+pub(crate) fn no_link(_: &Record) -> Option<String> {
+    None
+}
+
+/// Whether `record` is a retry: a `queued` with `retry_of`.
+pub(crate) fn is_retry(record: &Record) -> bool {
+    matches!(&record.event, Event::Queued(queued) if queued.retry_of.is_some())
+}
+
+/// The link rule of the format page, given what is known of the delegation the
+/// retry names: `None` if `retry` may retry it.
+pub(crate) fn judge_link(retry: &Record, original: Original<'_>) -> Option<String> {
+    let Event::Queued(queued) = &retry.event else {
+        return None;
+    };
+    let of = queued.retry_of.as_ref()?;
+    let attempt = queued.attempt();
+    match original {
+        Original::Missing(why) => Some(format!("retries `{of}`, {why}")),
+        Original::Damaged(why) => Some(format!("retries `{of}`, whose history is damaged: {why}")),
+        Original::Retried(by) => Some(format!("retries `{of}`, which `{by}` already retried")),
+        Original::Found { state, .. } if state != State::Failed => Some(format!(
+            "retries `{of}`, which has not failed: it is {state}"
+        )),
+        Original::Found {
+            attempt: theirs, ..
+        } if theirs.checked_add(1) != Some(attempt) => Some(format!(
+            "attempt {attempt}, but `{of}` is attempt {theirs}: a retry is one more"
+        )),
+        Original::Found { .. } => None,
+    }
+}
+
+/// What a verdict knows of the delegation a retry names.
+pub(crate) enum Original<'a> {
+    /// Not there: never queued (or its first record was rejected), with the words
+    /// for it.
+    Missing(&'static str),
+    /// Its history cannot be read (a store audit).
+    Damaged(String),
+    /// Already retried, by this delegation.
+    Retried(&'a DelegationId),
+    /// Its state and attempt.
+    Found {
+        /// Its state.
+        state: State,
+        /// Its attempt.
+        attempt: Attempt,
+    },
+}
 
 /// Counts and violations, as records are judged.
 #[derive(Debug, Default)]
@@ -68,7 +125,9 @@ impl Tally {
 
     /// Judges `record`, the record at `line`, against `fold`, and applies it if it
     /// passes. `written_seq` is the seq as the line wrote it when that was not a
-    /// `u64` (a negative number), for the message. Returns whether it was applied.
+    /// `u64` (a negative number), for the message. `link` judges a retry's link
+    /// (see [`Link`]), last, once every other kind has passed. Returns whether it
+    /// was applied.
     pub(crate) fn judge(
         &mut self,
         fold: &mut Fold,
@@ -76,6 +135,7 @@ impl Tally {
         line: u64,
         chain: ChainProblem,
         written_seq: Option<i64>,
+        link: Link<'_>,
     ) -> bool {
         let before = fold.state();
         let verdict = match chain {
@@ -86,6 +146,17 @@ impl Tally {
                     Err(violation) => Err(describe(&violation, written_seq)),
                 }
             }
+            // Only a retry has a link to judge: every other record is checked and
+            // applied in one go.
+            None if is_retry(&record) => match fold.check(&record) {
+                Err(violation) => Err(describe(&violation, written_seq)),
+                Ok(_) => match link(&record) {
+                    Some(problem) => Err((Kind::RetryLink, problem)),
+                    None => fold
+                        .apply(&record)
+                        .map_err(|violation| describe(&violation, written_seq)),
+                },
+            },
             None => fold
                 .apply(&record)
                 .map_err(|violation| describe(&violation, written_seq)),

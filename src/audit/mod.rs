@@ -63,6 +63,12 @@ pub enum Kind {
     /// `hash` does not match, or hashes are mixed with their absence; in a store,
     /// also a head that does not match the records.
     BrokenChain,
+    /// A retry (a `queued` with `retry_of`) names no delegation that failed on an
+    /// earlier line, or one that an earlier line already retried, or its `attempt`
+    /// is not one more than that delegation's. In a store: the delegation it
+    /// retries is missing, damaged, not failed, or retried by another retry first
+    /// in scan order.
+    RetryLink,
 }
 
 impl Kind {
@@ -73,6 +79,7 @@ impl Kind {
             Kind::Sequence => "sequence",
             Kind::IllegalTransition => "illegal_transition",
             Kind::BrokenChain => "broken_chain",
+            Kind::RetryLink => "retry_link",
         }
     }
 }

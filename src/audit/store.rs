@@ -6,17 +6,25 @@
 //! [`Fold`]: sequence (so a missing middle record is a gap), lifecycle, and chain
 //! hash. After a delegation's records, its redundant head: a head ahead of the
 //! records means records were lost, the last one included.
+//!
+//! A retry (a `queued` with `retry_of`) is judged against the store as it is: the
+//! delegation it retries must be in the store, readable, `failed`, one attempt
+//! lower, and retried by no other retry earlier in scan order. That delegation is
+//! read on its own, so judging links costs one read per retry; the delegations
+//! already retried are kept in memory, one entry per retry.
 
 use std::path::Path;
 
-use crate::audit::judge::{self, Tally};
+use std::collections::HashMap;
+
+use crate::audit::judge::{self, Original, Tally};
 use crate::audit::{AuditError, Kind, Outcome, Verdict, Violation};
 use crate::clock::Clock;
 use crate::delegation::Fold;
 use crate::envelope;
 use crate::error::Error;
-use crate::event::{ChainHash, Seq};
-use crate::ledger::Ledger;
+use crate::event::{ChainHash, DelegationId, Event, Record, Seq};
+use crate::ledger::{Ledger, decode_stream, fold_records};
 use crate::store::{Head, Sled, Store, Stream};
 
 /// Audits every record of `store`. `clock` gives the "now" that pending
@@ -46,10 +54,12 @@ pub fn audit_observed(
     let mut tally = Tally::default();
     let mut pending = Vec::new();
     let mut reported = 0u64;
+    let mut retried = HashMap::new();
     for stream in store.scan() {
         match stream {
             Ok(stream) => {
-                if let Some(queued) = audit_stream(&mut tally, stream, now) {
+                let mut link = |retry: &Record| judge_stored_link(store, &mut retried, retry);
+                if let Some(queued) = audit_stream(&mut tally, stream, now, &mut link) {
                     pending.push(queued);
                 }
             }
@@ -137,11 +147,44 @@ struct Seen {
     hash: Option<ChainHash>,
 }
 
+/// Judges a stored retry's link against the store: the delegation it retries is
+/// read and folded as the ledger reads it.
+fn judge_stored_link(
+    store: &dyn Store,
+    retried: &mut HashMap<DelegationId, DelegationId>,
+    retry: &Record,
+) -> Option<String> {
+    let Event::Queued(queued) = &retry.event else {
+        return None;
+    };
+    let of = queued.retry_of.as_ref()?;
+    let read = store
+        .history(of)
+        .and_then(|stream| fold_records(&stream, &decode_stream(&stream)?));
+    let original = match (retried.get(of), read) {
+        (Some(by), _) => Original::Retried(by),
+        (None, Err(error)) => Original::Damaged(error.to_string()),
+        (None, Ok(fold)) => match fold.delegation() {
+            None => Original::Missing("which the store does not hold"),
+            Some(delegation) => Original::Found {
+                state: delegation.state,
+                attempt: delegation.attempt,
+            },
+        },
+    };
+    let verdict = judge::judge_link(retry, original);
+    if verdict.is_none() {
+        retried.insert(of.clone(), retry.delegation.clone());
+    }
+    verdict
+}
+
 /// Audits one delegation; returns it as pending if it ends queued.
 fn audit_stream(
     tally: &mut Tally,
     stream: Stream,
     now: crate::event::Timestamp,
+    link: judge::Link<'_>,
 ) -> Option<super::Pending> {
     let Stream { id, entries, head } = stream;
     let mut fold = Fold::new(id.clone());
@@ -171,7 +214,7 @@ fn audit_stream(
             ),
             Ok(record) => {
                 seen.hash = record.hash;
-                tally.judge(&mut fold, record, line, None, None);
+                tally.judge(&mut fold, record, line, None, None, &mut *link);
             }
         }
         previous = last.replace(seen);

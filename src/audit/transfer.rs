@@ -1,6 +1,7 @@
 //! `export` and `import`: between a store and the portable JSON Lines form.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
 
 use crate::audit::verify::{parse_line, verify};
@@ -8,9 +9,9 @@ use crate::audit::{AuditError, Verdict};
 use crate::delegation::Fold;
 use crate::envelope;
 use crate::error::{Error, Result};
-use crate::event::DelegationId;
+use crate::event::{DelegationId, Event, Record};
 use crate::ledger::{Ledger, decode_stream, fold_records};
-use crate::store::{Expect, Head};
+use crate::store::{Expect, Head, Stream, key};
 
 /// What [`Ledger::export`] wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +37,13 @@ impl Ledger {
     /// order: an order [`verify`](crate::audit::verify) accepts. Records are in
     /// their normalized form (serde's field order, `at` in UTC with `Z`).
     ///
+    /// A retry (a `queued` with `retry_of`) comes after the delegation it retries,
+    /// so that its original's `failed` is on an earlier line, as `retry_link`
+    /// asks: a retry that the store's order puts first is held back (by id, so
+    /// memory grows only with such retries) and written right after its original.
+    /// A retry whose original the store does not hold is written last, where
+    /// `verify` reports it.
+    ///
     /// Export checks what it writes as the ledger reads it (envelope, key, chain,
     /// head), and refuses a damaged store rather than write a log that hides the
     /// damage: run [`Ledger::audit`] to see all of it.
@@ -48,19 +56,63 @@ impl Ledger {
         self.check_poisoned()?;
         let mut out = BufWriter::with_capacity(64 * 1024, out);
         let mut exported = Exported::default();
+        // Retries held back, by the delegation they wait for; and every one held
+        // back and not yet written, with the order they were held back in.
+        let mut waiting: HashMap<DelegationId, Vec<DelegationId>> = HashMap::new();
+        let mut held = Held::default();
         for stream in self.store().scan() {
             let stream = stream?;
-            let records = decode_stream(&stream)?;
-            fold_records(&stream, &records)?;
-            for record in &records {
-                serde_json::to_writer(&mut out, record).map_err(io::Error::from)?;
-                out.write_all(b"\n")?;
-                exported.records += 1;
+            let records = checked(&stream)?;
+            if let Some(of) = retry_of(&records) {
+                let written = key::prefix(of) < key::prefix(&stream.id) && !held.set.contains(of);
+                if !written {
+                    waiting
+                        .entry(of.clone())
+                        .or_default()
+                        .push(stream.id.clone());
+                    held.set.insert(stream.id.clone());
+                    held.order.push(stream.id);
+                    continue;
+                }
             }
-            exported.delegations += u64::from(!records.is_empty());
+            write_records(&mut out, &records, &mut exported)?;
+            self.release(&stream.id, &mut waiting, &mut held, &mut out, &mut exported)?;
+        }
+        // Whatever still waits names a delegation that never came.
+        for id in held.order.iter().filter(|id| held.set.contains(*id)) {
+            let records = checked(&self.store().history(id)?)?;
+            write_records(&mut out, &records, &mut exported)?;
         }
         out.flush()?;
         Ok(exported)
+    }
+
+    /// Writes every retry held back for `written`, and in turn those held back
+    /// for them.
+    fn release(
+        &self,
+        written: &DelegationId,
+        waiting: &mut HashMap<DelegationId, Vec<DelegationId>>,
+        held: &mut Held,
+        out: &mut impl Write,
+        exported: &mut Exported,
+    ) -> Result<()> {
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let mut ready = vec![written.clone()];
+        while let Some(original) = ready.pop() {
+            let Entry::Occupied(entry) = waiting.entry(original) else {
+                continue;
+            };
+            for retry in entry.remove() {
+                held.set.remove(&retry);
+                let records = checked(&self.store().history(&retry)?)?;
+                write_records(out, &records, exported)?;
+                ready.push(retry);
+            }
+        }
+        Ok(())
     }
 
     /// Imports the JSON Lines log in `log`, all or nothing.
@@ -136,6 +188,40 @@ impl Ledger {
         self.flush()?;
         Ok(Imported { verdict, stored })
     }
+}
+
+/// Retries `export` held back and has not written yet.
+#[derive(Default)]
+struct Held {
+    set: HashSet<DelegationId>,
+    /// Every one ever held back, in order.
+    order: Vec<DelegationId>,
+}
+
+/// A delegation's records, checked as the ledger reads them.
+fn checked(stream: &Stream) -> Result<Vec<Record>> {
+    let records = decode_stream(stream)?;
+    fold_records(stream, &records)?;
+    Ok(records)
+}
+
+/// The delegation a delegation's first record retries, if it is a retry.
+fn retry_of(records: &[Record]) -> Option<&DelegationId> {
+    match &records.first()?.event {
+        Event::Queued(queued) => queued.retry_of.as_ref(),
+        _ => None,
+    }
+}
+
+/// Writes a delegation's records as JSON Lines.
+fn write_records(out: &mut impl Write, records: &[Record], exported: &mut Exported) -> Result<()> {
+    for record in records {
+        serde_json::to_writer(&mut *out, record).map_err(io::Error::from)?;
+        out.write_all(b"\n")?;
+        exported.records += 1;
+    }
+    exported.delegations += u64::from(!records.is_empty());
+    Ok(())
 }
 
 /// Calls `each` with every record of a log already verified clean.

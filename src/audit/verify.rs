@@ -7,7 +7,10 @@
 //! (the store's order, which `export` writes) no set-aside delegation can be asked
 //! about, so they go to an anonymous temporary file and memory stays flat however
 //! long the log. The first record that breaks that order loads them into memory,
-//! and from then on memory grows with the number of settled delegations.
+//! and from then on memory grows with the number of settled delegations. So does
+//! the first retry (a `queued` with `retry_of`) that names a set-aside
+//! delegation: judging its link needs that delegation's state and attempt. The
+//! delegations already retried are kept in memory, one entry per retry.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -16,11 +19,11 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
 
 use serde_json::Value;
 
-use crate::audit::judge::{self, ChainProblem, Tally};
+use crate::audit::judge::{self, ChainProblem, Original, Tally};
 use crate::audit::{AuditError, Kind, Verdict, strict};
 use crate::clock::Clock;
 use crate::delegation::Fold;
-use crate::event::{ChainHash, DelegationId, Record, Seq};
+use crate::event::{Attempt, ChainHash, DelegationId, Event, Record, Seq};
 use crate::lifecycle::State;
 
 /// The longest line `verify` reads; a longer one is `malformed`, and is skipped
@@ -185,6 +188,7 @@ pub(crate) fn parse_line(bytes: &[u8]) -> Result<Parsed, Malformed> {
     let optional: &[&str] = match object.get("event").and_then(Value::as_str) {
         Some("delivered") => &["hash", "http_status", "remote"],
         Some("failed") => &["hash", "http_status", "rpc_code", "detail"],
+        Some("queued") => &["hash", "retry_of", "attempt", "not_before"],
         _ => &["hash"],
     };
     for field in optional {
@@ -248,6 +252,8 @@ struct Replay {
     open: HashMap<DelegationId, Fold>,
     /// Settled delegations, set aside.
     settled: Settled,
+    /// Delegations already retried, each with the retry that did.
+    retried: HashMap<DelegationId, DelegationId>,
     /// The greatest id, in store order, of any delegation accepted so far.
     last: Option<DelegationId>,
     /// Whether the log is hashed, decided by its first record.
@@ -308,11 +314,15 @@ impl Replay {
     fn judge(&mut self, record: Record, line: u64, chain: ChainProblem, negative: Option<i64>) {
         let id = record.delegation.clone();
         if let Some(fold) = self.open.get_mut(&id) {
-            self.tally.judge(fold, record, line, chain, negative);
+            // A delegation already open refuses a second `queued` before any link
+            // is judged.
+            self.tally
+                .judge(fold, record, line, chain, negative, &mut judge::no_link);
             if fold.state().is_settled() {
                 let (state, seq) = (fold.state(), fold.seq());
+                let attempt = fold.delegation().map_or(1, |d| d.attempt);
                 self.open.remove(&id);
-                self.set_aside(id, state, seq);
+                self.set_aside(id, state, seq, attempt);
             }
             return;
         }
@@ -322,7 +332,7 @@ impl Replay {
             .is_some_and(|last| store_order(&id, last) != Ordering::Greater);
         if may_be_known {
             match self.settled.get(&id) {
-                Ok(Some((state, seq))) => {
+                Ok(Some((state, seq, _))) => {
                     self.tally
                         .judge_settled(state, seq, &record, line, negative);
                     return;
@@ -334,7 +344,42 @@ impl Replay {
             }
         }
         let mut fold = Fold::new(id.clone());
-        if self.tally.judge(&mut fold, record, line, chain, negative) {
+        let (open, settled, retried, error) = (
+            &self.open,
+            &mut self.settled,
+            &mut self.retried,
+            &mut self.error,
+        );
+        let mut link = |retry: &Record| {
+            let Event::Queued(queued) = &retry.event else {
+                return None;
+            };
+            let of = queued.retry_of.as_ref()?;
+            let original = match (retried.get(of), open.get(of)) {
+                (Some(by), _) => Original::Retried(by),
+                (None, Some(fold)) => Original::Found {
+                    state: fold.state(),
+                    attempt: fold.delegation().map_or(1, |d| d.attempt),
+                },
+                (None, None) => match settled.get(of) {
+                    Ok(Some((state, _, attempt))) => Original::Found { state, attempt },
+                    Ok(None) => Original::Missing("which no earlier line queued"),
+                    Err(e) => {
+                        error.get_or_insert(e);
+                        Original::Missing("which the set-aside delegations could not tell")
+                    }
+                },
+            };
+            let verdict = judge::judge_link(retry, original);
+            if verdict.is_none() {
+                retried.insert(of.clone(), retry.delegation.clone());
+            }
+            verdict
+        };
+        if self
+            .tally
+            .judge(&mut fold, record, line, chain, negative, &mut link)
+        {
             if self
                 .last
                 .as_ref()
@@ -346,8 +391,8 @@ impl Replay {
         }
     }
 
-    fn set_aside(&mut self, id: DelegationId, state: State, seq: Seq) {
-        if let Err(error) = self.settled.insert(id, state, seq) {
+    fn set_aside(&mut self, id: DelegationId, state: State, seq: Seq, attempt: Attempt) {
+        if let Err(error) = self.settled.insert(id, state, seq, attempt) {
             self.error.get_or_insert(error);
         }
     }
@@ -380,11 +425,17 @@ enum Settled {
     /// In an anonymous temporary file, unread.
     Spilled(BufWriter<File>),
     /// In memory.
-    Loaded(HashMap<DelegationId, (State, Seq)>),
+    Loaded(HashMap<DelegationId, (State, Seq, Attempt)>),
 }
 
 impl Settled {
-    fn insert(&mut self, id: DelegationId, state: State, seq: Seq) -> io::Result<()> {
+    fn insert(
+        &mut self,
+        id: DelegationId,
+        state: State,
+        seq: Seq,
+        attempt: Attempt,
+    ) -> io::Result<()> {
         if let Settled::Empty = self {
             *self = match tempfile::tempfile() {
                 Ok(file) => Settled::Spilled(BufWriter::with_capacity(64 * 1024, file)),
@@ -399,17 +450,18 @@ impl Settled {
                 let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
                 file.write_all(&[state_code(state)])?;
                 file.write_all(&seq.to_be_bytes())?;
+                file.write_all(&attempt.to_be_bytes())?;
                 file.write_all(&len.to_be_bytes())?;
                 file.write_all(bytes)
             }
             Settled::Loaded(map) => {
-                map.insert(id, (state, seq));
+                map.insert(id, (state, seq, attempt));
                 Ok(())
             }
         }
     }
 
-    fn get(&mut self, id: &DelegationId) -> io::Result<Option<(State, Seq)>> {
+    fn get(&mut self, id: &DelegationId) -> io::Result<Option<(State, Seq, Attempt)>> {
         if let Settled::Spilled(_) = self {
             self.load()?;
         }
@@ -429,21 +481,29 @@ impl Settled {
         let mut map = HashMap::new();
         let corrupt = || io::Error::other("the temporary file of settled delegations is damaged");
         loop {
-            let mut header = [0u8; 11];
+            let mut header = [0u8; 19];
             match reader.read_exact(&mut header) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
                 Err(e) => return Err(e),
             }
             let (code, rest) = header.split_first().ok_or_else(corrupt)?;
-            let (seq, len) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+            let (seq, rest) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
+            let (attempt, len) = rest.split_first_chunk::<8>().ok_or_else(corrupt)?;
             let len: [u8; 2] = len.try_into().map_err(|_| corrupt())?;
             let mut id = vec![0u8; usize::from(u16::from_be_bytes(len))];
             reader.read_exact(&mut id)?;
             let id = String::from_utf8(id).map_err(|_| corrupt())?;
             let id = DelegationId::try_from(id).map_err(|_| corrupt())?;
             let state = state_from_code(*code).ok_or_else(corrupt)?;
-            map.insert(id, (state, u64::from_be_bytes(*seq)));
+            map.insert(
+                id,
+                (
+                    state,
+                    u64::from_be_bytes(*seq),
+                    u64::from_be_bytes(*attempt),
+                ),
+            );
         }
         *self = Settled::Loaded(map);
         Ok(())

@@ -1,7 +1,12 @@
 //! `recover`: settle what a dead process left queued.
+//!
+//! Every delegation is recovered on its own: the command prints each one it
+//! settled (and, with `--redeliver`, each redelivery's outcome), then each one it
+//! could not recover, with its id and why, and exits 1 if there was any.
 
 use std::path::Path;
 
+use delegation_log::DelegationId;
 use delegation_log::dispatch::{Dispatcher, Recovery};
 use delegation_log::transport::Http;
 
@@ -10,39 +15,32 @@ use super::{Failure, Outcome, open_existing, runtime};
 pub(crate) fn run(db: &Path, redeliver: bool) -> Outcome {
     let ledger = open_existing(db)?;
     if !redeliver {
-        let settled = ledger
-            .recover()
-            .map_err(|e| Failure::Problems(format!("recovery stopped: {e}")))?;
+        let report = ledger.recover_all();
         println!(
             "recovered {} delegation(s) as failed / interrupted",
-            settled.len()
+            report.settled.len()
         );
-        for id in settled {
+        for id in &report.settled {
             println!("  {id}");
         }
-        return Ok(());
+        let failed: Vec<_> = report
+            .failed
+            .iter()
+            .map(|failure| (failure.id.as_ref(), failure.error.to_string()))
+            .collect();
+        return print_failures(&failed, 0);
     }
     let transport =
         Http::new().map_err(|e| Failure::Unusable(format!("cannot start HTTP: {e}")))?;
     runtime()?.block_on(async {
         let dispatcher = Dispatcher::new(ledger, transport);
-        let recovered = dispatcher
-            .recover(Recovery::Redeliver)
-            .await
-            .map_err(|e| Failure::Problems(format!("recovery stopped: {e}")));
-        let recovered = match recovered {
-            Ok(recovered) => recovered,
-            Err(failure) => {
-                let _ = dispatcher.shutdown().await;
-                return Err(failure);
-            }
-        };
+        let report = dispatcher.recover(Recovery::Redeliver).await;
         println!(
             "redelivering {} delegation(s); each original is failed / interrupted",
-            recovered.len()
+            report.recovered.len()
         );
-        let mut problems = 0;
-        for item in recovered {
+        let mut unrecorded = 0;
+        for item in report.recovered {
             let Some(receipt) = item.redelivery else {
                 continue;
             };
@@ -54,16 +52,46 @@ pub(crate) fn run(db: &Path, redeliver: bool) -> Outcome {
                     super::demo::describe(&settled.outcome)
                 ),
                 Err(e) => {
-                    problems += 1;
+                    unrecorded += 1;
                     println!("  {} -> {new_id}: not recorded: {e}", item.id);
                 }
             }
         }
         let drained = dispatcher.shutdown().await;
-        match (drained, problems) {
-            (Ok(_), 0) => Ok(()),
-            (Err(e), _) => Err(Failure::Problems(e.to_string())),
-            (Ok(_), n) => Err(Failure::Problems(format!("{n} outcome(s) not recorded"))),
+        let failed: Vec<_> = report
+            .failed
+            .iter()
+            .map(|failure| (failure.id.as_ref(), failure.error.to_string()))
+            .collect();
+        let printed = print_failures(&failed, unrecorded);
+        match drained {
+            Err(e) if printed.is_ok() => Err(Failure::Problems(e.to_string())),
+            _ => printed,
         }
     })
+}
+
+/// Prints every delegation recovery could not settle, and fails (exit 1) if there
+/// is any, or if `unrecorded` redeliveries' outcomes were not recorded.
+fn print_failures(failed: &[(Option<&DelegationId>, String)], unrecorded: usize) -> Outcome {
+    if !failed.is_empty() {
+        println!(
+            "could not recover {} delegation(s); each is left as it was:",
+            failed.len()
+        );
+        for (id, error) in failed {
+            let id = id.map_or_else(|| "-".to_owned(), ToString::to_string);
+            println!("  {id}: {error}");
+        }
+    }
+    match (failed.len(), unrecorded) {
+        (0, 0) => Ok(()),
+        (0, n) => Err(Failure::Problems(format!("{n} outcome(s) not recorded"))),
+        (n, 0) => Err(Failure::Problems(format!(
+            "{n} delegation(s) could not be recovered"
+        ))),
+        (n, m) => Err(Failure::Problems(format!(
+            "{n} delegation(s) could not be recovered; {m} outcome(s) not recorded"
+        ))),
+    }
 }

@@ -4,11 +4,16 @@
 //! which is what survives a crash. An append changes the live image and joins the
 //! pending list; a flush copies the pending appends into the durable image. A crash
 //! throws the live image away and starts again from the durable one.
+//!
+//! A group written by [`Store::append_all`] is one pending write: a flush makes all
+//! of it durable, a crash loses all of it, and a torn crash, which tears the last
+//! pending write, drops a group whole (as sled's recovery drops a batch it did not
+//! seal) rather than split it.
 
 use std::sync::{Mutex, MutexGuard};
 
 use super::memory::{self, Image};
-use super::{Expect, Head, Store, Stream};
+use super::{Append, Expect, Head, Store, Stream};
 use crate::error::{Error, Result};
 use crate::event::DelegationId;
 
@@ -33,7 +38,8 @@ struct Pending {
 struct State {
     live: Image,
     durable: Image,
-    pending: Vec<Pending>,
+    /// Writes not yet flushed, in order: one append, or one group of `append_all`.
+    pending: Vec<Vec<Pending>>,
     armed: Vec<Fault>,
     rng: u64,
     write_fail_per_mille: u16,
@@ -127,21 +133,26 @@ impl Faulty {
         state.armed.clear();
     }
 
-    /// Simulates a crash during the last unflushed append: the appends before it
+    /// Simulates a crash during the last unflushed write: the writes before it
     /// reached the disk, and it reaches the durable image torn, cut at a seeded
-    /// length, without its head. Returns whether there was a pending append to tear.
+    /// length, without its head. A group of [`Store::append_all`] is never torn
+    /// apart: as the last write it is lost whole. Returns whether there was a
+    /// pending write to tear.
     pub fn crash_tearing(&self) -> bool {
         let mut state = self.state();
-        let Some(last) = state.pending.pop() else {
+        let Some(mut last) = state.pending.pop() else {
             drop(state);
             self.crash();
             return false;
         };
         let before = std::mem::take(&mut state.pending);
-        for write in before {
-            let slot = memory::slot(&mut state.durable, &write.id);
-            memory::push(slot, write.expect.next(), &write.record, Some(write.head));
-        }
+        make_durable(&mut state.durable, before);
+        let single = last.len() == 1;
+        let Some(last) = last.pop().filter(|_| single) else {
+            drop(state);
+            self.crash();
+            return true;
+        };
         let len = u64::try_from(last.record.len().max(1)).unwrap_or(1);
         let cut = usize::try_from(state.next() % len).unwrap_or(0);
         let torn = last.record.get(..cut).unwrap_or_default();
@@ -152,9 +163,9 @@ impl Faulty {
         true
     }
 
-    /// How many appends are not yet durable.
+    /// How many appends are not yet durable (a group counts each of its appends).
     pub fn pending(&self) -> usize {
-        self.state().pending.len()
+        self.state().pending.iter().map(Vec::len).sum()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -163,6 +174,14 @@ impl Faulty {
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Copies flushed writes into the durable image.
+fn make_durable(durable: &mut Image, writes: Vec<Vec<Pending>>) {
+    for write in writes.into_iter().flatten() {
+        let slot = memory::slot(durable, &write.id);
+        memory::push(slot, write.expect.next(), &write.record, Some(write.head));
     }
 }
 
@@ -178,12 +197,34 @@ impl Store for Faulty {
             return Err(injected("write"));
         }
         memory::append(&mut state.live, id, expect, record, head)?;
-        state.pending.push(Pending {
+        state.pending.push(vec![Pending {
             id: id.clone(),
             expect,
             record: record.to_vec(),
             head,
-        });
+        }]);
+        Ok(())
+    }
+
+    fn append_all(&self, appends: &[Append<'_>]) -> Result<()> {
+        let mut state = self.state();
+        let rate = state.write_fail_per_mille;
+        if state.take(Fault::FailWrite) || state.roll(rate) {
+            return Err(injected("write"));
+        }
+        memory::append_all(&mut state.live, appends)?;
+        if !appends.is_empty() {
+            let group = appends
+                .iter()
+                .map(|append| Pending {
+                    id: append.id.clone(),
+                    expect: append.expect,
+                    record: append.record.to_vec(),
+                    head: append.head,
+                })
+                .collect();
+            state.pending.push(group);
+        }
         Ok(())
     }
 
@@ -210,10 +251,7 @@ impl Store for Faulty {
             // stay visible in the live image but never become durable.
             return Err(injected("flush"));
         }
-        for write in pending {
-            let slot = memory::slot(&mut state.durable, &write.id);
-            memory::push(slot, write.expect.next(), &write.record, Some(write.head));
-        }
+        make_durable(&mut state.durable, pending);
         Ok(())
     }
 }

@@ -1,9 +1,9 @@
 //! An in-memory store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Entry, Expect, Head, Store, Stream, key};
+use super::{Append, Entry, Expect, Head, Store, Stream, key};
 use crate::error::{Error, Result};
 use crate::event::DelegationId;
 
@@ -40,6 +40,42 @@ pub(crate) fn append(
         });
     }
     push(slot, expect.next(), record, Some(head));
+    Ok(())
+}
+
+/// Appends a group to an image, all or nothing: every expectation is checked (in
+/// order, each against the appends before it) before anything is written.
+pub(crate) fn append_all(image: &mut Image, appends: &[Append<'_>]) -> Result<()> {
+    let mut heads: HashMap<&DelegationId, Option<crate::event::Seq>> = HashMap::new();
+    for append in appends {
+        let actual = match heads.get(append.id) {
+            Some(seq) => *seq,
+            None => image
+                .get(&key::prefix(append.id))
+                .and_then(|(_, slot)| slot.entries.last())
+                .map(|entry| entry.seq),
+        };
+        let expected = match append.expect {
+            Expect::Empty => None,
+            Expect::At(seq) => Some(seq),
+        };
+        if actual != expected {
+            return Err(Error::Conflict {
+                id: append.id.clone(),
+                expected: append.expect,
+                actual,
+            });
+        }
+        heads.insert(append.id, Some(append.expect.next()));
+    }
+    for append in appends {
+        push(
+            slot(image, append.id),
+            append.expect.next(),
+            append.record,
+            Some(append.head),
+        );
+    }
     Ok(())
 }
 
@@ -109,6 +145,10 @@ impl Memory {
 impl Store for Memory {
     fn append(&self, id: &DelegationId, expect: Expect, record: &[u8], head: Head) -> Result<()> {
         append(&mut self.image(), id, expect, record, head)
+    }
+
+    fn append_all(&self, appends: &[Append<'_>]) -> Result<()> {
+        append_all(&mut self.image(), appends)
     }
 
     fn history(&self, id: &DelegationId) -> Result<Stream> {

@@ -2,7 +2,8 @@
 //!
 //! A [`Store`] keeps opaque record bytes under (delegation, seq) and knows nothing of
 //! events or lifecycles; the [`Ledger`](crate::Ledger) decides what may be written.
-//! The trait has four operations: append with an expected head, read one
+//! The trait has five operations: append with an expected head, append to several
+//! delegations at once (all or nothing, each with its own expected head), read one
 //! delegation's history, scan everything in delegation order, and flush. Beside
 //! the records, a store keeps a redundant **head** per delegation (its last seq and
 //! chain hash), so that losing a delegation's last record is detectable.
@@ -117,6 +118,20 @@ pub struct Stream {
     pub head: Option<Head>,
 }
 
+/// One append of a group written by [`Store::append_all`]: `record` as seq
+/// `expect.next()` of `id`, raising its head to `head`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Append<'a> {
+    /// The delegation.
+    pub id: &'a DelegationId,
+    /// What the caller believes its head to be.
+    pub expect: Expect,
+    /// The encoded record.
+    pub record: &'a [u8],
+    /// The head after the record.
+    pub head: Head,
+}
+
 /// The storage behind a ledger.
 ///
 /// Implementations must be safe to call from many threads, and `append` must be
@@ -128,6 +143,19 @@ pub trait Store: Send + Sync + 'static {
     /// [`Error::Conflict`](crate::Error::Conflict) if the delegation's head is not
     /// `expect`; a storage error if the write failed.
     fn append(&self, id: &DelegationId, expect: Expect, record: &[u8], head: Head) -> Result<()>;
+
+    /// Writes every append of `appends`, all or nothing: each is checked against
+    /// its own expectation (in order, so a group may append twice to one
+    /// delegation), and if any fails, nothing is written. A crash keeps all of the
+    /// group or none of it, and a torn write never splits it: this is how one
+    /// delegation's failure and the retry that replaces it reach the log together.
+    /// An empty group writes nothing.
+    ///
+    /// # Errors
+    /// [`Error::Conflict`](crate::Error::Conflict) for the first append whose
+    /// delegation's head is not its expectation (nothing is written); a storage
+    /// error if the write failed.
+    fn append_all(&self, appends: &[Append<'_>]) -> Result<()>;
 
     /// One delegation's records and head; empty if it has none.
     ///

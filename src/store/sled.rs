@@ -9,6 +9,13 @@
 //! for the same seq, exactly one finds the slot empty. The head is then raised
 //! with `fetch_and_update`, which never lowers it.
 //!
+//! A group ([`Store::append_all`]) is one sled transaction over both trees. sled
+//! runs a transaction under a process-wide write lock that every other tree
+//! operation takes for reading once any transaction has run, so no
+//! `compare_and_swap` interleaves with its checks and writes; and it seals the
+//! transaction's writes as one batch in its log, which recovery replays whole or
+//! not at all.
+//!
 //! Beside sled's files, the store keeps `delegation-log.acked`: how many records
 //! a completed flush has made durable, over the store's life (8 bytes big-endian,
 //! then a CRC-32 of them). sled can lose whole delegations to damage in its files
@@ -24,7 +31,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Entry, Expect, Head, Store, Stream, key};
+use super::{Append, Entry, Expect, Head, Store, Stream, key};
 use crate::envelope;
 use crate::error::{Error, Result};
 use crate::event::DelegationId;
@@ -366,6 +373,55 @@ impl Store for Sled {
             .map_err(|e| sled_error(e, &self.path))?;
         self.acked.appended.fetch_add(1, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn append_all(&self, appends: &[Append<'_>]) -> Result<()> {
+        use sled::Transactional as _;
+        use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+        if appends.is_empty() {
+            return Ok(());
+        }
+        let written = (&self.records, &self.heads).transaction(|(records, heads)| {
+            for (at, append) in appends.iter().enumerate() {
+                let follows = match append.expect {
+                    Expect::Empty => true,
+                    Expect::At(seq) => records.get(key::record(append.id, seq))?.is_some(),
+                };
+                let next = key::record(append.id, append.expect.next());
+                if !follows || records.get(&next)?.is_some() {
+                    return Err(ConflictableTransactionError::Abort(at));
+                }
+                records.insert(next, append.record)?;
+                let prefix = key::prefix(append.id);
+                let raise = match heads.get(&prefix)?.as_deref().and_then(Head::decode) {
+                    Some(old) => old.seq < append.head.seq,
+                    None => true,
+                };
+                if raise {
+                    heads.insert(prefix, &append.head.encode()[..])?;
+                }
+            }
+            Ok(())
+        });
+        match written {
+            Ok(()) => {
+                let count = u64::try_from(appends.len()).unwrap_or(u64::MAX);
+                self.acked.appended.fetch_add(count, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(TransactionError::Abort(at)) => {
+                let append = appends.get(at).copied().ok_or_else(|| {
+                    Error::Storage("a transaction aborted on an append it does not have".to_owned())
+                })?;
+                Err(Error::Conflict {
+                    id: append.id.clone(),
+                    expected: append.expect,
+                    actual: self.head_seq(append.id)?,
+                })
+            }
+            Err(TransactionError::Storage(error)) => Err(sled_error(error, &self.path)),
+        }
     }
 
     fn history(&self, id: &DelegationId) -> Result<Stream> {
