@@ -631,6 +631,11 @@ impl Ledger {
     pub(crate) fn orphans(&self) -> (Vec<Delegation>, Vec<Unrecovered>) {
         let mut orphans = Vec::new();
         let mut damaged = Vec::new();
+        // A poisoned ledger reads nothing, so it recovers nothing.
+        if let Err(error) = self.check_poisoned() {
+            damaged.push(Unrecovered { id: None, error });
+            return (orphans, damaged);
+        }
         for stream in self.inner.store.scan() {
             let stream = match stream {
                 Ok(stream) => stream,

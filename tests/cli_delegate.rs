@@ -287,9 +287,8 @@ fn a_rerun_of_a_delegation_a_dead_process_left_queued_sends_nothing_and_points_t
     {
         let ledger = Ledger::open(&db).unwrap();
         let queued = Event::Queued(Queued {
-            source: "cli".into(),
-            target: agent.url(),
             task: Some(json!("a task")),
+            ..Queued::new("cli", agent.url())
         });
         ledger.record(&"left".parse().unwrap(), queued).unwrap();
     }
