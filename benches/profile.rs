@@ -12,7 +12,8 @@
 //! $CG $P record /tmp/new1 2000;    $CG $P raw-insert /tmp/new2 2000
 //! ```
 //!
-//! Run with no command (as `cargo bench` does), it prints this usage and exits.
+//! Run with no command (as `cargo bench` does), it prints this usage and exits;
+//! under `-- --test`, it exits silently.
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -124,6 +125,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (command, path, n) = match args.as_slice() {
         [command, path, n] => (command.as_str(), Path::new(path), n.parse::<u64>().unwrap()),
+        // A smoke run (`-- --test`) prints nothing.
+        _ if common::smoke() => return,
         _ => {
             println!(
                 "usage: profile (build|replay|raw-iter|status|raw-get|record|raw-insert) PATH N"
