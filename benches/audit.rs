@@ -1,16 +1,20 @@
 //! Throughput and peak memory of `verify` (JSON Lines) and `audit` (sled store),
-//! against a raw sled iteration over the same records.
+//! against a raw sled iteration over the same store.
 //!
 //! Logs are generated here, not committed: N records are N/2 delegations, each
-//! `queued` then `delivered`, hashed, in the store's order (what `export` writes).
+//! `queued` then an outcome (alternately `delivered` and `failed`), recorded with
+//! the ledger's normal API (`Ledger::record`, buffered, on a manual clock that moves
+//! 1 ms per delegation), then exported with `Ledger::export` for `verify`.
 //! Peak memory is measured with a counting global allocator: the peak of live heap
 //! bytes during the call, above what was live before it.
 //!
 //! `cargo bench --bench audit` runs criterion at 10k and 100k records, then one
-//! timed pass and a peak-memory figure at 10k, 100k and 1M
-//! (`AUDIT_BENCH=memory` for the second part alone). The floor for `audit` is a
-//! raw sled iteration of the two trees it reads; sled's page cache grows with
-//! what is read, so `audit - raw` is the audit's own memory.
+//! timed pass and a peak-memory figure at 10k, 100k and 1M, and the ratios of the
+//! 1M peaks to the 100k ones (`AUDIT_BENCH=memory` for the second part alone). The
+//! floor for `audit` is a raw sled iteration of every tree of the store, with the
+//! same page cache; sled's page cache grows with what is read, so `audit - raw` is
+//! the audit's own memory. The load average is printed to stderr at the start and
+//! the end; `-- --test` runs everything over tiny logs and prints nothing extra.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,15 +22,18 @@
     missing_docs
 )]
 
-use std::io::{BufWriter, Write};
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use delegation_log::audit;
-use delegation_log::store::{Expect, Head, Sled, Store};
-use delegation_log::{ChainHash, DelegationId, Event, ManualClock, Record, Timestamp};
+use delegation_log::store::Sled;
+use delegation_log::{Durability, Ledger, ManualClock, Options, audit};
 use peak_alloc::PeakAlloc;
+
+use common::smoke;
 
 #[global_allocator]
 static PEAK: PeakAlloc = PeakAlloc;
@@ -37,55 +44,28 @@ struct Fixture {
     db: std::path::PathBuf,
 }
 
-fn records(n: usize) -> impl Iterator<Item = Record> {
-    (0..n / 2).flat_map(|d| {
-        let id: DelegationId = format!("delegation-{d:08}").parse().unwrap();
-        let at = Timestamp::from_unix_nanos(1_780_795_927_000_000_000 + d as i64 * 1_000_000);
-        let mut queued = Record {
-            delegation: id.clone(),
-            seq: 1,
-            event: Event::queued("planner", "http://127.0.0.1:8080/a2a"),
-            at,
-            hash: None,
-        };
-        queued.hash = Some(queued.chain_hash(&ChainHash::GENESIS));
-        let mut delivered = Record {
-            delegation: id,
-            seq: 2,
-            event: Event::delivered(Some(200)).unwrap(),
-            at,
-            hash: None,
-        };
-        delivered.hash = Some(delivered.chain_hash(&queued.hash.unwrap()));
-        [queued, delivered]
-    })
-}
-
+/// `n` records (`n / 2` lifecycles) recorded by the ledger into a store, and
+/// exported from it as JSON Lines.
 fn fixture(n: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log.jsonl");
     let db = dir.path().join("db");
-    let mut out = BufWriter::new(std::fs::File::create(&log).unwrap());
-    let store = Sled::open(&db).unwrap();
-    for record in records(n) {
-        serde_json::to_writer(&mut out, &record).unwrap();
-        out.write_all(b"\n").unwrap();
-        let head = Head {
-            seq: record.seq,
-            hash: record.hash.unwrap(),
-        };
-        let bytes = delegation_log::envelope::encode(&record);
-        store
-            .append(
-                &record.delegation,
-                Expect::after(record.seq - 1),
-                &bytes,
-                head,
-            )
-            .unwrap();
+    let clock = ManualClock::default();
+    let ledger = Ledger::open_with(
+        &db,
+        Options::new()
+            .durability(Durability::Buffered)
+            .clock(clock.clone()),
+    )
+    .unwrap();
+    for d in 0..(n / 2) as u64 {
+        common::record_lifecycle(&ledger, d);
+        clock.advance(Duration::from_millis(1));
     }
-    out.flush().unwrap();
-    store.flush().unwrap();
+    ledger.flush().unwrap();
+    let exported = ledger.export(std::fs::File::create(&log).unwrap()).unwrap();
+    assert_eq!(exported.records, n as u64);
+    drop(ledger);
     Fixture { _dir: dir, log, db }
 }
 
@@ -96,30 +76,18 @@ fn verify(path: &Path) -> u64 {
     verdict.records
 }
 
-fn audit_store(store: &Sled) -> u64 {
-    let verdict = audit::audit(store, &ManualClock::default()).unwrap();
+fn audit_ledger(ledger: &Ledger) -> u64 {
+    let verdict = ledger.audit().unwrap();
     assert!(verdict.is_clean());
     verdict.records
 }
 
-/// The floor: iterate the raw trees an audit reads (records, and the heads it
-/// checks them against), touching every value, decoding nothing, with the same
-/// page cache as `audit_path`, so that "audit − raw" is the audit's own memory.
+/// The floor: iterate every tree of the store, touching every key and value,
+/// decoding nothing, with the same page cache as `audit_path`, so that
+/// "audit − raw" is the audit's own memory.
 fn raw_iteration(path: &Path) -> u64 {
-    let db = sled::Config::new()
-        .path(path)
-        .cache_capacity(Sled::SCAN_CACHE_BYTES)
-        .open()
-        .unwrap();
-    let mut bytes = 0u64;
-    for name in ["records", "heads"] {
-        let tree = db.open_tree(name).unwrap();
-        for item in tree.iter() {
-            let (_, value) = item.unwrap();
-            bytes += value.len() as u64;
-        }
-    }
-    bytes
+    let db = common::open_raw(path, Some(Sled::SCAN_CACHE_BYTES));
+    common::iterate_all(&db).1
 }
 
 /// Peak live heap bytes above the starting level while `f` runs.
@@ -132,10 +100,28 @@ fn peak<T>(f: impl FnOnce() -> T) -> (T, usize, f64) {
     (out, PEAK.peak_usage().saturating_sub(before), seconds)
 }
 
+/// `10000` as `10k`, `1000000` as `1M`.
+fn size(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 && n.is_multiple_of(1_000_000) => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n.is_multiple_of(1_000) => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+/// One pass of each at every size, with its peak memory, then the growth of the
+/// peaks from the next-to-largest size (100k) to the largest (1M). Silent in a
+/// smoke run, which runs the same code over two tiny logs.
 fn memory_report() {
-    println!("\n== one pass each, peak live heap above the starting level");
+    let quiet = smoke();
+    let say = |line: String| {
+        if !quiet {
+            println!("{line}");
+        }
+    };
+    say("\n== one pass each, peak live heap above the starting level".to_owned());
     let mut rows = Vec::new();
-    let sizes: &[usize] = if smoke() {
+    let sizes: &[usize] = if quiet {
         &[1_000, 2_000]
     } else {
         &[10_000, 100_000, 1_000_000]
@@ -145,12 +131,13 @@ fn memory_report() {
         let (_, verify_peak, verify_s) = peak(|| verify(&fixture.log));
         let (_, raw_peak, raw_s) = peak(|| raw_iteration(&fixture.db));
         // As the CLI audits: `audit_path`, which caps sled's page cache.
-        let (_, audit_peak, audit_s) = peak(|| {
+        let (records, audit_peak, audit_s) = peak(|| {
             let verdict = audit::audit_path(&fixture.db, &ManualClock::default()).unwrap();
             assert!(verdict.is_clean());
             verdict.records
         });
-        println!(
+        assert_eq!(records, n as u64);
+        say(format!(
             "{n:>9} records | verify {:>8.0} rec/s peak {:>10} B | audit {:>8.0} rec/s peak {:>10} B | raw sled iter {:>8.0} rec/s peak {:>10} B | audit - raw {:>10} B",
             n as f64 / verify_s,
             verify_peak,
@@ -159,23 +146,21 @@ fn memory_report() {
             n as f64 / raw_s,
             raw_peak,
             audit_peak as i64 - raw_peak as i64,
-        );
+        ));
         rows.push((n, verify_peak, audit_peak, raw_peak));
     }
-    let (_, v100k, a100k, r100k) = rows[rows.len() - 2];
-    let (_, v1m, a1m, r1m) = rows[rows.len() - 1];
-    println!(
-        "ratios largest / next: verify {:.3}, audit {:.3}, raw sled iteration {:.3}, audit above raw {:.3}",
-        v1m as f64 / v100k as f64,
-        a1m as f64 / a100k as f64,
-        r1m as f64 / r100k as f64,
-        (a1m as f64 - r1m as f64) / (a100k as f64 - r100k as f64),
-    );
-}
-
-/// Whether this is a smoke run (`cargo bench -- --test`), where logs stay tiny.
-fn smoke() -> bool {
-    std::env::args().any(|arg| arg == "--test")
+    let (small, v_small, a_small, r_small) = rows[rows.len() - 2];
+    let (large, v_large, a_large, r_large) = rows[rows.len() - 1];
+    let ratio = |large: usize, small: usize| large as f64 / small as f64;
+    say(format!(
+        "peak at {} / peak at {}: audit {:.3} (goal <= 1.2), raw sled iteration {:.3}, verify {:.3}, audit above raw {:.3}",
+        size(large),
+        size(small),
+        ratio(a_large, a_small),
+        ratio(r_large, r_small),
+        ratio(v_large, v_small),
+        (a_large as f64 - r_large as f64) / (a_small as f64 - r_small as f64),
+    ));
 }
 
 fn throughput(c: &mut Criterion) {
@@ -192,19 +177,21 @@ fn throughput(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("verify", n), &fixture, |b, f| {
             b.iter(|| verify(&f.log))
         });
-        let store = Sled::open(&fixture.db).unwrap();
-        group.bench_with_input(BenchmarkId::new("audit", n), &store, |b, s| {
-            b.iter(|| audit_store(s))
+        // Both on a store opened once, with sled's default cache.
+        group.bench_with_input(BenchmarkId::new("audit", n), &fixture, |b, f| {
+            let ledger = common::buffered(&f.db);
+            b.iter(|| assert_eq!(audit_ledger(&ledger), n as u64))
         });
-        drop(store);
         group.bench_with_input(BenchmarkId::new("raw_sled_iter", n), &fixture, |b, f| {
-            b.iter(|| raw_iteration(&f.db))
+            let db = common::open_raw(&f.db, None);
+            b.iter(|| common::iterate_all(&db))
         });
         group.finish();
     }
 }
 
 fn main() {
+    common::load_average("audit", "start");
     // `AUDIT_BENCH=memory cargo bench --bench audit` runs only the memory report.
     if std::env::var("AUDIT_BENCH").as_deref() != Ok("memory") {
         let mut criterion = Criterion::default().configure_from_args();
@@ -212,4 +199,5 @@ fn main() {
         criterion.final_summary();
     }
     memory_report();
+    common::load_average("audit", "end");
 }

@@ -5,14 +5,19 @@
 //! measured in the same run. Each is measured in memory, on sled with buffered
 //! durability, and on sled with durable (flushed, group-committed) records.
 //!
-//! `cargo bench --bench dispatch -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench --bench dispatch -- --warm-up-time 1 --measurement-time 3`. The load
+//! average is printed to stderr at the start and the end; `-- --test` runs each
+//! benchmark once and prints nothing extra (the ratio rounds are left out).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "common/mod.rs"]
+mod common;
 
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant as Clock};
 
-use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use delegation_log::dispatch::{Dispatcher, Request};
 use delegation_log::store::Memory;
 use delegation_log::transport::Instant;
@@ -178,7 +183,12 @@ fn overhead(c: &mut Criterion) {
             b.iter_custom(|iters| dispatched(&rt, &dispatcher, iters));
         });
 
-        // The ratio, from interleaved rounds of the same size in this run.
+        // The ratio, from interleaved rounds of the same size in this run (not in a
+        // smoke run).
+        if common::smoke() {
+            rt.block_on(dispatcher.shutdown()).unwrap();
+            continue;
+        }
         let n = if setup.name == "sled-durable" {
             200
         } else {
@@ -204,6 +214,9 @@ fn overhead(c: &mut Criterion) {
         rt.block_on(dispatcher.shutdown()).unwrap();
     }
     group.finish();
+    if ratios.is_empty() {
+        return;
+    }
     println!(
         "\ndispatcher overhead over the ledger (queued + delivered, medians of 5 interleaved rounds):"
     );
@@ -213,4 +226,10 @@ fn overhead(c: &mut Criterion) {
 }
 
 criterion_group!(benches, delegate_latency, throughput, overhead);
-criterion_main!(benches);
+
+fn main() {
+    common::load_average("dispatch", "start");
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    common::load_average("dispatch", "end");
+}

@@ -1,154 +1,330 @@
 //! The ledger against what a user would otherwise do, measured in the same run.
 //!
-//! Each group pairs the ledger with its baseline, so that the ratio in
+//! Each group pairs the ledger with its baselines, so that every ratio in
 //! `BENCHMARKS.md` comes from one run on one (noisy, shared) machine:
 //!
-//! - `record_buffered`: a full lifecycle (`queued`, then an outcome) per delegation,
-//!   against raw sled `insert` of the very same bytes under the very same keys;
-//! - `record_durable`: 1, 8 and 64 writer threads with group commit, against a
-//!   flush after every insert;
-//! - `replay`: stores of 10k, 100k and 1M records, against a raw sled iteration
-//!   over the same tree;
-//! - `status`: [`Ledger::status`] against a raw sled `get` of the same key;
-//! - `sqlite`: one status row per delegation, inserted then updated, at the same
-//!   durability as the ledger;
+//! - `record_buffered`: 1000 lifecycles (`queued`, then an outcome) into a fresh
+//!   store, against raw sled writes of the very same keys and bytes the ledger
+//!   wrote: each record plus its head (`raw_sled_insert_with_head`, the goal's
+//!   baseline), the same as one `apply_batch` per tree (`raw_sled_batch_with_head`),
+//!   and the records alone (`raw_sled_insert`);
+//! - `status`: [`Ledger::status`] against a raw sled `get` of the delegation's head
+//!   (`raw_sled_get_head`, the goal's baseline) and of its last record;
+//! - `sqlite`: whole lifecycles per second against SQLite used as a careful user
+//!   would (a row per delegation updated in place, plus an events table, each
+//!   event its own `BEGIN IMMEDIATE` transaction), WAL with `synchronous=NORMAL`
+//!   (buffered) and `FULL` (durable), with 1 and 64 writers;
+//! - `record_durable`: 1, 8, 64 and 256 writer threads; the ledger durable (group
+//!   commit) and buffered (the ceiling), against raw sled writes followed, per
+//!   record, by `flush` and `File::sync_data` of sled's `db` file (equal
+//!   durability), by `flush` alone (crash-safe, not power-safe), and against
+//!   `write` + `fdatasync` of the record to a plain file (the physical floor);
+//! - `replay`: stores of 100k and 1M records; [`Ledger::replay`] (state rebuild)
+//!   and [`Ledger::audit`] (the full hash check) against a raw sled iteration of
+//!   every tree;
 //! - `machine`: [`lifecycle::step`] against a hand-written `match`.
 //!
+//! The baselines never assume how the store lays out its keys: the bytes they
+//! write and read are captured from a store the ledger wrote (see [`capture`]).
+//!
 //! Run with `cargo bench --bench ledger`; `BENCHMARK_QUICK=1` leaves out the
-//! 1M-record replay store, which takes a while to build. `cargo bench -- --test`
-//! runs each benchmark once over tiny stores, as a smoke test.
+//! 1M-record replay store. The load average is printed to stderr at the start and
+//! at the end. `cargo bench --bench ledger -- --test` runs each benchmark once over
+//! tiny stores, as a smoke test, and prints nothing extra.
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+#[path = "common/mod.rs"]
+mod common;
+
+use std::cell::OnceCell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::{Barrier, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use criterion::{
-    BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group, criterion_main,
-};
+use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use delegation_log::event::EventKind;
 use delegation_log::lifecycle::{self, Refusal, State};
-use delegation_log::store::{self, Expect, Head, Store, key};
-use delegation_log::{
-    ChainHash, Clock as _, DelegationId, Durability, Event, FailureReason, Ledger, ManualClock,
-    Options, Record, envelope,
+use delegation_log::{Clock as _, Event, Ledger};
+
+use common::{
+    ID_DIGITS, ID_PREFIX, buffered, clock, durable, id, open_raw, outcome, queued,
+    record_lifecycle, smoke,
 };
 
 /// Delegations per timed batch in `record_buffered`.
 const BATCH: usize = 1000;
 
-fn id(n: u64) -> DelegationId {
-    format!("delegation-{n:010}").parse().unwrap()
+// ---------------------------------------------------------------------------
+// What the ledger writes, captured from its store
+// ---------------------------------------------------------------------------
+
+/// One write the ledger made, as read back from its store.
+#[derive(Clone, Debug)]
+enum Op {
+    /// A key set to a value. `record` is true for a key that no later event
+    /// rewrites (an appended record), false for one that is rewritten (a head).
+    Put {
+        tree: usize,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        record: bool,
+    },
+    /// A key removed.
+    Remove { tree: usize, key: Vec<u8> },
 }
 
-fn queued() -> Event {
-    Event::queued("planner", "http://127.0.0.1:8080/a2a")
+/// What the ledger wrote for each of a number of delegations, event by event.
+struct Captured {
+    /// The sled trees written, by name.
+    trees: Vec<Vec<u8>>,
+    /// For delegation `n`: what `queued` wrote, then what the outcome wrote.
+    lifecycles: Vec<[Vec<Op>; 2]>,
 }
 
-fn outcome(n: u64) -> Event {
-    if n.is_multiple_of(2) {
-        Event::delivered(Some(200)).unwrap()
-    } else {
-        Event::failed(FailureReason::HttpStatus(503), Some("proxy busy".into())).unwrap()
+/// Where delegation `n`'s id sits in a key, and `n`.
+fn find_id(key: &[u8]) -> Option<(usize, u64)> {
+    let prefix = ID_PREFIX.as_bytes();
+    let at = key.windows(prefix.len()).position(|w| w == prefix)? + prefix.len();
+    let digits = key.get(at..at + ID_DIGITS)?;
+    let n = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some((at, n))
+}
+
+/// Every entry of the store at `path` whose key names a delegation, by tree and
+/// key.
+type Dump = BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>>;
+
+fn dump(path: &Path) -> Dump {
+    let db = open_raw(path, None);
+    let mut out = Dump::new();
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).unwrap();
+        for item in tree.iter() {
+            let (key, value) = item.unwrap();
+            if find_id(&key).is_some() {
+                out.insert((name.to_vec(), key.to_vec()), value.to_vec());
+            }
+        }
     }
+    out
 }
 
-/// The clock every ledger in this file runs on, so that the ledger writes exactly
-/// the bytes that [`lifecycle_bytes`] computes.
-fn clock() -> ManualClock {
-    ManualClock::default()
-}
-
-fn buffered(path: &Path) -> Ledger {
-    Ledger::open_with(
-        path,
-        Options::new()
-            .durability(Durability::Buffered)
-            .clock(clock()),
-    )
-    .unwrap()
-}
-
-fn durable(path: &Path) -> Ledger {
-    Ledger::open_with(
-        path,
-        Options::new()
-            .durability(Durability::Durable)
-            .clock(clock()),
-    )
-    .unwrap()
-}
-
-/// Each record of a lifecycle: its key, its encoded bytes, and the head after it.
-type Lifecycle = [(Vec<u8>, Vec<u8>, Head); 2];
-
-/// The two records of delegation `n`'s lifecycle, chained and encoded, with their
-/// keys and the head after each: what the ledger writes for it.
-fn lifecycle_bytes(n: u64) -> Lifecycle {
-    let id = id(n);
-    let at = clock().now();
-    let mut previous = ChainHash::GENESIS;
-    let mut seq = 0;
-    [queued(), outcome(n)].map(|event| {
-        seq += 1;
-        let mut record = Record {
-            delegation: id.clone(),
-            seq,
-            event,
-            at,
-            hash: None,
+/// Records `delegations` lifecycles with the ledger at `path` (left in place, closed),
+/// and reads back what each event wrote.
+///
+/// All the `queued` events are recorded first and the store is read; then all the
+/// outcomes, and the store is read again. A key the outcome left as it was is a
+/// record; a key it changed is a head (or the like), written by both events with
+/// the values read; a key it removed is removed by it; a new key is the outcome's
+/// record. The ledger runs on a stopped clock, so these are the bytes it writes when
+/// both events are recorded back to back.
+fn capture(path: &Path, delegations: u64) -> Captured {
+    let phase = |event: &dyn Fn(u64) -> Event| {
+        let ledger = buffered(path);
+        for n in 0..delegations {
+            ledger.record(&id(n), event(n)).unwrap();
+        }
+        ledger.flush().unwrap();
+        drop(ledger);
+        dump(path)
+    };
+    let before = phase(&|_| queued());
+    let after = phase(&outcome);
+    let trees: Vec<Vec<u8>> = before
+        .keys()
+        .chain(after.keys())
+        .map(|(tree, _)| tree.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let index = |name: &Vec<u8>| trees.iter().position(|t| t == name).unwrap();
+    let owner = |key: &[u8]| usize::try_from(find_id(key).unwrap().1).unwrap();
+    let mut lifecycles = vec![[Vec::new(), Vec::new()]; usize::try_from(delegations).unwrap()];
+    for ((name, key), value) in &before {
+        let (tree, n) = (index(name), owner(key));
+        let put = |value: &Vec<u8>, record| Op::Put {
+            tree,
+            key: key.clone(),
+            value: value.clone(),
+            record,
         };
-        let hash = record.chain_hash(&previous);
-        record.hash = Some(hash);
-        previous = hash;
-        (
-            key::record(&id, record.seq),
-            envelope::encode(&record),
-            Head {
-                seq: record.seq,
-                hash,
-            },
-        )
+        match after.get(&(name.clone(), key.clone())) {
+            Some(later) if later == value => lifecycles[n][0].push(put(value, true)),
+            Some(later) => {
+                lifecycles[n][0].push(put(value, false));
+                lifecycles[n][1].push(put(later, false));
+            }
+            None => {
+                lifecycles[n][0].push(put(value, false));
+                lifecycles[n][1].push(Op::Remove {
+                    tree,
+                    key: key.clone(),
+                });
+            }
+        }
+    }
+    for ((name, key), value) in &after {
+        if !before.contains_key(&(name.clone(), key.clone())) {
+            lifecycles[owner(key)][1].push(Op::Put {
+                tree: index(name),
+                key: key.clone(),
+                value: value.clone(),
+                record: true,
+            });
+        }
+    }
+    for (n, lifecycle) in lifecycles.iter_mut().enumerate() {
+        for event in lifecycle.iter_mut() {
+            // The record first, then the head: the order the ledger writes them.
+            event.sort_by_key(|op| !matches!(op, Op::Put { record: true, .. }));
+            assert!(
+                matches!(event.first(), Some(Op::Put { record: true, .. })),
+                "delegation {n}: an event that appended no record"
+            );
+        }
+    }
+    Captured { trees, lifecycles }
+}
+
+/// What the ledger writes for `BATCH` lifecycles, captured once per run.
+fn captured() -> &'static Captured {
+    static CAPTURED: OnceLock<Captured> = OnceLock::new();
+    CAPTURED.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let captured = capture(&dir.path().join("log"), BATCH as u64);
+        if !smoke() {
+            eprintln!(
+                "[ledger] what one lifecycle writes: {}",
+                captured.describe()
+            );
+        }
+        captured
     })
 }
 
-fn record_lifecycle(ledger: &Ledger, n: u64) {
-    let id = id(n);
-    ledger.record(&id, queued()).unwrap();
-    ledger.record(&id, outcome(n)).unwrap();
-}
-
-fn raw_sled(path: &Path) -> (sled::Db, sled::Tree, sled::Tree) {
-    let db = sled::Config::new().path(path).open().unwrap();
-    let records = db.open_tree("records").unwrap();
-    let heads = db.open_tree("heads").unwrap();
-    (db, records, heads)
-}
-
-/// Checks, once and untimed, that the ledger writes exactly the bytes the raw
-/// baseline inserts.
-fn assert_same_bytes(batch: &[Lifecycle]) {
-    let dir = tempfile::tempdir().unwrap();
-    let ledger = buffered(&dir.path().join("log"));
-    for (n, records) in batch.iter().enumerate() {
-        record_lifecycle(&ledger, n as u64);
-        let stream = ledger.store().history(&id(n as u64)).unwrap();
-        assert_eq!(stream.entries.len(), 2);
-        for (entry, (record_key, bytes, head)) in stream.entries.iter().zip(records) {
-            assert_eq!(&entry.bytes, bytes, "the ledger wrote other bytes");
-            assert_eq!(&key::record(&id(n as u64), entry.seq), record_key);
-            assert_eq!(entry.seq, head.seq);
+impl Captured {
+    /// What delegation `n` writes, for any `n`: the writes captured for a
+    /// delegation with the same outcome, with `n`'s id in the keys. (Values keep the
+    /// captured delegation's bytes: same sizes, and nothing in sled reads them.)
+    fn lifecycle(&self, n: u64) -> [Vec<Op>; 2] {
+        let len = self.lifecycles.len() as u64;
+        assert!(len.is_multiple_of(2));
+        let mut lifecycle = self.lifecycles[usize::try_from(n % len).unwrap()].clone();
+        let digits = format!("{n:0ID_DIGITS$}");
+        for op in lifecycle.iter_mut().flatten() {
+            let (Op::Put { key, .. } | Op::Remove { key, .. }) = op;
+            let (at, _) = find_id(key).unwrap();
+            key[at..at + ID_DIGITS].copy_from_slice(digits.as_bytes());
         }
-        assert_eq!(stream.head, Some(records[1].2));
+        lifecycle
+    }
+
+    /// A fresh raw sled database at `path` with the trees the ledger writes.
+    fn raw(&self, path: &Path) -> (sled::Db, Vec<sled::Tree>) {
+        let db = open_raw(path, None);
+        let trees = self
+            .trees
+            .iter()
+            .map(|name| db.open_tree(name).unwrap())
+            .collect();
+        (db, trees)
+    }
+
+    /// One line on what delegation 0 and 1 write, for the stderr of a full run.
+    fn describe(&self) -> String {
+        let event = |ops: &[Op]| {
+            ops.iter()
+                .map(|op| match op {
+                    Op::Put {
+                        tree,
+                        key,
+                        value,
+                        record,
+                    } => format!(
+                        "{} {}+{} B in {}",
+                        if *record { "record" } else { "rewritten" },
+                        key.len(),
+                        value.len(),
+                        String::from_utf8_lossy(&self.trees[*tree])
+                    ),
+                    Op::Remove { key, .. } => format!("remove {} B", key.len()),
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        self.lifecycles
+            .iter()
+            .take(2)
+            .zip(["delivered", "failed"])
+            .map(|([q, o], name)| format!("{name}: queued [{}], outcome [{}]", event(q), event(o)))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
+/// Applies an event's writes, one sled call per key.
+fn apply(trees: &[sled::Tree], ops: &[Op]) {
+    for op in ops {
+        match op {
+            Op::Put {
+                tree, key, value, ..
+            } => {
+                trees[*tree]
+                    .insert(key.as_slice(), value.as_slice())
+                    .unwrap();
+            }
+            Op::Remove { tree, key } => {
+                trees[*tree].remove(key.as_slice()).unwrap();
+            }
+        }
+    }
+}
+
+/// Applies an event's writes as one `apply_batch` per tree it touches (one in all
+/// when records and heads share a tree).
+fn apply_batched(trees: &[sled::Tree], ops: &[Op]) {
+    for (t, tree) in trees.iter().enumerate() {
+        let mut batch = sled::Batch::default();
+        let mut any = false;
+        for op in ops {
+            match op {
+                Op::Put {
+                    tree, key, value, ..
+                } if *tree == t => batch.insert(key.as_slice(), value.as_slice()),
+                Op::Remove { tree, key } if *tree == t => batch.remove(key.as_slice()),
+                _ => continue,
+            }
+            any = true;
+        }
+        if any {
+            tree.apply_batch(batch).unwrap();
+        }
+    }
+}
+
+/// The records among an event's writes: key, tree and bytes.
+fn records(ops: &[Op]) -> impl Iterator<Item = (usize, &[u8], &[u8])> {
+    ops.iter().filter_map(|op| match op {
+        Op::Put {
+            tree,
+            key,
+            value,
+            record: true,
+        } => Some((*tree, key.as_slice(), value.as_slice())),
+        _ => None,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// record, buffered
+// ---------------------------------------------------------------------------
+
 fn record_buffered(c: &mut Criterion) {
-    let batch: Vec<_> = (0..BATCH as u64).map(lifecycle_bytes).collect();
-    assert_same_bytes(&batch);
     let mut group = c.benchmark_group("record_buffered");
     group.throughput(Throughput::Elements(2 * BATCH as u64));
     group.sample_size(10);
@@ -169,73 +345,92 @@ fn record_buffered(c: &mut Criterion) {
             BatchSize::PerIteration,
         );
     });
+    // The goal's baseline: every key the ledger wrote for each event (its record,
+    // and its head), with the same bytes, one `insert` each.
+    group.bench_function("raw_sled_insert_with_head", |b| raw_batch(b, apply));
+    // The same writes, atomic per tree: one `apply_batch` per event and tree.
+    group.bench_function("raw_sled_batch_with_head", |b| raw_batch(b, apply_batched));
+    // The records alone, without their heads (the baseline of the first report).
     group.bench_function("raw_sled_insert", |b| {
-        b.iter_batched(
-            || {
-                let dir = tempfile::tempdir().unwrap();
-                let sled = raw_sled(dir.path());
-                (dir, sled)
-            },
-            |(dir, (db, records, heads))| {
-                for lifecycle in &batch {
-                    for (key, bytes, _) in lifecycle {
-                        records.insert(key.as_slice(), bytes.as_slice()).unwrap();
-                    }
-                }
-                (dir, (db, records, heads))
-            },
-            BatchSize::PerIteration,
-        );
-    });
-    // Not the issue's baseline: what the ledger's writes cost by hand, a record and
-    // its head per append, with no reads and no checks.
-    group.bench_function("raw_sled_insert_with_heads", |b| {
-        let heads_keys: Vec<Vec<u8>> = (0..BATCH as u64).map(|n| key::prefix(&id(n))).collect();
-        b.iter_batched(
-            || {
-                let dir = tempfile::tempdir().unwrap();
-                let sled = raw_sled(dir.path());
-                (dir, sled)
-            },
-            |(dir, (db, records, heads))| {
-                for (lifecycle, head_key) in batch.iter().zip(&heads_keys) {
-                    for (key, bytes, head) in lifecycle {
-                        records.insert(key.as_slice(), bytes.as_slice()).unwrap();
-                        heads
-                            .insert(head_key.as_slice(), &head.encode()[..])
-                            .unwrap();
-                    }
-                }
-                (dir, (db, records, heads))
-            },
-            BatchSize::PerIteration,
-        );
+        raw_batch(b, |trees, ops| {
+            for (tree, key, value) in records(ops) {
+                trees[tree].insert(key, value).unwrap();
+            }
+        });
     });
     group.finish();
 }
 
+/// `write` of what the ledger wrote for `BATCH` lifecycles, event by event, into a
+/// fresh raw sled database.
+fn raw_batch(b: &mut criterion::Bencher<'_>, write: fn(&[sled::Tree], &[Op])) {
+    let captured = captured();
+    b.iter_batched(
+        || {
+            let dir = tempfile::tempdir().unwrap();
+            let raw = captured.raw(&dir.path().join("raw"));
+            (dir, raw)
+        },
+        |(dir, (db, trees))| {
+            for lifecycle in &captured.lifecycles {
+                for event in lifecycle {
+                    write(&trees, event);
+                }
+            }
+            (dir, (db, trees))
+        },
+        BatchSize::PerIteration,
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Writers on threads
+// ---------------------------------------------------------------------------
+
 /// Runs `iters` units of work split over `threads` threads, and times them from
-/// the moment all are ready.
-fn threaded(threads: usize, iters: u64, work: impl Fn(u64) + Sync) -> Duration {
+/// the moment all are ready until the last one ends. `work` gets the thread's
+/// index and the unit's.
+fn threaded(threads: usize, iters: u64, work: impl Fn(usize, u64) + Sync) -> Duration {
     let barrier = Barrier::new(threads + 1);
     let per_thread = iters.div_ceil(threads as u64);
     std::thread::scope(|scope| {
-        for t in 0..threads as u64 {
+        for t in 0..threads {
             let (barrier, work) = (&barrier, &work);
             scope.spawn(move || {
                 barrier.wait();
-                let start = t * per_thread;
+                let start = t as u64 * per_thread;
                 for i in start..(start + per_thread).min(iters) {
-                    work(i);
+                    work(t, i);
                 }
             });
         }
         barrier.wait();
-        let started = Instant::now();
         // The scope joins every thread before returning.
-        started
+        Instant::now()
     })
     .elapsed()
+}
+
+/// A benchmark of whole lifecycles on `threads` threads: `work(thread, n)` runs
+/// lifecycle `n`, and every `n` is new in the run.
+fn lifecycles_on_threads(
+    b: &mut criterion::Bencher<'_>,
+    threads: usize,
+    work: impl Fn(usize, u64) + Sync,
+) {
+    let next = AtomicU64::new(0);
+    b.iter_custom(|iters| {
+        let base = next.fetch_add(iters, Ordering::Relaxed);
+        threaded(threads, iters, |t, i| work(t, base + i))
+    });
+}
+
+// ---------------------------------------------------------------------------
+// record, durable
+// ---------------------------------------------------------------------------
+
+fn writer_counts() -> [usize; 4] {
+    [1, 8, 64, 256]
 }
 
 fn record_durable(c: &mut Criterion) {
@@ -244,18 +439,16 @@ fn record_durable(c: &mut Criterion) {
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(4));
-    for threads in [1usize, 8, 64] {
+    for threads in writer_counts() {
+        // The ledger, durable: each `record` returns once a flush and a sync cover
+        // it; concurrent writers share them (group commit).
         group.bench_with_input(
             BenchmarkId::new("ledger_group_commit", threads),
             &threads,
             |b, &threads| {
                 let dir = tempfile::tempdir().unwrap();
                 let ledger = durable(&dir.path().join("log"));
-                let next = AtomicU64::new(0);
-                b.iter_custom(|iters| {
-                    let base = next.fetch_add(iters, Ordering::Relaxed);
-                    threaded(threads, iters, |i| record_lifecycle(&ledger, base + i))
-                });
+                lifecycles_on_threads(b, threads, |_, n| record_lifecycle(&ledger, n));
             },
         );
         // Not a baseline: the same writers in buffered mode, the ceiling that group
@@ -266,62 +459,90 @@ fn record_durable(c: &mut Criterion) {
             |b, &threads| {
                 let dir = tempfile::tempdir().unwrap();
                 let ledger = buffered(&dir.path().join("log"));
-                let next = AtomicU64::new(0);
-                b.iter_custom(|iters| {
-                    let base = next.fetch_add(iters, Ordering::Relaxed);
-                    threaded(threads, iters, |i| record_lifecycle(&ledger, base + i))
+                lifecycles_on_threads(b, threads, |_, n| record_lifecycle(&ledger, n));
+            },
+        );
+        // The goal's baseline, at equal durability: each record's writes (record
+        // and head, as the ledger makes them), then `Db::flush` (which ends in
+        // `sync_file_range`) and `File::sync_data` of sled's `db` file, per record.
+        group.bench_with_input(
+            BenchmarkId::new("raw_sled_flush_sync_per_insert", threads),
+            &threads,
+            |b, &threads| {
+                let captured = captured();
+                let dir = tempfile::tempdir().unwrap();
+                let (db, trees) = captured.raw(&dir.path().join("raw"));
+                let file = std::fs::File::open(dir.path().join("raw").join("db")).unwrap();
+                lifecycles_on_threads(b, threads, |_, n| {
+                    for event in captured.lifecycle(n) {
+                        apply(&trees, &event);
+                        db.flush().unwrap();
+                        file.sync_data().unwrap();
+                    }
                 });
             },
         );
+        // The first report's baseline: the same without the sync. It survives a
+        // crash of the process, not a power cut.
         group.bench_with_input(
-            BenchmarkId::new("raw_sled_flush_per_insert", threads),
+            BenchmarkId::new(
+                "raw_sled_flush_per_insert_crash_safe_not_power_safe",
+                threads,
+            ),
             &threads,
             |b, &threads| {
+                let captured = captured();
                 let dir = tempfile::tempdir().unwrap();
-                let (db, records, _) = raw_sled(dir.path());
-                let next = AtomicU64::new(0);
-                b.iter_custom(|iters| {
-                    let base = next.fetch_add(iters, Ordering::Relaxed);
-                    threaded(threads, iters, |i| {
-                        for (key, bytes, _) in lifecycle_bytes(base + i) {
-                            records.insert(key, bytes).unwrap();
-                            db.flush().unwrap();
-                        }
-                    })
+                let (db, trees) = captured.raw(&dir.path().join("raw"));
+                lifecycles_on_threads(b, threads, |_, n| {
+                    for event in captured.lifecycle(n) {
+                        apply(&trees, &event);
+                        db.flush().unwrap();
+                    }
                 });
             },
         );
     }
+    // The physical floor: each record's bytes appended to a plain file with
+    // `write`, then `fdatasync`, one writer.
+    group.bench_with_input(
+        BenchmarkId::new("raw_file_write_fdatasync", 1),
+        &1,
+        |b, &threads| {
+            let captured = captured();
+            let dir = tempfile::tempdir().unwrap();
+            let file = Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.path().join("log"))
+                    .unwrap(),
+            );
+            lifecycles_on_threads(b, threads, |_, n| {
+                let mut file = file.lock().unwrap();
+                for event in captured.lifecycle(n) {
+                    for (_, _, bytes) in records(&event) {
+                        file.write_all(bytes).unwrap();
+                    }
+                    file.sync_data().unwrap();
+                }
+            });
+        },
+    );
     group.finish();
 }
 
-/// Builds, untimed, a store of `records` records (two per delegation) in the
-/// ledger's own format, through the store's append.
-fn build_store(path: &Path, records: u64) {
-    let store = store::Sled::open(path).unwrap();
-    for n in 0..records / 2 {
-        let id = id(n);
-        let mut expect = Expect::Empty;
-        for (_, bytes, head) in lifecycle_bytes(n) {
-            store.append(&id, expect, &bytes, head).unwrap();
-            expect = Expect::At(head.seq);
-        }
-    }
-    store.flush().unwrap();
-}
-
-/// Whether this is a smoke run (`cargo bench -- --test`), where stores stay tiny.
-fn smoke() -> bool {
-    std::env::args().any(|arg| arg == "--test")
-}
+// ---------------------------------------------------------------------------
+// replay
+// ---------------------------------------------------------------------------
 
 fn replay_sizes() -> Vec<u64> {
     if smoke() {
         vec![1_000]
     } else if std::env::var_os("BENCHMARK_QUICK").is_some() {
-        vec![10_000, 100_000]
+        vec![100_000]
     } else {
-        vec![10_000, 100_000, 1_000_000]
+        vec![100_000, 1_000_000]
     }
 }
 
@@ -334,35 +555,54 @@ fn replay(c: &mut Criterion) {
     for records in replay_sizes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        build_store(&path, records);
+        // Built on first use, so that a run filtered to other groups skips it.
+        let built = OnceCell::new();
+        let store = || {
+            built.get_or_init(|| common::build_store(&path, records / 2));
+            path.as_path()
+        };
         group.throughput(Throughput::Elements(records));
-        group.bench_with_input(BenchmarkId::new("ledger", records), &records, |b, _| {
-            let ledger = Ledger::with_store(
-                Arc::new(store::Sled::open(&path).unwrap()),
-                Options::new().durability(Durability::Buffered),
-            );
-            b.iter(|| {
-                let mut delegations = 0u64;
-                for delegation in ledger.replay() {
-                    black_box(delegation.unwrap());
-                    delegations += 1;
-                }
-                assert_eq!(delegations, records / 2);
-            });
-        });
+        // State rebuild: every delegation read and folded.
+        group.bench_with_input(
+            BenchmarkId::new("ledger_state_rebuild", records),
+            &records,
+            |b, &records| {
+                let ledger = buffered(store());
+                b.iter(|| {
+                    let mut delegations = 0u64;
+                    for delegation in ledger.replay() {
+                        black_box(delegation.unwrap());
+                        delegations += 1;
+                    }
+                    assert_eq!(delegations, records / 2);
+                });
+            },
+        );
+        // The full check: every record decoded, its chain hash recomputed, every
+        // head checked against its history.
+        group.bench_with_input(
+            BenchmarkId::new("ledger_audit_full_check", records),
+            &records,
+            |b, &records| {
+                let ledger = buffered(store());
+                b.iter(|| {
+                    let verdict = ledger.audit().unwrap();
+                    assert!(verdict.is_clean(), "{}", verdict.to_plain());
+                    assert_eq!(verdict.records, records);
+                    black_box(verdict)
+                });
+            },
+        );
+        // Every entry of every tree of the same store, key and value touched,
+        // nothing decoded.
         group.bench_with_input(
             BenchmarkId::new("raw_sled_iter", records),
             &records,
-            |b, _| {
-                let (_db, tree, _) = raw_sled(&path);
+            |b, &records| {
+                let db = open_raw(store(), None);
                 b.iter(|| {
-                    let mut count = 0u64;
-                    for item in tree.iter() {
-                        let (key, value) = item.unwrap();
-                        black_box((&key, &value));
-                        count += 1;
-                    }
-                    assert_eq!(count, records);
+                    let (entries, _) = common::iterate_all(&db);
+                    assert!(entries >= records);
                 });
             },
         );
@@ -370,64 +610,101 @@ fn replay(c: &mut Criterion) {
     group.finish();
 }
 
+// ---------------------------------------------------------------------------
+// status
+// ---------------------------------------------------------------------------
+
 fn status(c: &mut Criterion) {
-    let records = if smoke() { 1_000 } else { 100_000 };
+    let delegations: u64 = if smoke() { 500 } else { 50_000 };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log");
-    build_store(&path, records);
-    let delegations = records / 2;
-    let ids: Vec<DelegationId> = (0..delegations).map(id).collect();
+    let ids: Vec<_> = (0..delegations).map(id).collect();
+    // Built on first use, so that a run filtered to other groups skips it.
+    let built = OnceCell::new();
+    let store = || built.get_or_init(|| capture(&path, delegations));
+    // Consecutive lookups touch different delegations.
+    let stride = |n: &mut usize| {
+        *n = (*n + 7919) % ids.len();
+        *n
+    };
     let mut group = c.benchmark_group("status");
     group.throughput(Throughput::Elements(1));
     group.bench_function("ledger", |b| {
-        let ledger = Ledger::with_store(
-            Arc::new(store::Sled::open(&path).unwrap()),
-            Options::new().durability(Durability::Buffered),
-        );
+        store();
+        let ledger = buffered(&path);
+        let mut n = 0usize;
+        b.iter(|| black_box(ledger.status(&ids[stride(&mut n)]).unwrap()));
+    });
+    // The goal's baseline: a raw `get` of the delegation's head (the key its
+    // outcome rewrote), the bytes as the ledger stored them.
+    group.bench_function("raw_sled_get_head", |b| {
+        let captured = store();
+        let db = open_raw(&path, None);
+        let heads: Vec<(sled::Tree, Vec<u8>)> = captured
+            .lifecycles
+            .iter()
+            .map(|[_, outcome]| {
+                let mut rewritten = outcome.iter().filter_map(|op| match op {
+                    Op::Put {
+                        tree,
+                        key,
+                        record: false,
+                        ..
+                    } => Some((*tree, key.clone())),
+                    _ => None,
+                });
+                let head = rewritten.next().expect("an outcome that rewrote no head");
+                assert!(
+                    rewritten.next().is_none(),
+                    "an outcome that rewrote two keys"
+                );
+                (db.open_tree(&captured.trees[head.0]).unwrap(), head.1)
+            })
+            .collect();
         let mut n = 0usize;
         b.iter(|| {
-            n = (n + 7919) % ids.len();
-            black_box(ledger.status(&ids[n]).unwrap())
+            let (tree, key) = &heads[stride(&mut n)];
+            black_box(tree.get(key).unwrap().unwrap())
         });
     });
-    group.bench_function("raw_sled_get", |b| {
-        let (_db, records, _) = raw_sled(&path);
-        let keys: Vec<Vec<u8>> = ids.iter().map(|id| key::record(id, 2)).collect();
+    // The baseline of the first report: a raw `get` of the delegation's last record.
+    group.bench_function("raw_sled_get_last_record", |b| {
+        let captured = store();
+        let db = open_raw(&path, None);
+        let last: Vec<(sled::Tree, Vec<u8>)> = captured
+            .lifecycles
+            .iter()
+            .map(|[_, outcome]| {
+                let (tree, key, _) = records(outcome).next().unwrap();
+                (db.open_tree(&captured.trees[tree]).unwrap(), key.to_vec())
+            })
+            .collect();
         let mut n = 0usize;
         b.iter(|| {
-            n = (n + 7919) % keys.len();
-            black_box(records.get(&keys[n]).unwrap().unwrap())
-        });
-    });
-    // Not the issue's baseline: the reads `status` has to make, done by hand (the
-    // delegation's records by prefix, and its head).
-    group.bench_function("raw_sled_prefix_and_head", |b| {
-        let (_db, records, heads) = raw_sled(&path);
-        let prefixes: Vec<Vec<u8>> = ids.iter().map(key::prefix).collect();
-        let mut n = 0usize;
-        b.iter(|| {
-            n = (n + 7919) % prefixes.len();
-            let found: Vec<_> = records
-                .scan_prefix(&prefixes[n])
-                .map(|item| item.unwrap())
-                .collect();
-            black_box((found, heads.get(&prefixes[n]).unwrap()))
+            let (tree, key) = &last[stride(&mut n)];
+            black_box(tree.get(key).unwrap().unwrap())
         });
     });
     group.finish();
 }
 
-/// One status row per delegation, as the platform in the crate's story kept it.
+// ---------------------------------------------------------------------------
+// SQLite
+// ---------------------------------------------------------------------------
+
+/// SQLite as a careful user would keep delegations: a row per delegation, updated
+/// in place, and every event appended to an `events` table in the same
+/// transaction. Each event is its own `BEGIN IMMEDIATE` transaction, as each
+/// `record` is its own acknowledgement.
 struct Sqlite {
     conn: rusqlite::Connection,
 }
 
 impl Sqlite {
-    fn open(path: &Path, synchronous: &str) -> Self {
+    /// Creates the schema in a new WAL database at `path`.
+    fn create(path: &Path) {
         let conn = rusqlite::Connection::open(path).unwrap();
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        conn.pragma_update(None, "synchronous", synchronous)
-            .unwrap();
         conn.execute_batch(
             "CREATE TABLE delegations (
                 id TEXT PRIMARY KEY,
@@ -436,90 +713,159 @@ impl Sqlite {
                 target TEXT NOT NULL,
                 reason TEXT,
                 http_status INTEGER,
+                rpc_code INTEGER,
                 error_detail TEXT,
                 queued_at TEXT NOT NULL,
                 settled_at TEXT
-            )",
+            );
+            CREATE TABLE events (
+                delegation TEXT NOT NULL REFERENCES delegations (id),
+                seq INTEGER NOT NULL,
+                event TEXT NOT NULL,
+                at TEXT NOT NULL,
+                body TEXT NOT NULL,
+                PRIMARY KEY (delegation, seq)
+            );",
         )
         .unwrap();
+    }
+
+    /// A connection of its own to the database at `path`.
+    fn open(path: &Path, synchronous: &str) -> Self {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        conn.pragma_update(None, "synchronous", synchronous)
+            .unwrap();
+        conn.busy_timeout(Duration::from_secs(60)).unwrap();
         Sqlite { conn }
     }
 
-    fn lifecycle(&self, n: u64) {
+    fn append_event(tx: &rusqlite::Transaction<'_>, id: &str, seq: u64, event: &Event, at: &str) {
+        tx.prepare_cached(
+            "INSERT INTO events (delegation, seq, event, at, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .unwrap()
+        .execute(rusqlite::params![
+            id,
+            seq,
+            event.kind().as_str(),
+            at,
+            serde_json::to_string(event).unwrap()
+        ])
+        .unwrap();
+    }
+
+    /// Delegation `n`: `queued`, then its outcome, each committed on its own.
+    fn lifecycle(&mut self, n: u64) {
         let id = id(n);
+        let id = id.as_str();
         let at = clock().now().to_string();
-        self.conn
-            .prepare_cached(
-                "INSERT INTO delegations (id, status, source, target, queued_at)
-                 VALUES (?1, 'queued', ?2, ?3, ?4)",
-            )
-            .unwrap()
-            .execute(rusqlite::params![
-                id.as_str(),
-                "planner",
-                "http://127.0.0.1:8080/a2a",
-                at
-            ])
-            .unwrap();
-        let (status, reason, http_status, detail) = if n.is_multiple_of(2) {
-            ("delivered", None, Some(200), None)
-        } else {
-            ("failed", Some("http_status"), Some(503), Some("proxy busy"))
+        let immediate = rusqlite::TransactionBehavior::Immediate;
+
+        let event = queued();
+        let Event::Queued(q) = &event else {
+            unreachable!()
         };
-        let changed = self
-            .conn
+        let tx = self.conn.transaction_with_behavior(immediate).unwrap();
+        tx.prepare_cached(
+            "INSERT INTO delegations (id, status, source, target, queued_at)
+             VALUES (?1, 'queued', ?2, ?3, ?4)",
+        )
+        .unwrap()
+        .execute(rusqlite::params![id, q.source, q.target, at])
+        .unwrap();
+        Self::append_event(&tx, id, 1, &event, &at);
+        tx.commit().unwrap();
+
+        let event = outcome(n);
+        let (status, reason, http_status, rpc_code, detail) = match &event {
+            Event::Delivered(d) => ("delivered", None, d.http_status, None, None),
+            Event::Failed(f) => (
+                "failed",
+                Some(f.reason.code().as_str()),
+                f.reason.http_status(),
+                f.reason.rpc_code(),
+                f.detail.as_deref(),
+            ),
+            Event::Queued(_) => unreachable!(),
+        };
+        let tx = self.conn.transaction_with_behavior(immediate).unwrap();
+        let changed = tx
             .prepare_cached(
                 "UPDATE delegations
-                 SET status = ?2, reason = ?3, http_status = ?4, error_detail = ?5, settled_at = ?6
+                 SET status = ?2, reason = ?3, http_status = ?4, rpc_code = ?5,
+                     error_detail = ?6, settled_at = ?7
                  WHERE id = ?1 AND status = 'queued'",
             )
             .unwrap()
             .execute(rusqlite::params![
-                id.as_str(),
+                id,
                 status,
                 reason,
                 http_status,
+                rpc_code,
                 detail,
                 at
             ])
             .unwrap();
         assert_eq!(changed, 1);
+        Self::append_event(&tx, id, 2, &event, &at);
+        tx.commit().unwrap();
     }
 }
 
 fn sqlite(c: &mut Criterion) {
     let mut group = c.benchmark_group("sqlite");
-    group.throughput(Throughput::Elements(2));
+    // One element is one whole lifecycle: two acknowledged events.
+    group.throughput(Throughput::Elements(1));
     group.sample_size(10);
     group.warm_up_time(Duration::from_secs(1));
     group.measurement_time(Duration::from_secs(4));
     for (mode, synchronous) in [("buffered", "NORMAL"), ("durable", "FULL")] {
-        group.bench_function(BenchmarkId::new("ledger", mode), |b| {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("log");
-            let ledger = if mode == "durable" {
-                durable(&path)
-            } else {
-                buffered(&path)
-            };
-            let mut n = 0;
-            b.iter(|| {
-                record_lifecycle(&ledger, n);
-                n += 1;
-            });
-        });
-        group.bench_function(BenchmarkId::new("sqlite_row", mode), |b| {
-            let dir = tempfile::tempdir().unwrap();
-            let sqlite = Sqlite::open(&dir.path().join("log.db"), synchronous);
-            let mut n = 0;
-            b.iter(|| {
-                sqlite.lifecycle(n);
-                n += 1;
-            });
-        });
+        for writers in [1usize, 64] {
+            // The ledger: `writers` threads sharing one ledger.
+            group.bench_with_input(
+                BenchmarkId::new(format!("ledger_{mode}"), writers),
+                &writers,
+                |b, &writers| {
+                    let dir = tempfile::tempdir().unwrap();
+                    let path = dir.path().join("log");
+                    let ledger: Ledger = if mode == "durable" {
+                        durable(&path)
+                    } else {
+                        buffered(&path)
+                    };
+                    lifecycles_on_threads(b, writers, |_, n| record_lifecycle(&ledger, n));
+                },
+            );
+            // SQLite: `writers` threads, each with its own connection to the same
+            // file.
+            group.bench_with_input(
+                BenchmarkId::new(
+                    format!("sqlite_wal_{}", synchronous.to_lowercase()),
+                    writers,
+                ),
+                &writers,
+                |b, &writers| {
+                    let dir = tempfile::tempdir().unwrap();
+                    let path = dir.path().join("log.db");
+                    Sqlite::create(&path);
+                    let connections: Vec<Mutex<Sqlite>> = (0..writers)
+                        .map(|_| Mutex::new(Sqlite::open(&path, synchronous)))
+                        .collect();
+                    lifecycles_on_threads(b, writers, |t, n| {
+                        connections[t].lock().unwrap().lifecycle(n);
+                    });
+                },
+            );
+        }
     }
     group.finish();
 }
+
+// ---------------------------------------------------------------------------
+// The machine
+// ---------------------------------------------------------------------------
 
 /// What `lifecycle::step` decides, written as a plain `match`.
 fn hand_written(from: State, event: EventKind) -> Result<State, Refusal> {
@@ -572,4 +918,10 @@ criterion_group! {
     config = config();
     targets = machine, record_buffered, status, sqlite, record_durable, replay
 }
-criterion_main!(benches);
+
+fn main() {
+    common::load_average("ledger", "start");
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    common::load_average("ledger", "end");
+}

@@ -12,34 +12,21 @@
 //! $CG $P record /tmp/new1 2000;    $CG $P raw-insert /tmp/new2 2000
 //! ```
 //!
-//! Run with no command (as `cargo bench` does), it prints this usage and exits.
+//! Run with no command (as `cargo bench` does), it prints this usage and exits;
+//! under `-- --test`, it exits silently.
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::Path;
-use std::sync::Arc;
+#[path = "common/mod.rs"]
+mod common;
 
-use delegation_log::store::{self, Expect, Head, Store};
+use delegation_log::store;
 use delegation_log::{
-    ChainHash, Clock as _, DelegationId, Durability, Event, FailureReason, Ledger, ManualClock,
-    Options, Record, envelope,
+    ChainHash, Clock as _, DelegationId, Durability, Ledger, ManualClock, Options, Record, envelope,
 };
 
-fn id(n: u64) -> DelegationId {
-    format!("delegation-{n:010}").parse().unwrap()
-}
-
-fn queued() -> Event {
-    Event::queued("planner", "http://127.0.0.1:8080/a2a")
-}
-
-fn outcome(n: u64) -> Event {
-    if n.is_multiple_of(2) {
-        Event::delivered(Some(200)).unwrap()
-    } else {
-        Event::failed(FailureReason::HttpStatus(503), Some("proxy busy".into())).unwrap()
-    }
-}
+use common::{id, outcome, queued};
 
 fn buffered() -> Options {
     Options::new()
@@ -47,41 +34,17 @@ fn buffered() -> Options {
         .clock(ManualClock::default())
 }
 
-/// `n` delegations, two records each, written through the store's append.
+/// `n` delegations, two records each, recorded with the ledger's normal API.
 fn build(path: &Path, n: u64) {
-    let store = store::Sled::open(path).unwrap();
-    let at = ManualClock::default().now();
-    for i in 0..n {
-        let id = id(i);
-        let mut previous = ChainHash::GENESIS;
-        let mut expect = Expect::Empty;
-        for (seq, event) in [(1, queued()), (2, outcome(i))] {
-            let mut record = Record {
-                delegation: id.clone(),
-                seq,
-                event,
-                at,
-                hash: None,
-            };
-            let hash = record.chain_hash(&previous);
-            record.hash = Some(hash);
-            previous = hash;
-            let head = Head { seq, hash };
-            store
-                .append(&id, expect, &envelope::encode(&record), head)
-                .unwrap();
-            expect = Expect::At(seq);
-        }
-    }
-    store.flush().unwrap();
+    common::build_store(path, n);
 }
 
 fn open_ledger(path: &Path) -> Ledger {
-    Ledger::with_store(Arc::new(store::Sled::open(path).unwrap()), buffered())
+    Ledger::open_with(path, buffered()).unwrap()
 }
 
 fn open_raw(path: &Path) -> (sled::Db, sled::Tree) {
-    let db = sled::Config::new().path(path).open().unwrap();
+    let db = common::open_raw(path, None);
     let records = db.open_tree("records").unwrap();
     (db, records)
 }
@@ -99,14 +62,10 @@ fn measured_replay(ledger: &Ledger) -> usize {
     delegations
 }
 
+/// Every entry of every tree, as `benches/ledger.rs`'s replay baseline.
 #[inline(never)]
-fn measured_raw_iter(records: &sled::Tree) -> usize {
-    let mut count = 0;
-    for item in records.iter() {
-        std::hint::black_box(item.unwrap());
-        count += 1;
-    }
-    count
+fn measured_raw_iter(db: &sled::Db) -> u64 {
+    common::iterate_all(db).0
 }
 
 #[inline(never)]
@@ -166,6 +125,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (command, path, n) = match args.as_slice() {
         [command, path, n] => (command.as_str(), Path::new(path), n.parse::<u64>().unwrap()),
+        // A smoke run (`-- --test`) prints nothing.
+        _ if common::smoke() => return,
         _ => {
             println!(
                 "usage: profile (build|replay|raw-iter|status|raw-get|record|raw-insert) PATH N"
@@ -177,7 +138,7 @@ fn main() {
     match command {
         "build" => build(path, n),
         "replay" => println!("{} delegations", measured_replay(&open_ledger(path))),
-        "raw-iter" => println!("{} records", measured_raw_iter(&open_raw(path).1)),
+        "raw-iter" => println!("{} entries", measured_raw_iter(&open_raw(path).0)),
         "status" => measured_status(&open_ledger(path), &ids()),
         "raw-get" => {
             let keys: Vec<Vec<u8>> = ids().iter().map(|id| store::key::record(id, 2)).collect();
