@@ -82,10 +82,14 @@ enum Command {
     Recover {
         /// The log's directory.
         db: PathBuf,
-        /// Deliver each pending delegation again as `<id>.r<n>`, with the original
-        /// id as the A2A messageId.
+        /// Deliver each pending delegation again as `<first id>.r<n>` (a retry of
+        /// it, linked by `retry_of`), with the first attempt's id as the A2A
+        /// messageId, so receivers can drop the repeat.
         #[arg(long)]
         redeliver: bool,
+        /// How to reach the agents, with --redeliver.
+        #[command(flatten)]
+        http: http::HttpArgs,
     },
     #[command(flatten)]
     Audit(audit::Command),
@@ -113,7 +117,11 @@ pub(crate) fn main() -> ExitCode {
         Command::Delegate(args) => delegate::run(args),
         Command::Status { db, id, json } => inspect::status(&db, &id, json),
         Command::History { db, id, json } => inspect::history(&db, &id, json),
-        Command::Recover { db, redeliver } => recover::run(&db, redeliver),
+        Command::Recover {
+            db,
+            redeliver,
+            http,
+        } => recover::run(&db, redeliver, &http),
         Command::Audit(command) => return audit::run(command),
     };
     match result {

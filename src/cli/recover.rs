@@ -8,11 +8,13 @@ use std::path::Path;
 
 use delegation_log::DelegationId;
 use delegation_log::dispatch::{Dispatcher, Recovery};
-use delegation_log::transport::Http;
 
+use delegation_log::audit::printable;
+
+use super::http::HttpArgs;
 use super::{Failure, Outcome, open_existing, runtime};
 
-pub(crate) fn run(db: &Path, redeliver: bool) -> Outcome {
+pub(crate) fn run(db: &Path, redeliver: bool, http: &HttpArgs) -> Outcome {
     let ledger = open_existing(db)?;
     if !redeliver {
         let report = ledger.recover_all();
@@ -21,7 +23,7 @@ pub(crate) fn run(db: &Path, redeliver: bool) -> Outcome {
             report.settled.len()
         );
         for id in &report.settled {
-            println!("  {id}");
+            println!("  {}", printable(id.as_str()));
         }
         let failed: Vec<_> = report
             .failed
@@ -30,8 +32,7 @@ pub(crate) fn run(db: &Path, redeliver: bool) -> Outcome {
             .collect();
         return print_failures(&failed, 0);
     }
-    let transport =
-        Http::new().map_err(|e| Failure::Unusable(format!("cannot start HTTP: {e}")))?;
+    let transport = http.transport()?;
     runtime()?.block_on(async {
         let dispatcher = Dispatcher::new(ledger, transport);
         let report = dispatcher.recover(Recovery::Redeliver).await;
@@ -47,13 +48,19 @@ pub(crate) fn run(db: &Path, redeliver: bool) -> Outcome {
             let new_id = receipt.id.clone();
             match receipt.settled().await {
                 Ok(settled) => println!(
-                    "  {} -> {new_id}: {}",
-                    item.id,
-                    super::demo::describe(&settled.outcome)
+                    "  {} -> {}: {}",
+                    printable(item.id.as_str()),
+                    printable(new_id.as_str()),
+                    printable(&super::demo::describe(&settled.outcome))
                 ),
                 Err(e) => {
                     unrecorded += 1;
-                    println!("  {} -> {new_id}: not recorded: {e}", item.id);
+                    println!(
+                        "  {} -> {}: not recorded: {}",
+                        printable(item.id.as_str()),
+                        printable(new_id.as_str()),
+                        printable(&e.to_string())
+                    );
                 }
             }
         }
@@ -81,7 +88,7 @@ fn print_failures(failed: &[(Option<&DelegationId>, String)], unrecorded: usize)
         );
         for (id, error) in failed {
             let id = id.map_or_else(|| "-".to_owned(), ToString::to_string);
-            println!("  {id}: {error}");
+            println!("  {}: {}", printable(&id), printable(error));
         }
     }
     match (failed.len(), unrecorded) {

@@ -31,8 +31,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct Message {
     /// The delegation this delivery settles.
     pub delegation: DelegationId,
-    /// The id receivers see (A2A `messageId`), so they can drop duplicates. It is the
-    /// delegation id, except for a redelivery, which keeps the original's.
+    /// The id receivers see (A2A `messageId`), so they can drop duplicates: the id
+    /// of the first attempt, found by following `retry_of` links in the log (the
+    /// delegation's own id for a first attempt).
     pub message_id: DelegationId,
     /// Who delegated.
     pub source: String,
