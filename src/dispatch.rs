@@ -94,6 +94,10 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(8);
 /// How many deliveries run at once when no limit is set.
 pub const DEFAULT_CONCURRENCY: usize = 64;
 
+/// How long `shutdown` waits for deliveries when no limit is set: 30 s. What is
+/// still running then ends as `failed` / `interrupted`.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// What can go wrong when delegating, settling or shutting down.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -163,6 +167,7 @@ pub struct Unrecorded {
 pub struct Options {
     deadline: Duration,
     concurrency: usize,
+    shutdown_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -170,12 +175,13 @@ impl Default for Options {
         Options {
             deadline: DEFAULT_DEADLINE,
             concurrency: DEFAULT_CONCURRENCY,
+            shutdown_timeout: Some(DEFAULT_SHUTDOWN_TIMEOUT),
         }
     }
 }
 
 impl Options {
-    /// An 8 s deadline and 64 deliveries at once.
+    /// An 8 s deadline, 64 deliveries at once, and a 30 s shutdown timeout.
     pub fn new() -> Self {
         Self::default()
     }
@@ -190,6 +196,16 @@ impl Options {
     /// How many deliveries run at once (at least 1); the rest wait their turn.
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// How long [`Dispatcher::shutdown`] waits for deliveries before it cuts off
+    /// the rest: each delivery still running or waiting for a slot then ends as
+    /// `failed` / `interrupted` (the target may have it: `unknown`), recorded like
+    /// any outcome, so shutdown is bounded and still leaves nothing `queued`.
+    /// `None` waits for every delivery, however long the queue.
+    pub fn shutdown_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.shutdown_timeout = limit;
         self
     }
 }
@@ -404,6 +420,9 @@ struct Inner {
     unrecorded_count: AtomicU64,
     next_id: AtomicU64,
     id_seed: RandomState,
+    /// Set by a shutdown whose timeout passed: every delivery still running ends
+    /// as interrupted.
+    cutoff: tokio::sync::watch::Sender<Option<Duration>>,
 }
 
 #[derive(Default)]
@@ -465,6 +484,7 @@ impl Dispatcher {
             unrecorded_count: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
             id_seed: RandomState::new(),
+            cutoff: tokio::sync::watch::Sender::new(None),
         });
         Dispatcher {
             _owner: Arc::new(Owner(Arc::clone(&inner))),
@@ -563,6 +583,11 @@ impl Dispatcher {
     /// Stops taking delegations and waits until every delivery has ended and its
     /// outcome is recorded. Afterwards no task of this dispatcher runs.
     ///
+    /// The wait is bounded by [`Options::shutdown_timeout`] (30 s by default):
+    /// deliveries still running or waiting for a slot then end as `failed` /
+    /// `interrupted`, recorded like any outcome, so a long queue to a dead target
+    /// cannot hold shutdown for hours, and nothing is left `queued`.
+    ///
     /// # Errors
     /// [`Error::Drained`] with every outcome that could not be recorded during the
     /// dispatcher's life (each also went to its receipt).
@@ -581,6 +606,32 @@ impl Dispatcher {
             }
             admitted.await;
         };
+        let drained = match self.inner.options.shutdown_timeout {
+            Some(limit) => tokio::time::timeout(limit, self.join_all(&mut set))
+                .await
+                .is_ok(),
+            None => {
+                self.join_all(&mut set).await;
+                true
+            }
+        };
+        if !drained {
+            // Cut off what is left: each delivery records `interrupted` and ends.
+            self.inner
+                .cutoff
+                .send_replace(self.inner.options.shutdown_timeout);
+            self.join_all(&mut set).await;
+        }
+        let unrecorded = self.inner.unrecorded_list().clone();
+        if unrecorded.is_empty() {
+            Ok(self.stats())
+        } else {
+            Err(Error::Drained(unrecorded))
+        }
+    }
+
+    /// Waits for every task of `set`, noting any that ended abnormally.
+    async fn join_all(&self, set: &mut JoinSet<()>) {
         while let Some(joined) = set.join_next().await {
             if let Err(error) = joined {
                 self.inner.note_unrecorded(Unrecorded {
@@ -589,12 +640,6 @@ impl Dispatcher {
                     cause: format!("delivery task ended abnormally: {error}"),
                 });
             }
-        }
-        let unrecorded = self.inner.unrecorded_list().clone();
-        if unrecorded.is_empty() {
-            Ok(self.stats())
-        } else {
-            Err(Error::Drained(unrecorded))
         }
     }
 
@@ -928,18 +973,47 @@ impl Inner {
     }
 
     /// Waits for a delivery slot, then sends within the deadline.
+    /// Waits for a delivery slot, then sends within the deadline; a shutdown
+    /// whose timeout passed cuts either wait short.
     async fn deliver(&self, message: Message) -> Result<crate::transport::Accepted, Failure> {
-        let _slot = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .map_err(|_| Failure::offline("the dispatcher's delivery slots are closed"))?;
-        let deadline = self.options.deadline;
-        match tokio::time::timeout(deadline, self.transport.send(message)).await {
-            Ok(answer) => answer,
-            Err(_) => Err(Failure::timeout(format!(
-                "no answer within the delivery deadline of {deadline:?}"
-            ))),
-        }
+        let mut cutoff = self.cutoff.subscribe();
+        let delivery = std::pin::pin!(async {
+            let _slot = Arc::clone(&self.slots)
+                .acquire_owned()
+                .await
+                .map_err(|_| Failure::offline("the dispatcher's delivery slots are closed"))?;
+            let deadline = self.options.deadline;
+            match tokio::time::timeout(deadline, self.transport.send(message)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(Failure::timeout(format!(
+                    "no answer within the delivery deadline of {deadline:?}"
+                ))),
+            }
+        });
+        let mut cut = std::pin::pin!(async move {
+            let waited = cutoff.wait_for(Option::is_some).await.map(|limit| *limit);
+            match waited {
+                Ok(limit) => limit,
+                // The dispatcher is gone; its tasks are being aborted anyway.
+                Err(_) => std::future::pending().await,
+            }
+        });
+        let mut delivery = delivery;
+        std::future::poll_fn(|cx| {
+            if let std::task::Poll::Ready(answer) = delivery.as_mut().poll(cx) {
+                return std::task::Poll::Ready(answer);
+            }
+            cut.as_mut().poll(cx).map(|limit| {
+                Err(Failure::new(
+                    FailureReason::Interrupted,
+                    format!(
+                        "shutdown cut the delivery off after waiting {}",
+                        limit.map_or_else(|| "its timeout".to_owned(), |l| format!("{l:?}"))
+                    ),
+                ))
+            })
+        })
+        .await
     }
 
     fn note_unrecorded(&self, unrecorded: Unrecorded) {

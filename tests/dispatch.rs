@@ -404,3 +404,48 @@ async fn a_delegate_call_dropped_midway_still_ends_delivered_after_shutdown() {
         StatusKind::Delivered
     );
 }
+
+/// Hardening review: `shutdown` had no time limit, so 50k delegations to a dead
+/// target at an 8 s deadline held it for about 1.7 h. Past its timeout, shutdown
+/// cuts off what still runs or waits for a slot, and records each as `failed` /
+/// `interrupted`: bounded, and nothing left `queued`.
+#[tokio::test]
+async fn shutdown_past_its_timeout_interrupts_and_records_every_delivery_it_cuts_off() {
+    let ledger = memory_ledger();
+    let dispatcher = Dispatcher::with_options(
+        ledger.clone(),
+        Silent::default(),
+        Options::new()
+            .deadline(Duration::from_secs(3600))
+            .concurrency(2)
+            .shutdown_timeout(Some(Duration::from_millis(200))),
+    );
+    let mut receipts = Vec::new();
+    for n in 0..20 {
+        let request = Request::new("planner", "silent").id(id(&format!("cut-{n}")));
+        receipts.push(dispatcher.delegate(request).await.unwrap());
+    }
+    let stats = dispatcher.shutdown().await.unwrap();
+    assert_eq!((stats.queued, stats.failed, stats.delivered), (20, 20, 0));
+    for receipt in receipts {
+        let id = receipt.id.clone();
+        let settled = receipt.settled().await.unwrap();
+        let delegation_log::Outcome::Failed(failed) = settled.outcome else {
+            panic!("{id} was not failed");
+        };
+        assert_eq!(failed.reason, FailureReason::Interrupted);
+        assert!(
+            failed
+                .detail
+                .unwrap()
+                .contains("shutdown cut the delivery off after waiting 200ms")
+        );
+        let status = ledger.status(&id).unwrap();
+        assert_eq!(status.status, StatusKind::Failed);
+        assert_eq!(
+            status.target_received,
+            Some(delegation_log::Received::Unknown)
+        );
+    }
+    assert!(ledger.pending().unwrap().is_empty());
+}
