@@ -381,7 +381,8 @@ impl Report {
 /// Delivers delegations through a [`Transport`] and records every outcome.
 ///
 /// Cheap to clone; clones share the deliveries. `delegate`, `recover` and
-/// `shutdown` must run inside a tokio runtime.
+/// `shutdown` must run inside a tokio runtime with timers enabled (`enable_time`, or
+/// `#[tokio::main]`): the delivery deadline and the shutdown timeout are timers.
 ///
 /// Dropping the last clone without [`Dispatcher::shutdown`] aborts the deliveries
 /// still running: their receipts answer [`Error::Abandoned`], and their delegations
@@ -607,6 +608,7 @@ impl Dispatcher {
             admitted.await;
         };
         let drained = match self.inner.options.shutdown_timeout {
+            _ if set.is_empty() => true,
             Some(limit) => tokio::time::timeout(limit, self.join_all(&mut set))
                 .await
                 .is_ok(),

@@ -156,6 +156,7 @@ fn a_task_nested_20000_deep_is_refused_without_overflowing_the_stack() {
                 Err(Error::InvalidEvent(InvalidEvent::TaskTooDeep))
             ));
             let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
                 .build()
                 .unwrap();
             runtime.block_on(async {
