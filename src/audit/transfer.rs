@@ -11,7 +11,7 @@ use crate::envelope;
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Event, Record};
 use crate::ledger::{Ledger, decode_stream, fold_records};
-use crate::store::{Expect, Head, Stream, key};
+use crate::store::{Expect, Head, Store as _, Stream, key};
 
 /// What [`Ledger::export`] wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,7 +60,10 @@ impl Ledger {
         // back and not yet written, with the order they were held back in.
         let mut waiting: HashMap<DelegationId, Vec<DelegationId>> = HashMap::new();
         let mut held = Held::default();
-        for stream in self.store().scan() {
+        // Read in step with this ledger's writers: a busy ledger exports as a
+        // quiet one does.
+        let steady = self.steady();
+        for stream in steady.scan() {
             let stream = stream?;
             let records = checked(&stream)?;
             if let Some(of) = retry_of(&records) {
@@ -80,7 +83,7 @@ impl Ledger {
         }
         // Whatever still waits names a delegation that never came.
         for id in held.order.iter().filter(|id| held.set.contains(*id)) {
-            let records = checked(&self.store().history(id)?)?;
+            let records = checked(&self.steady().history(id)?)?;
             write_records(&mut out, &records, &mut exported)?;
         }
         out.flush()?;
@@ -107,7 +110,7 @@ impl Ledger {
             };
             for retry in entry.remove() {
                 held.set.remove(&retry);
-                let records = checked(&self.store().history(&retry)?)?;
+                let records = checked(&self.steady().history(&retry)?)?;
                 write_records(out, &records, exported)?;
                 ready.push(retry);
             }
@@ -149,7 +152,13 @@ impl Ledger {
         }
         spool.rewind()?;
         each_record(&spool, |line, record| {
-            if record.seq == 1 && !self.store().history(&record.delegation)?.entries.is_empty() {
+            if record.seq == 1
+                && !self
+                    .steady()
+                    .history(&record.delegation)?
+                    .entries
+                    .is_empty()
+            {
                 return Err(AuditError::Exists {
                     line,
                     delegation: record.delegation,
@@ -177,7 +186,7 @@ impl Ledger {
                 seq: record.seq,
                 hash,
             };
-            self.store()
+            self.steady()
                 .append(&id, expect, &envelope::encode(&record), head)?;
             stored += 1;
             if fold.state().is_settled() {
