@@ -33,10 +33,17 @@ use crate::store::{self, Append, Expect, Head, Store, Stream};
 /// When `record` acknowledges an event.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Durability {
-    /// After a flush covers it. Concurrent writers share one flush (group commit).
-    /// What `record` acknowledged survives `kill -9` and power loss.
+    /// After a flush that reached the device covers it: on sled, sled's flush and
+    /// then one `fdatasync` of its data file. Concurrent writers share one flush
+    /// and one sync (group commit). What `record` acknowledged survives `kill -9`
+    /// and a power cut.
     #[default]
     Durable,
+    /// After a flush that handed it to the operating system covers it, without
+    /// syncing the device: on sled, its flush alone (which ends in
+    /// `sync_file_range` on Linux). What `record` acknowledged survives `kill -9`,
+    /// not a power cut. Cheaper than [`Durability::Durable`] where syncs are slow.
+    CrashSafe,
     /// As soon as the store has it; the store flushes in its own time (sled: every
     /// 500 ms). A crash may lose the last moments of acknowledged events.
     Buffered,
@@ -556,16 +563,18 @@ impl Ledger {
 
     /// In durable mode, waits for a flush that covers what was just written.
     fn commit(&self) -> Result<()> {
-        if self.inner.options.durability == Durability::Durable {
+        let level = self.inner.options.durability;
+        if level != Durability::Buffered {
             self.inner
                 .commit
-                .wait(self.inner.store.as_ref())
+                .wait(self.inner.store.as_ref(), level)
                 .map_err(|error| self.poison(error))?;
         }
         Ok(())
     }
 
-    /// Makes every acknowledged event durable now, whatever the durability mode.
+    /// Makes every acknowledged event durable now, on the device (as
+    /// [`Durability::Durable`]), whatever the durability mode.
     ///
     /// # Errors
     /// A storage error; the ledger is then poisoned.
@@ -573,7 +582,7 @@ impl Ledger {
         self.check_poisoned()?;
         self.inner
             .commit
-            .wait(self.inner.store.as_ref())
+            .wait(self.inner.store.as_ref(), Durability::Durable)
             .map_err(|error| self.poison(error))
     }
 
@@ -909,8 +918,10 @@ struct GroupCommit {
 struct Commit {
     /// Appends completed so far; a writer's ticket is this count after its append.
     written: u64,
-    /// Appends covered by a completed flush.
+    /// Appends covered by a completed flush that reached the device.
     durable: u64,
+    /// Appends covered by a completed flush of either level.
+    flushed: u64,
     /// Whether a writer is flushing now.
     flushing: bool,
     /// Set forever by a failed flush.
@@ -924,13 +935,15 @@ impl GroupCommit {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Waits until a flush that started after this call has completed, running it
-    /// if no one else is. Whatever was appended before the call is then durable.
-    fn wait(&self, store: &dyn Store) -> Result<()> {
+    /// Waits until a flush of at least `level` that started after this call has
+    /// completed, running it if no one else is. Whatever was appended before the
+    /// call is then durable at that level. Writers that arrive while a flush runs
+    /// share the next one.
+    fn wait(&self, store: &dyn Store, level: Durability) -> Result<()> {
         let mut commit = self.lock();
         commit.written += 1;
         let ticket = commit.written;
-        self.until(commit, ticket, store)
+        self.until(commit, ticket, store, level)
     }
 
     fn until<'a>(
@@ -938,14 +951,21 @@ impl GroupCommit {
         mut commit: MutexGuard<'a, Commit>,
         ticket: u64,
         store: &dyn Store,
+        level: Durability,
     ) -> Result<()> {
+        let synced = level == Durability::Durable;
         loop {
             if let Some(cause) = &commit.failed {
                 return Err(Error::Poisoned {
                     cause: cause.clone(),
                 });
             }
-            if commit.durable >= ticket {
+            let covered = if synced {
+                commit.durable
+            } else {
+                commit.flushed
+            };
+            if covered >= ticket {
                 return Ok(());
             }
             if commit.flushing {
@@ -955,11 +975,20 @@ impl GroupCommit {
             commit.flushing = true;
             let covers = commit.written;
             drop(commit);
-            let result = store.flush();
+            let result = if synced {
+                store.flush()
+            } else {
+                store.flush_crash_safe()
+            };
             commit = self.lock();
             commit.flushing = false;
             match result {
-                Ok(()) => commit.durable = commit.durable.max(covers),
+                Ok(()) => {
+                    commit.flushed = commit.flushed.max(covers);
+                    if synced {
+                        commit.durable = commit.durable.max(covers);
+                    }
+                }
                 Err(error) => {
                     commit.failed = Some(error.to_string());
                     self.flushed.notify_all();
@@ -1035,5 +1064,9 @@ impl Store for Steady {
 
     fn flush(&self) -> Result<()> {
         self.0.inner.store.flush()
+    }
+
+    fn flush_crash_safe(&self) -> Result<()> {
+        self.0.inner.store.flush_crash_safe()
     }
 }

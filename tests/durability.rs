@@ -1,7 +1,8 @@
 //! Guards promise 4 on the simulated store: in durable mode an acknowledged event
 //! survives a crash; a failed flush poisons the ledger until it is reopened (so a
 //! lost write is never acknowledged); buffered mode may lose the unflushed tail but
-//! never leaves a half state; and concurrent durable writers share flushes.
+//! never leaves a half state; concurrent durable writers share flushes; and on
+//! sled a durable acknowledgement waits for a sync of the data file to the device.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::Arc;
@@ -178,5 +179,54 @@ fn concurrent_durable_writers_share_flushes() {
     );
     for n in 0..writers {
         assert_eq!(ledger.status(&id(n)).unwrap().status, StatusKind::Queued);
+    }
+}
+
+/// Ledger v2: "durable" means on the device. On sled, a durable acknowledgement
+/// comes only after sled's flush and one `fdatasync` of its data file (sled's own
+/// flush ends in `sync_file_range`, which survives a process crash, not a power
+/// cut); concurrent writers share the sync. `CrashSafe` and `Buffered` never sync.
+#[test]
+fn durable_acknowledgements_wait_for_a_sync_of_the_data_file_and_share_it() {
+    use delegation_log::store::Sled;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Sled::open(dir.path().join("log")).unwrap());
+    let ledger = Ledger::with_store(store.clone(), options(Durability::Durable));
+    let before = store.syncs();
+    ledger.record(&id(0), Event::queued("s", "t")).unwrap();
+    assert!(store.syncs() > before, "acknowledged before any sync");
+
+    // 16 writers, 10 durable records each: every one waits for a sync, and they
+    // share them.
+    let before = store.syncs();
+    std::thread::scope(|scope| {
+        for writer in 0..16 {
+            let ledger = ledger.clone();
+            scope.spawn(move || {
+                for n in 0..10 {
+                    let id = id(1000 + writer * 100 + n);
+                    ledger.record(&id, Event::queued("s", "t")).unwrap();
+                }
+            });
+        }
+    });
+    let syncs = store.syncs() - before;
+    assert!((1..=160).contains(&syncs), "{syncs} syncs for 160 records");
+    println!("160 durable records from 16 writers took {syncs} syncs");
+
+    for (durability, name) in [
+        (Durability::CrashSafe, "crash-safe"),
+        (Durability::Buffered, "buffered"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Sled::open(dir.path().join("log")).unwrap());
+        let ledger = Ledger::with_store(store.clone(), options(durability));
+        for n in 0..10 {
+            ledger.record(&id(n), Event::queued("s", "t")).unwrap();
+        }
+        assert_eq!(store.syncs(), 0, "{name} mode synced");
+        // An explicit flush always reaches the device.
+        ledger.flush().unwrap();
+        assert_eq!(store.syncs(), 1, "{name}: Ledger::flush did not sync");
     }
 }

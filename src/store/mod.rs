@@ -168,11 +168,23 @@ pub trait Store: Send + Sync + 'static {
     /// an error item, and the scan goes on past it.
     fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream>> + Send + '_>;
 
-    /// Makes every acknowledged append durable.
+    /// Makes every append so far durable on the device: it survives a process
+    /// crash and a power cut. ([`Durability::Durable`](crate::Durability))
     ///
     /// # Errors
     /// A storage error; the caller must then treat unflushed appends as lost.
     fn flush(&self) -> Result<()>;
+
+    /// Makes every append so far survive a crash of this process, but not
+    /// necessarily a power cut: handed to the operating system, not synced to the
+    /// device. ([`Durability::CrashSafe`](crate::Durability)) A store that cannot
+    /// tell the two apart does the full [`Store::flush`], which is never weaker.
+    ///
+    /// # Errors
+    /// As for [`Store::flush`].
+    fn flush_crash_safe(&self) -> Result<()> {
+        self.flush()
+    }
 }
 
 /// Key layout shared by the stores: `u16` big-endian id length, the id's bytes,
