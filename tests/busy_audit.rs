@@ -41,7 +41,7 @@ fn a_busy_ledger_audits_and_exports_clean_while_writers_run() {
                     ledger
                         .record(&id, Event::queued("planner", "reviewer"))
                         .unwrap();
-                    let outcome = if n % 2 == 0 {
+                    let outcome = if n.is_multiple_of(2) {
                         Event::delivered(Some(200)).unwrap()
                     } else {
                         Event::failed(FailureReason::HttpStatus(503), Some("busy".into())).unwrap()
