@@ -369,27 +369,17 @@ impl Ledger {
             });
         }
         let event = event.normalized();
-        let mut conflicts = 0;
         let writing = self.inner.stripes.lock(id);
-        let recorded = loop {
+        let recorded = self.write_retrying(|| {
             let (_, fold) = self.read(id)?;
             let at = self.stamp(&fold);
             let next = next_record(&fold, event.clone(), at)?;
-            match self
-                .inner
-                .store
-                .append(id, Expect::after(fold.seq()), &next.bytes, next.head)
-            {
-                Ok(()) => break next.recorded,
-                Err(conflict @ Error::Conflict { .. }) => {
-                    conflicts += 1;
-                    if conflicts >= MAX_CONFLICTS {
-                        return Err(conflict);
-                    }
-                }
-                Err(error) => return Err(self.poison(error)),
-            }
-        };
+            let written =
+                self.inner
+                    .store
+                    .append(id, Expect::after(fold.seq()), &next.bytes, next.head);
+            Ok((next.recorded, written))
+        })?;
         // The append is whole: readers may look; the flush is shared.
         drop(writing);
         self.commit()?;
@@ -438,9 +428,8 @@ impl Ledger {
                 "it says it retries `{other}`, but it is written as the retry of `{original}`"
             )));
         }
-        let mut conflicts = 0;
         let writing = self.inner.stripes.lock_two(original, retry);
-        let retried = loop {
+        let retried = self.write_retrying(|| {
             let (_, fold) = self.read(original)?;
             let (_, retry_fold) = self.read(retry)?;
             let at = self.stamp(&fold).max(self.stamp(&retry_fold));
@@ -476,23 +465,14 @@ impl Ledger {
                     head: queued_next.head,
                 },
             ];
-            match self.inner.store.append_all(&appends) {
-                Ok(()) => {
-                    break Retried {
-                        failed: settled.recorded,
-                        queued: queued_next.recorded,
-                        attempt,
-                    };
-                }
-                Err(conflict @ Error::Conflict { .. }) => {
-                    conflicts += 1;
-                    if conflicts >= MAX_CONFLICTS {
-                        return Err(conflict);
-                    }
-                }
-                Err(error) => return Err(self.poison(error)),
-            }
-        };
+            let written = self.inner.store.append_all(&appends);
+            let retried = Retried {
+                failed: settled.recorded,
+                queued: queued_next.recorded,
+                attempt,
+            };
+            Ok((retried, written))
+        })?;
         drop(writing);
         self.commit()?;
         Ok(retried)
@@ -562,6 +542,27 @@ impl Ledger {
     }
 
     /// In durable mode, waits for a flush that covers what was just written.
+    /// Runs `attempt` (read, decide, write) until its write is not refused for a
+    /// lost race on a head, at most [`MAX_CONFLICTS`] times: the one retry site of
+    /// every write. The attempt's own errors (a refusal, damage) pass through; a
+    /// failed write poisons the ledger.
+    fn write_retrying<T>(&self, mut attempt: impl FnMut() -> Result<(T, Result<()>)>) -> Result<T> {
+        let mut conflicts = 0;
+        loop {
+            let (value, written) = attempt()?;
+            match written {
+                Ok(()) => return Ok(value),
+                Err(conflict @ Error::Conflict { .. }) => {
+                    conflicts += 1;
+                    if conflicts >= MAX_CONFLICTS {
+                        return Err(conflict);
+                    }
+                }
+                Err(error) => return Err(self.poison(error)),
+            }
+        }
+    }
+
     fn commit(&self) -> Result<()> {
         let level = self.inner.options.durability;
         if level != Durability::Buffered {
