@@ -312,3 +312,43 @@ fn import_refuses_delegations_the_store_already_has_and_stores_nothing() {
         1
     );
 }
+
+/// Ledger v2's split of work: the ledger's reads trust each stored hash (the
+/// bytes still pass their checksum, strict decoding, sequence, lifecycle and head
+/// checks), and recomputing the chain is the audit's job. A record re-sealed with
+/// a valid checksum but a forged hash reads as it says, and `audit` and `export`
+/// both refuse it, naming the chain.
+#[test]
+fn a_resealed_record_with_a_forged_hash_reads_but_audit_and_export_name_the_broken_chain() {
+    use delegation_log::envelope;
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |records, heads| {
+        let key = key::record(&id("c"), 2);
+        let mut record = envelope::decode(&records.get(&key).unwrap().unwrap()).unwrap();
+        let forged = ChainHash([7; 32]);
+        record.hash = Some(forged);
+        records.insert(key, envelope::encode(&record)).unwrap();
+        heads
+            .insert(
+                key::prefix(&id("c")),
+                Head {
+                    seq: 2,
+                    hash: forged,
+                }
+                .encode()
+                .to_vec(),
+            )
+            .unwrap();
+    });
+    let verdict = audited(dir.path());
+    assert_eq!(found(&verdict), [(5, Kind::BrokenChain)]);
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let status = ledger.status(&id("c")).unwrap();
+    assert_eq!(status.status, delegation_log::StatusKind::Delivered);
+    let exported = ledger.export(Vec::new());
+    assert!(
+        matches!(&exported, Err(delegation_log::Error::Corrupt { reason, .. }) if reason.contains("chain")),
+        "{exported:?}"
+    );
+}

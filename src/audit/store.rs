@@ -24,7 +24,7 @@ use crate::delegation::Fold;
 use crate::envelope;
 use crate::error::Error;
 use crate::event::{ChainHash, DelegationId, Event, Record, Seq};
-use crate::ledger::{Ledger, decode_stream, fold_records};
+use crate::ledger::{Chain, Ledger, decode_stream, fold_records};
 use crate::store::{Head, Sled, Store, Stream};
 
 /// Audits every record of `store`. `clock` gives the "now" that pending
@@ -160,7 +160,7 @@ fn judge_stored_link(
     let of = queued.retry_of.as_ref()?;
     let read = store
         .history(of)
-        .and_then(|stream| fold_records(&stream, &decode_stream(&stream)?));
+        .and_then(|stream| fold_records(&stream, &decode_stream(&stream)?, Chain::Verify));
     let original = match (retried.get(of), read) {
         (Some(by), _) => Original::Retried(by),
         (None, Err(error)) => Original::Damaged(error.to_string()),

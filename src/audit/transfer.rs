@@ -10,7 +10,7 @@ use crate::delegation::Fold;
 use crate::envelope;
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Event, Record};
-use crate::ledger::{Ledger, decode_stream, fold_records};
+use crate::ledger::{Chain, Ledger, decode_stream, fold_records};
 use crate::store::{Expect, Head, Store as _, Stream, key};
 
 /// What [`Ledger::export`] wrote.
@@ -210,7 +210,7 @@ struct Held {
 /// A delegation's records, checked as the ledger reads them.
 fn checked(stream: &Stream) -> Result<Vec<Record>> {
     let records = decode_stream(stream)?;
-    fold_records(stream, &records)?;
+    fold_records(stream, &records, Chain::Verify)?;
     Ok(records)
 }
 
