@@ -1,8 +1,9 @@
 //! A real HTTP transport: posts the A2A JSON-RPC 2.0 envelope to the target URL.
 //!
-//! The target of a delegation is the URL to post to. The message id is the
-//! delegation id (a redelivery keeps the original's), so receivers can drop
-//! duplicates.
+//! The target of a delegation is the URL to post to (with [`Protocol::Auto`], the
+//! JSON-RPC interface its agent card names). The message id is the first
+//! attempt's delegation id (a redelivery keeps it, following `retry_of` in the
+//! log), so receivers can drop duplicates.
 //!
 //! **A2A 0.3** (the default), as the platform in the crate's story sends it:
 //!
