@@ -13,21 +13,18 @@
 #![cfg(feature = "http")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod delivery_support;
+
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use delegation_log::Ledger;
-use delegation_log::dispatch::{Dispatcher, Options, Request};
-use delegation_log::store::Memory;
 use delegation_log::transport::http::{Http, Protocol};
+use delivery_support::{TASK, deliver_one};
 use serde_json::Value;
-
-/// What every delegation here hands over.
-const TASK: &str = "review PR 42";
 
 /// The delivery deadline for answers that come at once.
 const DEADLINE: Duration = Duration::from_secs(3);
@@ -209,28 +206,11 @@ async fn delegate(
     protocol: Protocol,
     deadline: Duration,
 ) -> (Value, Duration) {
-    let ledger = Ledger::with_store(Arc::new(Memory::new()), delegation_log::Options::new());
     let http = Http::new().unwrap().protocol(protocol);
-    let dispatcher =
-        Dispatcher::with_options(ledger.clone(), http, Options::new().deadline(deadline));
     let started = Instant::now();
-    // Whatever the transport does, the test itself never hangs.
-    let settled = tokio::time::timeout(deadline * 4 + Duration::from_secs(10), async {
-        let receipt = dispatcher
-            .delegate(
-                Request::new("planner", target)
-                    .id(id.parse().unwrap())
-                    .task(TASK),
-            )
-            .await
-            .unwrap();
-        dispatcher.shutdown().await.unwrap();
-        receipt
-    })
-    .await
-    .expect("the delegation settled (the dispatcher did not hang)");
+    let (ledger, id) = deliver_one(http, id, target, deadline).await;
     let took = started.elapsed();
-    let status = serde_json::to_value(ledger.status(&settled.id).unwrap()).unwrap();
+    let status = serde_json::to_value(ledger.status(&id).unwrap()).unwrap();
     (status, took)
 }
 
@@ -440,10 +420,9 @@ async fn auto_to_an_sdk_agent_that_rejects_the_task_is_failed_rejected() {
 
 // --- Hostile peers -------------------------------------------------------------------
 
-/// A port nothing listens on: bound, then released.
+/// A URL on a port nothing listens on.
 fn closed_port() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}/a2a", listener.local_addr().unwrap())
+    format!("http://{}/a2a", delivery_support::closed_port())
 }
 
 #[tokio::test]

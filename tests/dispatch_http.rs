@@ -8,6 +8,8 @@
 #![cfg(feature = "http")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod delivery_support;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,55 +18,21 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
+use delegation_log::EventKind;
 use delegation_log::dispatch::{Dispatcher, Options, Request};
-use delegation_log::store::Memory;
 use delegation_log::transport::Http;
 use delegation_log::transport::http::Version;
-use delegation_log::{EventKind, Ledger, ManualClock};
+use delivery_support::{closed_port, deliver_one, memory_ledger as ledger, serve};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
-
-/// A port nothing listens on: bound, then released.
-fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
-fn ledger() -> Ledger {
-    Ledger::with_store(
-        Arc::new(Memory::new()),
-        delegation_log::Options::new().clock(ManualClock::default()),
-    )
-}
 
 /// Delegates one task to `target` over HTTP, shuts down, and returns the
 /// status JSON (times and the port masked) and the history's event kinds.
 async fn outcome(target: String, deadline: Duration) -> (Value, Vec<EventKind>) {
-    let ledger = ledger();
-    let dispatcher = Dispatcher::with_options(
-        ledger.clone(),
-        Http::new().unwrap(),
-        Options::new().deadline(deadline),
-    );
-    let receipt = dispatcher
-        .delegate(
-            Request::new("planner", target)
-                .id("task-1".parse().unwrap())
-                .task("review PR 42"),
-        )
-        .await
-        .unwrap();
-    dispatcher.shutdown().await.unwrap();
-    let status = ledger.status(&receipt.id).unwrap();
+    let (ledger, id) = deliver_one(Http::new().unwrap(), "task-1", target, deadline).await;
+    let status = ledger.status(&id).unwrap();
     let kinds = ledger
-        .history(&receipt.id)
+        .history(&id)
         .unwrap()
         .iter()
         .map(|r| r.event.kind())

@@ -8,29 +8,20 @@
 #![cfg(feature = "http")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod delivery_support;
+
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use delegation_log::dispatch::{Dispatcher, Request};
-use delegation_log::store::Memory;
 use delegation_log::transport::Http;
 use delegation_log::transport::http::{Credential, Protocol};
-use delegation_log::{Ledger, ManualClock};
+use delivery_support::{deliver_one, serve};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 const SECRET: &str = "s3cr3t-Token-4242";
-
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
 
 /// What an agent saw of one post.
 #[derive(Debug)]
@@ -65,33 +56,12 @@ fn card(path: &str, card: Value) -> Router {
     Router::new().route(path, get(move || async move { axum::Json(card) }))
 }
 
-fn ledger() -> Ledger {
-    Ledger::with_store(
-        Arc::new(Memory::new()),
-        delegation_log::Options::new().clock(ManualClock::default()),
-    )
-}
-
 /// Delegates one task to `target` through `http`; returns the status and every
 /// recorded event, as JSON.
 async fn deliver(http: Http, target: String) -> (Value, Value) {
-    let ledger = ledger();
-    let dispatcher = Dispatcher::with_options(
-        ledger.clone(),
-        http,
-        delegation_log::dispatch::Options::new().deadline(Duration::from_secs(5)),
-    );
-    let receipt = dispatcher
-        .delegate(
-            Request::new("planner", target)
-                .id("task-1".parse().unwrap())
-                .task("review PR 42"),
-        )
-        .await
-        .unwrap();
-    dispatcher.shutdown().await.unwrap();
-    let status = serde_json::to_value(ledger.status(&receipt.id).unwrap()).unwrap();
-    let history = serde_json::to_value(ledger.history(&receipt.id).unwrap()).unwrap();
+    let (ledger, id) = deliver_one(http, "task-1", target, Duration::from_secs(5)).await;
+    let status = serde_json::to_value(ledger.status(&id).unwrap()).unwrap();
+    let history = serde_json::to_value(ledger.history(&id).unwrap()).unwrap();
     (status, history)
 }
 

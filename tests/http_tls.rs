@@ -8,15 +8,17 @@
 #![cfg(feature = "http")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod delivery_support;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::routing::post;
-use delegation_log::dispatch::{Dispatcher, Request};
-use delegation_log::store::Memory;
+use delegation_log::Status;
+use delegation_log::dispatch::DEFAULT_DEADLINE;
 use delegation_log::transport::Http;
-use delegation_log::{Ledger, ManualClock, Status};
+use delivery_support::deliver_one;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
@@ -110,21 +112,8 @@ async fn agent(acceptor: TlsAcceptor) -> SocketAddr {
 
 /// Delegates one task to `target` through `http` and returns its status.
 async fn deliver(http: Http, target: String) -> Status {
-    let ledger = Ledger::with_store(
-        Arc::new(Memory::new()),
-        delegation_log::Options::new().clock(ManualClock::default()),
-    );
-    let dispatcher = Dispatcher::new(ledger.clone(), http);
-    let receipt = dispatcher
-        .delegate(
-            Request::new("planner", target)
-                .id("task-1".parse().unwrap())
-                .task("review PR 42"),
-        )
-        .await
-        .unwrap();
-    dispatcher.shutdown().await.unwrap();
-    ledger.status(&receipt.id).unwrap()
+    let (ledger, id) = deliver_one(http, "task-1", target, DEFAULT_DEADLINE).await;
+    ledger.status(&id).unwrap()
 }
 
 fn json(status: &Status) -> serde_json::Value {
