@@ -85,7 +85,7 @@ use crate::delegation::{Delegation, Outcome, StatusKind};
 use crate::event::{
     DelegationId, Event, Failed, FailureReason, MAX_ID_LEN, Queued, Seq, Timestamp,
 };
-use crate::ledger::{self, Claim, Ledger, Recorded};
+use crate::ledger::{self, Claim, Ledger, Recorded, Settlement};
 use crate::transport::{Failure, Message, Transport};
 
 /// The delivery deadline when none is set: 8 s, as on the platform in the story.
@@ -1035,8 +1035,8 @@ fn record_outcome(
     id: &DelegationId,
     event: Event,
 ) -> crate::Result<(Settled, bool)> {
-    match ledger.record(id, event.clone()) {
-        Ok(recorded) => {
+    let (outcome, seq, at) = match ledger.settle(id, event.clone())? {
+        Settlement::Won(recorded) => {
             let outcome = match event {
                 Event::Delivered(d) => Outcome::Delivered {
                     http_status: d.http_status,
@@ -1049,41 +1049,18 @@ fn record_outcome(
                     ));
                 }
             };
-            let delivered = matches!(outcome, Outcome::Delivered { .. });
-            Ok((
-                Settled {
-                    id: id.clone(),
-                    outcome,
-                    seq: recorded.seq,
-                    at: recorded.at,
-                },
-                delivered,
-            ))
+            (outcome, recorded.seq, recorded.at)
         }
-        Err(crate::Error::AlreadySettled { .. }) => {
-            let won = ledger
-                .delegation(id)?
-                .and_then(|d| Some((d.outcome?, d.seq, d.settled_at?)));
-            match won {
-                Some((outcome, seq, at)) => {
-                    let delivered = matches!(outcome, Outcome::Delivered { .. });
-                    Ok((
-                        Settled {
-                            id: id.clone(),
-                            outcome,
-                            seq,
-                            at,
-                        },
-                        delivered,
-                    ))
-                }
-                None => Err(crate::Error::Storage(format!(
-                    "delegation `{id}` is settled but its outcome cannot be read"
-                ))),
-            }
-        }
-        Err(error) => Err(error),
-    }
+        Settlement::Lost { outcome, seq, at } => (outcome, seq, at),
+    };
+    let delivered = matches!(outcome, Outcome::Delivered { .. });
+    let settled = Settled {
+        id: id.clone(),
+        outcome,
+        seq,
+        at,
+    };
+    Ok((settled, delivered))
 }
 
 /// The event for a delivery's outcome. A transport that breaks the status rules

@@ -13,9 +13,8 @@
 use std::path::PathBuf;
 
 use crate::envelope::DecodeError;
-use crate::event::{DelegationId, EventKind, InvalidEvent, Seq};
+use crate::event::{DelegationId, EventKind, InvalidEvent};
 use crate::lifecycle::{Refusal, State};
-use crate::store::Expect;
 
 /// Everything that can go wrong in this crate.
 #[derive(Debug, thiserror::Error)]
@@ -77,20 +76,20 @@ pub enum Error {
         reason: String,
     },
 
-    /// A store's append found a different head than the caller expected.
+    /// The write lost the race for the delegation's head again and again: other
+    /// writers kept appending between its read and its write. A correct store
+    /// never gets here (a delegation holds at most two records), so this means
+    /// writers outside this ledger's control, such as a second ledger over the
+    /// same store.
     ///
     /// # Handling
-    /// Returned by [`Store::append`](crate::store::Store::append) only: another
-    /// writer appended first. Re-read the history and decide again. The ledger does
-    /// this itself and never returns `Conflict`.
-    #[error("delegation `{id}`: expected {expected}, found head {actual:?}")]
+    /// Nothing was written. Read the status and decide again.
+    #[error("delegation `{id}`: the write lost the race for its head {attempts} times")]
     Conflict {
         /// The delegation.
         id: DelegationId,
-        /// The head the caller expected.
-        expected: Expect,
-        /// The head found, when the store knows it.
-        actual: Option<Seq>,
+        /// How many times the write was tried.
+        attempts: usize,
     },
 
     /// Stored bytes are damaged: a checksum, a chain hash, a key or a sequence does
@@ -147,6 +146,24 @@ pub enum Error {
     Locked {
         /// The store's path.
         path: PathBuf,
+    },
+
+    /// The store is in an older format, which this crate reads (upcasting each
+    /// record) but does not write.
+    ///
+    /// # Handling
+    /// Migrate it in place, once: `delegation-log migrate PATH`, or
+    /// [`migrate`](crate::migrate). Migration is crash-safe.
+    #[error(
+        "store {path} is in format {found}, which this crate reads but does not write: \
+         migrate it first (`delegation-log migrate {path}`)",
+        path = .path.display()
+    )]
+    NeedsMigration {
+        /// The store's path.
+        path: PathBuf,
+        /// The format found.
+        found: u8,
     },
 
     /// The path holds no store: it is missing, or a directory without sled's

@@ -981,6 +981,10 @@ pub enum InvalidEvent {
         /// The attempt it carried.
         attempt: Attempt,
     },
+
+    /// An outcome was asked for, and the event is `queued`.
+    #[error("`queued` is not an outcome: settle takes `delivered` or `failed`")]
+    NotAnOutcome,
 }
 
 /// A SHA-256 digest chaining a record to the one before it in its delegation.

@@ -1,11 +1,17 @@
 //! The ledger: the crate's public face over a [`Store`].
 //!
-//! Every write goes through [`Ledger::record`], or, for a retry, through
-//! [`Ledger::retry`]: it folds the delegation's history, builds the new record,
-//! asks the [`Fold`] (and through it the lifecycle machine) whether the record may
-//! follow, and only then appends with the expected head. A refused event writes
-//! nothing. Every read folds the same way, so `status`, `history` and `replay` are
-//! derived from the log alone.
+//! Every write goes through [`Ledger::record`] (or [`Ledger::settle`], or, for a
+//! retry, [`Ledger::retry`]): it reads the delegation's **head**, one get, which
+//! holds its summary (state, outcome, times, last seq and chain hash); resumes a
+//! [`Fold`] from it; builds the new record, which the fold (and through it the
+//! lifecycle machine) must accept; and appends the record and the new head in one
+//! atomic write, conditional on the head it read. Nothing re-reads history on the
+//! way. A refused event writes nothing.
+//!
+//! `status` is that one read of the head. `history`, `delegation` and `replay`
+//! fold the records themselves and check the head against them, so a head that
+//! disagrees with its history is an error, never a silently wrong answer; `audit`
+//! does the same for every delegation, and recomputes every chain hash.
 //!
 //! # Recovery and live deliveries
 //!
@@ -23,12 +29,12 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 
 use crate::clock::{Clock, SystemClock};
-use crate::delegation::{Delegation, Fold, Status, Violation};
+use crate::delegation::{Delegation, Fold, Outcome, Status, Violation};
 use crate::envelope;
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Event, Failed, FailureReason, Queued, Record, Seq, Timestamp};
-use crate::lifecycle::State;
-use crate::store::{self, Append, Expect, Head, Store, Stream};
+use crate::lifecycle::{Refusal, State};
+use crate::store::{self, Append, AppendError, Expect, Head, Store, Stream, Stripes};
 
 /// When `record` acknowledges an event.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -101,6 +107,92 @@ pub struct Recorded {
     pub at: Timestamp,
     /// The delegation's state after it.
     pub state: State,
+}
+
+/// What [`migrate`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Migration {
+    /// Delegations rewritten; 0 if the store was already in the current format.
+    pub delegations: u64,
+    /// Records rewritten.
+    pub records: u64,
+    /// Whether the store was already in the current format and was left alone.
+    pub already_current: bool,
+}
+
+/// Migrates the sled store at `path` to the current format, in place.
+///
+/// Every delegation is read and checked as `audit` checks it (every chain hash
+/// recomputed, the head against the records); any damage stops the migration
+/// before anything changes, naming the delegation. Each record is rewritten in
+/// the current envelope (the chain hash is over the record, not its bytes, so
+/// every hash stays valid and `export` writes the same bytes before and after),
+/// with a head holding its summary. The switch is one synced write after
+/// everything else is synced: a crash at any point leaves the store either as it
+/// was or migrated, and running it again finishes the job. See
+/// [`store::Sled::migrate`].
+///
+/// ```
+/// # let dir = tempfile::tempdir()?;
+/// # let path = dir.path().join("log");
+/// # drop(delegation_log::Ledger::open(&path)?);
+/// let migration = delegation_log::migrate(&path)?;
+/// assert!(migration.already_current);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// [`Error::NotAStore`] if there is no store at `path`; [`Error::Corrupt`] (or
+/// [`Error::UnknownVersion`]) for a damaged delegation, with the store left as it
+/// was; a storage error.
+pub fn migrate(path: impl AsRef<Path>) -> Result<Migration> {
+    let mut records = 0u64;
+    let migrated = store::Sled::migrate(path, &mut |stream| {
+        let decoded = decode_stream(stream)?;
+        let fold = fold_records(stream, &decoded, Chain::Verify, 1)?;
+        let mut entries = Vec::with_capacity(decoded.len());
+        for record in &decoded {
+            let bytes = envelope::encode(record);
+            if envelope::decode(&bytes).as_ref() != Ok(record) {
+                return Err(Error::Corrupt {
+                    key: format!("delegation `{}` seq {}", record.delegation, record.seq),
+                    reason: "the record does not survive re-encoding".to_owned(),
+                });
+            }
+            entries.push(store::Entry {
+                seq: record.seq,
+                bytes,
+            });
+        }
+        records += u64::try_from(entries.len()).unwrap_or(u64::MAX);
+        let head = fold.delegation().map(|delegation| Head {
+            seq: delegation.seq,
+            summary: envelope::head::encode(delegation),
+        });
+        Ok(store::sled::Migrated { entries, head })
+    })?;
+    Ok(Migration {
+        delegations: migrated.unwrap_or(0),
+        records,
+        already_current: migrated.is_none(),
+    })
+}
+
+/// What [`Ledger::settle`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// This outcome was recorded: it won.
+    Won(Recorded),
+    /// The delegation had already settled; this outcome was refused and nothing
+    /// was written. The outcome that won, as the delegation's head holds it.
+    Lost {
+        /// The outcome that won.
+        outcome: Outcome,
+        /// The seq of its record.
+        seq: Seq,
+        /// When it was recorded.
+        at: Timestamp,
+    },
 }
 
 /// What [`Ledger::retry`] acknowledged: the original's failure and the retry's
@@ -198,56 +290,6 @@ struct Inner {
     /// delegation's stripe from reading the history to the end of its append, so
     /// a reader that takes the stripe sees no append half done.
     stripes: Stripes,
-}
-
-/// Striped locks, one stripe per hash of a delegation id.
-struct Stripes([Mutex<()>; STRIPES]);
-
-/// How many stripes: enough that unrelated writers rarely share one.
-const STRIPES: usize = 64;
-
-impl Default for Stripes {
-    fn default() -> Self {
-        Stripes(std::array::from_fn(|_| Mutex::new(())))
-    }
-}
-
-impl Stripes {
-    fn index(id: &DelegationId) -> usize {
-        use std::hash::{Hash, Hasher};
-        // Stable within the process is all that matters: stripes are never stored.
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        id.hash(&mut hasher);
-        usize::try_from(hasher.finish() % STRIPES as u64).unwrap_or(0)
-    }
-
-    fn stripe(&self, index: usize) -> MutexGuard<'_, ()> {
-        // `index % STRIPES` is always a stripe; the spare only satisfies the types.
-        static SPARE: Mutex<()> = Mutex::new(());
-        let stripe = self.0.get(index % STRIPES).unwrap_or(&SPARE);
-        // The lock guards no data, so a poisoned one is as good as any.
-        stripe.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Locks `id`'s stripe.
-    fn lock(&self, id: &DelegationId) -> MutexGuard<'_, ()> {
-        self.stripe(Self::index(id))
-    }
-
-    /// Locks the stripes of two delegations, in index order, once each.
-    fn lock_two(
-        &self,
-        a: &DelegationId,
-        b: &DelegationId,
-    ) -> (MutexGuard<'_, ()>, Option<MutexGuard<'_, ()>>) {
-        let (first, second) = {
-            let (x, y) = (Self::index(a), Self::index(b));
-            (x.min(y), x.max(y))
-        };
-        let held = self.stripe(first);
-        let also = (second != first).then(|| self.stripe(second));
-        (held, also)
-    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -368,22 +410,67 @@ impl Ledger {
                 ),
             });
         }
-        let event = event.normalized();
+        match self.append_event(id, event.normalized())? {
+            Appended::Recorded(recorded) => Ok(recorded),
+            Appended::Refused { error, .. } => Err(error),
+        }
+    }
+
+    /// Records an outcome (`delivered` or `failed`) for delegation `id`, and when
+    /// the delegation has already settled, says which outcome won instead of
+    /// failing: what every writer racing to settle a delegation wants to know.
+    /// The winner comes from the same read of the head that refused this outcome.
+    ///
+    /// # Errors
+    /// As for [`Ledger::record`], except [`Error::AlreadySettled`], which is
+    /// [`Settlement::Lost`] here.
+    pub fn settle(&self, id: &DelegationId, outcome: Event) -> Result<Settlement> {
+        self.check_poisoned()?;
+        if let Event::Queued(_) = outcome {
+            return Err(crate::event::InvalidEvent::NotAnOutcome.into());
+        }
+        outcome.validate()?;
+        match self.append_event(id, outcome.normalized())? {
+            Appended::Recorded(recorded) => Ok(Settlement::Won(recorded)),
+            Appended::Refused {
+                error,
+                winner: Some(winner),
+            } => match (winner.outcome, winner.settled_at) {
+                (Some(outcome), Some(at)) => Ok(Settlement::Lost {
+                    outcome,
+                    seq: winner.seq,
+                    at,
+                }),
+                _ => Err(error),
+            },
+            Appended::Refused { error, .. } => Err(error),
+        }
+    }
+
+    /// The one write of one event: read the head, decide, append record and head
+    /// together, under `id`'s writer stripe; then wait for the commit.
+    fn append_event(&self, id: &DelegationId, event: Event) -> Result<Appended> {
         let writing = self.inner.stripes.lock(id);
-        let recorded = self.write_retrying(|| {
-            let (_, fold) = self.read(id)?;
+        let appended = self.write_retrying(|| {
+            let fold = self.resume(id)?;
             let at = self.stamp(&fold);
-            let next = next_record(&fold, event.clone(), at)?;
-            let written =
-                self.inner
-                    .store
-                    .append(id, Expect::after(fold.seq()), &next.bytes, next.head);
-            Ok((next.recorded, written))
+            let next = match next_record(&fold, event.clone(), at) {
+                Ok(next) => next,
+                Err(error @ Error::AlreadySettled { .. }) => {
+                    let winner = fold.into_delegation().map(Box::new);
+                    return Ok((Appended::Refused { error, winner }, Ok(())));
+                }
+                Err(error) => return Err(error),
+            };
+            let written = self.inner.store.append(&[next.append(id, &fold)]);
+            Ok((Appended::Recorded(next.recorded), written))
         })?;
-        // The append is whole: readers may look; the flush is shared.
+        // The append is whole: the flush is shared.
         drop(writing);
-        self.commit()?;
-        Ok(recorded)
+        if let Appended::Recorded(_) = appended {
+            self.commit()?;
+        }
+        Ok(appended)
     }
 
     /// Settles delegation `original` as `failed` and queues `retry` as its retry,
@@ -428,10 +515,10 @@ impl Ledger {
                 "it says it retries `{other}`, but it is written as the retry of `{original}`"
             )));
         }
-        let writing = self.inner.stripes.lock_two(original, retry);
+        let writing = self.inner.stripes.lock_all([original, retry]);
         let retried = self.write_retrying(|| {
-            let (_, fold) = self.read(original)?;
-            let (_, retry_fold) = self.read(retry)?;
+            let fold = self.resume(original)?;
+            let retry_fold = self.resume(retry)?;
             let at = self.stamp(&fold).max(self.stamp(&retry_fold));
             let settled = next_record(&fold, failed.clone(), at)?;
             let attempt = fold
@@ -451,21 +538,10 @@ impl Ledger {
             });
             event.validate()?;
             let queued_next = next_record(&retry_fold, event.normalized(), at)?;
-            let appends = [
-                Append {
-                    id: original,
-                    expect: Expect::after(fold.seq()),
-                    record: &settled.bytes,
-                    head: settled.head,
-                },
-                Append {
-                    id: retry,
-                    expect: Expect::after(retry_fold.seq()),
-                    record: &queued_next.bytes,
-                    head: queued_next.head,
-                },
-            ];
-            let written = self.inner.store.append_all(&appends);
+            let written = self.inner.store.append(&[
+                settled.append(original, &fold),
+                queued_next.append(retry, &retry_fold),
+            ]);
             let retried = Retried {
                 failed: settled.recorded,
                 queued: queued_next.recorded,
@@ -546,19 +622,30 @@ impl Ledger {
     /// lost race on a head, at most [`MAX_CONFLICTS`] times: the one retry site of
     /// every write. The attempt's own errors (a refusal, damage) pass through; a
     /// failed write poisons the ledger.
-    fn write_retrying<T>(&self, mut attempt: impl FnMut() -> Result<(T, Result<()>)>) -> Result<T> {
+    fn write_retrying<T>(
+        &self,
+        mut attempt: impl FnMut() -> Result<(T, Result<(), AppendError>)>,
+    ) -> Result<T> {
         let mut conflicts = 0;
         loop {
             let (value, written) = attempt()?;
             match written {
                 Ok(()) => return Ok(value),
-                Err(conflict @ Error::Conflict { .. }) => {
+                Err(AppendError::Conflict { id, .. }) => {
                     conflicts += 1;
                     if conflicts >= MAX_CONFLICTS {
-                        return Err(conflict);
+                        return Err(Error::Conflict {
+                            id,
+                            attempts: conflicts,
+                        });
                     }
                 }
-                Err(error) => return Err(self.poison(error)),
+                // Damage found by the store's checks: nothing was written, and
+                // the ledger is as sound as it was.
+                Err(AppendError::Store(error @ (Error::Corrupt { .. } | Error::NeedsMigration { .. }))) => {
+                    return Err(error);
+                }
+                Err(AppendError::Store(error)) => return Err(self.poison(error)),
             }
         }
     }
@@ -588,12 +675,13 @@ impl Ledger {
     }
 
     /// The status of delegation `id`; [`StatusKind::NotFound`](crate::StatusKind)
-    /// if the log has never seen it.
+    /// if the log has never seen it. One read: the delegation's head.
     ///
     /// # Errors
     /// A storage error, or [`Error::Corrupt`] if its history is damaged.
     pub fn status(&self, id: &DelegationId) -> Result<Status> {
-        Ok(match self.delegation(id)? {
+        self.check_poisoned()?;
+        Ok(match self.resume(id)?.into_delegation() {
             Some(delegation) => delegation.status(),
             None => Status::not_found(id.clone()),
         })
@@ -631,10 +719,7 @@ impl Ledger {
             .into_iter()
             .chain(scan.filter_map(|stream| {
                 stream
-                    .and_then(|stream| match fold_stream(&stream) {
-                        Err(_) if raced(&stream) => self.read(&stream.id),
-                        result => result,
-                    })
+                    .and_then(|stream| fold_stream(&stream, self.format()))
                     .map(|(_, fold)| fold.into_delegation())
                     .transpose()
             }))
@@ -706,8 +791,7 @@ impl Ledger {
             damaged.push(Unrecovered { id: None, error });
             return (orphans, damaged);
         }
-        let steady = self.steady();
-        for stream in steady.scan() {
+        for stream in self.inner.store.scan() {
             let stream = match stream {
                 Ok(stream) => stream,
                 Err(error) => {
@@ -715,11 +799,7 @@ impl Ledger {
                     continue;
                 }
             };
-            let folded = match fold_stream(&stream) {
-                Err(_) if raced(&stream) => self.read(&stream.id),
-                result => result,
-            };
-            match folded.map(|(_, fold)| fold.into_delegation()) {
+            match fold_stream(&stream, self.format()).map(|(_, fold)| fold.into_delegation()) {
                 Ok(Some(delegation))
                     if delegation.state == State::Queued && !self.is_claimed(&delegation.id) =>
                 {
@@ -750,20 +830,28 @@ impl Ledger {
         Ok(pending)
     }
 
-    /// Reads, decodes and folds one delegation: every read of the ledger goes
-    /// through here. A store may read records and head apart (sled does), so a
-    /// writer can slip a record and its head in between: the head then looks
-    /// ahead of the records. The record is already there, so a second read sees
-    /// it; only a head that stays ahead means loss.
+    /// Reads, decodes and folds one delegation's whole history, and checks its
+    /// head against it: what `history`, `delegation` and recovery read.
     fn read(&self, id: &DelegationId) -> Result<(Vec<Record>, Fold)> {
         self.check_poisoned()?;
-        let mut attempt = 0;
-        loop {
-            let stream = self.inner.store.history(id)?;
-            match fold_stream(&stream) {
-                Err(_) if raced(&stream) && attempt < READ_RETRIES => attempt += 1,
-                result => return result,
-            }
+        fold_stream(&self.inner.store.history(id)?, self.format())
+    }
+
+    /// The store's format ([`Store::format`]).
+    fn format(&self) -> u8 {
+        self.inner.store.format()
+    }
+
+    /// The fold of `id` as its head describes it, one read: where every write
+    /// starts, and what `status` answers from. A store of format 1, whose heads
+    /// hold no summary, is folded from its history instead.
+    fn resume(&self, id: &DelegationId) -> Result<Fold> {
+        let Some(head) = self.inner.store.head(id)? else {
+            return Ok(Fold::trusting(id.clone()));
+        };
+        match summary(id, &head, self.format())? {
+            Some(delegation) => Ok(Fold::resume(delegation)),
+            None => Ok(self.read(id)?.1),
         }
     }
 
@@ -787,16 +875,42 @@ impl Ledger {
     }
 }
 
-/// A record ready to append: the record that follows `fold` with `event` at `at`,
-/// checked by the fold (and through it by the lifecycle machine), with its chain
-/// hash, its head and its encoding.
-struct Next {
-    recorded: Recorded,
-    head: Head,
-    bytes: Vec<u8>,
+/// What one event's write came to.
+enum Appended {
+    /// Written and committed.
+    Recorded(Recorded),
+    /// Refused as already settled: nothing was written. The delegation as its
+    /// head says, which holds the outcome that won.
+    Refused {
+        error: Error,
+        winner: Option<Box<Delegation>>,
+    },
 }
 
-/// Builds the record that follows `fold`, if the fold allows it.
+/// A record ready to append: the record that follows `fold` with `event` at `at`,
+/// checked by the fold (and through it by the lifecycle machine), with its chain
+/// hash, its encoding, and the head it leads to.
+struct Next {
+    recorded: Recorded,
+    bytes: Vec<u8>,
+    head: Vec<u8>,
+}
+
+impl Next {
+    /// The append of this record after `fold`.
+    fn append<'a>(&'a self, id: &'a DelegationId, fold: &Fold) -> Append<'a> {
+        Append {
+            id,
+            expect: Expect::after(fold.seq()),
+            record: &self.bytes,
+            head: &self.head,
+        }
+    }
+}
+
+/// Builds the record that follows `fold`, if the fold allows it, and the head
+/// after it. The chain hash is computed from the fold's last hash: no history is
+/// read.
 fn next_record(fold: &Fold, event: Event, at: Timestamp) -> Result<Next> {
     let id = fold.id();
     let mut record = Record {
@@ -806,45 +920,65 @@ fn next_record(fold: &Fold, event: Event, at: Timestamp) -> Result<Next> {
         at,
         hash: None,
     };
-    // Checked before it has a hash, so the fold does not hash it a second time to
-    // compare: the hash below is the chain's by construction.
-    let state = fold.check(&record).map_err(|violation| match violation {
+    let refused = |violation| match violation {
         Violation::Illegal(refusal) => Error::refused(id, refusal),
         other => Error::Corrupt {
             key: format!("delegation `{id}`"),
             reason: other.to_string(),
         },
-    })?;
-    let hash = record.chain_hash(&fold.hash());
-    record.hash = Some(hash);
+    };
+    // Checked before it has a hash, so the fold does not hash it a second time to
+    // compare: the hash below is the chain's by construction.
+    let state = fold.check(&record).map_err(refused)?;
+    record.hash = Some(record.chain_hash(&fold.hash()));
+    let mut after = fold.clone();
+    after.apply(&record).map_err(refused)?;
+    let head = after
+        .delegation()
+        .map(envelope::head::encode)
+        .ok_or_else(|| {
+            refused(Violation::Illegal(Refusal::IllegalTransition {
+                from: fold.state(),
+                event: record.event.kind(),
+            }))
+        })?;
     Ok(Next {
         recorded: Recorded {
             seq: record.seq,
             at,
             state,
         },
-        head: Head {
-            seq: record.seq,
-            hash,
-        },
         bytes: envelope::encode(&record),
+        head,
     })
 }
 
-/// How many times a read is repeated when its head looks ahead of its records.
-const READ_RETRIES: usize = 3;
-
-/// Whether a stream's head is ahead of its records, as a concurrent append can
-/// make it look.
-fn raced(stream: &Stream) -> bool {
-    let last = stream.entries.last().map_or(0, |entry| entry.seq);
-    stream.head.is_some_and(|head| head.seq > last)
+/// Decodes a head's summary: the delegation as of its last record (without its
+/// task), checked against the head's key and seq. `None` for a head of format 1,
+/// which holds only the last chain hash.
+pub(crate) fn summary(id: &DelegationId, head: &Head, format: u8) -> Result<Option<Delegation>> {
+    if format < store::sled::FORMAT {
+        return Ok(None);
+    }
+    let where_ = || format!("head of `{id}`");
+    let delegation =
+        envelope::head::decode(&head.summary).map_err(|e| Error::decode(where_(), e))?;
+    if &delegation.id != id || delegation.seq != head.seq {
+        return Err(Error::Corrupt {
+            key: where_(),
+            reason: format!(
+                "it is stored as the head of seq {}, but says `{}` seq {}",
+                head.seq, delegation.id, delegation.seq
+            ),
+        });
+    }
+    Ok(Some(delegation))
 }
 
-/// Decodes and folds a stream, checking its head.
-fn fold_stream(stream: &Stream) -> Result<(Vec<Record>, Fold)> {
+/// Decodes and folds a stream of a store in `format`, checking its head.
+fn fold_stream(stream: &Stream, format: u8) -> Result<(Vec<Record>, Fold)> {
     let records = decode_stream(stream)?;
-    let fold = fold_records(stream, &records, Chain::Trust)?;
+    let fold = fold_records(stream, &records, Chain::Trust, format)?;
     Ok((records, fold))
 }
 
@@ -880,12 +1014,17 @@ pub(crate) enum Chain {
     Trust,
 }
 
-/// Folds decoded records and checks the redundant head against the last one.
+/// Folds decoded records and checks the head against them.
 ///
-/// The head may lag the records by one: a process killed between appending a
-/// record and raising the head leaves that, for a record it never acknowledged.
-/// A head ahead of the records means records were lost.
-pub(crate) fn fold_records(stream: &Stream, records: &[Record], chain: Chain) -> Result<Fold> {
+/// # Errors
+/// [`Error::Corrupt`] for a record the fold refuses, or a head that disagrees
+/// with the records ([`head_disagrees`]).
+pub(crate) fn fold_records(
+    stream: &Stream,
+    records: &[Record],
+    chain: Chain,
+    format: u8,
+) -> Result<Fold> {
     let mut fold = match chain {
         Chain::Verify => Fold::new(stream.id.clone()),
         Chain::Trust => Fold::trusting(stream.id.clone()),
@@ -899,25 +1038,109 @@ pub(crate) fn fold_records(stream: &Stream, records: &[Record], chain: Chain) ->
         })?;
         previous = Some(before);
     }
-    let last = (fold.seq(), fold.hash());
-    let head_ok = match stream.head {
-        Some(head) => (head.seq, head.hash) == last || Some((head.seq, head.hash)) == previous,
-        None => records.len() <= 1,
-    };
-    if !head_ok {
-        let head = stream.head.map_or_else(
-            || "no head".to_owned(),
-            |h| format!("head at seq {}", h.seq),
-        );
-        return Err(Error::Corrupt {
+    match head_disagrees(stream, &fold, previous, format)? {
+        None => Ok(fold),
+        Some(reason) => Err(Error::Corrupt {
             key: format!("delegation `{}`", stream.id),
-            reason: format!(
-                "{head}, but the records end at seq {}: records were lost or altered",
-                fold.seq()
-            ),
-        });
+            reason,
+        }),
     }
-    Ok(fold)
+}
+
+/// Why a stream's head disagrees with its folded records, if it does.
+///
+/// A head of format 2 was written with its record in one atomic write, so it
+/// must describe exactly the delegation the records fold to: same state,
+/// outcome, times, seq and hash. A head of format 1 was written after its
+/// record, so it may lag by one (a process killed between the two, for a record
+/// it never acknowledged), and a single record may have none. `previous` is the
+/// (seq, hash) before the last record.
+///
+/// # Errors
+/// [`Error::Corrupt`] for a head whose summary does not decode.
+pub(crate) fn head_disagrees(
+    stream: &Stream,
+    fold: &Fold,
+    previous: Option<(Seq, crate::event::ChainHash)>,
+    format: u8,
+) -> Result<Option<String>> {
+    let last = (fold.seq(), fold.hash());
+    let Some(head) = &stream.head else {
+        let benign = stream.entries.is_empty()
+            || (format < store::sled::FORMAT && stream.entries.len() == 1);
+        return Ok((!benign).then(|| format!("no head, but the records reach seq {}", last.0)));
+    };
+    if head.seq > last.0 {
+        return Ok(Some(format!(
+            "the head says seq {}, but the records end at seq {}: records were lost",
+            head.seq, last.0
+        )));
+    }
+    let Some(said) = summary(&stream.id, head, format)? else {
+        let hash = head.summary.as_slice();
+        let at = |(seq, h): (Seq, crate::event::ChainHash)| seq == head.seq && h.0 == hash;
+        return Ok((!at(last) && !previous.is_some_and(at)).then(|| {
+            format!(
+                "the head says seq {}, which does not match the records ending at seq {}",
+                head.seq, last.0
+            )
+        }));
+    };
+    let folded = fold.delegation().map(|delegation| Delegation {
+        task: None,
+        ..delegation.clone()
+    });
+    if folded.is_none() {
+        return Ok(Some(format!(
+            "the head says seq {}, but there are no records",
+            head.seq
+        )));
+    }
+    let Some(folded) = folded.filter(|folded| *folded != said) else {
+        return Ok(None);
+    };
+    Ok(Some(format!(
+        "the head disagrees with the history ({}): the head says {} at seq {}, the \
+         records say {} at seq {}",
+        differences(&said, &folded).join(", "),
+        describe(Some(&said)),
+        said.seq,
+        describe(Some(&folded)),
+        last.0
+    )))
+}
+
+/// The fields in which two summaries of one delegation differ.
+fn differences(a: &Delegation, b: &Delegation) -> Vec<&'static str> {
+    let fields = [
+        ("state", a.state != b.state),
+        ("outcome", a.outcome != b.outcome),
+        ("seq", a.seq != b.seq),
+        ("hash", a.hash != b.hash),
+        ("queued_at", a.queued_at != b.queued_at),
+        ("settled_at", a.settled_at != b.settled_at),
+        ("source", a.source != b.source),
+        ("target", a.target != b.target),
+        ("retry_of", a.retry_of != b.retry_of),
+        ("attempt", a.attempt != b.attempt),
+        ("not_before", a.not_before != b.not_before),
+    ];
+    fields
+        .into_iter()
+        .filter_map(|(name, differs)| differs.then_some(name))
+        .collect()
+}
+
+/// A delegation's state and outcome in a few words, for head findings.
+fn describe(delegation: Option<&Delegation>) -> String {
+    let Some(delegation) = delegation else {
+        return "nothing".to_owned();
+    };
+    let status = delegation.status();
+    match status.reason {
+        Some(reason) => format!("{} ({reason})", delegation.state.as_str()),
+        None => delegation.state.as_str().to_owned(),
+    }
 }
 
 /// Group commit: writers that finish their appends while a flush runs share the
@@ -1011,76 +1234,5 @@ impl GroupCommit {
             }
             self.flushed.notify_all();
         }
-    }
-}
-
-/// The ledger's store, read in step with the ledger's writers: what `audit`,
-/// `export` and recovery's scans read while the ledger may be writing.
-///
-/// The store's scan walks its records and heads without a snapshot, so a writer
-/// can slip an append between the two (hardening review, defect 4: 9 of 59 audits
-/// of a busy ledger reported false violations, and 12 exports failed). A
-/// delegation whose head and last record disagree is read again under its writer
-/// stripe, where no append of this process is half done; a disagreement that
-/// stays is real. sled's file lock means no other process writes.
-pub(crate) struct Steady(Ledger);
-
-impl Ledger {
-    /// The store, read in step with this ledger's writers.
-    pub(crate) fn steady(&self) -> Steady {
-        Steady(self.clone())
-    }
-}
-
-impl Steady {
-    /// `id`'s history, read under its writer stripe.
-    fn settled_history(&self, id: &DelegationId) -> Result<Stream> {
-        let _quiet = self.0.inner.stripes.lock(id);
-        self.0.inner.store.history(id)
-    }
-}
-
-/// Whether a stream's head and last record come from the same append.
-fn in_step(stream: &Stream) -> bool {
-    stream.head.map(|head| head.seq) == stream.entries.last().map(|entry| entry.seq)
-}
-
-impl Store for Steady {
-    fn append(&self, id: &DelegationId, expect: Expect, record: &[u8], head: Head) -> Result<()> {
-        let _writing = self.0.inner.stripes.lock(id);
-        self.0.inner.store.append(id, expect, record, head)
-    }
-
-    fn append_all(&self, appends: &[store::Append<'_>]) -> Result<()> {
-        let mut stripes: Vec<usize> = appends
-            .iter()
-            .map(|append| Stripes::index(append.id))
-            .collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let _writing: Vec<_> = stripes
-            .into_iter()
-            .map(|index| self.0.inner.stripes.stripe(index))
-            .collect();
-        self.0.inner.store.append_all(appends)
-    }
-
-    fn history(&self, id: &DelegationId) -> Result<Stream> {
-        self.settled_history(id)
-    }
-
-    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream>> + Send + '_> {
-        Box::new(self.0.inner.store.scan().map(|stream| match stream {
-            Ok(stream) if !in_step(&stream) => self.settled_history(&stream.id),
-            other => other,
-        }))
-    }
-
-    fn flush(&self) -> Result<()> {
-        self.0.inner.store.flush()
-    }
-
-    fn flush_crash_safe(&self) -> Result<()> {
-        self.0.inner.store.flush_crash_safe()
     }
 }

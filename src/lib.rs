@@ -55,4 +55,4 @@ pub use crate::error::{Error, Result};
 pub use crate::event::{
     ChainHash, DelegationId, Event, EventKind, FailureReason, Received, Record, Seq, Timestamp,
 };
-pub use crate::ledger::{Durability, Ledger, Options, Recorded};
+pub use crate::ledger::{Durability, Ledger, Migration, Options, Recorded, Settlement, migrate};

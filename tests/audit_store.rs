@@ -9,7 +9,9 @@ mod audit_support;
 use std::path::Path;
 use std::sync::Arc;
 
-use audit_support::{audited, clock, delivered, found, id, log, queued, raw};
+use audit_support::{
+    audited, clock, delivered, downgrade_to_v1, forge_head, found, id, log, queued, raw, raw_v1,
+};
 use delegation_log::audit::{self, AuditError, Kind};
 use delegation_log::store::{Faulty, Head, Memory, key};
 use delegation_log::{ChainHash, Durability, Event, Ledger, ManualClock, Options};
@@ -123,11 +125,14 @@ fn a_delegation_with_every_record_lost_is_caught_by_its_orphan_head() {
     );
 }
 
+/// Format 1 wrote a record, then its head: a head one behind, with the hash of
+/// the record before the last, is what a process killed between the two left.
 #[test]
-fn a_head_lagging_by_one_with_the_previous_hash_is_benign() {
+fn a_head_lagging_by_one_with_the_previous_hash_is_benign_in_format_1() {
     let dir = tempfile::tempdir().unwrap();
     store(dir.path());
-    raw(dir.path(), |records, heads| {
+    downgrade_to_v1(dir.path());
+    raw_v1(dir.path(), |records, heads| {
         let first = records.get(key::record(&id("a"), 1)).unwrap().unwrap();
         let hash = delegation_log::envelope::decode(&first)
             .unwrap()
@@ -136,27 +141,86 @@ fn a_head_lagging_by_one_with_the_previous_hash_is_benign() {
         heads
             .insert(
                 key::prefix(&id("a")),
-                Head { seq: 1, hash }.encode().to_vec(),
+                Head {
+                    seq: 1,
+                    summary: hash.0.to_vec(),
+                }
+                .encode(),
             )
             .unwrap();
     });
     assert!(audited(dir.path()).is_clean());
 }
 
+/// Format 2 writes a record and its head in one atomic write: a head one behind
+/// is damage, whose status would lie.
+#[test]
+fn a_head_lagging_by_one_is_a_broken_chain_in_format_2() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let lagging = ledger.store().history(&id("a")).unwrap();
+    drop(ledger);
+    let first = {
+        let mut fold = delegation_log::delegation::Fold::new(id("a"));
+        let record = delegation_log::envelope::decode(&lagging.entries[0].bytes).unwrap();
+        fold.apply(&record).unwrap();
+        Head {
+            seq: 1,
+            summary: delegation_log::envelope::head::encode(fold.delegation().unwrap()),
+        }
+    };
+    raw(dir.path(), |_, heads| {
+        heads.insert(key::head(&id("a")), first.encode()).unwrap();
+    });
+    let verdict = audited(dir.path());
+    assert_eq!(found(&verdict), [(2, Kind::BrokenChain)]);
+    assert!(
+        verdict.violations[0]
+            .message
+            .contains("the head disagrees with the history"),
+        "{}",
+        verdict.violations[0].message
+    );
+}
+
 #[test]
 fn a_head_with_a_wrong_hash_is_a_broken_chain() {
     let dir = tempfile::tempdir().unwrap();
     store(dir.path());
-    raw(dir.path(), |_, heads| {
-        let head = Head {
-            seq: 2,
-            hash: ChainHash([7; 32]),
-        };
-        heads
-            .insert(key::prefix(&id("a")), head.encode().to_vec())
-            .unwrap();
+    forge_head(dir.path(), &id("a"), |head| head.hash = ChainHash([7; 32]));
+    let verdict = audited(dir.path());
+    assert_eq!(found(&verdict), [(2, Kind::BrokenChain)]);
+    assert!(verdict.violations[0].message.contains("(hash)"));
+}
+
+/// A head whose summary lies about the outcome (the records say delivered, the
+/// head says failed) is named: `status`, which reads only the head, would lie.
+#[test]
+fn a_head_that_lies_about_the_outcome_is_a_broken_chain_and_history_reads_refuse_it() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    forge_head(dir.path(), &id("c"), |head| {
+        head.state = delegation_log::State::Failed;
+        head.outcome = Some(delegation_log::Outcome::Failed(delegation_log::Failed {
+            reason: delegation_log::FailureReason::Timeout,
+            detail: None,
+        }));
     });
-    assert_eq!(found(&audited(dir.path())), [(2, Kind::BrokenChain)]);
+    let verdict = audited(dir.path());
+    assert_eq!(found(&verdict), [(5, Kind::BrokenChain)]);
+    assert!(
+        verdict.violations[0]
+            .message
+            .starts_with("the head disagrees with the history (state, outcome)"),
+        "{}",
+        verdict.violations[0].message
+    );
+    let ledger = Ledger::open(dir.path()).unwrap();
+    assert!(matches!(
+        ledger.history(&id("c")),
+        Err(delegation_log::Error::Corrupt { .. })
+    ));
 }
 
 #[test]
@@ -329,18 +393,9 @@ fn a_resealed_record_with_a_forged_hash_reads_but_audit_and_export_name_the_brok
         let forged = ChainHash([7; 32]);
         record.hash = Some(forged);
         records.insert(key, envelope::encode(&record)).unwrap();
-        heads
-            .insert(
-                key::prefix(&id("c")),
-                Head {
-                    seq: 2,
-                    hash: forged,
-                }
-                .encode()
-                .to_vec(),
-            )
-            .unwrap();
+        let _ = heads;
     });
+    forge_head(dir.path(), &id("c"), |head| head.hash = ChainHash([7; 32]));
     let verdict = audited(dir.path());
     assert_eq!(found(&verdict), [(5, Kind::BrokenChain)]);
     let ledger = Ledger::open(dir.path()).unwrap();

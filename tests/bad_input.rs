@@ -34,7 +34,8 @@ use std::sync::Arc;
 
 use delegation_log::envelope::{self, DecodeError, HEADER_LEN};
 use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
-use delegation_log::store::{Expect, Head, Memory, Store};
+use delegation_log::delegation::Fold;
+use delegation_log::store::{Append, Expect, Memory, Store};
 use delegation_log::{
     ChainHash, DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, Record,
     Status, Timestamp,
@@ -183,19 +184,74 @@ fn read_through_ledger(
 ) -> delegation_log::Result<Status> {
     let store = Arc::new(Memory::new());
     let id = &history[0].delegation;
+    let mut fold = Fold::new(id.clone());
     for (index, record) in history.iter().enumerate() {
         let encoded = envelope::encode(record);
         let stored = if index + 1 == seq { bytes } else { &encoded };
-        let head = Head {
-            seq: record.seq,
-            hash: record.hash.unwrap(),
-        };
+        fold.apply(record).unwrap();
+        let head = envelope::head::encode(fold.delegation().unwrap());
         store
-            .append(id, Expect::after(index as u64), stored, head)
+            .append(&[Append {
+                id,
+                expect: Expect::after(index as u64),
+                record: stored,
+                head: &head,
+            }])
+            .unwrap();
+    }
+    let ledger = Ledger::with_store(store, Options::new().clock(ManualClock::default()));
+    // `status` reads the head alone; reading the delegation decodes every record
+    // and checks the head against them.
+    let delegation = ledger.delegation(id)?.expect("the delegation has records");
+    assert_eq!(ledger.status(id)?, delegation.status());
+    Ok(delegation.status())
+}
+
+/// What `status` reads when the delegation's head holds `bytes`.
+fn status_with_head(history: &[Record], bytes: &[u8]) -> delegation_log::Result<Status> {
+    let store = Arc::new(Memory::new());
+    let id = &history[0].delegation;
+    for (index, record) in history.iter().enumerate() {
+        store
+            .append(&[Append {
+                id,
+                expect: Expect::after(index as u64),
+                record: &envelope::encode(record),
+                head: bytes,
+            }])
             .unwrap();
     }
     let ledger = Ledger::with_store(store, Options::new().clock(ManualClock::default()));
     ledger.status(id)
+}
+
+#[test]
+fn every_single_bit_flip_and_truncation_of_every_head_is_a_typed_error_from_status() {
+    let mut checked = 0;
+    for history in histories() {
+        let mut fold = Fold::new(history[0].delegation.clone());
+        for record in &history {
+            fold.apply(record).unwrap();
+        }
+        let head = envelope::head::encode(fold.delegation().unwrap());
+        assert_eq!(
+            status_with_head(&history, &head).unwrap(),
+            fold.delegation().unwrap().status()
+        );
+        for bit in 0..head.len() * 8 {
+            let mut flipped = head.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            let what = format!("head bit {bit} of {}", history[0].delegation);
+            assert_damage_is_reported(status_with_head(&history, &flipped), &what);
+            checked += 1;
+        }
+        for len in 0..head.len() {
+            let what = format!("head cut to {len} bytes of {}", history[0].delegation);
+            assert_damage_is_reported(status_with_head(&history, &head[..len]), &what);
+            checked += 1;
+        }
+    }
+    println!("{checked} damaged heads, each a typed error from status");
 }
 
 fn assert_damage_is_reported(result: delegation_log::Result<Status>, what: &str) {
@@ -346,19 +402,24 @@ fn assert_decode_round_trips_or_errs(bytes: &[u8]) {
     }
 }
 
-/// Feeds `bytes` to the ledger as the only record of a delegation.
+/// Feeds `bytes` to the ledger as the only record of a delegation, and as its
+/// head's summary.
 fn read_alone(bytes: &[u8]) {
     let store = Arc::new(Memory::new());
     let id: DelegationId = "q".parse().unwrap();
-    let head = Head {
-        seq: 1,
-        hash: ChainHash::GENESIS,
-    };
-    store.append(&id, Expect::Empty, bytes, head).unwrap();
+    store
+        .append(&[Append {
+            id: &id,
+            expect: Expect::Empty,
+            record: bytes,
+            head: bytes,
+        }])
+        .unwrap();
     let ledger = Ledger::with_store(store, Options::new());
     let _ = ledger.status(&id);
     let _ = ledger.history(&id);
     let _ = ledger.replay().count();
+    let _ = ledger.record(&id, Event::delivered(None).unwrap());
 }
 
 proptest! {

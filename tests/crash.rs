@@ -12,6 +12,9 @@
 //! - every acknowledged event is present, exactly as attempted;
 //! - every delegation's seqs run from 1 without gaps;
 //! - replay is legal: no delegation reads as damaged;
+//! - every delegation's head (what `status` reads, alone) says what its history
+//!   says: the record and its head are one atomic write, so no kill falls
+//!   between them;
 //! - no phantom events: every stored event is one a child attempted (its planned
 //!   event, or recovery's `interrupted` for a delegation an earlier child left
 //!   queued);
@@ -330,6 +333,13 @@ fn snapshot(ledger: &Ledger) -> BTreeMap<DelegationId, Vec<Record>> {
             .history(&delegation.id)
             .unwrap_or_else(|e| panic!("history of {}: {e}", delegation.id));
         assert_eq!(history.len() as Seq, delegation.seq);
+        // The record and its head are one atomic write: no kill falls between
+        // them, so the head (what `status` reads, alone) says what the history
+        // says.
+        let status = ledger
+            .status(&delegation.id)
+            .unwrap_or_else(|e| panic!("status of {}: {e}", delegation.id));
+        assert_eq!(status, delegation.status(), "the head disagrees after a kill");
         state.insert(delegation.id, history);
     }
     state

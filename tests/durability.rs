@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use delegation_log::store::{Expect, Fault, Faulty, Head, Memory, Store, Stream};
+use delegation_log::store::{Append, AppendError, Fault, Faulty, Head, Memory, Store, Stream};
 use delegation_log::{
     DelegationId, Durability, Error, Event, Ledger, ManualClock, Options, StatusKind,
 };
@@ -128,21 +128,20 @@ struct SlowFlush {
     flushes: AtomicUsize,
 }
 
-impl Store for SlowFlush {
-    fn append(
-        &self,
-        id: &DelegationId,
-        expect: Expect,
-        record: &[u8],
-        head: Head,
-    ) -> delegation_log::Result<()> {
-        self.inner.append(id, expect, record, head)
+impl SlowFlush {
+    fn slow_flush(&self) -> delegation_log::Result<()> {
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(5));
+        Ok(())
     }
-    fn append_all(
-        &self,
-        appends: &[delegation_log::store::Append<'_>],
-    ) -> delegation_log::Result<()> {
-        self.inner.append_all(appends)
+}
+
+impl Store for SlowFlush {
+    fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
+        self.inner.append(appends)
+    }
+    fn head(&self, id: &DelegationId) -> delegation_log::Result<Option<Head>> {
+        self.inner.head(id)
     }
     fn history(&self, id: &DelegationId) -> delegation_log::Result<Stream> {
         self.inner.history(id)
@@ -151,9 +150,14 @@ impl Store for SlowFlush {
         self.inner.scan()
     }
     fn flush(&self) -> delegation_log::Result<()> {
-        self.flushes.fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(5));
-        Ok(())
+        self.slow_flush()
+    }
+    fn flush_crash_safe(&self) -> delegation_log::Result<()> {
+        // As the trait's default: never weaker than a full flush, and as slow.
+        self.slow_flush()
+    }
+    fn format(&self) -> u8 {
+        self.inner.format()
     }
 }
 
@@ -229,4 +233,31 @@ fn durable_acknowledgements_wait_for_a_sync_of_the_data_file_and_share_it() {
         ledger.flush().unwrap();
         assert_eq!(store.syncs(), 1, "{name}: Ledger::flush did not sync");
     }
+}
+
+/// The store's half of the promise above, without a ledger: on sled,
+/// `Store::flush` syncs the data file to the device once per call, and
+/// `flush_crash_safe` never does; appends alone never sync.
+#[test]
+fn a_sled_flush_syncs_the_data_file_and_a_crash_safe_flush_does_not() {
+    use delegation_log::store::{Expect, Sled};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Sled::open(dir.path().join("log")).unwrap();
+    for n in 0..10 {
+        store
+            .append(&[Append {
+                id: &id(n),
+                expect: Expect::Empty,
+                record: b"r",
+                head: b"h",
+            }])
+            .unwrap();
+    }
+    assert_eq!(store.syncs(), 0, "an append synced");
+    store.flush_crash_safe().unwrap();
+    assert_eq!(store.syncs(), 0, "a crash-safe flush synced");
+    store.flush().unwrap();
+    assert_eq!(store.syncs(), 1);
+    store.flush().unwrap();
+    assert_eq!(store.syncs(), 2);
 }

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use delegation_log::envelope;
-use delegation_log::store::{Expect, Fault, Faulty, Head, Memory, Store};
-use delegation_log::{ChainHash, Error, Event, FailureReason, Ledger, ManualClock, Options};
+use delegation_log::store::{Append, Expect, Fault, Faulty, Memory, Store};
+use delegation_log::{Error, Event, FailureReason, Ledger, ManualClock, Options};
 
 #[test]
 fn error_messages_say_what_happened_and_where() {
@@ -38,32 +38,28 @@ fn error_messages_say_what_happened_and_where() {
     // Damage: a record whose checksum is wrong, and one of an unknown version.
     let bad = "bad".parse().unwrap();
     store
-        .append(
-            &bad,
-            Expect::Empty,
-            b"\x01\x00\x00\x00\x00garbage",
-            Head {
-                seq: 1,
-                hash: ChainHash::GENESIS,
-            },
-        )
+        .append(&[Append {
+            id: &bad,
+            expect: Expect::Empty,
+            record: b"\x01\x00\x00\x00\x00garbage",
+            head: b"\x02\x00\x00\x00\x00not a head",
+        }])
         .unwrap();
+    messages.push(ledger.history(&bad).unwrap_err());
+    // A head that does not decode: `status` reads only the head.
     messages.push(ledger.status(&bad).unwrap_err());
     let newer = "newer".parse().unwrap();
     let mut bytes = envelope::encode(&ledger.history(&id).unwrap()[0]);
     bytes[0] = 9;
     store
-        .append(
-            &newer,
-            Expect::Empty,
-            &bytes,
-            Head {
-                seq: 1,
-                hash: ChainHash::GENESIS,
-            },
-        )
+        .append(&[Append {
+            id: &newer,
+            expect: Expect::Empty,
+            record: &bytes,
+            head: b"",
+        }])
         .unwrap();
-    messages.push(ledger.status(&newer).unwrap_err());
+    messages.push(ledger.history(&newer).unwrap_err());
 
     let faulty = Arc::new(Faulty::seeded(1));
     let poisoned = Ledger::with_store(faulty.clone(), Options::new().clock(ManualClock::default()));

@@ -8,31 +8,35 @@
 
 use std::collections::BTreeSet;
 
-use delegation_log::store::{Expect, Faulty, Head, Store};
-use delegation_log::{ChainHash, DelegationId};
+use delegation_log::DelegationId;
+use delegation_log::store::{Append, AppendError, Expect, Faulty, Store};
 
 fn id(n: usize) -> DelegationId {
     format!("d-{n}").parse().unwrap()
 }
 
-fn head() -> Head {
-    Head {
-        seq: 1,
-        hash: ChainHash::GENESIS,
-    }
+/// Appends `record` as the first record of `id`, with a head summary.
+fn first(store: &Faulty, id: &DelegationId, record: &[u8]) -> Result<(), AppendError> {
+    store.append(&[Append {
+        id,
+        expect: Expect::Empty,
+        record,
+        head: b"head of seq 1",
+    }])
 }
 
 /// Appends one 200-byte record, tears it in a crash, and returns the length it
 /// was cut to.
 fn torn_length(seed: u64) -> usize {
     let store = Faulty::seeded(seed);
-    store
-        .append(&id(0), Expect::Empty, &[7u8; 200], head())
-        .unwrap();
+    first(&store, &id(0), &[7u8; 200]).unwrap();
     assert!(store.crash_tearing());
-    let entries = store.history(&id(0)).unwrap().entries;
-    assert_eq!(entries.len(), 1);
-    entries[0].bytes.len()
+    let stream = store.history(&id(0)).unwrap();
+    assert_eq!(stream.entries.len(), 1);
+    // Torn: the record reached the disk without its head.
+    assert_eq!(stream.head, None);
+    assert_eq!(store.head(&id(0)).unwrap(), None);
+    stream.entries[0].bytes.len()
 }
 
 /// Which of `n` appends and flushes fail at these rates.
@@ -40,7 +44,7 @@ fn failures(seed: u64, write: u16, flush: u16, n: usize) -> Vec<(bool, bool)> {
     let store = Faulty::seeded(seed).with_rates(write, flush);
     (0..n)
         .map(|i| {
-            let wrote = store.append(&id(i), Expect::Empty, b"r", head()).is_err();
+            let wrote = first(&store, &id(i), b"r").is_err();
             (wrote, store.flush().is_err())
         })
         .collect()
@@ -111,3 +115,54 @@ fn a_seed_replays_the_same_random_faults_across_versions() {
 }
 
 const GOLDEN_FAILED_WRITES: [usize; 8] = [382, 759, 1069, 2297, 2322, 2835, 3570, 3599];
+
+/// One-shot faults, at the store's level: a failed write writes nothing (not even
+/// part of a group) and leaves nothing pending; a failed flush makes nothing
+/// durable, though its appends stay visible until the crash.
+#[test]
+fn injected_faults_write_nothing_and_make_nothing_durable() {
+    use delegation_log::Error;
+    use delegation_log::store::Fault;
+
+    let store = Faulty::seeded(1);
+    store.inject(Fault::FailWrite);
+    let (a, b) = (id(1), id(2));
+    let group = [
+        Append {
+            id: &a,
+            expect: Expect::Empty,
+            record: b"a1",
+            head: b"a",
+        },
+        Append {
+            id: &b,
+            expect: Expect::Empty,
+            record: b"b1",
+            head: b"b",
+        },
+    ];
+    match store.append(&group) {
+        Err(AppendError::Store(Error::Io(e))) => {
+            assert!(e.to_string().contains("injected write failure"), "{e}");
+        }
+        other => panic!("expected an injected I/O error, got {other:?}"),
+    }
+    assert_eq!(store.pending(), 0);
+    assert!(store.history(&a).unwrap().entries.is_empty());
+    assert_eq!(store.head(&b).unwrap(), None);
+
+    // The fault was one-shot: the same group now lands, as one pending write.
+    store.append(&group).unwrap();
+    assert_eq!(store.pending(), 2);
+    store.inject(Fault::FailFlush);
+    assert!(matches!(store.flush(), Err(Error::Io(_))));
+    assert_eq!(
+        store.pending(),
+        0,
+        "a failed flush keeps its appends pending"
+    );
+    assert_eq!(store.history(&a).unwrap().entries.len(), 1);
+    store.crash();
+    assert!(store.history(&a).unwrap().entries.is_empty());
+    assert_eq!(store.head(&b).unwrap(), None);
+}

@@ -12,7 +12,9 @@ mod audit_support;
 use std::io::{self, Read};
 use std::path::Path;
 
-use audit_support::{audited, clock, delivered, failed, found, id, log, queued, raw, verify};
+use audit_support::{
+    audited, clock, delivered, downgrade_to_v1, failed, found, id, log, queued, raw, raw_v1, verify,
+};
 use delegation_log::audit::{self, AuditError, Kind, Options};
 use delegation_log::lifecycle::State;
 use delegation_log::store::{Head, key};
@@ -312,6 +314,8 @@ fn a_store_audit_reports_progress_once_at_the_end_when_small() {
     assert_eq!(seen, [3]);
 }
 
+/// Format 1's benign lag is one record, on the record before the last: not a
+/// head two behind.
 #[test]
 fn a_head_over_a_record_moved_past_a_gap_is_a_broken_chain_not_a_benign_lag() {
     // `a` keeps record 1 and the head written with it, and its record 2 now sits
@@ -319,12 +323,13 @@ fn a_head_over_a_record_moved_past_a_gap_is_a_broken_chain_not_a_benign_lag() {
     // before the last.
     let dir = tempfile::tempdir().unwrap();
     store(dir.path());
-    raw(dir.path(), |records, heads| {
+    downgrade_to_v1(dir.path());
+    raw_v1(dir.path(), |records, heads| {
         let second = records.remove(key::record(&id("a"), 2)).unwrap().unwrap();
         records.insert(key::record(&id("a"), 3), second).unwrap();
         let head = Head {
             seq: 1,
-            hash: hash_of(records, 1),
+            summary: hash_of(records, 1).0.to_vec(),
         };
         heads
             .insert(key::prefix(&id("a")), head.encode().to_vec())
@@ -345,13 +350,14 @@ fn a_head_over_a_record_moved_past_a_gap_is_a_broken_chain_not_a_benign_lag() {
 }
 
 #[test]
-fn a_head_one_behind_with_the_wrong_hash_is_a_broken_chain() {
+fn a_head_one_behind_with_the_wrong_hash_is_a_broken_chain_in_format_1() {
     let dir = tempfile::tempdir().unwrap();
     store(dir.path());
-    raw(dir.path(), |records, heads| {
+    downgrade_to_v1(dir.path());
+    raw_v1(dir.path(), |records, heads| {
         let head = Head {
             seq: 1,
-            hash: hash_of(records, 2),
+            summary: hash_of(records, 2).0.to_vec(),
         };
         heads
             .insert(key::prefix(&id("a")), head.encode().to_vec())
@@ -366,7 +372,7 @@ fn a_lone_record_past_seq_one_without_a_head_is_a_broken_chain() {
     store(dir.path());
     raw(dir.path(), |records, heads| {
         records.remove(key::record(&id("a"), 1)).unwrap();
-        heads.remove(key::prefix(&id("a"))).unwrap();
+        heads.remove(key::head(&id("a"))).unwrap();
     });
     let verdict = audited(dir.path());
     // The removed record is also one fewer than the store's acknowledged count,
@@ -386,34 +392,47 @@ fn a_lone_record_past_seq_one_without_a_head_is_a_broken_chain() {
     );
 }
 
+/// Format 1 wrote a record before its head, so a first record alone without a
+/// head is what a process killed between the two left.
 #[test]
-fn a_lone_first_record_without_a_head_is_benign() {
+fn a_lone_first_record_without_a_head_is_benign_in_format_1() {
     let dir = tempfile::tempdir().unwrap();
     store(dir.path());
-    raw(dir.path(), |_, heads| {
+    downgrade_to_v1(dir.path());
+    raw_v1(dir.path(), |_, heads| {
         heads.remove(key::prefix(&id("b"))).unwrap();
     });
     assert!(audited(dir.path()).is_clean());
+}
+
+/// Format 2 writes each record with its head, so a record without one is
+/// damage: `status`, which reads only the head, would say `not_found`.
+#[test]
+fn a_lone_first_record_without_a_head_is_a_broken_chain_in_format_2() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |_, heads| {
+        heads.remove(key::head(&id("b"))).unwrap();
+    });
+    let verdict = audited(dir.path());
+    assert_eq!(found(&verdict), [(3, Kind::BrokenChain)]);
+    assert!(
+        verdict.violations[0]
+            .message
+            .contains("no head, but the records reach seq 1")
+    );
 }
 
 #[test]
 fn a_head_ahead_of_the_records_names_the_lost_seqs() {
     let dir = tempfile::tempdir().unwrap();
     store(dir.path());
-    raw(dir.path(), |records, heads| {
-        let hash = hash_of(records, 2);
-        heads
-            .insert(
-                key::prefix(&id("a")),
-                Head { seq: 4, hash }.encode().to_vec(),
-            )
-            .unwrap();
-        heads
-            .insert(
-                key::prefix(&id("b")),
-                Head { seq: 2, hash }.encode().to_vec(),
-            )
-            .unwrap();
+    raw(dir.path(), |_, heads| {
+        for (name, seq) in [("a", 4), ("b", 2)] {
+            let mut head = Head::decode(&heads.get(key::head(&id(name))).unwrap().unwrap()).unwrap();
+            head.seq = seq;
+            heads.insert(key::head(&id(name)), head.encode()).unwrap();
+        }
     });
     let verdict = audited(dir.path());
     let messages: Vec<(u64, Kind, &str)> = verdict

@@ -1,14 +1,25 @@
 //! Guards the store's small building blocks and sled's edge paths that the
 //! conformance suite leaves implicit, each test written to kill mutants that
 //! cargo-mutants found surviving: the `Expect` arithmetic and wording, the head
-//! encoding, the exact key layout (length prefix, id, big-endian seq) and its parse
-//! errors at the boundaries, and sled's handling of format markers, heads that
-//! must never go backwards, and damage it reads back.
+//! encoding (big-endian seq, then the ledger's opaque summary), the exact key
+//! layout (length prefix, id, big-endian seq, the head at seq 0) and its parse
+//! errors at the boundaries, and sled's handling of format markers, the damage it
+//! reads back, and stores of format 1.
+//!
+//! Format 2 ("ledger v2") keeps each head beside its records in the one tree
+//! `log`, under `key::head(id)` (the prefix and seq 0), written in the same batch
+//! as its record. Format 1's "heads never go backwards" (a head raised after its
+//! record with max-logic, never lowered or replaced by an equal seq) is gone with
+//! that write; `a_head_and_its_record_are_written_together_under_the_format_2_keys`
+//! stands in its place: the head stored is exactly the last append's, under its
+//! key, with nothing else written. The tests of format 1's two trees (a heads
+//! tree merged into the scan) now run against a store of format 1, which sled
+//! still reads; each has a format 2 twin.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+use delegation_log::DelegationId;
 use delegation_log::event::MAX_ID_LEN;
 use delegation_log::store::{Expect, Head, key};
-use delegation_log::{ChainHash, DelegationId};
 
 fn id(text: &str) -> DelegationId {
     text.parse().unwrap()
@@ -30,41 +41,68 @@ fn an_expectation_after_seq_zero_is_empty_and_after_any_other_is_that_seq() {
 }
 
 #[test]
+fn an_expectation_names_the_head_seq_it_expects() {
+    assert_eq!(Expect::Empty.seq(), None);
+    assert_eq!(Expect::At(1).seq(), Some(1));
+    assert_eq!(Expect::At(9).seq(), Some(9));
+}
+
+#[test]
 fn an_expectation_reads_as_words() {
     assert_eq!(Expect::Empty.to_string(), "no records");
     assert_eq!(Expect::At(3).to_string(), "head at seq 3");
 }
 
 #[test]
-fn a_head_encodes_as_big_endian_seq_then_hash_and_decodes_back() {
-    let mut hash = [0u8; 32];
-    for (i, byte) in hash.iter_mut().enumerate() {
-        *byte = u8::try_from(i).unwrap() + 1;
-    }
+fn a_head_encodes_as_big_endian_seq_then_its_summary_and_decodes_back() {
+    let summary: Vec<u8> = (1..=45u8).collect();
     let head = Head {
         seq: 0x0102_0304_0506_0708,
-        hash: ChainHash(hash),
+        summary: summary.clone(),
     };
     let encoded = head.encode();
-    assert_eq!(encoded.len(), Head::LEN);
+    assert_eq!(encoded.len(), 8 + summary.len());
     assert_eq!(&encoded[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
-    assert_eq!(&encoded[8..], &hash);
+    assert_eq!(&encoded[8..], &summary[..]);
     assert_eq!(Head::decode(&encoded), Some(head));
+
+    let empty = Head {
+        seq: 3,
+        summary: Vec::new(),
+    };
+    assert_eq!(empty.encode(), 3u64.to_be_bytes().to_vec());
+    assert_eq!(Head::decode(&empty.encode()), Some(empty));
 }
 
+/// Format 1's heads had one length (seq and a 32-byte hash); format 2's summary
+/// is opaque, so only a head too short for its seq fails to decode (format 1's
+/// length check lives on in its reader: see
+/// `a_head_of_the_wrong_length_is_corruption_in_a_format_1_store`).
 #[test]
-fn a_head_of_the_wrong_length_does_not_decode() {
+fn a_head_shorter_than_its_seq_does_not_decode() {
     let encoded = Head {
         seq: 9,
-        hash: ChainHash([7; 32]),
+        summary: vec![7; 32],
     }
     .encode();
     assert_eq!(Head::decode(&[]), None);
     assert_eq!(Head::decode(&encoded[..7]), None);
-    assert_eq!(Head::decode(&encoded[..Head::LEN - 1]), None);
-    let mut long = encoded.to_vec();
+    assert_eq!(
+        Head::decode(&encoded[..8]),
+        Some(Head {
+            seq: 9,
+            summary: Vec::new()
+        })
+    );
+    let mut long = encoded.clone();
     long.push(0);
-    assert_eq!(Head::decode(&long), None);
+    assert_eq!(
+        Head::decode(&long),
+        Some(Head {
+            seq: 9,
+            summary: long[8..].to_vec()
+        })
+    );
 }
 
 #[test]
@@ -81,6 +119,17 @@ fn a_key_is_the_length_prefix_the_id_then_the_big_endian_seq() {
         &u16::try_from(long.len()).unwrap().to_be_bytes()
     );
     assert_eq!(prefix.len(), 2 + long.len());
+}
+
+#[test]
+fn a_head_key_is_the_prefix_and_seq_zero_before_every_record() {
+    assert_eq!(
+        key::head(&id("ab")),
+        vec![0, 2, b'a', b'b', 0, 0, 0, 0, 0, 0, 0, 0]
+    );
+    assert_eq!(key::head(&id("ab")), key::record(&id("ab"), 0));
+    assert!(key::head(&id("ab")) < key::record(&id("ab"), 1));
+    assert_eq!(key::parse(&key::head(&id("ab"))), Ok((id("ab"), 0)));
 }
 
 #[test]
@@ -140,17 +189,46 @@ fn a_key_prints_as_lowercase_hex() {
 mod sled_store {
     use std::path::Path;
 
-    use delegation_log::ChainHash;
-    use delegation_log::Error;
-    use delegation_log::store::{Expect, Head, Sled, Store, Stream, key};
+    use delegation_log::store::{Append, AppendError, Expect, Head, Sled, Store, Stream, key};
+    use delegation_log::{DelegationId, Error};
 
     use super::id;
+
+    /// The summary written with seq `seq`, its bytes `fill`.
+    fn summary(seq: u64, fill: u8) -> Vec<u8> {
+        vec![fill; 3 + seq as usize]
+    }
 
     fn head(seq: u64, fill: u8) -> Head {
         Head {
             seq,
-            hash: ChainHash([fill; 32]),
+            summary: summary(seq, fill),
         }
+    }
+
+    /// A format 1 head: the seq and a 32-byte chain hash.
+    fn legacy_head(seq: u64, fill: u8) -> Head {
+        Head {
+            seq,
+            summary: vec![fill; 32],
+        }
+    }
+
+    /// One append whose head is `head(expect.next(), fill)`.
+    fn one(
+        store: &Sled,
+        id: &DelegationId,
+        expect: Expect,
+        record: &[u8],
+        fill: u8,
+    ) -> Result<(), AppendError> {
+        let summary = summary(expect.next(), fill);
+        store.append(&[Append {
+            id,
+            expect,
+            record,
+            head: &summary,
+        }])
     }
 
     /// Writes straight into sled's trees, as damage or an older crate would.
@@ -160,11 +238,63 @@ mod sled_store {
         db.flush().unwrap();
     }
 
+    /// Writes a store of format 1, as the crate before ledger v2 did: records in
+    /// `records` under `key::record`, heads in `heads` under `key::prefix`, each
+    /// a seq and a 32-byte hash; `(id, records, head seq)`, the head filled with
+    /// the head's seq.
+    fn legacy(path: &Path, streams: &[(&str, u64, Option<u64>)]) {
+        raw(path, |db| {
+            db.open_tree("meta")
+                .unwrap()
+                .insert("format", &[1u8][..])
+                .unwrap();
+            let records = db.open_tree("records").unwrap();
+            let heads = db.open_tree("heads").unwrap();
+            for &(name, count, head) in streams {
+                for seq in 1..=count {
+                    records
+                        .insert(key::record(&id(name), seq), name.as_bytes())
+                        .unwrap();
+                }
+                if let Some(seq) = head {
+                    heads
+                        .insert(key::prefix(&id(name)), legacy_head(seq, seq as u8).encode())
+                        .unwrap();
+                }
+            }
+        });
+    }
+
     fn scanned(store: &Sled) -> Vec<Result<Stream, String>> {
         store
             .scan()
             .map(|item| item.map_err(|e| e.to_string()))
             .collect()
+    }
+
+    /// Each stream of a scan as (id, seqs of its records, seq of its head).
+    fn summarised(store: &Sled) -> Vec<(String, Vec<u64>, Option<u64>)> {
+        store
+            .scan()
+            .map(|stream| {
+                let stream = stream.unwrap();
+                (
+                    stream.id.to_string(),
+                    stream.entries.iter().map(|e| e.seq).collect(),
+                    stream.head.map(|h| h.seq),
+                )
+            })
+            .collect()
+    }
+
+    fn tree_names(db: &sled::Db) -> Vec<String> {
+        let mut names: Vec<String> = db
+            .tree_names()
+            .iter()
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .collect();
+        names.sort();
+        names
     }
 
     #[test]
@@ -175,8 +305,14 @@ mod sled_store {
         let a = id("a");
         for seq in 1..=50u64 {
             let expect = Expect::after(seq - 1);
+            let summary = summary(seq, 1);
             store
-                .append(&a, expect, &vec![7u8; 4096], head(seq, 1))
+                .append(&[Append {
+                    id: &a,
+                    expect,
+                    record: &[7u8; 4096],
+                    head: &summary,
+                }])
                 .unwrap();
         }
         store.flush().unwrap();
@@ -191,30 +327,59 @@ mod sled_store {
         assert_eq!(Sled::SCAN_CACHE_BYTES, 4_194_304);
     }
 
+    /// Format 2 is current; format 1, the one before it, opens (read only); a
+    /// newer one is refused.
     #[test]
     fn a_store_marked_with_an_older_format_opens_and_a_newer_one_is_refused() {
-        let older = tempfile::tempdir().unwrap();
-        raw(older.path(), |db| {
-            db.open_tree("meta")
-                .unwrap()
-                .insert("format", &[0u8][..])
-                .unwrap();
-        });
-        Sled::open(older.path()).unwrap();
-
-        let newer = tempfile::tempdir().unwrap();
-        raw(newer.path(), |db| {
+        assert_eq!(delegation_log::store::sled::FORMAT, 2);
+        let current = tempfile::tempdir().unwrap();
+        raw(current.path(), |db| {
             db.open_tree("meta")
                 .unwrap()
                 .insert("format", &[2u8][..])
                 .unwrap();
         });
+        assert_eq!(Sled::open(current.path()).unwrap().format(), 2);
+
+        let older = tempfile::tempdir().unwrap();
+        raw(older.path(), |db| {
+            db.open_tree("meta")
+                .unwrap()
+                .insert("format", &[1u8][..])
+                .unwrap();
+        });
+        assert_eq!(Sled::open(older.path()).unwrap().format(), 1);
+
+        let newer = tempfile::tempdir().unwrap();
+        raw(newer.path(), |db| {
+            db.open_tree("meta")
+                .unwrap()
+                .insert("format", &[3u8][..])
+                .unwrap();
+        });
         match Sled::open(newer.path()) {
             Err(Error::UnknownVersion { key, found }) => {
-                assert_eq!((key.as_str(), found), ("meta/format", 2));
+                assert_eq!((key.as_str(), found), ("meta/format", 3));
             }
             other => panic!("expected UnknownVersion, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_new_store_is_marked_with_format_2_and_keeps_one_tree_of_records() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Sled::open(dir.path()).unwrap();
+            assert_eq!(store.format(), 2);
+            one(&store, &id("a"), Expect::Empty, b"r", 1).unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let format = db.open_tree("meta").unwrap().get("format").unwrap();
+        assert_eq!(format.as_deref(), Some(&[2u8][..]));
+        let names = tree_names(&db);
+        assert!(names.contains(&"log".to_owned()), "{names:?}");
+        assert!(!names.contains(&"records".to_owned()), "{names:?}");
+        assert!(!names.contains(&"heads".to_owned()), "{names:?}");
     }
 
     #[test]
@@ -251,11 +416,11 @@ mod sled_store {
         let dir = tempfile::tempdir().unwrap();
         let store = Sled::open(dir.path()).unwrap();
         let a = id("a");
-        store.append(&a, Expect::Empty, b"one", head(1, 1)).unwrap();
-        store.append(&a, Expect::At(1), b"two", head(2, 2)).unwrap();
+        one(&store, &a, Expect::Empty, b"one", 1).unwrap();
+        one(&store, &a, Expect::At(1), b"two", 2).unwrap();
         for stale in [Expect::Empty, Expect::At(1), Expect::At(5)] {
-            match store.append(&a, stale, b"x", head(9, 9)) {
-                Err(Error::Conflict {
+            match one(&store, &a, stale, b"x", 9) {
+                Err(AppendError::Conflict {
                     id,
                     expected,
                     actual,
@@ -265,39 +430,128 @@ mod sled_store {
                 other => panic!("expected a conflict for {stale}, got {other:?}"),
             }
         }
-        match store.append(&id("b"), Expect::At(3), b"x", head(4, 4)) {
-            Err(Error::Conflict { actual, .. }) => assert_eq!(actual, None),
+        match one(&store, &id("b"), Expect::At(3), b"x", 4) {
+            Err(AppendError::Conflict { actual, .. }) => assert_eq!(actual, None),
             other => panic!("expected a conflict, got {other:?}"),
         }
+        assert_eq!(store.head(&a).unwrap(), Some(head(2, 2)));
     }
 
+    /// The stand-in for format 1's "an append never lowers or replaces an equal
+    /// head": each append writes its record under `key::record` and replaces the
+    /// head under `key::head` with exactly its own (seq `expect.next()`, its
+    /// summary, even a shorter one), in the one tree `log`, and nothing else.
     #[test]
-    fn an_append_never_lowers_or_replaces_an_equal_head() {
+    fn a_head_and_its_record_are_written_together_under_the_format_2_keys() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Sled::open(dir.path()).unwrap();
         let a = id("a");
-        store.append(&a, Expect::Empty, b"one", head(5, 1)).unwrap();
-        store.append(&a, Expect::At(1), b"two", head(5, 2)).unwrap();
-        assert_eq!(store.history(&a).unwrap().head, Some(head(5, 1)));
-        store
-            .append(&a, Expect::At(2), b"three", head(3, 3))
-            .unwrap();
-        assert_eq!(store.history(&a).unwrap().head, Some(head(5, 1)));
-        store
-            .append(&a, Expect::At(3), b"four", head(6, 4))
-            .unwrap();
-        assert_eq!(store.history(&a).unwrap().head, Some(head(6, 4)));
+        {
+            let store = Sled::open(dir.path()).unwrap();
+            one(&store, &a, Expect::Empty, b"one", 1).unwrap();
+            assert_eq!(store.head(&a).unwrap(), Some(head(1, 1)));
+            // A shorter summary replaces a longer one.
+            store
+                .append(&[Append {
+                    id: &a,
+                    expect: Expect::At(1),
+                    record: b"two",
+                    head: b"s",
+                }])
+                .unwrap();
+            assert_eq!(
+                store.head(&a).unwrap(),
+                Some(Head {
+                    seq: 2,
+                    summary: b"s".to_vec()
+                })
+            );
+            one(&store, &a, Expect::At(2), b"three", 3).unwrap();
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let log: Vec<(Vec<u8>, Vec<u8>)> = db
+            .open_tree("log")
+            .unwrap()
+            .iter()
+            .map(|item| {
+                let (k, v) = item.unwrap();
+                (k.to_vec(), v.to_vec())
+            })
+            .collect();
+        let mut head_value = 3u64.to_be_bytes().to_vec();
+        head_value.extend_from_slice(&summary(3, 3));
+        assert_eq!(
+            log,
+            vec![
+                (key::head(&a), head_value),
+                (key::record(&a, 1), b"one".to_vec()),
+                (key::record(&a, 2), b"two".to_vec()),
+                (key::record(&a, 3), b"three".to_vec()),
+            ]
+        );
+    }
+
+    /// A record already under the key the head says is free (here a raw write) is
+    /// damage: the append is `Store(Corrupt)` naming the delegation and seq, and
+    /// writes nothing.
+    #[test]
+    fn an_append_into_a_taken_record_key_is_corruption_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = id("a");
+        {
+            let store = Sled::open(dir.path()).unwrap();
+            one(&store, &a, Expect::Empty, b"one", 1).unwrap();
+        }
+        raw(dir.path(), |db| {
+            db.open_tree("log")
+                .unwrap()
+                .insert(key::record(&a, 2), &b"stray"[..])
+                .unwrap();
+        });
+        let store = Sled::open(dir.path()).unwrap();
+        match one(&store, &a, Expect::At(1), b"two", 2) {
+            Err(AppendError::Store(Error::Corrupt { key, reason })) => {
+                assert_eq!(key, "delegation `a` seq 2");
+                assert!(reason.contains("beyond the head"), "{reason}");
+            }
+            other => panic!("expected Store(Corrupt), got {other:?}"),
+        }
+        let stream = store.history(&a).unwrap();
+        assert_eq!(stream.entries[1].bytes, b"stray");
+        assert_eq!(stream.head, Some(head(1, 1)));
     }
 
     #[test]
-    fn a_head_of_the_wrong_length_is_corruption_in_history_and_scan() {
+    fn a_head_of_the_wrong_length_is_corruption_in_head_history_and_scan() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Sled::open(dir.path()).unwrap();
-            store
-                .append(&id("a"), Expect::Empty, b"r", head(1, 1))
-                .unwrap();
+            for name in ["a", "b"] {
+                one(&store, &id(name), Expect::Empty, b"r", 1).unwrap();
+            }
         }
+        raw(dir.path(), |db| {
+            db.open_tree("log")
+                .unwrap()
+                .insert(key::head(&id("a")), &[1u8, 2, 3][..])
+                .unwrap();
+        });
+        let store = Sled::open(dir.path()).unwrap();
+        let err = store.head(&id("a")).unwrap_err().to_string();
+        assert!(err.contains("3 bytes, too short for its seq"), "{err}");
+        let err = store.history(&id("a")).unwrap_err().to_string();
+        assert!(err.contains("3 bytes, too short for its seq"), "{err}");
+        // One error for the damaged delegation, then the scan goes on.
+        let scan = scanned(&store);
+        assert_eq!(scan.len(), 2, "{scan:?}");
+        let err = scan[0].as_ref().unwrap_err();
+        assert!(err.contains("3 bytes, too short for its seq"), "{err}");
+        assert_eq!(scan[1].as_ref().unwrap().head, Some(head(1, 1)));
+    }
+
+    #[test]
+    fn a_head_of_the_wrong_length_is_corruption_in_a_format_1_store() {
+        let dir = tempfile::tempdir().unwrap();
+        legacy(dir.path(), &[("a", 1, Some(1))]);
         raw(dir.path(), |db| {
             db.open_tree("heads")
                 .unwrap()
@@ -305,7 +559,10 @@ mod sled_store {
                 .unwrap();
         });
         let store = Sled::open(dir.path()).unwrap();
+        assert_eq!(store.format(), 1);
         let err = store.history(&id("a")).unwrap_err().to_string();
+        assert!(err.contains("3 bytes, not 40"), "{err}");
+        let err = store.head(&id("a")).unwrap_err().to_string();
         assert!(err.contains("3 bytes, not 40"), "{err}");
         let scan = scanned(&store);
         assert_eq!(scan.len(), 1);
@@ -319,34 +576,18 @@ mod sled_store {
         {
             let store = Sled::open(dir.path()).unwrap();
             for name in ["b", "d"] {
-                store
-                    .append(&id(name), Expect::Empty, b"r1", head(1, 1))
-                    .unwrap();
-                store
-                    .append(&id(name), Expect::At(1), b"r2", head(2, 2))
-                    .unwrap();
+                one(&store, &id(name), Expect::Empty, b"r1", 1).unwrap();
+                one(&store, &id(name), Expect::At(1), b"r2", 2).unwrap();
             }
         }
         raw(dir.path(), |db| {
-            let heads = db.open_tree("heads").unwrap();
+            let log = db.open_tree("log").unwrap();
             for (name, seq) in [("a", 3u64), ("c", 4), ("e", 5)] {
-                heads
-                    .insert(key::prefix(&id(name)), &head(seq, 9).encode()[..])
+                log.insert(key::head(&id(name)), &head(seq, 9).encode()[..])
                     .unwrap();
             }
         });
         let store = Sled::open(dir.path()).unwrap();
-        let summary: Vec<(String, Vec<u64>, Option<u64>)> = store
-            .scan()
-            .map(|stream| {
-                let stream = stream.unwrap();
-                (
-                    stream.id.to_string(),
-                    stream.entries.iter().map(|e| e.seq).collect(),
-                    stream.head.map(|h| h.seq),
-                )
-            })
-            .collect();
         let expected: Vec<(String, Vec<u64>, Option<u64>)> = vec![
             ("a".into(), vec![], Some(3)),
             ("b".into(), vec![1, 2], Some(2)),
@@ -354,23 +595,106 @@ mod sled_store {
             ("d".into(), vec![1, 2], Some(2)),
             ("e".into(), vec![], Some(5)),
         ];
-        assert_eq!(summary, expected);
+        assert_eq!(summarised(&store), expected);
+        assert_eq!(store.history(&id("c")).unwrap().head, Some(head(4, 9)));
     }
 
     #[test]
-    fn a_scan_reports_damaged_head_keys_and_goes_on() {
+    fn a_scan_reports_heads_without_records_in_key_order_in_a_format_1_store() {
+        let dir = tempfile::tempdir().unwrap();
+        legacy(
+            dir.path(),
+            &[
+                ("a", 0, Some(3)),
+                ("b", 2, Some(2)),
+                ("c", 0, Some(4)),
+                ("d", 2, Some(2)),
+                ("e", 0, Some(5)),
+            ],
+        );
+        let store = Sled::open(dir.path()).unwrap();
+        let expected: Vec<(String, Vec<u64>, Option<u64>)> = vec![
+            ("a".into(), vec![], Some(3)),
+            ("b".into(), vec![1, 2], Some(2)),
+            ("c".into(), vec![], Some(4)),
+            ("d".into(), vec![1, 2], Some(2)),
+            ("e".into(), vec![], Some(5)),
+        ];
+        assert_eq!(summarised(&store), expected);
+        assert_eq!(store.head(&id("c")).unwrap(), Some(legacy_head(4, 4)));
+    }
+
+    /// A record beyond its head, found while scanning key by key, is read again
+    /// whole: the scan gives the delegation exactly as `history` does.
+    #[test]
+    fn a_scan_gives_a_delegation_out_of_step_as_history_reads_it() {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Sled::open(dir.path()).unwrap();
-            store
-                .append(&id("b"), Expect::Empty, b"r", head(1, 1))
-                .unwrap();
+            for name in ["a", "b"] {
+                one(&store, &id(name), Expect::Empty, b"r1", 1).unwrap();
+                one(&store, &id(name), Expect::At(1), b"r2", 2).unwrap();
+            }
         }
+        raw(dir.path(), |db| {
+            db.open_tree("log")
+                .unwrap()
+                .insert(key::record(&id("a"), 3), &b"beyond"[..])
+                .unwrap();
+        });
+        let store = Sled::open(dir.path()).unwrap();
+        let streams: Vec<Stream> = store.scan().map(Result::unwrap).collect();
+        assert_eq!(streams.len(), 2);
+        assert_eq!(streams[0], store.history(&id("a")).unwrap());
+        assert_eq!(
+            streams[0].entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!(streams[0].head, Some(head(2, 2)));
+        assert!(!streams[0].in_step());
+        assert_eq!(streams[1], store.history(&id("b")).unwrap());
+    }
+
+    #[test]
+    fn a_scan_reports_damaged_keys_and_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Sled::open(dir.path()).unwrap();
+            one(&store, &id("b"), Expect::Empty, b"r", 1).unwrap();
+        }
+        let mut long_seq = key::prefix(&id("b"));
+        long_seq.extend_from_slice(&[0xff; 9]);
+        raw(dir.path(), |db| {
+            let log = db.open_tree("log").unwrap();
+            // Sorts before `b`'s keys; right after them, under `b`'s prefix with
+            // a seq of 9 bytes; and after everything.
+            for bad in [&[0u8, 1][..], &long_seq[..], &[0u8, 5, b'a'][..]] {
+                log.insert(bad, &head(1, 1).encode()[..]).unwrap();
+            }
+        });
+        let store = Sled::open(dir.path()).unwrap();
+        let scan = scanned(&store);
+        assert_eq!(scan.len(), 4, "{scan:?}");
+        let err = scan[0].as_ref().unwrap_err();
+        assert!(err.contains("key 0001:"), "{err}");
+        assert_eq!(scan[1].as_ref().unwrap().id, id("b"));
+        assert_eq!(scan[1].as_ref().unwrap().head, Some(head(1, 1)));
+        assert_eq!(scan[1].as_ref().unwrap().entries.len(), 1);
+        let err = scan[2].as_ref().unwrap_err();
+        assert!(err.contains("seq field is 9 bytes, not 8"), "{err}");
+        let err = scan[3].as_ref().unwrap_err();
+        assert!(err.contains("key 000561"), "{err}");
+    }
+
+    #[test]
+    fn a_scan_reports_damaged_head_keys_and_goes_on_in_a_format_1_store() {
+        let dir = tempfile::tempdir().unwrap();
+        legacy(dir.path(), &[("b", 1, Some(1))]);
         raw(dir.path(), |db| {
             let heads = db.open_tree("heads").unwrap();
             // Sorts before `b`'s records, and after them.
             for bad in [&[0u8, 1][..], &[0u8, 5, b'a'][..]] {
-                heads.insert(bad, &head(1, 1).encode()[..]).unwrap();
+                heads.insert(bad, &legacy_head(1, 1).encode()[..]).unwrap();
             }
         });
         let store = Sled::open(dir.path()).unwrap();
@@ -379,7 +703,7 @@ mod sled_store {
         let err = scan[0].as_ref().unwrap_err();
         assert!(err.contains("key 0001:"), "{err}");
         assert_eq!(scan[1].as_ref().unwrap().id, id("b"));
-        assert_eq!(scan[1].as_ref().unwrap().head, Some(head(1, 1)));
+        assert_eq!(scan[1].as_ref().unwrap().head, Some(legacy_head(1, 1)));
         let err = scan[2].as_ref().unwrap_err();
         assert!(err.contains("key 000561"), "{err}");
     }
@@ -389,17 +713,13 @@ mod sled_store {
         let dir = tempfile::tempdir().unwrap();
         {
             let store = Sled::open(dir.path()).unwrap();
-            store
-                .append(&id("a"), Expect::Empty, b"r", head(1, 1))
-                .unwrap();
-            store
-                .append(&id("b"), Expect::Empty, b"r", head(1, 2))
-                .unwrap();
+            one(&store, &id("a"), Expect::Empty, b"r", 1).unwrap();
+            one(&store, &id("b"), Expect::Empty, b"r", 2).unwrap();
         }
         raw(dir.path(), |db| {
-            db.open_tree("heads")
+            db.open_tree("log")
                 .unwrap()
-                .remove(key::prefix(&id("a")))
+                .remove(key::head(&id("a")))
                 .unwrap();
         });
         let store = Sled::open(dir.path()).unwrap();
@@ -414,6 +734,92 @@ mod sled_store {
             heads,
             vec![("a".into(), None), ("b".into(), Some(head(1, 2)))]
         );
+        assert_eq!(store.head(&id("a")).unwrap(), None);
+        assert_eq!(store.history(&id("a")).unwrap().head, None);
+        assert_eq!(store.history(&id("a")).unwrap().entries.len(), 1);
+    }
+
+    /// In format 1 a record was written before its head, so a delegation may have
+    /// a record and no head: the scan and `history` show the head as stored
+    /// (none); `head()` stands in the last record's seq with an empty summary.
+    #[test]
+    fn a_scan_gives_a_delegation_without_a_head_none_in_a_format_1_store() {
+        let dir = tempfile::tempdir().unwrap();
+        legacy(dir.path(), &[("a", 1, None), ("b", 1, Some(1))]);
+        let store = Sled::open(dir.path()).unwrap();
+        let heads: Vec<(String, Option<Head>)> = store
+            .scan()
+            .map(|s| {
+                let s = s.unwrap();
+                (s.id.to_string(), s.head)
+            })
+            .collect();
+        assert_eq!(
+            heads,
+            vec![("a".into(), None), ("b".into(), Some(legacy_head(1, 1)))]
+        );
+        assert_eq!(
+            store.head(&id("a")).unwrap(),
+            Some(Head {
+                seq: 1,
+                summary: Vec::new()
+            })
+        );
+        assert_eq!(store.head(&id("b")).unwrap(), Some(legacy_head(1, 1)));
+        let history = store.history(&id("a")).unwrap();
+        assert_eq!(history.entries.len(), 1);
+        assert_eq!(history.head, None, "history must show the head as stored");
+    }
+
+    #[test]
+    fn a_format_1_store_reads_but_refuses_every_append_until_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        legacy(dir.path(), &[("a", 2, Some(2))]);
+        let store = Sled::open(dir.path()).unwrap();
+        assert_eq!(store.format(), 1);
+        let before = store.history(&id("a")).unwrap();
+        assert_eq!(before.entries.len(), 2);
+        assert_eq!(before.head, Some(legacy_head(2, 2)));
+        for (who, expect) in [("a", Expect::At(2)), ("new", Expect::Empty)] {
+            match one(&store, &id(who), expect, b"r", 1) {
+                Err(AppendError::Store(Error::NeedsMigration { path, found })) => {
+                    assert_eq!((path.as_path(), found), (dir.path(), 1));
+                }
+                other => panic!("{who}: expected NeedsMigration, got {other:?}"),
+            }
+        }
+        assert_eq!(store.history(&id("a")).unwrap(), before);
+        assert_eq!(store.head(&id("new")).unwrap(), None);
+        assert_eq!(store.scan().count(), 1);
+        drop(store);
+        let db = sled::open(dir.path()).unwrap();
+        assert!(
+            !tree_names(&db).contains(&"log".to_owned()),
+            "a refused append created the format 2 tree"
+        );
+    }
+
+    /// A migration that switched the marker to 2 and stopped before dropping
+    /// format 1's trees leaves them behind; the next open drops them.
+    #[test]
+    fn a_format_2_store_drops_the_format_1_trees_a_migration_left() {
+        let dir = tempfile::tempdir().unwrap();
+        legacy(dir.path(), &[("a", 1, Some(1))]);
+        raw(dir.path(), |db| {
+            db.open_tree("meta")
+                .unwrap()
+                .insert("format", &[2u8][..])
+                .unwrap();
+        });
+        {
+            let store = Sled::open(dir.path()).unwrap();
+            assert_eq!(store.format(), 2);
+            assert_eq!(store.scan().count(), 0);
+        }
+        let db = sled::open(dir.path()).unwrap();
+        let names = tree_names(&db);
+        assert!(!names.contains(&"records".to_owned()), "{names:?}");
+        assert!(!names.contains(&"heads".to_owned()), "{names:?}");
     }
 
     #[test]
@@ -422,19 +828,21 @@ mod sled_store {
         let store = Sled::open(dir.path()).unwrap();
         for (name, count) in [("ab", 2u64), ("abc", 3), ("b", 1)] {
             for seq in 1..=count {
-                store
-                    .append(
-                        &id(name),
-                        Expect::after(seq - 1),
-                        name.as_bytes(),
-                        head(seq, 1),
-                    )
-                    .unwrap();
+                one(
+                    &store,
+                    &id(name),
+                    Expect::after(seq - 1),
+                    name.as_bytes(),
+                    1,
+                )
+                .unwrap();
             }
         }
         let history = store.history(&id("ab")).unwrap();
         assert_eq!(history.entries.len(), 2);
         assert!(history.entries.iter().all(|e| e.bytes == b"ab"));
+        assert_eq!(history.head, Some(head(2, 1)));
+        assert_eq!(store.head(&id("abc")).unwrap(), Some(head(3, 1)));
         let summary: Vec<(String, usize)> = store
             .scan()
             .map(|s| {
@@ -444,6 +852,28 @@ mod sled_store {
             .collect();
         assert_eq!(
             summary,
+            vec![("b".into(), 1), ("ab".into(), 2), ("abc".into(), 3)]
+        );
+    }
+
+    #[test]
+    fn history_and_scan_keep_ids_that_share_a_text_prefix_apart_in_a_format_1_store() {
+        let dir = tempfile::tempdir().unwrap();
+        legacy(
+            dir.path(),
+            &[("ab", 2, Some(2)), ("abc", 3, Some(3)), ("b", 1, Some(1))],
+        );
+        let store = Sled::open(dir.path()).unwrap();
+        let history = store.history(&id("ab")).unwrap();
+        assert_eq!(history.entries.len(), 2);
+        assert!(history.entries.iter().all(|e| e.bytes == b"ab"));
+        assert_eq!(history.head, Some(legacy_head(2, 2)));
+        assert_eq!(summarised(&store).len(), 3);
+        assert_eq!(
+            summarised(&store)
+                .into_iter()
+                .map(|(id, seqs, _)| (id, seqs.len()))
+                .collect::<Vec<_>>(),
             vec![("b".into(), 1), ("ab".into(), 2), ("abc".into(), 3)]
         );
     }

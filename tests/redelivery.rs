@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 
 use delegation_log::dispatch::{self, Dispatcher, Recovery};
 use delegation_log::event::ReasonCode;
-use delegation_log::store::{Append, Expect, Faulty, Head, Memory, Store, Stream};
+use delegation_log::store::{Append, AppendError, Expect, Faulty, Head, Memory, Store, Stream};
 use delegation_log::transport::{Accepted, BoxFuture, Failure, Instant, Message, Transport};
 use delegation_log::{
-    ChainHash, DelegationId, Error, Event, Ledger, ManualClock, Options, StatusKind,
+    DelegationId, Error, Event, Ledger, ManualClock, Options, StatusKind,
 };
 
 fn id(text: &str) -> DelegationId {
@@ -107,24 +107,18 @@ fn dead() -> Error {
 }
 
 impl Store for Doomed {
-    fn append(
-        &self,
-        id: &DelegationId,
-        expect: Expect,
-        record: &[u8],
-        head: Head,
-    ) -> Result<(), Error> {
+    fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
         if !self.survives() {
-            return Err(dead());
+            return Err(dead().into());
         }
-        self.inner.append(id, expect, record, head)
+        self.inner.append(appends)
     }
 
-    fn append_all(&self, appends: &[Append<'_>]) -> Result<(), Error> {
-        if !self.survives() {
+    fn head(&self, id: &DelegationId) -> Result<Option<Head>, Error> {
+        if self.died() {
             return Err(dead());
         }
-        self.inner.append_all(appends)
+        self.inner.head(id)
     }
 
     fn history(&self, id: &DelegationId) -> Result<Stream, Error> {
@@ -289,15 +283,12 @@ async fn redelivery_recovers_every_delegation_even_when_one_is_damaged_or_its_id
     // Bytes that are no record (version 1, then garbage), under an id that sorts
     // between the others.
     store
-        .append(
-            &id("b"),
-            Expect::Empty,
-            b"\x01 not a record",
-            Head {
-                seq: 1,
-                hash: ChainHash::GENESIS,
-            },
-        )
+        .append(&[Append {
+            id: &id("b"),
+            expect: Expect::Empty,
+            record: b"\x01 not a record",
+            head: b"",
+        }])
         .unwrap();
 
     let (transport, sent) = recording();

@@ -16,9 +16,10 @@ use std::sync::Arc;
 use audit_support::{clock, delivered, failed, hashed, log, queued, verify};
 use delegation_log::audit::Kind;
 use delegation_log::event::{Failed, Queued};
-use delegation_log::store::{Expect, Head, Memory, Store};
+use delegation_log::delegation::Fold;
+use delegation_log::store::{Append, Expect, Memory, Store};
 use delegation_log::{
-    ChainHash, DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, Record,
+    DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, Record,
     StatusKind,
 };
 
@@ -279,20 +280,21 @@ fn the_ledger_writes_a_retry_only_with_the_failure_it_retries() {
 /// record the ledger itself would refuse to write.
 fn plant(store: &Memory, mut record: Record) {
     let stream = store.history(&record.delegation).unwrap();
-    let previous = stream.head.map_or(ChainHash::GENESIS, |head| head.hash);
-    let hash = record.chain_hash(&previous);
-    record.hash = Some(hash);
-    let expect = Expect::after(stream.entries.last().map_or(0, |e| e.seq));
+    let mut fold = Fold::new(record.delegation.clone());
+    for entry in &stream.entries {
+        fold.apply(&delegation_log::envelope::decode(&entry.bytes).unwrap())
+            .unwrap();
+    }
+    record.hash = Some(record.chain_hash(&fold.hash()));
+    fold.apply(&record).unwrap();
+    let head = delegation_log::envelope::head::encode(fold.delegation().unwrap());
     store
-        .append(
-            &record.delegation.clone(),
-            expect,
-            &delegation_log::envelope::encode(&record),
-            Head {
-                seq: record.seq,
-                hash,
-            },
-        )
+        .append(&[Append {
+            id: &record.delegation.clone(),
+            expect: Expect::after(stream.entries.last().map_or(0, |e| e.seq)),
+            record: &delegation_log::envelope::encode(&record),
+            head: &head,
+        }])
         .unwrap();
 }
 

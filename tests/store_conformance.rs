@@ -1,26 +1,70 @@
-//! Guards the `Store` contract that the ledger relies on, for every implementation
-//! (sled, memory, fault-injecting): appends land at the expected seq and nowhere
-//! else, a stale expectation is a `Conflict` that writes nothing, ids that are
-//! prefixes of each other stay apart, scans come in key order one delegation at a
-//! time with their heads, and the head never moves backwards. A group append
-//! (`append_all`) writes all of its records or none, against each one's own
-//! expectation, and a crash or a torn write never splits it.
+//! Guards the `Store` contract (format 2, "ledger v2") that the ledger relies on,
+//! for every implementation (sled, memory, fault-injecting): appends land at the
+//! expected seq and nowhere else, a stale expectation is an
+//! `AppendError::Conflict` that writes nothing, ids that are prefixes of each
+//! other stay apart, scans come in key order one delegation at a time with their
+//! heads. A group append writes all of its records and heads or none, against
+//! each one's own expectation (in order, so a group may append twice to one
+//! delegation), and a crash or a torn write never splits it.
+//!
+//! Format 1's "the head never moves backwards" (heads raised after their records
+//! with max-logic) no longer exists: a record and its head are one atomic write.
+//! Its stand-in here is "the head is always exactly the last append's, written
+//! with it": `head()` and `history().head` (and the scan's) are
+//! `Head { seq: expect.next(), summary }` of the last append, and a reader never
+//! sees a record without its head or a head without its record (`in_step`), even
+//! while writers append. A record slot already taken though the head says it is
+//! free (damage, made here by a torn crash or a raw write) is an
+//! `AppendError::Store(Error::Corrupt)` that writes nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use delegation_log::store::{Append, Expect, Faulty, Head, Memory, Sled, Store};
-use delegation_log::{ChainHash, DelegationId, Error};
+use delegation_log::store::{Append, AppendError, Expect, Faulty, Head, Memory, Sled, Store, key};
+use delegation_log::{DelegationId, Error};
+
+/// The summary the tests write with the head of seq `seq`: opaque bytes whose
+/// length varies with the seq, so that a store that pads or cuts them shows.
+fn summary(seq: u64) -> Vec<u8> {
+    format!("summary of seq {seq}{}", "+".repeat(seq as usize % 5)).into_bytes()
+}
 
 fn head(seq: u64) -> Head {
     Head {
         seq,
-        hash: ChainHash([seq as u8; 32]),
+        summary: summary(seq),
     }
 }
 
 fn id(text: &str) -> DelegationId {
     text.parse().unwrap()
+}
+
+/// One append of a group, whose head summary is `summary(expect.next())`.
+fn append<'a>(
+    id: &'a DelegationId,
+    expect: Expect,
+    record: &'a [u8],
+    head: &'a [u8],
+) -> Append<'a> {
+    Append {
+        id,
+        expect,
+        record,
+        head,
+    }
+}
+
+/// A single append (a one-element group) with the summary of its seq.
+fn one(
+    store: &dyn Store,
+    id: &DelegationId,
+    expect: Expect,
+    record: &[u8],
+) -> Result<(), AppendError> {
+    let head = summary(expect.next());
+    store.append(&[append(id, expect, record, &head)])
 }
 
 fn each_store(check: impl Fn(&dyn Store)) {
@@ -33,6 +77,7 @@ fn each_store(check: impl Fn(&dyn Store)) {
     ];
     for (name, store) in stores {
         eprintln!("store: {name}");
+        assert_eq!(store.format(), 2, "{name}");
         check(store.as_ref());
     }
 }
@@ -41,11 +86,15 @@ fn each_store(check: impl Fn(&dyn Store)) {
 fn appends_land_at_the_expected_seq_and_a_stale_expectation_conflicts() {
     each_store(|store| {
         let a = id("a");
-        store.append(&a, Expect::Empty, b"one", head(1)).unwrap();
-        store.append(&a, Expect::At(1), b"two", head(2)).unwrap();
+        one(store, &a, Expect::Empty, b"one").unwrap();
+        one(store, &a, Expect::At(1), b"two").unwrap();
         for stale in [Expect::Empty, Expect::At(1), Expect::At(5)] {
-            match store.append(&a, stale, b"stale", head(9)) {
-                Err(Error::Conflict { expected, .. }) => assert_eq!(expected, stale),
+            match one(store, &a, stale, b"stale") {
+                Err(AppendError::Conflict {
+                    id: refused,
+                    expected,
+                    actual,
+                }) => assert_eq!((refused, expected, actual), (a.clone(), stale, Some(2))),
                 other => panic!("{stale}: expected a conflict, got {other:?}"),
             }
         }
@@ -63,18 +112,15 @@ fn appends_land_at_the_expected_seq_and_a_stale_expectation_conflicts() {
 #[test]
 fn ids_that_prefix_each_other_stay_apart() {
     each_store(|store| {
-        store
-            .append(&id("ab"), Expect::Empty, b"ab", head(1))
-            .unwrap();
-        store
-            .append(&id("abc"), Expect::Empty, b"abc", head(1))
-            .unwrap();
-        store
-            .append(&id("abc"), Expect::At(1), b"abc2", head(2))
-            .unwrap();
+        one(store, &id("ab"), Expect::Empty, b"ab").unwrap();
+        one(store, &id("abc"), Expect::Empty, b"abc").unwrap();
+        one(store, &id("abc"), Expect::At(1), b"abc2").unwrap();
         assert_eq!(store.history(&id("ab")).unwrap().entries.len(), 1);
         assert_eq!(store.history(&id("abc")).unwrap().entries.len(), 2);
+        assert_eq!(store.head(&id("ab")).unwrap(), Some(head(1)));
+        assert_eq!(store.head(&id("abc")).unwrap(), Some(head(2)));
         assert!(store.history(&id("a")).unwrap().entries.is_empty());
+        assert_eq!(store.head(&id("a")).unwrap(), None);
     });
 }
 
@@ -82,13 +128,9 @@ fn ids_that_prefix_each_other_stay_apart() {
 fn scans_yield_each_delegation_once_in_key_order_with_its_head() {
     each_store(|store| {
         for name in ["zeta", "alpha", "mid", "a"] {
-            store
-                .append(&id(name), Expect::Empty, name.as_bytes(), head(1))
-                .unwrap();
+            one(store, &id(name), Expect::Empty, name.as_bytes()).unwrap();
         }
-        store
-            .append(&id("mid"), Expect::At(1), b"mid2", head(2))
-            .unwrap();
+        one(store, &id("mid"), Expect::At(1), b"mid2").unwrap();
         let streams: Vec<_> = store.scan().map(Result::unwrap).collect();
         let ids: Vec<&str> = streams.iter().map(|s| s.id.as_str()).collect();
         // Length-prefixed keys order by length first, then bytes.
@@ -96,6 +138,80 @@ fn scans_yield_each_delegation_once_in_key_order_with_its_head() {
         let mid = &streams[1];
         assert_eq!(mid.entries.len(), 2);
         assert_eq!(mid.head, Some(head(2)));
+        assert!(streams.iter().all(|s| s.in_step()), "{streams:?}");
+    });
+}
+
+/// The stand-in for format 1's "the head never moves backwards": the head is
+/// always exactly the last append's, seq and summary, whatever the summaries
+/// were; and `head()`, `history().head` and the scan's head agree.
+#[test]
+fn the_head_is_always_exactly_the_last_appends_written_with_it() {
+    each_store(|store| {
+        let a = id("a");
+        assert_eq!(store.head(&a).unwrap(), None);
+        assert_eq!(store.history(&a).unwrap().head, None);
+        // Summaries that shrink, grow, repeat and are empty: the store keeps each
+        // as given, never the larger or the earlier one.
+        let summaries: [&[u8]; 5] = [b"long summary at one", b"", b"x", b"x", &[0xff; 300]];
+        for (n, written) in summaries.iter().enumerate() {
+            let seq = n as u64 + 1;
+            store
+                .append(&[append(&a, Expect::after(seq - 1), b"record", written)])
+                .unwrap();
+            let expected = Head {
+                seq,
+                summary: written.to_vec(),
+            };
+            assert_eq!(store.head(&a).unwrap(), Some(expected.clone()), "seq {seq}");
+            let stream = store.history(&a).unwrap();
+            assert_eq!(stream.head, Some(expected), "seq {seq}");
+            assert!(stream.in_step(), "seq {seq}: {stream:?}");
+            assert_eq!(stream.entries.len(), n + 1);
+        }
+    });
+}
+
+#[test]
+fn head_is_the_head_history_and_scan_read() {
+    each_store(|store| {
+        let names = ["a", "b", "ab", "long-delegation-id"];
+        for (n, name) in names.iter().enumerate() {
+            for seq in 1..=n as u64 + 1 {
+                one(store, &id(name), Expect::after(seq - 1), b"r").unwrap();
+            }
+        }
+        // A group moves two heads at once.
+        let (b2, a2) = (summary(3), summary(2));
+        store
+            .append(&[
+                append(&id("b"), Expect::At(2), b"b3", &b2),
+                append(&id("a"), Expect::At(1), b"a2", &a2),
+            ])
+            .unwrap();
+        let scanned: Vec<_> = store.scan().map(Result::unwrap).collect();
+        assert_eq!(scanned.len(), names.len());
+        for stream in &scanned {
+            let head = store.head(&stream.id).unwrap();
+            assert!(head.is_some(), "{}", stream.id);
+            assert_eq!(head, stream.head, "scan of {}", stream.id);
+            assert_eq!(
+                head,
+                store.history(&stream.id).unwrap().head,
+                "{}",
+                stream.id
+            );
+            assert_eq!(
+                head.map(|h| h.seq),
+                stream.entries.last().map(|e| e.seq),
+                "{}",
+                stream.id
+            );
+        }
+        assert_eq!(store.head(&id("a")).unwrap(), Some(head(2)));
+        assert_eq!(store.head(&id("b")).unwrap(), Some(head(3)));
+        assert_eq!(store.head(&id("nobody")).unwrap(), None);
+        assert_eq!(store.history(&id("nobody")).unwrap().head, None);
     });
 }
 
@@ -103,12 +219,16 @@ fn scans_yield_each_delegation_once_in_key_order_with_its_head() {
 fn racing_appends_for_one_seq_let_exactly_one_through() {
     each_store(|store| {
         let a = id("race");
-        store.append(&a, Expect::Empty, b"queued", head(1)).unwrap();
+        one(store, &a, Expect::Empty, b"queued").unwrap();
         let wins = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..8)
+            let handles: Vec<_> = (0..8u8)
                 .map(|n| {
                     let a = &a;
-                    scope.spawn(move || store.append(a, Expect::At(1), &[n], head(2)).is_ok())
+                    scope.spawn(move || {
+                        store
+                            .append(&[append(a, Expect::At(1), &[n], &[n])])
+                            .is_ok()
+                    })
                 })
                 .collect();
             handles
@@ -118,37 +238,86 @@ fn racing_appends_for_one_seq_let_exactly_one_through() {
                 .count()
         });
         assert_eq!(wins, 1);
-        assert_eq!(store.history(&a).unwrap().entries.len(), 2);
+        let stream = store.history(&a).unwrap();
+        assert_eq!(stream.entries.len(), 2);
+        // The head is the winner's, written with its record.
+        let winner = stream.entries[1].bytes.clone();
+        assert_eq!(
+            stream.head,
+            Some(Head {
+                seq: 2,
+                summary: winner
+            })
+        );
+    });
+}
+
+/// No reader sees half of an append: while writers append to a few delegations,
+/// every `history` and every stream of a `scan` has its head at its last record.
+#[test]
+fn readers_never_see_half_an_append_while_writers_append() {
+    each_store(|store| {
+        let ids: Vec<DelegationId> = (0..3).map(|n| id(&format!("busy-{n}"))).collect();
+        let finished = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for a in &ids {
+                let finished = &finished;
+                scope.spawn(move || {
+                    for seq in 1..=150u64 {
+                        one(store, a, Expect::after(seq - 1), b"record").unwrap();
+                    }
+                    finished.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+            for _ in 0..2 {
+                let (ids, finished) = (&ids, &finished);
+                scope.spawn(move || {
+                    while finished.load(Ordering::SeqCst) < ids.len() {
+                        for a in ids {
+                            let stream = store.history(a).unwrap();
+                            assert!(stream.in_step(), "history half seen: {stream:?}");
+                            let head = store.head(a).unwrap().map(|h| h.seq);
+                            assert!(
+                                head >= stream.head.as_ref().map(|h| h.seq),
+                                "head() went back behind an earlier history"
+                            );
+                        }
+                        for stream in store.scan() {
+                            let stream = stream.unwrap();
+                            assert!(stream.in_step(), "scan half seen: {stream:?}");
+                        }
+                    }
+                });
+            }
+        });
+        for a in &ids {
+            assert_eq!(store.head(a).unwrap(), Some(head(150)));
+        }
     });
 }
 
 #[test]
 fn the_faulty_store_loses_exactly_the_unflushed_tail_on_a_crash() {
     let store = Faulty::seeded(3);
-    store
-        .append(&id("kept"), Expect::Empty, b"k", head(1))
-        .unwrap();
+    one(&store, &id("kept"), Expect::Empty, b"k").unwrap();
     store.flush().unwrap();
-    store
-        .append(&id("lost"), Expect::Empty, b"l", head(1))
-        .unwrap();
+    one(&store, &id("lost"), Expect::Empty, b"l").unwrap();
     assert_eq!(store.pending(), 1);
     store.crash();
     assert_eq!(store.history(&id("kept")).unwrap().entries.len(), 1);
+    assert_eq!(store.head(&id("kept")).unwrap(), Some(head(1)));
     assert!(store.history(&id("lost")).unwrap().entries.is_empty());
+    assert_eq!(store.head(&id("lost")).unwrap(), None);
 }
 
 #[test]
 fn the_faulty_store_tears_the_last_pending_write_the_same_way_for_the_same_seed() {
     let torn = |seed| {
         let store = Faulty::seeded(seed);
-        store
-            .append(&id("a"), Expect::Empty, b"first record", head(1))
-            .unwrap();
-        store
-            .append(&id("b"), Expect::Empty, b"second record, torn", head(1))
-            .unwrap();
+        one(&store, &id("a"), Expect::Empty, b"first record").unwrap();
+        one(&store, &id("b"), Expect::Empty, b"second record, torn").unwrap();
         assert!(store.crash_tearing());
+        assert_eq!(store.head(&id("b")).unwrap(), None);
         (
             store.history(&id("a")).unwrap(),
             store.history(&id("b")).unwrap(),
@@ -156,32 +325,123 @@ fn the_faulty_store_tears_the_last_pending_write_the_same_way_for_the_same_seed(
     };
     let (a, b) = torn(11);
     assert_eq!(a.entries[0].bytes, b"first record");
+    assert_eq!(a.head, Some(head(1)));
     assert!(b.entries[0].bytes.len() < b"second record, torn".len());
     assert_eq!(b.head, None);
+    assert!(!b.in_step(), "a torn record is a record without its head");
     assert_eq!(torn(11), (a, b));
 }
 
-fn append<'a>(id: &'a DelegationId, expect: Expect, record: &'a [u8], seq: u64) -> Append<'a> {
-    Append {
-        id,
-        expect,
-        record,
-        head: head(seq),
+fn expect_occupied(result: Result<(), AppendError>) {
+    match result {
+        Err(AppendError::Store(Error::Corrupt { key, reason })) => {
+            assert!(reason.contains("beyond the head"), "{key}: {reason}");
+        }
+        other => panic!("expected Store(Corrupt) for an occupied slot, got {other:?}"),
     }
+}
+
+/// A record beyond the head (here: torn in a crash, so written without its head)
+/// takes the slot the head says is free; appending there with the expectation the
+/// head gives is damage, not a conflict, and writes nothing, even of a group.
+#[test]
+fn an_append_into_an_occupied_slot_is_corruption_and_writes_nothing() {
+    for seed in 0..8 {
+        let store = Faulty::seeded(seed);
+        let (a, b) = (id("a"), id("b"));
+        one(&store, &a, Expect::Empty, b"a1").unwrap();
+        store.flush().unwrap();
+        one(&store, &a, Expect::At(1), b"a2, torn in the crash").unwrap();
+        assert!(store.crash_tearing());
+        let before = store.history(&a).unwrap();
+        assert_eq!(before.head, Some(head(1)), "seed {seed}");
+        assert_eq!(before.entries.len(), 2, "seed {seed}: no torn record");
+
+        // The stale expectation the head gives: seq 2 is taken.
+        expect_occupied(one(&store, &a, Expect::At(1), b"a2 again"));
+        // The same inside a group, after an append that would have succeeded.
+        let (b1, a2) = (summary(1), summary(2));
+        expect_occupied(store.append(&[
+            append(&b, Expect::Empty, b"b1", &b1),
+            append(&a, Expect::At(1), b"a2 again", &a2),
+        ]));
+        assert_eq!(store.history(&a).unwrap(), before, "seed {seed}");
+        assert_eq!(store.head(&a).unwrap(), Some(head(1)));
+        assert!(store.history(&b).unwrap().entries.is_empty());
+        assert_eq!(store.head(&b).unwrap(), None);
+        assert_eq!(
+            store.pending(),
+            0,
+            "seed {seed}: a refused append is pending"
+        );
+        // Past the damage, the expectation of the record is a conflict, not a
+        // write: the head is what decides.
+        assert!(matches!(
+            one(&store, &a, Expect::At(2), b"a3"),
+            Err(AppendError::Conflict {
+                actual: Some(1),
+                ..
+            })
+        ));
+    }
+
+    // A delegation whose first record was torn has no head: `Empty` finds seq 1
+    // taken.
+    let store = Faulty::seeded(4);
+    one(&store, &id("c"), Expect::Empty, b"c1, torn").unwrap();
+    assert!(store.crash_tearing());
+    assert_eq!(store.head(&id("c")).unwrap(), None);
+    let before = store.history(&id("c")).unwrap();
+    expect_occupied(one(&store, &id("c"), Expect::Empty, b"c1 again"));
+    assert_eq!(store.history(&id("c")).unwrap(), before);
+}
+
+/// On sled, the same damage made by a raw write of a record without its head.
+#[test]
+fn an_append_into_an_occupied_slot_is_corruption_on_sled_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = id("a");
+    {
+        let store = Sled::open(dir.path()).unwrap();
+        one(&store, &a, Expect::Empty, b"a1").unwrap();
+    }
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("log")
+            .unwrap()
+            .insert(key::record(&a, 2), &b"stray"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let store = Sled::open(dir.path()).unwrap();
+    let before = store.history(&a).unwrap();
+    assert_eq!(before.entries.len(), 2);
+    assert_eq!(before.head, Some(head(1)));
+    expect_occupied(one(&store, &a, Expect::At(1), b"a2"));
+    let (b1, a2) = (summary(1), summary(2));
+    expect_occupied(store.append(&[
+        append(&id("b"), Expect::Empty, b"b1", &b1),
+        append(&a, Expect::At(1), b"a2", &a2),
+    ]));
+    assert_eq!(store.history(&a).unwrap(), before);
+    assert_eq!(store.head(&a).unwrap(), Some(head(1)));
+    assert!(store.history(&id("b")).unwrap().entries.is_empty());
+    assert_eq!(store.head(&id("b")).unwrap(), None);
 }
 
 #[test]
 fn a_group_append_writes_every_record_or_none() {
     each_store(|store| {
         let (a, b) = (id("a"), id("b"));
-        store.append(&a, Expect::Empty, b"a1", head(1)).unwrap();
+        one(store, &a, Expect::Empty, b"a1").unwrap();
+        let (s1, s2) = (summary(1), summary(2));
         // The second expectation is stale: nothing of the group is written.
         let stale = [
-            append(&a, Expect::At(1), b"a2", 2),
-            append(&b, Expect::At(1), b"b2", 2),
+            append(&a, Expect::At(1), b"a2", &s2),
+            append(&b, Expect::At(1), b"b2", &s2),
         ];
-        match store.append_all(&stale) {
-            Err(Error::Conflict {
+        match store.append(&stale) {
+            Err(AppendError::Conflict {
                 id: refused,
                 expected,
                 actual,
@@ -194,11 +454,13 @@ fn a_group_append_writes_every_record_or_none() {
         assert_eq!(store.history(&a).unwrap().entries.len(), 1);
         assert!(store.history(&b).unwrap().entries.is_empty());
         assert_eq!(store.history(&a).unwrap().head, Some(head(1)));
+        assert_eq!(store.head(&a).unwrap(), Some(head(1)));
+        assert_eq!(store.head(&b).unwrap(), None);
 
         store
-            .append_all(&[
-                append(&a, Expect::At(1), b"a2", 2),
-                append(&b, Expect::Empty, b"b1", 1),
+            .append(&[
+                append(&a, Expect::At(1), b"a2", &s2),
+                append(&b, Expect::Empty, b"b1", &s1),
             ])
             .unwrap();
         let (a_stream, b_stream) = (store.history(&a).unwrap(), store.history(&b).unwrap());
@@ -206,7 +468,8 @@ fn a_group_append_writes_every_record_or_none() {
         assert_eq!(a_stream.head, Some(head(2)));
         assert_eq!(b_stream.entries[0].bytes, b"b1");
         assert_eq!(b_stream.head, Some(head(1)));
-        store.append_all(&[]).unwrap();
+        store.append(&[]).unwrap();
+        assert_eq!(store.history(&a).unwrap(), a_stream);
     });
 }
 
@@ -214,24 +477,61 @@ fn a_group_append_writes_every_record_or_none() {
 fn a_group_may_append_to_one_delegation_twice_in_order() {
     each_store(|store| {
         let a = id("a");
+        let (s1, s2, s3) = (summary(1), summary(2), summary(3));
         store
-            .append_all(&[
-                append(&a, Expect::Empty, b"one", 1),
-                append(&a, Expect::At(1), b"two", 2),
+            .append(&[
+                append(&a, Expect::Empty, b"one", &s1),
+                append(&a, Expect::At(1), b"two", &s2),
             ])
             .unwrap();
         let stream = store.history(&a).unwrap();
-        assert_eq!(stream.entries.len(), 2);
+        let records: Vec<_> = stream
+            .entries
+            .iter()
+            .map(|e| (e.seq, &e.bytes[..]))
+            .collect();
+        assert_eq!(records, vec![(1, &b"one"[..]), (2, &b"two"[..])]);
+        // The head is the second append's, not the first's.
         assert_eq!(stream.head, Some(head(2)));
-        // Out of order, the second expectation fails against the first.
+        assert_eq!(store.head(&a).unwrap(), Some(head(2)));
+        // And again, from a head, with another delegation between the two.
+        let c = id("c");
+        store
+            .append(&[
+                append(&a, Expect::At(2), b"three", &s3),
+                append(&c, Expect::Empty, b"c1", &s1),
+                append(&a, Expect::At(3), b"four", &summary(4)),
+            ])
+            .unwrap();
+        assert_eq!(store.history(&a).unwrap().entries.len(), 4);
+        assert_eq!(store.head(&a).unwrap(), Some(head(4)));
+        assert_eq!(store.head(&c).unwrap(), Some(head(1)));
+        // Out of order, the second expectation fails against the first: a
+        // conflict whose actual head is the first append's, and nothing is written.
+        match store.append(&[
+            append(&id("b"), Expect::Empty, b"one", &s1),
+            append(&id("b"), Expect::Empty, b"again", &s1),
+        ]) {
+            Err(AppendError::Conflict {
+                id: refused,
+                expected,
+                actual,
+            }) => assert_eq!(
+                (refused, expected, actual),
+                (id("b"), Expect::Empty, Some(1))
+            ),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        // Reversed, the first append's expectation is already wrong.
         assert!(matches!(
-            store.append_all(&[
-                append(&id("b"), Expect::Empty, b"one", 1),
-                append(&id("b"), Expect::Empty, b"again", 1),
+            store.append(&[
+                append(&id("b"), Expect::At(1), b"two", &s2),
+                append(&id("b"), Expect::Empty, b"one", &s1),
             ]),
-            Err(Error::Conflict { .. })
+            Err(AppendError::Conflict { .. })
         ));
         assert!(store.history(&id("b")).unwrap().entries.is_empty());
+        assert_eq!(store.head(&id("b")).unwrap(), None);
     });
 }
 
@@ -239,20 +539,19 @@ fn a_group_may_append_to_one_delegation_twice_in_order() {
 fn racing_group_appends_on_one_head_let_exactly_one_through() {
     each_store(|store| {
         let original = id("original");
-        store
-            .append(&original, Expect::Empty, b"queued", head(1))
-            .unwrap();
+        one(store, &original, Expect::Empty, b"queued").unwrap();
         let retries: Vec<DelegationId> = (0..8).map(|n| id(&format!("retry-{n}"))).collect();
+        let (s1, s2) = (summary(1), summary(2));
         let wins = std::thread::scope(|scope| {
             let handles: Vec<_> = retries
                 .iter()
                 .map(|retry| {
-                    let original = &original;
+                    let (original, s1, s2) = (&original, &s1, &s2);
                     scope.spawn(move || {
                         store
-                            .append_all(&[
-                                append(original, Expect::At(1), b"failed", 2),
-                                append(retry, Expect::Empty, b"queued", 1),
+                            .append(&[
+                                append(original, Expect::At(1), b"failed", s2),
+                                append(retry, Expect::Empty, b"queued", s1),
                             ])
                             .is_ok()
                     })
@@ -271,19 +570,25 @@ fn racing_group_appends_on_one_head_let_exactly_one_through() {
             .filter(|retry| !store.history(retry).unwrap().entries.is_empty())
             .count();
         assert_eq!(written, 1, "a losing group left its retry behind");
+        let headed = retries
+            .iter()
+            .filter(|retry| store.head(retry).unwrap().is_some())
+            .count();
+        assert_eq!(headed, 1, "a losing group left a head behind");
     });
 }
 
 #[test]
 fn the_faulty_store_keeps_or_loses_a_group_whole_in_a_crash_or_a_tear() {
     let (a, b) = (id("a"), id("b"));
+    let (s1, s2) = (summary(1), summary(2));
     let group = |store: &Faulty| {
-        store.append(&a, Expect::Empty, b"a1", head(1)).unwrap();
+        one(store, &a, Expect::Empty, b"a1").unwrap();
         store.flush().unwrap();
         store
-            .append_all(&[
-                append(&a, Expect::At(1), b"a2", 2),
-                append(&b, Expect::Empty, b"b1", 1),
+            .append(&[
+                append(&a, Expect::At(1), b"a2", &s2),
+                append(&b, Expect::Empty, b"b1", &s1),
             ])
             .unwrap();
         assert_eq!(store.pending(), 2);
@@ -294,11 +599,13 @@ fn the_faulty_store_keeps_or_loses_a_group_whole_in_a_crash_or_a_tear() {
             store.history(&b).unwrap().entries.len(),
         )
     };
+    let heads = |store: &Faulty| (store.head(&a).unwrap(), store.head(&b).unwrap());
 
     let store = Faulty::seeded(1);
     group(&store);
     store.crash();
     assert_eq!(lengths(&store), (1, 0));
+    assert_eq!(heads(&store), (Some(head(1)), None));
 
     for seed in 0..16 {
         let store = Faulty::seeded(seed);
@@ -309,6 +616,7 @@ fn the_faulty_store_keeps_or_loses_a_group_whole_in_a_crash_or_a_tear() {
             (1, 0),
             "seed {seed}: a tear split the group"
         );
+        assert_eq!(heads(&store), (Some(head(1)), None), "seed {seed}");
     }
 
     let store = Faulty::seeded(2);
@@ -316,6 +624,7 @@ fn the_faulty_store_keeps_or_loses_a_group_whole_in_a_crash_or_a_tear() {
     store.flush().unwrap();
     store.crash();
     assert_eq!(lengths(&store), (2, 1));
+    assert_eq!(heads(&store), (Some(head(2)), Some(head(1))));
 }
 
 #[test]
@@ -323,19 +632,23 @@ fn a_flushed_group_survives_reopening_a_sled_store() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db");
     let (a, b) = (id("a"), id("b"));
+    let (s1, s2) = (summary(1), summary(2));
     {
         let store = Sled::open(&path).unwrap();
-        store.append(&a, Expect::Empty, b"a1", head(1)).unwrap();
+        one(&store, &a, Expect::Empty, b"a1").unwrap();
         store
-            .append_all(&[
-                append(&a, Expect::At(1), b"a2", 2),
-                append(&b, Expect::Empty, b"b1", 1),
+            .append(&[
+                append(&a, Expect::At(1), b"a2", &s2),
+                append(&b, Expect::Empty, b"b1", &s1),
             ])
             .unwrap();
         store.flush().unwrap();
     }
     let store = Sled::open(&path).unwrap();
+    assert_eq!(store.format(), 2);
     assert_eq!(store.history(&a).unwrap().head, Some(head(2)));
+    assert_eq!(store.head(&a).unwrap(), Some(head(2)));
+    assert_eq!(store.head(&b).unwrap(), Some(head(1)));
     assert_eq!(store.history(&b).unwrap().entries[0].bytes, b"b1");
     assert_eq!(store.acknowledged_at_open(), 3);
 }
@@ -343,26 +656,23 @@ fn a_flushed_group_survives_reopening_a_sled_store() {
 #[test]
 fn group_and_single_appends_racing_for_one_head_let_exactly_one_through() {
     each_store(|store| {
+        let (s1, s2) = (summary(1), summary(2));
         for round in 0..20 {
             let original = id(&format!("original-{round}"));
             let retry = id(&format!("retry-{round}"));
-            store
-                .append(&original, Expect::Empty, b"queued", head(1))
-                .unwrap();
+            one(store, &original, Expect::Empty, b"queued").unwrap();
             let wins = std::thread::scope(|scope| {
                 let handles: Vec<_> = (0..4)
                     .map(|n| {
-                        let (original, retry) = (&original, &retry);
+                        let (original, retry, s1, s2) = (&original, &retry, &s1, &s2);
                         scope.spawn(move || {
                             if n % 2 == 0 {
-                                store
-                                    .append(original, Expect::At(1), b"delivered", head(2))
-                                    .is_ok()
+                                one(store, original, Expect::At(1), b"delivered").is_ok()
                             } else {
                                 store
-                                    .append_all(&[
-                                        append(original, Expect::At(1), b"failed", 2),
-                                        append(retry, Expect::Empty, b"queued", 1),
+                                    .append(&[
+                                        append(original, Expect::At(1), b"failed", s2),
+                                        append(retry, Expect::Empty, b"queued", s1),
                                     ])
                                     .is_ok()
                             }
@@ -384,6 +694,38 @@ fn group_and_single_appends_racing_for_one_head_let_exactly_one_through() {
                 stream.entries[1].bytes == b"failed",
                 "round {round}"
             );
+            assert_eq!(
+                store.head(&retry).unwrap().is_some(),
+                retried,
+                "round {round}"
+            );
         }
     });
+}
+
+/// `AppendError` becomes the crate's `Error` as the ledger reports it: a lost race
+/// is `Conflict` with one attempt, a store failure passes through.
+#[test]
+fn an_append_error_converts_into_the_crates_error() {
+    let conflict = AppendError::Conflict {
+        id: id("a"),
+        expected: Expect::At(1),
+        actual: Some(2),
+    };
+    assert!(
+        conflict.to_string().contains("expected head at seq 1"),
+        "{conflict}"
+    );
+    match Error::from(conflict) {
+        Error::Conflict {
+            id: which,
+            attempts,
+        } => assert_eq!((which, attempts), (id("a"), 1)),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    let corrupt = AppendError::Store(Error::Corrupt {
+        key: "k".into(),
+        reason: "r".into(),
+    });
+    assert!(matches!(Error::from(corrupt), Error::Corrupt { .. }));
 }

@@ -24,7 +24,7 @@ use crate::delegation::Fold;
 use crate::envelope;
 use crate::error::Error;
 use crate::event::{ChainHash, DelegationId, Event, Record, Seq};
-use crate::ledger::{Chain, Ledger, decode_stream, fold_records};
+use crate::ledger::{Chain, Ledger, decode_stream, fold_records, head_disagrees};
 use crate::store::{Head, Sled, Store, Stream};
 
 /// Audits every record of `store`. `clock` gives the "now" that pending
@@ -59,7 +59,8 @@ pub fn audit_observed(
         match stream {
             Ok(stream) => {
                 let mut link = |retry: &Record| judge_stored_link(store, &mut retried, retry);
-                if let Some(queued) = audit_stream(&mut tally, stream, now, &mut link) {
+                let format = store.format();
+                if let Some(queued) = audit_stream(&mut tally, stream, now, format, &mut link) {
                     pending.push(queued);
                 }
             }
@@ -160,7 +161,14 @@ fn judge_stored_link(
     let of = queued.retry_of.as_ref()?;
     let read = store
         .history(of)
-        .and_then(|stream| fold_records(&stream, &decode_stream(&stream)?, Chain::Verify));
+        .and_then(|stream| {
+            fold_records(
+                &stream,
+                &decode_stream(&stream)?,
+                Chain::Verify,
+                store.format(),
+            )
+        });
     let original = match (retried.get(of), read) {
         (Some(by), _) => Original::Retried(by),
         (None, Err(error)) => Original::Damaged(error.to_string()),
@@ -184,12 +192,13 @@ fn audit_stream(
     tally: &mut Tally,
     stream: Stream,
     now: crate::event::Timestamp,
+    format: u8,
     link: judge::Link<'_>,
 ) -> Option<super::Pending> {
-    let Stream { id, entries, head } = stream;
+    let id = stream.id.clone();
     let mut fold = Fold::new(id.clone());
     let (mut last, mut previous): (Option<Seen>, Option<Seen>) = (None, None);
-    for entry in entries {
+    for entry in &stream.entries {
         let line = tally.next_line();
         let mut seen = Seen {
             line,
@@ -219,7 +228,7 @@ fn audit_stream(
         }
         previous = last.replace(seen);
     }
-    if let Some((kind, message)) = check_head(head, last, previous) {
+    if let Some((kind, message)) = check_head(&stream, &fold, last, previous, format) {
         let line = match last {
             Some(seen) => seen.line,
             // No records at all: where they would have been.
@@ -230,19 +239,25 @@ fn audit_stream(
     judge::pending(&fold, now)
 }
 
-/// Checks the redundant head against the last two stored records.
+/// Checks the head against the stored records and what they fold to.
 ///
-/// A head that lags by exactly one, with the hash of the record before the last,
-/// is what a process killed between writing a record and raising the head leaves
-/// (for a record it never acknowledged): benign. So is a missing head over a single
-/// record. Anything else that differs is damage.
+/// A head of format 2 was written in one atomic write with its record, so it
+/// must sit on the last record and hold exactly the delegation the records fold
+/// to: anything else is damage, and a status read from it would lie. A head of
+/// format 1 was written after its record, so one that lags by exactly one, with
+/// the hash of the record before the last, is what a process killed between the
+/// two writes left, for a record it never acknowledged: benign, as is a missing
+/// head over a single record.
 fn check_head(
-    head: Option<Head>,
+    stream: &Stream,
+    fold: &Fold,
     last: Option<Seen>,
     previous: Option<Seen>,
+    format: u8,
 ) -> Option<(Kind, String)> {
+    let legacy = format < crate::store::sled::FORMAT;
     let Some(last) = last else {
-        let head = head?;
+        let head = stream.head.as_ref()?;
         return Some((
             Kind::Sequence,
             format!(
@@ -251,17 +266,14 @@ fn check_head(
             ),
         ));
     };
-    let Some(head) = head else {
-        return (last.seq > 1 || previous.is_some()).then(|| {
+    let Some(head) = &stream.head else {
+        let benign = legacy && last.seq == 1 && previous.is_none();
+        return (!benign).then(|| {
             (
                 Kind::BrokenChain,
                 format!("no head, but the records reach seq {}", last.seq),
             )
         });
-    };
-    let hash_differs = |seen: Option<Seen>| {
-        seen.and_then(|seen| seen.hash)
-            .is_some_and(|hash| hash != head.hash)
     };
     if head.seq > last.seq {
         let lost = if head.seq == last.seq + 1 {
@@ -269,14 +281,45 @@ fn check_head(
         } else {
             format!("records {}..={} were lost", last.seq + 1, head.seq)
         };
-        Some((
+        return Some((
             Kind::Sequence,
             format!(
                 "the head says seq {}, but the records end at seq {}: {lost}",
                 head.seq, last.seq
             ),
-        ))
-    } else if head.seq == last.seq {
+        ));
+    }
+    if legacy {
+        return check_legacy_head(head, last, previous);
+    }
+    if head.seq != last.seq || fold.seq() != last.seq {
+        // A lagging head, or a last record already reported as damaged: either
+        // way the head cannot be compared with what the records fold to.
+        return (head.seq != last.seq).then(|| {
+            (
+                Kind::BrokenChain,
+                format!(
+                    "the head says seq {}, but the records end at seq {}: the head disagrees \
+                     with the history",
+                    head.seq, last.seq
+                ),
+            )
+        });
+    }
+    match head_disagrees(stream, fold, None, format) {
+        Ok(None) => None,
+        Ok(Some(message)) => Some((Kind::BrokenChain, message)),
+        Err(error) => Some((Kind::Malformed, error.to_string())),
+    }
+}
+
+/// The head check of format 1, whose head is a seq and the last chain hash.
+fn check_legacy_head(head: &Head, last: Seen, previous: Option<Seen>) -> Option<(Kind, String)> {
+    let hash_differs = |seen: Option<Seen>| {
+        seen.and_then(|seen| seen.hash)
+            .is_some_and(|hash| hash.0.as_slice() != head.summary.as_slice())
+    };
+    if head.seq == last.seq {
         hash_differs(Some(last)).then(|| {
             (
                 Kind::BrokenChain,
@@ -292,8 +335,8 @@ fn check_head(
         Some((
             Kind::BrokenChain,
             format!(
-                "the head says seq {} ({}), which does not match the records ending at seq {}",
-                head.seq, head.hash, last.seq
+                "the head says seq {}, which does not match the records ending at seq {}",
+                head.seq, last.seq
             ),
         ))
     }
@@ -306,8 +349,8 @@ impl Ledger {
     /// As for [`audit`].
     pub fn audit(&self) -> Result<Verdict, AuditError> {
         self.check_poisoned()?;
-        // Read in step with this ledger's writers, so a busy ledger audits as
-        // clean as a quiet one.
-        audit(&self.steady(), self.clock())
+
+
+        audit(self.store().as_ref(), self.clock())
     }
 }

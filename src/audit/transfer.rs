@@ -11,7 +11,7 @@ use crate::envelope;
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Event, Record};
 use crate::ledger::{Chain, Ledger, decode_stream, fold_records};
-use crate::store::{Expect, Head, Store as _, Stream, key};
+use crate::store::{Append, Expect, Stream, key};
 
 /// What [`Ledger::export`] wrote.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -62,10 +62,9 @@ impl Ledger {
         let mut held = Held::default();
         // Read in step with this ledger's writers: a busy ledger exports as a
         // quiet one does.
-        let steady = self.steady();
-        for stream in steady.scan() {
+        for stream in self.store().scan() {
             let stream = stream?;
-            let records = checked(&stream)?;
+            let records = checked(&stream, self.store().format())?;
             if let Some(of) = retry_of(&records) {
                 let written = key::prefix(of) < key::prefix(&stream.id) && !held.set.contains(of);
                 if !written {
@@ -83,7 +82,7 @@ impl Ledger {
         }
         // Whatever still waits names a delegation that never came.
         for id in held.order.iter().filter(|id| held.set.contains(*id)) {
-            let records = checked(&self.steady().history(id)?)?;
+            let records = checked(&self.store().history(id)?, self.store().format())?;
             write_records(&mut out, &records, &mut exported)?;
         }
         out.flush()?;
@@ -110,7 +109,7 @@ impl Ledger {
             };
             for retry in entry.remove() {
                 held.set.remove(&retry);
-                let records = checked(&self.steady().history(&retry)?)?;
+                let records = checked(&self.store().history(&retry)?, self.store().format())?;
                 write_records(out, &records, exported)?;
                 ready.push(retry);
             }
@@ -154,7 +153,7 @@ impl Ledger {
         each_record(&spool, |line, record| {
             if record.seq == 1
                 && !self
-                    .steady()
+                    .store()
                     .history(&record.delegation)?
                     .entries
                     .is_empty()
@@ -180,14 +179,18 @@ impl Ledger {
                 key: format!("delegation `{id}` seq {}", record.seq),
                 reason: violation.to_string(),
             })?;
-            let hash = fold.hash();
-            record.hash = Some(hash);
-            let head = Head {
-                seq: record.seq,
-                hash,
-            };
-            self.steady()
-                .append(&id, expect, &envelope::encode(&record), head)?;
+            record.hash = Some(fold.hash());
+            let head = fold
+                .delegation()
+                .map(envelope::head::encode)
+                .unwrap_or_default();
+            self.store().append(&[Append {
+                id: &id,
+                expect,
+                record: &envelope::encode(&record),
+                head: &head,
+            }])
+            .map_err(Error::from)?;
             stored += 1;
             if fold.state().is_settled() {
                 open.remove(&id);
@@ -208,9 +211,9 @@ struct Held {
 }
 
 /// A delegation's records, checked as the ledger reads them.
-fn checked(stream: &Stream) -> Result<Vec<Record>> {
+fn checked(stream: &Stream, format: u8) -> Result<Vec<Record>> {
     let records = decode_stream(stream)?;
-    fold_records(stream, &records, Chain::Verify)?;
+    fold_records(stream, &records, Chain::Verify, format)?;
     Ok(records)
 }
 

@@ -91,6 +91,15 @@ enum Command {
         #[command(flatten)]
         http: http::HttpArgs,
     },
+    /// Rewrite a log of an older format in the current one, in place. Every
+    /// delegation is checked first, as `audit` checks it: any damage stops the
+    /// migration with the log unchanged. A crash at any point leaves the log as it
+    /// was or migrated; running it again finishes the job. A log already current
+    /// is left alone.
+    Migrate {
+        /// The log's directory.
+        db: PathBuf,
+    },
     #[command(flatten)]
     Audit(audit::Command),
 }
@@ -122,6 +131,7 @@ pub(crate) fn main() -> ExitCode {
             redeliver,
             http,
         } => recover::run(&db, redeliver, &http),
+        Command::Migrate { db } => migrate(&db),
         Command::Audit(command) => return audit::run(command),
     };
     match result {
@@ -145,6 +155,35 @@ pub(crate) fn open_existing(db: &Path) -> Result<Ledger, Failure> {
         delegation_log::Error::NotAStore { .. } => Failure::Unusable(e.to_string()),
         e => Failure::Unusable(format!("cannot open {}: {e}", db.display())),
     })
+}
+
+/// `migrate`: exit 0 migrated or already current, 1 damage found (nothing
+/// changed), 2 no log there or it cannot be opened.
+fn migrate(db: &Path) -> Outcome {
+    match delegation_log::migrate(db) {
+        Ok(done) if done.already_current => {
+            println!("{}: already in the current format; nothing to do", db.display());
+            Ok(())
+        }
+        Ok(done) => {
+            println!(
+                "{}: migrated {} delegations, {} records, to the current format",
+                db.display(),
+                done.delegations,
+                done.records
+            );
+            Ok(())
+        }
+        Err(e @ (delegation_log::Error::Corrupt { .. } | delegation_log::Error::UnknownVersion { .. })) => {
+            Err(Failure::Problems(format!(
+                "{}: not migrated, the log is unchanged: {e}; run `delegation-log audit {}`",
+                db.display(),
+                db.display()
+            )))
+        }
+        Err(e @ delegation_log::Error::NotAStore { .. }) => Err(Failure::Unusable(e.to_string())),
+        Err(e) => Err(Failure::Unusable(format!("cannot migrate {}: {e}", db.display()))),
+    }
 }
 
 /// Parses an id given on the command line; a bad one is exit 2.

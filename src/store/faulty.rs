@@ -5,15 +5,17 @@
 //! pending list; a flush copies the pending appends into the durable image. A crash
 //! throws the live image away and starts again from the durable one.
 //!
-//! A group written by [`Store::append_all`] is one pending write: a flush makes all
-//! of it durable, a crash loses all of it, and a torn crash, which tears the last
-//! pending write, drops a group whole (as sled's recovery drops a batch it did not
-//! seal) rather than split it.
+//! A group written by [`Store::append`] (records with their heads) is one pending
+//! write: a flush makes all of it durable, a crash loses all of it. A torn crash
+//! models a disk worse than sled's recovery assumes: the last pending write of a
+//! single record reaches the durable image cut short and without its head, so
+//! that tests can check that such damage is found; a group of several is dropped
+//! whole, as sled's recovery drops a batch it did not seal.
 
 use std::sync::{Mutex, MutexGuard};
 
 use super::memory::{self, Image};
-use super::{Append, Expect, Head, Store, Stream};
+use super::{Append, AppendError, Expect, Head, Store, Stream, key};
 use crate::error::{Error, Result};
 use crate::event::DelegationId;
 
@@ -31,14 +33,14 @@ struct Pending {
     id: DelegationId,
     expect: Expect,
     record: Vec<u8>,
-    head: Head,
+    head: Vec<u8>,
 }
 
 #[derive(Debug)]
 struct State {
     live: Image,
     durable: Image,
-    /// Writes not yet flushed, in order: one append, or one group of `append_all`.
+    /// Writes not yet flushed, in order: one group of [`Store::append`] each.
     pending: Vec<Vec<Pending>>,
     armed: Vec<Fault>,
     rng: u64,
@@ -135,9 +137,9 @@ impl Faulty {
 
     /// Simulates a crash during the last unflushed write: the writes before it
     /// reached the disk, and it reaches the durable image torn, cut at a seeded
-    /// length, without its head. A group of [`Store::append_all`] is never torn
-    /// apart: as the last write it is lost whole. Returns whether there was a
-    /// pending write to tear.
+    /// length, without its head. A group of several appends is never torn apart:
+    /// as the last write it is lost whole. Returns whether there was a pending
+    /// write to tear.
     pub fn crash_tearing(&self) -> bool {
         let mut state = self.state();
         let Some(mut last) = state.pending.pop() else {
@@ -181,7 +183,12 @@ impl Faulty {
 fn make_durable(durable: &mut Image, writes: Vec<Vec<Pending>>) {
     for write in writes.into_iter().flatten() {
         let slot = memory::slot(durable, &write.id);
-        memory::push(slot, write.expect.next(), &write.record, Some(write.head));
+        let seq = write.expect.next();
+        let head = Head {
+            seq,
+            summary: write.head,
+        };
+        memory::push(slot, seq, &write.record, Some(head));
     }
 }
 
@@ -190,29 +197,13 @@ fn injected(what: &str) -> Error {
 }
 
 impl Store for Faulty {
-    fn append(&self, id: &DelegationId, expect: Expect, record: &[u8], head: Head) -> Result<()> {
+    fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
         let mut state = self.state();
         let rate = state.write_fail_per_mille;
         if state.take(Fault::FailWrite) || state.roll(rate) {
-            return Err(injected("write"));
+            return Err(injected("write").into());
         }
-        memory::append(&mut state.live, id, expect, record, head)?;
-        state.pending.push(vec![Pending {
-            id: id.clone(),
-            expect,
-            record: record.to_vec(),
-            head,
-        }]);
-        Ok(())
-    }
-
-    fn append_all(&self, appends: &[Append<'_>]) -> Result<()> {
-        let mut state = self.state();
-        let rate = state.write_fail_per_mille;
-        if state.take(Fault::FailWrite) || state.roll(rate) {
-            return Err(injected("write"));
-        }
-        memory::append_all(&mut state.live, appends)?;
+        memory::append(&mut state.live, appends)?;
         if !appends.is_empty() {
             let group = appends
                 .iter()
@@ -220,12 +211,20 @@ impl Store for Faulty {
                     id: append.id.clone(),
                     expect: append.expect,
                     record: append.record.to_vec(),
-                    head: append.head,
+                    head: append.head.to_vec(),
                 })
                 .collect();
             state.pending.push(group);
         }
         Ok(())
+    }
+
+    fn head(&self, id: &DelegationId) -> Result<Option<Head>> {
+        Ok(self
+            .state()
+            .live
+            .get(&key::prefix(id))
+            .and_then(|(_, slot)| slot.head.clone()))
     }
 
     fn history(&self, id: &DelegationId) -> Result<Stream> {

@@ -3,9 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use super::{Append, Entry, Expect, Head, Store, Stream, key};
+use super::{Append, AppendError, Entry, Head, Store, Stream, key};
 use crate::error::{Error, Result};
-use crate::event::DelegationId;
+use crate::event::{DelegationId, Seq};
 
 /// One delegation's records and head, as the in-memory stores keep them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -17,78 +17,68 @@ pub(crate) struct Slot {
 /// Delegations in key order, exactly as sled orders them.
 pub(crate) type Image = BTreeMap<Vec<u8>, (DelegationId, Slot)>;
 
-/// Appends to an image, with the same checks as every store.
-pub(crate) fn append(
-    image: &mut Image,
-    id: &DelegationId,
-    expect: Expect,
-    record: &[u8],
-    head: Head,
-) -> Result<()> {
-    let slot = slot(image, id);
-    let actual = slot.entries.last().map(|entry| entry.seq);
-    if actual
-        != match expect {
-            Expect::Empty => None,
-            Expect::At(seq) => Some(seq),
-        }
-    {
-        return Err(Error::Conflict {
-            id: id.clone(),
-            expected: expect,
-            actual,
-        });
-    }
-    push(slot, expect.next(), record, Some(head));
-    Ok(())
-}
-
-/// Appends a group to an image, all or nothing: every expectation is checked (in
-/// order, each against the appends before it) before anything is written.
-pub(crate) fn append_all(image: &mut Image, appends: &[Append<'_>]) -> Result<()> {
-    let mut heads: HashMap<&DelegationId, Option<crate::event::Seq>> = HashMap::new();
+/// Appends a group to an image, all or nothing, with the checks of every store:
+/// each expectation is checked (in order, each against the appends before it) and
+/// each record slot must be free, before anything is written.
+pub(crate) fn append(image: &mut Image, appends: &[Append<'_>]) -> Result<(), AppendError> {
+    let mut heads: HashMap<&DelegationId, Option<Seq>> = HashMap::new();
     for append in appends {
+        let slot = image.get(&key::prefix(append.id)).map(|(_, slot)| slot);
         let actual = match heads.get(append.id) {
             Some(seq) => *seq,
-            None => image
-                .get(&key::prefix(append.id))
-                .and_then(|(_, slot)| slot.entries.last())
-                .map(|entry| entry.seq),
+            None => slot.and_then(|slot| slot.head.as_ref()).map(|head| head.seq),
         };
-        let expected = match append.expect {
-            Expect::Empty => None,
-            Expect::At(seq) => Some(seq),
-        };
-        if actual != expected {
-            return Err(Error::Conflict {
+        if actual != append.expect.seq() {
+            return Err(AppendError::Conflict {
                 id: append.id.clone(),
                 expected: append.expect,
                 actual,
             });
         }
-        heads.insert(append.id, Some(append.expect.next()));
+        let next = append.expect.next();
+        if slot.is_some_and(|slot| slot.entries.iter().any(|entry| entry.seq == next)) {
+            return Err(occupied(append.id, next).into());
+        }
+        heads.insert(append.id, Some(next));
     }
     for append in appends {
+        let seq = append.expect.next();
         push(
             slot(image, append.id),
-            append.expect.next(),
+            seq,
             append.record,
-            Some(append.head),
+            Some(Head {
+                seq,
+                summary: append.head.to_vec(),
+            }),
         );
     }
     Ok(())
 }
 
+/// The damage of a record slot that is taken though the head says it is free.
+pub(crate) fn occupied(id: &DelegationId, seq: Seq) -> Error {
+    Error::Corrupt {
+        key: format!("delegation `{id}` seq {seq}"),
+        reason: "a record is stored beyond the head: the head was lost or the record \
+                 was never acknowledged"
+            .to_owned(),
+    }
+}
+
 /// Writes a record into a slot without any check, as a disk writes what it is told.
-pub(crate) fn push(slot: &mut Slot, seq: crate::event::Seq, record: &[u8], head: Option<Head>) {
-    slot.entries.push(Entry {
+pub(crate) fn push(slot: &mut Slot, seq: Seq, record: &[u8], head: Option<Head>) {
+    let at = slot.entries.partition_point(|entry| entry.seq < seq);
+    let entry = Entry {
         seq,
         bytes: record.to_vec(),
-    });
-    if let Some(head) = head
-        && slot.head.is_none_or(|old| old.seq < head.seq)
-    {
-        slot.head = Some(head);
+    };
+    match slot.entries.get_mut(at) {
+        Some(same) if same.seq == seq => *same = entry,
+        _ => slot.entries.insert(at, entry),
+    }
+    if head.is_some() {
+        slot.head = head;
     }
 }
 
@@ -106,7 +96,7 @@ pub(crate) fn stream(image: &Image, id: &DelegationId) -> Stream {
     Stream {
         id: id.clone(),
         entries: slot.map(|slot| slot.entries.clone()).unwrap_or_default(),
-        head: slot.and_then(|slot| slot.head),
+        head: slot.and_then(|slot| slot.head.clone()),
     }
 }
 
@@ -143,12 +133,15 @@ impl Memory {
 }
 
 impl Store for Memory {
-    fn append(&self, id: &DelegationId, expect: Expect, record: &[u8], head: Head) -> Result<()> {
-        append(&mut self.image(), id, expect, record, head)
+    fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
+        append(&mut self.image(), appends)
     }
 
-    fn append_all(&self, appends: &[Append<'_>]) -> Result<()> {
-        append_all(&mut self.image(), appends)
+    fn head(&self, id: &DelegationId) -> Result<Option<Head>> {
+        Ok(self
+            .image()
+            .get(&key::prefix(id))
+            .and_then(|(_, slot)| slot.head.clone()))
     }
 
     fn history(&self, id: &DelegationId) -> Result<Stream> {

@@ -1,23 +1,33 @@
 //! Where records live: a small trait and its implementations.
 //!
-//! A [`Store`] keeps opaque record bytes under (delegation, seq) and knows nothing of
+//! A [`Store`] keeps opaque bytes under (delegation, seq) and knows nothing of
 //! events or lifecycles; the [`Ledger`](crate::Ledger) decides what may be written.
-//! The trait has five operations: append with an expected head, append to several
-//! delegations at once (all or nothing, each with its own expected head), read one
-//! delegation's history, scan everything in delegation order, and flush. Beside
-//! the records, a store keeps a redundant **head** per delegation (its last seq and
-//! chain hash), so that losing a delegation's last record is detectable.
+//! Beside its records, each delegation has a **head**: the seq of its last record
+//! and an opaque summary the ledger writes with it (state, outcome, times, chain
+//! hash), so that a status is one read. The trait is what the ledger needs and no
+//! more:
 //!
+//! - [`Store::append`]: an atomic, conditional write of several keys: for each
+//!   delegation of the group, its next record and its new head, all or nothing,
+//!   each checked against the head its writer read;
+//! - [`Store::head`]: one get;
+//! - [`Store::history`] and [`Store::scan`]: a prefix scan of one delegation, or
+//!   of all of them, each delegation read whole and in step with its head;
+//! - [`Store::flush`], for durability.
+//!
+//! Implementations:
 //! - [`Sled`]: the default, on disk.
 //! - [`Memory`]: in memory, for tests and short-lived use.
 //! - [`Faulty`]: in memory with seeded faults (failed writes and flushes, crashes,
 //!   torn writes), for deterministic crash tests.
 //!
-//! A scale-out backend (PostgreSQL, FoundationDB) would implement the same trait:
-//! `append` maps onto a conditional insert on (delegation, seq).
+//! A scale-out backend (PostgreSQL) implements the same trait: `append` is one
+//! transaction that raises each head with a conditional update and inserts each
+//! record under a unique (delegation, seq).
 
 mod faulty;
 mod memory;
+mod stripes;
 pub mod sled;
 
 use std::fmt;
@@ -25,15 +35,16 @@ use std::fmt;
 pub use self::faulty::{Fault, Faulty};
 pub use self::memory::Memory;
 pub use self::sled::Sled;
-use crate::error::Result;
-use crate::event::{ChainHash, DelegationId, Seq};
+pub(crate) use self::stripes::Stripes;
+use crate::error::{Error, Result};
+use crate::event::{DelegationId, Seq};
 
-/// What the caller believes a delegation's head to be when it appends.
+/// What the writer believes a delegation's head to be when it appends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Expect {
-    /// The delegation has no records: the append is seq 1.
+    /// The delegation has no head (no records): the append is seq 1.
     Empty,
-    /// The delegation's last record is this seq: the append is seq + 1.
+    /// The delegation's head is at this seq: the append is seq + 1.
     At(Seq),
 }
 
@@ -54,6 +65,14 @@ impl Expect {
             Expect::At(seq)
         }
     }
+
+    /// The head seq this expects, `None` for no head.
+    pub fn seq(self) -> Option<Seq> {
+        match self {
+            Expect::Empty => None,
+            Expect::At(seq) => Some(seq),
+        }
+    }
 }
 
 impl fmt::Display for Expect {
@@ -65,35 +84,32 @@ impl fmt::Display for Expect {
     }
 }
 
-/// A delegation's redundant head: its last seq and that record's chain hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A delegation's head as a store keeps it: the seq of the record it was written
+/// with, and the ledger's summary of the delegation at that record.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Head {
-    /// The seq of the last record.
+    /// The seq of the record written with this head.
     pub seq: Seq,
-    /// The chain hash of the last record.
-    pub hash: ChainHash,
+    /// The ledger's encoded summary (opaque to the store). In a store of format 1,
+    /// which kept no summary, the 32 bytes of the last record's chain hash.
+    pub summary: Vec<u8>,
 }
 
 impl Head {
-    /// The size of an encoded head.
-    pub const LEN: usize = 8 + 32;
-
-    /// Big-endian seq, then the hash.
-    pub fn encode(&self) -> [u8; Self::LEN] {
-        let mut out = [0u8; Self::LEN];
-        let (seq, hash) = out.split_at_mut(8);
-        seq.copy_from_slice(&self.seq.to_be_bytes());
-        hash.copy_from_slice(&self.hash.0);
+    /// The head's stored value: big-endian seq, then the summary.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.summary.len());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.summary);
         out
     }
 
-    /// The inverse of [`Head::encode`]; `None` for bytes of the wrong length.
+    /// The inverse of [`Head::encode`]; `None` for fewer than 8 bytes.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let (seq, hash) = bytes.split_first_chunk::<8>()?;
-        let hash: [u8; 32] = hash.try_into().ok()?;
+        let (seq, summary) = bytes.split_first_chunk::<8>()?;
         Some(Head {
             seq: u64::from_be_bytes(*seq),
-            hash: ChainHash(hash),
+            summary: summary.to_vec(),
         })
     }
 }
@@ -114,22 +130,51 @@ pub struct Stream {
     pub id: DelegationId,
     /// Its records, in key order.
     pub entries: Vec<Entry>,
-    /// Its redundant head, if the store has one.
+    /// Its head, if the store has one.
     pub head: Option<Head>,
 }
 
-/// One append of a group written by [`Store::append_all`]: `record` as seq
-/// `expect.next()` of `id`, raising its head to `head`.
+impl Stream {
+    /// Whether the head and the last record were written together: the head's seq
+    /// is the last record's (or there is neither).
+    pub fn in_step(&self) -> bool {
+        self.head.as_ref().map(|head| head.seq) == self.entries.last().map(|entry| entry.seq)
+    }
+}
+
+/// One append of a group written by [`Store::append`]: `record` as seq
+/// `expect.next()` of `id`, and `head` as its new head summary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Append<'a> {
     /// The delegation.
     pub id: &'a DelegationId,
-    /// What the caller believes its head to be.
+    /// What the writer believes its head to be.
     pub expect: Expect,
     /// The encoded record.
     pub record: &'a [u8],
-    /// The head after the record.
-    pub head: Head,
+    /// The encoded summary of the new head.
+    pub head: &'a [u8],
+}
+
+/// Why [`Store::append`] wrote nothing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppendError {
+    /// A delegation's head is not what its writer read: another writer appended
+    /// first. Read the head again and decide again.
+    #[error("delegation `{id}`: expected {expected}, found head {actual:?}")]
+    Conflict {
+        /// The delegation.
+        id: DelegationId,
+        /// The head the writer expected.
+        expected: Expect,
+        /// The head's seq found, `None` for no head.
+        actual: Option<Seq>,
+    },
+    /// The store failed, or found damage (a record already in the slot the head
+    /// says is free): nothing was written.
+    #[error(transparent)]
+    Store(#[from] Error),
 }
 
 /// The storage behind a ledger.
@@ -137,35 +182,39 @@ pub struct Append<'a> {
 /// Implementations must be safe to call from many threads, and `append` must be
 /// atomic: of several appends with the same expectation, at most one succeeds.
 pub trait Store: Send + Sync + 'static {
-    /// Appends `record` as seq `expect.next()` of `id`, and sets the head to `head`.
-    ///
-    /// # Errors
-    /// [`Error::Conflict`](crate::Error::Conflict) if the delegation's head is not
-    /// `expect`; a storage error if the write failed.
-    fn append(&self, id: &DelegationId, expect: Expect, record: &[u8], head: Head) -> Result<()>;
-
-    /// Writes every append of `appends`, all or nothing: each is checked against
+    /// Writes every append of `appends`, all or nothing. Each is checked against
     /// its own expectation (in order, so a group may append twice to one
-    /// delegation), and if any fails, nothing is written. A crash keeps all of the
-    /// group or none of it, and a torn write never splits it: this is how one
-    /// delegation's failure and the retry that replaces it reach the log together.
+    /// delegation): the delegation's head must be at `expect`, and its record slot
+    /// `expect.next()` must be free. If any check fails, nothing is written. A
+    /// crash keeps all of the group or none of it, records and heads together.
     /// An empty group writes nothing.
     ///
     /// # Errors
-    /// [`Error::Conflict`](crate::Error::Conflict) for the first append whose
-    /// delegation's head is not its expectation (nothing is written); a storage
-    /// error if the write failed.
-    fn append_all(&self, appends: &[Append<'_>]) -> Result<()>;
+    /// [`AppendError::Conflict`] for the first append whose delegation's head is
+    /// not its expectation; [`AppendError::Store`] with
+    /// [`Error::Corrupt`](crate::Error::Corrupt) if a record already sits in the
+    /// slot a head says is free, or with a storage error if the write failed.
+    /// Nothing is written in any case.
+    fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError>;
 
-    /// One delegation's records and head; empty if it has none.
+    /// `id`'s head, one read; `None` if it has none.
+    ///
+    /// # Errors
+    /// A storage error, or [`Error::Corrupt`](crate::Error::Corrupt) for a head
+    /// too short to hold its seq.
+    fn head(&self, id: &DelegationId) -> Result<Option<Head>>;
+
+    /// One delegation's records and head, read in step: no append of its writers
+    /// is half seen. Empty if it has none.
     ///
     /// # Errors
     /// A storage error, or [`Error::Corrupt`](crate::Error::Corrupt) for keys that
     /// do not parse.
     fn history(&self, id: &DelegationId) -> Result<Stream>;
 
-    /// Every delegation, one at a time, in the store's order. A damaged key gives
-    /// an error item, and the scan goes on past it.
+    /// Every delegation, one at a time, in the store's order, each as
+    /// [`Store::history`] would read it. A damaged key gives an error item, and the
+    /// scan goes on past it.
     fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream>> + Send + '_>;
 
     /// Makes every append so far durable on the device: it survives a process
@@ -185,15 +234,34 @@ pub trait Store: Send + Sync + 'static {
     fn flush_crash_safe(&self) -> Result<()> {
         self.flush()
     }
+
+    /// The format the store's heads are in: 2, where each head holds its
+    /// delegation's summary and was written atomically with its record; or 1,
+    /// for a sled store awaiting [`Sled::migrate`], whose heads hold only the
+    /// last chain hash, were written after their records, and may lag by one.
+    fn format(&self) -> u8 {
+        sled::FORMAT
+    }
+}
+
+impl From<AppendError> for Error {
+    fn from(error: AppendError) -> Self {
+        match error {
+            AppendError::Conflict { id, .. } => Error::Conflict { id, attempts: 1 },
+            AppendError::Store(error) => error,
+        }
+    }
 }
 
 /// Key layout shared by the stores: `u16` big-endian id length, the id's bytes,
-/// then the `u64` big-endian seq. The length prefix keeps `ab` from matching the
-/// prefix of `abc`; big-endian seqs keep a delegation's records in order.
+/// then the `u64` big-endian seq, where seq 0 is the head. The length prefix keeps
+/// `ab` from matching the prefix of `abc`; big-endian seqs keep a delegation's
+/// records in order, after its head.
 pub mod key {
     use crate::event::{DelegationId, MAX_ID_LEN, Seq};
 
-    /// The key prefix shared by every record of `id`, which is also its head's key.
+    /// The key prefix shared by every record of `id` and its head (and, in a
+    /// store of format 1, the key of its head in the heads tree).
     pub fn prefix(id: &DelegationId) -> Vec<u8> {
         let bytes = id.as_str().as_bytes();
         let mut out = Vec::with_capacity(2 + bytes.len() + 8);
@@ -202,6 +270,12 @@ pub mod key {
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(bytes);
         out
+    }
+
+    /// The key of `id`'s head: its prefix and seq 0, which no record has, so a
+    /// prefix scan meets the head first and then the records in order.
+    pub fn head(id: &DelegationId) -> Vec<u8> {
+        record(id, 0)
     }
 
     /// The key of record `seq` of `id`.

@@ -86,18 +86,85 @@ pub fn id(text: &str) -> delegation_log::DelegationId {
     text.parse().unwrap()
 }
 
-/// Rewrites a closed sled store's `records` and `heads` trees directly, as damage
-/// or an attacker would, then flushes.
+/// Rewrites a closed sled store's trees directly, as damage or an attacker would,
+/// then flushes. Format 2 keeps records and heads in one tree, `log`, which the
+/// closure gets twice, as the records and as the heads: records under
+/// `key::record`, heads under `key::head`.
 pub fn raw(path: &std::path::Path, change: impl FnOnce(&sled::Tree, &sled::Tree)) {
+    let db = sled::open(path).unwrap();
+    let log = db.open_tree("log").unwrap();
+    change(&log, &log);
+    db.flush().unwrap();
+}
+
+/// The head summary of delegation `id` in the closed sled store at `path`, with
+/// `change` applied to the delegation it describes, re-encoded: a head that lies.
+pub fn forge_head(
+    path: &std::path::Path,
+    id: &delegation_log::DelegationId,
+    change: impl FnOnce(&mut delegation_log::Delegation),
+) {
+    use delegation_log::store::{Head, key};
+    raw(path, |log, _| {
+        let stored = Head::decode(&log.get(key::head(id)).unwrap().unwrap()).unwrap();
+        let mut summary = delegation_log::envelope::head::decode(&stored.summary).unwrap();
+        change(&mut summary);
+        let forged = Head {
+            seq: summary.seq,
+            summary: delegation_log::envelope::head::encode(&summary),
+        };
+        log.insert(key::head(id), forged.encode()).unwrap();
+    });
+}
+
+/// The audit of the sled store at `path`, against [`clock`].
+pub fn audited(path: &std::path::Path) -> Verdict {
+    audit::audit_path(path, &clock()).unwrap()
+}
+
+/// Rewrites the closed sled store at `path` in format 1, as every version before
+/// ledger v2 wrote it: records in a `records` tree in the version 1 envelope,
+/// heads of a seq and the last chain hash in a `heads` tree, format marker 1.
+pub fn downgrade_to_v1(path: &std::path::Path) {
+    use delegation_log::envelope;
+    use delegation_log::store::{Head, key};
+    let db = sled::open(path).unwrap();
+    let log = db.open_tree("log").unwrap();
+    let records = db.open_tree("records").unwrap();
+    let heads = db.open_tree("heads").unwrap();
+    for item in log.iter() {
+        let (raw, value) = item.unwrap();
+        let (id, seq) = key::parse(&raw).unwrap();
+        if seq == 0 {
+            let head = Head::decode(&value).unwrap();
+            let summary = envelope::head::decode(&head.summary).unwrap();
+            let legacy = Head {
+                seq: head.seq,
+                summary: summary.hash.0.to_vec(),
+            };
+            heads.insert(key::prefix(&id), legacy.encode()).unwrap();
+        } else {
+            let record = envelope::decode(&value).unwrap();
+            records
+                .insert(raw, envelope::encode_v1(&record))
+                .unwrap();
+        }
+    }
+    drop(log);
+    db.drop_tree("log").unwrap();
+    db.open_tree("meta")
+        .unwrap()
+        .insert("format", &[1u8][..])
+        .unwrap();
+    db.flush().unwrap();
+}
+
+/// As [`raw`], for a store of format 1: its `records` and `heads` trees.
+pub fn raw_v1(path: &std::path::Path, change: impl FnOnce(&sled::Tree, &sled::Tree)) {
     let db = sled::open(path).unwrap();
     change(
         &db.open_tree("records").unwrap(),
         &db.open_tree("heads").unwrap(),
     );
     db.flush().unwrap();
-}
-
-/// The audit of the sled store at `path`, against [`clock`].
-pub fn audited(path: &std::path::Path) -> Verdict {
-    audit::audit_path(path, &clock()).unwrap()
 }

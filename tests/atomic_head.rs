@@ -1,0 +1,203 @@
+//! Guards the promise of ledger v2's write path: a record and its head are one
+//! atomic write, so no crash leaves a head that disagrees with its history.
+//!
+//! A workload of durable writes (queue, deliver, fail, retry) runs on the
+//! fault-injecting store, and the process is killed before each of its store
+//! calls in turn, once as a clean crash and once tearing the last unflushed
+//! write. After each kill the store is reopened, and for every delegation:
+//! - every event acknowledged before the kill is there;
+//! - where the history reads, `status` (one read of the head) equals the status
+//!   of a replay of the history;
+//! - where it does not (a torn record, never acknowledged), `status` still
+//!   answers from the head, which covers only what was written whole, a new
+//!   write is refused as damage without poisoning the ledger, and `audit` names
+//!   the record.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use delegation_log::event::{Failed, Queued};
+use delegation_log::store::{Append, AppendError, Faulty, Head, Store, Stream};
+use delegation_log::{
+    DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, Seq, StatusKind,
+};
+
+fn id(text: &str) -> DelegationId {
+    text.parse().unwrap()
+}
+
+/// A store over a [`Faulty`] one whose process dies just before its `at`-th call
+/// of any kind: the faulty store crashes there (losing, or tearing, what was not
+/// flushed), and every later call fails, as nothing runs in a dead process.
+struct Killed {
+    inner: Arc<Faulty>,
+    at: usize,
+    tear: bool,
+    calls: AtomicUsize,
+    dead: AtomicBool,
+}
+
+impl Killed {
+    fn alive(&self) -> Result<(), Error> {
+        if !self.dead.load(Ordering::SeqCst) && self.calls.fetch_add(1, Ordering::SeqCst) == self.at
+        {
+            self.dead.store(true, Ordering::SeqCst);
+            if self.tear {
+                self.inner.crash_tearing();
+            } else {
+                self.inner.crash();
+            }
+        }
+        if self.dead.load(Ordering::SeqCst) {
+            return Err(Error::Io(std::io::Error::other("the process is dead")));
+        }
+        Ok(())
+    }
+}
+
+impl Store for Killed {
+    fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
+        self.alive()?;
+        self.inner.append(appends)
+    }
+
+    fn head(&self, id: &DelegationId) -> Result<Option<Head>, Error> {
+        self.alive()?;
+        self.inner.head(id)
+    }
+
+    fn history(&self, id: &DelegationId) -> Result<Stream, Error> {
+        self.alive()?;
+        self.inner.history(id)
+    }
+
+    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream, Error>> + Send + '_> {
+        match self.alive() {
+            Ok(()) => self.inner.scan(),
+            Err(error) => Box::new(std::iter::once(Err(error))),
+        }
+    }
+
+    fn flush(&self) -> Result<(), Error> {
+        self.alive()?;
+        self.inner.flush()
+    }
+}
+
+fn ledger_on(store: Arc<dyn Store>) -> Ledger {
+    Ledger::with_store(store, Options::new().clock(ManualClock::default()))
+}
+
+/// The workload: returns, for each acknowledged write, the delegation and the
+/// seq it acknowledged. Stops at the first error (the process died).
+fn workload(ledger: &Ledger) -> Vec<(DelegationId, Seq)> {
+    let mut acked = Vec::new();
+    let mut ack = |id: &DelegationId, result: Result<Seq, Error>| match result {
+        Ok(seq) => {
+            acked.push((id.clone(), seq));
+            true
+        }
+        Err(_) => false,
+    };
+    let (a, b, c, c2) = (id("a"), id("b"), id("c"), id("c.r1"));
+    let steps: Vec<Box<dyn Fn() -> (DelegationId, Result<Seq, Error>)>> = vec![
+        Box::new(|| (a.clone(), ledger.record(&a, Event::queued("p", "t")).map(|r| r.seq))),
+        Box::new(|| (b.clone(), ledger.record(&b, Event::queued("p", "t")).map(|r| r.seq))),
+        Box::new(|| {
+            let event = Event::delivered(Some(200)).unwrap();
+            (a.clone(), ledger.record(&a, event).map(|r| r.seq))
+        }),
+        Box::new(|| (c.clone(), ledger.record(&c, Event::queued("p", "t")).map(|r| r.seq))),
+        Box::new(|| {
+            let event = Event::failed(FailureReason::HttpStatus(503), Some("busy".into()));
+            (b.clone(), ledger.record(&b, event.unwrap()).map(|r| r.seq))
+        }),
+        Box::new(|| {
+            let failed = Failed {
+                reason: FailureReason::Interrupted,
+                detail: None,
+            };
+            let retried = ledger.retry(&c, failed, &c2, Queued::new("p", "t"));
+            (c.clone(), retried.map(|r| r.failed.seq))
+        }),
+        Box::new(|| {
+            let event = Event::delivered(None).unwrap();
+            (c2.clone(), ledger.record(&c2, event).map(|r| r.seq))
+        }),
+    ];
+    for step in steps {
+        let (id, result) = step();
+        if !ack(&id, result) {
+            break;
+        }
+    }
+    acked
+}
+
+#[test]
+fn no_kill_leaves_a_head_that_disagrees_with_its_history() {
+    let mut kills = 0;
+    let mut torn_reads = 0;
+    for tear in [false, true] {
+        for at in 0..64 {
+            let faulty = Arc::new(Faulty::seeded(at as u64));
+            let killed = Arc::new(Killed {
+                inner: Arc::clone(&faulty),
+                at,
+                tear,
+                calls: AtomicUsize::new(0),
+                dead: AtomicBool::new(false),
+            });
+            let acked = workload(&ledger_on(killed.clone()));
+            if !killed.dead.load(Ordering::SeqCst) {
+                // The workload finished before the kill point: every later point
+                // would too.
+                break;
+            }
+            kills += 1;
+            let ledger = ledger_on(faulty.clone());
+            let mut last_acked: BTreeMap<DelegationId, Seq> = BTreeMap::new();
+            for (id, seq) in acked {
+                last_acked.insert(id, seq);
+            }
+            for name in ["a", "b", "c", "c.r1"] {
+                let id = id(name);
+                let status = ledger.status(&id).unwrap();
+                match ledger.delegation(&id) {
+                    Ok(Some(delegation)) => {
+                        assert_eq!(status, delegation.status(), "kill {at} (tear {tear}): {id}");
+                        let acked = last_acked.get(&id).copied().unwrap_or(0);
+                        assert!(delegation.seq >= acked, "kill {at}: {id} lost seq {acked}");
+                    }
+                    Ok(None) => {
+                        assert_eq!(status.status, StatusKind::NotFound);
+                        assert!(!last_acked.contains_key(&id), "kill {at}: {id} was lost");
+                    }
+                    Err(Error::Corrupt { .. }) => {
+                        // Only a torn, unacknowledged record does this.
+                        assert!(tear, "kill {at}: {id} damaged by a clean crash");
+                        torn_reads += 1;
+                        let acked = last_acked.get(&id).copied().unwrap_or(0);
+                        let history = faulty.history(&id).unwrap();
+                        assert_eq!(history.head.map_or(0, |head| head.seq), acked);
+                        let next = Event::failed(FailureReason::Timeout, None).unwrap();
+                        assert!(matches!(
+                            ledger.record(&id, next),
+                            Err(Error::Corrupt { .. }) | Err(Error::IllegalTransition { .. })
+                        ));
+                        // Refused as damage, not as a failure: the ledger still serves.
+                        ledger.status(&id).unwrap();
+                        let verdict = ledger.audit().unwrap();
+                        assert!(!verdict.is_clean(), "kill {at}: audit missed the tear");
+                    }
+                    Err(other) => panic!("kill {at}: {id}: {other}"),
+                }
+            }
+        }
+    }
+    assert!(kills >= 20, "only {kills} kill points");
+    assert!(torn_reads > 0, "no kill tore a record");
+    println!("{kills} kills, {torn_reads} torn records refused as damage");
+}

@@ -1,0 +1,224 @@
+//! Guards `migrate`: a store of format 1 opens and reads (its records upcast)
+//! but refuses writes until migrated; migration rewrites it in place, keeping
+//! every record (the export is byte for byte the same before and after) and
+//! giving every delegation a head that answers `status` alone; a damaged store
+//! is not migrated at all; and a migration killed with SIGKILL at any moment
+//! leaves the store either as it was or migrated, never in between, and running
+//! it again finishes the job.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod audit_support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use audit_support::{downgrade_to_v1, id, raw_v1};
+use delegation_log::event::{Failed, Queued};
+use delegation_log::store::key;
+use delegation_log::{Error, Event, FailureReason, Ledger, ManualClock, Options, StatusKind};
+
+/// A store of `n` delegations in format 2: delivered, failed, pending and
+/// retried ones, with tasks; returns its export.
+fn build(path: &Path, n: usize) -> Vec<u8> {
+    let ledger = Ledger::open_with(path, Options::new().clock(ManualClock::default())).unwrap();
+    for i in 0..n {
+        let name = id(&format!("d-{i:05}"));
+        let queued = Queued {
+            task: Some(serde_json::json!({"text": format!("task {i}"), "n": i})),
+            ..Queued::new("planner", "http://127.0.0.1:9/a2a")
+        };
+        ledger.record(&name, Event::Queued(queued)).unwrap();
+        match i % 4 {
+            0 => {
+                ledger
+                    .record(&name, Event::delivered(Some(200)).unwrap())
+                    .unwrap();
+            }
+            1 => {
+                let failed = Event::failed(FailureReason::HttpStatus(503), Some("busy".into()));
+                ledger.record(&name, failed.unwrap()).unwrap();
+            }
+            2 => {
+                let failed = Failed {
+                    reason: FailureReason::Interrupted,
+                    detail: None,
+                };
+                let retry = id(&format!("d-{i:05}.r1"));
+                ledger
+                    .retry(&name, failed, &retry, Queued::new("planner", "t"))
+                    .unwrap();
+            }
+            _ => {}
+        }
+    }
+    export(&ledger)
+}
+
+fn export(ledger: &Ledger) -> Vec<u8> {
+    let mut out = Vec::new();
+    ledger.export(&mut out).unwrap();
+    out
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// Checks a store that must hold exactly the export `expected`, in either
+/// format; returns its format.
+fn check(path: &Path, expected: &[u8]) -> u8 {
+    let ledger = Ledger::open_existing(path).unwrap();
+    let format = ledger.store().format();
+    assert_eq!(export(&ledger), expected, "format {format}: the records changed");
+    let verdict = ledger.audit().unwrap();
+    assert!(verdict.is_clean(), "format {format}: {}", verdict.to_plain());
+    for delegation in ledger.replay() {
+        let delegation = delegation.unwrap();
+        assert_eq!(ledger.status(&delegation.id).unwrap(), delegation.status());
+    }
+    format
+}
+
+#[test]
+fn a_format_1_store_reads_refuses_writes_and_migrates_to_the_same_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let expected = build(&path, 40);
+    downgrade_to_v1(&path);
+    assert_eq!(check(&path, &expected), 1);
+
+    let ledger = Ledger::open(&path).unwrap();
+    let pending = id("d-00003");
+    assert_eq!(ledger.status(&pending).unwrap().status, StatusKind::Queued);
+    let refused = ledger.record(&pending, Event::delivered(None).unwrap());
+    assert!(
+        matches!(refused, Err(Error::NeedsMigration { found: 1, .. })),
+        "{refused:?}"
+    );
+    assert!(refused.unwrap_err().to_string().contains("delegation-log migrate"));
+    // Refused, not failed: the ledger still serves.
+    assert_eq!(ledger.status(&pending).unwrap().status, StatusKind::Queued);
+    drop(ledger);
+
+    let migration = delegation_log::migrate(&path).unwrap();
+    assert_eq!((migration.delegations, migration.records), (50, 80));
+    assert!(!migration.already_current);
+    assert_eq!(check(&path, &expected), 2);
+
+    let ledger = Ledger::open(&path).unwrap();
+    ledger
+        .record(&pending, Event::delivered(None).unwrap())
+        .unwrap();
+    assert_eq!(ledger.status(&pending).unwrap().status, StatusKind::Delivered);
+    drop(ledger);
+    assert!(delegation_log::migrate(&path).unwrap().already_current);
+}
+
+#[test]
+fn a_damaged_format_1_store_is_not_migrated_and_stays_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    build(&path, 8);
+    downgrade_to_v1(&path);
+    raw_v1(&path, |records, _| {
+        let key = key::record(&id("d-00004"), 2);
+        let mut bytes = records.get(&key).unwrap().unwrap().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        records.insert(key, bytes).unwrap();
+    });
+    let before = std::fs::read(path.join("db")).unwrap().len();
+    match delegation_log::migrate(&path) {
+        Err(Error::Corrupt { key, .. }) => assert!(key.contains("d-00004"), "{key}"),
+        other => panic!("migrated a damaged store: {other:?}"),
+    }
+    let ledger = Ledger::open_existing(&path).unwrap();
+    assert_eq!(ledger.store().format(), 1);
+    assert!(ledger.status(&id("d-00000")).is_ok());
+    assert!(before > 0);
+}
+
+#[test]
+fn the_migrate_command_reports_and_exits_by_what_it_did() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    build(&path, 4);
+    downgrade_to_v1(&path);
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_delegation-log"))
+            .arg("migrate")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let first = run();
+    assert_eq!(first.status.code(), Some(0), "{first:?}");
+    let text = String::from_utf8(first.stdout).unwrap();
+    assert!(text.contains("migrated 5 delegations, 8 records"), "{text}");
+    let second = run();
+    assert_eq!(second.status.code(), Some(0));
+    assert!(String::from_utf8(second.stdout).unwrap().contains("already"));
+    let missing = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
+        .arg("migrate")
+        .arg(dir.path().join("nothing here"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(!dir.path().join("nothing here").exists());
+}
+
+/// SIGKILLs `delegation-log migrate` at spread moments of its run.
+#[test]
+fn a_migration_killed_at_any_moment_leaves_the_store_as_it_was_or_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = dir.path().join("v1");
+    let expected = build(&original, 3000);
+    downgrade_to_v1(&original);
+
+    // How long one whole migration takes, to spread the kills over it.
+    let timed = dir.path().join("timed");
+    copy_dir(&original, &timed);
+    let started = Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
+        .arg("migrate")
+        .arg(&timed)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let whole = started.elapsed();
+
+    let kills = 12u32;
+    let mut seen = [0u32; 3];
+    for kill in 0..kills {
+        let path = dir.path().join(format!("kill-{kill}"));
+        copy_dir(&original, &path);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
+            .arg("migrate")
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(whole.mul_f64(f64::from(kill) / f64::from(kills)) + Duration::from_millis(5));
+        let _ = child.kill();
+        child.wait().unwrap();
+        let format = check(&path, &expected);
+        seen[usize::from(format)] += 1;
+        delegation_log::migrate(&path).unwrap();
+        assert_eq!(check(&path, &expected), 2);
+        std::fs::remove_dir_all(&path).unwrap();
+    }
+    println!(
+        "{kills} kills over a {whole:?} migration: {} left format 1, {} format 2",
+        seen[1], seen[2]
+    );
+}
