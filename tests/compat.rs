@@ -5,13 +5,14 @@
 //! one written after the agent's answer (`rpc_code`, `remote`) joined the format. Every later version of this
 //! crate must open it and read exactly the statuses and histories pinned here. The
 //! encoded bytes of one record of each kind are pinned too, in version 1 and in
-//! version 2, so that an accidental change of the stored encoding fails loudly; an
-//! intended one needs a new format version, a new fixture directory, and an upcast
-//! of the old one.
+//! version 2, and those of a head of each state, so that an accidental change of
+//! the stored encoding fails loudly; an intended one needs a new format version, a
+//! new fixture directory, and an upcast of the old one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::Path;
 
+use delegation_log::delegation::Fold;
 use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
 use delegation_log::{ChainHash, Event, FailureReason, Ledger, Record, Timestamp, envelope};
 
@@ -203,4 +204,32 @@ fn the_v2_encoding_of_each_record_kind_is_pinned() {
         })
         .collect();
     insta::assert_snapshot!("v2_record_encodings", pinned.join("\n\n"));
+}
+
+#[test]
+fn the_head_encoding_of_each_state_is_pinned() {
+    let records = pinned_records();
+    let [queued, _, _, _, delivered, failed, _, _] = &records;
+    let pinned: Vec<String> = [vec![queued], vec![queued, delivered], vec![queued, failed]]
+        .into_iter()
+        .map(|history| {
+            let mut fold = Fold::trusting(queued.delegation.clone());
+            for record in history {
+                fold.apply(record).unwrap();
+            }
+            let delegation = fold.into_delegation().unwrap();
+            let bytes = envelope::head::encode(&delegation);
+            assert_eq!(bytes[0], envelope::head::VERSION);
+            let decoded = envelope::head::decode(&bytes).unwrap();
+            assert_eq!(decoded.task, None);
+            assert_eq!(decoded.status(), delegation.status());
+            format!(
+                "{} ({} bytes)\n{}",
+                delegation.state,
+                bytes.len(),
+                hex(&bytes)
+            )
+        })
+        .collect();
+    insta::assert_snapshot!("head_encodings", pinned.join("\n\n"));
 }

@@ -1,5 +1,6 @@
 //! The body of format version 2: the record without its hash, as postcard 1.x of a
-//! private mirror of its fields.
+//! private mirror of its fields; and the mirrors of the event parts the
+//! [head](super::head) shares.
 //!
 //! The public types' serde forms are the portable JSON ones (internally tagged
 //! enums, RFC 3339 strings), which postcard cannot carry, so postcard writes these

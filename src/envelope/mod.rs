@@ -1,4 +1,5 @@
-//! The stored form of a record: a versioned, checksummed binary envelope.
+//! The stored form of a record: a versioned, checksummed binary envelope; and, in
+//! [`head`], the stored summary of a delegation.
 //!
 //! Every version shares one header, every integer in it big-endian:
 //!
@@ -31,6 +32,7 @@
 //! [`Event::validate`]: crate::event::Event::validate
 
 mod binary;
+pub mod head;
 mod v1;
 
 use crate::event::{ChainHash, Record};
@@ -44,12 +46,12 @@ const V1: u8 = 1;
 /// The size of the fixed header before the body, in every format version.
 pub const HEADER_LEN: usize = 1 + 4 + 32;
 
-/// Why stored bytes are not a record.
+/// Why stored bytes are not a record (or, from [`head::decode`], not a head).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum DecodeError {
     /// Fewer bytes than the header needs.
-    #[error("truncated: {len} bytes, the header alone needs {HEADER_LEN}")]
+    #[error("truncated: {len} bytes, shorter than the header")]
     Truncated {
         /// How many bytes there were.
         len: usize,
@@ -68,7 +70,8 @@ pub enum DecodeError {
         /// The checksum of the bytes.
         computed: u32,
     },
-    /// The body is not a record, or one that breaks a rule of the format.
+    /// The body is not a record (or not a head), or one that breaks a rule of the
+    /// format.
     #[error("body is not a record: {0}")]
     Body(String),
     /// The body is a record, but not in the one byte form the encoder writes.
