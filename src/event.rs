@@ -633,6 +633,19 @@ impl TaskState {
         }
     }
 
+    /// Reads a state as the log stores it: the log's own names exactly, and any
+    /// other text as [`TaskState::Other`], kept as it came, so that a stored record
+    /// re-encodes to the same bytes (`TASK_STATE_WORKING` stays `Other`, where
+    /// [`TaskState::from_wire`] would read it as `Working`).
+    pub(crate) fn from_log(text: &str) -> Self {
+        let state = TaskState::from_wire(text);
+        if state.as_str() == text {
+            state
+        } else {
+            TaskState::Other(text.to_owned())
+        }
+    }
+
     /// Whether the task can change no more: completed, failed, canceled or rejected.
     pub fn is_terminal(&self) -> bool {
         matches!(
@@ -659,12 +672,7 @@ impl<'de> Deserialize<'de> for TaskState {
     /// [`TaskState::Other`], so that a record re-encodes to the same bytes.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
-        let state = TaskState::from_wire(&text);
-        Ok(if state.as_str() == text {
-            state
-        } else {
-            TaskState::Other(text.into_owned())
-        })
+        Ok(TaskState::from_log(&text))
     }
 }
 

@@ -4,13 +4,15 @@
 //! `examples/make_fixture.rs` in format version 1, and `tests/fixtures/v1-answers/`
 //! one written after the agent's answer (`rpc_code`, `remote`) joined the format. Every later version of this
 //! crate must open it and read exactly the statuses and histories pinned here. The
-//! encoded bytes of one record of each kind are pinned too, so that an accidental
-//! change of the stored encoding fails loudly; an intended one needs a new format
-//! version, a new fixture directory, and an upcast of the old one.
+//! encoded bytes of one record of each kind are pinned too, in version 1 and in
+//! version 2, and those of a head of each state, so that an accidental change of
+//! the stored encoding fails loudly; an intended one needs a new format version, a
+//! new fixture directory, and an upcast of the old one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::path::Path;
 
+use delegation_log::delegation::Fold;
 use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
 use delegation_log::{ChainHash, Event, FailureReason, Ledger, Record, Timestamp, envelope};
 
@@ -94,9 +96,9 @@ fn sealed(delegation: &str, seq: u64, event: Event) -> Record {
     record
 }
 
-#[test]
-fn the_v1_encoding_of_each_record_kind_is_pinned() {
-    let records = [
+/// One record of each kind, with and without each optional field.
+fn pinned_records() -> [Record; 8] {
+    [
         sealed(
             "pin",
             1,
@@ -163,11 +165,15 @@ fn the_v1_encoding_of_each_record_kind_is_pinned() {
                 detail: None,
             }),
         ),
-    ];
-    let pinned: Vec<String> = records
+    ]
+}
+
+#[test]
+fn the_v1_encoding_of_each_record_kind_is_pinned() {
+    let pinned: Vec<String> = pinned_records()
         .iter()
         .map(|record| {
-            let bytes = envelope::encode(record);
+            let bytes = envelope::encode_v1(record);
             assert_eq!(envelope::decode(&bytes).as_ref(), Ok(record));
             format!(
                 "{} {}\n{}",
@@ -178,4 +184,52 @@ fn the_v1_encoding_of_each_record_kind_is_pinned() {
         })
         .collect();
     insta::assert_snapshot!("v1_record_encodings", pinned.join("\n\n"));
+}
+
+#[test]
+fn the_v2_encoding_of_each_record_kind_is_pinned() {
+    let pinned: Vec<String> = pinned_records()
+        .iter()
+        .map(|record| {
+            let bytes = envelope::encode(record);
+            assert_eq!(bytes[0], 2);
+            assert_eq!(envelope::decode(&bytes).as_ref(), Ok(record));
+            format!(
+                "{} ({} bytes, {} in version 1)\n{}",
+                record.event.kind(),
+                bytes.len(),
+                envelope::encode_v1(record).len(),
+                hex(&bytes)
+            )
+        })
+        .collect();
+    insta::assert_snapshot!("v2_record_encodings", pinned.join("\n\n"));
+}
+
+#[test]
+fn the_head_encoding_of_each_state_is_pinned() {
+    let records = pinned_records();
+    let [queued, _, _, _, delivered, failed, _, _] = &records;
+    let pinned: Vec<String> = [vec![queued], vec![queued, delivered], vec![queued, failed]]
+        .into_iter()
+        .map(|history| {
+            let mut fold = Fold::trusting(queued.delegation.clone());
+            for record in history {
+                fold.apply(record).unwrap();
+            }
+            let delegation = fold.into_delegation().unwrap();
+            let bytes = envelope::head::encode(&delegation);
+            assert_eq!(bytes[0], envelope::head::VERSION);
+            let decoded = envelope::head::decode(&bytes).unwrap();
+            assert_eq!(decoded.task, None);
+            assert_eq!(decoded.status(), delegation.status());
+            format!(
+                "{} ({} bytes)\n{}",
+                delegation.state,
+                bytes.len(),
+                hex(&bytes)
+            )
+        })
+        .collect();
+    insta::assert_snapshot!("head_encodings", pinned.join("\n\n"));
 }

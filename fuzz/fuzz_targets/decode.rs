@@ -1,4 +1,4 @@
-//! Stored record decoding: no panic, and what decodes re-encodes to the same bytes.
+//! Stored record and head decoding: no panic, and what decodes re-encodes to the same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

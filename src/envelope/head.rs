@@ -1,0 +1,496 @@
+//! The stored head of a delegation: its whole summary, checksummed, so that its
+//! status is one read.
+//!
+//! Head format version 2, every integer in the header big-endian:
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 1 | head format version, `2` |
+//! | 1 | 4 | CRC-32 (IEEE) of every byte from offset 5 to the end |
+//! | 5 | rest | the delegation without its task, as postcard 1.x |
+//!
+//! The body holds, in this order: id, state, source, target, retry_of, attempt,
+//! not_before, queued_at, settled_at, outcome, seq and hash, each as the record
+//! body of [format version 2](super) writes the same kind of field. The task is
+//! left out: it lives in the delegation's `queued` record only, and a head
+//! decodes with no task.
+//!
+//! Decoding is as strict as a record's: the checksum first, then the body, which
+//! must describe a delegation that folding its records could give (see
+//! [`decode`]), and be exactly what [`encode`] writes for it.
+
+use serde::{Deserialize, Serialize};
+
+use super::DecodeError;
+use super::binary::{self, Delivered, Failed, Instant};
+use crate::delegation::{Delegation, Outcome};
+use crate::event::{self, ChainHash, DelegationId, Seq};
+use crate::lifecycle;
+
+/// The head format version this crate writes and reads.
+pub const VERSION: u8 = 2;
+
+/// The size of the head's header: version and checksum.
+const HEADER_LEN: usize = 1 + 4;
+
+/// Encodes `delegation`, without its task, as a head in format [`VERSION`].
+///
+/// Whatever the delegation holds is written as it is; [`decode`] refuses a head
+/// that no fold of records gives, so write only what a
+/// [`Fold`](crate::delegation::Fold) produced.
+pub fn encode(delegation: &Delegation) -> Vec<u8> {
+    let body = body(delegation);
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    out.push(VERSION);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&body);
+    super::write_checksum(&mut out);
+    out
+}
+
+/// Decodes a head into its delegation, with `task: None`.
+///
+/// Beyond the checksum and the one byte form [`encode`] writes, the head must be
+/// one a [`Fold`](crate::delegation::Fold) of valid records gives: its state is
+/// `queued` (no outcome, no settled_at, seq 1) or `delivered` / `failed` (the
+/// matching outcome, a settled_at, seq 2), never `initial`; its attempt is 1
+/// without `retry_of` and at least 2 with it; and its fields keep the rules of
+/// [`Event::validate`](crate::event::Event::validate) (text lengths, status
+/// ranges).
+///
+/// # Errors
+/// A [`DecodeError`] naming the first thing wrong, checked in this order: the
+/// version, the length, the checksum, then the body; never a panic.
+pub fn decode(bytes: &[u8]) -> Result<Delegation, DecodeError> {
+    match bytes.first() {
+        None => return Err(DecodeError::Truncated { len: 0 }),
+        Some(&VERSION) => {}
+        Some(&found) => return Err(DecodeError::UnknownVersion { found }),
+    }
+    let stored = super::checked(bytes, HEADER_LEN)?;
+    let mirror: Body<'_> = binary::from_bytes(stored)?;
+    let delegation = mirror.into_delegation()?;
+    if body(&delegation) != stored {
+        return Err(DecodeError::NonCanonical);
+    }
+    Ok(delegation)
+}
+
+fn body(delegation: &Delegation) -> Vec<u8> {
+    binary::to_bytes(&Body::of(delegation))
+}
+
+/// A delegation without its task.
+#[derive(Serialize, Deserialize)]
+struct Body<'a> {
+    id: &'a str,
+    state: State,
+    source: &'a str,
+    target: &'a str,
+    #[serde(borrow)]
+    retry_of: Option<&'a str>,
+    attempt: u64,
+    not_before: Option<Instant>,
+    queued_at: Instant,
+    settled_at: Option<Instant>,
+    #[serde(borrow)]
+    outcome: Option<Settled<'a>>,
+    seq: Seq,
+    hash: [u8; 32],
+}
+
+/// [`lifecycle::State`], in the order of [`lifecycle::State::ALL`]. `Initial` is
+/// written if asked, and refused when read.
+#[derive(Clone, Copy, Serialize, Deserialize)]
+enum State {
+    Initial,
+    Queued,
+    Delivered,
+    Failed,
+}
+
+/// [`Outcome`].
+#[derive(Serialize, Deserialize)]
+enum Settled<'a> {
+    Delivered(#[serde(borrow)] Delivered<'a>),
+    Failed(#[serde(borrow)] Failed<'a>),
+}
+
+impl<'a> Body<'a> {
+    fn of(delegation: &'a Delegation) -> Self {
+        Body {
+            id: delegation.id.as_str(),
+            state: match delegation.state {
+                lifecycle::State::Initial => State::Initial,
+                lifecycle::State::Queued => State::Queued,
+                lifecycle::State::Delivered => State::Delivered,
+                lifecycle::State::Failed => State::Failed,
+            },
+            source: &delegation.source,
+            target: &delegation.target,
+            retry_of: delegation.retry_of.as_ref().map(DelegationId::as_str),
+            attempt: delegation.attempt,
+            not_before: delegation.not_before.map(Instant::of),
+            queued_at: Instant::of(delegation.queued_at),
+            settled_at: delegation.settled_at.map(Instant::of),
+            outcome: delegation.outcome.as_ref().map(|outcome| match outcome {
+                Outcome::Delivered {
+                    http_status,
+                    remote,
+                } => Settled::Delivered(Delivered::of(*http_status, remote)),
+                Outcome::Failed(failed) => Settled::Failed(Failed::of(failed)),
+            }),
+            seq: delegation.seq,
+            hash: delegation.hash.0,
+        }
+    }
+
+    /// The delegation, if a fold of valid records could give it.
+    fn into_delegation(self) -> Result<Delegation, DecodeError> {
+        let refused = |why: &str| Err(DecodeError::Body(format!("head: {why}")));
+        let id = binary::id("id", self.id)?;
+        let retry_of = self
+            .retry_of
+            .map(|text| binary::id("retry_of", text))
+            .transpose()?;
+        // The queued event this head was folded from: its rules are the head's.
+        let queued = event::Queued {
+            source: self.source.to_owned(),
+            target: self.target.to_owned(),
+            task: None,
+            // A first attempt's queued carries no attempt; anything else in the
+            // head is the queued's own, and broken if it breaks the retry rule.
+            attempt: (retry_of.is_some() || self.attempt != 1).then_some(self.attempt),
+            retry_of,
+            not_before: self
+                .not_before
+                .map(|at| at.timestamp("not_before"))
+                .transpose()?,
+        };
+        event::Event::Queued(queued.clone())
+            .validate()
+            .map_err(binary::broken)?;
+        let outcome = match self.outcome {
+            None => None,
+            Some(Settled::Delivered(delivered)) => {
+                let delivered = delivered.into_event();
+                event::Event::Delivered(delivered.clone())
+                    .validate()
+                    .map_err(binary::broken)?;
+                Some(Outcome::Delivered {
+                    http_status: delivered.http_status,
+                    remote: delivered.remote,
+                })
+            }
+            Some(Settled::Failed(failed)) => {
+                let failed = failed.into_event();
+                event::Event::Failed(failed.clone())
+                    .validate()
+                    .map_err(binary::broken)?;
+                Some(Outcome::Failed(failed))
+            }
+        };
+        let settled_at = self
+            .settled_at
+            .map(|at| at.timestamp("settled_at"))
+            .transpose()?;
+        let state = match (self.state, &outcome, settled_at.is_some()) {
+            (State::Initial, _, _) => return refused("state `initial`: nothing was recorded"),
+            (State::Queued, None, false) => lifecycle::State::Queued,
+            (State::Delivered, Some(Outcome::Delivered { .. }), true) => {
+                lifecycle::State::Delivered
+            }
+            (State::Failed, Some(Outcome::Failed(_)), true) => lifecycle::State::Failed,
+            (State::Queued, _, _) => {
+                return refused("state `queued` with an outcome or a settled_at");
+            }
+            (State::Delivered | State::Failed, _, _) => {
+                return refused("a settled state without its outcome and settled_at");
+            }
+        };
+        // One `queued` record, then at most one outcome.
+        let seq = if state.is_settled() { 2 } else { 1 };
+        if self.seq != seq {
+            return Err(DecodeError::Body(format!(
+                "head: state `{state}` is seq {seq}, not {}",
+                self.seq
+            )));
+        }
+        Ok(Delegation {
+            id,
+            state,
+            attempt: queued.attempt(),
+            source: queued.source,
+            target: queued.target,
+            task: None,
+            retry_of: queued.retry_of,
+            not_before: queued.not_before,
+            queued_at: self.queued_at.timestamp("queued_at")?,
+            settled_at,
+            outcome,
+            seq: self.seq,
+            hash: ChainHash(self.hash),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delegation::Fold;
+    use crate::event::{
+        FailureReason, MAX_TEXT_BYTES, Queued, Record, Remote, RemoteKind, TaskState, Timestamp,
+    };
+
+    /// What folding `events` as the history of `id` gives.
+    fn folded(id: &str, events: Vec<event::Event>) -> Delegation {
+        let id: DelegationId = id.parse().unwrap();
+        let mut fold = Fold::new(id.clone());
+        for (event, seq) in events.into_iter().zip(1..) {
+            let record = Record {
+                delegation: id.clone(),
+                seq,
+                event,
+                at: Timestamp::from_unix_nanos(1_780_000_000_000_000_000 + seq as i64 * 250),
+                hash: None,
+            };
+            fold.apply(&record).unwrap();
+        }
+        fold.into_delegation().unwrap()
+    }
+
+    fn retry() -> event::Event {
+        event::Event::Queued(Queued {
+            task: Some(serde_json::json!({"review": "pr-42"})),
+            retry_of: Some("d-0".parse().unwrap()),
+            attempt: Some(3),
+            not_before: Some(Timestamp::from_unix_nanos(1_780_000_100_000_000_000)),
+            ..Queued::new("planner", "reviewer")
+        })
+    }
+
+    fn delegations() -> Vec<Delegation> {
+        let remote = Remote {
+            kind: RemoteKind::Task,
+            task_id: Some("t-1".into()),
+            context_id: None,
+            state: Some(TaskState::InputRequired),
+        };
+        let mut all = vec![
+            folded("queued", vec![event::Event::queued("a", "b")]),
+            folded("retry", vec![retry()]),
+            folded(
+                "delivered",
+                vec![
+                    retry(),
+                    event::Event::delivered_with(Some(202), Some(remote)).unwrap(),
+                ],
+            ),
+            folded(
+                "plain",
+                vec![
+                    event::Event::queued("a", "b"),
+                    event::Event::delivered(None).unwrap(),
+                ],
+            ),
+        ];
+        for reason in [
+            FailureReason::TargetOffline,
+            FailureReason::HttpStatus(503),
+            FailureReason::RpcError(-32603),
+            FailureReason::Rejected,
+            FailureReason::BadResponse,
+            FailureReason::MarshalError,
+            FailureReason::Timeout,
+            FailureReason::Interrupted,
+        ] {
+            all.push(folded(
+                "failed",
+                vec![
+                    event::Event::queued("a", "b"),
+                    event::Event::failed(reason, Some("why".into())).unwrap(),
+                ],
+            ));
+        }
+        all
+    }
+
+    /// `delegation` without its task, as a head decodes.
+    fn untasked(delegation: &Delegation) -> Delegation {
+        Delegation {
+            task: None,
+            ..delegation.clone()
+        }
+    }
+
+    /// Seals `body` as a head with a valid checksum.
+    fn resealed(body: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![VERSION, 0, 0, 0, 0];
+        bytes.extend_from_slice(body);
+        super::super::write_checksum(&mut bytes);
+        bytes
+    }
+
+    #[test]
+    fn heads_round_trip_without_their_task() {
+        for delegation in delegations() {
+            let bytes = encode(&delegation);
+            assert_eq!(bytes.first(), Some(&VERSION));
+            assert_eq!(decode(&bytes), Ok(untasked(&delegation)));
+        }
+    }
+
+    #[test]
+    fn every_single_bit_flip_of_a_head_is_a_typed_error() {
+        for delegation in delegations() {
+            let bytes = encode(&delegation);
+            for bit in 0..bytes.len() * 8 {
+                let mut flipped = bytes.clone();
+                if let Some(byte) = flipped.get_mut(bit / 8) {
+                    *byte ^= 1 << (bit % 8);
+                }
+                let err = decode(&flipped).expect_err("a flipped bit must not decode");
+                if bit < 8 {
+                    assert!(matches!(err, DecodeError::UnknownVersion { .. }), "{err}");
+                } else {
+                    assert!(
+                        matches!(err, DecodeError::Checksum { .. }),
+                        "bit {bit}: {err}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_head_is_a_typed_error() {
+        for delegation in delegations() {
+            let bytes = encode(&delegation);
+            for len in 0..bytes.len() {
+                let err =
+                    decode(bytes.get(..len).unwrap()).expect_err("a truncation must not decode");
+                match err {
+                    DecodeError::Truncated { len: found } => {
+                        assert_eq!(found, len);
+                        assert!(len < HEADER_LEN);
+                    }
+                    DecodeError::Checksum { .. } => assert!(len >= HEADER_LEN),
+                    other => panic!("{len}: {other}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn non_canonical_heads_are_refused_even_with_a_valid_checksum() {
+        let delegation = untasked(&delegations().remove(0));
+        let body = body(&delegation);
+        let mut trailing = body.clone();
+        trailing.push(0);
+        assert_eq!(decode(&resealed(&trailing)), Err(DecodeError::NonCanonical));
+        // The id's length, 6, as a two-byte varint: the same value, not minimal.
+        let (&length, rest) = body.split_first().unwrap();
+        assert_eq!(length, 6);
+        let mut padded = vec![0x86, 0x00];
+        padded.extend_from_slice(rest);
+        assert_eq!(decode(&resealed(&padded)), Err(DecodeError::NonCanonical));
+    }
+
+    #[test]
+    fn heads_no_fold_gives_are_refused() {
+        let all = delegations();
+        let queued = untasked(&all[0]);
+        let delivered = untasked(&all[2]);
+        let failed = untasked(&all[4]);
+        let refused = |delegation: Delegation| {
+            let result = decode(&encode(&delegation));
+            assert!(
+                matches!(result, Err(DecodeError::Body(_))),
+                "{delegation:?} read as {result:?}"
+            );
+        };
+        refused(Delegation {
+            state: lifecycle::State::Initial,
+            ..queued.clone()
+        });
+        refused(Delegation {
+            state: lifecycle::State::Delivered,
+            ..queued.clone()
+        });
+        refused(Delegation {
+            outcome: delivered.outcome.clone(),
+            ..queued.clone()
+        });
+        refused(Delegation {
+            settled_at: delivered.settled_at,
+            ..queued.clone()
+        });
+        refused(Delegation {
+            settled_at: None,
+            ..delivered.clone()
+        });
+        refused(Delegation {
+            outcome: failed.outcome.clone(),
+            ..delivered.clone()
+        });
+        refused(Delegation {
+            outcome: None,
+            ..failed.clone()
+        });
+        refused(Delegation {
+            seq: 0,
+            ..queued.clone()
+        });
+        refused(Delegation {
+            seq: 2,
+            ..queued.clone()
+        });
+        refused(Delegation {
+            seq: 3,
+            ..failed.clone()
+        });
+        refused(Delegation {
+            attempt: 0,
+            ..queued.clone()
+        });
+        refused(Delegation {
+            attempt: 2,
+            ..queued.clone()
+        });
+        refused(Delegation {
+            attempt: 1,
+            ..untasked(&all[1])
+        });
+        refused(Delegation {
+            source: "x".repeat(MAX_TEXT_BYTES + 1),
+            ..queued.clone()
+        });
+        refused(Delegation {
+            outcome: Some(Outcome::Delivered {
+                http_status: Some(500),
+                remote: None,
+            }),
+            ..delivered.clone()
+        });
+        refused(Delegation {
+            outcome: Some(Outcome::Failed(event::Failed {
+                reason: FailureReason::HttpStatus(204),
+                detail: None,
+            })),
+            ..failed.clone()
+        });
+    }
+
+    #[test]
+    fn other_versions_are_refused_as_such() {
+        let bytes = encode(&delegations().remove(0));
+        for version in (0..=u8::MAX).filter(|v| *v != VERSION) {
+            let mut other = bytes.clone();
+            other[0] = version;
+            assert_eq!(
+                decode(&other),
+                Err(DecodeError::UnknownVersion { found: version })
+            );
+        }
+    }
+}
