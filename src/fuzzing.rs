@@ -21,6 +21,7 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 
 use crate::clock::ManualClock;
+use crate::delegation::StatusKind;
 use crate::envelope;
 use crate::error::Error;
 use crate::event::{DelegationId, Delivered, Event, EventKind, Failed, FailureReason, Queued, Seq};
@@ -319,10 +320,12 @@ pub fn ops_with_crashes(script: Script) {
                 ledger = open();
                 check_acknowledged(&store, &model);
                 if let Some(torn) = torn {
-                    let status = ledger.status(&torn);
+                    // The torn record has no head: its history reads as damaged,
+                    // while `status` answers from the head as it was.
+                    let history = ledger.history(&torn);
                     assert!(
-                        matches!(status, Err(Error::Corrupt { .. })),
-                        "torn `{torn}` reads as {status:?}"
+                        matches!(history, Err(Error::Corrupt { .. })),
+                        "torn `{torn}` reads as {history:?}"
                     );
                 }
             }
@@ -362,8 +365,13 @@ fn snapshot(store: &Faulty, ids: &[DelegationId]) -> Vec<Stream> {
 
 /// What the ledger must answer for `event` on `id`, judged from what it reads
 /// now: `Ok(())` for an accepted event.
+///
+/// The ledger judges from the delegation's head alone (what `status` reads); a
+/// legal event whose record slot is taken (a torn record past the head) is
+/// refused by the store as damage.
 fn verdict(
     ledger: &Ledger,
+    store: &Faulty,
     model: &Model,
     id: &DelegationId,
     event: &Event,
@@ -374,18 +382,29 @@ fn verdict(
     if event.validate().is_err() {
         return Err("invalid");
     }
-    let state = match ledger.delegation(id) {
+    let (state, seq) = match ledger.status(id) {
         Err(Error::Corrupt { .. } | Error::UnknownVersion { .. }) => return Err("corrupt"),
         Err(other) => panic!("reading `{id}` failed: {other}"),
-        Ok(None) => State::Initial,
-        Ok(Some(delegation)) => delegation.state,
+        Ok(status) => match status.status {
+            StatusKind::NotFound => (State::Initial, 0),
+            StatusKind::Queued => (State::Queued, 1),
+            StatusKind::Delivered => (State::Delivered, 2),
+            StatusKind::Failed => (State::Failed, 2),
+        },
     };
-    match (state, event.kind()) {
+    let legal = match (state, event.kind()) {
         (State::Initial, EventKind::Queued) => Ok(()),
         (State::Queued, EventKind::Delivered | EventKind::Failed) => Ok(()),
         (State::Initial | State::Queued, _) => Err("illegal"),
         (State::Delivered | State::Failed, _) => Err("settled"),
-    }
+    };
+    let taken = store
+        .history(id)
+        .unwrap_or_else(|e| panic!("the in-memory store failed: {e}"))
+        .entries
+        .iter()
+        .any(|entry| entry.seq == seq + 1);
+    legal.and(if taken { Err("corrupt") } else { Ok(()) })
 }
 
 fn same_refusal(error: &Error, expected: &str) -> bool {
@@ -410,7 +429,7 @@ fn record(
     id: &DelegationId,
     event: Event,
 ) {
-    let expected = verdict(ledger, model, id, &event);
+    let expected = verdict(ledger, store, model, id, &event);
     let before = store
         .history(id)
         .unwrap_or_else(|e| panic!("the in-memory store failed: {e}"));

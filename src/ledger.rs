@@ -642,7 +642,9 @@ impl Ledger {
                 }
                 // Damage found by the store's checks: nothing was written, and
                 // the ledger is as sound as it was.
-                Err(AppendError::Store(error @ (Error::Corrupt { .. } | Error::NeedsMigration { .. }))) => {
+                Err(AppendError::Store(
+                    error @ (Error::Corrupt { .. } | Error::NeedsMigration { .. }),
+                )) => {
                     return Err(error);
                 }
                 Err(AppendError::Store(error)) => return Err(self.poison(error)),

@@ -46,13 +46,12 @@ fn whole_delegations_vanishing_from_sled_are_reported_as_lost_records() {
         // What damage to sled's files did in the sweeps: records and heads of
         // whole delegations gone, everything else intact and consistent.
         let db = sled::open(&path).unwrap();
-        let records = db.open_tree("records").unwrap();
-        let heads = db.open_tree("heads").unwrap();
+        let log = db.open_tree("log").unwrap();
         for n in [3, 7] {
             for seq in 1..=2 {
-                records.remove(key::record(&id(n), seq)).unwrap();
+                log.remove(key::record(&id(n), seq)).unwrap();
             }
-            heads.remove(key::prefix(&id(n))).unwrap();
+            log.remove(key::head(&id(n))).unwrap();
         }
         db.flush().unwrap();
     }

@@ -90,47 +90,43 @@ fn ledger_on(store: Arc<dyn Store>) -> Ledger {
     Ledger::with_store(store, Options::new().clock(ManualClock::default()))
 }
 
-/// The workload: returns, for each acknowledged write, the delegation and the
-/// seq it acknowledged. Stops at the first error (the process died).
+/// The workload: returns, for each acknowledged write, the delegations and seqs
+/// it acknowledged. Stops at the first error (the process died).
 fn workload(ledger: &Ledger) -> Vec<(DelegationId, Seq)> {
-    let mut acked = Vec::new();
-    let mut ack = |id: &DelegationId, result: Result<Seq, Error>| match result {
-        Ok(seq) => {
-            acked.push((id.clone(), seq));
-            true
-        }
-        Err(_) => false,
-    };
+    type Step<'a> = Box<dyn Fn() -> Result<Vec<(DelegationId, Seq)>, Error> + 'a>;
     let (a, b, c, c2) = (id("a"), id("b"), id("c"), id("c.r1"));
-    let steps: Vec<Box<dyn Fn() -> (DelegationId, Result<Seq, Error>)>> = vec![
-        Box::new(|| (a.clone(), ledger.record(&a, Event::queued("p", "t")).map(|r| r.seq))),
-        Box::new(|| (b.clone(), ledger.record(&b, Event::queued("p", "t")).map(|r| r.seq))),
-        Box::new(|| {
-            let event = Event::delivered(Some(200)).unwrap();
-            (a.clone(), ledger.record(&a, event).map(|r| r.seq))
-        }),
-        Box::new(|| (c.clone(), ledger.record(&c, Event::queued("p", "t")).map(|r| r.seq))),
+    let record = |id: &DelegationId, event: Event| {
+        ledger
+            .record(id, event)
+            .map(|recorded| vec![(id.clone(), recorded.seq)])
+    };
+    let steps: Vec<Step<'_>> = vec![
+        Box::new(|| record(&a, Event::queued("p", "t"))),
+        Box::new(|| record(&b, Event::queued("p", "t"))),
+        Box::new(|| record(&a, Event::delivered(Some(200)).unwrap())),
+        Box::new(|| record(&c, Event::queued("p", "t"))),
         Box::new(|| {
             let event = Event::failed(FailureReason::HttpStatus(503), Some("busy".into()));
-            (b.clone(), ledger.record(&b, event.unwrap()).map(|r| r.seq))
+            record(&b, event.unwrap())
         }),
         Box::new(|| {
             let failed = Failed {
                 reason: FailureReason::Interrupted,
                 detail: None,
             };
-            let retried = ledger.retry(&c, failed, &c2, Queued::new("p", "t"));
-            (c.clone(), retried.map(|r| r.failed.seq))
+            let retried = ledger.retry(&c, failed, &c2, Queued::new("p", "t"))?;
+            Ok(vec![
+                (c.clone(), retried.failed.seq),
+                (c2.clone(), retried.queued.seq),
+            ])
         }),
-        Box::new(|| {
-            let event = Event::delivered(None).unwrap();
-            (c2.clone(), ledger.record(&c2, event).map(|r| r.seq))
-        }),
+        Box::new(|| record(&c2, Event::delivered(None).unwrap())),
     ];
+    let mut acked = Vec::new();
     for step in steps {
-        let (id, result) = step();
-        if !ack(&id, result) {
-            break;
+        match step() {
+            Ok(written) => acked.extend(written),
+            Err(_) => break,
         }
     }
     acked
@@ -181,7 +177,11 @@ fn no_kill_leaves_a_head_that_disagrees_with_its_history() {
                         torn_reads += 1;
                         let acked = last_acked.get(&id).copied().unwrap_or(0);
                         let history = faulty.history(&id).unwrap();
-                        assert_eq!(history.head.map_or(0, |head| head.seq), acked);
+                        assert_eq!(
+                            history.head.as_ref().map_or(0, |head| head.seq),
+                            acked,
+                            "kill {at}: {id}: {history:?}"
+                        );
                         let next = Event::failed(FailureReason::Timeout, None).unwrap();
                         assert!(matches!(
                             ledger.record(&id, next),

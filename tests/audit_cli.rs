@@ -214,7 +214,7 @@ fn audit_exits_1_for_a_damaged_store_and_export_refuses_it() {
     );
     {
         let sled = sled::open(&db).unwrap();
-        let records = sled.open_tree("records").unwrap();
+        let records = sled.open_tree("log").unwrap();
         let id = "a".parse().unwrap();
         records
             .remove(delegation_log::store::key::record(&id, 2))

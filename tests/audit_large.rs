@@ -9,8 +9,9 @@
 use std::io::{BufWriter, Write};
 
 use delegation_log::audit;
-use delegation_log::store::{Expect, Head, Sled, Store};
-use delegation_log::{ChainHash, DelegationId, Event, ManualClock, Record, Timestamp};
+use delegation_log::delegation::Fold;
+use delegation_log::store::{Append, Expect, Sled, Store};
+use delegation_log::{DelegationId, Event, ManualClock, Record, Timestamp};
 use peak_alloc::PeakAlloc;
 
 #[global_allocator]
@@ -24,7 +25,7 @@ fn generate(n: usize, log: &std::path::Path, db: &std::path::Path) {
     for d in 0..n / 2 {
         let id: DelegationId = format!("delegation-{d:08}").parse().unwrap();
         let at = Timestamp::from_unix_nanos(1_780_795_927_000_000_000);
-        let mut previous = ChainHash::GENESIS;
+        let mut fold = Fold::new(id.clone());
         let events = [
             Event::queued("planner", "reviewer"),
             Event::delivered(Some(200)).unwrap(),
@@ -38,21 +39,19 @@ fn generate(n: usize, log: &std::path::Path, db: &std::path::Path) {
                 at,
                 hash: None,
             };
-            previous = record.chain_hash(&previous);
-            record.hash = Some(previous);
+            record.hash = Some(record.chain_hash(&fold.hash()));
+            fold.apply(&record).unwrap();
             serde_json::to_writer(&mut out, &record).unwrap();
             out.write_all(b"\n").unwrap();
             let bytes = delegation_log::envelope::encode(&record);
+            let head = delegation_log::envelope::head::encode(fold.delegation().unwrap());
             store
-                .append(
-                    &id,
-                    Expect::after(seq - 1),
-                    &bytes,
-                    Head {
-                        seq,
-                        hash: previous,
-                    },
-                )
+                .append(&[Append {
+                    id: &id,
+                    expect: Expect::after(seq - 1),
+                    record: &bytes,
+                    head: &head,
+                }])
                 .unwrap();
         }
     }

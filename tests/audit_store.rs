@@ -201,11 +201,13 @@ fn a_head_that_lies_about_the_outcome_is_a_broken_chain_and_history_reads_refuse
     let dir = tempfile::tempdir().unwrap();
     store(dir.path());
     forge_head(dir.path(), &id("c"), |head| {
-        head.state = delegation_log::State::Failed;
-        head.outcome = Some(delegation_log::Outcome::Failed(delegation_log::Failed {
-            reason: delegation_log::FailureReason::Timeout,
-            detail: None,
-        }));
+        head.state = delegation_log::lifecycle::State::Failed;
+        head.outcome = Some(delegation_log::Outcome::Failed(
+            delegation_log::event::Failed {
+                reason: delegation_log::FailureReason::Timeout,
+                detail: None,
+            },
+        ));
     });
     let verdict = audited(dir.path());
     assert_eq!(found(&verdict), [(5, Kind::BrokenChain)]);

@@ -34,9 +34,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use delegation_log::delegation::Fold;
 use delegation_log::envelope::{self, DecodeError, HEADER_LEN};
 use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
-use delegation_log::delegation::Fold;
 use delegation_log::store::{Append, Expect, Memory, Store};
 use delegation_log::{
     ChainHash, DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, Record,

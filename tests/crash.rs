@@ -339,7 +339,11 @@ fn snapshot(ledger: &Ledger) -> BTreeMap<DelegationId, Vec<Record>> {
         let status = ledger
             .status(&delegation.id)
             .unwrap_or_else(|e| panic!("status of {}: {e}", delegation.id));
-        assert_eq!(status, delegation.status(), "the head disagrees after a kill");
+        assert_eq!(
+            status,
+            delegation.status(),
+            "the head disagrees after a kill"
+        );
         state.insert(delegation.id, history);
     }
     state

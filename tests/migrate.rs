@@ -79,9 +79,17 @@ fn copy_dir(from: &Path, to: &Path) {
 fn check(path: &Path, expected: &[u8]) -> u8 {
     let ledger = Ledger::open_existing(path).unwrap();
     let format = ledger.store().format();
-    assert_eq!(export(&ledger), expected, "format {format}: the records changed");
+    assert_eq!(
+        export(&ledger),
+        expected,
+        "format {format}: the records changed"
+    );
     let verdict = ledger.audit().unwrap();
-    assert!(verdict.is_clean(), "format {format}: {}", verdict.to_plain());
+    assert!(
+        verdict.is_clean(),
+        "format {format}: {}",
+        verdict.to_plain()
+    );
     for delegation in ledger.replay() {
         let delegation = delegation.unwrap();
         assert_eq!(ledger.status(&delegation.id).unwrap(), delegation.status());
@@ -105,7 +113,12 @@ fn a_format_1_store_reads_refuses_writes_and_migrates_to_the_same_records() {
         matches!(refused, Err(Error::NeedsMigration { found: 1, .. })),
         "{refused:?}"
     );
-    assert!(refused.unwrap_err().to_string().contains("delegation-log migrate"));
+    assert!(
+        refused
+            .unwrap_err()
+            .to_string()
+            .contains("delegation-log migrate")
+    );
     // Refused, not failed: the ledger still serves.
     assert_eq!(ledger.status(&pending).unwrap().status, StatusKind::Queued);
     drop(ledger);
@@ -119,7 +132,10 @@ fn a_format_1_store_reads_refuses_writes_and_migrates_to_the_same_records() {
     ledger
         .record(&pending, Event::delivered(None).unwrap())
         .unwrap();
-    assert_eq!(ledger.status(&pending).unwrap().status, StatusKind::Delivered);
+    assert_eq!(
+        ledger.status(&pending).unwrap().status,
+        StatusKind::Delivered
+    );
     drop(ledger);
     assert!(delegation_log::migrate(&path).unwrap().already_current);
 }
@@ -167,7 +183,11 @@ fn the_migrate_command_reports_and_exits_by_what_it_did() {
     assert!(text.contains("migrated 5 delegations, 8 records"), "{text}");
     let second = run();
     assert_eq!(second.status.code(), Some(0));
-    assert!(String::from_utf8(second.stdout).unwrap().contains("already"));
+    assert!(
+        String::from_utf8(second.stdout)
+            .unwrap()
+            .contains("already")
+    );
     let missing = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
         .arg("migrate")
         .arg(dir.path().join("nothing here"))
@@ -182,7 +202,7 @@ fn the_migrate_command_reports_and_exits_by_what_it_did() {
 fn a_migration_killed_at_any_moment_leaves_the_store_as_it_was_or_migrated() {
     let dir = tempfile::tempdir().unwrap();
     let original = dir.path().join("v1");
-    let expected = build(&original, 3000);
+    let expected = build(&original, 1000);
     downgrade_to_v1(&original);
 
     // How long one whole migration takes, to spread the kills over it.
@@ -197,7 +217,7 @@ fn a_migration_killed_at_any_moment_leaves_the_store_as_it_was_or_migrated() {
     assert!(status.success());
     let whole = started.elapsed();
 
-    let kills = 12u32;
+    let kills = 8u32;
     let mut seen = [0u32; 3];
     for kill in 0..kills {
         let path = dir.path().join(format!("kill-{kill}"));
@@ -208,7 +228,9 @@ fn a_migration_killed_at_any_moment_leaves_the_store_as_it_was_or_migrated() {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(whole.mul_f64(f64::from(kill) / f64::from(kills)) + Duration::from_millis(5));
+        std::thread::sleep(
+            whole.mul_f64(f64::from(kill) / f64::from(kills)) + Duration::from_millis(5),
+        );
         let _ = child.kill();
         child.wait().unwrap();
         let format = check(&path, &expected);

@@ -429,7 +429,8 @@ fn a_head_ahead_of_the_records_names_the_lost_seqs() {
     store(dir.path());
     raw(dir.path(), |_, heads| {
         for (name, seq) in [("a", 4), ("b", 2)] {
-            let mut head = Head::decode(&heads.get(key::head(&id(name))).unwrap().unwrap()).unwrap();
+            let mut head =
+                Head::decode(&heads.get(key::head(&id(name))).unwrap().unwrap()).unwrap();
             head.seq = seq;
             heads.insert(key::head(&id(name)), head.encode()).unwrap();
         }

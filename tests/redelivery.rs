@@ -12,9 +12,7 @@ use delegation_log::dispatch::{self, Dispatcher, Recovery};
 use delegation_log::event::ReasonCode;
 use delegation_log::store::{Append, AppendError, Expect, Faulty, Head, Memory, Store, Stream};
 use delegation_log::transport::{Accepted, BoxFuture, Failure, Instant, Message, Transport};
-use delegation_log::{
-    DelegationId, Error, Event, Ledger, ManualClock, Options, StatusKind,
-};
+use delegation_log::{DelegationId, Error, Event, Ledger, ManualClock, Options, StatusKind};
 
 fn id(text: &str) -> DelegationId {
     text.parse().unwrap()

@@ -15,12 +15,11 @@ use std::sync::Arc;
 
 use audit_support::{clock, delivered, failed, hashed, log, queued, verify};
 use delegation_log::audit::Kind;
-use delegation_log::event::{Failed, Queued};
 use delegation_log::delegation::Fold;
+use delegation_log::event::{Failed, Queued};
 use delegation_log::store::{Append, Expect, Memory, Store};
 use delegation_log::{
-    DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, Record,
-    StatusKind,
+    DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, Record, StatusKind,
 };
 
 fn id(text: &str) -> DelegationId {

@@ -117,7 +117,7 @@ fn deleting_a_delegations_last_record_shows_it_pending_in_the_export_and_is_caug
     // count of acknowledged records (one past the last stored record).
     {
         let db = sled::open(&path).unwrap();
-        let records = db.open_tree("records").unwrap();
+        let records = db.open_tree("log").unwrap();
         records
             .remove(key::record(&"d".parse().unwrap(), 2))
             .unwrap();

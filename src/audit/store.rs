@@ -159,16 +159,14 @@ fn judge_stored_link(
         return None;
     };
     let of = queued.retry_of.as_ref()?;
-    let read = store
-        .history(of)
-        .and_then(|stream| {
-            fold_records(
-                &stream,
-                &decode_stream(&stream)?,
-                Chain::Verify,
-                store.format(),
-            )
-        });
+    let read = store.history(of).and_then(|stream| {
+        fold_records(
+            &stream,
+            &decode_stream(&stream)?,
+            Chain::Verify,
+            store.format(),
+        )
+    });
     let original = match (retried.get(of), read) {
         (Some(by), _) => Original::Retried(by),
         (None, Err(error)) => Original::Damaged(error.to_string()),
@@ -292,24 +290,41 @@ fn check_head(
     if legacy {
         return check_legacy_head(head, last, previous);
     }
-    if head.seq != last.seq || fold.seq() != last.seq {
-        // A lagging head, or a last record already reported as damaged: either
-        // way the head cannot be compared with what the records fold to.
-        return (head.seq != last.seq).then(|| {
-            (
-                Kind::BrokenChain,
-                format!(
-                    "the head says seq {}, but the records end at seq {}: the head disagrees \
-                     with the history",
-                    head.seq, last.seq
-                ),
-            )
-        });
+    if head.seq > fold.seq() {
+        // The records past what folded are damaged, and reported as such.
+        return None;
     }
-    match head_disagrees(stream, fold, None, format) {
+    if head.seq < fold.seq() {
+        return Some((
+            Kind::BrokenChain,
+            format!(
+                "the head says seq {}, but the records reach seq {}: the head disagrees with \
+                 the history",
+                head.seq,
+                fold.seq()
+            ),
+        ));
+    }
+    // The head is at the last record that folded; damaged records past it (a torn
+    // write, never acknowledged) are reported on their own.
+    match head_disagrees(&folded_part(stream, head.seq), fold, None, format) {
         Ok(None) => None,
         Ok(Some(message)) => Some((Kind::BrokenChain, message)),
         Err(error) => Some((Kind::Malformed, error.to_string())),
+    }
+}
+
+/// `stream` without its records past `seq`.
+fn folded_part(stream: &Stream, seq: Seq) -> Stream {
+    Stream {
+        id: stream.id.clone(),
+        entries: stream
+            .entries
+            .iter()
+            .filter(|entry| entry.seq <= seq)
+            .cloned()
+            .collect(),
+        head: stream.head.clone(),
     }
 }
 
@@ -349,7 +364,6 @@ impl Ledger {
     /// As for [`audit`].
     pub fn audit(&self) -> Result<Verdict, AuditError> {
         self.check_poisoned()?;
-
 
         audit(self.store().as_ref(), self.clock())
     }

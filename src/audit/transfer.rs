@@ -151,13 +151,7 @@ impl Ledger {
         }
         spool.rewind()?;
         each_record(&spool, |line, record| {
-            if record.seq == 1
-                && !self
-                    .store()
-                    .history(&record.delegation)?
-                    .entries
-                    .is_empty()
-            {
+            if record.seq == 1 && !self.store().history(&record.delegation)?.entries.is_empty() {
                 return Err(AuditError::Exists {
                     line,
                     delegation: record.delegation,
@@ -184,13 +178,14 @@ impl Ledger {
                 .delegation()
                 .map(envelope::head::encode)
                 .unwrap_or_default();
-            self.store().append(&[Append {
-                id: &id,
-                expect,
-                record: &envelope::encode(&record),
-                head: &head,
-            }])
-            .map_err(Error::from)?;
+            self.store()
+                .append(&[Append {
+                    id: &id,
+                    expect,
+                    record: &envelope::encode(&record),
+                    head: &head,
+                }])
+                .map_err(Error::from)?;
             stored += 1;
             if fold.state().is_settled() {
                 open.remove(&id);

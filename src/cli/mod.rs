@@ -162,7 +162,10 @@ pub(crate) fn open_existing(db: &Path) -> Result<Ledger, Failure> {
 fn migrate(db: &Path) -> Outcome {
     match delegation_log::migrate(db) {
         Ok(done) if done.already_current => {
-            println!("{}: already in the current format; nothing to do", db.display());
+            println!(
+                "{}: already in the current format; nothing to do",
+                db.display()
+            );
             Ok(())
         }
         Ok(done) => {
@@ -174,15 +177,19 @@ fn migrate(db: &Path) -> Outcome {
             );
             Ok(())
         }
-        Err(e @ (delegation_log::Error::Corrupt { .. } | delegation_log::Error::UnknownVersion { .. })) => {
-            Err(Failure::Problems(format!(
-                "{}: not migrated, the log is unchanged: {e}; run `delegation-log audit {}`",
-                db.display(),
-                db.display()
-            )))
-        }
+        Err(
+            e @ (delegation_log::Error::Corrupt { .. }
+            | delegation_log::Error::UnknownVersion { .. }),
+        ) => Err(Failure::Problems(format!(
+            "{}: not migrated, the log is unchanged: {e}; run `delegation-log audit {}`",
+            db.display(),
+            db.display()
+        ))),
         Err(e @ delegation_log::Error::NotAStore { .. }) => Err(Failure::Unusable(e.to_string())),
-        Err(e) => Err(Failure::Unusable(format!("cannot migrate {}: {e}", db.display()))),
+        Err(e) => Err(Failure::Unusable(format!(
+            "cannot migrate {}: {e}",
+            db.display()
+        ))),
     }
 }
 

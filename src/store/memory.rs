@@ -26,7 +26,9 @@ pub(crate) fn append(image: &mut Image, appends: &[Append<'_>]) -> Result<(), Ap
         let slot = image.get(&key::prefix(append.id)).map(|(_, slot)| slot);
         let actual = match heads.get(append.id) {
             Some(seq) => *seq,
-            None => slot.and_then(|slot| slot.head.as_ref()).map(|head| head.seq),
+            None => slot
+                .and_then(|slot| slot.head.as_ref())
+                .map(|head| head.seq),
         };
         if actual != append.expect.seq() {
             return Err(AppendError::Conflict {

@@ -27,8 +27,8 @@
 
 mod faulty;
 mod memory;
-mod stripes;
 pub mod sled;
+mod stripes;
 
 use std::fmt;
 

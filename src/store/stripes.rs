@@ -58,6 +58,9 @@ impl Stripes {
         let mut indexes: Vec<usize> = ids.into_iter().map(Self::index).collect();
         indexes.sort_unstable();
         indexes.dedup();
-        indexes.into_iter().map(|index| self.stripe(index)).collect()
+        indexes
+            .into_iter()
+            .map(|index| self.stripe(index))
+            .collect()
     }
 }

@@ -145,9 +145,7 @@ pub fn downgrade_to_v1(path: &std::path::Path) {
             heads.insert(key::prefix(&id), legacy.encode()).unwrap();
         } else {
             let record = envelope::decode(&value).unwrap();
-            records
-                .insert(raw, envelope::encode_v1(&record))
-                .unwrap();
+            records.insert(raw, envelope::encode_v1(&record)).unwrap();
         }
     }
     drop(log);

@@ -96,4 +96,3 @@ impl Drop for Acked {
         let _ = self.flush(true, true);
     }
 }
-

@@ -276,7 +276,11 @@ fn open_layout(db: &sled::Db, path: &Path) -> Result<Layout> {
     match found.as_deref() {
         None | Some([FORMAT]) => {
             for old in [legacy::RECORDS, legacy::HEADS] {
-                if db.tree_names().iter().any(|name| name.as_ref() == old.as_bytes()) {
+                if db
+                    .tree_names()
+                    .iter()
+                    .any(|name| name.as_ref() == old.as_bytes())
+                {
                     db.drop_tree(old).map_err(|e| sled_error(e, path))?;
                 }
             }
