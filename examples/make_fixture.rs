@@ -3,7 +3,7 @@
 //! clock so that its contents are the same on every run.
 //!
 //! ```sh
-//! cargo run --example make_fixture -- tests/fixtures/v1
+//! cargo run --example make_fixture -- tests/fixtures/v2
 //! ```
 //!
 //! `tests/compat.rs` opens the committed copies; a new format version gets a new
@@ -11,7 +11,9 @@
 //! - `tests/fixtures/v1/`: format version 1 before the agent's answer was recorded
 //!   (11 delegations);
 //! - `tests/fixtures/v1-answers/`: format version 1 with `rpc_error`, `rejected`,
-//!   `bad_response`, `rpc_code` and `remote` (18 delegations).
+//!   `bad_response`, `rpc_code` and `remote` (18 delegations);
+//! - `tests/fixtures/v2/`: format version 2 (one tree, heads with summaries,
+//!   binary record bodies), with a retry (20 delegations).
 
 use std::time::Duration;
 
@@ -178,6 +180,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &long,
         Event::failed(FailureReason::HttpStatus(599), Some("ü".repeat(40)))?,
     )?;
+    // A retry (since format 2's fixture): the original failed and its retry
+    // queued in one write, the retry then delivered.
+    let original = "compat-retried".parse()?;
+    ledger.record(&original, queued(Some(serde_json::json!("try me twice"))))?;
+    tick();
+    let retry = "compat-retried.r1".parse()?;
+    ledger.retry(
+        &original,
+        delegation_log::event::Failed {
+            reason: FailureReason::Interrupted,
+            detail: Some("redelivered as compat-retried.r1".into()),
+        },
+        &retry,
+        Queued::new("planner", "http://127.0.0.1:8080/a2a"),
+    )?;
+    tick();
+    ledger.record(&retry, Event::delivered(Some(200))?)?;
     ledger.flush()?;
     println!("wrote {path}");
     Ok(())

@@ -1,8 +1,11 @@
-//! Compatibility: stores and records written in format version 1 stay readable.
+//! Compatibility: stores and records written in every format version stay
+//! readable, and a store of format 1 migrates to format 2 without changing a
+//! record.
 //!
 //! `tests/fixtures/v1/` is a committed sled store written by
 //! `examples/make_fixture.rs` in format version 1, and `tests/fixtures/v1-answers/`
-//! one written after the agent's answer (`rpc_code`, `remote`) joined the format. Every later version of this
+//! one written after the agent's answer (`rpc_code`, `remote`) joined the format;
+//! `tests/fixtures/v2/` is a store of format 2. Every later version of this
 //! crate must open it and read exactly the statuses and histories pinned here. The
 //! encoded bytes of one record of each kind are pinned too, in version 1 and in
 //! version 2, and those of a head of each state, so that an accidental change of
@@ -78,6 +81,68 @@ fn the_v1_fixture_with_agent_answers_opens_with_its_exact_statuses_and_histories
     }
     let verdict = ledger.audit().unwrap();
     assert!(verdict.is_clean(), "{}", verdict.to_plain());
+}
+
+#[test]
+fn the_v2_fixture_store_opens_with_its_exact_statuses_and_histories() {
+    let (_dir, ledger) = open_fixture("v2");
+    assert_eq!(ledger.store().format(), 2);
+    let delegations: Vec<_> = ledger.replay().map(Result::unwrap).collect();
+    assert_eq!(delegations.len(), 20);
+    let statuses: Vec<_> = delegations.iter().map(|d| d.status()).collect();
+    insta::assert_json_snapshot!("v2_statuses", statuses);
+    let histories: Vec<Vec<Record>> = delegations
+        .iter()
+        .map(|d| ledger.history(&d.id).unwrap())
+        .collect();
+    insta::assert_json_snapshot!("v2_histories", histories);
+    for delegation in &delegations {
+        assert_eq!(ledger.status(&delegation.id).unwrap(), delegation.status());
+    }
+    let verdict = ledger.audit().unwrap();
+    assert!(verdict.is_clean(), "{}", verdict.to_plain());
+}
+
+/// Each v1 fixture: writes are refused until migration; migration keeps every
+/// record (the export, the portable form, is byte for byte the same), every
+/// status, and a clean audit; then the store takes writes, and a second
+/// migration finds nothing to do.
+#[test]
+fn each_v1_fixture_refuses_writes_then_migrates_to_the_same_export() {
+    for version in ["v1", "v1-answers"] {
+        let (dir, ledger) = open_fixture(version);
+        assert_eq!(ledger.store().format(), 1);
+        let mut before = Vec::new();
+        ledger.export(&mut before).unwrap();
+        let statuses: Vec<_> = ledger.replay().map(|d| d.unwrap().status()).collect();
+        let pending = ledger.pending().unwrap();
+        let write = ledger.record(&pending[0].id, Event::delivered(None).unwrap());
+        assert!(
+            matches!(write, Err(delegation_log::Error::NeedsMigration { found: 1, .. })),
+            "{version}: {write:?}"
+        );
+        drop(ledger);
+
+        let path = dir.path().join(version);
+        let migration = delegation_log::migrate(&path).unwrap();
+        assert_eq!(migration.delegations as usize, statuses.len(), "{version}");
+        let ledger = Ledger::open(&path).unwrap();
+        assert_eq!(ledger.store().format(), 2);
+        let mut after = Vec::new();
+        ledger.export(&mut after).unwrap();
+        assert_eq!(after, before, "{version}: migration changed the export");
+        let migrated: Vec<_> = ledger.replay().map(|d| d.unwrap().status()).collect();
+        assert_eq!(migrated, statuses, "{version}");
+        for status in &statuses {
+            assert_eq!(&ledger.status(&status.id).unwrap(), status);
+        }
+        assert!(ledger.audit().unwrap().is_clean());
+        ledger
+            .record(&pending[0].id, Event::delivered(None).unwrap())
+            .unwrap();
+        drop(ledger);
+        assert!(delegation_log::migrate(&path).unwrap().already_current);
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
