@@ -640,13 +640,12 @@ impl Ledger {
                         });
                     }
                 }
-                // Damage found by the store's checks: nothing was written, and
-                // the ledger is as sound as it was.
-                Err(AppendError::Store(
-                    error @ (Error::Corrupt { .. } | Error::NeedsMigration { .. }),
-                )) => {
-                    return Err(error);
-                }
+                // Damage found by the store's checks before writing, or a store
+                // that takes no writes: nothing was written, and the ledger is as
+                // sound as it was.
+                Err(damaged @ AppendError::Damaged { .. }) => return Err(damaged.into()),
+                Err(AppendError::Store(error @ Error::NeedsMigration { .. })) => return Err(error),
+                // A failed write may be partly visible: serve nothing more.
                 Err(AppendError::Store(error)) => return Err(self.poison(error)),
             }
         }
@@ -871,7 +870,7 @@ impl Ledger {
     }
 
     /// Poisons the ledger with `error` as the cause, and returns the error.
-    fn poison(&self, error: Error) -> Error {
+    pub(crate) fn poison(&self, error: Error) -> Error {
         let _ = self.inner.poisoned.set(error.to_string());
         error
     }

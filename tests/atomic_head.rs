@@ -201,3 +201,39 @@ fn no_kill_leaves_a_head_that_disagrees_with_its_history() {
     assert!(torn_reads > 0, "no kill tore a record");
     println!("{kills} kills, {torn_reads} torn records refused as damage");
 }
+
+/// Found by review of ledger v2: with its last record lost to damage, a
+/// delegation's head still named it, and a write stacked the next record on the
+/// hole. The store checks that the record its head names is there: the write is
+/// refused as damage, writes nothing, and leaves the ledger serving.
+#[test]
+fn a_write_never_stacks_on_a_record_the_head_names_and_the_store_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let id = id("lost-last");
+    {
+        let ledger = Ledger::open(&path).unwrap();
+        ledger.record(&id, Event::queued("p", "t")).unwrap();
+    }
+    {
+        let db = sled::open(&path).unwrap();
+        let log = db.open_tree("log").unwrap();
+        log.remove(delegation_log::store::key::record(&id, 1))
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let ledger = Ledger::open(&path).unwrap();
+    let before = ledger.store().history(&id).unwrap();
+    let refused = ledger.record(&id, Event::delivered(None).unwrap());
+    match refused {
+        Err(Error::Corrupt { key, reason }) => {
+            assert_eq!(key, "delegation `lost-last` seq 1");
+            assert!(reason.contains("records were lost"), "{reason}");
+        }
+        other => panic!("stacked on a hole: {other:?}"),
+    }
+    assert_eq!(ledger.store().history(&id).unwrap(), before);
+    assert_eq!(ledger.status(&id).unwrap().status, StatusKind::Queued);
+    let other: DelegationId = "other".parse().unwrap();
+    ledger.record(&other, Event::queued("p", "t")).unwrap();
+}

@@ -118,7 +118,10 @@ fn each_v1_fixture_refuses_writes_then_migrates_to_the_same_export() {
         let pending = ledger.pending().unwrap();
         let write = ledger.record(&pending[0].id, Event::delivered(None).unwrap());
         assert!(
-            matches!(write, Err(delegation_log::Error::NeedsMigration { found: 1, .. })),
+            matches!(
+                write,
+                Err(delegation_log::Error::NeedsMigration { found: 1, .. })
+            ),
             "{version}: {write:?}"
         );
         drop(ledger);

@@ -244,3 +244,41 @@ fn a_migration_killed_at_any_moment_leaves_the_store_as_it_was_or_migrated() {
         seen[1], seen[2]
     );
 }
+
+/// Found by review of ledger v2: a store of format 1 whose format marker was lost
+/// to damage was taken for a new store, marked 2, and its records dropped, by any
+/// open, even a read-only audit's. A store that lost its marker is read as the
+/// format its trees show, and nothing is written or dropped.
+#[test]
+fn a_store_that_lost_its_format_marker_is_read_as_its_trees_show_and_never_emptied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let expected = build(&path, 12);
+    downgrade_to_v1(&path);
+    for format in [1u8, 2] {
+        if format == 2 {
+            delegation_log::migrate(&path).unwrap();
+        }
+        {
+            let db = sled::open(&path).unwrap();
+            db.open_tree("meta").unwrap().remove("format").unwrap();
+            db.flush().unwrap();
+        }
+        let verdict = delegation_log::audit::audit_path(&path, &audit_support::clock()).unwrap();
+        assert_eq!(
+            verdict.records,
+            24,
+            "format {format}: {}",
+            verdict.to_plain()
+        );
+        assert_eq!(check(&path, &expected), format);
+        let db = sled::open(&path).unwrap();
+        assert!(
+            db.open_tree("meta")
+                .unwrap()
+                .get("format")
+                .unwrap()
+                .is_none()
+        );
+    }
+}

@@ -509,11 +509,11 @@ mod sled_store {
         });
         let store = Sled::open(dir.path()).unwrap();
         match one(&store, &a, Expect::At(1), b"two", 2) {
-            Err(AppendError::Store(Error::Corrupt { key, reason })) => {
-                assert_eq!(key, "delegation `a` seq 2");
+            Err(AppendError::Damaged { id, seq, reason }) => {
+                assert_eq!((id.as_str(), seq), ("a", 2));
                 assert!(reason.contains("beyond the head"), "{reason}");
             }
-            other => panic!("expected Store(Corrupt), got {other:?}"),
+            other => panic!("expected Damaged, got {other:?}"),
         }
         let stream = store.history(&a).unwrap();
         assert_eq!(stream.entries[1].bytes, b"stray");

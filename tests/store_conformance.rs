@@ -334,10 +334,10 @@ fn the_faulty_store_tears_the_last_pending_write_the_same_way_for_the_same_seed(
 
 fn expect_occupied(result: Result<(), AppendError>) {
     match result {
-        Err(AppendError::Store(Error::Corrupt { key, reason })) => {
-            assert!(reason.contains("beyond the head"), "{key}: {reason}");
+        Err(AppendError::Damaged { id, seq, reason }) => {
+            assert!(reason.contains("beyond the head"), "{id} {seq}: {reason}");
         }
-        other => panic!("expected Store(Corrupt) for an occupied slot, got {other:?}"),
+        other => panic!("expected Damaged for an occupied slot, got {other:?}"),
     }
 }
 

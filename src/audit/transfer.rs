@@ -20,6 +20,10 @@ pub struct Exported {
     pub records: u64,
     /// Delegations written.
     pub delegations: u64,
+    /// Retries left out because they were written while the export ran, after it
+    /// had written their original as still `queued` (and retries of those): as in
+    /// a snapshot taken before them. A quiet ledger leaves none out.
+    pub left_out: u64,
 }
 
 /// What [`Ledger::import`] did.
@@ -44,6 +48,14 @@ impl Ledger {
     /// A retry whose original the store does not hold is written last, where
     /// `verify` reports it.
     ///
+    /// The store reads each delegation whole, but not all of them at one instant,
+    /// so a busy ledger can settle an original and queue its retry (one atomic
+    /// write) after the export has written the original as `queued`. Such a
+    /// retry is left out (counted in [`Exported::left_out`]), as a snapshot taken
+    /// before it would: the export stays a log `verify` accepts. Remembering which
+    /// originals were written as `queued` costs memory for each pending
+    /// delegation.
+    ///
     /// Export checks what it writes as the ledger reads it (envelope, key, chain,
     /// head), and refuses a damaged store rather than write a log that hides the
     /// damage: run [`Ledger::audit`] to see all of it.
@@ -60,11 +72,36 @@ impl Ledger {
         // back and not yet written, with the order they were held back in.
         let mut waiting: HashMap<DelegationId, Vec<DelegationId>> = HashMap::new();
         let mut held = Held::default();
-        // Read in step with this ledger's writers: a busy ledger exports as a
-        // quiet one does.
+        // Written while still queued, and left out: what a retry must not follow.
+        let mut queued: HashSet<DelegationId> = HashSet::new();
+        let mut left_out: HashSet<DelegationId> = HashSet::new();
         for stream in self.store().scan() {
             let stream = stream?;
             let records = checked(&stream, self.store().format())?;
+            if let Some(of) =
+                retry_of(&records).filter(|of| queued.contains(*of) || left_out.contains(*of))
+            {
+                // Written after the export passed its original: leave it, and
+                // every retry waiting for it, out.
+                let mut leaving = vec![stream.id];
+                let _ = of;
+                while let Some(id) = leaving.pop() {
+                    if let Some(retries) = waiting.remove(&id) {
+                        for retry in retries {
+                            held.set.remove(&retry);
+                            leaving.push(retry);
+                        }
+                    }
+                    left_out.insert(id);
+                }
+                continue;
+            }
+            if records
+                .last()
+                .is_some_and(|record| matches!(record.event, Event::Queued(_)))
+            {
+                queued.insert(stream.id.clone());
+            }
             if let Some(of) = retry_of(&records) {
                 let written = key::prefix(of) < key::prefix(&stream.id) && !held.set.contains(of);
                 if !written {
@@ -80,6 +117,7 @@ impl Ledger {
             write_records(&mut out, &records, &mut exported)?;
             self.release(&stream.id, &mut waiting, &mut held, &mut out, &mut exported)?;
         }
+        exported.left_out = u64::try_from(left_out.len()).unwrap_or(u64::MAX);
         // Whatever still waits names a delegation that never came.
         for id in held.order.iter().filter(|id| held.set.contains(*id)) {
             let records = checked(&self.store().history(id)?, self.store().format())?;
@@ -185,7 +223,12 @@ impl Ledger {
                     record: &envelope::encode(&record),
                     head: &head,
                 }])
-                .map_err(Error::from)?;
+                .map_err(|error| match error {
+                    // A failed write may be partly visible: as `record` does, serve
+                    // nothing more until reopened.
+                    crate::store::AppendError::Store(error) => self.poison(error),
+                    refused => Error::from(refused),
+                })?;
             stored += 1;
             if fold.state().is_settled() {
                 open.remove(&id);

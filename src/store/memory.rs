@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{Append, AppendError, Entry, Head, Store, Stream, key};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::event::{DelegationId, Seq};
 
 /// One delegation's records and head, as the in-memory stores keep them.
@@ -38,8 +38,14 @@ pub(crate) fn append(image: &mut Image, appends: &[Append<'_>]) -> Result<(), Ap
             });
         }
         let next = append.expect.next();
-        if slot.is_some_and(|slot| slot.entries.iter().any(|entry| entry.seq == next)) {
-            return Err(occupied(append.id, next).into());
+        let has = |seq| slot.is_some_and(|slot| slot.entries.iter().any(|entry| entry.seq == seq));
+        // Within a group, a record appended earlier is there by the time this one is.
+        let earlier = heads.contains_key(append.id);
+        if let Some(last) = append.expect.seq().filter(|last| !earlier && !has(*last)) {
+            return Err(missing(append.id, last));
+        }
+        if has(next) {
+            return Err(occupied(append.id, next));
         }
         heads.insert(append.id, Some(next));
     }
@@ -59,11 +65,23 @@ pub(crate) fn append(image: &mut Image, appends: &[Append<'_>]) -> Result<(), Ap
 }
 
 /// The damage of a record slot that is taken though the head says it is free.
-pub(crate) fn occupied(id: &DelegationId, seq: Seq) -> Error {
-    Error::Corrupt {
-        key: format!("delegation `{id}` seq {seq}"),
+pub(crate) fn occupied(id: &DelegationId, seq: Seq) -> AppendError {
+    AppendError::Damaged {
+        id: id.clone(),
+        seq,
         reason: "a record is stored beyond the head: the head was lost or the record \
                  was never acknowledged"
+            .to_owned(),
+    }
+}
+
+/// The damage of a head whose last record is not there.
+pub(crate) fn missing(id: &DelegationId, seq: Seq) -> AppendError {
+    AppendError::Damaged {
+        id: id.clone(),
+        seq,
+        reason: "the head says this is the last record, and it is not there: records \
+                 were lost"
             .to_owned(),
     }
 }

@@ -171,8 +171,23 @@ pub enum AppendError {
         /// The head's seq found, `None` for no head.
         actual: Option<Seq>,
     },
-    /// The store failed, or found damage (a record already in the slot the head
-    /// says is free): nothing was written.
+    /// The checks before the write found damage: a record already in the slot
+    /// the head says is free, or no record where the head says the last one is.
+    /// Nothing was written.
+    #[error("delegation `{id}` seq {seq}: {reason}")]
+    Damaged {
+        /// The delegation.
+        id: DelegationId,
+        /// The seq whose slot is wrong.
+        seq: Seq,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The store failed. A write that failed part way may have left some of its
+    /// keys visible that a crash would undo: the caller must treat the store as
+    /// suspect (the ledger poisons itself). A store that refuses every write
+    /// ([`Error::NeedsMigration`](crate::Error::NeedsMigration)) says so here
+    /// too, before writing anything.
     #[error(transparent)]
     Store(#[from] Error),
 }
@@ -184,17 +199,16 @@ pub enum AppendError {
 pub trait Store: Send + Sync + 'static {
     /// Writes every append of `appends`, all or nothing. Each is checked against
     /// its own expectation (in order, so a group may append twice to one
-    /// delegation): the delegation's head must be at `expect`, and its record slot
-    /// `expect.next()` must be free. If any check fails, nothing is written. A
-    /// crash keeps all of the group or none of it, records and heads together.
-    /// An empty group writes nothing.
+    /// delegation): the delegation's head must be at `expect`, the record the
+    /// head names must be there, and the record slot `expect.next()` must be free.
+    /// If any check fails, nothing is written. A crash keeps all of the group or
+    /// none of it, records and heads together. An empty group writes nothing.
     ///
     /// # Errors
     /// [`AppendError::Conflict`] for the first append whose delegation's head is
-    /// not its expectation; [`AppendError::Store`] with
-    /// [`Error::Corrupt`](crate::Error::Corrupt) if a record already sits in the
-    /// slot a head says is free, or with a storage error if the write failed.
-    /// Nothing is written in any case.
+    /// not its expectation; [`AppendError::Damaged`] if its records are not where
+    /// its head says; [`AppendError::Store`] if the write failed. Nothing is
+    /// written by a refused group; a failed write may have written part of it.
     fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError>;
 
     /// `id`'s head, one read; `None` if it has none.
@@ -248,6 +262,10 @@ impl From<AppendError> for Error {
     fn from(error: AppendError) -> Self {
         match error {
             AppendError::Conflict { id, .. } => Error::Conflict { id, attempts: 1 },
+            AppendError::Damaged { id, seq, reason } => Error::Corrupt {
+                key: format!("delegation `{id}` seq {seq}"),
+                reason,
+            },
             AppendError::Store(error) => error,
         }
     }

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use self::acked::Acked;
-use super::memory::occupied;
+use super::memory::{missing, occupied};
 use super::{Append, AppendError, Entry, Head, Store, Stream, Stripes, key};
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Seq};
@@ -262,49 +262,89 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 
 /// Reads the store's format from `meta`, writing the current one into a new
 /// store, and opens its trees. A store of format 2 that still has format 1's
-/// trees was migrated by a process that stopped before it dropped them: they are
+/// trees was migrated by a process that stopped before it dropped them (its
+/// marker switched to 2 only once the new tree was complete and synced): they are
 /// dropped now.
+///
+/// A store without a marker is new only if it holds no tree of either format.
+/// One that holds trees of one format lost its marker to damage: it is read as
+/// that format, and nothing is written or dropped. One that holds both is refused.
 fn open_layout(db: &sled::Db, path: &Path) -> Result<Layout> {
     let meta = db.open_tree("meta").map_err(|e| sled_error(e, path))?;
-    // Every version of this crate writes the marker when it creates a store, so a
-    // store without one is new.
-    let found = meta
-        .compare_and_swap(FORMAT_KEY, None as Option<&[u8]>, Some(&[FORMAT][..]))
-        .map_err(|e| sled_error(e, path))?
-        .err()
-        .and_then(|found| found.current);
-    match found.as_deref() {
-        None | Some([FORMAT]) => {
+    let has = |tree: &str| {
+        db.tree_names()
+            .iter()
+            .any(|name| name.as_ref() == tree.as_bytes())
+    };
+    let found = meta.get(FORMAT_KEY).map_err(|e| sled_error(e, path))?;
+    let found = match found.as_deref() {
+        Some(found) => found.to_vec(),
+        None => {
+            let legacy = has(legacy::RECORDS) || has(legacy::HEADS);
+            match (legacy, has(LOG)) {
+                (false, false) => {
+                    // A new store: claim it for this format. A racing opener in
+                    // this process is impossible (sled's lock), so the swap only
+                    // guards against a marker written since the read.
+                    let swapped = meta
+                        .compare_and_swap(FORMAT_KEY, None as Option<&[u8]>, Some(&[FORMAT][..]))
+                        .map_err(|e| sled_error(e, path))?;
+                    match swapped {
+                        Ok(()) => vec![FORMAT],
+                        Err(current) => current.current.map(|c| c.to_vec()).unwrap_or_default(),
+                    }
+                }
+                (true, false) => return open_legacy(db, path),
+                (false, true) => return open_log(db, path),
+                (true, true) => {
+                    return Err(Error::Corrupt {
+                        key: "meta/format".to_owned(),
+                        reason: "the format marker is missing, and the store holds the trees of \
+                                 both formats: not guessing which is the store"
+                            .to_owned(),
+                    });
+                }
+            }
+        }
+    };
+    match found.as_slice() {
+        [FORMAT] => {
             for old in [legacy::RECORDS, legacy::HEADS] {
-                if db
-                    .tree_names()
-                    .iter()
-                    .any(|name| name.as_ref() == old.as_bytes())
-                {
+                if has(old) {
                     db.drop_tree(old).map_err(|e| sled_error(e, path))?;
                 }
             }
-            Ok(Layout::Log(
-                db.open_tree(LOG).map_err(|e| sled_error(e, path))?,
-            ))
+            open_log(db, path)
         }
-        Some([1]) => Ok(Layout::Legacy(legacy::Trees {
-            records: db
-                .open_tree(legacy::RECORDS)
-                .map_err(|e| sled_error(e, path))?,
-            heads: db
-                .open_tree(legacy::HEADS)
-                .map_err(|e| sled_error(e, path))?,
-        })),
-        Some([found]) => Err(Error::UnknownVersion {
+        [1] => open_legacy(db, path),
+        [found] => Err(Error::UnknownVersion {
             key: "meta/format".to_owned(),
             found: *found,
         }),
-        Some(_) => Err(Error::Corrupt {
+        _ => Err(Error::Corrupt {
             key: "meta/format".to_owned(),
             reason: "format marker is not one byte".to_owned(),
         }),
     }
+}
+
+/// The tree of format 2.
+fn open_log(db: &sled::Db, path: &Path) -> Result<Layout> {
+    Ok(Layout::Log(
+        db.open_tree(LOG).map_err(|e| sled_error(e, path))?,
+    ))
+}
+
+/// The trees of format 1.
+fn open_legacy(db: &sled::Db, path: &Path) -> Result<Layout> {
+    Ok(Layout::Legacy(legacy::Trees {
+        records: db
+            .open_tree(legacy::RECORDS)
+            .map_err(|e| sled_error(e, path))?,
+        heads: db
+            .open_tree(legacy::HEADS)
+            .map_err(|e| sled_error(e, path))?,
+    }))
 }
 
 /// A head as stored, checked to hold at least its seq.
@@ -464,9 +504,18 @@ impl Store for Sled {
                 });
             }
             let next = append.expect.next();
+            let earlier = raised.iter().any(|(raised, _)| *raised == id);
+            if let Some(last) = append.expect.seq().filter(|_| !earlier) {
+                let there = log
+                    .contains_key(key::record(id, last))
+                    .map_err(|e| self.sled_error(e))?;
+                if !there {
+                    return Err(missing(id, last));
+                }
+            }
             let record = key::record(id, next);
             if log.contains_key(&record).map_err(|e| self.sled_error(e))? {
-                return Err(occupied(id, next).into());
+                return Err(occupied(id, next));
             }
             batch.insert(record, append.record);
             let head = Head {
