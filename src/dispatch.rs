@@ -50,14 +50,14 @@
 //!
 //! ```
 //! use delegation_log::dispatch::{Dispatcher, Request};
-//! use delegation_log::transport::Instant;
+//! use delegation_log::transport::Immediate;
 //! use delegation_log::{Ledger, StatusKind};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let dir = tempfile::tempdir()?;
 //! let ledger = Ledger::open(dir.path().join("log"))?;
-//! let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+//! let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
 //!
 //! let receipt = dispatcher
 //!     .delegate(Request::new("planner", "http://127.0.0.1:9/a2a").task("review PR 42"))

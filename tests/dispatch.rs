@@ -13,7 +13,7 @@ use std::time::Duration;
 use delegation_log::dispatch::{self, Dispatcher, Options, Recovery, Request};
 use delegation_log::event::ReasonCode;
 use delegation_log::store::{Fault, Faulty, Memory};
-use delegation_log::transport::{Accepted, BoxFuture, Failure, Instant, Message, Transport};
+use delegation_log::transport::{Accepted, BoxFuture, Failure, Immediate, Message, Transport};
 use delegation_log::{
     DelegationId, Error, Event, EventKind, FailureReason, Ledger, ManualClock, StatusKind,
 };
@@ -73,7 +73,7 @@ impl Transport for Gated {
 #[tokio::test]
 async fn delegate_returns_a_queued_receipt_and_shutdown_leaves_it_settled() {
     let ledger = memory_ledger();
-    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
     let receipt = dispatcher
         .delegate(Request::new("planner", "reviewer").id(id("t-1")))
         .await
@@ -98,7 +98,7 @@ async fn delegate_returns_a_queued_receipt_and_shutdown_leaves_it_settled() {
 async fn a_receipt_can_await_its_own_outcome() {
     let dispatcher = Dispatcher::new(
         memory_ledger(),
-        Instant::new(|_| Err(Failure::status(502, "bad gateway"))),
+        Immediate::new(|_| Err(Failure::status(502, "bad gateway"))),
     );
     let receipt = dispatcher
         .delegate(Request::new("planner", "reviewer"))
@@ -119,7 +119,7 @@ async fn a_receipt_can_await_its_own_outcome() {
 #[tokio::test]
 async fn a_taken_id_is_refused_with_the_ledgers_typed_error() {
     let ledger = memory_ledger();
-    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
     dispatcher
         .delegate(Request::new("planner", "reviewer").id(id("same")))
         .await
@@ -143,7 +143,7 @@ async fn a_taken_id_is_refused_with_the_ledgers_typed_error() {
 
 #[tokio::test]
 async fn generated_ids_are_distinct() {
-    let dispatcher = Dispatcher::new(memory_ledger(), Instant::accepting());
+    let dispatcher = Dispatcher::new(memory_ledger(), Immediate::accepting());
     let mut ids = std::collections::HashSet::new();
     for _ in 0..200 {
         let receipt = dispatcher
@@ -158,7 +158,7 @@ async fn generated_ids_are_distinct() {
 #[tokio::test]
 async fn an_unencodable_task_is_queued_then_failed_as_marshal_error() {
     let ledger = memory_ledger();
-    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
     // JSON object keys must be strings; a tuple key cannot be encoded.
     let task: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
     let receipt = dispatcher
@@ -275,7 +275,7 @@ async fn redeliver_recovery_fails_the_original_and_resends_under_its_message_id(
     let seen_by_transport = Arc::clone(&seen);
     let dispatcher = Dispatcher::new(
         ledger.clone(),
-        Instant::new(move |message: &Message| {
+        Immediate::new(move |message: &Message| {
             seen_by_transport
                 .lock()
                 .unwrap()
@@ -313,7 +313,7 @@ async fn interrupt_recovery_settles_pending_delegations_as_interrupted() {
     ledger
         .record(&id("lost"), Event::queued("planner", "reviewer"))
         .unwrap();
-    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
     let report = dispatcher.recover(Recovery::Interrupt).await;
     assert!(report.is_complete(), "{:?}", report.failed);
     let recovered = report.recovered;
@@ -391,7 +391,7 @@ async fn dropping_a_dispatcher_without_shutdown_aborts_its_deliveries_and_says_s
 #[tokio::test]
 async fn a_delegate_call_dropped_midway_still_ends_delivered_after_shutdown() {
     let ledger = memory_ledger();
-    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
     // Polled once (admission starts on a blocking thread), then dropped.
     let _ = tokio::time::timeout(
         Duration::ZERO,

@@ -7,11 +7,12 @@
 //! deadline: the [`Dispatcher`](crate::dispatch::Dispatcher) does, around every call,
 //! so a transport that hangs still ends as `timeout`.
 //!
-//! - [`Instant`]: answers at once, from a closure; for tests and benchmarks.
+//! - [`Immediate`]: answers at once, from a closure; for tests and benchmarks.
 //! - `Http` (feature `http`): posts the A2A JSON-RPC envelope to the target URL.
 
 #[cfg(feature = "http")]
 pub mod http;
+mod immediate;
 
 use std::fmt;
 use std::future::Future;
@@ -21,6 +22,7 @@ use crate::event::{DelegationId, FailureReason, Remote};
 
 #[cfg(feature = "http")]
 pub use self::http::Http;
+pub use self::immediate::Immediate;
 
 /// A boxed, sendable future: what [`Transport::send`] returns, so that the trait
 /// stays object-safe (`Arc<dyn Transport>`).
@@ -124,53 +126,5 @@ pub trait Transport: Send + Sync + 'static {
 impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
     fn send(&self, message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
         (**self).send(message)
-    }
-}
-
-/// A transport that answers at once, with whatever its closure says: for tests and
-/// benchmarks.
-///
-/// ```
-/// use delegation_log::transport::{Accepted, Instant};
-///
-/// let always_ok = Instant::new(|_message| Ok(Accepted::status(200)));
-/// # let _ = always_ok;
-/// ```
-pub struct Instant<F> {
-    answer: F,
-}
-
-impl<F> Instant<F>
-where
-    F: Fn(&Message) -> Result<Accepted, Failure> + Send + Sync + 'static,
-{
-    /// A transport whose every send resolves at once with `answer(message)`.
-    pub fn new(answer: F) -> Self {
-        Instant { answer }
-    }
-}
-
-impl Instant<fn(&Message) -> Result<Accepted, Failure>> {
-    /// A transport that accepts everything with status 200.
-    pub fn accepting() -> Self {
-        Instant {
-            answer: |_| Ok(Accepted::status(200)),
-        }
-    }
-}
-
-impl<F> fmt::Debug for Instant<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Instant").finish_non_exhaustive()
-    }
-}
-
-impl<F> Transport for Instant<F>
-where
-    F: Fn(&Message) -> Result<Accepted, Failure> + Send + Sync + 'static,
-{
-    fn send(&self, message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
-        let answer = (self.answer)(&message);
-        Box::pin(std::future::ready(answer))
     }
 }
