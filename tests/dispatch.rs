@@ -70,6 +70,15 @@ impl Transport for Gated {
     }
 }
 
+/// A transport whose every send panics.
+struct Panicking;
+
+impl Transport for Panicking {
+    fn send(&self, _message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
+        Box::pin(async { panic!("the transport broke") })
+    }
+}
+
 #[tokio::test]
 async fn delegate_returns_a_queued_receipt_and_shutdown_leaves_it_settled() {
     let ledger = memory_ledger();
@@ -403,6 +412,70 @@ async fn a_delegate_call_dropped_midway_still_ends_delivered_after_shutdown() {
         ledger.status(&id("impatient")).unwrap().status,
         StatusKind::Delivered
     );
+}
+
+/// A delivery that panics is an outcome that was not recorded: its receipt and
+/// `shutdown` both say so, naming the delegation and the panic, and the
+/// delegation stays `queued`, unclaimed, for recovery to settle.
+#[tokio::test]
+async fn a_delivery_that_panics_is_surfaced_by_its_receipt_and_by_shutdown() {
+    let ledger = memory_ledger();
+    let dispatcher = Dispatcher::new(ledger.clone(), Panicking);
+    let receipt = dispatcher
+        .delegate(Request::new("planner", "reviewer").id(id("fragile")))
+        .await
+        .unwrap();
+    let shutdown = dispatcher.shutdown().await;
+    let Err(dispatch::Error::Drained(unrecorded)) = shutdown else {
+        panic!("shutdown hid the panic: {shutdown:?}");
+    };
+    assert_eq!(unrecorded.len(), 1);
+    assert_eq!(unrecorded[0].id, Some(id("fragile")));
+    assert!(
+        unrecorded[0].cause.contains("the transport broke"),
+        "{}",
+        unrecorded[0].cause
+    );
+    let settled = receipt.settled().await;
+    assert!(
+        matches!(&settled, Err(dispatch::Error::Unrecorded(u)) if u.id == Some(id("fragile"))),
+        "{settled:?}"
+    );
+    assert_eq!(
+        ledger.status(&id("fragile")).unwrap().status,
+        StatusKind::Queued
+    );
+    assert_eq!(ledger.recover().unwrap(), [id("fragile")]);
+}
+
+/// `delegate` and `shutdown` at the same moment, many times over: the delegation is
+/// either refused (`Closed`, nothing written) or admitted, and then settled by the
+/// time `shutdown` returns. Admission and the drain never miss each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegation_racing_shutdown_is_refused_or_settled_never_left_queued() {
+    let mut left = Vec::new();
+    for trial in 0..300 {
+        let ledger = memory_ledger();
+        let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
+        let racer = id(&format!("race-{trial}"));
+        let delegating = {
+            let dispatcher = dispatcher.clone();
+            let racer = racer.clone();
+            tokio::spawn(async move {
+                dispatcher
+                    .delegate(Request::new("planner", "reviewer").id(racer))
+                    .await
+            })
+        };
+        let stats = dispatcher.shutdown().await.unwrap();
+        let status = ledger.status(&racer).unwrap().status;
+        match delegating.await.unwrap() {
+            Ok(_) if status == StatusKind::Delivered && stats.delivered == 1 => {}
+            Err(dispatch::Error::Closed) if status == StatusKind::NotFound => {}
+            other => left.push(format!("trial {trial}: {other:?}, {status:?}, {stats:?}")),
+        }
+    }
+    assert!(left.is_empty(), "{}", left.join("\n"));
 }
 
 /// Hardening review: `shutdown` had no time limit, so 50k delegations to a dead

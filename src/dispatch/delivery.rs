@@ -1,10 +1,14 @@
 //! One delivery, from its acknowledged `queued` to its recorded outcome: wait for a
 //! slot, send within the deadline (or until shutdown cuts it off), record the answer.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 
 use super::receipt::Settle;
-use super::{Admission, Inner, Request, Settled, Unrecorded, blocking, outcome};
+use super::supervisor::Admission;
+use super::{Inner, Request, Settled, Unrecorded, blocking, outcome};
 use crate::delegation::Outcome;
 use crate::event::{DelegationId, Event, FailureReason};
 use crate::ledger::{Claim, Ledger, Settlement};
@@ -34,34 +38,52 @@ impl Delivery {
 }
 
 impl Inner {
-    /// Spawns the delivery of a delegation whose `queued` is acknowledged, holding
-    /// its claim until the outcome is recorded, then ends the admission.
+    /// Spawns the delivery of a delegation whose `queued` is acknowledged, then
+    /// lets its admission go: from here on the delivery task holds shutdown off.
     pub(super) fn start(
         self: &Arc<Self>,
         admission: Admission,
         delivery: Delivery,
         claim: Claim,
-        settled: Settle,
+        settle: Settle,
         runtime: &tokio::runtime::Handle,
     ) {
         self.tally.queued();
-        {
-            let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-            // A dropped dispatcher starts nothing: the receipt answers Abandoned,
-            // the claim ends, and the delegation waits, queued, for recovery.
-            if !tasks.aborted {
-                let inner = Arc::clone(self);
-                tasks
-                    .set
-                    .spawn_on(inner.run(delivery, claim, settled), runtime);
-            }
-        }
+        let inner = Arc::clone(self);
+        self.supervisor
+            .spawn(inner.run(delivery, claim, settle), runtime);
         drop(admission);
     }
 
-    /// One delegation, from its acknowledged `queued` to its recorded outcome.
-    /// The claim ends once the outcome is recorded (or could not be).
-    async fn run(self: Arc<Self>, delivery: Delivery, claim: Claim, settled: Settle) {
+    /// One delegation, from its acknowledged `queued` to its recorded outcome,
+    /// which goes to its receipt. The claim ends once the outcome is recorded (or
+    /// could not be). A dropped dispatcher ends it where it is: the receipt answers
+    /// `Abandoned`, the claim ends, and the delegation waits, queued, for recovery.
+    async fn run(self: Arc<Self>, delivery: Delivery, claim: Claim, settle: Settle) {
+        let id = delivery.id.clone();
+        let ended = self
+            .supervisor
+            .unless_abandoned(caught(self.deliver(delivery)))
+            .await;
+        drop(claim);
+        let answer = match ended {
+            None => return,
+            Some(Ok(answer)) => answer,
+            Some(Err(panic)) => {
+                let unrecorded = Unrecorded {
+                    id: Some(id),
+                    outcome: "unknown".to_owned(),
+                    cause: format!("delivery task ended abnormally: {panic}"),
+                };
+                self.tally.unrecorded(unrecorded.clone());
+                Err(unrecorded)
+            }
+        };
+        let _ = settle.send(answer);
+    }
+
+    /// Sends `delivery` and records what came of it.
+    async fn deliver(&self, delivery: Delivery) -> Result<Settled, Unrecorded> {
         let Delivery {
             id,
             message_id,
@@ -81,15 +103,14 @@ impl Inner {
                     target,
                     task,
                 };
-                self.deliver(message).await
+                self.send(message).await
             }
         };
         let event = outcome::event(answer);
         let described = outcome::describe(&event);
         let ledger = self.ledger.clone();
         let outcome_id = id.clone();
-        let result = blocking("ledger call", move || record(&ledger, &outcome_id, event)).await;
-        let answer = match result {
+        match blocking("ledger call", move || record(&ledger, &outcome_id, event)).await {
             Ok(settled) => {
                 self.tally
                     .settled(matches!(settled.outcome, Outcome::Delivered { .. }));
@@ -97,60 +118,66 @@ impl Inner {
             }
             Err(error) => {
                 let unrecorded = Unrecorded {
-                    id: Some(id.clone()),
+                    id: Some(id),
                     outcome: described,
                     cause: error.to_string(),
                 };
                 self.tally.unrecorded(unrecorded.clone());
                 Err(unrecorded)
             }
-        };
-        drop(claim);
-        let _ = settled.send(answer);
+        }
     }
 
     /// Waits for a delivery slot, then sends within the deadline; a shutdown
     /// whose timeout passed cuts either wait short.
-    async fn deliver(&self, message: Message) -> Result<Accepted, Failure> {
-        let mut cutoff = self.cutoff.subscribe();
-        let delivery = std::pin::pin!(async {
-            let _slot = Arc::clone(&self.slots)
-                .acquire_owned()
-                .await
-                .map_err(|_| Failure::offline("the dispatcher's delivery slots are closed"))?;
-            let deadline = self.options.deadline;
+    async fn send(&self, message: Message) -> Result<Accepted, Failure> {
+        let deadline = self.options.deadline;
+        let sending = async {
+            let Ok(_slot) = self.supervisor.slot().await else {
+                return Err(Failure::offline(
+                    "the dispatcher's delivery slots are closed",
+                ));
+            };
             match tokio::time::timeout(deadline, self.transport.send(message)).await {
                 Ok(answer) => answer,
                 Err(_) => Err(Failure::timeout(format!(
                     "no answer within the delivery deadline of {deadline:?}"
                 ))),
             }
-        });
-        let mut cut = std::pin::pin!(async move {
-            let waited = cutoff.wait_for(Option::is_some).await.map(|limit| *limit);
-            match waited {
-                Ok(limit) => limit,
-                // The dispatcher is gone; its tasks are being aborted anyway.
-                Err(_) => std::future::pending().await,
-            }
-        });
-        let mut delivery = delivery;
-        std::future::poll_fn(|cx| {
-            if let std::task::Poll::Ready(answer) = delivery.as_mut().poll(cx) {
-                return std::task::Poll::Ready(answer);
-            }
-            cut.as_mut().poll(cx).map(|limit| {
-                Err(Failure::new(
-                    FailureReason::Interrupted,
-                    format!(
-                        "shutdown cut the delivery off after waiting {}",
-                        limit.map_or_else(|| "its timeout".to_owned(), |l| format!("{l:?}"))
-                    ),
-                ))
-            })
-        })
-        .await
+        };
+        match self.supervisor.unless_cut_off(sending).await {
+            Some(answer) => answer,
+            None => Err(Failure::new(
+                FailureReason::Interrupted,
+                format!(
+                    "shutdown cut the delivery off after waiting {}",
+                    self.options
+                        .shutdown_timeout
+                        .map_or_else(|| "its timeout".to_owned(), |l| format!("{l:?}"))
+                ),
+            )),
+        }
     }
+}
+
+/// Runs `work`, and answers what a panic in it said instead of unwinding through
+/// the task: a delivery that panics is reported, never silently lost.
+async fn caught<F: Future>(work: F) -> Result<F::Output, String> {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(panic) => {
+                let said = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned());
+                Poll::Ready(Err(format!("it panicked: {said}")))
+            }
+        }
+    })
+    .await
 }
 
 /// Records `event` as the outcome of `id`. If another writer settled it first,

@@ -60,7 +60,7 @@ pub enum Error {
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[error("outcome of delegation `{}` not recorded ({outcome}): {cause}", .id.as_ref().map_or("<unknown>", DelegationId::as_str))]
 pub struct Unrecorded {
-    /// The delegation, when known (a panicked task does not say).
+    /// The delegation, when known.
     pub id: Option<DelegationId>,
     /// The outcome that was due, in words (`delivered`, `failed: timeout`, …).
     pub outcome: String,

@@ -81,15 +81,13 @@ mod receipt; // what the caller holds: the receipt and the settled outcome
 mod recovery; // settling what a dead process left queued, or redelivering it
 mod request; // one task to delegate, as the caller describes it
 mod stats; // what the dispatcher counts
+mod supervisor; // admission, bounded concurrency, the shutdown drain and its cut-off
 
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
-
-use tokio::sync::{Notify, Semaphore};
-use tokio::task::JoinSet;
+use std::sync::Arc;
 
 use self::delivery::Delivery;
 use self::stats::Tally;
+use self::supervisor::Supervisor;
 use crate::ledger::Ledger;
 use crate::transport::Transport;
 
@@ -115,16 +113,13 @@ pub struct Dispatcher {
     _owner: Arc<Owner>,
 }
 
-/// Aborts the remaining deliveries when the last clone of a dispatcher is dropped.
+/// Ends the remaining deliveries when the last clone of a dispatcher is dropped.
 /// Delivery tasks hold `Inner`, never `Owner`, so they cannot keep it alive.
 struct Owner(Arc<Inner>);
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        let mut tasks = self.0.tasks();
-        tasks.closed = true;
-        tasks.aborted = true;
-        tasks.set.abort_all();
+        self.0.supervisor.abandon();
     }
 }
 
@@ -133,42 +128,9 @@ struct Inner {
     ledger: Ledger,
     transport: Arc<dyn Transport>,
     options: Options,
-    slots: Arc<Semaphore>,
-    tasks: Mutex<Tasks>,
-    admitted: Notify,
-    draining: tokio::sync::Mutex<()>,
+    supervisor: Supervisor,
     tally: Tally,
     ids: ids::Fresh,
-    /// Set by a shutdown whose timeout passed: every delivery still running ends
-    /// as interrupted.
-    cutoff: tokio::sync::watch::Sender<Option<Duration>>,
-}
-
-#[derive(Default)]
-struct Tasks {
-    /// Every delivery task not yet reaped.
-    set: JoinSet<()>,
-    /// No more admissions: `shutdown` started or the dispatcher was dropped.
-    closed: bool,
-    /// The dispatcher was dropped: admissions in progress start no delivery.
-    aborted: bool,
-    /// `delegate` calls between admission and the start of their delivery task.
-    admitting: usize,
-}
-
-/// One admission in progress. Dropping it, wherever that happens (after the
-/// delivery task is spawned, on an error, in a panic, or unrun in a cancelled
-/// blocking task), ends the admission and wakes a waiting `shutdown`.
-struct Admission(Arc<Inner>);
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        {
-            let mut tasks = self.0.tasks();
-            tasks.admitting = tasks.admitting.saturating_sub(1);
-        }
-        self.0.admitted.notify_waiters();
-    }
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -192,13 +154,9 @@ impl Dispatcher {
             ledger,
             transport: Arc::new(transport),
             options,
-            slots: Arc::new(Semaphore::new(options.concurrency)),
-            tasks: Mutex::new(Tasks::default()),
-            admitted: Notify::new(),
-            draining: tokio::sync::Mutex::new(()),
+            supervisor: Supervisor::new(options.concurrency),
             tally: Tally::default(),
             ids: ids::Fresh::new(),
-            cutoff: tokio::sync::watch::Sender::new(None),
         });
         Dispatcher {
             _owner: Arc::new(Owner(Arc::clone(&inner))),
@@ -233,7 +191,7 @@ impl Dispatcher {
             Some(id) => id,
             None => self.inner.ids.next()?,
         };
-        let admission = self.inner.admission()?;
+        let admission = self.inner.supervisor.admit()?;
         let queued = request.queued();
         let delivery = Delivery::first(id.clone(), request);
         let (settle, settled) = tokio::sync::oneshot::channel();
@@ -264,37 +222,10 @@ impl Dispatcher {
     /// [`Error::Drained`] with every outcome that could not be recorded during the
     /// dispatcher's life (each also went to its receipt).
     pub async fn shutdown(&self) -> Result<Stats, Error> {
-        // Concurrent calls drain one after the other, so each returns only when
-        // nothing runs.
-        let _draining = self.inner.draining.lock().await;
-        let mut set = loop {
-            let admitted = self.inner.admitted.notified();
-            {
-                let mut tasks = self.inner.tasks();
-                tasks.closed = true;
-                if tasks.admitting == 0 {
-                    break std::mem::take(&mut tasks.set);
-                }
-            }
-            admitted.await;
-        };
-        let drained = match self.inner.options.shutdown_timeout {
-            _ if set.is_empty() => true,
-            Some(limit) => tokio::time::timeout(limit, self.inner.join_all(&mut set))
-                .await
-                .is_ok(),
-            None => {
-                self.inner.join_all(&mut set).await;
-                true
-            }
-        };
-        if !drained {
-            // Cut off what is left: each delivery records `interrupted` and ends.
-            self.inner
-                .cutoff
-                .send_replace(self.inner.options.shutdown_timeout);
-            self.inner.join_all(&mut set).await;
-        }
+        self.inner
+            .supervisor
+            .drain(self.inner.options.shutdown_timeout)
+            .await;
         let unrecorded = self.inner.tally.all_unrecorded();
         if unrecorded.is_empty() {
             Ok(self.stats())
@@ -317,51 +248,6 @@ impl Dispatcher {
         match policy {
             Recovery::Interrupt => recovery::interrupt(&self.inner.ledger).await,
             Recovery::Redeliver => recovery::redeliver(&self.inner).await,
-        }
-    }
-}
-
-impl Inner {
-    /// Starts an admission, unless the dispatcher is closed.
-    fn admission(self: &Arc<Self>) -> Result<Admission, Error> {
-        let mut tasks = self.tasks();
-        if tasks.closed {
-            return Err(Error::Closed);
-        }
-        self.reap(&mut tasks);
-        tasks.admitting += 1;
-        Ok(Admission(Arc::clone(self)))
-    }
-
-    fn tasks(&self) -> MutexGuard<'_, Tasks> {
-        // Spawning and taking the set are single operations under the lock, so a
-        // poisoned lock still guards a consistent set.
-        self.tasks.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Collects finished tasks, so the set does not grow with every delegation.
-    fn reap(&self, tasks: &mut Tasks) {
-        while let Some(joined) = tasks.set.try_join_next() {
-            if let Err(error) = joined {
-                self.tally.unrecorded(Unrecorded {
-                    id: None,
-                    outcome: "unknown".to_owned(),
-                    cause: format!("delivery task ended abnormally: {error}"),
-                });
-            }
-        }
-    }
-
-    /// Waits for every task of `set`, noting any that ended abnormally.
-    async fn join_all(&self, set: &mut JoinSet<()>) {
-        while let Some(joined) = set.join_next().await {
-            if let Err(error) = joined {
-                self.tally.unrecorded(Unrecorded {
-                    id: None,
-                    outcome: "unknown".to_owned(),
-                    cause: format!("delivery task ended abnormally: {error}"),
-                });
-            }
         }
     }
 }

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use super::delivery::Delivery;
 use super::receipt::Settle;
-use super::{Admission, Error, Inner, Receipt, blocking, ids};
+use super::supervisor::Admission;
+use super::{Error, Inner, Receipt, blocking, ids};
 use crate::delegation::Delegation;
 use crate::event::{DelegationId, Failed, FailureReason, Queued};
 use crate::ledger::{self, Ledger, Recorded};
@@ -138,7 +139,7 @@ async fn redeliver_one(
     inner: &Arc<Inner>,
     original: Delegation,
 ) -> Result<Option<Recovered>, Error> {
-    let admission = inner.admission()?;
+    let admission = inner.supervisor.admit()?;
     let (settle, settled) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
     let original_id = original.id.clone();
