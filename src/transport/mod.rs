@@ -93,7 +93,7 @@ impl Failure {
     /// A 2xx `code` here is a bug in the transport; it is kept as a failure with
     /// reason `marshal_error` rather than recorded as a contradiction.
     pub fn status(code: u16, detail: impl fmt::Display) -> Self {
-        if (200..=299).contains(&code) {
+        if is_success(code) {
             return Self::new(
                 FailureReason::MarshalError,
                 format!("transport reported 2xx status {code} as a failure: {detail}"),
@@ -111,6 +111,13 @@ impl Failure {
     pub fn timeout(detail: impl fmt::Display) -> Self {
         Self::new(FailureReason::Timeout, detail)
     }
+}
+
+/// Whether an HTTP status is a 2xx, the only kind a delivery may be accepted with
+/// and never the status of a failure. Every transport decides it here; the log
+/// checks the same rule on its own events (`event::Delivered`, `FailureReason`).
+pub(crate) fn is_success(status: u16) -> bool {
+    (200..=299).contains(&status)
 }
 
 /// Sends messages to targets.
