@@ -8,7 +8,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Error;
 use crate::event::{DelegationId, MAX_ID_LEN};
-use crate::ledger::Ledger;
 
 /// Fresh ids: `d-<ms since the epoch, hex>-<counter>-<32 random bits>`.
 pub(super) struct Fresh {
@@ -66,20 +65,4 @@ pub(super) fn redelivery(first: &DelegationId, n: u64) -> Result<DelegationId, E
     }
     let prefix = text.get(..cut).unwrap_or_default();
     Ok(DelegationId::try_from(format!("{prefix}~{hash}{suffix}"))?)
-}
-
-/// The first redelivery id of `first`, from number `n` up, that the log does not
-/// hold; `n` is left at its number.
-pub(super) fn free_redelivery(
-    ledger: &Ledger,
-    first: &DelegationId,
-    n: &mut u64,
-) -> Result<DelegationId, Error> {
-    loop {
-        let candidate = redelivery(first, *n)?;
-        if ledger.store().history(&candidate)?.entries.is_empty() {
-            return Ok(candidate);
-        }
-        *n = n.saturating_add(1);
-    }
 }

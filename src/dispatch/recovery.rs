@@ -11,7 +11,8 @@ use crate::delegation::Delegation;
 use crate::event::{DelegationId, Failed, FailureReason, Queued};
 use crate::ledger::{self, Ledger, Recorded};
 
-/// How many ids a redelivery tries when each is taken by the time it writes.
+/// How many redelivery ids recovery tries for one delegation when each is taken
+/// by another writer between its look at the log and its write.
 const REDELIVERY_ID_TRIES: usize = 16;
 
 /// Which recovery to run for delegations a dead process left `queued`.
@@ -175,9 +176,15 @@ fn requeue(
         .ledger
         .first_attempt(&original.id)?
         .unwrap_or_else(|| original.id.clone());
-    let mut n = original.attempt;
-    for _ in 0..REDELIVERY_ID_TRIES {
-        let id = ids::free_redelivery(&inner.ledger, &first, &mut n)?;
+    // One pass over the redelivery numbers, from the original's attempt up: a
+    // number whose id the log holds is skipped; one that another writer takes
+    // between the look and the write is a lost race, and the next is tried.
+    let mut lost_races = 0;
+    for n in original.attempt..=u64::MAX {
+        let id = ids::redelivery(&first, n)?;
+        if !inner.ledger.store().history(&id)?.entries.is_empty() {
+            continue;
+        }
         let claim = inner.ledger.claim(&id);
         let failed = Failed {
             reason: FailureReason::Interrupted,
@@ -203,11 +210,15 @@ fn requeue(
                 crate::Error::AlreadySettled { id: refused, .. }
                 | crate::Error::IllegalTransition { id: refused, .. },
             ) if refused == original.id => return Ok(None),
-            // Another writer took the id meanwhile: try the next one.
             Err(
                 crate::Error::AlreadySettled { id: refused, .. }
                 | crate::Error::IllegalTransition { id: refused, .. },
-            ) if refused == id => n = n.saturating_add(1),
+            ) if refused == id => {
+                lost_races += 1;
+                if lost_races == REDELIVERY_ID_TRIES {
+                    break;
+                }
+            }
             Err(error) => return Err(error.into()),
         }
     }
