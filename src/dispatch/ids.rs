@@ -66,3 +66,52 @@ pub(super) fn redelivery(first: &DelegationId, n: u64) -> Result<DelegationId, E
     let prefix = text.get(..cut).unwrap_or_default();
     Ok(DelegationId::try_from(format!("{prefix}~{hash}{suffix}"))?)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn id(text: &str) -> DelegationId {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_redelivery_is_the_first_attempts_id_and_its_number() {
+        assert_eq!(redelivery(&id("task-7"), 1).unwrap(), id("task-7.r1"));
+        assert_eq!(redelivery(&id("task-7"), 12).unwrap(), id("task-7.r12"));
+    }
+
+    #[test]
+    fn a_redelivery_of_a_long_id_fits_and_long_ids_with_one_prefix_stay_distinct() {
+        let a = id(&format!("{}a", "x".repeat(MAX_ID_LEN - 1)));
+        let b = id(&format!("{}b", "x".repeat(MAX_ID_LEN - 1)));
+        let (ra, rb) = (redelivery(&a, 2).unwrap(), redelivery(&b, 2).unwrap());
+        assert!(ra.as_str().len() <= MAX_ID_LEN, "{ra}");
+        assert!(ra.as_str().ends_with(".r2"), "{ra}");
+        assert_ne!(ra, rb);
+    }
+
+    #[test]
+    fn a_long_id_is_cut_at_a_character_boundary() {
+        let wide = id(&"é".repeat(MAX_ID_LEN / 2));
+        for n in [1, 10, 100, u64::MAX] {
+            let redelivered = redelivery(&wide, n).unwrap();
+            assert!(redelivered.as_str().len() <= MAX_ID_LEN, "{redelivered}");
+            // The longest whole-character prefix that fits: a suffix of at most
+            // 22 bytes (`.r` and 20 digits), `~` and 16 hex digits leave 217
+            // bytes, one of which may fall inside a character.
+            let (prefix, _) = redelivered.as_str().split_once('~').unwrap();
+            assert!(wide.as_str().starts_with(prefix), "{redelivered}");
+            assert!(prefix.len() >= MAX_ID_LEN - 40, "{redelivered}");
+        }
+    }
+
+    #[test]
+    fn fresh_ids_are_distinct() {
+        let fresh = Fresh::new();
+        let ids: std::collections::HashSet<_> = (0..1000).map(|_| fresh.next().unwrap()).collect();
+        assert_eq!(ids.len(), 1000);
+    }
+}

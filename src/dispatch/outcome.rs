@@ -33,3 +33,71 @@ pub(super) fn describe(event: &Event) -> String {
         other => other.kind().to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failed(event: &Event) -> (FailureReason, String) {
+        match event {
+            Event::Failed(Failed { reason, detail }) => {
+                (*reason, detail.clone().unwrap_or_default())
+            }
+            other => panic!("not failed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_acceptance_is_delivered_with_its_status() {
+        assert_eq!(
+            event(Ok(Accepted::status(202))),
+            Event::delivered(Some(202)).unwrap_or_else(|e| panic!("{e}"))
+        );
+    }
+
+    #[test]
+    fn a_failure_keeps_its_reason_and_detail() {
+        let (reason, detail) = failed(&event(Err(Failure::status(503, "busy"))));
+        assert_eq!(
+            (reason, detail.as_str()),
+            (FailureReason::HttpStatus(503), "busy")
+        );
+    }
+
+    #[test]
+    fn an_acceptance_with_a_status_outside_2xx_is_a_marshal_error_not_a_refused_record() {
+        let (reason, detail) = failed(&event(Ok(Accepted::status(500))));
+        assert_eq!(reason, FailureReason::MarshalError);
+        assert!(
+            detail.starts_with("the transport broke the status rules: "),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn a_failure_with_a_2xx_status_is_a_marshal_error_not_a_refused_record() {
+        let built = Failure::new(FailureReason::HttpStatus(204), "no content");
+        let (reason, detail) = failed(&event(Err(built)));
+        assert_eq!(reason, FailureReason::MarshalError);
+        assert!(
+            detail.starts_with("the transport broke the status rules: "),
+            "{detail}"
+        );
+
+        let (reason, detail) = failed(&event(Err(Failure::status(204, "no content"))));
+        assert_eq!(reason, FailureReason::MarshalError);
+        assert!(
+            detail.contains("transport reported 2xx status 204 as a failure"),
+            "{detail}"
+        );
+    }
+
+    #[test]
+    fn an_outcome_is_described_in_a_few_words() {
+        assert_eq!(describe(&event(Ok(Accepted::default()))), "delivered");
+        assert_eq!(
+            describe(&event(Err(Failure::timeout("late")))),
+            "failed: timeout"
+        );
+    }
+}
