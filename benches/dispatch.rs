@@ -15,12 +15,12 @@ mod common;
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant as Clock};
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use delegation_log::dispatch::{Dispatcher, Request};
 use delegation_log::store::Memory;
-use delegation_log::transport::Instant;
+use delegation_log::transport::Immediate;
 use delegation_log::{DelegationId, Durability, Event, Ledger, Options};
 use tokio::runtime::Runtime;
 
@@ -80,7 +80,7 @@ fn delegate_latency(c: &mut Criterion) {
     group.sample_size(30);
     for setup in setups() {
         let dispatcher =
-            rt.block_on(async { Dispatcher::new(setup.ledger.clone(), Instant::accepting()) });
+            rt.block_on(async { Dispatcher::new(setup.ledger.clone(), Immediate::accepting()) });
         group.bench_function(setup.name, |b| {
             b.iter(|| black_box(rt.block_on(dispatcher.delegate(request())).unwrap()));
         });
@@ -118,14 +118,14 @@ fn throughput(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     for setup in setups() {
         let dispatcher =
-            rt.block_on(async { Dispatcher::new(setup.ledger.clone(), Instant::accepting()) });
+            rt.block_on(async { Dispatcher::new(setup.ledger.clone(), Immediate::accepting()) });
         for callers in [1u64, 8, 64] {
             group.bench_with_input(
                 BenchmarkId::new(setup.name, format!("{callers}-callers")),
                 &callers,
                 |b, &callers| {
                     b.iter_custom(|iters| {
-                        let start = Clock::now();
+                        let start = Instant::now();
                         rt.block_on(run_callers(&dispatcher, callers, iters.max(callers)));
                         start.elapsed()
                     });
@@ -139,7 +139,7 @@ fn throughput(c: &mut Criterion) {
 
 /// Records queued then delivered directly, as a caller without the dispatcher would.
 fn ledger_direct(ledger: &Ledger, n: u64, round: u64) -> Duration {
-    let start = Clock::now();
+    let start = Instant::now();
     for i in 0..n {
         let id: DelegationId = format!("direct-{round}-{i}").parse().unwrap();
         ledger
@@ -154,7 +154,7 @@ fn ledger_direct(ledger: &Ledger, n: u64, round: u64) -> Duration {
 
 /// The same through the dispatcher, one delegation at a time, awaiting each outcome.
 fn dispatched(rt: &Runtime, dispatcher: &Dispatcher, n: u64) -> Duration {
-    let start = Clock::now();
+    let start = Instant::now();
     rt.block_on(async {
         for _ in 0..n {
             let receipt = dispatcher.delegate(request()).await.unwrap();
@@ -171,7 +171,7 @@ fn overhead(c: &mut Criterion) {
     let mut ratios = Vec::new();
     for setup in setups() {
         let dispatcher =
-            rt.block_on(async { Dispatcher::new(setup.ledger.clone(), Instant::accepting()) });
+            rt.block_on(async { Dispatcher::new(setup.ledger.clone(), Immediate::accepting()) });
         let mut round = 0;
         group.bench_function(BenchmarkId::new("ledger-direct", setup.name), |b| {
             b.iter_custom(|iters| {

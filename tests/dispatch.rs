@@ -13,7 +13,7 @@ use std::time::Duration;
 use delegation_log::dispatch::{self, Dispatcher, Options, Recovery, Request};
 use delegation_log::event::ReasonCode;
 use delegation_log::store::{Fault, Faulty, Memory};
-use delegation_log::transport::{Accepted, BoxFuture, Failure, Instant, Message, Transport};
+use delegation_log::transport::{Accepted, BoxFuture, Failure, Immediate, Message, Transport};
 use delegation_log::{
     DelegationId, Error, Event, EventKind, FailureReason, Ledger, ManualClock, StatusKind,
 };
@@ -70,10 +70,19 @@ impl Transport for Gated {
     }
 }
 
+/// A transport whose every send panics.
+struct Panicking;
+
+impl Transport for Panicking {
+    fn send(&self, _message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
+        Box::pin(async { panic!("the transport broke") })
+    }
+}
+
 #[tokio::test]
 async fn delegate_returns_a_queued_receipt_and_shutdown_leaves_it_settled() {
     let ledger = memory_ledger();
-    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
     let receipt = dispatcher
         .delegate(Request::new("planner", "reviewer").id(id("t-1")))
         .await
@@ -98,7 +107,7 @@ async fn delegate_returns_a_queued_receipt_and_shutdown_leaves_it_settled() {
 async fn a_receipt_can_await_its_own_outcome() {
     let dispatcher = Dispatcher::new(
         memory_ledger(),
-        Instant::new(|_| Err(Failure::status(502, "bad gateway"))),
+        Immediate::new(|_| Err(Failure::status(502, "bad gateway"))),
     );
     let receipt = dispatcher
         .delegate(Request::new("planner", "reviewer"))
@@ -119,7 +128,7 @@ async fn a_receipt_can_await_its_own_outcome() {
 #[tokio::test]
 async fn a_taken_id_is_refused_with_the_ledgers_typed_error() {
     let ledger = memory_ledger();
-    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
     dispatcher
         .delegate(Request::new("planner", "reviewer").id(id("same")))
         .await
@@ -143,7 +152,7 @@ async fn a_taken_id_is_refused_with_the_ledgers_typed_error() {
 
 #[tokio::test]
 async fn generated_ids_are_distinct() {
-    let dispatcher = Dispatcher::new(memory_ledger(), Instant::accepting());
+    let dispatcher = Dispatcher::new(memory_ledger(), Immediate::accepting());
     let mut ids = std::collections::HashSet::new();
     for _ in 0..200 {
         let receipt = dispatcher
@@ -158,7 +167,7 @@ async fn generated_ids_are_distinct() {
 #[tokio::test]
 async fn an_unencodable_task_is_queued_then_failed_as_marshal_error() {
     let ledger = memory_ledger();
-    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
     // JSON object keys must be strings; a tuple key cannot be encoded.
     let task: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
     let receipt = dispatcher
@@ -275,7 +284,7 @@ async fn redeliver_recovery_fails_the_original_and_resends_under_its_message_id(
     let seen_by_transport = Arc::clone(&seen);
     let dispatcher = Dispatcher::new(
         ledger.clone(),
-        Instant::new(move |message: &Message| {
+        Immediate::new(move |message: &Message| {
             seen_by_transport
                 .lock()
                 .unwrap()
@@ -313,7 +322,7 @@ async fn interrupt_recovery_settles_pending_delegations_as_interrupted() {
     ledger
         .record(&id("lost"), Event::queued("planner", "reviewer"))
         .unwrap();
-    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
     let report = dispatcher.recover(Recovery::Interrupt).await;
     assert!(report.is_complete(), "{:?}", report.failed);
     let recovered = report.recovered;
@@ -391,7 +400,7 @@ async fn dropping_a_dispatcher_without_shutdown_aborts_its_deliveries_and_says_s
 #[tokio::test]
 async fn a_delegate_call_dropped_midway_still_ends_delivered_after_shutdown() {
     let ledger = memory_ledger();
-    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
     // Polled once (admission starts on a blocking thread), then dropped.
     let _ = tokio::time::timeout(
         Duration::ZERO,
@@ -403,6 +412,70 @@ async fn a_delegate_call_dropped_midway_still_ends_delivered_after_shutdown() {
         ledger.status(&id("impatient")).unwrap().status,
         StatusKind::Delivered
     );
+}
+
+/// A delivery that panics is an outcome that was not recorded: its receipt and
+/// `shutdown` both say so, naming the delegation and the panic, and the
+/// delegation stays `queued`, unclaimed, for recovery to settle.
+#[tokio::test]
+async fn a_delivery_that_panics_is_surfaced_by_its_receipt_and_by_shutdown() {
+    let ledger = memory_ledger();
+    let dispatcher = Dispatcher::new(ledger.clone(), Panicking);
+    let receipt = dispatcher
+        .delegate(Request::new("planner", "reviewer").id(id("fragile")))
+        .await
+        .unwrap();
+    let shutdown = dispatcher.shutdown().await;
+    let Err(dispatch::Error::Drained(unrecorded)) = shutdown else {
+        panic!("shutdown hid the panic: {shutdown:?}");
+    };
+    assert_eq!(unrecorded.len(), 1);
+    assert_eq!(unrecorded[0].id, Some(id("fragile")));
+    assert!(
+        unrecorded[0].cause.contains("the transport broke"),
+        "{}",
+        unrecorded[0].cause
+    );
+    let settled = receipt.settled().await;
+    assert!(
+        matches!(&settled, Err(dispatch::Error::Unrecorded(u)) if u.id == Some(id("fragile"))),
+        "{settled:?}"
+    );
+    assert_eq!(
+        ledger.status(&id("fragile")).unwrap().status,
+        StatusKind::Queued
+    );
+    assert_eq!(ledger.recover().unwrap(), [id("fragile")]);
+}
+
+/// `delegate` and `shutdown` at the same moment, many times over: the delegation is
+/// either refused (`Closed`, nothing written) or admitted, and then settled by the
+/// time `shutdown` returns. Admission and the drain never miss each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegation_racing_shutdown_is_refused_or_settled_never_left_queued() {
+    let mut left = Vec::new();
+    for trial in 0..300 {
+        let ledger = memory_ledger();
+        let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
+        let racer = id(&format!("race-{trial}"));
+        let delegating = {
+            let dispatcher = dispatcher.clone();
+            let racer = racer.clone();
+            tokio::spawn(async move {
+                dispatcher
+                    .delegate(Request::new("planner", "reviewer").id(racer))
+                    .await
+            })
+        };
+        let stats = dispatcher.shutdown().await.unwrap();
+        let status = ledger.status(&racer).unwrap().status;
+        match delegating.await.unwrap() {
+            Ok(_) if status == StatusKind::Delivered && stats.delivered == 1 => {}
+            Err(dispatch::Error::Closed) if status == StatusKind::NotFound => {}
+            other => left.push(format!("trial {trial}: {other:?}, {status:?}, {stats:?}")),
+        }
+    }
+    assert!(left.is_empty(), "{}", left.join("\n"));
 }
 
 /// Hardening review: `shutdown` had no time limit, so 50k delegations to a dead

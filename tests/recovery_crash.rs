@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 
 use delegation_log::dispatch::{Dispatcher, Recovery, Request};
 use delegation_log::event::ReasonCode;
-use delegation_log::transport::{Accepted, BoxFuture, Failure, Instant, Message, Transport};
+use delegation_log::transport::{Accepted, BoxFuture, Failure, Immediate, Message, Transport};
 use delegation_log::{DelegationId, Event, Ledger, StatusKind};
 
 const CHILD: &str = "DELEGATION_LOG_CRASH_CHILD";
@@ -172,7 +172,7 @@ fn a_recovery_killed_midway_never_leaves_an_original_without_its_retry(round: u6
     runtime.block_on(async {
         let dispatcher = Dispatcher::new(
             ledger.clone(),
-            Instant::new(move |message: &Message| {
+            Immediate::new(move |message: &Message| {
                 sent_by_transport
                     .lock()
                     .unwrap()
@@ -284,7 +284,7 @@ fn killed_child_is_redelivered_under_the_original_message_id() {
     runtime.block_on(async {
         let dispatcher = Dispatcher::new(
             ledger.clone(),
-            Instant::new(move |message: &Message| {
+            Immediate::new(move |message: &Message| {
                 sent_by_transport
                     .lock()
                     .unwrap()

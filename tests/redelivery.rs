@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use delegation_log::dispatch::{self, Dispatcher, Recovery};
 use delegation_log::event::ReasonCode;
 use delegation_log::store::{Append, AppendError, Expect, Faulty, Head, Memory, Store, Stream};
-use delegation_log::transport::{Accepted, BoxFuture, Failure, Instant, Message, Transport};
+use delegation_log::transport::{Accepted, BoxFuture, Failure, Immediate, Message, Transport};
 use delegation_log::{DelegationId, Error, Event, Ledger, ManualClock, Options, StatusKind};
 
 fn id(text: &str) -> DelegationId {
@@ -47,7 +47,7 @@ type Sent = Arc<Mutex<Vec<(DelegationId, DelegationId)>>>;
 fn recording() -> (impl Transport, Sent) {
     let sent = Arc::new(Mutex::new(Vec::new()));
     let kept = Arc::clone(&sent);
-    let transport = Instant::new(move |message: &Message| {
+    let transport = Immediate::new(move |message: &Message| {
         kept.lock()
             .unwrap()
             .push((message.delegation.clone(), message.message_id.clone()));
@@ -150,7 +150,7 @@ fn redeliver_dying_at(faulty: &Arc<Faulty>, at: usize, tear: bool) -> bool {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let dispatcher = Dispatcher::new(ledger_on(doomed.clone()), Instant::accepting());
+        let dispatcher = Dispatcher::new(ledger_on(doomed.clone()), Immediate::accepting());
         let _ = dispatcher.recover(Recovery::Redeliver).await;
         let _ = dispatcher.shutdown().await;
     });

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use delegation_log::dispatch::{self, Dispatcher, Request};
 use delegation_log::event::{InvalidEvent, MAX_TASK_BYTES, MAX_TASK_DEPTH, Queued};
 use delegation_log::store::Memory;
-use delegation_log::transport::Instant;
+use delegation_log::transport::Immediate;
 use delegation_log::{Error, Event, Ledger, ManualClock, Options, StatusKind};
 use serde_json::{Value, json};
 
@@ -83,7 +83,7 @@ fn a_null_task_is_recorded_as_no_task_and_stays_readable_everywhere() {
 #[tokio::test]
 async fn a_null_task_through_the_dispatcher_is_no_task_too() {
     let ledger = ledger();
-    let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+    let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
     let mut ids = Vec::new();
     for request in [
         Request::new("planner", "reviewer").task(&None::<String>),
@@ -160,7 +160,7 @@ fn a_task_nested_20000_deep_is_refused_without_overflowing_the_stack() {
                 .build()
                 .unwrap();
             runtime.block_on(async {
-                let dispatcher = Dispatcher::new(ledger.clone(), Instant::accepting());
+                let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
                 let refused = dispatcher
                     .delegate(Request::new("planner", "reviewer").task_json(nested(20_000)))
                     .await;

@@ -7,11 +7,12 @@
 //! deadline: the [`Dispatcher`](crate::dispatch::Dispatcher) does, around every call,
 //! so a transport that hangs still ends as `timeout`.
 //!
-//! - [`Instant`]: answers at once, from a closure; for tests and benchmarks.
+//! - [`Immediate`]: answers at once, from a closure; for tests and benchmarks.
 //! - `Http` (feature `http`): posts the A2A JSON-RPC envelope to the target URL.
 
 #[cfg(feature = "http")]
 pub mod http;
+mod immediate;
 
 use std::fmt;
 use std::future::Future;
@@ -21,6 +22,7 @@ use crate::event::{DelegationId, FailureReason, Remote};
 
 #[cfg(feature = "http")]
 pub use self::http::Http;
+pub use self::immediate::Immediate;
 
 /// A boxed, sendable future: what [`Transport::send`] returns, so that the trait
 /// stays object-safe (`Arc<dyn Transport>`).
@@ -91,7 +93,7 @@ impl Failure {
     /// A 2xx `code` here is a bug in the transport; it is kept as a failure with
     /// reason `marshal_error` rather than recorded as a contradiction.
     pub fn status(code: u16, detail: impl fmt::Display) -> Self {
-        if (200..=299).contains(&code) {
+        if is_success(code) {
             return Self::new(
                 FailureReason::MarshalError,
                 format!("transport reported 2xx status {code} as a failure: {detail}"),
@@ -111,6 +113,13 @@ impl Failure {
     }
 }
 
+/// Whether an HTTP status is a 2xx, the only kind a delivery may be accepted with
+/// and never the status of a failure. Every transport decides it here; the log
+/// checks the same rule on its own events (`event::Delivered`, `FailureReason`).
+pub(crate) fn is_success(status: u16) -> bool {
+    (200..=299).contains(&status)
+}
+
 /// Sends messages to targets.
 ///
 /// Implementations must be cheap to call concurrently; the dispatcher bounds how
@@ -124,53 +133,5 @@ pub trait Transport: Send + Sync + 'static {
 impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
     fn send(&self, message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
         (**self).send(message)
-    }
-}
-
-/// A transport that answers at once, with whatever its closure says: for tests and
-/// benchmarks.
-///
-/// ```
-/// use delegation_log::transport::{Accepted, Instant};
-///
-/// let always_ok = Instant::new(|_message| Ok(Accepted::status(200)));
-/// # let _ = always_ok;
-/// ```
-pub struct Instant<F> {
-    answer: F,
-}
-
-impl<F> Instant<F>
-where
-    F: Fn(&Message) -> Result<Accepted, Failure> + Send + Sync + 'static,
-{
-    /// A transport whose every send resolves at once with `answer(message)`.
-    pub fn new(answer: F) -> Self {
-        Instant { answer }
-    }
-}
-
-impl Instant<fn(&Message) -> Result<Accepted, Failure>> {
-    /// A transport that accepts everything with status 200.
-    pub fn accepting() -> Self {
-        Instant {
-            answer: |_| Ok(Accepted::status(200)),
-        }
-    }
-}
-
-impl<F> fmt::Debug for Instant<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Instant").finish_non_exhaustive()
-    }
-}
-
-impl<F> Transport for Instant<F>
-where
-    F: Fn(&Message) -> Result<Accepted, Failure> + Send + Sync + 'static,
-{
-    fn send(&self, message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
-        let answer = (self.answer)(&message);
-        Box::pin(std::future::ready(answer))
     }
 }

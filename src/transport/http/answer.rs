@@ -11,7 +11,7 @@
 use serde_json::{Map, Value};
 
 use crate::event::{FailureReason, Remote, RemoteKind, TaskState};
-use crate::transport::{Accepted, Failure};
+use crate::transport::{Accepted, Failure, is_success};
 
 /// How much of an answer goes into a failure's detail, in characters.
 pub(super) const DETAIL_CHARS: usize = 300;
@@ -24,7 +24,7 @@ pub(super) const DETAIL_CHARS: usize = 300;
 ///   `delivered` (or `rejected`, for a Task in state rejected); an `error` is
 ///   `rpc_error`; anything else is `bad_response`.
 pub(super) fn classify(status: u16, body: &[u8], request_id: &str) -> Result<Accepted, Failure> {
-    if !(200..=299).contains(&status) {
+    if !is_success(status) {
         return Err(non_success(status, body));
     }
     let Ok(value) = serde_json::from_slice::<Value>(body) else {

@@ -103,7 +103,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Accepted, BoxFuture, Failure, Message, Transport};
+use super::{Accepted, BoxFuture, Failure, Message, Transport, is_success};
 use crate::event::FailureReason;
 
 mod answer;
@@ -338,7 +338,7 @@ impl Http {
         }
         let mut response = request.send().await.map_err(|e| classify(&e))?;
         let status = response.status().as_u16();
-        if !response.status().is_success() {
+        if !is_success(status) {
             let prefix = read_prefix(&mut response).await;
             let mut failure = answer::non_success(status, &prefix);
             if status == 401 || status == 403 {

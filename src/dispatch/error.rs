@@ -1,0 +1,69 @@
+//! What can go wrong when delegating, settling or shutting down, and the outcome
+//! that was decided but could not be written.
+
+use crate::event::DelegationId;
+
+/// What can go wrong when delegating, settling or shutting down.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The ledger refused or failed to record `queued`; nothing is delivered.
+    ///
+    /// # Handling
+    /// For [`crate::Error::IllegalTransition`] the id is taken: the delegation
+    /// already exists, so ask for its status. For a storage error, see
+    /// [`crate::Error`].
+    #[error(transparent)]
+    Ledger(#[from] crate::Error),
+
+    /// The dispatcher is shut down and takes no more delegations.
+    ///
+    /// # Handling
+    /// A bug in the caller's ordering: delegate before shutting down.
+    #[error("the dispatcher is shut down")]
+    Closed,
+
+    /// A delivery's outcome could not be recorded; its delegation stays `queued`
+    /// in the log until recovery settles it.
+    ///
+    /// # Handling
+    /// The ledger is most likely poisoned: reopen it, and recover.
+    #[error("{0}")]
+    Unrecorded(Unrecorded),
+
+    /// `shutdown` drained every delivery, and some outcomes could not be recorded.
+    ///
+    /// # Handling
+    /// As for [`Error::Unrecorded`], for each.
+    #[error("{} outcome(s) could not be recorded; first: {}", .0.len(), .0.first().map(ToString::to_string).unwrap_or_default())]
+    Drained(Vec<Unrecorded>),
+
+    /// The dispatcher was dropped before this delegation settled: its delivery was
+    /// aborted and it stays `queued` until recovery settles it.
+    ///
+    /// # Handling
+    /// Call [`Dispatcher::shutdown`](super::Dispatcher::shutdown) before dropping a
+    /// dispatcher.
+    #[error("delegation `{0}` was abandoned: the dispatcher was dropped before it settled")]
+    Abandoned(DelegationId),
+
+    /// A generated id is not a valid delegation id. Generated ids are far below
+    /// the limit, and redelivery ids are kept within it, so this does not happen.
+    ///
+    /// # Handling
+    /// A bug in this crate: report it.
+    #[error(transparent)]
+    InvalidId(#[from] crate::event::InvalidId),
+}
+
+/// An outcome that was decided but could not be written.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("outcome of delegation `{}` not recorded ({outcome}): {cause}", .id.as_ref().map_or("<unknown>", DelegationId::as_str))]
+pub struct Unrecorded {
+    /// The delegation, when known.
+    pub id: Option<DelegationId>,
+    /// The outcome that was due, in words (`delivered`, `failed: timeout`, …).
+    pub outcome: String,
+    /// Why it was not recorded.
+    pub cause: String,
+}

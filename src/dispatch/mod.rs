@@ -1,0 +1,272 @@
+//! The dispatcher: delegate a task, learn its outcome, always.
+//!
+//! [`Dispatcher::delegate`] records `queued` durably, returns a [`Receipt`] at once,
+//! and delivers in a task that the dispatcher tracks. Every delivery ends in a
+//! recorded outcome: the transport's answer, or `timeout` when the deadline passes
+//! first. Nothing is detached: [`Dispatcher::shutdown`] waits for every delivery,
+//! and a dispatcher dropped without it aborts them, leaving their delegations
+//! `queued` for [recovery](Dispatcher::recover) to settle.
+//!
+//! Ids are the caller's ([`Request::id`]) or generated: `d-<ms since the epoch,
+//! hex>-<counter>-<32 random bits>`.
+//!
+//! If recording an outcome fails (the store failed, the ledger is poisoned), the
+//! failure is counted, handed to the receipt's [`Receipt::settled`], and returned by
+//! `shutdown`: a delegation whose outcome could not be written is never reported
+//! as fine.
+//!
+//! # Recovery
+//!
+//! [`Dispatcher::recover`] settles what a dead process left `queued`, each
+//! delegation on its own: one that cannot be read or written is reported in the
+//! [`Report`] with its id and error, and the others are recovered all the same.
+//!
+//! - **Only the dead.** A dispatcher [claims](Ledger::claim) each delegation
+//!   before it records `queued` and lets go once the outcome is recorded;
+//!   recovery skips claimed delegations. sled's lock means one process, so what is
+//!   `queued` and unclaimed belongs to no live delivery. Recovery may therefore run
+//!   at any time, on any dispatcher over the ledger, even while deliveries run.
+//!   (The `RecoverTooLate` error, which refused recovery once a dispatcher had
+//!   delegated, is gone: it guarded only its own dispatcher, and a race slipped
+//!   past it.) A delivery aborted by dropping its dispatcher ends its claim, so
+//!   recovery in the same process settles it.
+//! - **Redelivery never loses the task.** Under [`Recovery::Redeliver`], the
+//!   original's `failed` / `interrupted` (detail `redelivered as <new id>`) and the
+//!   redelivery's `queued` are one atomic write ([`Ledger::retry`]): a crash keeps
+//!   both or neither. The redelivery is a retry in the format's terms: its
+//!   `queued` carries `retry_of` (the original) and `attempt` (one more than the
+//!   original's).
+//! - **One message id per task.** Every attempt goes out with the A2A
+//!   `messageId` of the first attempt, found by following the `retry_of` links in
+//!   the log ([`Ledger::first_attempt`]), so receivers can drop repeats however
+//!   many crashes lie between attempts.
+//! - **Redelivery ids.** A redelivery of a task whose first attempt is `X` is
+//!   `X.r<n>`, with `n` the first number from the original's attempt up whose id the
+//!   log does not hold (so `X` gives `X.r1`, and `X.r1` gives `X.r2`). When `X.r<n>`
+//!   would pass the 256-byte limit, it is `<prefix>~<h>.r<n>`: the longest prefix
+//!   of `X` (cut at a character boundary) that fits, `~`, and `h`, the first 16
+//!   lowercase hex digits of SHA-256 of `X`, so that long ids with one prefix
+//!   still get distinct redeliveries.
+//!
+//! ```
+//! use delegation_log::dispatch::{Dispatcher, Request};
+//! use delegation_log::transport::Immediate;
+//! use delegation_log::{Ledger, StatusKind};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let ledger = Ledger::open(dir.path().join("log"))?;
+//! let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
+//!
+//! let receipt = dispatcher
+//!     .delegate(Request::new("planner", "http://127.0.0.1:9/a2a").task("review PR 42"))
+//!     .await?;
+//! assert_eq!(receipt.status, StatusKind::Queued);
+//! let id = receipt.id.clone();
+//!
+//! dispatcher.shutdown().await?;
+//! assert_eq!(ledger.status(&id)?.status, StatusKind::Delivered);
+//! # Ok(())
+//! # }
+//! ```
+
+// The dispatcher, one idea to a file:
+mod delivery; // one delivery: a slot, the send under its deadline, the recorded outcome
+mod error; // what can go wrong, and the outcome that could not be written
+mod ids; // fresh ids, and `<first>.r<n>` for redeliveries
+mod options; // the deadline, the concurrency and the shutdown timeout
+mod outcome; // a transport's answer as the event the log records
+mod receipt; // what the caller holds: the receipt and the settled outcome
+mod recovery; // settling what a dead process left queued, or redelivering it
+mod request; // one task to delegate, as the caller describes it
+mod stats; // what the dispatcher counts
+mod supervisor; // admission, bounded concurrency, the shutdown drain and its cut-off
+
+use std::sync::Arc;
+
+use self::delivery::Delivery;
+use self::stats::Tally;
+use self::supervisor::Supervisor;
+use crate::ledger::Ledger;
+use crate::transport::Transport;
+
+pub use self::error::{Error, Unrecorded};
+pub use self::options::{DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, DEFAULT_SHUTDOWN_TIMEOUT, Options};
+pub use self::receipt::{Receipt, Settled};
+pub use self::recovery::{Recovered, Recovery, Report, Unrecovered};
+pub use self::request::Request;
+pub use self::stats::Stats;
+
+/// Delivers delegations through a [`Transport`] and records every outcome.
+///
+/// Cheap to clone; clones share the deliveries. `delegate`, `recover` and
+/// `shutdown` must run inside a tokio runtime with timers enabled (`enable_time`, or
+/// `#[tokio::main]`): the delivery deadline and the shutdown timeout are timers.
+///
+/// Dropping the last clone without [`Dispatcher::shutdown`] aborts the deliveries
+/// still running: their receipts answer [`Error::Abandoned`], and their delegations
+/// stay `queued` until recovery settles them. No delivery outlives its dispatcher.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+    _owner: Arc<Owner>,
+}
+
+/// Ends the remaining deliveries when the last clone of a dispatcher is dropped.
+/// Delivery tasks hold `Inner`, never `Owner`, so they cannot keep it alive.
+struct Owner(Arc<Inner>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.supervisor.abandon();
+    }
+}
+
+/// What a dispatcher and its delivery tasks share.
+struct Inner {
+    ledger: Ledger,
+    transport: Arc<dyn Transport>,
+    options: Options,
+    supervisor: Supervisor,
+    tally: Tally,
+    ids: ids::Fresh,
+}
+
+impl std::fmt::Debug for Dispatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dispatcher")
+            .field("options", &self.inner.options)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Dispatcher {
+    /// A dispatcher with the default [`Options`].
+    pub fn new(ledger: Ledger, transport: impl Transport) -> Self {
+        Self::with_options(ledger, transport, Options::default())
+    }
+
+    /// A dispatcher with `options`.
+    pub fn with_options(ledger: Ledger, transport: impl Transport, options: Options) -> Self {
+        let inner = Arc::new(Inner {
+            ledger,
+            transport: Arc::new(transport),
+            options,
+            supervisor: Supervisor::new(options.concurrency),
+            tally: Tally::default(),
+            ids: ids::Fresh::new(),
+        });
+        Dispatcher {
+            _owner: Arc::new(Owner(Arc::clone(&inner))),
+            inner,
+        }
+    }
+
+    /// The ledger it records into.
+    pub fn ledger(&self) -> &Ledger {
+        &self.inner.ledger
+    }
+
+    /// Counts so far.
+    pub fn stats(&self) -> Stats {
+        self.inner.tally.stats()
+    }
+
+    /// Records `queued` durably and starts delivery; returns once `queued` is
+    /// acknowledged, without waiting for delivery.
+    ///
+    /// If the caller stops awaiting this future, the delegation still goes ahead:
+    /// it runs in a task the dispatcher tracks.
+    ///
+    /// # Errors
+    /// - [`Error::Ledger`] if `queued` was refused (the id is taken, the task is
+    ///   nested too deep or too large: [`crate::event::InvalidEvent`]) or could not
+    ///   be recorded; nothing is delivered.
+    /// - [`Error::Closed`] after [`Dispatcher::shutdown`].
+    pub async fn delegate(&self, request: Request) -> Result<Receipt, Error> {
+        let request = request.checked()?;
+        let id = match request.id.clone() {
+            Some(id) => id,
+            None => self.inner.ids.next()?,
+        };
+        let admission = self.inner.supervisor.admit()?;
+        let queued = request.queued();
+        let delivery = Delivery::first(id.clone(), request);
+        let (settle, settled) = tokio::sync::oneshot::channel();
+        let inner = Arc::clone(&self.inner);
+        let runtime = tokio::runtime::Handle::current();
+        // Recording `queued` and spawning the delivery happen together on a
+        // blocking thread, which runs to the end even if this future is dropped:
+        // a delegation acknowledged to the log always gets its delivery.
+        let recorded = blocking("recording `queued`", move || {
+            let claim = inner.ledger.claim(&delivery.id);
+            let recorded = inner.ledger.record(&delivery.id, queued)?;
+            inner.start(admission, delivery, claim, settle, &runtime);
+            Ok::<_, Error>(recorded)
+        })
+        .await?;
+        Ok(Receipt::queued(id, recorded.at, settled))
+    }
+
+    /// Stops taking delegations and waits until every delivery has ended and its
+    /// outcome is recorded. Afterwards no task of this dispatcher runs.
+    ///
+    /// The wait is bounded by [`Options::shutdown_timeout`] (30 s by default):
+    /// deliveries still running or waiting for a slot then end as `failed` /
+    /// `interrupted`, recorded like any outcome, so a long queue to a dead target
+    /// cannot hold shutdown for hours, and nothing is left `queued`.
+    ///
+    /// # Errors
+    /// [`Error::Drained`] with every outcome that could not be recorded during the
+    /// dispatcher's life (each also went to its receipt).
+    pub async fn shutdown(&self) -> Result<Stats, Error> {
+        self.inner
+            .supervisor
+            .drain(self.inner.options.shutdown_timeout)
+            .await;
+        let unrecorded = self.inner.tally.all_unrecorded();
+        if unrecorded.is_empty() {
+            Ok(self.stats())
+        } else {
+            Err(Error::Drained(unrecorded))
+        }
+    }
+
+    /// Settles every delegation a dead process left `queued`, by `policy`, each on
+    /// its own: a delegation that cannot be read, settled or redelivered is
+    /// reported in [`Report::failed`] with its id and error, and recovery goes on
+    /// with the others.
+    ///
+    /// Delegations that a dispatcher of this process is delivering are live, not
+    /// dead, and are left alone ([`Ledger::claim`]), so recovery may run at any
+    /// time, on any dispatcher over the ledger, even while others deliver. Under
+    /// [`Recovery::Redeliver`] the redeliveries are tracked like any delegation:
+    /// await their receipts, or [`Dispatcher::shutdown`].
+    pub async fn recover(&self, policy: Recovery) -> Report {
+        match policy {
+            Recovery::Interrupt => recovery::interrupt(&self.inner.ledger).await,
+            Recovery::Redeliver => recovery::redeliver(&self.inner).await,
+        }
+    }
+}
+
+/// Runs blocking ledger work off the async threads, to the end even if the caller
+/// stops waiting. A panic in it becomes a storage error naming `what` was running,
+/// never a lost outcome.
+async fn blocking<T, E>(
+    what: &'static str,
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<crate::Error> + Send + 'static,
+{
+    match tokio::task::spawn_blocking(work).await {
+        Ok(result) => result,
+        Err(join) => Err(E::from(crate::Error::Storage(format!(
+            "{what} ended abnormally: {join}"
+        )))),
+    }
+}

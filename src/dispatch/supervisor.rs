@@ -1,0 +1,103 @@
+//! Admission and the deliveries in flight: who may start, how many send at once,
+//! how shutdown drains them and cuts off the rest, and what a dropped dispatcher ends.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::{AcquireError, Semaphore, SemaphorePermit};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+
+use super::Error;
+
+/// One admitted delegation on its way to its delivery task. While it is held,
+/// shutdown waits for it as for a running delivery.
+pub(super) type Admission = TaskTrackerToken;
+
+/// Every delivery of a dispatcher, from admission to its end.
+pub(super) struct Supervisor {
+    /// Every delivery task, and every admission not yet one.
+    tracker: TaskTracker,
+    /// One permit per delivery that may send at once.
+    slots: Semaphore,
+    /// Cancelled by a shutdown whose timeout passed: every delivery still sending
+    /// or waiting for a slot ends as `interrupted`, and records it.
+    cut_off: CancellationToken,
+    /// Cancelled when the last clone of the dispatcher is dropped: every delivery
+    /// ends where it is, unrecorded, and its delegation stays `queued`.
+    abandoned: CancellationToken,
+}
+
+impl Supervisor {
+    /// A supervisor letting `concurrency` deliveries send at once.
+    pub(super) fn new(concurrency: usize) -> Self {
+        Supervisor {
+            tracker: TaskTracker::new(),
+            slots: Semaphore::new(concurrency),
+            cut_off: CancellationToken::new(),
+            abandoned: CancellationToken::new(),
+        }
+    }
+
+    /// Admits one delegation, unless shutdown has begun.
+    pub(super) fn admit(&self) -> Result<Admission, Error> {
+        // Counted first, checked second: a shutdown that closes the tracker after
+        // the count waits for this admission, and one that closed it before is
+        // seen here (both touch one atomic, so one comes first).
+        let admission = self.tracker.token();
+        if self.tracker.is_closed() {
+            return Err(Error::Closed);
+        }
+        Ok(admission)
+    }
+
+    /// Spawns a delivery on `runtime`, tracked until it ends.
+    pub(super) fn spawn(
+        &self,
+        delivery: impl Future<Output = ()> + Send + 'static,
+        runtime: &tokio::runtime::Handle,
+    ) {
+        self.tracker.spawn_on(delivery, runtime);
+    }
+
+    /// Waits for a slot to send in; the slot is free again when the permit drops.
+    pub(super) async fn slot(&self) -> Result<SemaphorePermit<'_>, AcquireError> {
+        self.slots.acquire().await
+    }
+
+    /// Runs `work` unless shutdown cuts it off first (`None`).
+    pub(super) async fn unless_cut_off<F: Future>(&self, work: F) -> Option<F::Output> {
+        self.cut_off.run_until_cancelled(work).await
+    }
+
+    /// Runs `work` unless the dispatcher is dropped first (`None`).
+    pub(super) async fn unless_abandoned<F: Future>(&self, work: F) -> Option<F::Output> {
+        self.abandoned.run_until_cancelled(work).await
+    }
+
+    /// Admits nothing more, and waits until every admission and delivery has ended.
+    /// Past `limit`, cuts off what is left and waits for each to record that.
+    pub(super) async fn drain(&self, limit: Option<Duration>) {
+        self.tracker.close();
+        if self.tracker.is_empty() {
+            return;
+        }
+        if let Some(limit) = limit {
+            if tokio::time::timeout(limit, self.tracker.wait())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            self.cut_off.cancel();
+        }
+        self.tracker.wait().await;
+    }
+
+    /// The dispatcher is gone: admits nothing more, and ends every delivery.
+    pub(super) fn abandon(&self) {
+        self.tracker.close();
+        self.abandoned.cancel();
+    }
+}
