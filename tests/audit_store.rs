@@ -15,7 +15,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use audit_support::{
-    audited, clock, delivered, downgrade_to_v1, forge_head, found, id, log, queued, raw, raw_v1,
+    assert_says, audited, clock, delivered, downgrade_to_v1, forge_head, found, id, log, messages,
+    queued, raw, raw_v1,
 };
 use delegation_log::audit::{self, AuditError, Kind};
 use delegation_log::store::{Faulty, Head, Memory, key};
@@ -79,11 +80,7 @@ fn a_damaged_record_is_malformed_at_its_scan_position() {
     });
     let verdict = audited(dir.path());
     assert_eq!(found(&verdict)[0], (4, Kind::Malformed));
-    assert!(
-        verdict.violations[0].message.contains("checksum"),
-        "{}",
-        verdict.violations[0].message
-    );
+    assert_says(&verdict, 0, "checksum");
 }
 
 #[test]
@@ -135,16 +132,8 @@ fn a_delegation_with_every_record_lost_is_caught_by_its_orphan_head() {
     });
     let verdict = audited(dir.path());
     assert_eq!(found(&verdict), [(3, Kind::Sequence), (5, Kind::Sequence)]);
-    assert!(
-        verdict.violations[0]
-            .message
-            .contains("every record was lost")
-    );
-    assert!(
-        verdict.violations[1]
-            .message
-            .contains("at least 1 record was lost")
-    );
+    assert_says(&verdict, 0, "every record was lost");
+    assert_says(&verdict, 1, "at least 1 record was lost");
 }
 
 /// In a store of format 1 (its `records` and `heads` trees), sets `a`'s head to
@@ -198,13 +187,7 @@ fn a_head_lagging_by_one_is_a_broken_chain_in_format_2() {
     });
     let verdict = audited(dir.path());
     assert_eq!(found(&verdict), [(2, Kind::BrokenChain)]);
-    assert!(
-        verdict.violations[0]
-            .message
-            .contains("the head disagrees with the history"),
-        "{}",
-        verdict.violations[0].message
-    );
+    assert_says(&verdict, 0, "the head disagrees with the history");
 }
 
 #[test]
@@ -236,13 +219,7 @@ fn a_head_over_a_record_moved_past_a_gap_is_a_broken_chain_not_a_benign_lag() {
         found(&verdict),
         [(2, Kind::Malformed), (2, Kind::BrokenChain)]
     );
-    assert!(
-        verdict.violations[1]
-            .message
-            .contains("does not match the records ending at seq 3"),
-        "{}",
-        verdict.violations[1].message
-    );
+    assert_says(&verdict, 1, "does not match the records ending at seq 3");
 }
 
 #[test]
@@ -275,11 +252,7 @@ fn a_lone_record_past_seq_one_without_a_head_is_a_broken_chain() {
             (3, Kind::Sequence)
         ]
     );
-    assert!(
-        verdict.violations[1]
-            .message
-            .contains("no head, but the records reach seq 2")
-    );
+    assert_says(&verdict, 1, "no head, but the records reach seq 2");
 }
 
 /// Format 1 wrote a record before its head, so a first record alone without a
@@ -306,11 +279,7 @@ fn a_lone_first_record_without_a_head_is_a_broken_chain_in_format_2() {
     });
     let verdict = audited(dir.path());
     assert_eq!(found(&verdict), [(3, Kind::BrokenChain)]);
-    assert!(
-        verdict.violations[0]
-            .message
-            .contains("no head, but the records reach seq 1")
-    );
+    assert_says(&verdict, 0, "no head, but the records reach seq 1");
 }
 
 #[test]
@@ -326,11 +295,7 @@ fn a_head_ahead_of_the_records_names_the_lost_seqs() {
         }
     });
     let verdict = audited(dir.path());
-    let messages: Vec<(u64, Kind, &str)> = verdict
-        .violations
-        .iter()
-        .map(|v| (v.line, v.kind, v.message.as_str()))
-        .collect();
+    let messages = messages(&verdict);
     assert_eq!(
         messages,
         [
@@ -355,7 +320,7 @@ fn a_head_with_a_wrong_hash_is_a_broken_chain() {
     forge_head(dir.path(), &id("a"), |head| head.hash = ChainHash([7; 32]));
     let verdict = audited(dir.path());
     assert_eq!(found(&verdict), [(2, Kind::BrokenChain)]);
-    assert!(verdict.violations[0].message.contains("(hash)"));
+    assert_says(&verdict, 0, "(hash)");
 }
 
 /// A head whose summary lies about the outcome (the records say delivered, the

@@ -71,6 +71,24 @@ fn one(
     store.append(&[append(id, expect, record, &head)])
 }
 
+/// Runs `attempt(0)` to `attempt(racers - 1)` on as many threads at once, and
+/// counts those that succeeded.
+fn race(racers: usize, attempt: impl Fn(usize) -> bool + Sync) -> usize {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..racers)
+            .map(|n| {
+                let attempt = &attempt;
+                scope.spawn(move || attempt(n))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .filter(|won| *won)
+            .count()
+    })
+}
+
 fn each_store(check: impl Fn(&dyn Store)) {
     let dir = tempfile::tempdir().unwrap();
     let sled = Sled::open(dir.path().join("db")).unwrap();
@@ -273,22 +291,9 @@ fn racing_appends_for_one_seq_let_exactly_one_through() {
     each_store(|store| {
         let a = id("race");
         one(store, &a, Expect::Empty, b"queued").unwrap();
-        let wins = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..8u8)
-                .map(|n| {
-                    let a = &a;
-                    scope.spawn(move || {
-                        store
-                            .append(&[append(a, Expect::At(1), &[n], &[n])])
-                            .is_ok()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap())
-                .filter(|won| *won)
-                .count()
+        let wins = race(8, |n| {
+            let n = [u8::try_from(n).unwrap()];
+            store.append(&[append(&a, Expect::At(1), &n, &n)]).is_ok()
         });
         assert_eq!(wins, 1);
         let stream = store.history(&a).unwrap();
@@ -614,26 +619,13 @@ fn racing_group_appends_on_one_head_let_exactly_one_through() {
         one(store, &original, Expect::Empty, b"queued").unwrap();
         let retries: Vec<DelegationId> = (0..8).map(|n| id(&format!("retry-{n}"))).collect();
         let (s1, s2) = (summary(1), summary(2));
-        let wins = std::thread::scope(|scope| {
-            let handles: Vec<_> = retries
-                .iter()
-                .map(|retry| {
-                    let (original, s1, s2) = (&original, &s1, &s2);
-                    scope.spawn(move || {
-                        store
-                            .append(&[
-                                append(original, Expect::At(1), b"failed", s2),
-                                append(retry, Expect::Empty, b"queued", s1),
-                            ])
-                            .is_ok()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap())
-                .filter(|won| *won)
-                .count()
+        let wins = race(retries.len(), |n| {
+            store
+                .append(&[
+                    append(&original, Expect::At(1), b"failed", &s2),
+                    append(&retries[n], Expect::Empty, b"queued", &s1),
+                ])
+                .is_ok()
         });
         assert_eq!(wins, 1);
         assert_eq!(store.history(&original).unwrap().entries.len(), 2);
@@ -733,29 +725,17 @@ fn group_and_single_appends_racing_for_one_head_let_exactly_one_through() {
             let original = id(&format!("original-{round}"));
             let retry = id(&format!("retry-{round}"));
             one(store, &original, Expect::Empty, b"queued").unwrap();
-            let wins = std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..4)
-                    .map(|n| {
-                        let (original, retry, s1, s2) = (&original, &retry, &s1, &s2);
-                        scope.spawn(move || {
-                            if n % 2 == 0 {
-                                one(store, original, Expect::At(1), b"delivered").is_ok()
-                            } else {
-                                store
-                                    .append(&[
-                                        append(original, Expect::At(1), b"failed", s2),
-                                        append(retry, Expect::Empty, b"queued", s1),
-                                    ])
-                                    .is_ok()
-                            }
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap())
-                    .filter(|won| *won)
-                    .count()
+            let wins = race(4, |n| {
+                if n % 2 == 0 {
+                    one(store, &original, Expect::At(1), b"delivered").is_ok()
+                } else {
+                    store
+                        .append(&[
+                            append(&original, Expect::At(1), b"failed", &s2),
+                            append(&retry, Expect::Empty, b"queued", &s1),
+                        ])
+                        .is_ok()
+                }
             });
             assert_eq!(wins, 1, "round {round}");
             let stream = store.history(&original).unwrap();

@@ -76,11 +76,39 @@ fn one(
     }])
 }
 
+/// Writes a store of format 2 at `path`, closed again: each delegation named
+/// gets `count` records, the head of seq `n` filled with `n`.
+fn written(path: &Path, names: &[&str], count: u64) {
+    let store = Sled::open(path).unwrap();
+    for name in names {
+        for seq in 1..=count {
+            let fill = u8::try_from(seq).unwrap();
+            let record = format!("r{seq}");
+            one(
+                &store,
+                &id(name),
+                Expect::after(seq - 1),
+                record.as_bytes(),
+                fill,
+            )
+            .unwrap();
+        }
+    }
+}
+
 /// Writes straight into sled's trees, as damage or an older crate would.
 fn raw(path: &Path, change: impl FnOnce(&sled::Db)) {
     let db = sled::open(path).unwrap();
     change(&db);
     db.flush().unwrap();
+}
+
+/// Sets the store's format marker, `meta/format`, to `marker`.
+fn mark(db: &sled::Db, marker: &[u8]) {
+    db.open_tree("meta")
+        .unwrap()
+        .insert("format", marker)
+        .unwrap();
 }
 
 /// Writes a store of format 1, as the crate before ledger v2 did: records in
@@ -89,10 +117,7 @@ fn raw(path: &Path, change: impl FnOnce(&sled::Db)) {
 /// the head's seq.
 fn legacy(path: &Path, streams: &[(&str, u64, Option<u64>)]) {
     raw(path, |db| {
-        db.open_tree("meta")
-            .unwrap()
-            .insert("format", &[1u8][..])
-            .unwrap();
+        mark(db, &[1]);
         let records = db.open_tree("records").unwrap();
         let heads = db.open_tree("heads").unwrap();
         for &(name, count, head) in streams {
@@ -128,6 +153,17 @@ fn summarised(store: &Sled) -> Vec<(String, Vec<u64>, Option<u64>)> {
                 stream.entries.iter().map(|e| e.seq).collect(),
                 stream.head.map(|h| h.seq),
             )
+        })
+        .collect()
+}
+
+/// Each stream of a scan as (id, its head).
+fn scanned_heads(store: &Sled) -> Vec<(String, Option<Head>)> {
+    store
+        .scan()
+        .map(|stream| {
+            let stream = stream.unwrap();
+            (stream.id.to_string(), stream.head)
         })
         .collect()
 }
@@ -303,30 +339,15 @@ fn a_new_store_is_marked_with_format_2_and_keeps_one_tree_of_records() {
 #[test]
 fn a_store_marked_with_an_older_format_opens_and_a_newer_one_is_refused() {
     let current = tempfile::tempdir().unwrap();
-    raw(current.path(), |db| {
-        db.open_tree("meta")
-            .unwrap()
-            .insert("format", &[2u8][..])
-            .unwrap();
-    });
+    raw(current.path(), |db| mark(db, &[2]));
     assert_eq!(Sled::open(current.path()).unwrap().format(), 2);
 
     let older = tempfile::tempdir().unwrap();
-    raw(older.path(), |db| {
-        db.open_tree("meta")
-            .unwrap()
-            .insert("format", &[1u8][..])
-            .unwrap();
-    });
+    raw(older.path(), |db| mark(db, &[1]));
     assert_eq!(Sled::open(older.path()).unwrap().format(), 1);
 
     let newer = tempfile::tempdir().unwrap();
-    raw(newer.path(), |db| {
-        db.open_tree("meta")
-            .unwrap()
-            .insert("format", &[3u8][..])
-            .unwrap();
-    });
+    raw(newer.path(), |db| mark(db, &[3]));
     match Sled::open(newer.path()) {
         Err(Error::UnknownVersion { key, found }) => {
             assert_eq!((key.as_str(), found), ("meta/format", 3));
@@ -338,12 +359,7 @@ fn a_store_marked_with_an_older_format_opens_and_a_newer_one_is_refused() {
 #[test]
 fn a_format_marker_that_is_not_one_byte_is_corruption() {
     let dir = tempfile::tempdir().unwrap();
-    raw(dir.path(), |db| {
-        db.open_tree("meta")
-            .unwrap()
-            .insert("format", &[1u8, 1][..])
-            .unwrap();
-    });
+    raw(dir.path(), |db| mark(db, &[1, 1]));
     match Sled::open(dir.path()) {
         Err(Error::Corrupt { key, reason }) => {
             assert_eq!(key, "meta/format");
@@ -440,12 +456,7 @@ fn a_format_1_store_reads_but_refuses_every_append_until_migrated() {
 fn a_format_2_store_drops_the_format_1_trees_a_migration_left() {
     let dir = tempfile::tempdir().unwrap();
     legacy(dir.path(), &[("a", 1, Some(1))]);
-    raw(dir.path(), |db| {
-        db.open_tree("meta")
-            .unwrap()
-            .insert("format", &[2u8][..])
-            .unwrap();
-    });
+    raw(dir.path(), |db| mark(db, &[2]));
     {
         let store = Sled::open(dir.path()).unwrap();
         assert_eq!(store.format(), 2);
@@ -462,12 +473,7 @@ fn a_format_2_store_drops_the_format_1_trees_a_migration_left() {
 #[test]
 fn a_head_of_the_wrong_length_is_corruption_in_head_history_and_scan() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = Sled::open(dir.path()).unwrap();
-        for name in ["a", "b"] {
-            one(&store, &id(name), Expect::Empty, b"r", 1).unwrap();
-        }
-    }
+    written(dir.path(), &["a", "b"], 1);
     raw(dir.path(), |db| {
         db.open_tree("log")
             .unwrap()
@@ -509,16 +515,22 @@ fn a_head_of_the_wrong_length_is_corruption_in_a_format_1_store() {
     assert!(err.contains("3 bytes, not 40"), "{err}");
 }
 
+/// What a scan gives of `b` and `d` with two records each, around heads without
+/// records for `a` (seq 3), `c` (4) and `e` (5).
+fn heads_around_b_and_d() -> Vec<(String, Vec<u64>, Option<u64>)> {
+    vec![
+        ("a".into(), vec![], Some(3)),
+        ("b".into(), vec![1, 2], Some(2)),
+        ("c".into(), vec![], Some(4)),
+        ("d".into(), vec![1, 2], Some(2)),
+        ("e".into(), vec![], Some(5)),
+    ]
+}
+
 #[test]
 fn a_scan_reports_heads_without_records_in_key_order_around_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = Sled::open(dir.path()).unwrap();
-        for name in ["b", "d"] {
-            one(&store, &id(name), Expect::Empty, b"r1", 1).unwrap();
-            one(&store, &id(name), Expect::At(1), b"r2", 2).unwrap();
-        }
-    }
+    written(dir.path(), &["b", "d"], 2);
     raw(dir.path(), |db| {
         let log = db.open_tree("log").unwrap();
         for (name, seq) in [("a", 3u64), ("c", 4), ("e", 5)] {
@@ -527,14 +539,7 @@ fn a_scan_reports_heads_without_records_in_key_order_around_the_others() {
         }
     });
     let store = Sled::open(dir.path()).unwrap();
-    let expected: Vec<(String, Vec<u64>, Option<u64>)> = vec![
-        ("a".into(), vec![], Some(3)),
-        ("b".into(), vec![1, 2], Some(2)),
-        ("c".into(), vec![], Some(4)),
-        ("d".into(), vec![1, 2], Some(2)),
-        ("e".into(), vec![], Some(5)),
-    ];
-    assert_eq!(summarised(&store), expected);
+    assert_eq!(summarised(&store), heads_around_b_and_d());
     assert_eq!(store.history(&id("c")).unwrap().head, Some(head(4, 9)));
 }
 
@@ -552,14 +557,7 @@ fn a_scan_reports_heads_without_records_in_key_order_in_a_format_1_store() {
         ],
     );
     let store = Sled::open(dir.path()).unwrap();
-    let expected: Vec<(String, Vec<u64>, Option<u64>)> = vec![
-        ("a".into(), vec![], Some(3)),
-        ("b".into(), vec![1, 2], Some(2)),
-        ("c".into(), vec![], Some(4)),
-        ("d".into(), vec![1, 2], Some(2)),
-        ("e".into(), vec![], Some(5)),
-    ];
-    assert_eq!(summarised(&store), expected);
+    assert_eq!(summarised(&store), heads_around_b_and_d());
     assert_eq!(store.head(&id("c")).unwrap(), Some(legacy_head(4, 4)));
 }
 
@@ -568,13 +566,7 @@ fn a_scan_reports_heads_without_records_in_key_order_in_a_format_1_store() {
 #[test]
 fn a_scan_gives_a_delegation_out_of_step_as_history_reads_it() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = Sled::open(dir.path()).unwrap();
-        for name in ["a", "b"] {
-            one(&store, &id(name), Expect::Empty, b"r1", 1).unwrap();
-            one(&store, &id(name), Expect::At(1), b"r2", 2).unwrap();
-        }
-    }
+    written(dir.path(), &["a", "b"], 2);
     raw(dir.path(), |db| {
         db.open_tree("log")
             .unwrap()
@@ -597,10 +589,7 @@ fn a_scan_gives_a_delegation_out_of_step_as_history_reads_it() {
 #[test]
 fn a_scan_reports_damaged_keys_and_goes_on() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let store = Sled::open(dir.path()).unwrap();
-        one(&store, &id("b"), Expect::Empty, b"r", 1).unwrap();
-    }
+    written(dir.path(), &["b"], 1);
     let mut long_seq = key::prefix(&id("b"));
     long_seq.extend_from_slice(&[0xff; 9]);
     raw(dir.path(), |db| {
@@ -662,15 +651,8 @@ fn a_scan_gives_a_delegation_without_a_head_none_and_leaves_the_next_head_alone(
             .unwrap();
     });
     let store = Sled::open(dir.path()).unwrap();
-    let heads: Vec<(String, Option<Head>)> = store
-        .scan()
-        .map(|s| {
-            let s = s.unwrap();
-            (s.id.to_string(), s.head)
-        })
-        .collect();
     assert_eq!(
-        heads,
+        scanned_heads(&store),
         vec![("a".into(), None), ("b".into(), Some(head(1, 2)))]
     );
     assert_eq!(store.head(&id("a")).unwrap(), None);
@@ -686,15 +668,8 @@ fn a_scan_gives_a_delegation_without_a_head_none_in_a_format_1_store() {
     let dir = tempfile::tempdir().unwrap();
     legacy(dir.path(), &[("a", 1, None), ("b", 1, Some(1))]);
     let store = Sled::open(dir.path()).unwrap();
-    let heads: Vec<(String, Option<Head>)> = store
-        .scan()
-        .map(|s| {
-            let s = s.unwrap();
-            (s.id.to_string(), s.head)
-        })
-        .collect();
     assert_eq!(
-        heads,
+        scanned_heads(&store),
         vec![("a".into(), None), ("b".into(), Some(legacy_head(1, 1)))]
     );
     assert_eq!(

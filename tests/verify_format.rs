@@ -15,7 +15,9 @@ mod audit_support;
 
 use std::io::{self, Read};
 
-use audit_support::{clock, delivered, failed, found, hashed, log, queued, verify};
+use audit_support::{
+    assert_says, clock, delivered, failed, found, hashed, log, messages, queued, verify,
+};
 use delegation_log::audit::{self, AuditError, Kind, Options};
 use delegation_log::event::EventKind;
 use delegation_log::lifecycle::State;
@@ -34,6 +36,15 @@ fn after_queued(line: &str) -> Vec<(u64, Kind)> {
 
 fn outcome(fields: &str) -> String {
     format!(r#"{{"delegation":"d","seq":2,"at":"2026-06-07T01:32:08Z"{fields}}}"#)
+}
+
+/// Asserts that an outcome of `fields` after a `queued` line is malformed.
+fn assert_malformed_outcome(fields: &str) {
+    assert_eq!(
+        after_queued(&outcome(fields)),
+        [(2, Kind::Malformed)],
+        "{fields}"
+    );
 }
 
 #[test]
@@ -189,11 +200,7 @@ fn each_sequence_finding_says_which_rule_it_breaks() {
         delivered("e", 3),
     ];
     let verdict = verify(&log(&lines));
-    let messages: Vec<(u64, Kind, &str)> = verdict
-        .violations
-        .iter()
-        .map(|v| (v.line, v.kind, v.message.as_str()))
-        .collect();
+    let messages = messages(&verdict);
     assert_eq!(
         messages,
         [
@@ -230,15 +237,9 @@ fn each_sequence_finding_says_which_rule_it_breaks() {
 
 #[test]
 fn an_unknown_or_missing_event_is_malformed() {
-    assert_eq!(
-        after_queued(&outcome(r#","event":"cancelled""#)),
-        [(2, Kind::Malformed)]
-    );
-    assert_eq!(after_queued(&outcome("")), [(2, Kind::Malformed)]);
-    assert_eq!(
-        after_queued(&outcome(r#","event":3"#)),
-        [(2, Kind::Malformed)]
-    );
+    assert_malformed_outcome(r#","event":"cancelled""#);
+    assert_malformed_outcome("");
+    assert_malformed_outcome(r#","event":3"#);
 }
 
 // ---- at
@@ -411,24 +412,14 @@ fn rpc_code_is_required_when_and_only_when_the_reason_is_rpc_error() {
         r#","event":"failed","reason":"http_status","http_status":500,"rpc_code":-32603"#,
     ];
     for fields in cases {
-        assert_eq!(
-            after_queued(&outcome(fields)),
-            [(2, Kind::Malformed)],
-            "{fields}"
-        );
+        assert_malformed_outcome(fields);
     }
 }
 
 #[test]
 fn failed_without_a_reason_or_with_an_unknown_one_is_malformed() {
-    assert_eq!(
-        after_queued(&outcome(r#","event":"failed""#)),
-        [(2, Kind::Malformed)]
-    );
-    assert_eq!(
-        after_queued(&outcome(r#","event":"failed","reason":"gone""#)),
-        [(2, Kind::Malformed)]
-    );
+    assert_malformed_outcome(r#","event":"failed""#);
+    assert_malformed_outcome(r#","event":"failed","reason":"gone""#);
 }
 
 #[test]
@@ -440,11 +431,7 @@ fn http_status_is_required_when_and_only_when_the_reason_is_http_status() {
         r#","event":"failed","reason":"http_status","http_status":"503""#,
     ];
     for fields in cases {
-        assert_eq!(
-            after_queued(&outcome(fields)),
-            [(2, Kind::Malformed)],
-            "{fields}"
-        );
+        assert_malformed_outcome(fields);
     }
 }
 
@@ -471,12 +458,8 @@ fn a_null_http_status_or_detail_is_malformed_not_absent() {
         found(&verdict),
         [(2, Kind::Malformed), (4, Kind::Malformed)]
     );
-    assert!(
-        verdict.violations[0]
-            .message
-            .contains("`http_status` is null")
-    );
-    assert!(verdict.violations[1].message.contains("`detail` is null"));
+    assert_says(&verdict, 0, "`http_status` is null");
+    assert_says(&verdict, 1, "`detail` is null");
 }
 
 // ---- lines
@@ -574,11 +557,7 @@ fn a_line_of_exactly_sixteen_mebibytes_is_read_and_one_byte_more_is_malformed() 
         failed("b", 1),
     ]);
     let verdict = verify(&over);
-    let messages: Vec<(u64, Kind, &str)> = verdict
-        .violations
-        .iter()
-        .map(|v| (v.line, v.kind, v.message.as_str()))
-        .collect();
+    let messages = messages(&verdict);
     assert_eq!(
         messages[0],
         (2, Kind::Malformed, "line longer than 16777216 bytes")
@@ -847,23 +826,13 @@ fn a_missing_hash_says_whether_hashes_are_required_or_the_log_is_hashed() {
     )
     .unwrap();
     assert_eq!(found(&required), [(1, Kind::BrokenChain)]);
-    assert!(
-        required.violations[0]
-            .message
-            .contains("hashes are required")
-    );
+    assert_says(&required, 0, "hashes are required");
 
     let mut mixed = hashed(&[queued("a", 1)]);
     mixed.push(delivered("a", 2));
     let verdict = verify(&log(&mixed));
     assert_eq!(found(&verdict), [(2, Kind::BrokenChain)]);
-    assert!(
-        verdict.violations[0]
-            .message
-            .contains("the log is hashed (its first record has one)"),
-        "{}",
-        verdict.violations[0].message
-    );
+    assert_says(&verdict, 0, "the log is hashed (its first record has one)");
 }
 
 // ---- pending, and unreadable input

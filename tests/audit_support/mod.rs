@@ -81,6 +81,25 @@ pub fn found(verdict: &Verdict) -> Vec<(u64, Kind)> {
         .collect()
 }
 
+/// Each violation as (line, kind, message).
+pub fn messages(verdict: &Verdict) -> Vec<(u64, Kind, &str)> {
+    verdict
+        .violations
+        .iter()
+        .map(|violation| (violation.line, violation.kind, violation.message.as_str()))
+        .collect()
+}
+
+/// Asserts that violation `index` of `verdict` says `text`, showing what it says
+/// when it does not.
+pub fn assert_says(verdict: &Verdict, index: usize, text: &str) {
+    let message = &verdict.violations[index].message;
+    assert!(
+        message.contains(text),
+        "violation {index} says {message:?}, not {text:?}"
+    );
+}
+
 /// A delegation id from text.
 pub fn id(text: &str) -> delegation_log::DelegationId {
     text.parse().unwrap()
