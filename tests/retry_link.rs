@@ -13,18 +13,14 @@ mod audit_support;
 
 use std::sync::Arc;
 
-use audit_support::{assert_says, clock, delivered, failed, hashed, log, queued, verify};
+use audit_support::{assert_says, clock, delivered, failed, hashed, id, log, queued, verify};
 use delegation_log::audit::Kind;
 use delegation_log::delegation::Fold;
 use delegation_log::event::{Failed, Queued};
 use delegation_log::store::{Append, Expect, Memory, Store};
 use delegation_log::{
-    DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, Record, StatusKind,
+    Error, Event, FailureReason, Ledger, ManualClock, Options, Record, StatusKind,
 };
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
 
 /// A `queued` line retrying `of` as attempt `attempt`.
 fn retry(id: &str, of: &str, attempt: u64) -> String {

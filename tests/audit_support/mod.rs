@@ -1,4 +1,6 @@
-//! Helpers shared by the audit tests: log lines, hashing, a fixed clock.
+//! Helpers shared by the audit and store tests: log lines, hashing, a fixed clock,
+//! and changes to a closed sled store (raw edits, forged heads, a rewrite in
+//! format 1, a copy).
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -184,4 +186,18 @@ pub fn raw_v1(path: &std::path::Path, change: impl FnOnce(&sled::Tree, &sled::Tr
         &db.open_tree("heads").unwrap(),
     );
     db.flush().unwrap();
+}
+
+/// Copies the directory `from` (a closed store, say) to `to`, recursively.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
 }
