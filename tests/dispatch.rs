@@ -5,25 +5,19 @@
 //! both recovery policies leave a visible trace in the log.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod delivery_support;
+
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use delegation_log::dispatch::{self, Dispatcher, Options, Recovery, Request};
 use delegation_log::event::ReasonCode;
-use delegation_log::store::{Fault, Faulty, Memory};
+use delegation_log::store::{Fault, Faulty};
 use delegation_log::transport::{Accepted, BoxFuture, Failure, Instant, Message, Transport};
-use delegation_log::{
-    DelegationId, Error, Event, EventKind, FailureReason, Ledger, ManualClock, StatusKind,
-};
-
-fn memory_ledger() -> Ledger {
-    Ledger::with_store(
-        Arc::new(Memory::new()),
-        delegation_log::Options::new().clock(ManualClock::default()),
-    )
-}
+use delegation_log::{DelegationId, Error, Event, EventKind, FailureReason, Ledger, StatusKind};
+use delivery_support::{memory_ledger, recording};
 
 fn id(text: &str) -> DelegationId {
     text.parse().unwrap()
@@ -271,18 +265,8 @@ async fn redeliver_recovery_fails_the_original_and_resends_under_its_message_id(
         .record(&id("lost.r1"), Event::delivered(None).unwrap())
         .unwrap();
 
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let seen_by_transport = Arc::clone(&seen);
-    let dispatcher = Dispatcher::new(
-        ledger.clone(),
-        Instant::new(move |message: &Message| {
-            seen_by_transport
-                .lock()
-                .unwrap()
-                .push((message.delegation.clone(), message.message_id.clone()));
-            Ok(Accepted::default())
-        }),
-    );
+    let (transport, seen) = recording();
+    let dispatcher = Dispatcher::new(ledger.clone(), transport);
     let report = dispatcher.recover(Recovery::Redeliver).await;
     assert!(report.is_complete(), "{:?}", report.failed);
     let recovered = report.recovered;

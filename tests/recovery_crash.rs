@@ -16,15 +16,16 @@
 //! `DELEGATION_LOG_RECOVER_CHILD` (the store path, for a recovering child).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod delivery_support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 use delegation_log::dispatch::{Dispatcher, Recovery, Request};
 use delegation_log::event::ReasonCode;
-use delegation_log::transport::{Accepted, BoxFuture, Failure, Instant, Message, Transport};
 use delegation_log::{DelegationId, Event, Ledger, StatusKind};
+use delivery_support::{Silent, recording};
 
 const CHILD: &str = "DELEGATION_LOG_CRASH_CHILD";
 const RECOVER_CHILD: &str = "DELEGATION_LOG_RECOVER_CHILD";
@@ -33,15 +34,6 @@ const DELEGATIONS: usize = 6;
 const ORPHANS: usize = 60;
 /// Recoveries killed midway.
 const RECOVERY_KILLS: u64 = 4;
-
-/// A target that never answers.
-struct Silent;
-
-impl Transport for Silent {
-    fn send(&self, _message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
-        Box::pin(std::future::pending())
-    }
-}
 
 fn main() {
     if let Ok(path) = std::env::var(CHILD) {
@@ -167,25 +159,20 @@ fn a_recovery_killed_midway_never_leaves_an_original_without_its_retry(round: u6
         .enable_all()
         .build()
         .unwrap();
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let sent_by_transport = Arc::clone(&sent);
+    let (transport, sent) = recording();
     runtime.block_on(async {
-        let dispatcher = Dispatcher::new(
-            ledger.clone(),
-            Instant::new(move |message: &Message| {
-                sent_by_transport
-                    .lock()
-                    .unwrap()
-                    .push(message.message_id.clone());
-                Ok(Accepted::default())
-            }),
-        );
+        let dispatcher = Dispatcher::new(ledger.clone(), transport);
         let report = dispatcher.recover(Recovery::Redeliver).await;
         assert!(report.is_complete(), "{:?}", report.failed);
         dispatcher.shutdown().await.unwrap();
     });
     assert!(ledger.pending().unwrap().is_empty());
-    let mut sent = sent.lock().unwrap().clone();
+    let mut sent: Vec<DelegationId> = sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, message_id)| message_id.clone())
+        .collect();
     sent.sort();
     assert_eq!(
         sent, orphans,
@@ -275,23 +262,13 @@ fn killed_child_is_redelivered_under_the_original_message_id() {
     let ids = run_and_kill(&path);
 
     let ledger = Ledger::open(&path).unwrap();
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let sent_by_transport = Arc::clone(&sent);
+    let (transport, sent) = recording();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let dispatcher = Dispatcher::new(
-            ledger.clone(),
-            Instant::new(move |message: &Message| {
-                sent_by_transport
-                    .lock()
-                    .unwrap()
-                    .push((message.delegation.clone(), message.message_id.clone()));
-                Ok(Accepted::default())
-            }),
-        );
+        let dispatcher = Dispatcher::new(ledger.clone(), transport);
         let report = dispatcher.recover(Recovery::Redeliver).await;
         assert!(report.is_complete(), "{:?}", report.failed);
         assert_eq!(report.recovered.len(), ids.len());
