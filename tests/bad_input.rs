@@ -36,7 +36,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use audit_support::copy_dir;
+use audit_support::{copy_dir, sealed_bytes};
 use delegation_log::delegation::Fold;
 use delegation_log::envelope::{self, DecodeError, HEADER_LEN};
 use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
@@ -377,16 +377,6 @@ fn every_record_kind_decodes_to_itself_and_reads_back_through_the_ledger() {
 // Arbitrary bytes
 // ---------------------------------------------------------------------------
 
-/// Seals `body` behind a `version` header with a valid checksum and `hash`.
-fn sealed(version: u8, hash: [u8; 32], body: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![version, 0, 0, 0, 0];
-    bytes.extend_from_slice(&hash);
-    bytes.extend_from_slice(body);
-    let checksum = crc32fast::hash(&bytes[5..]);
-    bytes[1..5].copy_from_slice(&checksum.to_be_bytes());
-    bytes
-}
-
 /// Arbitrary edits of a valid body of `version`: replaced, inserted and deleted
 /// bytes drawn mostly from JSON's own alphabet (and from any byte, which is what
 /// reaches version 2's binary decoder), so that the edits reach the strict
@@ -476,7 +466,7 @@ proptest! {
         hash in any::<[u8; 32]>(),
         body in prop::collection::vec(any::<u8>(), 0..300),
     ) {
-        let bytes = sealed(version, hash, &body);
+        let bytes = sealed_bytes(version, hash, &body);
         assert_decode_round_trips_or_errs(&bytes);
         read_alone(&bytes);
     }
@@ -486,7 +476,7 @@ proptest! {
         hash in any::<[u8; 32]>(),
         body in edited_body(1),
     ) {
-        let bytes = sealed(1, hash, &body);
+        let bytes = sealed_bytes(1, hash, &body);
         assert_decode_round_trips_or_errs(&bytes);
         read_alone(&bytes);
     }
@@ -496,7 +486,7 @@ proptest! {
         hash in any::<[u8; 32]>(),
         body in edited_body(envelope::VERSION),
     ) {
-        let bytes = sealed(envelope::VERSION, hash, &body);
+        let bytes = sealed_bytes(envelope::VERSION, hash, &body);
         assert_decode_round_trips_or_errs(&bytes);
         read_alone(&bytes);
     }

@@ -62,14 +62,19 @@ fn main() {
     );
 }
 
+/// Runs `future` to its end on a runtime of this thread.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
 /// Opens the store, says so, and redelivers every orphan to a target that never
 /// answers, until it is killed.
 fn recovering_child(path: &Path) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let ledger = Ledger::open(path).unwrap();
         let dispatcher = Dispatcher::new(ledger, Silent);
         println!("recovering");
@@ -155,12 +160,8 @@ fn a_recovery_killed_midway_never_leaves_an_original_without_its_retry(round: u6
     assert!(verdict.is_clean(), "{}", verdict.to_plain());
 
     // The next recovery finishes the job: every task delivered, under its first id.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let (transport, sent) = recording();
-    runtime.block_on(async {
+    block_on(async {
         let dispatcher = Dispatcher::new(ledger.clone(), transport);
         let report = dispatcher.recover(Recovery::Redeliver).await;
         assert!(report.is_complete(), "{:?}", report.failed);
@@ -184,11 +185,7 @@ fn a_recovery_killed_midway_never_leaves_an_original_without_its_retry(round: u6
 
 /// Delegates, prints each acknowledged id, then waits to be killed.
 fn child(path: &Path) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let ledger = Ledger::open(path).unwrap();
         let dispatcher = Dispatcher::new(ledger, Silent);
         let mut stdout = std::io::stdout();
@@ -263,11 +260,7 @@ fn killed_child_is_redelivered_under_the_original_message_id() {
 
     let ledger = Ledger::open(&path).unwrap();
     let (transport, sent) = recording();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let dispatcher = Dispatcher::new(ledger.clone(), transport);
         let report = dispatcher.recover(Recovery::Redeliver).await;
         assert!(report.is_complete(), "{:?}", report.failed);

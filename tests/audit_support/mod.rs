@@ -1,6 +1,6 @@
 //! Helpers shared by the audit and store tests: log lines, hashing, a fixed clock,
-//! and changes to a closed sled store (raw edits, forged heads, a rewrite in
-//! format 1, a copy).
+//! changes to a closed sled store (raw edits, forged heads, a rewrite in format
+//! 1, a copy), and record bytes sealed behind a valid checksum.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -200,4 +200,15 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(&path, &target).unwrap();
         }
     }
+}
+
+/// Seals `body` behind a record header of `version` with a valid checksum and
+/// the chain hash `hash`, as the envelope stores a record.
+pub fn sealed_bytes(version: u8, hash: [u8; 32], body: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![version, 0, 0, 0, 0];
+    bytes.extend_from_slice(&hash);
+    bytes.extend_from_slice(body);
+    let checksum = crc32fast::hash(&bytes[5..]);
+    bytes[1..5].copy_from_slice(&checksum.to_be_bytes());
+    bytes
 }
