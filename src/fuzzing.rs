@@ -9,24 +9,33 @@
 //!   whatever decodes re-encodes to the same bytes.
 //! - [`ops_with_crashes`]: a sequence of operations on the fault-injecting store,
 //!   with crashes, torn writes, failed writes and flushes, reopens and recovery,
-//!   checked step by step against a small model.
+//!   checked step by step against the [`Model`].
 //! - [`verify_jsonl`]: arbitrary bytes judged as a JSON Lines log never panic
 //!   `verify`, the verdict is the same when run again and keeps its own rules
 //!   (violations in line order, within the log, counts adding up), and a clean log
 //!   survives `import` then `export` with the same verdict.
+//!
+//! The [`Model`] is the one reference model of the ledger over the fault-injecting
+//! store: `tests/model.rs` drives it with proptest-state-machine (adding racing
+//! writers), and [`ops_with_crashes`] with the fuzzer's scripts. Each
+//! [`Transition`] is taken by the model first, then by the [`Subject`] (a real
+//! ledger over a [`Faulty`] store), whose answers, postconditions and invariants
+//! are checked against the model's.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Barrier};
 
 use arbitrary::Arbitrary;
 
 use crate::clock::ManualClock;
-use crate::delegation::StatusKind;
+use crate::delegation::{Status, StatusKind};
 use crate::envelope;
 use crate::error::Error;
-use crate::event::{DelegationId, Delivered, Event, EventKind, Failed, FailureReason, Queued, Seq};
+use crate::event::{
+    DelegationId, Delivered, Event, EventKind, Failed, FailureReason, MAX_ID_LEN, Queued, Received,
+    Seq, Timestamp,
+};
 use crate::ledger::{Durability, Ledger, Options};
-use crate::lifecycle::State;
 use crate::store::{Fault, Faulty, Store, Stream};
 
 /// Decodes `bytes` as a stored record, and again as the body of a record of each
@@ -42,27 +51,25 @@ use crate::store::{Fault, Faulty, Store, Stream};
 pub fn decode_record(bytes: &[u8]) {
     round_trip(bytes);
     head_round_trip(bytes);
-    let mut head = Vec::with_capacity(5 + bytes.len());
-    head.push(envelope::head::VERSION);
-    head.extend_from_slice(&[0; 4]);
-    head.extend_from_slice(bytes);
-    let checksum = crc32fast::hash(head.get(5..).unwrap_or_default());
-    if let Some(slot) = head.get_mut(1..5) {
+    head_round_trip(&sealed(envelope::head::VERSION, &[], bytes));
+    for version in [1, envelope::VERSION] {
+        round_trip(&sealed(version, &[0x5a; 32], bytes));
+    }
+}
+
+/// `body` behind a header of `version` and a valid CRC-32 of all that follows
+/// it, `hash` first (a record's chain hash; a head has none).
+fn sealed(version: u8, hash: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(5 + hash.len() + body.len());
+    bytes.push(version);
+    bytes.extend_from_slice(&[0; 4]);
+    bytes.extend_from_slice(hash);
+    bytes.extend_from_slice(body);
+    let checksum = crc32fast::hash(bytes.get(5..).unwrap_or_default());
+    if let Some(slot) = bytes.get_mut(1..5) {
         slot.copy_from_slice(&checksum.to_be_bytes());
     }
-    head_round_trip(&head);
-    for version in [1, envelope::VERSION] {
-        let mut sealed = Vec::with_capacity(envelope::HEADER_LEN + bytes.len());
-        sealed.push(version);
-        sealed.extend_from_slice(&[0; 4]);
-        sealed.extend_from_slice(&[0x5a; 32]);
-        sealed.extend_from_slice(bytes);
-        let checksum = crc32fast::hash(sealed.get(5..).unwrap_or_default());
-        if let Some(slot) = sealed.get_mut(1..5) {
-            slot.copy_from_slice(&checksum.to_be_bytes());
-        }
-        round_trip(&sealed);
-    }
+    bytes
 }
 
 /// Decodes `bytes` and, if they hold a record, re-encodes it in the version they
@@ -118,7 +125,7 @@ impl From<Reason> for FailureReason {
     }
 }
 
-/// One operation. Delegations are picked from a pool of four ids by `id % 4`.
+/// One operation. Delegations are picked from the model's pool, [`pool_id`]`(id)`.
 #[derive(Clone, Debug, Arbitrary)]
 pub enum Op {
     /// Records `queued`, with a task when `task` is set.
@@ -174,445 +181,1041 @@ pub struct Script {
 /// How many operations of a script run, so that every execution stays fast.
 pub const MAX_OPS: usize = 64;
 
-const POOL: [&str; 4] = ["a", "ab", "b", "delegation-with-a-longer-id"];
+// ---------------------------------------------------------------------------
+// The reference model of the ledger over the fault-injecting store
+// ---------------------------------------------------------------------------
 
-/// What the model knows: the faults armed, whether the ledger is poisoned, the
-/// appends not yet flushed, and the events acknowledged.
-#[derive(Debug, Default)]
-struct Model {
+/// How many delegations the model knows: ids come from a small pool, so that
+/// events collide. The pool holds a prefix of another id and an id of the
+/// maximum length.
+pub const POOL: usize = 4;
+
+/// The delegation id of pool slot `index` (taken modulo [`POOL`]).
+pub fn pool_id(index: usize) -> DelegationId {
+    let text = match index % POOL {
+        0 => "a".to_owned(),
+        1 => "ab".to_owned(),
+        2 => "b".to_owned(),
+        _ => "z".repeat(MAX_ID_LEN),
+    };
+    DelegationId::try_from(text).unwrap_or_else(|e| panic!("a pool id is refused: {e}"))
+}
+
+/// The pool slots in the store's key order.
+fn key_order() -> Vec<usize> {
+    let mut order: Vec<usize> = (0..POOL).collect();
+    order.sort_by_key(|&index| crate::store::key::prefix(&pool_id(index)));
+    order
+}
+
+/// The clock reads `BASE + step` milliseconds at each step: 2026-06-07T01:32:07Z,
+/// where a [`ManualClock`] starts.
+const BASE_NANOS: i64 = 1_780_795_927_000_000_000;
+
+fn timestamp(nanos: i64) -> Timestamp {
+    Timestamp::from_unix_nanos(nanos)
+}
+
+const RECOVERY_DETAIL: &str = "the process stopped before the outcome was known";
+
+/// One transition of the ledger and its store, as the model and the system
+/// under test both take it.
+#[derive(Clone, Debug)]
+pub enum Transition {
+    /// Records one event: `queued` (delegate), an outcome (deliver, fail, or a
+    /// duplicate outcome), or an invalid event.
+    Record {
+        /// The pool slot of the delegation.
+        id: usize,
+        /// The event.
+        event: Event,
+    },
+    /// Threads race to record these outcomes for one delegation, one thread each.
+    Race {
+        /// The pool slot of the delegation.
+        id: usize,
+        /// The racing outcomes.
+        outcomes: Vec<Event>,
+    },
+    /// `Ledger::flush`.
+    Flush,
+    /// Crash: the store keeps only its durable image; the ledger is reopened.
+    Crash,
+    /// Crash tearing the last unflushed append; the ledger is reopened.
+    TornCrash,
+    /// Drop the ledger and open a new one over the same store, without a crash.
+    Reopen,
+    /// `Ledger::recover`.
+    Recover,
+    /// Arm a one-shot fault of the store.
+    Inject(Fault),
+}
+
+/// One stored record, as the model sees it.
+#[derive(Clone, Debug, PartialEq)]
+struct Rec {
+    /// The event; several candidates when racing writers recorded it, of which
+    /// the ledger picked one.
+    events: Vec<Event>,
+    /// Nanoseconds since the epoch.
+    at: i64,
+    /// Whether a crash tore it.
+    torn: bool,
+}
+
+/// One delegation in one image, as `store::memory` keeps it.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Slot {
+    entries: Vec<(Seq, Rec)>,
+    head: Option<Seq>,
+    /// What the head summarises: the records its writer's fold covered.
+    summary: Vec<(Seq, Rec)>,
+}
+
+impl Slot {
+    /// `memory::push`: writes without checks; a head written with its record
+    /// replaces the old one.
+    fn push(&mut self, seq: Seq, rec: Rec, summary: Option<Vec<(Seq, Rec)>>) {
+        self.entries.push((seq, rec));
+        if let Some(summary) = summary {
+            self.head = Some(seq);
+            self.summary = summary;
+        }
+    }
+}
+
+type Image = BTreeMap<usize, Slot>;
+
+#[derive(Clone, Debug, PartialEq)]
+struct PendingWrite {
+    id: usize,
+    seq: Seq,
+    rec: Rec,
+    /// The head written with it.
+    summary: Vec<(Seq, Rec)>,
+}
+
+/// What reading one delegation gives.
+#[derive(Clone, Debug, PartialEq)]
+enum Read {
+    /// No records.
+    Absent,
+    /// A typed `Error::Corrupt`.
+    Corrupt,
+    /// The records, checked.
+    Found(Vec<(Seq, Rec)>),
+}
+
+/// The lifecycle, as the format page states it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Phase {
+    Initial,
+    Queued,
+    Settled,
+}
+
+/// How the ledger is expected to refuse or fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ErrKind {
+    Poisoned,
+    Invalid,
+    Illegal,
+    AlreadySettled,
+    Corrupt,
+    Io,
+}
+
+fn kind_of(error: &Error) -> ErrKind {
+    match error {
+        Error::Poisoned { .. } => ErrKind::Poisoned,
+        Error::InvalidEvent(_) => ErrKind::Invalid,
+        Error::IllegalTransition { .. } => ErrKind::Illegal,
+        Error::AlreadySettled { .. } => ErrKind::AlreadySettled,
+        Error::Corrupt { .. } => ErrKind::Corrupt,
+        Error::Io(_) => ErrKind::Io,
+        other => panic!("unexpected error from the ledger: {other:?}"),
+    }
+}
+
+/// What the last transition must have answered.
+#[derive(Clone, Debug, PartialEq)]
+enum Expected {
+    Nothing,
+    /// A record: its seq, or how it is refused; and whether it wrote.
+    Record {
+        result: Result<Seq, ErrKind>,
+        wrote: bool,
+    },
+    /// A race: `Ok(seq)` when one writer wins at `seq` and the rest get
+    /// `AlreadySettled`; `Err(kind)` when every writer gets `kind`.
+    Race(Result<Seq, ErrKind>),
+    Flush(Result<(), ErrKind>),
+    /// Whether there was an unflushed append to tear.
+    Torn(bool),
+    Recover(Result<Vec<usize>, ErrKind>),
+}
+
+/// The reference model: the [`Faulty`] store at the level of events, with a live
+/// image (what reads see), a durable image (what survives a crash), the list of
+/// unflushed appends and the armed faults; and the ledger's rules over it. After
+/// each transition it holds what the ledger must have answered.
+///
+/// A torn write (the last unflushed append reaching the disk cut short, without
+/// its head) makes its delegation's history read as `Error::Corrupt`, never as
+/// some other state; `status` reads the head, which covers only what was written
+/// whole, and a write finds the torn record in its slot and is refused as
+/// damage.
+///
+/// After a failed flush the appended records stay visible in the live image but
+/// never become durable (as after a failed fsync), and no later flush covers
+/// them. A reopen without a crash keeps seeing them, and a later event stacked
+/// on one becomes durable without it: after a crash that delegation's history
+/// reads as `Corrupt` (a detected loss, never a silent one), while its head still
+/// says what its writer acknowledged.
+#[derive(Clone, Debug)]
+pub struct Model {
+    durability: Durability,
+    /// Transitions applied so far; the clock reads `BASE + step` ms.
+    step: i64,
+    live: Image,
+    durable: Image,
+    pending: Vec<PendingWrite>,
     armed: Vec<Fault>,
     poisoned: bool,
-    /// Appends since the last store flush, in order.
-    unflushed: Vec<DelegationId>,
-    /// Acknowledged events: delegation, seq, and whether the acknowledgement
-    /// promises that it survives a crash.
-    acked: Vec<(DelegationId, Seq, bool)>,
+    expected: Expected,
 }
 
 impl Model {
-    fn take(&mut self, fault: Fault) -> bool {
-        match self.armed.iter().position(|armed| *armed == fault) {
-            Some(at) => {
-                self.armed.remove(at);
-                true
-            }
-            None => false,
+    /// A model of an empty store, in `durability` mode.
+    pub fn new(durability: Durability) -> Self {
+        Model {
+            durability,
+            step: 0,
+            live: Image::new(),
+            durable: Image::new(),
+            pending: Vec::new(),
+            armed: Vec::new(),
+            poisoned: false,
+            expected: Expected::Nothing,
         }
     }
 
-    /// A store flush: the unflushed appends become durable, unless it fails.
-    fn store_flush(&mut self) -> bool {
-        self.unflushed.clear();
+    /// Whether a fault is armed. Racing writers meet an armed fault in an order
+    /// nobody controls, so a race is predictable only with none armed.
+    pub fn faults_armed(&self) -> bool {
+        !self.armed.is_empty()
+    }
+
+    /// Applies `transition`, and keeps what the ledger must answer to it.
+    pub fn apply(&mut self, transition: &Transition) {
+        self.step += 1;
+        self.expected = match transition {
+            Transition::Record { id, event } => {
+                let (result, wrote) = self.record(*id, vec![event.clone()]);
+                Expected::Record { result, wrote }
+            }
+            Transition::Race { id, outcomes } => {
+                Expected::Race(self.record(*id, outcomes.clone()).0)
+            }
+            Transition::Flush => Expected::Flush(if self.poisoned {
+                Err(ErrKind::Poisoned)
+            } else {
+                self.store_flush()
+            }),
+            Transition::Crash => {
+                self.crash();
+                Expected::Nothing
+            }
+            Transition::TornCrash => Expected::Torn(self.crash_tearing()),
+            Transition::Reopen => {
+                self.poisoned = false;
+                Expected::Nothing
+            }
+            Transition::Recover => Expected::Recover(self.recover()),
+            Transition::Inject(fault) => {
+                self.armed.push(*fault);
+                Expected::Nothing
+            }
+        };
+    }
+
+    /// What the clock reads now, in nanoseconds since the epoch.
+    fn now(&self) -> i64 {
+        BASE_NANOS + self.step * 1_000_000
+    }
+
+    fn read(&self, id: usize) -> Read {
+        read_slot(self.live.get(&id))
+    }
+
+    /// Disarms `fault` if it is armed; whether it was.
+    fn take(&mut self, fault: Fault) -> bool {
+        let at = self.armed.iter().position(|armed| *armed == fault);
+        at.map(|at| self.armed.remove(at)).is_some()
+    }
+
+    /// `Faulty::flush`.
+    fn store_flush(&mut self) -> Result<(), ErrKind> {
+        let pending = std::mem::take(&mut self.pending);
         if self.take(Fault::FailFlush) {
             self.poisoned = true;
-            // As after a failed fsync, what was acknowledged but unflushed is gone.
-            self.acked.retain(|(_, _, durable)| *durable);
-            return false;
+            return Err(ErrKind::Io);
         }
-        for acked in &mut self.acked {
-            acked.2 = true;
+        for write in pending {
+            let slot = self.durable.entry(write.id).or_default();
+            slot.push(write.seq, write.rec, Some(write.summary));
         }
-        true
+        Ok(())
+    }
+
+    /// `Ledger::record`, with these candidate events (one, unless racing).
+    fn record(&mut self, id: usize, events: Vec<Event>) -> (Result<Seq, ErrKind>, bool) {
+        if self.poisoned {
+            return (Err(ErrKind::Poisoned), false);
+        }
+        if events.iter().any(|event| !valid(event)) {
+            return (Err(ErrKind::Invalid), false);
+        }
+        let Some(kind) = events.first().map(Event::kind) else {
+            panic!("a record of no event");
+        };
+        // The ledger reads the head alone, one get.
+        let slot = self.live.get(&id).cloned().unwrap_or_default();
+        let headed = slot.summary.clone();
+        let (phase, seq, last_at) = (
+            phase_of(&headed),
+            headed.len() as Seq,
+            headed.last().map(|(_, rec)| rec.at),
+        );
+        let refusal = match (phase, kind) {
+            (Phase::Initial, EventKind::Queued) | (Phase::Queued, EventKind::Delivered) => None,
+            (Phase::Queued, EventKind::Failed) => None,
+            (Phase::Initial | Phase::Queued, _) => Some(ErrKind::Illegal),
+            (Phase::Settled, _) => Some(ErrKind::AlreadySettled),
+        };
+        if let Some(refusal) = refusal {
+            return (Err(refusal), false);
+        }
+        if self.take(Fault::FailWrite) {
+            self.poisoned = true;
+            return (Err(ErrKind::Io), false);
+        }
+        // A torn record sits in the slot the head says is free: the store refuses
+        // the write as damage, and the ledger is as sound as before.
+        if slot.entries.iter().any(|(at, _)| *at == seq + 1) {
+            return (Err(ErrKind::Corrupt), false);
+        }
+        let rec = Rec {
+            events,
+            at: last_at.map_or(self.now(), |last| last.max(self.now())),
+            torn: false,
+        };
+        let seq = seq + 1;
+        let mut summary = headed;
+        summary.push((seq, rec.clone()));
+        self.live
+            .entry(id)
+            .or_default()
+            .push(seq, rec.clone(), Some(summary.clone()));
+        self.pending.push(PendingWrite {
+            id,
+            seq,
+            rec,
+            summary,
+        });
+        if self.durability == Durability::Durable
+            && let Err(kind) = self.store_flush()
+        {
+            return (Err(kind), true);
+        }
+        (Ok(seq), true)
     }
 
     fn crash(&mut self) {
+        self.live = self.durable.clone();
+        self.pending.clear();
         self.armed.clear();
-        self.unflushed.clear();
         self.poisoned = false;
-        self.acked.retain(|(_, _, durable)| *durable);
+    }
+
+    /// `Faulty::crash_tearing`.
+    fn crash_tearing(&mut self) -> bool {
+        let Some(last) = self.pending.pop() else {
+            self.crash();
+            return false;
+        };
+        for write in std::mem::take(&mut self.pending) {
+            let slot = self.durable.entry(write.id).or_default();
+            slot.push(write.seq, write.rec, Some(write.summary));
+        }
+        let slot = self.durable.entry(last.id).or_default();
+        slot.push(
+            last.seq,
+            Rec {
+                torn: true,
+                ..last.rec
+            },
+            None,
+        );
+        self.crash();
+        true
+    }
+
+    /// `Ledger::recover`: settles every readable pending delegation, in key order,
+    /// then reports damage, if any.
+    fn recover(&mut self) -> Result<Vec<usize>, ErrKind> {
+        // A poisoned ledger reads nothing, so it recovers nothing.
+        if self.poisoned {
+            return Err(ErrKind::Poisoned);
+        }
+        let mut settled = Vec::new();
+        let mut damaged = false;
+        for id in key_order() {
+            match self.read(id) {
+                Read::Corrupt => damaged = true,
+                Read::Found(entries) if phase_of(&entries) == Phase::Queued => {
+                    let event = Event::Failed(Failed {
+                        reason: FailureReason::Interrupted,
+                        detail: Some(RECOVERY_DETAIL.to_owned()),
+                    });
+                    match self.record(id, vec![event]).0 {
+                        Ok(_) => settled.push(id),
+                        Err(kind) => return Err(kind),
+                    }
+                }
+                Read::Found(_) | Read::Absent => {}
+            }
+        }
+        if damaged {
+            return Err(ErrKind::Corrupt);
+        }
+        Ok(settled)
     }
 }
 
-/// Runs `script` against a ledger over a [`Faulty`] store, checking after every
-/// operation.
+/// The field rules of the format page that the events of these runs can break.
+fn valid(event: &Event) -> bool {
+    match event {
+        Event::Queued(_) => true,
+        Event::Delivered(delivered) => delivered
+            .http_status
+            .is_none_or(|code| (200..=299).contains(&code)),
+        Event::Failed(failed) => match failed.reason {
+            FailureReason::HttpStatus(code) => !(200..=299).contains(&code),
+            _ => true,
+        },
+    }
+}
+
+fn phase_of(entries: &[(Seq, Rec)]) -> Phase {
+    match entries.len() {
+        0 => Phase::Initial,
+        1 => Phase::Queued,
+        _ => Phase::Settled,
+    }
+}
+
+/// What the ledger's fold makes of a slot: torn records do not decode, seqs must
+/// run from 1 without gaps, the lifecycle must hold, and the head, written with
+/// each record in one atomic write, must be the last record.
+fn read_slot(slot: Option<&Slot>) -> Read {
+    let Some(slot) = slot else {
+        return Read::Absent;
+    };
+    if slot.entries.iter().any(|(_, rec)| rec.torn) {
+        return Read::Corrupt;
+    }
+    for (index, (seq, rec)) in slot.entries.iter().enumerate() {
+        let legal = match index {
+            0 => rec.events.iter().all(|e| e.kind() == EventKind::Queued),
+            1 => rec.events.iter().all(|e| e.kind() != EventKind::Queued),
+            _ => false,
+        };
+        if *seq != index as Seq + 1 || !legal {
+            return Read::Corrupt;
+        }
+    }
+    let last = slot.entries.len() as Seq;
+    if slot.head.unwrap_or(0) != last {
+        return Read::Corrupt;
+    }
+    if slot.entries.is_empty() {
+        Read::Absent
+    } else {
+        Read::Found(slot.entries.clone())
+    }
+}
+
+/// The "target may have it?" column of the format page's table of reasons.
+fn received(reason: FailureReason) -> Received {
+    match reason {
+        FailureReason::TargetOffline | FailureReason::MarshalError => Received::No,
+        FailureReason::HttpStatus(code) => {
+            if (300..=499).contains(&code) || code == 501 || code == 503 {
+                Received::No
+            } else {
+                Received::Unknown
+            }
+        }
+        FailureReason::RpcError(code) => {
+            if code == -32603 {
+                Received::Unknown
+            } else {
+                Received::No
+            }
+        }
+        FailureReason::Rejected => Received::Yes,
+        FailureReason::BadResponse | FailureReason::Timeout | FailureReason::Interrupted => {
+            Received::Unknown
+        }
+    }
+}
+
+/// The status the records give, following the format page.
+fn expected_status(id: &DelegationId, records: &[(Seq, Event, i64)]) -> Status {
+    let Some((_, Event::Queued(queued), queued_at)) = records.first() else {
+        panic!("a model delegation must start with queued: {records:?}");
+    };
+    let mut status = Status {
+        id: id.clone(),
+        status: StatusKind::Queued,
+        reason: None,
+        http_status: None,
+        rpc_code: None,
+        error_detail: None,
+        target_received: Some(Received::Unknown),
+        remote: None,
+        target: Some(queued.target.clone()),
+        attempt: None,
+        retry_of: None,
+        queued_at: Some(timestamp(*queued_at)),
+        settled_at: None,
+    };
+    match records.get(1) {
+        None => {}
+        Some((_, Event::Delivered(delivered), at)) => {
+            status.status = StatusKind::Delivered;
+            status.http_status = delivered.http_status;
+            status.remote.clone_from(&delivered.remote);
+            status.target_received = Some(Received::Yes);
+            status.settled_at = Some(timestamp(*at));
+        }
+        Some((_, Event::Failed(failed), at)) => {
+            status.status = StatusKind::Failed;
+            status.reason = Some(failed.reason.code());
+            status.http_status = failed.reason.http_status();
+            status.rpc_code = failed.reason.rpc_code();
+            status.error_detail.clone_from(&failed.detail);
+            status.target_received = Some(received(failed.reason));
+            status.settled_at = Some(timestamp(*at));
+        }
+        Some(other) => panic!("a model delegation cannot hold {other:?} second"),
+    }
+    status
+}
+
+// ---------------------------------------------------------------------------
+// The system under test
+// ---------------------------------------------------------------------------
+
+/// An event the ledger acknowledged.
+#[derive(Clone, Debug)]
+struct Acked {
+    id: usize,
+    seq: Seq,
+    at: i64,
+    /// Whether the acknowledgement promises it survives a crash: in durable mode
+    /// at once, in buffered mode once a flush covered it.
+    durable: bool,
+}
+
+/// The system under test: a ledger over a [`Faulty`] store, driven by the
+/// transitions the [`Model`] took and checked against it.
+///
+/// Postconditions, checked in [`Subject::apply`]:
+/// - a refused event (refusal, poisoned ledger, damaged delegation, failed write)
+///   leaves the store's bytes unchanged, for every delegation;
+/// - a write to one delegation changes no other;
+/// - of racing outcomes exactly one wins and the rest get `AlreadySettled`;
+/// - after a crash, every event acknowledged as durable (in durable mode, every
+///   acknowledged event; in buffered mode, those a later flush covered) is still
+///   in the store, byte for byte readable;
+/// - nothing readable is pending after a successful recover.
+///
+/// Invariants, checked in [`Subject::check_invariants`] after every step:
+/// - the store's unflushed appends are the model's;
+/// - a poisoned ledger serves no reads;
+/// - a delegation holds at most one terminal outcome in the store;
+/// - live state (`status` and `history` of every id) equals the model;
+/// - `replay()` equals live, delegation for delegation, with one error per
+///   damaged delegation;
+/// - `status`, one read of the head, equals the status of a replay of the
+///   history, for every readable delegation: the head never lies.
+pub struct Subject {
+    store: Arc<Faulty>,
+    ledger: Ledger,
+    clock: ManualClock,
+    durability: Durability,
+    ids: Vec<DelegationId>,
+    /// Which candidate won each race, by (id, seq, at).
+    winners: HashMap<(usize, Seq, i64), Event>,
+    acked: Vec<Acked>,
+}
+
+impl Subject {
+    /// A ledger over an empty [`Faulty`] store seeded with `seed` (which picks
+    /// where tears cut), in the durability mode of `model`, on a clock at the
+    /// model's time.
+    pub fn new(seed: u64, model: &Model) -> Self {
+        let store = Arc::new(Faulty::seeded(seed));
+        let clock = ManualClock::at_unix_nanos(model.now());
+        Subject {
+            ledger: open_ledger(&store, model.durability, &clock),
+            store,
+            clock,
+            durability: model.durability,
+            ids: (0..POOL).map(pool_id).collect(),
+            winners: HashMap::new(),
+            acked: Vec::new(),
+        }
+    }
+
+    /// Runs `transition`, which `model` has just taken, on the ledger, and checks
+    /// the ledger's answer against the model's.
+    ///
+    /// # Panics
+    /// On an answer the model does not allow, or a broken postcondition.
+    pub fn apply(&mut self, model: &Model, transition: Transition) {
+        self.clock.set_unix_nanos(model.now());
+        match (transition, &model.expected) {
+            (Transition::Record { id, event }, Expected::Record { result, wrote }) => {
+                self.record(id, event, *result, *wrote);
+            }
+            (Transition::Race { id, outcomes }, Expected::Race(result)) => {
+                self.race(id, &outcomes, *result);
+            }
+            (Transition::Flush, Expected::Flush(result)) => {
+                let got = self.ledger.flush();
+                match (&got, result) {
+                    (Ok(()), Ok(())) => {
+                        for acked in &mut self.acked {
+                            acked.durable = true;
+                        }
+                    }
+                    (Err(error), Err(kind)) => {
+                        assert_eq!(kind_of(error), *kind, "{error}");
+                        // A failed flush loses the unflushed appends for good (as
+                        // after a failed fsync): no later flush covers them.
+                        self.acked.retain(|acked| acked.durable);
+                    }
+                    _ => panic!("flush answered {got:?}, the model expected {result:?}"),
+                }
+            }
+            (Transition::Crash, Expected::Nothing) => {
+                self.store.crash();
+                self.reopen();
+                self.assert_durable_acknowledgements_survived();
+            }
+            (Transition::TornCrash, Expected::Torn(tore)) => {
+                assert_eq!(self.store.crash_tearing(), *tore);
+                self.reopen();
+                self.assert_durable_acknowledgements_survived();
+            }
+            (Transition::Reopen, Expected::Nothing) => self.reopen(),
+            (Transition::Recover, Expected::Recover(result)) => self.recover(model, result),
+            (Transition::Inject(fault), Expected::Nothing) => self.store.inject(fault),
+            (transition, expected) => {
+                panic!("model and test disagree: {transition:?} with {expected:?}")
+            }
+        }
+    }
+
+    fn id(&self, index: usize) -> &DelegationId {
+        self.ids
+            .get(index)
+            .unwrap_or_else(|| panic!("no delegation {index} in the pool"))
+    }
+
+    fn reopen(&mut self) {
+        self.ledger = open_ledger(&self.store, self.durability, &self.clock);
+    }
+
+    fn snapshot(&self) -> Vec<Stream> {
+        self.ids
+            .iter()
+            .map(|id| {
+                self.store
+                    .history(id)
+                    .unwrap_or_else(|e| panic!("the in-memory store failed: {e}"))
+            })
+            .collect()
+    }
+
+    fn record(&mut self, id: usize, event: Event, result: Result<Seq, ErrKind>, wrote: bool) {
+        let before = self.snapshot();
+        let got = self.ledger.record(self.id(id), event);
+        match (&got, result) {
+            (Ok(recorded), Ok(seq)) => {
+                assert_eq!(recorded.seq, seq);
+                self.acknowledge(id, seq, nanos(recorded.at));
+            }
+            (Err(error), Err(kind)) => assert_eq!(kind_of(error), kind, "{error}"),
+            _ => panic!("record answered {got:?}, the model expected {result:?}"),
+        }
+        let after = self.snapshot();
+        if wrote {
+            for (index, (b, a)) in before.iter().zip(&after).enumerate() {
+                if index == id {
+                    assert_eq!(a.entries.len(), b.entries.len() + 1);
+                } else {
+                    assert_eq!(a, b, "a write to one delegation changed another");
+                }
+            }
+        } else {
+            assert_eq!(before, after, "a refused event changed the store");
+        }
+    }
+
+    fn race(&mut self, id: usize, outcomes: &[Event], result: Result<Seq, ErrKind>) {
+        let before = self.snapshot();
+        let barrier = Barrier::new(outcomes.len());
+        let ledger = &self.ledger;
+        let delegation = self.id(id);
+        let answers: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = outcomes
+                .iter()
+                .map(|event| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        barrier.wait();
+                        ledger.record(delegation, event.clone())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| {
+                    handle
+                        .join()
+                        .unwrap_or_else(|_| panic!("a racing writer panicked"))
+                })
+                .collect()
+        });
+        match result {
+            Ok(seq) => {
+                let mut winners = answers
+                    .iter()
+                    .zip(outcomes)
+                    .filter_map(|(answer, event)| Some((answer.as_ref().ok()?, event)));
+                let (Some((recorded, winner)), None) = (winners.next(), winners.next()) else {
+                    panic!("exactly one racer wins: {answers:?}");
+                };
+                for answer in &answers {
+                    if let Err(error) = answer {
+                        assert_eq!(kind_of(error), ErrKind::AlreadySettled, "{error}");
+                    }
+                }
+                assert_eq!(recorded.seq, seq);
+                let at = nanos(recorded.at);
+                self.winners.insert((id, seq, at), winner.clone());
+                self.acknowledge(id, seq, at);
+            }
+            Err(kind) => {
+                for answer in &answers {
+                    match answer {
+                        Err(error) => assert_eq!(kind_of(error), kind, "{error}"),
+                        Ok(recorded) => panic!("a racer won against {kind:?}: {recorded:?}"),
+                    }
+                }
+                assert_eq!(before, self.snapshot(), "refused racers changed the store");
+            }
+        }
+    }
+
+    fn recover(&mut self, model: &Model, result: &Result<Vec<usize>, ErrKind>) {
+        let got = self.ledger.recover();
+        match (&got, result) {
+            (Ok(settled), Ok(ids)) => {
+                let expected: Vec<DelegationId> = ids.iter().map(|&i| self.id(i).clone()).collect();
+                assert_eq!(settled, &expected);
+                for &id in ids {
+                    let Read::Found(entries) = model.read(id) else {
+                        panic!("recovered {id} is not readable in the model");
+                    };
+                    let Some((seq, rec)) = entries.last() else {
+                        panic!("recovered {id} has no records in the model");
+                    };
+                    self.acknowledge(id, *seq, rec.at);
+                }
+                let pending = self.ledger.pending();
+                assert!(
+                    pending.as_ref().is_ok_and(Vec::is_empty),
+                    "pending after a recover: {pending:?}"
+                );
+            }
+            (Err(error), Err(kind)) => assert_eq!(kind_of(error), *kind, "{error}"),
+            _ => panic!("recover answered {got:?}, the model expected {result:?}"),
+        }
+    }
+
+    /// The event a model record stands for, with the race winner resolved.
+    fn resolve(&self, id: usize, seq: Seq, rec: &Rec) -> Event {
+        if let [only] = rec.events.as_slice() {
+            return only.clone();
+        }
+        let winner = self
+            .winners
+            .get(&(id, seq, rec.at))
+            .unwrap_or_else(|| panic!("no winner known for race on {id} seq {seq}"));
+        assert!(
+            rec.events.contains(winner),
+            "the winner was not a candidate"
+        );
+        winner.clone()
+    }
+
+    fn acknowledge(&mut self, id: usize, seq: Seq, at: i64) {
+        self.acked.push(Acked {
+            id,
+            seq,
+            at,
+            durable: self.durability == Durability::Durable,
+        });
+    }
+
+    /// After a crash, every event acknowledged as durable is still in the store,
+    /// byte for byte readable. (Whether its delegation as a whole reads, or reads
+    /// as damaged, the invariants check against the model.)
+    fn assert_durable_acknowledgements_survived(&mut self) {
+        self.acked.retain(|acked| acked.durable);
+        for acked in &self.acked {
+            let stream = self
+                .store
+                .history(self.id(acked.id))
+                .unwrap_or_else(|e| panic!("the in-memory store failed: {e}"));
+            let kept = stream.entries.iter().any(|entry| {
+                entry.seq == acked.seq
+                    && envelope::decode(&entry.bytes)
+                        .is_ok_and(|record| record.at == timestamp(acked.at))
+            });
+            assert!(
+                kept,
+                "acknowledged durable event {acked:?} was lost in a crash: {stream:?}"
+            );
+        }
+    }
+
+    /// Checks the invariants against `model` (see [`Subject`]).
+    ///
+    /// # Panics
+    /// On a broken invariant.
+    pub fn check_invariants(&self, model: &Model) {
+        assert_eq!(
+            self.store.pending(),
+            model.pending.len(),
+            "unflushed appends"
+        );
+        if model.poisoned {
+            // A poisoned ledger serves no reads: what it holds may not be durable.
+            for id in &self.ids {
+                let status = self.ledger.status(id);
+                assert!(matches!(status, Err(Error::Poisoned { .. })), "{status:?}");
+                let history = self.ledger.history(id);
+                assert!(
+                    matches!(history, Err(Error::Poisoned { .. })),
+                    "{history:?}"
+                );
+            }
+            let replayed: Vec<_> = self.ledger.replay().collect();
+            assert!(
+                matches!(replayed.as_slice(), [Err(Error::Poisoned { .. })]),
+                "{replayed:?}"
+            );
+            return;
+        }
+        for stream in self.snapshot() {
+            let outcomes = stream
+                .entries
+                .iter()
+                .filter_map(|entry| envelope::decode(&entry.bytes).ok())
+                .filter(|record| record.event.kind() != EventKind::Queued)
+                .count();
+            assert!(outcomes <= 1, "`{}` holds {outcomes} outcomes", stream.id);
+        }
+        let (readable, damaged) = self.check_live(model);
+        // Replay equals live: the same delegations, in key order, each exactly as
+        // `delegation` rebuilds it, and one error per damaged delegation.
+        let mut replayed = Vec::new();
+        let mut replay_errors = 0;
+        for item in self.ledger.replay() {
+            match item {
+                Ok(delegation) => {
+                    let live = self.ledger.delegation(&delegation.id);
+                    assert!(
+                        matches!(&live, Ok(Some(live)) if *live == delegation),
+                        "replay of `{}` differs from live: {live:?}",
+                        delegation.id
+                    );
+                    // `status` is one read of the head; it must say exactly what
+                    // a replay of the history says, always.
+                    let status = self.ledger.status(&delegation.id);
+                    assert!(
+                        matches!(&status, Ok(status) if *status == delegation.status()),
+                        "status (the head) of `{}` differs from a replay of the history: \
+                         {status:?}",
+                        delegation.id
+                    );
+                    replayed.push(delegation.id);
+                }
+                Err(Error::Corrupt { .. }) => replay_errors += 1,
+                Err(other) => panic!("replay gave {other:?}"),
+            }
+        }
+        assert_eq!(replayed, readable);
+        assert_eq!(replay_errors, damaged);
+        if matches!(model.expected, Expected::Recover(Ok(_))) {
+            for index in 0..POOL {
+                if let Read::Found(entries) = model.read(index) {
+                    assert_ne!(phase_of(&entries), Phase::Queued);
+                }
+            }
+        }
+    }
+
+    /// Checks `status` and `history` of every delegation against the model;
+    /// returns the readable ones in key order, and how many read as damaged.
+    fn check_live(&self, model: &Model) -> (Vec<DelegationId>, usize) {
+        let mut readable = Vec::new();
+        let mut damaged = 0;
+        for index in key_order() {
+            let id = self.id(index);
+            let status = self
+                .ledger
+                .status(id)
+                .unwrap_or_else(|e| panic!("status of `{id}`: {e}"));
+            let history = self.ledger.history(id);
+            match model.read(index) {
+                Read::Absent => {
+                    assert_eq!(status, Status::not_found(id.clone()));
+                    assert!(history.is_ok_and(|h| h.is_empty()), "`{id}` is absent");
+                }
+                Read::Corrupt => {
+                    damaged += 1;
+                    // `status` reads the head, which covers only what was
+                    // acknowledged: a torn record beyond it is not its business.
+                    let headed: Vec<(Seq, Event, i64)> = model
+                        .live
+                        .get(&index)
+                        .map(|slot| slot.summary.as_slice())
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|(seq, rec)| (*seq, self.resolve(index, *seq, rec), rec.at))
+                        .collect();
+                    let expected = if headed.is_empty() {
+                        Status::not_found(id.clone())
+                    } else {
+                        expected_status(id, &headed)
+                    };
+                    assert_eq!(status, expected, "{id}: status beside damage");
+                    assert!(
+                        matches!(history, Err(Error::Corrupt { .. })),
+                        "`{id}` reads as {history:?}, not as damaged"
+                    );
+                }
+                Read::Found(entries) => {
+                    let records: Vec<(Seq, Event, i64)> = entries
+                        .iter()
+                        .map(|(seq, rec)| (*seq, self.resolve(index, *seq, rec), rec.at))
+                        .collect();
+                    assert_eq!(status, expected_status(id, &records));
+                    let history: Vec<(Seq, Event, i64)> = history
+                        .unwrap_or_else(|e| panic!("history of `{id}`: {e}"))
+                        .into_iter()
+                        .map(|r| (r.seq, r.event, nanos(r.at)))
+                        .collect();
+                    assert_eq!(history, records);
+                    readable.push(id.clone());
+                }
+            }
+        }
+        (readable, damaged)
+    }
+}
+
+fn open_ledger(store: &Arc<Faulty>, durability: Durability, clock: &ManualClock) -> Ledger {
+    let store: Arc<dyn Store> = store.clone();
+    Ledger::with_store(
+        store,
+        Options::new().durability(durability).clock(clock.clone()),
+    )
+}
+
+fn nanos(at: Timestamp) -> i64 {
+    at.unix_nanos()
+        .unwrap_or_else(|| panic!("{at:?} is out of range"))
+}
+
+// ---------------------------------------------------------------------------
+// The fuzzer's scripts, run through the model
+// ---------------------------------------------------------------------------
+
+impl Op {
+    /// The model's transition for this operation.
+    fn transition(self) -> Transition {
+        let slot = |id: u8| usize::from(id) % POOL;
+        match self {
+            Op::Queue { id, task } => Transition::Record {
+                id: slot(id),
+                event: Event::Queued(Queued {
+                    task: task.then(|| serde_json::json!({ "op": id })),
+                    ..Queued::new("planner", "reviewer")
+                }),
+            },
+            Op::Deliver { id, http_status } => Transition::Record {
+                id: slot(id),
+                event: Event::Delivered(Delivered {
+                    http_status,
+                    remote: None,
+                }),
+            },
+            Op::Fail { id, reason, detail } => Transition::Record {
+                id: slot(id),
+                event: Event::Failed(Failed {
+                    reason: reason.into(),
+                    detail: detail.then(|| "detail \u{2713}".to_owned()),
+                }),
+            },
+            Op::Flush => Transition::Flush,
+            Op::Crash => Transition::Crash,
+            Op::CrashTearing => Transition::TornCrash,
+            Op::Reopen => Transition::Reopen,
+            Op::Recover => Transition::Recover,
+            Op::FailWrite => Transition::Inject(Fault::FailWrite),
+            Op::FailFlush => Transition::Inject(Fault::FailFlush),
+        }
+    }
+}
+
+/// Runs `script` against a ledger over a [`Faulty`] store, step by step against
+/// the [`Model`]: each operation is a [`Transition`] the model takes first, then
+/// the [`Subject`], whose answer and invariants are checked against the model's.
 ///
 /// # Panics
-/// On a broken promise: an answer the model does not allow (an illegal event
-/// accepted, a legal one refused, a refusal that wrote, a failure that did not
-/// poison), two outcomes for one delegation, replay differing from live, an
-/// acknowledged durable event lost in a crash, a torn write that does not read as
-/// damaged, or something still pending after a successful recover.
+/// On a broken promise: see [`Subject`] for every postcondition and invariant.
 pub fn ops_with_crashes(script: Script) {
     let durability = if script.buffered {
         Durability::Buffered
     } else {
         Durability::Durable
     };
-    let store = Arc::new(Faulty::seeded(script.seed));
-    let clock = ManualClock::default();
-    let open = || {
-        let shared: Arc<dyn Store> = store.clone();
-        Ledger::with_store(
-            shared,
-            Options::new().durability(durability).clock(clock.clone()),
-        )
-    };
-    let ids: Vec<DelegationId> = POOL
-        .iter()
-        .filter_map(|id| DelegationId::try_from(*id).ok())
-        .collect();
-    let mut ledger = open();
-    let mut model = Model::default();
+    let mut model = Model::new(durability);
+    let mut subject = Subject::new(script.seed, &model);
     for op in script.ops.into_iter().take(MAX_OPS) {
-        clock.advance(Duration::from_millis(1));
-        match op {
-            Op::Queue { id, task } => {
-                let event = Event::Queued(Queued {
-                    task: task.then(|| serde_json::json!({ "op": id })),
-                    ..Queued::new("planner", "reviewer")
-                });
-                record(
-                    &ledger,
-                    &store,
-                    &mut model,
-                    durability,
-                    pick(&ids, id),
-                    event,
-                );
-            }
-            Op::Deliver { id, http_status } => {
-                let event = Event::Delivered(Delivered {
-                    http_status,
-                    remote: None,
-                });
-                record(
-                    &ledger,
-                    &store,
-                    &mut model,
-                    durability,
-                    pick(&ids, id),
-                    event,
-                );
-            }
-            Op::Fail { id, reason, detail } => {
-                let event = Event::Failed(Failed {
-                    reason: reason.into(),
-                    detail: detail.then(|| "detail \u{2713}".to_owned()),
-                });
-                record(
-                    &ledger,
-                    &store,
-                    &mut model,
-                    durability,
-                    pick(&ids, id),
-                    event,
-                );
-            }
-            Op::Flush => {
-                let result = ledger.flush();
-                if model.poisoned {
-                    assert!(matches!(result, Err(Error::Poisoned { .. })), "{result:?}");
-                } else {
-                    let ok = model.store_flush();
-                    assert_eq!(result.is_ok(), ok, "flush answered {result:?}");
-                }
-            }
-            Op::Crash => {
-                store.crash();
-                model.crash();
-                ledger = open();
-                check_acknowledged(&store, &model);
-            }
-            Op::CrashTearing => {
-                let torn = model.unflushed.last().cloned();
-                assert_eq!(store.crash_tearing(), torn.is_some());
-                model.crash();
-                ledger = open();
-                check_acknowledged(&store, &model);
-                if let Some(torn) = torn {
-                    // The torn record has no head: its history reads as damaged,
-                    // while `status` answers from the head as it was.
-                    let history = ledger.history(&torn);
-                    assert!(
-                        matches!(history, Err(Error::Corrupt { .. })),
-                        "torn `{torn}` reads as {history:?}"
-                    );
-                }
-            }
-            Op::Reopen => {
-                model.poisoned = false;
-                ledger = open();
-            }
-            Op::Recover => recover(&ledger, &store, &mut model, durability, &ids),
-            Op::FailWrite => {
-                store.inject(Fault::FailWrite);
-                model.armed.push(Fault::FailWrite);
-            }
-            Op::FailFlush => {
-                store.inject(Fault::FailFlush);
-                model.armed.push(Fault::FailFlush);
-            }
-        }
-        check_invariants(&ledger, &store, &model, &ids);
+        let transition = op.transition();
+        model.apply(&transition);
+        subject.apply(&model, transition);
+        subject.check_invariants(&model);
     }
-}
-
-fn pick(ids: &[DelegationId], id: u8) -> &DelegationId {
-    let index = usize::from(id) % ids.len().max(1);
-    ids.get(index)
-        .unwrap_or_else(|| panic!("the id pool is empty"))
-}
-
-fn snapshot(store: &Faulty, ids: &[DelegationId]) -> Vec<Stream> {
-    ids.iter()
-        .map(|id| {
-            store
-                .history(id)
-                .unwrap_or_else(|e| panic!("the in-memory store failed: {e}"))
-        })
-        .collect()
-}
-
-/// What the ledger must answer for `event` on `id`, judged from what it reads
-/// now: `Ok(())` for an accepted event.
-///
-/// The ledger judges from the delegation's head alone (what `status` reads); a
-/// legal event whose record slot is taken (a torn record past the head) is
-/// refused by the store as damage.
-fn verdict(
-    ledger: &Ledger,
-    store: &Faulty,
-    model: &Model,
-    id: &DelegationId,
-    event: &Event,
-) -> Result<(), &'static str> {
-    if model.poisoned {
-        return Err("poisoned");
-    }
-    if event.validate().is_err() {
-        return Err("invalid");
-    }
-    let (state, seq) = match ledger.status(id) {
-        Err(Error::Corrupt { .. } | Error::UnknownVersion { .. }) => return Err("corrupt"),
-        Err(other) => panic!("reading `{id}` failed: {other}"),
-        Ok(status) => match status.status {
-            StatusKind::NotFound => (State::Initial, 0),
-            StatusKind::Queued => (State::Queued, 1),
-            StatusKind::Delivered => (State::Delivered, 2),
-            StatusKind::Failed => (State::Failed, 2),
-        },
-    };
-    let legal = match (state, event.kind()) {
-        (State::Initial, EventKind::Queued) => Ok(()),
-        (State::Queued, EventKind::Delivered | EventKind::Failed) => Ok(()),
-        (State::Initial | State::Queued, _) => Err("illegal"),
-        (State::Delivered | State::Failed, _) => Err("settled"),
-    };
-    let taken = store
-        .history(id)
-        .unwrap_or_else(|e| panic!("the in-memory store failed: {e}"))
-        .entries
-        .iter()
-        .any(|entry| entry.seq == seq + 1);
-    legal.and(if taken { Err("corrupt") } else { Ok(()) })
-}
-
-fn same_refusal(error: &Error, expected: &str) -> bool {
-    matches!(
-        (error, expected),
-        (Error::Poisoned { .. }, "poisoned")
-            | (Error::InvalidEvent(_), "invalid")
-            | (
-                Error::Corrupt { .. } | Error::UnknownVersion { .. },
-                "corrupt"
-            )
-            | (Error::IllegalTransition { .. }, "illegal")
-            | (Error::AlreadySettled { .. }, "settled")
-    )
-}
-
-fn record(
-    ledger: &Ledger,
-    store: &Faulty,
-    model: &mut Model,
-    durability: Durability,
-    id: &DelegationId,
-    event: Event,
-) {
-    let expected = verdict(ledger, store, model, id, &event);
-    let before = store
-        .history(id)
-        .unwrap_or_else(|e| panic!("the in-memory store failed: {e}"));
-    let result = ledger.record(id, event);
-    let after = store
-        .history(id)
-        .unwrap_or_else(|e| panic!("the in-memory store failed: {e}"));
-    match expected {
-        Err(refusal) => {
-            let refused = result
-                .as_ref()
-                .is_err_and(|error| same_refusal(error, refusal));
-            assert!(refused, "expected {refusal}, got {result:?}");
-            assert_eq!(before, after, "a refused event changed the store");
-        }
-        Ok(()) if model.take(Fault::FailWrite) => {
-            model.poisoned = true;
-            assert!(matches!(result, Err(Error::Io(_))), "{result:?}");
-            assert_eq!(before, after, "a failed write changed the store");
-        }
-        Ok(()) => {
-            model.unflushed.push(id.clone());
-            assert_eq!(after.entries.len(), before.entries.len() + 1);
-            let flushed = durability == Durability::Buffered || model.store_flush();
-            match result {
-                Ok(recorded) if flushed => {
-                    let durable = durability == Durability::Durable;
-                    model.acked.push((id.clone(), recorded.seq, durable));
-                }
-                Err(Error::Io(_)) if !flushed => {}
-                other => panic!("expected a flushed={flushed} record, got {other:?}"),
-            }
-        }
-    }
-}
-
-fn recover(
-    ledger: &Ledger,
-    store: &Faulty,
-    model: &mut Model,
-    durability: Durability,
-    ids: &[DelegationId],
-) {
-    let before = snapshot(store, ids);
-    let pending: Vec<DelegationId> = ids
-        .iter()
-        .filter(|id| matches!(ledger.delegation(id), Ok(Some(d)) if d.state == State::Queued))
-        .cloned()
-        .collect();
-    let damaged = ids
-        .iter()
-        .any(|id| matches!(ledger.delegation(id), Err(Error::Corrupt { .. })));
-    let result = ledger.recover();
-    let after = snapshot(store, ids);
-    let mut written: Vec<DelegationId> = before
-        .iter()
-        .zip(&after)
-        .filter(|(b, a)| b != a)
-        .map(|(_, a)| a.id.clone())
-        .collect();
-    // Recovery writes in the store's key order, which is the order of the
-    // store's unflushed appends (and so which one a crash tears).
-    written.sort_by_key(crate::store::key::prefix);
-    for id in &written {
-        assert!(
-            pending.contains(id),
-            "recover wrote to `{id}`, which was not pending"
-        );
-        model.unflushed.push(id.clone());
-    }
-    match &result {
-        Ok(settled) => {
-            // A poisoned ledger reads nothing, so it never recovers.
-            assert!(!damaged && !model.poisoned, "{result:?}");
-            let mut sorted = settled.clone();
-            sorted.sort_by_key(crate::store::key::prefix);
-            let mut expected = pending.clone();
-            expected.sort_by_key(crate::store::key::prefix);
-            assert_eq!(sorted, expected, "recover settled the wrong delegations");
-            for id in settled {
-                let seq = ledger.delegation(id).ok().flatten().map_or(0, |d| d.seq);
-                model
-                    .acked
-                    .push((id.clone(), seq, durability == Durability::Durable));
-            }
-            let still = ledger.pending();
-            assert!(
-                still.as_ref().is_ok_and(Vec::is_empty),
-                "pending after a recover: {still:?}"
-            );
-        }
-        Err(Error::Corrupt { .. }) => {
-            assert!(damaged, "recover reported damage that reads fine");
-            assert_eq!(
-                written.len(),
-                pending.len(),
-                "recover left readable delegations queued"
-            );
-        }
-        Err(Error::Poisoned { .. }) => assert!(model.poisoned && written.is_empty()),
-        Err(Error::Io(_)) => {
-            // An armed fault hit one of recovery's writes.
-            if model.take(Fault::FailWrite) {
-                model.poisoned = true;
-                if durability == Durability::Durable {
-                    // The writes before the failed one were each flushed.
-                    model.unflushed.clear();
-                }
-            } else {
-                assert!(durability == Durability::Durable);
-                assert!(
-                    !model.store_flush(),
-                    "recover failed without a failing flush"
-                );
-            }
-            return;
-        }
-        Err(other) => panic!("recover failed with {other}"),
-    }
-    if durability == Durability::Durable && !written.is_empty() {
-        // Each of recovery's records was flushed.
-        model.unflushed.clear();
-    }
-}
-
-fn check_acknowledged(store: &Faulty, model: &Model) {
-    for (id, seq, _) in &model.acked {
-        let stream = store
-            .history(id)
-            .unwrap_or_else(|e| panic!("the in-memory store failed: {e}"));
-        let kept = stream
-            .entries
-            .iter()
-            .any(|entry| entry.seq == *seq && envelope::decode(&entry.bytes).is_ok());
-        assert!(kept, "acknowledged `{id}` seq {seq} was lost in a crash");
-    }
-}
-
-fn check_invariants(ledger: &Ledger, store: &Faulty, model: &Model, ids: &[DelegationId]) {
-    assert_eq!(store.pending(), model.unflushed.len(), "unflushed appends");
-    if model.poisoned {
-        // A poisoned ledger serves no reads: what it holds may not be durable.
-        for id in ids {
-            let status = ledger.status(id);
-            assert!(matches!(status, Err(Error::Poisoned { .. })), "{status:?}");
-        }
-        let replayed: Vec<_> = ledger.replay().collect();
-        assert!(
-            matches!(replayed.as_slice(), [Err(Error::Poisoned { .. })]),
-            "{replayed:?}"
-        );
-        return;
-    }
-    for stream in snapshot(store, ids) {
-        let outcomes = stream
-            .entries
-            .iter()
-            .filter_map(|entry| envelope::decode(&entry.bytes).ok())
-            .filter(|record| record.event.kind() != EventKind::Queued)
-            .count();
-        assert!(outcomes <= 1, "`{}` holds {outcomes} outcomes", stream.id);
-    }
-    let mut readable = 0;
-    for item in ledger.replay() {
-        match item {
-            Ok(replayed) => {
-                readable += 1;
-                let live = ledger.delegation(&replayed.id);
-                assert!(
-                    matches!(&live, Ok(Some(live)) if *live == replayed),
-                    "replay of `{}` differs from live: {live:?}",
-                    replayed.id
-                );
-            }
-            Err(Error::Corrupt { .. }) => {}
-            Err(other) => panic!("replay failed with {other}"),
-        }
-    }
-    let live = ids
-        .iter()
-        .filter(|id| matches!(ledger.delegation(id), Ok(Some(_))))
-        .count();
-    assert_eq!(readable, live, "replay and live disagree on what exists");
 }
 
 /// Judges `bytes` as a JSON Lines log, twice, and checks the verdict.

@@ -29,11 +29,14 @@
 //! loss.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod audit_support;
+
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use audit_support::{copy_dir, sealed_bytes};
 use delegation_log::delegation::Fold;
 use delegation_log::envelope::{self, DecodeError, HEADER_LEN};
 use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
@@ -374,16 +377,6 @@ fn every_record_kind_decodes_to_itself_and_reads_back_through_the_ledger() {
 // Arbitrary bytes
 // ---------------------------------------------------------------------------
 
-/// Seals `body` behind a `version` header with a valid checksum and `hash`.
-fn sealed(version: u8, hash: [u8; 32], body: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![version, 0, 0, 0, 0];
-    bytes.extend_from_slice(&hash);
-    bytes.extend_from_slice(body);
-    let checksum = crc32fast::hash(&bytes[5..]);
-    bytes[1..5].copy_from_slice(&checksum.to_be_bytes());
-    bytes
-}
-
 /// Arbitrary edits of a valid body of `version`: replaced, inserted and deleted
 /// bytes drawn mostly from JSON's own alphabet (and from any byte, which is what
 /// reaches version 2's binary decoder), so that the edits reach the strict
@@ -473,7 +466,7 @@ proptest! {
         hash in any::<[u8; 32]>(),
         body in prop::collection::vec(any::<u8>(), 0..300),
     ) {
-        let bytes = sealed(version, hash, &body);
+        let bytes = sealed_bytes(version, hash, &body);
         assert_decode_round_trips_or_errs(&bytes);
         read_alone(&bytes);
     }
@@ -483,7 +476,7 @@ proptest! {
         hash in any::<[u8; 32]>(),
         body in edited_body(1),
     ) {
-        let bytes = sealed(1, hash, &body);
+        let bytes = sealed_bytes(1, hash, &body);
         assert_decode_round_trips_or_errs(&bytes);
         read_alone(&bytes);
     }
@@ -493,7 +486,7 @@ proptest! {
         hash in any::<[u8; 32]>(),
         body in edited_body(envelope::VERSION),
     ) {
-        let bytes = sealed(envelope::VERSION, hash, &body);
+        let bytes = sealed_bytes(envelope::VERSION, hash, &body);
         assert_decode_round_trips_or_errs(&bytes);
         read_alone(&bytes);
     }
@@ -551,19 +544,6 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
 }
 
 /// What one damaged copy read as.

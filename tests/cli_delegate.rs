@@ -13,7 +13,7 @@
 mod cli_support;
 
 use std::io::{BufRead, BufReader, Read};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use cli_support::{Agent, closed_port_url, mask, run};
 use delegation_log::event::Queued;
@@ -45,6 +45,34 @@ fn v1_task_answer(request: &Value) -> Value {
     }
 }
 
+/// The arguments of `delegate`: `task` to `to`, logged in `db`, with `flags`.
+fn delegate<'a>(db: &'a str, to: &'a str, flags: &[&'a str], task: &'a str) -> Vec<&'a str> {
+    [&["delegate", "--db", db, "--to", to][..], flags, &[task]].concat()
+}
+
+/// Starts the binary with `args` as a child whose stdout and stderr are pipes.
+fn spawn(args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_delegation-log"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for `child` to exit; returns its exit code and all it wrote to stderr.
+fn exit_and_stderr(child: &mut Child) -> (Option<i32>, String) {
+    let exit = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (exit.code(), stderr)
+}
+
 fn status_json(db: &str, id: &str) -> (i32, String) {
     let (code, stdout, _) = run(&["status", db, id, "--json"]);
     (code, stdout)
@@ -58,39 +86,32 @@ fn an_agent_that_answers_a_message_is_exit_0_delivered_with_its_answer() {
     let db_arg = db.to_str().unwrap();
     let url = agent.url();
 
-    let (code, stdout, stderr) = run(&[
-        "delegate",
-        "--db",
+    let (code, stdout, stderr) = run(&delegate(
         db_arg,
-        "--to",
         &url,
-        "--protocol",
-        "0.3",
-        "--id",
-        "task-1",
+        &["--protocol", "0.3", "--id", "task-1"],
         "review PR 42",
-    ]);
+    ));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert_eq!(stderr, "");
     insta::assert_snapshot!("delivered_plain", mask(&stdout, &db));
     let (_, status_plain, _) = run(&["status", db_arg, "task-1"]);
     assert_eq!(stdout, status_plain, "delegate prints what status prints");
 
-    let (code, stdout, _) = run(&[
-        "delegate",
-        "--db",
+    let (code, stdout, _) = run(&delegate(
         db_arg,
-        "--to",
         &url,
-        "--protocol",
-        "0.3",
-        "--id",
-        "task-2",
-        "--from",
-        "planner",
-        "--json",
+        &[
+            "--protocol",
+            "0.3",
+            "--id",
+            "task-2",
+            "--from",
+            "planner",
+            "--json",
+        ],
         "review PR 43",
-    ]);
+    ));
     assert_eq!(code, 0);
     let (_, status) = status_json(db_arg, "task-2");
     assert_eq!(
@@ -121,19 +142,12 @@ fn protocol_1_0_speaks_send_message_and_records_the_task_the_agent_opened() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("log");
     let db_arg = db.to_str().unwrap();
-    let (code, stdout, stderr) = run(&[
-        "delegate",
-        "--db",
+    let (code, stdout, stderr) = run(&delegate(
         db_arg,
-        "--to",
         &agent.url(),
-        "--protocol",
-        "1.0",
-        "--json",
-        "--id",
-        "task-1",
+        &["--protocol", "1.0", "--json", "--id", "task-1"],
         "review PR 42",
-    ]);
+    ));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     let status: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
@@ -156,35 +170,22 @@ fn an_agent_that_answers_method_not_found_is_exit_1_failed_rpc_error_not_receive
     let db_arg = db.to_str().unwrap();
     let url = agent.url();
 
-    let (code, stdout, stderr) = run(&[
-        "delegate",
-        "--db",
+    let (code, stdout, stderr) = run(&delegate(
         db_arg,
-        "--to",
         &url,
-        "--protocol",
-        "0.3",
-        "--id",
-        "task-1",
+        &["--protocol", "0.3", "--id", "task-1"],
         "review PR 42",
-    ]);
+    ));
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert_eq!(stderr, "", "the status says it all");
     insta::assert_snapshot!("failed_plain", mask(&stdout, &db));
 
-    let (code, stdout, _) = run(&[
-        "delegate",
-        "--db",
+    let (code, stdout, _) = run(&delegate(
         db_arg,
-        "--to",
         &url,
-        "--protocol",
-        "0.3",
-        "--id",
-        "task-2",
-        "--json",
+        &["--protocol", "0.3", "--id", "task-2", "--json"],
         "review PR 42",
-    ]);
+    ));
     assert_eq!(code, 1);
     let status: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(status["status"], "failed");
@@ -198,15 +199,12 @@ fn an_agent_that_answers_method_not_found_is_exit_1_failed_rpc_error_not_receive
 fn a_closed_port_is_exit_1_failed_target_offline() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("log");
-    let (code, stdout, stderr) = run(&[
-        "delegate",
-        "--db",
+    let (code, stdout, stderr) = run(&delegate(
         db.to_str().unwrap(),
-        "--to",
         &closed_port_url(),
-        "--json",
+        &["--json"],
         "review PR 42",
-    ]);
+    ));
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     let status: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(status["status"], "failed");
@@ -227,18 +225,7 @@ fn a_second_run_with_the_same_id_sends_nothing_and_prints_the_same_status() {
     let db_arg = db.to_str().unwrap();
 
     for (url, id, expected) in [(agent.url(), "once", 0), (refusing.url(), "refused", 1)] {
-        let args = [
-            "delegate",
-            "--db",
-            db_arg,
-            "--to",
-            &url,
-            "--protocol",
-            "0.3",
-            "--id",
-            id,
-            "a task",
-        ];
+        let args = delegate(db_arg, &url, &["--protocol", "0.3", "--id", id], "a task");
         let first = run(&args);
         assert_eq!(first.0, expected, "{first:?}");
         let second = run(&args);
@@ -257,18 +244,12 @@ fn a_second_run_with_the_same_id_sends_nothing_and_prints_the_same_status() {
 
     // The same id for another task is refused: reusing it would report the other
     // delegation's outcome for a task that was never sent.
-    let (code, stdout, stderr) = run(&[
-        "delegate",
-        "--db",
+    let (code, stdout, stderr) = run(&delegate(
         db_arg,
-        "--to",
         &agent.url(),
-        "--protocol",
-        "0.3",
-        "--id",
-        "once",
+        &["--protocol", "0.3", "--id", "once"],
         "another task",
-    ]);
+    ));
     assert_eq!(code, 2);
     assert_eq!(stdout, "");
     assert_eq!(
@@ -292,16 +273,8 @@ fn a_rerun_of_a_delegation_a_dead_process_left_queued_sends_nothing_and_points_t
         });
         ledger.record(&"left".parse().unwrap(), queued).unwrap();
     }
-    let args = [
-        "delegate",
-        "--db",
-        db_arg,
-        "--to",
-        &agent.url(),
-        "--id",
-        "left",
-        "a task",
-    ];
+    let url = agent.url();
+    let args = delegate(db_arg, &url, &["--id", "left"], "a task");
     let (code, stdout, stderr) = run(&args);
     assert_eq!(code, 1, "{stdout}\n{stderr}");
     assert!(stdout.contains("status:          queued\n"), "{stdout}");
@@ -323,25 +296,13 @@ fn no_wait_prints_the_queued_receipt_at_once_and_settles_before_exiting() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("log");
     let db_arg = db.to_str().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
-        .args([
-            "delegate",
-            "--db",
-            db_arg,
-            "--to",
-            &agent.url(),
-            "--protocol",
-            "0.3",
-            "--no-wait",
-            "--json",
-            "--id",
-            "task-1",
-            "review PR 42",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let url = agent.url();
+    let mut child = spawn(&delegate(
+        db_arg,
+        &url,
+        &["--protocol", "0.3", "--no-wait", "--json", "--id", "task-1"],
+        "review PR 42",
+    ));
     let mut stdout = BufReader::new(child.stdout.take().unwrap());
     let mut receipt = String::new();
     while !receipt.ends_with("}\n") {
@@ -364,17 +325,10 @@ fn no_wait_prints_the_queued_receipt_at_once_and_settles_before_exiting() {
     );
 
     agent.release();
-    let exit = child.wait().unwrap();
+    let (exit, stderr) = exit_and_stderr(&mut child);
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert_eq!(exit.code(), Some(0), "{stderr}");
+    assert_eq!(exit, Some(0), "{stderr}");
     assert_eq!(rest, "", "nothing follows the receipt");
     assert_eq!(stderr, "");
 
@@ -391,17 +345,12 @@ fn no_wait_in_plain_form_prints_id_status_and_queued_at_and_exits_0_even_when_de
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("log");
     let db_arg = db.to_str().unwrap();
-    let (code, stdout, stderr) = run(&[
-        "delegate",
-        "--db",
+    let (code, stdout, stderr) = run(&delegate(
         db_arg,
-        "--to",
         &closed_port_url(),
-        "--no-wait",
-        "--id",
-        "task-1",
+        &["--no-wait", "--id", "task-1"],
         "review PR 42",
-    ]);
+    ));
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         mask(&stdout, &db),
@@ -459,14 +408,7 @@ fn usage_errors_and_an_unusable_log_exit_2_and_send_nothing() {
         assert!(!db.exists(), "{what}: a usage error creates no log");
     }
 
-    let (code, stdout, stderr) = run(&[
-        "delegate",
-        "--db",
-        not_a_dir.to_str().unwrap(),
-        "--to",
-        &url,
-        "t",
-    ]);
+    let (code, stdout, stderr) = run(&delegate(not_a_dir.to_str().unwrap(), &url, &[], "t"));
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert!(
         stderr.starts_with("delegation-log: cannot open "),
@@ -475,9 +417,7 @@ fn usage_errors_and_an_unusable_log_exit_2_and_send_nothing() {
 
     // What the log refuses to store is refused before anything is queued or sent.
     let long_name = "a".repeat(70_000);
-    let (code, stdout, stderr) = run(&[
-        "delegate", "--db", db_arg, "--to", &url, "--from", &long_name, "t",
-    ]);
+    let (code, stdout, stderr) = run(&delegate(db_arg, &url, &["--from", &long_name], "t"));
     assert_eq!(code, 2, "{stdout}\n{stderr}");
     assert_eq!(
         stderr,
@@ -493,35 +433,17 @@ fn no_wait_still_settles_the_delegation_when_the_reader_of_the_receipt_goes_away
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("log");
     let db_arg = db.to_str().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
-        .args([
-            "delegate",
-            "--db",
-            db_arg,
-            "--to",
-            &agent.url(),
-            "--protocol",
-            "0.3",
-            "--no-wait",
-            "--id",
-            "task-1",
-            "review PR 42",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let url = agent.url();
+    let mut child = spawn(&delegate(
+        db_arg,
+        &url,
+        &["--protocol", "0.3", "--no-wait", "--id", "task-1"],
+        "review PR 42",
+    ));
     // Closing the pipe at once most likely makes printing the receipt fail.
     drop(child.stdout.take());
-    let exit = child.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    match exit.code() {
+    let (exit, stderr) = exit_and_stderr(&mut child);
+    match exit {
         // The receipt reached the pipe before it closed.
         Some(0) => assert_eq!(stderr, ""),
         Some(2) => assert_eq!(

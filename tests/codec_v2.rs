@@ -14,6 +14,9 @@
 //! - Version 2 is smaller than version 1 for typical records.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod audit_support;
+
+use audit_support::sealed_bytes;
 use delegation_log::delegation::Fold;
 use delegation_log::envelope::{self, DecodeError, HEADER_LEN, head};
 use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
@@ -233,12 +236,7 @@ fn assert_every_truncation_is_typed<T: std::fmt::Debug>(
 
 /// Seals `body` as a version-2 record with a valid checksum.
 fn resealed(body: &[u8]) -> Vec<u8> {
-    let mut bytes = vec![envelope::VERSION, 0, 0, 0, 0];
-    bytes.extend_from_slice(&[0x5a; 32]);
-    bytes.extend_from_slice(body);
-    let checksum = crc32fast::hash(&bytes[5..]);
-    bytes[1..5].copy_from_slice(&checksum.to_be_bytes());
-    bytes
+    sealed_bytes(envelope::VERSION, [0x5a; 32], body)
 }
 
 /// `body` with its first length-prefixed string `from` (one-byte length) replaced

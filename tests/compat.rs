@@ -13,24 +13,14 @@
 //! new fixture directory, and an upcast of the old one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod audit_support;
+
 use std::path::Path;
 
+use audit_support::copy_dir;
 use delegation_log::delegation::Fold;
 use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
 use delegation_log::{ChainHash, Event, FailureReason, Ledger, Record, Timestamp, envelope};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
-}
 
 /// Opens a private copy, since sled may rewrite files when it opens them.
 fn open_fixture(version: &str) -> (tempfile::TempDir, Ledger) {

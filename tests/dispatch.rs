@@ -5,25 +5,19 @@
 //! both recovery policies leave a visible trace in the log.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod delivery_support;
+
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use delegation_log::dispatch::{self, Dispatcher, Options, Recovery, Request};
 use delegation_log::event::ReasonCode;
-use delegation_log::store::{Fault, Faulty, Memory};
+use delegation_log::store::{Fault, Faulty};
 use delegation_log::transport::{Accepted, BoxFuture, Failure, Immediate, Message, Transport};
-use delegation_log::{
-    DelegationId, Error, Event, EventKind, FailureReason, Ledger, ManualClock, StatusKind,
-};
-
-fn memory_ledger() -> Ledger {
-    Ledger::with_store(
-        Arc::new(Memory::new()),
-        delegation_log::Options::new().clock(ManualClock::default()),
-    )
-}
+use delegation_log::{DelegationId, Error, Event, EventKind, FailureReason, Ledger, StatusKind};
+use delivery_support::{memory_ledger, recording};
 
 fn id(text: &str) -> DelegationId {
     text.parse().unwrap()
@@ -67,15 +61,6 @@ impl Transport for Gated {
             let _open = gate.acquire().await;
             Ok(Accepted::status(200))
         })
-    }
-}
-
-/// A transport whose every send panics.
-struct Panicking;
-
-impl Transport for Panicking {
-    fn send(&self, _message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
-        Box::pin(async { panic!("the transport broke") })
     }
 }
 
@@ -280,18 +265,8 @@ async fn redeliver_recovery_fails_the_original_and_resends_under_its_message_id(
         .record(&id("lost.r1"), Event::delivered(None).unwrap())
         .unwrap();
 
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let seen_by_transport = Arc::clone(&seen);
-    let dispatcher = Dispatcher::new(
-        ledger.clone(),
-        Immediate::new(move |message: &Message| {
-            seen_by_transport
-                .lock()
-                .unwrap()
-                .push((message.delegation.clone(), message.message_id.clone()));
-            Ok(Accepted::default())
-        }),
-    );
+    let (transport, seen) = recording();
+    let dispatcher = Dispatcher::new(ledger.clone(), transport);
     let report = dispatcher.recover(Recovery::Redeliver).await;
     assert!(report.is_complete(), "{:?}", report.failed);
     let recovered = report.recovered;
@@ -414,6 +389,60 @@ async fn a_delegate_call_dropped_midway_still_ends_delivered_after_shutdown() {
     );
 }
 
+/// Hardening review: `shutdown` had no time limit, so 50k delegations to a dead
+/// target at an 8 s deadline held it for about 1.7 h. Past its timeout, shutdown
+/// cuts off what still runs or waits for a slot, and records each as `failed` /
+/// `interrupted`: bounded, and nothing left `queued`.
+#[tokio::test]
+async fn shutdown_past_its_timeout_interrupts_and_records_every_delivery_it_cuts_off() {
+    let ledger = memory_ledger();
+    let dispatcher = Dispatcher::with_options(
+        ledger.clone(),
+        Silent::default(),
+        Options::new()
+            .deadline(Duration::from_secs(3600))
+            .concurrency(2)
+            .shutdown_timeout(Some(Duration::from_millis(200))),
+    );
+    let mut receipts = Vec::new();
+    for n in 0..20 {
+        let request = Request::new("planner", "silent").id(id(&format!("cut-{n}")));
+        receipts.push(dispatcher.delegate(request).await.unwrap());
+    }
+    let stats = dispatcher.shutdown().await.unwrap();
+    assert_eq!((stats.queued, stats.failed, stats.delivered), (20, 20, 0));
+    for receipt in receipts {
+        let id = receipt.id.clone();
+        let settled = receipt.settled().await.unwrap();
+        let delegation_log::Outcome::Failed(failed) = settled.outcome else {
+            panic!("{id} was not failed");
+        };
+        assert_eq!(failed.reason, FailureReason::Interrupted);
+        assert!(
+            failed
+                .detail
+                .unwrap()
+                .contains("shutdown cut the delivery off after waiting 200ms")
+        );
+        let status = ledger.status(&id).unwrap();
+        assert_eq!(status.status, StatusKind::Failed);
+        assert_eq!(
+            status.target_received,
+            Some(delegation_log::Received::Unknown)
+        );
+    }
+    assert!(ledger.pending().unwrap().is_empty());
+}
+
+/// A transport whose every send panics.
+struct Panicking;
+
+impl Transport for Panicking {
+    fn send(&self, _message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
+        Box::pin(async { panic!("the transport broke") })
+    }
+}
+
 /// A delivery that panics is an outcome that was not recorded: its receipt and
 /// `shutdown` both say so, naming the delegation and the panic, and the
 /// delegation stays `queued`, unclaimed, for recovery to settle.
@@ -476,49 +505,4 @@ async fn a_delegation_racing_shutdown_is_refused_or_settled_never_left_queued() 
         }
     }
     assert!(left.is_empty(), "{}", left.join("\n"));
-}
-
-/// Hardening review: `shutdown` had no time limit, so 50k delegations to a dead
-/// target at an 8 s deadline held it for about 1.7 h. Past its timeout, shutdown
-/// cuts off what still runs or waits for a slot, and records each as `failed` /
-/// `interrupted`: bounded, and nothing left `queued`.
-#[tokio::test]
-async fn shutdown_past_its_timeout_interrupts_and_records_every_delivery_it_cuts_off() {
-    let ledger = memory_ledger();
-    let dispatcher = Dispatcher::with_options(
-        ledger.clone(),
-        Silent::default(),
-        Options::new()
-            .deadline(Duration::from_secs(3600))
-            .concurrency(2)
-            .shutdown_timeout(Some(Duration::from_millis(200))),
-    );
-    let mut receipts = Vec::new();
-    for n in 0..20 {
-        let request = Request::new("planner", "silent").id(id(&format!("cut-{n}")));
-        receipts.push(dispatcher.delegate(request).await.unwrap());
-    }
-    let stats = dispatcher.shutdown().await.unwrap();
-    assert_eq!((stats.queued, stats.failed, stats.delivered), (20, 20, 0));
-    for receipt in receipts {
-        let id = receipt.id.clone();
-        let settled = receipt.settled().await.unwrap();
-        let delegation_log::Outcome::Failed(failed) = settled.outcome else {
-            panic!("{id} was not failed");
-        };
-        assert_eq!(failed.reason, FailureReason::Interrupted);
-        assert!(
-            failed
-                .detail
-                .unwrap()
-                .contains("shutdown cut the delivery off after waiting 200ms")
-        );
-        let status = ledger.status(&id).unwrap();
-        assert_eq!(status.status, StatusKind::Failed);
-        assert_eq!(
-            status.target_received,
-            Some(delegation_log::Received::Unknown)
-        );
-    }
-    assert!(ledger.pending().unwrap().is_empty());
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::routing::post;
 use delegation_log::EventKind;
 use delegation_log::dispatch::{Dispatcher, Options, Request};
@@ -68,22 +68,38 @@ fn mask_port(text: &str) -> String {
     out
 }
 
-#[tokio::test]
-async fn a_200_answer_is_recorded_as_delivered() {
-    let (seen_tx, mut seen) = mpsc::unbounded_channel();
+/// An agent at `/a2a` that answers every request with `status` and `answer`,
+/// and hands each request's `A2A-Version` header and body to the receiver.
+fn recording(
+    status: StatusCode,
+    answer: Value,
+) -> (
+    Router,
+    mpsc::UnboundedReceiver<(Option<HeaderValue>, String)>,
+) {
+    let (seen_tx, seen) = mpsc::unbounded_channel();
     let app = Router::new().route(
         "/a2a",
         post(move |headers: HeaderMap, body: String| {
-            let seen_tx = seen_tx.clone();
+            let (seen_tx, answer) = (seen_tx.clone(), answer.clone());
             async move {
                 let _ = seen_tx.send((headers.get("a2a-version").cloned(), body));
-                // What an A2A 0.3 agent answers: a Message.
-                axum::Json(json!({"jsonrpc": "2.0", "id": "task-1", "result": {
-                    "kind": "message", "messageId": "m-1", "role": "agent",
-                    "contextId": "c-1", "parts": [{"kind": "text", "text": "on it"}]
-                }}))
+                (status, axum::Json(answer))
             }
         }),
+    );
+    (app, seen)
+}
+
+#[tokio::test]
+async fn a_200_answer_is_recorded_as_delivered() {
+    // What an A2A 0.3 agent answers: a Message.
+    let (app, mut seen) = recording(
+        StatusCode::OK,
+        json!({"jsonrpc": "2.0", "id": "task-1", "result": {
+            "kind": "message", "messageId": "m-1", "role": "agent",
+            "contextId": "c-1", "parts": [{"kind": "text", "text": "on it"}]
+        }}),
     );
     let addr = serve(app).await;
     let (status, kinds) = outcome(format!("http://{addr}/a2a"), Duration::from_secs(5)).await;
@@ -189,25 +205,13 @@ async fn an_envelope_over_the_transports_limit_is_a_marshal_error_and_never_sent
 
 #[tokio::test]
 async fn a2a_1_0_posts_send_message_with_the_version_header() {
-    let (seen_tx, mut seen) = mpsc::unbounded_channel();
-    let app = Router::new().route(
-        "/a2a",
-        post(move |headers: HeaderMap, body: String| {
-            let seen_tx = seen_tx.clone();
-            async move {
-                let _ = seen_tx.send((headers.get("a2a-version").cloned(), body));
-                // What an A2A 1.0 agent answers when it opens a task.
-                (
-                    StatusCode::ACCEPTED,
-                    axum::Json(
-                        json!({"jsonrpc": "2.0", "id": "task-1", "result": {"task": {
-                            "id": "t-7", "contextId": "c-7",
-                            "status": {"state": "TASK_STATE_SUBMITTED"}
-                        }}}),
-                    ),
-                )
-            }
-        }),
+    // What an A2A 1.0 agent answers when it opens a task.
+    let (app, mut seen) = recording(
+        StatusCode::ACCEPTED,
+        json!({"jsonrpc": "2.0", "id": "task-1", "result": {"task": {
+            "id": "t-7", "contextId": "c-7",
+            "status": {"state": "TASK_STATE_SUBMITTED"}
+        }}}),
     );
     let addr = serve(app).await;
     let ledger = ledger();

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use audit_support::{downgrade_to_v1, id, raw_v1};
+use audit_support::{copy_dir, downgrade_to_v1, id, raw_v1};
 use delegation_log::event::{Failed, Queued};
 use delegation_log::store::key;
 use delegation_log::{Error, Event, FailureReason, Ledger, ManualClock, Options, StatusKind};
@@ -59,19 +59,6 @@ fn export(ledger: &Ledger) -> Vec<u8> {
     let mut out = Vec::new();
     ledger.export(&mut out).unwrap();
     out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
 }
 
 /// Checks a store that must hold exactly the export `expected`, in either

@@ -7,29 +7,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod audit_support;
+mod cli_support;
 
 use std::path::Path;
-use std::process::Command;
 
+use audit_support::id;
+use cli_support::run;
 use delegation_log::event::ReasonCode;
 use delegation_log::store::key;
-use delegation_log::{DelegationId, Event, Ledger, StatusKind};
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8(output.stdout).unwrap(),
-        String::from_utf8(output.stderr).unwrap(),
-    )
-}
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
+use delegation_log::{Event, Ledger, StatusKind};
 
 /// Three delegations left queued for a target nobody listens on, the middle
 /// one's record overwritten with bytes that are no record.

@@ -16,15 +16,16 @@
 //! `DELEGATION_LOG_RECOVER_CHILD` (the store path, for a recovering child).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod delivery_support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 
 use delegation_log::dispatch::{Dispatcher, Recovery, Request};
 use delegation_log::event::ReasonCode;
-use delegation_log::transport::{Accepted, BoxFuture, Failure, Immediate, Message, Transport};
 use delegation_log::{DelegationId, Event, Ledger, StatusKind};
+use delivery_support::{Silent, recording};
 
 const CHILD: &str = "DELEGATION_LOG_CRASH_CHILD";
 const RECOVER_CHILD: &str = "DELEGATION_LOG_RECOVER_CHILD";
@@ -33,15 +34,6 @@ const DELEGATIONS: usize = 6;
 const ORPHANS: usize = 60;
 /// Recoveries killed midway.
 const RECOVERY_KILLS: u64 = 4;
-
-/// A target that never answers.
-struct Silent;
-
-impl Transport for Silent {
-    fn send(&self, _message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
-        Box::pin(std::future::pending())
-    }
-}
 
 fn main() {
     if let Ok(path) = std::env::var(CHILD) {
@@ -70,14 +62,19 @@ fn main() {
     );
 }
 
+/// Runs `future` to its end on a runtime of this thread.
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
 /// Opens the store, says so, and redelivers every orphan to a target that never
 /// answers, until it is killed.
 fn recovering_child(path: &Path) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let ledger = Ledger::open(path).unwrap();
         let dispatcher = Dispatcher::new(ledger, Silent);
         println!("recovering");
@@ -163,29 +160,20 @@ fn a_recovery_killed_midway_never_leaves_an_original_without_its_retry(round: u6
     assert!(verdict.is_clean(), "{}", verdict.to_plain());
 
     // The next recovery finishes the job: every task delivered, under its first id.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let sent_by_transport = Arc::clone(&sent);
-    runtime.block_on(async {
-        let dispatcher = Dispatcher::new(
-            ledger.clone(),
-            Immediate::new(move |message: &Message| {
-                sent_by_transport
-                    .lock()
-                    .unwrap()
-                    .push(message.message_id.clone());
-                Ok(Accepted::default())
-            }),
-        );
+    let (transport, sent) = recording();
+    block_on(async {
+        let dispatcher = Dispatcher::new(ledger.clone(), transport);
         let report = dispatcher.recover(Recovery::Redeliver).await;
         assert!(report.is_complete(), "{:?}", report.failed);
         dispatcher.shutdown().await.unwrap();
     });
     assert!(ledger.pending().unwrap().is_empty());
-    let mut sent = sent.lock().unwrap().clone();
+    let mut sent: Vec<DelegationId> = sent
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, message_id)| message_id.clone())
+        .collect();
     sent.sort();
     assert_eq!(
         sent, orphans,
@@ -197,11 +185,7 @@ fn a_recovery_killed_midway_never_leaves_an_original_without_its_retry(round: u6
 
 /// Delegates, prints each acknowledged id, then waits to be killed.
 fn child(path: &Path) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
+    block_on(async {
         let ledger = Ledger::open(path).unwrap();
         let dispatcher = Dispatcher::new(ledger, Silent);
         let mut stdout = std::io::stdout();
@@ -275,23 +259,9 @@ fn killed_child_is_redelivered_under_the_original_message_id() {
     let ids = run_and_kill(&path);
 
     let ledger = Ledger::open(&path).unwrap();
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let sent_by_transport = Arc::clone(&sent);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let dispatcher = Dispatcher::new(
-            ledger.clone(),
-            Immediate::new(move |message: &Message| {
-                sent_by_transport
-                    .lock()
-                    .unwrap()
-                    .push((message.delegation.clone(), message.message_id.clone()));
-                Ok(Accepted::default())
-            }),
-        );
+    let (transport, sent) = recording();
+    block_on(async {
+        let dispatcher = Dispatcher::new(ledger.clone(), transport);
         let report = dispatcher.recover(Recovery::Redeliver).await;
         assert!(report.is_complete(), "{:?}", report.failed);
         assert_eq!(report.recovered.len(), ids.len());

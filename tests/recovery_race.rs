@@ -5,13 +5,14 @@
 //! as `interrupted`. It is delivered, as its transport says.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::sync::Arc;
+mod delivery_support;
+
 use std::time::Duration;
 
 use delegation_log::dispatch::{Dispatcher, Recovery, Request};
-use delegation_log::store::Memory;
 use delegation_log::transport::{Accepted, BoxFuture, Failure, Message, Transport};
-use delegation_log::{DelegationId, Ledger, ManualClock, Options, StatusKind};
+use delegation_log::{DelegationId, StatusKind};
+use delivery_support::memory_ledger;
 
 const TRIALS: usize = 150;
 
@@ -25,13 +26,6 @@ impl Transport for Slow {
             Ok(Accepted::status(200))
         })
     }
-}
-
-fn memory_ledger() -> Ledger {
-    Ledger::with_store(
-        Arc::new(Memory::new()),
-        Options::new().clock(ManualClock::default()),
-    )
 }
 
 /// Who runs the recovery that races the delegation.

@@ -5,14 +5,17 @@
 //! out under the messageId of the first, however many crashes lie between them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod delivery_support;
+
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 
 use delegation_log::dispatch::{self, Dispatcher, Recovery};
 use delegation_log::event::ReasonCode;
 use delegation_log::store::{Append, AppendError, Expect, Faulty, Head, Memory, Store, Stream};
-use delegation_log::transport::{Accepted, BoxFuture, Failure, Immediate, Message, Transport};
+use delegation_log::transport::Immediate;
 use delegation_log::{DelegationId, Error, Event, Ledger, ManualClock, Options, StatusKind};
+use delivery_support::{Silent, recording};
 
 fn id(text: &str) -> DelegationId {
     text.parse().unwrap()
@@ -29,31 +32,6 @@ fn named_redelivery(ledger: &Ledger, original: &DelegationId) -> Option<Delegati
         .error_detail?
         .strip_prefix("redelivered as ")
         .map(|new| new.parse().unwrap())
-}
-
-/// A target that never answers.
-struct Silent;
-
-impl Transport for Silent {
-    fn send(&self, _message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
-        Box::pin(std::future::pending())
-    }
-}
-
-/// Every message a transport was given, as (delegation, message id).
-type Sent = Arc<Mutex<Vec<(DelegationId, DelegationId)>>>;
-
-/// A transport that accepts everything and keeps every message it was given.
-fn recording() -> (impl Transport, Sent) {
-    let sent = Arc::new(Mutex::new(Vec::new()));
-    let kept = Arc::clone(&sent);
-    let transport = Immediate::new(move |message: &Message| {
-        kept.lock()
-            .unwrap()
-            .push((message.delegation.clone(), message.message_id.clone()));
-        Ok(Accepted::status(200))
-    });
-    (transport, sent)
 }
 
 /// A store over a [`Faulty`] one whose process "dies" just before its `at`-th write

@@ -1,9 +1,10 @@
 //! Guards the `Store` contract (format 2, "ledger v2") that the ledger relies on,
-//! for every implementation (sled, memory, fault-injecting): appends land at the
-//! expected seq and nowhere else, a stale expectation is an
-//! `AppendError::Conflict` that writes nothing, ids that are prefixes of each
-//! other stay apart, scans come in key order one delegation at a time with their
-//! heads. A group append writes all of its records and heads or none, against
+//! for every implementation (sled, memory, fault-injecting): an `Expect` names the
+//! head it expects and the seq its append will have, and reads as words; appends
+//! land at the expected seq and nowhere else, a stale expectation is an
+//! `AppendError::Conflict` that names the head the store has and writes nothing,
+//! ids that are prefixes of each other stay apart in `history` and in the scan,
+//! scans come in key order one delegation at a time with their heads. A group append writes all of its records and heads or none, against
 //! each one's own expectation (in order, so a group may append twice to one
 //! delegation), and a crash or a torn write never splits it.
 //!
@@ -15,7 +16,10 @@
 //! sees a record without its head or a head without its record (`in_step`), even
 //! while writers append. A record slot already taken though the head says it is
 //! free (damage, made here by a torn crash or a raw write) is an
-//! `AppendError::Store(Error::Corrupt)` that writes nothing.
+//! `AppendError::Damaged` naming the delegation and the seq, and writes nothing.
+//!
+//! What only the sled store does (its keys, head encoding, format marker, trees
+//! and reads of damage) is guarded by `store_format.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::Arc;
@@ -67,6 +71,24 @@ fn one(
     store.append(&[append(id, expect, record, &head)])
 }
 
+/// Runs `attempt(0)` to `attempt(racers - 1)` on as many threads at once, and
+/// counts those that succeeded.
+fn race(racers: usize, attempt: impl Fn(usize) -> bool + Sync) -> usize {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..racers)
+            .map(|n| {
+                let attempt = &attempt;
+                scope.spawn(move || attempt(n))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|handle| handle.join().unwrap())
+            .filter(|won| *won)
+            .count()
+    })
+}
+
 fn each_store(check: impl Fn(&dyn Store)) {
     let dir = tempfile::tempdir().unwrap();
     let sled = Sled::open(dir.path().join("db")).unwrap();
@@ -80,6 +102,34 @@ fn each_store(check: impl Fn(&dyn Store)) {
         assert_eq!(store.format(), 2, "{name}");
         check(store.as_ref());
     }
+}
+
+#[test]
+fn an_expectation_names_the_seq_the_append_will_have() {
+    assert_eq!(Expect::Empty.next(), 1);
+    assert_eq!(Expect::At(1).next(), 2);
+    assert_eq!(Expect::At(41).next(), 42);
+    assert_eq!(Expect::At(u64::MAX).next(), u64::MAX);
+}
+
+#[test]
+fn an_expectation_after_seq_zero_is_empty_and_after_any_other_is_that_seq() {
+    assert_eq!(Expect::after(0), Expect::Empty);
+    assert_eq!(Expect::after(1), Expect::At(1));
+    assert_eq!(Expect::after(7), Expect::At(7));
+}
+
+#[test]
+fn an_expectation_names_the_head_seq_it_expects() {
+    assert_eq!(Expect::Empty.seq(), None);
+    assert_eq!(Expect::At(1).seq(), Some(1));
+    assert_eq!(Expect::At(9).seq(), Some(9));
+}
+
+#[test]
+fn an_expectation_reads_as_words() {
+    assert_eq!(Expect::Empty.to_string(), "no records");
+    assert_eq!(Expect::At(3).to_string(), "head at seq 3");
 }
 
 #[test]
@@ -106,21 +156,42 @@ fn appends_land_at_the_expected_seq_and_a_stale_expectation_conflicts() {
             .collect();
         assert_eq!(seqs, vec![(1, b"one".to_vec()), (2, b"two".to_vec())]);
         assert_eq!(stream.head, Some(head(2)));
+        // A delegation with no head: the conflict says so.
+        match one(store, &id("b"), Expect::At(3), b"stale") {
+            Err(AppendError::Conflict { actual, .. }) => assert_eq!(actual, None),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(store.head(&id("b")).unwrap(), None);
     });
 }
 
 #[test]
 fn ids_that_prefix_each_other_stay_apart() {
     each_store(|store| {
-        one(store, &id("ab"), Expect::Empty, b"ab").unwrap();
-        one(store, &id("abc"), Expect::Empty, b"abc").unwrap();
-        one(store, &id("abc"), Expect::At(1), b"abc2").unwrap();
-        assert_eq!(store.history(&id("ab")).unwrap().entries.len(), 1);
-        assert_eq!(store.history(&id("abc")).unwrap().entries.len(), 2);
-        assert_eq!(store.head(&id("ab")).unwrap(), Some(head(1)));
-        assert_eq!(store.head(&id("abc")).unwrap(), Some(head(2)));
+        for (name, count) in [("ab", 2u64), ("abc", 3), ("b", 1)] {
+            for seq in 1..=count {
+                one(store, &id(name), Expect::after(seq - 1), name.as_bytes()).unwrap();
+            }
+        }
+        let ab = store.history(&id("ab")).unwrap();
+        assert_eq!(ab.entries.len(), 2);
+        assert!(ab.entries.iter().all(|e| e.bytes == b"ab"), "{ab:?}");
+        assert_eq!(ab.head, Some(head(2)));
+        assert_eq!(store.history(&id("abc")).unwrap().entries.len(), 3);
+        assert_eq!(store.head(&id("abc")).unwrap(), Some(head(3)));
         assert!(store.history(&id("a")).unwrap().entries.is_empty());
         assert_eq!(store.head(&id("a")).unwrap(), None);
+        let scanned: Vec<(String, usize)> = store
+            .scan()
+            .map(|stream| {
+                let stream = stream.unwrap();
+                (stream.id.to_string(), stream.entries.len())
+            })
+            .collect();
+        assert_eq!(
+            scanned,
+            vec![("b".into(), 1), ("ab".into(), 2), ("abc".into(), 3)]
+        );
     });
 }
 
@@ -220,22 +291,9 @@ fn racing_appends_for_one_seq_let_exactly_one_through() {
     each_store(|store| {
         let a = id("race");
         one(store, &a, Expect::Empty, b"queued").unwrap();
-        let wins = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..8u8)
-                .map(|n| {
-                    let a = &a;
-                    scope.spawn(move || {
-                        store
-                            .append(&[append(a, Expect::At(1), &[n], &[n])])
-                            .is_ok()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap())
-                .filter(|won| *won)
-                .count()
+        let wins = race(8, |n| {
+            let n = [u8::try_from(n).unwrap()];
+            store.append(&[append(&a, Expect::At(1), &n, &n)]).is_ok()
         });
         assert_eq!(wins, 1);
         let stream = store.history(&a).unwrap();
@@ -332,9 +390,16 @@ fn the_faulty_store_tears_the_last_pending_write_the_same_way_for_the_same_seed(
     assert_eq!(torn(11), (a, b));
 }
 
-fn expect_occupied(result: Result<(), AppendError>) {
+/// `result` is the damage of a record already under `(at, seq)`, a slot the head
+/// says is free, named as such.
+fn expect_occupied(result: Result<(), AppendError>, at: &DelegationId, seq: u64) {
     match result {
-        Err(AppendError::Damaged { id, seq, reason }) => {
+        Err(AppendError::Damaged {
+            id,
+            seq: found,
+            reason,
+        }) => {
+            assert_eq!((&id, found), (at, seq), "{reason}");
             assert!(reason.contains("beyond the head"), "{id} {seq}: {reason}");
         }
         other => panic!("expected Damaged for an occupied slot, got {other:?}"),
@@ -358,13 +423,17 @@ fn an_append_into_an_occupied_slot_is_corruption_and_writes_nothing() {
         assert_eq!(before.entries.len(), 2, "seed {seed}: no torn record");
 
         // The stale expectation the head gives: seq 2 is taken.
-        expect_occupied(one(&store, &a, Expect::At(1), b"a2 again"));
+        expect_occupied(one(&store, &a, Expect::At(1), b"a2 again"), &a, 2);
         // The same inside a group, after an append that would have succeeded.
         let (b1, a2) = (summary(1), summary(2));
-        expect_occupied(store.append(&[
-            append(&b, Expect::Empty, b"b1", &b1),
-            append(&a, Expect::At(1), b"a2 again", &a2),
-        ]));
+        expect_occupied(
+            store.append(&[
+                append(&b, Expect::Empty, b"b1", &b1),
+                append(&a, Expect::At(1), b"a2 again", &a2),
+            ]),
+            &a,
+            2,
+        );
         assert_eq!(store.history(&a).unwrap(), before, "seed {seed}");
         assert_eq!(store.head(&a).unwrap(), Some(head(1)));
         assert!(store.history(&b).unwrap().entries.is_empty());
@@ -392,7 +461,11 @@ fn an_append_into_an_occupied_slot_is_corruption_and_writes_nothing() {
     assert!(store.crash_tearing());
     assert_eq!(store.head(&id("c")).unwrap(), None);
     let before = store.history(&id("c")).unwrap();
-    expect_occupied(one(&store, &id("c"), Expect::Empty, b"c1 again"));
+    expect_occupied(
+        one(&store, &id("c"), Expect::Empty, b"c1 again"),
+        &id("c"),
+        1,
+    );
     assert_eq!(store.history(&id("c")).unwrap(), before);
 }
 
@@ -417,12 +490,16 @@ fn an_append_into_an_occupied_slot_is_corruption_on_sled_too() {
     let before = store.history(&a).unwrap();
     assert_eq!(before.entries.len(), 2);
     assert_eq!(before.head, Some(head(1)));
-    expect_occupied(one(&store, &a, Expect::At(1), b"a2"));
+    expect_occupied(one(&store, &a, Expect::At(1), b"a2"), &a, 2);
     let (b1, a2) = (summary(1), summary(2));
-    expect_occupied(store.append(&[
-        append(&id("b"), Expect::Empty, b"b1", &b1),
-        append(&a, Expect::At(1), b"a2", &a2),
-    ]));
+    expect_occupied(
+        store.append(&[
+            append(&id("b"), Expect::Empty, b"b1", &b1),
+            append(&a, Expect::At(1), b"a2", &a2),
+        ]),
+        &a,
+        2,
+    );
     assert_eq!(store.history(&a).unwrap(), before);
     assert_eq!(store.head(&a).unwrap(), Some(head(1)));
     assert!(store.history(&id("b")).unwrap().entries.is_empty());
@@ -542,26 +619,13 @@ fn racing_group_appends_on_one_head_let_exactly_one_through() {
         one(store, &original, Expect::Empty, b"queued").unwrap();
         let retries: Vec<DelegationId> = (0..8).map(|n| id(&format!("retry-{n}"))).collect();
         let (s1, s2) = (summary(1), summary(2));
-        let wins = std::thread::scope(|scope| {
-            let handles: Vec<_> = retries
-                .iter()
-                .map(|retry| {
-                    let (original, s1, s2) = (&original, &s1, &s2);
-                    scope.spawn(move || {
-                        store
-                            .append(&[
-                                append(original, Expect::At(1), b"failed", s2),
-                                append(retry, Expect::Empty, b"queued", s1),
-                            ])
-                            .is_ok()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap())
-                .filter(|won| *won)
-                .count()
+        let wins = race(retries.len(), |n| {
+            store
+                .append(&[
+                    append(&original, Expect::At(1), b"failed", &s2),
+                    append(&retries[n], Expect::Empty, b"queued", &s1),
+                ])
+                .is_ok()
         });
         assert_eq!(wins, 1);
         assert_eq!(store.history(&original).unwrap().entries.len(), 2);
@@ -661,29 +725,17 @@ fn group_and_single_appends_racing_for_one_head_let_exactly_one_through() {
             let original = id(&format!("original-{round}"));
             let retry = id(&format!("retry-{round}"));
             one(store, &original, Expect::Empty, b"queued").unwrap();
-            let wins = std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..4)
-                    .map(|n| {
-                        let (original, retry, s1, s2) = (&original, &retry, &s1, &s2);
-                        scope.spawn(move || {
-                            if n % 2 == 0 {
-                                one(store, original, Expect::At(1), b"delivered").is_ok()
-                            } else {
-                                store
-                                    .append(&[
-                                        append(original, Expect::At(1), b"failed", s2),
-                                        append(retry, Expect::Empty, b"queued", s1),
-                                    ])
-                                    .is_ok()
-                            }
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().unwrap())
-                    .filter(|won| *won)
-                    .count()
+            let wins = race(4, |n| {
+                if n % 2 == 0 {
+                    one(store, &original, Expect::At(1), b"delivered").is_ok()
+                } else {
+                    store
+                        .append(&[
+                            append(&original, Expect::At(1), b"failed", &s2),
+                            append(&retry, Expect::Empty, b"queued", &s1),
+                        ])
+                        .is_ok()
+                }
             });
             assert_eq!(wins, 1, "round {round}");
             let stream = store.history(&original).unwrap();

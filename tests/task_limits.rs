@@ -6,21 +6,14 @@
 //! and 9.)
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::sync::Arc;
+mod delivery_support;
 
 use delegation_log::dispatch::{self, Dispatcher, Request};
 use delegation_log::event::{InvalidEvent, MAX_TASK_BYTES, MAX_TASK_DEPTH, Queued};
-use delegation_log::store::Memory;
 use delegation_log::transport::Immediate;
-use delegation_log::{Error, Event, Ledger, ManualClock, Options, StatusKind};
+use delegation_log::{Error, Event, Ledger, StatusKind};
+use delivery_support::memory_ledger as ledger;
 use serde_json::{Value, json};
-
-fn ledger() -> Ledger {
-    Ledger::with_store(
-        Arc::new(Memory::new()),
-        Options::new().clock(ManualClock::default()),
-    )
-}
 
 fn queued(task: Option<Value>) -> Event {
     Event::Queued(Queued {

@@ -1,13 +1,23 @@
-//! Guards `verify` against `EVENT-LOG-FORMAT.md`, rule by rule: every field rule,
-//! every violation kind and its precedence, line handling (CRLF, a missing final
-//! newline, blank lines), unknown fields, interleaving, judgement after a rejected
-//! record, hashed-ness decided by the first record, the verdict object, pending
-//! delegations with their age, and what counts as unreadable.
+//! Guards `verify` against `EVENT-LOG-FORMAT.md`, rule by rule: every field rule
+//! (`null` is no stand-in for an absent field), every violation kind, its
+//! precedence and the wording of each sequence finding, line handling (CRLF, a
+//! missing final newline, blank lines, a line of exactly the 16 MiB limit and one
+//! byte more), unknown fields, interleaving, judgement after a rejected record,
+//! late records of settled delegations set aside (judged against the state they
+//! settled in, wherever they sort), hashed-ness decided by the first record and
+//! what a missing hash is reported as, the verdict object, pending delegations
+//! with their age, and reading: what counts as unreadable, a read interrupted and
+//! retried, and progress counted in bytes. The exact limits and wordings were
+//! pinned to kill mutants that cargo-mutants found surviving.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod audit_support;
 
-use audit_support::{clock, delivered, failed, found, hashed, log, queued, verify};
+use std::io::{self, Read};
+
+use audit_support::{
+    assert_says, clock, delivered, failed, found, hashed, log, messages, queued, verify,
+};
 use delegation_log::audit::{self, AuditError, Kind, Options};
 use delegation_log::event::EventKind;
 use delegation_log::lifecycle::State;
@@ -26,6 +36,15 @@ fn after_queued(line: &str) -> Vec<(u64, Kind)> {
 
 fn outcome(fields: &str) -> String {
     format!(r#"{{"delegation":"d","seq":2,"at":"2026-06-07T01:32:08Z"{fields}}}"#)
+}
+
+/// Asserts that an outcome of `fields` after a `queued` line is malformed.
+fn assert_malformed_outcome(fields: &str) {
+    assert_eq!(
+        after_queued(&outcome(fields)),
+        [(2, Kind::Malformed)],
+        "{fields}"
+    );
 }
 
 #[test]
@@ -169,19 +188,58 @@ fn a_gap_or_a_repeat_is_a_sequence_violation() {
     assert_eq!(after_queued(&delivered("d", 1)), [(2, Kind::Sequence)]);
 }
 
+#[test]
+fn each_sequence_finding_says_which_rule_it_breaks() {
+    let lines = [
+        queued("a", 2),
+        queued("b", 0),
+        queued("c", -3),
+        queued("d", 1),
+        queued("d", 1),
+        queued("e", 1),
+        delivered("e", 3),
+    ];
+    let verdict = verify(&log(&lines));
+    let messages = messages(&verdict);
+    assert_eq!(
+        messages,
+        [
+            (
+                1,
+                Kind::Sequence,
+                "seq 2, expected 1 (a delegation's first record is seq 1)"
+            ),
+            (
+                2,
+                Kind::Sequence,
+                "seq 0, expected 1 (a delegation's first record is seq 1)"
+            ),
+            (
+                3,
+                Kind::Sequence,
+                "seq -3, expected 1 (a seq is a positive integer)"
+            ),
+            (
+                5,
+                Kind::Sequence,
+                "seq 1, expected 2 (a repeat of an earlier seq)"
+            ),
+            (
+                7,
+                Kind::Sequence,
+                "seq 3, expected 2 (a gap: records are missing before it)"
+            ),
+        ]
+    );
+}
+
 // ---- event
 
 #[test]
 fn an_unknown_or_missing_event_is_malformed() {
-    assert_eq!(
-        after_queued(&outcome(r#","event":"cancelled""#)),
-        [(2, Kind::Malformed)]
-    );
-    assert_eq!(after_queued(&outcome("")), [(2, Kind::Malformed)]);
-    assert_eq!(
-        after_queued(&outcome(r#","event":3"#)),
-        [(2, Kind::Malformed)]
-    );
+    assert_malformed_outcome(r#","event":"cancelled""#);
+    assert_malformed_outcome("");
+    assert_malformed_outcome(r#","event":3"#);
 }
 
 // ---- at
@@ -354,24 +412,14 @@ fn rpc_code_is_required_when_and_only_when_the_reason_is_rpc_error() {
         r#","event":"failed","reason":"http_status","http_status":500,"rpc_code":-32603"#,
     ];
     for fields in cases {
-        assert_eq!(
-            after_queued(&outcome(fields)),
-            [(2, Kind::Malformed)],
-            "{fields}"
-        );
+        assert_malformed_outcome(fields);
     }
 }
 
 #[test]
 fn failed_without_a_reason_or_with_an_unknown_one_is_malformed() {
-    assert_eq!(
-        after_queued(&outcome(r#","event":"failed""#)),
-        [(2, Kind::Malformed)]
-    );
-    assert_eq!(
-        after_queued(&outcome(r#","event":"failed","reason":"gone""#)),
-        [(2, Kind::Malformed)]
-    );
+    assert_malformed_outcome(r#","event":"failed""#);
+    assert_malformed_outcome(r#","event":"failed","reason":"gone""#);
 }
 
 #[test]
@@ -383,11 +431,7 @@ fn http_status_is_required_when_and_only_when_the_reason_is_http_status() {
         r#","event":"failed","reason":"http_status","http_status":"503""#,
     ];
     for fields in cases {
-        assert_eq!(
-            after_queued(&outcome(fields)),
-            [(2, Kind::Malformed)],
-            "{fields}"
-        );
+        assert_malformed_outcome(fields);
     }
 }
 
@@ -399,6 +443,23 @@ fn detail_must_be_a_string() {
         ));
         assert_eq!(after_queued(&line), [(2, Kind::Malformed)], "{detail}");
     }
+}
+
+#[test]
+fn a_null_http_status_or_detail_is_malformed_not_absent() {
+    let lines = [
+        queued("a", 1),
+        r#"{"delegation":"a","seq":2,"event":"delivered","http_status":null,"at":"2026-06-07T01:32:08Z"}"#.to_owned(),
+        queued("b", 1),
+        r#"{"delegation":"b","seq":2,"event":"failed","reason":"timeout","detail":null,"at":"2026-06-07T01:32:09Z"}"#.to_owned(),
+    ];
+    let verdict = verify(&log(&lines));
+    assert_eq!(
+        found(&verdict),
+        [(2, Kind::Malformed), (4, Kind::Malformed)]
+    );
+    assert_says(&verdict, 0, "`http_status` is null");
+    assert_says(&verdict, 1, "`detail` is null");
 }
 
 // ---- lines
@@ -472,6 +533,36 @@ fn a_line_longer_than_the_limit_is_malformed_and_the_next_line_is_still_read() {
     let verdict = verify(&log(&[queued("d", 1), long, delivered("d", 2)]));
     assert_eq!(found(&verdict), [(2, Kind::Malformed)]);
     assert_eq!(verdict.states.delivered, 1);
+}
+
+const SIXTEEN_MIB: usize = 16 * 1024 * 1024;
+
+/// `line` padded with spaces (which JSON allows after a value) to `len` bytes.
+fn padded(line: &str, len: usize) -> String {
+    let mut out = line.to_owned();
+    out.push_str(&" ".repeat(len - line.len()));
+    out
+}
+
+#[test]
+fn a_line_of_exactly_sixteen_mebibytes_is_read_and_one_byte_more_is_malformed() {
+    let exact = log(&[padded(&queued("a", 1), SIXTEEN_MIB), delivered("a", 2)]);
+    let verdict = verify(&exact);
+    assert!(verdict.is_clean(), "{:?}", verdict.violations);
+    assert_eq!((verdict.records, verdict.states.delivered), (2, 1));
+
+    let over = log(&[
+        queued("a", 1),
+        padded(&delivered("a", 2), SIXTEEN_MIB + 1),
+        failed("b", 1),
+    ]);
+    let verdict = verify(&over);
+    let messages = messages(&verdict);
+    assert_eq!(
+        messages[0],
+        (2, Kind::Malformed, "line longer than 16777216 bytes")
+    );
+    assert_eq!(verdict.records, 3);
 }
 
 // ---- lifecycle
@@ -595,6 +686,64 @@ fn settled_delegations_set_aside_are_still_judged_when_they_reappear() {
 }
 
 #[test]
+fn a_late_record_of_a_set_aside_delegation_is_judged_against_the_state_it_settled_in() {
+    // In store order (`a` < `b` < `cc`), then late records for each settled one:
+    // `b` is the greatest id so far, `a` sorts before it.
+    let lines = [
+        queued("a", 1),
+        delivered("a", 2),
+        queued("b", 1),
+        failed("b", 2),
+        queued("cc", 1),
+        failed("b", 3),
+        delivered("a", 3),
+        delivered("a", 5),
+        queued("b", 1),
+    ];
+    let verdict = verify(&log(&lines));
+    let seen: Vec<(u64, Kind, Option<State>)> = verdict
+        .violations
+        .iter()
+        .map(|v| (v.line, v.kind, v.state))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (6, Kind::IllegalTransition, Some(State::Failed)),
+            (7, Kind::IllegalTransition, Some(State::Delivered)),
+            (8, Kind::Sequence, Some(State::Delivered)),
+            (9, Kind::Sequence, Some(State::Failed)),
+        ]
+    );
+    assert_eq!(
+        verdict.violations[1].message,
+        "already settled as delivered; delivered refused"
+    );
+    assert_eq!(
+        (
+            verdict.states.delivered,
+            verdict.states.failed,
+            verdict.states.queued
+        ),
+        (1, 1, 1)
+    );
+}
+
+#[test]
+fn a_late_record_of_the_last_delegation_in_store_order_is_still_looked_up() {
+    let lines = [
+        queued("a", 1),
+        delivered("a", 2),
+        queued("b", 1),
+        delivered("b", 2),
+        failed("b", 3),
+    ];
+    let verdict = verify(&log(&lines));
+    assert_eq!(found(&verdict), [(5, Kind::IllegalTransition)]);
+    assert_eq!(verdict.violations[0].state, Some(State::Delivered));
+}
+
+#[test]
 fn violations_are_listed_in_line_order() {
     let verdict = verify(&log(&[
         "x".to_owned(),
@@ -664,6 +813,28 @@ fn a_malformed_first_line_does_not_decide_hashedness() {
     );
 }
 
+#[test]
+fn a_missing_hash_says_whether_hashes_are_required_or_the_log_is_hashed() {
+    let plain = log(&[queued("a", 1)]);
+    let required = audit::verify_with(
+        plain.as_bytes(),
+        &clock(),
+        Options {
+            require_hashes: true,
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(found(&required), [(1, Kind::BrokenChain)]);
+    assert_says(&required, 0, "hashes are required");
+
+    let mut mixed = hashed(&[queued("a", 1)]);
+    mixed.push(delivered("a", 2));
+    let verdict = verify(&log(&mixed));
+    assert_eq!(found(&verdict), [(2, Kind::BrokenChain)]);
+    assert_says(&verdict, 0, "the log is hashed (its first record has one)");
+}
+
 // ---- pending, and unreadable input
 
 #[test]
@@ -680,10 +851,10 @@ fn a_delegation_still_queued_is_pending_with_its_age_not_a_violation() {
 }
 
 #[test]
-fn an_empty_log_is_clean() {
+fn an_empty_log_is_a_clean_verdict_on_nothing() {
     let verdict = verify("");
     assert!(verdict.is_clean());
-    assert_eq!(verdict.records, 0);
+    assert_eq!((verdict.records, verdict.delegations), (0, 0));
 }
 
 #[test]
@@ -704,4 +875,49 @@ fn a_read_error_is_an_error_not_a_verdict() {
         audit::verify(Broken, &clock()),
         Err(AuditError::Io(_))
     ));
+}
+
+/// A reader that is interrupted before every chunk it hands out.
+struct Interrupting<'a> {
+    data: &'a [u8],
+    interrupt: bool,
+}
+
+impl Read for Interrupting<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.interrupt = !self.interrupt;
+        if self.interrupt {
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
+        let n = buf.len().min(self.data.len()).min(7);
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn an_interrupted_read_is_retried() {
+    let text = log(&[queued("a", 1), delivered("a", 2)]);
+    let reader = Interrupting {
+        data: text.as_bytes(),
+        interrupt: false,
+    };
+    let verdict = audit::verify(reader, &clock()).unwrap();
+    assert!(verdict.is_clean());
+    assert_eq!(verdict.records, 2);
+}
+
+#[test]
+fn progress_ends_at_the_number_of_bytes_read() {
+    let text = log(&[queued("a", 1), delivered("a", 2), queued("b", 1)]);
+    let mut seen = Vec::new();
+    audit::verify_with(text.as_bytes(), &clock(), Options::default(), &mut |n| {
+        seen.push(n);
+    })
+    .unwrap();
+    assert_eq!(
+        seen.last().copied(),
+        Some(u64::try_from(text.len()).unwrap())
+    );
 }

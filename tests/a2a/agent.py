@@ -129,8 +129,8 @@ class Recorder:
             out.flush()
 
 
-class MessageAgent(AgentExecutor):
-    """Answers every message with a Message (the 'immediate response' workflow)."""
+class RecordingAgent(AgentExecutor):
+    """An SDK agent at ``path`` that records every message, then answers it."""
 
     def __init__(self, path: str, recorder: Recorder) -> None:
         self.path = path
@@ -140,6 +140,37 @@ class MessageAgent(AgentExecutor):
         self, context: RequestContext, event_queue: EventQueue
     ) -> None:
         self.recorder.record(self.path, context)
+        await self.answer(context, event_queue)
+
+    async def answer(
+        self, context: RequestContext, event_queue: EventQueue
+    ) -> None:
+        raise NotImplementedError
+
+    async def cancel(
+        self, context: RequestContext, event_queue: EventQueue
+    ) -> None:
+        raise NotImplementedError
+
+
+async def open_task(
+    context: RequestContext, event_queue: EventQueue
+) -> TaskUpdater:
+    """Opens a Task for the message, submitted; returns its updater."""
+    task_id = str(context.task_id)
+    context_id = str(context.context_id)
+    await event_queue.enqueue_event(
+        new_task(task_id, context_id, TaskState.TASK_STATE_SUBMITTED)
+    )
+    return TaskUpdater(event_queue, task_id, context_id)
+
+
+class MessageAgent(RecordingAgent):
+    """Answers every message with a Message (the 'immediate response' workflow)."""
+
+    async def answer(
+        self, context: RequestContext, event_queue: EventQueue
+    ) -> None:
         await event_queue.enqueue_event(
             new_text_message(
                 f'ok: {context.get_user_input()}',
@@ -147,64 +178,30 @@ class MessageAgent(AgentExecutor):
             )
         )
 
-    async def cancel(
-        self, context: RequestContext, event_queue: EventQueue
-    ) -> None:
-        raise NotImplementedError
 
-
-class TaskAgent(AgentExecutor):
+class TaskAgent(RecordingAgent):
     """Opens a Task and leaves it working (the 'long-running' workflow)."""
 
-    def __init__(self, path: str, recorder: Recorder) -> None:
-        self.path = path
-        self.recorder = recorder
-
-    async def execute(
+    async def answer(
         self, context: RequestContext, event_queue: EventQueue
     ) -> None:
-        self.recorder.record(self.path, context)
-        task_id = str(context.task_id)
-        context_id = str(context.context_id)
-        await event_queue.enqueue_event(
-            new_task(task_id, context_id, TaskState.TASK_STATE_SUBMITTED)
-        )
-        await TaskUpdater(event_queue, task_id, context_id).start_work()
-
-    async def cancel(
-        self, context: RequestContext, event_queue: EventQueue
-    ) -> None:
-        raise NotImplementedError
+        await (await open_task(context, event_queue)).start_work()
 
 
-class RejectingAgent(AgentExecutor):
+class RejectingAgent(RecordingAgent):
     """Opens a Task, then rejects it: it received the message and refused it."""
 
-    def __init__(self, path: str, recorder: Recorder) -> None:
-        self.path = path
-        self.recorder = recorder
-
-    async def execute(
+    async def answer(
         self, context: RequestContext, event_queue: EventQueue
     ) -> None:
-        self.recorder.record(self.path, context)
-        task_id = str(context.task_id)
-        context_id = str(context.context_id)
-        await event_queue.enqueue_event(
-            new_task(task_id, context_id, TaskState.TASK_STATE_SUBMITTED)
-        )
-        await TaskUpdater(event_queue, task_id, context_id).reject(
+        updater = await open_task(context, event_queue)
+        await updater.reject(
             new_text_message(
                 'I do not review pull requests.',
-                context_id=context_id,
-                task_id=task_id,
+                context_id=updater.context_id,
+                task_id=updater.task_id,
             )
         )
-
-    async def cancel(
-        self, context: RequestContext, event_queue: EventQueue
-    ) -> None:
-        raise NotImplementedError
 
 
 def agent_routes(

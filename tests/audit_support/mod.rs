@@ -1,4 +1,6 @@
-//! Helpers shared by the audit tests: log lines, hashing, a fixed clock.
+//! Helpers shared by the audit and store tests: log lines, hashing, a fixed clock,
+//! changes to a closed sled store (raw edits, forged heads, a rewrite in format
+//! 1, a copy), and record bytes sealed behind a valid checksum.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -79,6 +81,25 @@ pub fn found(verdict: &Verdict) -> Vec<(u64, Kind)> {
         .iter()
         .map(|violation| (violation.line, violation.kind))
         .collect()
+}
+
+/// Each violation as (line, kind, message).
+pub fn messages(verdict: &Verdict) -> Vec<(u64, Kind, &str)> {
+    verdict
+        .violations
+        .iter()
+        .map(|violation| (violation.line, violation.kind, violation.message.as_str()))
+        .collect()
+}
+
+/// Asserts that violation `index` of `verdict` says `text`, showing what it says
+/// when it does not.
+pub fn assert_says(verdict: &Verdict, index: usize, text: &str) {
+    let message = &verdict.violations[index].message;
+    assert!(
+        message.contains(text),
+        "violation {index} says {message:?}, not {text:?}"
+    );
 }
 
 /// A delegation id from text.
@@ -165,4 +186,29 @@ pub fn raw_v1(path: &std::path::Path, change: impl FnOnce(&sled::Tree, &sled::Tr
         &db.open_tree("heads").unwrap(),
     );
     db.flush().unwrap();
+}
+
+/// Copies the directory `from` (a closed store, say) to `to`, recursively.
+pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// Seals `body` behind a record header of `version` with a valid checksum and
+/// the chain hash `hash`, as the envelope stores a record.
+pub fn sealed_bytes(version: u8, hash: [u8; 32], body: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![version, 0, 0, 0, 0];
+    bytes.extend_from_slice(&hash);
+    bytes.extend_from_slice(body);
+    let checksum = crc32fast::hash(&bytes[5..]);
+    bytes[1..5].copy_from_slice(&checksum.to_be_bytes());
+    bytes
 }

@@ -1,15 +1,17 @@
-//! Helpers shared by the tests that deliver over real HTTP: a loopback server, a
-//! closed port, an in-memory ledger, and one delegation delivered to its end.
+//! Helpers shared by the tests that deliver: an in-memory ledger, in-process
+//! transports (one that never answers, one that keeps every message), and, for
+//! delivery over real HTTP, a loopback server, a closed port, and one delegation
+//! delivered to its end.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+#[cfg(feature = "http")]
 use std::time::Duration;
 
 use axum::Router;
-use delegation_log::dispatch::{Dispatcher, Options, Request};
 use delegation_log::store::Memory;
-use delegation_log::transport::Http;
+use delegation_log::transport::{Accepted, BoxFuture, Failure, Immediate, Message, Transport};
 use delegation_log::{DelegationId, Ledger, ManualClock};
 
 /// The task every helper delegates.
@@ -37,15 +39,44 @@ pub fn memory_ledger() -> Ledger {
     )
 }
 
+/// A target that never answers.
+pub struct Silent;
+
+impl Transport for Silent {
+    fn send(&self, _message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
+        Box::pin(std::future::pending())
+    }
+}
+
+/// Every message a transport was given, as (delegation, message id).
+pub type Sent = Arc<Mutex<Vec<(DelegationId, DelegationId)>>>;
+
+/// A transport that accepts everything with a 200 and keeps every message it was
+/// given.
+pub fn recording() -> (impl Transport, Sent) {
+    let sent = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&sent);
+    let transport = Immediate::new(move |message: &Message| {
+        kept.lock()
+            .unwrap()
+            .push((message.delegation.clone(), message.message_id.clone()));
+        Ok(Accepted::status(200))
+    });
+    (transport, sent)
+}
+
 /// Delegates [`TASK`] as `id` to `target` through `http` within `deadline`, and
 /// shuts the dispatcher down, so the outcome is recorded when this returns. The
 /// test itself never hangs: a dispatcher that does not settle fails it.
+#[cfg(feature = "http")]
 pub async fn deliver_one(
-    http: Http,
+    http: delegation_log::transport::Http,
     id: &str,
     target: String,
     deadline: Duration,
 ) -> (Ledger, DelegationId) {
+    use delegation_log::dispatch::{Dispatcher, Options, Request};
+
     let ledger = memory_ledger();
     let dispatcher =
         Dispatcher::with_options(ledger.clone(), http, Options::new().deadline(deadline));
