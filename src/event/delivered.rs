@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::http_status::is_success;
 use super::limits::check_text;
 use super::{InvalidEvent, Remote};
 
@@ -51,7 +52,7 @@ impl Delivered {
             }
         }
         match self.http_status {
-            Some(code) if !(200..=299).contains(&code) => Err(InvalidEvent::DeliveredStatus(code)),
+            Some(code) if !is_success(code) => Err(InvalidEvent::DeliveredStatus(code)),
             _ => Ok(()),
         }
     }

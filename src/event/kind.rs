@@ -71,7 +71,8 @@ impl Event {
     /// A `delivered` event, with the 2xx status the target answered, if any.
     ///
     /// # Errors
-    /// [`InvalidEvent::DeliveredStatus`] if `http_status` is outside 200..=299.
+    /// [`InvalidEvent::DeliveredStatus`] if `http_status` is not a 2xx
+    /// ([`http_status::is_success`](super::http_status::is_success)).
     pub fn delivered(http_status: Option<u16>) -> Result<Self, InvalidEvent> {
         Self::delivered_with(http_status, None)
     }
@@ -80,7 +81,8 @@ impl Event {
     /// with its id and state.
     ///
     /// # Errors
-    /// [`InvalidEvent::DeliveredStatus`] if `http_status` is outside 200..=299.
+    /// [`InvalidEvent::DeliveredStatus`] if `http_status` is not a 2xx
+    /// ([`http_status::is_success`](super::http_status::is_success)).
     pub fn delivered_with(
         http_status: Option<u16>,
         remote: Option<Remote>,
@@ -96,7 +98,8 @@ impl Event {
     /// A `failed` event with its reason and the error detail, if any.
     ///
     /// # Errors
-    /// [`InvalidEvent::FailedStatus`] if the reason is an HTTP status inside 200..=299.
+    /// [`InvalidEvent::FailedStatus`] if the reason is an HTTP status that is a 2xx
+    /// ([`http_status::is_success`](super::http_status::is_success)).
     pub fn failed(reason: FailureReason, detail: Option<String>) -> Result<Self, InvalidEvent> {
         reason.validate()?;
         Ok(Event::Failed(Failed { reason, detail }))

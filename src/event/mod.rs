@@ -15,6 +15,8 @@
 //! - `remote`: what an agent answered to a delivered task ([`Remote`], [`TaskState`]).
 //! - `reason`: [`FailureReason`], its name in the log, and whether the target may
 //!   have the task ([`Received`]).
+//! - [`http_status`]: the 2xx rule, written once: what `delivered` carries and a
+//!   failure never does.
 //! - `limits`: how large a task or a text field may be.
 //! - `invalid`: [`InvalidEvent`], the rule an event breaks.
 //! - `record`: [`Record`], one event as the log holds it, and its chain hash.
@@ -25,6 +27,7 @@ mod canonical;
 mod chain;
 mod delivered;
 mod failed;
+pub mod http_status;
 mod id;
 mod invalid;
 mod kind;

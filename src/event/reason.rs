@@ -6,6 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::InvalidEvent;
+use super::http_status::is_success;
 
 /// Why a delivery failed. [`FailureReason::received`] says, for each, whether the
 /// target may have the task.
@@ -149,7 +150,7 @@ impl FailureReason {
 
     pub(super) fn validate(self) -> Result<(), InvalidEvent> {
         match self {
-            FailureReason::HttpStatus(code) if (200..=299).contains(&code) => {
+            FailureReason::HttpStatus(code) if is_success(code) => {
                 Err(InvalidEvent::FailedStatus(code))
             }
             _ => Ok(()),
