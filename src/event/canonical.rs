@@ -176,6 +176,51 @@ mod tests {
             })
     }
 
+    /// Any JSON a task may be: keys from every plane (so that sorting by UTF-16
+    /// code units and by code points disagree), integers past 2^53, and the
+    /// doubles whose shortest form JCS spells out (RFC 8785 §3.2.2.3).
+    fn any_task() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        use serde_json::Value;
+        let double = prop_oneof![
+            prop_oneof![
+                Just(1e21),
+                Just(1e-7),
+                Just(-0.0),
+                Just(5e-324),
+                Just(f64::MAX),
+                Just(9_007_199_254_740_993.0),
+            ],
+            any::<f64>(),
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            double.prop_filter_map("JSON has no NaN or infinity", |f| {
+                serde_json::Number::from_f64(f).map(Value::Number)
+            }),
+            any_text().prop_map(Value::from),
+        ];
+        let key = prop_oneof![
+            Just("\u{e000}".to_owned()),
+            Just("😀".to_owned()),
+            Just("\u{fb33}".to_owned()),
+            Just("\u{80}".to_owned()),
+            Just("\r".to_owned()),
+            "[a-c]{0,2}",
+            any::<String>(),
+        ];
+        leaf.prop_recursive(4, 32, 6, move |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec((key.clone(), inner), 0..6)
+                    .prop_map(|members| Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
     fn any_record() -> impl proptest::strategy::Strategy<Value = Record> {
         use proptest::prelude::*;
         let task = prop_oneof![
@@ -186,6 +231,7 @@ mod tests {
             any::<(i64, f64, String)>().prop_map(|(i, f, s)| {
                 Some(serde_json::json!({"s": s, "i": i, "f": if f.is_finite() { f } else { 0.5 }}))
             }),
+            any_task().prop_map(Some),
         ];
         let reason = prop_oneof![
             Just(FailureReason::TargetOffline),
