@@ -18,6 +18,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::event::http_status::is_success;
 use crate::event::{DelegationId, FailureReason, Remote};
 
 #[cfg(feature = "http")]
@@ -111,13 +112,6 @@ impl Failure {
     pub fn timeout(detail: impl fmt::Display) -> Self {
         Self::new(FailureReason::Timeout, detail)
     }
-}
-
-/// Whether an HTTP status is a 2xx, the only kind a delivery may be accepted with
-/// and never the status of a failure. Every transport decides it here; the log
-/// checks the same rule on its own events (`event::Delivered`, `FailureReason`).
-pub(crate) fn is_success(status: u16) -> bool {
-    (200..=299).contains(&status)
 }
 
 /// Sends messages to targets.

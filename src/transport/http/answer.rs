@@ -10,8 +10,9 @@
 
 use serde_json::{Map, Value};
 
+use crate::event::http_status::is_success;
 use crate::event::{FailureReason, Remote, RemoteKind, TaskState};
-use crate::transport::{Accepted, Failure, is_success};
+use crate::transport::{Accepted, Failure};
 
 /// How much of an answer goes into a failure's detail, in characters.
 pub(super) const DETAIL_CHARS: usize = 300;

@@ -103,8 +103,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{Accepted, BoxFuture, Failure, Message, Transport, is_success};
+use super::{Accepted, BoxFuture, Failure, Message, Transport};
 use crate::event::FailureReason;
+use crate::event::http_status::is_success;
 
 mod answer;
 mod auth;

@@ -1,0 +1,84 @@
+//! The `delivered` event: the target accepted the task, with the 2xx status it
+//! answered and what the agent said about the task.
+
+use serde::{Deserialize, Serialize};
+
+use super::http_status::is_success;
+use super::limits::check_text;
+use super::{InvalidEvent, Remote};
+
+/// The payload of a `delivered` event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireDelivered")]
+pub struct Delivered {
+    /// The 2xx status the target answered with, when delivery was over HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// What the agent answered, so that the sender can follow the task it handed
+    /// over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<Remote>,
+}
+
+#[derive(Deserialize)]
+struct WireDelivered {
+    #[serde(default)]
+    http_status: Option<u16>,
+    #[serde(default)]
+    remote: Option<Remote>,
+}
+
+impl TryFrom<WireDelivered> for Delivered {
+    type Error = InvalidEvent;
+
+    fn try_from(wire: WireDelivered) -> Result<Self, InvalidEvent> {
+        let delivered = Delivered {
+            http_status: wire.http_status,
+            remote: wire.remote,
+        };
+        delivered.validate()?;
+        Ok(delivered)
+    }
+}
+
+impl Delivered {
+    pub(super) fn validate(&self) -> Result<(), InvalidEvent> {
+        if let Some(remote) = &self.remote {
+            for text in [&remote.task_id, &remote.context_id].into_iter().flatten() {
+                check_text("remote", text)?;
+            }
+            if let Some(state) = &remote.state {
+                check_text("remote", state.as_str())?;
+            }
+        }
+        match self.http_status {
+            Some(code) if !is_success(code) => Err(InvalidEvent::DeliveredStatus(code)),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::event::{Event, RemoteKind, TaskState};
+
+    #[test]
+    fn delivered_events_keep_what_the_agent_answered() {
+        let json = r#"{"event":"delivered","http_status":200,"remote":{"kind":"task","task_id":"t-1","context_id":"c-1","state":"TASK_STATE_ODD"}}"#;
+        let event: Event = serde_json::from_str(json).unwrap();
+        let Event::Delivered(delivered) = &event else {
+            panic!("not delivered")
+        };
+        let remote = delivered.remote.clone().unwrap();
+        assert_eq!(remote.kind, RemoteKind::Task);
+        assert_eq!(
+            remote.state,
+            Some(TaskState::Other("TASK_STATE_ODD".into()))
+        );
+        assert_eq!(serde_json::to_string(&event).unwrap(), json);
+        let bad_kind = r#"{"event":"delivered","remote":{"kind":"note"}}"#;
+        assert!(serde_json::from_str::<Event>(bad_kind).is_err());
+        let no_kind = r#"{"event":"delivered","remote":{"task_id":"t"}}"#;
+        assert!(serde_json::from_str::<Event>(no_kind).is_err());
+    }
+}
