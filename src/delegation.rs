@@ -217,6 +217,11 @@ pub enum Violation {
 ///
 /// A refused record changes nothing: the next record is judged against the last
 /// applied one.
+///
+/// Not part of the crate's API (the [`Ledger`](crate::Ledger) and the audits fold
+/// for you): public, and hidden from the documentation, for the crate's own tests,
+/// which build heads and histories by hand.
+#[doc(hidden)]
 #[derive(Clone, Debug)]
 pub struct Fold {
     id: DelegationId,

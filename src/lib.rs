@@ -37,6 +37,8 @@ pub mod audit;
 pub mod clock;
 pub mod delegation;
 pub mod dispatch;
+// Not part of the API: see the module's own note.
+#[doc(hidden)]
 pub mod envelope;
 pub mod error;
 pub mod event;

@@ -1,7 +1,7 @@
 //! The bookkeeping both verdicts share: judging a record through a
 //! [`Fold`], counting delegations by state, and collecting violations.
 
-use crate::audit::{Kind, Outcome, Pending, States, Verdict, Violation};
+use crate::audit::{Judgement, Kind, Pending, States, Verdict, Violation};
 use crate::delegation::{self, Fold};
 use crate::event::{Attempt, DelegationId, Event, Record, Seq};
 use crate::lifecycle::{self, State};
@@ -236,9 +236,9 @@ impl Tally {
         });
         Verdict {
             verdict: if self.violations.is_empty() {
-                Outcome::Clean
+                Judgement::Clean
             } else {
-                Outcome::Violations
+                Judgement::Violations
             },
             records: self.records,
             delegations: self.delegations,

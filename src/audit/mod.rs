@@ -153,7 +153,7 @@ impl Pending {
 /// `clean` or `violations`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum Judgement {
     /// No violation.
     Clean,
     /// At least one violation.
@@ -169,7 +169,7 @@ pub enum Outcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Verdict {
     /// `clean` or `violations`.
-    pub verdict: Outcome,
+    pub verdict: Judgement,
     /// Records judged, accepted or not: lines of a log, stored records of a store.
     pub records: u64,
     /// Delegations whose first record was accepted.
@@ -185,7 +185,7 @@ pub struct Verdict {
 impl Verdict {
     /// Whether the verdict is `clean`.
     pub fn is_clean(&self) -> bool {
-        self.verdict == Outcome::Clean
+        self.verdict == Judgement::Clean
     }
 
     /// The verdict as the JSON object of the format page (pretty-printed).

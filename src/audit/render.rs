@@ -48,8 +48,8 @@ pub(crate) fn plain(verdict: &Verdict) -> String {
         out,
         "verdict: {}\nrecords: {}\ndelegations: {} (queued {}, delivered {}, failed {})\nviolations: {}",
         match verdict.verdict {
-            super::Outcome::Clean => "clean",
-            super::Outcome::Violations => "violations",
+            super::Judgement::Clean => "clean",
+            super::Judgement::Violations => "violations",
         },
         verdict.records,
         verdict.delegations,

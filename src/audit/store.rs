@@ -18,7 +18,7 @@ use std::path::Path;
 use std::collections::HashMap;
 
 use crate::audit::judge::{self, Original, Tally};
-use crate::audit::{AuditError, Kind, Outcome, Verdict, Violation};
+use crate::audit::{AuditError, Judgement, Kind, Verdict, Violation};
 use crate::clock::Clock;
 use crate::delegation::Fold;
 use crate::envelope;
@@ -133,7 +133,7 @@ pub fn audit_path_observed(
             event: None,
             state: None,
         });
-        verdict.verdict = Outcome::Violations;
+        verdict.verdict = Judgement::Violations;
     }
     Ok(verdict)
 }

@@ -16,7 +16,7 @@ use delegation_log::{Delegation, DelegationId, Ledger, Status, StatusKind};
 
 use super::http::HttpArgs;
 use super::inspect::print_status;
-use super::{Failure, Outcome, runtime};
+use super::{Done, Failure, runtime};
 
 /// The arguments of `delegate`.
 #[derive(Debug, clap::Args)]
@@ -54,7 +54,7 @@ pub(crate) struct Args {
     task: String,
 }
 
-pub(crate) fn run(args: Args) -> Outcome {
+pub(crate) fn run(args: Args) -> Done {
     let ledger = Ledger::open(&args.db)
         .map_err(|e| Failure::Unusable(format!("cannot open {}: {e}", args.db.display())))?;
     if let Some(id) = &args.id
@@ -147,7 +147,7 @@ fn known(ledger: &Ledger, id: &DelegationId) -> Result<Option<Delegation>, Failu
 /// A second run with an id the log holds: nothing is sent; the delegation's status
 /// is printed, and the exit code follows it. An id that names a different
 /// delegation (another source, target or task) is a usage error.
-fn again(args: &Args, existing: &Delegation) -> Outcome {
+fn again(args: &Args, existing: &Delegation) -> Done {
     let task = serde_json::Value::String(args.task.clone());
     let mut differs = Vec::new();
     if existing.source != args.from {
@@ -172,7 +172,7 @@ fn again(args: &Args, existing: &Delegation) -> Outcome {
 }
 
 /// 0 delivered, 1 failed; still queued: 0 with `--no-wait`, else 1 with a note.
-fn exit_by(status: &Status, no_wait: bool) -> Outcome {
+fn exit_by(status: &Status, no_wait: bool) -> Done {
     match status.status {
         StatusKind::Delivered => Ok(()),
         StatusKind::Failed => Err(Failure::Problems(String::new())),

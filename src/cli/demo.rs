@@ -22,7 +22,7 @@ use super::{Failure, runtime};
 /// The demo's targets, in the order tasks are dealt to them.
 const TARGETS: [&str; 5] = ["healthy", "busy", "v1-only", "offline", "slow"];
 
-pub(crate) fn run(db: Option<PathBuf>, tasks: usize, deadline: Duration) -> super::Outcome {
+pub(crate) fn run(db: Option<PathBuf>, tasks: usize, deadline: Duration) -> super::Done {
     let db = db.unwrap_or_else(fresh_dir);
     let ledger = Ledger::open(&db)
         .map_err(|e| Failure::Unusable(format!("cannot open {}: {e}", db.display())))?;
@@ -42,7 +42,7 @@ fn fresh_dir() -> PathBuf {
     ))
 }
 
-async fn demo(ledger: Ledger, tasks: usize, deadline: Duration) -> super::Outcome {
+async fn demo(ledger: Ledger, tasks: usize, deadline: Duration) -> super::Done {
     let urls = start_targets(deadline).await?;
     let transport =
         Http::new().map_err(|e| Failure::Unusable(format!("cannot start HTTP: {e}")))?;

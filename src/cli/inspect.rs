@@ -8,9 +8,9 @@ use delegation_log::event::{Remote, RemoteKind};
 use delegation_log::{Event, Status, StatusKind};
 use serde::Serialize;
 
-use super::{Failure, Outcome, open_existing, or_dash, parse_id};
+use super::{Done, Failure, open_existing, or_dash, parse_id};
 
-pub(crate) fn status(db: &Path, id: &str, json: bool) -> Outcome {
+pub(crate) fn status(db: &Path, id: &str, json: bool) -> Done {
     let ledger = open_existing(db)?;
     let id = parse_id(id)?;
     let status = ledger
@@ -28,7 +28,7 @@ pub(crate) fn status(db: &Path, id: &str, json: bool) -> Outcome {
 /// Prints a status as `status` does: the JSON object with `json`, else one
 /// `field: value` line per field, `-` for what does not apply. A stdout that cannot
 /// be written (a reader that went away) is exit 2, not a panic.
-pub(crate) fn print_status(status: &Status, json: bool) -> Outcome {
+pub(crate) fn print_status(status: &Status, json: bool) -> Done {
     let text = if json {
         serde_json::to_string_pretty(status)
             .map_err(|e| Failure::Unusable(format!("cannot encode the status: {e}")))?
@@ -91,7 +91,7 @@ fn remote(remote: &Remote) -> String {
     words
 }
 
-pub(crate) fn history(db: &Path, id: &str, json: bool) -> Outcome {
+pub(crate) fn history(db: &Path, id: &str, json: bool) -> Done {
     let ledger = open_existing(db)?;
     let id = parse_id(id)?;
     let records = ledger

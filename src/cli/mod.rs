@@ -113,7 +113,7 @@ pub(crate) enum Failure {
     Unusable(String),
 }
 
-pub(crate) type Outcome = Result<(), Failure>;
+pub(crate) type Done = Result<(), Failure>;
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -159,7 +159,7 @@ pub(crate) fn open_existing(db: &Path) -> Result<Ledger, Failure> {
 
 /// `migrate`: exit 0 migrated or already current, 1 damage found (nothing
 /// changed), 2 no log there or it cannot be opened.
-fn migrate(db: &Path) -> Outcome {
+fn migrate(db: &Path) -> Done {
     match delegation_log::migrate(db) {
         Ok(done) if done.already_current => {
             println!(

@@ -12,9 +12,9 @@ use delegation_log::dispatch::{Dispatcher, Recovery};
 use delegation_log::audit::printable;
 
 use super::http::HttpArgs;
-use super::{Failure, Outcome, open_existing, runtime};
+use super::{Done, Failure, open_existing, runtime};
 
-pub(crate) fn run(db: &Path, redeliver: bool, http: &HttpArgs) -> Outcome {
+pub(crate) fn run(db: &Path, redeliver: bool, http: &HttpArgs) -> Done {
     let ledger = open_existing(db)?;
     if !redeliver {
         let report = ledger.recover_all();
@@ -80,7 +80,7 @@ pub(crate) fn run(db: &Path, redeliver: bool, http: &HttpArgs) -> Outcome {
 
 /// Prints every delegation recovery could not settle, and fails (exit 1) if there
 /// is any, or if `unrecorded` redeliveries' outcomes were not recorded.
-fn print_failures(failed: &[(Option<&DelegationId>, String)], unrecorded: usize) -> Outcome {
+fn print_failures(failed: &[(Option<&DelegationId>, String)], unrecorded: usize) -> Done {
     if !failed.is_empty() {
         println!(
             "could not recover {} delegation(s); each is left as it was:",

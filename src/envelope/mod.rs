@@ -30,6 +30,10 @@
 //! misreading.
 //!
 //! [`Event::validate`]: crate::event::Event::validate
+//!
+//! Not part of the crate's API: public, and hidden from its documentation, for the
+//! crate's own tests, fuzz targets and benchmarks, which build and damage stored
+//! bytes directly. `docs/store-format.md` documents the bytes for outside readers.
 
 mod binary;
 pub mod head;

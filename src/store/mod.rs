@@ -186,7 +186,7 @@ pub enum AppendError {
     /// The store failed. A write that failed part way may have left some of its
     /// keys visible that a crash would undo: the caller must treat the store as
     /// suspect (the ledger poisons itself). A store that refuses every write
-    /// ([`Error::NeedsMigration`](crate::Error::NeedsMigration)) says so here
+    /// ([`Error::NeedsMigration`]) says so here
     /// too, before writing anything.
     #[error(transparent)]
     Store(#[from] Error),
@@ -214,7 +214,7 @@ pub trait Store: Send + Sync + 'static {
     /// `id`'s head, one read; `None` if it has none.
     ///
     /// # Errors
-    /// A storage error, or [`Error::Corrupt`](crate::Error::Corrupt) for a head
+    /// A storage error, or [`Error::Corrupt`] for a head
     /// too short to hold its seq.
     fn head(&self, id: &DelegationId) -> Result<Option<Head>>;
 
@@ -222,7 +222,7 @@ pub trait Store: Send + Sync + 'static {
     /// is half seen. Empty if it has none.
     ///
     /// # Errors
-    /// A storage error, or [`Error::Corrupt`](crate::Error::Corrupt) for keys that
+    /// A storage error, or [`Error::Corrupt`] for keys that
     /// do not parse.
     fn history(&self, id: &DelegationId) -> Result<Stream>;
 
@@ -275,6 +275,10 @@ impl From<AppendError> for Error {
 /// then the `u64` big-endian seq, where seq 0 is the head. The length prefix keeps
 /// `ab` from matching the prefix of `abc`; big-endian seqs keep a delegation's
 /// records in order, after its head.
+///
+/// Not part of the crate's API: public, and hidden from its documentation, for
+/// the crate's own tests, which read and damage stored keys directly.
+#[doc(hidden)]
 pub mod key {
     use crate::event::{DelegationId, MAX_ID_LEN, Seq};
 

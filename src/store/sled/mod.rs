@@ -5,7 +5,7 @@
 //! reads the head and then the history, and a record and its head are one
 //! `apply_batch`, which sled seals as one batch in its log: recovery replays it
 //! whole or not at all, and readers never see half of it (sled applies a batch
-//! under its write lock). A per-id lock ([`Stripes`]) orders the writers of one
+//! under its write lock). A per-id lock (striped mutexes) orders the writers of one
 //! delegation between reading the head and writing the batch; sled's file lock
 //! means one process, so that is every writer. A second tree, `meta`, holds the
 //! store's format, so that a store written by a newer crate is refused at open
