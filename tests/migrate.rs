@@ -184,7 +184,8 @@ fn the_migrate_command_reports_and_exits_by_what_it_did() {
     assert!(!dir.path().join("nothing here").exists());
 }
 
-/// SIGKILLs `delegation-log migrate` at spread moments of its run.
+/// SIGKILLs `delegation-log migrate` at spread moments of its run, the later half
+/// of them near its end, where the format marker switches and the old trees drop.
 #[test]
 fn a_migration_killed_at_any_moment_leaves_the_store_as_it_was_or_migrated() {
     let dir = tempfile::tempdir().unwrap();
@@ -216,7 +217,8 @@ fn a_migration_killed_at_any_moment_leaves_the_store_as_it_was_or_migrated() {
             .spawn()
             .unwrap();
         std::thread::sleep(
-            whole.mul_f64(f64::from(kill) / f64::from(kills)) + Duration::from_millis(5),
+            whole.mul_f64(0.2 + 1.1 * f64::from(kill) / f64::from(kills))
+                + Duration::from_millis(5),
         );
         let _ = child.kill();
         child.wait().unwrap();
@@ -268,4 +270,38 @@ fn a_store_that_lost_its_format_marker_is_read_as_its_trees_show_and_never_empti
                 .is_none()
         );
     }
+}
+
+/// The moment after the marker switch and before the old trees are dropped,
+/// made by hand: the marker says 2, the new tree is whole, and format 1's trees
+/// are still there. An open finishes the job (drops them) and reads the same
+/// records; nothing of the old trees is ever read.
+#[test]
+fn a_migration_stopped_after_its_marker_switch_is_finished_by_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    let expected = build(&path, 10);
+    downgrade_to_v1(&path);
+    let old = dir.path().join("old");
+    copy_dir(&path, &old);
+    delegation_log::migrate(&path).unwrap();
+    {
+        // Put format 1's trees back beside the migrated tree, as a process
+        // killed between the switch and the drop leaves them.
+        let from = sled::open(&old).unwrap();
+        let into = sled::open(&path).unwrap();
+        for name in ["records", "heads"] {
+            let (source, target) = (from.open_tree(name).unwrap(), into.open_tree(name).unwrap());
+            for item in source.iter() {
+                let (key, value) = item.unwrap();
+                target.insert(key, value).unwrap();
+            }
+        }
+        into.flush().unwrap();
+    }
+    assert_eq!(check(&path, &expected), 2);
+    let db = sled::open(&path).unwrap();
+    let names: Vec<_> = db.tree_names();
+    assert!(!names.iter().any(|name| name.as_ref() == b"records"));
+    assert!(!names.iter().any(|name| name.as_ref() == b"heads"));
 }
