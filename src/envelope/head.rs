@@ -39,11 +39,10 @@ const HEADER_LEN: usize = 1 + 4;
 /// that no fold of records gives, so write only what a
 /// [`Fold`](crate::delegation::Fold) produced.
 pub fn encode(delegation: &Delegation) -> Vec<u8> {
-    let body = body(delegation);
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    let mut out = Vec::with_capacity(super::TYPICAL_LEN);
     out.push(VERSION);
     out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&body);
+    let mut out = binary::write(&Body::of(delegation), out);
     super::write_checksum(&mut out);
     out
 }
@@ -70,14 +69,16 @@ pub fn decode(bytes: &[u8]) -> Result<Delegation, DecodeError> {
     let stored = super::checked(bytes, HEADER_LEN)?;
     let mirror: Body<'_> = binary::from_bytes(stored)?;
     let delegation = mirror.into_delegation()?;
-    if body(&delegation) != stored {
+    if !binary::encodes_to(&Body::of(&delegation), stored) {
         return Err(DecodeError::NonCanonical);
     }
     Ok(delegation)
 }
 
+/// The body [`encode`] writes for `delegation`.
+#[cfg(test)]
 fn body(delegation: &Delegation) -> Vec<u8> {
-    binary::to_bytes(&Body::of(delegation))
+    binary::write(&Body::of(delegation), Vec::new())
 }
 
 /// A delegation without its task.
