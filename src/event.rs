@@ -297,22 +297,9 @@ impl Event {
     /// The first rule the event breaks.
     pub fn validate(&self) -> Result<(), InvalidEvent> {
         match self {
-            Event::Queued(queued) => {
-                check_text("source", &queued.source)?;
-                check_text("target", &queued.target)?;
-                check_retry(queued.retry_of.as_ref(), queued.attempt)?;
-                match &queued.task {
-                    Some(task) => check_task(task),
-                    None => Ok(()),
-                }
-            }
+            Event::Queued(queued) => queued.validate(),
             Event::Delivered(delivered) => delivered.validate(),
-            Event::Failed(failed) => {
-                if let Some(detail) = &failed.detail {
-                    check_text("detail", detail)?;
-                }
-                failed.reason.validate()
-            }
+            Event::Failed(failed) => failed.validate(),
         }
     }
 
@@ -439,6 +426,17 @@ impl Queued {
     /// Which attempt this is: `attempt`, or 1 for a delegation without one.
     pub fn attempt(&self) -> Attempt {
         self.attempt.unwrap_or(1)
+    }
+
+    /// [`Event::validate`] of this `queued`.
+    pub(crate) fn validate(&self) -> Result<(), InvalidEvent> {
+        check_text("source", &self.source)?;
+        check_text("target", &self.target)?;
+        check_retry(self.retry_of.as_ref(), self.attempt)?;
+        match &self.task {
+            Some(task) => check_task(task),
+            None => Ok(()),
+        }
     }
 }
 
@@ -677,7 +675,8 @@ impl<'de> Deserialize<'de> for TaskState {
 }
 
 impl Delivered {
-    fn validate(&self) -> Result<(), InvalidEvent> {
+    /// [`Event::validate`] of this `delivered`.
+    pub(crate) fn validate(&self) -> Result<(), InvalidEvent> {
         if let Some(remote) = &self.remote {
             for text in [&remote.task_id, &remote.context_id].into_iter().flatten() {
                 check_text("remote", text)?;
@@ -712,6 +711,16 @@ struct WireFailed {
     rpc_code: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
+}
+
+impl Failed {
+    /// [`Event::validate`] of this `failed`.
+    pub(crate) fn validate(&self) -> Result<(), InvalidEvent> {
+        if let Some(detail) = &self.detail {
+            check_text("detail", detail)?;
+        }
+        self.reason.validate()
+    }
 }
 
 impl TryFrom<WireFailed> for Failed {

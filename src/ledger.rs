@@ -684,7 +684,7 @@ impl Ledger {
     pub fn status(&self, id: &DelegationId) -> Result<Status> {
         self.check_poisoned()?;
         Ok(match self.resume(id)?.into_delegation() {
-            Some(delegation) => delegation.status(),
+            Some(delegation) => delegation.into_status(),
             None => Status::not_found(id.clone()),
         })
     }

@@ -168,16 +168,13 @@ impl<'a> Body<'a> {
                 .map(|at| at.timestamp("not_before"))
                 .transpose()?,
         };
-        event::Event::Queued(queued.clone())
-            .validate()
-            .map_err(binary::broken)?;
+        // The rules of `Event::validate`, each event's checked in place.
+        queued.validate().map_err(binary::broken)?;
         let outcome = match self.outcome {
             None => None,
             Some(Settled::Delivered(delivered)) => {
                 let delivered = delivered.into_event();
-                event::Event::Delivered(delivered.clone())
-                    .validate()
-                    .map_err(binary::broken)?;
+                delivered.validate().map_err(binary::broken)?;
                 Some(Outcome::Delivered {
                     http_status: delivered.http_status,
                     remote: delivered.remote,
@@ -185,9 +182,7 @@ impl<'a> Body<'a> {
             }
             Some(Settled::Failed(failed)) => {
                 let failed = failed.into_event();
-                event::Event::Failed(failed.clone())
-                    .validate()
-                    .map_err(binary::broken)?;
+                failed.validate().map_err(binary::broken)?;
                 Some(Outcome::Failed(failed))
             }
         };
