@@ -18,7 +18,8 @@
 //! $CG $P raw-batch /tmp/new3 2000
 //! ```
 //!
-//! `status` and `raw-get` first make an unmeasured pass over the same keys, so
+//! `record-durable-8` and `-64` record durably on 8 or 64 threads and print the
+//! rate and the syncs it took (group commit). `status` and `raw-get` first make an unmeasured pass over the same keys, so
 //! that sled's cache is as warm as in criterion's runs. `raw-get` gets each
 //! delegation's head; `raw-insert` inserts each event's record
 //! and head, one `insert` each; `raw-batch` writes them as one `apply_batch` per
@@ -106,6 +107,37 @@ fn measured_record(ledger: &Ledger, n: u64) {
     }
 }
 
+/// `n` lifecycles, durable, on `threads` threads sharing one ledger (group
+/// commit); prints the time and how many syncs of the data file they took.
+#[inline(never)]
+fn measured_record_durable(path: &Path, n: u64, threads: u64) {
+    let store = std::sync::Arc::new(delegation_log::store::Sled::open(path).unwrap());
+    let options = Options::new()
+        .durability(Durability::Durable)
+        .clock(ManualClock::default());
+    let ledger = Ledger::with_store(store.clone(), options);
+    let start = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let ledger = &ledger;
+            scope.spawn(move || {
+                for i in (t..n).step_by(usize::try_from(threads).unwrap()) {
+                    let id = id(i);
+                    ledger.record(&id, queued()).unwrap();
+                    ledger.record(&id, outcome(i)).unwrap();
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed();
+    println!(
+        "{} records on {threads} threads in {elapsed:.2?}: {:.0} records/s, {} syncs",
+        2 * n,
+        2.0 * n as f64 / elapsed.as_secs_f64(),
+        store.syncs()
+    );
+}
+
 #[inline(never)]
 fn measured_raw_write(trees: &[sled::Tree], events: &[Vec<Op>], write: fn(&[sled::Tree], &[Op])) {
     for event in events {
@@ -132,7 +164,7 @@ fn main() {
         _ if common::smoke() => return,
         _ => {
             println!(
-                "usage: profile (build|replay|audit|raw-iter|status|raw-get|record|raw-insert|raw-batch) PATH N"
+                "usage: profile (build|replay|audit|raw-iter|status|raw-get|record|record-durable-8|record-durable-64|raw-insert|raw-batch) PATH N"
             );
             return;
         }
@@ -170,6 +202,8 @@ fn main() {
             measured_raw_get(&heads);
         }
         "record" => measured_record(&open_ledger(path), n),
+        "record-durable-8" => measured_record_durable(path, n, 8),
+        "record-durable-64" => measured_record_durable(path, n, 64),
         "raw-insert" | "raw-batch" => {
             let captured = captured();
             let events = events(&captured, n);
