@@ -75,6 +75,17 @@ pub fn decode(bytes: &[u8]) -> Result<Delegation, DecodeError> {
     Ok(delegation)
 }
 
+/// Whether `bytes` is exactly the head [`encode`] writes for `delegation`
+/// (whose task it leaves out, as heads do): how a head is checked against the
+/// delegation its records fold to, without decoding it. Since [`decode`] takes
+/// one byte form only, a head that is not these bytes never decodes to
+/// `delegation`.
+pub(crate) fn is_encoding_of(bytes: &[u8], delegation: &Delegation) -> bool {
+    bytes.first() == Some(&VERSION)
+        && super::checked(bytes, HEADER_LEN)
+            .is_ok_and(|body| binary::encodes_to(&Body::of(delegation), body))
+}
+
 /// The body [`encode`] writes for `delegation`.
 #[cfg(test)]
 fn body(delegation: &Delegation) -> Vec<u8> {
@@ -333,6 +344,33 @@ mod tests {
             let bytes = encode(&delegation);
             assert_eq!(bytes.first(), Some(&VERSION));
             assert_eq!(decode(&bytes), Ok(untasked(&delegation)));
+        }
+    }
+
+    #[test]
+    fn a_head_is_the_encoding_of_its_delegation_and_of_no_other() {
+        let all = delegations();
+        for (i, delegation) in all.iter().enumerate() {
+            let bytes = encode(delegation);
+            assert!(is_encoding_of(&bytes, delegation));
+            assert!(is_encoding_of(&bytes, &untasked(delegation)));
+            for (j, other) in all.iter().enumerate() {
+                assert_eq!(
+                    is_encoding_of(&bytes, other),
+                    i == j || untasked(other) == untasked(delegation),
+                    "{i} against {j}"
+                );
+            }
+            for bit in 0..bytes.len() * 8 {
+                let mut flipped = bytes.clone();
+                if let Some(byte) = flipped.get_mut(bit / 8) {
+                    *byte ^= 1 << (bit % 8);
+                }
+                assert!(!is_encoding_of(&flipped, delegation), "bit {bit}");
+            }
+            for len in 0..bytes.len() {
+                assert!(!is_encoding_of(bytes.get(..len).unwrap(), delegation));
+            }
         }
     }
 
