@@ -25,7 +25,8 @@
 //! - `machine`: [`lifecycle::step`] against a hand-written `match`.
 //!
 //! The baselines never assume how the store lays out its keys: the bytes they
-//! write and read are captured from a store the ledger wrote (see [`capture`]).
+//! write and read are captured from a store the ledger wrote (see
+//! `benches/common/capture.rs`).
 //!
 //! Run with `cargo bench --bench ledger`; `BENCHMARK_QUICK=1` leaves out the
 //! 1M-record replay store. The load average is printed to stderr at the start and
@@ -38,7 +39,6 @@
 mod common;
 
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::io::Write as _;
 use std::path::Path;
@@ -51,145 +51,11 @@ use delegation_log::event::EventKind;
 use delegation_log::lifecycle::{self, Refusal, State};
 use delegation_log::{Clock as _, Event, Ledger};
 
-use common::{
-    ID_DIGITS, ID_PREFIX, buffered, clock, durable, id, open_raw, outcome, queued,
-    record_lifecycle, smoke,
-};
+use common::capture::{Captured, Op, apply, apply_batched, capture, records};
+use common::{buffered, clock, durable, id, open_raw, outcome, queued, record_lifecycle, smoke};
 
 /// Delegations per timed batch in `record_buffered`.
 const BATCH: usize = 1000;
-
-// ---------------------------------------------------------------------------
-// What the ledger writes, captured from its store
-// ---------------------------------------------------------------------------
-
-/// One write the ledger made, as read back from its store.
-#[derive(Clone, Debug)]
-enum Op {
-    /// A key set to a value. `record` is true for a key that no later event
-    /// rewrites (an appended record), false for one that is rewritten (a head).
-    Put {
-        tree: usize,
-        key: Vec<u8>,
-        value: Vec<u8>,
-        record: bool,
-    },
-    /// A key removed.
-    Remove { tree: usize, key: Vec<u8> },
-}
-
-/// What the ledger wrote for each of a number of delegations, event by event.
-struct Captured {
-    /// The sled trees written, by name.
-    trees: Vec<Vec<u8>>,
-    /// For delegation `n`: what `queued` wrote, then what the outcome wrote.
-    lifecycles: Vec<[Vec<Op>; 2]>,
-}
-
-/// Where delegation `n`'s id sits in a key, and `n`.
-fn find_id(key: &[u8]) -> Option<(usize, u64)> {
-    let prefix = ID_PREFIX.as_bytes();
-    let at = key.windows(prefix.len()).position(|w| w == prefix)? + prefix.len();
-    let digits = key.get(at..at + ID_DIGITS)?;
-    let n = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    Some((at, n))
-}
-
-/// Every entry of the store at `path` whose key names a delegation, by tree and
-/// key.
-type Dump = BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>>;
-
-fn dump(path: &Path) -> Dump {
-    let db = open_raw(path, None);
-    let mut out = Dump::new();
-    for name in db.tree_names() {
-        let tree = db.open_tree(&name).unwrap();
-        for item in tree.iter() {
-            let (key, value) = item.unwrap();
-            if find_id(&key).is_some() {
-                out.insert((name.to_vec(), key.to_vec()), value.to_vec());
-            }
-        }
-    }
-    out
-}
-
-/// Records `delegations` lifecycles with the ledger at `path` (left in place, closed),
-/// and reads back what each event wrote.
-///
-/// All the `queued` events are recorded first and the store is read; then all the
-/// outcomes, and the store is read again. A key the outcome left as it was is a
-/// record; a key it changed is a head (or the like), written by both events with
-/// the values read; a key it removed is removed by it; a new key is the outcome's
-/// record. The ledger runs on a stopped clock, so these are the bytes it writes when
-/// both events are recorded back to back.
-fn capture(path: &Path, delegations: u64) -> Captured {
-    let phase = |event: &dyn Fn(u64) -> Event| {
-        let ledger = buffered(path);
-        for n in 0..delegations {
-            ledger.record(&id(n), event(n)).unwrap();
-        }
-        ledger.flush().unwrap();
-        drop(ledger);
-        dump(path)
-    };
-    let before = phase(&|_| queued());
-    let after = phase(&outcome);
-    let trees: Vec<Vec<u8>> = before
-        .keys()
-        .chain(after.keys())
-        .map(|(tree, _)| tree.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let index = |name: &Vec<u8>| trees.iter().position(|t| t == name).unwrap();
-    let owner = |key: &[u8]| usize::try_from(find_id(key).unwrap().1).unwrap();
-    let mut lifecycles = vec![[Vec::new(), Vec::new()]; usize::try_from(delegations).unwrap()];
-    for ((name, key), value) in &before {
-        let (tree, n) = (index(name), owner(key));
-        let put = |value: &Vec<u8>, record| Op::Put {
-            tree,
-            key: key.clone(),
-            value: value.clone(),
-            record,
-        };
-        match after.get(&(name.clone(), key.clone())) {
-            Some(later) if later == value => lifecycles[n][0].push(put(value, true)),
-            Some(later) => {
-                lifecycles[n][0].push(put(value, false));
-                lifecycles[n][1].push(put(later, false));
-            }
-            None => {
-                lifecycles[n][0].push(put(value, false));
-                lifecycles[n][1].push(Op::Remove {
-                    tree,
-                    key: key.clone(),
-                });
-            }
-        }
-    }
-    for ((name, key), value) in &after {
-        if !before.contains_key(&(name.clone(), key.clone())) {
-            lifecycles[owner(key)][1].push(Op::Put {
-                tree: index(name),
-                key: key.clone(),
-                value: value.clone(),
-                record: true,
-            });
-        }
-    }
-    for (n, lifecycle) in lifecycles.iter_mut().enumerate() {
-        for event in lifecycle.iter_mut() {
-            // The record first, then the head: the order the ledger writes them.
-            event.sort_by_key(|op| !matches!(op, Op::Put { record: true, .. }));
-            assert!(
-                matches!(event.first(), Some(Op::Put { record: true, .. })),
-                "delegation {n}: an event that appended no record"
-            );
-        }
-    }
-    Captured { trees, lifecycles }
-}
 
 /// What the ledger writes for `BATCH` lifecycles, captured once per run.
 fn captured() -> &'static Captured {
@@ -204,119 +70,6 @@ fn captured() -> &'static Captured {
             );
         }
         captured
-    })
-}
-
-impl Captured {
-    /// What delegation `n` writes, for any `n`: the writes captured for a
-    /// delegation with the same outcome, with `n`'s id in the keys. (Values keep the
-    /// captured delegation's bytes: same sizes, and nothing in sled reads them.)
-    fn lifecycle(&self, n: u64) -> [Vec<Op>; 2] {
-        let len = self.lifecycles.len() as u64;
-        assert!(len.is_multiple_of(2));
-        let mut lifecycle = self.lifecycles[usize::try_from(n % len).unwrap()].clone();
-        let digits = format!("{n:0ID_DIGITS$}");
-        for op in lifecycle.iter_mut().flatten() {
-            let (Op::Put { key, .. } | Op::Remove { key, .. }) = op;
-            let (at, _) = find_id(key).unwrap();
-            key[at..at + ID_DIGITS].copy_from_slice(digits.as_bytes());
-        }
-        lifecycle
-    }
-
-    /// A fresh raw sled database at `path` with the trees the ledger writes.
-    fn raw(&self, path: &Path) -> (sled::Db, Vec<sled::Tree>) {
-        let db = open_raw(path, None);
-        let trees = self
-            .trees
-            .iter()
-            .map(|name| db.open_tree(name).unwrap())
-            .collect();
-        (db, trees)
-    }
-
-    /// One line on what delegation 0 and 1 write, for the stderr of a full run.
-    fn describe(&self) -> String {
-        let event = |ops: &[Op]| {
-            ops.iter()
-                .map(|op| match op {
-                    Op::Put {
-                        tree,
-                        key,
-                        value,
-                        record,
-                    } => format!(
-                        "{} {}+{} B in {}",
-                        if *record { "record" } else { "rewritten" },
-                        key.len(),
-                        value.len(),
-                        String::from_utf8_lossy(&self.trees[*tree])
-                    ),
-                    Op::Remove { key, .. } => format!("remove {} B", key.len()),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        self.lifecycles
-            .iter()
-            .take(2)
-            .zip(["delivered", "failed"])
-            .map(|([q, o], name)| format!("{name}: queued [{}], outcome [{}]", event(q), event(o)))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
-
-/// Applies an event's writes, one sled call per key.
-fn apply(trees: &[sled::Tree], ops: &[Op]) {
-    for op in ops {
-        match op {
-            Op::Put {
-                tree, key, value, ..
-            } => {
-                trees[*tree]
-                    .insert(key.as_slice(), value.as_slice())
-                    .unwrap();
-            }
-            Op::Remove { tree, key } => {
-                trees[*tree].remove(key.as_slice()).unwrap();
-            }
-        }
-    }
-}
-
-/// Applies an event's writes as one `apply_batch` per tree it touches (one in all
-/// when records and heads share a tree).
-fn apply_batched(trees: &[sled::Tree], ops: &[Op]) {
-    for (t, tree) in trees.iter().enumerate() {
-        let mut batch = sled::Batch::default();
-        let mut any = false;
-        for op in ops {
-            match op {
-                Op::Put {
-                    tree, key, value, ..
-                } if *tree == t => batch.insert(key.as_slice(), value.as_slice()),
-                Op::Remove { tree, key } if *tree == t => batch.remove(key.as_slice()),
-                _ => continue,
-            }
-            any = true;
-        }
-        if any {
-            tree.apply_batch(batch).unwrap();
-        }
-    }
-}
-
-/// The records among an event's writes: key, tree and bytes.
-fn records(ops: &[Op]) -> impl Iterator<Item = (usize, &[u8], &[u8])> {
-    ops.iter().filter_map(|op| match op {
-        Op::Put {
-            tree,
-            key,
-            value,
-            record: true,
-        } => Some((*tree, key.as_slice(), value.as_slice())),
-        _ => None,
     })
 }
 
@@ -561,21 +314,32 @@ fn replay(c: &mut Criterion) {
             built.get_or_init(|| common::build_store(&path, records / 2));
             path.as_path()
         };
+        let replay_all = |ledger: &Ledger| {
+            let mut delegations = 0u64;
+            for delegation in ledger.replay() {
+                black_box(delegation.unwrap());
+                delegations += 1;
+            }
+            assert_eq!(delegations, records / 2);
+        };
+        // Opened once for both ledger benchmarks, and replayed once untimed (see
+        // `warm`).
+        let opened = OnceCell::new();
+        let ledger = || {
+            opened.get_or_init(|| {
+                let ledger = buffered(store());
+                replay_all(&ledger);
+                ledger
+            })
+        };
         group.throughput(Throughput::Elements(records));
         // State rebuild: every delegation read and folded.
         group.bench_with_input(
             BenchmarkId::new("ledger_state_rebuild", records),
             &records,
-            |b, &records| {
-                let ledger = buffered(store());
-                b.iter(|| {
-                    let mut delegations = 0u64;
-                    for delegation in ledger.replay() {
-                        black_box(delegation.unwrap());
-                        delegations += 1;
-                    }
-                    assert_eq!(delegations, records / 2);
-                });
+            |b, _| {
+                let ledger = ledger();
+                b.iter(|| replay_all(ledger));
             },
         );
         // The full check: every record decoded, its chain hash recomputed, every
@@ -584,7 +348,7 @@ fn replay(c: &mut Criterion) {
             BenchmarkId::new("ledger_audit_full_check", records),
             &records,
             |b, &records| {
-                let ledger = buffered(store());
+                let ledger = ledger();
                 b.iter(|| {
                     let verdict = ledger.audit().unwrap();
                     assert!(verdict.is_clean(), "{}", verdict.to_plain());
@@ -593,15 +357,22 @@ fn replay(c: &mut Criterion) {
                 });
             },
         );
+        // The ledger lets go of the store before the raw side opens it.
+        drop(opened);
         // Every entry of every tree of the same store, key and value touched,
         // nothing decoded.
+        let raw = OnceCell::new();
         group.bench_with_input(
             BenchmarkId::new("raw_sled_iter", records),
             &records,
             |b, &records| {
-                let db = open_raw(store(), None);
+                let db = raw.get_or_init(|| {
+                    let db = open_raw(store(), None);
+                    common::iterate_all(&db);
+                    db
+                });
                 b.iter(|| {
-                    let (entries, _) = common::iterate_all(&db);
+                    let (entries, _) = common::iterate_all(db);
                     assert!(entries >= records);
                 });
             },
@@ -613,6 +384,14 @@ fn replay(c: &mut Criterion) {
 // ---------------------------------------------------------------------------
 // status
 // ---------------------------------------------------------------------------
+
+/// The raw side of `status`: the store opened once, and the keys of each
+/// delegation's head and last record, as the ledger stored them.
+struct RawStatus {
+    _db: sled::Db,
+    heads: Vec<(sled::Tree, Vec<u8>)>,
+    last: Vec<(sled::Tree, Vec<u8>)>,
+}
 
 fn status(c: &mut Criterion) {
     let delegations: u64 = if smoke() { 500 } else { 50_000 };
@@ -629,38 +408,52 @@ fn status(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("status");
     group.throughput(Throughput::Elements(1));
+    // Each side opens the store once and reads every key once, untimed (see
+    // `warm`).
+    let ledger = OnceCell::new();
     group.bench_function("ledger", |b| {
-        store();
-        let ledger = buffered(&path);
+        let ledger = ledger.get_or_init(|| {
+            store();
+            let ledger = buffered(&path);
+            warm(|| ids.iter().for_each(|id| drop(ledger.status(id).unwrap())));
+            ledger
+        });
         let mut n = 0usize;
         b.iter(|| black_box(ledger.status(&ids[stride(&mut n)]).unwrap()));
     });
+    // The ledger lets go of the store before the raw side opens it.
+    drop(ledger);
+    let raw = OnceCell::new();
+    let raw = || {
+        raw.get_or_init(|| {
+            let captured = store();
+            let db = open_raw(&path, None);
+            let keys = |key: &dyn Fn(u64) -> (usize, Vec<u8>)| -> Vec<(sled::Tree, Vec<u8>)> {
+                (0..delegations)
+                    .map(|n| {
+                        let (tree, key) = key(n);
+                        (db.open_tree(&captured.trees[tree]).unwrap(), key)
+                    })
+                    .collect()
+            };
+            let heads = keys(&|n| captured.head(n));
+            let last = keys(&|n| captured.last_record(n));
+            warm(|| {
+                for (tree, key) in heads.iter().chain(&last) {
+                    tree.get(key).unwrap().unwrap();
+                }
+            });
+            RawStatus {
+                _db: db,
+                heads,
+                last,
+            }
+        })
+    };
     // The goal's baseline: a raw `get` of the delegation's head (the key its
     // outcome rewrote), the bytes as the ledger stored them.
     group.bench_function("raw_sled_get_head", |b| {
-        let captured = store();
-        let db = open_raw(&path, None);
-        let heads: Vec<(sled::Tree, Vec<u8>)> = captured
-            .lifecycles
-            .iter()
-            .map(|[_, outcome]| {
-                let mut rewritten = outcome.iter().filter_map(|op| match op {
-                    Op::Put {
-                        tree,
-                        key,
-                        record: false,
-                        ..
-                    } => Some((*tree, key.clone())),
-                    _ => None,
-                });
-                let head = rewritten.next().expect("an outcome that rewrote no head");
-                assert!(
-                    rewritten.next().is_none(),
-                    "an outcome that rewrote two keys"
-                );
-                (db.open_tree(&captured.trees[head.0]).unwrap(), head.1)
-            })
-            .collect();
+        let heads = &raw().heads;
         let mut n = 0usize;
         b.iter(|| {
             let (tree, key) = &heads[stride(&mut n)];
@@ -669,16 +462,7 @@ fn status(c: &mut Criterion) {
     });
     // The baseline of the first report: a raw `get` of the delegation's last record.
     group.bench_function("raw_sled_get_last_record", |b| {
-        let captured = store();
-        let db = open_raw(&path, None);
-        let last: Vec<(sled::Tree, Vec<u8>)> = captured
-            .lifecycles
-            .iter()
-            .map(|[_, outcome]| {
-                let (tree, key, _) = records(outcome).next().unwrap();
-                (db.open_tree(&captured.trees[tree]).unwrap(), key.to_vec())
-            })
-            .collect();
+        let last = &raw().last;
         let mut n = 0usize;
         b.iter(|| {
             let (tree, key) = &last[stride(&mut n)];
@@ -686,6 +470,19 @@ fn status(c: &mut Criterion) {
         });
     });
     group.finish();
+}
+
+/// Runs `read` once, untimed, over every key a read benchmark will touch.
+///
+/// Criterion runs a benchmark's closure afresh for every sample (and many times
+/// while warming up), so a store opened inside it starts each sample with sled's
+/// cache cold, and a read benchmark then times sled loading pages from the file
+/// as much as the read itself (a raw `get` measured 20–60 µs that way, against
+/// about 2 µs warm). The read benchmarks open their store once, outside the
+/// samples, and read everything once first, the ledger and its baselines alike:
+/// what they time is a read from a store in use.
+fn warm(read: impl FnOnce()) {
+    read();
 }
 
 // ---------------------------------------------------------------------------

@@ -2,18 +2,29 @@
 //! ledger operation in a loop, with nothing of criterion around it, so a profile
 //! shows only the ledger. `BENCHMARKS.md` quotes its instruction counts.
 //!
+//! The raw commands write and read exactly what the ledger writes (each record and
+//! its head, the same keys and bytes), captured from a scratch store the ledger
+//! wrote, as `benches/ledger.rs`'s baselines are (`benches/common/capture.rs`).
+//!
 //! ```sh
 //! cargo bench --bench profile --no-run   # prints the binary's path
 //! P=target/release/deps/profile-…        # that path
 //! $P build  /tmp/store 5000              # 5000 delegations, 10k records (untimed setup)
 //! CG="valgrind --tool=callgrind --toggle-collect=*measured_*"
 //! $CG $P replay /tmp/store 0;      $CG $P raw-iter /tmp/store 0
+//! $CG $P audit /tmp/store 0
 //! $CG $P status /tmp/store 5000;   $CG $P raw-get /tmp/store 5000
 //! $CG $P record /tmp/new1 2000;    $CG $P raw-insert /tmp/new2 2000
+//! $CG $P raw-batch /tmp/new3 2000
 //! ```
 //!
-//! Run with no command (as `cargo bench` does), it prints this usage and exits;
-//! under `-- --test`, it exits silently.
+//! `record-durable-8` and `-64` record durably on 8 or 64 threads and print the
+//! rate and the syncs it took (group commit). `status` and `raw-get` first make an unmeasured pass over the same keys, so
+//! that sled's cache is as warm as in criterion's runs. `raw-get` gets each
+//! delegation's head; `raw-insert` inserts each event's record
+//! and head, one `insert` each; `raw-batch` writes them as one `apply_batch` per
+//! event. Run with no command (as `cargo bench` does), it prints this usage and
+//! exits; under `-- --test`, it exits silently.
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -21,11 +32,9 @@ use std::path::Path;
 #[path = "common/mod.rs"]
 mod common;
 
-use delegation_log::store;
-use delegation_log::{
-    ChainHash, Clock as _, DelegationId, Durability, Ledger, ManualClock, Options, Record, envelope,
-};
+use delegation_log::{DelegationId, Durability, Ledger, ManualClock, Options};
 
+use common::capture::{Captured, Op, apply, apply_batched, capture};
 use common::{id, outcome, queued};
 
 fn buffered() -> Options {
@@ -43,10 +52,10 @@ fn open_ledger(path: &Path) -> Ledger {
     Ledger::open_with(path, buffered()).unwrap()
 }
 
-fn open_raw(path: &Path) -> (sled::Db, sled::Tree) {
-    let db = common::open_raw(path, None);
-    let records = db.open_tree("records").unwrap();
-    (db, records)
+/// What the ledger writes for a lifecycle, captured from a scratch store (untimed).
+fn captured() -> Captured {
+    let dir = tempfile::tempdir().unwrap();
+    capture(&dir.path().join("log"), 2)
 }
 
 // Each `measured_*` function is the part a profile should count: run callgrind
@@ -60,6 +69,13 @@ fn measured_replay(ledger: &Ledger) -> usize {
         delegations += 1;
     }
     delegations
+}
+
+#[inline(never)]
+fn measured_audit(ledger: &Ledger) -> u64 {
+    let verdict = ledger.audit().unwrap();
+    assert!(verdict.is_clean());
+    verdict.records
 }
 
 /// Every entry of every tree, as `benches/ledger.rs`'s replay baseline.
@@ -76,9 +92,9 @@ fn measured_status(ledger: &Ledger, ids: &[DelegationId]) {
 }
 
 #[inline(never)]
-fn measured_raw_get(records: &sled::Tree, keys: &[Vec<u8>]) {
-    for key in keys {
-        std::hint::black_box(records.get(key).unwrap().unwrap());
+fn measured_raw_get(heads: &[(sled::Tree, Vec<u8>)]) {
+    for (tree, key) in heads {
+        std::hint::black_box(tree.get(key).unwrap().unwrap());
     }
 }
 
@@ -91,34 +107,53 @@ fn measured_record(ledger: &Ledger, n: u64) {
     }
 }
 
+/// `n` lifecycles, durable, on `threads` threads sharing one ledger (group
+/// commit); prints the time and how many syncs of the data file they took.
 #[inline(never)]
-fn measured_raw_insert(records: &sled::Tree, batch: &[(Vec<u8>, Vec<u8>)]) {
-    for (key, bytes) in batch {
-        records.insert(key.as_slice(), bytes.as_slice()).unwrap();
+fn measured_record_durable(path: &Path, n: u64, threads: u64) {
+    let store = std::sync::Arc::new(delegation_log::store::Sled::open(path).unwrap());
+    let options = Options::new()
+        .durability(Durability::Durable)
+        .clock(ManualClock::default());
+    let ledger = Ledger::with_store(store.clone(), options);
+    let start = std::time::Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let ledger = &ledger;
+            scope.spawn(move || {
+                for i in (t..n).step_by(usize::try_from(threads).unwrap()) {
+                    let id = id(i);
+                    ledger.record(&id, queued()).unwrap();
+                    ledger.record(&id, outcome(i)).unwrap();
+                }
+            });
+        }
+    });
+    let elapsed = start.elapsed();
+    println!(
+        "{} records on {threads} threads in {elapsed:.2?}: {:.0} records/s, {} syncs",
+        2 * n,
+        2.0 * n as f64 / elapsed.as_secs_f64(),
+        store.syncs()
+    );
+}
+
+#[inline(never)]
+fn measured_raw_write(trees: &[sled::Tree], events: &[Vec<Op>], write: fn(&[sled::Tree], &[Op])) {
+    for event in events {
+        write(trees, event);
     }
 }
 
-/// The keys and bytes the ledger writes for `n` lifecycles.
-fn lifecycle_bytes(n: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let at = ManualClock::default().now();
-    let mut out = Vec::new();
-    for i in 0..n {
-        let id = id(i);
-        let mut previous = ChainHash::GENESIS;
-        for (seq, event) in [(1, queued()), (2, outcome(i))] {
-            let mut record = Record {
-                delegation: id.clone(),
-                seq,
-                event,
-                at,
-                hash: None,
-            };
-            previous = record.chain_hash(&previous);
-            record.hash = Some(previous);
-            out.push((store::key::record(&id, seq), envelope::encode(&record)));
-        }
-    }
-    out
+/// Runs `f` outside the measured part.
+#[inline(never)]
+fn warm_up(f: impl FnOnce()) {
+    f();
+}
+
+/// Every event's writes for `n` lifecycles, in the order the ledger makes them.
+fn events(captured: &Captured, n: u64) -> Vec<Vec<Op>> {
+    (0..n).flat_map(|i| captured.lifecycle(i)).collect()
 }
 
 fn main() {
@@ -129,7 +164,7 @@ fn main() {
         _ if common::smoke() => return,
         _ => {
             println!(
-                "usage: profile (build|replay|raw-iter|status|raw-get|record|raw-insert) PATH N"
+                "usage: profile (build|replay|audit|raw-iter|status|raw-get|record|record-durable-8|record-durable-64|raw-insert|raw-batch) PATH N"
             );
             return;
         }
@@ -138,14 +173,48 @@ fn main() {
     match command {
         "build" => build(path, n),
         "replay" => println!("{} delegations", measured_replay(&open_ledger(path))),
-        "raw-iter" => println!("{} entries", measured_raw_iter(&open_raw(path).0)),
-        "status" => measured_status(&open_ledger(path), &ids()),
-        "raw-get" => {
-            let keys: Vec<Vec<u8>> = ids().iter().map(|id| store::key::record(id, 2)).collect();
-            measured_raw_get(&open_raw(path).1, &keys);
+        "audit" => println!("{} records", measured_audit(&open_ledger(path))),
+        "raw-iter" => println!(
+            "{} entries",
+            measured_raw_iter(&common::open_raw(path, None))
+        ),
+        // Each after an unmeasured pass over the same keys, so that the profile,
+        // like criterion's many iterations, sees sled's cache warm.
+        "status" => {
+            let (ledger, ids) = (open_ledger(path), ids());
+            warm_up(|| ids.iter().for_each(|id| drop(ledger.status(id).unwrap())));
+            measured_status(&ledger, &ids);
         }
-        "record" => measured_record(&Ledger::open_with(path, buffered()).unwrap(), n),
-        "raw-insert" => measured_raw_insert(&open_raw(path).1, &lifecycle_bytes(n)),
+        "raw-get" => {
+            let captured = captured();
+            let db = common::open_raw(path, None);
+            let heads: Vec<(sled::Tree, Vec<u8>)> = (0..n)
+                .map(|i| {
+                    let (tree, key) = captured.head(i);
+                    (db.open_tree(&captured.trees[tree]).unwrap(), key)
+                })
+                .collect();
+            warm_up(|| {
+                for (tree, key) in &heads {
+                    tree.get(key).unwrap().unwrap();
+                }
+            });
+            measured_raw_get(&heads);
+        }
+        "record" => measured_record(&open_ledger(path), n),
+        "record-durable-8" => measured_record_durable(path, n, 8),
+        "record-durable-64" => measured_record_durable(path, n, 64),
+        "raw-insert" | "raw-batch" => {
+            let captured = captured();
+            let events = events(&captured, n);
+            let (_db, trees) = captured.raw(path);
+            let write = if command == "raw-insert" {
+                apply
+            } else {
+                apply_batched
+            };
+            measured_raw_write(&trees, &events, write);
+        }
         other => println!("unknown command `{other}`"),
     }
 }

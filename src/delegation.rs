@@ -61,26 +61,40 @@ pub struct Delegation {
 impl Delegation {
     /// What the sender polls for: the answer of a `check_task_status` tool.
     pub fn status(&self) -> Status {
-        let mut remote = None;
-        let (reason, http_status, rpc_code, error_detail, target_received) = match &self.outcome {
-            None => (None, None, None, None, Some(Received::Unknown)),
-            Some(Outcome::Delivered {
-                http_status,
-                remote: answered,
-            }) => {
-                remote.clone_from(answered);
-                (None, *http_status, None, None, Some(Received::Yes))
-            }
-            Some(Outcome::Failed(failed)) => (
-                Some(failed.reason.code()),
-                failed.reason.http_status(),
-                failed.reason.rpc_code(),
-                failed.detail.clone(),
-                Some(failed.reason.received()),
-            ),
-        };
-        Status {
+        Delegation {
             id: self.id.clone(),
+            source: String::new(),
+            target: self.target.clone(),
+            task: None,
+            retry_of: self.retry_of.clone(),
+            outcome: self.outcome.clone(),
+            ..*self
+        }
+        .into_status()
+    }
+
+    /// [`Delegation::status`], taking the delegation's fields instead of copying
+    /// them: what [`Ledger::status`](crate::Ledger::status) answers from the
+    /// delegation it has just decoded.
+    pub(crate) fn into_status(self) -> Status {
+        let (reason, http_status, rpc_code, error_detail, target_received, remote) =
+            match self.outcome {
+                None => (None, None, None, None, Some(Received::Unknown), None),
+                Some(Outcome::Delivered {
+                    http_status,
+                    remote,
+                }) => (None, http_status, None, None, Some(Received::Yes), remote),
+                Some(Outcome::Failed(failed)) => (
+                    Some(failed.reason.code()),
+                    failed.reason.http_status(),
+                    failed.reason.rpc_code(),
+                    failed.detail,
+                    Some(failed.reason.received()),
+                    None,
+                ),
+            };
+        Status {
+            id: self.id,
             status: match self.state {
                 State::Delivered => StatusKind::Delivered,
                 State::Failed => StatusKind::Failed,
@@ -92,9 +106,9 @@ impl Delegation {
             error_detail,
             target_received,
             remote,
-            target: Some(self.target.clone()),
+            target: Some(self.target),
             attempt: self.retry_of.is_some().then_some(self.attempt),
-            retry_of: self.retry_of.clone(),
+            retry_of: self.retry_of,
             queued_at: Some(self.queued_at),
             settled_at: self.settled_at,
         }

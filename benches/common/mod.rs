@@ -7,6 +7,8 @@
 //! how the store lays out its keys.
 #![allow(dead_code)]
 
+pub mod capture;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -18,8 +18,21 @@ use crate::event::{self, DelegationId, InvalidEvent, Record, TaskState, Timestam
 
 /// The version-2 body of `record`, whatever its hash. A `null` task is written as
 /// no task.
+#[cfg(test)]
 pub(super) fn body(record: &Record) -> Vec<u8> {
-    let task = match &record.event {
+    write_body(record, Vec::new())
+}
+
+/// `out` with the version-2 body of `record` appended (see [`body`]).
+pub(super) fn write_body(record: &Record, out: Vec<u8>) -> Vec<u8> {
+    let task = task_text(record);
+    write(&Body::of(record, task.as_deref()), out)
+}
+
+/// The stored text of a queued record's task: compact JSON; none for a `null`
+/// task, which is written as no task.
+fn task_text(record: &Record) -> Option<String> {
+    match &record.event {
         event::Event::Queued(queued) => queued
             .task
             .as_ref()
@@ -28,15 +41,79 @@ pub(super) fn body(record: &Record) -> Vec<u8> {
             // not, is refused by `read` rather than lost.
             .map(|task| serde_json::to_string(task).unwrap_or_default()),
         _ => None,
-    };
-    to_bytes(&Body::of(record, task.as_deref()))
+    }
 }
 
-/// Postcard of a mirror. Postcard fails only on what the mirrors never hold
-/// (sequences of unknown length, self-describing values); an empty result, which
-/// that would leave, is refused when read rather than lost.
-pub(super) fn to_bytes<T: Serialize>(mirror: &T) -> Vec<u8> {
-    postcard::to_allocvec(mirror).unwrap_or_default()
+/// `out` with the postcard of a mirror appended. Postcard fails only on what the
+/// mirrors never hold (sequences of unknown length, self-describing values); an
+/// empty body, which that would leave, is refused when read rather than lost.
+pub(super) fn write<T: Serialize>(mirror: &T, mut out: Vec<u8>) -> Vec<u8> {
+    let len = out.len();
+    if postcard::serialize_with_flavor(mirror, Append(&mut out)).is_err() {
+        out.truncate(len);
+    }
+    out
+}
+
+/// A postcard output that appends to a buffer it borrows.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.0.push(byte);
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Whether `mirror` encodes to exactly `stored`: the canonical-form check of
+/// every read, done by encoding against the stored bytes, byte by byte, with
+/// nothing allocated; it stops at the first difference.
+pub(super) fn encodes_to<T: Serialize>(mirror: &T, stored: &[u8]) -> bool {
+    postcard::serialize_with_flavor(mirror, Compare { rest: stored }).is_ok()
+}
+
+/// A postcard output that compares what is written with `rest` and consumes it:
+/// it fails at the first byte that differs, and at the end if bytes remain.
+struct Compare<'a> {
+    rest: &'a [u8],
+}
+
+impl postcard::ser_flavors::Flavor for Compare<'_> {
+    type Output = ();
+
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        match self.rest.strip_prefix(data) {
+            Some(rest) => {
+                self.rest = rest;
+                Ok(())
+            }
+            // Postcard has no "differs"; the error is only ever read as "no".
+            None => Err(postcard::Error::SerializeBufferFull),
+        }
+    }
+
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        self.try_extend(&[byte])
+    }
+
+    fn finalize(self) -> postcard::Result<()> {
+        if self.rest.is_empty() {
+            Ok(())
+        } else {
+            Err(postcard::Error::SerializeBufferFull)
+        }
+    }
 }
 
 /// Postcard bytes as a mirror, without the rules of the format.
@@ -46,7 +123,7 @@ pub(super) fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, D
 
 /// Reads a version-2 body, strictly: it must hold a record that passes
 /// [`Event::validate`](crate::event::Event::validate), and be exactly what
-/// [`body`] writes for it. The record comes back without its hash.
+/// [`write_body`] writes for it. The record comes back without its hash.
 pub(super) fn read(bytes: &[u8]) -> Result<Record, DecodeError> {
     let mirror: Body<'_> = from_bytes(bytes)?;
     let record = Record {
@@ -57,7 +134,8 @@ pub(super) fn read(bytes: &[u8]) -> Result<Record, DecodeError> {
         hash: None,
     };
     record.event.validate().map_err(broken)?;
-    if body(&record) != bytes {
+    let task = task_text(&record);
+    if !encodes_to(&Body::of(&record, task.as_deref()), bytes) {
         return Err(DecodeError::NonCanonical);
     }
     Ok(record)

@@ -39,11 +39,10 @@ const HEADER_LEN: usize = 1 + 4;
 /// that no fold of records gives, so write only what a
 /// [`Fold`](crate::delegation::Fold) produced.
 pub fn encode(delegation: &Delegation) -> Vec<u8> {
-    let body = body(delegation);
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
+    let mut out = Vec::with_capacity(super::TYPICAL_LEN);
     out.push(VERSION);
     out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&body);
+    let mut out = binary::write(&Body::of(delegation), out);
     super::write_checksum(&mut out);
     out
 }
@@ -70,14 +69,27 @@ pub fn decode(bytes: &[u8]) -> Result<Delegation, DecodeError> {
     let stored = super::checked(bytes, HEADER_LEN)?;
     let mirror: Body<'_> = binary::from_bytes(stored)?;
     let delegation = mirror.into_delegation()?;
-    if body(&delegation) != stored {
+    if !binary::encodes_to(&Body::of(&delegation), stored) {
         return Err(DecodeError::NonCanonical);
     }
     Ok(delegation)
 }
 
+/// Whether `bytes` is exactly the head [`encode`] writes for `delegation`
+/// (whose task it leaves out, as heads do): how a head is checked against the
+/// delegation its records fold to, without decoding it. Since [`decode`] takes
+/// one byte form only, a head that is not these bytes never decodes to
+/// `delegation`.
+pub(crate) fn is_encoding_of(bytes: &[u8], delegation: &Delegation) -> bool {
+    bytes.first() == Some(&VERSION)
+        && super::checked(bytes, HEADER_LEN)
+            .is_ok_and(|body| binary::encodes_to(&Body::of(delegation), body))
+}
+
+/// The body [`encode`] writes for `delegation`.
+#[cfg(test)]
 fn body(delegation: &Delegation) -> Vec<u8> {
-    binary::to_bytes(&Body::of(delegation))
+    binary::write(&Body::of(delegation), Vec::new())
 }
 
 /// A delegation without its task.
@@ -167,16 +179,13 @@ impl<'a> Body<'a> {
                 .map(|at| at.timestamp("not_before"))
                 .transpose()?,
         };
-        event::Event::Queued(queued.clone())
-            .validate()
-            .map_err(binary::broken)?;
+        // The rules of `Event::validate`, each event's checked in place.
+        queued.validate().map_err(binary::broken)?;
         let outcome = match self.outcome {
             None => None,
             Some(Settled::Delivered(delivered)) => {
                 let delivered = delivered.into_event();
-                event::Event::Delivered(delivered.clone())
-                    .validate()
-                    .map_err(binary::broken)?;
+                delivered.validate().map_err(binary::broken)?;
                 Some(Outcome::Delivered {
                     http_status: delivered.http_status,
                     remote: delivered.remote,
@@ -184,9 +193,7 @@ impl<'a> Body<'a> {
             }
             Some(Settled::Failed(failed)) => {
                 let failed = failed.into_event();
-                event::Event::Failed(failed.clone())
-                    .validate()
-                    .map_err(binary::broken)?;
+                failed.validate().map_err(binary::broken)?;
                 Some(Outcome::Failed(failed))
             }
         };
@@ -337,6 +344,33 @@ mod tests {
             let bytes = encode(&delegation);
             assert_eq!(bytes.first(), Some(&VERSION));
             assert_eq!(decode(&bytes), Ok(untasked(&delegation)));
+        }
+    }
+
+    #[test]
+    fn a_head_is_the_encoding_of_its_delegation_and_of_no_other() {
+        let all = delegations();
+        for (i, delegation) in all.iter().enumerate() {
+            let bytes = encode(delegation);
+            assert!(is_encoding_of(&bytes, delegation));
+            assert!(is_encoding_of(&bytes, &untasked(delegation)));
+            for (j, other) in all.iter().enumerate() {
+                assert_eq!(
+                    is_encoding_of(&bytes, other),
+                    i == j || untasked(other) == untasked(delegation),
+                    "{i} against {j}"
+                );
+            }
+            for bit in 0..bytes.len() * 8 {
+                let mut flipped = bytes.clone();
+                if let Some(byte) = flipped.get_mut(bit / 8) {
+                    *byte ^= 1 << (bit % 8);
+                }
+                assert!(!is_encoding_of(&flipped, delegation), "bit {bit}");
+            }
+            for len in 0..bytes.len() {
+                assert!(!is_encoding_of(bytes.get(..len).unwrap(), delegation));
+            }
         }
     }
 

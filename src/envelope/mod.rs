@@ -93,7 +93,10 @@ pub enum DecodeError {
 /// produces, so audit will report it. A `null` task is written as no task, as
 /// the log stores, hashes and exports it.
 pub fn encode(record: &Record) -> Vec<u8> {
-    seal(VERSION, record, &binary::body(record))
+    let out = header(VERSION, record, TYPICAL_LEN);
+    let mut out = binary::write_body(record, out);
+    write_checksum(&mut out);
+    out
 }
 
 /// Encodes `record` in format version 1, JSON, exactly as crates that wrote
@@ -103,20 +106,28 @@ pub fn encode(record: &Record) -> Vec<u8> {
 /// version. [`decode`] reads what this writes back to the same record.
 #[doc(hidden)]
 pub fn encode_v1(record: &Record) -> Vec<u8> {
-    seal(V1, record, &v1::body(record))
-}
-
-/// The header and `body`, with the checksum filled in.
-fn seal(version: u8, record: &Record, body: &[u8]) -> Vec<u8> {
-    let hash = record.hash.unwrap_or(ChainHash([0; 32]));
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len());
-    out.push(version);
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&hash.0);
-    out.extend_from_slice(body);
+    let body = v1::body(record);
+    let mut out = header(V1, record, HEADER_LEN + body.len());
+    out.extend_from_slice(&body);
     write_checksum(&mut out);
     out
 }
+
+/// A record's header (`version`, a checksum to fill in, the hash) in a buffer of
+/// `capacity`, for the body to follow.
+fn header(version: u8, record: &Record, capacity: usize) -> Vec<u8> {
+    let hash = record.hash.unwrap_or(ChainHash([0; 32]));
+    let mut out = Vec::with_capacity(capacity);
+    out.push(version);
+    out.extend_from_slice(&[0; 4]);
+    out.extend_from_slice(&hash.0);
+    out
+}
+
+/// The buffer an encoding starts with: enough for a typical record or head
+/// (under 140 bytes) without growing; a larger one (a long task) grows once or
+/// twice.
+const TYPICAL_LEN: usize = 192;
 
 /// Decodes stored bytes of any known format version (1 or 2) into a record with
 /// its hash. Both versions decode to the same [`Record`] for the same record.

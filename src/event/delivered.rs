@@ -42,7 +42,7 @@ impl TryFrom<WireDelivered> for Delivered {
 }
 
 impl Delivered {
-    pub(super) fn validate(&self) -> Result<(), InvalidEvent> {
+    pub(crate) fn validate(&self) -> Result<(), InvalidEvent> {
         if let Some(remote) = &self.remote {
             for text in [&remote.task_id, &remote.context_id].into_iter().flatten() {
                 check_text("remote", text)?;

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::check_text;
 use super::{FailureReason, InvalidEvent, ReasonCode};
 
 /// The payload of a `failed` event.
@@ -24,6 +25,16 @@ struct WireFailed {
     rpc_code: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     detail: Option<String>,
+}
+
+impl Failed {
+    /// [`Event::validate`](super::Event::validate) of this `failed`.
+    pub(crate) fn validate(&self) -> Result<(), InvalidEvent> {
+        if let Some(detail) = &self.detail {
+            check_text("detail", detail)?;
+        }
+        self.reason.validate()
+    }
 }
 
 impl TryFrom<WireFailed> for Failed {

@@ -5,8 +5,6 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::limits::{check_task, check_text};
-use super::queued::check_retry;
 use super::{Delivered, Failed, FailureReason, InvalidEvent, Queued, Remote};
 
 /// The three kinds of event, without their fields.
@@ -121,22 +119,9 @@ impl Event {
     /// [`MAX_TEXT_BYTES`]: super::MAX_TEXT_BYTES
     pub fn validate(&self) -> Result<(), InvalidEvent> {
         match self {
-            Event::Queued(queued) => {
-                check_text("source", &queued.source)?;
-                check_text("target", &queued.target)?;
-                check_retry(queued.retry_of.as_ref(), queued.attempt)?;
-                match &queued.task {
-                    Some(task) => check_task(task),
-                    None => Ok(()),
-                }
-            }
+            Event::Queued(queued) => queued.validate(),
             Event::Delivered(delivered) => delivered.validate(),
-            Event::Failed(failed) => {
-                if let Some(detail) = &failed.detail {
-                    check_text("detail", detail)?;
-                }
-                failed.reason.validate()
-            }
+            Event::Failed(failed) => failed.validate(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::{check_task, check_text};
 use super::{Attempt, DelegationId, InvalidEvent, Timestamp};
 
 /// The payload of a `queued` event.
@@ -51,6 +52,17 @@ impl Queued {
     /// Which attempt this is: `attempt`, or 1 for a delegation without one.
     pub fn attempt(&self) -> Attempt {
         self.attempt.unwrap_or(1)
+    }
+
+    /// [`Event::validate`](super::Event::validate) of this `queued`.
+    pub(crate) fn validate(&self) -> Result<(), InvalidEvent> {
+        check_text("source", &self.source)?;
+        check_text("target", &self.target)?;
+        check_retry(self.retry_of.as_ref(), self.attempt)?;
+        match &self.task {
+            Some(task) => check_task(task),
+            None => Ok(()),
+        }
     }
 }
 
