@@ -36,7 +36,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use audit_support::{copy_dir, sealed_bytes};
+use audit_support::{copy_dir, edit, sealed_bytes};
 use delegation_log::delegation::Fold;
 use delegation_log::envelope::{self, DecodeError, HEADER_LEN};
 use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
@@ -400,17 +400,7 @@ fn edited_body(version: u8) -> impl Strategy<Value = Vec<u8>> {
         prop::collection::vec((any::<prop::sample::Index>(), 0..3u8, byte), 1..6),
     )
         .prop_map(|(mut body, edits)| {
-            for (at, op, byte) in edits {
-                let at = at.index(body.len() + 1);
-                match op {
-                    0 if at < body.len() => body[at] = byte,
-                    1 => body.insert(at, byte),
-                    _ if at < body.len() => {
-                        body.remove(at);
-                    }
-                    _ => body.push(byte),
-                }
-            }
+            edit(&mut body, &edits);
             body
         })
 }

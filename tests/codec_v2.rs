@@ -16,7 +16,7 @@
 
 mod audit_support;
 
-use audit_support::sealed_bytes;
+use audit_support::{edit, sealed_bytes};
 use delegation_log::delegation::Fold;
 use delegation_log::envelope::{self, DecodeError, HEADER_LEN, head};
 use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
@@ -291,17 +291,7 @@ proptest! {
         edits in prop::collection::vec((any::<prop::sample::Index>(), 0..3u8, any::<u8>()), 1..4),
     ) {
         let mut body = envelope::encode(&record)[HEADER_LEN..].to_vec();
-        for (at, op, byte) in edits {
-            let at = at.index(body.len() + 1);
-            match op {
-                0 if at < body.len() => body[at] = byte,
-                1 => body.insert(at, byte),
-                _ if at < body.len() => {
-                    body.remove(at);
-                }
-                _ => body.push(byte),
-            }
-        }
+        edit(&mut body, &edits);
         let bytes = resealed(&body);
         if let Ok(decoded) = envelope::decode(&bytes) {
             prop_assert_eq!(envelope::encode(&decoded), bytes);

@@ -42,10 +42,10 @@ pub(crate) fn append(image: &mut Image, appends: &[Append<'_>]) -> Result<(), Ap
         // Within a group, a record appended earlier is there by the time this one is.
         let earlier = heads.contains_key(append.id);
         if let Some(last) = append.expect.seq().filter(|last| !earlier && !has(*last)) {
-            return Err(missing(append.id, last));
+            return Err(AppendError::missing(append.id, last));
         }
         if has(next) {
-            return Err(occupied(append.id, next));
+            return Err(AppendError::occupied(append.id, next));
         }
         heads.insert(append.id, Some(next));
     }
@@ -62,28 +62,6 @@ pub(crate) fn append(image: &mut Image, appends: &[Append<'_>]) -> Result<(), Ap
         );
     }
     Ok(())
-}
-
-/// The damage of a record slot that is taken though the head says it is free.
-pub(crate) fn occupied(id: &DelegationId, seq: Seq) -> AppendError {
-    AppendError::Damaged {
-        id: id.clone(),
-        seq,
-        reason: "a record is stored beyond the head: the head was lost or the record \
-                 was never acknowledged"
-            .to_owned(),
-    }
-}
-
-/// The damage of a head whose last record is not there.
-pub(crate) fn missing(id: &DelegationId, seq: Seq) -> AppendError {
-    AppendError::Damaged {
-        id: id.clone(),
-        seq,
-        reason: "the head says this is the last record, and it is not there: records \
-                 were lost"
-            .to_owned(),
-    }
 }
 
 /// Writes a record into a slot without any check, as a disk writes what it is told.

@@ -258,6 +258,30 @@ pub trait Store: Send + Sync + 'static {
     }
 }
 
+impl AppendError {
+    /// The damage of a record slot that is taken though the head says it is free.
+    pub(crate) fn occupied(id: &DelegationId, seq: Seq) -> Self {
+        AppendError::Damaged {
+            id: id.clone(),
+            seq,
+            reason: "a record is stored beyond the head: the head was lost or the record \
+                 was never acknowledged"
+                .to_owned(),
+        }
+    }
+
+    /// The damage of a head whose last record is not there.
+    pub(crate) fn missing(id: &DelegationId, seq: Seq) -> Self {
+        AppendError::Damaged {
+            id: id.clone(),
+            seq,
+            reason: "the head says this is the last record, and it is not there: records \
+                 were lost"
+                .to_owned(),
+        }
+    }
+}
+
 impl From<AppendError> for Error {
     fn from(error: AppendError) -> Self {
         match error {

@@ -212,3 +212,20 @@ pub fn sealed_bytes(version: u8, hash: [u8; 32], body: &[u8]) -> Vec<u8> {
     bytes[1..5].copy_from_slice(&checksum.to_be_bytes());
     bytes
 }
+
+/// Applies byte edits to `body`, as proptest draws them: each an index (taken
+/// modulo one past the end), an operation (0 overwrite, 1 insert, 2 remove, or
+/// append where there is nothing to overwrite or remove) and a byte.
+pub fn edit(body: &mut Vec<u8>, edits: &[(proptest::sample::Index, u8, u8)]) {
+    for (at, op, byte) in edits {
+        let at = at.index(body.len() + 1);
+        match op {
+            0 if at < body.len() => body[at] = *byte,
+            1 => body.insert(at, *byte),
+            _ if at < body.len() => {
+                body.remove(at);
+            }
+            _ => body.push(*byte),
+        }
+    }
+}

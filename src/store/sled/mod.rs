@@ -33,7 +33,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use self::acked::Acked;
-use super::memory::{missing, occupied};
 use super::{Append, AppendError, Entry, Head, Store, Stream, Stripes, key};
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Seq};
@@ -510,12 +509,12 @@ impl Store for Sled {
                     .contains_key(key::record(id, last))
                     .map_err(|e| self.sled_error(e))?;
                 if !there {
-                    return Err(missing(id, last));
+                    return Err(AppendError::missing(id, last));
                 }
             }
             let record = key::record(id, next);
             if log.contains_key(&record).map_err(|e| self.sled_error(e))? {
-                return Err(occupied(id, next));
+                return Err(AppendError::occupied(id, next));
             }
             batch.insert(record, append.record);
             let head = Head {
