@@ -17,7 +17,8 @@
 //! - `record_durable`: 1, 8, 64 and 256 writer threads; the ledger durable (group
 //!   commit) and buffered (the ceiling), against raw sled writes followed, per
 //!   record, by `flush` and `File::sync_data` of sled's `db` file (equal
-//!   durability), by `flush` alone (crash-safe, not power-safe), and against
+//!   durability; also with the record's writes as one `apply_batch`, equal
+//!   atomicity), by `flush` alone (crash-safe, not power-safe), and against
 //!   `write` + `fdatasync` of the record to a plain file (the physical floor);
 //! - `replay`: stores of 100k and 1M records; [`Ledger::replay`] (state rebuild)
 //!   and [`Ledger::audit`] (the full hash check) against a raw sled iteration of
@@ -229,6 +230,26 @@ fn record_durable(c: &mut Criterion) {
                 lifecycles_on_threads(b, threads, |_, n| {
                     for event in captured.lifecycle(n) {
                         apply(&trees, &event);
+                        db.flush().unwrap();
+                        file.sync_data().unwrap();
+                    }
+                });
+            },
+        );
+        // Reference: the same, with each record's writes as one `apply_batch`
+        // (atomic, as the ledger's are): what sled charges for a batch, at equal
+        // durability.
+        group.bench_with_input(
+            BenchmarkId::new("raw_sled_batch_flush_sync_per_insert", threads),
+            &threads,
+            |b, &threads| {
+                let captured = captured();
+                let dir = tempfile::tempdir().unwrap();
+                let (db, trees) = captured.raw(&dir.path().join("raw"));
+                let file = std::fs::File::open(dir.path().join("raw").join("db")).unwrap();
+                lifecycles_on_threads(b, threads, |_, n| {
+                    for event in captured.lifecycle(n) {
+                        apply_batched(&trees, &event);
                         db.flush().unwrap();
                         file.sync_data().unwrap();
                     }
