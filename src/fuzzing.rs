@@ -30,7 +30,7 @@ use arbitrary::Arbitrary;
 use crate::clock::ManualClock;
 use crate::delegation::{Status, StatusKind};
 use crate::envelope;
-use crate::error::Error;
+use crate::error::{Error, StorageError};
 use crate::event::{
     DelegationId, Delivered, Event, EventKind, Failed, FailureReason, MAX_ID_LEN, Queued, Received,
     Seq, Timestamp,
@@ -332,7 +332,7 @@ fn kind_of(error: &Error) -> ErrKind {
         Error::IllegalTransition { .. } => ErrKind::Illegal,
         Error::AlreadySettled { .. } => ErrKind::AlreadySettled,
         Error::Corrupt { .. } => ErrKind::Corrupt,
-        Error::Io(_) => ErrKind::Io,
+        Error::Storage(StorageError::Io(_)) => ErrKind::Io,
         other => panic!("unexpected error from the ledger: {other:?}"),
     }
 }

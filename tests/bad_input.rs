@@ -37,6 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use audit_support::{copy_dir, edit, sealed_bytes};
+use delegation_log::OpenError;
 use delegation_log::delegation::Fold;
 use delegation_log::envelope::{self, DecodeError, HEADER_LEN};
 use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
@@ -578,9 +579,8 @@ fn judge(
     let ledger = match Ledger::open(dir) {
         Ok(ledger) => ledger,
         Err(
-            Error::OpenPanicked { .. }
+            Error::Open(OpenError::Panicked { .. })
             | Error::Corrupt { .. }
-            | Error::Io(_)
             | Error::Storage(_)
             | Error::UnknownVersion { .. },
         ) => {

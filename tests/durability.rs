@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use delegation_log::StorageError;
 use delegation_log::store::{Append, AppendError, Fault, Faulty, Head, Memory, Store, Stream};
 use delegation_log::{
     DelegationId, Durability, Error, Event, Ledger, ManualClock, Options, StatusKind,
@@ -60,7 +61,10 @@ fn a_failed_flush_poisons_the_ledger_until_it_is_reopened() {
     ledger.record(&id(1), Event::queued("s", "t")).unwrap();
     store.inject(Fault::FailFlush);
     let failed = ledger.record(&id(2), Event::queued("s", "t"));
-    assert!(matches!(failed, Err(Error::Io(_))), "{failed:?}");
+    assert!(
+        matches!(failed, Err(Error::Storage(StorageError::Io(_)))),
+        "{failed:?}"
+    );
     let refused = ledger.record(&id(3), Event::queued("s", "t"));
     match refused {
         Err(Error::Poisoned { cause }) => {
@@ -88,7 +92,7 @@ fn a_failed_write_poisons_the_ledger_and_writes_nothing() {
     store.inject(Fault::FailWrite);
     assert!(matches!(
         ledger.record(&id(1), Event::queued("s", "t")),
-        Err(Error::Io(_))
+        Err(Error::Storage(StorageError::Io(_)))
     ));
     assert!(matches!(
         ledger.record(&id(1), Event::queued("s", "t")),

@@ -9,6 +9,7 @@
 use std::collections::BTreeSet;
 
 use delegation_log::DelegationId;
+use delegation_log::StorageError;
 use delegation_log::store::{Append, AppendError, Expect, Faulty, Store};
 
 fn id(n: usize) -> DelegationId {
@@ -142,7 +143,7 @@ fn injected_faults_write_nothing_and_make_nothing_durable() {
         },
     ];
     match store.append(&group) {
-        Err(AppendError::Store(Error::Io(e))) => {
+        Err(AppendError::Store(Error::Storage(StorageError::Io(e)))) => {
             assert!(e.to_string().contains("injected write failure"), "{e}");
         }
         other => panic!("expected an injected I/O error, got {other:?}"),
@@ -155,7 +156,10 @@ fn injected_faults_write_nothing_and_make_nothing_durable() {
     store.append(&group).unwrap();
     assert_eq!(store.pending(), 2);
     store.inject(Fault::FailFlush);
-    assert!(matches!(store.flush(), Err(Error::Io(_))));
+    assert!(matches!(
+        store.flush(),
+        Err(Error::Storage(StorageError::Io(_)))
+    ));
     assert_eq!(
         store.pending(),
         0,

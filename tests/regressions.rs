@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use delegation_log::StorageError;
 use delegation_log::store::{Fault, Faulty, Store};
 use delegation_log::{Durability, Error, Event, Ledger, ManualClock, Options, StatusKind};
 
@@ -42,7 +43,10 @@ fn an_explicit_flush_reports_a_failing_store_and_poisons_the_ledger() {
     let store = Arc::new(Faulty::seeded(1));
     let ledger = Ledger::with_store(store.clone(), Options::new().clock(ManualClock::default()));
     store.inject(Fault::FailFlush);
-    assert!(matches!(ledger.flush(), Err(Error::Io(_))));
+    assert!(matches!(
+        ledger.flush(),
+        Err(Error::Storage(StorageError::Io(_)))
+    ));
     let id = "d".parse().unwrap();
     assert!(matches!(
         ledger.record(&id, Event::queued("planner", "reviewer")),

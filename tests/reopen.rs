@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use delegation_log::OpenError;
 use delegation_log::{DelegationId, Error, Event, FailureReason, Ledger, Status};
 
 fn statuses(ledger: &Ledger, ids: &[DelegationId]) -> BTreeMap<DelegationId, Status> {
@@ -56,7 +57,7 @@ fn a_second_open_of_the_same_path_is_a_clear_error() {
     let path = dir.path().join("log");
     let first = Ledger::open(&path).unwrap();
     match Ledger::open(&path) {
-        Err(Error::Locked { path: locked }) => assert_eq!(locked, path),
+        Err(Error::Open(OpenError::Locked { path: locked })) => assert_eq!(locked, path),
         other => panic!("expected Locked, got {other:?}"),
     }
     drop(first);

@@ -42,7 +42,7 @@ pub struct Migration {
 /// ```
 ///
 /// # Errors
-/// [`Error::NotAStore`] if there is no store at `path`; [`Error::Corrupt`] (or
+/// [`OpenError::NotAStore`](crate::OpenError::NotAStore) if there is no store at `path`; [`Error::Corrupt`] (or
 /// [`Error::UnknownVersion`]) for a damaged delegation, with the store left as it
 /// was; a storage error.
 pub fn migrate(path: impl AsRef<Path>) -> Result<Migration> {

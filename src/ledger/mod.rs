@@ -207,7 +207,7 @@ impl Ledger {
     /// read-only tools use, so that a wrong path never becomes a new, empty store.
     ///
     /// # Errors
-    /// [`Error::NotAStore`] if there is no store at `path`; otherwise as for
+    /// [`OpenError::NotAStore`](crate::OpenError::NotAStore) if there is no store at `path`; otherwise as for
     /// [`store::Sled::open`].
     pub fn open_existing(path: impl AsRef<Path>) -> Result<Self> {
         Ok(Self::with_store(
