@@ -1,7 +1,7 @@
 //! The record that follows a delegation's fold: checked by the fold (and through
 //! it by the lifecycle machine), chained to the last hash, encoded with its head.
 
-use crate::delegation::{Fold, Violation};
+use crate::delegation::{Fold, NotNext};
 use crate::envelope;
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Event, Record, Timestamp};
@@ -45,8 +45,8 @@ pub(super) fn next_record(fold: &Fold, event: Event, at: Timestamp) -> Result<Ne
         at,
         hash: None,
     };
-    let refused = |violation| match violation {
-        Violation::Illegal(refusal) => Error::refused(id, refusal),
+    let refused = |not_next| match not_next {
+        NotNext::Illegal(refusal) => Error::refused(id, refusal),
         other => Error::Corrupt {
             key: format!("delegation `{id}`"),
             reason: other.to_string(),
@@ -62,7 +62,7 @@ pub(super) fn next_record(fold: &Fold, event: Event, at: Timestamp) -> Result<Ne
         .delegation()
         .map(envelope::head::encode)
         .ok_or_else(|| {
-            refused(Violation::Illegal(Refusal::IllegalTransition {
+            refused(NotNext::Illegal(Refusal::IllegalTransition {
                 from: fold.state(),
                 event: record.event.kind(),
             }))

@@ -86,9 +86,9 @@ pub(crate) fn fold_records(
     let mut previous = None;
     for record in records {
         let before = (fold.seq(), fold.hash());
-        fold.apply(record).map_err(|violation| Error::Corrupt {
+        fold.apply(record).map_err(|not_next| Error::Corrupt {
             key: format!("delegation `{}` seq {}", stream.id, record.seq),
-            reason: violation.to_string(),
+            reason: not_next.to_string(),
         })?;
         previous = Some(before);
     }
