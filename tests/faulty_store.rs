@@ -8,9 +8,8 @@
 
 use std::collections::BTreeSet;
 
-use delegation_log::DelegationId;
-use delegation_log::StorageError;
 use delegation_log::store::{Append, AppendError, Expect, Faulty, Store};
+use delegation_log::{DelegationId, StorageError};
 
 fn id(n: usize) -> DelegationId {
     format!("d-{n}").parse().unwrap()

@@ -31,10 +31,9 @@
 
 use std::path::Path;
 
-use delegation_log::StorageError;
 use delegation_log::event::MAX_ID_LEN;
 use delegation_log::store::{Append, AppendError, Expect, Head, Sled, Store, Stream, key};
-use delegation_log::{DelegationId, Error};
+use delegation_log::{DelegationId, Error, StorageError};
 
 fn id(text: &str) -> DelegationId {
     text.parse().unwrap()
