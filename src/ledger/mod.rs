@@ -3,9 +3,9 @@
 //! Every write goes through [`Ledger::record`] (or [`Ledger::settle`], or, for a
 //! retry, [`Ledger::retry`]): it reads the delegation's **head**, one get, which
 //! holds its summary (state, outcome, times, last seq and chain hash); resumes a
-//! [`Fold`] from it; builds the new record, which the fold (and through it the
-//! lifecycle machine) must accept; and appends the record and the new head in one
-//! atomic write, conditional on the head it read. Nothing re-reads history on the
+//! [`Fold`](crate::delegation::Fold) from it; builds the new record, which the
+//! fold (and through it the lifecycle machine) must accept; and appends the
+//! record and the new head in one atomic write, conditional on the head it read. Nothing re-reads history on the
 //! way. A refused event writes nothing.
 //!
 //! `status` is that one read of the head. `history`, `delegation` and `replay`
