@@ -1,5 +1,5 @@
-//! The reads: `status` (one read of a head), `history`, `delegation`, `replay`,
-//! `pending` and `first_attempt`, each folding what it reads.
+//! The reads: `status`, one read of a head; `history`, `delegation`, `replay`,
+//! `pending` and `first_attempt`, which fold records and check them against heads.
 
 use crate::delegation::{Delegation, Fold, Status};
 use crate::error::{Error, Result};

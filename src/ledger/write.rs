@@ -1,9 +1,7 @@
-//! The write path: `record`, `settle` and `retry`, each one read of a head, one
-//! check by the fold, and one atomic append; and the one loop that retries a write
-//! that lost the race for a head.
+//! The write path: `record`, `settle` and `retry` (a read of a head, a check by the
+//! fold, one atomic append), and the one loop that retries a lost race for a head.
 
-use crate::delegation::Fold;
-use crate::delegation::{Delegation, Outcome};
+use crate::delegation::{Delegation, Fold, Outcome};
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Event, Failed, Queued, Seq, Timestamp};
 use crate::lifecycle::State;
