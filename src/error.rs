@@ -322,3 +322,39 @@ impl Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_failure_keeps_the_engines_error_whole_as_its_source() {
+        let error = Error::from(StorageError::engine(std::io::Error::other("disk on fire")));
+        assert_eq!(error.to_string(), "storage engine error: disk on fire");
+        let source = std::error::Error::source(&error).expect("a source");
+        let engine = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the engine's error");
+        assert_eq!(engine.kind(), std::io::ErrorKind::Other);
+    }
+
+    #[test]
+    fn an_io_error_is_a_storage_failure_with_its_own_message() {
+        let error = Error::from(std::io::Error::other("short write"));
+        assert!(matches!(error, Error::Storage(StorageError::Io(_))));
+        assert_eq!(error.to_string(), "I/O error: short write");
+    }
+
+    #[test]
+    fn an_open_error_reads_the_same_through_the_top_level_error() {
+        let open = OpenError::NotAStore {
+            path: PathBuf::from("/nowhere/log"),
+        };
+        let said = open.to_string();
+        assert_eq!(Error::from(open).to_string(), said);
+        assert_eq!(
+            said,
+            "no store at /nowhere/log: it is missing, or not a delegation-log store"
+        );
+    }
+}
