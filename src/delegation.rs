@@ -192,10 +192,11 @@ pub enum StatusKind {
     NotFound,
 }
 
-/// Why a record cannot follow the records before it.
+/// Why a record is not the next one of its delegation's history: the fold's
+/// refusal. (An audit's finding about a log is [`audit::Violation`](crate::audit::Violation).)
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum Violation {
+pub enum NotNext {
     /// The record belongs to another delegation.
     #[error("record of `{found}` in the history of `{expected}`")]
     WrongDelegation {
@@ -323,26 +324,26 @@ impl Fold {
     /// Returns the state the record leads to.
     ///
     /// # Errors
-    /// The first [`Violation`] that applies.
-    pub fn check(&self, record: &Record) -> Result<State, Violation> {
+    /// The first [`NotNext`] that applies.
+    pub fn check(&self, record: &Record) -> Result<State, NotNext> {
         if record.delegation != self.id {
-            return Err(Violation::WrongDelegation {
+            return Err(NotNext::WrongDelegation {
                 expected: self.id.clone(),
                 found: record.delegation.clone(),
             });
         }
         let expected = self.seq.saturating_add(1);
         if record.seq != expected {
-            return Err(Violation::Sequence {
+            return Err(NotNext::Sequence {
                 expected,
                 found: record.seq,
             });
         }
-        let next = lifecycle::step(self.state, record.event.kind()).map_err(Violation::Illegal)?;
+        let next = lifecycle::step(self.state, record.event.kind()).map_err(NotNext::Illegal)?;
         if let Some(recorded) = record.hash.filter(|_| self.verify_chain) {
             let computed = record.chain_hash(&self.hash);
             if recorded != computed {
-                return Err(Violation::BrokenChain {
+                return Err(NotNext::BrokenChain {
                     seq: record.seq,
                     recorded,
                     computed,
@@ -355,8 +356,8 @@ impl Fold {
     /// Checks `record` and, if it passes, applies it.
     ///
     /// # Errors
-    /// The first [`Violation`] that applies; the fold is then unchanged.
-    pub fn apply(&mut self, record: &Record) -> Result<State, Violation> {
+    /// The first [`NotNext`] that applies; the fold is then unchanged.
+    pub fn apply(&mut self, record: &Record) -> Result<State, NotNext> {
         let next = self.check(record)?;
         self.state = next;
         self.seq = record.seq;

@@ -1,14 +1,21 @@
-//! The crate's error type.
+//! The crate's errors, in layers: [`StorageError`] (a store failed), [`OpenError`]
+//! (a store could not be opened), and [`Error`], which composes them.
 //!
-//! Variants fall in three groups, by what a caller does about them:
+//! [`Error`]'s variants fall in four groups, by what a caller does about them:
 //! - **refusals** ([`Error::IllegalTransition`], [`Error::AlreadySettled`],
 //!   [`Error::InvalidEvent`], [`Error::RetryLink`]): the event was wrong, nothing
 //!   was written, and the log is fine;
 //! - **storage damage** ([`Error::Corrupt`], [`Error::UnknownVersion`]): the store
 //!   holds bytes this crate will not trust; stop and audit;
-//! - **storage failure** ([`Error::Io`], [`Error::Poisoned`], [`Error::Locked`],
-//!   [`Error::OpenPanicked`], [`Error::Storage`]): the store could not do its job;
-//!   writes stay refused until the ledger is reopened.
+//! - **no usable store** ([`Error::Open`], [`Error::NeedsMigration`]): nothing was
+//!   read or written; fix the path, share the open ledger, or migrate;
+//! - **storage failure** ([`Error::Storage`], [`Error::Poisoned`],
+//!   [`Error::Task`]): the store could not do its job; writes stay refused until
+//!   the ledger is reopened.
+//!
+//! A store's own append error (`store::AppendError`) wraps [`Error`], never the
+//! other way round: this module names events, states and decode errors, and no
+//! store's or ledger's types, so the import graph has no circle.
 
 use std::path::PathBuf;
 
@@ -137,16 +144,13 @@ pub enum Error {
         cause: String,
     },
 
-    /// The store is already open, in this process or another.
+    /// The store could not be opened: it is locked, missing, or its engine broke
+    /// on damaged files.
     ///
     /// # Handling
-    /// Share the open [`Ledger`](crate::Ledger) (it is cheap to clone) instead of
-    /// opening the path twice.
-    #[error("store {path} is already open (sled allows one open per path)")]
-    Locked {
-        /// The store's path.
-        path: PathBuf,
-    },
+    /// As the [`OpenError`] variant says.
+    #[error(transparent)]
+    Open(#[from] OpenError),
 
     /// The store is in an older format, which this crate reads (upcasting each
     /// record) but does not write.
@@ -166,6 +170,90 @@ pub enum Error {
         found: u8,
     },
 
+    /// The store failed: an I/O error, or its engine's own.
+    ///
+    /// # Handling
+    /// Check the disk; the ledger is poisoned if this happened during a write
+    /// or a flush, and refuses everything until it is reopened.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+
+    /// Work this crate ran on a blocking thread ended abnormally: it panicked, or
+    /// its runtime shut down under it. Whether its write happened is unknown.
+    ///
+    /// # Handling
+    /// A panic is a bug in this crate or a store: report it. Treat the outcome as
+    /// unknown: read the status, and recover after a reopen.
+    #[error("{what} ended abnormally: {source}")]
+    Task {
+        /// What was running.
+        what: &'static str,
+        /// How it ended.
+        source: tokio::task::JoinError,
+    },
+
+    /// A task of this crate panicked (caught, so that no outcome is lost).
+    ///
+    /// # Handling
+    /// A bug in this crate or in a transport: report it. Its delegation stays
+    /// `queued` until recovery settles it.
+    #[error("{what} ended abnormally: it panicked: {message}")]
+    Panicked {
+        /// What was running.
+        what: &'static str,
+        /// The panic's message.
+        message: String,
+    },
+}
+
+impl From<std::io::Error> for Error {
+    fn from(error: std::io::Error) -> Self {
+        Error::Storage(StorageError::Io(error))
+    }
+}
+
+/// A store that failed to do its job. The underlying error is the source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// An I/O error from the file system.
+    ///
+    /// # Handling
+    /// Check the disk, then reopen.
+    #[error("I/O error: {0}")]
+    Io(#[from] std::io::Error),
+
+    /// A failure the storage engine reported in its own terms (sled, or another
+    /// backend's driver), kept as the source.
+    ///
+    /// # Handling
+    /// As for [`StorageError::Io`].
+    #[error("storage engine error: {0}")]
+    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StorageError {
+    /// The engine's own error, kept whole as the source.
+    pub fn engine(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StorageError::Engine(Box::new(error))
+    }
+}
+
+/// Why a store could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The store is already open, in this process or another.
+    ///
+    /// # Handling
+    /// Share the open [`Ledger`](crate::Ledger) (it is cheap to clone) instead of
+    /// opening the path twice.
+    #[error("store {path} is already open (sled allows one open per path)")]
+    Locked {
+        /// The store's path.
+        path: PathBuf,
+    },
+
     /// The path holds no store: it is missing, or a directory without sled's
     /// `conf` and `db` files. Commands that only read never create a store.
     ///
@@ -178,31 +266,18 @@ pub enum Error {
         path: PathBuf,
     },
 
-    /// sled panicked while opening the store, which it does on some damaged files.
+    /// The storage engine panicked while opening the store, which sled does on
+    /// some damaged files.
     ///
     /// # Handling
     /// Treat the store as damaged: audit it, and restore from an export or backup.
     #[error("store {path} could not be opened: sled panicked ({message})")]
-    OpenPanicked {
+    Panicked {
         /// The store's path.
         path: PathBuf,
         /// The panic message.
         message: String,
     },
-
-    /// An I/O error from the file system.
-    ///
-    /// # Handling
-    /// Check the disk; the ledger is poisoned if this happened during a write.
-    #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
-
-    /// Any other failure reported by the storage engine.
-    ///
-    /// # Handling
-    /// As for [`Error::Io`].
-    #[error("storage engine error: {0}")]
-    Storage(String),
 }
 
 impl Error {
@@ -247,3 +322,39 @@ impl Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_failure_keeps_the_engines_error_whole_as_its_source() {
+        let error = Error::from(StorageError::engine(std::io::Error::other("disk on fire")));
+        assert_eq!(error.to_string(), "storage engine error: disk on fire");
+        let source = std::error::Error::source(&error).expect("a source");
+        let engine = source
+            .downcast_ref::<std::io::Error>()
+            .expect("the engine's error");
+        assert_eq!(engine.kind(), std::io::ErrorKind::Other);
+    }
+
+    #[test]
+    fn an_io_error_is_a_storage_failure_with_its_own_message() {
+        let error = Error::from(std::io::Error::other("short write"));
+        assert!(matches!(error, Error::Storage(StorageError::Io(_))));
+        assert_eq!(error.to_string(), "I/O error: short write");
+    }
+
+    #[test]
+    fn an_open_error_reads_the_same_through_the_top_level_error() {
+        let open = OpenError::NotAStore {
+            path: PathBuf::from("/nowhere/log"),
+        };
+        let said = open.to_string();
+        assert_eq!(Error::from(open).to_string(), said);
+        assert_eq!(
+            said,
+            "no store at /nowhere/log: it is missing, or not a delegation-log store"
+        );
+    }
+}

@@ -30,7 +30,8 @@ use arbitrary::Arbitrary;
 use crate::clock::ManualClock;
 use crate::delegation::{Status, StatusKind};
 use crate::envelope;
-use crate::error::Error;
+use crate::error::{Error, StorageError};
+use crate::event::http_status::Code;
 use crate::event::{
     DelegationId, Delivered, Event, EventKind, Failed, FailureReason, MAX_ID_LEN, Queued, Received,
     Seq, Timestamp,
@@ -332,7 +333,7 @@ fn kind_of(error: &Error) -> ErrKind {
         Error::IllegalTransition { .. } => ErrKind::Illegal,
         Error::AlreadySettled { .. } => ErrKind::AlreadySettled,
         Error::Corrupt { .. } => ErrKind::Corrupt,
-        Error::Io(_) => ErrKind::Io,
+        Error::Storage(StorageError::Io(_)) => ErrKind::Io,
         other => panic!("unexpected error from the ledger: {other:?}"),
     }
 }
@@ -599,9 +600,9 @@ fn valid(event: &Event) -> bool {
         Event::Queued(_) => true,
         Event::Delivered(delivered) => delivered
             .http_status
-            .is_none_or(|code| (200..=299).contains(&code)),
+            .is_none_or(|code| Code(code).is_success()),
         Event::Failed(failed) => match failed.reason {
-            FailureReason::HttpStatus(code) => !(200..=299).contains(&code),
+            FailureReason::HttpStatus(code) => !Code(code).is_success(),
             _ => true,
         },
     }

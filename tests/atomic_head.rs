@@ -51,7 +51,7 @@ impl Killed {
             }
         }
         if self.dead.load(Ordering::SeqCst) {
-            return Err(Error::Io(std::io::Error::other("the process is dead")));
+            return Err(std::io::Error::other("the process is dead").into());
         }
         Ok(())
     }

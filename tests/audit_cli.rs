@@ -213,7 +213,7 @@ fn audit_exits_1_for_a_damaged_store_and_export_refuses_it() {
         0
     );
     {
-        let sled = sled::open(&db).unwrap();
+        let sled = audit_support::open_sled(&db);
         let records = sled.open_tree("log").unwrap();
         let id = "a".parse().unwrap();
         records

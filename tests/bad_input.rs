@@ -42,8 +42,8 @@ use delegation_log::envelope::{self, DecodeError, HEADER_LEN};
 use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
 use delegation_log::store::{Append, Expect, Memory, Store};
 use delegation_log::{
-    ChainHash, DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, Record,
-    Status, Timestamp,
+    ChainHash, DelegationId, Error, Event, FailureReason, Ledger, ManualClock, OpenError, Options,
+    Record, Status, Timestamp,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
@@ -578,9 +578,8 @@ fn judge(
     let ledger = match Ledger::open(dir) {
         Ok(ledger) => ledger,
         Err(
-            Error::OpenPanicked { .. }
+            Error::Open(OpenError::Panicked { .. })
             | Error::Corrupt { .. }
-            | Error::Io(_)
             | Error::Storage(_)
             | Error::UnknownVersion { .. },
         ) => {

@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod audit_support;
+mod record_strategies;
 
 use audit_support::{edit, sealed_bytes};
 use delegation_log::delegation::Fold;
@@ -25,144 +26,7 @@ use delegation_log::{
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
-
-// ---------------------------------------------------------------------------
-// Strategies
-// ---------------------------------------------------------------------------
-
-fn text() -> impl Strategy<Value = String> {
-    prop_oneof![
-        "[a-z0-9:/._-]{0,12}",
-        any::<String>(),
-        Just("\"\\/\u{0}\u{1f}\u{7f}\u{2028}é😀\t\n\r".to_owned()),
-    ]
-}
-
-fn id() -> impl Strategy<Value = DelegationId> {
-    prop_oneof![
-        "[a-z0-9-]{1,12}",
-        any::<String>().prop_map(|s| format!("x{}", s.chars().take(40).collect::<String>())),
-        Just("ø".repeat(128)),
-    ]
-    .prop_map(|id| DelegationId::try_from(id).unwrap())
-}
-
-fn instant() -> impl Strategy<Value = Timestamp> {
-    prop_oneof![
-        Just(Timestamp::from_unix_nanos(1_780_795_927_000_000_000)),
-        Just(Timestamp::from_unix_nanos(1_780_795_927_250_000_001)),
-        any::<i64>().prop_map(Timestamp::from_unix_nanos),
-    ]
-}
-
-fn task() -> impl Strategy<Value = Option<serde_json::Value>> {
-    prop_oneof![
-        Just(None),
-        Just(Some(serde_json::json!(
-            {"b": [1, 2.5, -0.0, 1e21, null], "a": "x", "é": {"z": true, "A": 1}}
-        ))),
-        any::<(i64, f64, String)>().prop_map(|(i, f, s)| {
-            let f = if f.is_finite() { f } else { 0.5 };
-            Some(serde_json::json!({"s": s, "i": i, "f": f}))
-        }),
-        text().prop_map(|s| Some(serde_json::Value::String(s))),
-    ]
-}
-
-fn queued() -> impl Strategy<Value = Event> {
-    let retry = proptest::option::of((id(), 2u64..=u64::MAX));
-    (
-        text(),
-        text(),
-        task(),
-        retry,
-        proptest::option::of(instant()),
-    )
-        .prop_map(|(source, target, task, retry, not_before)| {
-            Event::Queued(Queued {
-                source,
-                target,
-                task,
-                retry_of: retry.as_ref().map(|(of, _)| of.clone()),
-                attempt: retry.map(|(_, attempt)| attempt),
-                not_before,
-            })
-        })
-}
-
-fn remote() -> impl Strategy<Value = Remote> {
-    let state = prop_oneof![
-        Just(TaskState::Working),
-        Just(TaskState::InputRequired),
-        Just(TaskState::Rejected),
-        Just(TaskState::Unknown),
-        Just(TaskState::Other("TASK_STATE_WORKING".to_owned())),
-        "[a-z_]{0,12}".prop_map(|text| TaskState::from_wire(&text)),
-    ];
-    (
-        prop_oneof![Just(RemoteKind::Message), Just(RemoteKind::Task)],
-        proptest::option::of(text()),
-        proptest::option::of(text()),
-        proptest::option::of(state),
-    )
-        .prop_map(|(kind, task_id, context_id, state)| Remote {
-            kind,
-            task_id,
-            context_id,
-            state,
-        })
-}
-
-fn reason() -> impl Strategy<Value = FailureReason> {
-    prop_oneof![
-        Just(FailureReason::TargetOffline),
-        prop_oneof![100u16..=199, 300u16..=u16::MAX].prop_map(FailureReason::HttpStatus),
-        any::<i64>().prop_map(FailureReason::RpcError),
-        Just(FailureReason::Rejected),
-        Just(FailureReason::BadResponse),
-        Just(FailureReason::MarshalError),
-        Just(FailureReason::Timeout),
-        Just(FailureReason::Interrupted),
-    ]
-}
-
-fn outcome() -> impl Strategy<Value = Event> {
-    prop_oneof![
-        (
-            proptest::option::of(200u16..=299),
-            proptest::option::of(remote())
-        )
-            .prop_map(|(http_status, remote)| Event::Delivered(Delivered {
-                http_status,
-                remote
-            })),
-        (reason(), proptest::option::of(text()))
-            .prop_map(|(reason, detail)| Event::Failed(Failed { reason, detail })),
-    ]
-}
-
-fn sealed(delegation: DelegationId, seq: u64, event: Event, at: Timestamp) -> Record {
-    let mut record = Record {
-        delegation,
-        seq,
-        event,
-        at,
-        hash: None,
-    };
-    record.hash = Some(record.chain_hash(&ChainHash::GENESIS));
-    record
-}
-
-/// A valid record of any kind, at any seq.
-fn record() -> impl Strategy<Value = Record> {
-    (
-        id(),
-        prop_oneof![1u64..=3, any::<u64>()],
-        prop_oneof![queued(), outcome()],
-        instant(),
-    )
-        .prop_map(|(id, seq, event, at)| sealed(id, seq, event, at))
-}
+use record_strategies::{id, instant, outcome, queued, record, sealed};
 
 /// The delegation a history of one `queued` and, maybe, an outcome folds to.
 fn delegation() -> impl Strategy<Value = Delegation> {

@@ -230,7 +230,12 @@ async fn an_outcome_that_cannot_be_recorded_is_surfaced_by_its_receipt_and_by_sh
     assert_eq!(unrecorded.len(), 1);
     assert_eq!(unrecorded[0].id, Some(id("doomed")));
     assert_eq!(unrecorded[0].outcome, "delivered");
-    assert!(unrecorded[0].cause.contains("injected write failure"));
+    assert!(
+        unrecorded[0]
+            .cause
+            .to_string()
+            .contains("injected write failure")
+    );
     assert_eq!(dispatcher.stats().unrecorded, 1);
 
     let settled = receipt.settled().await;
@@ -461,7 +466,10 @@ async fn a_delivery_that_panics_is_surfaced_by_its_receipt_and_by_shutdown() {
     assert_eq!(unrecorded.len(), 1);
     assert_eq!(unrecorded[0].id, Some(id("fragile")));
     assert!(
-        unrecorded[0].cause.contains("the transport broke"),
+        unrecorded[0]
+            .cause
+            .to_string()
+            .contains("the transport broke"),
         "{}",
         unrecorded[0].cause
     );

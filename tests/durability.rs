@@ -1,8 +1,10 @@
 //! Guards promise 4 on the simulated store: in durable mode an acknowledged event
 //! survives a crash; a failed flush poisons the ledger until it is reopened (so a
 //! lost write is never acknowledged); buffered mode may lose the unflushed tail but
-//! never leaves a half state; concurrent durable writers share flushes; and on
-//! sled a durable acknowledgement waits for a sync of the data file to the device.
+//! never leaves a half state, and an explicit flush makes it whole; a poisoned
+//! ledger refuses reads too, so it never shows an outcome a crash can undo;
+//! concurrent durable writers share flushes; and on sled a durable
+//! acknowledgement waits for a sync of the data file to the device.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use std::time::Duration;
 
 use delegation_log::store::{Append, AppendError, Fault, Faulty, Head, Memory, Store, Stream};
 use delegation_log::{
-    DelegationId, Durability, Error, Event, Ledger, ManualClock, Options, StatusKind,
+    DelegationId, Durability, Error, Event, Ledger, ManualClock, Options, StatusKind, StorageError,
 };
 
 fn id(n: usize) -> DelegationId {
@@ -60,7 +62,10 @@ fn a_failed_flush_poisons_the_ledger_until_it_is_reopened() {
     ledger.record(&id(1), Event::queued("s", "t")).unwrap();
     store.inject(Fault::FailFlush);
     let failed = ledger.record(&id(2), Event::queued("s", "t"));
-    assert!(matches!(failed, Err(Error::Io(_))), "{failed:?}");
+    assert!(
+        matches!(failed, Err(Error::Storage(StorageError::Io(_)))),
+        "{failed:?}"
+    );
     let refused = ledger.record(&id(3), Event::queued("s", "t"));
     match refused {
         Err(Error::Poisoned { cause }) => {
@@ -88,7 +93,7 @@ fn a_failed_write_poisons_the_ledger_and_writes_nothing() {
     store.inject(Fault::FailWrite);
     assert!(matches!(
         ledger.record(&id(1), Event::queued("s", "t")),
-        Err(Error::Io(_))
+        Err(Error::Storage(StorageError::Io(_)))
     ));
     assert!(matches!(
         ledger.record(&id(1), Event::queued("s", "t")),
@@ -260,4 +265,73 @@ fn a_sled_flush_syncs_the_data_file_and_a_crash_safe_flush_does_not() {
     assert_eq!(store.syncs(), 1);
     store.flush().unwrap();
     assert_eq!(store.syncs(), 2);
+}
+
+// Regression (tests/model.rs): buffered `Ledger::flush` said Ok without flushing the store.
+#[test]
+fn an_explicit_flush_in_buffered_mode_makes_buffered_events_survive_a_crash() {
+    let store = Arc::new(Faulty::seeded(1));
+    let ledger = Ledger::with_store(store.clone(), options(Durability::Buffered));
+    let id = "d".parse().unwrap();
+    ledger
+        .record(&id, Event::queued("planner", "reviewer"))
+        .unwrap();
+    ledger.flush().unwrap();
+    assert_eq!(store.pending(), 0, "the flush did not reach the store");
+    store.crash();
+    let ledger = Ledger::with_store(store.clone(), options(Durability::Buffered));
+    assert_eq!(ledger.status(&id).unwrap().status, StatusKind::Queued);
+}
+
+// Regression (with the one above): a flush that never reached the store hid its failure.
+#[test]
+fn an_explicit_flush_reports_a_failing_store_and_poisons_the_ledger() {
+    let store = Arc::new(Faulty::seeded(1));
+    let ledger = Ledger::with_store(store.clone(), options(Durability::Durable));
+    store.inject(Fault::FailFlush);
+    assert!(matches!(
+        ledger.flush(),
+        Err(Error::Storage(StorageError::Io(_)))
+    ));
+    let id = "d".parse().unwrap();
+    assert!(matches!(
+        ledger.record(&id, Event::queued("planner", "reviewer")),
+        Err(Error::Poisoned { .. })
+    ));
+}
+
+// Regression (hardening review, defect 11): a poisoned ledger served what a crash undid.
+#[test]
+fn a_poisoned_ledger_refuses_reads_that_could_show_an_unacknowledged_outcome() {
+    let store = Arc::new(Faulty::seeded(1));
+    let durable = || Ledger::with_store(store.clone(), options(Durability::Durable));
+    let ledger = durable();
+    let id = "d".parse().unwrap();
+    ledger
+        .record(&id, Event::queued("planner", "reviewer"))
+        .unwrap();
+    store.inject(Fault::FailFlush);
+    assert!(
+        ledger
+            .record(&id, Event::delivered(Some(200)).unwrap())
+            .is_err()
+    );
+    let poisoned = |result: Result<(), Error>| matches!(result, Err(Error::Poisoned { .. }));
+    assert!(poisoned(ledger.status(&id).map(drop)));
+    assert!(poisoned(ledger.delegation(&id).map(drop)));
+    assert!(poisoned(ledger.history(&id).map(drop)));
+    assert!(poisoned(ledger.pending().map(drop)));
+    assert!(poisoned(ledger.recover().map(drop)));
+    assert!(poisoned(ledger.export(Vec::new()).map(drop)));
+    let replayed: Vec<_> = ledger.replay().collect();
+    assert_eq!(replayed.len(), 1);
+    assert!(matches!(replayed[0], Err(Error::Poisoned { .. })));
+    assert!(matches!(
+        ledger.audit(),
+        Err(delegation_log::AuditError::Store(Error::Poisoned { .. }))
+    ));
+
+    store.crash();
+    let reopened = durable();
+    assert_eq!(reopened.status(&id).unwrap().status, StatusKind::Queued);
 }

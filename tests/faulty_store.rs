@@ -8,8 +8,8 @@
 
 use std::collections::BTreeSet;
 
-use delegation_log::DelegationId;
 use delegation_log::store::{Append, AppendError, Expect, Faulty, Store};
+use delegation_log::{DelegationId, StorageError};
 
 fn id(n: usize) -> DelegationId {
     format!("d-{n}").parse().unwrap()
@@ -142,7 +142,7 @@ fn injected_faults_write_nothing_and_make_nothing_durable() {
         },
     ];
     match store.append(&group) {
-        Err(AppendError::Store(Error::Io(e))) => {
+        Err(AppendError::Store(Error::Storage(StorageError::Io(e)))) => {
             assert!(e.to_string().contains("injected write failure"), "{e}");
         }
         other => panic!("expected an injected I/O error, got {other:?}"),
@@ -155,7 +155,10 @@ fn injected_faults_write_nothing_and_make_nothing_durable() {
     store.append(&group).unwrap();
     assert_eq!(store.pending(), 2);
     store.inject(Fault::FailFlush);
-    assert!(matches!(store.flush(), Err(Error::Io(_))));
+    assert!(matches!(
+        store.flush(),
+        Err(Error::Storage(StorageError::Io(_)))
+    ));
     assert_eq!(
         store.pending(),
         0,

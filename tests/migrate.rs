@@ -249,7 +249,7 @@ fn a_store_that_lost_its_format_marker_is_read_as_its_trees_show_and_never_empti
             delegation_log::migrate(&path).unwrap();
         }
         {
-            let db = sled::open(&path).unwrap();
+            let db = audit_support::open_sled(&path);
             db.open_tree("meta").unwrap().remove("format").unwrap();
             db.flush().unwrap();
         }
@@ -261,7 +261,7 @@ fn a_store_that_lost_its_format_marker_is_read_as_its_trees_show_and_never_empti
             verdict.to_plain()
         );
         assert_eq!(check(&path, &expected), format);
-        let db = sled::open(&path).unwrap();
+        let db = audit_support::open_sled(&path);
         assert!(
             db.open_tree("meta")
                 .unwrap()
@@ -288,8 +288,8 @@ fn a_migration_stopped_after_its_marker_switch_is_finished_by_the_next_open() {
     {
         // Put format 1's trees back beside the migrated tree, as a process
         // killed between the switch and the drop leaves them.
-        let from = sled::open(&old).unwrap();
-        let into = sled::open(&path).unwrap();
+        let from = audit_support::open_sled(&old);
+        let into = audit_support::open_sled(&path);
         for name in ["records", "heads"] {
             let (source, target) = (from.open_tree(name).unwrap(), into.open_tree(name).unwrap());
             for item in source.iter() {
@@ -300,7 +300,7 @@ fn a_migration_stopped_after_its_marker_switch_is_finished_by_the_next_open() {
         into.flush().unwrap();
     }
     assert_eq!(check(&path, &expected), 2);
-    let db = sled::open(&path).unwrap();
+    let db = audit_support::open_sled(&path);
     let names: Vec<_> = db.tree_names();
     assert!(!names.iter().any(|name| name.as_ref() == b"records"));
     assert!(!names.iter().any(|name| name.as_ref() == b"heads"));

@@ -79,7 +79,7 @@ impl Doomed {
 }
 
 fn dead() -> Error {
-    Error::Io(std::io::Error::other("the process is dead"))
+    std::io::Error::other("the process is dead").into()
 }
 
 impl Store for Doomed {

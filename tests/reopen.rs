@@ -1,11 +1,19 @@
 //! Guards promises 1 and 4 across a clean restart: what a ledger acknowledged is
-//! there, unchanged, after the store is closed and opened again; and a store can be
-//! open only once at a time, with a clear error instead of a hang.
+//! there, unchanged, after the store is closed and opened again; a store can be
+//! open only once at a time, with a clear error instead of a hang; and recovery
+//! after a restart settles every readable delegation left queued, even when
+//! another is damaged.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
 
-use delegation_log::{DelegationId, Error, Event, FailureReason, Ledger, Status};
+use std::sync::Arc;
+
+use delegation_log::store::Faulty;
+use delegation_log::{
+    DelegationId, Durability, Error, Event, FailureReason, Ledger, ManualClock, OpenError, Options,
+    Status, StatusKind,
+};
 
 fn statuses(ledger: &Ledger, ids: &[DelegationId]) -> BTreeMap<DelegationId, Status> {
     ids.iter()
@@ -56,7 +64,7 @@ fn a_second_open_of_the_same_path_is_a_clear_error() {
     let path = dir.path().join("log");
     let first = Ledger::open(&path).unwrap();
     match Ledger::open(&path) {
-        Err(Error::Locked { path: locked }) => assert_eq!(locked, path),
+        Err(Error::Open(OpenError::Locked { path: locked })) => assert_eq!(locked, path),
         other => panic!("expected Locked, got {other:?}"),
     }
     drop(first);
@@ -81,4 +89,35 @@ fn recovery_after_reopen_settles_what_was_left_queued() {
         Some(delegation_log::event::ReasonCode::Interrupted)
     );
     assert!(ledger.pending().unwrap().is_empty());
+}
+
+// Regression (tests/model.rs): one damaged delegation stopped `recover` settling the others.
+#[test]
+fn recover_settles_every_readable_delegation_even_when_another_is_damaged() {
+    let store = Arc::new(Faulty::seeded(1));
+    let ledger = Ledger::with_store(store.clone(), buffered());
+    let torn = "a".parse().unwrap();
+    ledger
+        .record(&torn, Event::queued("planner", "reviewer"))
+        .unwrap();
+    assert!(store.crash_tearing());
+    let ledger = Ledger::with_store(store.clone(), buffered());
+    let intact = "b".parse().unwrap();
+    ledger
+        .record(&intact, Event::queued("planner", "reviewer"))
+        .unwrap();
+
+    assert!(matches!(ledger.recover(), Err(Error::Corrupt { .. })));
+    assert_eq!(ledger.status(&intact).unwrap().status, StatusKind::Failed);
+    assert!(matches!(ledger.history(&torn), Err(Error::Corrupt { .. })));
+    // The torn `queued` never got its head: `status`, which reads the head, has
+    // never heard of it, and neither has anyone it was acknowledged to durably.
+    assert_eq!(ledger.status(&torn).unwrap().status, StatusKind::NotFound);
+}
+
+/// Buffered, with a fixed clock.
+fn buffered() -> Options {
+    Options::new()
+        .durability(Durability::Buffered)
+        .clock(ManualClock::default())
 }

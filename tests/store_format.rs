@@ -33,7 +33,7 @@ use std::path::Path;
 
 use delegation_log::event::MAX_ID_LEN;
 use delegation_log::store::{Append, AppendError, Expect, Head, Sled, Store, Stream, key};
-use delegation_log::{DelegationId, Error};
+use delegation_log::{DelegationId, Error, StorageError};
 
 fn id(text: &str) -> DelegationId {
     text.parse().unwrap()
@@ -737,7 +737,7 @@ fn opening_a_path_that_is_a_file_is_an_io_error_not_a_lock() {
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, b"plain file").unwrap();
     match Sled::open(&file) {
-        Err(Error::Io(_)) => {}
+        Err(Error::Storage(StorageError::Io(_))) => {}
         other => panic!("expected an I/O error, got {other:?}"),
     }
 }

@@ -116,7 +116,7 @@ fn deleting_a_delegations_last_record_shows_it_pending_in_the_export_and_is_caug
     // The same deletion in the store is caught by its head, and by the store's
     // count of acknowledged records (one past the last stored record).
     {
-        let db = sled::open(&path).unwrap();
+        let db = audit_support::open_sled(&path);
         let records = db.open_tree("log").unwrap();
         records
             .remove(key::record(&"d".parse().unwrap(), 2))

@@ -143,23 +143,23 @@ impl Tally {
                 record.hash = None;
                 match fold.check(&record) {
                     Ok(_) => Err((Kind::BrokenChain, problem)),
-                    Err(violation) => Err(describe(&violation, written_seq)),
+                    Err(not_next) => Err(describe(&not_next, written_seq)),
                 }
             }
             // Only a retry has a link to judge: every other record is checked and
             // applied in one go.
             None if is_retry(&record) => match fold.check(&record) {
-                Err(violation) => Err(describe(&violation, written_seq)),
+                Err(not_next) => Err(describe(&not_next, written_seq)),
                 Ok(_) => match link(&record) {
                     Some(problem) => Err((Kind::RetryLink, problem)),
                     None => fold
                         .apply(&record)
-                        .map_err(|violation| describe(&violation, written_seq)),
+                        .map_err(|not_next| describe(&not_next, written_seq)),
                 },
             },
             None => fold
                 .apply(&record)
-                .map_err(|violation| describe(&violation, written_seq)),
+                .map_err(|not_next| describe(&not_next, written_seq)),
         };
         match verdict {
             Ok(after) => {
@@ -186,7 +186,7 @@ impl Tally {
         let expected = seq.saturating_add(1);
         let (kind, message) = if record.seq != expected || written_seq.is_some() {
             describe(
-                &delegation::Violation::Sequence {
+                &delegation::NotNext::Sequence {
                     expected,
                     found: record.seq,
                 },
@@ -194,7 +194,7 @@ impl Tally {
             )
         } else {
             match lifecycle::step(state, record.event.kind()) {
-                Err(refusal) => describe(&delegation::Violation::Illegal(refusal), None),
+                Err(refusal) => describe(&delegation::NotNext::Illegal(refusal), None),
                 // Settled states refuse every event; should the machine ever
                 // change, refusing here is the safe reading.
                 Ok(_) => (
@@ -249,10 +249,10 @@ impl Tally {
     }
 }
 
-/// The kind and message of a fold's violation.
-fn describe(violation: &delegation::Violation, written_seq: Option<i64>) -> (Kind, String) {
-    match violation {
-        delegation::Violation::Sequence { expected, found } => {
+/// The kind and message of a record the fold refused.
+fn describe(not_next: &delegation::NotNext, written_seq: Option<i64>) -> (Kind, String) {
+    match not_next {
+        delegation::NotNext::Sequence { expected, found } => {
             let found = written_seq.map_or_else(|| found.to_string(), |seq| seq.to_string());
             let why = match (expected, written_seq) {
                 (_, Some(_)) => "a seq is a positive integer",
@@ -267,14 +267,14 @@ fn describe(violation: &delegation::Violation, written_seq: Option<i64>) -> (Kin
                 format!("seq {found}, expected {expected} ({why})"),
             )
         }
-        delegation::Violation::Illegal(refusal) => (Kind::IllegalTransition, refusal.to_string()),
-        delegation::Violation::BrokenChain {
+        delegation::NotNext::Illegal(refusal) => (Kind::IllegalTransition, refusal.to_string()),
+        delegation::NotNext::BrokenChain {
             recorded, computed, ..
         } => (
             Kind::BrokenChain,
             format!("hash does not match: the record says {recorded}, the chain gives {computed}"),
         ),
-        delegation::Violation::WrongDelegation { .. } => (Kind::Malformed, violation.to_string()),
+        delegation::NotNext::WrongDelegation { .. } => (Kind::Malformed, not_next.to_string()),
     }
 }
 

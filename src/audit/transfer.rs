@@ -62,7 +62,7 @@ impl Ledger {
     ///
     /// # Errors
     /// [`Error::Corrupt`] or [`Error::UnknownVersion`] for a damaged delegation (what
-    /// was written before it stays written); a storage error; [`Error::Io`] if
+    /// was written before it stays written); a storage error; [`StorageError::Io`](crate::StorageError::Io) if
     /// writing fails.
     pub fn export(&self, out: impl Write) -> Result<Exported> {
         self.check_poisoned()?;

@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use delegation_log::audit::printable;
-use delegation_log::{DelegationId, Ledger};
+use delegation_log::{DelegationId, Ledger, OpenError};
 
 /// An auditable event log for agent-to-agent delegations.
 #[derive(Debug, Parser)]
@@ -152,7 +152,9 @@ pub(crate) fn main() -> ExitCode {
 /// Opens an existing log; a missing or unreadable one is exit 2.
 pub(crate) fn open_existing(db: &Path) -> Result<Ledger, Failure> {
     Ledger::open_existing(db).map_err(|e| match e {
-        delegation_log::Error::NotAStore { .. } => Failure::Unusable(e.to_string()),
+        delegation_log::Error::Open(OpenError::NotAStore { .. }) => {
+            Failure::Unusable(e.to_string())
+        }
         e => Failure::Unusable(format!("cannot open {}: {e}", db.display())),
     })
 }
@@ -185,7 +187,9 @@ fn migrate(db: &Path) -> Done {
             db.display(),
             db.display()
         ))),
-        Err(e @ delegation_log::Error::NotAStore { .. }) => Err(Failure::Unusable(e.to_string())),
+        Err(e @ delegation_log::Error::Open(OpenError::NotAStore { .. })) => {
+            Err(Failure::Unusable(e.to_string()))
+        }
         Err(e) => Err(Failure::Unusable(format!(
             "cannot migrate {}: {e}",
             db.display()

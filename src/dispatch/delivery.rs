@@ -10,7 +10,7 @@ use super::receipt::Settle;
 use super::supervisor::Admission;
 use super::{Inner, Request, Settled, Unrecorded, blocking, outcome};
 use crate::delegation::Outcome;
-use crate::event::{DelegationId, Event, FailureReason};
+use crate::event::{DelegationId, Event, FailureReason, InvalidEvent};
 use crate::ledger::{Claim, Ledger, Settlement};
 use crate::transport::{Accepted, Failure, Message};
 
@@ -73,7 +73,10 @@ impl Inner {
                 let unrecorded = Unrecorded {
                     id: Some(id),
                     outcome: "unknown".to_owned(),
-                    cause: format!("delivery task ended abnormally: {panic}"),
+                    cause: Arc::new(crate::Error::Panicked {
+                        what: "delivery task",
+                        message: panic,
+                    }),
                 };
                 self.tally.unrecorded(unrecorded.clone());
                 Err(unrecorded)
@@ -120,7 +123,7 @@ impl Inner {
                 let unrecorded = Unrecorded {
                     id: Some(id),
                     outcome: described,
-                    cause: error.to_string(),
+                    cause: Arc::new(error),
                 };
                 self.tally.unrecorded(unrecorded.clone());
                 Err(unrecorded)
@@ -173,7 +176,7 @@ async fn caught<F: Future>(work: F) -> Result<F::Output, String> {
                     .map(|s| (*s).to_owned())
                     .or_else(|| panic.downcast_ref::<String>().cloned())
                     .unwrap_or_else(|| "no message".to_owned());
-                Poll::Ready(Err(format!("it panicked: {said}")))
+                Poll::Ready(Err(said))
             }
         }
     })
@@ -191,11 +194,8 @@ fn record(ledger: &Ledger, id: &DelegationId, event: Event) -> crate::Result<Set
                     remote: d.remote,
                 },
                 Event::Failed(f) => Outcome::Failed(f),
-                Event::Queued(_) => {
-                    return Err(crate::Error::Storage(
-                        "an outcome cannot be `queued`".to_owned(),
-                    ));
-                }
+                // `settle` refuses a `queued` before anything is written.
+                Event::Queued(_) => return Err(InvalidEvent::NotAnOutcome.into()),
             };
             (outcome, recorded.seq, recorded.at)
         }

@@ -47,6 +47,20 @@ pub enum Error {
     #[error("delegation `{0}` was abandoned: the dispatcher was dropped before it settled")]
     Abandoned(DelegationId),
 
+    /// Every redelivery id tried for a delegation was taken: other writers kept
+    /// recording under the ids this dispatcher picked. Its delegation stays
+    /// `queued`, and a later recovery tries again.
+    ///
+    /// # Handling
+    /// Writers outside this dispatcher are using its id scheme: find them.
+    #[error("no free redelivery id for `{original}` after {tries} tries")]
+    NoRedeliveryId {
+        /// The delegation to redeliver.
+        original: DelegationId,
+        /// How many ids were tried.
+        tries: usize,
+    },
+
     /// A generated id is not a valid delegation id. Generated ids are far below
     /// the limit, and redelivery ids are kept within it, so this does not happen.
     ///
@@ -57,13 +71,15 @@ pub enum Error {
 }
 
 /// An outcome that was decided but could not be written.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("outcome of delegation `{}` not recorded ({outcome}): {cause}", .id.as_ref().map_or("<unknown>", DelegationId::as_str))]
 pub struct Unrecorded {
     /// The delegation, when known.
     pub id: Option<DelegationId>,
     /// The outcome that was due, in words (`delivered`, `failed: timeout`, …).
     pub outcome: String,
-    /// Why it was not recorded.
-    pub cause: String,
+    /// Why it was not recorded: the ledger's error (most likely a storage
+    /// failure, which poisoned it).
+    #[source]
+    pub cause: std::sync::Arc<crate::Error>,
 }

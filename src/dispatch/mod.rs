@@ -265,8 +265,6 @@ where
 {
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => result,
-        Err(join) => Err(E::from(crate::Error::Storage(format!(
-            "{what} ended abnormally: {join}"
-        )))),
+        Err(join) => Err(E::from(crate::Error::Task { what, source: join })),
     }
 }

@@ -222,8 +222,8 @@ fn requeue(
             Err(error) => return Err(error.into()),
         }
     }
-    Err(Error::Ledger(crate::Error::Storage(format!(
-        "no free redelivery id for `{}` after {REDELIVERY_ID_TRIES} tries",
-        original.id
-    ))))
+    Err(Error::NoRedeliveryId {
+        original: original.id,
+        tries: REDELIVERY_ID_TRIES,
+    })
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::http_status::is_success;
+use super::http_status::Code;
 use super::limits::check_text;
 use super::{InvalidEvent, Remote};
 
@@ -52,7 +52,7 @@ impl Delivered {
             }
         }
         match self.http_status {
-            Some(code) if !is_success(code) => Err(InvalidEvent::DeliveredStatus(code)),
+            Some(code) if !Code(code).is_success() => Err(InvalidEvent::DeliveredStatus(code)),
             _ => Ok(()),
         }
     }

@@ -1,24 +1,45 @@
 //! The one rule the log holds about HTTP status codes: a 2xx means the target
 //! accepted the task. Events, their errors and every transport decide it here.
 
+use std::fmt;
 use std::ops::RangeInclusive;
 
-/// The success statuses, 200 to 299: the only statuses a `delivered` event may
-/// carry, and never the status of a `failed` one.
-pub const SUCCESS: RangeInclusive<u16> = 200..=299;
+/// An HTTP status code as a transport received it, and the rule the log holds
+/// about it: [`Code::is_success`].
+///
+/// ```
+/// use delegation_log::event::http_status::Code;
+///
+/// assert!(Code(200).is_success() && Code(299).is_success());
+/// assert!(!Code(199).is_success() && !Code(300).is_success());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Code(pub u16);
 
-/// Whether `code` is a 2xx: a delivery accepted with it is
-/// [`Delivered`](super::Delivered), and a failure never carries it
-/// ([`FailureReason::HttpStatus`](super::FailureReason::HttpStatus) is non-2xx).
-///
-/// ```
-/// use delegation_log::event::http_status;
-///
-/// assert!(http_status::is_success(200) && http_status::is_success(299));
-/// assert!(!http_status::is_success(199) && !http_status::is_success(300));
-/// ```
-pub const fn is_success(code: u16) -> bool {
-    code >= *SUCCESS.start() && code <= *SUCCESS.end()
+impl Code {
+    /// The success statuses, 200 to 299: the only statuses a `delivered` event may
+    /// carry, and never the status of a `failed` one.
+    pub const SUCCESS: RangeInclusive<u16> = 200..=299;
+
+    /// Whether this is a 2xx: a delivery accepted with it is
+    /// [`Delivered`](super::Delivered), and a failure never carries it
+    /// ([`FailureReason::HttpStatus`](super::FailureReason::HttpStatus) is
+    /// non-2xx).
+    pub const fn is_success(self) -> bool {
+        self.0 >= *Self::SUCCESS.start() && self.0 <= *Self::SUCCESS.end()
+    }
+}
+
+impl From<u16> for Code {
+    fn from(code: u16) -> Self {
+        Code(code)
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 #[cfg(test)]
@@ -29,10 +50,10 @@ mod tests {
     #[test]
     fn success_is_exactly_200_to_299() {
         for code in [0, 100, 199, 300, 304, 404, 500, 599, u16::MAX] {
-            assert!(!is_success(code), "{code}");
+            assert!(!Code(code).is_success(), "{code}");
         }
         for code in [200, 201, 202, 204, 250, 299] {
-            assert!(is_success(code), "{code}");
+            assert!(Code(code).is_success(), "{code}");
         }
     }
 
@@ -41,12 +62,12 @@ mod tests {
         for code in [199, 200, 204, 299, 300, 503] {
             assert_eq!(
                 Event::delivered(Some(code)).is_ok(),
-                is_success(code),
+                Code(code).is_success(),
                 "{code}"
             );
             assert_eq!(
                 Event::failed(FailureReason::HttpStatus(code), None).is_ok(),
-                !is_success(code),
+                !Code(code).is_success(),
                 "{code}"
             );
         }

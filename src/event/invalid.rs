@@ -1,18 +1,18 @@
 //! Why an event is refused whatever the state: the field rules of the format, as
 //! one error a caller can branch on.
 
-use super::http_status::SUCCESS;
+use super::http_status::Code;
 use super::{Attempt, MAX_TASK_BYTES, MAX_TASK_DEPTH, MAX_TEXT_BYTES, ReasonCode};
 
 /// An event that breaks a field rule of the format, whatever the state.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum InvalidEvent {
-    /// `delivered` carried a status outside [`SUCCESS`], 200..=299.
-    #[error("a delivered event's http_status must be within {SUCCESS:?}, not {0}")]
+    /// `delivered` carried a status outside [`Code::SUCCESS`], 200..=299.
+    #[error("a delivered event's http_status must be within {success:?}, not {0}", success = Code::SUCCESS)]
     DeliveredStatus(u16),
-    /// `failed` with reason `http_status` carried a 2xx status, one of [`SUCCESS`].
-    #[error("a failed event's http_status must be outside {SUCCESS:?}, not {0}")]
+    /// `failed` with reason `http_status` carried a 2xx status, one of [`Code::SUCCESS`].
+    #[error("a failed event's http_status must be outside {success:?}, not {0}", success = Code::SUCCESS)]
     FailedStatus(u16),
     /// `failed` with reason `http_status` carried no status.
     #[error("reason `http_status` requires the field http_status")]

@@ -70,7 +70,7 @@ impl Event {
     ///
     /// # Errors
     /// [`InvalidEvent::DeliveredStatus`] if `http_status` is not a 2xx
-    /// ([`http_status::is_success`](super::http_status::is_success)).
+    /// ([`http_status::Code::is_success`](super::http_status::Code::is_success)).
     pub fn delivered(http_status: Option<u16>) -> Result<Self, InvalidEvent> {
         Self::delivered_with(http_status, None)
     }
@@ -80,7 +80,7 @@ impl Event {
     ///
     /// # Errors
     /// [`InvalidEvent::DeliveredStatus`] if `http_status` is not a 2xx
-    /// ([`http_status::is_success`](super::http_status::is_success)).
+    /// ([`http_status::Code::is_success`](super::http_status::Code::is_success)).
     pub fn delivered_with(
         http_status: Option<u16>,
         remote: Option<Remote>,
@@ -97,7 +97,7 @@ impl Event {
     ///
     /// # Errors
     /// [`InvalidEvent::FailedStatus`] if the reason is an HTTP status that is a 2xx
-    /// ([`http_status::is_success`](super::http_status::is_success)).
+    /// ([`http_status::Code::is_success`](super::http_status::Code::is_success)).
     pub fn failed(reason: FailureReason, detail: Option<String>) -> Result<Self, InvalidEvent> {
         reason.validate()?;
         Ok(Event::Failed(Failed { reason, detail }))

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::InvalidEvent;
-use super::http_status::is_success;
+use super::http_status::Code;
 
 /// Why a delivery failed. [`FailureReason::received`] says, for each, whether the
 /// target may have the task.
@@ -150,7 +150,7 @@ impl FailureReason {
 
     pub(super) fn validate(self) -> Result<(), InvalidEvent> {
         match self {
-            FailureReason::HttpStatus(code) if is_success(code) => {
+            FailureReason::HttpStatus(code) if Code(code).is_success() => {
                 Err(InvalidEvent::FailedStatus(code))
             }
             _ => Ok(()),

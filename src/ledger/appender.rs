@@ -287,9 +287,10 @@ fn count(appends: &[Append<'_>]) -> u64 {
 /// stores return their failures). Whether anything was written is unknown, so it
 /// poisons the ledger like any failed write.
 fn lost() -> AppendError {
-    AppendError::Store(Error::Storage(
-        "the writer appending this group stopped".to_owned(),
-    ))
+    AppendError::Store(Error::Panicked {
+        what: "the writer appending this group",
+        message: "its turn ended before it answered".to_owned(),
+    })
 }
 
 #[cfg(test)]

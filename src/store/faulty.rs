@@ -193,7 +193,7 @@ fn make_durable(durable: &mut Image, writes: Vec<Vec<Pending>>) {
 }
 
 fn injected(what: &str) -> Error {
-    Error::Io(std::io::Error::other(format!("injected {what} failure")))
+    std::io::Error::other(format!("injected {what} failure")).into()
 }
 
 impl Store for Faulty {

@@ -18,7 +18,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::event::http_status::is_success;
+use crate::event::http_status::Code;
 use crate::event::{DelegationId, FailureReason, Remote};
 
 #[cfg(feature = "http")]
@@ -94,7 +94,7 @@ impl Failure {
     /// A 2xx `code` here is a bug in the transport; it is kept as a failure with
     /// reason `marshal_error` rather than recorded as a contradiction.
     pub fn status(code: u16, detail: impl fmt::Display) -> Self {
-        if is_success(code) {
+        if Code(code).is_success() {
             return Self::new(
                 FailureReason::MarshalError,
                 format!("transport reported 2xx status {code} as a failure: {detail}"),

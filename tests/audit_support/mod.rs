@@ -112,10 +112,41 @@ pub fn id(text: &str) -> delegation_log::DelegationId {
 /// closure gets twice, as the records and as the heads: records under
 /// `key::record`, heads under `key::head`.
 pub fn raw(path: &std::path::Path, change: impl FnOnce(&sled::Tree, &sled::Tree)) {
-    let db = sled::open(path).unwrap();
+    let db = open_sled(path);
     let log = db.open_tree("log").unwrap();
     change(&log, &log);
     db.flush().unwrap();
+}
+
+/// How long [`open_sled`] waits for a lock that a just-closed handle still holds.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// sled opened directly on the closed store at `path`. sled lets go of its file
+/// lock from a background thread shortly after the last handle drops, so an open
+/// right after a close can find it still held (`WouldBlock`): wait for it, up to
+/// [`LOCK_WAIT`], then fail saying the store is still open.
+pub fn open_sled(path: &std::path::Path) -> sled::Db {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(sled::Error::Io(io)) if is_locked(&io) && started.elapsed() < LOCK_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(sled::Error::Io(io)) if is_locked(&io) => panic!(
+                "{} is still locked after {LOCK_WAIT:?}: a handle to it is still open ({io})",
+                path.display()
+            ),
+            Err(other) => panic!("sled cannot open {}: {other}", path.display()),
+        }
+    }
+}
+
+/// Whether sled's open failed on its file lock: sled reports the `WouldBlock` of
+/// its `try_lock` as an error of kind `Other` that says so (sled 0.34.7,
+/// `config.rs`).
+fn is_locked(io: &std::io::Error) -> bool {
+    io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock")
 }
 
 /// The head summary of delegation `id` in the closed sled store at `path`, with
@@ -180,7 +211,7 @@ pub fn downgrade_to_v1(path: &std::path::Path) {
 
 /// As [`raw`], for a store of format 1: its `records` and `heads` trees.
 pub fn raw_v1(path: &std::path::Path, change: impl FnOnce(&sled::Tree, &sled::Tree)) {
-    let db = sled::open(path).unwrap();
+    let db = open_sled(path);
     change(
         &db.open_tree("records").unwrap(),
         &db.open_tree("heads").unwrap(),

@@ -36,7 +36,7 @@ impl Acked {
         let bytes = match std::fs::read(file) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(Error::Io(e)),
+            Err(e) => return Err(e.into()),
         };
         let corrupt = |reason: String| Error::Corrupt {
             key: file.display().to_string(),

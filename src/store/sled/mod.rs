@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use self::acked::Acked;
 use super::{Append, AppendError, Entry, Head, Store, Stream, Stripes, key};
-use crate::error::{Error, Result};
+use crate::error::{Error, OpenError, Result, StorageError};
 use crate::event::{DelegationId, Seq};
 
 const FORMAT_KEY: &[u8] = b"format";
@@ -46,7 +46,7 @@ pub const FORMAT: u8 = 2;
 const LOG: &str = "log";
 
 /// How long an open waits for a lock that a just-closed handle still holds before
-/// it reports [`Error::Locked`].
+/// it reports [`OpenError::Locked`].
 pub const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// The file, inside the store's directory, that counts acknowledged records.
@@ -58,7 +58,7 @@ pub const ACKED_INTERVAL: Duration = Duration::from_millis(100);
 /// A store in a sled database on disk.
 ///
 /// sled allows one open per path; a second open, in this process or another, gets
-/// [`Error::Locked`]. Clone the [`Ledger`](crate::Ledger) to share it.
+/// [`OpenError::Locked`]. Clone the [`Ledger`](crate::Ledger) to share it.
 #[derive(Clone, Debug)]
 pub struct Sled {
     db: sled::Db,
@@ -82,7 +82,7 @@ impl Sled {
     /// Opens (or creates) the store at `path`.
     ///
     /// # Errors
-    /// [`Error::Locked`] if the path is still open after [`LOCK_WAIT`]; [`Error::OpenPanicked`] if
+    /// [`OpenError::Locked`] if the path is still open after [`LOCK_WAIT`]; [`OpenError::Panicked`] if
     /// sled panicked on damaged files; [`Error::UnknownVersion`] for a store written
     /// in a newer format; an I/O error otherwise.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
@@ -93,7 +93,7 @@ impl Sled {
     /// store.
     ///
     /// # Errors
-    /// [`Error::NotAStore`] if `path` is missing or holds no store (no sled `conf`
+    /// [`OpenError::NotAStore`] if `path` is missing or holds no store (no sled `conf`
     /// and `db` files); otherwise as for [`Sled::open`].
     pub fn open_existing(path: impl AsRef<Path>) -> Result<Self> {
         Self::open_existing_with_cache(path, Self::DEFAULT_CACHE_BYTES)
@@ -107,9 +107,10 @@ impl Sled {
     pub fn open_existing_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Self> {
         let path = path.as_ref();
         if !Self::is_store(path) {
-            return Err(Error::NotAStore {
+            return Err(OpenError::NotAStore {
                 path: path.to_path_buf(),
-            });
+            }
+            .into());
         }
         Self::open_with_cache(path, cache_bytes)
     }
@@ -142,7 +143,7 @@ impl Sled {
                 // sled releases its file lock from a background thread shortly
                 // after the last handle drops, so a reopen right after a close can
                 // find it still held for a moment.
-                Err(Error::Locked { .. }) if started.elapsed() < LOCK_WAIT => {
+                Err(Error::Open(OpenError::Locked { .. })) if started.elapsed() < LOCK_WAIT => {
                     std::thread::sleep(Duration::from_millis(10));
                 }
                 result => return result,
@@ -180,10 +181,11 @@ impl Sled {
         }));
         match opened {
             Ok(result) => result,
-            Err(panic) => Err(Error::OpenPanicked {
+            Err(panic) => Err(OpenError::Panicked {
                 path,
                 message: panic_message(panic.as_ref()),
-            }),
+            }
+            .into()),
         }
     }
 
@@ -219,15 +221,16 @@ impl Sled {
 /// Maps a sled error to the crate's error.
 fn sled_error(error: sled::Error, path: &Path) -> Error {
     match error {
-        sled::Error::Io(io) if is_lock_failure(&io) => Error::Locked {
+        sled::Error::Io(io) if is_lock_failure(&io) => OpenError::Locked {
             path: path.to_path_buf(),
-        },
-        sled::Error::Io(io) => Error::Io(io),
+        }
+        .into(),
+        sled::Error::Io(io) => StorageError::Io(io).into(),
         sled::Error::Corruption { at, .. } => Error::Corrupt {
             key: format!("sled file offset {at:?}"),
             reason: "sled reported corruption".to_owned(),
         },
-        other => Error::Storage(other.to_string()),
+        other => StorageError::engine(other).into(),
     }
 }
 

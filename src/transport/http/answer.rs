@@ -10,7 +10,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::event::http_status::is_success;
+use crate::event::http_status::Code;
 use crate::event::{FailureReason, Remote, RemoteKind, TaskState};
 use crate::transport::{Accepted, Failure};
 
@@ -25,7 +25,7 @@ pub(super) const DETAIL_CHARS: usize = 300;
 ///   `delivered` (or `rejected`, for a Task in state rejected); an `error` is
 ///   `rpc_error`; anything else is `bad_response`.
 pub(super) fn classify(status: u16, body: &[u8], request_id: &str) -> Result<Accepted, Failure> {
-    if !is_success(status) {
+    if !Code(status).is_success() {
         return Err(non_success(status, body));
     }
     let Ok(value) = serde_json::from_slice::<Value>(body) else {

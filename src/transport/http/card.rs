@@ -47,7 +47,7 @@ use serde_json::Value;
 use super::Version;
 use super::auth::Scheme;
 use crate::event::FailureReason;
-use crate::event::http_status::is_success;
+use crate::event::http_status::Code;
 use crate::transport::Failure;
 
 /// Where the SDKs serve an agent card, below an agent's path or the origin.
@@ -285,7 +285,7 @@ async fn read_card(client: &reqwest::Client, url: &Url) -> Result<Value, Failure
         .await
         .map_err(|e| named(super::classify(&e)))?;
     let status = response.status();
-    if !is_success(status.as_u16()) {
+    if !Code(status.as_u16()).is_success() {
         return Err(Failure::status(
             status.as_u16(),
             format!("agent card {url}: HTTP {}", status.as_u16()),

@@ -105,7 +105,7 @@ use serde_json::{Value, json};
 
 use super::{Accepted, BoxFuture, Failure, Message, Transport};
 use crate::event::FailureReason;
-use crate::event::http_status::is_success;
+use crate::event::http_status::Code;
 
 mod answer;
 mod auth;
@@ -339,7 +339,7 @@ impl Http {
         }
         let mut response = request.send().await.map_err(|e| classify(&e))?;
         let status = response.status().as_u16();
-        if !is_success(status) {
+        if !Code(status).is_success() {
             let prefix = read_prefix(&mut response).await;
             let mut failure = answer::non_success(status, &prefix);
             if status == 401 || status == 403 {

@@ -1,0 +1,139 @@
+//! The reads: `status`, one read of a head; `history`, `delegation`, `replay`,
+//! `pending` and `first_attempt`, which fold records and check them against heads.
+
+use crate::delegation::{Delegation, Fold, Status};
+use crate::error::{Error, Result};
+use crate::event::{DelegationId, Record};
+use crate::lifecycle::State;
+use crate::store::Stream;
+
+use super::Ledger;
+use super::stream::{fold_stream, summary};
+
+impl Ledger {
+    /// The status of delegation `id`; [`StatusKind::NotFound`](crate::StatusKind)
+    /// if the log has never seen it. One read: the delegation's head.
+    ///
+    /// # Errors
+    /// A storage error, or [`Error::Corrupt`] if its history is damaged.
+    pub fn status(&self, id: &DelegationId) -> Result<Status> {
+        self.check_poisoned()?;
+        Ok(match self.resume(id)?.into_delegation() {
+            Some(delegation) => delegation.into_status(),
+            None => Status::not_found(id.clone()),
+        })
+    }
+
+    /// Delegation `id` rebuilt from its records, or `None` if it has none.
+    ///
+    /// # Errors
+    /// A storage error, or [`Error::Corrupt`] if its history is damaged.
+    pub fn delegation(&self, id: &DelegationId) -> Result<Option<Delegation>> {
+        Ok(self.read(id)?.1.into_delegation())
+    }
+
+    /// The records of delegation `id`, in order, each checked.
+    ///
+    /// # Errors
+    /// A storage error, or [`Error::Corrupt`] if its history is damaged.
+    pub fn history(&self, id: &DelegationId) -> Result<Vec<Record>> {
+        Ok(self.read(id)?.0)
+    }
+
+    /// Every delegation, rebuilt from the log alone, one at a time in store order.
+    /// A damaged delegation gives an error item and the replay goes on.
+    ///
+    /// A poisoned ledger yields one [`Error::Poisoned`] and nothing else.
+    pub fn replay(&self) -> impl Iterator<Item = Result<Delegation>> + '_ {
+        let poisoned = self.check_poisoned().err();
+        let scan: Box<dyn Iterator<Item = Result<Stream>> + Send + '_> = if poisoned.is_some() {
+            Box::new(std::iter::empty())
+        } else {
+            self.inner.store.scan()
+        };
+        poisoned
+            .map(Err)
+            .into_iter()
+            .chain(scan.filter_map(|stream| {
+                stream
+                    .and_then(|stream| fold_stream(&stream, self.format()))
+                    .map(|(_, fold)| fold.into_delegation())
+                    .transpose()
+            }))
+    }
+
+    /// Every delegation still `queued`, in store order.
+    ///
+    /// # Errors
+    /// The first storage error or damaged delegation met.
+    pub fn pending(&self) -> Result<Vec<Delegation>> {
+        let mut pending = Vec::new();
+        for delegation in self.replay() {
+            let delegation = delegation?;
+            if delegation.state == State::Queued {
+                pending.push(delegation);
+            }
+        }
+        Ok(pending)
+    }
+
+    /// The first attempt of delegation `id`'s task: `id` itself, or, for a retry,
+    /// the delegation its chain of `retry_of` links starts from. This is the
+    /// message id a redelivery keeps, read from the log, so it holds across any
+    /// number of crashes. `None` if the log has never seen `id`.
+    ///
+    /// # Errors
+    /// A storage error; [`Error::Corrupt`] if a history on the way is damaged, or
+    /// a link names a delegation the log does not hold or one whose attempt is not
+    /// one less.
+    pub fn first_attempt(&self, id: &DelegationId) -> Result<Option<DelegationId>> {
+        let Some(mut current) = self.delegation(id)? else {
+            return Ok(None);
+        };
+        // Each link goes to an attempt one lower, so the walk ends.
+        while let Some(previous) = current.retry_of.clone() {
+            let broken = |reason: String| Error::Corrupt {
+                key: format!("delegation `{}`", current.id),
+                reason,
+            };
+            let Some(earlier) = self.delegation(&previous)? else {
+                return Err(broken(format!(
+                    "it retries `{previous}`, which the log does not hold"
+                )));
+            };
+            if earlier.attempt.saturating_add(1) != current.attempt {
+                return Err(broken(format!(
+                    "it is attempt {}, but `{previous}`, which it retries, is attempt {}",
+                    current.attempt, earlier.attempt
+                )));
+            }
+            current = earlier;
+        }
+        Ok(Some(current.id))
+    }
+
+    /// Reads, decodes and folds one delegation's whole history, and checks its
+    /// head against it: what `history`, `delegation` and recovery read.
+    pub(super) fn read(&self, id: &DelegationId) -> Result<(Vec<Record>, Fold)> {
+        self.check_poisoned()?;
+        fold_stream(&self.inner.store.history(id)?, self.format())
+    }
+
+    /// The store's format ([`Store::format`]).
+    pub(super) fn format(&self) -> u8 {
+        self.inner.store.format()
+    }
+
+    /// The fold of `id` as its head describes it, one read: where every write
+    /// starts, and what `status` answers from. A store of format 1, whose heads
+    /// hold no summary, is folded from its history instead.
+    pub(super) fn resume(&self, id: &DelegationId) -> Result<Fold> {
+        let Some(head) = self.inner.store.head(id)? else {
+            return Ok(Fold::trusting(id.clone()));
+        };
+        match summary(id, &head, self.format())? {
+            Some(delegation) => Ok(Fold::resume(delegation)),
+            None => Ok(self.read(id)?.1),
+        }
+    }
+}

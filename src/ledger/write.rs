@@ -1,0 +1,306 @@
+//! The write path: `record`, `settle` and `retry` (a read of a head, a check by the
+//! fold, one atomic append), and the one loop that retries a lost race for a head.
+
+use crate::delegation::{Delegation, Fold, Outcome};
+use crate::error::{Error, Result};
+use crate::event::{DelegationId, Event, Failed, Queued, Seq, Timestamp};
+use crate::lifecycle::State;
+use crate::store::AppendError;
+
+use super::Ledger;
+use super::appender::{Owned, Written};
+use super::next::next_record;
+
+/// What [`Ledger::record`] acknowledged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    /// The record's seq.
+    pub seq: Seq,
+    /// Its timestamp.
+    pub at: Timestamp,
+    /// The delegation's state after it.
+    pub state: State,
+}
+
+/// What [`Ledger::settle`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settlement {
+    /// This outcome was recorded: it won.
+    Won(Recorded),
+    /// The delegation had already settled; this outcome was refused and nothing
+    /// was written. The outcome that won, as the delegation's head holds it.
+    Lost {
+        /// The outcome that won.
+        outcome: Outcome,
+        /// The seq of its record.
+        seq: Seq,
+        /// When it was recorded.
+        at: Timestamp,
+    },
+}
+
+/// What [`Ledger::retry`] acknowledged: the original's failure and the retry's
+/// `queued`, written together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Retried {
+    /// The original's `failed` record.
+    pub failed: Recorded,
+    /// The retry's `queued` record.
+    pub queued: Recorded,
+    /// Which attempt the retry is.
+    pub attempt: crate::event::Attempt,
+}
+
+/// How many times `record` re-reads after losing a race before it gives up. Each
+/// lost race means another record landed, and a delegation holds at most two, so
+/// a correct store never comes near this.
+const MAX_CONFLICTS: usize = 16;
+
+/// What one event's write came to.
+enum Appended {
+    /// Written and committed.
+    Recorded(Recorded),
+    /// Refused as already settled: nothing was written. The delegation as its
+    /// head says, which holds the outcome that won.
+    Refused {
+        error: Error,
+        winner: Option<Box<Delegation>>,
+    },
+}
+
+impl Ledger {
+    /// Records `event` for delegation `id`, if the lifecycle allows it.
+    ///
+    /// The timestamp is the clock's, raised if need be to the delegation's last
+    /// timestamp, so that a delegation's times never run backwards. In durable mode
+    /// this returns only after a flush covers the record.
+    ///
+    /// A retry (a `queued` with `retry_of`) is refused here: it is written only
+    /// together with the failure it retries, by [`Ledger::retry`].
+    ///
+    /// # Errors
+    /// - [`Error::IllegalTransition`], [`Error::AlreadySettled`],
+    ///   [`Error::InvalidEvent`] or [`Error::RetryLink`] if the event is refused;
+    ///   nothing is written.
+    /// - [`Error::Corrupt`] if the delegation's history is damaged; nothing is
+    ///   written.
+    /// - [`Error::Poisoned`] after an earlier write or flush failed.
+    /// - A storage error if the write or flush fails; the ledger is then poisoned.
+    pub fn record(&self, id: &DelegationId, event: Event) -> Result<Recorded> {
+        self.check_poisoned()?;
+        event.validate()?;
+        if let Event::Queued(Queued {
+            retry_of: Some(original),
+            ..
+        }) = &event
+        {
+            return Err(Error::RetryLink {
+                id: id.clone(),
+                reason: format!(
+                    "a retry of `{original}` is written only with the failure it retries \
+                     (Ledger::retry)"
+                ),
+            });
+        }
+        match self.append_event(id, event.normalized())? {
+            Appended::Recorded(recorded) => Ok(recorded),
+            Appended::Refused { error, .. } => Err(error),
+        }
+    }
+
+    /// Records an outcome (`delivered` or `failed`) for delegation `id`, and when
+    /// the delegation has already settled, says which outcome won instead of
+    /// failing: what every writer racing to settle a delegation wants to know.
+    /// The winner comes from the same read of the head that refused this outcome.
+    ///
+    /// # Errors
+    /// As for [`Ledger::record`], except [`Error::AlreadySettled`], which is
+    /// [`Settlement::Lost`] here.
+    pub fn settle(&self, id: &DelegationId, outcome: Event) -> Result<Settlement> {
+        self.check_poisoned()?;
+        if let Event::Queued(_) = outcome {
+            return Err(crate::event::InvalidEvent::NotAnOutcome.into());
+        }
+        outcome.validate()?;
+        match self.append_event(id, outcome.normalized())? {
+            Appended::Recorded(recorded) => Ok(Settlement::Won(recorded)),
+            Appended::Refused {
+                error,
+                winner: Some(winner),
+            } => match (winner.outcome, winner.settled_at) {
+                (Some(outcome), Some(at)) => Ok(Settlement::Lost {
+                    outcome,
+                    seq: winner.seq,
+                    at,
+                }),
+                _ => Err(error),
+            },
+            Appended::Refused { error, .. } => Err(error),
+        }
+    }
+
+    /// The one write of one event: read the head, decide, append record and head
+    /// together, under `id`'s writer stripe; then wait for the commit.
+    fn append_event(&self, id: &DelegationId, event: Event) -> Result<Appended> {
+        let writing = self.inner.stripes.lock(id);
+        let (appended, written) = self.write_retrying(|| {
+            let fold = self.resume(id)?;
+            let at = self.stamp(&fold);
+            let next = match next_record(&fold, event.clone(), at) {
+                Ok(next) => next,
+                Err(error @ Error::AlreadySettled { .. }) => {
+                    let winner = fold.into_delegation().map(Box::new);
+                    return Ok((Appended::Refused { error, winner }, Ok(None)));
+                }
+                Err(error) => return Err(error),
+            };
+            let (recorded, append) = next.into_append(id, &fold);
+            let written = self.append(vec![append]);
+            Ok((Appended::Recorded(recorded), written))
+        })?;
+        // The append is whole: the flush is shared.
+        drop(writing);
+        if let Appended::Recorded(_) = appended {
+            self.commit(written)?;
+        }
+        Ok(appended)
+    }
+
+    /// Settles delegation `original` as `failed` and queues `retry` as its retry,
+    /// in one atomic write: a crash keeps both records or neither, so no original
+    /// ever points at a retry that does not exist, and no retry exists whose
+    /// original did not fail.
+    ///
+    /// The ledger fills in the retry's `retry_of` (`original`) and `attempt` (one
+    /// more than the original's, which is 1 unless it is itself a retry); if
+    /// `queued` already carries either, it must say the same. Both records pass
+    /// the lifecycle machine first (the original must be `queued`, the retry must
+    /// not exist), and both get the same timestamp. In durable mode this returns
+    /// only after a flush covers both.
+    ///
+    /// # Errors
+    /// - [`Error::AlreadySettled`] or [`Error::IllegalTransition`] (naming the
+    ///   original) if the original is not `queued`; [`Error::IllegalTransition`]
+    ///   (naming the retry) if the retry already exists; [`Error::InvalidEvent`] or
+    ///   [`Error::RetryLink`] for a refused event. Nothing is written.
+    /// - [`Error::Corrupt`] if either history is damaged; nothing is written.
+    /// - [`Error::Poisoned`], or a storage error (which poisons the ledger), as for
+    ///   [`Ledger::record`].
+    pub fn retry(
+        &self,
+        original: &DelegationId,
+        failed: Failed,
+        retry: &DelegationId,
+        queued: Queued,
+    ) -> Result<Retried> {
+        self.check_poisoned()?;
+        let failed = Event::Failed(failed);
+        failed.validate()?;
+        let link = |reason: String| Error::RetryLink {
+            id: retry.clone(),
+            reason,
+        };
+        if retry == original {
+            return Err(link("a delegation cannot retry itself".to_owned()));
+        }
+        if let Some(other) = queued.retry_of.as_ref().filter(|other| *other != original) {
+            return Err(link(format!(
+                "it says it retries `{other}`, but it is written as the retry of `{original}`"
+            )));
+        }
+        let writing = self.inner.stripes.lock_all([original, retry]);
+        let (retried, written) = self.write_retrying(|| {
+            let fold = self.resume(original)?;
+            let retry_fold = self.resume(retry)?;
+            let at = self.stamp(&fold).max(self.stamp(&retry_fold));
+            let settled = next_record(&fold, failed.clone(), at)?;
+            let attempt = fold
+                .delegation()
+                .map_or(1, |delegation| delegation.attempt)
+                .saturating_add(1);
+            if let Some(said) = queued.attempt.filter(|said| *said != attempt) {
+                return Err(link(format!(
+                    "it says attempt {said}, but `{original}` is attempt {}, so this is attempt {attempt}",
+                    attempt - 1
+                )));
+            }
+            let event = Event::Queued(Queued {
+                retry_of: Some(original.clone()),
+                attempt: Some(attempt),
+                ..queued.clone()
+            });
+            event.validate()?;
+            let queued_next = next_record(&retry_fold, event.normalized(), at)?;
+            let (failed, settled) = settled.into_append(original, &fold);
+            let (queued, queued_next) = queued_next.into_append(retry, &retry_fold);
+            let written = self.append(vec![settled, queued_next]);
+            let retried = Retried {
+                failed,
+                queued,
+                attempt,
+            };
+            Ok((retried, written))
+        })?;
+        drop(writing);
+        self.commit(written)?;
+        Ok(retried)
+    }
+
+    /// A record's timestamp: the clock's now, raised to the delegation's last
+    /// timestamp so that its times never run backwards.
+    fn stamp(&self, fold: &Fold) -> Timestamp {
+        let now = self.clock().now();
+        match fold.delegation() {
+            Some(d) => now.max(d.settled_at.unwrap_or(d.queued_at)),
+            None => now,
+        }
+    }
+
+    /// Runs `attempt` (read, decide, write) until its write is not refused for a
+    /// lost race on a head, at most [`MAX_CONFLICTS`] times: the one retry site of
+    /// every write. The attempt's own errors (a refusal, damage) pass through; a
+    /// failed write poisons the ledger. Returns the attempt's value and what
+    /// its write came to (`None` for no write).
+    fn write_retrying<T>(
+        &self,
+        mut attempt: impl FnMut() -> Result<(T, Result<Option<Written>, AppendError>)>,
+    ) -> Result<(T, Option<Written>)> {
+        let mut conflicts = 0;
+        loop {
+            let (value, written) = attempt()?;
+            match written {
+                Ok(written) => return Ok((value, written)),
+                Err(AppendError::Conflict { id, .. }) => {
+                    conflicts += 1;
+                    if conflicts >= MAX_CONFLICTS {
+                        return Err(Error::Conflict {
+                            id,
+                            attempts: conflicts,
+                        });
+                    }
+                }
+                // Damage found by the store's checks before writing, or a store
+                // that takes no writes: nothing was written, and the ledger is as
+                // sound as it was.
+                Err(damaged @ AppendError::Damaged { .. }) => return Err(damaged.into()),
+                Err(AppendError::Store(error @ Error::NeedsMigration { .. })) => return Err(error),
+                // A failed write may be partly visible: serve nothing more.
+                Err(AppendError::Store(error)) => return Err(self.poison(error)),
+            }
+        }
+    }
+
+    /// Appends to the store, atomically, in a group with the appends of writers
+    /// that arrive at the same time ([`appender`]).
+    fn append(&self, appends: Vec<Owned>) -> std::result::Result<Option<Written>, AppendError> {
+        self.inner
+            .appender
+            .append(
+                self.inner.store.as_ref(),
+                &self.inner.commit,
+                self.inner.options.durability,
+                appends,
+            )
+            .map(Some)
+    }
+}
