@@ -5,6 +5,8 @@ mod delegate;
 mod demo;
 mod http;
 mod inspect;
+#[cfg(feature = "mcp")]
+mod mcp;
 mod recover;
 
 use std::path::{Path, PathBuf};
@@ -57,6 +59,14 @@ enum Command {
     /// run `recover` (exit 0 with --no-wait). An id the log holds for another
     /// source, target or task is a usage error.
     Delegate(delegate::Args),
+    /// Serve the MCP tools `delegate_task_async`, `check_task_status` and
+    /// `list_pending` over stdio, for an agent runtime to start.
+    ///
+    /// Deliveries go on while the client polls. When the client closes stdin, or on
+    /// SIGTERM or Ctrl-C, the server takes no more delegations, drains every
+    /// delivery (outcomes recorded), and exits 0; 2 if the log cannot be opened.
+    #[cfg(feature = "mcp")]
+    Mcp(mcp::Args),
     /// Show one delegation's status.
     Status {
         /// The log's directory.
@@ -124,6 +134,8 @@ pub(crate) fn main() -> ExitCode {
             deadline_ms,
         } => demo::run(db, tasks, std::time::Duration::from_millis(deadline_ms)),
         Command::Delegate(args) => delegate::run(args),
+        #[cfg(feature = "mcp")]
+        Command::Mcp(args) => mcp::run(args),
         Command::Status { db, id, json } => inspect::status(&db, &id, json),
         Command::History { db, id, json } => inspect::history(&db, &id, json),
         Command::Recover {
