@@ -101,14 +101,16 @@ pub struct Check {
 pub struct Pending {
     /// Only delegations queued at least this many seconds ago (fractions
     /// allowed); all of them when absent.
+    #[schemars(range(min = 0))]
     pub older_than: Option<f64>,
 }
 
-/// The input schema of `T`, as the object MCP's `inputSchema` is.
+/// The input schema of `T`, as the object MCP's `inputSchema` is, with no `$ref`
+/// (every subschema inline), for clients that do not resolve references.
 pub(crate) fn schema<T: JsonSchema>() -> Map<String, Value> {
-    let schema = schemars::generate::SchemaSettings::draft2020_12()
-        .into_generator()
-        .into_root_schema_for::<T>();
+    let mut settings = schemars::generate::SchemaSettings::draft2020_12();
+    settings.inline_subschemas = true;
+    let schema = settings.into_generator().into_root_schema_for::<T>();
     super::schema::object(schema.to_value())
 }
 

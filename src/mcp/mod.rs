@@ -32,12 +32,13 @@
 //! size limit, an unknown protocol) are answered as MCP tool errors: a
 //! `tools/call` result with `isError: true`, the reason as text, and
 //! `structuredContent` `{"error": "invalid_argument", "argument", "message"}`.
-//! That is what the protocol asks for input that a model can correct (the
-//! 2025-11-25 revision moved input validation from JSON-RPC errors to tool errors).
+//! That is what the protocol asks for input that a model can correct (SEP-1303,
+//! in the 2025-11-25 revision, moved input validation from JSON-RPC errors to
+//! tool errors, so that the model sees the reason).
 //! An id the log already holds gets `{"error": "id_taken", …}`: the delegation
 //! exists, and `check_task_status` tells its outcome. A name that is no tool here
-//! is a JSON-RPC error (-32602, as rmcp answers it). Nothing a client sends crashes
-//! the server.
+//! is a protocol error, JSON-RPC -32602 (invalid params), as the specification
+//! answers an unknown tool. Nothing a client sends crashes the server.
 //!
 //! # Why rmcp 3, and no MCP tasks
 //!
