@@ -82,6 +82,7 @@ mod recovery; // settling what a dead process left queued, or redelivering it
 mod request; // one task to delegate, as the caller describes it
 mod stats; // what the dispatcher counts
 mod supervisor; // admission, bounded concurrency, the shutdown drain and its cut-off
+mod trace; // one tracing span per delivery (feature `tracing`)
 
 use std::sync::Arc;
 
