@@ -5,6 +5,8 @@ mod delegate;
 mod demo;
 mod http;
 mod inspect;
+#[cfg(feature = "tracing")]
+mod logs;
 #[cfg(feature = "mcp")]
 mod mcp;
 mod recover;
@@ -22,6 +24,12 @@ use delegation_log::{DelegationId, Ledger, OpenError};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print a log line to stderr for every delegation that settles (its id,
+    /// target, attempt, outcome and reason): `text` or `json`. Nothing is logged
+    /// without it.
+    #[cfg(feature = "tracing")]
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<logs::LogFormat>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +135,10 @@ pub(crate) type Done = Result<(), Failure>;
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(feature = "tracing")]
+    if let Some(format) = cli.log_format {
+        logs::install(format);
+    }
     let result = match cli.command {
         Command::Demo {
             db,
