@@ -8,7 +8,7 @@ use std::task::Poll;
 
 use super::receipt::Settle;
 use super::supervisor::Admission;
-use super::{Inner, Request, Settled, Unrecorded, blocking, outcome, trace};
+use super::{Inner, Request, Settled, Unrecorded, blocking, meter, outcome, trace};
 use crate::delegation::Outcome;
 use crate::event::{Attempt, DelegationId, Event, FailureReason, InvalidEvent};
 use crate::ledger::{Claim, Ledger, Settlement};
@@ -67,6 +67,7 @@ impl Inner {
     async fn run(self: Arc<Self>, delivery: Delivery, claim: Claim, settle: Settle) {
         let id = delivery.id.clone();
         let span = trace::Span::of(&delivery);
+        let meter = meter::Meter::start();
         let ended = span
             .around(
                 self.supervisor
@@ -91,6 +92,7 @@ impl Inner {
             }
         };
         span.settled(&answer);
+        meter.settled(&answer);
         let _ = settle.send(answer);
     }
 

@@ -75,6 +75,7 @@
 mod delivery; // one delivery: a slot, the send under its deadline, the recorded outcome
 mod error; // what can go wrong, and the outcome that could not be written
 mod ids; // fresh ids, and `<first>.r<n>` for redeliveries
+mod meter; // outcome counters, delivery latency and queue depth (feature `metrics`)
 mod options; // the deadline, the concurrency and the shutdown timeout
 mod outcome; // a transport's answer as the event the log records
 mod receipt; // what the caller holds: the receipt and the settled outcome
