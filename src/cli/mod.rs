@@ -9,6 +9,8 @@ mod inspect;
 mod logs;
 #[cfg(feature = "mcp")]
 mod mcp;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod recover;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +32,11 @@ struct Cli {
     #[cfg(feature = "tracing")]
     #[arg(long, global = true, value_enum, value_name = "FORMAT")]
     log_format: Option<logs::LogFormat>,
+    /// Serve the delivery metrics (outcomes by reason, latency, queue depth) in
+    /// the Prometheus text format at http://ADDR/metrics while the command runs.
+    #[cfg(feature = "metrics")]
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +145,13 @@ pub(crate) fn main() -> ExitCode {
     #[cfg(feature = "tracing")]
     if let Some(format) = cli.log_format {
         logs::install(format);
+    }
+    #[cfg(feature = "metrics")]
+    if let Some(addr) = cli.metrics_addr
+        && let Err(Failure::Unusable(message) | Failure::Problems(message)) = metrics::serve(addr)
+    {
+        eprintln!("delegation-log: {}", printable(&message));
+        return ExitCode::from(2);
     }
     let result = match cli.command {
         Command::Demo {
