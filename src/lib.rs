@@ -46,6 +46,8 @@ pub mod event;
 pub mod fuzzing;
 pub mod ledger;
 pub mod lifecycle;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod store;
 pub mod transport;
 

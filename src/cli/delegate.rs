@@ -204,7 +204,7 @@ fn endpoint(text: &str) -> Result<String, String> {
 }
 
 /// `--timeout`: a positive number of seconds.
-fn seconds(text: &str) -> Result<Duration, String> {
+pub(crate) fn seconds(text: &str) -> Result<Duration, String> {
     let secs: f64 = text
         .parse()
         .map_err(|_| format!("`{text}` is not a number of seconds"))?;

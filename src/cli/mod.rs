@@ -5,6 +5,12 @@ mod delegate;
 mod demo;
 mod http;
 mod inspect;
+#[cfg(feature = "tracing")]
+mod logs;
+#[cfg(feature = "mcp")]
+mod mcp;
+#[cfg(feature = "metrics")]
+mod metrics;
 mod recover;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +26,17 @@ use delegation_log::{DelegationId, Ledger, OpenError};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Print a log line to stderr for every delegation that settles (its id,
+    /// target, attempt, outcome and reason): `text` or `json`. Nothing is logged
+    /// without it.
+    #[cfg(feature = "tracing")]
+    #[arg(long, global = true, value_enum, value_name = "FORMAT")]
+    log_format: Option<logs::LogFormat>,
+    /// Serve the delivery metrics (outcomes by reason, latency, queue depth) in
+    /// the Prometheus text format at http://ADDR/metrics while the command runs.
+    #[cfg(feature = "metrics")]
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,6 +74,14 @@ enum Command {
     /// run `recover` (exit 0 with --no-wait). An id the log holds for another
     /// source, target or task is a usage error.
     Delegate(delegate::Args),
+    /// Serve the MCP tools `delegate_task_async`, `check_task_status` and
+    /// `list_pending` over stdio, for an agent runtime to start.
+    ///
+    /// Deliveries go on while the client polls. When the client closes stdin, or on
+    /// SIGTERM or Ctrl-C, the server takes no more delegations, drains every
+    /// delivery (outcomes recorded), and exits 0; 2 if the log cannot be opened.
+    #[cfg(feature = "mcp")]
+    Mcp(mcp::Args),
     /// Show one delegation's status.
     Status {
         /// The log's directory.
@@ -117,6 +142,17 @@ pub(crate) type Done = Result<(), Failure>;
 
 pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(feature = "tracing")]
+    if let Some(format) = cli.log_format {
+        logs::install(format);
+    }
+    #[cfg(feature = "metrics")]
+    if let Some(addr) = cli.metrics_addr
+        && let Err(Failure::Unusable(message) | Failure::Problems(message)) = metrics::serve(addr)
+    {
+        eprintln!("delegation-log: {}", printable(&message));
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Demo {
             db,
@@ -124,6 +160,8 @@ pub(crate) fn main() -> ExitCode {
             deadline_ms,
         } => demo::run(db, tasks, std::time::Duration::from_millis(deadline_ms)),
         Command::Delegate(args) => delegate::run(args),
+        #[cfg(feature = "mcp")]
+        Command::Mcp(args) => mcp::run(args),
         Command::Status { db, id, json } => inspect::status(&db, &id, json),
         Command::History { db, id, json } => inspect::history(&db, &id, json),
         Command::Recover {

@@ -8,9 +8,9 @@ use std::task::Poll;
 
 use super::receipt::Settle;
 use super::supervisor::Admission;
-use super::{Inner, Request, Settled, Unrecorded, blocking, outcome};
+use super::{Inner, Request, Settled, Unrecorded, blocking, meter, outcome, trace};
 use crate::delegation::Outcome;
-use crate::event::{DelegationId, Event, FailureReason, InvalidEvent};
+use crate::event::{Attempt, DelegationId, Event, FailureReason, InvalidEvent};
 use crate::ledger::{Claim, Ledger, Settlement};
 use crate::transport::{Accepted, Failure, Message};
 
@@ -22,6 +22,10 @@ pub(super) struct Delivery {
     pub(super) source: String,
     pub(super) target: String,
     pub(super) task: Result<Option<serde_json::Value>, String>,
+    /// Which attempt at the task it is: 1, or one more than the delegation it
+    /// redelivers. Read by the delivery's span (feature `tracing`).
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub(super) attempt: Attempt,
 }
 
 impl Delivery {
@@ -33,6 +37,7 @@ impl Delivery {
             source: request.source,
             target: request.target,
             task: request.task,
+            attempt: 1,
         }
     }
 }
@@ -61,9 +66,13 @@ impl Inner {
     /// `Abandoned`, the claim ends, and the delegation waits, queued, for recovery.
     async fn run(self: Arc<Self>, delivery: Delivery, claim: Claim, settle: Settle) {
         let id = delivery.id.clone();
-        let ended = self
-            .supervisor
-            .unless_abandoned(caught(self.deliver(delivery)))
+        let span = trace::Span::of(&delivery);
+        let meter = meter::Meter::start();
+        let ended = span
+            .around(
+                self.supervisor
+                    .unless_abandoned(caught(self.deliver(delivery))),
+            )
             .await;
         drop(claim);
         let answer = match ended {
@@ -82,6 +91,8 @@ impl Inner {
                 Err(unrecorded)
             }
         };
+        span.settled(&answer);
+        meter.settled(&answer);
         let _ = settle.send(answer);
     }
 
@@ -93,6 +104,7 @@ impl Inner {
             source,
             target,
             task,
+            attempt: _,
         } = delivery;
         let answer = match task {
             Err(encoding) => Err(Failure::marshal(format!(

@@ -75,6 +75,7 @@
 mod delivery; // one delivery: a slot, the send under its deadline, the recorded outcome
 mod error; // what can go wrong, and the outcome that could not be written
 mod ids; // fresh ids, and `<first>.r<n>` for redeliveries
+mod meter; // outcome counters, delivery latency and queue depth (feature `metrics`)
 mod options; // the deadline, the concurrency and the shutdown timeout
 mod outcome; // a transport's answer as the event the log records
 mod receipt; // what the caller holds: the receipt and the settled outcome
@@ -82,6 +83,7 @@ mod recovery; // settling what a dead process left queued, or redelivering it
 mod request; // one task to delegate, as the caller describes it
 mod stats; // what the dispatcher counts
 mod supervisor; // admission, bounded concurrency, the shutdown drain and its cut-off
+mod trace; // one tracing span per delivery (feature `tracing`)
 
 use std::sync::Arc;
 

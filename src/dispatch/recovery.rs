@@ -202,6 +202,7 @@ fn requeue(
                     source: original.source,
                     target: original.target,
                     task: Ok(original.task),
+                    attempt: original.attempt.saturating_add(1),
                 };
                 inner.start(admission, delivery, claim, settle, runtime);
                 return Ok(Some((id, retried.queued)));

@@ -1,0 +1,268 @@
+//! The MCP side of the [`Server`]: its identity, its tool list, and each
+//! `tools/call` turned into a ledger read or a delegation, answered as structured
+//! content or as a tool error.
+
+use std::sync::Arc;
+
+use rmcp::ErrorData;
+use rmcp::handler::server::ServerHandler;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
+};
+use rmcp::service::{RequestContext, RoleServer};
+use serde_json::{Value, json};
+
+use super::arguments::{self, BadArgument, Check, Delegate, Pending};
+use super::{Server, schema};
+use crate::delegation::Delegation;
+use crate::dispatch;
+
+/// What the server tells a client about itself when the session starts.
+const INSTRUCTIONS: &str = "Delegate a task to another agent over A2A with \
+`delegate_task_async`: it answers at once with the delegation id, queued and durable. \
+Poll `check_task_status` with that id until `status` is `delivered` or `failed`; a \
+failed one names its `reason` and whether the target may have the task \
+(`target_received`), which decides whether a retry could duplicate it. \
+`list_pending` shows what has not settled.";
+
+/// Why a tool call produced no answer: the arguments, or the tool itself failed.
+enum Refusal {
+    Argument(BadArgument),
+    Failed {
+        error: &'static str,
+        message: String,
+    },
+}
+
+impl From<BadArgument> for Refusal {
+    fn from(bad: BadArgument) -> Self {
+        Refusal::Argument(bad)
+    }
+}
+
+impl Refusal {
+    fn failed(error: &'static str, message: impl Into<String>) -> Self {
+        Refusal::Failed {
+            error,
+            message: message.into(),
+        }
+    }
+
+    /// The tool error a client sees: `isError: true`, the reason as text, and
+    /// `{"error", "message"}` (with `argument` for a bad one) as structured content.
+    fn into_result(self) -> CallToolResult {
+        let (text, value) = match self {
+            Refusal::Argument(bad) => (bad.to_string(), bad.to_json()),
+            Refusal::Failed { error, message } => {
+                let value = json!({"error": error, "message": message});
+                (message, value)
+            }
+        };
+        let mut result = CallToolResult::error(vec![ContentBlock::text(text)]);
+        result.structured_content = Some(value);
+        result
+    }
+}
+
+/// The tools, each with its input and output schema.
+pub(crate) fn tools() -> Vec<Tool> {
+    let tool = |name: &'static str, description: &'static str, input, output| {
+        Tool::new(name, description, Arc::new(input))
+            .with_raw_output_schema(Arc::new(schema::object(output)))
+    };
+    vec![
+        tool(
+            "delegate_task_async",
+            "Hand a task to another agent over A2A (JSON-RPC over HTTP). Answers at once \
+             with the receipt {id, status: \"queued\", queued_at}: the delegation is recorded \
+             durably before delivery starts, and delivery goes on in the background. Poll \
+             check_task_status with the id for the outcome.",
+            arguments::schema::<Delegate>(),
+            schema::receipt(),
+        )
+        .annotate(
+            ToolAnnotations::new()
+                .read_only(false)
+                .destructive(false)
+                .idempotent(false)
+                .open_world(true),
+        ),
+        tool(
+            "check_task_status",
+            "The status of one delegation: queued, delivered, failed (with reason, detail, \
+             and whether the target may have the task), or not_found. The same object as \
+             `delegation-log status --json`.",
+            arguments::schema::<Check>(),
+            schema::status(),
+        )
+        .annotate(ToolAnnotations::new().read_only(true).open_world(false)),
+        tool(
+            "list_pending",
+            "Every delegation still queued (not yet delivered or failed), oldest first, \
+             optionally only those queued at least older_than seconds ago.",
+            arguments::schema::<Pending>(),
+            schema::pending(),
+        )
+        .annotate(ToolAnnotations::new().read_only(true).open_world(false)),
+    ]
+}
+
+impl Server {
+    /// `delegate_task_async`: queue durably, start delivery, answer the receipt.
+    async fn delegate_task_async(&self, args: Delegate) -> Result<Value, Refusal> {
+        let request = args.request(&self.source)?;
+        if let Some(id) = args.id()? {
+            let ledger = self.ledger.clone();
+            let held = id.clone();
+            let existing = blocking(move || ledger.delegation(&held)).await?;
+            if existing.is_some() {
+                return Err(Refusal::failed(
+                    "id_taken",
+                    format!(
+                        "the log already holds a delegation `{id}`; nothing was sent: ask check_task_status for it"
+                    ),
+                ));
+            }
+        }
+        let protocol = args.protocol.unwrap_or(self.protocol);
+        let receipt = match self.dispatcher(protocol).delegate(request).await {
+            Ok(receipt) => receipt,
+            Err(dispatch::Error::Closed) => {
+                return Err(Refusal::failed(
+                    "shutting_down",
+                    "the server is shutting down and takes no more delegations",
+                ));
+            }
+            Err(e) => {
+                return Err(Refusal::failed(
+                    "not_queued",
+                    format!("the delegation was not queued, nothing was sent: {e}"),
+                ));
+            }
+        };
+        // The delivery goes on without the receipt: the dispatcher tracks it and
+        // records its outcome, which check_task_status reads.
+        serde_json::to_value(&receipt).map_err(|e| Refusal::failed("internal", e.to_string()))
+    }
+
+    /// `check_task_status`: the status JSON of `status --json`.
+    async fn check_task_status(&self, args: Check) -> Result<Value, Refusal> {
+        let id = arguments::delegation_id(&args.id)?;
+        let ledger = self.ledger.clone();
+        let status = blocking(move || ledger.status(&id)).await?;
+        serde_json::to_value(&status).map_err(|e| Refusal::failed("internal", e.to_string()))
+    }
+
+    /// `list_pending`: every delegation still queued, oldest first.
+    async fn list_pending(&self, args: Pending) -> Result<Value, Refusal> {
+        let older_than = args.older_than()?;
+        let ledger = self.ledger.clone();
+        let mut pending: Vec<Delegation> = blocking(move || ledger.pending()).await?;
+        let now = self.ledger.clock().now();
+        if let Some(age) = older_than {
+            pending.retain(|delegation| now.since(delegation.queued_at) >= age);
+        }
+        pending.sort_by_key(|delegation| delegation.queued_at.as_datetime());
+        let mut entries = Vec::with_capacity(pending.len());
+        for delegation in &pending {
+            let mut entry = serde_json::to_value(delegation.status())
+                .map_err(|e| Refusal::failed("internal", e.to_string()))?;
+            if let Value::Object(fields) = &mut entry {
+                fields.insert(
+                    "in_flight".to_owned(),
+                    Value::Bool(self.ledger.is_claimed(&delegation.id)),
+                );
+            }
+            entries.push(entry);
+        }
+        Ok(json!({ "pending": entries }))
+    }
+
+    /// Runs the tool `name`; `None` if there is no such tool.
+    async fn call(
+        &self,
+        name: &str,
+        arguments: Option<rmcp::model::JsonObject>,
+    ) -> Option<CallToolResult> {
+        let answer = match name {
+            "delegate_task_async" => match arguments::decode(arguments) {
+                Ok(args) => self.delegate_task_async(args).await,
+                Err(bad) => Err(bad.into()),
+            },
+            "check_task_status" => match arguments::decode(arguments) {
+                Ok(args) => self.check_task_status(args).await,
+                Err(bad) => Err(bad.into()),
+            },
+            "list_pending" => match arguments::decode(arguments) {
+                Ok(args) => self.list_pending(args).await,
+                Err(bad) => Err(bad.into()),
+            },
+            _ => return None,
+        };
+        Some(match answer {
+            Ok(value) => CallToolResult::structured(value),
+            Err(refusal) => refusal.into_result(),
+        })
+    }
+}
+
+/// Runs a blocking ledger read off the async threads; its error (or a panic in
+/// it) is the tool's failure.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> crate::Result<T> + Send + 'static,
+) -> Result<T, Refusal> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(Refusal::failed(
+            "ledger",
+            format!("cannot read the log: {e}"),
+        )),
+        Err(e) => Err(Refusal::failed(
+            "ledger",
+            format!("reading the log ended abnormally: {e}"),
+        )),
+    }
+}
+
+impl ServerHandler for Server {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new(
+                "delegation-log",
+                env!("CARGO_PKG_VERSION"),
+            ))
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(tools()))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        match self.call(&request.name, request.arguments).await {
+            Some(result) => Ok(result.into()),
+            None => Err(ErrorData::invalid_params(
+                format!(
+                    "no tool `{}`; the tools are {}",
+                    request.name,
+                    super::TOOLS.join(", ")
+                ),
+                None,
+            )),
+        }
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        tools().into_iter().find(|tool| tool.name == name)
+    }
+}

@@ -1,0 +1,245 @@
+//! An MCP server for agent runtimes: the tools `delegate_task_async`,
+//! `check_task_status` and `list_pending` over the Model Context Protocol.
+//!
+//! A runtime that starts `delegation-log mcp --db DB` (or serves a [`Server`] on a
+//! transport of its own) gives its agents the two tools of this crate's story, and
+//! one for operators:
+//!
+//! | tool | arguments | structured answer |
+//! | --- | --- | --- |
+//! | `delegate_task_async` | `target` (an http(s) A2A endpoint), `task` (text), `id`?, `protocol`? (`auto`, `0.3`, `1.0`) | the receipt `{"id", "status": "queued", "queued_at"}`, as soon as `queued` is durable |
+//! | `check_task_status` | `id` | exactly the object `delegation-log status --json` prints, `not_found` included |
+//! | `list_pending` | `older_than`? (seconds) | `{"pending": [status…]}`, oldest first, each with `in_flight` |
+//!
+//! Each tool lists a JSON Schema for its input and one for its output, and answers
+//! with `structuredContent` (and the same JSON as text, for clients that read only
+//! text).
+//!
+//! # Deliveries
+//!
+//! Deliveries run on the server's own [`Dispatcher`]s (one per A2A protocol, all
+//! on one ledger): the answer to `delegate_task_async` does not wait for them, they
+//! go on while the client polls, and [`Server::serve`] drains them before it
+//! returns, when the client closes the transport or the caller's `stop` future
+//! ends (the CLI's SIGTERM or Ctrl-C). Nothing is left `queued` by a server that
+//! shut down; one that is killed leaves its deliveries `queued`, and
+//! `delegation-log recover` settles them.
+//!
+//! # Errors
+//!
+//! Bad arguments (a missing or unknown argument, an id that is empty or over 256
+//! bytes, a target that is not an http(s) URL with a host, a task over the log's
+//! size limit, an unknown protocol) are answered as MCP tool errors: a
+//! `tools/call` result with `isError: true`, the reason as text, and
+//! `structuredContent` `{"error": "invalid_argument", "argument", "message"}`.
+//! That is what the protocol asks for input that a model can correct (SEP-1303,
+//! in the 2025-11-25 revision, moved input validation from JSON-RPC errors to
+//! tool errors, so that the model sees the reason).
+//! An id the log already holds gets `{"error": "id_taken", …}`: the delegation
+//! exists, and `check_task_status` tells its outcome. A name that is no tool here
+//! is a protocol error, JSON-RPC -32602 (invalid params), as the specification
+//! answers an unknown tool. Nothing a client sends crashes the server.
+//!
+//! # Why rmcp 3, and no MCP tasks
+//!
+//! rmcp 2.x implements the tasks of the 2025-11-25 revision (a task-augmented
+//! `tools/call`, then `tasks/get`); 3.x, the current line (and the one whose
+//! minimum Rust is this crate's), moved tasks into an extension
+//! (`io.modelcontextprotocol/tasks`) that a client must declare before a server
+//! may answer with a task. Few clients declare it (the official Python SDK's
+//! plain `call_tool` does not), and a delegation's life (queued, then delivered or
+//! failed, with a reason the sender must read) is already told by the two tools.
+//! So the tools are the contract, and they work with every client; a delegation
+//! is not mapped onto MCP tasks. Mapping it would be: `queued` as `working`, a
+//! settled delegation as `completed` with the status as its result.
+
+mod arguments;
+mod handler;
+mod schema;
+
+use std::future::Future;
+
+use rmcp::ServiceExt as _;
+use rmcp::service::RoleServer;
+use rmcp::transport::IntoTransport;
+use tokio_util::sync::CancellationToken;
+
+use crate::dispatch::{self, Dispatcher, Stats};
+use crate::ledger::Ledger;
+use crate::transport::Http;
+
+pub use self::arguments::{BadArgument, Check, Delegate, Pending, Protocol};
+
+/// The names of the tools, as `tools/list` gives them.
+pub const TOOLS: [&str; 3] = ["delegate_task_async", "check_task_status", "list_pending"];
+
+/// The MCP server: the tools over one ledger, delivering over HTTP.
+///
+/// Cheap to clone; clones share the ledger and the deliveries.
+#[derive(Clone, Debug)]
+pub struct Server {
+    ledger: Ledger,
+    source: String,
+    protocol: Protocol,
+    dispatchers: std::sync::Arc<Dispatchers>,
+}
+
+/// One dispatcher per A2A protocol, all on the server's ledger.
+#[derive(Debug)]
+struct Dispatchers {
+    auto: Dispatcher,
+    v0_3: Dispatcher,
+    v1_0: Dispatcher,
+}
+
+impl Dispatchers {
+    fn all(&self) -> [&Dispatcher; 3] {
+        [&self.auto, &self.v0_3, &self.v1_0]
+    }
+}
+
+/// Why [`Server::serve`] ended badly.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The MCP session could not start (the client closed the transport before
+    /// `initialize`, or sent something else first). Deliveries were drained all
+    /// the same.
+    ///
+    /// # Handling
+    /// Nothing was delegated; check how the client starts the server.
+    #[error("the MCP session did not start: {0}")]
+    Session(String),
+    /// Deliveries were drained and some outcomes could not be recorded: those
+    /// delegations stay `queued` until `delegation-log recover` settles them.
+    ///
+    /// # Handling
+    /// As for [`dispatch::Error::Drained`].
+    #[error(transparent)]
+    Drained(#[from] dispatch::Error),
+}
+
+impl Server {
+    /// A server over `ledger` that delivers through `http` (one clone of it per
+    /// protocol, sharing its connections and cards) with `options`, records
+    /// `mcp` as the source of each delegation, and speaks [`Protocol::Auto`] when
+    /// a call names no protocol.
+    pub fn new(ledger: Ledger, http: Http, options: dispatch::Options) -> Self {
+        let dispatcher = |protocol: Protocol| {
+            Dispatcher::with_options(
+                ledger.clone(),
+                http.clone().protocol(protocol.into()),
+                options,
+            )
+        };
+        Server {
+            dispatchers: std::sync::Arc::new(Dispatchers {
+                auto: dispatcher(Protocol::Auto),
+                v0_3: dispatcher(Protocol::V0_3),
+                v1_0: dispatcher(Protocol::V1_0),
+            }),
+            ledger,
+            source: "mcp".to_owned(),
+            protocol: Protocol::Auto,
+        }
+    }
+
+    /// Records `source` as who delegated (default `mcp`).
+    pub fn source(mut self, source: impl Into<String>) -> Self {
+        self.source = source.into();
+        self
+    }
+
+    /// Speaks `protocol` when a call names none (default [`Protocol::Auto`]).
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = protocol;
+        self
+    }
+
+    /// The ledger it records into.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The dispatcher for `protocol`.
+    fn dispatcher(&self, protocol: Protocol) -> &Dispatcher {
+        match protocol {
+            Protocol::Auto => &self.dispatchers.auto,
+            Protocol::V0_3 => &self.dispatchers.v0_3,
+            Protocol::V1_0 => &self.dispatchers.v1_0,
+        }
+    }
+
+    /// Serves one MCP session on `transport` (for stdio, [`rmcp::transport::stdio`])
+    /// until the client closes it or `stop` ends, then stops taking delegations and
+    /// drains every delivery ([`Server::shutdown`]).
+    ///
+    /// # Errors
+    /// [`Error::Session`] if the session never started; [`Error::Drained`] if an
+    /// outcome could not be recorded.
+    pub async fn serve<T, E, A>(
+        self,
+        transport: T,
+        stop: impl Future<Output = ()>,
+    ) -> Result<Stats, Error>
+    where
+        T: IntoTransport<RoleServer, E, A>,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let drain = self.clone();
+        let cancel = CancellationToken::new();
+        let session = async {
+            let running = self
+                .serve_with_ct(transport, cancel.clone())
+                .await
+                .map_err(|e| Error::Session(e.to_string()))?;
+            // The session ends when the client closes the transport; a task of
+            // rmcp's that panicked ends it too, and deliveries still drain.
+            let _ = running.waiting().await;
+            Ok::<(), Error>(())
+        };
+        let ended = tokio::select! {
+            ended = session => ended,
+            () = stop => {
+                cancel.cancel();
+                Ok(())
+            }
+        };
+        let drained = drain.shutdown().await;
+        ended?;
+        Ok(drained?)
+    }
+
+    /// Stops taking delegations and waits for every delivery to end with its
+    /// outcome recorded (within the dispatch options' shutdown timeout, past which
+    /// the rest end as `failed` / `interrupted`). Returns the counts of all the
+    /// server's dispatchers together.
+    ///
+    /// # Errors
+    /// [`dispatch::Error::Drained`] with every outcome that could not be recorded.
+    pub async fn shutdown(&self) -> Result<Stats, dispatch::Error> {
+        let [auto, v0_3, v1_0] = self.dispatchers.all().map(Dispatcher::shutdown);
+        let (auto, v0_3, v1_0) = tokio::join!(auto, v0_3, v1_0);
+        let mut total = Stats::default();
+        let mut unrecorded = Vec::new();
+        for result in [auto, v0_3, v1_0] {
+            match result {
+                Ok(stats) => add(&mut total, stats),
+                Err(dispatch::Error::Drained(lost)) => unrecorded.extend(lost),
+                Err(other) => return Err(other),
+            }
+        }
+        if unrecorded.is_empty() {
+            Ok(total)
+        } else {
+            Err(dispatch::Error::Drained(unrecorded))
+        }
+    }
+}
+
+fn add(total: &mut Stats, stats: Stats) {
+    total.queued += stats.queued;
+    total.delivered += stats.delivered;
+    total.failed += stats.failed;
+    total.unrecorded += stats.unrecorded;
+}

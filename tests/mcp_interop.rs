@@ -1,0 +1,269 @@
+//! Guards `delegation-log mcp` against a real MCP client: the official MCP Python
+//! SDK (`mcp` 2.3.0, `tests/mcp/client.py`), which starts the binary as a stdio
+//! subprocess as an agent runtime would. The client lists the tools (each with an
+//! input and an output schema, and the SDK checks every structured answer against
+//! its schema), delegates to a loopback A2A agent that holds its answer and to a
+//! closed port, sees the first still `queued` while the agent holds it (the
+//! delivery goes on while the client polls), polls `check_task_status` until each
+//! settles, and sends bad arguments, each of which must be a tool error and leave
+//! the server serving. Judged from both sides: what the client saw, what the agent
+//! received, and what `delegation-log status --json` says on the same db after the
+//! server drained and exited, which must be the very object the client got.
+//!
+//! The accepting target is the crate's own loopback agent (`tests/cli_support`),
+//! not an official A2A SDK agent: it can hold its answer until the test lets it
+//! go, which is what shows a delivery running while the client polls; A2A interop
+//! itself is `tests/a2a_interop.rs`'s job. The Python client comes from
+//! `bash .ci/python-peers` (a venv at target/py/mcp); under `CI=true` its absence
+//! fails the test.
+#![cfg(all(feature = "cli", feature = "mcp"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod cli_support;
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use cli_support::{Agent, closed_port_url, run};
+use serde_json::{Value, json};
+
+/// How long the client may take for each phase (Python starts slowly).
+const PHASE_TIMEOUT: Duration = Duration::from_secs(90);
+
+const INSTALL: &str = "install the Python MCP client with `bash .ci/python-peers` \
+    (a venv at target/py/mcp with mcp 2.3.0), or point MCP_PYTHON at a Python that \
+    has tests/mcp/requirements.txt installed";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `$MCP_PYTHON`, else the venv of `.ci/python-peers`.
+fn python() -> PathBuf {
+    match std::env::var_os("MCP_PYTHON") {
+        Some(python) if !python.is_empty() => PathBuf::from(python),
+        _ => repo().join("target/py/mcp/bin/python"),
+    }
+}
+
+fn ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Whether the SDK can be used; outside CI, a missing one skips the test after
+/// saying how to install it.
+fn sdk_installed(python: &Path) -> bool {
+    let imports = python.exists()
+        && Command::new(python)
+            .args(["-c", "import mcp.client.stdio"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+    if !imports {
+        let why = format!("no Python with the MCP SDK at {}", python.display());
+        assert!(
+            !ci(),
+            "CI=true and the MCP SDK client is not installed: {why}; {INSTALL}"
+        );
+        let _ = writeln!(std::io::stderr(), "mcp_interop: SKIPPED ({why}); {INSTALL}");
+    }
+    imports
+}
+
+/// An A2A 0.3 agent that takes the task and answers with a Message.
+fn message_answer(request: &Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": request["id"], "result": {
+        "kind": "message", "messageId": "m-1", "role": "agent", "contextId": "c-1",
+        "parts": [{"kind": "text", "text": "on it"}]
+    }})
+}
+
+/// Reads one JSON line from `lines` within [`PHASE_TIMEOUT`].
+fn next_line(lines: &mpsc::Receiver<String>, what: &str, stderr: &Path) -> Value {
+    match lines.recv_timeout(PHASE_TIMEOUT) {
+        Ok(line) => {
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {line}"))
+        }
+        Err(e) => panic!(
+            "{what}: no line from the client ({e}); its stderr:\n{}",
+            std::fs::read_to_string(stderr).unwrap_or_default()
+        ),
+    }
+}
+
+/// What `delegation-log status --json DB ID` prints, parsed.
+fn cli_status(db: &Path, id: &str) -> Value {
+    let (_, stdout, stderr) = run(&["status", db.to_str().unwrap(), id, "--json"]);
+    serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("status --json: {e}: {stdout} {stderr}"))
+}
+
+/// A tool error naming `argument`, with the structured `invalid_argument` form.
+fn assert_invalid(answer: &Value, argument: &str) {
+    assert_eq!(answer["is_error"], true, "{answer:#}");
+    assert_eq!(
+        answer["structured"]["error"], "invalid_argument",
+        "{answer:#}"
+    );
+    assert_eq!(answer["structured"]["argument"], argument, "{answer:#}");
+    let text = answer["text"][0].as_str().unwrap_or_default();
+    assert!(
+        text.contains(argument),
+        "the text should name {argument}: {answer:#}"
+    );
+}
+
+#[test]
+fn the_official_python_client_delegates_polls_to_the_outcome_and_the_cli_agrees() {
+    let python = python();
+    if !sdk_installed(&python) {
+        return;
+    }
+    let agent = Agent::held(message_answer);
+    let closed = closed_port_url();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log");
+    let stderr_path = dir.path().join("client.stderr");
+    let mut client = Command::new(&python)
+        .arg(repo().join("tests/mcp/client.py"))
+        .args(["--server", env!("CARGO_BIN_EXE_delegation-log")])
+        .arg("--db")
+        .arg(&db)
+        .args(["--accepting", &agent.url(), "--closed", &closed])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    let stdout = client.stdout.take().unwrap();
+    let (line_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+
+    // Phase 1: both delegated; the agent holds its answer, so the client sees
+    // `queued`, and the agent has the request in hand.
+    let queued = next_line(&lines, "phase queued", &stderr_path);
+    assert_eq!(queued["phase"], "queued", "{queued:#}");
+    assert_eq!(
+        queued["status"]["structured"]["status"], "queued",
+        "{queued:#}"
+    );
+    let until = std::time::Instant::now() + PHASE_TIMEOUT;
+    while agent.requests() == 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the agent never got the delegation"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    agent.release();
+    writeln!(stdin, "go").unwrap();
+    stdin.flush().unwrap();
+
+    let done = next_line(&lines, "phase done", &stderr_path);
+    let status = client.wait().unwrap();
+    assert!(
+        status.success(),
+        "the client failed: {status}; stderr:\n{}",
+        std::fs::read_to_string(&stderr_path).unwrap_or_default()
+    );
+    assert_eq!(done["phase"], "done", "{done:#}");
+    let seen = &done["seen"];
+
+    // The session: the server and its three tools, each with both schemas.
+    assert_eq!(seen["server"], "delegation-log", "{seen:#}");
+    let tools = seen["tools"].as_object().unwrap();
+    let mut names: Vec<&str> = tools.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["check_task_status", "delegate_task_async", "list_pending"]
+    );
+    for (name, tool) in tools {
+        assert_eq!(tool["input_schema"]["type"], "object", "{name}: {tool:#}");
+        assert_eq!(tool["output_schema"]["type"], "object", "{name}: {tool:#}");
+    }
+    let required = &tools["delegate_task_async"]["input_schema"]["required"];
+    assert_eq!(required, &json!(["target", "task"]), "{seen:#}");
+
+    // The receipts: queued at once, under the ids asked for.
+    for (which, id) in [("accepting", "mcp-accepting"), ("closed", "mcp-closed")] {
+        let receipt = &seen["receipts"][which];
+        assert_eq!(receipt["is_error"], false, "{receipt:#}");
+        assert_eq!(receipt["structured"]["id"], id, "{receipt:#}");
+        assert_eq!(receipt["structured"]["status"], "queued", "{receipt:#}");
+        assert!(
+            receipt["structured"]["queued_at"].is_string(),
+            "{receipt:#}"
+        );
+    }
+
+    // While the agent held its answer, the delegation was pending and in flight.
+    let pending = seen["pending_while_held"]["structured"]["pending"]
+        .as_array()
+        .unwrap();
+    let held = pending.iter().find(|p| p["id"] == "mcp-accepting").unwrap();
+    assert_eq!(held["status"], "queued", "{pending:#?}");
+    assert_eq!(held["in_flight"], true, "{pending:#?}");
+    assert_eq!(
+        seen["pending_older_than_an_hour"]["structured"]["pending"],
+        json!([])
+    );
+
+    // The outcomes, as the client polled them.
+    let accepted = &seen["settled"]["mcp-accepting"]["structured"];
+    assert_eq!(accepted["status"], "delivered", "{accepted:#}");
+    assert_eq!(accepted["http_status"], 200, "{accepted:#}");
+    assert_eq!(accepted["remote"]["kind"], "message", "{accepted:#}");
+    assert_eq!(accepted["target"], agent.url().as_str(), "{accepted:#}");
+    let offline = &seen["settled"]["mcp-closed"]["structured"];
+    assert_eq!(offline["status"], "failed", "{offline:#}");
+    assert_eq!(offline["reason"], "target_offline", "{offline:#}");
+    assert_eq!(offline["target_received"], "no", "{offline:#}");
+    assert_eq!(seen["pending_after"]["structured"]["pending"], json!([]));
+    assert_eq!(seen["not_found"]["is_error"], false, "{seen:#}");
+    assert_eq!(
+        seen["not_found"]["structured"]["status"], "not_found",
+        "{seen:#}"
+    );
+
+    // Bad arguments: tool errors naming the argument; nothing sent; still serving.
+    let bad = &seen["bad"];
+    for (case, argument) in [
+        ("empty_id", "id"),
+        ("long_id", "id"),
+        ("missing_id", "id"),
+        ("not_a_url", "target"),
+        ("ftp_target", "target"),
+        ("task_too_large", "task"),
+        ("unknown_protocol", "protocol"),
+        ("negative_older_than", "older_than"),
+    ] {
+        assert_invalid(&bad[case], argument);
+    }
+    assert_invalid(&bad["unknown_argument"], "url");
+    assert_eq!(bad["id_taken"]["is_error"], true, "{bad:#}");
+    assert_eq!(
+        bad["id_taken"]["structured"]["error"], "id_taken",
+        "{bad:#}"
+    );
+    assert!(seen["unknown_tool"]["raised"].is_string(), "{seen:#}");
+    assert_eq!(seen["after_bad"]["structured"], *offline, "{seen:#}");
+    assert_eq!(agent.requests(), 1, "bad calls must send nothing");
+
+    // The other side: the CLI on the same db, after the server drained and exited,
+    // prints the very objects the client got.
+    assert_eq!(cli_status(&db, "mcp-accepting"), *accepted);
+    assert_eq!(cli_status(&db, "mcp-closed"), *offline);
+    assert_eq!(
+        cli_status(&db, "never-delegated"),
+        seen["not_found"]["structured"]
+    );
+}
