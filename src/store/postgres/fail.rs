@@ -1,0 +1,79 @@
+//! How PostgreSQL failures become the crate's errors: every failure of the server
+//! or the connection is an [`Error::Storage`] that says where and what, never a panic.
+
+use postgres::error::SqlState;
+
+use crate::error::Error;
+
+/// What a failed statement means for the connection it ran on.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The connection is gone or unusable (the server shut down, restarted or
+    /// dropped it, or the network failed): it must be replaced. The statement
+    /// did not commit anything if it was not a `COMMIT`.
+    Connection(Error),
+    /// The transaction lost a deadlock or a serialization check: it was rolled
+    /// back whole, and may be run again.
+    Retry(Error),
+    /// The connection failed while a `COMMIT` was on its way: the transaction may
+    /// or may not have committed. The connection is replaced; the write is not
+    /// run again, and the caller must treat the store as suspect.
+    Lost(Error),
+    /// Anything else: reported as it is.
+    Other(Error),
+}
+
+impl Failure {
+    /// The crate's error, whatever the kind.
+    pub(super) fn into_error(self) -> Error {
+        match self {
+            Failure::Connection(error)
+            | Failure::Retry(error)
+            | Failure::Lost(error)
+            | Failure::Other(error) => error,
+        }
+    }
+}
+
+/// Sorts a client error by what the caller must do about it, with `doing` (what
+/// the store was doing) and `target` (the server, without its password) in the
+/// message.
+pub(super) fn classify(error: &postgres::Error, doing: &str, target: &str) -> Failure {
+    let message = Error::Storage(format!("PostgreSQL {target}: {doing}: {}", describe(error)));
+    match error.code() {
+        Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED => Failure::Retry(message),
+        Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE => Failure::Retry(message),
+        Some(code) if code.code().starts_with("08") || code.code().starts_with("57P") => {
+            Failure::Connection(message)
+        }
+        Some(_) => Failure::Other(message),
+        // No SQLSTATE: the socket failed, the server closed it, or the protocol
+        // broke; the connection cannot be trusted again.
+        None => Failure::Connection(message),
+    }
+}
+
+/// The client error, with the server's own message, detail and code when it sent
+/// one (the client's `Display` says only "db error").
+pub(super) fn describe(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut out = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                out.push_str("; ");
+                out.push_str(detail);
+            }
+            out
+        }
+        None => {
+            let mut out = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                out.push_str(": ");
+                out.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            out
+        }
+    }
+}
