@@ -45,7 +45,9 @@ fn sled_log(ledger: &Ledger, clock: &ManualClock) {
         clock.advance(Duration::from_millis(3));
         match n % 5 {
             0 => {
-                ledger.record(&this, Event::delivered(Some(200)).unwrap()).unwrap();
+                ledger
+                    .record(&this, Event::delivered(Some(200)).unwrap())
+                    .unwrap();
             }
             1 => {
                 let reason = FailureReason::HttpStatus(503);
@@ -81,8 +83,8 @@ fn an_export_from_sled_imported_into_postgres_exports_the_same_bytes() {
     };
     let clock = ManualClock::at_unix_nanos(1_780_000_000_000_000_000);
     let dir = tempfile::tempdir().unwrap();
-    let sled = Ledger::open_with(dir.path().join("log"), Options::new().clock(clock.clone()))
-        .unwrap();
+    let sled =
+        Ledger::open_with(dir.path().join("log"), Options::new().clock(clock.clone())).unwrap();
     sled_log(&sled, &clock);
     let mut from_sled = Vec::new();
     let exported = sled.export(&mut from_sled).unwrap();

@@ -26,7 +26,12 @@ fn id(text: &str) -> DelegationId {
     text.parse().unwrap()
 }
 
-fn one(store: &dyn Store, id: &DelegationId, expect: Expect, record: &[u8]) -> Result<(), AppendError> {
+fn one(
+    store: &dyn Store,
+    id: &DelegationId,
+    expect: Expect,
+    record: &[u8],
+) -> Result<(), AppendError> {
     let head = format!("head {}", expect.next()).into_bytes();
     store.append(&[Append {
         id,
@@ -147,7 +152,10 @@ fn a_head_whose_record_is_gone_is_damage_not_a_conflict() {
         }
         other => panic!("expected Damaged, got {other:?}"),
     }
-    assert_eq!(schema.query("SELECT count(*) FROM records"), vec![vec![Some("0".into())]]);
+    assert_eq!(
+        schema.query("SELECT count(*) FROM records"),
+        vec![vec![Some("0".into())]]
+    );
     assert_eq!(store.head(&a).unwrap().map(|h| h.seq), Some(1));
 }
 
@@ -156,11 +164,17 @@ fn the_schema_has_a_version_row_and_a_newer_version_is_refused() {
     let Some(schema) = pg_support::fresh("version") else {
         return;
     };
-    assert_eq!(schema.query("SELECT version FROM meta"), vec![vec![Some("1".into())]]);
+    assert_eq!(
+        schema.query("SELECT version FROM meta"),
+        vec![vec![Some("1".into())]]
+    );
     // Connecting again finds the schema and leaves it as it is.
     let again = Postgres::connect_with(&schema.url, Connect::new().schema(schema.name.clone()));
     assert!(again.is_ok(), "{again:?}");
-    assert_eq!(schema.query("SELECT count(*) FROM meta"), vec![vec![Some("1".into())]]);
+    assert_eq!(
+        schema.query("SELECT count(*) FROM meta"),
+        vec![vec![Some("1".into())]]
+    );
     schema.execute("UPDATE meta SET version = 99");
     match Postgres::connect_with(&schema.url, Connect::new().schema(schema.name.clone())) {
         Err(Error::Storage(message)) => {
@@ -176,7 +190,14 @@ fn bad_schema_names_urls_and_servers_are_typed_errors() {
     let Some(url) = pg_support::url() else {
         return;
     };
-    for name in ["", "Upper", "1digit", "semi;colon", "quo\"te", &"x".repeat(64)] {
+    for name in [
+        "",
+        "Upper",
+        "1digit",
+        "semi;colon",
+        "quo\"te",
+        &"x".repeat(64),
+    ] {
         match Postgres::connect_with(&url, Connect::new().schema(name)) {
             Err(Error::Storage(message)) => assert!(message.contains("refused"), "{message}"),
             other => panic!("schema {name:?}: expected a refusal, got {other:?}"),
@@ -253,8 +274,12 @@ async fn inside_a_runtime() {
     };
     let ledger = Ledger::with_store(schema.store.clone(), Options::new());
     let a = id("in-a-runtime");
-    ledger.record(&a, Event::queued("planner", "target")).unwrap();
-    ledger.record(&a, Event::delivered(Some(200)).unwrap()).unwrap();
+    ledger
+        .record(&a, Event::queued("planner", "target"))
+        .unwrap();
+    ledger
+        .record(&a, Event::delivered(Some(200)).unwrap())
+        .unwrap();
     tokio::task::yield_now().await;
     assert_eq!(ledger.status(&a).unwrap().status, StatusKind::Delivered);
     assert_eq!(ledger.history(&a).unwrap().len(), 2);
@@ -311,7 +336,9 @@ fn calls_fail_typed_while_the_server_is_down_and_work_again_when_it_is_back() {
     let store = Arc::new(Postgres::connect_with(&url, Connect::new().connections(3)).unwrap());
     let ledger = Ledger::with_store(store.clone(), Options::new());
     let (a, b) = (id("a"), id("b"));
-    ledger.record(&a, Event::queued("planner", "target")).unwrap();
+    ledger
+        .record(&a, Event::queued("planner", "target"))
+        .unwrap();
 
     // A restart between two calls costs no call: stale connections are replaced.
     server.run("restart");
@@ -344,8 +371,12 @@ fn calls_fail_typed_while_the_server_is_down_and_work_again_when_it_is_back() {
     }
     assert_eq!(ledger.status(&a).unwrap().status, StatusKind::Queued);
     assert_eq!(ledger.status(&b).unwrap().status, StatusKind::NotFound);
-    ledger.record(&b, Event::queued("planner", "target")).unwrap();
-    ledger.record(&a, Event::delivered(Some(200)).unwrap()).unwrap();
+    ledger
+        .record(&b, Event::queued("planner", "target"))
+        .unwrap();
+    ledger
+        .record(&a, Event::delivered(Some(200)).unwrap())
+        .unwrap();
     assert_eq!(ledger.status(&a).unwrap().status, StatusKind::Delivered);
     assert_eq!(ledger.replay().count(), 2);
 }

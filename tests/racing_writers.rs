@@ -67,9 +67,8 @@ async fn race_postgres(writers: usize) {
         .collect();
     race_on(&ledgers, writers, PG_ROUNDS).await;
     // The database's side: one head per round, each at seq 2 over two records.
-    let rows = schema.query(
-        "SELECT (SELECT count(*) FROM heads WHERE seq = 2), (SELECT count(*) FROM records)",
-    );
+    let rows = schema
+        .query("SELECT (SELECT count(*) FROM heads WHERE seq = 2), (SELECT count(*) FROM records)");
     assert_eq!(
         rows,
         vec![vec![

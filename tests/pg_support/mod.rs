@@ -43,7 +43,13 @@ pub fn unique(tag: &str) -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     let tag: String = tag
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
         .take(30)
         .collect();
     let n = NEXT.fetch_add(1, Ordering::SeqCst);

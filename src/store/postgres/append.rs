@@ -82,9 +82,8 @@ pub(super) fn items(appends: &[Append<'_>]) -> Result<Vec<Item>, AppendError> {
 }
 
 fn bigint(seq: Seq) -> Result<i64, Error> {
-    i64::try_from(seq).map_err(|_| {
-        Error::Storage(format!("seq {seq} does not fit PostgreSQL's bigint"))
-    })
+    i64::try_from(seq)
+        .map_err(|_| Error::Storage(format!("seq {seq} does not fit PostgreSQL's bigint")))
 }
 
 /// Writes `items` in one transaction, all or nothing. A refusal is `Ok(Err(_))`:
@@ -101,9 +100,10 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
     for item in items {
         let row = match item.after {
             None => tx.query_one(&first, &[&item.key, &item.head, &item.record]),
-            Some(after) => {
-                tx.query_one(&next, &[&item.key, &after, &item.next, &item.head, &item.record])
-            }
+            Some(after) => tx.query_one(
+                &next,
+                &[&item.key, &after, &item.next, &item.head, &item.record],
+            ),
         }
         .map_err(|e| fail(&e, "appending"))?;
         let (moved, put) = counts(&row).map_err(|e| fail(&e, "appending"))?;
@@ -135,13 +135,14 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
             return Ok(Err(refusal));
         }
     }
-    tx.commit().map_err(|e| match fail(&e, "committing an append") {
-        Failure::Connection(error) => Failure::Lost(Error::Storage(format!(
-            "{error} (the connection failed during COMMIT: the append may or may not \
+    tx.commit()
+        .map_err(|e| match fail(&e, "committing an append") {
+            Failure::Connection(error) => Failure::Lost(Error::Storage(format!(
+                "{error} (the connection failed during COMMIT: the append may or may not \
              have been written)"
-        ))),
-        other => other,
-    })?;
+            ))),
+            other => other,
+        })?;
     Ok(Ok(()))
 }
 

@@ -58,7 +58,12 @@ pub(super) fn classify(error: &postgres::Error, doing: &str, target: &str) -> Fa
 pub(super) fn describe(error: &postgres::Error) -> String {
     match error.as_db_error() {
         Some(db) => {
-            let mut out = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+            let mut out = format!(
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            );
             if let Some(detail) = db.detail() {
                 out.push_str("; ");
                 out.push_str(detail);

@@ -114,7 +114,8 @@ pub struct Postgres {
 impl Postgres {
     /// Connects to the server at `url` (`postgres://user:password@host:port/db`,
     /// or a `key=value` connection string) with the defaults of [`Connect`], and
-    /// creates or migrates the schema.
+    /// creates or migrates the schema. A URL may name the schema in its query,
+    /// `postgres://host/db?schema=NAME`, which then wins over [`Connect::schema`].
     ///
     /// # Errors
     /// As for [`Postgres::connect_with`].
@@ -130,6 +131,11 @@ impl Postgres {
     /// the server cannot be reached, or the schema is of a newer version than
     /// this crate writes.
     pub fn connect_with(url: &str, connect: Connect) -> Result<Self> {
+        let (url, named) = schema::from_url(url);
+        let connect = match named {
+            Some(name) => connect.schema(name),
+            None => connect,
+        };
         if !schema::valid_name(&connect.schema) {
             return Err(Error::Storage(format!(
                 "PostgreSQL schema name `{}` refused: use 1 to 63 lowercase ASCII \
@@ -138,7 +144,10 @@ impl Postgres {
             )));
         }
         let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
-            Error::Storage(format!("PostgreSQL URL does not parse: {}", fail::describe(&e)))
+            Error::Storage(format!(
+                "PostgreSQL URL does not parse: {}",
+                fail::describe(&e)
+            ))
         })?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(std::time::Duration::from_secs(10));
@@ -175,8 +184,11 @@ impl Postgres {
                     .client
                     .transaction()
                     .map_err(|e| fail(&e, "creating the schema"))?;
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&schema::lock_key(&name)])
-                    .map_err(|e| fail(&e, "locking the schema"))?;
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock($1)",
+                    &[&schema::lock_key(&name)],
+                )
+                .map_err(|e| fail(&e, "locking the schema"))?;
                 tx.batch_execute(&schema::create(&name))
                     .map_err(|e| fail(&e, "creating the schema"))?;
                 let version: i32 = tx
@@ -227,7 +239,10 @@ impl Store for Postgres {
             return Ok(());
         }
         let items = append::items(appends)?;
-        match self.pool.run(move |conn: &mut Conn| append::run(conn, &items)) {
+        match self
+            .pool
+            .run(move |conn: &mut Conn| append::run(conn, &items))
+        {
             Ok(written) => written,
             Err(failure) => Err(AppendError::Store(failure.into_error())),
         }

@@ -69,7 +69,10 @@ impl Link {
     /// The live connection, opened if there is none or it was closed; and whether
     /// it was opened just now.
     fn conn(&mut self) -> Result<(&mut Conn, bool), Failure> {
-        let stale = self.conn.as_ref().is_none_or(|conn| conn.client.is_closed());
+        let stale = self
+            .conn
+            .as_ref()
+            .is_none_or(|conn| conn.client.is_closed());
         if stale {
             self.conn = None;
             let mut client = self

@@ -88,7 +88,12 @@ impl Rows {
         let entries = self
             .entries
             .into_iter()
-            .map(|(at, bytes)| Ok(Entry { seq: seq(at)?, bytes }))
+            .map(|(at, bytes)| {
+                Ok(Entry {
+                    seq: seq(at)?,
+                    bytes,
+                })
+            })
             .collect::<Result<_>>()?;
         Ok(Stream { id, entries, head })
     }
@@ -174,8 +179,11 @@ impl Postgres {
                     .map_err(|e| fail(&e, "scanning"))?
                 {
                     let key: Vec<u8> = get(&row, 1, &fail)?;
-                    let (is_head, seq, bytes) =
-                        (get(&row, 2, &fail)?, get(&row, 3, &fail)?, get(&row, 4, &fail)?);
+                    let (is_head, seq, bytes) = (
+                        get(&row, 2, &fail)?,
+                        get(&row, 3, &fail)?,
+                        get(&row, 4, &fail)?,
+                    );
                     match page.last_mut() {
                         Some(rows) if rows.key == key => rows.push(is_head, seq, bytes),
                         _ => {
