@@ -12,7 +12,7 @@
 
 use postgres::Row;
 
-use super::fail::Failure;
+use super::fail::{self, Failure};
 use super::pool::Conn;
 use crate::error::Error;
 use crate::event::{DelegationId, Seq};
@@ -83,7 +83,7 @@ pub(super) fn items(appends: &[Append<'_>]) -> Result<Vec<Item>, AppendError> {
 
 fn bigint(seq: Seq) -> Result<i64, Error> {
     i64::try_from(seq)
-        .map_err(|_| Error::Storage(format!("seq {seq} does not fit PostgreSQL's bigint")))
+        .map_err(|_| fail::storage(format!("seq {seq} does not fit PostgreSQL's bigint")))
 }
 
 /// Writes `items` in one transaction, all or nothing. A refusal is `Ok(Err(_))`:
@@ -137,7 +137,7 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
     }
     tx.commit()
         .map_err(|e| match fail(&e, "committing an append") {
-            Failure::Connection(error) => Failure::Lost(Error::Storage(format!(
+            Failure::Connection(error) => Failure::Lost(fail::storage(format!(
                 "{error} (the connection failed during COMMIT: the append may or may not \
              have been written)"
             ))),

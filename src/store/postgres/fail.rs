@@ -35,11 +35,18 @@ impl Failure {
     }
 }
 
+/// The crate's error for a failure of the server, the connection or the
+/// store's own machinery: the store-failure variant, [`Error::Storage`]. Every
+/// error of this store is made here.
+pub(super) fn storage(message: String) -> Error {
+    Error::Storage(message)
+}
+
 /// Sorts a client error by what the caller must do about it, with `doing` (what
 /// the store was doing) and `target` (the server, without its password) in the
 /// message.
 pub(super) fn classify(error: &postgres::Error, doing: &str, target: &str) -> Failure {
-    let message = Error::Storage(format!("PostgreSQL {target}: {doing}: {}", describe(error)));
+    let message = storage(format!("PostgreSQL {target}: {doing}: {}", describe(error)));
     match error.code() {
         Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED => Failure::Retry(message),
         Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE => Failure::Retry(message),

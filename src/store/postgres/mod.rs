@@ -38,7 +38,7 @@
 //!   returned is durable (as durable as the server's own `fsync` setting makes
 //!   it). [`Store::flush`] therefore has nothing left to do and returns at once;
 //!   every [`Durability`](crate::Durability) is durable here.
-//! - **Failures.** Every server or connection failure is an [`Error::Storage`]
+//! - **Failures.** Every server or connection failure is an [`Error::Storage`](crate::Error::Storage)
 //!   naming the server (never its password) and what the store was doing. While
 //!   the server is down, calls fail that way; once it is back, they work again.
 //!   A call that failed on a connection gone stale while idle (the server
@@ -63,7 +63,7 @@ use std::sync::Arc;
 use self::fail::Failure;
 use self::pool::{Conn, Pool};
 use super::{Append, AppendError, Head, Store, Stream};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::event::DelegationId;
 use crate::ledger::{Ledger, Options};
 
@@ -127,7 +127,7 @@ impl Postgres {
     /// its schema.
     ///
     /// # Errors
-    /// [`Error::Storage`] if the URL does not parse, the schema name is refused,
+    /// [`Error::Storage`](crate::Error::Storage) if the URL does not parse, the schema name is refused,
     /// the server cannot be reached, or the schema is of a newer version than
     /// this crate writes.
     pub fn connect_with(url: &str, connect: Connect) -> Result<Self> {
@@ -137,14 +137,14 @@ impl Postgres {
             None => connect,
         };
         if !schema::valid_name(&connect.schema) {
-            return Err(Error::Storage(format!(
+            return Err(fail::storage(format!(
                 "PostgreSQL schema name `{}` refused: use 1 to 63 lowercase ASCII \
                  letters, digits and `_`, not starting with a digit",
                 connect.schema
             )));
         }
         let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
-            Error::Storage(format!(
+            fail::storage(format!(
                 "PostgreSQL URL does not parse: {}",
                 fail::describe(&e)
             ))
@@ -200,7 +200,7 @@ impl Postgres {
             })
             .map_err(Failure::into_error)?;
         if found > schema::VERSION {
-            return Err(Error::Storage(format!(
+            return Err(fail::storage(format!(
                 "PostgreSQL {}: schema `{}` is at version {found}, newer than the {} this \
                  crate writes: upgrade the crate",
                 self.pool.target(),

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 
 use postgres::{Client, NoTls, Statement};
 
-use super::fail::{Failure, classify};
+use super::fail::{self, Failure, classify};
 use crate::error::Error;
 
 /// How many times a job that lost a deadlock or a serialization check is run.
@@ -90,7 +90,7 @@ impl Link {
         }
         match self.conn.as_mut() {
             Some(conn) => Ok((conn, stale)),
-            None => Err(Failure::Connection(Error::Storage(format!(
+            None => Err(Failure::Connection(fail::storage(format!(
                 "PostgreSQL {}: no connection",
                 self.target
             )))),
@@ -131,7 +131,7 @@ impl Link {
             }
         }
         Err(last.unwrap_or_else(|| {
-            Failure::Other(Error::Storage(format!(
+            Failure::Other(fail::storage(format!(
                 "PostgreSQL {}: gave up after {ATTEMPTS} attempts",
                 self.target
             )))
@@ -145,7 +145,7 @@ fn conn_closed(conn: &Option<Conn>) -> bool {
 
 /// The error of a failed connect.
 fn connect_error(error: &postgres::Error, target: &str) -> Error {
-    Error::Storage(format!(
+    fail::storage(format!(
         "PostgreSQL {target}: cannot connect: {}",
         super::fail::describe(error)
     ))
@@ -215,7 +215,7 @@ impl Pool {
         F: FnMut(&mut Conn) -> Result<T, Failure> + Send + 'static,
     {
         let stopped = || {
-            Failure::Other(Error::Storage(format!(
+            Failure::Other(fail::storage(format!(
                 "PostgreSQL {}: the store's worker thread stopped",
                 self.target
             )))
