@@ -5,12 +5,14 @@
 //! `INSERT … ON CONFLICT DO NOTHING` for a delegation with no head, an
 //! `UPDATE … WHERE delegation = $1 AND seq = $2` that also asks for the record
 //! the head names) and inserts the record only if the head moved. Zero heads
-//! moved is a lost race (or a missing record), zero records inserted is a taken
-//! slot; either rolls the whole group back. Racing writers queue on the head's
+//! moved is a lost race (or a missing record), and the statement wrote nothing; a
+//! head moved over a taken record slot raises `refuse_taken_slot()` (SQLSTATE
+//! `DL001`) inside the statement, which undoes it. So a statement either writes
+//! its record and head or nothing, and a group of one needs no transaction around
+//! it: it is one autocommitted statement, one round trip. A larger group is one
+//! transaction of such statements, all or nothing. Racing writers queue on the head's
 //! row lock; under READ COMMITTED the loser's `UPDATE` re-reads the winner's head
 //! and matches nothing, so exactly one wins.
-
-use postgres::Row;
 
 use super::fail::{self, Failure};
 use super::pool::Conn;
@@ -30,7 +32,8 @@ const FIRST: &str = "
         SELECT $1::bytea, 1::bigint, $3::bytea FROM moved
         ON CONFLICT (delegation, seq) DO NOTHING
         RETURNING seq)
-    SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM put)";
+    SELECT m, p, CASE WHEN m > 0 AND p = 0 THEN refuse_taken_slot() ELSE 0 END
+    FROM (SELECT (SELECT count(*) FROM moved) AS m, (SELECT count(*) FROM put) AS p) AS counts";
 
 /// A later record and its head: `$1` id, `$2` expected head seq, `$3` new seq,
 /// `$4` summary, `$5` record. Answers (heads moved, records inserted).
@@ -45,7 +48,11 @@ const NEXT: &str = "
         SELECT $1::bytea, $3::bigint, $5::bytea FROM moved
         ON CONFLICT (delegation, seq) DO NOTHING
         RETURNING seq)
-    SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM put)";
+    SELECT m, p, CASE WHEN m > 0 AND p = 0 THEN refuse_taken_slot() ELSE 0 END
+    FROM (SELECT (SELECT count(*) FROM moved) AS m, (SELECT count(*) FROM put) AS p) AS counts";
+
+/// The SQLSTATE `refuse_taken_slot()` raises.
+const TAKEN: &str = "DL001";
 
 /// The head's seq, read after a head did not move: a new statement, so under
 /// READ COMMITTED it sees the winner's commit.
@@ -93,59 +100,115 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
     let next = conn.statement(NEXT)?;
     let head_seq = conn.statement(HEAD_SEQ)?;
     let fail = conn.failer();
+    if let [item] = items {
+        // One statement, autocommitted: it wrote all of itself or nothing.
+        let answer = match item.after {
+            None => conn
+                .client
+                .query_one(&first, &[&item.key, &item.head, &item.record]),
+            Some(after) => conn.client.query_one(
+                &next,
+                &[&item.key, &after, &item.next, &item.head, &item.record],
+            ),
+        };
+        let moved = match answer.and_then(|row| row.try_get::<_, i64>(0)) {
+            Ok(moved) => moved,
+            Err(error) if taken(&error) => {
+                return Ok(Err(AppendError::occupied(&item.id, item.expect.next())));
+            }
+            Err(error) => {
+                // The statement may have committed, unless the server said it
+                // never ran it (it was shutting down when the statement came).
+                let never_ran = shutting_down(&error);
+                return Err(match fail(&error, "appending") {
+                    Failure::Connection(error) if !never_ran => {
+                        Failure::Lost(fail::storage(format!(
+                            "{error} (the connection failed while an append was in flight: \
+                             it may or may not have been written)"
+                        )))
+                    }
+                    other => other,
+                });
+            }
+        };
+        if moved > 0 {
+            return Ok(Ok(()));
+        }
+        let actual = conn
+            .client
+            .query_opt(&head_seq, &[&item.key])
+            .and_then(|row| row.map(|row| row.try_get::<_, i64>(0)).transpose())
+            .map_err(|e| fail(&e, "reading a head after a lost race"))?;
+        return Ok(Err(refusal(item, actual)));
+    }
     let mut tx = conn
         .client
         .transaction()
         .map_err(|e| fail(&e, "beginning an append"))?;
     for item in items {
-        let row = match item.after {
+        let answer = match item.after {
             None => tx.query_one(&first, &[&item.key, &item.head, &item.record]),
             Some(after) => tx.query_one(
                 &next,
                 &[&item.key, &after, &item.next, &item.head, &item.record],
             ),
-        }
-        .map_err(|e| fail(&e, "appending"))?;
-        let (moved, put) = counts(&row).map_err(|e| fail(&e, "appending"))?;
-        let refusal = if moved == 0 {
+        };
+        // Nothing of the group is committed whether a rollback is heard or not:
+        // a transaction that never commits is rolled back by the server.
+        let moved = match answer.and_then(|row| row.try_get::<_, i64>(0)) {
+            Ok(moved) => moved,
+            Err(error) if taken(&error) => {
+                let _ = tx.rollback();
+                return Ok(Err(AppendError::occupied(&item.id, item.expect.next())));
+            }
+            Err(error) => return Err(fail(&error, "appending")),
+        };
+        if moved == 0 {
             let actual = tx
                 .query_opt(&head_seq, &[&item.key])
                 .and_then(|row| row.map(|row| row.try_get::<_, i64>(0)).transpose())
                 .map_err(|e| fail(&e, "reading a head after a lost race"))?;
-            let actual = actual.and_then(|seq| u64::try_from(seq).ok());
-            Some(match (actual, item.expect) {
-                (Some(seq), Expect::At(expected)) if seq == expected => {
-                    AppendError::missing(&item.id, expected)
-                }
-                _ => AppendError::Conflict {
-                    id: item.id.clone(),
-                    expected: item.expect,
-                    actual,
-                },
-            })
-        } else if put == 0 {
-            Some(AppendError::occupied(&item.id, item.expect.next()))
-        } else {
-            None
-        };
-        if let Some(refusal) = refusal {
-            // Nothing of the group is committed whether the rollback is heard or
-            // not: a transaction that never commits is rolled back by the server.
             let _ = tx.rollback();
-            return Ok(Err(refusal));
+            return Ok(Err(refusal(item, actual)));
         }
     }
     tx.commit()
         .map_err(|e| match fail(&e, "committing an append") {
             Failure::Connection(error) => Failure::Lost(fail::storage(format!(
                 "{error} (the connection failed during COMMIT: the append may or may not \
-             have been written)"
+                 have been written)"
             ))),
             other => other,
         })?;
     Ok(Ok(()))
 }
 
-fn counts(row: &Row) -> Result<(i64, i64), postgres::Error> {
-    Ok((row.try_get(0)?, row.try_get(1)?))
+/// Why an append whose head did not move was refused, given the head's seq read
+/// after it: its record is missing if the head is where the writer expected,
+/// otherwise another writer moved it (a conflict naming where it is).
+fn refusal(item: &Item, actual: Option<i64>) -> AppendError {
+    let actual = actual.and_then(|seq| u64::try_from(seq).ok());
+    match (actual, item.expect) {
+        (Some(seq), Expect::At(expected)) if seq == expected => {
+            AppendError::missing(&item.id, expected)
+        }
+        _ => AppendError::Conflict {
+            id: item.id.clone(),
+            expected: item.expect,
+            actual,
+        },
+    }
+}
+
+/// Whether the statement refused a taken record slot (and so wrote nothing).
+fn taken(error: &postgres::Error) -> bool {
+    error.code().is_some_and(|code| code.code() == TAKEN)
+}
+
+/// Whether the server ended the session before running the statement: it was
+/// shutting down (SQLSTATE 57P01 to 57P03), so nothing of the statement ran.
+fn shutting_down(error: &postgres::Error) -> bool {
+    error
+        .code()
+        .is_some_and(|code| code.code().starts_with("57P"))
 }

@@ -6,6 +6,9 @@
 //! - `heads (delegation bytea primary key, seq bigint, summary bytea)`: each
 //!   delegation's head, raised in the same transaction as its record.
 //! - `meta (version integer)`: one row, [`VERSION`].
+//! - `refuse_taken_slot()`: raises SQLSTATE `DL001`; an append statement calls it
+//!   when its head moved over a record slot already taken, which undoes the
+//!   statement (see `append.rs`).
 //!
 //! Ids are `bytea`, not `text`: a delegation id is any UTF-8 of 1 to 256 bytes,
 //! NUL included, which `text` refuses. Both tables have an index on
@@ -56,6 +59,11 @@ pub(super) fn create(schema: &str) -> String {
              summary bytea NOT NULL);
          CREATE INDEX IF NOT EXISTS heads_in_key_order
              ON {schema}.heads ((octet_length(delegation)), delegation);
+         CREATE OR REPLACE FUNCTION {schema}.refuse_taken_slot() RETURNS bigint
+             LANGUAGE plpgsql VOLATILE AS $$
+             BEGIN
+                 RAISE EXCEPTION 'a record is stored beyond the head' USING ERRCODE = 'DL001';
+             END $$;
          INSERT INTO {schema}.meta (version) VALUES ({VERSION}) ON CONFLICT (one) DO NOTHING;"
     )
 }
