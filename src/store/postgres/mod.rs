@@ -47,6 +47,16 @@
 //!   unknown: that is reported, never retried, and the ledger poisons itself as
 //!   for any failed write; open a new ledger over the store to go on.
 //!
+//! # Recovery on a shared server: not yet
+//! Recovery ([`Ledger::recover`], and a dispatcher's redelivery) settles every
+//! `queued` delegation that no delivery *of this process* has claimed: on sled the
+//! file lock makes that every orphan and nothing else. On a server shared by
+//! several processes it would also take over the live deliveries of the others.
+//! Until dispatcher leases land (issue 14), deliver from one process per ledger,
+//! or recover only while no other process delivers. Reading, auditing, exporting
+//! and recording from many processes at once is safe: the server decides every
+//! race.
+//!
 //! # Schema
 //! The tables live in a schema of their own (`delegation_log` by default, see
 //! [`Connect::schema`]), created or migrated by [`Postgres::connect`] (see
