@@ -355,7 +355,9 @@ fn calls_fail_typed_while_the_server_is_down_and_work_again_when_it_is_back() {
         server.run("restart");
         for n in 0..4 {
             let written = id(&format!("after-restart-{round}-{n}"));
-            ledger.record(&written, Event::delivered(Some(200)).unwrap()).unwrap();
+            ledger
+                .record(&written, Event::delivered(Some(200)).unwrap())
+                .unwrap();
         }
     }
 
