@@ -730,7 +730,8 @@ struct Acked {
     durable: bool,
 }
 
-/// The system under test: a ledger over a [`Faulty`] store, driven by the
+/// The system under test: a ledger over a [`Faulty`] store (or, with
+/// [`Subject::on_store`], over any store that keeps every commit), driven by the
 /// transitions the [`Model`] took and checked against it.
 ///
 /// Postconditions, checked in [`Subject::apply`]:
@@ -753,7 +754,10 @@ struct Acked {
 /// - `status`, one read of the head, equals the status of a replay of the
 ///   history, for every readable delegation: the head never lies.
 pub struct Subject {
-    store: Arc<Faulty>,
+    store: Arc<dyn Store>,
+    /// The same store when it is the fault-injecting one, which crashes, tears
+    /// and injected faults need; `None` for a store that keeps every commit.
+    faulty: Option<Arc<Faulty>>,
     ledger: Ledger,
     clock: ManualClock,
     durability: Durability,
@@ -768,11 +772,27 @@ impl Subject {
     /// where tears cut), in the durability mode of `model`, on a clock at the
     /// model's time.
     pub fn new(seed: u64, model: &Model) -> Self {
-        let store = Arc::new(Faulty::seeded(seed));
+        let faulty = Arc::new(Faulty::seeded(seed));
+        Self::build(faulty.clone(), Some(faulty), model)
+    }
+
+    /// A ledger over `store`, an empty store that keeps every commit as soon as
+    /// it is made (such as PostgreSQL), for a model in durable mode whose
+    /// transitions have no torn crash and no injected fault: a crash there is a
+    /// reopen, after which every acknowledged event must still be read.
+    ///
+    /// # Panics
+    /// In [`Subject::apply`], on a torn crash or an injected fault.
+    pub fn on_store(store: Arc<dyn Store>, model: &Model) -> Self {
+        Self::build(store, None, model)
+    }
+
+    fn build(store: Arc<dyn Store>, faulty: Option<Arc<Faulty>>, model: &Model) -> Self {
         let clock = ManualClock::at_unix_nanos(model.now());
         Subject {
             ledger: open_ledger(&store, model.durability, &clock),
             store,
+            faulty,
             clock,
             durability: model.durability,
             ids: (0..POOL).map(pool_id).collect(),
@@ -813,18 +833,20 @@ impl Subject {
                 }
             }
             (Transition::Crash, Expected::Nothing) => {
-                self.store.crash();
+                if let Some(faulty) = &self.faulty {
+                    faulty.crash();
+                }
                 self.reopen();
                 self.assert_durable_acknowledgements_survived();
             }
             (Transition::TornCrash, Expected::Torn(tore)) => {
-                assert_eq!(self.store.crash_tearing(), *tore);
+                assert_eq!(self.faulty().crash_tearing(), *tore);
                 self.reopen();
                 self.assert_durable_acknowledgements_survived();
             }
             (Transition::Reopen, Expected::Nothing) => self.reopen(),
             (Transition::Recover, Expected::Recover(result)) => self.recover(model, result),
-            (Transition::Inject(fault), Expected::Nothing) => self.store.inject(fault),
+            (Transition::Inject(fault), Expected::Nothing) => self.faulty().inject(fault),
             (transition, expected) => {
                 panic!("model and test disagree: {transition:?} with {expected:?}")
             }
@@ -837,6 +859,12 @@ impl Subject {
             .unwrap_or_else(|| panic!("no delegation {index} in the pool"))
     }
 
+    fn faulty(&self) -> &Faulty {
+        self.faulty
+            .as_deref()
+            .unwrap_or_else(|| panic!("tears and injected faults need the fault-injecting store"))
+    }
+
     fn reopen(&mut self) {
         self.ledger = open_ledger(&self.store, self.durability, &self.clock);
     }
@@ -847,7 +875,7 @@ impl Subject {
             .map(|id| {
                 self.store
                     .history(id)
-                    .unwrap_or_else(|e| panic!("the in-memory store failed: {e}"))
+                    .unwrap_or_else(|e| panic!("the store failed: {e}"))
             })
             .collect()
     }
@@ -1011,11 +1039,9 @@ impl Subject {
     /// # Panics
     /// On a broken invariant.
     pub fn check_invariants(&self, model: &Model) {
-        assert_eq!(
-            self.store.pending(),
-            model.pending.len(),
-            "unflushed appends"
-        );
+        // A store without faults has nothing unflushed: every commit is kept.
+        let pending = self.faulty.as_ref().map_or(0, |faulty| faulty.pending());
+        assert_eq!(pending, model.pending.len(), "unflushed appends");
         if model.poisoned {
             // A poisoned ledger serves no reads: what it holds may not be durable.
             for id in &self.ids {
@@ -1143,10 +1169,9 @@ impl Subject {
     }
 }
 
-fn open_ledger(store: &Arc<Faulty>, durability: Durability, clock: &ManualClock) -> Ledger {
-    let store: Arc<dyn Store> = store.clone();
+fn open_ledger(store: &Arc<dyn Store>, durability: Durability, clock: &ManualClock) -> Ledger {
     Ledger::with_store(
-        store,
+        store.clone(),
         Options::new().durability(durability).clock(clock.clone()),
     )
 }

@@ -1,9 +1,15 @@
 //! Guards promise 3 under contention: K tokio tasks race to settle one delegation,
-//! on a multi-thread runtime against the sled store. Exactly one wins, every other
-//! writer gets `AlreadySettled`, and the log holds exactly one terminal record.
-//! A reader racing the writers always gets a true status, never a false `Corrupt`
-//! (sled reads a delegation's records and head apart).
+//! on a multi-thread runtime against the sled store and, from the same
+//! definition, against PostgreSQL (feature `postgres`, `DATABASE_URL` from
+//! `bash .ci/postgres`; without a server it says how to start one and passes
+//! over, under `CI=true` it fails). Exactly one wins, every other writer gets
+//! `AlreadySettled`, and the log holds exactly one terminal record. A reader
+//! racing the writers always gets a true status, never a false `Corrupt` (sled
+//! reads a delegation's records and head apart).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+#[cfg(feature = "postgres")]
+mod pg_support;
 
 use std::sync::Arc;
 
@@ -14,6 +20,10 @@ use tokio::sync::Barrier;
 
 const ROUNDS: usize = 1_000;
 
+/// Rounds on PostgreSQL, where every write is a durable commit on a server.
+#[cfg(feature = "postgres")]
+const PG_ROUNDS: usize = 100;
+
 fn outcome(writer: usize) -> Event {
     match writer % 3 {
         0 => Event::delivered(Some(200)).unwrap(),
@@ -22,6 +32,7 @@ fn outcome(writer: usize) -> Event {
     }
 }
 
+/// The race on a sled ledger.
 async fn race(writers: usize) {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Ledger::open_with(
@@ -29,7 +40,49 @@ async fn race(writers: usize) {
         Options::new().durability(Durability::Buffered),
     )
     .unwrap();
-    for round in 0..ROUNDS {
+    race_on(&[ledger], writers, ROUNDS).await;
+}
+
+/// The race on PostgreSQL, on a schema of its own, as between processes: each
+/// writer has a ledger of its own (so no ledger orders them in memory), over
+/// three stores with connections of their own; only the database decides.
+#[cfg(feature = "postgres")]
+async fn race_postgres(writers: usize) {
+    use delegation_log::store::{Connect, Postgres};
+    let Some(schema) = pg_support::fresh("race") else {
+        return;
+    };
+    let mut stores = vec![schema.store.clone()];
+    for _ in 0..2 {
+        let store = Postgres::connect_with(&schema.url, Connect::new().schema(schema.name.clone()));
+        stores.push(Arc::new(store.unwrap()));
+    }
+    let ledgers: Vec<Ledger> = (0..writers)
+        .map(|writer| {
+            Ledger::with_store(
+                stores[writer % stores.len()].clone(),
+                Options::new().durability(Durability::Buffered),
+            )
+        })
+        .collect();
+    race_on(&ledgers, writers, PG_ROUNDS).await;
+    // The database's side: one head per round, each at seq 2 over two records.
+    let rows = schema
+        .query("SELECT (SELECT count(*) FROM heads WHERE seq = 2), (SELECT count(*) FROM records)");
+    assert_eq!(
+        rows,
+        vec![vec![
+            Some(PG_ROUNDS.to_string()),
+            Some((2 * PG_ROUNDS).to_string())
+        ]]
+    );
+}
+
+/// `rounds` rounds of `writers` writers racing to settle one delegation; writer
+/// `w` writes through `ledgers[w % ledgers.len()]`.
+async fn race_on(ledgers: &[Ledger], writers: usize, rounds: usize) {
+    let ledger = &ledgers[0];
+    for round in 0..rounds {
         let id: DelegationId = format!("race-{writers}-{round}").parse().unwrap();
         ledger
             .record(&id, Event::queued("planner", "target"))
@@ -50,7 +103,8 @@ async fn race(writers: usize) {
         };
         let tasks: Vec<_> = (0..writers)
             .map(|writer| {
-                let (ledger, id, barrier) = (ledger.clone(), id.clone(), barrier.clone());
+                let ledger = ledgers[writer % ledgers.len()].clone();
+                let (id, barrier) = (id.clone(), barrier.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
                     (writer, ledger.record(&id, outcome(writer)))
@@ -98,4 +152,22 @@ async fn eight_racing_writers_settle_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_racing_writers_settle_once() {
     race(64).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_racing_writers_settle_once_on_postgres() {
+    race_postgres(2).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_racing_writers_settle_once_on_postgres() {
+    race_postgres(8).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sixty_four_racing_writers_settle_once_on_postgres() {
+    race_postgres(64).await;
 }

@@ -18,9 +18,18 @@
 //! free (damage, made here by a torn crash or a raw write) is an
 //! `AppendError::Damaged` naming the delegation and the seq, and writes nothing.
 //!
+//! Each contract test runs against sled, memory, fault-injecting and, with the
+//! `postgres` feature and a server (`DATABASE_URL`, from `bash .ci/postgres`),
+//! PostgreSQL, on a fresh schema per test. Without a server the PostgreSQL case
+//! says how to start one and passes over; under `CI=true` it fails. What only
+//! the PostgreSQL store does is guarded by `postgres_store.rs`.
+//!
 //! What only the sled store does (its keys, head encoding, format marker, trees
 //! and reads of damage) is guarded by `store_format.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+#[cfg(feature = "postgres")]
+mod pg_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -89,14 +98,23 @@ fn race(racers: usize, attempt: impl Fn(usize) -> bool + Sync) -> usize {
     })
 }
 
+/// Runs `check` on an empty store of every kind: sled, memory, faulty and (with
+/// the feature and a server) PostgreSQL on a schema of its own.
 fn each_store(check: impl Fn(&dyn Store)) {
     let dir = tempfile::tempdir().unwrap();
     let sled = Sled::open(dir.path().join("db")).unwrap();
-    let stores: Vec<(&str, Arc<dyn Store>)> = vec![
+    #[allow(unused_mut)]
+    let mut stores: Vec<(&str, Arc<dyn Store>)> = vec![
         ("sled", Arc::new(sled)),
         ("memory", Arc::new(Memory::new())),
         ("faulty", Arc::new(Faulty::seeded(1))),
     ];
+    #[cfg(feature = "postgres")]
+    let schema = pg_support::fresh("conformance");
+    #[cfg(feature = "postgres")]
+    if let Some(schema) = &schema {
+        stores.push(("postgres", schema.store.clone()));
+    }
     for (name, store) in stores {
         eprintln!("store: {name}");
         assert_eq!(store.format(), 2, "{name}");

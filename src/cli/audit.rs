@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use delegation_log::audit::{self, AuditError, Options, Verdict, printable};
-use delegation_log::{Error, Ledger, SystemClock};
+use delegation_log::{Error, SystemClock};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// The audit subcommands.
@@ -47,7 +47,7 @@ pub struct VerifyArgs {
 /// `audit DB [--json]`
 #[derive(Debug, Args)]
 pub struct AuditArgs {
-    /// The store's directory.
+    /// The store's directory, or a `postgres://` URL.
     pub db: PathBuf,
     /// Print the verdict as the format's JSON object.
     #[arg(long)]
@@ -59,7 +59,7 @@ pub struct AuditArgs {
 pub struct ImportArgs {
     /// The log, or `-` for standard input.
     pub file: PathBuf,
-    /// The store's directory; created if missing.
+    /// The store's directory, created if missing; or a `postgres://` URL.
     pub db: PathBuf,
     /// Print the verdict as the format's JSON object.
     #[arg(long)]
@@ -69,7 +69,7 @@ pub struct ImportArgs {
 /// `export DB [--out FILE]`
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The store's directory.
+    /// The store's directory, or a `postgres://` URL.
     pub db: PathBuf,
     /// Where to write the log; standard output if left out.
     #[arg(long)]
@@ -116,9 +116,15 @@ pub fn verify(args: &VerifyArgs) -> ExitCode {
 /// `audit`: 0 clean, 1 violations, 2 a store that cannot be opened or read.
 pub fn audit(args: &AuditArgs) -> ExitCode {
     let bar = progress(args.json, None, "records");
-    let verdict = audit::audit_path_observed(&args.db, &SystemClock, &mut |records| {
-        bar.set_position(records);
-    });
+    let mut progress = |records| bar.set_position(records);
+    let verdict = match super::place::url(&args.db) {
+        Some(_) => super::place::open_existing(&args.db)
+            .map_err(AuditError::Store)
+            .and_then(|ledger| {
+                audit::audit_observed(ledger.store().as_ref(), &SystemClock, &mut progress)
+            }),
+        None => audit::audit_path_observed(&args.db, &SystemClock, &mut progress),
+    };
     bar.finish_and_clear();
     match verdict {
         Ok(verdict) => print_verdict(&verdict, args.json),
@@ -137,7 +143,7 @@ pub fn import(args: &ImportArgs) -> ExitCode {
             Err(error) => return unreadable(&args.file, &AuditError::Io(error)),
         }
     };
-    let ledger = match Ledger::open(&args.db) {
+    let ledger = match super::place::open(&args.db) {
         Ok(ledger) => ledger,
         Err(error) => return unreadable(&args.db, &AuditError::Store(error)),
     };
@@ -166,10 +172,12 @@ pub fn import(args: &ImportArgs) -> ExitCode {
 /// `export`: 0 written, 1 refused because the store is damaged, 2 a store that
 /// cannot be opened or a destination that cannot be written.
 pub fn export(args: &ExportArgs) -> ExitCode {
-    if let Err(error) = std::fs::metadata(&args.db) {
+    if super::place::url(&args.db).is_none()
+        && let Err(error) = std::fs::metadata(&args.db)
+    {
         return unreadable(&args.db, &AuditError::Io(error));
     }
-    let ledger = match Ledger::open_existing(&args.db) {
+    let ledger = match super::place::open_existing(&args.db) {
         Ok(ledger) => ledger,
         Err(error) => return unreadable(&args.db, &AuditError::Store(error)),
     };

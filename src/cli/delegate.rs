@@ -21,7 +21,7 @@ use super::{Done, Failure, runtime};
 /// The arguments of `delegate`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The log's directory; created if it does not exist.
+    /// The log's directory, created if it does not exist; or a `postgres://` URL.
     #[arg(long, value_name = "DIR")]
     db: PathBuf,
     /// The agent's A2A JSON-RPC endpoint (http:// or https://).
@@ -55,7 +55,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> Done {
-    let ledger = Ledger::open(&args.db)
+    let ledger = super::place::open(&args.db)
         .map_err(|e| Failure::Unusable(format!("cannot open {}: {e}", args.db.display())))?;
     if let Some(id) = &args.id
         && let Some(existing) = known(&ledger, id)?

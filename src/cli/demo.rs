@@ -24,7 +24,7 @@ const TARGETS: [&str; 5] = ["healthy", "busy", "v1-only", "offline", "slow"];
 
 pub(crate) fn run(db: Option<PathBuf>, tasks: usize, deadline: Duration) -> super::Done {
     let db = db.unwrap_or_else(fresh_dir);
-    let ledger = Ledger::open(&db)
+    let ledger = super::place::open(&db)
         .map_err(|e| Failure::Unusable(format!("cannot open {}: {e}", db.display())))?;
     println!("log: {}", db.display());
     runtime()?.block_on(demo(ledger, tasks, deadline))

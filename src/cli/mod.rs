@@ -11,6 +11,7 @@ mod logs;
 mod mcp;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod place;
 mod recover;
 
 use std::path::{Path, PathBuf};
@@ -44,7 +45,8 @@ enum Command {
     /// Start loopback targets (healthy, busy, v1-only, offline, slow), delegate a batch of
     /// tasks to them over HTTP, show each outcome as it settles, then audit the log.
     Demo {
-        /// Where to keep the log (default: a new directory under the temp dir).
+        /// Where to keep the log, a directory or a `postgres://` URL (default: a new
+        /// directory under the temp dir).
         #[arg(long)]
         db: Option<PathBuf>,
         /// How many tasks to delegate.
@@ -84,7 +86,7 @@ enum Command {
     Mcp(mcp::Args),
     /// Show one delegation's status.
     Status {
-        /// The log's directory.
+        /// The log's directory, or a `postgres://` URL.
         db: PathBuf,
         /// The delegation id.
         id: String,
@@ -94,7 +96,7 @@ enum Command {
     },
     /// Show one delegation's records.
     History {
-        /// The log's directory.
+        /// The log's directory, or a `postgres://` URL.
         db: PathBuf,
         /// The delegation id.
         id: String,
@@ -105,7 +107,7 @@ enum Command {
     /// Settle every delegation a dead process left queued: as failed / interrupted,
     /// or, with --redeliver, by delivering each again over HTTP.
     Recover {
-        /// The log's directory.
+        /// The log's directory, or a `postgres://` URL.
         db: PathBuf,
         /// Deliver each pending delegation again as `<first id>.r<n>` (a retry of
         /// it, linked by `retry_of`), with the first attempt's id as the A2A
@@ -189,7 +191,7 @@ pub(crate) fn main() -> ExitCode {
 
 /// Opens an existing log; a missing or unreadable one is exit 2.
 pub(crate) fn open_existing(db: &Path) -> Result<Ledger, Failure> {
-    Ledger::open_existing(db).map_err(|e| match e {
+    place::open_existing(db).map_err(|e| match e {
         delegation_log::Error::Open(OpenError::NotAStore { .. }) => {
             Failure::Unusable(e.to_string())
         }

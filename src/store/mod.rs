@@ -21,12 +21,15 @@
 //! - [`Faulty`]: in memory with seeded faults (failed writes and flushes, crashes,
 //!   torn writes), for deterministic crash tests.
 //!
-//! A scale-out backend (PostgreSQL) implements the same trait: `append` is one
-//! transaction that raises each head with a conditional update and inserts each
-//! record under a unique (delegation, seq).
+//! - [`Postgres`] (feature `postgres`): on a PostgreSQL server, for several
+//!   processes sharing one ledger: `append` is one transaction that raises each
+//!   head with a conditional update and inserts each record under a unique
+//!   (delegation, seq).
 
 mod faulty;
 mod memory;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sled;
 mod stripes;
 
@@ -34,6 +37,8 @@ use std::fmt;
 
 pub use self::faulty::{Fault, Faulty};
 pub use self::memory::Memory;
+#[cfg(feature = "postgres")]
+pub use self::postgres::{Connect, Postgres, PostgresError};
 pub use self::sled::Sled;
 pub(crate) use self::stripes::Stripes;
 use crate::error::{Error, Result};

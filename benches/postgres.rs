@@ -1,0 +1,126 @@
+//! The ledger on PostgreSQL against raw SQL of the very same rows, on the same
+//! server, in the same run (feature `postgres`, `DATABASE_URL` from
+//! `bash .ci/postgres`):
+//!
+//! - `record`: [`Ledger::record`] of a `queued` (durable: one transaction, committed
+//!   with `synchronous_commit = on`) against the same two rows (the record's bytes
+//!   and its head's summary, as the ledger wrote them) inserted by hand in one
+//!   transaction of prepared statements (`raw_insert_record_and_head`, equal
+//!   atomicity: the goal's baseline), and against the record row alone in
+//!   autocommit (`raw_insert_record`, the "single-row durable INSERT");
+//! - `status`: [`Ledger::status`] against a prepared `SELECT` of the head row
+//!   (`raw_select_head`).
+//!
+//! One writer at a time; the ratios are in `BENCHMARKS.md` ratios first. Run with
+//! `cargo bench --features postgres --bench postgres`; `-- --test` runs each once.
+//! Without `DATABASE_URL` it says how to start a server and measures nothing;
+//! under `CI=true` that fails.
+#![allow(missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+#[path = "../tests/pg_support/mod.rs"]
+mod pg_support;
+
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use criterion::{Criterion, criterion_group};
+use delegation_log::{DelegationId, Event, Ledger, Options};
+
+fn id(prefix: &str, n: u64) -> DelegationId {
+    format!("{prefix}-{n:08}").parse().unwrap()
+}
+
+fn queued() -> Event {
+    Event::queued("planner", "http://127.0.0.1:8080/a2a")
+}
+
+/// The raw client, with the ledger's schema as its search path.
+fn raw_client(schema: &pg_support::Schema) -> postgres::Client {
+    let mut client = postgres::Client::connect(&schema.url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(&format!(
+            "SET search_path = {}; SET synchronous_commit = on;",
+            schema.name
+        ))
+        .unwrap();
+    client
+}
+
+fn benches(c: &mut Criterion) {
+    let Some(schema) = pg_support::fresh("bench") else {
+        return;
+    };
+    let ledger = Ledger::with_store(schema.store.clone(), Options::new());
+    // One row of each kind as the ledger writes them, for the raw baselines.
+    ledger.record(&id("sample", 0), queued()).unwrap();
+    let mut client = raw_client(&schema);
+    let row = client
+        .query_one(
+            "SELECT r.bytes, h.summary FROM records r JOIN heads h USING (delegation)",
+            &[],
+        )
+        .unwrap();
+    let (record, summary): (Vec<u8>, Vec<u8>) = (row.get(0), row.get(1));
+
+    let mut group = c.benchmark_group("record");
+    let (recorded, next) = (AtomicU64::new(0), AtomicU64::new(0));
+    group.bench_function("ledger_record_queued", |b| {
+        b.iter(|| {
+            let n = recorded.fetch_add(1, Ordering::Relaxed);
+            black_box(ledger.record(&id("ledger", n), queued()).unwrap());
+        });
+    });
+    let insert_record = client
+        .prepare("INSERT INTO records (delegation, seq, bytes) VALUES ($1, 1, $2)")
+        .unwrap();
+    let insert_head = client
+        .prepare("INSERT INTO heads (delegation, seq, summary) VALUES ($1, 1, $2)")
+        .unwrap();
+    group.bench_function("raw_insert_record_and_head", |b| {
+        b.iter(|| {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            let key = id("raw", n).as_str().as_bytes().to_vec();
+            let mut tx = client.transaction().unwrap();
+            tx.execute(&insert_record, &[&key, &record]).unwrap();
+            tx.execute(&insert_head, &[&key, &summary]).unwrap();
+            tx.commit().unwrap();
+        });
+    });
+    group.bench_function("raw_insert_record", |b| {
+        b.iter(|| {
+            let n = next.fetch_add(1, Ordering::Relaxed);
+            let key = id("single", n).as_str().as_bytes().to_vec();
+            client.execute(&insert_record, &[&key, &record]).unwrap();
+        });
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("status");
+    let written = recorded.load(Ordering::Relaxed).max(1);
+    let read = AtomicU64::new(0);
+    group.bench_function("ledger_status", |b| {
+        b.iter(|| {
+            let n = read.fetch_add(1, Ordering::Relaxed) % written;
+            black_box(ledger.status(&id("ledger", n)).unwrap());
+        });
+    });
+    let select_head = client
+        .prepare("SELECT seq, summary FROM heads WHERE delegation = $1")
+        .unwrap();
+    group.bench_function("raw_select_head", |b| {
+        b.iter(|| {
+            let n = read.fetch_add(1, Ordering::Relaxed) % written;
+            let key = id("ledger", n).as_str().as_bytes().to_vec();
+            black_box(client.query_opt(&select_head, &[&key]).unwrap());
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(group, benches);
+
+fn main() {
+    group();
+    Criterion::default().configure_from_args().final_summary();
+}

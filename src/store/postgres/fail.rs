@@ -1,0 +1,128 @@
+//! How PostgreSQL failures become the crate's errors: every failure of the server
+//! or the connection is an [`Error::Storage`] that says where and what, never a panic.
+
+use postgres::error::SqlState;
+
+use crate::error::{Error, StorageError};
+
+/// A failure of the PostgreSQL store: what it was doing and on which server, with
+/// the client's own error (or the failure it follows from) kept as the source.
+///
+/// It reaches callers as [`Error::Storage`] ([`StorageError::Engine`]); downcast
+/// the engine error to this type to inspect it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct PostgresError {
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl PostgresError {
+    /// The client's error (`postgres::Error`, with its SQLSTATE), when the
+    /// failure came from the client.
+    pub fn client_error(&self) -> Option<&postgres::Error> {
+        self.source
+            .as_deref()
+            .and_then(|source| source.downcast_ref())
+    }
+}
+
+/// What a failed statement means for the connection it ran on.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// The connection is gone or unusable (the server shut down, restarted or
+    /// dropped it, or the network failed): it must be replaced. The statement
+    /// did not commit anything if it was not a `COMMIT`.
+    Connection(Error),
+    /// The transaction lost a deadlock or a serialization check: it was rolled
+    /// back whole, and may be run again.
+    Retry(Error),
+    /// The connection failed while a `COMMIT` was on its way: the transaction may
+    /// or may not have committed. The connection is replaced; the write is not
+    /// run again, and the caller must treat the store as suspect.
+    Lost(Error),
+    /// Anything else: reported as it is.
+    Other(Error),
+}
+
+impl Failure {
+    /// The crate's error, whatever the kind.
+    pub(super) fn into_error(self) -> Error {
+        match self {
+            Failure::Connection(error)
+            | Failure::Retry(error)
+            | Failure::Lost(error)
+            | Failure::Other(error) => error,
+        }
+    }
+}
+
+/// The crate's error for a failure of the server, the connection or the
+/// store's own machinery: the store-failure variant, [`Error::Storage`]. Every
+/// error of this store is made here.
+pub(super) fn storage(message: String) -> Error {
+    wrap(message, None)
+}
+
+/// [`storage`], keeping `source` (the failure this one follows from) whole.
+pub(super) fn caused(
+    message: String,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    wrap(message, Some(Box::new(source)))
+}
+
+fn wrap(message: String, source: Option<Box<dyn std::error::Error + Send + Sync>>) -> Error {
+    Error::Storage(StorageError::engine(PostgresError { message, source }))
+}
+
+/// Sorts a client error by what the caller must do about it, with `doing` (what
+/// the store was doing) and `target` (the server, without its password) in the
+/// message.
+pub(super) fn classify(error: postgres::Error, doing: &str, target: &str) -> Failure {
+    let code = error.code().cloned();
+    let text = format!("PostgreSQL {target}: {doing}: {}", describe(&error));
+    let message = caused(text, error);
+    match code.as_ref() {
+        Some(code) if *code == SqlState::T_R_DEADLOCK_DETECTED => Failure::Retry(message),
+        Some(code) if *code == SqlState::T_R_SERIALIZATION_FAILURE => Failure::Retry(message),
+        Some(code) if code.code().starts_with("08") || code.code().starts_with("57P") => {
+            Failure::Connection(message)
+        }
+        Some(_) => Failure::Other(message),
+        // No SQLSTATE: the socket failed, the server closed it, or the protocol
+        // broke; the connection cannot be trusted again.
+        None => Failure::Connection(message),
+    }
+}
+
+/// The client error, with the server's own message, detail and code when it sent
+/// one (the client's `Display` says only "db error").
+pub(super) fn describe(error: &postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut out = format!(
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            );
+            if let Some(detail) = db.detail() {
+                out.push_str("; ");
+                out.push_str(detail);
+            }
+            out
+        }
+        None => {
+            let mut out = error.to_string();
+            let mut source = std::error::Error::source(error);
+            while let Some(cause) = source {
+                out.push_str(": ");
+                out.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            out
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! The PostgreSQL store (feature `postgres`): the same records and heads as sled,
+//! in two tables of a shared server, so that several processes can share a ledger.
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use delegation_log::{Event, Ledger};
+//!
+//! let ledger = Ledger::open_url("postgres://app@db.internal/agents")?;
+//! let id = "review-42".parse()?;
+//! ledger.record(&id, Event::queued("planner", "http://127.0.0.1:8080/a2a"))?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The client, and why
+//! The ledger is synchronous and is called from plain threads and from tokio
+//! tasks alike. The store uses the blocking [`postgres`] client, on threads of its
+//! own (see `pool.rs`): that client runs a tokio runtime of its own and panics when
+//! called from a thread already inside one, so a caller never touches it; it
+//! hands each call to a worker thread over a channel and waits for the answer,
+//! which works inside a runtime and outside one. Each worker holds one
+//! connection ([`Connect::connections`], 4 by default), opened on first use and
+//! opened again when the server went away.
+//!
+//! # The contract, on PostgreSQL
+//! - [`Store::append`] is one transaction: per append, a conditional move of the
+//!   head and the insert of the record, in one statement (see `append.rs`). Of
+//!   several writers with the same expectation exactly one commits; the others
+//!   get [`AppendError::Conflict`] naming the head they lost to, as on sled. A
+//!   taken record slot is [`AppendError::Damaged`]. A deadlock between groups
+//!   rolls back and runs again, a few times.
+//! - [`Store::head`] is one query; [`Store::history`] one statement (one
+//!   snapshot, so records and head are in step); [`Store::scan`] pages through the
+//!   delegations in sled's key order (length, then bytes), one statement and at
+//!   most 256 delegations per page, never the whole table.
+//! - **Durability.** Every connection sets `synchronous_commit = on`, so a commit
+//!   returns only once its WAL is flushed to the server's disk: an append that
+//!   returned is durable (as durable as the server's own `fsync` setting makes
+//!   it). [`Store::flush`] therefore has nothing left to do and returns at once;
+//!   every [`Durability`](crate::Durability) is durable here.
+//! - **Failures.** Every server or connection failure is an [`Error::Storage`](crate::Error::Storage)
+//!   naming the server (never its password) and what the store was doing. While
+//!   the server is down, calls fail that way; once it is back, they work again.
+//!   A call that failed on a connection gone stale while idle (the server
+//!   restarted) runs again once on a new one, which is safe because nothing had
+//!   committed. A connection lost during a `COMMIT` leaves the append's outcome
+//!   unknown: that is reported, never retried, and the ledger poisons itself as
+//!   for any failed write; open a new ledger over the store to go on.
+//!
+//! # Recovery on a shared server: not yet
+//! Recovery ([`Ledger::recover`], and a dispatcher's redelivery) settles every
+//! `queued` delegation that no delivery *of this process* has claimed: on sled the
+//! file lock makes that every orphan and nothing else. On a server shared by
+//! several processes it would also take over the live deliveries of the others.
+//! Until dispatcher leases land (issue 14), deliver from one process per ledger,
+//! or recover only while no other process delivers. Reading, auditing, exporting
+//! and recording from many processes at once is safe: the server decides every
+//! race.
+//!
+//! # Schema
+//! The tables live in a schema of their own (`delegation_log` by default, see
+//! [`Connect::schema`]), created or migrated by [`Postgres::connect`] (see
+//! `schema.rs`). Several ledgers can share a database under different schemas.
+
+mod append;
+mod fail;
+mod pool;
+mod read;
+mod schema;
+
+use std::sync::Arc;
+
+use self::fail::Failure;
+pub use self::fail::PostgresError;
+use self::pool::{Conn, Pool};
+use super::{Append, AppendError, Head, Store, Stream};
+use crate::error::Result;
+use crate::event::DelegationId;
+use crate::ledger::{Ledger, Options};
+
+/// How to connect: the schema and the number of connections.
+#[derive(Clone, Debug)]
+pub struct Connect {
+    schema: String,
+    connections: usize,
+}
+
+impl Default for Connect {
+    fn default() -> Self {
+        Connect {
+            schema: schema::DEFAULT.to_owned(),
+            connections: 4,
+        }
+    }
+}
+
+impl Connect {
+    /// Schema `delegation_log`, 4 connections.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The schema holding the tables: 1 to 63 lowercase ASCII letters, digits and
+    /// `_`, not starting with a digit; [`Postgres::connect_with`] refuses others.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = schema.into();
+        self
+    }
+
+    /// How many connections (and worker threads) the store keeps; at least 1.
+    pub fn connections(mut self, connections: usize) -> Self {
+        self.connections = connections.max(1);
+        self
+    }
+}
+
+/// A store on a PostgreSQL server. Cheap to share behind an `Arc`; every call is
+/// safe from any thread, inside a tokio runtime or not.
+#[derive(Debug)]
+pub struct Postgres {
+    pool: Pool,
+    schema: String,
+}
+
+impl Postgres {
+    /// Connects to the server at `url` (`postgres://user:password@host:port/db`,
+    /// or a `key=value` connection string) with the defaults of [`Connect`], and
+    /// creates or migrates the schema. A URL may name the schema in its query,
+    /// `postgres://host/db?schema=NAME`, which then wins over [`Connect::schema`].
+    ///
+    /// # Errors
+    /// As for [`Postgres::connect_with`].
+    pub fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, Connect::default())
+    }
+
+    /// Connects to the server at `url` with `connect`, and creates or migrates
+    /// its schema.
+    ///
+    /// # Errors
+    /// [`Error::Storage`](crate::Error::Storage) if the URL does not parse, the schema name is refused,
+    /// the server cannot be reached, or the schema is of a newer version than
+    /// this crate writes.
+    pub fn connect_with(url: &str, connect: Connect) -> Result<Self> {
+        let (url, named) = schema::from_url(url);
+        let connect = match named {
+            Some(name) => connect.schema(name),
+            None => connect,
+        };
+        if !schema::valid_name(&connect.schema) {
+            return Err(fail::storage(format!(
+                "PostgreSQL schema name `{}` refused: use 1 to 63 lowercase ASCII \
+                 letters, digits and `_`, not starting with a digit",
+                connect.schema
+            )));
+        }
+        let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
+            fail::storage(format!(
+                "PostgreSQL URL does not parse: {}",
+                fail::describe(&e)
+            ))
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        config.keepalives(true);
+        let target = describe_target(&config);
+        let pool = Pool::start(
+            config,
+            schema::session(&connect.schema),
+            target,
+            connect.connections,
+        )?;
+        let store = Postgres {
+            pool,
+            schema: connect.schema,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The schema holding the tables.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// Creates the schema if it is missing, and checks its version.
+    fn migrate(&self) -> Result<()> {
+        let name = self.schema.clone();
+        let found = self
+            .pool
+            .run(move |conn: &mut Conn| {
+                let fail = conn.failer();
+                let mut tx = conn
+                    .client
+                    .transaction()
+                    .map_err(|e| fail(e, "creating the schema"))?;
+                tx.execute(
+                    "SELECT pg_advisory_xact_lock($1)",
+                    &[&schema::lock_key(&name)],
+                )
+                .map_err(|e| fail(e, "locking the schema"))?;
+                tx.batch_execute(&schema::create(&name))
+                    .map_err(|e| fail(e, "creating the schema"))?;
+                let version: i32 = tx
+                    .query_one(&format!("SELECT version FROM {name}.meta"), &[])
+                    .and_then(|row| row.try_get(0))
+                    .map_err(|e| fail(e, "reading the schema version"))?;
+                tx.commit().map_err(|e| fail(e, "creating the schema"))?;
+                Ok(version)
+            })
+            .map_err(Failure::into_error)?;
+        if found > schema::VERSION {
+            return Err(fail::storage(format!(
+                "PostgreSQL {}: schema `{}` is at version {found}, newer than the {} this \
+                 crate writes: upgrade the crate",
+                self.pool.target(),
+                self.schema,
+                schema::VERSION
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The server as errors name it: user, hosts, ports and database, no password.
+fn describe_target(config: &postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = config.get_ports().iter().map(u16::to_string).collect();
+    format!(
+        "{}@{}:{}/{}",
+        config.get_user().unwrap_or("?"),
+        hosts.join(","),
+        ports.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+impl Store for Postgres {
+    fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
+        if appends.is_empty() {
+            return Ok(());
+        }
+        let items = append::items(appends)?;
+        match self
+            .pool
+            .run(move |conn: &mut Conn| append::run(conn, &items))
+        {
+            Ok(written) => written,
+            Err(failure) => Err(AppendError::Store(failure.into_error())),
+        }
+    }
+
+    fn head(&self, id: &DelegationId) -> Result<Option<Head>> {
+        self.read_head(id)
+    }
+
+    fn history(&self, id: &DelegationId) -> Result<Stream> {
+        self.read_history(id)
+    }
+
+    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream>> + Send + '_> {
+        Box::new(self.pages())
+    }
+
+    /// Nothing to do: every append committed with `synchronous_commit = on`, so
+    /// it was on the server's disk before [`Store::append`] returned.
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn format(&self) -> u8 {
+        super::sled::FORMAT
+    }
+}
+
+impl Ledger {
+    /// Opens a durable ledger on the PostgreSQL server at `url`, in the default
+    /// schema (feature `postgres`).
+    ///
+    /// # Errors
+    /// As for [`Postgres::connect`].
+    pub fn open_url(url: &str) -> Result<Self> {
+        Self::open_url_with(url, Options::default())
+    }
+
+    /// Opens a ledger with `options` on the PostgreSQL server at `url`, in the
+    /// default schema (feature `postgres`).
+    ///
+    /// # Errors
+    /// As for [`Postgres::connect`].
+    pub fn open_url_with(url: &str, options: Options) -> Result<Self> {
+        Ok(Self::with_store(Arc::new(Postgres::connect(url)?), options))
+    }
+}

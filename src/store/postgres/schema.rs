@@ -1,0 +1,137 @@
+//! The tables the PostgreSQL store keeps, created or migrated by the crate under
+//! an advisory lock, with the schema's version in a one-row table.
+//!
+//! - `records (delegation bytea, seq bigint, bytes bytea)`, primary key
+//!   `(delegation, seq)`: the encoded records, exactly the bytes sled keeps.
+//! - `heads (delegation bytea primary key, seq bigint, summary bytea)`: each
+//!   delegation's head, raised in the same transaction as its record.
+//! - `meta (version integer)`: one row, [`VERSION`].
+//! - `refuse_taken_slot()`: raises SQLSTATE `DL001`; an append statement calls it
+//!   when its head moved over a record slot already taken, which undoes the
+//!   statement (see `append.rs`).
+//!
+//! Ids are `bytea`, not `text`: a delegation id is any UTF-8 of 1 to 256 bytes,
+//! NUL included, which `text` refuses. Both tables have an index on
+//! `(octet_length(delegation), delegation)`, the order of sled's length-prefixed
+//! keys, which the scan pages through.
+
+/// The schema version this crate writes.
+pub(super) const VERSION: i32 = 1;
+
+/// The default schema's name.
+pub(super) const DEFAULT: &str = "delegation_log";
+
+/// Whether `name` is a schema name the store accepts: 1 to 63 lowercase ASCII
+/// letters, digits and `_`, not starting with a digit. Anything it accepts needs
+/// no quoting, so the name can be written into SQL as it is.
+pub(super) fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z' | '_'))
+        && name.len() <= 63
+        && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
+}
+
+/// The session settings of every connection: the schema, and commits that wait
+/// for their WAL to reach the server's disk whatever the server's default.
+pub(super) fn session(schema: &str) -> String {
+    format!("SET search_path = {schema}; SET synchronous_commit = on;")
+}
+
+/// The statements that create version [`VERSION`], each idempotent, run in one
+/// transaction under `pg_advisory_xact_lock`, so that processes starting together
+/// do not race to create the same tables.
+pub(super) fn create(schema: &str) -> String {
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema};
+         CREATE TABLE IF NOT EXISTS {schema}.meta (
+             one boolean PRIMARY KEY DEFAULT true CHECK (one),
+             version integer NOT NULL);
+         CREATE TABLE IF NOT EXISTS {schema}.records (
+             delegation bytea NOT NULL CHECK (octet_length(delegation) BETWEEN 1 AND 256),
+             seq bigint NOT NULL CHECK (seq >= 1),
+             bytes bytea NOT NULL,
+             PRIMARY KEY (delegation, seq));
+         CREATE INDEX IF NOT EXISTS records_in_key_order
+             ON {schema}.records ((octet_length(delegation)), delegation, seq);
+         CREATE TABLE IF NOT EXISTS {schema}.heads (
+             delegation bytea PRIMARY KEY CHECK (octet_length(delegation) BETWEEN 1 AND 256),
+             seq bigint NOT NULL CHECK (seq >= 1),
+             summary bytea NOT NULL);
+         CREATE INDEX IF NOT EXISTS heads_in_key_order
+             ON {schema}.heads ((octet_length(delegation)), delegation);
+         CREATE OR REPLACE FUNCTION {schema}.refuse_taken_slot() RETURNS bigint
+             LANGUAGE plpgsql VOLATILE AS $$
+             BEGIN
+                 RAISE EXCEPTION 'a record is stored beyond the head' USING ERRCODE = 'DL001';
+             END $$;
+         INSERT INTO {schema}.meta (version) VALUES ({VERSION}) ON CONFLICT (one) DO NOTHING;"
+    )
+}
+
+/// A key for `pg_advisory_xact_lock` that is the same for every process using
+/// `schema`: a fixed tag in the high half, a hash of the name in the low half.
+pub(super) fn lock_key(schema: &str) -> i64 {
+    // FNV-1a: stable across processes and versions, unlike std's hasher.
+    let hash = schema.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    (0x6465_6c65_i64 << 32) | i64::from(hash)
+}
+
+/// Takes a `schema=NAME` parameter out of a URL's query, which the client would
+/// refuse as unknown: the URL without it, and the name if there was one.
+pub(super) fn from_url(url: &str) -> (String, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), None);
+    };
+    let mut name = None;
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| match pair.strip_prefix("schema=") {
+            Some(value) => {
+                name = Some(value.to_owned());
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if rest.is_empty() {
+        (base.to_owned(), name)
+    } else {
+        (format!("{base}?{}", rest.join("&")), name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_schema_in_the_query_is_taken_out_and_the_rest_kept() {
+        assert_eq!(
+            from_url("postgres://h/db"),
+            ("postgres://h/db".into(), None)
+        );
+        assert_eq!(
+            from_url("postgres://h/db?schema=s1"),
+            ("postgres://h/db".into(), Some("s1".into()))
+        );
+        assert_eq!(
+            from_url("postgres://h/db?sslmode=disable&schema=s1&connect_timeout=3"),
+            (
+                "postgres://h/db?sslmode=disable&connect_timeout=3".into(),
+                Some("s1".into())
+            )
+        );
+    }
+
+    #[test]
+    fn only_plain_lowercase_names_are_accepted() {
+        for good in ["a", "delegation_log", "_x9", &"x".repeat(63)] {
+            assert!(valid_name(good), "{good}");
+        }
+        for bad in ["", "A", "9a", "a-b", "a b", "a\"b", &"x".repeat(64)] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Guards "the CLI takes a URL wherever it takes a directory": `demo`, `status`,
+//! `history`, `audit`, `export`, `import`, `delegate` and `recover` given a
+//! `postgres://…?schema=…` URL work on that schema as they do on a directory, and
+//! what they wrote is in the database (checked with a client of its own). The
+//! export of one schema, imported into another and exported again, is the same
+//! bytes. Needs `DATABASE_URL` (`bash .ci/postgres`); under `CI=true` its absence
+//! fails.
+#![cfg(all(feature = "cli", feature = "postgres"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod cli_support;
+mod pg_support;
+
+use cli_support::run;
+use delegation_log::{Event, Ledger, StatusKind};
+
+/// The URL of `schema`'s ledger on the test server.
+fn url_of(schema: &pg_support::Schema) -> String {
+    let sep = if schema.url.contains('?') { '&' } else { '?' };
+    format!("{}{sep}schema={}", schema.url, schema.name)
+}
+
+#[test]
+fn every_command_that_takes_a_directory_takes_a_postgres_url() {
+    let (Some(first), Some(second)) = (pg_support::fresh("cli_a"), pg_support::fresh("cli_b"))
+    else {
+        return;
+    };
+    let url = url_of(&first);
+
+    let (code, stdout, stderr) = run(&[
+        "demo",
+        "--db",
+        &url,
+        "--tasks",
+        "5",
+        "--deadline-ms",
+        "1000",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("demo-05"), "{stdout}");
+
+    let (code, stdout, _) = run(&["status", &url, "demo-01", "--json"]);
+    assert_eq!(code, 0, "{stdout}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["status"], "delivered");
+    let (code, stdout, _) = run(&["history", &url, "demo-01", "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 2);
+    let (code, stdout, _) = run(&["status", &url, "nope"]);
+    assert_eq!(code, 1, "{stdout}");
+
+    // A target where nothing listens: failed / target_offline, exit 1.
+    let (code, stdout, stderr) = run(&[
+        "delegate",
+        "--db",
+        &url,
+        "--to",
+        "http://127.0.0.1:9/a2a",
+        "--id",
+        "by-hand",
+        "--json",
+        "review this",
+    ]);
+    assert_eq!(code, 1, "{stdout}\n{stderr}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["reason"], "target_offline");
+
+    // Left queued by a process that died: recover settles it.
+    let ledger = Ledger::with_store(first.store.clone(), Default::default());
+    let left = "left-queued".parse().unwrap();
+    ledger
+        .record(&left, Event::queued("planner", "http://127.0.0.1:9/a2a"))
+        .unwrap();
+    let (code, stdout, stderr) = run(&["recover", &url]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(ledger.status(&left).unwrap().status, StatusKind::Failed);
+
+    let (code, stdout, stderr) = run(&["audit", &url, "--json"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let verdict: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(verdict["verdict"], "clean");
+    // 5 demo delegations, the delegated one, the recovered one: two records each.
+    assert_eq!(verdict["delegations"], 7);
+    assert_eq!(
+        first.query("SELECT count(*), count(DISTINCT delegation) FROM records"),
+        vec![vec![Some("14".into()), Some("7".into())]]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (one, two) = (dir.path().join("one.jsonl"), dir.path().join("two.jsonl"));
+    let (code, _, stderr) = run(&["export", &url, "--out", one.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let other = url_of(&second);
+    let (code, _, stderr) = run(&["import", one.to_str().unwrap(), &other]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = run(&["export", &other, "--out", two.to_str().unwrap()]);
+    assert_eq!(code, 0, "{stderr}");
+    let (one, two) = (std::fs::read(one).unwrap(), std::fs::read(two).unwrap());
+    assert_eq!(one.iter().filter(|b| **b == b'\n').count(), 14);
+    assert!(one == two, "the exports differ");
+    assert_eq!(
+        second.query("SELECT count(*) FROM records"),
+        vec![vec![Some("14".into())]]
+    );
+}

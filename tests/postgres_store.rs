@@ -1,0 +1,413 @@
+//! Guards what only the PostgreSQL store does, beside the contract that
+//! `store_conformance.rs` runs on every store: appends are rows the database
+//! holds (checked with a client of its own); damage made behind the store's back
+//! (a record slot taken without its head, a head whose record is gone) is
+//! `Damaged` and writes nothing of the group; the schema carries a version row and
+//! a newer one is refused; bad names and URLs are typed errors; the scan pages
+//! through more delegations than a page, in sled's key order, and sees records
+//! without heads and heads without records; the store works inside a tokio
+//! runtime (where the blocking client alone would panic); and when the server goes
+//! away, calls fail with typed errors, then work again once it is back, without a
+//! failed call after a restart. Needs `DATABASE_URL` (`bash .ci/postgres`); under
+//! `CI=true` its absence fails.
+#![cfg(feature = "postgres")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod pg_support;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+
+use delegation_log::store::{
+    Append, AppendError, Connect, Expect, Head, Postgres, PostgresError, Store,
+};
+use delegation_log::{DelegationId, Error, Event, Ledger, Options, StatusKind, StorageError};
+
+fn id(text: &str) -> DelegationId {
+    text.parse().unwrap()
+}
+
+fn one(
+    store: &dyn Store,
+    id: &DelegationId,
+    expect: Expect,
+    record: &[u8],
+) -> Result<(), AppendError> {
+    let head = format!("head {}", expect.next()).into_bytes();
+    store.append(&[Append {
+        id,
+        expect,
+        record,
+        head: &head,
+    }])
+}
+
+/// `bytes` as PostgreSQL prints a `bytea`.
+fn hex(bytes: &[u8]) -> String {
+    let digits: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("\\x{digits}")
+}
+
+#[test]
+fn appends_are_the_rows_the_database_holds() {
+    let Some(schema) = pg_support::fresh("rows") else {
+        return;
+    };
+    let store = schema.store.as_ref();
+    let a = id("a\u{0}é");
+    one(store, &a, Expect::Empty, b"first").unwrap();
+    one(store, &a, Expect::At(1), b"second").unwrap();
+    let rows = schema.query("SELECT delegation, seq, bytes FROM records ORDER BY seq");
+    let expected: Vec<Vec<Option<String>>> = [(1, &b"first"[..]), (2, &b"second"[..])]
+        .iter()
+        .map(|(seq, bytes)| {
+            vec![
+                Some(hex(a.as_str().as_bytes())),
+                Some(seq.to_string()),
+                Some(hex(bytes)),
+            ]
+        })
+        .collect();
+    assert_eq!(rows, expected);
+    let heads = schema.query("SELECT delegation, seq, summary FROM heads");
+    assert_eq!(
+        heads,
+        vec![vec![
+            Some(hex(a.as_str().as_bytes())),
+            Some("2".into()),
+            Some(hex(b"head 2")),
+        ]]
+    );
+    assert_eq!(
+        store.head(&a).unwrap(),
+        Some(Head {
+            seq: 2,
+            summary: b"head 2".to_vec()
+        })
+    );
+}
+
+#[test]
+fn a_record_slot_taken_behind_the_stores_back_is_damage_and_writes_nothing() {
+    let Some(schema) = pg_support::fresh("occupied") else {
+        return;
+    };
+    let store = schema.store.as_ref();
+    let (a, b) = (id("a"), id("b"));
+    one(store, &a, Expect::Empty, b"a1").unwrap();
+    schema.execute(&format!(
+        "INSERT INTO records VALUES ('{}', 2, 'stray'::bytea)",
+        hex(b"a")
+    ));
+    let (b1, a2) = (b"b1 head".to_vec(), b"a2 head".to_vec());
+    let group = [
+        Append {
+            id: &b,
+            expect: Expect::Empty,
+            record: b"b1",
+            head: &b1,
+        },
+        Append {
+            id: &a,
+            expect: Expect::At(1),
+            record: b"a2",
+            head: &a2,
+        },
+    ];
+    match store.append(&group) {
+        Err(AppendError::Damaged { id, seq, reason }) => {
+            assert_eq!((id, seq), (a.clone(), 2));
+            assert!(reason.contains("beyond the head"), "{reason}");
+        }
+        other => panic!("expected Damaged, got {other:?}"),
+    }
+    // Nothing of the group: b has no row, a's head did not move, the stray stays.
+    assert_eq!(
+        schema.query("SELECT count(*) FROM heads WHERE delegation = '\\x62'"),
+        vec![vec![Some("0".into())]]
+    );
+    assert_eq!(
+        schema.query("SELECT seq FROM heads WHERE delegation = '\\x61'"),
+        vec![vec![Some("1".into())]]
+    );
+    assert_eq!(
+        schema.query("SELECT bytes FROM records WHERE seq = 2"),
+        vec![vec![Some(hex(b"stray"))]]
+    );
+    assert_eq!(store.history(&b).unwrap().entries.len(), 0);
+}
+
+#[test]
+fn a_head_whose_record_is_gone_is_damage_not_a_conflict() {
+    let Some(schema) = pg_support::fresh("missing") else {
+        return;
+    };
+    let store = schema.store.as_ref();
+    let a = id("a");
+    one(store, &a, Expect::Empty, b"a1").unwrap();
+    schema.execute("DELETE FROM records");
+    match one(store, &a, Expect::At(1), b"a2") {
+        Err(AppendError::Damaged { id, seq, reason }) => {
+            assert_eq!((id, seq), (a.clone(), 1));
+            assert!(reason.contains("records were lost"), "{reason}");
+        }
+        other => panic!("expected Damaged, got {other:?}"),
+    }
+    assert_eq!(
+        schema.query("SELECT count(*) FROM records"),
+        vec![vec![Some("0".into())]]
+    );
+    assert_eq!(store.head(&a).unwrap().map(|h| h.seq), Some(1));
+}
+
+#[test]
+fn the_schema_has_a_version_row_and_a_newer_version_is_refused() {
+    let Some(schema) = pg_support::fresh("version") else {
+        return;
+    };
+    assert_eq!(
+        schema.query("SELECT version FROM meta"),
+        vec![vec![Some("1".into())]]
+    );
+    // Connecting again finds the schema and leaves it as it is.
+    let again = Postgres::connect_with(&schema.url, Connect::new().schema(schema.name.clone()));
+    assert!(again.is_ok(), "{again:?}");
+    assert_eq!(
+        schema.query("SELECT count(*) FROM meta"),
+        vec![vec![Some("1".into())]]
+    );
+    schema.execute("UPDATE meta SET version = 99");
+    match Postgres::connect_with(&schema.url, Connect::new().schema(schema.name.clone())) {
+        Err(Error::Storage(error)) => {
+            let message = error.to_string();
+            assert!(message.contains("version 99"), "{message}");
+            assert!(message.contains("upgrade"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_schema_names_urls_and_servers_are_typed_errors() {
+    let Some(url) = pg_support::url() else {
+        return;
+    };
+    for name in [
+        "",
+        "Upper",
+        "1digit",
+        "semi;colon",
+        "quo\"te",
+        &"x".repeat(64),
+    ] {
+        match Postgres::connect_with(&url, Connect::new().schema(name)) {
+            Err(Error::Storage(error)) => {
+                let message = error.to_string();
+                assert!(message.contains("refused"), "{message}");
+            }
+            other => panic!("schema {name:?}: expected a refusal, got {other:?}"),
+        }
+    }
+    assert!(matches!(
+        Postgres::connect("postgres://no host here:x/"),
+        Err(Error::Storage(_))
+    ));
+    // A port where nothing listens: a typed error naming the server, no password.
+    match Postgres::connect("postgres://someone:secret@127.0.0.1:9/db") {
+        Err(Error::Storage(error)) => {
+            // The client's own error is kept whole, as the source.
+            let StorageError::Engine(engine) = &error else {
+                panic!("expected the engine's error, got {error:?}");
+            };
+            let failure = engine
+                .downcast_ref::<PostgresError>()
+                .expect("a PostgresError");
+            assert!(failure.client_error().is_some(), "{failure:?}");
+            let message = error.to_string();
+            assert!(message.contains("someone@127.0.0.1:9/db"), "{message}");
+            assert!(message.contains("cannot connect"), "{message}");
+            assert!(!message.contains("secret"), "{message}");
+        }
+        other => panic!("expected a connection error, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_scan_pages_through_many_delegations_in_key_order_damage_included() {
+    let Some(schema) = pg_support::fresh("pages") else {
+        return;
+    };
+    // 700 delegations of one record each, written by the database itself.
+    schema.execute(
+        "INSERT INTO records SELECT convert_to('d-' || n, 'UTF8'), 1, 'r'::bytea \
+             FROM generate_series(1, 700) AS n;
+         INSERT INTO heads SELECT delegation, 1, 'h'::bytea FROM records;
+         INSERT INTO records VALUES ('\\x7a7a', 1, 'no head'::bytea);
+         INSERT INTO heads VALUES ('\\x7979', 1, 'no records'::bytea);
+         INSERT INTO records VALUES ('\\xff', 1, 'not utf-8'::bytea);",
+    );
+    let mut expected: Vec<String> = (1..=700).map(|n| format!("d-{n}")).collect();
+    expected.extend(["zz".to_owned(), "yy".to_owned()]);
+    expected.sort_by(|x, y| (x.len(), x.as_bytes()).cmp(&(y.len(), y.as_bytes())));
+    let mut seen = Vec::new();
+    let mut damaged = 0;
+    for stream in schema.store.scan() {
+        match stream {
+            Ok(stream) => {
+                match stream.id.as_str() {
+                    "zz" => assert_eq!((stream.entries.len(), stream.head.is_none()), (1, true)),
+                    "yy" => assert_eq!((stream.entries.len(), stream.head.is_some()), (0, true)),
+                    _ => assert!(stream.in_step(), "{stream:?}"),
+                }
+                seen.push(stream.id.to_string());
+            }
+            Err(Error::Corrupt { key, .. }) => {
+                assert!(key.contains("ff"), "{key}");
+                damaged += 1;
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    assert_eq!(damaged, 1, "the key that is not UTF-8");
+    assert_eq!(seen, expected);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_store_works_inside_a_current_thread_runtime() {
+    inside_a_runtime().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_works_inside_a_multi_thread_runtime() {
+    inside_a_runtime().await;
+}
+
+async fn inside_a_runtime() {
+    let Some(schema) = pg_support::fresh("runtime") else {
+        return;
+    };
+    let ledger = Ledger::with_store(schema.store.clone(), Options::new());
+    let a = id("in-a-runtime");
+    ledger
+        .record(&a, Event::queued("planner", "target"))
+        .unwrap();
+    ledger
+        .record(&a, Event::delivered(Some(200)).unwrap())
+        .unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(ledger.status(&a).unwrap().status, StatusKind::Delivered);
+    assert_eq!(ledger.history(&a).unwrap().len(), 2);
+    assert_eq!(ledger.replay().count(), 1);
+}
+
+/// A server of this test's own, from `.ci/postgres` with its own home.
+struct Server {
+    home: tempfile::TempDir,
+}
+
+impl Server {
+    fn run(&self, action: &str) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/postgres");
+        let out = Command::new("bash")
+            .arg(script)
+            .arg(action)
+            .env("PG_HOME", self.home.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            ".ci/postgres {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn start(&self) -> String {
+        let out = self.run("start");
+        out.trim()
+            .strip_prefix("export DATABASE_URL=")
+            .unwrap_or_else(|| panic!("unexpected output: {out}"))
+            .to_owned()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.run("stop");
+    }
+}
+
+#[test]
+fn calls_fail_typed_while_the_server_is_down_and_work_again_when_it_is_back() {
+    // Same rule as every PostgreSQL case: no DATABASE_URL outside CI passes over.
+    if pg_support::url().is_none() {
+        return;
+    }
+    let server = Server {
+        home: tempfile::tempdir().unwrap(),
+    };
+    let url = server.start();
+    let store = Arc::new(Postgres::connect_with(&url, Connect::new().connections(3)).unwrap());
+    let ledger = Ledger::with_store(store.clone(), Options::new());
+    let (a, b) = (id("a"), id("b"));
+    ledger
+        .record(&a, Event::queued("planner", "target"))
+        .unwrap();
+
+    // A restart between two calls costs no call, read or write: a connection
+    // the server ended while it was idle is replaced, and the call run again on
+    // the new one (the server said it never ran it).
+    for round in 0..3 {
+        server.run("restart");
+        for n in 0..4 {
+            assert_eq!(ledger.status(&a).unwrap().status, StatusKind::Queued);
+            let written = id(&format!("after-restart-{round}-{n}"));
+            ledger
+                .record(&written, Event::queued("planner", "target"))
+                .unwrap();
+        }
+        server.run("restart");
+        for n in 0..4 {
+            let written = id(&format!("after-restart-{round}-{n}"));
+            ledger
+                .record(&written, Event::delivered(Some(200)).unwrap())
+                .unwrap();
+        }
+    }
+
+    server.run("stop");
+    for _ in 0..3 {
+        match store.head(&a) {
+            Err(Error::Storage(error)) => {
+                let message = error.to_string();
+                assert!(message.contains("127.0.0.1"), "{message}");
+            }
+            other => panic!("expected a storage error while down, got {other:?}"),
+        }
+        assert!(matches!(ledger.status(&a), Err(Error::Storage(_))));
+        assert!(matches!(ledger.history(&a), Err(Error::Storage(_))));
+    }
+    // A write while down fails typed, at its first step (the read of the head),
+    // before anything was sent to write: so it does not poison the ledger.
+    assert!(matches!(
+        ledger.record(&b, Event::queued("planner", "target")),
+        Err(Error::Storage(_))
+    ));
+
+    let again = server.start();
+    assert_eq!(again, url, "the server came back on its port");
+    for _ in 0..6 {
+        assert_eq!(store.head(&a).unwrap().map(|h| h.seq), Some(1));
+    }
+    assert_eq!(ledger.status(&a).unwrap().status, StatusKind::Queued);
+    assert_eq!(ledger.status(&b).unwrap().status, StatusKind::NotFound);
+    ledger
+        .record(&b, Event::queued("planner", "target"))
+        .unwrap();
+    ledger
+        .record(&a, Event::delivered(Some(200)).unwrap())
+        .unwrap();
+    assert_eq!(ledger.status(&a).unwrap().status, StatusKind::Delivered);
+    assert_eq!(ledger.replay().count(), 2 + 3 * 4);
+}
