@@ -151,9 +151,9 @@ pub struct Migration {
 /// was; a storage error.
 pub fn migrate(path: impl AsRef<Path>) -> Result<Migration> {
     let mut records = 0u64;
-    let migrated = store::Sled::migrate(path, &mut |stream| {
+    let migrated = store::Sled::migrate(path, &mut |stream, format| {
         let decoded = decode_stream(stream)?;
-        let fold = fold_records(stream, &decoded, Chain::Verify, 1)?;
+        let fold = fold_records(stream, &decoded, Chain::Verify, format)?;
         let mut entries = Vec::with_capacity(decoded.len());
         for record in &decoded {
             let bytes = envelope::encode(record);
@@ -986,7 +986,7 @@ fn next_record(fold: &Fold, event: Event, at: Timestamp) -> Result<Next> {
 /// task), checked against the head's key and seq. `None` for a head of format 1,
 /// which holds only the last chain hash.
 pub(crate) fn summary(id: &DelegationId, head: &Head, format: u8) -> Result<Option<Delegation>> {
-    if format < store::sled::FORMAT {
+    if format < store::HEAD_FORMAT {
         return Ok(None);
     }
     let where_ = || format!("head of `{id}`");
@@ -1096,7 +1096,7 @@ pub(crate) fn head_disagrees(
     let last = (fold.seq(), fold.hash());
     let Some(head) = &stream.head else {
         let benign = stream.entries.is_empty()
-            || (format < store::sled::FORMAT && stream.entries.len() == 1);
+            || (format < store::HEAD_FORMAT && stream.entries.len() == 1);
         return Ok((!benign).then(|| format!("no head, but the records reach seq {}", last.0)));
     };
     if head.seq > last.0 {
@@ -1108,7 +1108,7 @@ pub(crate) fn head_disagrees(
     // The usual case, without decoding the head: its bytes are exactly the head
     // the folded delegation encodes to (one byte form, so it would decode to
     // that delegation). Anything else is decoded below, and told field by field.
-    if format >= store::sled::FORMAT
+    if format >= store::HEAD_FORMAT
         && let Some(folded) = fold.delegation()
         && folded.seq == head.seq
         && envelope::head::is_encoding_of(&head.summary, folded)
