@@ -1095,8 +1095,8 @@ pub(crate) fn head_disagrees(
 ) -> Result<Option<String>> {
     let last = (fold.seq(), fold.hash());
     let Some(head) = &stream.head else {
-        let benign = stream.entries.is_empty()
-            || (format < store::HEAD_FORMAT && stream.entries.len() == 1);
+        let benign =
+            stream.entries.is_empty() || (format < store::HEAD_FORMAT && stream.entries.len() == 1);
         return Ok((!benign).then(|| format!("no head, but the records reach seq {}", last.0)));
     };
     if head.seq > last.0 {

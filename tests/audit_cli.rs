@@ -226,6 +226,9 @@ fn audit_exits_1_for_a_damaged_store_and_export_refuses_it() {
     let output = run(&["audit", db.to_str().unwrap()], None);
     assert_eq!(code(&output), 1);
     let text = stdout(&output);
-    assert!(text.contains("delegation `a`: the head says seq 2, and the value holds 1 records"), "{text}");
+    assert!(
+        text.contains("delegation `a`: the head says seq 2, and the value holds 1 records"),
+        "{text}"
+    );
     assert_eq!(code(&run(&["export", db.to_str().unwrap()], None)), 1);
 }

@@ -523,7 +523,11 @@ fn an_append_into_an_occupied_slot_is_corruption_on_sled_too() {
     assert!(store.history(&id("b")).unwrap().entries.is_empty());
     assert_eq!(store.head(&id("b")).unwrap(), None);
     drop(store);
-    assert_eq!(value(dir.path()), before, "a refused append changed the value");
+    assert_eq!(
+        value(dir.path()),
+        before,
+        "a refused append changed the value"
+    );
 }
 
 #[test]

@@ -113,7 +113,9 @@ fn written_v2(path: &Path, names: &[&str], count: u64) {
 fn stored_value(path: &Path, name: &str) -> Option<Vec<u8>> {
     let db = sled::open(path).unwrap();
     let tree = db.open_tree("delegations").unwrap();
-    tree.get(key::prefix(&id(name))).unwrap().map(|v| v.to_vec())
+    tree.get(key::prefix(&id(name)))
+        .unwrap()
+        .map(|v| v.to_vec())
 }
 
 /// Puts `value` under `name`'s key in the format 3 store at `path`.
@@ -482,7 +484,11 @@ fn a_group_of_several_delegations_writes_each_one_value() {
     );
     assert_eq!(
         stored_value(dir.path(), "b"),
-        Some(audit_support::value_bytes(1, &summary(1, 1), &[b"b1".to_vec()]))
+        Some(audit_support::value_bytes(
+            1,
+            &summary(1, 1),
+            &[b"b1".to_vec()]
+        ))
     );
 }
 
@@ -671,7 +677,10 @@ fn a_truncated_or_misframed_value_is_a_typed_error_naming_the_delegation() {
         }
         let scan = scanned(&store);
         assert_eq!(scan.len(), 2, "{what}: {scan:?}");
-        assert!(scan[0].as_ref().unwrap_err().contains("delegation `a`"), "{what}");
+        assert!(
+            scan[0].as_ref().unwrap_err().contains("delegation `a`"),
+            "{what}"
+        );
         assert_eq!(scan[1].as_ref().unwrap().entries.len(), 2, "{what}");
         if value.len() < head_len {
             assert!(store.head(&id("a")).is_err(), "{what}");
@@ -686,7 +695,11 @@ fn a_truncated_or_misframed_value_is_a_typed_error_naming_the_delegation() {
             other => panic!("{what}: a write onto damage gave {other:?}"),
         }
         drop(store);
-        assert_eq!(stored_value(dir.path(), "a").as_ref(), Some(value), "{what}");
+        assert_eq!(
+            stored_value(dir.path(), "a").as_ref(),
+            Some(value),
+            "{what}"
+        );
     }
     let mut newer = whole.clone();
     newer[0] = 2;
@@ -946,7 +959,8 @@ fn a_scan_reports_damaged_head_keys_and_goes_on_in_a_format_1_store() {
 }
 
 #[test]
-fn a_scan_gives_a_delegation_without_a_head_none_and_leaves_the_next_head_alone_in_a_format_2_store() {
+fn a_scan_gives_a_delegation_without_a_head_none_and_leaves_the_next_head_alone_in_a_format_2_store()
+ {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Sled::open(dir.path()).unwrap();

@@ -248,7 +248,9 @@ impl Captured {
     /// (store format 3).
     pub fn last_record(&self, n: u64) -> Option<(usize, Vec<u8>)> {
         let [_, outcome] = self.exact_lifecycle(n);
-        records(&outcome).next().map(|(tree, key, _)| (tree, key.to_vec()))
+        records(&outcome)
+            .next()
+            .map(|(tree, key, _)| (tree, key.to_vec()))
     }
 
     /// One line on what delegation 0 and 1 write, for the stderr of a full run.

@@ -153,7 +153,9 @@ impl Keys {
                 sled::IVec::from(out)
             })
         } else {
-            records.get(&seq).map(|bytes| sled::IVec::from(bytes.as_slice()))
+            records
+                .get(&seq)
+                .map(|bytes| sled::IVec::from(bytes.as_slice()))
         })
     }
 
@@ -181,7 +183,10 @@ impl Keys {
         match (seq, value) {
             (0, Some(value)) => {
                 let (seq, summary) = value.split_at(8);
-                head = Some((u64::from_be_bytes(seq.try_into().unwrap()), summary.to_vec()));
+                head = Some((
+                    u64::from_be_bytes(seq.try_into().unwrap()),
+                    summary.to_vec(),
+                ));
             }
             (0, None) => head = None,
             (seq, Some(value)) => {
@@ -205,7 +210,11 @@ impl Keys {
     /// `id`'s value taken apart, reading its frames as far as they go.
     fn parts(&self, id: &delegation_log::DelegationId) -> Parts {
         let mut records = std::collections::BTreeMap::new();
-        let Some(raw) = self.tree.get(delegation_log::store::key::prefix(id)).unwrap() else {
+        let Some(raw) = self
+            .tree
+            .get(delegation_log::store::key::prefix(id))
+            .unwrap()
+        else {
             return (None, records);
         };
         assert_eq!(raw[0], 1, "value version");
@@ -286,7 +295,11 @@ pub fn downgrade_to_v2(path: &std::path::Path) {
 /// as the heads.
 pub fn raw_v2(path: &std::path::Path, change: impl FnOnce(&sled::Tree, &sled::Tree)) {
     let db = sled::open(path).unwrap();
-    if db.tree_names().iter().any(|name| name.as_ref() == b"delegations") {
+    if db
+        .tree_names()
+        .iter()
+        .any(|name| name.as_ref() == b"delegations")
+    {
         rewrite_in_v2(&db);
     }
     let log = db.open_tree("log").unwrap();

@@ -300,7 +300,10 @@ fn open_layout(db: &sled::Db, path: &Path) -> Result<Layout> {
                 (2, has(v2::LOG)),
                 (FORMAT, has(DELEGATIONS)),
             ];
-            let mut present = trees.iter().filter(|(_, has)| *has).map(|(format, _)| *format);
+            let mut present = trees
+                .iter()
+                .filter(|(_, has)| *has)
+                .map(|(format, _)| *format);
             match (present.next(), present.next()) {
                 (None, _) => {
                     // A new store: claim it for this format. A racing opener in
@@ -374,9 +377,7 @@ fn open_v2(db: &sled::Db, path: &Path) -> Result<Layout> {
 /// The trees of format 1.
 fn open_v1(db: &sled::Db, path: &Path) -> Result<Layout> {
     Ok(Layout::Legacy(v1::Trees {
-        records: db
-            .open_tree(v1::RECORDS)
-            .map_err(|e| sled_error(e, path))?,
+        records: db.open_tree(v1::RECORDS).map_err(|e| sled_error(e, path))?,
         heads: db.open_tree(v1::HEADS).map_err(|e| sled_error(e, path))?,
     }))
 }
@@ -520,9 +521,7 @@ impl Sled {
                     next_value(id, Some(&earlier), append)?
                 }
                 None => {
-                    let old = tree
-                        .get(key::prefix(id))
-                        .map_err(|e| self.sled_error(e))?;
+                    let old = tree.get(key::prefix(id)).map_err(|e| self.sled_error(e))?;
                     next_value(id, old.as_deref(), append)?
                 }
             };
@@ -568,7 +567,12 @@ fn next_value(
                 .records
         }
     };
-    Ok(value::encode(next, append.head, records, Some(append.record)))
+    Ok(value::encode(
+        next,
+        append.head,
+        records,
+        Some(append.record),
+    ))
 }
 
 /// The damage found in a stored value before writing: [`AppendError::Damaged`]

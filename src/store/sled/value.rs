@@ -187,12 +187,7 @@ fn split_head<'a>(id: &DelegationId, raw: &'a [u8]) -> Result<(Seq, &'a [u8], &'
             found: version,
         });
     }
-    let too_short = || {
-        corrupt(
-            id,
-            format!("{} bytes, too short for its head", raw.len()),
-        )
-    };
+    let too_short = || corrupt(id, format!("{} bytes, too short for its head", raw.len()));
     let (seq, rest) = rest.split_first_chunk::<8>().ok_or_else(too_short)?;
     let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(too_short)?;
     let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| too_short())?;
