@@ -6,7 +6,12 @@
 //! error, progress reported once at the end for a small store, and
 //! `export`/`import` around a store (counts, the first line of a delegation the
 //! store already has, CRLF line ends). The head cases were written to kill
-//! mutants that cargo-mutants found surviving.
+//! mutants that cargo-mutants found surviving. Damage that format 3 cannot
+//! hold (a head apart from its records: records lost under a head, a head
+//! without records, a bad record key) is made in a store rewritten in format 2,
+//! whose reader still serves the audit; in format 3 the same damage is a value
+//! whose framing disagrees with its head, a malformed finding naming the
+//! delegation (`a_misframed_value_is_malformed_naming_its_delegation_and_the_audit_goes_on`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod audit_support;
@@ -381,6 +386,39 @@ fn a_damaged_key_is_malformed_and_the_audit_goes_on() {
     assert_eq!(found(&verdict), [(1, Kind::Malformed)]);
     assert_eq!(verdict.records, 6);
     assert_eq!(verdict.delegations, 3);
+}
+
+#[test]
+fn a_misframed_value_is_malformed_naming_its_delegation_and_the_audit_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |records, _| {
+        records.remove(key::record(&id("a"), 2)).unwrap();
+    });
+    let verdict = audited(dir.path());
+    let messages = messages(&verdict);
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|(_, kind, _)| *kind == Kind::Malformed)
+            .map(|(_, _, message)| *message)
+            .collect::<Vec<_>>(),
+        ["delegation `a`: the head says seq 2, and the value holds 1 records"],
+        "{messages:?}"
+    );
+    // The other delegations are read and counted; the lost record shows against
+    // the acknowledged count.
+    let plain = verdict.to_plain();
+    assert!(
+        plain.contains("delegations: 2 (queued 1, delivered 1"),
+        "{plain}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|(_, kind, message)| *kind == Kind::Sequence && message.contains("lost")),
+        "{messages:?}"
+    );
 }
 
 #[test]

@@ -175,6 +175,36 @@ fn a_damaged_format_1_store_is_not_migrated_and_stays_as_it_was() {
 }
 
 #[test]
+fn a_damaged_format_2_store_is_not_migrated_and_stays_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    build(&path, 8);
+    downgrade_to_v2(&path);
+    audit_support::raw_v2(&path, |log, _| {
+        let key = key::record(&id("d-00004"), 2);
+        let mut bytes = log.get(&key).unwrap().unwrap().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        log.insert(key, bytes).unwrap();
+    });
+    match delegation_log::migrate(&path) {
+        Err(Error::Corrupt { key, .. }) => assert!(key.contains("d-00004"), "{key}"),
+        other => panic!("migrated a damaged store: {other:?}"),
+    }
+    assert_eq!(store_format(&path), 2);
+    let ledger = Ledger::open_existing(&path).unwrap();
+    assert!(ledger.status(&id("d-00000")).is_ok());
+    drop(ledger);
+    let db = sled::open(&path).unwrap();
+    assert!(
+        !db.tree_names()
+            .iter()
+            .any(|name| name.as_ref() == b"delegations"),
+        "a refused migration left its partial tree"
+    );
+}
+
+#[test]
 fn the_migrate_command_reports_and_exits_by_what_it_did() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log");
