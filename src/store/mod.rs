@@ -11,8 +11,9 @@
 //!   delegation of the group, its next record and its new head, all or nothing,
 //!   each checked against the head its writer read;
 //! - [`Store::head`]: one get;
-//! - [`Store::history`] and [`Store::scan`]: a prefix scan of one delegation, or
-//!   of all of them, each delegation read whole and in step with its head;
+//! - [`Store::history`] and [`Store::scan`]: a read of one delegation, or a scan
+//!   of all of them, each delegation read whole and in step with its head (on
+//!   sled's format 3, one key holds a delegation's head and records);
 //! - [`Store::flush`], for durability.
 //!
 //! Implementations:

@@ -18,8 +18,8 @@
 //!
 //! A second tree, `meta`, holds the store's format, so that a store written by a
 //! newer crate is refused at open rather than misread. Stores of format 1
-//! (records and heads in two trees, [`v1`]) and format 2 (records and heads
-//! under their own keys in one tree, `log`, [`v2`]) open for reading, and refuse
+//! (records and heads in two trees, `v1.rs`) and format 2 (records and heads
+//! under their own keys in one tree, `log`, `v2.rs`) open for reading, and refuse
 //! writes with [`Error::NeedsMigration`] until [`Sled::migrate`] rewrites them
 //! in place.
 //!
