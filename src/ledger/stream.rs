@@ -11,7 +11,7 @@ use crate::store::{self, Head, Stream};
 /// task), checked against the head's key and seq. `None` for a head of format 1,
 /// which holds only the last chain hash.
 pub(crate) fn summary(id: &DelegationId, head: &Head, format: u8) -> Result<Option<Delegation>> {
-    if format < store::sled::FORMAT {
+    if format < store::HEAD_FORMAT {
         return Ok(None);
     }
     let where_ = || format!("head of `{id}`");
@@ -120,8 +120,8 @@ pub(crate) fn head_disagrees(
 ) -> Result<Option<String>> {
     let last = (fold.seq(), fold.hash());
     let Some(head) = &stream.head else {
-        let benign = stream.entries.is_empty()
-            || (format < store::sled::FORMAT && stream.entries.len() == 1);
+        let benign =
+            stream.entries.is_empty() || (format < store::HEAD_FORMAT && stream.entries.len() == 1);
         return Ok((!benign).then(|| format!("no head, but the records reach seq {}", last.0)));
     };
     if head.seq > last.0 {
@@ -133,7 +133,7 @@ pub(crate) fn head_disagrees(
     // The usual case, without decoding the head: its bytes are exactly the head
     // the folded delegation encodes to (one byte form, so it would decode to
     // that delegation). Anything else is decoded below, and told field by field.
-    if format >= store::sled::FORMAT
+    if format >= store::HEAD_FORMAT
         && let Some(folded) = fold.delegation()
         && folded.seq == head.seq
         && envelope::head::is_encoding_of(&head.summary, folded)

@@ -276,10 +276,6 @@ impl Store for Postgres {
     fn flush(&self) -> Result<()> {
         Ok(())
     }
-
-    fn format(&self) -> u8 {
-        super::sled::FORMAT
-    }
 }
 
 impl Ledger {
