@@ -359,6 +359,61 @@ fn a_head_that_lies_about_the_outcome_is_a_broken_chain_and_history_reads_refuse
     ));
 }
 
+/// `status` reads the head alone and trusts its checksum for its byte form (the
+/// hot path checks the checksum, the body and the fold's rules, but does not
+/// re-encode); the audit, which compares every head with the encoding of its
+/// records' fold, still finds a head forged in another byte form. Here `b`'s
+/// head says attempt 1 as the two-byte varint `81 00` instead of `01`, with a
+/// valid checksum.
+#[test]
+fn a_head_in_another_byte_form_answers_status_and_is_found_by_the_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |log, _| {
+        let stored = Head::decode(&log.get(key::head(&id("b"))).unwrap().unwrap()).unwrap();
+        let mut summary = stored.summary.clone();
+        // The body: id, state, source, target (each text a one-byte length and its
+        // bytes), retry_of (`00`, none), then attempt.
+        let mut at = 5;
+        for field in [1, 0, 1, 1] {
+            at += if field == 1 {
+                1 + summary[at] as usize
+            } else {
+                1
+            };
+        }
+        assert_eq!(
+            summary[at..at + 2],
+            [0x00, 0x01],
+            "retry_of none, attempt 1"
+        );
+        summary.splice(at + 1..at + 2, [0x81, 0x00]);
+        let checksum = crc32fast::hash(&summary[5..]);
+        summary[1..5].copy_from_slice(&checksum.to_be_bytes());
+        assert_eq!(
+            delegation_log::envelope::head::decode(&summary),
+            Err(delegation_log::envelope::DecodeError::NonCanonical)
+        );
+        let forged = Head {
+            seq: stored.seq,
+            summary,
+        };
+        log.insert(key::head(&id("b")), forged.encode()).unwrap();
+    });
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let status = ledger.status(&id("b")).unwrap();
+    assert_eq!(status.status, delegation_log::StatusKind::Queued);
+    drop(ledger);
+    let verdict = audited(dir.path());
+    assert_eq!(
+        found(&verdict),
+        [(3, Kind::Malformed)],
+        "{}",
+        verdict.to_plain()
+    );
+    assert_says(&verdict, 0, "head of `b`");
+}
+
 #[test]
 fn a_rewritten_record_with_a_valid_envelope_breaks_the_chain() {
     let dir = tempfile::tempdir().unwrap();
