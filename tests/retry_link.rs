@@ -427,3 +427,33 @@ fn export_writes_an_originals_failure_before_its_retry_whatever_the_store_order(
     assert_eq!(again, exported);
     assert!(copy.audit().unwrap().is_clean());
 }
+
+#[test]
+fn export_keeps_the_store_order_for_a_retry_whose_original_comes_first() {
+    let (_, ledger) = memory_ledger();
+    // In the store's order (length first, then bytes) the original comes first,
+    // so nothing needs holding back: the export is the store's order.
+    ledger
+        .record(&id("a"), Event::queued("planner", "reviewer"))
+        .unwrap();
+    ledger
+        .retry(
+            &id("a"),
+            interrupted("once"),
+            &id("bb"),
+            Queued::new("planner", "reviewer"),
+        )
+        .unwrap();
+    ledger
+        .record(&id("cc"), Event::queued("planner", "reviewer"))
+        .unwrap();
+
+    let mut exported = Vec::new();
+    ledger.export(&mut exported).unwrap();
+    let written: Vec<String> = String::from_utf8(exported)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<Record>(line).unwrap().delegation.to_string())
+        .collect();
+    assert_eq!(written, ["a", "a", "bb", "cc"]);
+}
