@@ -165,7 +165,13 @@ fn a_writer_that_loses_the_race_for_the_head_reads_again_and_learns_the_winner()
     };
     assert_eq!(seq, 2);
     assert!(
-        matches!(outcome, Outcome::Delivered { http_status: Some(200), .. }),
+        matches!(
+            outcome,
+            Outcome::Delivered {
+                http_status: Some(200),
+                ..
+            }
+        ),
         "{outcome:?}"
     );
     assert_eq!(ledger.history(&id).unwrap().len(), 2);

@@ -6,7 +6,8 @@
 //! `retry_link` comes last in precedence. The ledger writes a retry only with the
 //! failure it retries (`Ledger::retry`) and refuses every broken link; `audit`
 //! judges a store's retries the same way; and `export` writes an original's
-//! failure before its retry, whatever the store's order.
+//! failure before its retry, whatever the store's order, and otherwise keeps the
+//! store's order.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod audit_support;
@@ -453,7 +454,12 @@ fn export_keeps_the_store_order_for_a_retry_whose_original_comes_first() {
     let written: Vec<String> = String::from_utf8(exported)
         .unwrap()
         .lines()
-        .map(|line| serde_json::from_str::<Record>(line).unwrap().delegation.to_string())
+        .map(|line| {
+            serde_json::from_str::<Record>(line)
+                .unwrap()
+                .delegation
+                .to_string()
+        })
         .collect();
     assert_eq!(written, ["a", "a", "bb", "cc"]);
 }
