@@ -6,6 +6,9 @@
 //! `AlreadySettled`, and the log holds exactly one terminal record. A reader
 //! racing the writers always gets a true status, never a false `Corrupt` (sled
 //! reads a delegation's records and head apart).
+//! A writer that loses the race for a head to another process sharing the store
+//! reads the head again and is judged against the winner; one that keeps losing
+//! gives up with `Conflict`, without poisoning the ledger or writing anything.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 #[cfg(feature = "postgres")]
@@ -15,7 +18,11 @@ use std::sync::Arc;
 
 use delegation_log::event::EventKind;
 use delegation_log::lifecycle::State;
-use delegation_log::{DelegationId, Durability, Error, Event, FailureReason, Ledger, Options};
+use delegation_log::store::{Append, AppendError, Head, Memory, Store, Stream};
+use delegation_log::{
+    DelegationId, Durability, Error, Event, FailureReason, Ledger, Options, Outcome, Settlement,
+    StatusKind,
+};
 use tokio::sync::Barrier;
 
 const ROUNDS: usize = 1_000;
@@ -170,4 +177,118 @@ async fn eight_racing_writers_settle_once_on_postgres() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sixty_four_racing_writers_settle_once_on_postgres() {
     race_postgres(64).await;
+}
+
+/// A store shared with another process: on this ledger's first append, the other
+/// writer's append lands first, so this one loses the race for the head.
+struct LosesFirstRace {
+    inner: Arc<Memory>,
+    other: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Store for LosesFirstRace {
+    fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
+        if let Some(other) = self.other.lock().unwrap().take() {
+            other();
+        }
+        self.inner.append(appends)
+    }
+    fn head(&self, id: &DelegationId) -> delegation_log::Result<Option<Head>> {
+        self.inner.head(id)
+    }
+    fn history(&self, id: &DelegationId) -> delegation_log::Result<Stream> {
+        self.inner.history(id)
+    }
+    fn scan(&self) -> Box<dyn Iterator<Item = delegation_log::Result<Stream>> + Send + '_> {
+        self.inner.scan()
+    }
+    fn flush(&self) -> delegation_log::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A writer whose append loses the race for the head (another process sharing
+/// the store wrote first) reads the head again and is judged against the
+/// winner: its outcome is refused, and `settle` names the outcome that won.
+#[test]
+fn a_writer_that_loses_the_race_for_the_head_reads_again_and_learns_the_winner() {
+    let shared = Arc::new(Memory::new());
+    let other = Ledger::with_store(shared.clone(), Options::new());
+    let id: DelegationId = "contested".parse().unwrap();
+    other
+        .record(&id, Event::queued("planner", "target"))
+        .unwrap();
+    let store = Arc::new(LosesFirstRace {
+        inner: shared.clone(),
+        other: std::sync::Mutex::new(None),
+    });
+    let ledger = Ledger::with_store(store.clone(), Options::new());
+    let (winner, winning) = (other.clone(), id.clone());
+    *store.other.lock().unwrap() = Some(Box::new(move || {
+        winner
+            .record(&winning, Event::delivered(Some(200)).unwrap())
+            .unwrap();
+    }));
+    let lost = ledger
+        .settle(&id, Event::failed(FailureReason::Timeout, None).unwrap())
+        .unwrap();
+    let Settlement::Lost { outcome, seq, .. } = lost else {
+        panic!("the writer that lost the race won: {lost:?}");
+    };
+    assert_eq!(seq, 2);
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Delivered {
+                http_status: Some(200),
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(ledger.history(&id).unwrap().len(), 2);
+    assert_eq!(ledger.status(&id).unwrap().status, StatusKind::Delivered);
+}
+
+/// A store whose head always moves before the write lands.
+struct AlwaysAhead(Memory);
+
+impl Store for AlwaysAhead {
+    fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
+        let first = appends.first().unwrap();
+        Err(AppendError::Conflict {
+            id: first.id.clone(),
+            expected: first.expect,
+            actual: Some(7),
+        })
+    }
+    fn head(&self, id: &DelegationId) -> delegation_log::Result<Option<Head>> {
+        self.0.head(id)
+    }
+    fn history(&self, id: &DelegationId) -> delegation_log::Result<Stream> {
+        self.0.history(id)
+    }
+    fn scan(&self) -> Box<dyn Iterator<Item = delegation_log::Result<Stream>> + Send + '_> {
+        self.0.scan()
+    }
+    fn flush(&self) -> delegation_log::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// A write that loses the race for its head every time gives up after 16
+/// attempts with `Conflict`, and neither poisons the ledger nor writes anything.
+#[test]
+fn a_write_that_keeps_losing_the_race_gives_up_with_conflict_after_16_attempts() {
+    let ledger = Ledger::with_store(Arc::new(AlwaysAhead(Memory::new())), Options::new());
+    let id: DelegationId = "never".parse().unwrap();
+    let error = ledger
+        .record(&id, Event::queued("planner", "target"))
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Conflict { id: named, attempts: 16 } if *named == id),
+        "{error:?}"
+    );
+    // A lost race is not a failed write: the ledger still serves.
+    assert_eq!(ledger.status(&id).unwrap().status, StatusKind::NotFound);
 }

@@ -6,7 +6,8 @@
 //! `retry_link` comes last in precedence. The ledger writes a retry only with the
 //! failure it retries (`Ledger::retry`) and refuses every broken link; `audit`
 //! judges a store's retries the same way; and `export` writes an original's
-//! failure before its retry, whatever the store's order.
+//! failure before its retry, whatever the store's order, and otherwise keeps the
+//! store's order.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod audit_support;
@@ -426,4 +427,39 @@ fn export_writes_an_originals_failure_before_its_retry_whatever_the_store_order(
     copy.export(&mut again).unwrap();
     assert_eq!(again, exported);
     assert!(copy.audit().unwrap().is_clean());
+}
+
+#[test]
+fn export_keeps_the_store_order_for_a_retry_whose_original_comes_first() {
+    let (_, ledger) = memory_ledger();
+    // In the store's order (length first, then bytes) the original comes first,
+    // so nothing needs holding back: the export is the store's order.
+    ledger
+        .record(&id("a"), Event::queued("planner", "reviewer"))
+        .unwrap();
+    ledger
+        .retry(
+            &id("a"),
+            interrupted("once"),
+            &id("bb"),
+            Queued::new("planner", "reviewer"),
+        )
+        .unwrap();
+    ledger
+        .record(&id("cc"), Event::queued("planner", "reviewer"))
+        .unwrap();
+
+    let mut exported = Vec::new();
+    ledger.export(&mut exported).unwrap();
+    let written: Vec<String> = String::from_utf8(exported)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            serde_json::from_str::<Record>(line)
+                .unwrap()
+                .delegation
+                .to_string()
+        })
+        .collect();
+    assert_eq!(written, ["a", "a", "bb", "cc"]);
 }
