@@ -174,7 +174,12 @@ pub(crate) fn main() -> ExitCode {
             tasks,
             deadline_ms,
             lease,
-        } => demo::run(db, tasks, std::time::Duration::from_millis(deadline_ms), lease),
+        } => demo::run(
+            db,
+            tasks,
+            std::time::Duration::from_millis(deadline_ms),
+            lease,
+        ),
         Command::Delegate(args) => delegate::run(args),
         #[cfg(feature = "mcp")]
         Command::Mcp(args) => mcp::run(args),

@@ -42,8 +42,7 @@ pub(crate) fn run(db: &Path, redeliver: bool, http: &HttpArgs, lease: Duration) 
     }
     let transport = http.transport()?;
     runtime()?.block_on(async {
-        let dispatcher =
-            Dispatcher::with_options(ledger, transport, Options::new().lease(lease));
+        let dispatcher = Dispatcher::with_options(ledger, transport, Options::new().lease(lease));
         let report = dispatcher.recover(Recovery::Redeliver).await;
         println!(
             "redelivering {} delegation(s); each original is failed / interrupted",

@@ -32,7 +32,11 @@ impl Held {
     ///
     /// # Errors
     /// The storage error of taking it; the next call tries again.
-    pub(super) async fn get(&self, ledger: &Ledger, duration: Duration) -> Result<Option<Lease>, Error> {
+    pub(super) async fn get(
+        &self,
+        ledger: &Ledger,
+        duration: Duration,
+    ) -> Result<Option<Lease>, Error> {
         self.lease
             .get_or_try_init(|| async {
                 let taking = ledger.clone();

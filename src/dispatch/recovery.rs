@@ -128,11 +128,7 @@ pub(super) async fn redeliver(inner: &Arc<Inner>, lease: Option<Lease>) -> Repor
     };
     let mut report = Report {
         recovered: Vec::new(),
-        failed: orphans
-            .damaged
-            .into_iter()
-            .map(Unrecovered::from)
-            .collect(),
+        failed: orphans.damaged.into_iter().map(Unrecovered::from).collect(),
     };
     for original in orphans.found {
         let id = original.id.clone();

@@ -71,8 +71,8 @@ use self::commit::GroupCommit;
 pub use self::claim::Claim;
 pub use self::lease::{Lease, Renewal};
 pub use self::migrate::{Migration, migrate};
-pub use self::recovery::{RECOVERY_LEASE, Report, Unrecovered};
 pub(crate) use self::recovery::Taken;
+pub use self::recovery::{RECOVERY_LEASE, Report, Unrecovered};
 pub(crate) use self::stream::{Chain, decode_stream, fold_records, head_disagrees};
 pub use self::write::{Recorded, Retried, Settlement};
 

@@ -200,8 +200,7 @@ impl Ledger {
             return orphans;
         };
         let owner = lease.owner();
-        let candidates: Vec<DelegationId> =
-            orphans.found.iter().map(|d| d.id.clone()).collect();
+        let candidates: Vec<DelegationId> = orphans.found.iter().map(|d| d.id.clone()).collect();
         match ownership.take_over(owner, &candidates) {
             Ok(taken) => {
                 let taken: std::collections::HashSet<DelegationId> = taken.into_iter().collect();

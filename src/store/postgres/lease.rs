@@ -162,8 +162,12 @@ impl Ownership for Postgres {
                     .client
                     .query_one(&statement, &[&owner.as_bytes().as_slice(), &key])
                     .map_err(|e| fail(e, "claiming a delegation"))?;
-                let live: i64 = row.try_get(0).map_err(|e| fail(e, "claiming a delegation"))?;
-                let put: i64 = row.try_get(1).map_err(|e| fail(e, "claiming a delegation"))?;
+                let live: i64 = row
+                    .try_get(0)
+                    .map_err(|e| fail(e, "claiming a delegation"))?;
+                let put: i64 = row
+                    .try_get(1)
+                    .map_err(|e| fail(e, "claiming a delegation"))?;
                 Ok(match (live, put) {
                     (0, _) => Claimed::LeaseExpired,
                     (_, 0) => Claimed::Taken,
@@ -196,14 +200,21 @@ impl Ownership for Postgres {
                     .query(&statement, &[&owner.as_bytes().as_slice(), &keys])
                     .map_err(|e| fail(e, "taking over delegations"))?;
                 rows.iter()
-                    .map(|row| row.try_get(0).map_err(|e| fail(e, "taking over delegations")))
+                    .map(|row| {
+                        row.try_get(0)
+                            .map_err(|e| fail(e, "taking over delegations"))
+                    })
                     .collect()
             })
             .map_err(Failure::into_error)?;
         // Answered in the candidates' order, each once.
         Ok(candidates
             .iter()
-            .filter(|id| taken.iter().any(|key| key.as_slice() == id.as_str().as_bytes()))
+            .filter(|id| {
+                taken
+                    .iter()
+                    .any(|key| key.as_slice() == id.as_str().as_bytes())
+            })
             .cloned()
             .collect())
     }
