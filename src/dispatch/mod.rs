@@ -30,6 +30,17 @@
 //!   delegated, is gone: it guarded only its own dispatcher, and a race slipped
 //!   past it.) A delivery aborted by dropping its dispatcher ends its claim, so
 //!   recovery in the same process settles it.
+//! - **Only the dead, across processes.** On a store several processes share
+//!   (PostgreSQL), each dispatcher holds a [lease](crate::ledger::Lease), taken at
+//!   its first delegation or recovery and renewed by a heartbeat task every third
+//!   of [`Options::lease`]; the claim is written to the store too
+//!   ([`Ledger::claim_leased`]), before `queued`. Recovery takes over only what
+//!   dispatchers whose lease ran out left, or what nobody claims; once a
+//!   dispatcher's own lease has run out it sends nothing more under it (a
+//!   delivery not yet sent ends `failed / interrupted`) and takes a new one. The
+//!   heartbeat is tracked: shutdown stops it and ends the lease, and dropping the
+//!   dispatcher aborts it. On sled and in memory there is no lease, and nothing
+//!   of this runs.
 //! - **Redelivery never loses the task.** Under [`Recovery::Redeliver`], the
 //!   original's `failed` / `interrupted` (detail `redelivered as <new id>`) and the
 //!   redelivery's `queued` are one atomic write ([`Ledger::retry`]): a crash keeps
