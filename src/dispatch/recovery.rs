@@ -204,8 +204,14 @@ fn requeue(
         }
         let claim = match inner.ledger.claim_leased(&id, held.lease.as_ref()) {
             Ok(claim) => claim,
-            // Another live dispatcher holds this id: as if the log held it.
-            Err(crate::Error::Claimed { .. }) => continue,
+            // Another live dispatcher holds this id: a lost race for it.
+            Err(crate::Error::Claimed { .. }) => {
+                lost_races += 1;
+                if lost_races == REDELIVERY_ID_TRIES {
+                    break;
+                }
+                continue;
+            }
             Err(error) => return Err(error.into()),
         };
         let failed = Failed {

@@ -70,6 +70,15 @@
 //!   interrupted` (unless the taker settled it first), and it takes a new lease
 //!   for what comes next.
 //!
+//! **No grace period for unclaimed delegations.** The claim is committed before
+//! `queued` is written and deleted only after the outcome, so a `queued`
+//! delegation without a claim belongs to no dispatcher of this version: it was
+//! recorded with [`Ledger::record`] directly, or its claim was stolen from an
+//! expired owner. It is taken over at once. A grace period would guard only
+//! writers that do not claim (a crate of schema version 1, which the version
+//! row now refuses), and measuring one would need a server time the records do
+//! not carry (their timestamps are the writer's clock).
+//!
 //! All lease times are the server's; a dispatcher's own view of its lease is a
 //! monotonic deadline counted from *before* each renewal was sent, so it always
 //! ends no later than the server's. See the README ("Several dispatchers, one
