@@ -188,7 +188,9 @@ fn a_lease_not_renewed_runs_out_and_only_then_is_its_delegation_taken_over() {
     let ownership = b.store().ownership().unwrap();
     // Live: not taken, and recovery settles nothing.
     assert_eq!(
-        ownership.take_over(taker.owner(), &[x.clone()]).unwrap(),
+        ownership
+            .take_over(taker.owner(), std::slice::from_ref(&x))
+            .unwrap(),
         vec![]
     );
     assert!(b.recover().unwrap().is_empty());
@@ -206,7 +208,9 @@ fn a_lease_not_renewed_runs_out_and_only_then_is_its_delegation_taken_over() {
         "this process's deadline ends first"
     );
     assert_eq!(
-        ownership.take_over(taker.owner(), &[x.clone()]).unwrap(),
+        ownership
+            .take_over(taker.owner(), std::slice::from_ref(&x))
+            .unwrap(),
         vec![x.clone()]
     );
     assert_eq!(
