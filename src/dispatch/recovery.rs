@@ -13,7 +13,7 @@ use crate::ledger::{self, Lease, Ledger, Recorded, Taken};
 
 /// What recovery holds while it redelivers on a shared store: the dispatcher's
 /// lease (which claims each redelivery), and the claims it took over.
-struct Held {
+struct Taking {
     lease: Option<Lease>,
     taken: Taken,
 }
@@ -132,7 +132,7 @@ pub(super) async fn redeliver(inner: &Arc<Inner>, lease: Option<Lease>) -> Repor
     };
     for original in orphans.found {
         let id = original.id.clone();
-        let held = Held {
+        let held = Taking {
             lease: lease.clone(),
             taken: orphans.taken.clone(),
         };
@@ -154,7 +154,7 @@ pub(super) async fn redeliver(inner: &Arc<Inner>, lease: Option<Lease>) -> Repor
 async fn redeliver_one(
     inner: &Arc<Inner>,
     original: Delegation,
-    held: Held,
+    held: Taking,
 ) -> Result<Option<Recovered>, Error> {
     let admission = inner.supervisor.admit()?;
     let (settle, settled) = tokio::sync::oneshot::channel();
@@ -180,7 +180,7 @@ fn requeue(
     inner: &Arc<Inner>,
     admission: Admission,
     original: Delegation,
-    held: &Held,
+    held: &Taking,
     settle: Settle,
     runtime: &tokio::runtime::Handle,
 ) -> Result<Option<(DelegationId, Recorded)>, Error> {
