@@ -15,15 +15,17 @@
 //! $CG $P audit /tmp/store 0
 //! $CG $P status /tmp/store 5000;   $CG $P raw-get /tmp/store 5000
 //! $CG $P record /tmp/new1 2000;    $CG $P raw-insert /tmp/new2 2000
-//! $CG $P raw-batch /tmp/new3 2000
+//! $CG $P raw-batch /tmp/new3 2000; $CG $P raw-exact /tmp/new4 2000
 //! ```
 //!
 //! `record-durable-8` and `-64` record durably on 8 or 64 threads and print the
 //! rate and the syncs it took (group commit). `status` and `raw-get` first make an unmeasured pass over the same keys, so
 //! that sled's cache is as warm as in criterion's runs. `raw-get` gets each
-//! delegation's head; `raw-insert` inserts each event's record
-//! and head, one `insert` each; `raw-batch` writes them as one `apply_batch` per
-//! event. Run with no command (as `cargo bench` does), it prints this usage and
+//! delegation's head (the key `status` reads); `raw-insert` inserts each event's
+//! record and head, one `insert` each; `raw-batch` writes them as one
+//! `apply_batch` per event; `raw-exact` inserts exactly the keys and values the
+//! ledger wrote (in store format 3, one insert of the delegation's key per
+//! event). Run with no command (as `cargo bench` does), it prints this usage and
 //! exits; under `-- --test`, it exits silently.
 #![allow(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -164,7 +166,7 @@ fn main() {
         _ if common::smoke() => return,
         _ => {
             println!(
-                "usage: profile (build|replay|audit|raw-iter|status|raw-get|record|record-durable-8|record-durable-64|raw-insert|raw-batch) PATH N"
+                "usage: profile (build|replay|audit|raw-iter|status|raw-get|record|record-durable-8|record-durable-64|raw-insert|raw-batch|raw-exact) PATH N"
             );
             return;
         }
@@ -204,6 +206,12 @@ fn main() {
         "record" => measured_record(&open_ledger(path), n),
         "record-durable-8" => measured_record_durable(path, n, 8),
         "record-durable-64" => measured_record_durable(path, n, 64),
+        "raw-exact" => {
+            let captured = captured();
+            let events: Vec<Vec<Op>> = (0..n).flat_map(|i| captured.exact_lifecycle(i)).collect();
+            let (_db, trees) = captured.raw(path);
+            measured_raw_write(&trees, &events, apply);
+        }
         "raw-insert" | "raw-batch" => {
             let captured = captured();
             let events = events(&captured, n);

@@ -3,7 +3,7 @@
 //! clock so that its contents are the same on every run.
 //!
 //! ```sh
-//! cargo run --example make_fixture -- tests/fixtures/v2
+//! cargo run --example make_fixture -- tests/fixtures/v3
 //! ```
 //!
 //! `tests/compat.rs` opens the committed copies; a new format version gets a new
@@ -13,7 +13,9 @@
 //! - `tests/fixtures/v1-answers/`: format version 1 with `rpc_error`, `rejected`,
 //!   `bad_response`, `rpc_code` and `remote` (18 delegations);
 //! - `tests/fixtures/v2/`: format version 2 (one tree, heads with summaries,
-//!   binary record bodies), with a retry (20 delegations).
+//!   binary record bodies), with a retry (20 delegations);
+//! - `tests/fixtures/v3/`: format version 3 (one key per delegation: its head,
+//!   then its records), the same 20 delegations.
 
 use std::time::Duration;
 

@@ -46,12 +46,9 @@ fn whole_delegations_vanishing_from_sled_are_reported_as_lost_records() {
         // What damage to sled's files did in the sweeps: records and heads of
         // whole delegations gone, everything else intact and consistent.
         let db = sled::open(&path).unwrap();
-        let log = db.open_tree("log").unwrap();
+        let delegations = db.open_tree("delegations").unwrap();
         for n in [3, 7] {
-            for seq in 1..=2 {
-                log.remove(key::record(&id(n), seq)).unwrap();
-            }
-            log.remove(key::head(&id(n))).unwrap();
+            delegations.remove(key::prefix(&id(n))).unwrap();
         }
         db.flush().unwrap();
     }

@@ -14,6 +14,8 @@
 //!   the record.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod audit_support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -204,8 +206,10 @@ fn no_kill_leaves_a_head_that_disagrees_with_its_history() {
 
 /// Found by review of ledger v2: with its last record lost to damage, a
 /// delegation's head still named it, and a write stacked the next record on the
-/// hole. The store checks that the record its head names is there: the write is
-/// refused as damage, writes nothing, and leaves the ledger serving.
+/// hole. In format 3 the record and its head are one value: with the record's
+/// frame lost, the value's framing disagrees with its head, and the store checks
+/// the framing before it writes: the write is refused as damage, writes
+/// nothing, and leaves the ledger serving.
 #[test]
 fn a_write_never_stacks_on_a_record_the_head_names_and_the_store_lost() {
     let dir = tempfile::tempdir().unwrap();
@@ -215,25 +219,38 @@ fn a_write_never_stacks_on_a_record_the_head_names_and_the_store_lost() {
         let ledger = Ledger::open(&path).unwrap();
         ledger.record(&id, Event::queued("p", "t")).unwrap();
     }
+    let value = |path: &std::path::Path| {
+        let db = sled::open(path).unwrap();
+        let tree = db.open_tree("delegations").unwrap();
+        tree.get(delegation_log::store::key::prefix(&id))
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    };
     {
         let db = sled::open(&path).unwrap();
-        let log = db.open_tree("log").unwrap();
-        log.remove(delegation_log::store::key::record(&id, 1))
+        let tree = db.open_tree("delegations").unwrap();
+        let keys = audit_support::Keys { tree };
+        keys.remove(delegation_log::store::key::record(&id, 1))
             .unwrap();
         db.flush().unwrap();
     }
+    let before = value(&path);
     let ledger = Ledger::open(&path).unwrap();
-    let before = ledger.store().history(&id).unwrap();
+    let head = ledger.store().head(&id).unwrap().unwrap();
+    assert_eq!(head.seq, 1, "the head still names the lost record");
     let refused = ledger.record(&id, Event::delivered(None).unwrap());
     match refused {
         Err(Error::Corrupt { key, reason }) => {
             assert_eq!(key, "delegation `lost-last` seq 1");
-            assert!(reason.contains("records were lost"), "{reason}");
+            assert!(reason.contains("holds 0 records"), "{reason}");
         }
         other => panic!("stacked on a hole: {other:?}"),
     }
-    assert_eq!(ledger.store().history(&id).unwrap(), before);
     assert_eq!(ledger.status(&id).unwrap().status, StatusKind::Queued);
+    drop(ledger);
+    assert_eq!(value(&path), before, "a refused write changed the value");
+    let ledger = Ledger::open(&path).unwrap();
     let other: DelegationId = "other".parse().unwrap();
     ledger.record(&other, Event::queued("p", "t")).unwrap();
 }

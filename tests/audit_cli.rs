@@ -214,7 +214,9 @@ fn audit_exits_1_for_a_damaged_store_and_export_refuses_it() {
     );
     {
         let sled = audit_support::open_sled(&db);
-        let records = sled.open_tree("log").unwrap();
+        let records = audit_support::Keys {
+            tree: sled.open_tree("delegations").unwrap(),
+        };
         let id = "a".parse().unwrap();
         records
             .remove(delegation_log::store::key::record(&id, 2))
@@ -223,6 +225,10 @@ fn audit_exits_1_for_a_damaged_store_and_export_refuses_it() {
     }
     let output = run(&["audit", db.to_str().unwrap()], None);
     assert_eq!(code(&output), 1);
-    assert!(stdout(&output).contains("line 1: a: sequence:"));
+    let text = stdout(&output);
+    assert!(
+        text.contains("delegation `a`: the head says seq 2, and the value holds 1 records"),
+        "{text}"
+    );
     assert_eq!(code(&run(&["export", db.to_str().unwrap()], None)), 1);
 }

@@ -6,7 +6,12 @@
 //! error, progress reported once at the end for a small store, and
 //! `export`/`import` around a store (counts, the first line of a delegation the
 //! store already has, CRLF line ends). The head cases were written to kill
-//! mutants that cargo-mutants found surviving.
+//! mutants that cargo-mutants found surviving. Damage that format 3 cannot
+//! hold (a head apart from its records: records lost under a head, a head
+//! without records, a bad record key) is made in a store rewritten in format 2,
+//! whose reader still serves the audit; in format 3 the same damage is a value
+//! whose framing disagrees with its head, a malformed finding naming the
+//! delegation (`a_misframed_value_is_malformed_naming_its_delegation_and_the_audit_goes_on`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod audit_support;
@@ -16,7 +21,7 @@ use std::sync::Arc;
 
 use audit_support::{
     assert_says, audited, clock, delivered, downgrade_to_v1, forge_head, found, id, log, messages,
-    queued, raw, raw_v1,
+    queued, raw, raw_v1, raw_v2,
 };
 use delegation_log::audit::{self, AuditError, Kind};
 use delegation_log::store::{Faulty, Head, Memory, key};
@@ -99,7 +104,7 @@ fn a_record_under_another_key_is_malformed() {
 fn a_lost_middle_record_is_a_sequence_gap() {
     let dir = tempfile::tempdir().unwrap();
     store(dir.path());
-    raw(dir.path(), |records, _| {
+    raw_v2(dir.path(), |records, _| {
         records.remove(key::record(&id("a"), 1)).unwrap();
     });
     // The delegation's gap, and the store-wide count of acknowledged records
@@ -114,7 +119,7 @@ fn a_lost_middle_record_is_a_sequence_gap() {
 fn a_lost_last_record_is_caught_by_the_head() {
     let dir = tempfile::tempdir().unwrap();
     store(dir.path());
-    raw(dir.path(), |records, _| {
+    raw_v2(dir.path(), |records, _| {
         records.remove(key::record(&id("c"), 2)).unwrap();
     });
     let verdict = audited(dir.path());
@@ -127,7 +132,7 @@ fn a_lost_last_record_is_caught_by_the_head() {
 fn a_delegation_with_every_record_lost_is_caught_by_its_orphan_head() {
     let dir = tempfile::tempdir().unwrap();
     store(dir.path());
-    raw(dir.path(), |records, _| {
+    raw_v2(dir.path(), |records, _| {
         records.remove(key::record(&id("b"), 1)).unwrap();
     });
     let verdict = audited(dir.path());
@@ -182,7 +187,7 @@ fn a_head_lagging_by_one_is_a_broken_chain_in_format_2() {
             summary: delegation_log::envelope::head::encode(fold.delegation().unwrap()),
         }
     };
-    raw(dir.path(), |_, heads| {
+    raw_v2(dir.path(), |_, heads| {
         heads.insert(key::head(&id("a")), first.encode()).unwrap();
     });
     let verdict = audited(dir.path());
@@ -237,7 +242,7 @@ fn a_head_one_behind_with_the_wrong_hash_is_a_broken_chain_in_format_1() {
 fn a_lone_record_past_seq_one_without_a_head_is_a_broken_chain() {
     let dir = tempfile::tempdir().unwrap();
     two(dir.path());
-    raw(dir.path(), |records, heads| {
+    raw_v2(dir.path(), |records, heads| {
         records.remove(key::record(&id("a"), 1)).unwrap();
         heads.remove(key::head(&id("a"))).unwrap();
     });
@@ -274,7 +279,7 @@ fn a_lone_first_record_without_a_head_is_benign_in_format_1() {
 fn a_lone_first_record_without_a_head_is_a_broken_chain_in_format_2() {
     let dir = tempfile::tempdir().unwrap();
     two(dir.path());
-    raw(dir.path(), |_, heads| {
+    raw_v2(dir.path(), |_, heads| {
         heads.remove(key::head(&id("b"))).unwrap();
     });
     let verdict = audited(dir.path());
@@ -286,7 +291,7 @@ fn a_lone_first_record_without_a_head_is_a_broken_chain_in_format_2() {
 fn a_head_ahead_of_the_records_names_the_lost_seqs() {
     let dir = tempfile::tempdir().unwrap();
     two(dir.path());
-    raw(dir.path(), |_, heads| {
+    raw_v2(dir.path(), |_, heads| {
         for (name, seq) in [("a", 4), ("b", 2)] {
             let mut head =
                 Head::decode(&heads.get(key::head(&id(name))).unwrap().unwrap()).unwrap();
@@ -354,6 +359,61 @@ fn a_head_that_lies_about_the_outcome_is_a_broken_chain_and_history_reads_refuse
     ));
 }
 
+/// `status` reads the head alone and trusts its checksum for its byte form (the
+/// hot path checks the checksum, the body and the fold's rules, but does not
+/// re-encode); the audit, which compares every head with the encoding of its
+/// records' fold, still finds a head forged in another byte form. Here `b`'s
+/// head says attempt 1 as the two-byte varint `81 00` instead of `01`, with a
+/// valid checksum.
+#[test]
+fn a_head_in_another_byte_form_answers_status_and_is_found_by_the_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |log, _| {
+        let stored = Head::decode(&log.get(key::head(&id("b"))).unwrap().unwrap()).unwrap();
+        let mut summary = stored.summary.clone();
+        // The body: id, state, source, target (each text a one-byte length and its
+        // bytes), retry_of (`00`, none), then attempt.
+        let mut at = 5;
+        for field in [1, 0, 1, 1] {
+            at += if field == 1 {
+                1 + summary[at] as usize
+            } else {
+                1
+            };
+        }
+        assert_eq!(
+            summary[at..at + 2],
+            [0x00, 0x01],
+            "retry_of none, attempt 1"
+        );
+        summary.splice(at + 1..at + 2, [0x81, 0x00]);
+        let checksum = crc32fast::hash(&summary[5..]);
+        summary[1..5].copy_from_slice(&checksum.to_be_bytes());
+        assert_eq!(
+            delegation_log::envelope::head::decode(&summary),
+            Err(delegation_log::envelope::DecodeError::NonCanonical)
+        );
+        let forged = Head {
+            seq: stored.seq,
+            summary,
+        };
+        log.insert(key::head(&id("b")), forged.encode()).unwrap();
+    });
+    let ledger = Ledger::open(dir.path()).unwrap();
+    let status = ledger.status(&id("b")).unwrap();
+    assert_eq!(status.status, delegation_log::StatusKind::Queued);
+    drop(ledger);
+    let verdict = audited(dir.path());
+    assert_eq!(
+        found(&verdict),
+        [(3, Kind::Malformed)],
+        "{}",
+        verdict.to_plain()
+    );
+    assert_says(&verdict, 0, "head of `b`");
+}
+
 #[test]
 fn a_rewritten_record_with_a_valid_envelope_breaks_the_chain() {
     let dir = tempfile::tempdir().unwrap();
@@ -374,13 +434,46 @@ fn a_rewritten_record_with_a_valid_envelope_breaks_the_chain() {
 fn a_damaged_key_is_malformed_and_the_audit_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     store(dir.path());
-    raw(dir.path(), |records, _| {
+    raw_v2(dir.path(), |records, _| {
         records.insert([0u8, 1, b'a'], b"junk".to_vec()).unwrap();
     });
     let verdict = audited(dir.path());
     assert_eq!(found(&verdict), [(1, Kind::Malformed)]);
     assert_eq!(verdict.records, 6);
     assert_eq!(verdict.delegations, 3);
+}
+
+#[test]
+fn a_misframed_value_is_malformed_naming_its_delegation_and_the_audit_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    store(dir.path());
+    raw(dir.path(), |records, _| {
+        records.remove(key::record(&id("a"), 2)).unwrap();
+    });
+    let verdict = audited(dir.path());
+    let messages = messages(&verdict);
+    assert_eq!(
+        messages
+            .iter()
+            .filter(|(_, kind, _)| *kind == Kind::Malformed)
+            .map(|(_, _, message)| *message)
+            .collect::<Vec<_>>(),
+        ["delegation `a`: the head says seq 2, and the value holds 1 records"],
+        "{messages:?}"
+    );
+    // The other delegations are read and counted; the lost record shows against
+    // the acknowledged count.
+    let plain = verdict.to_plain();
+    assert!(
+        plain.contains("delegations: 2 (queued 1, delivered 1"),
+        "{plain}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|(_, kind, message)| *kind == Kind::Sequence && message.contains("lost")),
+        "{messages:?}"
+    );
 }
 
 #[test]

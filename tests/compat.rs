@@ -1,11 +1,13 @@
 //! Compatibility: stores and records written in every format version stay
-//! readable, and a store of format 1 migrates to format 2 without changing a
-//! record.
+//! readable, and a store of format 1 or 2 migrates to format 3 without changing
+//! a record.
 //!
 //! `tests/fixtures/v1/` is a committed sled store written by
 //! `examples/make_fixture.rs` in format version 1, and `tests/fixtures/v1-answers/`
 //! one written after the agent's answer (`rpc_code`, `remote`) joined the format;
-//! `tests/fixtures/v2/` is a store of format 2. Every later version of this
+//! `tests/fixtures/v2/` is a store of format 2 (one tree, a key per record and
+//! per head), and `tests/fixtures/v3/` the same delegations in format 3 (one key
+//! per delegation). Every later version of this
 //! crate must open it and read exactly the statuses and histories pinned here. The
 //! encoded bytes of one record of each kind are pinned too, in version 1 and in
 //! version 2, and those of a head of each state, so that an accidental change of
@@ -73,9 +75,31 @@ fn the_v1_fixture_with_agent_answers_opens_with_its_exact_statuses_and_histories
     assert!(verdict.is_clean(), "{}", verdict.to_plain());
 }
 
+/// The store format of the fixture `version`, opened on its own copy.
+fn store_format(version: &str) -> u8 {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join(version);
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(version),
+        &copy,
+    );
+    delegation_log::store::Sled::open(&copy)
+        .unwrap()
+        .store_format()
+}
+
 #[test]
-fn the_v2_fixture_store_opens_with_its_exact_statuses_and_histories() {
-    let (_dir, ledger) = open_fixture("v2");
+fn the_v2_and_v3_fixture_stores_open_with_the_exact_statuses_and_histories_of_v2() {
+    for (version, format) in [("v2", 2u8), ("v3", 3)] {
+        assert_eq!(store_format(version), format);
+        the_fixture_opens_with_the_v2_statuses_and_histories(version);
+    }
+}
+
+fn the_fixture_opens_with_the_v2_statuses_and_histories(version: &str) {
+    let (_dir, ledger) = open_fixture(version);
     assert_eq!(ledger.store().format(), 2);
     let delegations: Vec<_> = ledger.replay().map(Result::unwrap).collect();
     assert_eq!(delegations.len(), 20);
@@ -93,15 +117,15 @@ fn the_v2_fixture_store_opens_with_its_exact_statuses_and_histories() {
     assert!(verdict.is_clean(), "{}", verdict.to_plain());
 }
 
-/// Each v1 fixture: writes are refused until migration; migration keeps every
-/// record (the export, the portable form, is byte for byte the same), every
-/// status, and a clean audit; then the store takes writes, and a second
-/// migration finds nothing to do.
+/// Each v1 fixture, and the v2 one: writes are refused until migration;
+/// migration keeps every record (the export, the portable form, is byte for byte
+/// the same), every status, and a clean audit; then the store is in format 3 and
+/// takes writes, and a second migration finds nothing to do.
 #[test]
-fn each_v1_fixture_refuses_writes_then_migrates_to_the_same_export() {
-    for version in ["v1", "v1-answers"] {
+fn each_v1_and_v2_fixture_refuses_writes_then_migrates_to_the_same_export() {
+    for (version, format) in [("v1", 1u8), ("v1-answers", 1), ("v2", 2)] {
+        assert_eq!(store_format(version), format);
         let (dir, ledger) = open_fixture(version);
-        assert_eq!(ledger.store().format(), 1);
         let mut before = Vec::new();
         ledger.export(&mut before).unwrap();
         let statuses: Vec<_> = ledger.replay().map(|d| d.unwrap().status()).collect();
@@ -110,7 +134,7 @@ fn each_v1_fixture_refuses_writes_then_migrates_to_the_same_export() {
         assert!(
             matches!(
                 write,
-                Err(delegation_log::Error::NeedsMigration { found: 1, .. })
+                Err(delegation_log::Error::NeedsMigration { found, .. }) if found == format
             ),
             "{version}: {write:?}"
         );
@@ -134,6 +158,9 @@ fn each_v1_fixture_refuses_writes_then_migrates_to_the_same_export() {
             .record(&pending[0].id, Event::delivered(None).unwrap())
             .unwrap();
         drop(ledger);
+        let store = delegation_log::store::Sled::open(&path).unwrap();
+        assert_eq!(store.store_format(), 3, "{version}");
+        drop(store);
         assert!(delegation_log::migrate(&path).unwrap().already_current);
     }
 }

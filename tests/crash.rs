@@ -13,7 +13,8 @@
 //! - every delegation's seqs run from 1 without gaps;
 //! - replay is legal: no delegation reads as damaged;
 //! - every delegation's head (what `status` reads, alone) says what its history
-//!   says: the record and its head are one atomic write, so no kill falls
+//!   says: the record and its head are one atomic write (in the sled store's
+//!   format 3, one value under the delegation's one key), so no kill falls
 //!   between them;
 //! - no phantom events: every stored event is one a child attempted (its planned
 //!   event, or recovery's `interrupted` for a delegation an earlier child left

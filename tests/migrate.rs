@@ -1,5 +1,6 @@
-//! Guards `migrate`: a store of format 1 opens and reads (its records upcast)
-//! but refuses writes until migrated; migration rewrites it in place, keeping
+//! Guards `migrate`: a store of format 1 or 2 opens and reads (format 1's
+//! records upcast) but refuses writes until migrated; migration rewrites it in
+//! place to format 3, keeping
 //! every record (the export is byte for byte the same before and after) and
 //! giving every delegation a head that answers `status` alone; a damaged store
 //! is not migrated at all; and a migration killed with SIGKILL at any moment
@@ -13,12 +14,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use audit_support::{copy_dir, downgrade_to_v1, id, raw_v1};
+use audit_support::{copy_dir, downgrade_to_v1, downgrade_to_v2, id, raw_v1};
 use delegation_log::event::{Failed, Queued};
 use delegation_log::store::key;
 use delegation_log::{Error, Event, FailureReason, Ledger, ManualClock, Options, StatusKind};
 
-/// A store of `n` delegations in format 2: delivered, failed, pending and
+/// A store of `n` delegations in format 3: delivered, failed, pending and
 /// retried ones, with tasks; returns its export.
 fn build(path: &Path, n: usize) -> Vec<u8> {
     let ledger = Ledger::open_with(path, Options::new().clock(ManualClock::default())).unwrap();
@@ -61,11 +62,27 @@ fn export(ledger: &Ledger) -> Vec<u8> {
     out
 }
 
-/// Checks a store that must hold exactly the export `expected`, in either
-/// format; returns its format.
+/// The store format of the closed store at `path`.
+fn store_format(path: &Path) -> u8 {
+    delegation_log::store::Sled::open_existing(path)
+        .unwrap()
+        .store_format()
+}
+
+/// Rewrites the closed format 3 store at `path` in `format`.
+fn downgrade(path: &Path, format: u8) {
+    match format {
+        1 => downgrade_to_v1(path),
+        2 => downgrade_to_v2(path),
+        _ => {}
+    }
+}
+
+/// Checks a store that must hold exactly the export `expected`, in any format;
+/// returns its store format.
 fn check(path: &Path, expected: &[u8]) -> u8 {
+    let format = store_format(path);
     let ledger = Ledger::open_existing(path).unwrap();
-    let format = ledger.store().format();
     assert_eq!(
         export(&ledger),
         expected,
@@ -85,19 +102,25 @@ fn check(path: &Path, expected: &[u8]) -> u8 {
 }
 
 #[test]
-fn a_format_1_store_reads_refuses_writes_and_migrates_to_the_same_records() {
+fn a_format_1_or_2_store_reads_refuses_writes_and_migrates_to_the_same_records() {
+    for format in [1u8, 2] {
+        an_older_store_reads_refuses_writes_and_migrates_to_the_same_records(format);
+    }
+}
+
+fn an_older_store_reads_refuses_writes_and_migrates_to_the_same_records(format: u8) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log");
     let expected = build(&path, 40);
-    downgrade_to_v1(&path);
-    assert_eq!(check(&path, &expected), 1);
+    downgrade(&path, format);
+    assert_eq!(check(&path, &expected), format);
 
     let ledger = Ledger::open(&path).unwrap();
     let pending = id("d-00003");
     assert_eq!(ledger.status(&pending).unwrap().status, StatusKind::Queued);
     let refused = ledger.record(&pending, Event::delivered(None).unwrap());
     assert!(
-        matches!(refused, Err(Error::NeedsMigration { found: 1, .. })),
+        matches!(refused, Err(Error::NeedsMigration { found, .. }) if found == format),
         "{refused:?}"
     );
     assert!(
@@ -113,7 +136,7 @@ fn a_format_1_store_reads_refuses_writes_and_migrates_to_the_same_records() {
     let migration = delegation_log::migrate(&path).unwrap();
     assert_eq!((migration.delegations, migration.records), (50, 80));
     assert!(!migration.already_current);
-    assert_eq!(check(&path, &expected), 2);
+    assert_eq!(check(&path, &expected), 3);
 
     let ledger = Ledger::open(&path).unwrap();
     ledger
@@ -152,6 +175,36 @@ fn a_damaged_format_1_store_is_not_migrated_and_stays_as_it_was() {
 }
 
 #[test]
+fn a_damaged_format_2_store_is_not_migrated_and_stays_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("log");
+    build(&path, 8);
+    downgrade_to_v2(&path);
+    audit_support::raw_v2(&path, |log, _| {
+        let key = key::record(&id("d-00004"), 2);
+        let mut bytes = log.get(&key).unwrap().unwrap().to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        log.insert(key, bytes).unwrap();
+    });
+    match delegation_log::migrate(&path) {
+        Err(Error::Corrupt { key, .. }) => assert!(key.contains("d-00004"), "{key}"),
+        other => panic!("migrated a damaged store: {other:?}"),
+    }
+    assert_eq!(store_format(&path), 2);
+    let ledger = Ledger::open_existing(&path).unwrap();
+    assert!(ledger.status(&id("d-00000")).is_ok());
+    drop(ledger);
+    let db = audit_support::open_sled(&path);
+    assert!(
+        !db.tree_names()
+            .iter()
+            .any(|name| name.as_ref() == b"delegations"),
+        "a refused migration left its partial tree"
+    );
+}
+
+#[test]
 fn the_migrate_command_reports_and_exits_by_what_it_did() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log");
@@ -185,13 +238,20 @@ fn the_migrate_command_reports_and_exits_by_what_it_did() {
 }
 
 /// SIGKILLs `delegation-log migrate` at spread moments of its run, the later half
-/// of them near its end, where the format marker switches and the old trees drop.
+/// of them near its end, where the format marker switches and the old trees drop;
+/// from format 1 and from format 2.
 #[test]
 fn a_migration_killed_at_any_moment_leaves_the_store_as_it_was_or_migrated() {
+    for format in [1u8, 2] {
+        a_migration_from_killed_at_any_moment(format);
+    }
+}
+
+fn a_migration_from_killed_at_any_moment(from: u8) {
     let dir = tempfile::tempdir().unwrap();
-    let original = dir.path().join("v1");
+    let original = dir.path().join("old");
     let expected = build(&original, 1000);
-    downgrade_to_v1(&original);
+    downgrade(&original, from);
 
     // How long one whole migration takes, to spread the kills over it.
     let timed = dir.path().join("timed");
@@ -206,7 +266,7 @@ fn a_migration_killed_at_any_moment_leaves_the_store_as_it_was_or_migrated() {
     let whole = started.elapsed();
 
     let kills = 8u32;
-    let mut seen = [0u32; 3];
+    let mut seen = [0u32; 4];
     for kill in 0..kills {
         let path = dir.path().join(format!("kill-{kill}"));
         copy_dir(&original, &path);
@@ -223,14 +283,17 @@ fn a_migration_killed_at_any_moment_leaves_the_store_as_it_was_or_migrated() {
         let _ = child.kill();
         child.wait().unwrap();
         let format = check(&path, &expected);
+        assert!(format == from || format == 3, "{format}");
         seen[usize::from(format)] += 1;
         delegation_log::migrate(&path).unwrap();
-        assert_eq!(check(&path, &expected), 2);
+        assert_eq!(check(&path, &expected), 3);
         std::fs::remove_dir_all(&path).unwrap();
     }
     println!(
-        "{kills} kills over a {whole:?} migration: {} left format 1, {} format 2",
-        seen[1], seen[2]
+        "{kills} kills over a {whole:?} migration from format {from}: {} left format \
+         {from}, {} format 3",
+        seen[usize::from(from)],
+        seen[3]
     );
 }
 
@@ -244,8 +307,8 @@ fn a_store_that_lost_its_format_marker_is_read_as_its_trees_show_and_never_empti
     let path = dir.path().join("log");
     let expected = build(&path, 12);
     downgrade_to_v1(&path);
-    for format in [1u8, 2] {
-        if format == 2 {
+    for format in [1u8, 3] {
+        if format == 3 {
             delegation_log::migrate(&path).unwrap();
         }
         {
@@ -273,25 +336,39 @@ fn a_store_that_lost_its_format_marker_is_read_as_its_trees_show_and_never_empti
 }
 
 /// The moment after the marker switch and before the old trees are dropped,
-/// made by hand: the marker says 2, the new tree is whole, and format 1's trees
-/// are still there. An open finishes the job (drops them) and reads the same
+/// made by hand: the marker says 3, the new tree is whole, and the old format's
+/// trees are still there, from format 1 and from format 2. An open finishes the job (drops them) and reads the same
 /// records; nothing of the old trees is ever read.
 #[test]
 fn a_migration_stopped_after_its_marker_switch_is_finished_by_the_next_open() {
+    for format in [1u8, 2] {
+        a_migration_from_stopped_after_its_marker_switch(format);
+    }
+}
+
+fn a_migration_from_stopped_after_its_marker_switch(from: u8) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log");
     let expected = build(&path, 10);
-    downgrade_to_v1(&path);
+    downgrade(&path, from);
     let old = dir.path().join("old");
     copy_dir(&path, &old);
     delegation_log::migrate(&path).unwrap();
     {
-        // Put format 1's trees back beside the migrated tree, as a process
+        // Put the old trees back beside the migrated tree, as a process
         // killed between the switch and the drop leaves them.
-        let from = audit_support::open_sled(&old);
+        let source_db = audit_support::open_sled(&old);
         let into = audit_support::open_sled(&path);
-        for name in ["records", "heads"] {
-            let (source, target) = (from.open_tree(name).unwrap(), into.open_tree(name).unwrap());
+        let names: &[&str] = if from == 1 {
+            &["records", "heads"]
+        } else {
+            &["log"]
+        };
+        for name in names {
+            let (source, target) = (
+                source_db.open_tree(name).unwrap(),
+                into.open_tree(name).unwrap(),
+            );
             for item in source.iter() {
                 let (key, value) = item.unwrap();
                 target.insert(key, value).unwrap();
@@ -299,9 +376,10 @@ fn a_migration_stopped_after_its_marker_switch_is_finished_by_the_next_open() {
         }
         into.flush().unwrap();
     }
-    assert_eq!(check(&path, &expected), 2);
+    assert_eq!(check(&path, &expected), 3);
     let db = audit_support::open_sled(&path);
     let names: Vec<_> = db.tree_names();
-    assert!(!names.iter().any(|name| name.as_ref() == b"records"));
-    assert!(!names.iter().any(|name| name.as_ref() == b"heads"));
+    for old in ["records", "heads", "log"] {
+        assert!(!names.iter().any(|name| name.as_ref() == old.as_bytes()));
+    }
 }

@@ -2,9 +2,17 @@
 //! of `benches/ledger.rs` write and read, and `benches/profile.rs`'s raw commands.
 //!
 //! The baselines never assume how the store lays out its keys. The ledger records
-//! delegations through its public API into a store; that store is read back raw
-//! (every tree), and what each event wrote is what the baselines write: a key that
-//! no later event rewrites is a record, a key the next event rewrites is the head.
+//! delegations through its public API into a store, which is read back two ways:
+//!
+//! - **exactly** (`Captured::exact`): raw, every tree, and what each event wrote
+//!   is what it changed: a key that no later event rewrites is a record, a key the
+//!   next event rewrites is rewritten (a head, or in store format 3 the
+//!   delegation's one key, holding its head and records);
+//! - **split** (`Captured::lifecycles`, the baseline): through the
+//!   `Store` API, each event's record bytes and its head's bytes
+//!   (`Head::encode`), put under a record key and a head key
+//!   (`store::key::record`, `store::key::head`) of one tree: two inserts per
+//!   event, the same bytes whatever the layout.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -31,11 +39,18 @@ pub enum Op {
 
 /// What the ledger wrote for each of a number of delegations, event by event.
 pub struct Captured {
-    /// The sled trees written, by name.
+    /// The sled trees written, by name (and the tree of the split writes).
     pub trees: Vec<Vec<u8>>,
-    /// For delegation `n`: what `queued` wrote, then what the outcome wrote.
+    /// For delegation `n`: the record and the head that `queued` wrote, then
+    /// those the outcome wrote, as two puts each (split).
     pub lifecycles: Vec<[Vec<Op>; 2]>,
+    /// For delegation `n`: exactly the keys and values `queued` changed, then
+    /// those the outcome changed.
+    pub exact: Vec<[Vec<Op>; 2]>,
 }
+
+/// The tree the split writes go to.
+pub const SPLIT_TREE: &[u8] = b"log";
 
 /// Where delegation `n`'s id sits in a key, and `n`.
 pub fn find_id(key: &[u8]) -> Option<(usize, u64)> {
@@ -75,24 +90,50 @@ pub fn dump(path: &Path) -> Dump {
 /// record. The ledger runs on a stopped clock, so these are the bytes it writes when
 /// both events are recorded back to back.
 pub fn capture(path: &Path, delegations: u64) -> Captured {
-    let phase = |event: &dyn Fn(u64) -> Event| {
+    use delegation_log::store::key;
+    let mut split = vec![[Vec::new(), Vec::new()]; usize::try_from(delegations).unwrap()];
+    let mut phase = |event: &dyn Fn(u64) -> Event, at: usize| {
         let ledger = buffered(path);
         for n in 0..delegations {
-            ledger.record(&id(n), event(n)).unwrap();
+            let recorded = ledger.record(&id(n), event(n)).unwrap();
+            let stream = ledger.store().history(&id(n)).unwrap();
+            let record = stream.entries.iter().find(|e| e.seq == recorded.seq);
+            let head = stream.head.expect("a head");
+            split[usize::try_from(n).unwrap()][at] = vec![
+                Op::Put {
+                    tree: usize::MAX,
+                    key: key::record(&id(n), recorded.seq),
+                    value: record.expect("the record").bytes.clone(),
+                    record: true,
+                },
+                Op::Put {
+                    tree: usize::MAX,
+                    key: key::head(&id(n)),
+                    value: head.encode(),
+                    record: false,
+                },
+            ];
         }
         ledger.flush().unwrap();
         drop(ledger);
         dump(path)
     };
-    let before = phase(&|_| queued());
-    let after = phase(&outcome);
+    let before = phase(&|_| queued(), 0);
+    let after = phase(&outcome, 1);
     let trees: Vec<Vec<u8>> = before
         .keys()
         .chain(after.keys())
         .map(|(tree, _)| tree.clone())
+        .chain([SPLIT_TREE.to_vec()])
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    let split_tree = trees.iter().position(|t| t == SPLIT_TREE).unwrap();
+    for op in split.iter_mut().flatten().flatten() {
+        if let Op::Put { tree, .. } = op {
+            *tree = split_tree;
+        }
+    }
     let index = |name: &Vec<u8>| trees.iter().position(|t| t == name).unwrap();
     let owner = |key: &[u8]| usize::try_from(find_id(key).unwrap().1).unwrap();
     let mut lifecycles = vec![[Vec::new(), Vec::new()]; usize::try_from(delegations).unwrap()];
@@ -129,17 +170,18 @@ pub fn capture(path: &Path, delegations: u64) -> Captured {
             });
         }
     }
-    for (n, lifecycle) in lifecycles.iter_mut().enumerate() {
+    for lifecycle in &mut lifecycles {
         for event in lifecycle.iter_mut() {
-            // The record first, then the head: the order the ledger writes them.
+            // Records first, then what is rewritten: the order the ledger of
+            // format 2 wrote them.
             event.sort_by_key(|op| !matches!(op, Op::Put { record: true, .. }));
-            assert!(
-                matches!(event.first(), Some(Op::Put { record: true, .. })),
-                "delegation {n}: an event that appended no record"
-            );
         }
     }
-    Captured { trees, lifecycles }
+    Captured {
+        trees,
+        lifecycles: split,
+        exact: lifecycles,
+    }
 }
 
 impl Captured {
@@ -147,9 +189,18 @@ impl Captured {
     /// delegation with the same outcome, with `n`'s id in the keys. (Values keep the
     /// captured delegation's bytes: same sizes, and nothing in sled reads them.)
     pub fn lifecycle(&self, n: u64) -> [Vec<Op>; 2] {
-        let len = self.lifecycles.len() as u64;
+        Self::rekeyed(&self.lifecycles, n)
+    }
+
+    /// As [`Captured::lifecycle`], exactly what the ledger wrote.
+    pub fn exact_lifecycle(&self, n: u64) -> [Vec<Op>; 2] {
+        Self::rekeyed(&self.exact, n)
+    }
+
+    fn rekeyed(lifecycles: &[[Vec<Op>; 2]], n: u64) -> [Vec<Op>; 2] {
+        let len = lifecycles.len() as u64;
         assert!(len.is_multiple_of(2));
-        let mut lifecycle = self.lifecycles[usize::try_from(n % len).unwrap()].clone();
+        let mut lifecycle = lifecycles[usize::try_from(n % len).unwrap()].clone();
         let digits = format!("{n:0ID_DIGITS$}");
         for op in lifecycle.iter_mut().flatten() {
             let (Op::Put { key, .. } | Op::Remove { key, .. }) = op;
@@ -170,10 +221,11 @@ impl Captured {
         (db, trees)
     }
 
-    /// The key of delegation `n`'s head (the one key its outcome rewrote), with
-    /// its tree, for any `n`.
+    /// The key of delegation `n`'s head (the one key its outcome rewrote, in
+    /// the ledger's own store: the key `status` reads), with its tree, for any
+    /// `n`.
     pub fn head(&self, n: u64) -> (usize, Vec<u8>) {
-        let [_, outcome] = self.lifecycle(n);
+        let [_, outcome] = self.exact_lifecycle(n);
         let mut rewritten = outcome.into_iter().filter_map(|op| match op {
             Op::Put {
                 tree,
@@ -191,13 +243,14 @@ impl Captured {
         head
     }
 
-    /// The key of delegation `n`'s last record (its outcome's), with its tree.
-    pub fn last_record(&self, n: u64) -> (usize, Vec<u8>) {
-        let [_, outcome] = self.lifecycle(n);
-        let (tree, key, _) = records(&outcome)
+    /// The key of delegation `n`'s last record (its outcome's) in the ledger's
+    /// own store, with its tree; `None` where records have no key of their own
+    /// (store format 3).
+    pub fn last_record(&self, n: u64) -> Option<(usize, Vec<u8>)> {
+        let [_, outcome] = self.exact_lifecycle(n);
+        records(&outcome)
             .next()
-            .expect("an outcome that appended no record");
-        (tree, key.to_vec())
+            .map(|(tree, key, _)| (tree, key.to_vec()))
     }
 
     /// One line on what delegation 0 and 1 write, for the stderr of a full run.
@@ -222,13 +275,22 @@ impl Captured {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        self.lifecycles
-            .iter()
-            .take(2)
-            .zip(["delivered", "failed"])
-            .map(|([q, o], name)| format!("{name}: queued [{}], outcome [{}]", event(q), event(o)))
-            .collect::<Vec<_>>()
-            .join("; ")
+        let view = |lifecycles: &[[Vec<Op>; 2]]| {
+            lifecycles
+                .iter()
+                .take(2)
+                .zip(["delivered", "failed"])
+                .map(|([q, o], name)| {
+                    format!("{name}: queued [{}], outcome [{}]", event(q), event(o))
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        format!(
+            "exactly: {}; split into record and head: {}",
+            view(&self.exact),
+            view(&self.lifecycles)
+        )
     }
 }
 

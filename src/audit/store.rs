@@ -253,7 +253,7 @@ fn check_head(
     previous: Option<Seen>,
     format: u8,
 ) -> Option<(Kind, String)> {
-    let legacy = format < crate::store::sled::FORMAT;
+    let legacy = format < crate::store::HEAD_FORMAT;
     let Some(last) = last else {
         let head = stream.head.as_ref()?;
         return Some((

@@ -47,9 +47,9 @@ pub struct Migration {
 /// was; a storage error.
 pub fn migrate(path: impl AsRef<Path>) -> Result<Migration> {
     let mut records = 0u64;
-    let migrated = store::Sled::migrate(path, &mut |stream| {
+    let migrated = store::Sled::migrate(path, &mut |stream, format| {
         let decoded = decode_stream(stream)?;
-        let fold = fold_records(stream, &decoded, Chain::Verify, 1)?;
+        let fold = fold_records(stream, &decoded, Chain::Verify, format)?;
         let mut entries = Vec::with_capacity(decoded.len());
         for record in &decoded {
             let bytes = envelope::encode(record);

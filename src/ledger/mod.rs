@@ -165,7 +165,8 @@ struct Inner {
     store: Arc<dyn Store>,
     options: Options,
     commit: GroupCommit,
-    /// Makes the appends of writers that arrive together one store append.
+    /// Writes the appends of writers that arrive together in one turn, and one
+    /// flush for them.
     appender: Appender,
     poisoned: OnceLock<String>,
     /// Delegations a delivery of this process owns, with how many claims each.

@@ -8,7 +8,7 @@ use crate::lifecycle::State;
 use crate::store::Stream;
 
 use super::Ledger;
-use super::stream::{fold_stream, summary};
+use super::stream::{HeadCheck, fold_stream, summary};
 
 impl Ledger {
     /// The status of delegation `id`; [`StatusKind::NotFound`](crate::StatusKind)
@@ -131,7 +131,7 @@ impl Ledger {
         let Some(head) = self.inner.store.head(id)? else {
             return Ok(Fold::trusting(id.clone()));
         };
-        match summary(id, &head, self.format())? {
+        match summary(id, &head, self.format(), HeadCheck::Checksummed)? {
             Some(delegation) => Ok(Fold::resume(delegation)),
             None => Ok(self.read(id)?.1),
         }

@@ -7,16 +7,35 @@ use crate::error::{Error, Result};
 use crate::event::{DelegationId, Record, Seq};
 use crate::store::{self, Head, Stream};
 
+/// How strictly a head is decoded.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum HeadCheck {
+    /// Every check, the one byte form included ([`envelope::head::decode`]): for
+    /// reads that tell a head apart from its records.
+    Strict,
+    /// Every check but the byte form ([`envelope::head::decode_checksummed`]):
+    /// for `status` and writes, which read the head alone.
+    Checksummed,
+}
+
 /// Decodes a head's summary: the delegation as of its last record (without its
 /// task), checked against the head's key and seq. `None` for a head of format 1,
 /// which holds only the last chain hash.
-pub(crate) fn summary(id: &DelegationId, head: &Head, format: u8) -> Result<Option<Delegation>> {
-    if format < store::sled::FORMAT {
+pub(crate) fn summary(
+    id: &DelegationId,
+    head: &Head,
+    format: u8,
+    check: HeadCheck,
+) -> Result<Option<Delegation>> {
+    if format < store::HEAD_FORMAT {
         return Ok(None);
     }
     let where_ = || format!("head of `{id}`");
-    let delegation =
-        envelope::head::decode(&head.summary).map_err(|e| Error::decode(where_(), e))?;
+    let decoded = match check {
+        HeadCheck::Strict => envelope::head::decode(&head.summary),
+        HeadCheck::Checksummed => envelope::head::decode_checksummed(&head.summary),
+    };
+    let delegation = decoded.map_err(|e| Error::decode(where_(), e))?;
     if &delegation.id != id || delegation.seq != head.seq {
         return Err(Error::Corrupt {
             key: where_(),
@@ -120,8 +139,8 @@ pub(crate) fn head_disagrees(
 ) -> Result<Option<String>> {
     let last = (fold.seq(), fold.hash());
     let Some(head) = &stream.head else {
-        let benign = stream.entries.is_empty()
-            || (format < store::sled::FORMAT && stream.entries.len() == 1);
+        let benign =
+            stream.entries.is_empty() || (format < store::HEAD_FORMAT && stream.entries.len() == 1);
         return Ok((!benign).then(|| format!("no head, but the records reach seq {}", last.0)));
     };
     if head.seq > last.0 {
@@ -133,14 +152,14 @@ pub(crate) fn head_disagrees(
     // The usual case, without decoding the head: its bytes are exactly the head
     // the folded delegation encodes to (one byte form, so it would decode to
     // that delegation). Anything else is decoded below, and told field by field.
-    if format >= store::sled::FORMAT
+    if format >= store::HEAD_FORMAT
         && let Some(folded) = fold.delegation()
         && folded.seq == head.seq
         && envelope::head::is_encoding_of(&head.summary, folded)
     {
         return Ok(None);
     }
-    let Some(said) = summary(&stream.id, head, format)? else {
+    let Some(said) = summary(&stream.id, head, format, HeadCheck::Strict)? else {
         let hash = head.summary.as_slice();
         let at = |(seq, h): (Seq, crate::event::ChainHash)| seq == head.seq && h.0 == hash;
         return Ok((!at(last) && !previous.is_some_and(at)).then(|| {

@@ -11,8 +11,9 @@
 //!   delegation of the group, its next record and its new head, all or nothing,
 //!   each checked against the head its writer read;
 //! - [`Store::head`]: one get;
-//! - [`Store::history`] and [`Store::scan`]: a prefix scan of one delegation, or
-//!   of all of them, each delegation read whole and in step with its head;
+//! - [`Store::history`] and [`Store::scan`]: a read of one delegation, or a scan
+//!   of all of them, each delegation read whole and in step with its head (on
+//!   sled's format 3, one key holds a delegation's head and records);
 //! - [`Store::flush`], for durability.
 //!
 //! Implementations:
@@ -46,6 +47,10 @@ pub use self::sled::Sled;
 pub(crate) use self::stripes::Stripes;
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Seq};
+
+/// The format of the heads every store of this crate writes ([`Store::format`]):
+/// each head holds its delegation's summary, written atomically with its record.
+pub const HEAD_FORMAT: u8 = 2;
 
 /// What the writer believes a delegation's head to be when it appends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -257,12 +262,14 @@ pub trait Store: Send + Sync + 'static {
         self.flush()
     }
 
-    /// The format the store's heads are in: 2, where each head holds its
-    /// delegation's summary and was written atomically with its record; or 1,
-    /// for a sled store awaiting [`Sled::migrate`], whose heads hold only the
-    /// last chain hash, were written after their records, and may lag by one.
+    /// The format the store's heads are in: 2 ([`HEAD_FORMAT`]), where each head
+    /// holds its delegation's summary and was written atomically with its
+    /// record; or 1, for a sled store awaiting [`Sled::migrate`], whose heads
+    /// hold only the last chain hash, were written after their records, and may
+    /// lag by one. (A sled store's own format, the layout of its trees, is
+    /// [`Sled::store_format`].)
     fn format(&self) -> u8 {
-        sled::FORMAT
+        HEAD_FORMAT
     }
 
     /// Leases and claims, for a store that several processes share
@@ -310,10 +317,12 @@ impl From<AppendError> for Error {
     }
 }
 
-/// Key layout shared by the stores: `u16` big-endian id length, the id's bytes,
-/// then the `u64` big-endian seq, where seq 0 is the head. The length prefix keeps
-/// `ab` from matching the prefix of `abc`; big-endian seqs keep a delegation's
-/// records in order, after its head.
+/// Key layout shared by the stores: `u16` big-endian id length, then the id's
+/// bytes ([`key::prefix`]): in sled's format 3, a delegation's one key, and in
+/// format 1 the key of its head. Formats 1 and 2 keyed each record by the prefix
+/// and its `u64` big-endian seq ([`key::record`]), format 2 its head by seq 0
+/// ([`key::head`]). The length prefix keeps `ab` from matching the prefix of
+/// `abc`; big-endian seqs keep a delegation's records in order, after its head.
 ///
 /// Not part of the crate's API: public, and hidden from its documentation, for
 /// the crate's own tests, which read and damage stored keys directly.
@@ -321,8 +330,9 @@ impl From<AppendError> for Error {
 pub mod key {
     use crate::event::{DelegationId, MAX_ID_LEN, Seq};
 
-    /// The key prefix shared by every record of `id` and its head (and, in a
-    /// store of format 1, the key of its head in the heads tree).
+    /// The key of `id` in sled's format 3 (its one key, holding its head and
+    /// records); in formats 1 and 2, the prefix shared by every record of `id`
+    /// and its head (and, in format 1, the key of its head in the heads tree).
     pub fn prefix(id: &DelegationId) -> Vec<u8> {
         let bytes = id.as_str().as_bytes();
         let mut out = Vec::with_capacity(2 + bytes.len() + 8);
@@ -369,7 +379,8 @@ pub mod key {
         Ok((id, u64::from_be_bytes(seq)))
     }
 
-    /// Parses a head key (a prefix without a seq).
+    /// Parses a key that is a prefix without a seq: a format 3 delegation's key,
+    /// or a format 1 head's.
     ///
     /// # Errors
     /// A description of what is wrong with the key.

@@ -307,10 +307,6 @@ impl Store for Postgres {
         Ok(())
     }
 
-    fn format(&self) -> u8 {
-        super::sled::FORMAT
-    }
-
     fn ownership(&self) -> Option<&dyn super::Ownership> {
         Some(self)
     }

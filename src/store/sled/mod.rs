@@ -1,19 +1,27 @@
 //! The default store, on sled.
 //!
-//! Format 2 keeps everything in one tree, `log`: each delegation's head under
-//! [`key::head`] (seq 0) and its records under [`key::record`], so a prefix scan
-//! reads the head and then the history, and a record and its head are one
-//! `apply_batch`, which sled seals as one batch in its log: recovery replays it
-//! whole or not at all, and readers never see half of it (sled applies a batch
-//! under its write lock). A per-id lock (striped mutexes) orders the writers of one
-//! delegation between reading the head and writing the batch; sled's file lock
-//! means one process, so that is every writer. A second tree, `meta`, holds the
-//! store's format, so that a store written by a newer crate is refused at open
-//! rather than misread.
+//! Format 3 keeps each delegation under one key of the tree `delegations`: its
+//! length-prefixed id ([`key::prefix`]), whose value is its head (seq and the
+//! ledger's summary) followed by its records, framed, in seq order (see
+//! [`value`]). A delegation holds a few records (queued, then delivered or
+//! failed; a retry is a new delegation), so an append rewrites its value: under
+//! the delegation's stripe lock (striped mutexes, which order its writers; sled's
+//! file lock means one process, so that is every writer) it reads the value,
+//! checks the writer's expectation against the head and the framing against the
+//! head, and writes the old records, the new record and the new head with one
+//! `compare_and_swap` of that one key, atomic by itself: readers and recovery
+//! see all of it or none. sled's `apply_batch` seals and writes its log buffer
+//! before and after every batch (two device writes each); a single-key write
+//! shares sled's log buffer with other writes, like any insert. Only an append
+//! that spans several delegations (a retry writes its original's outcome and
+//! its own `queued` together) is one `apply_batch` of their keys.
 //!
-//! A store of format 1 (records and heads in two trees) opens for reading, its
-//! records upcast as they are read, and refuses writes with
-//! [`Error::NeedsMigration`] until [`Sled::migrate`] rewrites it in place.
+//! A second tree, `meta`, holds the store's format, so that a store written by a
+//! newer crate is refused at open rather than misread. Stores of format 1
+//! (records and heads in two trees, `v1.rs`) and format 2 (records and heads
+//! under their own keys in one tree, `log`, `v2.rs`) open for reading, and refuse
+//! writes with [`Error::NeedsMigration`] until [`Sled::migrate`] rewrites them
+//! in place.
 //!
 //! Beside sled's files, the store keeps `delegation-log.acked`: how many records
 //! a completed flush has made durable, over the store's life (8 bytes big-endian,
@@ -24,7 +32,10 @@
 //! [`ACKED_INTERVAL`], so it may lag what is durable, never lead it.
 
 mod acked;
-mod legacy;
+mod v1;
+mod v2;
+#[doc(hidden)]
+pub mod value;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -39,11 +50,12 @@ use crate::event::{DelegationId, Seq};
 
 const FORMAT_KEY: &[u8] = b"format";
 
-/// The store format this crate writes: one tree, heads at seq 0.
-pub const FORMAT: u8 = 2;
+/// The store format this crate writes (the marker in `meta`): one key per
+/// delegation, in the tree `delegations`. Formats 1 and 2 are read, and migrated.
+pub const FORMAT: u8 = 3;
 
-/// The tree of format 2.
-const LOG: &str = "log";
+/// The tree of format 3.
+const DELEGATIONS: &str = "delegations";
 
 /// How long an open waits for a lock that a just-closed handle still holds before
 /// it reports [`OpenError::Locked`].
@@ -72,10 +84,12 @@ pub struct Sled {
 /// Where the store keeps its records: the format it was written in.
 #[derive(Clone, Debug)]
 enum Layout {
-    /// Format 2: one tree.
-    Log(sled::Tree),
+    /// Format 3: one key per delegation.
+    Delegations(sled::Tree),
+    /// Format 2: one tree, a key per record and one per head; read only.
+    Log(v2::Log),
     /// Format 1: two trees, read only.
-    Legacy(legacy::Trees),
+    Legacy(v1::Trees),
 }
 
 impl Sled {
@@ -263,14 +277,16 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Reads the store's format from `meta`, writing the current one into a new
-/// store, and opens its trees. A store of format 2 that still has format 1's
-/// trees was migrated by a process that stopped before it dropped them (its
-/// marker switched to 2 only once the new tree was complete and synced): they are
-/// dropped now.
+/// store, and opens its trees. A store of format 3 that still has an older
+/// format's trees was migrated by a process that stopped before it dropped them
+/// (its marker switched to 3 only once the new tree was complete and synced):
+/// they are dropped now. (Likewise a store of format 2 still holding format 1's
+/// trees, left by a migration of an older crate.)
 ///
-/// A store without a marker is new only if it holds no tree of either format.
-/// One that holds trees of one format lost its marker to damage: it is read as
-/// that format, and nothing is written or dropped. One that holds both is refused.
+/// A store without a marker is new only if it holds no tree of any format. One
+/// that holds the trees of one format lost its marker to damage: it is read as
+/// that format, and nothing is written or dropped. One that holds the trees of
+/// several is refused.
 fn open_layout(db: &sled::Db, path: &Path) -> Result<Layout> {
     let meta = db.open_tree("meta").map_err(|e| sled_error(e, path))?;
     let has = |tree: &str| {
@@ -282,9 +298,17 @@ fn open_layout(db: &sled::Db, path: &Path) -> Result<Layout> {
     let found = match found.as_deref() {
         Some(found) => found.to_vec(),
         None => {
-            let legacy = has(legacy::RECORDS) || has(legacy::HEADS);
-            match (legacy, has(LOG)) {
-                (false, false) => {
+            let trees = [
+                (1u8, has(v1::RECORDS) || has(v1::HEADS)),
+                (2, has(v2::LOG)),
+                (FORMAT, has(DELEGATIONS)),
+            ];
+            let mut present = trees
+                .iter()
+                .filter(|(_, has)| *has)
+                .map(|(format, _)| *format);
+            match (present.next(), present.next()) {
+                (None, _) => {
                     // A new store: claim it for this format. A racing opener in
                     // this process is impossible (sled's lock), so the swap only
                     // guards against a marker written since the read.
@@ -296,29 +320,38 @@ fn open_layout(db: &sled::Db, path: &Path) -> Result<Layout> {
                         Err(current) => current.current.map(|c| c.to_vec()).unwrap_or_default(),
                     }
                 }
-                (true, false) => return open_legacy(db, path),
-                (false, true) => return open_log(db, path),
-                (true, true) => {
+                (Some(1), None) => return open_v1(db, path),
+                (Some(2), None) => return open_v2(db, path),
+                (Some(_), None) => return open_delegations(db, path),
+                (Some(_), Some(_)) => {
                     return Err(Error::Corrupt {
                         key: "meta/format".to_owned(),
                         reason: "the format marker is missing, and the store holds the trees of \
-                                 both formats: not guessing which is the store"
+                                 several formats: not guessing which is the store"
                             .to_owned(),
                     });
                 }
             }
         }
     };
+    let drop_trees = |names: &[&str]| -> Result<()> {
+        for old in names {
+            if has(old) {
+                db.drop_tree(old).map_err(|e| sled_error(e, path))?;
+            }
+        }
+        Ok(())
+    };
     match found.as_slice() {
         [FORMAT] => {
-            for old in [legacy::RECORDS, legacy::HEADS] {
-                if has(old) {
-                    db.drop_tree(old).map_err(|e| sled_error(e, path))?;
-                }
-            }
-            open_log(db, path)
+            drop_trees(&[v1::RECORDS, v1::HEADS, v2::LOG])?;
+            open_delegations(db, path)
         }
-        [1] => open_legacy(db, path),
+        [2] => {
+            drop_trees(&[v1::RECORDS, v1::HEADS])?;
+            open_v2(db, path)
+        }
+        [1] => open_v1(db, path),
         [found] => Err(Error::UnknownVersion {
             key: "meta/format".to_owned(),
             found: *found,
@@ -330,51 +363,50 @@ fn open_layout(db: &sled::Db, path: &Path) -> Result<Layout> {
     }
 }
 
-/// The tree of format 2.
-fn open_log(db: &sled::Db, path: &Path) -> Result<Layout> {
-    Ok(Layout::Log(
-        db.open_tree(LOG).map_err(|e| sled_error(e, path))?,
+/// The tree of format 3.
+fn open_delegations(db: &sled::Db, path: &Path) -> Result<Layout> {
+    Ok(Layout::Delegations(
+        db.open_tree(DELEGATIONS).map_err(|e| sled_error(e, path))?,
     ))
 }
 
-/// The trees of format 1.
-fn open_legacy(db: &sled::Db, path: &Path) -> Result<Layout> {
-    Ok(Layout::Legacy(legacy::Trees {
-        records: db
-            .open_tree(legacy::RECORDS)
-            .map_err(|e| sled_error(e, path))?,
-        heads: db
-            .open_tree(legacy::HEADS)
-            .map_err(|e| sled_error(e, path))?,
+/// The tree of format 2.
+fn open_v2(db: &sled::Db, path: &Path) -> Result<Layout> {
+    Ok(Layout::Log(v2::Log {
+        tree: db.open_tree(v2::LOG).map_err(|e| sled_error(e, path))?,
     }))
 }
 
-/// A head as stored, checked to hold at least its seq.
-fn decode_head(id: &DelegationId, raw: &[u8]) -> Result<Head> {
-    Head::decode(raw).ok_or_else(|| Error::Corrupt {
-        key: format!("head of `{id}`"),
-        reason: format!("{} bytes, too short for its seq", raw.len()),
-    })
-}
-
-/// The seq of a stored head, without copying its summary.
-fn head_seq(id: &DelegationId, raw: &[u8]) -> Result<Seq> {
-    raw.first_chunk::<8>()
-        .map(|seq| u64::from_be_bytes(*seq))
-        .ok_or_else(|| Error::Corrupt {
-            key: format!("head of `{id}`"),
-            reason: format!("{} bytes, too short for its seq", raw.len()),
-        })
+/// The trees of format 1.
+fn open_v1(db: &sled::Db, path: &Path) -> Result<Layout> {
+    Ok(Layout::Legacy(v1::Trees {
+        records: db.open_tree(v1::RECORDS).map_err(|e| sled_error(e, path))?,
+        heads: db.open_tree(v1::HEADS).map_err(|e| sled_error(e, path))?,
+    }))
 }
 
 impl Sled {
-    fn log(&self) -> Result<&sled::Tree> {
+    /// The tree of format 3, or [`Error::NeedsMigration`] for an older store.
+    fn delegations(&self) -> Result<&sled::Tree> {
         match &self.layout {
-            Layout::Log(log) => Ok(log),
-            Layout::Legacy(_) => Err(Error::NeedsMigration {
+            Layout::Delegations(tree) => Ok(tree),
+            Layout::Log(_) | Layout::Legacy(_) => Err(Error::NeedsMigration {
                 path: self.path.clone(),
-                found: 1,
+                found: self.store_format(),
             }),
+        }
+    }
+
+    /// The format of the store on disk, as its marker says: 3 (one key per
+    /// delegation, the one this crate writes), 2 (one tree, a key per record and
+    /// per head) or 1 (two trees). Formats 1 and 2 are read only.
+    /// ([`Store::format`] is the format of the *heads*, which formats 2 and 3
+    /// share.)
+    pub fn store_format(&self) -> u8 {
+        match self.layout {
+            Layout::Delegations(_) => FORMAT,
+            Layout::Log(_) => 2,
+            Layout::Legacy(_) => 1,
         }
     }
 
@@ -382,69 +414,53 @@ impl Sled {
         sled_error(error, &self.path)
     }
 
-    /// One delegation's head and records, by a prefix scan of the log tree.
-    fn read_history(&self, log: &sled::Tree, id: &DelegationId) -> Result<Stream> {
-        let mut stream = Stream {
-            id: id.clone(),
-            entries: Vec::with_capacity(2),
-            head: None,
-        };
-        for item in log.scan_prefix(key::prefix(id)) {
-            let (raw, value) = item.map_err(|e| self.sled_error(e))?;
-            let (found, seq) = key::parse(&raw).map_err(|reason| corrupt_key(&raw, reason))?;
-            if &found != id {
-                return Err(corrupt_key(&raw, format!("key of `{found}` under `{id}`")));
-            }
-            if seq == 0 {
-                stream.head = Some(decode_head(id, &value)?);
-            } else {
-                stream.entries.push(Entry {
-                    seq,
-                    bytes: value.to_vec(),
-                });
-            }
-        }
-        Ok(stream)
-    }
-
-    /// Migrates a store of format 1 at `path` to format 2, in place: every
-    /// delegation's stream goes through `convert`, which returns its records
-    /// re-encoded and its new head, and lands in the new tree in one batch. Only
+    /// Migrates a store of format 1 or 2 at `path` to format 3, in place: every
+    /// delegation's stream goes through `convert` (given the stream and the
+    /// format of its heads, [`Store::format`]), which returns its records
+    /// re-encoded and its new head, and lands in the new tree as one key. Only
     /// when every delegation is there, flushed and synced, does the format marker
-    /// switch to 2 (one write, synced); then the old trees are dropped. A crash
-    /// before the switch leaves the store in format 1, as it was (the partial new
-    /// tree is cleared by the next attempt); a crash after it leaves format 2,
-    /// and the next open drops the old trees. Returns how many delegations were
-    /// migrated; `None` for a store already in format 2, which is left alone.
+    /// switch to 3 (one write, synced); then the old trees are dropped. A crash
+    /// before the switch leaves the store in its old format, as it was (the
+    /// partial new tree is cleared by the next attempt); a crash after it leaves
+    /// format 3, and the next open drops the old trees. Returns how many
+    /// delegations were migrated; `None` for a store already in format 3, which is
+    /// left alone.
     ///
     /// # Errors
     /// As for [`Sled::open_existing`]; the first error of `convert` or of a scan,
-    /// which stops the migration with the store still in format 1; a storage
-    /// error.
+    /// which stops the migration with the store still in its old format;
+    /// [`Error::Corrupt`] for a converted delegation whose records are not seqs 1
+    /// to its head's; a storage error.
     pub fn migrate(
         path: impl AsRef<Path>,
-        convert: &mut dyn FnMut(&Stream) -> Result<Migrated>,
+        convert: &mut dyn FnMut(&Stream, u8) -> Result<Migrated>,
     ) -> Result<Option<u64>> {
         let store = Self::open_existing(path)?;
-        let Layout::Legacy(trees) = &store.layout else {
+        if let Layout::Delegations(_) = store.layout {
             return Ok(None);
-        };
+        }
+        let heads = store.format();
         let error = |e| store.sled_error(e);
-        store.db.drop_tree(LOG).map_err(error)?;
-        let log = store.db.open_tree(LOG).map_err(error)?;
+        store.db.drop_tree(DELEGATIONS).map_err(error)?;
+        let tree = store.db.open_tree(DELEGATIONS).map_err(error)?;
         let mut copy = || -> Result<u64> {
             let mut migrated = 0u64;
-            for stream in trees.scan(&store) {
+            for stream in store.scan() {
                 let stream = stream?;
-                let converted = convert(&stream)?;
-                let mut batch = sled::Batch::default();
-                for entry in &converted.entries {
-                    batch.insert(key::record(&stream.id, entry.seq), entry.bytes.as_slice());
+                let converted = convert(&stream, heads)?;
+                match &converted.head {
+                    Some(head) => {
+                        let value = value::encode_whole(&stream.id, head, &converted.entries)?;
+                        tree.insert(key::prefix(&stream.id), value).map_err(error)?;
+                    }
+                    None if converted.entries.is_empty() => {}
+                    None => {
+                        return Err(Error::Corrupt {
+                            key: format!("delegation `{}`", stream.id),
+                            reason: "records without a head".to_owned(),
+                        });
+                    }
                 }
-                if let Some(head) = &converted.head {
-                    batch.insert(key::head(&stream.id), head.encode());
-                }
-                log.apply_batch(batch).map_err(error)?;
                 migrated += 1;
             }
             Ok(migrated)
@@ -452,9 +468,10 @@ impl Sled {
         let migrated = match copy() {
             Ok(migrated) => migrated,
             Err(failure) => {
-                // The store is still in format 1; the partial copy is garbage. If
-                // dropping it fails too, the next attempt drops it first.
-                let _ = store.db.drop_tree(LOG);
+                // The store is still in its old format; the partial copy is
+                // garbage. If dropping it fails too, the next attempt drops it
+                // first.
+                let _ = store.db.drop_tree(DELEGATIONS);
                 return Err(failure);
             }
         };
@@ -462,18 +479,123 @@ impl Sled {
         let meta = store.db.open_tree("meta").map_err(error)?;
         meta.insert(FORMAT_KEY, &[FORMAT][..]).map_err(error)?;
         store.acked.flush(true, true)?;
-        for old in [legacy::RECORDS, legacy::HEADS] {
+        for old in [v1::RECORDS, v1::HEADS, v2::LOG] {
             store.db.drop_tree(old).map_err(error)?;
         }
         store.acked.flush(true, true)?;
         Ok(Some(migrated))
+    }
+
+    /// One append to one delegation: one `compare_and_swap` of its key.
+    fn append_one(&self, tree: &sled::Tree, append: &Append<'_>) -> Result<(), AppendError> {
+        let id = append.id;
+        let key = key::prefix(id);
+        let old = tree.get(&key).map_err(|e| self.sled_error(e))?;
+        let new = next_value(id, old.as_deref(), append)?;
+        let swapped = tree
+            .compare_and_swap(&key, old.as_ref(), Some(new))
+            .map_err(|e| self.sled_error(e))?;
+        match swapped {
+            Ok(()) => Ok(()),
+            // Under the delegation's stripe no writer of this process can come
+            // between the read and the swap, and sled's lock keeps out others;
+            // should one have, it is a conflict, named by the head it wrote.
+            Err(current) => Err(AppendError::Conflict {
+                id: id.clone(),
+                expected: append.expect,
+                actual: current
+                    .current
+                    .map(|raw| value::head_seq(id, &raw))
+                    .transpose()
+                    .map_err(|e| damaged(id, 0, e))?,
+            }),
+        }
+    }
+
+    /// Appends to several delegations (or several times to one): one
+    /// `apply_batch` of their keys.
+    fn append_batch(&self, tree: &sled::Tree, appends: &[Append<'_>]) -> Result<(), AppendError> {
+        let mut values: Vec<(&DelegationId, Vec<u8>, Vec<u8>)> = Vec::with_capacity(appends.len());
+        for append in appends {
+            let id = append.id;
+            let new = match values.iter().position(|(written, _, _)| *written == id) {
+                Some(at) => {
+                    let (_, _, earlier) = values.swap_remove(at);
+                    next_value(id, Some(&earlier), append)?
+                }
+                None => {
+                    let old = tree.get(key::prefix(id)).map_err(|e| self.sled_error(e))?;
+                    next_value(id, old.as_deref(), append)?
+                }
+            };
+            values.push((id, key::prefix(id), new));
+        }
+        let mut batch = sled::Batch::default();
+        for (_, key, value) in values {
+            batch.insert(key, value);
+        }
+        tree.apply_batch(batch).map_err(|e| self.sled_error(e))?;
+        Ok(())
+    }
+}
+
+/// The value of `append`'s delegation after it, from the value `old` before it:
+/// the expectation checked against the stored head, and the stored records
+/// against the head.
+fn next_value(
+    id: &DelegationId,
+    old: Option<&[u8]>,
+    append: &Append<'_>,
+) -> Result<Vec<u8>, AppendError> {
+    let (actual, raw) = match old {
+        Some(raw) => (
+            Some(value::head_seq(id, raw).map_err(|e| damaged(id, 0, e))?),
+            Some(raw),
+        ),
+        None => (None, None),
+    };
+    if actual != append.expect.seq() {
+        return Err(AppendError::Conflict {
+            id: id.clone(),
+            expected: append.expect,
+            actual,
+        });
+    }
+    let next = append.expect.next();
+    let records = match raw {
+        None => &[][..],
+        Some(raw) => {
+            value::parse(id, raw)
+                .map_err(|e| damaged(id, actual.unwrap_or(0), e))?
+                .records
+        }
+    };
+    Ok(value::encode(
+        next,
+        append.head,
+        records,
+        Some(append.record),
+    ))
+}
+
+/// The damage found in a stored value before writing: [`AppendError::Damaged`]
+/// at the head's `seq` (0 if the head does not decode); an unknown version is
+/// passed on as itself.
+fn damaged(id: &DelegationId, seq: Seq, error: Error) -> AppendError {
+    match error {
+        Error::Corrupt { reason, .. } => AppendError::Damaged {
+            id: id.clone(),
+            seq,
+            reason: format!("the stored value is damaged: {reason}"),
+        },
+        other => AppendError::Store(other),
     }
 }
 
 /// One delegation as [`Sled::migrate`] writes it in the new format.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Migrated {
-    /// Its records, re-encoded, each under its seq.
+    /// Its records, re-encoded, each under its seq: seqs 1 to the head's.
     pub entries: Vec<Entry>,
     /// Its new head, if it has records.
     pub head: Option<Head>,
@@ -481,53 +603,13 @@ pub struct Migrated {
 
 impl Store for Sled {
     fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
-        let log = self.log()?;
-        if appends.is_empty() {
-            return Ok(());
-        }
+        let tree = self.delegations()?;
         let _writing = self.locks.lock_all(appends.iter().map(|append| append.id));
-        let mut batch = sled::Batch::default();
-        let mut raised: Vec<(&DelegationId, Seq)> = Vec::with_capacity(appends.len());
-        for append in appends {
-            let id = append.id;
-            let actual = match raised.iter().rev().find(|(raised, _)| *raised == id) {
-                Some((_, seq)) => Some(*seq),
-                None => log
-                    .get(key::head(id))
-                    .map_err(|e| self.sled_error(e))?
-                    .map(|raw| head_seq(id, &raw))
-                    .transpose()?,
-            };
-            if actual != append.expect.seq() {
-                return Err(AppendError::Conflict {
-                    id: id.clone(),
-                    expected: append.expect,
-                    actual,
-                });
-            }
-            let next = append.expect.next();
-            let earlier = raised.iter().any(|(raised, _)| *raised == id);
-            if let Some(last) = append.expect.seq().filter(|_| !earlier) {
-                let there = log
-                    .contains_key(key::record(id, last))
-                    .map_err(|e| self.sled_error(e))?;
-                if !there {
-                    return Err(AppendError::missing(id, last));
-                }
-            }
-            let record = key::record(id, next);
-            if log.contains_key(&record).map_err(|e| self.sled_error(e))? {
-                return Err(AppendError::occupied(id, next));
-            }
-            batch.insert(record, append.record);
-            let head = Head {
-                seq: next,
-                summary: append.head.to_vec(),
-            };
-            batch.insert(key::head(id), head.encode());
-            raised.push((id, next));
+        match appends {
+            [] => return Ok(()),
+            [one] => self.append_one(tree, one)?,
+            many => self.append_batch(tree, many)?,
         }
-        log.apply_batch(batch).map_err(|e| self.sled_error(e))?;
         let count = u64::try_from(appends.len()).unwrap_or(u64::MAX);
         self.acked.appended.fetch_add(count, Ordering::SeqCst);
         Ok(())
@@ -535,33 +617,36 @@ impl Store for Sled {
 
     fn head(&self, id: &DelegationId) -> Result<Option<Head>> {
         match &self.layout {
-            Layout::Log(log) => log
-                .get(key::head(id))
+            Layout::Delegations(tree) => tree
+                .get(key::prefix(id))
                 .map_err(|e| self.sled_error(e))?
-                .map(|raw| decode_head(id, &raw))
+                .map(|raw| value::head(id, &raw))
                 .transpose(),
+            Layout::Log(log) => log.head(self, id),
             Layout::Legacy(trees) => trees.head(self, id),
         }
     }
 
     fn history(&self, id: &DelegationId) -> Result<Stream> {
         match &self.layout {
-            Layout::Log(log) => {
-                // A scan reads key by key, so a batch could land between the head
-                // and the records; under the writers' lock none is half seen.
-                let _quiet = self.locks.lock(id);
-                self.read_history(log, id)
+            // One key: a read sees an append whole or not at all.
+            Layout::Delegations(tree) => {
+                let raw = tree.get(key::prefix(id)).map_err(|e| self.sled_error(e))?;
+                stream(id.clone(), raw.as_deref())
             }
+            Layout::Log(log) => log.history(self, id),
             Layout::Legacy(trees) => trees.history(self, id),
         }
     }
 
     fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream>> + Send + '_> {
         match &self.layout {
-            Layout::Log(log) => Box::new(Scan {
-                store: self,
-                items: log.iter().peekable(),
-            }),
+            Layout::Delegations(tree) => Box::new(tree.iter().map(|item| {
+                let (raw, value) = item.map_err(|e| self.sled_error(e))?;
+                let id = key::parse_head(&raw).map_err(|reason| corrupt_key(&raw, reason))?;
+                stream(id, Some(&value))
+            })),
+            Layout::Log(log) => Box::new(log.scan(self)),
             Layout::Legacy(trees) => Box::new(trees.scan(self)),
         }
     }
@@ -576,76 +661,25 @@ impl Store for Sled {
 
     fn format(&self) -> u8 {
         match self.layout {
-            Layout::Log(_) => FORMAT,
+            Layout::Delegations(_) | Layout::Log(_) => super::HEAD_FORMAT,
             Layout::Legacy(_) => 1,
         }
     }
 }
 
-/// The log tree, grouped by delegation: a head, then its records.
-struct Scan<'a> {
-    store: &'a Sled,
-    items: std::iter::Peekable<sled::Iter>,
-}
-
-impl Iterator for Scan<'_> {
-    type Item = Result<Stream>;
-
-    fn next(&mut self) -> Option<Result<Stream>> {
-        let id = match self.items.peek()? {
-            Err(_) => {
-                let error = self.items.next()?.err()?;
-                return Some(Err(self.store.sled_error(error)));
-            }
-            Ok((raw, _)) => match key::parse(raw) {
-                Ok((id, _)) => id,
-                Err(reason) => {
-                    let error = corrupt_key(raw, reason);
-                    self.items.next();
-                    return Some(Err(error));
-                }
-            },
-        };
-        let prefix = key::prefix(&id);
-        let mut stream = Stream {
+/// The stream of `id` from its value, if it has one.
+fn stream(id: DelegationId, raw: Option<&[u8]>) -> Result<Stream> {
+    let Some(raw) = raw else {
+        return Ok(Stream {
             id,
-            entries: Vec::with_capacity(2),
+            entries: Vec::new(),
             head: None,
-        };
-        let mut damage = None;
-        while let Some(Ok((raw, _))) = self.items.peek() {
-            if raw.len() != prefix.len() + 8 || !raw.starts_with(&prefix) {
-                break;
-            }
-            let Some(Ok((raw, value))) = self.items.next() else {
-                break;
-            };
-            let seq = raw
-                .get(prefix.len()..)
-                .and_then(|seq| seq.first_chunk::<8>())
-                .map_or(0, |seq| u64::from_be_bytes(*seq));
-            if seq == 0 {
-                // A damaged head is the delegation's one error item: its records
-                // are passed over with it.
-                match decode_head(&stream.id, &value) {
-                    Ok(head) => stream.head = Some(head),
-                    Err(error) => damage = Some(error),
-                }
-            } else {
-                stream.entries.push(Entry {
-                    seq,
-                    bytes: value.to_vec(),
-                });
-            }
-        }
-        if let Some(error) = damage {
-            return Some(Err(error));
-        }
-        if stream.in_step() {
-            return Some(Ok(stream));
-        }
-        // Read key by key, a writer's batch may have landed halfway: read the
-        // delegation again, whole, under its writers' lock.
-        Some(self.store.history(&stream.id))
-    }
+        });
+    };
+    let (head, entries) = value::decode(&id, raw)?;
+    Ok(Stream {
+        id,
+        entries,
+        head: Some(head),
+    })
 }

@@ -1,6 +1,6 @@
 //! Format 1: records and heads in two trees, each head the last record's seq and
 //! chain hash. Read, never written: a store of format 1 is upcast when read and
-//! migrated to format 2 by [`Sled::migrate`](super::Sled::migrate).
+//! migrated to format 3 by [`Sled::migrate`](super::Sled::migrate).
 
 use super::{Sled, corrupt_key, sled_error};
 use crate::error::{Error, Result};
