@@ -11,6 +11,13 @@
 //! - `status`: [`Ledger::status`] against a prepared `SELECT` of the head row
 //!   (`raw_select_head`).
 //!
+//! - `lease`: what a dispatcher's lease costs a delivery on PostgreSQL: the check
+//!   before each send ([`Claim::may_deliver`](delegation_log::ledger::Claim::may_deliver),
+//!   a local deadline: `lease_check_local`) against asking the server
+//!   (`lease_check_server`, a prepared `SELECT lease_until > now()`), and the claim
+//!   written before `queued` and released after the outcome
+//!   (`claim_and_release`, two statements) against `ledger_record_queued`.
+//!
 //! One writer at a time; the ratios are in `BENCHMARKS.md` ratios first. Run with
 //! `cargo bench --features postgres --bench postgres`; `-- --test` runs each once.
 //! Without `DATABASE_URL` it says how to start a server and measures nothing;
@@ -116,6 +123,43 @@ fn benches(c: &mut Criterion) {
         });
     });
     group.finish();
+
+    let mut group = c.benchmark_group("lease");
+    let lease = ledger
+        .lease(std::time::Duration::from_secs(60))
+        .unwrap()
+        .unwrap();
+    let held = ledger.claim_leased(&id("held", 0), Some(&lease)).unwrap();
+    group.bench_function("lease_check_local", |b| {
+        b.iter(|| black_box(held.may_deliver()));
+    });
+    let check = client
+        .prepare("SELECT lease_until > now() FROM dispatchers WHERE id = $1")
+        .unwrap();
+    let owner = lease.owner().as_bytes().to_vec();
+    group.bench_function("lease_check_server", |b| {
+        b.iter(|| {
+            let row = client.query_one(&check, &[&owner]).unwrap();
+            black_box(row.get::<_, bool>(0))
+        });
+    });
+    let claimed = AtomicU64::new(0);
+    group.bench_function("claim_and_release", |b| {
+        b.iter(|| {
+            let n = claimed.fetch_add(1, Ordering::Relaxed);
+            let claim = ledger.claim_leased(&id("claim", n), Some(&lease)).unwrap();
+            claim.release().unwrap();
+        });
+    });
+    group.bench_function("ledger_record_queued", |b| {
+        b.iter(|| {
+            let n = recorded.fetch_add(1, Ordering::Relaxed);
+            black_box(ledger.record(&id("ledger", n), queued()).unwrap());
+        });
+    });
+    group.finish();
+    drop(held);
+    lease.retire().unwrap();
 }
 
 criterion_group!(group, benches);

@@ -144,6 +144,31 @@ pub enum Error {
         cause: String,
     },
 
+    /// On a store shared by several processes, another dispatcher whose lease is
+    /// live claims this delegation: its id is in use.
+    ///
+    /// # Handling
+    /// Nothing was written. Ask for its status instead of delegating it again.
+    #[error("delegation `{id}` is claimed by another dispatcher whose lease is live")]
+    Claimed {
+        /// The delegation.
+        id: DelegationId,
+    },
+
+    /// On a store shared by several processes, this dispatcher's lease ran out
+    /// (its heartbeat did not renew it in time), so other dispatchers may take
+    /// over what it claimed, and it claims nothing more under it.
+    ///
+    /// # Handling
+    /// Nothing was written. The dispatcher takes a new lease at its next
+    /// heartbeat; try again then. Frequent expiries mean the lease is too short
+    /// for the pauses of this process or the server's latency.
+    #[error("the dispatcher's lease ran out before it could claim `{id}`")]
+    LeaseExpired {
+        /// The delegation it was claiming.
+        id: DelegationId,
+    },
+
     /// The store could not be opened: it is locked, missing, or its engine broke
     /// on damaged files.
     ///

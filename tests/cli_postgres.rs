@@ -3,7 +3,8 @@
 //! `postgres://…?schema=…` URL work on that schema as they do on a directory, and
 //! what they wrote is in the database (checked with a client of its own). The
 //! export of one schema, imported into another and exported again, is the same
-//! bytes. Needs `DATABASE_URL` (`bash .ci/postgres`); under `CI=true` its absence
+//! bytes. `recover --lease` on a shared server takes over only what a dispatcher
+//! whose lease ran out left, and leaves a live one's claims alone. Needs `DATABASE_URL` (`bash .ci/postgres`); under `CI=true` its absence
 //! fails.
 #![cfg(all(feature = "cli", feature = "postgres"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -103,4 +104,65 @@ fn every_command_that_takes_a_directory_takes_a_postgres_url() {
         second.query("SELECT count(*) FROM records"),
         vec![vec![Some("14".into())]]
     );
+}
+
+#[test]
+fn recover_on_a_shared_server_takes_over_only_what_expired_leases_left() {
+    let Some(schema) = pg_support::fresh("cli_lease") else {
+        return;
+    };
+    let url = url_of(&schema);
+    let ledger = Ledger::with_store(schema.store.clone(), Default::default());
+    let queue_under = |lease: &delegation_log::ledger::Lease, id: &str| {
+        let id = id.parse().unwrap();
+        let claim = ledger.claim_leased(&id, Some(lease)).unwrap();
+        ledger
+            .record(&id, Event::queued("planner", "http://127.0.0.1:9/a2a"))
+            .unwrap();
+        drop(claim);
+    };
+    // A live dispatcher elsewhere, and one whose short lease runs out.
+    let live = ledger
+        .lease(std::time::Duration::from_secs(60))
+        .unwrap()
+        .unwrap();
+    let dead = ledger
+        .lease(std::time::Duration::from_millis(300))
+        .unwrap()
+        .unwrap();
+    queue_under(&live, "owned-by-live");
+    queue_under(&dead, "owned-by-dead");
+    let expired = || {
+        schema.query(&format!(
+            "SELECT count(*) FROM dispatchers WHERE id = '\\x{}'::bytea AND lease_until <= now()",
+            dead.owner()
+        )) == vec![vec![Some("1".into())]]
+    };
+    let started = std::time::Instant::now();
+    while !expired() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (code, stdout, stderr) = run(&["recover", &url, "--lease", "2"]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("recovered 1 delegation(s)"), "{stdout}");
+    assert!(stdout.contains("owned-by-dead"), "{stdout}");
+    let status = |id: &str| ledger.status(&id.parse().unwrap()).unwrap().status;
+    assert_eq!(status("owned-by-dead"), StatusKind::Failed);
+    assert_eq!(status("owned-by-live"), StatusKind::Queued);
+    // The live claim stands; recovery released what it took and ended its lease.
+    assert_eq!(
+        schema.query("SELECT convert_from(delegation, 'UTF8'), encode(owner, 'hex') FROM claims"),
+        vec![vec![
+            Some("owned-by-live".into()),
+            Some(live.owner().to_string())
+        ]]
+    );
+    assert_eq!(
+        schema.query("SELECT count(*) FROM dispatchers WHERE lease_until > now()"),
+        vec![vec![Some("1".into())]]
+    );
+    // A lease below the minimum is a usage error.
+    let (code, _, stderr) = run(&["recover", &url, "--lease", "0.01"]);
+    assert_eq!(code, 2, "{stderr}");
 }

@@ -3,7 +3,7 @@
 //! holds (checked with a client of its own); damage made behind the store's back
 //! (a record slot taken without its head, a head whose record is gone) is
 //! `Damaged` and writes nothing of the group; the schema carries a version row and
-//! a newer one is refused; bad names and URLs are typed errors; the scan pages
+//! a newer one is refused (version 1 is raised to 2, gaining leases and claims); bad names and URLs are typed errors; the scan pages
 //! through more delegations than a page, in sled's key order, and sees records
 //! without heads and heads without records; the store works inside a tokio
 //! runtime (where the blocking client alone would panic); and when the server goes
@@ -168,7 +168,19 @@ fn the_schema_has_a_version_row_and_a_newer_version_is_refused() {
     };
     assert_eq!(
         schema.query("SELECT version FROM meta"),
-        vec![vec![Some("1".into())]]
+        vec![vec![Some("2".into())]]
+    );
+    // A schema of version 1 (no leases, no claims) gains both, and version 2,
+    // so that a crate of version 1 refuses it from then on.
+    schema.execute("DROP TABLE claims, dispatchers; UPDATE meta SET version = 1");
+    let again = Postgres::connect_with(&schema.url, Connect::new().schema(schema.name.clone()));
+    assert!(again.is_ok(), "{again:?}");
+    assert_eq!(
+        schema.query(
+            "SELECT version, (SELECT count(*) FROM claims), (SELECT count(*) FROM dispatchers) \
+             FROM meta"
+        ),
+        vec![vec![Some("2".into()), Some("0".into()), Some("0".into())]]
     );
     // Connecting again finds the schema and leaves it as it is.
     let again = Postgres::connect_with(&schema.url, Connect::new().schema(schema.name.clone()));

@@ -40,6 +40,11 @@ pub(crate) struct Args {
     /// answered by then ends the delegation as failed / timeout.
     #[arg(long, value_name = "SECS", value_parser = seconds, default_value = "8")]
     timeout: Duration,
+    /// With a `postgres://` db: the lease (in seconds) this dispatcher holds while
+    /// it delivers; if the process dies, other dispatchers' `recover` takes its
+    /// delegation over once the lease has run out. Ignored for a directory.
+    #[arg(long, value_name = "SECS", value_parser = super::lease_seconds, default_value = "10")]
+    lease: Duration,
     /// Print the receipt (id, status queued, queued_at) as soon as `queued` is
     /// durable, then still deliver and record the outcome before exiting, so that
     /// nothing is left queued; exit 0 whichever the outcome. Read it with `status`.
@@ -80,7 +85,7 @@ async fn deliver(ledger: &Ledger, transport: Http, args: &Args) -> Result<Delega
     let dispatcher = Dispatcher::with_options(
         ledger.clone(),
         transport,
-        Options::new().deadline(args.timeout),
+        Options::new().deadline(args.timeout).lease(args.lease),
     );
     let mut request = Request::new(&args.from, &args.to).task(&args.task);
     if let Some(id) = &args.id {

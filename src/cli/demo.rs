@@ -22,12 +22,17 @@ use super::{Failure, runtime};
 /// The demo's targets, in the order tasks are dealt to them.
 const TARGETS: [&str; 5] = ["healthy", "busy", "v1-only", "offline", "slow"];
 
-pub(crate) fn run(db: Option<PathBuf>, tasks: usize, deadline: Duration) -> super::Done {
+pub(crate) fn run(
+    db: Option<PathBuf>,
+    tasks: usize,
+    deadline: Duration,
+    lease: Duration,
+) -> super::Done {
     let db = db.unwrap_or_else(fresh_dir);
     let ledger = super::place::open(&db)
         .map_err(|e| Failure::Unusable(format!("cannot open {}: {e}", db.display())))?;
     println!("log: {}", db.display());
-    runtime()?.block_on(demo(ledger, tasks, deadline))
+    runtime()?.block_on(demo(ledger, tasks, deadline, lease))
 }
 
 /// A new directory under the temp dir, unique to this run.
@@ -42,12 +47,15 @@ fn fresh_dir() -> PathBuf {
     ))
 }
 
-async fn demo(ledger: Ledger, tasks: usize, deadline: Duration) -> super::Done {
+async fn demo(ledger: Ledger, tasks: usize, deadline: Duration, lease: Duration) -> super::Done {
     let urls = start_targets(deadline).await?;
     let transport =
         Http::new().map_err(|e| Failure::Unusable(format!("cannot start HTTP: {e}")))?;
-    let dispatcher =
-        Dispatcher::with_options(ledger.clone(), transport, Options::new().deadline(deadline));
+    let dispatcher = Dispatcher::with_options(
+        ledger.clone(),
+        transport,
+        Options::new().deadline(deadline).lease(lease),
+    );
     let prefix = free_prefix(&ledger)?;
     println!(
         "delegating {tasks} tasks over A2A 0.3 to {} loopback targets (healthy, busy: 503, v1-only: an agent that speaks A2A 1.0 only, offline: closed port, slow: beyond the {deadline:?} deadline)",

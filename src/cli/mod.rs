@@ -56,6 +56,10 @@ enum Command {
         /// four times this.
         #[arg(long, default_value_t = 500)]
         deadline_ms: u64,
+        /// With a `postgres://` db: the dispatcher's lease, in seconds (see
+        /// `delegate --lease`).
+        #[arg(long, value_name = "SECS", value_parser = lease_seconds, default_value = "10")]
+        lease: std::time::Duration,
     },
     /// Hand a task to an A2A agent over HTTP: record it queued, deliver it, print the
     /// outcome as `status` does.
@@ -106,6 +110,9 @@ enum Command {
     },
     /// Settle every delegation a dead process left queued: as failed / interrupted,
     /// or, with --redeliver, by delivering each again over HTTP.
+    ///
+    /// On a `postgres://` db shared by several dispatchers, only what a dispatcher
+    /// whose lease ran out left (or what nobody claims) is taken over.
     Recover {
         /// The log's directory, or a `postgres://` URL.
         db: PathBuf,
@@ -117,6 +124,12 @@ enum Command {
         /// How to reach the agents, with --redeliver.
         #[command(flatten)]
         http: http::HttpArgs,
+        /// With a `postgres://` db: the lease (in seconds) recovery holds while it
+        /// settles and redelivers. Recovery takes over only delegations whose
+        /// dispatcher's lease has run out (or that nobody claims): live
+        /// dispatchers on other hosts keep theirs.
+        #[arg(long, value_name = "SECS", value_parser = lease_seconds, default_value = "10")]
+        lease: std::time::Duration,
     },
     /// Rewrite a log of an older format in the current one, in place. Every
     /// delegation is checked first, as `audit` checks it: any damage stops the
@@ -160,7 +173,13 @@ pub(crate) fn main() -> ExitCode {
             db,
             tasks,
             deadline_ms,
-        } => demo::run(db, tasks, std::time::Duration::from_millis(deadline_ms)),
+            lease,
+        } => demo::run(
+            db,
+            tasks,
+            std::time::Duration::from_millis(deadline_ms),
+            lease,
+        ),
         Command::Delegate(args) => delegate::run(args),
         #[cfg(feature = "mcp")]
         Command::Mcp(args) => mcp::run(args),
@@ -170,7 +189,8 @@ pub(crate) fn main() -> ExitCode {
             db,
             redeliver,
             http,
-        } => recover::run(&db, redeliver, &http),
+            lease,
+        } => recover::run(&db, redeliver, &http, lease),
         Command::Migrate { db } => migrate(&db),
         Command::Audit(command) => return audit::run(command),
     };
@@ -249,6 +269,16 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::Unusable(format!("cannot start the async runtime: {e}")))
+}
+
+/// `--lease`: seconds (fractions allowed), at least the dispatcher's minimum.
+pub(crate) fn lease_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let lease = delegate::seconds(text)?;
+    let min = delegation_log::dispatch::MIN_LEASE;
+    if lease < min {
+        return Err(format!("the lease must be at least {min:?}"));
+    }
+    Ok(lease)
 }
 
 /// `-` for what does not apply.

@@ -5,19 +5,27 @@
 //! could not recover, with its id and why, and exits 1 if there was any.
 
 use std::path::Path;
+use std::time::Duration;
 
 use delegation_log::DelegationId;
-use delegation_log::dispatch::{Dispatcher, Recovery};
+use delegation_log::dispatch::{Dispatcher, Options, Recovery};
 
 use delegation_log::audit::printable;
 
 use super::http::HttpArgs;
 use super::{Done, Failure, open_existing, runtime};
 
-pub(crate) fn run(db: &Path, redeliver: bool, http: &HttpArgs) -> Done {
+pub(crate) fn run(db: &Path, redeliver: bool, http: &HttpArgs, lease: Duration) -> Done {
     let ledger = open_existing(db)?;
     if !redeliver {
-        let report = ledger.recover_all();
+        let held = ledger
+            .lease(lease)
+            .map_err(|e| Failure::Unusable(format!("cannot take a lease: {e}")))?;
+        let report = ledger.recover_all_leased(held.as_ref());
+        if let Some(held) = held {
+            // What it took over is settled; a lease left to run out costs nothing.
+            let _ = held.retire();
+        }
         println!(
             "recovered {} delegation(s) as failed / interrupted",
             report.settled.len()
@@ -34,7 +42,7 @@ pub(crate) fn run(db: &Path, redeliver: bool, http: &HttpArgs) -> Done {
     }
     let transport = http.transport()?;
     runtime()?.block_on(async {
-        let dispatcher = Dispatcher::new(ledger, transport);
+        let dispatcher = Dispatcher::with_options(ledger, transport, Options::new().lease(lease));
         let report = dispatcher.recover(Recovery::Redeliver).await;
         println!(
             "redelivering {} delegation(s); each original is failed / interrupted",

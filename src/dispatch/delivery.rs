@@ -71,10 +71,9 @@ impl Inner {
         let ended = span
             .around(
                 self.supervisor
-                    .unless_abandoned(caught(self.deliver(delivery))),
+                    .unless_abandoned(caught(self.deliver(delivery, claim))),
             )
             .await;
-        drop(claim);
         let answer = match ended {
             None => return,
             Some(Ok(answer)) => answer,
@@ -96,8 +95,9 @@ impl Inner {
         let _ = settle.send(answer);
     }
 
-    /// Sends `delivery` and records what came of it.
-    async fn deliver(&self, delivery: Delivery) -> Result<Settled, Unrecorded> {
+    /// Sends `delivery` and records what came of it; then ends `claim` (in the
+    /// shared store too, where there is one).
+    async fn deliver(&self, delivery: Delivery, claim: Claim) -> Result<Settled, Unrecorded> {
         let Delivery {
             id,
             message_id,
@@ -118,14 +118,22 @@ impl Inner {
                     target,
                     task,
                 };
-                self.send(message).await
+                self.send(message, &claim).await
             }
         };
         let event = outcome::event(answer);
         let described = outcome::describe(&event);
         let ledger = self.ledger.clone();
         let outcome_id = id.clone();
-        match blocking("ledger call", move || record(&ledger, &outcome_id, event)).await {
+        let recorded = blocking("ledger call", move || {
+            let recorded = record(&ledger, &outcome_id, event);
+            // Recorded or not, this delivery is over; a delegation whose outcome
+            // could not be written is left to recovery (and, on a shared store,
+            // to this dispatcher's own recovery, which takes back its own claims).
+            let _ = claim.release();
+            recorded
+        });
+        match recorded.await {
             Ok(settled) => {
                 self.tally
                     .settled(matches!(settled.outcome, Outcome::Delivered { .. }));
@@ -144,8 +152,10 @@ impl Inner {
     }
 
     /// Waits for a delivery slot, then sends within the deadline; a shutdown
-    /// whose timeout passed cuts either wait short.
-    async fn send(&self, message: Message) -> Result<Accepted, Failure> {
+    /// whose timeout passed cuts either wait short. On a shared store nothing is
+    /// sent once the lease `claim` was made under has run out: another
+    /// dispatcher may have taken the delegation over.
+    async fn send(&self, message: Message, claim: &Claim) -> Result<Accepted, Failure> {
         let deadline = self.options.deadline;
         let sending = async {
             let Ok(_slot) = self.supervisor.slot().await else {
@@ -153,6 +163,13 @@ impl Inner {
                     "the dispatcher's delivery slots are closed",
                 ));
             };
+            if !claim.may_deliver() {
+                return Err(Failure::new(
+                    FailureReason::Interrupted,
+                    "the dispatcher's lease ran out before the delivery started; \
+                     nothing was sent",
+                ));
+            }
             match tokio::time::timeout(deadline, self.transport.send(message)).await {
                 Ok(answer) => answer,
                 Err(_) => Err(Failure::timeout(format!(

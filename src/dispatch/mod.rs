@@ -30,6 +30,17 @@
 //!   delegated, is gone: it guarded only its own dispatcher, and a race slipped
 //!   past it.) A delivery aborted by dropping its dispatcher ends its claim, so
 //!   recovery in the same process settles it.
+//! - **Only the dead, across processes.** On a store several processes share
+//!   (PostgreSQL), each dispatcher holds a [lease](crate::ledger::Lease), taken at
+//!   its first delegation or recovery and renewed by a heartbeat task every third
+//!   of [`Options::lease`]; the claim is written to the store too
+//!   ([`Ledger::claim_leased`]), before `queued`. Recovery takes over only what
+//!   dispatchers whose lease ran out left, or what nobody claims; once a
+//!   dispatcher's own lease has run out it sends nothing more under it (a
+//!   delivery not yet sent ends `failed / interrupted`) and takes a new one. The
+//!   heartbeat is tracked: shutdown stops it and ends the lease, and dropping the
+//!   dispatcher aborts it. On sled and in memory there is no lease, and nothing
+//!   of this runs.
 //! - **Redelivery never loses the task.** Under [`Recovery::Redeliver`], the
 //!   original's `failed` / `interrupted` (detail `redelivered as <new id>`) and the
 //!   redelivery's `queued` are one atomic write ([`Ledger::retry`]): a crash keeps
@@ -75,6 +86,7 @@
 mod delivery; // one delivery: a slot, the send under its deadline, the recorded outcome
 mod error; // what can go wrong, and the outcome that could not be written
 mod ids; // fresh ids, and `<first>.r<n>` for redeliveries
+mod lease; // the lease on a shared store, its heartbeat, and its end at shutdown
 mod meter; // outcome counters, delivery latency and queue depth (feature `metrics`)
 mod options; // the deadline, the concurrency and the shutdown timeout
 mod outcome; // a transport's answer as the event the log records
@@ -94,7 +106,10 @@ use crate::ledger::Ledger;
 use crate::transport::Transport;
 
 pub use self::error::{Error, Unrecorded};
-pub use self::options::{DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, DEFAULT_SHUTDOWN_TIMEOUT, Options};
+pub use self::options::{
+    DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, DEFAULT_LEASE, DEFAULT_SHUTDOWN_TIMEOUT, MIN_LEASE,
+    Options,
+};
 pub use self::receipt::{Receipt, Settled};
 pub use self::recovery::{Recovered, Recovery, Report, Unrecovered};
 pub use self::request::Request;
@@ -122,6 +137,7 @@ struct Owner(Arc<Inner>);
 impl Drop for Owner {
     fn drop(&mut self) {
         self.0.supervisor.abandon();
+        self.0.held.abandon();
     }
 }
 
@@ -133,6 +149,8 @@ struct Inner {
     supervisor: Supervisor,
     tally: Tally,
     ids: ids::Fresh,
+    /// The lease on a shared store, and its heartbeat.
+    held: lease::Held,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -159,6 +177,7 @@ impl Dispatcher {
             supervisor: Supervisor::new(options.concurrency),
             tally: Tally::default(),
             ids: ids::Fresh::new(),
+            held: lease::Held::default(),
         });
         Dispatcher {
             _owner: Arc::new(Owner(Arc::clone(&inner))),
@@ -194,6 +213,7 @@ impl Dispatcher {
             None => self.inner.ids.next()?,
         };
         let admission = self.inner.supervisor.admit()?;
+        let lease = self.inner.lease().await?;
         let queued = request.queued();
         let delivery = Delivery::first(id.clone(), request);
         let (settle, settled) = tokio::sync::oneshot::channel();
@@ -203,8 +223,15 @@ impl Dispatcher {
         // blocking thread, which runs to the end even if this future is dropped:
         // a delegation acknowledged to the log always gets its delivery.
         let recorded = blocking("recording `queued`", move || {
-            let claim = inner.ledger.claim(&delivery.id);
-            let recorded = inner.ledger.record(&delivery.id, queued)?;
+            // Claimed first, so that a `queued` always has an owner.
+            let claim = inner.ledger.claim_leased(&delivery.id, lease.as_ref())?;
+            let recorded = match inner.ledger.record(&delivery.id, queued) {
+                Ok(recorded) => recorded,
+                Err(error) => {
+                    let _ = claim.release();
+                    return Err(error.into());
+                }
+            };
             inner.start(admission, delivery, claim, settle, &runtime);
             Ok::<_, Error>(recorded)
         })
@@ -213,7 +240,8 @@ impl Dispatcher {
     }
 
     /// Stops taking delegations and waits until every delivery has ended and its
-    /// outcome is recorded. Afterwards no task of this dispatcher runs.
+    /// outcome is recorded; then, on a shared store, stops the lease's heartbeat
+    /// and ends the lease. Afterwards no task of this dispatcher runs.
     ///
     /// The wait is bounded by [`Options::shutdown_timeout`] (30 s by default):
     /// deliveries still running or waiting for a slot then end as `failed` /
@@ -228,6 +256,7 @@ impl Dispatcher {
             .supervisor
             .drain(self.inner.options.shutdown_timeout)
             .await;
+        self.inner.held.end().await;
         let unrecorded = self.inner.tally.all_unrecorded();
         if unrecorded.is_empty() {
             Ok(self.stats())
@@ -246,11 +275,34 @@ impl Dispatcher {
     /// time, on any dispatcher over the ledger, even while others deliver. Under
     /// [`Recovery::Redeliver`] the redeliveries are tracked like any delegation:
     /// await their receipts, or [`Dispatcher::shutdown`].
+    ///
+    /// On a store shared by several processes (PostgreSQL), recovery takes over
+    /// only what dispatchers whose lease ran out left (or what nobody claims),
+    /// under this dispatcher's own lease, so that of several dispatchers
+    /// recovering at once exactly one takes each delegation.
     pub async fn recover(&self, policy: Recovery) -> Report {
+        let lease = match self.inner.lease().await {
+            Ok(lease) => lease,
+            Err(error) => return Report::stopped(error),
+        };
         match policy {
-            Recovery::Interrupt => recovery::interrupt(&self.inner.ledger).await,
-            Recovery::Redeliver => recovery::redeliver(&self.inner).await,
+            Recovery::Interrupt => recovery::interrupt(&self.inner.ledger, lease).await,
+            Recovery::Redeliver => recovery::redeliver(&self.inner, lease).await,
         }
+    }
+
+    /// The dispatcher's lease on a store shared by several processes, taken at
+    /// its first delegation or recovery; `None` before that, and on sled or in
+    /// memory.
+    pub fn lease(&self) -> Option<crate::ledger::Lease> {
+        self.inner.held.peek()
+    }
+}
+
+impl Inner {
+    /// The lease, taken on first use ([`lease::Held::get`]).
+    async fn lease(&self) -> Result<Option<crate::ledger::Lease>, Error> {
+        self.held.get(&self.ledger, self.options.lease).await
     }
 }
 

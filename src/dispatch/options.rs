@@ -1,5 +1,5 @@
 //! How a dispatcher delivers: the delivery deadline, how many deliveries run at
-//! once, and how long shutdown waits; each with its default.
+//! once, how long shutdown waits, and its lease on a shared store; each with its default.
 
 use std::time::Duration;
 
@@ -13,12 +13,23 @@ pub const DEFAULT_CONCURRENCY: usize = 64;
 /// still running then ends as `failed` / `interrupted`.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A dispatcher's lease on a store shared by several processes when none is set:
+/// 10 s, renewed every 3⅓ s. A dispatcher that dies is taken over at most this
+/// long after its last renewal; one that cannot renew for this long (a pause,
+/// a server outage) is taken over while it lives, and starts nothing more
+/// under that lease.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+
+/// The shortest lease a dispatcher takes: 300 ms (a heartbeat every 100 ms).
+pub const MIN_LEASE: Duration = Duration::from_millis(300);
+
 /// How a dispatcher delivers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Options {
     pub(super) deadline: Duration,
     pub(super) concurrency: usize,
     pub(super) shutdown_timeout: Option<Duration>,
+    pub(super) lease: Duration,
 }
 
 impl Default for Options {
@@ -27,12 +38,14 @@ impl Default for Options {
             deadline: DEFAULT_DEADLINE,
             concurrency: DEFAULT_CONCURRENCY,
             shutdown_timeout: Some(DEFAULT_SHUTDOWN_TIMEOUT),
+            lease: DEFAULT_LEASE,
         }
     }
 }
 
 impl Options {
-    /// An 8 s deadline, 64 deliveries at once, and a 30 s shutdown timeout.
+    /// An 8 s deadline, 64 deliveries at once, a 30 s shutdown timeout and a
+    /// 10 s lease.
     pub fn new() -> Self {
         Self::default()
     }
@@ -58,6 +71,16 @@ impl Options {
     /// the queue.
     pub fn shutdown_timeout(mut self, limit: Option<Duration>) -> Self {
         self.shutdown_timeout = limit;
+        self
+    }
+
+    /// The dispatcher's lease on a store shared by several processes
+    /// (PostgreSQL; at least [`MIN_LEASE`]); ignored on sled and in memory. Its
+    /// heartbeat renews it every third of it. Shorter, and a dead dispatcher's
+    /// deliveries are recovered sooner; longer, and a live one survives longer
+    /// pauses and outages without being taken over. See [`DEFAULT_LEASE`].
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(MIN_LEASE);
         self
     }
 }

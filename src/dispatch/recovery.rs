@@ -9,7 +9,14 @@ use super::supervisor::Admission;
 use super::{Error, Inner, Receipt, blocking, ids};
 use crate::delegation::Delegation;
 use crate::event::{DelegationId, Failed, FailureReason, Queued};
-use crate::ledger::{self, Ledger, Recorded};
+use crate::ledger::{self, Lease, Ledger, Recorded, Taken};
+
+/// What recovery holds while it redelivers on a shared store: the dispatcher's
+/// lease (which claims each redelivery), and the claims it took over.
+struct Taking {
+    lease: Option<Lease>,
+    taken: Taken,
+}
 
 /// How many redelivery ids recovery tries for one delegation when each is taken
 /// by another writer between its look at the log and its write.
@@ -73,7 +80,7 @@ impl Report {
     }
 
     /// A report of one failure that stopped recovery before it found anything.
-    fn stopped(error: Error) -> Self {
+    pub(super) fn stopped(error: Error) -> Self {
         Report {
             recovered: Vec::new(),
             failed: vec![Unrecovered { id: None, error }],
@@ -81,11 +88,12 @@ impl Report {
     }
 }
 
-/// [`Recovery::Interrupt`]: settles every orphan as interrupted.
-pub(super) async fn interrupt(ledger: &Ledger) -> Report {
+/// [`Recovery::Interrupt`]: settles every orphan as interrupted (on a shared
+/// store, every one taken over under `lease`).
+pub(super) async fn interrupt(ledger: &Ledger, lease: Option<Lease>) -> Report {
     let ledger = ledger.clone();
     match blocking("ledger call", move || {
-        Ok::<_, crate::Error>(ledger.recover_all())
+        Ok::<_, crate::Error>(ledger.recover_all_leased(lease.as_ref()))
     })
     .await
     {
@@ -104,24 +112,31 @@ pub(super) async fn interrupt(ledger: &Ledger) -> Report {
     }
 }
 
-/// [`Recovery::Redeliver`]: settles every orphan as interrupted and redelivers it.
-pub(super) async fn redeliver(inner: &Arc<Inner>) -> Report {
+/// [`Recovery::Redeliver`]: settles every orphan as interrupted and redelivers it
+/// (on a shared store, every one taken over under `lease`, whose owner then
+/// claims each redelivery).
+pub(super) async fn redeliver(inner: &Arc<Inner>, lease: Option<Lease>) -> Report {
     let ledger = inner.ledger.clone();
+    let taking = lease.clone();
     let orphans = blocking("ledger call", move || {
-        Ok::<_, crate::Error>(ledger.orphans())
+        Ok::<_, crate::Error>(ledger.orphans(taking.as_ref()))
     })
     .await;
-    let (orphans, damaged) = match orphans {
+    let orphans = match orphans {
         Ok(found) => found,
         Err(error) => return Report::stopped(error.into()),
     };
     let mut report = Report {
         recovered: Vec::new(),
-        failed: damaged.into_iter().map(Unrecovered::from).collect(),
+        failed: orphans.damaged.into_iter().map(Unrecovered::from).collect(),
     };
-    for original in orphans {
+    for original in orphans.found {
         let id = original.id.clone();
-        match redeliver_one(inner, original).await {
+        let held = Taking {
+            lease: lease.clone(),
+            taken: orphans.taken.clone(),
+        };
+        match redeliver_one(inner, original, held).await {
             Ok(Some(recovered)) => report.recovered.push(recovered),
             Ok(None) => {}
             Err(error) => report.failed.push(Unrecovered {
@@ -139,6 +154,7 @@ pub(super) async fn redeliver(inner: &Arc<Inner>) -> Report {
 async fn redeliver_one(
     inner: &Arc<Inner>,
     original: Delegation,
+    held: Taking,
 ) -> Result<Option<Recovered>, Error> {
     let admission = inner.supervisor.admit()?;
     let (settle, settled) = tokio::sync::oneshot::channel();
@@ -147,7 +163,7 @@ async fn redeliver_one(
     let worker = Arc::clone(inner);
     // As in `delegate`: the write and the spawn run to the end together.
     let queued = blocking("redelivering", move || {
-        requeue(&worker, admission, original, settle, &runtime)
+        requeue(&worker, admission, original, &held, settle, &runtime)
     })
     .await?;
     Ok(queued.map(|(id, recorded)| Recovered {
@@ -164,6 +180,7 @@ fn requeue(
     inner: &Arc<Inner>,
     admission: Admission,
     original: Delegation,
+    held: &Taking,
     settle: Settle,
     runtime: &tokio::runtime::Handle,
 ) -> Result<Option<(DelegationId, Recorded)>, Error> {
@@ -185,7 +202,18 @@ fn requeue(
         if !inner.ledger.store().history(&id)?.entries.is_empty() {
             continue;
         }
-        let claim = inner.ledger.claim(&id);
+        let claim = match inner.ledger.claim_leased(&id, held.lease.as_ref()) {
+            Ok(claim) => claim,
+            // Another live dispatcher holds this id: a lost race for it.
+            Err(crate::Error::Claimed { .. }) => {
+                lost_races += 1;
+                if lost_races == REDELIVERY_ID_TRIES {
+                    break;
+                }
+                continue;
+            }
+            Err(error) => return Err(error.into()),
+        };
         let failed = Failed {
             reason: FailureReason::Interrupted,
             detail: Some(format!("redelivered as {id}")),
@@ -196,6 +224,7 @@ fn requeue(
         };
         match inner.ledger.retry(&original.id, failed, &id, queued) {
             Ok(retried) => {
+                held.taken.release(&original.id);
                 let delivery = Delivery {
                     id: id.clone(),
                     message_id: first,
@@ -210,17 +239,25 @@ fn requeue(
             Err(
                 crate::Error::AlreadySettled { id: refused, .. }
                 | crate::Error::IllegalTransition { id: refused, .. },
-            ) if refused == original.id => return Ok(None),
+            ) if refused == original.id => {
+                let _ = claim.release();
+                held.taken.release(&original.id);
+                return Ok(None);
+            }
             Err(
                 crate::Error::AlreadySettled { id: refused, .. }
                 | crate::Error::IllegalTransition { id: refused, .. },
             ) if refused == id => {
+                let _ = claim.release();
                 lost_races += 1;
                 if lost_races == REDELIVERY_ID_TRIES {
                     break;
                 }
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => {
+                let _ = claim.release();
+                return Err(error.into());
+            }
         }
     }
     Err(Error::NoRedeliveryId {

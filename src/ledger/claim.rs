@@ -1,27 +1,67 @@
 //! Claims: the delegations a delivery of this process owns, which recovery leaves
-//! alone, shared by a ledger's clones.
+//! alone, shared by a ledger's clones; on a shared store, also a row under a lease.
 
 use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
 
+use crate::error::{Error, Result};
 use crate::event::DelegationId;
+use crate::store::{Claimed, Owner};
 
+use super::lease::Lease;
 use super::{Inner, Ledger};
 
 /// A claim that a delivery of this process owns a delegation: while one is held,
-/// recovery leaves the delegation alone. Dropping it ends the claim. See
-/// [`Ledger::claim`].
+/// recovery leaves the delegation alone. Dropping it ends the claim in this
+/// process; [`Claim::release`] also ends it in a shared store. See
+/// [`Ledger::claim`] and [`Ledger::claim_leased`].
 #[derive(Debug)]
 #[must_use = "the claim ends when it is dropped"]
 pub struct Claim {
     inner: Arc<Inner>,
     id: DelegationId,
+    /// On a store shared by several processes: the lease and the owner the
+    /// claim's row was written for.
+    leased: Option<(Lease, Owner)>,
 }
 
 impl Claim {
     /// The claimed delegation.
     pub fn id(&self) -> &DelegationId {
         &self.id
+    }
+
+    /// The owner the claim is held as in a shared store; `None` for a claim of
+    /// this process only.
+    pub fn owner(&self) -> Option<Owner> {
+        self.leased.as_ref().map(|(_, owner)| *owner)
+    }
+
+    /// Whether a delivery under this claim may start now: always for a claim of
+    /// this process only; on a shared store, while the lease it was made under
+    /// is live ([`Lease::holds`]). Once it is not, another dispatcher may take
+    /// the delegation over, so nothing may be sent.
+    pub fn may_deliver(&self) -> bool {
+        self.leased
+            .as_ref()
+            .is_none_or(|(lease, owner)| lease.holds(*owner))
+    }
+
+    /// Ends the claim, in the shared store too (one statement; call it off the
+    /// async threads): once the outcome is recorded, or `queued` was refused. A
+    /// claim another dispatcher took over meanwhile is left to it.
+    ///
+    /// # Errors
+    /// A storage error; the claim has ended in this process all the same, and
+    /// its row, which names a settled delegation, is never taken over.
+    pub fn release(mut self) -> Result<()> {
+        match self.leased.take() {
+            Some((lease, owner)) => match lease.store().ownership() {
+                Some(ownership) => ownership.release(owner, &self.id),
+                None => Ok(()),
+            },
+            None => Ok(()),
+        }
     }
 }
 
@@ -51,11 +91,44 @@ impl Ledger {
     /// before recording `queued`, and drop the claim once the outcome is recorded
     /// (or `queued` was refused): then no recovery can take a live delivery for a
     /// dead one. Claims nest; `id` stays claimed while any claim on it lives.
+    ///
+    /// On a store shared by several processes this claims nothing in the store:
+    /// use [`Ledger::claim_leased`] there.
     pub fn claim(&self, id: &DelegationId) -> Claim {
         *self.inner.live().entry(id.clone()).or_insert(0) += 1;
         Claim {
             inner: Arc::clone(&self.inner),
             id: id.clone(),
+            leased: None,
+        }
+    }
+
+    /// Claims delegation `id` as [`Ledger::claim`] does and, under a `lease` (a
+    /// store shared by several processes), in the store for the lease's owner
+    /// too, so that recovery in other processes leaves it alone while the lease
+    /// lives. Without a lease it is [`Ledger::claim`]. One statement: call it
+    /// off the async threads, before recording `queued`.
+    ///
+    /// # Errors
+    /// [`Error::Claimed`] if another dispatcher with a live lease claims `id`;
+    /// [`Error::LeaseExpired`] if the lease has run out; a storage error.
+    /// Nothing is claimed then.
+    pub fn claim_leased(&self, id: &DelegationId, lease: Option<&Lease>) -> Result<Claim> {
+        let mut claim = self.claim(id);
+        let Some(lease) = lease else {
+            return Ok(claim);
+        };
+        let Some(ownership) = lease.store().ownership() else {
+            return Ok(claim);
+        };
+        let owner = lease.owner();
+        match ownership.claim(owner, id)? {
+            Claimed::Yes => {
+                claim.leased = Some((lease.clone(), owner));
+                Ok(claim)
+            }
+            Claimed::Taken => Err(Error::Claimed { id: id.clone() }),
+            Claimed::LeaseExpired => Err(Error::LeaseExpired { id: id.clone() }),
         }
     }
 

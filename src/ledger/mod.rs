@@ -24,6 +24,11 @@
 //! delivery, only to a process that died. A `queued` recorded with
 //! [`Ledger::record`] directly is not claimed, and recovery settles it.
 //!
+//! On a store shared by several processes (PostgreSQL), a dispatcher holds a
+//! [`Lease`] ([`Ledger::lease`]) and claims each delegation in the store too
+//! ([`Ledger::claim_leased`]); recovery then takes over only what dead owners
+//! (whose lease ran out) or nobody claimed. See `store::postgres`.
+//!
 //! # Where each part lives
 //!
 //! - here: [`Ledger`], its [`Options`] and [`Durability`], and opening one;
@@ -34,14 +39,15 @@
 //! - `read`: [`Ledger::status`], [`Ledger::history`], [`Ledger::replay`] and the
 //!   other reads;
 //! - `stream`: a stored stream decoded, folded, and checked against its head;
-//! - `claim` and `recovery`: what a live delivery owns, and settling what a dead
-//!   process left;
+//! - `claim`, `lease` and `recovery`: what a live delivery owns, a dispatcher's
+//!   lease on a shared store, and settling what a dead process left;
 //! - `poison`: refusing everything after a failed write or flush;
 //! - `migrate`: rewriting a store of an older format.
 
 mod appender;
 mod claim;
 mod commit;
+mod lease;
 mod migrate;
 mod next;
 mod poison;
@@ -63,8 +69,10 @@ use self::appender::Appender;
 use self::commit::GroupCommit;
 
 pub use self::claim::Claim;
+pub use self::lease::{Lease, Renewal};
 pub use self::migrate::{Migration, migrate};
-pub use self::recovery::{Report, Unrecovered};
+pub(crate) use self::recovery::Taken;
+pub use self::recovery::{RECOVERY_LEASE, Report, Unrecovered};
 pub(crate) use self::stream::{Chain, decode_stream, fold_records, head_disagrees};
 pub use self::write::{Recorded, Retried, Settlement};
 

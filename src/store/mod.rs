@@ -25,10 +25,12 @@
 //! - [`Postgres`] (feature `postgres`): on a PostgreSQL server, for several
 //!   processes sharing one ledger: `append` is one transaction that raises each
 //!   head with a conditional update and inserts each record under a unique
-//!   (delegation, seq).
+//!   (delegation, seq). It is the one store with [`Store::ownership`]: leases
+//!   and claims, so that several dispatchers can share it.
 
 mod faulty;
 mod memory;
+pub mod ownership;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sled;
@@ -38,6 +40,7 @@ use std::fmt;
 
 pub use self::faulty::{Fault, Faulty};
 pub use self::memory::Memory;
+pub use self::ownership::{Claimed, Owner, Ownership};
 #[cfg(feature = "postgres")]
 pub use self::postgres::{Connect, Postgres, PostgresError};
 pub use self::sled::Sled;
@@ -267,6 +270,13 @@ pub trait Store: Send + Sync + 'static {
     /// [`Sled::store_format`].)
     fn format(&self) -> u8 {
         HEAD_FORMAT
+    }
+
+    /// Leases and claims, for a store that several processes share
+    /// ([`Ownership`]); `None` (the default) for a store one process holds at a
+    /// time, where the ledger's in-process claims say what is live.
+    fn ownership(&self) -> Option<&dyn Ownership> {
+        None
     }
 }
 

@@ -47,16 +47,45 @@
 //!   unknown: that is reported, never retried, and the ledger poisons itself as
 //!   for any failed write; open a new ledger over the store to go on.
 //!
-//! # Recovery on a shared server: not yet
-//! Recovery ([`Ledger::recover`], and a dispatcher's redelivery) settles every
-//! `queued` delegation that no delivery *of this process* has claimed: on sled the
-//! file lock makes that every orphan and nothing else. On a server shared by
-//! several processes it would also take over the live deliveries of the others.
-//! Until dispatcher leases land (issue 14), deliver from one process per ledger,
-//! or recover only while no other process delivers. Reading, auditing, exporting
-//! and recording from many processes at once is safe: the server decides every
-//! race.
+//! # Several dispatchers, one ledger: leases and claims
+//! On sled the file lock means one process, so a `queued` delegation found by
+//! recovery was certainly orphaned. Here it may belong to a live dispatcher on
+//! another host, so the store offers [`Ownership`](crate::store::Ownership)
+//! (see `lease.rs`), and the ledger and dispatcher use it:
 //!
+//! - every dispatcher holds a **lease** (a `dispatchers` row whose `lease_until`
+//!   is the server's `now()` plus the lease), renewed by a heartbeat every third
+//!   of the lease;
+//! - it **claims** each delegation (a `claims` row) before it writes `queued`, so
+//!   a `queued` delegation always has an owner, and releases the claim once the
+//!   outcome is recorded;
+//! - **recovery takes over only the dead**: delegations whose owner's lease ran
+//!   out, or that nobody claims (written with [`Ledger::record`] directly), in
+//!   one statement that moves the claims with `FOR UPDATE SKIP LOCKED`, so that
+//!   of racing recoveries exactly one takes each; it then settles or redelivers
+//!   them through the same conditional append as every write, so an old owner
+//!   that settles first wins and the taker's outcome is refused;
+//! - a dispatcher whose lease ran out (its heartbeat found the row expired)
+//!   **starts no delivery** under it: what it had not yet sent ends as `failed /
+//!   interrupted` (unless the taker settled it first), and it takes a new lease
+//!   for what comes next.
+//!
+//! **No grace period for unclaimed delegations.** The claim is committed before
+//! `queued` is written and deleted only after the outcome, so a `queued`
+//! delegation without a claim belongs to no dispatcher of this version: it was
+//! recorded with [`Ledger::record`] directly, or its claim was stolen from an
+//! expired owner. It is taken over at once. A grace period would guard only
+//! writers that do not claim (a crate of schema version 1, which the version
+//! row now refuses), and measuring one would need a server time the records do
+//! not carry (their timestamps are the writer's clock).
+//!
+//! All lease times are the server's; a dispatcher's own view of its lease is a
+//! monotonic deadline counted from *before* each renewal was sent, so it always
+//! ends no later than the server's. See the README ("Several dispatchers, one
+//! ledger") for choosing the lease: shorter recovers sooner after a crash,
+//! longer tolerates longer pauses and outages before a live dispatcher is taken
+//! over.
+
 //! # Schema
 //! The tables live in a schema of their own (`delegation_log` by default, see
 //! [`Connect::schema`]), created or migrated by [`Postgres::connect`] (see
@@ -64,6 +93,7 @@
 
 mod append;
 mod fail;
+mod lease;
 mod pool;
 mod read;
 mod schema;
@@ -275,6 +305,10 @@ impl Store for Postgres {
     /// it was on the server's disk before [`Store::append`] returned.
     fn flush(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn ownership(&self) -> Option<&dyn super::Ownership> {
+        Some(self)
     }
 }
 

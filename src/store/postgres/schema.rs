@@ -6,6 +6,12 @@
 //! - `heads (delegation bytea primary key, seq bigint, summary bytea)`: each
 //!   delegation's head, raised in the same transaction as its record.
 //! - `meta (version integer)`: one row, [`VERSION`].
+//! - `dispatchers (id bytea primary key, host, pid, started_at, lease_until)`:
+//!   one row per dispatcher lease (version 2), its times the server's.
+//! - `claims (delegation bytea primary key, owner bytea, claimed_at, takeovers)`:
+//!   which dispatcher owns each `queued` delegation, and how many times it was
+//!   taken over (version 2). Neither table is part of the log: `audit` and the
+//!   export never read them.
 //! - `refuse_taken_slot()`: raises SQLSTATE `DL001`; an append statement calls it
 //!   when its head moved over a record slot already taken, which undoes the
 //!   statement (see `append.rs`).
@@ -14,9 +20,13 @@
 //! NUL included, which `text` refuses. Both tables have an index on
 //! `(octet_length(delegation), delegation)`, the order of sled's length-prefixed
 //! keys, which the scan pages through.
+//!
+//! Version 1 had no `dispatchers` and `claims`; connecting to it adds them and
+//! raises the version row to 2, so that a crate of version 1, which would
+//! recover other processes' live deliveries, refuses the schema from then on.
 
 /// The schema version this crate writes.
-pub(super) const VERSION: i32 = 1;
+pub(super) const VERSION: i32 = 2;
 
 /// The default schema's name.
 pub(super) const DEFAULT: &str = "delegation_log";
@@ -64,7 +74,20 @@ pub(super) fn create(schema: &str) -> String {
              BEGIN
                  RAISE EXCEPTION 'a record is stored beyond the head' USING ERRCODE = 'DL001';
              END $$;
-         INSERT INTO {schema}.meta (version) VALUES ({VERSION}) ON CONFLICT (one) DO NOTHING;"
+         CREATE TABLE IF NOT EXISTS {schema}.dispatchers (
+             id bytea PRIMARY KEY CHECK (octet_length(id) = 16),
+             host text NOT NULL,
+             pid integer NOT NULL,
+             started_at timestamptz NOT NULL DEFAULT now(),
+             lease_until timestamptz NOT NULL);
+         CREATE TABLE IF NOT EXISTS {schema}.claims (
+             delegation bytea PRIMARY KEY CHECK (octet_length(delegation) BETWEEN 1 AND 256),
+             owner bytea NOT NULL,
+             claimed_at timestamptz NOT NULL DEFAULT now(),
+             takeovers integer NOT NULL DEFAULT 0);
+         CREATE INDEX IF NOT EXISTS claims_by_owner ON {schema}.claims (owner);
+         INSERT INTO {schema}.meta (version) VALUES ({VERSION}) ON CONFLICT (one) DO NOTHING;
+         UPDATE {schema}.meta SET version = {VERSION} WHERE version < {VERSION};"
     )
 }
 

@@ -1,0 +1,466 @@
+//! Guards "recovery takes over only the dead" on a shared PostgreSQL ledger, from
+//! both sides: the log, and the `dispatchers` and `claims` rows the server holds
+//! (read with a client of its own). A dispatcher claims before `queued` and
+//! releases after the outcome; its heartbeat renews its lease; a lease not renewed
+//! runs out by the server's clock, and only then is its delegation taken over; of
+//! racing takers (`FOR UPDATE SKIP LOCKED`) exactly one gets each delegation; the
+//! old owner's late outcome loses cleanly to the taker's, and the taker's to an old
+//! owner that settled first; a dispatcher whose lease ran out sends nothing more
+//! under it, and takes a new one. Needs `DATABASE_URL` (`bash .ci/postgres`);
+//! under `CI=true` its absence fails.
+#![cfg(feature = "postgres")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod pg_support;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use delegation_log::dispatch::{Dispatcher, Options, Recovery, Request};
+use delegation_log::event::ReasonCode;
+use delegation_log::ledger::{Lease, Renewal};
+use delegation_log::store::{Connect, Owner, Postgres};
+use delegation_log::transport::{Accepted, BoxFuture, Failure, Message, Transport};
+use delegation_log::{DelegationId, Error, Event, Ledger, Settlement, StatusKind};
+use pg_support::Schema;
+use tokio::sync::Semaphore;
+
+fn id(text: &str) -> DelegationId {
+    text.parse().unwrap()
+}
+
+/// A ledger over `schema` through a store of its own: another process's view.
+fn process(schema: &Schema) -> Ledger {
+    let store =
+        Postgres::connect_with(&schema.url, Connect::new().schema(schema.name.clone())).unwrap();
+    Ledger::with_store(Arc::new(store), Default::default())
+}
+
+/// `owner` as a `bytea` literal.
+fn lit(owner: Owner) -> String {
+    format!("'\\x{owner}'::bytea")
+}
+
+/// Polls `check` every 20 ms until it holds; fails after `limit`.
+fn until(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !check() {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `owner`'s lease is live by the server's clock.
+fn live(schema: &Schema, owner: Owner) -> bool {
+    schema.query(&format!(
+        "SELECT count(*) FROM dispatchers WHERE id = {} AND lease_until > now()",
+        lit(owner)
+    )) == vec![vec![Some("1".into())]]
+}
+
+/// The claims, as (delegation text, owner hex, takeovers).
+fn claims(schema: &Schema) -> Vec<(String, String, i64)> {
+    schema
+        .query("SELECT convert_from(delegation, 'UTF8'), encode(owner, 'hex'), takeovers FROM claims ORDER BY 1")
+        .into_iter()
+        .map(|row| {
+            (
+                row[0].clone().unwrap(),
+                row[1].clone().unwrap(),
+                row[2].clone().unwrap().parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Queues `id` as a dispatcher under `lease` would: claimed, then `queued`.
+fn queue_under(ledger: &Ledger, lease: &Lease, id: &DelegationId) {
+    let claim = ledger.claim_leased(id, Some(lease)).unwrap();
+    ledger.record(id, Event::queued("planner", "held")).unwrap();
+    // Its process "dies": the claim's row stays, the local claim goes.
+    drop(claim);
+}
+
+/// A target that holds every answer until released, and keeps every message.
+#[derive(Clone)]
+struct Held {
+    gate: Arc<Semaphore>,
+    sent: Arc<Mutex<Vec<DelegationId>>>,
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Held {
+            gate: Arc::new(Semaphore::new(0)),
+            sent: Arc::default(),
+        }
+    }
+}
+
+impl Transport for Held {
+    fn send(&self, message: Message) -> BoxFuture<'_, Result<Accepted, Failure>> {
+        self.sent.lock().unwrap().push(message.delegation.clone());
+        Box::pin(async move {
+            let permit = self.gate.acquire().await;
+            if let Ok(permit) = permit {
+                permit.forget();
+            }
+            Ok(Accepted::status(200))
+        })
+    }
+}
+
+impl Held {
+    fn sent(&self) -> Vec<DelegationId> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_claims_before_queued_renews_its_lease_and_releases_after_the_outcome() {
+    let Some(schema) = pg_support::fresh("lease_claims") else {
+        return;
+    };
+    let ledger = Ledger::with_store(schema.store.clone(), Default::default());
+    let target = Held::default();
+    let dispatcher = Dispatcher::with_options(
+        ledger.clone(),
+        target.clone(),
+        Options::new().lease(Duration::from_millis(900)),
+    );
+    assert!(dispatcher.lease().is_none(), "taken at first use");
+    let receipt = dispatcher
+        .delegate(Request::new("planner", "held").id(id("claimed")))
+        .await
+        .unwrap();
+    let owner = dispatcher.lease().unwrap().owner();
+    // In flight: its claim names the dispatcher, whose lease is live.
+    assert_eq!(
+        claims(&schema),
+        vec![("claimed".into(), owner.to_string(), 0)]
+    );
+    assert!(live(&schema, owner));
+    // The heartbeat renews it past several leases (the raw client runs on a
+    // thread of its own, so it may block here).
+    let lease_until = || {
+        schema.query(&format!(
+            "SELECT lease_until FROM dispatchers WHERE id = {}",
+            lit(owner)
+        ))[0][0]
+            .clone()
+    };
+    let first = lease_until();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2000) || lease_until() == first {
+        assert!(started.elapsed() < Duration::from_secs(5), "not renewed");
+        assert!(live(&schema, owner), "the lease ran out while renewed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(dispatcher.lease().unwrap().holds(owner));
+    assert_eq!(target.sent(), vec![id("claimed")]);
+    target.gate.add_permits(1);
+    let settled = receipt.settled().await.unwrap();
+    assert_eq!(settled.id, id("claimed"));
+    // Settled: the claim is gone; shut down: the lease is gone.
+    assert!(claims(&schema).is_empty());
+    dispatcher.shutdown().await.unwrap();
+    assert_eq!(
+        schema.query("SELECT count(*) FROM dispatchers"),
+        vec![vec![Some("0".into())]]
+    );
+    assert_eq!(
+        ledger.status(&id("claimed")).unwrap().status,
+        StatusKind::Delivered
+    );
+}
+
+#[test]
+fn a_lease_not_renewed_runs_out_and_only_then_is_its_delegation_taken_over() {
+    let Some(schema) = pg_support::fresh("lease_expiry") else {
+        return;
+    };
+    let (a, b) = (process(&schema), process(&schema));
+    let dead = a.lease(Duration::from_millis(1200)).unwrap().unwrap();
+    let x = id("x");
+    queue_under(&a, &dead, &x);
+    let taker = b.lease(Duration::from_secs(30)).unwrap().unwrap();
+    let ownership = b.store().ownership().unwrap();
+    // Live: not taken, and recovery settles nothing.
+    assert_eq!(
+        ownership
+            .take_over(taker.owner(), std::slice::from_ref(&x))
+            .unwrap(),
+        vec![]
+    );
+    assert!(b.recover().unwrap().is_empty());
+    assert_eq!(b.status(&x).unwrap().status, StatusKind::Queued);
+    assert_eq!(
+        claims(&schema),
+        vec![("x".into(), dead.owner().to_string(), 0)]
+    );
+    // Out, by the server's clock: taken, once, and counted.
+    until(Duration::from_secs(5), "the lease ran out", || {
+        !live(&schema, dead.owner())
+    });
+    assert!(
+        !dead.holds(dead.owner()),
+        "this process's deadline ends first"
+    );
+    assert_eq!(
+        ownership
+            .take_over(taker.owner(), std::slice::from_ref(&x))
+            .unwrap(),
+        vec![x.clone()]
+    );
+    assert_eq!(
+        claims(&schema),
+        vec![("x".into(), taker.owner().to_string(), 1)]
+    );
+    // The old owner's renewal finds it out, and takes a new lease.
+    let old = dead.owner();
+    match dead.renew().unwrap() {
+        Renewal::Replaced { expired, now } => {
+            assert_eq!(expired, old);
+            assert_eq!(now, dead.owner());
+            assert!(live(&schema, now));
+        }
+        other => panic!("expected a new lease, got {other:?}"),
+    }
+    // Claiming under an expired owner is refused, with nothing written.
+    let stale = a.lease(Duration::from_millis(300)).unwrap().unwrap();
+    until(Duration::from_secs(5), "the short lease ran out", || {
+        !live(&schema, stale.owner())
+    });
+    match a.claim_leased(&id("late"), Some(&stale)) {
+        Err(Error::LeaseExpired { id: refused }) => assert_eq!(refused, id("late")),
+        other => panic!("expected LeaseExpired, got {other:?}"),
+    }
+    // A live owner's claim is refused to others.
+    match b.claim_leased(&x, Some(&dead)) {
+        Err(Error::Claimed { id: refused }) => assert_eq!(refused, x),
+        other => panic!("expected Claimed, got {other:?}"),
+    }
+    assert_eq!(claims(&schema).len(), 1);
+}
+
+#[test]
+fn racing_takeovers_give_each_delegation_to_exactly_one_taker() {
+    let Some(schema) = pg_support::fresh("lease_race") else {
+        return;
+    };
+    const TAKERS: usize = 6;
+    const ORPHANS: usize = 80;
+    let a = process(&schema);
+    let dead = a.lease(Duration::from_secs(3)).unwrap().unwrap();
+    let ids: Vec<DelegationId> = (0..ORPHANS).map(|n| id(&format!("o-{n:03}"))).collect();
+    for x in &ids {
+        queue_under(&a, &dead, x);
+    }
+    // A third of them claimed by nobody (recorded straight into the log).
+    let unclaimed: Vec<DelegationId> = (0..ORPHANS / 3).map(|n| id(&format!("u-{n:03}"))).collect();
+    for x in &unclaimed {
+        a.record(x, Event::queued("planner", "held")).unwrap();
+    }
+    until(Duration::from_secs(5), "the lease ran out", || {
+        !live(&schema, dead.owner())
+    });
+    let all: Vec<DelegationId> = ids.iter().chain(&unclaimed).cloned().collect();
+    let barrier = Arc::new(Barrier::new(TAKERS));
+    let takers: Vec<_> = (0..TAKERS)
+        .map(|_| {
+            let (ledger, barrier, all) = (process(&schema), Arc::clone(&barrier), all.clone());
+            std::thread::spawn(move || {
+                let lease = ledger.lease(Duration::from_secs(30)).unwrap().unwrap();
+                barrier.wait();
+                let taken = ledger
+                    .store()
+                    .ownership()
+                    .unwrap()
+                    .take_over(lease.owner(), &all)
+                    .unwrap();
+                (lease.owner(), taken)
+            })
+        })
+        .collect();
+    let mut seen = BTreeSet::new();
+    let mut by_owner = Vec::new();
+    for taker in takers {
+        let (owner, taken) = taker.join().unwrap();
+        for x in &taken {
+            assert!(seen.insert(x.clone()), "{x} taken twice");
+        }
+        by_owner.push((owner, taken));
+    }
+    assert_eq!(seen, all.iter().cloned().collect::<BTreeSet<_>>());
+    // The rows agree: each delegation's claim names its one taker, taken once.
+    let rows = claims(&schema);
+    assert_eq!(rows.len(), all.len());
+    for (delegation, owner, takeovers) in rows {
+        assert_eq!(takeovers, 1, "{delegation}");
+        let taker = by_owner
+            .iter()
+            .find(|(_, taken)| taken.iter().any(|x| x.as_str() == delegation))
+            .unwrap();
+        assert_eq!(owner, taker.0.to_string(), "{delegation}");
+    }
+}
+
+#[test]
+fn after_a_takeover_the_late_settlement_loses_cleanly_whichever_comes_second() {
+    let Some(schema) = pg_support::fresh("lease_settle") else {
+        return;
+    };
+    let (a, b) = (process(&schema), process(&schema));
+    let dead = a.lease(Duration::from_millis(600)).unwrap().unwrap();
+    let (x, y) = (id("x"), id("y"));
+    queue_under(&a, &dead, &x);
+    queue_under(&a, &dead, &y);
+    // y: the old owner settles first, while its lease has run out on the server.
+    until(Duration::from_secs(5), "the lease ran out", || {
+        !live(&schema, dead.owner())
+    });
+    let won = a.settle(&y, Event::delivered(Some(200)).unwrap()).unwrap();
+    assert!(matches!(won, Settlement::Won(_)), "{won:?}");
+    // The taker takes both, settles x, and loses y to the old owner quietly.
+    let taker = b.lease(Duration::from_secs(30)).unwrap().unwrap();
+    let report = b.recover_all_leased(Some(&taker));
+    assert!(report.failed.is_empty(), "{:?}", report.failed);
+    assert_eq!(report.settled, vec![x.clone()]);
+    assert_eq!(b.status(&y).unwrap().status, StatusKind::Delivered);
+    // x: the old owner's late outcome loses to the taker's interrupted.
+    match a.settle(&x, Event::delivered(Some(200)).unwrap()).unwrap() {
+        Settlement::Lost { outcome, seq, .. } => {
+            assert_eq!(seq, 2);
+            assert!(
+                format!("{outcome:?}").contains("Interrupted"),
+                "{outcome:?}"
+            );
+        }
+        other => panic!("expected the late outcome to lose, got {other:?}"),
+    }
+    let status = b.status(&x).unwrap();
+    assert_eq!(status.reason, Some(ReasonCode::Interrupted));
+    for d in [&x, &y] {
+        assert_eq!(
+            b.history(d).unwrap().len(),
+            2,
+            "{d}: queued and one outcome"
+        );
+    }
+    // Settled: the taker released its claim on x. y's stays with its dead owner
+    // (whose process would have released it after its outcome): it names a
+    // settled delegation, which no recovery ever takes over.
+    assert_eq!(
+        claims(&schema),
+        vec![("y".into(), dead.owner().to_string(), 0)]
+    );
+    assert!(b.audit().unwrap().is_clean());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_elsewhere_leaves_a_live_dispatchers_deliveries_alone() {
+    let Some(schema) = pg_support::fresh("lease_live") else {
+        return;
+    };
+    let ledger = Ledger::with_store(schema.store.clone(), Default::default());
+    let target = Held::default();
+    let dispatcher = Dispatcher::with_options(
+        ledger.clone(),
+        target.clone(),
+        Options::new().lease(Duration::from_millis(600)),
+    );
+    let receipt = dispatcher
+        .delegate(Request::new("planner", "held").id(id("live")))
+        .await
+        .unwrap();
+    // Other processes recover, both ways, for longer than several leases.
+    let other = process(&schema);
+    let elsewhere = Dispatcher::new(other.clone(), Held::default());
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2000) {
+        let report = elsewhere.recover(Recovery::Redeliver).await;
+        assert!(
+            report.recovered.is_empty() && report.is_complete(),
+            "{report:?}"
+        );
+        let settled = tokio::task::spawn_blocking({
+            let other = other.clone();
+            move || other.recover().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(settled.is_empty(), "{settled:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    target.gate.add_permits(1);
+    receipt.settled().await.unwrap();
+    dispatcher.shutdown().await.unwrap();
+    elsewhere.shutdown().await.unwrap();
+    assert_eq!(
+        ledger.status(&id("live")).unwrap().status,
+        StatusKind::Delivered
+    );
+    assert_eq!(target.sent(), vec![id("live")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatcher_whose_lease_ran_out_sends_nothing_more_under_it() {
+    let Some(schema) = pg_support::fresh("lease_lost") else {
+        return;
+    };
+    let ledger = Ledger::with_store(schema.store.clone(), Default::default());
+    let target = Held::default();
+    let dispatcher = Dispatcher::with_options(
+        ledger.clone(),
+        target.clone(),
+        Options::new()
+            .lease(Duration::from_millis(900))
+            .concurrency(1),
+    );
+    let first = dispatcher
+        .delegate(Request::new("planner", "held").id(id("first")))
+        .await
+        .unwrap();
+    // The second waits for the one delivery slot.
+    let second = dispatcher
+        .delegate(Request::new("planner", "held").id(id("second")))
+        .await
+        .unwrap();
+    let old = dispatcher.lease().unwrap().owner();
+    // The server ends the lease (as a long pause would); the heartbeat finds
+    // out and takes a new one.
+    schema.execute(&format!(
+        "UPDATE dispatchers SET lease_until = now() - interval '1 second' WHERE id = {}",
+        lit(old)
+    ));
+    let started = Instant::now();
+    while dispatcher.lease().unwrap().owner() == old {
+        assert!(started.elapsed() < Duration::from_secs(5), "no new lease");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    target.gate.add_permits(1);
+    assert_eq!(first.settled().await.unwrap().id, id("first"));
+    let second = second.settled().await.unwrap();
+    match second.outcome {
+        delegation_log::Outcome::Failed(failed) => {
+            assert_eq!(failed.reason, delegation_log::FailureReason::Interrupted);
+            assert!(failed.detail.unwrap().contains("lease ran out"));
+        }
+        other => panic!("expected interrupted, got {other:?}"),
+    }
+    // Only the first was ever sent; new delegations go out under the new lease.
+    assert_eq!(target.sent(), vec![id("first")]);
+    target.gate.add_permits(1);
+    let third = dispatcher
+        .delegate(Request::new("planner", "held").id(id("third")))
+        .await
+        .unwrap();
+    assert_eq!(third.settled().await.unwrap().id, id("third"));
+    dispatcher.shutdown().await.unwrap();
+    assert_eq!(target.sent(), vec![id("first"), id("third")]);
+    assert_eq!(
+        ledger.status(&id("third")).unwrap().status,
+        StatusKind::Delivered
+    );
+}
