@@ -206,3 +206,36 @@ fn tail_prints_every_event_other_processes_commit_once_whatever_the_commit_order
         assert_eq!(*seq, before + 1, "{delegation} out of order: {seen:?}");
     }
 }
+
+#[test]
+fn tail_ends_with_exit_0_on_ctrl_c() {
+    let Some(schema) = pg_support::fresh("tail_int") else {
+        return;
+    };
+    let ledger = Ledger::with_store(schema.store.clone(), Default::default());
+    ledger
+        .record(
+            &"only".parse().unwrap(),
+            Event::queued("planner", "http://127.0.0.1:9/a2a"),
+        )
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
+        .args(["tail", "--db", &url_of(&schema)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.contains(" only seq 1 queued planner -> "), "{first}");
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}

@@ -74,12 +74,8 @@ fn print_sled(db: &Path, json: bool) -> Done {
 fn follow(url: &str, json: bool, interval: Duration) -> Done {
     let ledger = Ledger::open_url(url)
         .map_err(|e| Failure::Unusable(format!("cannot open the PostgreSQL log: {e}")))?;
-    let (stop, stopping) = mpsc::channel::<()>();
     let signals = runtime()?;
-    signals.spawn(async move {
-        stopped().await;
-        let _ = stop.send(());
-    });
+    let stopping = watch_signals(&signals);
     let mut tail = Tail::new();
     let done = loop {
         let records = match tail.poll(&ledger) {
@@ -98,6 +94,36 @@ fn follow(url: &str, json: bool, interval: Duration) -> Done {
     };
     signals.shutdown_background();
     done
+}
+
+/// A channel that gets a message on Ctrl-C or SIGTERM. On unix both handlers are
+/// installed before this returns, so a signal that comes once the first line is
+/// out is never the default one (which would kill the process).
+fn watch_signals(runtime: &tokio::runtime::Runtime) -> mpsc::Receiver<()> {
+    let (stop, stopping) = mpsc::channel::<()>();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _inside = runtime.enter();
+        if let (Ok(mut interrupt), Ok(mut terminate)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            runtime.spawn(async move {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+                let _ = stop.send(());
+            });
+            return stopping;
+        }
+    }
+    runtime.spawn(async move {
+        stopped().await;
+        let _ = stop.send(());
+    });
+    stopping
 }
 
 /// What a log that cannot be read comes to: damage is exit 1 (with the command
