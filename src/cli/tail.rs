@@ -5,8 +5,9 @@
 //! seq printed, so a transaction that commits late is printed at the next poll,
 //! never skipped, and nothing is printed twice. A sled store takes one process:
 //! one held by another process cannot be read (exit 2, naming the lock); one
-//! held by nobody is printed, and `tail` ends there, since nothing else can write
-//! to it while `tail` holds it and `tail` must not keep writers out.
+//! held by nobody is read (its lock held while reading, let go before printing)
+//! and printed, and `tail` ends there: nothing else can write to it while `tail`
+//! holds it, and `tail` must not keep writers out.
 
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -57,6 +58,9 @@ fn print_sled(db: &Path, json: bool) -> Done {
         e => Failure::Unusable(format!("cannot open {}: {e}", db.display())),
     })?;
     let records = Tail::new().poll(&ledger).map_err(unreadable)?;
+    // Let go of the lock before printing: a slow reader of stdout must not keep
+    // writers out.
+    drop(ledger);
     let printed = records.len();
     if print(&records, json)? == Printed::Closed {
         return Ok(());
