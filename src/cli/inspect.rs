@@ -109,24 +109,7 @@ pub(crate) fn history(db: &Path, id: &str, json: bool) -> Done {
             println!("{line}");
             continue;
         }
-        let what = match &record.event {
-            Event::Queued(queued) => {
-                let task = queued
-                    .task
-                    .as_ref()
-                    .map(|t| format!("  task {t}"))
-                    .unwrap_or_default();
-                format!("{} -> {}{task}", queued.source, queued.target)
-            }
-            Event::Delivered(delivered) => match delivered.http_status {
-                Some(code) => format!("http {code}"),
-                None => String::new(),
-            },
-            Event::Failed(failed) => match &failed.detail {
-                Some(detail) => format!("{}: {detail}", failed.reason),
-                None => failed.reason.to_string(),
-            },
-        };
+        let what = what(&record.event);
         println!(
             "{}  {:<9}  {}  {}",
             record.seq,
@@ -136,4 +119,28 @@ pub(crate) fn history(db: &Path, id: &str, json: bool) -> Done {
         );
     }
     Ok(())
+}
+
+/// An event's own words, after its kind: `planner -> http://…  task …` for a
+/// `queued`, `http 200` for a `delivered`, `reason: detail` for a `failed`. Not
+/// yet escaped: the caller escapes the whole line with `printable`.
+pub(crate) fn what(event: &Event) -> String {
+    match event {
+        Event::Queued(queued) => {
+            let task = queued
+                .task
+                .as_ref()
+                .map(|t| format!("  task {t}"))
+                .unwrap_or_default();
+            format!("{} -> {}{task}", queued.source, queued.target)
+        }
+        Event::Delivered(delivered) => match delivered.http_status {
+            Some(code) => format!("http {code}"),
+            None => String::new(),
+        },
+        Event::Failed(failed) => match &failed.detail {
+            Some(detail) => format!("{}: {detail}", failed.reason),
+            None => failed.reason.to_string(),
+        },
+    }
 }

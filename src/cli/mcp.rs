@@ -13,7 +13,7 @@ use delegation_log::mcp::{self, Server};
 
 use super::delegate::seconds;
 use super::http::{HttpArgs, Protocol};
-use super::{Done, Failure, runtime};
+use super::{Done, Failure, runtime, stopped};
 
 /// The arguments of `mcp`.
 #[derive(Debug, clap::Args)]
@@ -59,31 +59,5 @@ pub(crate) fn run(args: Args) -> Done {
             Ok(())
         }
         Err(e) => Err(Failure::Unusable(e.to_string())),
-    }
-}
-
-/// Ends on SIGTERM or Ctrl-C. A signal that cannot be watched is never seen; the
-/// server then ends when stdin closes.
-async fn stopped() {
-    let interrupt = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                terminate.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
     }
 }

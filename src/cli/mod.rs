@@ -13,6 +13,7 @@ mod mcp;
 mod metrics;
 mod place;
 mod recover;
+mod tail;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -140,6 +141,16 @@ enum Command {
         /// The log's directory.
         db: PathBuf,
     },
+    /// Print a log's events, one line each (`<time> <id> seq <n> <event> …`) or,
+    /// with --json, one JSON object each (the record as `export` writes it).
+    ///
+    /// On PostgreSQL (`--db postgres://…`), go on printing what other processes
+    /// write, each event once, until Ctrl-C or SIGTERM (exit 0). A sled directory
+    /// takes one process: held by another process, it cannot be read (exit 2);
+    /// held by nobody, its events are printed and tail ends, since nothing else
+    /// can write to it meanwhile. A closed stdout ends tail too (exit 0). A
+    /// damaged log is exit 1.
+    Tail(tail::Args),
     #[command(flatten)]
     Audit(audit::Command),
 }
@@ -192,6 +203,7 @@ pub(crate) fn main() -> ExitCode {
             lease,
         } => recover::run(&db, redeliver, &http, lease),
         Command::Migrate { db } => migrate(&db),
+        Command::Tail(args) => tail::run(args),
         Command::Audit(command) => return audit::run(command),
     };
     match result {
@@ -284,4 +296,30 @@ pub(crate) fn lease_seconds(text: &str) -> Result<std::time::Duration, String> {
 /// `-` for what does not apply.
 pub(crate) fn or_dash(value: Option<impl ToString>) -> String {
     value.map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+/// Ends on SIGTERM or Ctrl-C. A signal that cannot be watched is never seen; the
+/// command then ends by its other ways (the MCP server when stdin closes).
+pub(crate) async fn stopped() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                terminate.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
 }

@@ -41,12 +41,16 @@
 //! - `stream`: a stored stream decoded, folded, and checked against its head;
 //! - `claim`, `lease` and `recovery`: what a live delivery owns, a dispatcher's
 //!   lease on a shared store, and settling what a dead process left;
+//! - `follow`: [`Ledger::follow`], every acknowledged record of this process, on
+//!   a bounded feed that never makes a writer wait;
+//! - `tail`: [`Tail`], following a log other processes write, by polling;
 //! - `poison`: refusing everything after a failed write or flush;
 //! - `migrate`: rewriting a store of an older format.
 
 mod appender;
 mod claim;
 mod commit;
+mod follow;
 mod lease;
 mod migrate;
 mod next;
@@ -54,6 +58,7 @@ mod poison;
 mod read;
 mod recovery;
 mod stream;
+mod tail;
 mod write;
 
 use std::collections::HashMap;
@@ -67,13 +72,16 @@ use crate::store::{self, Store, Stripes};
 
 use self::appender::Appender;
 use self::commit::GroupCommit;
+use self::follow::Feed;
 
 pub use self::claim::Claim;
+pub use self::follow::{FOLLOW_CAPACITY, FollowError, Follower};
 pub use self::lease::{Lease, Renewal};
 pub use self::migrate::{Migration, migrate};
 pub(crate) use self::recovery::Taken;
 pub use self::recovery::{RECOVERY_LEASE, Report, Unrecovered};
 pub(crate) use self::stream::{Chain, decode_stream, fold_records, head_disagrees};
+pub use self::tail::Tail;
 pub use self::write::{Recorded, Retried, Settlement};
 
 /// When `record` acknowledges an event.
@@ -175,6 +183,8 @@ struct Inner {
     /// delegation's stripe from reading the history to the end of its append, so
     /// a reader that takes the stripe sees no append half done.
     stripes: Stripes,
+    /// Hands each acknowledged record to the followers ([`Ledger::follow`]).
+    feed: Feed,
 }
 
 impl std::fmt::Debug for Inner {
@@ -236,6 +246,7 @@ impl Ledger {
                 poisoned: OnceLock::new(),
                 live: Mutex::new(HashMap::new()),
                 stripes: Stripes::default(),
+                feed: Feed::default(),
             }),
         }
     }

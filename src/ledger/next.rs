@@ -18,18 +18,20 @@ pub(super) struct Next {
     recorded: Recorded,
     bytes: Vec<u8>,
     head: Vec<u8>,
+    record: Record,
 }
 
 impl Next {
-    /// What this record acknowledges once written, and its append after `fold`.
-    pub(super) fn into_append(self, id: &DelegationId, fold: &Fold) -> (Recorded, Owned) {
+    /// What this record acknowledges once written, its append after `fold`, and
+    /// the record itself (for the followers, once acknowledged).
+    pub(super) fn into_append(self, id: &DelegationId, fold: &Fold) -> (Recorded, Owned, Record) {
         let append = Owned {
             id: id.clone(),
             expect: Expect::after(fold.seq()),
             record: self.bytes,
             head: self.head,
         };
-        (self.recorded, append)
+        (self.recorded, append, self.record)
     }
 }
 
@@ -75,5 +77,6 @@ pub(super) fn next_record(fold: &Fold, event: Event, at: Timestamp) -> Result<Ne
         },
         bytes: envelope::encode(&record),
         head,
+        record,
     })
 }

@@ -143,25 +143,27 @@ impl Ledger {
     /// together, under `id`'s writer stripe; then wait for the commit.
     fn append_event(&self, id: &DelegationId, event: Event) -> Result<Appended> {
         let writing = self.inner.stripes.lock(id);
-        let (appended, written) = self.write_retrying(|| {
+        let ((appended, record), written) = self.write_retrying(|| {
             let fold = self.resume(id)?;
             let at = self.stamp(&fold);
             let next = match next_record(&fold, event.clone(), at) {
                 Ok(next) => next,
                 Err(error @ Error::AlreadySettled { .. }) => {
                     let winner = fold.into_delegation().map(Box::new);
-                    return Ok((Appended::Refused { error, winner }, Ok(None)));
+                    return Ok(((Appended::Refused { error, winner }, None), Ok(None)));
                 }
                 Err(error) => return Err(error),
             };
-            let (recorded, append) = next.into_append(id, &fold);
+            let (recorded, append, record) = next.into_append(id, &fold);
             let written = self.append(vec![append]);
-            Ok((Appended::Recorded(recorded), written))
+            Ok(((Appended::Recorded(recorded), Some(record)), written))
         })?;
         // The append is whole: the flush is shared.
         drop(writing);
         if let Appended::Recorded(_) = appended {
             self.commit(written)?;
+            // Acknowledged: hand it to the followers (never waits).
+            self.inner.feed.publish(record);
         }
         Ok(appended)
     }
@@ -209,7 +211,7 @@ impl Ledger {
             )));
         }
         let writing = self.inner.stripes.lock_all([original, retry]);
-        let (retried, written) = self.write_retrying(|| {
+        let ((retried, records), written) = self.write_retrying(|| {
             let fold = self.resume(original)?;
             let retry_fold = self.resume(retry)?;
             let at = self.stamp(&fold).max(self.stamp(&retry_fold));
@@ -231,18 +233,21 @@ impl Ledger {
             });
             event.validate()?;
             let queued_next = next_record(&retry_fold, event.normalized(), at)?;
-            let (failed, settled) = settled.into_append(original, &fold);
-            let (queued, queued_next) = queued_next.into_append(retry, &retry_fold);
+            let (failed, settled, failed_record) = settled.into_append(original, &fold);
+            let (queued, queued_next, queued_record) =
+                queued_next.into_append(retry, &retry_fold);
             let written = self.append(vec![settled, queued_next]);
             let retried = Retried {
                 failed,
                 queued,
                 attempt,
             };
-            Ok((retried, written))
+            Ok(((retried, [failed_record, queued_record]), written))
         })?;
         drop(writing);
         self.commit(written)?;
+        // Acknowledged: hand both to the followers (never waits).
+        self.inner.feed.publish(records);
         Ok(retried)
     }
 

@@ -1,0 +1,186 @@
+//! Guards "a follower never stalls the ledger": `Ledger::follow` hands out every
+//! acknowledged record, as the log holds it, and a follower that is slow or never
+//! reads only falls behind, told how many records it missed, while every writer
+//! finishes (unlike sled's `watch_prefix`, whose unread subscriber blocks writers
+//! after 1024 events). Also `Tail`, the key-set poll: each record once, in seq
+//! order per delegation.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use delegation_log::event::Queued;
+use delegation_log::ledger::{FOLLOW_CAPACITY, FollowError, Follower, Tail};
+use delegation_log::store::Memory;
+use delegation_log::{DelegationId, Durability, Event, FailureReason, Ledger, Options, Record};
+
+const WRITES: usize = 10_000;
+
+fn id(n: usize) -> DelegationId {
+    format!("t-{n:05}").parse().unwrap()
+}
+
+/// Writes `WRITES` queued records on another thread; panics unless they all
+/// finish before the deadline.
+fn write_all_within(ledger: &Ledger, deadline: Duration) {
+    let (done, finished) = mpsc::channel();
+    let writer = ledger.clone();
+    std::thread::spawn(move || {
+        for n in 0..WRITES {
+            writer
+                .record(&id(n), Event::queued("planner", "http://127.0.0.1:9/a2a"))
+                .unwrap();
+        }
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(deadline)
+        .expect("the writes stalled behind a follower");
+}
+
+fn sled_ledger(dir: &tempfile::TempDir) -> Ledger {
+    Ledger::open_with(
+        dir.path().join("log"),
+        Options::new().durability(Durability::Buffered),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_follower_that_never_reads_never_stalls_writers_and_reports_its_lag() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = sled_ledger(&dir);
+    let mut stopped = ledger.follow();
+    write_all_within(&ledger, Duration::from_secs(120));
+
+    let missed = (WRITES - FOLLOW_CAPACITY) as u64;
+    assert_eq!(stopped.try_recv(), Err(FollowError::Lagged { missed }));
+    // It goes on from the oldest record still held, to the last one, in order.
+    let held: Vec<Record> = std::iter::from_fn(|| stopped.try_recv().ok()).collect();
+    assert_eq!(held.len(), FOLLOW_CAPACITY);
+    let expected: Vec<DelegationId> = (WRITES - FOLLOW_CAPACITY..WRITES).map(id).collect();
+    let got: Vec<DelegationId> = held.iter().map(|r| r.delegation.clone()).collect();
+    assert_eq!(got, expected);
+    assert_eq!(stopped.try_recv(), Err(FollowError::Empty));
+    // What it missed is in the log.
+    assert_eq!(ledger.history(&id(0)).unwrap().len(), 1);
+}
+
+#[test]
+fn a_slow_follower_misses_only_what_it_is_told_and_can_catch_up_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = sled_ledger(&dir);
+    let mut slow = ledger.follow();
+    let (done, finished) = mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        let (mut got, mut missed) = (Vec::new(), 0u64);
+        let mut writers_done = false;
+        loop {
+            match slow.try_recv() {
+                Ok(record) => {
+                    got.push(record.delegation);
+                    // Slow by design: a pause every 64 records.
+                    if got.len() % 64 == 0 {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+                Err(FollowError::Lagged { missed: n }) => missed += n,
+                Err(FollowError::Empty) if writers_done => return (got, missed),
+                Err(FollowError::Empty) => {
+                    writers_done = finished.recv_timeout(Duration::from_millis(1)).is_ok();
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    });
+    write_all_within(&ledger, Duration::from_secs(120));
+    done.send(()).unwrap();
+    let (got, missed) = reader.join().unwrap();
+
+    assert_eq!(
+        got.len() as u64 + missed,
+        WRITES as u64,
+        "every record is got or counted missed"
+    );
+    // Got in write order, none twice.
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "out of order or twice");
+    // Catch up: whatever was missed, the log has.
+    let seen: std::collections::HashSet<_> = got.into_iter().collect();
+    for n in (0..WRITES).filter(|n| !seen.contains(&id(*n))) {
+        assert_eq!(ledger.history(&id(n)).unwrap().len(), 1);
+    }
+}
+
+#[test]
+fn a_follower_gets_each_record_exactly_as_the_log_holds_it() {
+    let ledger = Ledger::with_store(Arc::new(Memory::new()), Options::new());
+    let mut follower: Follower = ledger.follow();
+    let (a, b) = ("a".parse().unwrap(), "a.r1".parse().unwrap());
+    ledger
+        .record(&a, Event::queued("planner", "http://127.0.0.1:9/a2a"))
+        .unwrap();
+    ledger
+        .retry(
+            &a,
+            match Event::failed(FailureReason::TargetOffline, None).unwrap() {
+                Event::Failed(failed) => failed,
+                _ => unreachable!(),
+            },
+            &b,
+            Queued::new("planner", "http://127.0.0.1:9/a2a"),
+        )
+        .unwrap();
+    ledger
+        .record(&b, Event::delivered(Some(200)).unwrap())
+        .unwrap();
+    // A refused event feeds nothing.
+    assert!(
+        ledger
+            .record(&b, Event::delivered(Some(200)).unwrap())
+            .is_err()
+    );
+
+    let got: Vec<Record> = std::iter::from_fn(|| follower.try_recv().ok()).collect();
+    let mut logged = ledger.history(&a).unwrap();
+    logged.extend(ledger.history(&b).unwrap());
+    let order = |r: &Record| (r.at, r.delegation.clone(), r.seq);
+    let (mut got_sorted, mut logged) = (got.clone(), logged);
+    got_sorted.sort_by_key(order);
+    logged.sort_by_key(order);
+    assert_eq!(got_sorted, logged);
+    assert!(got.iter().all(|r| r.hash.is_some()));
+    assert_eq!(follower.try_recv(), Err(FollowError::Empty));
+    drop(ledger);
+    assert_eq!(follower.try_recv(), Err(FollowError::Closed));
+}
+
+#[test]
+fn a_tail_hands_out_each_record_once_in_seq_order_per_delegation() {
+    let ledger = Ledger::with_store(Arc::new(Memory::new()), Options::new());
+    let mut tail = Tail::new();
+    assert!(tail.poll(&ledger).unwrap().is_empty());
+    let mut printed: HashMap<DelegationId, Vec<u64>> = HashMap::new();
+    for round in 0..3 {
+        for n in 0..20 {
+            let id = id(n);
+            let event = if round == 0 {
+                Event::queued("planner", "http://127.0.0.1:9/a2a")
+            } else {
+                Event::delivered(Some(200)).unwrap()
+            };
+            // The third round is refused (settled): nothing new to hand out.
+            let _ = ledger.record(&id, event);
+        }
+        for record in tail.poll(&ledger).unwrap() {
+            printed
+                .entry(record.delegation)
+                .or_default()
+                .push(record.seq);
+        }
+    }
+    assert_eq!(printed.len(), 20);
+    assert!(printed.values().all(|seqs| seqs == &[1, 2]), "{printed:?}");
+    assert_eq!(tail.delegations(), 20);
+}
