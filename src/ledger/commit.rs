@@ -126,6 +126,10 @@ impl GroupCommit {
             commit.flushing = true;
             let covers = commit.written;
             drop(commit);
+            // One span per store flush (feature `tracing`), around the flush
+            // and, when durable, its sync.
+            #[cfg(feature = "tracing")]
+            let _span = tracing::info_span!("store_flush", durable = synced).entered();
             let result = if synced {
                 store.flush()
             } else {
