@@ -5,9 +5,10 @@
 //! seq printed, so a transaction that commits late is printed at the next poll,
 //! never skipped, and nothing is printed twice. A sled store takes one process:
 //! one held by another process cannot be read (exit 2, naming the lock); one
-//! held by nobody is read (its lock held while reading, let go before printing)
-//! and printed, and `tail` ends there: nothing else can write to it while `tail`
-//! holds it, and `tail` must not keep writers out.
+//! held by nobody is read, its handle dropped before printing (sled lets go of
+//! the file lock from a background thread shortly after; no test yet shows how
+//! soon), and printed, and `tail` ends there: nothing else can write to it while
+//! `tail` holds it, and `tail` must not keep writers out.
 
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -58,8 +59,9 @@ fn print_sled(db: &Path, json: bool) -> Done {
         e => Failure::Unusable(format!("cannot open {}: {e}", db.display())),
     })?;
     let records = Tail::new().poll(&ledger).map_err(unreadable)?;
-    // Let go of the lock before printing: a slow reader of stdout must not keep
-    // writers out.
+    // Drop the handle before printing, so that sled can let go of its lock while
+    // a slow reader of stdout is still reading (sled does so from a background
+    // thread; how soon is not tested).
     drop(ledger);
     let printed = records.len();
     if print(&records, json)? == Printed::Closed {
