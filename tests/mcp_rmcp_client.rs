@@ -196,3 +196,42 @@ async fn sigterm_during_a_held_delivery_waits_for_it_records_it_and_exits_0() {
     let status = cli_status(&db, "held");
     assert_eq!(status["status"], "delivered", "{status:#}");
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_started_after_one_was_killed_settles_what_it_left_queued_before_serving() {
+    let agent = Agent::held(message_answer);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log");
+    let (client, mut child) = start(&db).await;
+    let receipt = answer(
+        &client,
+        "delegate_task_async",
+        json!({"target": agent.url(), "task": "review PR 42", "id": "orphan"}),
+    )
+    .await;
+    assert_eq!(receipt["status"], "queued");
+    let until = Instant::now() + Duration::from_secs(10);
+    while agent.requests() == 0 {
+        assert!(Instant::now() < until, "the agent never got the request");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Killed mid-delivery: nothing drains, the delegation stays queued.
+    child.start_kill().unwrap();
+    let _ = exited(&mut child, Duration::from_secs(10)).await;
+    drop(client);
+    assert_eq!(cli_status(&db, "orphan")["status"], "queued");
+
+    // The next server settles it before it answers the first call, so a client
+    // polling it reads the outcome at once instead of `queued` forever.
+    let (client, mut child) = start(&db).await;
+    let status = answer(&client, "check_task_status", json!({"id": "orphan"})).await;
+    assert_eq!(status["status"], "failed", "{status:#}");
+    assert_eq!(status["reason"], "interrupted", "{status:#}");
+    client.cancel().await.unwrap();
+    assert!(exited(&mut child, Duration::from_secs(10)).await.success());
+    assert_eq!(cli_status(&db, "orphan"), status);
+    // It was not sent again: the policy at start is `interrupt`.
+    agent.release();
+    assert_eq!(agent.requests(), 1);
+}

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use delegation_log::Ledger;
-use delegation_log::dispatch::Options;
+use delegation_log::audit::printable;
+use delegation_log::dispatch::{Options, Recovery};
 use delegation_log::mcp::{self, Server};
 
 use super::delegate::seconds;
@@ -32,6 +33,23 @@ pub(crate) struct Args {
     /// The delivery deadline in seconds (fractions allowed).
     #[arg(long, value_name = "SECS", value_parser = seconds, default_value = "8")]
     timeout: Duration,
+    /// What to do at start with delegations a dead process left `queued`:
+    /// `interrupt` settles each as failed / interrupted, `redeliver` also sends
+    /// it again (as `recover --redeliver` does), `off` leaves them for
+    /// `delegation-log recover`.
+    #[arg(long, value_enum, value_name = "POLICY", default_value = "interrupt")]
+    recover: AtStart,
+}
+
+/// The `--recover` policy of `mcp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum AtStart {
+    /// Settle each as failed / interrupted.
+    Interrupt,
+    /// Settle each as failed / interrupted and deliver it again.
+    Redeliver,
+    /// Leave them queued.
+    Off,
 }
 
 pub(crate) fn run(args: Args) -> Done {
@@ -47,6 +65,30 @@ pub(crate) fn run(args: Args) -> Done {
         .source(args.from)
         .protocol(protocol);
     let runtime = runtime()?;
+    let policy = match args.recover {
+        AtStart::Interrupt => Some(Recovery::Interrupt),
+        AtStart::Redeliver => Some(Recovery::Redeliver),
+        AtStart::Off => None,
+    };
+    if let Some(policy) = policy {
+        let report = runtime.block_on(server.recover(policy));
+        if !report.recovered.is_empty() {
+            eprintln!(
+                "delegation-log mcp: recovered {} delegation(s) a dead process left queued ({})",
+                report.recovered.len(),
+                match policy {
+                    Recovery::Redeliver => "failed / interrupted, each redelivered",
+                    _ => "failed / interrupted",
+                }
+            );
+        }
+        for failure in &report.failed {
+            eprintln!(
+                "delegation-log mcp: could not recover {}",
+                printable(&failure.to_string())
+            );
+        }
+    }
     let served = runtime.block_on(server.serve(rmcp::transport::stdio(), stopped()));
     // A read of stdin cannot be cancelled: after a signal, do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));

@@ -22,8 +22,10 @@
 //! go on while the client polls, and [`Server::serve`] drains them before it
 //! returns, when the client closes the transport or the caller's `stop` future
 //! ends (the CLI's SIGTERM or Ctrl-C). Nothing is left `queued` by a server that
-//! shut down; one that is killed leaves its deliveries `queued`, and
-//! `delegation-log recover` settles them.
+//! shut down. One that is killed leaves its deliveries `queued`; the next server
+//! started on the same log settles them before it serves ([`Server::recover`],
+//! which `delegation-log mcp` runs at start unless told `--recover off`), or
+//! `delegation-log recover` does.
 //!
 //! # Errors
 //!
@@ -64,7 +66,7 @@ use rmcp::service::RoleServer;
 use rmcp::transport::IntoTransport;
 use tokio_util::sync::CancellationToken;
 
-use crate::dispatch::{self, Dispatcher, Stats};
+use crate::dispatch::{self, Dispatcher, Recovery, Report, Stats};
 use crate::ledger::Ledger;
 use crate::transport::Http;
 
@@ -159,6 +161,17 @@ impl Server {
     /// The ledger it records into.
     pub fn ledger(&self) -> &Ledger {
         &self.ledger
+    }
+
+    /// Settles what a dead server (or any dead process) left `queued` on this
+    /// server's ledger, by `policy`, before the server serves: a client polling
+    /// `check_task_status` for a delegation of a killed server then reads its
+    /// outcome (`failed` / `interrupted`, or a redelivery's) instead of `queued`
+    /// forever. Delegations live in this process are left alone, as
+    /// [`Dispatcher::recover`] says; redeliveries run on the server's
+    /// [`Protocol::Auto`] dispatcher and are drained by [`Server::shutdown`].
+    pub async fn recover(&self, policy: Recovery) -> Report {
+        self.dispatchers.auto.recover(policy).await
     }
 
     /// The dispatcher for `protocol`.
