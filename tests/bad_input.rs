@@ -5,6 +5,13 @@
 //!   flip, every truncation, and every unknown version byte gives a typed decode
 //!   error, and through the ledger a typed `Error::Corrupt` or
 //!   `Error::UnknownVersion`.
+//! - The same damage on every store, from one definition (`Kind`): memory runs
+//!   every case; sled (the damaged bytes appended, a fresh store each) and
+//!   PostgreSQL (each history written intact, then its row overwritten with an
+//!   `UPDATE`, as damage behind the store's back would) run a sample, and each
+//!   case must read as the same typed error, with the same fields and message,
+//!   as in memory. Racing writers and illegal transitions run on every store in
+//!   `racing_writers.rs` and `model.rs`.
 //! - Arbitrary bytes, raw and behind a valid header and checksum of either format
 //!   version, never panic the decoder; whatever decodes re-encodes, in the version
 //!   it was read in, to the same bytes.

@@ -8,7 +8,7 @@
 //! owner that settled first; a dispatcher whose lease ran out sends nothing more
 //! under it, and takes a new one. Taking a lease sweeps what dispatchers gone
 //! for good (an hour past their lease, or retired) left: their claims on settled
-//! delegations and then their rows, never a claim on a `queued` delegation nor
+//! or never-queued delegations and then their rows, never a claim on a `queued` delegation nor
 //! anything of a live dispatcher. Needs `DATABASE_URL` (`bash .ci/postgres`);
 //! under `CI=true` its absence fails.
 #![cfg(feature = "postgres")]
@@ -469,7 +469,7 @@ async fn a_dispatcher_whose_lease_ran_out_sends_nothing_more_under_it() {
 }
 
 #[test]
-fn taking_a_lease_sweeps_the_claims_dead_dispatchers_left_on_settled_delegations() {
+fn taking_a_lease_sweeps_the_claims_dead_dispatchers_left_on_settled_or_never_queued_delegations() {
     let Some(schema) = pg_support::fresh("sweep") else {
         return;
     };
@@ -489,6 +489,9 @@ fn taking_a_lease_sweeps_the_claims_dead_dispatchers_left_on_settled_delegations
     ] {
         queue_under(&ledger, lease, id);
     }
+    // Claimed, then its process died before `queued`.
+    let never_queued = id("never-queued");
+    drop(ledger.claim_leased(&never_queued, Some(&dead)).unwrap());
     for id in [&settled_of_dead, &settled_of_live] {
         ledger
             .record(id, Event::delivered(Some(200)).unwrap())
@@ -511,14 +514,14 @@ fn taking_a_lease_sweeps_the_claims_dead_dispatchers_left_on_settled_delegations
          VALUES ({}, 'late', 1, now() - interval '1 minute', now() - interval '1 second')",
         lit(recent)
     ));
-    assert_eq!(claims(&schema).len(), 3);
+    assert_eq!(claims(&schema).len(), 4);
 
     let next = ledger.lease(minute).unwrap().unwrap();
     let left: Vec<String> = claims(&schema).into_iter().map(|claim| claim.0).collect();
     assert_eq!(
         left,
         vec![queued_of_dead.to_string(), settled_of_live.to_string()],
-        "only the dead dispatcher's claim on a settled delegation goes"
+        "only the dead dispatcher's claims on settled and never-queued delegations go"
     );
     let rows = |owner: Owner| {
         schema.query(&format!(
