@@ -11,6 +11,11 @@
 //! - `status`: [`Ledger::status`] against a prepared `SELECT` of the head row
 //!   (`raw_select_head`).
 //!
+//! - `replay`: [`Ledger::replay`] of 500 settled delegations (two records
+//!   each: the store's paged scan, decoded, folded and checked against each
+//!   head) against one prepared `SELECT` of the same record and head rows in the
+//!   same key order (`raw_select_records_and_heads`, nothing decoded).
+//!
 //! - `lease`: what a dispatcher's lease costs a delivery on PostgreSQL: the check
 //!   before each send ([`Claim::may_deliver`](delegation_log::ledger::Claim::may_deliver),
 //!   a local deadline: `lease_check_local`) against asking the server
@@ -124,6 +129,8 @@ fn benches(c: &mut Criterion) {
     });
     group.finish();
 
+    replay(c);
+
     let mut group = c.benchmark_group("lease");
     let lease = ledger
         .lease(std::time::Duration::from_secs(60))
@@ -160,6 +167,49 @@ fn benches(c: &mut Criterion) {
     group.finish();
     drop(held);
     lease.retire().unwrap();
+}
+
+/// How many settled delegations the `replay` group reads.
+const REPLAYED: u64 = 500;
+
+/// `replay`: the ledger's replay against a raw `SELECT` of the same rows, on a
+/// schema of its own that holds exactly [`REPLAYED`] settled delegations.
+fn replay(c: &mut Criterion) {
+    let Some(schema) = pg_support::fresh("bench_replay") else {
+        return;
+    };
+    let ledger = Ledger::with_store(schema.store.clone(), Options::new());
+    for n in 0..REPLAYED {
+        let id = id("replay", n);
+        ledger.record(&id, queued()).unwrap();
+        ledger
+            .record(&id, Event::delivered(Some(200)).unwrap())
+            .unwrap();
+    }
+    let mut client = raw_client(&schema);
+    let mut group = c.benchmark_group("replay");
+    group.throughput(criterion::Throughput::Elements(REPLAYED * 2));
+    group.bench_function("ledger_replay", |b| {
+        b.iter(|| {
+            let replayed = ledger.replay().map(Result::unwrap).count();
+            assert_eq!(replayed as u64, REPLAYED);
+        });
+    });
+    let select = client
+        .prepare(
+            "SELECT r.delegation, r.seq, r.bytes, h.seq, h.summary
+             FROM records r JOIN heads h USING (delegation)
+             ORDER BY octet_length(r.delegation), r.delegation, r.seq",
+        )
+        .unwrap();
+    group.bench_function("raw_select_records_and_heads", |b| {
+        b.iter(|| {
+            let rows = client.query(&select, &[]).unwrap();
+            assert_eq!(rows.len() as u64, REPLAYED * 2);
+            black_box(rows);
+        });
+    });
+    group.finish();
 }
 
 criterion_group!(group, benches);

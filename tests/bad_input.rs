@@ -5,6 +5,13 @@
 //!   flip, every truncation, and every unknown version byte gives a typed decode
 //!   error, and through the ledger a typed `Error::Corrupt` or
 //!   `Error::UnknownVersion`.
+//! - The same damage on every store, from one definition (`Kind`): memory runs
+//!   every case; sled (the damaged bytes appended, a fresh store each) and
+//!   PostgreSQL (each history written intact, then its row overwritten with an
+//!   `UPDATE`, as damage behind the store's back would) run a sample, and each
+//!   case must read as the same typed error, with the same fields and message,
+//!   as in memory. Racing writers and illegal transitions run on every store in
+//!   `racing_writers.rs` and `model.rs`.
 //! - Arbitrary bytes, raw and behind a valid header and checksum of either format
 //!   version, never panic the decoder; whatever decodes re-encodes, in the version
 //!   it was read in, to the same bytes.
@@ -30,6 +37,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod audit_support;
+#[cfg(feature = "postgres")]
+mod pg_support;
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -40,7 +49,7 @@ use audit_support::{copy_dir, edit, sealed_bytes};
 use delegation_log::delegation::Fold;
 use delegation_log::envelope::{self, DecodeError, HEADER_LEN};
 use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
-use delegation_log::store::{Append, Expect, Memory, Store};
+use delegation_log::store::{Append, Expect, Memory, Sled, Store};
 use delegation_log::{
     ChainHash, DelegationId, Error, Event, FailureReason, Ledger, ManualClock, OpenError, Options,
     Record, Status, Timestamp,
@@ -180,54 +189,208 @@ fn records() -> Vec<Record> {
     histories().into_iter().flatten().collect()
 }
 
-/// What the ledger reads when a delegation's record at `seq` holds `bytes` and the
-/// others are intact, with the head where it was written.
-fn read_through_ledger(
-    history: &[Record],
-    seq: usize,
-    bytes: &[u8],
-) -> delegation_log::Result<Status> {
-    let store = Arc::new(Memory::new());
+/// Damage done to one delegation's stored bytes, as the ledger will find it.
+#[derive(Clone, Debug)]
+enum Damage {
+    /// Nothing: the history as written.
+    Intact,
+    /// The record at `seq` holds `bytes` in place of its encoding.
+    Record { seq: u64, bytes: Vec<u8> },
+    /// The delegation's head holds these bytes in place of its summary.
+    Head(Vec<u8>),
+}
+
+/// A kind of store the damage is read from: it holds `history` (each record
+/// with the head its fold gives) with `damage` done to it.
+///
+/// One definition of the sweeps runs on every kind. Memory (the full sweeps'
+/// reference) and sled take the damaged bytes through `Store::append`, as
+/// opaque bytes they are; PostgreSQL is written intact and then damaged as an
+/// outsider would, by an `UPDATE` of the stored row.
+trait Kind {
+    /// The store holding `history` damaged by `damage`.
+    fn damaged(&mut self, history: &[Record], damage: &Damage) -> Arc<dyn Store>;
+}
+
+/// Each record of `history` with the head its fold gives, in the store's
+/// terms: (encoded record, encoded head).
+fn written(history: &[Record]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut fold = Fold::new(history[0].delegation.clone());
+    history
+        .iter()
+        .map(|record| {
+            fold.apply(record).unwrap();
+            (
+                envelope::encode(record),
+                envelope::head::encode(fold.delegation().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// Appends `history` to `store` with `damage` done to the bytes on their way in.
+fn append_damaged(store: &dyn Store, history: &[Record], damage: &Damage) {
     let id = &history[0].delegation;
-    let mut fold = Fold::new(id.clone());
-    for (index, record) in history.iter().enumerate() {
-        let encoded = envelope::encode(record);
-        let stored = if index + 1 == seq { bytes } else { &encoded };
-        fold.apply(record).unwrap();
-        let head = envelope::head::encode(fold.delegation().unwrap());
+    for (index, (record, head)) in written(history).iter().enumerate() {
+        let record = match damage {
+            Damage::Record { seq, bytes } if *seq == index as u64 + 1 => bytes,
+            _ => record,
+        };
+        let head = match damage {
+            Damage::Head(bytes) => bytes,
+            _ => head,
+        };
         store
             .append(&[Append {
                 id,
                 expect: Expect::after(index as u64),
-                record: stored,
-                head: &head,
+                record,
+                head,
             }])
             .unwrap();
     }
+}
+
+/// A fresh in-memory store per case.
+struct InMemory;
+
+impl Kind for InMemory {
+    fn damaged(&mut self, history: &[Record], damage: &Damage) -> Arc<dyn Store> {
+        let store = Arc::new(Memory::new());
+        append_damaged(store.as_ref(), history, damage);
+        store
+    }
+}
+
+/// A fresh sled store per case, in a directory of its own.
+struct InSled(Vec<tempfile::TempDir>);
+
+impl Kind for InSled {
+    fn damaged(&mut self, history: &[Record], damage: &Damage) -> Arc<dyn Store> {
+        // The previous case's store is dropped by now: remove its files.
+        self.0.clear();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Sled::open(dir.path().join("db")).unwrap());
+        self.0.push(dir);
+        append_damaged(store.as_ref(), history, damage);
+        store
+    }
+}
+
+/// One PostgreSQL schema for every case: each history written intact once,
+/// then its row damaged with SQL, and put back before the next case.
+#[cfg(feature = "postgres")]
+struct InPostgres {
+    schema: pg_support::Schema,
+    client: postgres::Client,
+    written: std::collections::BTreeSet<DelegationId>,
+    undo: String,
+}
+
+#[cfg(feature = "postgres")]
+impl InPostgres {
+    /// On a fresh schema, or `None` with no server outside CI.
+    fn new() -> Option<Self> {
+        let schema = pg_support::fresh("bad_input")?;
+        let mut client = postgres::Client::connect(&schema.url, postgres::NoTls).unwrap();
+        client
+            .batch_execute(&format!("SET search_path = {}", schema.name))
+            .unwrap();
+        Some(InPostgres {
+            schema,
+            client,
+            written: Default::default(),
+            undo: String::new(),
+        })
+    }
+}
+
+/// `bytes` as a PostgreSQL `bytea` literal.
+#[cfg(feature = "postgres")]
+fn bytea(bytes: &[u8]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("decode('{hex}', 'hex')")
+}
+
+#[cfg(feature = "postgres")]
+impl Kind for InPostgres {
+    fn damaged(&mut self, history: &[Record], damage: &Damage) -> Arc<dyn Store> {
+        let id = &history[0].delegation;
+        if self.written.insert(id.clone()) {
+            append_damaged(self.schema.store.as_ref(), history, &Damage::Intact);
+        }
+        let key = bytea(id.as_str().as_bytes());
+        let intact = written(history);
+        let mut sql = std::mem::take(&mut self.undo);
+        match damage {
+            Damage::Intact => {}
+            Damage::Record { seq, bytes } => {
+                let update = |bytes: &[u8]| {
+                    format!(
+                        "UPDATE records SET bytes = {} WHERE delegation = {key} AND seq = {seq};",
+                        bytea(bytes)
+                    )
+                };
+                sql += &update(bytes);
+                self.undo = update(&intact[*seq as usize - 1].0);
+            }
+            Damage::Head(bytes) => {
+                let update = |bytes: &[u8]| {
+                    format!(
+                        "UPDATE heads SET summary = {} WHERE delegation = {key};",
+                        bytea(bytes)
+                    )
+                };
+                sql += &update(bytes);
+                self.undo = update(&intact.last().unwrap().1);
+            }
+        }
+        if !sql.is_empty() {
+            self.client.batch_execute(&sql).unwrap();
+        }
+        self.schema.store.clone()
+    }
+}
+
+/// What the ledger reads of `history` stored with `damage` in a store of `kind`:
+/// `status` (the head alone) and, for damage to a record, the delegation (which
+/// decodes every record and checks the head against them), which must agree.
+fn read_damaged(
+    kind: &mut dyn Kind,
+    history: &[Record],
+    damage: &Damage,
+) -> delegation_log::Result<Status> {
+    let store = kind.damaged(history, damage);
+    let id = &history[0].delegation;
     let ledger = Ledger::with_store(store, Options::new().clock(ManualClock::default()));
-    // `status` reads the head alone; reading the delegation decodes every record
-    // and checks the head against them.
+    if let Damage::Head(_) = damage {
+        return ledger.status(id);
+    }
     let delegation = ledger.delegation(id)?.expect("the delegation has records");
     assert_eq!(ledger.status(id)?, delegation.status());
     Ok(delegation.status())
 }
 
-/// What `status` reads when the delegation's head holds `bytes`.
+/// What the ledger reads when a delegation's record at `seq` holds `bytes` and the
+/// others are intact, with the head where it was written (in memory).
+fn read_through_ledger(
+    history: &[Record],
+    seq: usize,
+    bytes: &[u8],
+) -> delegation_log::Result<Status> {
+    let damage = match seq {
+        0 => Damage::Intact,
+        seq => Damage::Record {
+            seq: seq as u64,
+            bytes: bytes.to_vec(),
+        },
+    };
+    read_damaged(&mut InMemory, history, &damage)
+}
+
+/// What `status` reads when the delegation's head holds `bytes` (in memory).
 fn status_with_head(history: &[Record], bytes: &[u8]) -> delegation_log::Result<Status> {
-    let store = Arc::new(Memory::new());
-    let id = &history[0].delegation;
-    for (index, record) in history.iter().enumerate() {
-        store
-            .append(&[Append {
-                id,
-                expect: Expect::after(index as u64),
-                record: &envelope::encode(record),
-                head: bytes,
-            }])
-            .unwrap();
-    }
-    let ledger = Ledger::with_store(store, Options::new().clock(ManualClock::default()));
-    ledger.status(id)
+    read_damaged(&mut InMemory, history, &Damage::Head(bytes.to_vec()))
 }
 
 #[test]
@@ -371,6 +534,121 @@ fn every_record_kind_decodes_to_itself_and_reads_back_through_the_ledger() {
         assert_eq!(status.id, last.delegation);
         assert_eq!(status.settled_at.is_some(), history.len() == 2);
     }
+}
+
+/// Every damage the sweeps above make, each `stride`th only: (what, history
+/// index, damage). Record flips and truncations in both format versions, every
+/// unknown version byte, head flips and truncations.
+fn damages(stride: usize) -> Vec<(String, usize, Damage)> {
+    let mut all = Vec::new();
+    for (index, history) in histories().iter().enumerate() {
+        for record in history {
+            let (id, seq) = (&record.delegation, record.seq);
+            let mut push = |what: String, bytes: Vec<u8>| {
+                all.push((what, index, Damage::Record { seq, bytes }));
+            };
+            for bytes in encodings(record) {
+                for bit in 0..bytes.len() * 8 {
+                    let mut flipped = bytes.clone();
+                    flipped[bit / 8] ^= 1 << (bit % 8);
+                    push(
+                        format!("bit {bit} of {id} seq {seq} v{}", bytes[0]),
+                        flipped,
+                    );
+                }
+                for len in 0..bytes.len() {
+                    let cut = bytes[..len].to_vec();
+                    push(format!("{len} bytes of {id} seq {seq} v{}", bytes[0]), cut);
+                }
+            }
+            let bytes = envelope::encode(record);
+            for version in (0..=u8::MAX).filter(|v| ![1, envelope::VERSION].contains(v)) {
+                let mut other = bytes.clone();
+                other[0] = version;
+                push(format!("version {version} of {id} seq {seq}"), other);
+            }
+        }
+        let head = written(history).last().unwrap().1.clone();
+        let id = &history[0].delegation;
+        for bit in 0..head.len() * 8 {
+            let mut flipped = head.clone();
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            all.push((
+                format!("head bit {bit} of {id}"),
+                index,
+                Damage::Head(flipped),
+            ));
+        }
+        for len in 0..head.len() {
+            let cut = head[..len].to_vec();
+            all.push((
+                format!("head cut to {len} of {id}"),
+                index,
+                Damage::Head(cut),
+            ));
+        }
+    }
+    all.into_iter().step_by(stride).collect()
+}
+
+/// A result as the comparison sees it: the status read, or the error with
+/// every field.
+fn shown(result: &delegation_log::Result<Status>) -> String {
+    match result {
+        Ok(status) => format!("Ok({status:?})"),
+        Err(error) => format!("Err({error:?}: {error})"),
+    }
+}
+
+/// Reads every `stride`th damage on `kind` and asserts it gives what memory
+/// gives (a damage-reporting typed error, by the full sweeps above): the same
+/// variant with the same fields and message. Returns how many it read.
+fn same_as_memory(kind: &mut dyn Kind, stride: usize) -> usize {
+    let histories = histories();
+    let damages = damages(stride);
+    for (what, index, damage) in &damages {
+        let history = &histories[*index];
+        let expected = read_damaged(&mut InMemory, history, damage);
+        let shown_expected = shown(&expected);
+        assert_damage_is_reported(expected, &format!("memory: {what}"));
+        let found = read_damaged(kind, history, damage);
+        assert_eq!(shown(&found), shown_expected, "{what}");
+    }
+    for history in &histories {
+        let intact = read_damaged(kind, history, &Damage::Intact);
+        let expected = read_damaged(&mut InMemory, history, &Damage::Intact);
+        assert_eq!(
+            shown(&intact),
+            shown(&expected),
+            "{}",
+            history[0].delegation
+        );
+        assert!(intact.is_ok());
+    }
+    damages.len()
+}
+
+/// Sled stores what it is given as opaque bytes too: a sample of the damages
+/// (each 97th, a fresh store each) reads as the same typed error as in memory.
+#[test]
+fn damaged_records_and_heads_in_sled_give_the_same_typed_errors_as_in_memory() {
+    let read = same_as_memory(&mut InSled(Vec::new()), 97);
+    println!("{read} damaged records and heads read from sled");
+    assert!(read > 700, "only {read}");
+}
+
+/// A row damaged with SQL after an intact write (a sample: each 7th damage)
+/// reads as the same typed error as in memory: the store hands the ledger the
+/// row's bytes, and the ledger's checks judge them alike on every store.
+#[cfg(feature = "postgres")]
+#[test]
+fn rows_damaged_with_sql_on_postgresql_give_the_same_typed_errors_as_in_memory() {
+    let Some(mut kind) = InPostgres::new() else {
+        return;
+    };
+    let read = same_as_memory(&mut kind, 7);
+    println!("{read} damaged rows read from PostgreSQL");
+    assert!(read > 4_000, "only {read}");
 }
 
 // ---------------------------------------------------------------------------

@@ -4,7 +4,10 @@
 //! what they wrote is in the database (checked with a client of its own). The
 //! export of one schema, imported into another and exported again, is the same
 //! bytes. `recover --lease` on a shared server takes over only what a dispatcher
-//! whose lease ran out left, and leaves a live one's claims alone. Needs `DATABASE_URL` (`bash .ci/postgres`); under `CI=true` its absence
+//! whose lease ran out left, and leaves a live one's claims alone. No command
+//! ever prints a URL's password, in an error or in its output: a server that
+//! cannot be reached, a URL that does not parse, and the demo's "log:" line
+//! show `user:***@host`. Needs `DATABASE_URL` (`bash .ci/postgres`); under `CI=true` its absence
 //! fails.
 #![cfg(all(feature = "cli", feature = "postgres"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -165,4 +168,82 @@ fn recover_on_a_shared_server_takes_over_only_what_expired_leases_left() {
     // A lease below the minimum is a usage error.
     let (code, _, stderr) = run(&["recover", &url, "--lease", "0.01"]);
     assert_eq!(code, 2, "{stderr}");
+}
+
+/// The password the redaction tests put in their URLs.
+const SECRET: &str = "hunter2-secret";
+
+fn assert_no_password(what: &str, code: i32, stdout: &str, stderr: &str) {
+    assert!(!stdout.contains(SECRET), "{what}: {stdout}");
+    assert!(!stderr.contains(SECRET), "{what}: {stderr}");
+    assert!(!stdout.contains("hunter2"), "{what}: {stdout}");
+    assert!(!stderr.contains("hunter2"), "{what}: {stderr}");
+    assert_ne!(code, 0, "{what}: {stdout}{stderr}");
+}
+
+#[test]
+fn no_command_prints_the_password_of_a_server_it_cannot_reach() {
+    // Nothing listens on port 9; the second URL's port does not parse.
+    for url in [
+        format!("postgres://someone:{SECRET}@127.0.0.1:9/agents"),
+        format!("postgresql://someone:{SECRET}@127.0.0.1:notaport/agents"),
+    ] {
+        let out = tempfile::tempdir().unwrap();
+        let file = out.path().join("export.jsonl");
+        std::fs::write(&file, "").unwrap();
+        let file = file.to_str().unwrap();
+        let commands: Vec<Vec<&str>> = vec![
+            vec!["status", &url, "d-1"],
+            vec!["history", &url, "d-1"],
+            vec!["recover", &url],
+            vec!["audit", &url],
+            vec!["export", &url, "--out", file],
+            vec!["import", file, &url],
+            vec![
+                "delegate",
+                "--db",
+                &url,
+                "--to",
+                "http://127.0.0.1:9/a2a",
+                "t",
+            ],
+            vec!["demo", "--db", &url, "--tasks", "1"],
+            vec!["tail", "--db", &url],
+        ];
+        for command in commands {
+            let (code, stdout, stderr) = run(&command);
+            assert_no_password(&command.join(" "), code, &stdout, &stderr);
+            let shown = stdout.clone() + &stderr;
+            assert!(
+                shown.contains("someone") || shown.contains("127.0.0.1"),
+                "{command:?} names no server: {shown}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_demo_shows_its_log_url_without_the_password() {
+    let Some(schema) = pg_support::fresh("cli_secret") else {
+        return;
+    };
+    // The test server trusts 127.0.0.1, so a password in the URL is accepted
+    // and ignored: the demo runs and prints where its log is.
+    let url = url_of(&schema).replacen("://postgres@", &format!("://postgres:{SECRET}@"), 1);
+    assert!(url.contains(SECRET), "{url}");
+    let (code, stdout, stderr) = run(&[
+        "demo",
+        "--db",
+        &url,
+        "--tasks",
+        "1",
+        "--deadline-ms",
+        "1000",
+    ]);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("log: postgres://postgres:***@"), "{stdout}");
+    assert!(
+        !stdout.contains(SECRET) && !stderr.contains(SECRET),
+        "{stdout}{stderr}"
+    );
 }

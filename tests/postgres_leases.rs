@@ -6,7 +6,10 @@
 //! racing takers (`FOR UPDATE SKIP LOCKED`) exactly one gets each delegation; the
 //! old owner's late outcome loses cleanly to the taker's, and the taker's to an old
 //! owner that settled first; a dispatcher whose lease ran out sends nothing more
-//! under it, and takes a new one. Needs `DATABASE_URL` (`bash .ci/postgres`);
+//! under it, and takes a new one. Taking a lease sweeps what dispatchers gone
+//! for good (an hour past their lease, or retired) left: their claims on settled
+//! or never-queued delegations and then their rows, never a claim on a `queued` delegation nor
+//! anything of a live dispatcher. Needs `DATABASE_URL` (`bash .ci/postgres`);
 //! under `CI=true` its absence fails.
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -462,5 +465,89 @@ async fn a_dispatcher_whose_lease_ran_out_sends_nothing_more_under_it() {
     assert_eq!(
         ledger.status(&id("third")).unwrap().status,
         StatusKind::Delivered
+    );
+}
+
+#[test]
+fn taking_a_lease_sweeps_the_claims_dead_dispatchers_left_on_settled_or_never_queued_delegations() {
+    let Some(schema) = pg_support::fresh("sweep") else {
+        return;
+    };
+    let ledger = process(&schema);
+    let minute = Duration::from_secs(60);
+    let (dead, live) = (
+        ledger.lease(minute).unwrap().unwrap(),
+        ledger.lease(minute).unwrap().unwrap(),
+    );
+    let settled_of_dead = id("settled-of-dead");
+    let queued_of_dead = id("queued-of-dead");
+    let settled_of_live = id("settled-of-live");
+    for (lease, id) in [
+        (&dead, &settled_of_dead),
+        (&dead, &queued_of_dead),
+        (&live, &settled_of_live),
+    ] {
+        queue_under(&ledger, lease, id);
+    }
+    // Claimed, then its process died before `queued`.
+    let never_queued = id("never-queued");
+    drop(ledger.claim_leased(&never_queued, Some(&dead)).unwrap());
+    for id in [&settled_of_dead, &settled_of_live] {
+        ledger
+            .record(id, Event::delivered(Some(200)).unwrap())
+            .unwrap();
+    }
+    // A dispatcher that ended cleanly long ago and claims nothing, and the
+    // dead one's lease, which ran out two hours ago (its releases were lost).
+    let retired = Owner::fresh();
+    schema.execute(&format!(
+        "INSERT INTO dispatchers (id, host, pid, started_at, lease_until)
+         VALUES ({}, 'gone', 1, now() - interval '3 hours', now() - interval '2 hours');
+         UPDATE dispatchers SET lease_until = now() - interval '2 hours' WHERE id = {};",
+        lit(retired),
+        lit(dead.owner())
+    ));
+    // A dispatcher whose lease ran out a moment ago is not yet gone for good.
+    let recent = Owner::fresh();
+    schema.execute(&format!(
+        "INSERT INTO dispatchers (id, host, pid, started_at, lease_until)
+         VALUES ({}, 'late', 1, now() - interval '1 minute', now() - interval '1 second')",
+        lit(recent)
+    ));
+    assert_eq!(claims(&schema).len(), 4);
+
+    let next = ledger.lease(minute).unwrap().unwrap();
+    let left: Vec<String> = claims(&schema).into_iter().map(|claim| claim.0).collect();
+    assert_eq!(
+        left,
+        vec![queued_of_dead.to_string(), settled_of_live.to_string()],
+        "only the dead dispatcher's claims on settled and never-queued delegations go"
+    );
+    let rows = |owner: Owner| {
+        schema.query(&format!(
+            "SELECT count(*) FROM dispatchers WHERE id = {}",
+            lit(owner)
+        )) == vec![vec![Some("1".into())]]
+    };
+    assert!(
+        !rows(retired),
+        "a dispatcher gone for good that claims nothing goes"
+    );
+    assert!(
+        rows(dead.owner()),
+        "one that still claims a queued delegation stays"
+    );
+    assert!(rows(recent), "one whose lease ran out a moment ago stays");
+    assert!(rows(live.owner()));
+
+    // A taker still gets the queued one, and counts the takeover.
+    let ownership = ledger.store().ownership().unwrap();
+    let taken = ownership
+        .take_over(next.owner(), std::slice::from_ref(&queued_of_dead))
+        .unwrap();
+    assert_eq!(taken, vec![queued_of_dead.clone()]);
+    assert_eq!(
+        claims(&schema)[0],
+        (queued_of_dead.to_string(), next.owner().to_string(), 1)
     );
 }

@@ -8,7 +8,9 @@
 //! without heads and heads without records; the store works inside a tokio
 //! runtime (where the blocking client alone would panic); and when the server goes
 //! away, calls fail with typed errors, then work again once it is back, without a
-//! failed call after a restart. Needs `DATABASE_URL` (`bash .ci/postgres`); under
+//! failed call after a restart. A write blocked by a lock another session holds
+//! ends at the statement timeout as a typed error (SQLSTATE `57014`), not a
+//! hang; it wrote nothing, and the ledger that made it is poisoned. Needs `DATABASE_URL` (`bash .ci/postgres`); under
 //! `CI=true` its absence fails.
 #![cfg(feature = "postgres")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -17,10 +19,11 @@ mod pg_support;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
 
 use delegation_log::store::{
-    Append, AppendError, Connect, Expect, Head, Postgres, PostgresError, Store,
+    Append, AppendError, Connect, Expect, Head, Postgres, PostgresError, STATEMENT_TIMEOUT, Store,
 };
 use delegation_log::{DelegationId, Error, Event, Ledger, Options, StatusKind, StorageError};
 
@@ -422,4 +425,89 @@ fn calls_fail_typed_while_the_server_is_down_and_work_again_when_it_is_back() {
         .unwrap();
     assert_eq!(ledger.status(&a).unwrap().status, StatusKind::Delivered);
     assert_eq!(ledger.replay().count(), 2 + 3 * 4);
+}
+
+#[test]
+fn a_write_blocked_by_a_lock_ends_at_the_statement_timeout_as_a_typed_error_and_poisons_the_ledger()
+{
+    let Some(url) = pg_support::url() else {
+        return;
+    };
+    assert_eq!(STATEMENT_TIMEOUT, Duration::from_secs(30));
+    let timeout = Duration::from_millis(400);
+    let name = pg_support::unique("timeout");
+    let store = Arc::new(
+        Postgres::connect_with(
+            &url,
+            Connect::new()
+                .schema(name.clone())
+                .statement_timeout(timeout),
+        )
+        .unwrap(),
+    );
+    let schema = pg_support::Schema {
+        store: store.clone(),
+        name: name.clone(),
+        url: url.clone(),
+    };
+    let ledger = Ledger::with_store(store.clone(), Options::new());
+    let locked = id("locked");
+    ledger
+        .record(&locked, Event::queued("planner", "http://127.0.0.1:9/a2a"))
+        .unwrap();
+
+    // Another session takes the head's row lock and holds it until told.
+    let (held, is_held) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let holder = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let mut tx = client.transaction().unwrap();
+            tx.batch_execute(&format!("SELECT 1 FROM {name}.heads FOR UPDATE"))
+                .unwrap();
+            held.send(()).unwrap();
+            let _ = released.recv();
+            tx.rollback().unwrap();
+        })
+    };
+    is_held.recv().unwrap();
+    let started = Instant::now();
+    let result = ledger.record(&locked, Event::delivered(Some(200)).unwrap());
+    let waited = started.elapsed();
+    release.send(()).unwrap();
+    holder.join().unwrap();
+
+    assert!(waited >= timeout, "ended after {waited:?}");
+    assert!(waited < Duration::from_secs(10), "ended after {waited:?}");
+    match result {
+        Err(Error::Storage(StorageError::Engine(engine))) => {
+            let failure = engine.downcast_ref::<PostgresError>().unwrap();
+            let code = failure.client_error().and_then(|e| e.code()).cloned();
+            assert_eq!(code, Some(postgres::error::SqlState::QUERY_CANCELED));
+            let message = failure.to_string();
+            assert!(message.contains("statement timeout"), "{message}");
+            assert!(message.contains("appending"), "{message}");
+        }
+        other => panic!("expected the statement timeout, got {other:?}"),
+    }
+    // The ledger that made the write no longer trusts what it knows.
+    assert!(
+        matches!(ledger.status(&locked), Err(Error::Poisoned { .. })),
+        "{:?}",
+        ledger.status(&locked)
+    );
+    // The cancelled statement wrote nothing: the delegation is still queued,
+    // and a ledger opened anew writes its outcome.
+    let reopened = Ledger::with_store(store, Options::new());
+    assert_eq!(reopened.history(&locked).unwrap().len(), 1);
+    assert_eq!(reopened.status(&locked).unwrap().status, StatusKind::Queued);
+    reopened
+        .record(&locked, Event::delivered(Some(200)).unwrap())
+        .unwrap();
+    assert_eq!(
+        reopened.status(&locked).unwrap().status,
+        StatusKind::Delivered
+    );
+    drop(schema);
 }

@@ -154,7 +154,7 @@ pub fn import(args: &ImportArgs) -> ExitCode {
                 eprintln!(
                     "imported {} records into {}",
                     imported.stored,
-                    args.db.display()
+                    super::place::shown(&args.db)
                 );
             } else {
                 eprintln!("nothing imported: the log has violations");
@@ -233,7 +233,7 @@ fn print_verdict(verdict: &Verdict, json: bool) -> ExitCode {
 fn unreadable(path: &Path, error: &AuditError) -> ExitCode {
     eprintln!(
         "error: {}: {}",
-        path.display(),
+        super::place::shown(path),
         printable(&error.to_string())
     );
     ExitCode::from(2)

@@ -30,8 +30,8 @@ pub(crate) fn run(
 ) -> super::Done {
     let db = db.unwrap_or_else(fresh_dir);
     let ledger = super::place::open(&db)
-        .map_err(|e| Failure::Unusable(format!("cannot open {}: {e}", db.display())))?;
-    println!("log: {}", db.display());
+        .map_err(|e| Failure::Unusable(format!("cannot open {}: {e}", super::place::shown(&db))))?;
+    println!("log: {}", super::place::shown(&db));
     runtime()?.block_on(demo(ledger, tasks, deadline, lease))
 }
 

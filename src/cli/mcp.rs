@@ -53,8 +53,12 @@ enum AtStart {
 }
 
 pub(crate) fn run(args: Args) -> Done {
-    let ledger = Ledger::open(&args.db)
-        .map_err(|e| Failure::Unusable(format!("cannot open {}: {e}", args.db.display())))?;
+    let ledger = Ledger::open(&args.db).map_err(|e| {
+        Failure::Unusable(format!(
+            "cannot open {}: {e}",
+            super::place::shown(&args.db)
+        ))
+    })?;
     let http = args.http.transport()?;
     let protocol = match args.http.protocol {
         Protocol::Auto => mcp::Protocol::Auto,

@@ -227,7 +227,7 @@ pub(crate) fn open_existing(db: &Path) -> Result<Ledger, Failure> {
         delegation_log::Error::Open(OpenError::NotAStore { .. }) => {
             Failure::Unusable(e.to_string())
         }
-        e => Failure::Unusable(format!("cannot open {}: {e}", db.display())),
+        e => Failure::Unusable(format!("cannot open {}: {e}", place::shown(db))),
     })
 }
 
@@ -238,14 +238,14 @@ fn migrate(db: &Path) -> Done {
         Ok(done) if done.already_current => {
             println!(
                 "{}: already in the current format; nothing to do",
-                db.display()
+                place::shown(db)
             );
             Ok(())
         }
         Ok(done) => {
             println!(
                 "{}: migrated {} delegations, {} records, to the current format",
-                db.display(),
+                place::shown(db),
                 done.delegations,
                 done.records
             );
@@ -256,15 +256,15 @@ fn migrate(db: &Path) -> Done {
             | delegation_log::Error::UnknownVersion { .. }),
         ) => Err(Failure::Problems(format!(
             "{}: not migrated, the log is unchanged: {e}; run `delegation-log audit {}`",
-            db.display(),
-            db.display()
+            place::shown(db),
+            place::shown(db)
         ))),
         Err(e @ delegation_log::Error::Open(OpenError::NotAStore { .. })) => {
             Err(Failure::Unusable(e.to_string()))
         }
         Err(e) => Err(Failure::Unusable(format!(
             "cannot migrate {}: {e}",
-            db.display()
+            place::shown(db)
         ))),
     }
 }

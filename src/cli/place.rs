@@ -1,6 +1,7 @@
 //! Where a command's log is: a sled directory, or a PostgreSQL server given as a
 //! `postgres://` (or `postgresql://`) URL in the same argument.
 
+use std::fmt;
 use std::path::Path;
 
 use delegation_log::{Ledger, Result};
@@ -26,5 +27,72 @@ pub(crate) fn open_existing(db: &Path) -> Result<Ledger> {
     match url(db) {
         Some(url) => Ledger::open_url(url),
         None => Ledger::open_existing(db),
+    }
+}
+
+/// `db` as messages show it: a directory as it is; a URL with its password, if
+/// it has one, replaced by `***` (`postgres://user:***@host/db`), so that no
+/// error or line of output ever prints it.
+pub(crate) fn shown(db: &Path) -> Shown<'_> {
+    Shown(db)
+}
+
+/// What [`shown`] returns: displays `db` without its password.
+pub(crate) struct Shown<'a>(&'a Path);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match url(self.0) {
+            Some(url) => f.write_str(&redact(url)),
+            None => self.0.display().fmt(f),
+        }
+    }
+}
+
+/// `url` with the password of its user info, if any, replaced by `***`. The
+/// user info is what comes before the last `@` of the authority (which ends at
+/// the first `/`, `?` or `#` after `://`); its password is what follows its
+/// first `:`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    let Some((user_info, host)) = authority.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match user_info.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn a_password_is_replaced_and_nothing_else_changes() {
+        for (url, shown) in [
+            (
+                "postgres://app:s3cret@db:5432/agents",
+                "postgres://app:***@db:5432/agents",
+            ),
+            (
+                "postgresql://app:p@ss@db/agents?schema=x",
+                "postgresql://app:***@db/agents?schema=x",
+            ),
+            ("postgres://app:@db/agents", "postgres://app:***@db/agents"),
+            ("postgres://app@db/agents", "postgres://app@db/agents"),
+            (
+                "postgres://db/agents?password=x@y",
+                "postgres://db/agents?password=x@y",
+            ),
+            ("postgres://db/agents", "postgres://db/agents"),
+            ("/var/lib/log", "/var/lib/log"),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
+        }
     }
 }

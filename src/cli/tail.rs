@@ -52,11 +52,11 @@ fn print_sled(db: &Path, json: bool) -> Done {
              on {}, one process per store). Stop that process first, or keep the log \
              on PostgreSQL (--db postgres://…), where tail follows what other \
              processes write",
-            db.display(),
+            super::place::shown(db),
             db.join("db").display()
         )),
         e @ Error::Open(OpenError::NotAStore { .. }) => Failure::Unusable(e.to_string()),
-        e => Failure::Unusable(format!("cannot open {}: {e}", db.display())),
+        e => Failure::Unusable(format!("cannot open {}: {e}", super::place::shown(db))),
     })?;
     let records = Tail::new().poll(&ledger).map_err(unreadable)?;
     // Drop the handle before printing, so that sled can let go of its lock while
@@ -70,7 +70,7 @@ fn print_sled(db: &Path, json: bool) -> Done {
     eprintln!(
         "delegation-log tail: printed the {printed} events of {}; nothing else can write to \
          a sled store while tail holds it, so tail ends here",
-        printable(&db.display().to_string())
+        printable(&super::place::shown(db).to_string())
     );
     Ok(())
 }
@@ -78,8 +78,12 @@ fn print_sled(db: &Path, json: bool) -> Done {
 /// A PostgreSQL store: print what it holds, then every new event as other
 /// processes write it, until Ctrl-C, SIGTERM, or a closed stdout.
 fn follow(url: &str, json: bool, interval: Duration) -> Done {
-    let ledger = Ledger::open_url(url)
-        .map_err(|e| Failure::Unusable(format!("cannot open the PostgreSQL log: {e}")))?;
+    let ledger = Ledger::open_url(url).map_err(|e| {
+        Failure::Unusable(format!(
+            "cannot open the PostgreSQL log {}: {e}",
+            super::place::redact(url)
+        ))
+    })?;
     let signals = runtime()?;
     let stopping = watch_signals(&signals);
     let mut tail = Tail::new();

@@ -42,7 +42,7 @@ pub use self::faulty::{Fault, Faulty};
 pub use self::memory::Memory;
 pub use self::ownership::{Claimed, Owner, Ownership};
 #[cfg(feature = "postgres")]
-pub use self::postgres::{Connect, Postgres, PostgresError};
+pub use self::postgres::{Connect, Postgres, PostgresError, STATEMENT_TIMEOUT};
 pub use self::sled::Sled;
 pub(crate) use self::stripes::Stripes;
 use crate::error::{Error, Result};

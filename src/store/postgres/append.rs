@@ -100,6 +100,7 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
     let next = conn.statement(NEXT)?;
     let head_seq = conn.statement(HEAD_SEQ)?;
     let fail = conn.failer();
+    let target = conn.target();
     if let [item] = items {
         // One statement, autocommitted: it wrote all of itself or nothing.
         let answer = match item.after {
@@ -120,15 +121,17 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
                 // The statement may have committed, unless the server said it
                 // never ran it (it was shutting down when the statement came).
                 let never_ran = shutting_down(&error);
-                return Err(match fail(error, "appending") {
-                    Failure::Connection(error) if !never_ran => Failure::Lost(fail::caused(
-                        format!(
-                            "{error} (the connection failed while an append was in \
-                                 flight: it may or may not have been written)"
-                        ),
+                let lost = conn_lost(&error) && !never_ran;
+                return Err(if lost {
+                    fail::lost(
                         error,
-                    )),
-                    other => other,
+                        "appending",
+                        &target,
+                        "the connection failed while an append was in flight: it may or \
+                         may not have been written",
+                    )
+                } else {
+                    fail(error, "appending")
                 });
             }
         };
@@ -173,17 +176,19 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
             return Ok(Err(refusal(item, actual)));
         }
     }
-    tx.commit()
-        .map_err(|e| match fail(e, "committing an append") {
-            Failure::Connection(error) => Failure::Lost(fail::caused(
-                format!(
-                    "{error} (the connection failed during COMMIT: the append may or may \
-                     not have been written)"
-                ),
+    tx.commit().map_err(|error| {
+        if conn_lost(&error) {
+            fail::lost(
                 error,
-            )),
-            other => other,
-        })?;
+                "committing an append",
+                &target,
+                "the connection failed during COMMIT: the append may or may not have been \
+                 written",
+            )
+        } else {
+            fail(error, "committing an append")
+        }
+    })?;
     Ok(Ok(()))
 }
 
@@ -207,6 +212,14 @@ fn refusal(item: &Item, actual: Option<i64>) -> AppendError {
 /// Whether the statement refused a taken record slot (and so wrote nothing).
 fn taken(error: &postgres::Error) -> bool {
     error.code().is_some_and(|code| code.code() == TAKEN)
+}
+
+/// Whether `error` means the connection failed (the same test as
+/// [`fail::classify`]'s `Failure::Connection`).
+fn conn_lost(error: &postgres::Error) -> bool {
+    error
+        .code()
+        .is_none_or(|code| code.code().starts_with("08") || code.code().starts_with("57P"))
 }
 
 /// Whether the server ended the session before running the statement: it was

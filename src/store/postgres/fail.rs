@@ -77,6 +77,15 @@ fn wrap(message: String, source: Option<Box<dyn std::error::Error + Send + Sync>
     Error::Storage(StorageError::engine(PostgresError { message, source }))
 }
 
+/// The failure of a write whose outcome is unknown (`why` says so): the
+/// connection failed while it was in flight. The message names the server,
+/// what was being done and the client's error once, and keeps that error as
+/// the source, so [`PostgresError::client_error`] finds its SQLSTATE.
+pub(super) fn lost(error: postgres::Error, doing: &str, target: &str, why: &str) -> Failure {
+    let text = format!("PostgreSQL {target}: {doing}: {} ({why})", describe(&error));
+    Failure::Lost(caused(text, error))
+}
+
 /// Sorts a client error by what the caller must do about it, with `doing` (what
 /// the store was doing) and `target` (the server, without its password) in the
 /// message.
@@ -124,5 +133,43 @@ pub(super) fn describe(error: &postgres::Error) -> String {
             }
             out
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::{Failure, PostgresError, describe, lost};
+    use crate::error::{Error, StorageError};
+
+    /// A real client error without a server: a connect to a port where
+    /// nothing listens.
+    fn refused() -> postgres::Error {
+        let mut config = postgres::Config::new();
+        config.host("127.0.0.1").port(9).user("someone");
+        config
+            .connect(postgres::NoTls)
+            .err()
+            .expect("nothing listens on port 9")
+    }
+
+    #[test]
+    fn an_unknown_outcome_says_its_cause_once_and_keeps_the_client_error_as_source() {
+        let cause = describe(&refused());
+        let Failure::Lost(error) = lost(refused(), "appending", "someone@127.0.0.1:9/db", "why")
+        else {
+            panic!("not Lost");
+        };
+        let shown = error.to_string();
+        assert_eq!(shown.matches(&cause).count(), 1, "{shown}");
+        assert_eq!(shown.matches("PostgreSQL").count(), 1, "{shown}");
+        assert_eq!(shown.matches("storage engine error").count(), 1, "{shown}");
+        assert!(shown.ends_with("(why)"), "{shown}");
+        let Error::Storage(StorageError::Engine(engine)) = &error else {
+            panic!("{error:?}");
+        };
+        let failure = engine.downcast_ref::<PostgresError>().unwrap();
+        assert!(failure.client_error().is_some(), "{failure:?}");
     }
 }

@@ -27,8 +27,38 @@ use crate::error::Result;
 use crate::event::DelegationId;
 use crate::store::{Claimed, Owner, Ownership};
 
-/// `$1` owner, `$2` host, `$3` pid, `$4` lease in milliseconds.
+/// `$1` owner, `$2` host, `$3` pid, `$4` lease in milliseconds. Takes the
+/// lease, and in the same statement sweeps what dispatchers gone for good left
+/// behind, so that nothing accumulates forever.
+///
+/// A dispatcher is gone for good an hour after its lease ran out (or at once
+/// if its row is gone: it retired). The sweep deletes its claims on *settled*
+/// delegations (a release lost in a crash, or a crash between the outcome and
+/// its release) and on delegations never queued (a crash between the claim and
+/// `queued`), and its `dispatchers` row once it claims nothing else.
+/// "Settled" is judged from the head's seq, the only thing of the log read
+/// here: the lifecycle has one pending state, `queued`, always seq 1, and any
+/// later record settles. A claim on a `queued` delegation is never swept,
+/// however old: recovery takes it over and counts the takeover. (Should the
+/// dead writer's `queued` land after its claim was swept, it is a `queued`
+/// nobody claims, which recovery takes over at once.) A sweep that
+/// fails fails the lease with it (one statement), so none is taken.
 const REGISTER: &str = "
+    WITH swept AS (
+        DELETE FROM claims c
+        WHERE NOT EXISTS (
+                SELECT 1 FROM dispatchers d
+                WHERE d.id = c.owner AND d.lease_until > now() - interval '1 hour')
+          AND NOT EXISTS (SELECT 1 FROM heads h WHERE h.delegation = c.delegation AND h.seq = 1)
+        RETURNING c.delegation),
+    gone AS (
+        DELETE FROM dispatchers d
+        WHERE d.lease_until < now() - interval '1 hour'
+          AND NOT EXISTS (
+              SELECT 1 FROM claims c
+              WHERE c.owner = d.id
+                AND NOT EXISTS (SELECT 1 FROM swept s WHERE s.delegation = c.delegation))
+        RETURNING 1)
     INSERT INTO dispatchers (id, host, pid, started_at, lease_until)
     VALUES ($1::bytea, $2::text, $3::integer, now(),
             now() + $4::bigint * interval '1 millisecond')

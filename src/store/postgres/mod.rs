@@ -46,6 +46,12 @@
 //!   committed. A connection lost during a `COMMIT` leaves the append's outcome
 //!   unknown: that is reported, never retried, and the ledger poisons itself as
 //!   for any failed write; open a new ledger over the store to go on.
+//! - **Statement timeout.** Every connection sets `statement_timeout`
+//!   ([`STATEMENT_TIMEOUT`], 30 s, by default; [`Connect::statement_timeout`]),
+//!   so a hung server or a lock another session holds ends a call with a typed
+//!   error (SQLSTATE `57014`) instead of holding it forever. The cancelled
+//!   statement wrote nothing; a ledger still poisons itself, as for any failed
+//!   write.
 //!
 //! # Several dispatchers, one ledger: leases and claims
 //! On sled the file lock means one process, so a `queued` delegation found by
@@ -99,6 +105,7 @@ mod read;
 mod schema;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use self::fail::Failure;
 pub use self::fail::PostgresError;
@@ -108,11 +115,17 @@ use crate::error::Result;
 use crate::event::DelegationId;
 use crate::ledger::{Ledger, Options};
 
-/// How to connect: the schema and the number of connections.
+/// How long one statement may run before the server cancels it, unless
+/// [`Connect::statement_timeout`] says otherwise: 30 seconds.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How to connect: the schema, the number of connections, and the statement
+/// timeout.
 #[derive(Clone, Debug)]
 pub struct Connect {
     schema: String,
     connections: usize,
+    statement_timeout: Duration,
 }
 
 impl Default for Connect {
@@ -120,14 +133,30 @@ impl Default for Connect {
         Connect {
             schema: schema::DEFAULT.to_owned(),
             connections: 4,
+            statement_timeout: STATEMENT_TIMEOUT,
         }
     }
 }
 
 impl Connect {
-    /// Schema `delegation_log`, 4 connections.
+    /// Schema `delegation_log`, 4 connections, statements cancelled after
+    /// [`STATEMENT_TIMEOUT`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// How long the server lets one statement of the store run (PostgreSQL's
+    /// `statement_timeout`, set on every connection; waiting for a lock counts)
+    /// before it cancels it, so that a hung server or a lock another session
+    /// holds never holds a writer forever. A cancelled statement is an
+    /// [`Error::Storage`](crate::Error::Storage) whose client error has SQLSTATE
+    /// `57014`; it wrote nothing, yet a ledger treats it as any failed write and
+    /// poisons itself. [`STATEMENT_TIMEOUT`] by default; rounded up to whole
+    /// milliseconds; [`Duration::ZERO`] turns the timeout off, which PostgreSQL
+    /// allows and this crate advises against.
+    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+        self.statement_timeout = timeout;
+        self
     }
 
     /// The schema holding the tables: 1 to 63 lowercase ASCII letters, digits and
@@ -197,7 +226,7 @@ impl Postgres {
         let target = describe_target(&config);
         let pool = Pool::start(
             config,
-            schema::session(&connect.schema),
+            schema::session(&connect.schema, connect.statement_timeout),
             target,
             connect.connections,
         )?;

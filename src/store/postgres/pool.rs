@@ -47,6 +47,11 @@ impl Conn {
         Ok(statement)
     }
 
+    /// The server, as errors name it (without a password).
+    pub(super) fn target(&self) -> Arc<str> {
+        self.target.clone()
+    }
+
     /// What turns a client error met while doing something into a [`Failure`],
     /// apart from the connection, so that it can be used while a transaction
     /// borrows the client.

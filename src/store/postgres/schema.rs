@@ -41,10 +41,15 @@ pub(super) fn valid_name(name: &str) -> bool {
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_'))
 }
 
-/// The session settings of every connection: the schema, and commits that wait
-/// for their WAL to reach the server's disk whatever the server's default.
-pub(super) fn session(schema: &str) -> String {
-    format!("SET search_path = {schema}; SET synchronous_commit = on;")
+/// The session settings of every connection: the schema, commits that wait
+/// for their WAL to reach the server's disk whatever the server's default, and
+/// the statement timeout (in whole milliseconds, rounded up; 0 is none).
+pub(super) fn session(schema: &str, timeout: std::time::Duration) -> String {
+    let millis = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128);
+    format!(
+        "SET search_path = {schema}; SET synchronous_commit = on; \
+         SET statement_timeout = {millis};"
+    )
 }
 
 /// The statements that create version [`VERSION`], each idempotent, run in one
