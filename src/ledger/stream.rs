@@ -14,7 +14,8 @@ pub(crate) enum HeadCheck {
     /// reads that tell a head apart from its records.
     Strict,
     /// Every check but the byte form ([`envelope::head::decode_checksummed`]):
-    /// for `status` and writes, which read the head alone.
+    /// for writes, which read the head alone. (`status` makes the same checks
+    /// through [`head_status`], without building the delegation.)
     Checksummed,
 }
 

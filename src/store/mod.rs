@@ -10,7 +10,8 @@
 //! - [`Store::append`]: an atomic, conditional write of several keys: for each
 //!   delegation of the group, its next record and its new head, all or nothing,
 //!   each checked against the head its writer read;
-//! - [`Store::head`]: one get;
+//! - [`Store::head`]: one get ([`Store::read_head`] lends the head instead of
+//!   copying it, where the store can);
 //! - [`Store::history`] and [`Store::scan`]: a read of one delegation, or a scan
 //!   of all of them, each delegation read whole and in step with its head (on
 //!   sled's format 3, one key holds a delegation's head and records);
