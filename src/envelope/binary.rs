@@ -146,6 +146,12 @@ pub(super) fn id(field: &str, text: &str) -> Result<DelegationId, DecodeError> {
     DelegationId::try_from(text).map_err(|e| DecodeError::Body(format!("`{field}`: {e}")))
 }
 
+/// Checks `text` as the delegation id in `field` (as [`id`] does), without
+/// taking it.
+pub(super) fn check_id(field: &str, text: &str) -> Result<(), DecodeError> {
+    event::rules::id(text).map_err(|e| DecodeError::Body(format!("`{field}`: {e}")))
+}
+
 /// A rule of the format that the decoded event breaks.
 pub(super) fn broken(rule: InvalidEvent) -> DecodeError {
     DecodeError::Body(rule.to_string())
@@ -240,7 +246,7 @@ struct Queued<'a> {
 
 /// [`event::Delivered`], and the fields of a delivered
 /// [`Outcome`](crate::delegation::Outcome).
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 pub(super) struct Delivered<'a> {
     http_status: Option<u16>,
     #[serde(borrow)]
@@ -260,13 +266,31 @@ impl<'a> Delivered<'a> {
     pub(super) fn into_event(self) -> event::Delivered {
         event::Delivered {
             http_status: self.http_status,
-            remote: self.remote.map(Remote::into_remote),
+            remote: self.remote(),
         }
+    }
+
+    /// The rules of [`event::Delivered`], checked on the borrowed fields.
+    pub(super) fn check(&self) -> Result<(), DecodeError> {
+        let texts = self
+            .remote
+            .map(|remote| [remote.task_id, remote.context_id, remote.state]);
+        event::rules::delivered(self.http_status, texts).map_err(broken)
+    }
+
+    /// The status the target answered.
+    pub(super) fn http_status(&self) -> Option<u16> {
+        self.http_status
+    }
+
+    /// What the agent answered, owned.
+    pub(super) fn remote(&self) -> Option<event::Remote> {
+        self.remote.map(Remote::into_remote)
     }
 }
 
 /// [`event::Failed`].
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 pub(super) struct Failed<'a> {
     reason: Reason,
     #[serde(borrow)]
@@ -289,10 +313,25 @@ impl<'a> Failed<'a> {
             detail: self.detail.map(str::to_owned),
         }
     }
+
+    /// The rules of [`event::Failed`], checked on the borrowed fields.
+    pub(super) fn check(&self) -> Result<(), DecodeError> {
+        event::rules::failed(self.reason.into_reason(), self.detail).map_err(broken)
+    }
+
+    /// Why delivery failed.
+    pub(super) fn reason(&self) -> event::FailureReason {
+        self.reason.into_reason()
+    }
+
+    /// The error detail, borrowed.
+    pub(super) fn detail(&self) -> Option<&'a str> {
+        self.detail
+    }
 }
 
 /// [`event::Remote`].
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 struct Remote<'a> {
     kind: RemoteKind,
     #[serde(borrow)]
@@ -333,14 +372,14 @@ impl<'a> Remote<'a> {
 }
 
 /// [`event::RemoteKind`].
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 enum RemoteKind {
     Message,
     Task,
 }
 
 /// [`event::FailureReason`], each code with its reason.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 enum Reason {
     TargetOffline,
     HttpStatus(u16),

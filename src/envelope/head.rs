@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::DecodeError;
 use super::binary::{self, Delivered, Failed, Instant};
-use crate::delegation::{Delegation, Outcome};
-use crate::event::{self, ChainHash, DelegationId, Seq};
+use crate::delegation::{Delegation, Outcome, Status, StatusKind};
+use crate::event::{self, ChainHash, DelegationId, Received, Seq, Timestamp};
 use crate::lifecycle;
 
 /// The head format version this crate writes and reads.
@@ -43,6 +43,7 @@ pub fn encode(delegation: &Delegation) -> Vec<u8> {
     out.push(VERSION);
     out.extend_from_slice(&[0; 4]);
     let mut out = binary::write(&Body::of(delegation), out);
+    out.extend_from_slice(&delegation.hash.0);
     super::write_checksum(&mut out);
     out
 }
@@ -61,11 +62,13 @@ pub fn encode(delegation: &Delegation) -> Vec<u8> {
 /// A [`DecodeError`] naming the first thing wrong, checked in this order: the
 /// version, the length, the checksum, then the body; never a panic.
 pub fn decode(bytes: &[u8]) -> Result<Delegation, DecodeError> {
-    let (delegation, stored) = decode_body(bytes)?;
-    if !binary::encodes_to(&Body::of(&delegation), stored) {
+    let summary = decode_summary(bytes)?;
+    // The body's bytes are the fields, then the hash, then nothing: exactly what
+    // `encode` writes for the decoded delegation.
+    if !summary.trailing.is_empty() || !binary::encodes_to(&summary.body, summary.fields) {
         return Err(DecodeError::NonCanonical);
     }
-    Ok(delegation)
+    summary.into_delegation()
 }
 
 /// Decodes a head as [`decode`] does, in every check but the last: the version,
@@ -81,19 +84,158 @@ pub fn decode(bytes: &[u8]) -> Result<Delegation, DecodeError> {
 /// # Errors
 /// As [`decode`], except [`DecodeError::NonCanonical`].
 pub fn decode_checksummed(bytes: &[u8]) -> Result<Delegation, DecodeError> {
-    decode_body(bytes).map(|(delegation, _)| delegation)
+    decode_summary(bytes)?.into_delegation()
 }
 
-/// The delegation a head describes, and the head's checksummed body.
-fn decode_body(bytes: &[u8]) -> Result<(Delegation, &[u8]), DecodeError> {
+/// A head decoded and checked as [`decode_checksummed`] checks it, still
+/// borrowing its texts from the stored bytes: what `status` answers from
+/// without building the delegation.
+pub(crate) struct Summary<'a> {
+    body: Body<'a>,
+    hash: [u8; 32],
+    /// What the checks gave: the state and the instants.
+    checked: Checked,
+    /// The body's bytes before the hash, for the byte-form check.
+    fields: &'a [u8],
+    /// Whatever follows the hash: nothing, in the one byte form.
+    trailing: &'a [u8],
+}
+
+/// Decodes and checks a head, in the order [`decode`] gives: the version, the
+/// length, the checksum, the body and the fold's rules; not the byte form.
+///
+/// # Errors
+/// As [`decode_checksummed`].
+pub(crate) fn decode_summary(bytes: &[u8]) -> Result<Summary<'_>, DecodeError> {
     match bytes.first() {
         None => return Err(DecodeError::Truncated { len: 0 }),
         Some(&VERSION) => {}
         Some(&found) => return Err(DecodeError::UnknownVersion { found }),
     }
     let stored = super::checked(bytes, HEADER_LEN)?;
-    let mirror: Body<'_> = binary::from_bytes(stored)?;
-    Ok((mirror.into_delegation()?, stored))
+    // The hash is the body's last field, 32 raw bytes (as postcard writes a
+    // `[u8; 32]`): taken as a slice rather than byte by byte.
+    let (body, rest): (Body<'_>, &[u8]) =
+        postcard::take_from_bytes(stored).map_err(|e| DecodeError::Body(e.to_string()))?;
+    let (hash, trailing) = rest
+        .split_first_chunk::<32>()
+        .ok_or_else(|| DecodeError::Body(postcard::Error::DeserializeUnexpectedEnd.to_string()))?;
+    let fields = stored
+        .get(..stored.len().saturating_sub(rest.len()))
+        .unwrap_or_default();
+    let checked = body.check()?;
+    Ok(Summary {
+        body,
+        hash: *hash,
+        checked,
+        fields,
+        trailing,
+    })
+}
+
+impl Summary<'_> {
+    /// The id the head names.
+    pub(crate) fn id(&self) -> &str {
+        self.body.id
+    }
+
+    /// The head's seq.
+    pub(crate) fn seq(&self) -> Seq {
+        self.body.seq
+    }
+
+    /// The status the head describes, for `id`, which must be the id it names
+    /// ([`Summary::id`]): what [`Delegation::status`] gives for the delegation
+    /// [`decode`] would give, built without it.
+    ///
+    /// # Errors
+    /// Only what the checks already refused: a `retry_of` that is not an id.
+    pub(crate) fn into_status(self, id: DelegationId) -> Result<Status, DecodeError> {
+        let body = self.body;
+        let (reason, http_status, rpc_code, error_detail, target_received, remote) =
+            match body.outcome {
+                None => (None, None, None, None, Some(Received::Unknown), None),
+                Some(Settled::Delivered(delivered)) => (
+                    None,
+                    delivered.http_status(),
+                    None,
+                    None,
+                    Some(Received::Yes),
+                    delivered.remote(),
+                ),
+                Some(Settled::Failed(failed)) => {
+                    let reason = failed.reason();
+                    (
+                        Some(reason.code()),
+                        reason.http_status(),
+                        reason.rpc_code(),
+                        failed.detail().map(str::to_owned),
+                        Some(reason.received()),
+                        None,
+                    )
+                }
+            };
+        let retry_of = body
+            .retry_of
+            .map(|text| binary::id("retry_of", text))
+            .transpose()?;
+        Ok(Status {
+            id,
+            status: match self.checked.state {
+                lifecycle::State::Delivered => StatusKind::Delivered,
+                lifecycle::State::Failed => StatusKind::Failed,
+                lifecycle::State::Initial | lifecycle::State::Queued => StatusKind::Queued,
+            },
+            reason,
+            http_status,
+            rpc_code,
+            error_detail,
+            target_received,
+            remote,
+            target: Some(body.target.to_owned()),
+            attempt: retry_of.is_some().then_some(body.attempt),
+            retry_of,
+            queued_at: Some(self.checked.queued_at),
+            settled_at: self.checked.settled_at,
+        })
+    }
+
+    /// The delegation the head describes, with `task: None`.
+    fn into_delegation(self) -> Result<Delegation, DecodeError> {
+        let body = self.body;
+        let outcome = match body.outcome {
+            None => None,
+            Some(Settled::Delivered(delivered)) => {
+                let delivered = delivered.into_event();
+                Some(Outcome::Delivered {
+                    http_status: delivered.http_status,
+                    remote: delivered.remote,
+                })
+            }
+            Some(Settled::Failed(failed)) => Some(Outcome::Failed(failed.into_event())),
+        };
+        let retry_of = body
+            .retry_of
+            .map(|text| binary::id("retry_of", text))
+            .transpose()?;
+        Ok(Delegation {
+            id: binary::id("id", body.id)?,
+            state: self.checked.state,
+            // A first attempt's queued carries no attempt (attempt 1); `check`
+            // refused anything else without `retry_of`.
+            attempt: body.attempt,
+            source: body.source.to_owned(),
+            target: body.target.to_owned(),
+            task: None,
+            retry_of,
+            not_before: self.checked.not_before,
+            queued_at: self.checked.queued_at,
+            settled_at: self.checked.settled_at,
+            outcome,
+            seq: body.seq,
+            hash: ChainHash(self.hash),
+        })
+    }
 }
 
 /// Whether `bytes` is exactly the head [`encode`] writes for `delegation`
@@ -103,18 +245,27 @@ fn decode_body(bytes: &[u8]) -> Result<(Delegation, &[u8]), DecodeError> {
 /// `delegation`.
 pub(crate) fn is_encoding_of(bytes: &[u8], delegation: &Delegation) -> bool {
     bytes.first() == Some(&VERSION)
-        && super::checked(bytes, HEADER_LEN)
-            .is_ok_and(|body| binary::encodes_to(&Body::of(delegation), body))
+        && super::checked(bytes, HEADER_LEN).is_ok_and(|body| {
+            // The fields, then the hash as 32 raw bytes, compared as a slice.
+            body.split_last_chunk::<32>().is_some_and(|(fields, hash)| {
+                *hash == delegation.hash.0 && binary::encodes_to(&Body::of(delegation), fields)
+            })
+        })
 }
 
 /// The body [`encode`] writes for `delegation`.
 #[cfg(test)]
 fn body(delegation: &Delegation) -> Vec<u8> {
-    binary::write(&Body::of(delegation), Vec::new())
+    let mut out = binary::write(&Body::of(delegation), Vec::new());
+    out.extend_from_slice(&delegation.hash.0);
+    out
 }
 
-/// A delegation without its task.
-#[derive(Serialize, Deserialize)]
+/// A delegation without its task, and without its hash: in the stored body, the
+/// hash follows these fields as 32 raw bytes, which is how postcard writes a
+/// `[u8; 32]` field after them (so the bytes are those of a struct ending in
+/// `hash: [u8; 32]`).
+#[derive(Clone, Copy, Serialize, Deserialize)]
 struct Body<'a> {
     id: &'a str,
     state: State,
@@ -129,7 +280,6 @@ struct Body<'a> {
     #[serde(borrow)]
     outcome: Option<Settled<'a>>,
     seq: Seq,
-    hash: [u8; 32],
 }
 
 /// [`lifecycle::State`], in the order of [`lifecycle::State::ALL`]. `Initial` is
@@ -143,10 +293,19 @@ enum State {
 }
 
 /// [`Outcome`].
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 enum Settled<'a> {
     Delivered(#[serde(borrow)] Delivered<'a>),
     Failed(#[serde(borrow)] Failed<'a>),
+}
+
+/// What checking a body gives: its state and its instants.
+#[derive(Clone, Copy)]
+struct Checked {
+    state: lifecycle::State,
+    not_before: Option<Timestamp>,
+    queued_at: Timestamp,
+    settled_at: Option<Timestamp>,
 }
 
 impl<'a> Body<'a> {
@@ -174,61 +333,43 @@ impl<'a> Body<'a> {
                 Outcome::Failed(failed) => Settled::Failed(Failed::of(failed)),
             }),
             seq: delegation.seq,
-            hash: delegation.hash.0,
         }
     }
 
-    /// The delegation, if a fold of valid records could give it.
-    fn into_delegation(self) -> Result<Delegation, DecodeError> {
+    /// Whether a fold of valid records could give this head, checked on the
+    /// borrowed fields, without building anything: its state and instants if so.
+    fn check(&self) -> Result<Checked, DecodeError> {
         let refused = |why: &str| Err(DecodeError::Body(format!("head: {why}")));
-        let id = binary::id("id", self.id)?;
-        let retry_of = self
-            .retry_of
-            .map(|text| binary::id("retry_of", text))
+        binary::check_id("id", self.id)?;
+        if let Some(text) = self.retry_of {
+            binary::check_id("retry_of", text)?;
+        }
+        let not_before = self
+            .not_before
+            .map(|at| at.timestamp("not_before"))
             .transpose()?;
         // The queued event this head was folded from: its rules are the head's.
-        let queued = event::Queued {
-            source: self.source.to_owned(),
-            target: self.target.to_owned(),
-            task: None,
-            // A first attempt's queued carries no attempt; anything else in the
-            // head is the queued's own, and broken if it breaks the retry rule.
-            attempt: (retry_of.is_some() || self.attempt != 1).then_some(self.attempt),
-            retry_of,
-            not_before: self
-                .not_before
-                .map(|at| at.timestamp("not_before"))
-                .transpose()?,
-        };
+        // A first attempt's queued carries no attempt; anything else in the head
+        // is the queued's own, and broken if it breaks the retry rule.
+        let has_retry = self.retry_of.is_some();
+        let attempt = (has_retry || self.attempt != 1).then_some(self.attempt);
+        event::rules::queued(self.source, self.target, has_retry, attempt, None)
+            .map_err(binary::broken)?;
         // The rules of `Event::validate`, each event's checked in place.
-        queued.validate().map_err(binary::broken)?;
-        let outcome = match self.outcome {
-            None => None,
-            Some(Settled::Delivered(delivered)) => {
-                let delivered = delivered.into_event();
-                delivered.validate().map_err(binary::broken)?;
-                Some(Outcome::Delivered {
-                    http_status: delivered.http_status,
-                    remote: delivered.remote,
-                })
-            }
-            Some(Settled::Failed(failed)) => {
-                let failed = failed.into_event();
-                failed.validate().map_err(binary::broken)?;
-                Some(Outcome::Failed(failed))
-            }
-        };
+        match &self.outcome {
+            None => {}
+            Some(Settled::Delivered(delivered)) => delivered.check()?,
+            Some(Settled::Failed(failed)) => failed.check()?,
+        }
         let settled_at = self
             .settled_at
             .map(|at| at.timestamp("settled_at"))
             .transpose()?;
-        let state = match (self.state, &outcome, settled_at.is_some()) {
+        let state = match (self.state, &self.outcome, settled_at.is_some()) {
             (State::Initial, _, _) => return refused("state `initial`: nothing was recorded"),
             (State::Queued, None, false) => lifecycle::State::Queued,
-            (State::Delivered, Some(Outcome::Delivered { .. }), true) => {
-                lifecycle::State::Delivered
-            }
-            (State::Failed, Some(Outcome::Failed(_)), true) => lifecycle::State::Failed,
+            (State::Delivered, Some(Settled::Delivered(_)), true) => lifecycle::State::Delivered,
+            (State::Failed, Some(Settled::Failed(_)), true) => lifecycle::State::Failed,
             (State::Queued, _, _) => {
                 return refused("state `queued` with an outcome or a settled_at");
             }
@@ -244,20 +385,11 @@ impl<'a> Body<'a> {
                 self.seq
             )));
         }
-        Ok(Delegation {
-            id,
+        Ok(Checked {
             state,
-            attempt: queued.attempt(),
-            source: queued.source,
-            target: queued.target,
-            task: None,
-            retry_of: queued.retry_of,
-            not_before: queued.not_before,
+            not_before,
             queued_at: self.queued_at.timestamp("queued_at")?,
             settled_at,
-            outcome,
-            seq: self.seq,
-            hash: ChainHash(self.hash),
         })
     }
 }
@@ -365,6 +497,20 @@ mod tests {
             let bytes = encode(&delegation);
             assert_eq!(bytes.first(), Some(&VERSION));
             assert_eq!(decode(&bytes), Ok(untasked(&delegation)));
+        }
+    }
+
+    #[test]
+    fn a_summary_answers_the_status_its_delegation_gives() {
+        for delegation in delegations() {
+            let bytes = encode(&delegation);
+            let summary = decode_summary(&bytes).unwrap();
+            assert_eq!(summary.id(), delegation.id.as_str());
+            assert_eq!(summary.seq(), delegation.seq);
+            assert_eq!(
+                summary.into_status(delegation.id.clone()),
+                Ok(delegation.status())
+            );
         }
     }
 

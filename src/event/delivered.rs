@@ -43,18 +43,30 @@ impl TryFrom<WireDelivered> for Delivered {
 
 impl Delivered {
     pub(crate) fn validate(&self) -> Result<(), InvalidEvent> {
-        if let Some(remote) = &self.remote {
-            for text in [&remote.task_id, &remote.context_id].into_iter().flatten() {
-                check_text("remote", text)?;
-            }
-            if let Some(state) = &remote.state {
-                check_text("remote", state.as_str())?;
-            }
-        }
-        match self.http_status {
-            Some(code) if !Code(code).is_success() => Err(InvalidEvent::DeliveredStatus(code)),
-            _ => Ok(()),
-        }
+        let texts = self.remote.as_ref().map(|remote| {
+            [
+                remote.task_id.as_deref(),
+                remote.context_id.as_deref(),
+                remote.state.as_ref().map(super::TaskState::as_str),
+            ]
+        });
+        validate_fields(self.http_status, texts)
+    }
+}
+
+/// [`Delivered::validate`] on the fields of a `delivered`, borrowed: the status,
+/// and the remote's task id, context id and state (as the log names it), if it
+/// has a remote.
+pub(crate) fn validate_fields(
+    http_status: Option<u16>,
+    remote: Option<[Option<&str>; 3]>,
+) -> Result<(), InvalidEvent> {
+    for text in remote.into_iter().flatten().flatten() {
+        check_text("remote", text)?;
+    }
+    match http_status {
+        Some(code) if !Code(code).is_success() => Err(InvalidEvent::DeliveredStatus(code)),
+        _ => Ok(()),
     }
 }
 

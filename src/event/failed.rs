@@ -30,11 +30,19 @@ struct WireFailed {
 impl Failed {
     /// [`Event::validate`](super::Event::validate) of this `failed`.
     pub(crate) fn validate(&self) -> Result<(), InvalidEvent> {
-        if let Some(detail) = &self.detail {
-            check_text("detail", detail)?;
-        }
-        self.reason.validate()
+        validate_fields(self.reason, self.detail.as_deref())
     }
+}
+
+/// [`Failed::validate`] on the fields of a `failed`, borrowed.
+pub(crate) fn validate_fields(
+    reason: FailureReason,
+    detail: Option<&str>,
+) -> Result<(), InvalidEvent> {
+    if let Some(detail) = detail {
+        check_text("detail", detail)?;
+    }
+    reason.validate()
 }
 
 impl TryFrom<WireFailed> for Failed {

@@ -51,11 +51,17 @@ impl TryFrom<String> for DelegationId {
     type Error = InvalidId;
 
     fn try_from(id: String) -> Result<Self, InvalidId> {
-        if id.is_empty() || id.len() > MAX_ID_LEN {
-            return Err(InvalidId { len: id.len() });
-        }
+        check(&id)?;
         Ok(Self(id))
     }
+}
+
+/// Whether `id` may be a [`DelegationId`], without taking it.
+pub(crate) fn check(id: &str) -> Result<(), InvalidId> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(InvalidId { len: id.len() });
+    }
+    Ok(())
 }
 
 impl TryFrom<&str> for DelegationId {

@@ -45,6 +45,13 @@ pub use self::id::{Attempt, DelegationId, InvalidId, MAX_ID_LEN, Seq};
 pub use self::invalid::InvalidEvent;
 pub use self::kind::{Event, EventKind};
 pub(crate) use self::limits::check_task;
+/// The rules of each event, on its fields borrowed (for decoders).
+pub(crate) mod rules {
+    pub(crate) use super::delivered::validate_fields as delivered;
+    pub(crate) use super::failed::validate_fields as failed;
+    pub(crate) use super::id::check as id;
+    pub(crate) use super::queued::validate_fields as queued;
+}
 pub use self::limits::{MAX_TASK_BYTES, MAX_TASK_DEPTH, MAX_TEXT_BYTES};
 pub use self::queued::Queued;
 pub use self::reason::{FailureReason, ReasonCode, Received};

@@ -56,13 +56,31 @@ impl Queued {
 
     /// [`Event::validate`](super::Event::validate) of this `queued`.
     pub(crate) fn validate(&self) -> Result<(), InvalidEvent> {
-        check_text("source", &self.source)?;
-        check_text("target", &self.target)?;
-        check_retry(self.retry_of.as_ref(), self.attempt)?;
-        match &self.task {
-            Some(task) => check_task(task),
-            None => Ok(()),
-        }
+        validate_fields(
+            &self.source,
+            &self.target,
+            self.retry_of.is_some(),
+            self.attempt,
+            self.task.as_ref(),
+        )
+    }
+}
+
+/// [`Queued::validate`] on the fields of a `queued`, borrowed: what a decoder
+/// checks before it owns anything. `retry_of` says whether the event has one.
+pub(crate) fn validate_fields(
+    source: &str,
+    target: &str,
+    retry_of: bool,
+    attempt: Option<Attempt>,
+    task: Option<&serde_json::Value>,
+) -> Result<(), InvalidEvent> {
+    check_text("source", source)?;
+    check_text("target", target)?;
+    check_retry_link(retry_of, attempt)?;
+    match task {
+        Some(task) => check_task(task),
+        None => Ok(()),
     }
 }
 
@@ -107,12 +125,17 @@ pub(super) fn check_retry(
     retry_of: Option<&DelegationId>,
     attempt: Option<Attempt>,
 ) -> Result<(), InvalidEvent> {
+    check_retry_link(retry_of.is_some(), attempt)
+}
+
+/// [`check_retry`], given whether there is a `retry_of`.
+fn check_retry_link(retry_of: bool, attempt: Option<Attempt>) -> Result<(), InvalidEvent> {
     match (retry_of, attempt) {
-        (None, None) => Ok(()),
-        (Some(_), None) => Err(InvalidEvent::MissingAttempt),
-        (None, Some(attempt)) => Err(InvalidEvent::UnexpectedAttempt { attempt }),
-        (Some(_), Some(attempt)) if attempt < 2 => Err(InvalidEvent::AttemptTooLow { attempt }),
-        (Some(_), Some(_)) => Ok(()),
+        (false, None) => Ok(()),
+        (true, None) => Err(InvalidEvent::MissingAttempt),
+        (false, Some(attempt)) => Err(InvalidEvent::UnexpectedAttempt { attempt }),
+        (true, Some(attempt)) if attempt < 2 => Err(InvalidEvent::AttemptTooLow { attempt }),
+        (true, Some(_)) => Ok(()),
     }
 }
 

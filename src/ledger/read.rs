@@ -5,10 +5,10 @@ use crate::delegation::{Delegation, Fold, Status};
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Record};
 use crate::lifecycle::State;
-use crate::store::Stream;
+use crate::store::{self, Stream};
 
 use super::Ledger;
-use super::stream::{HeadCheck, fold_stream, summary};
+use super::stream::{HeadCheck, fold_stream, head_status, summary};
 
 impl Ledger {
     /// The status of delegation `id`; [`StatusKind::NotFound`](crate::StatusKind)
@@ -18,10 +18,21 @@ impl Ledger {
     /// A storage error, or [`Error::Corrupt`] if its history is damaged.
     pub fn status(&self, id: &DelegationId) -> Result<Status> {
         self.check_poisoned()?;
-        Ok(match self.resume(id)?.into_delegation() {
-            Some(delegation) => delegation.into_status(),
-            None => Status::not_found(id.clone()),
-        })
+        if self.format() < store::HEAD_FORMAT {
+            // A head of format 1 holds no summary: the history is folded.
+            return Ok(match self.resume(id)?.into_delegation() {
+                Some(delegation) => delegation.into_status(),
+                None => Status::not_found(id.clone()),
+            });
+        }
+        // The status straight from the head's summary, read where the store
+        // keeps it: no delegation, no fold.
+        let mut status = None;
+        self.inner.store.read_head(id, &mut |seq, summary| {
+            status = Some(head_status(id, seq, summary)?);
+            Ok(())
+        })?;
+        Ok(status.unwrap_or_else(|| Status::not_found(id.clone())))
     }
 
     /// Delegation `id` rebuilt from its records, or `None` if it has none.

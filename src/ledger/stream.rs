@@ -1,7 +1,7 @@
 //! A stored stream read back: its records decoded and checked against their keys,
 //! folded, and its head checked against the fold.
 
-use crate::delegation::{Delegation, Fold};
+use crate::delegation::{Delegation, Fold, Status};
 use crate::envelope;
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Record, Seq};
@@ -14,7 +14,8 @@ pub(crate) enum HeadCheck {
     /// reads that tell a head apart from its records.
     Strict,
     /// Every check but the byte form ([`envelope::head::decode_checksummed`]):
-    /// for `status` and writes, which read the head alone.
+    /// for writes, which read the head alone. (`status` makes the same checks
+    /// through [`head_status`], without building the delegation.)
     Checksummed,
 }
 
@@ -46,6 +47,28 @@ pub(crate) fn summary(
         });
     }
     Ok(Some(delegation))
+}
+
+/// The status a head of format 2 ([`store::HEAD_FORMAT`]) describes: its
+/// summary (`bytes`) checked as [`summary`] checks it with
+/// [`HeadCheck::Checksummed`] (checksum, body, the fold's rules, and the key's
+/// id and seq), without building the delegation.
+pub(crate) fn head_status(id: &DelegationId, seq: Seq, bytes: &[u8]) -> Result<Status> {
+    let where_ = || format!("head of `{id}`");
+    let summary = envelope::head::decode_summary(bytes).map_err(|e| Error::decode(where_(), e))?;
+    if summary.id() != id.as_str() || summary.seq() != seq {
+        return Err(Error::Corrupt {
+            key: where_(),
+            reason: format!(
+                "it is stored as the head of seq {seq}, but says `{}` seq {}",
+                summary.id(),
+                summary.seq()
+            ),
+        });
+    }
+    summary
+        .into_status(id.clone())
+        .map_err(|e| Error::decode(where_(), e))
 }
 
 /// Decodes and folds a stream of a store in `format`, checking its head.

@@ -10,7 +10,8 @@
 //! - [`Store::append`]: an atomic, conditional write of several keys: for each
 //!   delegation of the group, its next record and its new head, all or nothing,
 //!   each checked against the head its writer read;
-//! - [`Store::head`]: one get;
+//! - [`Store::head`]: one get ([`Store::read_head`] lends the head instead of
+//!   copying it, where the store can);
 //! - [`Store::history`] and [`Store::scan`]: a read of one delegation, or a scan
 //!   of all of them, each delegation read whole and in step with its head (on
 //!   sled's format 3, one key holds a delegation's head and records);
@@ -231,6 +232,24 @@ pub trait Store: Send + Sync + 'static {
     /// too short to hold its seq.
     fn head(&self, id: &DelegationId) -> Result<Option<Head>>;
 
+    /// `id`'s head, one read, lent to `read` as its seq and summary instead of
+    /// copied out: what `status` reads. `Ok(None)` if it has none (and `read` is
+    /// not called); otherwise what `read` returned. The default reads
+    /// [`Store::head`]; a store that can lend its own buffer does.
+    ///
+    /// # Errors
+    /// As for [`Store::head`], or what `read` returned.
+    fn read_head(
+        &self,
+        id: &DelegationId,
+        read: &mut dyn FnMut(Seq, &[u8]) -> Result<()>,
+    ) -> Result<Option<()>> {
+        match self.head(id)? {
+            Some(head) => read(head.seq, &head.summary).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// One delegation's records and head, read in step: no append of its writers
     /// is half seen. Empty if it has none.
     ///
@@ -341,6 +360,22 @@ pub mod key {
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(bytes);
         out
+    }
+
+    /// [`prefix`] of `id`, written into `buf` instead of a new buffer: the
+    /// bytes of `buf` it fills. (An id is at most 256 bytes, so its key fits.)
+    pub fn prefix_in<'b>(id: &DelegationId, buf: &'b mut [u8; 2 + MAX_ID_LEN]) -> &'b [u8] {
+        let bytes = id.as_str().as_bytes();
+        let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+        let end = 2 + bytes.len().min(MAX_ID_LEN);
+        if let Some((head, rest)) = buf.split_first_chunk_mut::<2>() {
+            *head = len.to_be_bytes();
+            let n = bytes.len().min(rest.len());
+            if let (Some(to), Some(from)) = (rest.get_mut(..n), bytes.get(..n)) {
+                to.copy_from_slice(from);
+            }
+        }
+        buf.get(..end).unwrap_or_default()
     }
 
     /// The key of `id`'s head: its prefix and seq 0, which no record has, so a

@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use self::acked::Acked;
 use super::{Append, AppendError, Entry, Head, Store, Stream, Stripes, key};
 use crate::error::{Error, OpenError, Result, StorageError};
-use crate::event::{DelegationId, Seq};
+use crate::event::{DelegationId, MAX_ID_LEN, Seq};
 
 const FORMAT_KEY: &[u8] = b"format";
 
@@ -624,6 +624,31 @@ impl Store for Sled {
                 .transpose(),
             Layout::Log(log) => log.head(self, id),
             Layout::Legacy(trees) => trees.head(self, id),
+        }
+    }
+
+    fn read_head(
+        &self,
+        id: &DelegationId,
+        read: &mut dyn FnMut(Seq, &[u8]) -> Result<()>,
+    ) -> Result<Option<()>> {
+        match &self.layout {
+            // The summary is read where sled keeps it, in the value it lends.
+            Layout::Delegations(tree) => {
+                let mut buf = [0; 2 + MAX_ID_LEN];
+                let Some(raw) = tree
+                    .get(key::prefix_in(id, &mut buf))
+                    .map_err(|e| self.sled_error(e))?
+                else {
+                    return Ok(None);
+                };
+                let (seq, summary) = value::head_ref(id, &raw)?;
+                read(seq, summary).map(Some)
+            }
+            _ => match self.head(id)? {
+                Some(head) => read(head.seq, &head.summary).map(Some),
+                None => Ok(None),
+            },
         }
     }
 

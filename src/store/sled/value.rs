@@ -123,6 +123,15 @@ pub fn head(id: &DelegationId, raw: &[u8]) -> Result<Head> {
     })
 }
 
+/// The head of the value `raw` of `id`, read from its prefix alone and
+/// borrowed from it: its seq and summary.
+///
+/// # Errors
+/// As for [`head`].
+pub fn head_ref<'a>(id: &DelegationId, raw: &'a [u8]) -> Result<(Seq, &'a [u8])> {
+    split_head(id, raw).map(|(seq, summary, _)| (seq, summary))
+}
+
 /// The seq of the head of the value `raw` of `id`, without copying anything.
 ///
 /// # Errors
