@@ -68,11 +68,13 @@ impl Inner {
         let id = delivery.id.clone();
         let span = trace::Span::of(&delivery);
         let meter = meter::Meter::start();
+        // Boxed once here, innermost: each wrapper below (the panic catcher, the
+        // abandonment, the span) takes its work by value and keeps it in its own
+        // state, so an unboxed delivery made the task's future 19 KB, copied
+        // whole on every spawn.
+        let delivering = Box::pin(self.deliver(delivery, claim));
         let ended = span
-            .around(
-                self.supervisor
-                    .unless_abandoned(caught(self.deliver(delivery, claim))),
-            )
+            .around(self.supervisor.unless_abandoned(caught(delivering)))
             .await;
         let answer = match ended {
             None => return,
