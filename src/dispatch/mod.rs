@@ -93,6 +93,8 @@ mod outcome; // a transport's answer as the event the log records
 mod receipt; // what the caller holds: the receipt and the settled outcome
 mod recovery; // settling what a dead process left queued, or redelivering it
 mod request; // one task to delegate, as the caller describes it
+mod requeue; // a task's next attempt: a free id, claimed, written with the failure it follows
+mod retry; // the retry policy: what is retried, how often, after which backoff
 mod stats; // what the dispatcher counts
 mod supervisor; // admission, bounded concurrency, the shutdown drain and its cut-off
 mod trace; // one tracing span per delivery (feature `tracing`)
@@ -113,6 +115,7 @@ pub use self::options::{
 pub use self::receipt::{Receipt, Settled};
 pub use self::recovery::{Recovered, Recovery, Report, Unrecovered};
 pub use self::request::Request;
+pub use self::retry::{DEFAULT_BACKOFF, DEFAULT_MAX_DELAY, Retry};
 pub use self::stats::Stats;
 
 /// Delivers delegations through a [`Transport`] and records every outcome.
@@ -215,7 +218,7 @@ impl Dispatcher {
         let admission = self.inner.supervisor.admit()?;
         let lease = self.inner.lease().await?;
         let queued = request.queued();
-        let delivery = Delivery::first(id.clone(), request);
+        let mut delivery = Delivery::first(id.clone(), request, self.inner.ledger.clock().now());
         let (settle, settled) = tokio::sync::oneshot::channel();
         let inner = Arc::clone(&self.inner);
         let runtime = tokio::runtime::Handle::current();
@@ -232,6 +235,7 @@ impl Dispatcher {
                     return Err(error.into());
                 }
             };
+            delivery.started = recorded.at;
             inner.start(admission, delivery, claim, settle, &runtime);
             Ok::<_, Error>(recorded)
         })
@@ -285,10 +289,7 @@ impl Dispatcher {
             Ok(lease) => lease,
             Err(error) => return Report::stopped(error),
         };
-        match policy {
-            Recovery::Interrupt => recovery::interrupt(&self.inner.ledger, lease).await,
-            Recovery::Redeliver => recovery::redeliver(&self.inner, lease).await,
-        }
+        recovery::recover(&self.inner, policy, lease).await
     }
 
     /// The dispatcher's lease on a store shared by several processes, taken at
