@@ -1,5 +1,16 @@
 //! Settling what a dead process left `queued`: as interrupted, or as interrupted
-//! and redelivered, in one atomic write, under the first attempt's message id.
+//! and redelivered, in one atomic write, under the first attempt's message id;
+//! and resuming the retries that were waiting out their backoff.
+//!
+//! Why a retry's `not_before` decides: a dispatcher writes a retry's `queued`
+//! (with `not_before`) before its backoff, and sends nothing before
+//! `not_before`. So a retry read while its `not_before` is still ahead was
+//! certainly never sent; resuming it (sending it at its time) can neither lose
+//! the task nor send it twice, and settling it as `interrupted` would say
+//! "unknown" of what is known. Once `not_before` has passed, the dead process
+//! may have sent it, and the target may have it: that is any orphan's case,
+//! and the [`Recovery`] policy decides, as for any other. The clock is the
+//! ledger's, which wrote `not_before`.
 
 use std::sync::Arc;
 
