@@ -352,3 +352,28 @@ pub(crate) async fn stopped() {
         () = terminate => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::duration;
+
+    #[test]
+    fn a_backoff_is_a_number_and_a_unit_or_seconds() {
+        assert_eq!(duration("200ms").unwrap(), Duration::from_millis(200));
+        assert_eq!(duration("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(duration("3").unwrap(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_backoff_without_a_number_or_with_an_unknown_unit_is_refused() {
+        for text in ["", "ms", "1d", "-1s", "fast"] {
+            assert!(duration(text).is_err(), "{text:?}");
+        }
+    }
+}
