@@ -18,6 +18,13 @@
 //! $CG $P raw-batch /tmp/new3 2000; $CG $P raw-exact /tmp/new4 2000
 //! ```
 //!
+//! `dispatch-memory` runs N whole lifecycles through a dispatcher over an
+//! in-memory ledger, one at a time, on a 2-worker runtime (the loop of
+//! `benches/dispatch.rs`'s overhead group), and `ledger-memory` the same
+//! lifecycles with the bare ledger; each prints the wall clock per lifecycle
+//! (PATH is unused). Under callgrind, take the difference of two N to cancel
+//! the setup; under `perf stat`, read the context switches.
+//!
 //! `record-durable-8` and `-64` record durably on 8 or 64 threads and print the
 //! rate and the syncs it took (group commit). `status` and `raw-get` first make an unmeasured pass over the same keys, so
 //! that sled's cache is as warm as in criterion's runs. `raw-get` gets each
@@ -166,7 +173,7 @@ fn main() {
         _ if common::smoke() => return,
         _ => {
             println!(
-                "usage: profile (build|replay|audit|raw-iter|status|raw-get|record|record-durable-8|record-durable-64|raw-insert|raw-batch|raw-exact) PATH N"
+                "usage: profile (build|replay|audit|raw-iter|status|raw-get|record|record-durable-8|record-durable-64|raw-insert|raw-batch|raw-exact|dispatch-memory|ledger-memory) PATH N"
             );
             return;
         }
@@ -223,6 +230,66 @@ fn main() {
             };
             measured_raw_write(&trees, &events, write);
         }
+        "dispatch-memory" => {
+            let per = measured_dispatch_memory(n);
+            println!("{n} lifecycles through the dispatcher, in memory: {per:.1} µs each");
+        }
+        "ledger-memory" => {
+            let per = measured_ledger_memory(n);
+            println!("{n} lifecycles through the bare ledger, in memory: {per:.1} µs each");
+        }
         other => println!("unknown command `{other}`"),
     }
+}
+
+/// `n` whole lifecycles (`queued`, then `delivered`) through a dispatcher over an
+/// in-memory ledger, one at a time, each awaited, on a 2-worker runtime as in
+/// `benches/dispatch.rs`; answers the wall-clock µs per lifecycle.
+#[inline(never)]
+fn measured_dispatch_memory(n: u64) -> f64 {
+    use delegation_log::dispatch::{Dispatcher, Request};
+    use delegation_log::transport::Immediate;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ledger = Ledger::with_store(
+        std::sync::Arc::new(delegation_log::store::Memory::new()),
+        Options::new(),
+    );
+    runtime.block_on(async {
+        let dispatcher = Dispatcher::new(ledger, Immediate::accepting());
+        let start = std::time::Instant::now();
+        for _ in 0..n {
+            let receipt = dispatcher
+                .delegate(Request::new("bench", "in-process").task("review PR 42"))
+                .await
+                .unwrap();
+            receipt.settled().await.unwrap();
+        }
+        let elapsed = start.elapsed();
+        dispatcher.shutdown().await.unwrap();
+        elapsed.as_secs_f64() * 1e6 / n as f64
+    })
+}
+
+/// The same `n` lifecycles recorded with the bare in-memory ledger.
+#[inline(never)]
+fn measured_ledger_memory(n: u64) -> f64 {
+    let ledger = Ledger::with_store(
+        std::sync::Arc::new(delegation_log::store::Memory::new()),
+        Options::new(),
+    );
+    let start = std::time::Instant::now();
+    for i in 0..n {
+        let id = id(i);
+        ledger
+            .record(&id, delegation_log::Event::queued("bench", "in-process"))
+            .unwrap();
+        ledger
+            .record(&id, delegation_log::Event::delivered(Some(200)).unwrap())
+            .unwrap();
+    }
+    start.elapsed().as_secs_f64() * 1e6 / n as f64
 }

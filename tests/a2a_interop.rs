@@ -8,7 +8,10 @@
 //! a body that never ends). Every case is judged from both sides: the log's status,
 //! and what the agent itself recorded receiving; a message the agent never saw is
 //! never `delivered`, and a delivered one reached it with the delegation id as its
-//! messageId and the task as its text. The Python peers come from
+//! messageId and the task as its text. Retries too: an SDK agent behind a gate
+//! that answers its first two requests 503 with `Retry-After: 1` gets one
+//! delegation in three linked attempts, delivered, and sees one messageId. The
+//! Python peers come from
 //! `bash .ci/python-peers`; under `CI=true` their absence fails every test here.
 #![cfg(feature = "http")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -524,4 +527,106 @@ async fn a_body_that_never_ends_is_failed_timeout_within_the_deadline() {
     assert_posted_once(agent, "v1_0-to-endless", "/endless", "1.0");
     // `auto` finds no card there, so it never posts into the endless body.
     assert_no_card("auto-to-endless", agent, "/endless").await;
+}
+
+/// Issue 15, from both sides. The target answers 503 with `Retry-After: 1` to
+/// its first two requests, then accepts. The log: three linked delegations
+/// (`X`, `X.r1`, `X.r2`: each `queued` carries `retry_of` the one before and
+/// attempts 1, 2, 3; two `failed / http_status 503`, then `delivered`), all of
+/// one task whose first attempt is `X`, and the receipt settles with the last.
+/// The peer: three requests, one distinct `messageId` (`X`) across them, the
+/// third handled by the SDK. `Retry-After` was honoured: two waits of a second.
+#[tokio::test]
+async fn a_target_busy_twice_is_retried_after_its_retry_after_and_sees_one_message_id() {
+    use delegation_log::dispatch::{Dispatcher, Options, Request, Retry};
+    use delegation_log::{DelegationId, Outcome};
+
+    let Some(agent) = agent() else { return };
+    let ledger = delivery_support::memory_ledger();
+    let id: DelegationId = "retry-busy-twice".parse().unwrap();
+    let policy = Retry::new()
+        .max_attempts(3)
+        .backoff(Duration::from_millis(50))
+        .jitter_seed(15);
+    let dispatcher = Dispatcher::with_options(
+        ledger.clone(),
+        Http::new().unwrap().protocol(Protocol::Auto),
+        Options::new().deadline(DEADLINE).retry(policy),
+    );
+    let started = Instant::now();
+    let settled = tokio::time::timeout(Duration::from_secs(30), async {
+        let receipt = dispatcher
+            .delegate(
+                Request::new("planner", agent.url("/busy-twice"))
+                    .id(id.clone())
+                    .task(TASK),
+            )
+            .await
+            .unwrap();
+        receipt.settled().await.unwrap()
+    })
+    .await
+    .expect("the chain settled");
+    let took = started.elapsed();
+    dispatcher.shutdown().await.unwrap();
+
+    // The receipt: the chain's outcome, from its last attempt.
+    assert_eq!(settled.attempt, 3, "{settled:?}");
+    assert_eq!(settled.id.as_str(), "retry-busy-twice.r2", "{settled:?}");
+    assert!(
+        matches!(settled.outcome, Outcome::Delivered { .. }),
+        "{settled:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(2),
+        "Retry-After: 1 was honoured twice, yet the chain took {took:?}"
+    );
+
+    // The log: three linked delegations of one task.
+    let ids = [
+        "retry-busy-twice",
+        "retry-busy-twice.r1",
+        "retry-busy-twice.r2",
+    ];
+    let chain: Vec<_> = ids
+        .iter()
+        .map(|id| ledger.delegation(&id.parse().unwrap()).unwrap().unwrap())
+        .collect();
+    for (n, attempt) in chain.iter().enumerate() {
+        assert_eq!(attempt.attempt, n as u64 + 1, "{attempt:?}");
+        let previous = n.checked_sub(1).map(|p| ids[p].to_owned());
+        assert_eq!(
+            attempt.retry_of.as_ref().map(|r| r.as_str().to_owned()),
+            previous,
+            "{attempt:?}"
+        );
+        assert_eq!(attempt.not_before.is_some(), n > 0, "{attempt:?}");
+        assert_eq!(
+            ledger.first_attempt(&attempt.id).unwrap().unwrap(),
+            id,
+            "{attempt:?}"
+        );
+    }
+    for failed in &chain[..2] {
+        let status = failed.status();
+        assert_eq!(status.http_status, Some(503), "{status:?}");
+    }
+    assert_eq!(
+        chain[2].status().status,
+        delegation_log::StatusKind::Delivered
+    );
+
+    // The peer: three requests to the gated agent, one messageId.
+    let text = std::fs::read_to_string(&agent.record).unwrap_or_default();
+    let seen: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|seen| seen["agent"] == "/busy-twice")
+        .collect();
+    assert_eq!(seen.len(), 3, "{seen:#?}");
+    let ids: std::collections::BTreeSet<String> =
+        seen.iter().map(|s| s["message_id"].to_string()).collect();
+    assert_eq!(ids.len(), 1, "one messageId across the attempts: {seen:#?}");
+    assert_eq!(seen[2]["message_id"], "retry-busy-twice", "{seen:#?}");
+    assert_eq!(seen[2]["text"], TASK, "{seen:#?}");
 }

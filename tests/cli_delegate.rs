@@ -96,7 +96,11 @@ fn an_agent_that_answers_a_message_is_exit_0_delivered_with_its_answer() {
     assert_eq!(stderr, "");
     insta::assert_snapshot!("delivered_plain", mask(&stdout, &db));
     let (_, status_plain, _) = run(&["status", db_arg, "task-1"]);
-    assert_eq!(stdout, status_plain, "delegate prints what status prints");
+    assert_eq!(
+        stdout,
+        format!("{status_plain}attempt:         1 of 1\n"),
+        "delegate prints what status prints, and which attempt of how many settled"
+    );
 
     let (code, stdout, _) = run(&delegate(
         db_arg,
@@ -115,8 +119,9 @@ fn an_agent_that_answers_a_message_is_exit_0_delivered_with_its_answer() {
     assert_eq!(code, 0);
     let (_, status) = status_json(db_arg, "task-2");
     assert_eq!(
-        stdout, status,
-        "delegate --json prints what status --json prints"
+        without_attempts(&stdout),
+        serde_json::from_str::<Value>(&status).unwrap(),
+        "delegate --json prints what status --json prints, with attempt and attempts"
     );
     let status: Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["status"], "delivered");
@@ -233,7 +238,11 @@ fn a_second_run_with_the_same_id_sends_nothing_and_prints_the_same_status() {
         let json_args = [&args[..], &["--json"]].concat();
         let (code, stdout, _) = run(&json_args);
         assert_eq!(code, expected);
-        assert_eq!(stdout, status_json(db_arg, id).1);
+        let (_, status) = status_json(db_arg, id);
+        assert_eq!(
+            without_attempts(&stdout),
+            serde_json::from_str::<serde_json::Value>(&status).unwrap()
+        );
     }
     assert_eq!(agent.requests(), 1, "delivered once, whatever the reruns");
     assert_eq!(
@@ -456,4 +465,14 @@ fn no_wait_still_settles_the_delegation_when_the_reader_of_the_receipt_goes_away
     let status: Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["status"], "delivered", "{status}");
     assert_eq!(agent.requests(), 1);
+}
+
+/// `delegate --json` without its `attempt` and `attempts` (after checking that
+/// a delegation without retries says 1 of 1): what `status --json` prints.
+fn without_attempts(stdout: &str) -> serde_json::Value {
+    let mut json: serde_json::Value = serde_json::from_str(stdout).unwrap();
+    let object = json.as_object_mut().unwrap();
+    assert_eq!(object.remove("attempt"), Some(1.into()), "{stdout}");
+    assert_eq!(object.remove("attempts"), Some(1.into()), "{stdout}");
+    json
 }

@@ -381,6 +381,14 @@ async fn dropping_a_dispatcher_without_shutdown_aborts_its_deliveries_and_says_s
 async fn a_delegate_call_dropped_midway_still_ends_delivered_after_shutdown() {
     let ledger = memory_ledger();
     let dispatcher = Dispatcher::new(ledger.clone(), Immediate::accepting());
+    // The first delegation takes the dispatcher's lease (none here, but asked
+    // on a blocking thread), and a call dropped while it waits for that has
+    // queued nothing, promised nothing: take it first, so that the one poll
+    // below reaches the recording of `queued`.
+    dispatcher
+        .delegate(Request::new("planner", "reviewer").id(id("patient")))
+        .await
+        .unwrap();
     // Polled once (admission starts on a blocking thread), then dropped.
     let _ = tokio::time::timeout(
         Duration::ZERO,

@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use delegation_log::audit::printable;
-use delegation_log::dispatch::{self, Dispatcher, Options, Receipt, Request};
+use delegation_log::dispatch::{self, Dispatcher, Options, Receipt, Request, Retry};
+use delegation_log::event::Attempt;
 use delegation_log::transport::Http;
 use delegation_log::{Delegation, DelegationId, Ledger, Status, StatusKind};
 
@@ -29,6 +30,8 @@ pub(crate) struct Args {
     to: String,
     #[command(flatten)]
     http: HttpArgs,
+    #[command(flatten)]
+    retry: RetryArgs,
     /// The delegation id (default: a fresh one). Running again with an id the log
     /// already holds sends nothing and prints that delegation's status.
     #[arg(long)]
@@ -50,8 +53,9 @@ pub(crate) struct Args {
     /// nothing is left queued; exit 0 whichever the outcome. Read it with `status`.
     #[arg(long)]
     no_wait: bool,
-    /// Print JSON: the same object as `status --json` (with --no-wait, the receipt
-    /// `{"id", "status": "queued", "queued_at"}`).
+    /// Print JSON: the same object as `status --json` for the attempt that
+    /// settled, with `attempt` (which one) and `attempts` (--max-attempts) (with
+    /// --no-wait, the receipt `{"id", "status": "queued", "queued_at"}`).
     #[arg(long)]
     json: bool,
     /// The task, sent to the agent as one text part.
@@ -72,24 +76,89 @@ pub(crate) fn run(args: Args) -> Done {
         return again(&args, &existing);
     }
     let transport = args.http.transport()?;
-    let id = runtime()?.block_on(deliver(&ledger, transport, &args))?;
+    let (id, attempt) = runtime()?.block_on(deliver(&ledger, transport, &args))?;
     if args.no_wait {
         return Ok(());
     }
-    let status = ledger
+    let mut status = ledger
         .status(&id)
         .map_err(|e| Failure::Unusable(format!("cannot read `{id}` back: {e}")))?;
-    print_status(&status, args.json)?;
+    status.attempt = Some(attempt);
+    print_delegated(&status, args.retry.max_attempts, args.json)?;
     exit_by(&status, false)
 }
 
-/// Queues and delivers; with `--no-wait`, prints the receipt at once. Returns once
-/// the outcome is recorded and the dispatcher has drained.
-async fn deliver(ledger: &Ledger, transport: Http, args: &Args) -> Result<DelegationId, Failure> {
+/// The retry options of `delegate` and `demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct RetryArgs {
+    /// How many attempts a task gets in all, the first included (1: no retry).
+    /// Only failures the agent certainly does not have are retried (an agent
+    /// that cannot be reached, HTTP 408, 429 and 503), each as a new delegation
+    /// `<id>.r<n>` linked to the one it retries, with the same A2A messageId.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_attempts: Attempt,
+    /// The backoff before the second attempt (`200ms`, `1s`, `1.5s`, `2m`); it
+    /// doubles for each attempt after, with jitter, up to 30s. A `Retry-After`
+    /// from the agent is honoured.
+    #[arg(long, value_name = "BASE", value_parser = super::duration, default_value = "200ms")]
+    pub(crate) backoff: Duration,
+    /// Also retry failures the agent may have received (a timeout, HTTP 500,
+    /// 502, 504, an answer that is not JSON-RPC). Safe with agents that drop a
+    /// repeated messageId.
+    #[arg(long)]
+    pub(crate) retry_unknown: bool,
+}
+
+impl RetryArgs {
+    /// The dispatcher's retry policy.
+    pub(crate) fn policy(&self) -> Retry {
+        Retry::new()
+            .max_attempts(self.max_attempts)
+            .backoff(self.backoff)
+            .retry_unknown(self.retry_unknown)
+    }
+}
+
+/// The status of the attempt that settled, with which attempt it is and how
+/// many the policy allowed.
+fn print_delegated(status: &Status, attempts: Attempt, json: bool) -> Done {
+    if !json {
+        print_status(status, false)?;
+        let attempt = status.attempt.unwrap_or(1);
+        let mut out = std::io::stdout().lock();
+        return writeln!(out, "attempt:         {attempt} of {attempts}")
+            .and_then(|()| out.flush())
+            .map_err(|e| Failure::Unusable(format!("cannot write to stdout: {e}")));
+    }
+    #[derive(serde::Serialize)]
+    struct Delegated<'a> {
+        #[serde(flatten)]
+        status: &'a Status,
+        attempts: Attempt,
+    }
+    let text = serde_json::to_string_pretty(&Delegated { status, attempts })
+        .map_err(|e| Failure::Unusable(format!("cannot encode the status: {e}")))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::Unusable(format!("cannot write to stdout: {e}")))
+}
+
+/// Queues and delivers, through every retry; with `--no-wait`, prints the
+/// receipt at once. Returns once the last attempt's outcome is recorded and the
+/// dispatcher has drained: that attempt's id and number.
+async fn deliver(
+    ledger: &Ledger,
+    transport: Http,
+    args: &Args,
+) -> Result<(DelegationId, Attempt), Failure> {
     let dispatcher = Dispatcher::with_options(
         ledger.clone(),
         transport,
-        Options::new().deadline(args.timeout).lease(args.lease),
+        Options::new()
+            .deadline(args.timeout)
+            .lease(args.lease)
+            .retry(args.retry.policy()),
     );
     let mut request = Request::new(&args.from, &args.to).task(&args.task);
     if let Some(id) = &args.id {
@@ -117,13 +186,13 @@ async fn deliver(ledger: &Ledger, transport: Http, args: &Args) -> Result<Delega
                 "could not print the receipt ({e}); `{id}` went ahead and its outcome is recorded: see `status`"
             ))
         })?;
-        return Ok(id);
+        return Ok((id, 1));
     }
     let settled = receipt.settled().await;
     let drained = dispatcher.shutdown().await;
-    settled.map_err(|e| unrecorded(&id, &e))?;
+    let settled = settled.map_err(|e| unrecorded(&id, &e))?;
     drained.map_err(|e| unrecorded(&id, &e))?;
-    Ok(id)
+    Ok((settled.id, settled.attempt))
 }
 
 fn unrecorded(id: &DelegationId, error: &dispatch::Error) -> Failure {
@@ -175,8 +244,9 @@ fn again(args: &Args, existing: &Delegation) -> Done {
             differs.join(", ")
         )));
     }
-    let status = existing.status();
-    print_status(&status, args.json)?;
+    let mut status = existing.status();
+    status.attempt = Some(existing.attempt);
+    print_delegated(&status, args.retry.max_attempts, args.json)?;
     exit_by(&status, args.no_wait)
 }
 

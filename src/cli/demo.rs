@@ -11,7 +11,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::post;
 use delegation_log::audit::printable;
-use delegation_log::dispatch::{Dispatcher, Options, Request, Settled};
+use delegation_log::dispatch::{Dispatcher, Options, Request, Retry, Settled};
 use delegation_log::transport::Http;
 use delegation_log::{DelegationId, Ledger, Outcome};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -27,12 +27,13 @@ pub(crate) fn run(
     tasks: usize,
     deadline: Duration,
     lease: Duration,
+    retry: Retry,
 ) -> super::Done {
     let db = db.unwrap_or_else(fresh_dir);
     let ledger = super::place::open(&db)
         .map_err(|e| Failure::Unusable(format!("cannot open {}: {e}", super::place::shown(&db))))?;
     println!("log: {}", super::place::shown(&db));
-    runtime()?.block_on(demo(ledger, tasks, deadline, lease))
+    runtime()?.block_on(demo(ledger, tasks, deadline, lease, retry))
 }
 
 /// A new directory under the temp dir, unique to this run.
@@ -47,14 +48,20 @@ fn fresh_dir() -> PathBuf {
     ))
 }
 
-async fn demo(ledger: Ledger, tasks: usize, deadline: Duration, lease: Duration) -> super::Done {
+async fn demo(
+    ledger: Ledger,
+    tasks: usize,
+    deadline: Duration,
+    lease: Duration,
+    retry: Retry,
+) -> super::Done {
     let urls = start_targets(deadline).await?;
     let transport =
         Http::new().map_err(|e| Failure::Unusable(format!("cannot start HTTP: {e}")))?;
     let dispatcher = Dispatcher::with_options(
         ledger.clone(),
         transport,
-        Options::new().deadline(deadline).lease(lease),
+        Options::new().deadline(deadline).lease(lease).retry(retry),
     );
     let prefix = free_prefix(&ledger)?;
     println!(
@@ -83,8 +90,10 @@ async fn demo(ledger: Ledger, tasks: usize, deadline: Duration, lease: Duration)
                 return Err(Failure::Problems(format!("delegate {id}: {e}")));
             }
         };
-        names.insert(id, name);
-        settling.spawn(receipt.settled());
+        names.insert(id.clone(), name);
+        // Keyed by the first attempt's id: with retries, the attempt that
+        // settles is `<id>.r<n>`.
+        settling.spawn(async move { (id, receipt.settled().await) });
     }
 
     let live = Live::new(tasks);
@@ -96,12 +105,12 @@ async fn demo(ledger: Ledger, tasks: usize, deadline: Duration, lease: Duration)
     let mut problems = Vec::new();
     while let Some(joined) = settling.join_next().await {
         match joined {
-            Ok(Ok(outcome)) => {
-                let name = names.get(&outcome.id).copied().unwrap_or("?");
+            Ok((first, Ok(outcome))) => {
+                let name = names.get(&first).copied().unwrap_or("?");
                 live.line(&row(&outcome, name));
-                settled.push(outcome);
+                settled.push((first, outcome));
             }
-            Ok(Err(e)) => problems.push(e.to_string()),
+            Ok((_, Err(e))) => problems.push(e.to_string()),
             Err(e) => problems.push(format!("a settle task ended abnormally: {e}")),
         }
         live.inc();
@@ -113,13 +122,14 @@ async fn demo(ledger: Ledger, tasks: usize, deadline: Duration, lease: Duration)
 
     println!();
     println!("final statuses, by id:");
-    settled.sort_by(|a, b| a.id.cmp(&b.id));
-    for outcome in &settled {
-        let name = names.get(&outcome.id).copied().unwrap_or("?");
+    settled.sort_by(|a, b| a.0.cmp(&b.0));
+    for (first, outcome) in &settled {
+        let name = names.get(first).copied().unwrap_or("?");
         println!("{}", row(outcome, name));
     }
 
     println!();
+    let settled: Vec<Settled> = settled.into_iter().map(|(_, outcome)| outcome).collect();
     let clean = audit(&ledger, &settled, &mut problems);
     for problem in &problems {
         println!("problem: {problem}");

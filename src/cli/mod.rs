@@ -61,6 +61,8 @@ enum Command {
         /// `delegate --lease`).
         #[arg(long, value_name = "SECS", value_parser = lease_seconds, default_value = "10")]
         lease: std::time::Duration,
+        #[command(flatten)]
+        retry: delegate::RetryArgs,
     },
     /// Hand a task to an A2A agent over HTTP: record it queued, deliver it, print the
     /// outcome as `status` does.
@@ -185,11 +187,13 @@ pub(crate) fn main() -> ExitCode {
             tasks,
             deadline_ms,
             lease,
+            retry,
         } => demo::run(
             db,
             tasks,
             std::time::Duration::from_millis(deadline_ms),
             lease,
+            retry.policy(),
         ),
         Command::Delegate(args) => delegate::run(args),
         #[cfg(feature = "mcp")]
@@ -284,6 +288,31 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 /// `--lease`: seconds (fractions allowed), at least the dispatcher's minimum.
+/// `--backoff`: a duration, as a number and a unit (`ms`, `s`, `m`, `h`;
+/// fractions allowed: `1.5s`), or a bare number of seconds.
+pub(crate) fn duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        other => {
+            return Err(format!(
+                "`{other}` is not a unit: use ms, s, m or h (as in 200ms, 1s)"
+            ));
+        }
+    };
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration (as in 200ms, 1s, 1.5s)"))?;
+    std::time::Duration::try_from_secs_f64(value * scale).map_err(|e| e.to_string())
+}
+
 pub(crate) fn lease_seconds(text: &str) -> Result<std::time::Duration, String> {
     let lease = delegate::seconds(text)?;
     let min = delegation_log::dispatch::MIN_LEASE;
@@ -321,5 +350,30 @@ pub(crate) async fn stopped() {
     tokio::select! {
         () = interrupt => {}
         () = terminate => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::duration;
+
+    #[test]
+    fn a_backoff_is_a_number_and_a_unit_or_seconds() {
+        assert_eq!(duration("200ms").unwrap(), Duration::from_millis(200));
+        assert_eq!(duration("1s").unwrap(), Duration::from_secs(1));
+        assert_eq!(duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(duration("3").unwrap(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_backoff_without_a_number_or_with_an_unknown_unit_is_refused() {
+        for text in ["", "ms", "1d", "-1s", "fast"] {
+            assert!(duration(text).is_err(), "{text:?}");
+        }
     }
 }

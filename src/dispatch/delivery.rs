@@ -7,10 +7,13 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use super::receipt::Settle;
+use super::requeue::{Failing, Requeued};
 use super::supervisor::Admission;
-use super::{Inner, Request, Settled, Unrecorded, blocking, meter, outcome, trace};
+use super::{Error, Inner, Request, Settled, Unrecorded, blocking, meter, outcome, trace};
 use crate::delegation::Outcome;
-use crate::event::{Attempt, DelegationId, Event, FailureReason, InvalidEvent};
+use crate::event::{
+    Attempt, DelegationId, Event, Failed, FailureReason, InvalidEvent, Queued, Timestamp,
+};
 use crate::ledger::{Claim, Ledger, Settlement};
 use crate::transport::{Accepted, Failure, Message};
 
@@ -23,14 +26,19 @@ pub(super) struct Delivery {
     pub(super) target: String,
     pub(super) task: Result<Option<serde_json::Value>, String>,
     /// Which attempt at the task it is: 1, or one more than the delegation it
-    /// redelivers. Read by the delivery's span (feature `tracing`).
-    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    /// retries or redelivers.
     pub(super) attempt: Attempt,
+    /// When the task's first attempt was queued: the retry policy's total
+    /// deadline counts from here.
+    pub(super) started: Timestamp,
+    /// Not to be sent before this instant: a retry waiting out its backoff.
+    pub(super) not_before: Option<Timestamp>,
 }
 
 impl Delivery {
-    /// The first attempt at `request`'s task, as delegation `id`.
-    pub(super) fn first(id: DelegationId, request: Request) -> Self {
+    /// The first attempt at `request`'s task, as delegation `id`, queued at
+    /// `started`.
+    pub(super) fn first(id: DelegationId, request: Request, started: Timestamp) -> Self {
         Delivery {
             message_id: id.clone(),
             id,
@@ -38,8 +46,17 @@ impl Delivery {
             target: request.target,
             task: request.task,
             attempt: 1,
+            started,
+            not_before: None,
         }
     }
+}
+
+/// What one attempt came to: its own recorded outcome (or why it has none), and
+/// the next attempt when the failure was retried.
+struct Step {
+    ended: Result<Settled, Unrecorded>,
+    next: Option<(Delivery, Claim)>,
 }
 
 impl Inner {
@@ -60,20 +77,19 @@ impl Inner {
         drop(admission);
     }
 
-    /// One delegation, from its acknowledged `queued` to its recorded outcome,
-    /// which goes to its receipt. The claim ends once the outcome is recorded (or
-    /// could not be). A dropped dispatcher ends it where it is: the receipt answers
-    /// `Abandoned`, the claim ends, and the delegation waits, queued, for recovery.
+    /// One task, from its acknowledged `queued` to the recorded outcome of its
+    /// last attempt, which goes to its receipt. Each attempt's claim ends once
+    /// its outcome is recorded (or could not be). A dropped dispatcher ends it
+    /// where it is: the receipt answers `Abandoned`, the claim ends, and the
+    /// attempt waits, queued, for recovery.
     async fn run(self: Arc<Self>, delivery: Delivery, claim: Claim, settle: Settle) {
         let id = delivery.id.clone();
-        let span = trace::Span::of(&delivery);
-        let meter = meter::Meter::start();
-        let ended = span
-            .around(
-                self.supervisor
-                    .unless_abandoned(caught(self.deliver(delivery, claim))),
-            )
-            .await;
+        // Boxed once here, innermost: each wrapper below (the panic catcher, the
+        // abandonment) takes its work by value and keeps it in its own state, so
+        // an unboxed delivery made the task's future 19 KB, copied whole on
+        // every spawn.
+        let chain = Box::pin(self.chain(delivery, claim));
+        let ended = self.supervisor.unless_abandoned(caught(chain)).await;
         let answer = match ended {
             None => return,
             Some(Ok(answer)) => answer,
@@ -87,57 +103,183 @@ impl Inner {
                     }),
                 };
                 self.tally.unrecorded(unrecorded.clone());
-                Err(unrecorded)
+                Err(Error::Unrecorded(unrecorded))
             }
         };
-        span.settled(&answer);
-        meter.settled(&answer);
         let _ = settle.send(answer);
     }
 
-    /// Sends `delivery` and records what came of it; then ends `claim` (in the
-    /// shared store too, where there is one).
-    async fn deliver(&self, delivery: Delivery, claim: Claim) -> Result<Settled, Unrecorded> {
+    /// The attempts at one task, in this one tracked task: each waits for its
+    /// `not_before`, is sent, and is recorded; a failure the retry policy
+    /// retries is recorded together with the next attempt's `queued`, and the
+    /// loop goes on with it. A shutdown that cuts the wait short leaves the
+    /// queued attempt for recovery ([`Error::Deferred`]).
+    async fn chain(
+        self: &Arc<Self>,
+        mut delivery: Delivery,
+        mut claim: Claim,
+    ) -> Result<Settled, Error> {
+        loop {
+            if let Some(not_before) = delivery.not_before {
+                let wait = not_before.since(self.ledger.clock().now());
+                let waited = self
+                    .supervisor
+                    .unless_cut_off(tokio::time::sleep(wait))
+                    .await;
+                if waited.is_none() {
+                    let _ = blocking("ending a claim", move || claim.release()).await;
+                    return Err(Error::Deferred {
+                        id: delivery.id,
+                        not_before,
+                    });
+                }
+            }
+            let span = trace::Span::of(&delivery);
+            let meter = meter::Meter::start();
+            let step = span.around(self.attempt(delivery, claim)).await;
+            span.settled(&step.ended);
+            meter.settled(&step.ended);
+            match step.next {
+                Some((next, next_claim)) => {
+                    delivery = next;
+                    claim = next_claim;
+                }
+                None => return step.ended.map_err(Error::Unrecorded),
+            }
+        }
+    }
+
+    /// Sends one attempt and records what came of it: its outcome, or, for a
+    /// failure the policy retries, its failure and the next attempt's `queued`
+    /// in one write, durable before any backoff starts. Then ends `claim` (in
+    /// the shared store too, where there is one).
+    async fn attempt(self: &Arc<Self>, delivery: Delivery, claim: Claim) -> Step {
         let Delivery {
             id,
             message_id,
             source,
             target,
             task,
-            attempt: _,
+            attempt,
+            started,
+            not_before: _,
         } = delivery;
-        let answer = match task {
+        let answer = match &task {
             Err(encoding) => Err(Failure::marshal(format!(
                 "the task could not be encoded as JSON: {encoding}"
             ))),
             Ok(task) => {
                 let message = Message {
                     delegation: id.clone(),
-                    message_id,
-                    source,
-                    target,
-                    task,
+                    message_id: message_id.clone(),
+                    source: source.clone(),
+                    target: target.clone(),
+                    task: task.clone(),
                 };
                 self.send(message, &claim).await
             }
         };
+        let retry_after = answer
+            .as_ref()
+            .err()
+            .and_then(|failure| failure.retry_after);
         let event = outcome::event(answer);
         let described = outcome::describe(&event);
-        let ledger = self.ledger.clone();
+        // A next attempt only for a failure, never once shutdown has cut
+        // deliveries off, and only while the claim may still deliver.
+        let plan = match &event {
+            Event::Failed(failed) if !self.supervisor.is_cut_off() && claim.may_deliver() => {
+                let now = self.ledger.clock().now();
+                self.options
+                    .retry
+                    .plan(
+                        failed.reason,
+                        retry_after,
+                        attempt,
+                        now.since(started),
+                        &message_id,
+                    )
+                    .map(|wait| now.after(wait))
+            }
+            _ => None,
+        };
+        let worker = Arc::clone(self);
+        let lease = self.held.peek();
         let outcome_id = id.clone();
+        let first = message_id.clone();
+        let next_task = task.as_ref().ok().cloned().flatten();
+        let (next_source, next_target) = (source.clone(), target.clone());
         let recorded = blocking("ledger call", move || {
-            let recorded = record(&ledger, &outcome_id, event);
-            // Recorded or not, this delivery is over; a delegation whose outcome
-            // could not be written is left to recovery (and, on a shared store,
-            // to this dispatcher's own recovery, which takes back its own claims).
+            if let (Some(not_before), Event::Failed(failed)) = (plan, &event) {
+                let failing = Failing {
+                    id: &outcome_id,
+                    attempt,
+                    first: &first,
+                };
+                let queued = Queued {
+                    task: next_task,
+                    not_before: Some(not_before),
+                    ..Queued::new(next_source, next_target)
+                };
+                let noted = |next: &DelegationId| Failed {
+                    reason: failed.reason,
+                    detail: Some(match &failed.detail {
+                        Some(detail) => format!("{detail}; retried as {next}"),
+                        None => format!("retried as {next}"),
+                    }),
+                };
+                // Written, or settled by another writer first (then the outcome
+                // that won is read below); a failure to write the pair leaves
+                // the failure to be recorded alone, so the attempt still settles.
+                if let Ok(Requeued::Queued {
+                    id: next,
+                    claim: next_claim,
+                    retried,
+                }) = worker.requeue(&failing, lease.as_ref(), noted, &queued)
+                {
+                    let _ = claim.release();
+                    let settled = Settled {
+                        id: outcome_id,
+                        outcome: Outcome::Failed(noted(&next)),
+                        seq: retried.failed.seq,
+                        at: retried.failed.at,
+                        attempt,
+                    };
+                    return Ok((
+                        settled,
+                        Some((next, next_claim, retried.attempt, not_before)),
+                    ));
+                }
+            }
+            let recorded = record(&worker.ledger, &outcome_id, event, attempt);
+            // Recorded or not, this attempt is over; one whose outcome could not
+            // be written is left to recovery (and, on a shared store, to this
+            // dispatcher's own recovery, which takes back its own claims).
             let _ = claim.release();
-            recorded
+            recorded.map(|settled| (settled, None))
         });
         match recorded.await {
-            Ok(settled) => {
+            Ok((settled, next)) => {
                 self.tally
                     .settled(matches!(settled.outcome, Outcome::Delivered { .. }));
-                Ok(settled)
+                let next = next.map(|(next, next_claim, next_attempt, not_before)| {
+                    self.tally.queued();
+                    let delivery = Delivery {
+                        id: next,
+                        message_id,
+                        source,
+                        target,
+                        task,
+                        attempt: next_attempt,
+                        started,
+                        not_before: Some(not_before),
+                    };
+                    (delivery, next_claim)
+                });
+                Step {
+                    ended: Ok(settled),
+                    next,
+                }
             }
             Err(error) => {
                 let unrecorded = Unrecorded {
@@ -146,7 +288,10 @@ impl Inner {
                     cause: Arc::new(error),
                 };
                 self.tally.unrecorded(unrecorded.clone());
-                Err(unrecorded)
+                Step {
+                    ended: Err(unrecorded),
+                    next: None,
+                }
             }
         }
     }
@@ -212,9 +357,14 @@ async fn caught<F: Future>(work: F) -> Result<F::Output, String> {
     .await
 }
 
-/// Records `event` as the outcome of `id`. If another writer settled it first,
-/// answers with the outcome that won.
-fn record(ledger: &Ledger, id: &DelegationId, event: Event) -> crate::Result<Settled> {
+/// Records `event` as the outcome of `id`, attempt `attempt` at its task. If
+/// another writer settled it first, answers with the outcome that won.
+fn record(
+    ledger: &Ledger,
+    id: &DelegationId,
+    event: Event,
+    attempt: Attempt,
+) -> crate::Result<Settled> {
     let (outcome, seq, at) = match ledger.settle(id, event.clone())? {
         Settlement::Won(recorded) => {
             let outcome = match event {
@@ -235,5 +385,6 @@ fn record(ledger: &Ledger, id: &DelegationId, event: Event) -> crate::Result<Set
         outcome,
         seq,
         at,
+        attempt,
     })
 }

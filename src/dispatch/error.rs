@@ -47,6 +47,24 @@ pub enum Error {
     #[error("delegation `{0}` was abandoned: the dispatcher was dropped before it settled")]
     Abandoned(DelegationId),
 
+    /// Shutdown cut the task off while its next attempt waited out its backoff.
+    /// Nothing is lost: the attempt `id` is queued in the log, not to be sent
+    /// before `not_before`, and unclaimed once shutdown ends.
+    ///
+    /// # Handling
+    /// Run [`Dispatcher::recover`](super::Dispatcher::recover) in the next
+    /// process: it resumes the attempt at its time (see the
+    /// [module docs](super#retries)).
+    #[error(
+        "shutdown cut `{id}` off while it waited to be retried; it stays queued, not before {not_before}, for recovery"
+    )]
+    Deferred {
+        /// The queued attempt.
+        id: DelegationId,
+        /// When it may be sent.
+        not_before: crate::event::Timestamp,
+    },
+
     /// Every redelivery id tried for a delegation was taken: other writers kept
     /// recording under the ids this dispatcher picked. Its delegation stays
     /// `queued`, and a later recovery tries again.

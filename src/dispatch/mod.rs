@@ -59,6 +59,77 @@
 //!   lowercase hex digits of SHA-256 of `X`, so that long ids with one prefix
 //!   still get distinct redeliveries.
 //!
+//! # Retries
+//!
+//! With a [`Retry`] policy on the [`Options`] (by default there is none: one
+//! attempt), a failed delivery is tried again, up to a number of attempts and
+//! within an optional total deadline, after an exponential backoff with jitter
+//! that honours the target's `Retry-After` (HTTP 429 and 503).
+//!
+//! - **Only what must be.** By default only failures the target certainly does
+//!   not have (`target_received: no`) and may take later are retried: an
+//!   unreachable target, HTTP 408, 429 and 503. Those it may have (`unknown`: a
+//!   timeout, a 500) only with [`Retry::retry_unknown`]. `marshal_error`,
+//!   `rejected`, JSON-RPC refusals and the other 3xx and 4xx never: the same
+//!   request would get the same answer. [`Retry::retries`] has the table.
+//! - **Attempts are delegations.** Nothing follows `failed`, so each attempt is
+//!   a new delegation, `X.r1`, `X.r2`, … for a task whose first attempt is `X`
+//!   (the redelivery ids above). Its `queued` carries `retry_of` (the failed
+//!   attempt), `attempt` (2, 3, …) and `not_before` (when it may be sent). It is
+//!   claimed first, like any delegation, then written with the failed attempt's
+//!   `failed` in one atomic, durable write ([`Ledger::retry`]) **before** the
+//!   backoff starts: a crash during the backoff loses nothing.
+//! - **One message id per task.** Every attempt goes out with the first
+//!   attempt's A2A `messageId`, so a receiver that drops repeats sees the task
+//!   once, whatever was retried.
+//! - **Tracked.** The backoff and the next attempt run in the same task as the
+//!   first, which the dispatcher tracks: [`Dispatcher::shutdown`] waits for
+//!   them, up to its timeout. A backoff the timeout cuts short ends the task
+//!   with its retry still queued ([`Error::Deferred`]), for recovery; a dropped
+//!   dispatcher leaves it the same way.
+//! - **One receipt per task.** [`Receipt::settled`] answers the outcome of the
+//!   last attempt, with its id and [`Settled::attempt`].
+//! - **Recovery.** A queued retry whose `not_before` has not come was never
+//!   sent: recovery resumes it at its time. One whose time has passed may have
+//!   been sent, and is recovered like any orphan; after recovery settles an
+//!   attempt as `interrupted`, the policy applies as after a live failure. See
+//!   [`Dispatcher::recover`].
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! use delegation_log::dispatch::{Dispatcher, Options, Request, Retry};
+//! use delegation_log::transport::{Accepted, Failure, Immediate};
+//! use delegation_log::Ledger;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let ledger = Ledger::open(dir.path().join("log"))?;
+//! // A target that is busy once, then takes the task.
+//! let busy = std::sync::atomic::AtomicBool::new(true);
+//! let target = Immediate::new(move |_| {
+//!     if busy.swap(false, std::sync::atomic::Ordering::SeqCst) {
+//!         Err(Failure::status(503, "busy"))
+//!     } else {
+//!         Ok(Accepted::status(200))
+//!     }
+//! });
+//! let retry = Retry::new().max_attempts(3).backoff(Duration::from_millis(10));
+//! let dispatcher = Dispatcher::with_options(ledger.clone(), target, Options::new().retry(retry));
+//!
+//! let receipt = dispatcher
+//!     .delegate(Request::new("planner", "http://127.0.0.1:9/a2a").id("pr-42".parse()?))
+//!     .await?;
+//! let settled = receipt.settled().await?;
+//! assert_eq!((settled.id.as_str(), settled.attempt), ("pr-42.r1", 2));
+//! let retry = ledger.delegation(&settled.id)?.expect("in the log");
+//! assert_eq!(retry.retry_of.as_ref().map(|id| id.as_str()), Some("pr-42"));
+//! dispatcher.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ```
 //! use delegation_log::dispatch::{Dispatcher, Request};
 //! use delegation_log::transport::Immediate;
@@ -93,6 +164,8 @@ mod outcome; // a transport's answer as the event the log records
 mod receipt; // what the caller holds: the receipt and the settled outcome
 mod recovery; // settling what a dead process left queued, or redelivering it
 mod request; // one task to delegate, as the caller describes it
+mod requeue; // a task's next attempt: a free id, claimed, written with the failure it follows
+mod retry; // the retry policy: what is retried, how often, after which backoff
 mod stats; // what the dispatcher counts
 mod supervisor; // admission, bounded concurrency, the shutdown drain and its cut-off
 mod trace; // one tracing span per delivery (feature `tracing`)
@@ -113,6 +186,7 @@ pub use self::options::{
 pub use self::receipt::{Receipt, Settled};
 pub use self::recovery::{Recovered, Recovery, Report, Unrecovered};
 pub use self::request::Request;
+pub use self::retry::{DEFAULT_BACKOFF, DEFAULT_MAX_DELAY, Retry};
 pub use self::stats::Stats;
 
 /// Delivers delegations through a [`Transport`] and records every outcome.
@@ -215,7 +289,7 @@ impl Dispatcher {
         let admission = self.inner.supervisor.admit()?;
         let lease = self.inner.lease().await?;
         let queued = request.queued();
-        let delivery = Delivery::first(id.clone(), request);
+        let mut delivery = Delivery::first(id.clone(), request, self.inner.ledger.clock().now());
         let (settle, settled) = tokio::sync::oneshot::channel();
         let inner = Arc::clone(&self.inner);
         let runtime = tokio::runtime::Handle::current();
@@ -232,6 +306,7 @@ impl Dispatcher {
                     return Err(error.into());
                 }
             };
+            delivery.started = recorded.at;
             inner.start(admission, delivery, claim, settle, &runtime);
             Ok::<_, Error>(recorded)
         })
@@ -246,7 +321,9 @@ impl Dispatcher {
     /// The wait is bounded by [`Options::shutdown_timeout`] (30 s by default):
     /// deliveries still running or waiting for a slot then end as `failed` /
     /// `interrupted`, recorded like any outcome, so a long queue to a dead target
-    /// cannot hold shutdown for hours, and nothing is left `queued`.
+    /// cannot hold shutdown for hours. Nothing is left `queued` but a retry
+    /// still waiting out its backoff: it was never sent, its receipt answers
+    /// [`Error::Deferred`], and the next recovery resumes it at its time.
     ///
     /// # Errors
     /// [`Error::Drained`] with every outcome that could not be recorded during the
@@ -276,6 +353,16 @@ impl Dispatcher {
     /// [`Recovery::Redeliver`] the redeliveries are tracked like any delegation:
     /// await their receipts, or [`Dispatcher::shutdown`].
     ///
+    /// A retry (see [Retries](self#retries)) still waiting for its
+    /// `not_before` is resumed, whatever `policy`: nothing sends an attempt
+    /// before its `not_before`, so it was certainly never sent, and it is
+    /// delivered at its time ([`Recovered::resumed`]). One whose `not_before`
+    /// has passed may have been sent, and is settled under `policy` like any
+    /// orphan. Under [`Recovery::Interrupt`], an orphan settled as
+    /// `interrupted` is then retried as after a live failure if the retry policy
+    /// retries `interrupted` ([`Retry::retry_unknown`]) and the task has
+    /// attempts and time left ([`Recovered::redelivery`]).
+    ///
     /// On a store shared by several processes (PostgreSQL), recovery takes over
     /// only what dispatchers whose lease ran out left (or what nobody claims),
     /// under this dispatcher's own lease, so that of several dispatchers
@@ -285,10 +372,7 @@ impl Dispatcher {
             Ok(lease) => lease,
             Err(error) => return Report::stopped(error),
         };
-        match policy {
-            Recovery::Interrupt => recovery::interrupt(&self.inner.ledger, lease).await,
-            Recovery::Redeliver => recovery::redeliver(&self.inner, lease).await,
-        }
+        recovery::recover(&self.inner, policy, lease).await
     }
 
     /// The dispatcher's lease on a store shared by several processes, taken at

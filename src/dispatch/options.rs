@@ -1,7 +1,9 @@
 //! How a dispatcher delivers: the delivery deadline, how many deliveries run at
-//! once, how long shutdown waits, and its lease on a shared store; each with its default.
+//! once, how long shutdown waits, its lease on a shared store, and its retries; each with its default.
 
 use std::time::Duration;
+
+use super::Retry;
 
 /// The delivery deadline when none is set: 8 s, as on the platform in the story.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(8);
@@ -30,6 +32,7 @@ pub struct Options {
     pub(super) concurrency: usize,
     pub(super) shutdown_timeout: Option<Duration>,
     pub(super) lease: Duration,
+    pub(super) retry: Retry,
 }
 
 impl Default for Options {
@@ -39,13 +42,14 @@ impl Default for Options {
             concurrency: DEFAULT_CONCURRENCY,
             shutdown_timeout: Some(DEFAULT_SHUTDOWN_TIMEOUT),
             lease: DEFAULT_LEASE,
+            retry: Retry::default(),
         }
     }
 }
 
 impl Options {
-    /// An 8 s deadline, 64 deliveries at once, a 30 s shutdown timeout and a
-    /// 10 s lease.
+    /// An 8 s deadline, 64 deliveries at once, a 30 s shutdown timeout, a
+    /// 10 s lease, and no retry.
     pub fn new() -> Self {
         Self::default()
     }
@@ -81,6 +85,13 @@ impl Options {
     /// pauses and outages without being taken over. See [`DEFAULT_LEASE`].
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(MIN_LEASE);
+        self
+    }
+
+    /// How failed deliveries are retried (by default, not at all). See
+    /// [`Retry`] and the [module docs](super#retries).
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
         self
     }
 }

@@ -4,12 +4,13 @@
 use serde::Serialize;
 use tokio::sync::oneshot;
 
-use super::{Error, Unrecorded};
+use super::Error;
 use crate::delegation::{Outcome, StatusKind};
-use crate::event::{DelegationId, Seq, Timestamp};
+use crate::event::{Attempt, DelegationId, Seq, Timestamp};
 
-/// Where a delivery sends its recorded outcome (or why it has none) to its receipt.
-pub(super) type Settle = oneshot::Sender<Result<Settled, Unrecorded>>;
+/// Where a delivery sends the recorded outcome of its task's last attempt (or
+/// why it has none) to its receipt.
+pub(super) type Settle = oneshot::Sender<Result<Settled, Error>>;
 
 /// What [`Dispatcher::delegate`](super::Dispatcher::delegate) answers: the
 /// delegation is queued and durable.
@@ -24,7 +25,7 @@ pub struct Receipt {
     /// When `queued` was recorded.
     pub queued_at: Timestamp,
     #[serde(skip)]
-    settled: oneshot::Receiver<Result<Settled, Unrecorded>>,
+    settled: oneshot::Receiver<Result<Settled, Error>>,
 }
 
 impl Receipt {
@@ -32,7 +33,7 @@ impl Receipt {
     pub(super) fn queued(
         id: DelegationId,
         queued_at: Timestamp,
-        settled: oneshot::Receiver<Result<Settled, Unrecorded>>,
+        settled: oneshot::Receiver<Result<Settled, Error>>,
     ) -> Self {
         Receipt {
             id,
@@ -42,24 +43,28 @@ impl Receipt {
         }
     }
 
-    /// Waits for the delegation's outcome to be recorded.
+    /// Waits for the task's final outcome to be recorded: with a retry policy,
+    /// the outcome of its last attempt, after every retry
+    /// ([`Settled::attempt`] and [`Settled::id`] say which).
     ///
     /// # Errors
-    /// [`Error::Unrecorded`] if the outcome could not be written;
-    /// [`Error::Abandoned`] if the dispatcher was dropped first.
+    /// [`Error::Unrecorded`] if an outcome could not be written;
+    /// [`Error::Deferred`] if shutdown cut the task off while it waited to
+    /// retry (the retry is queued, for recovery); [`Error::Abandoned`] if the
+    /// dispatcher was dropped first.
     pub async fn settled(self) -> Result<Settled, Error> {
         match self.settled.await {
-            Ok(Ok(settled)) => Ok(settled),
-            Ok(Err(unrecorded)) => Err(Error::Unrecorded(unrecorded)),
+            Ok(ended) => ended,
             Err(_) => Err(Error::Abandoned(self.id)),
         }
     }
 }
 
-/// A recorded outcome.
+/// A recorded outcome: of a task's last attempt, when a receipt answers it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settled {
-    /// The delegation.
+    /// The delegation that settled: the receipt's own id for a first attempt,
+    /// the last retry's (`<first>.r<n>`) otherwise.
     pub id: DelegationId,
     /// How it ended.
     pub outcome: Outcome,
@@ -67,4 +72,6 @@ pub struct Settled {
     pub seq: Seq,
     /// When the outcome was recorded.
     pub at: Timestamp,
+    /// Which attempt at the task settled: 1 for the first.
+    pub attempt: Attempt,
 }

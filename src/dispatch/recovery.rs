@@ -1,14 +1,26 @@
 //! Settling what a dead process left `queued`: as interrupted, or as interrupted
-//! and redelivered, in one atomic write, under the first attempt's message id.
+//! and redelivered, in one atomic write, under the first attempt's message id;
+//! and resuming the retries that were waiting out their backoff.
+//!
+//! Why a retry's `not_before` decides: a dispatcher writes a retry's `queued`
+//! (with `not_before`) before its backoff, and sends nothing before
+//! `not_before`. So a retry read while its `not_before` is still ahead was
+//! certainly never sent; resuming it (sending it at its time) can neither lose
+//! the task nor send it twice, and settling it as `interrupted` would say
+//! "unknown" of what is known. Once `not_before` has passed, the dead process
+//! may have sent it, and the target may have it: that is any orphan's case,
+//! and the [`Recovery`] policy decides, as for any other. The clock is the
+//! ledger's, which wrote `not_before`.
 
 use std::sync::Arc;
 
 use super::delivery::Delivery;
 use super::receipt::Settle;
+use super::requeue::{Failing, Requeued};
 use super::supervisor::Admission;
-use super::{Error, Inner, Receipt, blocking, ids};
+use super::{Error, Inner, Receipt, blocking};
 use crate::delegation::Delegation;
-use crate::event::{DelegationId, Failed, FailureReason, Queued};
+use crate::event::{DelegationId, Event, Failed, FailureReason, Queued, Timestamp};
 use crate::ledger::{self, Lease, Ledger, Recorded, Taken};
 
 /// What recovery holds while it redelivers on a shared store: the dispatcher's
@@ -17,10 +29,6 @@ struct Taking {
     lease: Option<Lease>,
     taken: Taken,
 }
-
-/// How many redelivery ids recovery tries for one delegation when each is taken
-/// by another writer between its look at the log and its write.
-const REDELIVERY_ID_TRIES: usize = 16;
 
 /// Which recovery to run for delegations a dead process left `queued`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -35,13 +43,19 @@ pub enum Recovery {
     Redeliver,
 }
 
-/// One delegation settled by recovery.
+/// One delegation settled (or resumed) by recovery.
 #[derive(Debug)]
 pub struct Recovered {
-    /// The delegation the dead process left `queued`; now failed / interrupted.
+    /// The delegation the dead process left `queued`; now failed /
+    /// interrupted, unless it was resumed.
     pub id: DelegationId,
-    /// The redelivery, under policy [`Recovery::Redeliver`].
+    /// Its next attempt: the redelivery under [`Recovery::Redeliver`], or,
+    /// under [`Recovery::Interrupt`], the retry the dispatcher's retry policy
+    /// queued.
     pub redelivery: Option<Receipt>,
+    /// A retry that was still waiting for its `not_before`, resumed as it
+    /// was (`id` itself, not settled): its receipt.
+    pub resumed: Option<Receipt>,
 }
 
 /// A delegation recovery found and could not settle (or redeliver), and why.
@@ -88,34 +102,13 @@ impl Report {
     }
 }
 
-/// [`Recovery::Interrupt`]: settles every orphan as interrupted (on a shared
-/// store, every one taken over under `lease`).
-pub(super) async fn interrupt(ledger: &Ledger, lease: Option<Lease>) -> Report {
-    let ledger = ledger.clone();
-    match blocking("ledger call", move || {
-        Ok::<_, crate::Error>(ledger.recover_all_leased(lease.as_ref()))
-    })
-    .await
-    {
-        Ok(report) => Report {
-            recovered: report
-                .settled
-                .into_iter()
-                .map(|id| Recovered {
-                    id,
-                    redelivery: None,
-                })
-                .collect(),
-            failed: report.failed.into_iter().map(Unrecovered::from).collect(),
-        },
-        Err(error) => Report::stopped(error.into()),
-    }
-}
-
-/// [`Recovery::Redeliver`]: settles every orphan as interrupted and redelivers it
-/// (on a shared store, every one taken over under `lease`, whose owner then
-/// claims each redelivery).
-pub(super) async fn redeliver(inner: &Arc<Inner>, lease: Option<Lease>) -> Report {
+/// Recovery under `policy`: finds every orphan (on a shared store, every one
+/// taken over under `lease`), then settles each on its own. A retry still
+/// waiting for its `not_before` is resumed, whatever the policy; any other
+/// orphan is settled as `interrupted` and then, under [`Recovery::Interrupt`],
+/// retried if the dispatcher's retry policy retries `interrupted`, or, under
+/// [`Recovery::Redeliver`], redelivered.
+pub(super) async fn recover(inner: &Arc<Inner>, policy: Recovery, lease: Option<Lease>) -> Report {
     let ledger = inner.ledger.clone();
     let taking = lease.clone();
     let orphans = blocking("ledger call", move || {
@@ -136,7 +129,17 @@ pub(super) async fn redeliver(inner: &Arc<Inner>, lease: Option<Lease>) -> Repor
             lease: lease.clone(),
             taken: orphans.taken.clone(),
         };
-        match redeliver_one(inner, original, held).await {
+        let now = inner.ledger.clock().now();
+        let waiting = original.retry_of.is_some() && original.not_before.is_some_and(|at| at > now);
+        let settled = if waiting {
+            resume(inner, original, held).await
+        } else {
+            match policy {
+                Recovery::Interrupt => interrupt_one(inner, original, held).await,
+                Recovery::Redeliver => redeliver_one(inner, original, held).await,
+            }
+        };
+        match settled {
             Ok(Some(recovered)) => report.recovered.push(recovered),
             Ok(None) => {}
             Err(error) => report.failed.push(Unrecovered {
@@ -146,6 +149,160 @@ pub(super) async fn redeliver(inner: &Arc<Inner>, lease: Option<Lease>) -> Repor
         }
     }
     report
+}
+
+/// The task `attempt` belongs to: its first attempt's id (the `messageId`)
+/// and when that was queued (where the retry policy's deadline counts from).
+fn task_of(ledger: &Ledger, attempt: &Delegation) -> Result<(DelegationId, Timestamp), Error> {
+    let first = ledger
+        .first_attempt(&attempt.id)?
+        .unwrap_or_else(|| attempt.id.clone());
+    let started = match ledger.delegation(&first)? {
+        Some(first) => first.queued_at,
+        None => attempt.queued_at,
+    };
+    Ok((first, started))
+}
+
+/// Resumes a retry whose `not_before` had not come when recovery read it: it
+/// was certainly never sent (a dispatcher sends nothing before then), so it is
+/// neither interrupted nor redelivered, only delivered at its time, in a task
+/// the dispatcher tracks. `None` if a live delivery claimed it meanwhile.
+async fn resume(
+    inner: &Arc<Inner>,
+    waiting: Delegation,
+    held: Taking,
+) -> Result<Option<Recovered>, Error> {
+    let admission = inner.supervisor.admit()?;
+    let (settle, settled) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Handle::current();
+    let worker = Arc::clone(inner);
+    blocking("resuming a retry", move || {
+        if worker.ledger.is_claimed(&waiting.id) {
+            return Ok(None);
+        }
+        let (first, started) = task_of(&worker.ledger, &waiting)?;
+        // On a shared store the claim taken over is this owner's now; the
+        // delivery's claim keeps it, and ends it once the outcome is recorded.
+        let claim = worker
+            .ledger
+            .claim_leased(&waiting.id, held.lease.as_ref())?;
+        let id = waiting.id.clone();
+        let queued_at = waiting.queued_at;
+        let delivery = Delivery {
+            id: waiting.id,
+            message_id: first,
+            source: waiting.source,
+            target: waiting.target,
+            task: Ok(waiting.task),
+            attempt: waiting.attempt,
+            started,
+            not_before: waiting.not_before,
+        };
+        worker.start(admission, delivery, claim, settle, &runtime);
+        Ok(Some(Recovered {
+            id: id.clone(),
+            redelivery: None,
+            resumed: Some(Receipt::queued(id, queued_at, settled)),
+        }))
+    })
+    .await
+}
+
+/// [`Recovery::Interrupt`] for one orphan: settles it as interrupted; and when
+/// the dispatcher's retry policy retries `interrupted` (only with
+/// [`Retry::retry_unknown`](super::Retry::retry_unknown)) and the task has
+/// attempts and time left, queues its next attempt in the same write and
+/// delivers that at its `not_before`, as after a live failure.
+async fn interrupt_one(
+    inner: &Arc<Inner>,
+    original: Delegation,
+    held: Taking,
+) -> Result<Option<Recovered>, Error> {
+    let admission = inner.supervisor.admit().ok();
+    let (settle, settled) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Handle::current();
+    let worker = Arc::clone(inner);
+    blocking("recovering", move || {
+        if worker.ledger.is_claimed(&original.id) {
+            return Ok(None);
+        }
+        const STOPPED: &str = "the process stopped before the outcome was known";
+        let (first, started) = task_of(&worker.ledger, &original)?;
+        let now = worker.ledger.clock().now();
+        let plan = worker
+            .options
+            .retry
+            .plan(
+                FailureReason::Interrupted,
+                None,
+                original.attempt,
+                now.since(started),
+                &first,
+            )
+            .map(|wait| now.after(wait));
+        if let (Some(not_before), Some(admission)) = (plan, admission) {
+            let failing = Failing {
+                id: &original.id,
+                attempt: original.attempt,
+                first: &first,
+            };
+            let queued = Queued {
+                task: original.task.clone(),
+                not_before: Some(not_before),
+                ..Queued::new(original.source.clone(), original.target.clone())
+            };
+            let failed = |next: &DelegationId| Failed {
+                reason: FailureReason::Interrupted,
+                detail: Some(format!("{STOPPED}; retried as {next}")),
+            };
+            return match worker.requeue(&failing, held.lease.as_ref(), failed, &queued)? {
+                Requeued::Queued { id, claim, retried } => {
+                    held.taken.release(&original.id);
+                    let delivery = Delivery {
+                        id: id.clone(),
+                        message_id: first,
+                        source: original.source,
+                        target: original.target,
+                        task: Ok(original.task),
+                        attempt: retried.attempt,
+                        started,
+                        not_before: Some(not_before),
+                    };
+                    worker.start(admission, delivery, claim, settle, &runtime);
+                    Ok(Some(Recovered {
+                        id: original.id,
+                        redelivery: Some(Receipt::queued(id, retried.queued.at, settled)),
+                        resumed: None,
+                    }))
+                }
+                Requeued::Settled => {
+                    held.taken.release(&original.id);
+                    Ok(None)
+                }
+            };
+        }
+        let failed = Event::Failed(Failed {
+            reason: FailureReason::Interrupted,
+            detail: Some(STOPPED.to_owned()),
+        });
+        match worker.ledger.record(&original.id, failed) {
+            Ok(_) => {
+                held.taken.release(&original.id);
+                Ok(Some(Recovered {
+                    id: original.id,
+                    redelivery: None,
+                    resumed: None,
+                }))
+            }
+            Err(crate::Error::AlreadySettled { .. }) => {
+                held.taken.release(&original.id);
+                Ok(None)
+            }
+            Err(error) => Err(error.into()),
+        }
+    })
+    .await
 }
 
 /// Settles `original` as interrupted and queues its redelivery in one atomic
@@ -169,6 +326,7 @@ async fn redeliver_one(
     Ok(queued.map(|(id, recorded)| Recovered {
         id: original_id,
         redelivery: Some(Receipt::queued(id, recorded.at, settled)),
+        resumed: None,
     }))
 }
 
@@ -189,79 +347,39 @@ fn requeue(
     if inner.ledger.is_claimed(&original.id) {
         return Ok(None);
     }
-    let first = inner
-        .ledger
-        .first_attempt(&original.id)?
-        .unwrap_or_else(|| original.id.clone());
-    // One pass over the redelivery numbers, from the original's attempt up: a
-    // number whose id the log holds is skipped; one that another writer takes
-    // between the look and the write is a lost race, and the next is tried.
-    let mut lost_races = 0;
-    for n in original.attempt..=u64::MAX {
-        let id = ids::redelivery(&first, n)?;
-        if !inner.ledger.store().history(&id)?.entries.is_empty() {
-            continue;
+    let (first, started) = task_of(&inner.ledger, &original)?;
+    let failing = Failing {
+        id: &original.id,
+        attempt: original.attempt,
+        first: &first,
+    };
+    let queued = Queued {
+        task: original.task.clone(),
+        ..Queued::new(original.source.clone(), original.target.clone())
+    };
+    let failed = |id: &DelegationId| Failed {
+        reason: FailureReason::Interrupted,
+        detail: Some(format!("redelivered as {id}")),
+    };
+    match inner.requeue(&failing, held.lease.as_ref(), failed, &queued)? {
+        Requeued::Queued { id, claim, retried } => {
+            held.taken.release(&original.id);
+            let delivery = Delivery {
+                id: id.clone(),
+                message_id: first,
+                source: original.source,
+                target: original.target,
+                task: Ok(original.task),
+                attempt: retried.attempt,
+                started,
+                not_before: None,
+            };
+            inner.start(admission, delivery, claim, settle, runtime);
+            Ok(Some((id, retried.queued)))
         }
-        let claim = match inner.ledger.claim_leased(&id, held.lease.as_ref()) {
-            Ok(claim) => claim,
-            // Another live dispatcher holds this id: a lost race for it.
-            Err(crate::Error::Claimed { .. }) => {
-                lost_races += 1;
-                if lost_races == REDELIVERY_ID_TRIES {
-                    break;
-                }
-                continue;
-            }
-            Err(error) => return Err(error.into()),
-        };
-        let failed = Failed {
-            reason: FailureReason::Interrupted,
-            detail: Some(format!("redelivered as {id}")),
-        };
-        let queued = Queued {
-            task: original.task.clone(),
-            ..Queued::new(original.source.clone(), original.target.clone())
-        };
-        match inner.ledger.retry(&original.id, failed, &id, queued) {
-            Ok(retried) => {
-                held.taken.release(&original.id);
-                let delivery = Delivery {
-                    id: id.clone(),
-                    message_id: first,
-                    source: original.source,
-                    target: original.target,
-                    task: Ok(original.task),
-                    attempt: original.attempt.saturating_add(1),
-                };
-                inner.start(admission, delivery, claim, settle, runtime);
-                return Ok(Some((id, retried.queued)));
-            }
-            Err(
-                crate::Error::AlreadySettled { id: refused, .. }
-                | crate::Error::IllegalTransition { id: refused, .. },
-            ) if refused == original.id => {
-                let _ = claim.release();
-                held.taken.release(&original.id);
-                return Ok(None);
-            }
-            Err(
-                crate::Error::AlreadySettled { id: refused, .. }
-                | crate::Error::IllegalTransition { id: refused, .. },
-            ) if refused == id => {
-                let _ = claim.release();
-                lost_races += 1;
-                if lost_races == REDELIVERY_ID_TRIES {
-                    break;
-                }
-            }
-            Err(error) => {
-                let _ = claim.release();
-                return Err(error.into());
-            }
+        Requeued::Settled => {
+            held.taken.release(&original.id);
+            Ok(None)
         }
     }
-    Err(Error::NoRedeliveryId {
-        original: original.id,
-        tries: REDELIVERY_ID_TRIES,
-    })
 }

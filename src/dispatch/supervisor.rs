@@ -71,6 +71,11 @@ impl Supervisor {
         self.cut_off.run_until_cancelled(work).await
     }
 
+    /// Whether shutdown has cut deliveries off: no retry is scheduled after it.
+    pub(super) fn is_cut_off(&self) -> bool {
+        self.cut_off.is_cancelled()
+    }
+
     /// Runs `work` unless the dispatcher is dropped first (`None`).
     pub(super) async fn unless_abandoned<F: Future>(&self, work: F) -> Option<F::Output> {
         self.abandoned.run_until_cancelled(work).await

@@ -45,6 +45,15 @@ impl Timestamp {
     pub fn since(&self, earlier: Timestamp) -> std::time::Duration {
         (self.0 - earlier.0).to_std().unwrap_or_default()
     }
+
+    /// The instant `wait` after this one; the latest instant there is when that
+    /// is beyond what a timestamp holds.
+    pub fn after(&self, wait: std::time::Duration) -> Timestamp {
+        chrono::TimeDelta::from_std(wait)
+            .ok()
+            .and_then(|wait| self.0.checked_add_signed(wait))
+            .map_or(Timestamp(DateTime::<Utc>::MAX_UTC), Timestamp)
+    }
 }
 
 impl From<DateTime<Utc>> for Timestamp {

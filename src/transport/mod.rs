@@ -7,16 +7,24 @@
 //! deadline: the [`Dispatcher`](crate::dispatch::Dispatcher) does, around every call,
 //! so a transport that hangs still ends as `timeout`.
 //!
+//! A [`Failure`] may also say how long the target asked the sender to wait
+//! before trying again ([`Failure::retry_after`]: HTTP `Retry-After` on 429 and
+//! 503), which the dispatcher's [retry policy](crate::dispatch::Retry) honours.
+//! That field is the only thing retries added to what a transport answers; the
+//! [`Transport`] trait itself is unchanged.
+//!
 //! - [`Immediate`]: answers at once, from a closure; for tests and benchmarks.
 //! - `Http` (feature `http`): posts the A2A JSON-RPC envelope to the target URL.
 
 #[cfg(feature = "http")]
 pub mod http;
 mod immediate;
+pub(crate) mod retry_after;
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
 use crate::event::http_status::Code;
 use crate::event::{DelegationId, FailureReason, Remote};
@@ -73,6 +81,10 @@ pub struct Failure {
     pub reason: FailureReason,
     /// The error text, kept as the failed event's `detail`.
     pub detail: String,
+    /// How long the target asked the sender to wait before trying again: for
+    /// HTTP, the `Retry-After` of a 429 or 503 answer. Not recorded in the log;
+    /// read by the dispatcher's [retry policy](crate::dispatch::Retry).
+    pub retry_after: Option<Duration>,
 }
 
 impl Failure {
@@ -81,7 +93,15 @@ impl Failure {
         Failure {
             reason,
             detail: detail.to_string(),
+            retry_after: None,
         }
+    }
+
+    /// The same failure, saying the target asked to wait `wait` before trying
+    /// again.
+    pub fn with_retry_after(mut self, wait: Option<Duration>) -> Self {
+        self.retry_after = wait;
+        self
     }
 
     /// The target could not be reached (refused, unknown host, reset before sending).

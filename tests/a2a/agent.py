@@ -12,6 +12,10 @@ own agent card at ``<path>/.well-known/agent-card.json``:
   with a Message.
 - ``/task``: 1.0 with 0.3 compat; answers with a Task that is still working.
 - ``/reject``: 1.0 with 0.3 compat; answers with a Task in state rejected.
+- ``/busy-twice``: 1.0 with 0.3 compat; answers its first two JSON-RPC POSTs
+  with HTTP 503 and ``Retry-After: 1`` (recorded raw, as the hostile peers
+  are), then, from the third on, is an SDK agent that answers with a Message.
+  Only the 503 gate in front of it is not the SDK's.
 
 Everything A2A here is the SDK's own: ``AgentExecutor``, ``DefaultRequestHandler``,
 ``InMemoryTaskStore``, ``create_jsonrpc_routes`` and ``create_agent_card_routes``.
@@ -285,6 +289,47 @@ def endless(recorder: Recorder):  # noqa: ANN201
     return route
 
 
+class BusyTwice:
+    """ASGI middleware: the first two POSTs to ``path`` get 503 with
+    ``Retry-After: 1``; every other request goes on to the app."""
+
+    def __init__(self, app, path: str, recorder: Recorder) -> None:  # noqa: ANN001
+        self.app = app
+        self.path = path
+        self.recorder = recorder
+        self.refused = 0
+        self.lock = asyncio.Lock()
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if (
+            scope.get('type') == 'http'
+            and scope.get('method') == 'POST'
+            and scope.get('path') == self.path
+        ):
+            async with self.lock:
+                refuse = self.refused < 2
+                if refuse:
+                    self.refused += 1
+            if refuse:
+                request = Request(scope, receive)
+                await self.recorder.record_raw(self.path, request)
+                await send(
+                    {
+                        'type': 'http.response.start',
+                        'status': 503,
+                        'headers': [
+                            (b'retry-after', b'1'),
+                            (b'content-type', b'text/plain'),
+                        ],
+                    }
+                )
+                await send(
+                    {'type': 'http.response.body', 'body': b'busy, come back later'}
+                )
+                return
+        await self.app(scope, receive, send)
+
+
 def build_app(base: str, recorder: Recorder) -> Starlette:
     """The whole server: four SDK agents and the hostile peers."""
     routes: list[Route] = []
@@ -295,6 +340,9 @@ def build_app(base: str, recorder: Recorder) -> Starlette:
     routes += agent_routes(base, '/task', TaskAgent('/task', recorder), compat=True)
     routes += agent_routes(
         base, '/reject', RejectingAgent('/reject', recorder), compat=True
+    )
+    routes += agent_routes(
+        base, '/busy-twice', MessageAgent('/busy-twice', recorder), compat=True
     )
     routes += [
         Route('/proxy-html', proxy_html(recorder), methods=['GET', 'POST']),
@@ -309,7 +357,8 @@ async def serve(record: str) -> None:
     sock.bind(('127.0.0.1', 0))
     port = sock.getsockname()[1]
     base = f'http://127.0.0.1:{port}'
-    app = build_app(base, Recorder(record))
+    recorder = Recorder(record)
+    app = BusyTwice(build_app(base, recorder), '/busy-twice', recorder)
     server = uvicorn.Server(
         uvicorn.Config(app, log_level='warning', lifespan='off')
     )

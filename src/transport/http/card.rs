@@ -243,7 +243,7 @@ fn worst(failures: Vec<Failure>) -> Failure {
         .find(|f| f.reason != FailureReason::HttpStatus(404))
         .or(failures.last())
         .map_or(FailureReason::BadResponse, |f| f.reason);
-    Failure { reason, detail }
+    Failure::new(reason, detail)
 }
 
 /// Where to look for `target`'s card: under its path (when it has one), then at

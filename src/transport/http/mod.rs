@@ -36,7 +36,7 @@
 //! | 2xx, a Task whose `status.state` is `rejected` / `TASK_STATE_REJECTED` | `rejected` | yes |
 //! | 2xx, `{"jsonrpc":"2.0","id":"task-1","error":{"code":-32601,"message":"Method not found"}}` (`id` may be `null`) | `rpc_error`, `rpc_code` -32601, the message as detail | no; unknown for -32603 |
 //! | 2xx that is not a JSON-RPC response to this request: HTML from a proxy, an empty body, neither or both of `result` and `error`, another `id`, a `result` that is neither a Message nor a Task, an answer over [`Http::max_answer`] | `bad_response` | unknown |
-//! | 3xx (redirects are not followed), 4xx, 5xx | `http_status`; the detail holds the start of the body, and says for 401 and 403 that the credentials were refused | no for 3xx, 4xx, 501, 503; unknown for other 5xx |
+//! | 3xx (redirects are not followed), 4xx, 5xx | `http_status`; the detail holds the start of the body, and says for 401 and 403 that the credentials were refused | no for 3xx, 4xx, 501, 503; unknown for other 5xx; a 429 or 503 also carries its `Retry-After` (seconds or an HTTP-date) as [`Failure::retry_after`](crate::transport::Failure::retry_after) |
 //! | connection refused, unknown host, unusable URL, a TLS certificate that does not check out | `target_offline` | no |
 //! | no complete answer before the delivery deadline (a 2xx body that never ends included) | `timeout` | unknown |
 //! | the connection broke after the request may have been sent | `timeout`, the detail says what broke | unknown |
@@ -340,8 +340,19 @@ impl Http {
         let mut response = request.send().await.map_err(|e| classify(&e))?;
         let status = response.status().as_u16();
         if !Code(status).is_success() {
+            // Only 429 and 503 carry a wait that a retry honours.
+            let retry_after = match status {
+                429 | 503 => response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| {
+                        crate::transport::retry_after::parse(value, chrono::Utc::now())
+                    }),
+                _ => None,
+            };
             let prefix = read_prefix(&mut response).await;
-            let mut failure = answer::non_success(status, &prefix);
+            let mut failure = answer::non_success(status, &prefix).with_retry_after(retry_after);
             if status == 401 || status == 403 {
                 failure.detail.push_str(&match &self.credential {
                     Some(credential) => format!(
