@@ -73,8 +73,7 @@ impl Inner {
         self.tally.queued();
         let inner = Arc::clone(self);
         self.supervisor
-            .spawn(inner.run(delivery, claim, settle), runtime);
-        drop(admission);
+            .spawn(admission, inner.run(delivery, claim, settle), runtime);
     }
 
     /// One task, from its acknowledged `queued` to the recorded outcome of its

@@ -180,8 +180,8 @@ use crate::transport::Transport;
 
 pub use self::error::{Error, Unrecorded};
 pub use self::options::{
-    DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, DEFAULT_LEASE, DEFAULT_SHUTDOWN_TIMEOUT, MIN_LEASE,
-    Options,
+    DEFAULT_BACKLOG, DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, DEFAULT_LEASE,
+    DEFAULT_SHUTDOWN_TIMEOUT, MIN_LEASE, Options,
 };
 pub use self::receipt::{Receipt, Settled};
 pub use self::recovery::{Recovered, Recovery, Report, Unrecovered};
@@ -248,7 +248,7 @@ impl Dispatcher {
             ledger,
             transport: Arc::new(transport),
             options,
-            supervisor: Supervisor::new(options.concurrency),
+            supervisor: Supervisor::new(options.concurrency, options.backlog),
             tally: Tally::default(),
             ids: ids::Fresh::new(),
             held: lease::Held::default(),
@@ -272,21 +272,26 @@ impl Dispatcher {
     /// Records `queued` durably and starts delivery; returns once `queued` is
     /// acknowledged, without waiting for delivery.
     ///
-    /// If the caller stops awaiting this future, the delegation still goes ahead:
-    /// it runs in a task the dispatcher tracks.
+    /// When the dispatcher already holds [`Options::backlog`] deliveries, this
+    /// first waits for one of them to end: a flood is pushed back onto its
+    /// caller instead of piling up tasks and memory. A caller that stops
+    /// awaiting while it waits for room leaves nothing recorded. Once the
+    /// recording of `queued` has begun, the delegation goes ahead even if the
+    /// caller stops awaiting: it runs in a task the dispatcher tracks.
     ///
     /// # Errors
     /// - [`Error::Ledger`] if `queued` was refused (the id is taken, the task is
     ///   nested too deep or too large: [`crate::event::InvalidEvent`]) or could not
     ///   be recorded; nothing is delivered.
-    /// - [`Error::Closed`] after [`Dispatcher::shutdown`].
+    /// - [`Error::Closed`] after [`Dispatcher::shutdown`] has begun, including
+    ///   for a call that was waiting for room; nothing is recorded.
     pub async fn delegate(&self, request: Request) -> Result<Receipt, Error> {
         let request = request.checked()?;
         let id = match request.id.clone() {
             Some(id) => id,
             None => self.inner.ids.next()?,
         };
-        let admission = self.inner.supervisor.admit()?;
+        let admission = self.inner.supervisor.admit().await?;
         let lease = self.inner.lease().await?;
         let queued = request.queued();
         let mut delivery = Delivery::first(id.clone(), request, self.inner.ledger.clock().now());

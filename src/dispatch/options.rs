@@ -11,6 +11,10 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(8);
 /// How many deliveries run at once when no limit is set.
 pub const DEFAULT_CONCURRENCY: usize = 64;
 
+/// How many deliveries a dispatcher holds at once when no limit is set: 1024
+/// (16 times [`DEFAULT_CONCURRENCY`]). Past it, `delegate` waits for room.
+pub const DEFAULT_BACKLOG: usize = 1024;
+
 /// How long `shutdown` waits for deliveries when no limit is set: 30 s. What is
 /// still running then ends as `failed` / `interrupted`.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,6 +34,7 @@ pub const MIN_LEASE: Duration = Duration::from_millis(300);
 pub struct Options {
     pub(super) deadline: Duration,
     pub(super) concurrency: usize,
+    pub(super) backlog: usize,
     pub(super) shutdown_timeout: Option<Duration>,
     pub(super) lease: Duration,
     pub(super) retry: Retry,
@@ -40,6 +45,7 @@ impl Default for Options {
         Options {
             deadline: DEFAULT_DEADLINE,
             concurrency: DEFAULT_CONCURRENCY,
+            backlog: DEFAULT_BACKLOG,
             shutdown_timeout: Some(DEFAULT_SHUTDOWN_TIMEOUT),
             lease: DEFAULT_LEASE,
             retry: Retry::default(),
@@ -48,8 +54,8 @@ impl Default for Options {
 }
 
 impl Options {
-    /// An 8 s deadline, 64 deliveries at once, a 30 s shutdown timeout, a
-    /// 10 s lease, and no retry.
+    /// An 8 s deadline, 64 deliveries at once, a backlog of 1024, a 30 s
+    /// shutdown timeout, a 10 s lease, and no retry.
     pub fn new() -> Self {
         Self::default()
     }
@@ -64,6 +70,20 @@ impl Options {
     /// How many deliveries run at once (at least 1); the rest wait their turn.
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// How many deliveries the dispatcher holds at once (at least 1): admitted
+    /// and not yet ended, whether queued and waiting for a slot, sending, or in a
+    /// retry's backoff. Past it, [`Dispatcher::delegate`](super::Dispatcher::delegate)
+    /// (and recovery's redeliveries) wait for a delivery to end before recording
+    /// anything, so a flood of delegations costs at most this many tasks, this
+    /// many tasks' requests in memory, and no more blocking threads than the
+    /// deliveries in hand; the caller feels the pressure instead. A caller that
+    /// stops waiting (drops the `delegate` future) leaves nothing recorded. See
+    /// [`DEFAULT_BACKLOG`].
+    pub fn backlog(mut self, backlog: usize) -> Self {
+        self.backlog = backlog.max(1);
         self
     }
 

@@ -173,7 +173,7 @@ async fn resume(
     waiting: Delegation,
     held: Taking,
 ) -> Result<Option<Recovered>, Error> {
-    let admission = inner.supervisor.admit()?;
+    let admission = inner.supervisor.admit().await?;
     let (settle, settled) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
     let worker = Arc::clone(inner);
@@ -219,7 +219,7 @@ async fn interrupt_one(
     original: Delegation,
     held: Taking,
 ) -> Result<Option<Recovered>, Error> {
-    let admission = inner.supervisor.admit().ok();
+    let admission = inner.supervisor.admit().await.ok();
     let (settle, settled) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
     let worker = Arc::clone(inner);
@@ -313,7 +313,7 @@ async fn redeliver_one(
     original: Delegation,
     held: Taking,
 ) -> Result<Option<Recovered>, Error> {
-    let admission = inner.supervisor.admit()?;
+    let admission = inner.supervisor.admit().await?;
     let (settle, settled) = tokio::sync::oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
     let original_id = original.id.clone();

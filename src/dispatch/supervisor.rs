@@ -1,10 +1,13 @@
-//! Admission and the deliveries in flight: who may start, how many send at once,
-//! how shutdown drains them and cuts off the rest, and what a dropped dispatcher ends.
+//! Admission and the deliveries in flight: who may start, how many may wait at
+//! once, how many send at once, how shutdown drains them and cuts off the rest,
+//! and what a dropped dispatcher ends.
 
 use std::future::Future;
 use std::time::Duration;
 
-use tokio::sync::{AcquireError, Semaphore, SemaphorePermit};
+use std::sync::Arc;
+
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, SemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tokio_util::task::task_tracker::TaskTrackerToken;
@@ -12,8 +15,12 @@ use tokio_util::task::task_tracker::TaskTrackerToken;
 use super::Error;
 
 /// One admitted delegation on its way to its delivery task. While it is held,
-/// shutdown waits for it as for a running delivery.
-pub(super) type Admission = TaskTrackerToken;
+/// shutdown waits for it as for a running delivery; its place in the backlog
+/// goes with the delivery task, and is free again when that task ends.
+pub(super) struct Admission {
+    token: TaskTrackerToken,
+    place: OwnedSemaphorePermit,
+}
 
 /// Every delivery of a dispatcher, from admission to its end.
 pub(super) struct Supervisor {
@@ -21,6 +28,10 @@ pub(super) struct Supervisor {
     tracker: TaskTracker,
     /// One permit per delivery that may send at once.
     slots: Semaphore,
+    /// One permit per delivery admitted and not yet ended (queued, waiting for
+    /// a slot, sending, or in a retry's backoff): what bounds the tasks, the
+    /// memory and the blocking hops of a flood. Closed at shutdown.
+    backlog: Arc<Semaphore>,
     /// Cancelled by a shutdown whose timeout passed: every delivery still sending
     /// or waiting for a slot ends as `interrupted`, and records it.
     cut_off: CancellationToken,
@@ -30,35 +41,54 @@ pub(super) struct Supervisor {
 }
 
 impl Supervisor {
-    /// A supervisor letting `concurrency` deliveries send at once.
-    pub(super) fn new(concurrency: usize) -> Self {
+    /// A supervisor letting `concurrency` deliveries send at once, and
+    /// `backlog` be admitted and not yet ended.
+    pub(super) fn new(concurrency: usize, backlog: usize) -> Self {
         Supervisor {
             tracker: TaskTracker::new(),
             slots: Semaphore::new(concurrency),
+            backlog: Arc::new(Semaphore::new(backlog.min(Semaphore::MAX_PERMITS))),
             cut_off: CancellationToken::new(),
             abandoned: CancellationToken::new(),
         }
     }
 
-    /// Admits one delegation, unless shutdown has begun.
-    pub(super) fn admit(&self) -> Result<Admission, Error> {
+    /// Admits one delegation once the backlog has room for it, unless shutdown
+    /// has begun (or begins while it waits). Nothing is recorded before this
+    /// returns, so a caller that gives up waiting leaves no trace.
+    pub(super) async fn admit(&self) -> Result<Admission, Error> {
+        let place = Arc::clone(&self.backlog)
+            .acquire_owned()
+            .await
+            .map_err(|_closed| Error::Closed)?;
         // Counted first, checked second: a shutdown that closes the tracker after
         // the count waits for this admission, and one that closed it before is
         // seen here (both touch one atomic, so one comes first).
-        let admission = self.tracker.token();
+        let token = self.tracker.token();
         if self.tracker.is_closed() {
             return Err(Error::Closed);
         }
-        Ok(admission)
+        Ok(Admission { token, place })
     }
 
-    /// Spawns a delivery on `runtime`, tracked until it ends.
+    /// Spawns the delivery `admission` admitted on `runtime`, tracked until it
+    /// ends; its place in the backlog is held until then.
     pub(super) fn spawn(
         &self,
+        admission: Admission,
         delivery: impl Future<Output = ()> + Send + 'static,
         runtime: &tokio::runtime::Handle,
     ) {
-        self.tracker.spawn_on(delivery, runtime);
+        let Admission { token, place } = admission;
+        self.tracker.spawn_on(
+            async move {
+                delivery.await;
+                drop(place);
+            },
+            runtime,
+        );
+        // The task holds shutdown off from here on.
+        drop(token);
     }
 
     /// Waits for a slot to send in; the slot is free again when the permit drops.
@@ -84,6 +114,7 @@ impl Supervisor {
     /// Admits nothing more, and waits until every admission and delivery has ended.
     /// Past `limit`, cuts off what is left and waits for each to record that.
     pub(super) async fn drain(&self, limit: Option<Duration>) {
+        self.backlog.close();
         self.tracker.close();
         if self.tracker.is_empty() {
             return;
@@ -102,6 +133,7 @@ impl Supervisor {
 
     /// The dispatcher is gone: admits nothing more, and ends every delivery.
     pub(super) fn abandon(&self) {
+        self.backlog.close();
         self.tracker.close();
         self.abandoned.cancel();
     }
