@@ -53,7 +53,7 @@ fn the_v1_fixture_store_opens_with_its_exact_statuses_and_histories() {
     for delegation in &delegations {
         assert_eq!(ledger.status(&delegation.id).unwrap(), delegation.status());
     }
-    assert!(ledger.pending().unwrap().len() == 1);
+    assert!(ledger.queued().unwrap().len() == 1);
 }
 
 #[test]
@@ -129,7 +129,7 @@ fn each_v1_and_v2_fixture_refuses_writes_then_migrates_to_the_same_export() {
         let mut before = Vec::new();
         ledger.export(&mut before).unwrap();
         let statuses: Vec<_> = ledger.replay().map(|d| d.unwrap().status()).collect();
-        let pending = ledger.pending().unwrap();
+        let pending = ledger.queued().unwrap();
         let write = ledger.record(&pending[0].id, Event::delivered(None).unwrap());
         assert!(
             matches!(
