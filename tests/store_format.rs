@@ -350,29 +350,38 @@ fn a_head_shorter_than_its_seq_does_not_decode() {
 // ---- the format marker and the trees
 
 #[test]
-fn a_new_store_is_marked_with_format_3_and_keeps_one_tree_of_delegations() {
+fn a_new_store_is_marked_with_format_4_and_keeps_one_tree_of_delegations_and_its_index() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Sled::open(dir.path()).unwrap();
-        assert_eq!(store.store_format(), 3);
+        assert_eq!(store.store_format(), 4);
         assert_eq!(store.format(), 2, "the heads' format");
         one(&store, &id("a"), Expect::Empty, b"r", 1).unwrap();
     }
     let db = sled::open(dir.path()).unwrap();
     let format = db.open_tree("meta").unwrap().get("format").unwrap();
-    assert_eq!(format.as_deref(), Some(&[3u8][..]));
+    assert_eq!(format.as_deref(), Some(&[4u8][..]));
     let names = tree_names(&db);
     assert!(names.contains(&"delegations".to_owned()), "{names:?}");
+    assert!(names.contains(&"index".to_owned()), "{names:?}");
+    let index: Vec<_> = db
+        .open_tree("index")
+        .unwrap()
+        .iter()
+        .keys()
+        .map(|key| key.unwrap().to_vec())
+        .collect();
+    assert!(index.is_empty(), "a raw append writes no hint: {index:?}");
     for old in ["log", "records", "heads"] {
         assert!(!names.contains(&old.to_owned()), "{names:?}");
     }
 }
 
-/// Format 3 is current; formats 1 and 2, before it, open (read only); a newer
+/// Format 4 is current; formats 1 to 3, before it, open (read only); a newer
 /// one is refused.
 #[test]
 fn a_store_marked_with_an_older_format_opens_and_a_newer_one_is_refused() {
-    for (marker, heads) in [(3u8, 2u8), (2, 2), (1, 1)] {
+    for (marker, heads) in [(4u8, 2u8), (3, 2), (2, 2), (1, 1)] {
         let dir = tempfile::tempdir().unwrap();
         raw(dir.path(), |db| mark(db, &[marker]));
         let store = Sled::open(dir.path()).unwrap();
@@ -380,10 +389,10 @@ fn a_store_marked_with_an_older_format_opens_and_a_newer_one_is_refused() {
     }
 
     let newer = tempfile::tempdir().unwrap();
-    raw(newer.path(), |db| mark(db, &[4]));
+    raw(newer.path(), |db| mark(db, &[5]));
     match Sled::open(newer.path()) {
         Err(Error::UnknownVersion { key, found }) => {
-            assert_eq!((key.as_str(), found), ("meta/format", 4));
+            assert_eq!((key.as_str(), found), ("meta/format", 5));
         }
         other => panic!("expected UnknownVersion, got {other:?}"),
     }
