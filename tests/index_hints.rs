@@ -207,7 +207,11 @@ fn a_crash_between_the_settling_append_and_the_unhint_leaves_a_correct_answer() 
     let ledger = Ledger::with_store(store.clone(), Options::new());
     let store: Arc<dyn Store> = store;
     // a's removal was flushed by b's settling; b's, the last write, was lost.
-    assert_eq!(hinted(&store, Set::Open), ["b"], "the last removal was lost");
+    assert_eq!(
+        hinted(&store, Set::Open),
+        ["b"],
+        "the last removal was lost"
+    );
     assert!(pending_ids(&ledger).is_empty());
     assert_eq!(dead_ids(&ledger), ["b"]);
     assert_eq!(ledger.status(&a).unwrap().status, StatusKind::Delivered);

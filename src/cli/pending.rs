@@ -137,10 +137,14 @@ fn duration(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(number * scale).map_err(|e| e.to_string())
 }
 
+/// Prints the JSON form, which escapes every control character itself.
 fn print_json(value: &impl Serialize) -> Done {
     let text = serde_json::to_string_pretty(value)
         .map_err(|e| Failure::Unusable(format!("cannot encode the answer: {e}")))?;
-    print_lines(std::iter::once(text))
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::Unusable(format!("cannot write to stdout: {e}")))
 }
 
 /// Prints each line, its escape codes and newlines escaped; a stdout that went
