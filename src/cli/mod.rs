@@ -146,7 +146,8 @@ enum Command {
     /// delegation is checked first, as `audit` checks it: any damage stops the
     /// migration with the log unchanged. A crash at any point leaves the log as it
     /// was or migrated; running it again finishes the job. A log already current
-    /// is left alone.
+    /// is left alone. A log of format 3, written before the index that `pending`
+    /// and `dead` read, keeps its records and gains the index, built by one scan.
     Migrate {
         /// The log's directory.
         db: PathBuf,
