@@ -362,3 +362,36 @@ fn a_delivered_task_is_neither_pending_nor_dead() {
         assert!(!attempts.exhausted);
     });
 }
+
+/// Recovery's cleaning pass removes only hints that can never be true again
+/// (an open hint of a settled delegation, a dead hint of a delivered or retried
+/// one); a hint whose delegation has no head yet, or is still `queued`, may
+/// belong to a writer between its hint and its append, and stays.
+#[test]
+fn cleaning_removes_only_hints_that_can_never_be_true_again() {
+    each_ledger(|ledger, _, store| {
+        let (a, b, c, retry) = (id("a"), id("b"), id("c"), id("c.r1"));
+        ledger.record(&a, queued("t")).unwrap();
+        ledger.record(&a, Event::delivered(None).unwrap()).unwrap();
+        ledger.record(&b, queued("t")).unwrap();
+        ledger.record(&c, queued("t")).unwrap();
+        ledger
+            .retry(&c, failed("down"), &retry, Queued::new("planner", "t"))
+            .unwrap();
+        let index = store.index().unwrap();
+        index
+            .hint(&[
+                Hint::Open(a.clone()),
+                Hint::Dead(a.clone()),
+                Hint::Dead(b.clone()),
+                Hint::Dead(c.clone()),
+                Hint::Open(id("in-the-making")),
+            ])
+            .unwrap();
+        assert_eq!(ledger.clean_index().unwrap(), 3);
+        assert_eq!(hinted(store, Set::Open), ["b", "c.r1", "in-the-making"]);
+        assert_eq!(hinted(store, Set::Dead), ["b"]);
+        assert_eq!(pending_ids(ledger), ["b", "c.r1"]);
+        assert!(dead_ids(ledger).is_empty());
+    });
+}

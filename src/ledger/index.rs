@@ -127,6 +127,47 @@ impl Ledger {
     }
 }
 
+impl Ledger {
+    /// Removes the stale hints of the index that can never be true again: an
+    /// open hint whose delegation settled, a dead hint whose delegation was
+    /// delivered or retried. Only terminal states are trusted, so a writer
+    /// between its hint and its append (whose delegation has no head yet, or
+    /// is still `queued`) never loses its hint. Returns how many hints were
+    /// removed; 0 on a store without an index. Recovery runs it after settling.
+    ///
+    /// # Errors
+    /// A storage error, or [`Error::Corrupt`](crate::Error::Corrupt) for a
+    /// damaged head or index entry; the hints removed before it stay removed.
+    pub fn clean_index(&self) -> Result<u64> {
+        self.check_poisoned()?;
+        let Some(index) = self.inner.store.index() else {
+            return Ok(0);
+        };
+        let mut stale = Vec::new();
+        for id in index.hinted(crate::store::index::Set::Open) {
+            let id = id?;
+            if self
+                .summary_of(&id)?
+                .is_some_and(|delegation| delegation.state.is_settled())
+            {
+                stale.push(Hint::Open(id));
+            }
+        }
+        let mut links = Links::default();
+        for id in index.hinted(crate::store::index::Set::Dead) {
+            let id = id?;
+            let delivered = self
+                .summary_of(&id)?
+                .is_some_and(|delegation| delegation.state == State::Delivered);
+            if delivered || self.retry_of(&id, &mut links)?.is_some() {
+                stale.push(Hint::Dead(id));
+            }
+        }
+        index.unhint(&stale)?;
+        Ok(u64::try_from(stale.len()).unwrap_or(u64::MAX))
+    }
+}
+
 /// The forward links of a store without an index, from one scan made the
 /// first time they are asked for.
 #[derive(Debug, Default)]

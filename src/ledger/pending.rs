@@ -160,8 +160,10 @@ impl Ledger {
     }
 
     /// Every delegation still `queued`, in store order, each read whole from its
-    /// records (a scan of the whole log): what recovery and the MCP tool
-    /// `list_pending` read. [`Ledger::pending`] answers from the index.
+    /// records (a scan of the whole log, which stops at the first damage): what
+    /// the MCP tool `list_pending` reads. [`Ledger::pending`] answers from the
+    /// index. (Recovery scans too, and keeps going past damage, which it
+    /// reports delegation by delegation.)
     ///
     /// # Errors
     /// The first storage error or damaged delegation met.

@@ -1,5 +1,12 @@
 //! The write path: `record`, `settle` and `retry` (a read of a head, a check by the
 //! fold, one atomic append), and the one loop that retries a lost race for a head.
+//!
+//! Around the append, the index's hints ([`store::Index`](crate::store::Index)):
+//! a `queued` or a `failed` costs one single-key insert before its append (a
+//! retry two: its link and its open hint), and a settling outcome one
+//! single-key removal after its commit. No write is batched with the append,
+//! so on sled an append stays one `compare_and_swap` and the hints add no
+//! device write of their own (they share sled's log buffer and its flush).
 
 use crate::delegation::{Delegation, Fold, Outcome};
 use crate::error::{Error, Result};
