@@ -122,6 +122,22 @@ impl Ledger {
         let Some(asked) = self.summary_of(id)? else {
             return Ok(None);
         };
+        let mut earlier = self.back(asked)?;
+        let mut links = Links::default();
+        let mut latest = earlier.pop().ok_or_else(|| not_found(id))?;
+        // Each verified link goes to an attempt one higher, so the walk ends.
+        while let Some(next) = self.retry_of(&latest.id, &mut links)? {
+            if next.attempt != latest.attempt.saturating_add(1) {
+                break;
+            }
+            earlier.push(std::mem::replace(&mut latest, next));
+        }
+        Ok(Some(Chain { earlier, latest }))
+    }
+
+    /// The attempts from the first to `asked`, back by `retry_of`, one head
+    /// read each.
+    pub(super) fn back(&self, asked: Delegation) -> Result<Vec<Delegation>> {
         let mut earlier = Vec::new();
         let mut current = asked;
         // Each link goes to an attempt one lower, so the walk ends.
@@ -145,16 +161,7 @@ impl Ledger {
         }
         earlier.push(current);
         earlier.reverse();
-        let mut links = Links::default();
-        let mut latest = earlier.pop().map_or_else(|| Err(not_found(id)), Ok)?;
-        // Each verified link goes to an attempt one higher, so the walk ends.
-        while let Some(next) = self.retry_of(&latest.id, &mut links)? {
-            if next.attempt != latest.attempt.saturating_add(1) {
-                break;
-            }
-            earlier.push(std::mem::replace(&mut latest, next));
-        }
-        Ok(Some(Chain { earlier, latest }))
+        Ok(earlier)
     }
 
     /// The sender's view of a chain.

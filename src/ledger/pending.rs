@@ -95,9 +95,12 @@ impl Ledger {
             if older_than.is_some_and(|older_than| age < older_than) {
                 continue;
             }
-            let first = match self.chain(&delegation.id)? {
-                Some(chain) => chain.first().id.clone(),
+            let first = match delegation.retry_of {
                 None => delegation.id.clone(),
+                Some(_) => self
+                    .back(delegation.clone())?
+                    .first()
+                    .map_or_else(|| delegation.id.clone(), |first| first.id.clone()),
             };
             let waiting = match delegation.not_before.filter(|at| *at > now) {
                 Some(at) => Waiting::RetryAt(at),
