@@ -158,10 +158,10 @@ pub struct Status {
     pub settled_at: Option<Timestamp>,
     /// Its task's attempts, flattened into the JSON form (`first`, `latest`,
     /// `latest_status`, `attempts`, `last_failure`, `next_attempt_at`,
-    /// `exhausted`): filled by
+    /// `exhausted`), for a task of more than one attempt: filled by
     /// [`Ledger::status_with_attempts`](crate::Ledger::status_with_attempts),
-    /// which `status` prints; `None`, and absent from the JSON form, from
-    /// [`Ledger::status`], which reads one head.
+    /// which `status` prints. `None`, and absent from the JSON form, for a
+    /// task never retried, and from [`Ledger::status`], which reads one head.
     #[serde(flatten)]
     pub attempts: Option<crate::ledger::Attempts>,
 }

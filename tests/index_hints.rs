@@ -187,6 +187,8 @@ fn a_link_to_a_delegation_that_does_not_retry_it_is_not_followed() {
         assert_eq!((attempts.latest.as_str(), attempts.count), ("a", 1));
         assert!(attempts.exhausted);
         assert_eq!(dead_ids(ledger), ["a"]);
+        // A task never retried: its status reads as it always has.
+        assert!(ledger.status_with_attempts(&a).unwrap().attempts.is_none());
     });
 }
 

@@ -1,6 +1,6 @@
 //! The index's answers equal a full scan's answers: for random sequences of
 //! `record`, `settle` and `retry` (some waiting for a `not_before`), with
-//! injected failed writes and flushes and crashes of the fault-injecting store
+//! injected failed appends, index writes and flushes, and crashes of the fault-injecting store
 //! between them, `pending` and `dead` (served from the hints, verified against
 //! the heads) list exactly what a scan of the whole log says is `queued`, and
 //! `failed` and not retried; and a task's attempts, read from any attempt's id,
@@ -32,8 +32,10 @@ enum Op {
     Retry(usize, u8),
     /// Move the clock.
     Advance(u8),
-    /// The next write fails.
+    /// The next append fails.
     FailWrite,
+    /// The next write of the index fails.
+    FailHint,
     /// The next flush fails.
     FailFlush,
     /// The process dies: what was not flushed is lost; a new ledger opens.
@@ -48,6 +50,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (any::<usize>(), 0u8..3).prop_map(|(n, wait)| Op::Retry(n, wait * 30)),
         2 => any::<u8>().prop_map(Op::Advance),
         1 => Just(Op::FailWrite),
+        1 => Just(Op::FailHint),
         1 => Just(Op::FailFlush),
         1 => Just(Op::Crash),
     ]
@@ -189,6 +192,12 @@ fn run(ops: &[Op], store: Arc<dyn Store>, faulty: Option<&Faulty>) {
             Op::FailFlush => {
                 if let Some(faulty) = faulty {
                     faulty.inject(Fault::FailFlush);
+                }
+                Ok(())
+            }
+            Op::FailHint => {
+                if let Some(faulty) = faulty {
+                    faulty.inject(Fault::FailHint);
                 }
                 Ok(())
             }

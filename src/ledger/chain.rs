@@ -103,16 +103,17 @@ impl Ledger {
     }
 
     /// The status of delegation `id` ([`Ledger::status`]) with its task's
-    /// attempts ([`Status::attempts`]): what `status` prints and the MCP tool
-    /// `check_task_status` answers. A few reads per attempt, where
-    /// [`Ledger::status`] is one.
+    /// attempts ([`Status::attempts`]) when it has more than one (as `attempt`
+    /// and `retry_of` appear only on a retry, a task never retried reads as it
+    /// always has): what `status` prints and the MCP tool `check_task_status`
+    /// answers. A few reads per attempt, where [`Ledger::status`] is one.
     ///
     /// # Errors
     /// As for [`Ledger::attempts`].
     pub fn status_with_attempts(&self, id: &DelegationId) -> Result<Status> {
         let mut status = self.status(id)?;
         if status.status != StatusKind::NotFound {
-            status.attempts = self.attempts(id)?;
+            status.attempts = self.attempts(id)?.filter(|attempts| attempts.count > 1);
         }
         Ok(status)
     }

@@ -14,8 +14,9 @@
 //!
 //! Its index ([`Index`]) is kept the same way, in the same order: a hint or its
 //! removal joins the pending list like an append, so a crash keeps a prefix of
-//! the writes, in order, as sled's recovery does. [`Fault::FailWrite`] and the
-//! random write failures hit hint writes too.
+//! the writes, in order, as sled's recovery does. [`Fault::FailHint`] fails
+//! the next index write, and the random write failures
+//! ([`Faulty::with_rates`]) hit index writes as they hit appends.
 
 use std::sync::{Mutex, MutexGuard};
 
@@ -30,6 +31,9 @@ use crate::event::DelegationId;
 pub enum Fault {
     /// The next append fails with an I/O error and writes nothing.
     FailWrite,
+    /// The next write of the index (a hint written or removed, [`Index`])
+    /// fails with an I/O error and writes nothing.
+    FailHint,
     /// The next flush fails with an I/O error and makes nothing durable.
     FailFlush,
 }
@@ -323,10 +327,11 @@ impl Store for Faulty {
 }
 
 impl Faulty {
-    /// Whether the next write fails, by an armed fault or the random rate.
+    /// Whether the next index write fails, by an armed fault or the random
+    /// write rate.
     fn write_fails(state: &mut State) -> bool {
         let rate = state.write_fail_per_mille;
-        state.take(Fault::FailWrite) || state.roll(rate)
+        state.take(Fault::FailHint) || state.roll(rate)
     }
 }
 
