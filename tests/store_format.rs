@@ -128,9 +128,22 @@ fn put_value(path: &Path, name: &str, value: &[u8]) {
     });
 }
 
-/// Writes straight into sled's trees, as damage or an older crate would.
+/// Writes straight into sled's trees, as damage or an older crate would. sled
+/// lets go of its file lock from a background thread after the last handle
+/// drops, so under load the store a test just closed may hold it a moment
+/// longer: the open waits for it, as `Sled::open` does.
 fn raw(path: &Path, change: impl FnOnce(&sled::Db)) {
-    let db = sled::open(path).unwrap();
+    let started = std::time::Instant::now();
+    let db = loop {
+        match sled::open(path) {
+            Ok(db) => break db,
+            Err(e) if started.elapsed() < delegation_log::store::sled::LOCK_WAIT => {
+                assert!(e.to_string().contains("could not acquire lock"), "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
     change(&db);
     db.flush().unwrap();
 }
