@@ -111,7 +111,7 @@ fn written_v2(path: &Path, names: &[&str], count: u64) {
 
 /// The raw value of `name` in the closed format 3 store at `path`.
 fn stored_value(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let db = sled::open(path).unwrap();
+    let db = open_raw(path);
     let tree = db.open_tree("delegations").unwrap();
     tree.get(key::prefix(&id(name)))
         .unwrap()
@@ -128,22 +128,27 @@ fn put_value(path: &Path, name: &str, value: &[u8]) {
     });
 }
 
-/// Writes straight into sled's trees, as damage or an older crate would. sled
-/// lets go of its file lock from a background thread after the last handle
-/// drops, so under load the store a test just closed may hold it a moment
-/// longer: the open waits for it, as `Sled::open` does.
-fn raw(path: &Path, change: impl FnOnce(&sled::Db)) {
+/// Opens sled itself at `path`. sled lets go of its file lock from a
+/// background thread after the last handle drops, so under load the store a
+/// test just closed may hold it a moment longer: the open waits for it, as
+/// `Sled::open` does.
+fn open_raw(path: &Path) -> sled::Db {
     let started = std::time::Instant::now();
-    let db = loop {
+    loop {
         match sled::open(path) {
-            Ok(db) => break db,
+            Ok(db) => return db,
             Err(e) if started.elapsed() < delegation_log::store::sled::LOCK_WAIT => {
                 assert!(e.to_string().contains("could not acquire lock"), "{e}");
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             Err(e) => panic!("{e}"),
         }
-    };
+    }
+}
+
+/// Writes straight into sled's trees, as damage or an older crate would.
+fn raw(path: &Path, change: impl FnOnce(&sled::Db)) {
+    let db = open_raw(path);
     change(&db);
     db.flush().unwrap();
 }
@@ -371,7 +376,7 @@ fn a_new_store_is_marked_with_format_4_and_keeps_one_tree_of_delegations_and_its
         assert_eq!(store.format(), 2, "the heads' format");
         one(&store, &id("a"), Expect::Empty, b"r", 1).unwrap();
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_raw(dir.path());
     let format = db.open_tree("meta").unwrap().get("format").unwrap();
     assert_eq!(format.as_deref(), Some(&[4u8][..]));
     let names = tree_names(&db);
@@ -456,7 +461,7 @@ fn a_head_and_its_records_are_one_value_under_the_format_3_key() {
         );
         one(&store, &a, Expect::At(2), b"three", 3).unwrap();
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_raw(dir.path());
     let tree: Vec<(Vec<u8>, Vec<u8>)> = db
         .open_tree("delegations")
         .unwrap()
@@ -536,7 +541,7 @@ fn a_format_2_store_reads_but_refuses_every_append_until_migrated() {
     assert_eq!(store.head(&id("new")).unwrap(), None);
     assert_eq!(store.scan().count(), 1);
     drop(store);
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_raw(dir.path());
     assert!(
         !tree_names(&db).contains(&"delegations".to_owned()),
         "a refused append created the format 3 tree"
@@ -564,7 +569,7 @@ fn a_format_1_store_reads_but_refuses_every_append_until_migrated() {
     assert_eq!(store.head(&id("new")).unwrap(), None);
     assert_eq!(store.scan().count(), 1);
     drop(store);
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_raw(dir.path());
     assert!(
         !tree_names(&db).contains(&"log".to_owned()),
         "a refused append created the format 2 tree"
@@ -584,7 +589,7 @@ fn a_format_2_store_drops_the_format_1_trees_a_migration_left() {
         assert_eq!(store.store_format(), 2);
         assert_eq!(store.scan().count(), 0);
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_raw(dir.path());
     let names = tree_names(&db);
     assert!(!names.contains(&"records".to_owned()), "{names:?}");
     assert!(!names.contains(&"heads".to_owned()), "{names:?}");
@@ -609,7 +614,7 @@ fn a_format_3_store_drops_the_older_trees_a_migration_left() {
         assert_eq!(store.store_format(), 3);
         assert_eq!(store.scan().count(), 0);
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_raw(dir.path());
     let names = tree_names(&db);
     for old in ["log", "records", "heads"] {
         assert!(!names.contains(&old.to_owned()), "{names:?}");
