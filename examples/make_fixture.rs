@@ -3,7 +3,7 @@
 //! clock so that its contents are the same on every run.
 //!
 //! ```sh
-//! cargo run --example make_fixture -- tests/fixtures/v3
+//! cargo run --example make_fixture -- tests/fixtures/v4
 //! ```
 //!
 //! `tests/compat.rs` opens the committed copies; a new format version gets a new
@@ -15,7 +15,10 @@
 //! - `tests/fixtures/v2/`: format version 2 (one tree, heads with summaries,
 //!   binary record bodies), with a retry (20 delegations);
 //! - `tests/fixtures/v3/`: format version 3 (one key per delegation: its head,
-//!   then its records), the same 20 delegations.
+//!   then its records), the same 20 delegations; written without hints, it is
+//!   now a migration fixture;
+//! - `tests/fixtures/v4/`: format version 4 (format 3 and the tree `index`, the
+//!   hints of what is open, dead and retried), the same 20 delegations.
 
 use std::time::Duration;
 

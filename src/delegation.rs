@@ -111,6 +111,7 @@ impl Delegation {
             retry_of: self.retry_of,
             queued_at: Some(self.queued_at),
             settled_at: self.settled_at,
+            attempts: None,
         }
     }
 }
@@ -155,6 +156,14 @@ pub struct Status {
     pub queued_at: Option<Timestamp>,
     /// When it settled.
     pub settled_at: Option<Timestamp>,
+    /// Its task's attempts, flattened into the JSON form (`first`, `latest`,
+    /// `latest_status`, `attempts`, `last_failure`, `next_attempt_at`,
+    /// `exhausted`), for a task of more than one attempt: filled by
+    /// [`Ledger::status_with_attempts`](crate::Ledger::status_with_attempts),
+    /// which `status` prints. `None`, and absent from the JSON form, for a
+    /// task never retried, and from [`Ledger::status`], which reads one head.
+    #[serde(flatten)]
+    pub attempts: Option<crate::ledger::Attempts>,
 }
 
 impl Status {
@@ -174,6 +183,7 @@ impl Status {
             retry_of: None,
             queued_at: None,
             settled_at: None,
+            attempts: None,
         }
     }
 }

@@ -691,6 +691,7 @@ fn expected_status(id: &DelegationId, records: &[(Seq, Event, i64)]) -> Status {
         retry_of: None,
         queued_at: Some(timestamp(*queued_at)),
         settled_at: None,
+        attempts: None,
     };
     match records.get(1) {
         None => {}
@@ -976,7 +977,7 @@ impl Subject {
                     };
                     self.acknowledge(id, *seq, rec.at);
                 }
-                let pending = self.ledger.pending();
+                let pending = self.ledger.queued();
                 assert!(
                     pending.as_ref().is_ok_and(Vec::is_empty),
                     "pending after a recover: {pending:?}"

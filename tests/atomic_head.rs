@@ -220,7 +220,7 @@ fn a_write_never_stacks_on_a_record_the_head_names_and_the_store_lost() {
         ledger.record(&id, Event::queued("p", "t")).unwrap();
     }
     let value = |path: &std::path::Path| {
-        let db = sled::open(path).unwrap();
+        let db = audit_support::open_sled(path);
         let tree = db.open_tree("delegations").unwrap();
         tree.get(delegation_log::store::key::prefix(&id))
             .unwrap()
@@ -228,7 +228,7 @@ fn a_write_never_stacks_on_a_record_the_head_names_and_the_store_lost() {
             .to_vec()
     };
     {
-        let db = sled::open(&path).unwrap();
+        let db = audit_support::open_sled(&path);
         let tree = db.open_tree("delegations").unwrap();
         let keys = audit_support::Keys { tree };
         keys.remove(delegation_log::store::key::record(&id, 1))

@@ -128,7 +128,7 @@ fn recover_settles_what_a_dead_process_left_queued() {
     assert_eq!(code, 0);
     insta::assert_snapshot!("recover_interrupt", stdout);
     let ledger = Ledger::open(&db).unwrap();
-    assert!(ledger.pending().unwrap().is_empty());
+    assert!(ledger.queued().unwrap().is_empty());
     let status = ledger.status(&"left-1".parse().unwrap()).unwrap();
     assert_eq!(status.status, StatusKind::Failed);
 }
@@ -161,5 +161,5 @@ fn recover_with_redeliver_sends_each_again_and_records_the_new_outcome() {
         original.error_detail.as_deref(),
         Some("redelivered as left.r1")
     );
-    assert!(ledger.pending().unwrap().is_empty());
+    assert!(ledger.queued().unwrap().is_empty());
 }

@@ -6,8 +6,10 @@
 //! `examples/make_fixture.rs` in format version 1, and `tests/fixtures/v1-answers/`
 //! one written after the agent's answer (`rpc_code`, `remote`) joined the format;
 //! `tests/fixtures/v2/` is a store of format 2 (one tree, a key per record and
-//! per head), and `tests/fixtures/v3/` the same delegations in format 3 (one key
-//! per delegation). Every later version of this
+//! per head), `tests/fixtures/v3/` the same delegations in format 3 (one key
+//! per delegation), and `tests/fixtures/v4/` in format 4 (format 3 and its index
+//! of open, dead and retried delegations). Formats 1 to 3 are migration
+//! fixtures: they read, refuse writes, and migrate. Every later version of this
 //! crate must open it and read exactly the statuses and histories pinned here. The
 //! encoded bytes of one record of each kind are pinned too, in version 1 and in
 //! version 2, and those of a head of each state, so that an accidental change of
@@ -53,7 +55,7 @@ fn the_v1_fixture_store_opens_with_its_exact_statuses_and_histories() {
     for delegation in &delegations {
         assert_eq!(ledger.status(&delegation.id).unwrap(), delegation.status());
     }
-    assert!(ledger.pending().unwrap().len() == 1);
+    assert!(ledger.queued().unwrap().len() == 1);
 }
 
 #[test]
@@ -91,8 +93,8 @@ fn store_format(version: &str) -> u8 {
 }
 
 #[test]
-fn the_v2_and_v3_fixture_stores_open_with_the_exact_statuses_and_histories_of_v2() {
-    for (version, format) in [("v2", 2u8), ("v3", 3)] {
+fn the_v2_v3_and_v4_fixture_stores_open_with_the_exact_statuses_and_histories_of_v2() {
+    for (version, format) in [("v2", 2u8), ("v3", 3), ("v4", 4)] {
         assert_eq!(store_format(version), format);
         the_fixture_opens_with_the_v2_statuses_and_histories(version);
     }
@@ -115,21 +117,54 @@ fn the_fixture_opens_with_the_v2_statuses_and_histories(version: &str) {
     }
     let verdict = ledger.audit().unwrap();
     assert!(verdict.is_clean(), "{}", verdict.to_plain());
+    index_answers_as_a_scan(&ledger, version);
 }
 
-/// Each v1 fixture, and the v2 one: writes are refused until migration;
+/// `pending` and `dead` (from the index in format 4, from a scan before it)
+/// list exactly what a replay of the log says is queued, and failed and not
+/// retried.
+fn index_answers_as_a_scan(ledger: &Ledger, version: &str) {
+    let delegations: Vec<_> = ledger.replay().map(Result::unwrap).collect();
+    let mut queued: Vec<_> = ledger.queued().unwrap().into_iter().map(|d| d.id).collect();
+    let mut pending: Vec<_> = ledger
+        .pending(None)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    queued.sort();
+    pending.sort();
+    assert_eq!(pending, queued, "{version}");
+    let retried: Vec<_> = delegations
+        .iter()
+        .filter_map(|d| d.retry_of.clone())
+        .collect();
+    let mut failed: Vec<_> = delegations
+        .iter()
+        .filter(|d| d.state == delegation_log::lifecycle::State::Failed && !retried.contains(&d.id))
+        .map(|d| d.id.clone())
+        .collect();
+    let mut dead: Vec<_> = ledger.dead().unwrap().into_iter().map(|d| d.last).collect();
+    failed.sort();
+    dead.sort();
+    assert_eq!(dead, failed, "{version}");
+    assert!(!dead.is_empty() && !pending.is_empty(), "{version}");
+}
+
+/// Each v1 fixture, and the v2 and v3 ones: writes are refused until migration;
 /// migration keeps every record (the export, the portable form, is byte for byte
-/// the same), every status, and a clean audit; then the store is in format 3 and
-/// takes writes, and a second migration finds nothing to do.
+/// the same), every status, and a clean audit; then the store is in format 4,
+/// answers `pending` and `dead` from its index as a scan does, takes writes,
+/// and a second migration finds nothing to do.
 #[test]
-fn each_v1_and_v2_fixture_refuses_writes_then_migrates_to_the_same_export() {
-    for (version, format) in [("v1", 1u8), ("v1-answers", 1), ("v2", 2)] {
+fn each_v1_v2_and_v3_fixture_refuses_writes_then_migrates_to_the_same_export() {
+    for (version, format) in [("v1", 1u8), ("v1-answers", 1), ("v2", 2), ("v3", 3)] {
         assert_eq!(store_format(version), format);
         let (dir, ledger) = open_fixture(version);
         let mut before = Vec::new();
         ledger.export(&mut before).unwrap();
         let statuses: Vec<_> = ledger.replay().map(|d| d.unwrap().status()).collect();
-        let pending = ledger.pending().unwrap();
+        let pending = ledger.queued().unwrap();
         let write = ledger.record(&pending[0].id, Event::delivered(None).unwrap());
         assert!(
             matches!(
@@ -154,12 +189,14 @@ fn each_v1_and_v2_fixture_refuses_writes_then_migrates_to_the_same_export() {
             assert_eq!(&ledger.status(&status.id).unwrap(), status);
         }
         assert!(ledger.audit().unwrap().is_clean());
+        assert!(ledger.store().index().is_some(), "{version}");
+        index_answers_as_a_scan(&ledger, version);
         ledger
             .record(&pending[0].id, Event::delivered(None).unwrap())
             .unwrap();
         drop(ledger);
         let store = delegation_log::store::Sled::open(&path).unwrap();
-        assert_eq!(store.store_format(), 3, "{version}");
+        assert_eq!(store.store_format(), 4, "{version}");
         drop(store);
         assert!(delegation_log::migrate(&path).unwrap().already_current);
     }

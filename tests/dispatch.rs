@@ -205,7 +205,7 @@ async fn after_shutdown_no_delivery_runs_and_every_delegation_is_settled() {
             Some("no answer within the delivery deadline of 40ms")
         );
     }
-    assert!(ledger.pending().unwrap().is_empty());
+    assert!(ledger.queued().unwrap().is_empty());
     let late = dispatcher.delegate(Request::new("planner", "silent")).await;
     assert!(matches!(late, Err(dispatch::Error::Closed)));
 }
@@ -444,7 +444,7 @@ async fn shutdown_past_its_timeout_interrupts_and_records_every_delivery_it_cuts
             Some(delegation_log::Received::Unknown)
         );
     }
-    assert!(ledger.pending().unwrap().is_empty());
+    assert!(ledger.queued().unwrap().is_empty());
 }
 
 /// A transport whose every send panics.

@@ -320,7 +320,7 @@ fn a_poisoned_ledger_refuses_reads_that_could_show_an_unacknowledged_outcome() {
     assert!(poisoned(ledger.status(&id).map(drop)));
     assert!(poisoned(ledger.delegation(&id).map(drop)));
     assert!(poisoned(ledger.history(&id).map(drop)));
-    assert!(poisoned(ledger.pending().map(drop)));
+    assert!(poisoned(ledger.queued().map(drop)));
     assert!(poisoned(ledger.recover().map(drop)));
     assert!(poisoned(ledger.export(Vec::new()).map(drop)));
     let replayed: Vec<_> = ledger.replay().collect();

@@ -1,6 +1,6 @@
-//! Guards `migrate`: a store of format 1 or 2 opens and reads (format 1's
+//! Guards `migrate`: a store of format 1, 2 or 3 opens and reads (format 1's
 //! records upcast) but refuses writes until migrated; migration rewrites it in
-//! place to format 3, keeping
+//! place to format 4 (from format 3 it only builds the index), keeping
 //! every record (the export is byte for byte the same before and after) and
 //! giving every delegation a head that answers `status` alone; a damaged store
 //! is not migrated at all; and a migration killed with SIGKILL at any moment
@@ -14,12 +14,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use audit_support::{copy_dir, downgrade_to_v1, downgrade_to_v2, id, raw_v1};
+use audit_support::{copy_dir, downgrade_to_v1, downgrade_to_v2, downgrade_to_v3, id, raw_v1};
 use delegation_log::event::{Failed, Queued};
 use delegation_log::store::key;
 use delegation_log::{Error, Event, FailureReason, Ledger, ManualClock, Options, StatusKind};
 
-/// A store of `n` delegations in format 3: delivered, failed, pending and
+/// A store of `n` delegations in format 4: delivered, failed, pending and
 /// retried ones, with tasks; returns its export.
 fn build(path: &Path, n: usize) -> Vec<u8> {
     let ledger = Ledger::open_with(path, Options::new().clock(ManualClock::default())).unwrap();
@@ -69,11 +69,12 @@ fn store_format(path: &Path) -> u8 {
         .store_format()
 }
 
-/// Rewrites the closed format 3 store at `path` in `format`.
+/// Rewrites the closed format 4 store at `path` in `format`.
 fn downgrade(path: &Path, format: u8) {
     match format {
         1 => downgrade_to_v1(path),
         2 => downgrade_to_v2(path),
+        3 => downgrade_to_v3(path),
         _ => {}
     }
 }
@@ -102,8 +103,8 @@ fn check(path: &Path, expected: &[u8]) -> u8 {
 }
 
 #[test]
-fn a_format_1_or_2_store_reads_refuses_writes_and_migrates_to_the_same_records() {
-    for format in [1u8, 2] {
+fn a_format_1_2_or_3_store_reads_refuses_writes_and_migrates_to_the_same_records() {
+    for format in [1u8, 2, 3] {
         an_older_store_reads_refuses_writes_and_migrates_to_the_same_records(format);
     }
 }
@@ -136,7 +137,7 @@ fn an_older_store_reads_refuses_writes_and_migrates_to_the_same_records(format: 
     let migration = delegation_log::migrate(&path).unwrap();
     assert_eq!((migration.delegations, migration.records), (50, 80));
     assert!(!migration.already_current);
-    assert_eq!(check(&path, &expected), 3);
+    assert_eq!(check(&path, &expected), 4);
 
     let ledger = Ledger::open(&path).unwrap();
     ledger
@@ -239,10 +240,10 @@ fn the_migrate_command_reports_and_exits_by_what_it_did() {
 
 /// SIGKILLs `delegation-log migrate` at spread moments of its run, the later half
 /// of them near its end, where the format marker switches and the old trees drop;
-/// from format 1 and from format 2.
+/// from format 1, from format 2 and from format 3.
 #[test]
 fn a_migration_killed_at_any_moment_leaves_the_store_as_it_was_or_migrated() {
-    for format in [1u8, 2] {
+    for format in [1u8, 2, 3] {
         a_migration_from_killed_at_any_moment(format);
     }
 }
@@ -266,7 +267,7 @@ fn a_migration_from_killed_at_any_moment(from: u8) {
     let whole = started.elapsed();
 
     let kills = 8u32;
-    let mut seen = [0u32; 4];
+    let mut seen = [0u32; 5];
     for kill in 0..kills {
         let path = dir.path().join(format!("kill-{kill}"));
         copy_dir(&original, &path);
@@ -283,17 +284,17 @@ fn a_migration_from_killed_at_any_moment(from: u8) {
         let _ = child.kill();
         child.wait().unwrap();
         let format = check(&path, &expected);
-        assert!(format == from || format == 3, "{format}");
+        assert!(format == from || format == 4, "{format}");
         seen[usize::from(format)] += 1;
         delegation_log::migrate(&path).unwrap();
-        assert_eq!(check(&path, &expected), 3);
+        assert_eq!(check(&path, &expected), 4);
         std::fs::remove_dir_all(&path).unwrap();
     }
     println!(
         "{kills} kills over a {whole:?} migration from format {from}: {} left format \
-         {from}, {} format 3",
+         {from}, {} format 4",
         seen[usize::from(from)],
-        seen[3]
+        seen[4]
     );
 }
 
@@ -307,8 +308,8 @@ fn a_store_that_lost_its_format_marker_is_read_as_its_trees_show_and_never_empti
     let path = dir.path().join("log");
     let expected = build(&path, 12);
     downgrade_to_v1(&path);
-    for format in [1u8, 3] {
-        if format == 3 {
+    for format in [1u8, 4] {
+        if format == 4 {
             delegation_log::migrate(&path).unwrap();
         }
         {
@@ -336,7 +337,7 @@ fn a_store_that_lost_its_format_marker_is_read_as_its_trees_show_and_never_empti
 }
 
 /// The moment after the marker switch and before the old trees are dropped,
-/// made by hand: the marker says 3, the new tree is whole, and the old format's
+/// made by hand: the marker says 4, the new tree is whole, and the old format's
 /// trees are still there, from format 1 and from format 2. An open finishes the job (drops them) and reads the same
 /// records; nothing of the old trees is ever read.
 #[test]
@@ -376,7 +377,7 @@ fn a_migration_from_stopped_after_its_marker_switch(from: u8) {
         }
         into.flush().unwrap();
     }
-    assert_eq!(check(&path, &expected), 3);
+    assert_eq!(check(&path, &expected), 4);
     let db = audit_support::open_sled(&path);
     let names: Vec<_> = db.tree_names();
     for old in ["records", "heads", "log"] {

@@ -411,7 +411,7 @@ fn three_dispatchers_one_killed_survivors_recover_only_its_delegations(
     );
 
     // The log: nothing queued, two records each, the audit clean.
-    assert!(ledger.pending().unwrap().is_empty());
+    assert!(ledger.queued().unwrap().is_empty());
     let all: Vec<_> = ledger.replay().map(Result::unwrap).collect();
     assert_eq!(all.len(), NAMES.len() * TASKS + held_of(DEAD).len());
     for delegation in &all {

@@ -3,7 +3,8 @@
 //! holds (checked with a client of its own); damage made behind the store's back
 //! (a record slot taken without its head, a head whose record is gone) is
 //! `Damaged` and writes nothing of the group; the schema carries a version row and
-//! a newer one is refused (version 1 is raised to 2, gaining leases and claims); bad names and URLs are typed errors; the scan pages
+//! a newer one is refused (version 1 is raised to 3, gaining leases, claims and
+//! hints; version 2 gains its index, filled from its heads); bad names and URLs are typed errors; the scan pages
 //! through more delegations than a page, in sled's key order, and sees records
 //! without heads and heads without records; the store works inside a tokio
 //! runtime (where the blocking client alone would panic); and when the server goes
@@ -171,11 +172,11 @@ fn the_schema_has_a_version_row_and_a_newer_version_is_refused() {
     };
     assert_eq!(
         schema.query("SELECT version FROM meta"),
-        vec![vec![Some("2".into())]]
+        vec![vec![Some("3".into())]]
     );
-    // A schema of version 1 (no leases, no claims) gains both, and version 2,
-    // so that a crate of version 1 refuses it from then on.
-    schema.execute("DROP TABLE claims, dispatchers; UPDATE meta SET version = 1");
+    // A schema of version 1 (no leases, no claims, no hints) gains them, and
+    // version 3, so that an older crate refuses it from then on.
+    schema.execute("DROP TABLE claims, dispatchers, hints; UPDATE meta SET version = 1");
     let again = Postgres::connect_with(&schema.url, Connect::new().schema(schema.name.clone()));
     assert!(again.is_ok(), "{again:?}");
     assert_eq!(
@@ -183,7 +184,7 @@ fn the_schema_has_a_version_row_and_a_newer_version_is_refused() {
             "SELECT version, (SELECT count(*) FROM claims), (SELECT count(*) FROM dispatchers) \
              FROM meta"
         ),
-        vec![vec![Some("2".into()), Some("0".into()), Some("0".into())]]
+        vec![vec![Some("3".into()), Some("0".into()), Some("0".into())]]
     );
     // Connecting again finds the schema and leaves it as it is.
     let again = Postgres::connect_with(&schema.url, Connect::new().schema(schema.name.clone()));
@@ -510,4 +511,77 @@ fn a_write_blocked_by_a_lock_ends_at_the_statement_timeout_as_a_typed_error_and_
         StatusKind::Delivered
     );
     drop(schema);
+}
+
+/// A schema of version 2 was written without hints: connecting fills its index
+/// from the heads, under the schema's lock, so `pending` and `dead` answer from
+/// it exactly what a scan of the log answers.
+#[test]
+fn a_schema_written_without_hints_gets_its_index_from_its_heads() {
+    use delegation_log::FailureReason;
+    use delegation_log::event::{Failed, Queued};
+    let Some(schema) = pg_support::fresh("hints") else {
+        return;
+    };
+    let ledger = Ledger::with_store(schema.store.clone(), Options::new());
+    let id = |text: &str| -> DelegationId { text.parse().unwrap() };
+    let queued = || Event::Queued(Queued::new("planner", "t"));
+    ledger.record(&id("open"), queued()).unwrap();
+    ledger.record(&id("dead"), queued()).unwrap();
+    ledger
+        .record(
+            &id("dead"),
+            Event::failed(FailureReason::Timeout, None).unwrap(),
+        )
+        .unwrap();
+    ledger.record(&id("retried"), queued()).unwrap();
+    let failed = Failed {
+        reason: FailureReason::TargetOffline,
+        detail: None,
+    };
+    ledger
+        .retry(
+            &id("retried"),
+            failed,
+            &id("retried.r1"),
+            Queued::new("planner", "t"),
+        )
+        .unwrap();
+    ledger.record(&id("done"), queued()).unwrap();
+    ledger
+        .record(&id("done"), Event::delivered(None).unwrap())
+        .unwrap();
+    let written =
+        schema.query("SELECT kind, encode(delegation, 'escape') FROM hints ORDER BY 1, 2");
+    drop(ledger);
+
+    schema.execute("DROP TABLE hints; UPDATE meta SET version = 2");
+    let store =
+        Postgres::connect_with(&schema.url, Connect::new().schema(schema.name.clone())).unwrap();
+    assert_eq!(
+        schema.query("SELECT version FROM meta"),
+        vec![vec![Some("3".into())]]
+    );
+    let filled = schema.query("SELECT kind, encode(delegation, 'escape') FROM hints ORDER BY 1, 2");
+    assert_eq!(
+        filled, written,
+        "the filled index is the one the writes kept"
+    );
+    let ledger = Ledger::with_store(Arc::new(store), Options::new());
+    let pending: Vec<String> = ledger
+        .pending(None)
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id.to_string())
+        .collect();
+    assert_eq!(pending, ["open", "retried.r1"]);
+    let dead: Vec<String> = ledger
+        .dead()
+        .unwrap()
+        .into_iter()
+        .map(|d| d.last.to_string())
+        .collect();
+    assert_eq!(dead, ["dead"]);
+    let attempts = ledger.attempts(&id("retried")).unwrap().unwrap();
+    assert_eq!(attempts.latest.as_str(), "retried.r1");
 }

@@ -1,5 +1,5 @@
 //! Guards the read-only commands against wrong paths (hardening review, defect
-//! 8): `status`, `history`, `audit`, `export` and `recover` on a directory that is
+//! 8): `status`, `history`, `audit`, `export`, `recover`, `pending` and `dead` on a directory that is
 //! not a store, or on a missing path, exit 2 with a message that names the path,
 //! and leave the path exactly as it was: a command that reads never creates a
 //! store. Before the fix, `audit` of a directory holding only `notes.txt` said
@@ -31,6 +31,10 @@ fn read_only_commands(db: &str) -> Vec<Vec<&str>> {
         vec!["audit", db, "--json"],
         vec!["export", db],
         vec!["recover", db],
+        vec!["pending", "--db", db],
+        vec!["pending", "--db", db, "--json"],
+        vec!["dead", "--db", db],
+        vec!["dead", "--db", db, "--json"],
     ]
 }
 

@@ -167,7 +167,7 @@ fn a_recovery_killed_midway_never_leaves_an_original_without_its_retry(round: u6
         assert!(report.is_complete(), "{:?}", report.failed);
         dispatcher.shutdown().await.unwrap();
     });
-    assert!(ledger.pending().unwrap().is_empty());
+    assert!(ledger.queued().unwrap().is_empty());
     let mut sent: Vec<DelegationId> = sent
         .lock()
         .unwrap()
@@ -250,7 +250,7 @@ fn killed_child_leaves_nothing_queued_after_default_recovery(round: usize) {
         assert_eq!(status.status, StatusKind::Failed);
         assert_eq!(status.reason, Some(ReasonCode::Interrupted));
     }
-    assert!(ledger.pending().unwrap().is_empty());
+    assert!(ledger.queued().unwrap().is_empty());
 }
 
 fn killed_child_is_redelivered_under_the_original_message_id() {
@@ -281,5 +281,5 @@ fn killed_child_is_redelivered_under_the_original_message_id() {
         );
         assert!(sent.lock().unwrap().contains(&(redelivery, id.clone())));
     }
-    assert!(ledger.pending().unwrap().is_empty());
+    assert!(ledger.queued().unwrap().is_empty());
 }

@@ -192,7 +192,7 @@ fn recover_again(ledger: &Ledger, lost: &DelegationId, case: &str) {
         assert!(report.is_complete(), "{case}: {:?}", report.failed);
         dispatcher.shutdown().await.unwrap();
     });
-    assert!(ledger.pending().unwrap().is_empty(), "{case}");
+    assert!(ledger.queued().unwrap().is_empty(), "{case}");
     let verdict = ledger.audit().unwrap();
     assert!(verdict.is_clean(), "{case}: {}", verdict.to_plain());
     for (delegation, message_id) in sent.lock().unwrap().iter() {

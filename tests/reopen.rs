@@ -88,7 +88,7 @@ fn recovery_after_reopen_settles_what_was_left_queued() {
         status.reason,
         Some(delegation_log::event::ReasonCode::Interrupted)
     );
-    assert!(ledger.pending().unwrap().is_empty());
+    assert!(ledger.queued().unwrap().is_empty());
 }
 
 // Regression (tests/model.rs): one damaged delegation stopped `recover` settling the others.

@@ -111,7 +111,7 @@ fn written_v2(path: &Path, names: &[&str], count: u64) {
 
 /// The raw value of `name` in the closed format 3 store at `path`.
 fn stored_value(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let db = sled::open(path).unwrap();
+    let db = open_raw(path);
     let tree = db.open_tree("delegations").unwrap();
     tree.get(key::prefix(&id(name)))
         .unwrap()
@@ -128,9 +128,27 @@ fn put_value(path: &Path, name: &str, value: &[u8]) {
     });
 }
 
+/// Opens sled itself at `path`. sled lets go of its file lock from a
+/// background thread after the last handle drops, so under load the store a
+/// test just closed may hold it a moment longer: the open waits for it, as
+/// `Sled::open` does.
+fn open_raw(path: &Path) -> sled::Db {
+    let started = std::time::Instant::now();
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(e) if started.elapsed() < delegation_log::store::sled::LOCK_WAIT => {
+                assert!(e.to_string().contains("could not acquire lock"), "{e}");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 /// Writes straight into sled's trees, as damage or an older crate would.
 fn raw(path: &Path, change: impl FnOnce(&sled::Db)) {
-    let db = sled::open(path).unwrap();
+    let db = open_raw(path);
     change(&db);
     db.flush().unwrap();
 }
@@ -350,29 +368,38 @@ fn a_head_shorter_than_its_seq_does_not_decode() {
 // ---- the format marker and the trees
 
 #[test]
-fn a_new_store_is_marked_with_format_3_and_keeps_one_tree_of_delegations() {
+fn a_new_store_is_marked_with_format_4_and_keeps_one_tree_of_delegations_and_its_index() {
     let dir = tempfile::tempdir().unwrap();
     {
         let store = Sled::open(dir.path()).unwrap();
-        assert_eq!(store.store_format(), 3);
+        assert_eq!(store.store_format(), 4);
         assert_eq!(store.format(), 2, "the heads' format");
         one(&store, &id("a"), Expect::Empty, b"r", 1).unwrap();
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_raw(dir.path());
     let format = db.open_tree("meta").unwrap().get("format").unwrap();
-    assert_eq!(format.as_deref(), Some(&[3u8][..]));
+    assert_eq!(format.as_deref(), Some(&[4u8][..]));
     let names = tree_names(&db);
     assert!(names.contains(&"delegations".to_owned()), "{names:?}");
+    assert!(names.contains(&"index".to_owned()), "{names:?}");
+    let index: Vec<_> = db
+        .open_tree("index")
+        .unwrap()
+        .iter()
+        .keys()
+        .map(|key| key.unwrap().to_vec())
+        .collect();
+    assert!(index.is_empty(), "a raw append writes no hint: {index:?}");
     for old in ["log", "records", "heads"] {
         assert!(!names.contains(&old.to_owned()), "{names:?}");
     }
 }
 
-/// Format 3 is current; formats 1 and 2, before it, open (read only); a newer
+/// Format 4 is current; formats 1 to 3, before it, open (read only); a newer
 /// one is refused.
 #[test]
 fn a_store_marked_with_an_older_format_opens_and_a_newer_one_is_refused() {
-    for (marker, heads) in [(3u8, 2u8), (2, 2), (1, 1)] {
+    for (marker, heads) in [(4u8, 2u8), (3, 2), (2, 2), (1, 1)] {
         let dir = tempfile::tempdir().unwrap();
         raw(dir.path(), |db| mark(db, &[marker]));
         let store = Sled::open(dir.path()).unwrap();
@@ -380,10 +407,10 @@ fn a_store_marked_with_an_older_format_opens_and_a_newer_one_is_refused() {
     }
 
     let newer = tempfile::tempdir().unwrap();
-    raw(newer.path(), |db| mark(db, &[4]));
+    raw(newer.path(), |db| mark(db, &[5]));
     match Sled::open(newer.path()) {
         Err(Error::UnknownVersion { key, found }) => {
-            assert_eq!((key.as_str(), found), ("meta/format", 4));
+            assert_eq!((key.as_str(), found), ("meta/format", 5));
         }
         other => panic!("expected UnknownVersion, got {other:?}"),
     }
@@ -434,7 +461,7 @@ fn a_head_and_its_records_are_one_value_under_the_format_3_key() {
         );
         one(&store, &a, Expect::At(2), b"three", 3).unwrap();
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_raw(dir.path());
     let tree: Vec<(Vec<u8>, Vec<u8>)> = db
         .open_tree("delegations")
         .unwrap()
@@ -514,7 +541,7 @@ fn a_format_2_store_reads_but_refuses_every_append_until_migrated() {
     assert_eq!(store.head(&id("new")).unwrap(), None);
     assert_eq!(store.scan().count(), 1);
     drop(store);
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_raw(dir.path());
     assert!(
         !tree_names(&db).contains(&"delegations".to_owned()),
         "a refused append created the format 3 tree"
@@ -542,7 +569,7 @@ fn a_format_1_store_reads_but_refuses_every_append_until_migrated() {
     assert_eq!(store.head(&id("new")).unwrap(), None);
     assert_eq!(store.scan().count(), 1);
     drop(store);
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_raw(dir.path());
     assert!(
         !tree_names(&db).contains(&"log".to_owned()),
         "a refused append created the format 2 tree"
@@ -562,7 +589,7 @@ fn a_format_2_store_drops_the_format_1_trees_a_migration_left() {
         assert_eq!(store.store_format(), 2);
         assert_eq!(store.scan().count(), 0);
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_raw(dir.path());
     let names = tree_names(&db);
     assert!(!names.contains(&"records".to_owned()), "{names:?}");
     assert!(!names.contains(&"heads".to_owned()), "{names:?}");
@@ -587,7 +614,7 @@ fn a_format_3_store_drops_the_older_trees_a_migration_left() {
         assert_eq!(store.store_format(), 3);
         assert_eq!(store.scan().count(), 0);
     }
-    let db = sled::open(dir.path()).unwrap();
+    let db = open_raw(dir.path());
     let names = tree_names(&db);
     for old in ["log", "records", "heads"] {
         assert!(!names.contains(&old.to_owned()), "{names:?}");

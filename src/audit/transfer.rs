@@ -10,7 +10,7 @@ use crate::delegation::Fold;
 use crate::envelope;
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Event, Record};
-use crate::ledger::{Chain, Ledger, decode_stream, fold_records};
+use crate::ledger::{Chain, Hints, Ledger, decode_stream, fold_records};
 use crate::store::{Append, Expect, Stream, key};
 
 /// What [`Ledger::export`] wrote.
@@ -216,6 +216,8 @@ impl Ledger {
                 .delegation()
                 .map(envelope::head::encode)
                 .unwrap_or_default();
+            let hints = Hints::of(&id, &record.event);
+            self.hint(&hints.before)?;
             self.store()
                 .append(&[Append {
                     id: &id,
@@ -229,6 +231,7 @@ impl Ledger {
                     crate::store::AppendError::Store(error) => self.poison(error),
                     refused => Error::from(refused),
                 })?;
+            self.unhint(&hints.after);
             stored += 1;
             if fold.state().is_settled() {
                 open.remove(&id);

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use delegation_log::audit::printable;
 use delegation_log::event::{Remote, RemoteKind};
+use delegation_log::ledger::Attempts;
 use delegation_log::{Event, Status, StatusKind};
 use serde::Serialize;
 
@@ -14,7 +15,7 @@ pub(crate) fn status(db: &Path, id: &str, json: bool) -> Done {
     let ledger = open_existing(db)?;
     let id = parse_id(id)?;
     let status = ledger
-        .status(&id)
+        .status_with_attempts(&id)
         .map_err(|e| Failure::Problems(format!("cannot read `{id}`: {e}")))?;
     print_status(&status, json)?;
     if status.status == StatusKind::NotFound {
@@ -52,13 +53,56 @@ pub(crate) fn print_status(status: &Status, json: bool) -> Done {
             format!("queued_at:       {}", or_dash(status.queued_at)),
             format!("settled_at:      {}", or_dash(status.settled_at)),
         ];
+        let mut lines = lines.to_vec();
+        if let Some(attempts) = &status.attempts {
+            lines.extend(attempt_lines(status, attempts));
+        }
         // One field a line: a field's own newlines and escape codes are escaped.
-        lines.map(|line| printable(&line).into_owned()).join("\n")
+        lines
+            .iter()
+            .map(|line| printable(line).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}")
         .and_then(|()| out.flush())
         .map_err(|e| Failure::Unusable(format!("cannot write to stdout: {e}")))
+}
+
+/// The lines of a status's task: this attempt of how many, the latest attempt
+/// and its state, the first, the last failure, when the next attempt may go,
+/// and whether the task gave up.
+fn attempt_lines(status: &Status, attempts: &Attempts) -> [String; 6] {
+    let failure = attempts.last_failure.as_ref().map(|failure| {
+        let mut text = failure.reason.as_str().to_owned();
+        if let Some(code) = failure.http_status {
+            text.push_str(&format!(" {code}"));
+        }
+        if let Some(detail) = &failure.detail {
+            text.push_str(&format!(": {detail}"));
+        }
+        format!("{text} at {} ({})", failure.at, failure.id)
+    });
+    [
+        format!(
+            "attempt:         {} of {}",
+            status.attempt.unwrap_or(1),
+            attempts.count
+        ),
+        format!(
+            "latest:          {} ({})",
+            attempts.latest,
+            or_dash(word(&attempts.latest_status))
+        ),
+        format!("first:           {}", attempts.first),
+        format!("last_failure:    {}", or_dash(failure)),
+        format!("next_attempt_at: {}", or_dash(attempts.next_attempt_at)),
+        format!(
+            "exhausted:       {}",
+            if attempts.exhausted { "yes" } else { "no" }
+        ),
+    ]
 }
 
 /// A value's name as its JSON form writes it (`failed`, `rpc_error`, `no`), or

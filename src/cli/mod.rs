@@ -11,6 +11,7 @@ mod logs;
 mod mcp;
 #[cfg(feature = "metrics")]
 mod metrics;
+mod pending;
 mod place;
 mod recover;
 mod tail;
@@ -111,6 +112,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List what is not settled: queued, and retries waiting for their time. One
+    /// line each, oldest first: id, attempt, age, why it waits (`in_flight`, or
+    /// `retry_at <time>`), target, and the first attempt's id. Served from the
+    /// log's index, not a scan. Read-only.
+    Pending(pending::PendingArgs),
+    /// List the tasks that gave up: the last attempt failed and nothing retries
+    /// it. One line each: first id, last id, attempts, target, and how the last
+    /// attempt failed. Served from the log's index, not a scan. Read-only.
+    Dead(pending::DeadArgs),
     /// Settle every delegation a dead process left queued: as failed / interrupted,
     /// or, with --redeliver, by delivering each again over HTTP.
     ///
@@ -138,7 +148,8 @@ enum Command {
     /// delegation is checked first, as `audit` checks it: any damage stops the
     /// migration with the log unchanged. A crash at any point leaves the log as it
     /// was or migrated; running it again finishes the job. A log already current
-    /// is left alone.
+    /// is left alone. A log of format 3, written before the index that `pending`
+    /// and `dead` read, keeps its records and gains the index, built by one scan.
     Migrate {
         /// The log's directory.
         db: PathBuf,
@@ -200,6 +211,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Mcp(args) => mcp::run(args),
         Command::Status { db, id, json } => inspect::status(&db, &id, json),
         Command::History { db, id, json } => inspect::history(&db, &id, json),
+        Command::Pending(args) => pending::pending(&args),
+        Command::Dead(args) => pending::dead(&args),
         Command::Recover {
             db,
             redeliver,

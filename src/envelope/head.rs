@@ -197,6 +197,7 @@ impl Summary<'_> {
             retry_of,
             queued_at: Some(self.checked.queued_at),
             settled_at: self.checked.settled_at,
+            attempts: None,
         })
     }
 

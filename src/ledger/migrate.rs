@@ -7,6 +7,7 @@ use crate::envelope;
 use crate::error::{Error, Result};
 use crate::store::{self, Head};
 
+use super::index::Hints;
 use super::stream::{Chain, decode_stream, fold_records};
 
 /// What [`migrate`] did.
@@ -69,7 +70,12 @@ pub fn migrate(path: impl AsRef<Path>) -> Result<Migration> {
             seq: delegation.seq,
             summary: envelope::head::encode(delegation),
         });
-        Ok(store::sled::Migrated { entries, head })
+        let hints = fold.delegation().map(Hints::standing).unwrap_or_default();
+        Ok(store::sled::Migrated {
+            entries,
+            head,
+            hints,
+        })
     })?;
     Ok(Migration {
         delegations: migrated.unwrap_or(0),

@@ -38,6 +38,9 @@
 //! - `appender` and `commit`: group append, and group commit (durability);
 //! - `read`: [`Ledger::status`], [`Ledger::history`], [`Ledger::replay`] and the
 //!   other reads;
+//! - `chain`: [`Ledger::attempts`], a task's attempts from any attempt's id;
+//! - `pending`: [`Ledger::pending`] and [`Ledger::dead`], from the index;
+//! - `index`: the hints each record needs, and reading them back verified;
 //! - `stream`: a stored stream decoded, folded, and checked against its head;
 //! - `claim`, `lease` and `recovery`: what a live delivery owns, a dispatcher's
 //!   lease on a shared store, and settling what a dead process left;
@@ -48,12 +51,15 @@
 //! - `migrate`: rewriting a store of an older format.
 
 mod appender;
+mod chain;
 mod claim;
 mod commit;
 mod follow;
+mod index;
 mod lease;
 mod migrate;
 mod next;
+mod pending;
 mod poison;
 mod read;
 mod recovery;
@@ -74,10 +80,13 @@ use self::appender::Appender;
 use self::commit::GroupCommit;
 use self::follow::Feed;
 
+pub use self::chain::{Attempts, LastFailure};
 pub use self::claim::Claim;
 pub use self::follow::{FOLLOW_CAPACITY, FollowError, Follower};
+pub(crate) use self::index::Hints;
 pub use self::lease::{Lease, Renewal};
 pub use self::migrate::{Migration, migrate};
+pub use self::pending::{Dead, Pending, Waiting};
 pub(crate) use self::recovery::Taken;
 pub use self::recovery::{RECOVERY_LEASE, Report, Unrecovered};
 pub(crate) use self::stream::{Chain, decode_stream, fold_records, head_disagrees};

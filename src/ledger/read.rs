@@ -1,10 +1,9 @@
-//! The reads: `status`, one read of a head; `history`, `delegation`, `replay`,
-//! `pending` and `first_attempt`, which fold records and check them against heads.
+//! The reads: `status`, one read of a head; `history`, `delegation`, `replay`
+//! and `first_attempt`, which fold records and check them against heads.
 
 use crate::delegation::{Delegation, Fold, Status};
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Record};
-use crate::lifecycle::State;
 use crate::store::{self, Stream};
 
 use super::Ledger;
@@ -71,21 +70,6 @@ impl Ledger {
                     .map(|(_, fold)| fold.into_delegation())
                     .transpose()
             }))
-    }
-
-    /// Every delegation still `queued`, in store order.
-    ///
-    /// # Errors
-    /// The first storage error or damaged delegation met.
-    pub fn pending(&self) -> Result<Vec<Delegation>> {
-        let mut pending = Vec::new();
-        for delegation in self.replay() {
-            let delegation = delegation?;
-            if delegation.state == State::Queued {
-                pending.push(delegation);
-            }
-        }
-        Ok(pending)
     }
 
     /// The first attempt of delegation `id`'s task: `id` itself, or, for a retry,

@@ -153,6 +153,9 @@ impl Ledger {
         if let Some(own) = own {
             let _ = own.retire();
         }
+        // Stale hints cost a read each until removed; a failure here changes
+        // no answer (readers verify every hint), so it is not reported.
+        let _ = self.clean_index();
         (settled, orphans.damaged, unwritten)
     }
 

@@ -1,5 +1,12 @@
 //! The write path: `record`, `settle` and `retry` (a read of a head, a check by the
 //! fold, one atomic append), and the one loop that retries a lost race for a head.
+//!
+//! Around the append, the index's hints ([`store::Index`](crate::store::Index)):
+//! a `queued` or a `failed` costs one single-key insert before its append (a
+//! retry two: its link and its open hint), and a settling outcome one
+//! single-key removal after its commit. No write is batched with the append,
+//! so on sled an append stays one `compare_and_swap` and the hints add no
+//! device write of their own (they share sled's log buffer and its flush).
 
 use crate::delegation::{Delegation, Fold, Outcome};
 use crate::error::{Error, Result};
@@ -9,6 +16,7 @@ use crate::store::AppendError;
 
 use super::Ledger;
 use super::appender::{Owned, Written};
+use super::index::Hints;
 use super::next::next_record;
 
 /// What [`Ledger::record`] acknowledged.
@@ -143,6 +151,7 @@ impl Ledger {
     /// together, under `id`'s writer stripe; then wait for the commit.
     fn append_event(&self, id: &DelegationId, event: Event) -> Result<Appended> {
         let writing = self.inner.stripes.lock(id);
+        let hints = Hints::of(id, &event);
         let ((appended, record), written) = self.write_retrying(|| {
             let fold = self.resume(id)?;
             let at = self.stamp(&fold);
@@ -155,6 +164,8 @@ impl Ledger {
                 Err(error) => return Err(error),
             };
             let (recorded, append, record) = next.into_append(id, &fold);
+            // Before the append it describes (see `store::index`).
+            self.hint(&hints.before)?;
             let written = self.append(vec![append]);
             Ok(((Appended::Recorded(recorded), Some(record)), written))
         })?;
@@ -162,6 +173,7 @@ impl Ledger {
         drop(writing);
         if let Appended::Recorded(_) = appended {
             self.commit(written)?;
+            self.unhint(&hints.after);
             // Acknowledged: hand it to the followers (never waits).
             self.inner.feed.publish(record);
         }
@@ -211,7 +223,7 @@ impl Ledger {
             )));
         }
         let writing = self.inner.stripes.lock_all([original, retry]);
-        let ((retried, records), written) = self.write_retrying(|| {
+        let (retried, written) = self.write_retrying(|| {
             let fold = self.resume(original)?;
             let retry_fold = self.resume(retry)?;
             let at = self.stamp(&fold).max(self.stamp(&retry_fold));
@@ -232,20 +244,25 @@ impl Ledger {
                 ..queued.clone()
             });
             event.validate()?;
+            // Only the retry's: the original's `failed` is retried, not dead.
+            let hints = Hints::of(retry, &event);
             let queued_next = next_record(&retry_fold, event.normalized(), at)?;
             let (failed, settled, failed_record) = settled.into_append(original, &fold);
             let (queued, queued_next, queued_record) =
                 queued_next.into_append(retry, &retry_fold);
+            self.hint(&hints.before)?;
             let written = self.append(vec![settled, queued_next]);
             let retried = Retried {
                 failed,
                 queued,
                 attempt,
             };
-            Ok(((retried, [failed_record, queued_record]), written))
+            Ok(((retried, [failed_record, queued_record], hints.after), written))
         })?;
+        let (retried, records, after) = retried;
         drop(writing);
         self.commit(written)?;
+        self.unhint(&after);
         // Acknowledged: hand both to the followers (never waits).
         self.inner.feed.publish(records);
         Ok(retried)

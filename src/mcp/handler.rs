@@ -151,7 +151,7 @@ impl Server {
     async fn check_task_status(&self, args: Check) -> Result<Value, Refusal> {
         let id = arguments::delegation_id(&args.id)?;
         let ledger = self.ledger.clone();
-        let status = blocking(move || ledger.status(&id)).await?;
+        let status = blocking(move || ledger.status_with_attempts(&id)).await?;
         serde_json::to_value(&status).map_err(|e| Refusal::failed("internal", e.to_string()))
     }
 
@@ -159,7 +159,7 @@ impl Server {
     async fn list_pending(&self, args: Pending) -> Result<Value, Refusal> {
         let older_than = args.older_than()?;
         let ledger = self.ledger.clone();
-        let mut pending: Vec<Delegation> = blocking(move || ledger.pending()).await?;
+        let mut pending: Vec<Delegation> = blocking(move || ledger.queued()).await?;
         let now = self.ledger.clock().now();
         if let Some(age) = older_than {
             pending.retain(|delegation| now.since(delegation.queued_at) >= age);

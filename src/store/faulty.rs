@@ -11,10 +11,17 @@
 //! single record reaches the durable image cut short and without its head, so
 //! that tests can check that such damage is found; a group of several is dropped
 //! whole, as sled's recovery drops a batch it did not seal.
+//!
+//! Its index ([`Index`]) is kept the same way, in the same order: a hint or its
+//! removal joins the pending list like an append, so a crash keeps a prefix of
+//! the writes, in order, as sled's recovery does. [`Fault::FailHint`] fails
+//! the next index write, and the random write failures
+//! ([`Faulty::with_rates`]) hit index writes as they hit appends.
 
 use std::sync::{Mutex, MutexGuard};
 
-use super::memory::{self, Image};
+use super::index::{Hint, Index, Set};
+use super::memory::{self, Hints, Image};
 use super::{Append, AppendError, Expect, Head, Store, Stream, key};
 use crate::error::{Error, Result};
 use crate::event::DelegationId;
@@ -24,6 +31,9 @@ use crate::event::DelegationId;
 pub enum Fault {
     /// The next append fails with an I/O error and writes nothing.
     FailWrite,
+    /// The next write of the index (a hint written or removed, [`Index`])
+    /// fails with an I/O error and writes nothing.
+    FailHint,
     /// The next flush fails with an I/O error and makes nothing durable.
     FailFlush,
 }
@@ -36,12 +46,25 @@ struct Pending {
     head: Vec<u8>,
 }
 
+/// One write not yet flushed.
+#[derive(Clone, Debug)]
+enum Write {
+    /// A group of [`Store::append`].
+    Group(Vec<Pending>),
+    /// [`Index::hint`].
+    Hint(Vec<Hint>),
+    /// [`Index::unhint`].
+    Unhint(Vec<Hint>),
+}
+
 #[derive(Debug)]
 struct State {
     live: Image,
     durable: Image,
-    /// Writes not yet flushed, in order: one group of [`Store::append`] each.
-    pending: Vec<Vec<Pending>>,
+    live_hints: Hints,
+    durable_hints: Hints,
+    /// Writes not yet flushed, in order.
+    pending: Vec<Write>,
     armed: Vec<Fault>,
     rng: u64,
     write_fail_per_mille: u16,
@@ -103,6 +126,8 @@ impl Faulty {
             state: Mutex::new(State {
                 live: Image::new(),
                 durable: Image::new(),
+                live_hints: Hints::new(),
+                durable_hints: Hints::new(),
                 pending: Vec::new(),
                 armed: Vec::new(),
                 rng: seed,
@@ -131,6 +156,7 @@ impl Faulty {
     pub fn crash(&self) {
         let mut state = self.state();
         state.live = state.durable.clone();
+        state.live_hints = state.durable_hints.clone();
         state.pending.clear();
         state.armed.clear();
     }
@@ -140,15 +166,33 @@ impl Faulty {
     /// length, without its head. A group of several appends is never torn apart:
     /// as the last write it is lost whole. Returns whether there was a pending
     /// write to tear.
+    ///
+    /// Hints written after the torn append are lost with it; those before it
+    /// reached the disk.
     pub fn crash_tearing(&self) -> bool {
         let mut state = self.state();
-        let Some(mut last) = state.pending.pop() else {
+        let Some(at) = state
+            .pending
+            .iter()
+            .rposition(|write| matches!(write, Write::Group(_)))
+        else {
+            drop(state);
+            self.crash();
+            return false;
+        };
+        state.pending.truncate(at.saturating_add(1));
+        let Some(Write::Group(mut last)) = state.pending.pop() else {
             drop(state);
             self.crash();
             return false;
         };
         let before = std::mem::take(&mut state.pending);
-        make_durable(&mut state.durable, before);
+        let State {
+            durable,
+            durable_hints,
+            ..
+        } = &mut *state;
+        make_durable(durable, durable_hints, before);
         let single = last.len() == 1;
         let Some(last) = last.pop().filter(|_| single) else {
             drop(state);
@@ -167,7 +211,14 @@ impl Faulty {
 
     /// How many appends are not yet durable (a group counts each of its appends).
     pub fn pending(&self) -> usize {
-        self.state().pending.iter().map(Vec::len).sum()
+        self.state()
+            .pending
+            .iter()
+            .map(|write| match write {
+                Write::Group(group) => group.len(),
+                Write::Hint(_) | Write::Unhint(_) => 0,
+            })
+            .sum()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -179,9 +230,20 @@ impl Faulty {
     }
 }
 
-/// Copies flushed writes into the durable image.
-fn make_durable(durable: &mut Image, writes: Vec<Vec<Pending>>) {
-    for write in writes.into_iter().flatten() {
+/// Copies flushed writes into the durable image and index, in order.
+fn make_durable(durable: &mut Image, hints: &mut Hints, writes: Vec<Write>) {
+    for write in writes {
+        match write {
+            Write::Group(group) => make_group_durable(durable, group),
+            Write::Hint(written) => memory::hint(hints, &written),
+            Write::Unhint(removed) => memory::unhint(hints, &removed),
+        }
+    }
+}
+
+/// Copies one flushed group into the durable image.
+fn make_group_durable(durable: &mut Image, group: Vec<Pending>) {
+    for write in group {
         let slot = memory::slot(durable, &write.id);
         let seq = write.expect.next();
         let head = Head {
@@ -214,7 +276,7 @@ impl Store for Faulty {
                     head: append.head.to_vec(),
                 })
                 .collect();
-            state.pending.push(group);
+            state.pending.push(Write::Group(group));
         }
         Ok(())
     }
@@ -250,7 +312,55 @@ impl Store for Faulty {
             // stay visible in the live image but never become durable.
             return Err(injected("flush"));
         }
-        make_durable(&mut state.durable, pending);
+        let State {
+            durable,
+            durable_hints,
+            ..
+        } = &mut *state;
+        make_durable(durable, durable_hints, pending);
         Ok(())
+    }
+
+    fn index(&self) -> Option<&dyn Index> {
+        Some(self)
+    }
+}
+
+impl Faulty {
+    /// Whether the next index write fails, by an armed fault or the random
+    /// write rate.
+    fn write_fails(state: &mut State) -> bool {
+        let rate = state.write_fail_per_mille;
+        state.take(Fault::FailHint) || state.roll(rate)
+    }
+}
+
+impl Index for Faulty {
+    fn hint(&self, hints: &[Hint]) -> Result<()> {
+        let mut state = self.state();
+        if Self::write_fails(&mut state) {
+            return Err(injected("hint write"));
+        }
+        memory::hint(&mut state.live_hints, hints);
+        state.pending.push(Write::Hint(hints.to_vec()));
+        Ok(())
+    }
+
+    fn unhint(&self, hints: &[Hint]) -> Result<()> {
+        let mut state = self.state();
+        if Self::write_fails(&mut state) {
+            return Err(injected("hint removal"));
+        }
+        memory::unhint(&mut state.live_hints, hints);
+        state.pending.push(Write::Unhint(hints.to_vec()));
+        Ok(())
+    }
+
+    fn hinted(&self, set: Set) -> Box<dyn Iterator<Item = Result<DelegationId>> + Send + '_> {
+        Box::new(memory::hinted(&self.state().live_hints, set).into_iter())
+    }
+
+    fn link(&self, from: &DelegationId) -> Result<Option<DelegationId>> {
+        memory::link(&self.state().live_hints, from)
     }
 }

@@ -3,8 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
+use super::index::{self, Hint, Index, Set};
 use super::{Append, AppendError, Entry, Head, Store, Stream, key};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::{DelegationId, Seq};
 
 /// One delegation's records and head, as the in-memory stores keep them.
@@ -109,10 +110,54 @@ where
     Box::new(ids.into_iter().map(move |id| read(&id)))
 }
 
+/// The index as the in-memory stores keep it: [`index::key`] to value, in key
+/// order, as sled keeps its `index` tree.
+pub(crate) type Hints = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// Writes `hints` into an in-memory index.
+pub(crate) fn hint(into: &mut Hints, hints: &[Hint]) {
+    for hint in hints {
+        let (key, value) = index::key::hint(hint);
+        into.insert(key, value);
+    }
+}
+
+/// Removes `hints` from an in-memory index.
+pub(crate) fn unhint(from: &mut Hints, hints: &[Hint]) {
+    for hint in hints {
+        from.remove(&index::key::hint(hint).0);
+    }
+}
+
+/// The ids hinted in `set`, from a snapshot of an in-memory index.
+pub(crate) fn hinted(hints: &Hints, set: Set) -> Vec<Result<DelegationId>> {
+    let kind = index::key::set(set);
+    hints
+        .range(vec![kind]..)
+        .take_while(|(key, _)| key.first() == Some(&kind))
+        .map(|(key, _)| index_id(key.get(1..).unwrap_or_default(), key))
+        .collect()
+}
+
+/// The link from `from` in an in-memory index.
+pub(crate) fn link(hints: &Hints, from: &DelegationId) -> Result<Option<DelegationId>> {
+    let key = index::key::of(index::key::LINK, from);
+    hints.get(&key).map(|to| index_id(to, &key)).transpose()
+}
+
+/// The id an index entry holds, or the damage of its key.
+pub(crate) fn index_id(bytes: &[u8], key: &[u8]) -> Result<DelegationId> {
+    index::key::id(bytes).map_err(|reason| Error::Corrupt {
+        key: format!("index key {}", key::hex(key)),
+        reason,
+    })
+}
+
 /// A store that lives in memory and is gone when dropped. `flush` does nothing.
 #[derive(Debug, Default)]
 pub struct Memory {
     image: Mutex<Image>,
+    hints: Mutex<Hints>,
 }
 
 impl Memory {
@@ -127,6 +172,33 @@ impl Memory {
         self.image
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn hints(&self) -> MutexGuard<'_, Hints> {
+        // As for the image: every mutation is a single insert or removal.
+        self.hints
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Index for Memory {
+    fn hint(&self, hints: &[Hint]) -> Result<()> {
+        hint(&mut self.hints(), hints);
+        Ok(())
+    }
+
+    fn unhint(&self, hints: &[Hint]) -> Result<()> {
+        unhint(&mut self.hints(), hints);
+        Ok(())
+    }
+
+    fn hinted(&self, set: Set) -> Box<dyn Iterator<Item = Result<DelegationId>> + Send + '_> {
+        Box::new(hinted(&self.hints(), set).into_iter())
+    }
+
+    fn link(&self, from: &DelegationId) -> Result<Option<DelegationId>> {
+        link(&self.hints(), from)
     }
 }
 
@@ -153,5 +225,9 @@ impl Store for Memory {
 
     fn flush(&self) -> Result<()> {
         Ok(())
+    }
+
+    fn index(&self) -> Option<&dyn Index> {
+        Some(self)
     }
 }

@@ -15,7 +15,10 @@
 //! - [`Store::history`] and [`Store::scan`]: a read of one delegation, or a scan
 //!   of all of them, each delegation read whole and in step with its head (on
 //!   sled's format 3, one key holds a delegation's head and records);
-//! - [`Store::flush`], for durability.
+//! - [`Store::flush`], for durability;
+//! - [`Store::index`], hints beside the log of what is open, dead and retried
+//!   ([`Index`]), written before the appends they describe and verified against
+//!   the heads by every reader, so that `pending` and `dead` need no scan.
 //!
 //! Implementations:
 //! - [`Sled`]: the default, on disk.
@@ -30,6 +33,7 @@
 //!   and claims, so that several dispatchers can share it.
 
 mod faulty;
+pub mod index;
 mod memory;
 pub mod ownership;
 #[cfg(feature = "postgres")]
@@ -40,6 +44,7 @@ mod stripes;
 use std::fmt;
 
 pub use self::faulty::{Fault, Faulty};
+pub use self::index::{Hint, Index};
 pub use self::memory::Memory;
 pub use self::ownership::{Claimed, Owner, Ownership};
 #[cfg(feature = "postgres")]
@@ -295,6 +300,17 @@ pub trait Store: Send + Sync + 'static {
     /// ([`Ownership`]); `None` (the default) for a store one process holds at a
     /// time, where the ledger's in-process claims say what is live.
     fn ownership(&self) -> Option<&dyn Ownership> {
+        None
+    }
+
+    /// The store's index of open, dead and retried delegations ([`Index`]), or
+    /// `None` (the default) for a store that keeps none: then the ledger
+    /// answers `pending`, `dead` and the forward links of a chain by a scan,
+    /// which is slower and just as right. A store that keeps an index must have
+    /// a hint for every append written since it was created (or migrated):
+    /// a store written without hints, by an older crate, keeps none until it is
+    /// migrated.
+    fn index(&self) -> Option<&dyn Index> {
         None
     }
 }

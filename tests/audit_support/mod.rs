@@ -338,7 +338,7 @@ pub fn raw_v2(path: &std::path::Path, change: impl FnOnce(&sled::Tree, &sled::Tr
     db.flush().unwrap();
 }
 
-/// Rewrites the open store `db` of format 3 in format 2.
+/// Rewrites the open store `db` of format 3 or 4 in format 2.
 fn rewrite_in_v2(db: &sled::Db) {
     use delegation_log::store::key;
     let delegations = db.open_tree("delegations").unwrap();
@@ -361,10 +361,23 @@ fn rewrite_in_v2(db: &sled::Db) {
     drop(keys);
     drop(delegations);
     db.drop_tree("delegations").unwrap();
+    db.drop_tree("index").unwrap();
     db.open_tree("meta")
         .unwrap()
         .insert("format", &[2u8][..])
         .unwrap();
+}
+
+/// Rewrites the closed sled store at `path` of format 4 in format 3, as the
+/// crate wrote it before the index: the tree `index` dropped, marker 3.
+pub fn downgrade_to_v3(path: &std::path::Path) {
+    let db = open_sled(path);
+    db.drop_tree("index").unwrap();
+    db.open_tree("meta")
+        .unwrap()
+        .insert("format", &[3u8][..])
+        .unwrap();
+    db.flush().unwrap();
 }
 
 /// Rewrites the closed sled store at `path` in format 1, as every version before

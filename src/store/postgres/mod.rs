@@ -99,6 +99,7 @@
 
 mod append;
 mod fail;
+mod index;
 mod lease;
 mod pool;
 mod read;
@@ -259,8 +260,15 @@ impl Postgres {
                     &[&schema::lock_key(&name)],
                 )
                 .map_err(|e| fail(e, "locking the schema"))?;
+                let before = existing_version(&mut tx, &name)
+                    .map_err(|e| fail(e, "reading the schema version"))?;
                 tx.batch_execute(&schema::create(&name))
                     .map_err(|e| fail(e, "creating the schema"))?;
+                // A schema written without hints gets them from its heads before
+                // anyone can write (the advisory lock holds other connectors).
+                if before.is_some_and(|v| v < schema::HINTS_SINCE) {
+                    index::fill(&mut tx, &name).map_err(|e| fail(e, "filling the index"))?;
+                }
                 let version: i32 = tx
                     .query_one(&format!("SELECT version FROM {name}.meta"), &[])
                     .and_then(|row| row.try_get(0))
@@ -280,6 +288,24 @@ impl Postgres {
         }
         Ok(())
     }
+}
+
+/// The schema's version before this connection creates or migrates it; `None`
+/// for a schema without its `meta` table (a new one).
+fn existing_version(
+    tx: &mut postgres::Transaction<'_>,
+    schema: &str,
+) -> std::result::Result<Option<i32>, postgres::Error> {
+    let table = format!("{schema}.meta");
+    let exists: bool = tx
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])?
+        .try_get(0)?;
+    if !exists {
+        return Ok(None);
+    }
+    tx.query_opt(&format!("SELECT version FROM {schema}.meta"), &[])?
+        .map(|row| row.try_get(0))
+        .transpose()
 }
 
 /// The server as errors name it: user, hosts, ports and database, no password.
@@ -337,6 +363,10 @@ impl Store for Postgres {
     }
 
     fn ownership(&self) -> Option<&dyn super::Ownership> {
+        Some(self)
+    }
+
+    fn index(&self) -> Option<&dyn super::Index> {
         Some(self)
     }
 }

@@ -12,6 +12,8 @@
 //!   which dispatcher owns each `queued` delegation, and how many times it was
 //!   taken over (version 2). Neither table is part of the log: `audit` and the
 //!   export never read them.
+//! - `hints (kind, delegation, retry)`: the index of open, dead and retried
+//!   delegations (version 3, see `index.rs`); not part of the log either.
 //! - `refuse_taken_slot()`: raises SQLSTATE `DL001`; an append statement calls it
 //!   when its head moved over a record slot already taken, which undoes the
 //!   statement (see `append.rs`).
@@ -26,7 +28,11 @@
 //! recover other processes' live deliveries, refuses the schema from then on.
 
 /// The schema version this crate writes.
-pub(super) const VERSION: i32 = 2;
+pub(super) const VERSION: i32 = 3;
+
+/// The first version with the table `hints`: connecting to an older schema fills
+/// it from the heads (`index::fill`).
+pub(super) const HINTS_SINCE: i32 = 3;
 
 /// The default schema's name.
 pub(super) const DEFAULT: &str = "delegation_log";
@@ -91,6 +97,11 @@ pub(super) fn create(schema: &str) -> String {
              claimed_at timestamptz NOT NULL DEFAULT now(),
              takeovers integer NOT NULL DEFAULT 0);
          CREATE INDEX IF NOT EXISTS claims_by_owner ON {schema}.claims (owner);
+         CREATE TABLE IF NOT EXISTS {schema}.hints (
+             kind text NOT NULL CHECK (kind IN ('o', 'd', 'l')),
+             delegation bytea NOT NULL CHECK (octet_length(delegation) BETWEEN 1 AND 256),
+             retry bytea,
+             PRIMARY KEY (kind, delegation));
          INSERT INTO {schema}.meta (version) VALUES ({VERSION}) ON CONFLICT (one) DO NOTHING;
          UPDATE {schema}.meta SET version = {VERSION} WHERE version < {VERSION};"
     )

@@ -16,6 +16,22 @@
 //! that spans several delegations (a retry writes its original's outcome and
 //! its own `queued` together) is one `apply_batch` of their keys.
 //!
+//! Format 4 is format 3 and a tree `index`: the hints of [`Index`] (open,
+//! dead, and forward links), each a plain single-key insert or removal, never
+//! in a batch with an append. A hint is inserted before the append it describes
+//! and an open hint removed after the append that settles it. That order is
+//! enough, with no atomic write, because sled's recovery keeps a prefix of its
+//! log: it never recovers a later write when an earlier one was lost ("we must
+//! not recover the later segment when its predecessor was lost in the crash",
+//! `sled-0.34.7/src/pagecache/segment.rs`, lines 30 to 55, its "unstable
+//! tail"). Both trees share that one log, so whenever an append survives a
+//! crash, the hint written before it survives too; a hint whose append was
+//! lost, or whose removal was, is stale, and readers verify every hint against
+//! the heads (see [`index`](super::index)). A store of format 3, written
+//! without hints, opens for reading (the ledger then answers by scans) and
+//! refuses writes with [`Error::NeedsMigration`] until [`Sled::migrate`] builds
+//! its index, in one scan.
+//!
 //! A second tree, `meta`, holds the store's format, so that a store written by a
 //! newer crate is refused at open rather than misread. Stores of format 1
 //! (records and heads in two trees, `v1.rs`) and format 2 (records and heads
@@ -32,6 +48,7 @@
 //! [`ACKED_INTERVAL`], so it may lag what is durable, never lead it.
 
 mod acked;
+mod index;
 mod v1;
 mod v2;
 #[doc(hidden)]
@@ -44,6 +61,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use self::acked::Acked;
+use super::index::{Hint, Index};
 use super::{Append, AppendError, Entry, Head, Store, Stream, Stripes, key};
 use crate::error::{Error, OpenError, Result, StorageError};
 use crate::event::{DelegationId, MAX_ID_LEN, Seq};
@@ -51,11 +69,15 @@ use crate::event::{DelegationId, MAX_ID_LEN, Seq};
 const FORMAT_KEY: &[u8] = b"format";
 
 /// The store format this crate writes (the marker in `meta`): one key per
-/// delegation, in the tree `delegations`. Formats 1 and 2 are read, and migrated.
-pub const FORMAT: u8 = 3;
+/// delegation, in the tree `delegations`, and the hints of the tree `index`.
+/// Formats 1, 2 and 3 are read, and migrated.
+pub const FORMAT: u8 = 4;
 
-/// The tree of format 3.
+/// The tree of formats 3 and 4.
 const DELEGATIONS: &str = "delegations";
+
+/// The tree format 4 adds to format 3.
+const INDEX: &str = "index";
 
 /// How long an open waits for a lock that a just-closed handle still holds before
 /// it reports [`OpenError::Locked`].
@@ -75,6 +97,8 @@ pub const ACKED_INTERVAL: Duration = Duration::from_millis(100);
 pub struct Sled {
     db: sled::Db,
     layout: Layout,
+    /// The tree `index`, in a store of format 4; `None` in older formats.
+    index: Option<sled::Tree>,
     path: PathBuf,
     acked: Arc<Acked>,
     /// Orders the writers of one delegation, and lets a reader wait out a write.
@@ -84,7 +108,8 @@ pub struct Sled {
 /// Where the store keeps its records: the format it was written in.
 #[derive(Clone, Debug)]
 enum Layout {
-    /// Format 3: one key per delegation.
+    /// Formats 3 and 4: one key per delegation (format 4 when the store has
+    /// its index).
     Delegations(sled::Tree),
     /// Format 2: one tree, a key per record and one per head; read only.
     Log(v2::Log),
@@ -173,11 +198,12 @@ impl Sled {
                 .cache_capacity(cache_bytes)
                 .open()
                 .map_err(|e| sled_error(e, &path))?;
-            let layout = open_layout(&db, &path)?;
+            let (layout, index) = open_layout(&db, &path)?;
             let file = path.join(ACKED_FILE);
             let base = Acked::read(&file)?;
             Ok(Self {
                 layout,
+                index,
                 locks: Arc::new(Stripes::default()),
                 acked: Arc::new(Acked {
                     db: db.clone(),
@@ -277,7 +303,8 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Reads the store's format from `meta`, writing the current one into a new
-/// store, and opens its trees. A store of format 3 that still has an older
+/// store, and opens its trees (with the tree `index` for format 4). A store of
+/// format 3 or 4 that still has an older
 /// format's trees was migrated by a process that stopped before it dropped them
 /// (its marker switched to 3 only once the new tree was complete and synced):
 /// they are dropped now. (Likewise a store of format 2 still holding format 1's
@@ -287,7 +314,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 /// that holds the trees of one format lost its marker to damage: it is read as
 /// that format, and nothing is written or dropped. One that holds the trees of
 /// several is refused.
-fn open_layout(db: &sled::Db, path: &Path) -> Result<Layout> {
+fn open_layout(db: &sled::Db, path: &Path) -> Result<(Layout, Option<sled::Tree>)> {
     let meta = db.open_tree("meta").map_err(|e| sled_error(e, path))?;
     let has = |tree: &str| {
         db.tree_names()
@@ -301,7 +328,8 @@ fn open_layout(db: &sled::Db, path: &Path) -> Result<Layout> {
             let trees = [
                 (1u8, has(v1::RECORDS) || has(v1::HEADS)),
                 (2, has(v2::LOG)),
-                (FORMAT, has(DELEGATIONS)),
+                (3, has(DELEGATIONS) && !has(INDEX)),
+                (FORMAT, has(DELEGATIONS) && has(INDEX)),
             ];
             let mut present = trees
                 .iter()
@@ -316,13 +344,14 @@ fn open_layout(db: &sled::Db, path: &Path) -> Result<Layout> {
                         .compare_and_swap(FORMAT_KEY, None as Option<&[u8]>, Some(&[FORMAT][..]))
                         .map_err(|e| sled_error(e, path))?;
                     match swapped {
-                        Ok(()) => vec![FORMAT],
+                        Ok(()) => return open_indexed(db, path),
                         Err(current) => current.current.map(|c| c.to_vec()).unwrap_or_default(),
                     }
                 }
-                (Some(1), None) => return open_v1(db, path),
-                (Some(2), None) => return open_v2(db, path),
-                (Some(_), None) => return open_delegations(db, path),
+                (Some(1), None) => return Ok((open_v1(db, path)?, None)),
+                (Some(2), None) => return Ok((open_v2(db, path)?, None)),
+                (Some(3), None) => return Ok((open_delegations(db, path)?, None)),
+                (Some(_), None) => return open_indexed(db, path),
                 (Some(_), Some(_)) => {
                     return Err(Error::Corrupt {
                         key: "meta/format".to_owned(),
@@ -345,13 +374,19 @@ fn open_layout(db: &sled::Db, path: &Path) -> Result<Layout> {
     match found.as_slice() {
         [FORMAT] => {
             drop_trees(&[v1::RECORDS, v1::HEADS, v2::LOG])?;
-            open_delegations(db, path)
+            open_indexed(db, path)
+        }
+        // The tree `index` of a migration to format 4 that stopped before its
+        // marker switched is left for the next migration, which clears it.
+        [3] => {
+            drop_trees(&[v1::RECORDS, v1::HEADS, v2::LOG])?;
+            Ok((open_delegations(db, path)?, None))
         }
         [2] => {
             drop_trees(&[v1::RECORDS, v1::HEADS])?;
-            open_v2(db, path)
+            Ok((open_v2(db, path)?, None))
         }
-        [1] => open_v1(db, path),
+        [1] => Ok((open_v1(db, path)?, None)),
         [found] => Err(Error::UnknownVersion {
             key: "meta/format".to_owned(),
             found: *found,
@@ -363,7 +398,13 @@ fn open_layout(db: &sled::Db, path: &Path) -> Result<Layout> {
     }
 }
 
-/// The tree of format 3.
+/// The trees of format 4.
+fn open_indexed(db: &sled::Db, path: &Path) -> Result<(Layout, Option<sled::Tree>)> {
+    let index = db.open_tree(INDEX).map_err(|e| sled_error(e, path))?;
+    Ok((open_delegations(db, path)?, Some(index)))
+}
+
+/// The tree of formats 3 and 4.
 fn open_delegations(db: &sled::Db, path: &Path) -> Result<Layout> {
     Ok(Layout::Delegations(
         db.open_tree(DELEGATIONS).map_err(|e| sled_error(e, path))?,
@@ -386,25 +427,27 @@ fn open_v1(db: &sled::Db, path: &Path) -> Result<Layout> {
 }
 
 impl Sled {
-    /// The tree of format 3, or [`Error::NeedsMigration`] for an older store.
+    /// The tree of format 4, or [`Error::NeedsMigration`] for an older store.
     fn delegations(&self) -> Result<&sled::Tree> {
-        match &self.layout {
-            Layout::Delegations(tree) => Ok(tree),
-            Layout::Log(_) | Layout::Legacy(_) => Err(Error::NeedsMigration {
+        match (&self.layout, &self.index) {
+            (Layout::Delegations(tree), Some(_)) => Ok(tree),
+            _ => Err(Error::NeedsMigration {
                 path: self.path.clone(),
                 found: self.store_format(),
             }),
         }
     }
 
-    /// The format of the store on disk, as its marker says: 3 (one key per
-    /// delegation, the one this crate writes), 2 (one tree, a key per record and
-    /// per head) or 1 (two trees). Formats 1 and 2 are read only.
-    /// ([`Store::format`] is the format of the *heads*, which formats 2 and 3
+    /// The format of the store on disk, as its marker says: 4 (one key per
+    /// delegation and an index, the one this crate writes), 3 (one key per
+    /// delegation, no index), 2 (one tree, a key per record and per head) or 1
+    /// (two trees). Formats 1 to 3 are read only.
+    /// ([`Store::format`] is the format of the *heads*, which formats 2 to 4
     /// share.)
     pub fn store_format(&self) -> u8 {
         match self.layout {
-            Layout::Delegations(_) => FORMAT,
+            Layout::Delegations(_) if self.index.is_some() => FORMAT,
+            Layout::Delegations(_) => 3,
             Layout::Log(_) => 2,
             Layout::Legacy(_) => 1,
         }
@@ -414,17 +457,22 @@ impl Sled {
         sled_error(error, &self.path)
     }
 
-    /// Migrates a store of format 1 or 2 at `path` to format 3, in place: every
-    /// delegation's stream goes through `convert` (given the stream and the
-    /// format of its heads, [`Store::format`]), which returns its records
-    /// re-encoded and its new head, and lands in the new tree as one key. Only
-    /// when every delegation is there, flushed and synced, does the format marker
-    /// switch to 3 (one write, synced); then the old trees are dropped. A crash
-    /// before the switch leaves the store in its old format, as it was (the
-    /// partial new tree is cleared by the next attempt); a crash after it leaves
-    /// format 3, and the next open drops the old trees. Returns how many
-    /// delegations were migrated; `None` for a store already in format 3, which is
-    /// left alone.
+    /// Migrates a store of format 1, 2 or 3 at `path` to format 4, in place.
+    ///
+    /// Every delegation's stream goes through `convert` (given the stream and the
+    /// format of its heads, [`Store::format`]), which checks it and returns its
+    /// records re-encoded, its new head, and its hints. From format 1 or 2, the
+    /// records and head land in the new tree `delegations` as one key; a store
+    /// of format 3 keeps its tree as it is. The hints land in the tree `index`
+    /// (cleared first; a dead hint of a delegation that another one retries is
+    /// dropped at the end). Only when every delegation is there, flushed and
+    /// synced, does the format marker switch to 4 (one write, synced); then the
+    /// old trees are dropped. A crash before the switch leaves the store in its
+    /// old format, as it was (the partial new trees are cleared by the next
+    /// attempt); a crash after it leaves format 4, and the next open drops the
+    /// old trees. Hints are idempotent, so a second attempt writes the same
+    /// index. Returns how many delegations were migrated; `None` for a store
+    /// already in format 4, which is left alone.
     ///
     /// # Errors
     /// As for [`Sled::open_existing`]; the first error of `convert` or of a scan,
@@ -436,19 +484,27 @@ impl Sled {
         convert: &mut dyn FnMut(&Stream, u8) -> Result<Migrated>,
     ) -> Result<Option<u64>> {
         let store = Self::open_existing(path)?;
-        if let Layout::Delegations(_) = store.layout {
-            return Ok(None);
-        }
+        let rewrite = match (&store.layout, &store.index) {
+            (Layout::Delegations(_), Some(_)) => return Ok(None),
+            (Layout::Delegations(_), None) => false,
+            (Layout::Log(_) | Layout::Legacy(_), _) => true,
+        };
         let heads = store.format();
         let error = |e| store.sled_error(e);
-        store.db.drop_tree(DELEGATIONS).map_err(error)?;
+        if rewrite {
+            store.db.drop_tree(DELEGATIONS).map_err(error)?;
+        }
+        store.db.drop_tree(INDEX).map_err(error)?;
         let tree = store.db.open_tree(DELEGATIONS).map_err(error)?;
+        let index = store.db.open_tree(INDEX).map_err(error)?;
         let mut copy = || -> Result<u64> {
             let mut migrated = 0u64;
+            let mut retried = Vec::new();
             for stream in store.scan() {
                 let stream = stream?;
                 let converted = convert(&stream, heads)?;
                 match &converted.head {
+                    Some(_) if !rewrite => {}
                     Some(head) => {
                         let value = value::encode_whole(&stream.id, head, &converted.entries)?;
                         tree.insert(key::prefix(&stream.id), value).map_err(error)?;
@@ -461,8 +517,14 @@ impl Sled {
                         });
                     }
                 }
+                index::write(&index, &converted.hints).map_err(error)?;
+                retried.extend(converted.hints.iter().filter_map(|hint| match hint {
+                    Hint::Link { from, .. } => Some(Hint::Dead(from.clone())),
+                    Hint::Open(_) | Hint::Dead(_) => None,
+                }));
                 migrated += 1;
             }
+            index::remove(&index, &retried).map_err(error)?;
             Ok(migrated)
         };
         let migrated = match copy() {
@@ -471,7 +533,10 @@ impl Sled {
                 // The store is still in its old format; the partial copy is
                 // garbage. If dropping it fails too, the next attempt drops it
                 // first.
-                let _ = store.db.drop_tree(DELEGATIONS);
+                if rewrite {
+                    let _ = store.db.drop_tree(DELEGATIONS);
+                }
+                let _ = store.db.drop_tree(INDEX);
                 return Err(failure);
             }
         };
@@ -595,6 +660,9 @@ fn damaged(id: &DelegationId, seq: Seq, error: Error) -> AppendError {
 /// One delegation as [`Sled::migrate`] writes it in the new format.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Migrated {
+    /// Its hints: open if it is `queued`, dead if it is `failed`, and the link
+    /// from the attempt it retries (see [`Index`]).
+    pub hints: Vec<Hint>,
     /// Its records, re-encoded, each under its seq: seqs 1 to the head's.
     pub entries: Vec<Entry>,
     /// Its new head, if it has records.
@@ -689,6 +757,10 @@ impl Store for Sled {
             Layout::Delegations(_) | Layout::Log(_) => super::HEAD_FORMAT,
             Layout::Legacy(_) => 1,
         }
+    }
+
+    fn index(&self) -> Option<&dyn Index> {
+        self.index.as_ref().map(|_| self as &dyn Index)
     }
 }
 

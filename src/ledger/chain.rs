@@ -1,0 +1,196 @@
+//! The sender's view of a delegation's attempts: from any attempt's id, back by
+//! `retry_of` to the first and forward by the index's verified links to the
+//! latest, a few reads per attempt and never a scan (on a store with an index).
+
+use serde::Serialize;
+
+use crate::delegation::{Delegation, Outcome, Status, StatusKind};
+use crate::error::{Error, Result};
+use crate::event::{Attempt, DelegationId, ReasonCode, Timestamp};
+use crate::lifecycle::State;
+
+use super::Ledger;
+use super::index::Links;
+
+/// A delegation's attempts as one task: what [`Ledger::attempts`] answers, and
+/// what `status` adds to a delegation's own fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Attempts {
+    /// The first attempt's id (the task's A2A `messageId`).
+    pub first: DelegationId,
+    /// The latest attempt's id.
+    pub latest: DelegationId,
+    /// The latest attempt's state: the task's state.
+    pub latest_status: StatusKind,
+    /// How many attempts so far.
+    #[serde(rename = "attempts")]
+    pub count: Attempt,
+    /// The latest failed attempt, if any failed.
+    pub last_failure: Option<LastFailure>,
+    /// When the latest attempt may be sent: its `not_before`, while it is
+    /// `queued` and that time is ahead of the ledger's clock; `null` otherwise.
+    pub next_attempt_at: Option<Timestamp>,
+    /// Whether the task gave up: the latest attempt failed and nothing retries
+    /// it.
+    pub exhausted: bool,
+}
+
+/// How an attempt failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LastFailure {
+    /// The attempt that failed.
+    pub id: DelegationId,
+    /// Why (`target_offline`, `http_status`, …).
+    pub reason: ReasonCode,
+    /// The status code, for reason `http_status`.
+    pub http_status: Option<u16>,
+    /// The error detail.
+    pub detail: Option<String>,
+    /// When it failed.
+    pub at: Timestamp,
+}
+
+impl LastFailure {
+    /// The failure of `attempt`, if it failed.
+    fn of(attempt: &Delegation) -> Option<Self> {
+        match (&attempt.outcome, attempt.settled_at) {
+            (Some(Outcome::Failed(failed)), Some(at)) => Some(LastFailure {
+                id: attempt.id.clone(),
+                reason: failed.reason.code(),
+                http_status: failed.reason.http_status(),
+                detail: failed.detail.clone(),
+                at,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// A chain of attempts, read: each attempt's summary, first to latest.
+pub(super) struct Chain {
+    /// The attempts before the latest, first to last.
+    pub(super) earlier: Vec<Delegation>,
+    /// The latest attempt.
+    pub(super) latest: Delegation,
+}
+
+impl Chain {
+    /// The first attempt.
+    pub(super) fn first(&self) -> &Delegation {
+        self.earlier.first().unwrap_or(&self.latest)
+    }
+}
+
+impl Ledger {
+    /// The attempts of the task delegation `id` is an attempt of, from any of
+    /// its attempts' ids: the first and latest ids, the latest's state, how many
+    /// attempts, the last failure, when the next attempt may go, and whether the
+    /// task gave up. `None` if the log has never seen `id`.
+    ///
+    /// It reads each attempt's head (back by `retry_of`, checking each link's
+    /// attempt number), and forward one index read and one head read per
+    /// attempt (a link is followed only if the later attempt's head says it
+    /// retries the earlier). On a store without an index (an older sled store
+    /// before `migrate`), the forward links come from one scan.
+    ///
+    /// # Errors
+    /// A storage error; [`Error::Corrupt`] for a damaged head, or a `retry_of`
+    /// that names a delegation the log does not hold or one whose attempt is
+    /// not one less.
+    pub fn attempts(&self, id: &DelegationId) -> Result<Option<Attempts>> {
+        self.check_poisoned()?;
+        Ok(self.chain(id)?.map(|chain| self.view(&chain)))
+    }
+
+    /// The status of delegation `id` ([`Ledger::status`]) with its task's
+    /// attempts ([`Status::attempts`]) when it has more than one (as `attempt`
+    /// and `retry_of` appear only on a retry, a task never retried reads as it
+    /// always has): what `status` prints and the MCP tool `check_task_status`
+    /// answers. A few reads per attempt, where [`Ledger::status`] is one.
+    ///
+    /// # Errors
+    /// As for [`Ledger::attempts`].
+    pub fn status_with_attempts(&self, id: &DelegationId) -> Result<Status> {
+        let mut status = self.status(id)?;
+        if status.status != StatusKind::NotFound {
+            status.attempts = self.attempts(id)?.filter(|attempts| attempts.count > 1);
+        }
+        Ok(status)
+    }
+
+    /// The chain `id` belongs to, first attempt to latest.
+    pub(super) fn chain(&self, id: &DelegationId) -> Result<Option<Chain>> {
+        let Some(asked) = self.summary_of(id)? else {
+            return Ok(None);
+        };
+        let mut earlier = self.back(asked)?;
+        let mut links = Links::default();
+        let mut latest = earlier.pop().ok_or_else(|| not_found(id))?;
+        // Each verified link goes to an attempt one higher, so the walk ends.
+        while let Some(next) = self.retry_of(&latest.id, &mut links)? {
+            if next.attempt != latest.attempt.saturating_add(1) {
+                break;
+            }
+            earlier.push(std::mem::replace(&mut latest, next));
+        }
+        Ok(Some(Chain { earlier, latest }))
+    }
+
+    /// The attempts from the first to `asked`, back by `retry_of`, one head
+    /// read each.
+    pub(super) fn back(&self, asked: Delegation) -> Result<Vec<Delegation>> {
+        let mut earlier = Vec::new();
+        let mut current = asked;
+        // Each link goes to an attempt one lower, so the walk ends.
+        while let Some(previous) = current.retry_of.clone() {
+            let broken = |reason: String| Error::Corrupt {
+                key: format!("delegation `{}`", current.id),
+                reason,
+            };
+            let Some(before) = self.summary_of(&previous)? else {
+                return Err(broken(format!(
+                    "it retries `{previous}`, which the log does not hold"
+                )));
+            };
+            if before.attempt.saturating_add(1) != current.attempt {
+                return Err(broken(format!(
+                    "it is attempt {}, but `{previous}`, which it retries, is attempt {}",
+                    current.attempt, before.attempt
+                )));
+            }
+            earlier.push(std::mem::replace(&mut current, before));
+        }
+        earlier.push(current);
+        earlier.reverse();
+        Ok(earlier)
+    }
+
+    /// The sender's view of a chain.
+    pub(super) fn view(&self, chain: &Chain) -> Attempts {
+        let (first, latest) = (chain.first(), &chain.latest);
+        let count = chain.earlier.len().saturating_add(1);
+        let now = self.clock().now();
+        Attempts {
+            first: first.id.clone(),
+            latest: latest.id.clone(),
+            latest_status: latest.status().status,
+            count: Attempt::try_from(count).unwrap_or(Attempt::MAX),
+            last_failure: std::iter::once(latest)
+                .chain(chain.earlier.iter().rev())
+                .find_map(LastFailure::of),
+            next_attempt_at: latest
+                .not_before
+                .filter(|at| latest.state == State::Queued && *at > now),
+            exhausted: latest.state == State::Failed,
+        }
+    }
+}
+
+/// What [`Ledger::chain`] would say of an empty walk, which cannot happen:
+/// the walk holds at least the attempt asked about.
+fn not_found(id: &DelegationId) -> Error {
+    Error::Corrupt {
+        key: format!("delegation `{id}`"),
+        reason: "its chain of attempts came out empty".to_owned(),
+    }
+}
