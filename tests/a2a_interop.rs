@@ -615,6 +615,14 @@ async fn a_target_busy_twice_is_retried_after_its_retry_after_and_sees_one_messa
         chain[2].status().status,
         delegation_log::StatusKind::Delivered
     );
+    // The sender's view, from the first id: the task, delivered at attempt 3.
+    let view = ledger.attempts(&id).unwrap().unwrap();
+    assert_eq!(view.latest.as_str(), "retry-busy-twice.r2", "{view:?}");
+    assert_eq!(view.count, 3, "{view:?}");
+    assert_eq!(view.latest_status, delegation_log::StatusKind::Delivered);
+    assert!(!view.exhausted, "{view:?}");
+    assert!(ledger.pending(None).unwrap().is_empty());
+    assert!(ledger.dead().unwrap().is_empty());
 
     // The peer: three requests to the gated agent, one messageId.
     let text = std::fs::read_to_string(&agent.record).unwrap_or_default();

@@ -222,3 +222,46 @@ fn pending_and_dead_on_a_missing_log_exit_2_and_create_nothing() {
         assert!(!missing.exists(), "{command} created a store");
     }
 }
+
+#[test]
+fn history_of_any_attempt_shows_every_attempt_of_the_task_first_to_latest() {
+    let (_dir, db) = log();
+    let (code, from_first, stderr) = run(&["history", &db, "gave-up"]);
+    assert_eq!(code, 0, "{from_first}{stderr}");
+    let (code, from_latest, stderr) = run(&["history", &db, "gave-up.r1"]);
+    assert_eq!(code, 0, "{from_latest}{stderr}");
+    assert_eq!(from_first, from_latest);
+    insta::assert_snapshot!("history_of_a_retried_task", from_first);
+
+    // As JSON Lines: both attempts' records, each naming its delegation.
+    let (code, stdout, stderr) = run(&["history", &db, "gave-up.r1", "--json"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let seen: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|line| {
+            (
+                line["delegation"].as_str().unwrap(),
+                line["event"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("gave-up", "queued"),
+            ("gave-up", "failed"),
+            ("gave-up.r1", "queued"),
+            ("gave-up.r1", "failed")
+        ]
+    );
+
+    // A task never retried reads as it always has: its own records, no header.
+    let (code, stdout, _) = run(&["history", &db, "plain"]);
+    assert_eq!(code, 0);
+    assert_eq!(stdout.lines().count(), 2, "{stdout}");
+    assert!(!stdout.contains("attempt"), "{stdout}");
+}

@@ -138,29 +138,44 @@ fn remote(remote: &Remote) -> String {
 pub(crate) fn history(db: &Path, id: &str, json: bool) -> Done {
     let ledger = open_existing(db)?;
     let id = parse_id(id)?;
-    let records = ledger
-        .history(&id)
+    // Every attempt of the task, first to latest: one for a task never retried.
+    let attempts = ledger
+        .task_history(&id)
         .map_err(|e| Failure::Problems(format!("cannot read `{id}`: {e}")))?;
-    if records.is_empty() {
+    if attempts.iter().all(|(_, records)| records.is_empty()) {
         return Err(Failure::Problems(format!(
             "no delegation `{id}` in the log"
         )));
     }
-    for record in &records {
-        if json {
-            let line = serde_json::to_string(record)
-                .map_err(|e| Failure::Unusable(format!("cannot encode a record: {e}")))?;
-            println!("{line}");
-            continue;
+    let several = attempts.len() > 1;
+    for (n, (attempt, records)) in attempts.iter().enumerate() {
+        if several && !json {
+            if n > 0 {
+                println!();
+            }
+            println!(
+                "attempt {} of {}: {}",
+                n + 1,
+                attempts.len(),
+                printable(attempt.as_str())
+            );
         }
-        let what = what(&record.event);
-        println!(
-            "{}  {:<9}  {}  {}",
-            record.seq,
-            record.event.kind().as_str(),
-            record.at,
-            printable(&what)
-        );
+        for record in records {
+            if json {
+                let line = serde_json::to_string(record)
+                    .map_err(|e| Failure::Unusable(format!("cannot encode a record: {e}")))?;
+                println!("{line}");
+                continue;
+            }
+            let what = what(&record.event);
+            println!(
+                "{}  {:<9}  {}  {}",
+                record.seq,
+                record.event.kind().as_str(),
+                record.at,
+                printable(&what)
+            );
+        }
     }
     Ok(())
 }

@@ -102,7 +102,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show one delegation's records.
+    /// Show the records of every attempt of the task a delegation is an attempt
+    /// of, first to latest (for a task never retried, its own records).
     History {
         /// The log's directory, or a `postgres://` URL.
         db: PathBuf,

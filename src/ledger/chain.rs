@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::delegation::{Delegation, Outcome, Status, StatusKind};
 use crate::error::{Error, Result};
-use crate::event::{Attempt, DelegationId, ReasonCode, Timestamp};
+use crate::event::{Attempt, DelegationId, ReasonCode, Record, Timestamp};
 use crate::lifecycle::State;
 
 use super::Ledger;
@@ -100,6 +100,27 @@ impl Ledger {
     pub fn attempts(&self, id: &DelegationId) -> Result<Option<Attempts>> {
         self.check_poisoned()?;
         Ok(self.chain(id)?.map(|chain| self.view(&chain)))
+    }
+
+    /// The records of every attempt of the task delegation `id` is an attempt
+    /// of, first attempt to latest, each attempt's history as
+    /// [`Ledger::history`] reads it (folded and checked against its head):
+    /// what `history` prints. A task never retried gives one entry, `id`'s own
+    /// history; an unknown `id` gives none.
+    ///
+    /// # Errors
+    /// As for [`Ledger::attempts`] and [`Ledger::history`].
+    pub fn task_history(&self, id: &DelegationId) -> Result<Vec<(DelegationId, Vec<Record>)>> {
+        self.check_poisoned()?;
+        let Some(chain) = self.chain(id)? else {
+            return Ok(Vec::new());
+        };
+        chain
+            .earlier
+            .iter()
+            .chain(std::iter::once(&chain.latest))
+            .map(|attempt| Ok((attempt.id.clone(), self.history(&attempt.id)?)))
+            .collect()
     }
 
     /// The status of delegation `id` ([`Ledger::status`]) with its task's

@@ -16,7 +16,6 @@ use serde_json::{Value, json};
 
 use super::arguments::{self, BadArgument, Check, Delegate, Pending};
 use super::{Server, schema};
-use crate::delegation::Delegation;
 use crate::dispatch;
 
 /// What the server tells a client about itself when the session starts.
@@ -155,24 +154,32 @@ impl Server {
         serde_json::to_value(&status).map_err(|e| Refusal::failed("internal", e.to_string()))
     }
 
-    /// `list_pending`: every delegation still queued, oldest first.
+    /// `list_pending`: every delegation still queued, oldest first, read from
+    /// the store's index of open delegations (each checked against its head),
+    /// not from a scan of the log.
     async fn list_pending(&self, args: Pending) -> Result<Value, Refusal> {
         let older_than = args.older_than()?;
         let ledger = self.ledger.clone();
-        let mut pending: Vec<Delegation> = blocking(move || ledger.queued()).await?;
-        let now = self.ledger.clock().now();
-        if let Some(age) = older_than {
-            pending.retain(|delegation| now.since(delegation.queued_at) >= age);
-        }
-        pending.sort_by_key(|delegation| delegation.queued_at.as_datetime());
-        let mut entries = Vec::with_capacity(pending.len());
-        for delegation in &pending {
-            let mut entry = serde_json::to_value(delegation.status())
+        let statuses = blocking(move || {
+            let mut statuses = Vec::new();
+            for pending in ledger.pending(older_than)? {
+                let status = ledger.status(&pending.id)?;
+                // Settled since the index was read: no longer pending.
+                if status.status == crate::StatusKind::Queued {
+                    statuses.push(status);
+                }
+            }
+            Ok::<_, crate::Error>(statuses)
+        })
+        .await?;
+        let mut entries = Vec::with_capacity(statuses.len());
+        for status in &statuses {
+            let mut entry = serde_json::to_value(status)
                 .map_err(|e| Refusal::failed("internal", e.to_string()))?;
             if let Value::Object(fields) = &mut entry {
                 fields.insert(
                     "in_flight".to_owned(),
-                    Value::Bool(self.ledger.is_claimed(&delegation.id)),
+                    Value::Bool(self.ledger.is_claimed(&status.id)),
                 );
             }
             entries.push(entry);
