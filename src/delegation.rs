@@ -95,11 +95,7 @@ impl Delegation {
             };
         Status {
             id: self.id,
-            status: match self.state {
-                State::Delivered => StatusKind::Delivered,
-                State::Failed => StatusKind::Failed,
-                State::Initial | State::Queued => StatusKind::Queued,
-            },
+            status: self.state.into(),
             reason,
             http_status,
             rpc_code,
@@ -200,6 +196,18 @@ pub enum StatusKind {
     Failed,
     /// The log has no such delegation.
     NotFound,
+}
+
+impl From<State> for StatusKind {
+    /// What `status` says of a delegation in `state`: `initial` (no record yet,
+    /// which a stored delegation never is) reads as `queued`.
+    fn from(state: State) -> Self {
+        match state {
+            State::Delivered => StatusKind::Delivered,
+            State::Failed => StatusKind::Failed,
+            State::Initial | State::Queued => StatusKind::Queued,
+        }
+    }
 }
 
 /// Why a record is not the next one of its delegation's history: the fold's

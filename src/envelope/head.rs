@@ -181,11 +181,7 @@ impl Summary<'_> {
             .transpose()?;
         Ok(Status {
             id,
-            status: match self.checked.state {
-                lifecycle::State::Delivered => StatusKind::Delivered,
-                lifecycle::State::Failed => StatusKind::Failed,
-                lifecycle::State::Initial | lifecycle::State::Queued => StatusKind::Queued,
-            },
+            status: self.checked.state.into(),
             reason,
             http_status,
             rpc_code,
