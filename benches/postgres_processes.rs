@@ -163,6 +163,16 @@ fn ledger_child() {
     println!("done {}", stats.delivered);
 }
 
+/// One delegation's rows, as the ledger run wrote them.
+struct Copied {
+    /// The head's final summary.
+    summary: Vec<u8>,
+    /// Record 1's bytes (`queued`).
+    queued: Vec<u8>,
+    /// Record 2's bytes (the outcome).
+    outcome: Vec<u8>,
+}
+
 /// One raw process: see the module docs.
 fn raw_child() {
     let (url, schema, source) = (env(URL), env(SCHEMA), env(SOURCE));
@@ -175,7 +185,7 @@ fn raw_child() {
         .unwrap();
     // This process's delegations, as the ledger run wrote them.
     let prefix = format!("d{proc}-");
-    let mut rows: BTreeMap<Vec<u8>, (Vec<u8>, Vec<u8>, Vec<u8>)> = BTreeMap::new();
+    let mut rows: BTreeMap<Vec<u8>, Copied> = BTreeMap::new();
     let select = format!(
         "SELECT h.delegation, h.summary, r1.bytes, r2.bytes FROM {source}.heads h \
          JOIN {source}.records r1 ON r1.delegation = h.delegation AND r1.seq = 1 \
@@ -184,7 +194,15 @@ fn raw_child() {
     for row in client.query(&select, &[]).unwrap() {
         let key: Vec<u8> = row.get(0);
         if key.starts_with(prefix.as_bytes()) {
-            rows.insert(key, (row.get(1), row.get(2), row.get(3)));
+            let (summary, queued, outcome) = (row.get(1), row.get(2), row.get(3));
+            rows.insert(
+                key,
+                Copied {
+                    summary,
+                    queued,
+                    outcome,
+                },
+            );
         }
     }
     assert_eq!(rows.len() as u64, tasks, "{prefix}: rows of the ledger run");
@@ -198,7 +216,12 @@ fn raw_child() {
         .prepare("UPDATE heads SET seq = 2, summary = $2 WHERE delegation = $1")
         .unwrap();
     barrier();
-    for (key, (summary, queued, outcome)) in &rows {
+    for (key, row) in &rows {
+        let Copied {
+            summary,
+            queued,
+            outcome,
+        } = row;
         let mut tx = client.transaction().unwrap();
         tx.execute(&insert_record, &[key, &1i64, queued]).unwrap();
         tx.execute(&insert_head, &[key, summary]).unwrap();
