@@ -14,6 +14,7 @@
 //! run is printed for context only). `cargo bench --bench flood`; `-- --test` runs
 //! 2,000 delegations. The ledger runs `Durability::Buffered`: syncs are not what
 //! is measured. The load average is printed at the start and the end.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 #[path = "common/mod.rs"]
 mod common;
