@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::DecodeError;
 use super::binary::{self, Delivered, Failed, Instant};
-use crate::delegation::{Delegation, Outcome, Status, StatusKind};
+use crate::delegation::{Delegation, Outcome, Status};
 use crate::event::{self, ChainHash, DelegationId, Received, Seq, Timestamp};
 use crate::lifecycle;
 
