@@ -189,8 +189,13 @@ pub const MAX_OPS: usize = 64;
 
 /// How many delegations the model knows: ids come from a small pool, so that
 /// events collide. The pool holds a prefix of another id and an id of the
-/// maximum length.
-pub const POOL: usize = 4;
+/// maximum length, then two ids named as the dispatcher names retries.
+pub const POOL: usize = 6;
+
+/// The slots fresh delegations are queued in (the fuzzer's scripts use only
+/// these); the rest of the pool is free for retries to be queued in, so that
+/// chains of several attempts are common.
+pub const FIRST_SLOTS: usize = 4;
 
 /// The delegation id of pool slot `index` (taken modulo [`POOL`]).
 pub fn pool_id(index: usize) -> DelegationId {
@@ -198,7 +203,9 @@ pub fn pool_id(index: usize) -> DelegationId {
         0 => "a".to_owned(),
         1 => "ab".to_owned(),
         2 => "b".to_owned(),
-        _ => "z".repeat(MAX_ID_LEN),
+        3 => "z".repeat(MAX_ID_LEN),
+        4 => "a.r1".to_owned(),
+        _ => "a.r2".to_owned(),
     };
     DelegationId::try_from(text).unwrap_or_else(|e| panic!("a pool id is refused: {e}"))
 }
@@ -1797,7 +1804,8 @@ fn nanos(at: Timestamp) -> i64 {
 impl Op {
     /// The model's transition for this operation.
     fn transition(self) -> Transition {
-        let slot = |id: u8| usize::from(id) % POOL;
+        // The encoding of the committed seeds: four slots.
+        let slot = |id: u8| usize::from(id) % FIRST_SLOTS;
         match self {
             Op::Queue { id, task } => Transition::Record {
                 id: slot(id),

@@ -43,7 +43,7 @@
 mod pg_support;
 
 use delegation_log::event::{Delivered, Failed};
-use delegation_log::fuzzing::{Model, POOL, Subject, Transition};
+use delegation_log::fuzzing::{FIRST_SLOTS, Model, POOL, Subject, Transition};
 use delegation_log::store::Fault;
 use delegation_log::{Durability, Event, FailureReason};
 use proptest::prelude::*;
@@ -63,6 +63,26 @@ prop_state_machine! {
     #[test]
     fn the_ledger_behaves_like_the_model_under_crashes_faults_and_races(
         sequential 1..48 => LedgerUnderTest
+    );
+}
+
+prop_state_machine! {
+    #![proptest_config(Config {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/model_retries.txt",
+        ))),
+        .. Config::default()
+    })]
+
+    /// The same model and checks, weighted towards retries, time passing and
+    /// crashes, so that chains of several attempts and crashes during a
+    /// backoff are common: the acknowledged retry survives a crash in durable
+    /// mode, a crash keeps both records of a retry or neither, and
+    /// `attempts`, `pending` and `dead` read the chains as the model does
+    /// before and after each retry's `not_before`.
+    #[test]
+    fn retries_survive_crashes_during_their_backoff_and_read_as_the_model_chains(
+        sequential 1..48 => RetriesUnderTest
     );
 }
 
@@ -252,7 +272,7 @@ fn transitions(state: &Model, faults: bool) -> BoxedStrategy<Transition> {
     let id = 0..POOL;
     if !faults {
         return prop_oneof![
-            4 => (id.clone(), queued_event()).prop_map(|(id, event)| Transition::Record { id, event }),
+            4 => (0..FIRST_SLOTS, queued_event()).prop_map(|(id, event)| Transition::Record { id, event }),
             6 => (id.clone(), outcome_event()).prop_map(|(id, event)| Transition::Record { id, event }),
             1 => (id.clone(), invalid_event()).prop_map(|(id, event)| Transition::Record { id, event }),
             2 => (id, prop::collection::vec(outcome_event(), 2..=4))
@@ -268,7 +288,7 @@ fn transitions(state: &Model, faults: bool) -> BoxedStrategy<Transition> {
     }
     {
         prop_oneof![
-            4 => (id.clone(), queued_event()).prop_map(|(id, event)| Transition::Record { id, event }),
+            4 => (0..FIRST_SLOTS, queued_event()).prop_map(|(id, event)| Transition::Record { id, event }),
             6 => (id.clone(), outcome_event()).prop_map(|(id, event)| Transition::Record { id, event }),
             1 => (id.clone(), invalid_event()).prop_map(|(id, event)| Transition::Record { id, event }),
             2 => (id, prop::collection::vec(outcome_event(), 2..=4))
@@ -284,6 +304,61 @@ fn transitions(state: &Model, faults: bool) -> BoxedStrategy<Transition> {
             2 => backoff().prop_map(Transition::AdvanceClock),
         ]
         .boxed()
+    }
+}
+
+/// The model, with transitions weighted towards retries.
+struct RetryModel;
+
+impl ReferenceStateMachine for RetryModel {
+    type State = Model;
+    type Transition = Transition;
+
+    fn init_state() -> BoxedStrategy<Model> {
+        LedgerModel::init_state()
+    }
+
+    fn transitions(state: &Model) -> BoxedStrategy<Transition> {
+        let id = 0..POOL;
+        prop_oneof![
+            3 => (0..FIRST_SLOTS, queued_event()).prop_map(|(id, event)| Transition::Record { id, event }),
+            3 => (id, outcome_event()).prop_map(|(id, event)| Transition::Record { id, event }),
+            6 => retry(state),
+            3 => backoff().prop_map(Transition::AdvanceClock),
+            1 => Just(Transition::Flush),
+            2 => Just(Transition::Crash),
+            1 => Just(Transition::TornCrash),
+            1 => Just(Transition::Reopen),
+            1 => Just(Transition::Recover),
+            1 => prop_oneof![Just(Fault::FailWrite), Just(Fault::FailFlush)]
+                .prop_map(Transition::Inject),
+        ]
+        .boxed()
+    }
+
+    fn apply(mut state: Model, transition: &Transition) -> Model {
+        state.apply(transition);
+        state
+    }
+}
+
+struct RetriesUnderTest;
+
+impl StateMachineTest for RetriesUnderTest {
+    type SystemUnderTest = Subject;
+    type Reference = RetryModel;
+
+    fn init_test(model: &Model) -> Subject {
+        Subject::new(0x5eed, model)
+    }
+
+    fn apply(mut subject: Subject, model: &Model, transition: Transition) -> Subject {
+        subject.apply(model, transition);
+        subject
+    }
+
+    fn check_invariants(subject: &Subject, model: &Model) {
+        subject.check_invariants(model);
     }
 }
 
