@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Barrier};
+use std::time::Duration;
 
 use arbitrary::Arbitrary;
 
@@ -36,7 +37,7 @@ use crate::event::{
     DelegationId, Delivered, Event, EventKind, Failed, FailureReason, MAX_ID_LEN, Queued, Received,
     Seq, Timestamp,
 };
-use crate::ledger::{Durability, Ledger, Options};
+use crate::ledger::{Attempts, Dead, Durability, LastFailure, Ledger, Options, Pending, Waiting};
 use crate::store::{Fault, Faulty, Store, Stream};
 
 /// Decodes `bytes` as a stored record, and again as the body of a record of each
@@ -188,8 +189,13 @@ pub const MAX_OPS: usize = 64;
 
 /// How many delegations the model knows: ids come from a small pool, so that
 /// events collide. The pool holds a prefix of another id and an id of the
-/// maximum length.
-pub const POOL: usize = 4;
+/// maximum length, then two ids named as the dispatcher names retries.
+pub const POOL: usize = 6;
+
+/// The slots fresh delegations are queued in (the fuzzer's scripts use only
+/// these); the rest of the pool is free for retries to be queued in, so that
+/// chains of several attempts are common.
+pub const FIRST_SLOTS: usize = 4;
 
 /// The delegation id of pool slot `index` (taken modulo [`POOL`]).
 pub fn pool_id(index: usize) -> DelegationId {
@@ -197,7 +203,9 @@ pub fn pool_id(index: usize) -> DelegationId {
         0 => "a".to_owned(),
         1 => "ab".to_owned(),
         2 => "b".to_owned(),
-        _ => "z".repeat(MAX_ID_LEN),
+        3 => "z".repeat(MAX_ID_LEN),
+        4 => "a.r1".to_owned(),
+        _ => "a.r2".to_owned(),
     };
     DelegationId::try_from(text).unwrap_or_else(|e| panic!("a pool id is refused: {e}"))
 }
@@ -250,6 +258,21 @@ pub enum Transition {
     Recover,
     /// Arm a one-shot fault of the store.
     Inject(Fault),
+    /// `Ledger::retry`, as the dispatcher calls it: delegation `id` fails with
+    /// `reason`, and its next attempt, `to`, is queued (a copy of `id`'s
+    /// `queued`) with `not_before` = now + `backoff`, in one write.
+    Retry {
+        /// The pool slot of the failing attempt.
+        id: usize,
+        /// The pool slot of the next attempt.
+        to: usize,
+        /// Why the attempt failed.
+        reason: FailureReason,
+        /// How long the next attempt waits.
+        backoff: Duration,
+    },
+    /// Time passes on the manual clock (beyond the millisecond of every step).
+    AdvanceClock(Duration),
 }
 
 /// One stored record, as the model sees it.
@@ -287,6 +310,20 @@ impl Slot {
 
 type Image = BTreeMap<usize, Slot>;
 
+/// The index's retry links, from one pool slot to another (`Hint::Link`): the
+/// only hints whose absence can change an answer, since readers verify every
+/// hint against the heads.
+type Links = BTreeMap<usize, usize>;
+
+/// One unflushed write of the store, in order.
+#[derive(Clone, Debug, PartialEq)]
+enum Unflushed {
+    /// A group of appends, written atomically: one, or a retry's two.
+    Group(Vec<PendingWrite>),
+    /// A retry link of the index, written before its group.
+    Link(usize, usize),
+}
+
 #[derive(Clone, Debug, PartialEq)]
 struct PendingWrite {
     id: usize,
@@ -322,6 +359,7 @@ enum ErrKind {
     Invalid,
     Illegal,
     AlreadySettled,
+    RetryLink,
     Corrupt,
     Io,
 }
@@ -332,6 +370,7 @@ fn kind_of(error: &Error) -> ErrKind {
         Error::InvalidEvent(_) => ErrKind::Invalid,
         Error::IllegalTransition { .. } => ErrKind::Illegal,
         Error::AlreadySettled { .. } => ErrKind::AlreadySettled,
+        Error::RetryLink { .. } => ErrKind::RetryLink,
         Error::Corrupt { .. } => ErrKind::Corrupt,
         Error::Storage(StorageError::Io(_)) => ErrKind::Io,
         other => panic!("unexpected error from the ledger: {other:?}"),
@@ -354,6 +393,14 @@ enum Expected {
     /// Whether there was an unflushed append to tear.
     Torn(bool),
     Recover(Result<Vec<usize>, ErrKind>),
+    /// A retry: the `queued` to write, and the seqs of the failure and of the
+    /// retry's `queued` and the retry's attempt, or how it is refused; and
+    /// whether it wrote.
+    Retry {
+        queued: Queued,
+        result: Result<(Seq, Seq, crate::event::Attempt), ErrKind>,
+        wrote: bool,
+    },
 }
 
 /// The reference model: the [`Faulty`] store at the level of events, with a live
@@ -376,11 +423,16 @@ enum Expected {
 #[derive(Clone, Debug)]
 pub struct Model {
     durability: Durability,
-    /// Transitions applied so far; the clock reads `BASE + step` ms.
+    /// Transitions applied so far; the clock reads `BASE + step` ms, plus
+    /// `advanced`.
     step: i64,
+    /// Nanoseconds the clock was moved forward by [`Transition::AdvanceClock`].
+    advanced: i64,
     live: Image,
     durable: Image,
-    pending: Vec<PendingWrite>,
+    live_links: Links,
+    durable_links: Links,
+    pending: Vec<Unflushed>,
     armed: Vec<Fault>,
     poisoned: bool,
     expected: Expected,
@@ -392,13 +444,35 @@ impl Model {
         Model {
             durability,
             step: 0,
+            advanced: 0,
             live: Image::new(),
             durable: Image::new(),
+            live_links: Links::new(),
+            durable_links: Links::new(),
             pending: Vec::new(),
             armed: Vec::new(),
             poisoned: false,
             expected: Expected::Nothing,
         }
+    }
+
+    /// The pool slots whose head is `queued` (which a retry may fail), and
+    /// those with no head (which a retry may queue): for strategies that aim
+    /// retries where they are taken.
+    pub fn retry_candidates(&self) -> (Vec<usize>, Vec<usize>) {
+        let phase = |id: usize| {
+            phase_of(
+                self.live
+                    .get(&id)
+                    .map(|slot| slot.summary.as_slice())
+                    .unwrap_or_default(),
+            )
+        };
+        let queued = (0..POOL).filter(|&id| phase(id) == Phase::Queued).collect();
+        let free = (0..POOL)
+            .filter(|&id| phase(id) == Phase::Initial)
+            .collect();
+        (queued, free)
     }
 
     /// Whether a fault is armed. Racing writers meet an armed fault in an order
@@ -437,12 +511,52 @@ impl Model {
                 self.armed.push(*fault);
                 Expected::Nothing
             }
+            Transition::Retry {
+                id,
+                to,
+                reason,
+                backoff,
+            } => self.retry(*id, *to, *reason, *backoff),
+            Transition::AdvanceClock(by) => {
+                self.advanced = self
+                    .advanced
+                    .saturating_add(i64::try_from(by.as_nanos()).unwrap_or(i64::MAX));
+                Expected::Nothing
+            }
         };
+    }
+
+    /// How many appends are not yet durable (a group counts each of its own).
+    fn unflushed_appends(&self) -> usize {
+        self.pending
+            .iter()
+            .map(|write| match write {
+                Unflushed::Group(group) => group.len(),
+                Unflushed::Link(..) => 0,
+            })
+            .sum()
+    }
+
+    /// Copies unflushed writes into the durable image and links, in order.
+    fn make_durable(&mut self, writes: Vec<Unflushed>) {
+        for write in writes {
+            match write {
+                Unflushed::Group(group) => {
+                    for write in group {
+                        let slot = self.durable.entry(write.id).or_default();
+                        slot.push(write.seq, write.rec, Some(write.summary));
+                    }
+                }
+                Unflushed::Link(from, to) => {
+                    self.durable_links.insert(from, to);
+                }
+            }
+        }
     }
 
     /// What the clock reads now, in nanoseconds since the epoch.
     fn now(&self) -> i64 {
-        BASE_NANOS + self.step * 1_000_000
+        BASE_NANOS + self.step * 1_000_000 + self.advanced
     }
 
     fn read(&self, id: usize) -> Read {
@@ -462,10 +576,7 @@ impl Model {
             self.poisoned = true;
             return Err(ErrKind::Io);
         }
-        for write in pending {
-            let slot = self.durable.entry(write.id).or_default();
-            slot.push(write.seq, write.rec, Some(write.summary));
-        }
+        self.make_durable(pending);
         Ok(())
     }
 
@@ -488,13 +599,7 @@ impl Model {
             headed.len() as Seq,
             headed.last().map(|(_, rec)| rec.at),
         );
-        let refusal = match (phase, kind) {
-            (Phase::Initial, EventKind::Queued) | (Phase::Queued, EventKind::Delivered) => None,
-            (Phase::Queued, EventKind::Failed) => None,
-            (Phase::Initial | Phase::Queued, _) => Some(ErrKind::Illegal),
-            (Phase::Settled, _) => Some(ErrKind::AlreadySettled),
-        };
-        if let Some(refusal) = refusal {
+        if let Some(refusal) = refusal(phase, kind) {
             return (Err(refusal), false);
         }
         if self.take(Fault::FailWrite) {
@@ -506,24 +611,10 @@ impl Model {
         if slot.entries.iter().any(|(at, _)| *at == seq + 1) {
             return (Err(ErrKind::Corrupt), false);
         }
-        let rec = Rec {
-            events,
-            at: last_at.map_or(self.now(), |last| last.max(self.now())),
-            torn: false,
-        };
-        let seq = seq + 1;
-        let mut summary = headed;
-        summary.push((seq, rec.clone()));
-        self.live
-            .entry(id)
-            .or_default()
-            .push(seq, rec.clone(), Some(summary.clone()));
-        self.pending.push(PendingWrite {
-            id,
-            seq,
-            rec,
-            summary,
-        });
+        let at = last_at.map_or(self.now(), |last| last.max(self.now()));
+        let write = self.write_live(id, events, at);
+        let seq = write.seq;
+        self.pending.push(Unflushed::Group(vec![write]));
         if self.durability == Durability::Durable
             && let Err(kind) = self.store_flush()
         {
@@ -532,8 +623,139 @@ impl Model {
         (Ok(seq), true)
     }
 
+    /// Appends a record of `events` at `at` to `id`'s slot in the live image,
+    /// with its head; the write, for the unflushed list.
+    fn write_live(&mut self, id: usize, events: Vec<Event>, at: i64) -> PendingWrite {
+        let slot = self.live.entry(id).or_default();
+        let mut summary = slot.summary.clone();
+        let seq = summary.len() as Seq + 1;
+        let rec = Rec {
+            events,
+            at,
+            torn: false,
+        };
+        summary.push((seq, rec.clone()));
+        slot.push(seq, rec.clone(), Some(summary.clone()));
+        PendingWrite {
+            id,
+            seq,
+            rec,
+            summary,
+        }
+    }
+
+    /// The first record of `id`'s head, if it is a `queued`: the delegation's
+    /// `queued` as the ledger's reads of the head see it.
+    fn headed_queued(&self, id: usize) -> Option<Queued> {
+        let slot = self.live.get(&id)?;
+        let (_, rec) = slot.summary.first()?;
+        match rec.events.first() {
+            Some(Event::Queued(queued)) => Some(queued.clone()),
+            _ => None,
+        }
+    }
+
+    /// `Ledger::retry` as the dispatcher calls it: the original's `queued`
+    /// copied, with `not_before` = now + `backoff`; the ledger fills in
+    /// `retry_of` and `attempt`. Both records are one group: a flush makes
+    /// both durable, a crash (torn or not) loses both, a failed flush both.
+    fn retry(
+        &mut self,
+        id: usize,
+        to: usize,
+        reason: FailureReason,
+        backoff: Duration,
+    ) -> Expected {
+        let now = self.now();
+        let backoff = i64::try_from(backoff.as_nanos()).unwrap_or(i64::MAX);
+        let queued = Queued {
+            retry_of: None,
+            attempt: None,
+            not_before: Some(timestamp(now.saturating_add(backoff))),
+            ..self
+                .headed_queued(id)
+                .unwrap_or_else(|| Queued::new("planner", "reviewer"))
+        };
+        let (result, wrote) = self.retry_write(id, to, reason, &queued);
+        Expected::Retry {
+            queued,
+            result,
+            wrote,
+        }
+    }
+
+    fn retry_write(
+        &mut self,
+        id: usize,
+        to: usize,
+        reason: FailureReason,
+        queued: &Queued,
+    ) -> (Result<(Seq, Seq, crate::event::Attempt), ErrKind>, bool) {
+        let failed = Event::Failed(Failed {
+            reason,
+            detail: None,
+        });
+        if self.poisoned {
+            return (Err(ErrKind::Poisoned), false);
+        }
+        if !valid(&failed) {
+            return (Err(ErrKind::Invalid), false);
+        }
+        if id == to {
+            return (Err(ErrKind::RetryLink), false);
+        }
+        let original = self.live.get(&id).cloned().unwrap_or_default().summary;
+        let retry = self.live.get(&to).cloned().unwrap_or_default().summary;
+        if let Some(refusal) = refusal(phase_of(&original), EventKind::Failed) {
+            return (Err(refusal), false);
+        }
+        if let Some(refusal) = refusal(phase_of(&retry), EventKind::Queued) {
+            return (Err(refusal), false);
+        }
+        let attempt = self
+            .headed_queued(id)
+            .map_or(1, |queued| queued.attempt())
+            .saturating_add(1);
+        // The link and the retry's open hint, before the append.
+        self.live_links.insert(id, to);
+        self.pending.push(Unflushed::Link(id, to));
+        if self.take(Fault::FailWrite) {
+            self.poisoned = true;
+            return (Err(ErrKind::Io), false);
+        }
+        let torn_at = |slot: Option<&Slot>, seq: Seq| {
+            slot.is_some_and(|slot| slot.entries.iter().any(|(at, _)| *at == seq))
+        };
+        if torn_at(self.live.get(&id), original.len() as Seq + 1)
+            || torn_at(self.live.get(&to), retry.len() as Seq + 1)
+        {
+            return (Err(ErrKind::Corrupt), false);
+        }
+        let last = |entries: &[(Seq, Rec)]| entries.last().map(|(_, rec)| rec.at);
+        let at = [last(&original), last(&retry)]
+            .into_iter()
+            .flatten()
+            .fold(self.now(), i64::max);
+        let event = Event::Queued(Queued {
+            retry_of: Some(pool_id(id)),
+            attempt: Some(attempt),
+            ..queued.clone()
+        });
+        let failing = self.write_live(id, vec![failed], at);
+        let queueing = self.write_live(to, vec![event], at);
+        let seqs = (failing.seq, queueing.seq, attempt);
+        self.pending.push(Unflushed::Group(vec![failing, queueing]));
+        if self.durability == Durability::Durable
+            && let Err(kind) = self.store_flush()
+        {
+            return (Err(kind), true);
+        }
+        (Ok(seqs), true)
+    }
+
     fn crash(&mut self) {
         self.live = self.durable.clone();
+        self.live_links = self.durable_links.clone();
         self.pending.clear();
         self.armed.clear();
         self.poisoned = false;
@@ -541,14 +763,26 @@ impl Model {
 
     /// `Faulty::crash_tearing`.
     fn crash_tearing(&mut self) -> bool {
-        let Some(last) = self.pending.pop() else {
+        let Some(at) = self
+            .pending
+            .iter()
+            .rposition(|write| matches!(write, Unflushed::Group(_)))
+        else {
             self.crash();
             return false;
         };
-        for write in std::mem::take(&mut self.pending) {
-            let slot = self.durable.entry(write.id).or_default();
-            slot.push(write.seq, write.rec, Some(write.summary));
-        }
+        self.pending.truncate(at + 1);
+        let Some(Unflushed::Group(mut group)) = self.pending.pop() else {
+            self.crash();
+            return false;
+        };
+        let before = std::mem::take(&mut self.pending);
+        self.make_durable(before);
+        // A group of several is lost whole, never torn apart.
+        let Some(last) = group.pop().filter(|_| group.is_empty()) else {
+            self.crash();
+            return true;
+        };
         let slot = self.durable.entry(last.id).or_default();
         slot.push(
             last.seq,
@@ -591,6 +825,16 @@ impl Model {
             return Err(ErrKind::Corrupt);
         }
         Ok(settled)
+    }
+}
+
+/// How the lifecycle refuses an event of `kind` on a delegation in `phase`.
+fn refusal(phase: Phase, kind: EventKind) -> Option<ErrKind> {
+    match (phase, kind) {
+        (Phase::Initial, EventKind::Queued) | (Phase::Queued, EventKind::Delivered) => None,
+        (Phase::Queued, EventKind::Failed) => None,
+        (Phase::Initial | Phase::Queued, _) => Some(ErrKind::Illegal),
+        (Phase::Settled, _) => Some(ErrKind::AlreadySettled),
     }
 }
 
@@ -687,8 +931,8 @@ fn expected_status(id: &DelegationId, records: &[(Seq, Event, i64)]) -> Status {
         target_received: Some(Received::Unknown),
         remote: None,
         target: Some(queued.target.clone()),
-        attempt: None,
-        retry_of: None,
+        attempt: queued.retry_of.is_some().then(|| queued.attempt()),
+        retry_of: queued.retry_of.clone(),
         queued_at: Some(timestamp(*queued_at)),
         settled_at: None,
         attempts: None,
@@ -743,7 +987,9 @@ struct Acked {
 /// - after a crash, every event acknowledged as durable (in durable mode, every
 ///   acknowledged event; in buffered mode, those a later flush covered) is still
 ///   in the store, byte for byte readable;
-/// - nothing readable is pending after a successful recover.
+/// - nothing readable is pending after a successful recover;
+/// - a retry acknowledges its failure and its `queued` with one timestamp, and
+///   a refused retry leaves the store unchanged.
 ///
 /// Invariants, checked in [`Subject::check_invariants`] after every step:
 /// - the store's unflushed appends are the model's;
@@ -753,7 +999,13 @@ struct Acked {
 /// - `replay()` equals live, delegation for delegation, with one error per
 ///   damaged delegation;
 /// - `status`, one read of the head, equals the status of a replay of the
-///   history, for every readable delegation: the head never lies.
+///   history, for every readable delegation: the head never lies;
+/// - a retry link is never half written: a retry's `queued` has its
+///   original's `failed` beside it, and every retry written is in the store
+///   whole or not at all;
+/// - the sender's view equals the model's: `attempts` from every id (back by
+///   `retry_of`, forward by the index's verified links), `pending` and `dead`;
+///   and a task's first attempt is never a retry.
 pub struct Subject {
     store: Arc<dyn Store>,
     /// The same store when it is the fault-injecting one, which crashes, tears
@@ -766,6 +1018,8 @@ pub struct Subject {
     /// Which candidate won each race, by (id, seq, at).
     winners: HashMap<(usize, Seq, i64), Event>,
     acked: Vec<Acked>,
+    /// Every retry written, acknowledged or not: (original, retry, at).
+    retries: Vec<(usize, usize, i64)>,
 }
 
 impl Subject {
@@ -799,6 +1053,7 @@ impl Subject {
             ids: (0..POOL).map(pool_id).collect(),
             winners: HashMap::new(),
             acked: Vec::new(),
+            retries: Vec::new(),
         }
     }
 
@@ -848,6 +1103,15 @@ impl Subject {
             (Transition::Reopen, Expected::Nothing) => self.reopen(),
             (Transition::Recover, Expected::Recover(result)) => self.recover(model, result),
             (Transition::Inject(fault), Expected::Nothing) => self.faulty().inject(fault),
+            (
+                Transition::Retry { id, to, reason, .. },
+                Expected::Retry {
+                    queued,
+                    result,
+                    wrote,
+                },
+            ) => self.retry(id, to, reason, queued.clone(), *result, *wrote),
+            (Transition::AdvanceClock(_), Expected::Nothing) => {}
             (transition, expected) => {
                 panic!("model and test disagree: {transition:?} with {expected:?}")
             }
@@ -903,6 +1167,62 @@ impl Subject {
             }
         } else {
             assert_eq!(before, after, "a refused event changed the store");
+        }
+    }
+
+    fn retry(
+        &mut self,
+        id: usize,
+        to: usize,
+        reason: FailureReason,
+        queued: Queued,
+        result: Result<(Seq, Seq, crate::event::Attempt), ErrKind>,
+        wrote: bool,
+    ) {
+        let before = self.snapshot();
+        let failed = Failed {
+            reason,
+            detail: None,
+        };
+        let got = self.ledger.retry(self.id(id), failed, self.id(to), queued);
+        match (&got, result) {
+            (Ok(retried), Ok((failed_seq, queued_seq, attempt))) => {
+                assert_eq!(
+                    (retried.failed.seq, retried.queued.seq, retried.attempt),
+                    (failed_seq, queued_seq, attempt)
+                );
+                assert_eq!(
+                    retried.failed.at, retried.queued.at,
+                    "one timestamp for both"
+                );
+                let at = nanos(retried.failed.at);
+                self.acknowledge(id, failed_seq, at);
+                self.acknowledge(to, queued_seq, at);
+            }
+            (Err(error), Err(kind)) => assert_eq!(kind_of(error), kind, "{error}"),
+            _ => panic!("retry answered {got:?}, the model expected {result:?}"),
+        }
+        let after = self.snapshot();
+        if wrote {
+            for (index, (b, a)) in before.iter().zip(&after).enumerate() {
+                if index == id || index == to {
+                    assert_eq!(a.entries.len(), b.entries.len() + 1);
+                } else {
+                    assert_eq!(a, b, "a retry changed a third delegation");
+                }
+            }
+            let written = |index: usize| {
+                after
+                    .get(index)
+                    .and_then(|stream| stream.entries.last())
+                    .and_then(|entry| envelope::decode(&entry.bytes).ok())
+                    .map(|record| nanos(record.at))
+            };
+            let at = written(to).unwrap_or_else(|| panic!("the retry's `queued` is unreadable"));
+            assert_eq!(written(id), Some(at), "one timestamp for both");
+            self.retries.push((id, to, at));
+        } else {
+            assert_eq!(before, after, "a refused retry changed the store");
         }
     }
 
@@ -1042,7 +1362,7 @@ impl Subject {
     pub fn check_invariants(&self, model: &Model) {
         // A store without faults has nothing unflushed: every commit is kept.
         let pending = self.faulty.as_ref().map_or(0, |faulty| faulty.pending());
-        assert_eq!(pending, model.pending.len(), "unflushed appends");
+        assert_eq!(pending, model.unflushed_appends(), "unflushed appends");
         if model.poisoned {
             // A poisoned ledger serves no reads: what it holds may not be durable.
             for id in &self.ids {
@@ -1059,8 +1379,24 @@ impl Subject {
                 matches!(replayed.as_slice(), [Err(Error::Poisoned { .. })]),
                 "{replayed:?}"
             );
+            for id in &self.ids {
+                let attempts = self.ledger.attempts(id);
+                assert!(
+                    matches!(attempts, Err(Error::Poisoned { .. })),
+                    "{attempts:?}"
+                );
+            }
+            let pending = self.ledger.pending(None);
+            assert!(
+                matches!(pending, Err(Error::Poisoned { .. })),
+                "{pending:?}"
+            );
+            let dead = self.ledger.dead();
+            assert!(matches!(dead, Err(Error::Poisoned { .. })), "{dead:?}");
             return;
         }
+        self.check_retry_links();
+        self.check_senders_view(model);
         for stream in self.snapshot() {
             let outcomes = stream
                 .entries
@@ -1108,6 +1444,247 @@ impl Subject {
                 }
             }
         }
+    }
+
+    /// A retry link is never half written: every retry's `queued` in the store
+    /// has its original's `failed` beside it, at the same time, and every retry
+    /// written has both records in the store or neither.
+    fn check_retry_links(&self) {
+        let snapshot = self.snapshot();
+        let record = |index: usize, seq: Seq| {
+            snapshot
+                .get(index)
+                .and_then(|stream| stream.entries.iter().find(|entry| entry.seq == seq))
+                .and_then(|entry| envelope::decode(&entry.bytes).ok())
+        };
+        for (index, stream) in snapshot.iter().enumerate() {
+            let Some(Event::Queued(queued)) = record(index, 1).map(|record| record.event) else {
+                continue;
+            };
+            let (Some(original), Some(at)) = (queued.retry_of, record(index, 1).map(|r| r.at))
+            else {
+                continue;
+            };
+            let original = self.index_of(&original);
+            let failed = record(original, 2);
+            assert!(
+                failed
+                    .as_ref()
+                    .is_some_and(|f| f.event.kind() == EventKind::Failed && f.at == at),
+                "`{}` retries `{}`, whose failure is not beside it: {failed:?}",
+                stream.id,
+                self.id(original)
+            );
+        }
+        for &(original, retry, at) in &self.retries {
+            let failed = record(original, 2)
+                .is_some_and(|r| r.event.kind() == EventKind::Failed && nanos(r.at) == at);
+            let queued = record(retry, 1).is_some_and(|r| {
+                matches!(&r.event, Event::Queued(q) if q.retry_of.as_ref() == Some(self.id(original)))
+                    && nanos(r.at) == at
+            });
+            assert_eq!(
+                failed,
+                queued,
+                "the retry of `{}` as `{}` is half written: failed {failed}, queued {queued}",
+                self.id(original),
+                self.id(retry)
+            );
+        }
+    }
+
+    /// The sender's view (`attempts` from every id, `pending`, `dead`) equals
+    /// the model's, which follows the heads back by `retry_of` and forward by
+    /// the index's links, verified.
+    fn check_senders_view(&self, model: &Model) {
+        for index in 0..POOL {
+            let id = self.id(index);
+            let got = self.ledger.attempts(id).map_err(|e| kind_of(&e));
+            let expected = self
+                .expected_chain(model, index)
+                .map(|chain| chain.map(|chain| self.view(model, &chain)));
+            assert_eq!(got, expected, "attempts from `{id}`");
+            if let Ok(Some(view)) = &got {
+                let first = self.index_of(&view.first);
+                assert!(
+                    self.headed(model, first)
+                        .is_some_and(|first| first.queued.retry_of.is_none()),
+                    "the first attempt of `{id}`'s task, `{}`, is a retry",
+                    view.first
+                );
+            }
+        }
+        let got = self.ledger.pending(None).map_err(|e| kind_of(&e));
+        assert_eq!(got, self.expected_pending(model), "pending");
+        let got = self.ledger.dead().map_err(|e| kind_of(&e));
+        assert_eq!(got, self.expected_dead(model), "dead");
+    }
+
+    fn index_of(&self, id: &DelegationId) -> usize {
+        self.ids
+            .iter()
+            .position(|known| known == id)
+            .unwrap_or_else(|| panic!("`{id}` is not in the pool"))
+    }
+
+    /// Delegation `index` as its head says (the records its head summarises,
+    /// race winners resolved): what every read of the sender's view starts
+    /// from.
+    fn headed(&self, model: &Model, index: usize) -> Option<Headed> {
+        let summary = &model.live.get(&index)?.summary;
+        let mut records = summary
+            .iter()
+            .map(|(seq, rec)| (self.resolve(index, *seq, rec), rec.at));
+        let (Event::Queued(queued), queued_at) = records.next()? else {
+            panic!(
+                "a model head of `{}` does not start with queued",
+                self.id(index)
+            );
+        };
+        Some(Headed {
+            index,
+            queued,
+            queued_at,
+            outcome: records.next(),
+        })
+    }
+
+    /// The chain of attempts `index` belongs to, as `Ledger::chain` walks it:
+    /// back by `retry_of` (a missing original, or an attempt that is not one
+    /// less, is damage), forward by the index's links whose target's head
+    /// says it retries the latest, while the attempt is one more.
+    fn expected_chain(&self, model: &Model, index: usize) -> Result<Option<Vec<Headed>>, ErrKind> {
+        let Some(asked) = self.headed(model, index) else {
+            return Ok(None);
+        };
+        let mut chain = self.back(model, asked)?;
+        while let Some(latest) = chain.last() {
+            let Some(next) = self.forward(model, latest.index) else {
+                break;
+            };
+            if next.attempt() != latest.attempt().saturating_add(1) {
+                break;
+            }
+            chain.push(next);
+        }
+        Ok(Some(chain))
+    }
+
+    /// The attempts from the first to `asked`.
+    fn back(&self, model: &Model, asked: Headed) -> Result<Vec<Headed>, ErrKind> {
+        let mut chain = vec![asked];
+        while let Some(current) = chain.last() {
+            let Some(previous) = &current.queued.retry_of else {
+                break;
+            };
+            let before = self
+                .headed(model, self.index_of(previous))
+                .ok_or(ErrKind::Corrupt)?;
+            if before.attempt().saturating_add(1) != current.attempt() {
+                return Err(ErrKind::Corrupt);
+            }
+            chain.push(before);
+        }
+        chain.reverse();
+        Ok(chain)
+    }
+
+    /// The verified retry of `index`: the index's link, if its target's head
+    /// says it retries `index`.
+    fn forward(&self, model: &Model, index: usize) -> Option<Headed> {
+        let to = *model.live_links.get(&index)?;
+        self.headed(model, to)
+            .filter(|next| next.queued.retry_of.as_ref() == Some(self.id(index)))
+    }
+
+    fn view(&self, model: &Model, chain: &[Headed]) -> Attempts {
+        let (Some(first), Some(latest)) = (chain.first(), chain.last()) else {
+            panic!("an empty chain");
+        };
+        let now = model.now();
+        Attempts {
+            first: self.id(first.index).clone(),
+            latest: self.id(latest.index).clone(),
+            latest_status: latest.kind(),
+            count: chain.len() as crate::event::Attempt,
+            last_failure: chain
+                .iter()
+                .rev()
+                .find_map(|attempt| attempt.failure(self.id(attempt.index))),
+            next_attempt_at: latest
+                .queued
+                .not_before
+                .filter(|at| latest.outcome.is_none() && nanos(*at) > now),
+            exhausted: latest.kind() == StatusKind::Failed,
+        }
+    }
+
+    fn expected_pending(&self, model: &Model) -> Result<Vec<Pending>, ErrKind> {
+        let now = model.now();
+        let mut pending = Vec::new();
+        for index in 0..POOL {
+            let Some(open) = self.headed(model, index).filter(|h| h.outcome.is_none()) else {
+                continue;
+            };
+            let first = match open.queued.retry_of {
+                None => index,
+                Some(_) => self
+                    .back(model, open.clone())?
+                    .first()
+                    .map_or(index, |first| first.index),
+            };
+            pending.push(Pending {
+                id: self.id(index).clone(),
+                first: self.id(first).clone(),
+                attempt: open.attempt(),
+                target: open.queued.target.clone(),
+                queued_at: timestamp(open.queued_at),
+                age: timestamp(now).since(timestamp(open.queued_at)),
+                waiting: match open.queued.not_before.filter(|at| nanos(*at) > now) {
+                    Some(at) => Waiting::RetryAt(at),
+                    None => Waiting::InFlight,
+                },
+            });
+        }
+        pending.sort_by(|a, b| {
+            (a.queued_at.as_datetime(), a.id.as_str())
+                .cmp(&(b.queued_at.as_datetime(), b.id.as_str()))
+        });
+        Ok(pending)
+    }
+
+    fn expected_dead(&self, model: &Model) -> Result<Vec<Dead>, ErrKind> {
+        let mut dead = Vec::new();
+        for index in 0..POOL {
+            let Some(failed) = self
+                .headed(model, index)
+                .filter(|h| h.kind() == StatusKind::Failed)
+            else {
+                continue;
+            };
+            if self.forward(model, index).is_some() {
+                continue;
+            }
+            let Some(chain) = self.expected_chain(model, index)? else {
+                continue;
+            };
+            let view = self.view(model, &chain);
+            let Some(failure) = view.last_failure.filter(|_| view.exhausted) else {
+                continue;
+            };
+            dead.push(Dead {
+                first: view.first,
+                last: view.latest,
+                attempts: view.count,
+                target: failed.queued.target.clone(),
+                failure,
+            });
+        }
+        dead.sort_by(|a, b| {
+            (a.failure.at.as_datetime(), a.last.as_str())
+                .cmp(&(b.failure.at.as_datetime(), b.last.as_str()))
+        });
+        Ok(dead)
     }
 
     /// Checks `status` and `history` of every delegation against the model;
@@ -1170,6 +1747,44 @@ impl Subject {
     }
 }
 
+/// A delegation as its head says, in the model.
+#[derive(Clone, Debug)]
+struct Headed {
+    index: usize,
+    queued: Queued,
+    queued_at: i64,
+    /// The outcome and when it was recorded, if settled.
+    outcome: Option<(Event, i64)>,
+}
+
+impl Headed {
+    fn attempt(&self) -> crate::event::Attempt {
+        self.queued.attempt()
+    }
+
+    fn kind(&self) -> StatusKind {
+        match &self.outcome {
+            None => StatusKind::Queued,
+            Some((Event::Delivered(_), _)) => StatusKind::Delivered,
+            Some((Event::Failed(_), _)) => StatusKind::Failed,
+            Some((other, _)) => panic!("a model delegation cannot hold {other:?} second"),
+        }
+    }
+
+    fn failure(&self, id: &DelegationId) -> Option<LastFailure> {
+        match &self.outcome {
+            Some((Event::Failed(failed), at)) => Some(LastFailure {
+                id: id.clone(),
+                reason: failed.reason.code(),
+                http_status: failed.reason.http_status(),
+                detail: failed.detail.clone(),
+                at: timestamp(*at),
+            }),
+            _ => None,
+        }
+    }
+}
+
 fn open_ledger(store: &Arc<dyn Store>, durability: Durability, clock: &ManualClock) -> Ledger {
     Ledger::with_store(
         store.clone(),
@@ -1189,7 +1804,8 @@ fn nanos(at: Timestamp) -> i64 {
 impl Op {
     /// The model's transition for this operation.
     fn transition(self) -> Transition {
-        let slot = |id: u8| usize::from(id) % POOL;
+        // The encoding of the committed seeds: four slots.
+        let slot = |id: u8| usize::from(id) % FIRST_SLOTS;
         match self {
             Op::Queue { id, task } => Transition::Record {
                 id: slot(id),

@@ -4,9 +4,13 @@
 //! target `ops` and `tests/fuzz_corpus.rs` check the ledger against too.
 //!
 //! Every transition (queue, deliver, fail with each reason, duplicate and illegal
-//! outcomes, invalid events, K threads racing to settle one delegation, flush,
-//! crash, torn crash, injected write and flush failures, reopen, recover) is
-//! predicted by the model, and the ledger's answer must match it exactly. Both
+//! outcomes, invalid events, K threads racing to settle one delegation, a retry
+//! through `Ledger::retry` with a backoff on the manual clock, time passing,
+//! flush, crash, torn crash, injected write and flush failures, reopen, recover)
+//! is predicted by the model, and the ledger's answer must match it exactly. A
+//! crash after a retry and before its `not_before` is a crash during the
+//! backoff: in durable mode the acknowledged retry survives it, and in either
+//! mode a crash keeps both records of a retry or neither. Both
 //! durability modes are modelled: each case picks one. Races run only with no
 //! fault armed (racing writers meet a fault in an order nobody controls), and
 //! only here: the fuzzer's scripts have none.
@@ -17,7 +21,11 @@
 //! reads as `Corrupt`, never as another state; a poisoned ledger serves no reads;
 //! live state equals the model, `replay()` equals live, and `status` (one read
 //! of the head) equals a replay of the history, always; nothing readable is
-//! pending after a successful recover.
+//! pending after a successful recover; a retry link is never half written; and
+//! the sender's view follows the chains as the model does: `attempts` from
+//! every attempt's id (first, latest, count, latest state, last failure,
+//! `next_attempt_at` while the latest waits for its `not_before`, `exhausted`),
+//! `pending` (each waiting for its retry time, or in flight) and `dead`.
 //!
 //! The same model and the same checks run on a ledger over PostgreSQL (feature
 //! `postgres`, `DATABASE_URL` from `bash .ci/postgres`, a fresh schema per case):
@@ -35,13 +43,14 @@
 mod pg_support;
 
 use delegation_log::event::{Delivered, Failed};
-use delegation_log::fuzzing::{Model, POOL, Subject, Transition};
+use delegation_log::fuzzing::{FIRST_SLOTS, Model, POOL, Subject, Transition};
 use delegation_log::store::Fault;
 use delegation_log::{Durability, Event, FailureReason};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 use serde_json::json;
+use std::time::Duration;
 
 prop_state_machine! {
     #![proptest_config(Config {
@@ -54,6 +63,26 @@ prop_state_machine! {
     #[test]
     fn the_ledger_behaves_like_the_model_under_crashes_faults_and_races(
         sequential 1..48 => LedgerUnderTest
+    );
+}
+
+prop_state_machine! {
+    #![proptest_config(Config {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/model_retries.txt",
+        ))),
+        .. Config::default()
+    })]
+
+    /// The same model and checks, weighted towards retries, time passing and
+    /// crashes, so that chains of several attempts and crashes during a
+    /// backoff are common: the acknowledged retry survives a crash in durable
+    /// mode, a crash keeps both records of a retry or neither, and
+    /// `attempts`, `pending` and `dead` read the chains as the model does
+    /// before and after each retry's `not_before`.
+    #[test]
+    fn retries_survive_crashes_during_their_backoff_and_read_as_the_model_chains(
+        sequential 1..48 => RetriesUnderTest
     );
 }
 
@@ -178,8 +207,8 @@ impl ReferenceStateMachine for LedgerModel {
             .boxed()
     }
 
-    fn transitions(_state: &Model) -> BoxedStrategy<Transition> {
-        transitions(true)
+    fn transitions(state: &Model) -> BoxedStrategy<Transition> {
+        transitions(state, true)
     }
 
     /// Racing writers meet an armed fault in an order nobody controls, so races
@@ -197,13 +226,53 @@ impl ReferenceStateMachine for LedgerModel {
     }
 }
 
+/// A retry, as the dispatcher writes one: mostly of a `queued` delegation to a
+/// free slot (when there are such), sometimes of any slot to any slot, so that
+/// every refusal is met too; failing for any reason (now and then one that
+/// makes the failure invalid), with a backoff from none to the policy's
+/// maximum delay.
+fn retry(state: &Model) -> BoxedStrategy<Transition> {
+    let (queued, free) = state.retry_candidates();
+    let any = (0..POOL, 0..POOL).boxed();
+    let pair = if queued.is_empty() || free.is_empty() {
+        any
+    } else {
+        prop_oneof![
+            3 => (prop::sample::select(queued), prop::sample::select(free)),
+            1 => any,
+        ]
+        .boxed()
+    };
+    (
+        pair,
+        prop_oneof![
+            9 => reason(),
+            1 => Just(FailureReason::HttpStatus(204)),
+        ],
+        backoff(),
+    )
+        .prop_map(|((id, to), reason, backoff)| Transition::Retry {
+            id,
+            to,
+            reason,
+            backoff,
+        })
+        .boxed()
+}
+
+/// A backoff, or a time passing: around the millisecond each step takes, and
+/// up to the default maximum delay.
+fn backoff() -> impl Strategy<Value = Duration> {
+    prop::sample::select(vec![0u64, 1, 2, 5, 200, 1_000, 30_000]).prop_map(Duration::from_millis)
+}
+
 /// The weighted transitions; with `faults` false, no torn crash and no injected
 /// fault (for a store that cannot make them).
-fn transitions(faults: bool) -> BoxedStrategy<Transition> {
+fn transitions(state: &Model, faults: bool) -> BoxedStrategy<Transition> {
     let id = 0..POOL;
     if !faults {
         return prop_oneof![
-            4 => (id.clone(), queued_event()).prop_map(|(id, event)| Transition::Record { id, event }),
+            4 => (0..FIRST_SLOTS, queued_event()).prop_map(|(id, event)| Transition::Record { id, event }),
             6 => (id.clone(), outcome_event()).prop_map(|(id, event)| Transition::Record { id, event }),
             1 => (id.clone(), invalid_event()).prop_map(|(id, event)| Transition::Record { id, event }),
             2 => (id, prop::collection::vec(outcome_event(), 2..=4))
@@ -212,12 +281,14 @@ fn transitions(faults: bool) -> BoxedStrategy<Transition> {
             1 => Just(Transition::Crash),
             1 => Just(Transition::Reopen),
             2 => Just(Transition::Recover),
+            4 => retry(state),
+            2 => backoff().prop_map(Transition::AdvanceClock),
         ]
         .boxed();
     }
     {
         prop_oneof![
-            4 => (id.clone(), queued_event()).prop_map(|(id, event)| Transition::Record { id, event }),
+            4 => (0..FIRST_SLOTS, queued_event()).prop_map(|(id, event)| Transition::Record { id, event }),
             6 => (id.clone(), outcome_event()).prop_map(|(id, event)| Transition::Record { id, event }),
             1 => (id.clone(), invalid_event()).prop_map(|(id, event)| Transition::Record { id, event }),
             2 => (id, prop::collection::vec(outcome_event(), 2..=4))
@@ -229,8 +300,65 @@ fn transitions(faults: bool) -> BoxedStrategy<Transition> {
             2 => Just(Transition::Recover),
             1 => prop_oneof![Just(Fault::FailWrite), Just(Fault::FailFlush)]
                 .prop_map(Transition::Inject),
+            4 => retry(state),
+            2 => backoff().prop_map(Transition::AdvanceClock),
         ]
         .boxed()
+    }
+}
+
+/// The model, with transitions weighted towards retries.
+struct RetryModel;
+
+impl ReferenceStateMachine for RetryModel {
+    type State = Model;
+    type Transition = Transition;
+
+    fn init_state() -> BoxedStrategy<Model> {
+        LedgerModel::init_state()
+    }
+
+    fn transitions(state: &Model) -> BoxedStrategy<Transition> {
+        let id = 0..POOL;
+        prop_oneof![
+            3 => (0..FIRST_SLOTS, queued_event()).prop_map(|(id, event)| Transition::Record { id, event }),
+            3 => (id, outcome_event()).prop_map(|(id, event)| Transition::Record { id, event }),
+            6 => retry(state),
+            3 => backoff().prop_map(Transition::AdvanceClock),
+            1 => Just(Transition::Flush),
+            2 => Just(Transition::Crash),
+            1 => Just(Transition::TornCrash),
+            1 => Just(Transition::Reopen),
+            1 => Just(Transition::Recover),
+            1 => prop_oneof![Just(Fault::FailWrite), Just(Fault::FailFlush)]
+                .prop_map(Transition::Inject),
+        ]
+        .boxed()
+    }
+
+    fn apply(mut state: Model, transition: &Transition) -> Model {
+        state.apply(transition);
+        state
+    }
+}
+
+struct RetriesUnderTest;
+
+impl StateMachineTest for RetriesUnderTest {
+    type SystemUnderTest = Subject;
+    type Reference = RetryModel;
+
+    fn init_test(model: &Model) -> Subject {
+        Subject::new(0x5eed, model)
+    }
+
+    fn apply(mut subject: Subject, model: &Model, transition: Transition) -> Subject {
+        subject.apply(model, transition);
+        subject
+    }
+
+    fn check_invariants(subject: &Subject, model: &Model) {
+        subject.check_invariants(model);
     }
 }
 
@@ -287,8 +415,8 @@ impl ReferenceStateMachine for DurableModel {
         Just(Model::new(Durability::Durable)).boxed()
     }
 
-    fn transitions(_state: &Model) -> BoxedStrategy<Transition> {
-        transitions(false)
+    fn transitions(state: &Model) -> BoxedStrategy<Transition> {
+        transitions(state, false)
     }
 
     fn apply(mut state: Model, transition: &Transition) -> Model {
