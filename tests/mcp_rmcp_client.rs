@@ -34,11 +34,17 @@ type Client = RunningService<RoleClient, ()>;
 /// Starts `delegation-log mcp --db DB --protocol 0.3` and connects rmcp's client
 /// to its stdin and stdout.
 async fn start(db: &Path) -> (Client, Child) {
+    start_with(db, &[]).await
+}
+
+/// As [`start`], with `extra` arguments.
+async fn start_with(db: &Path, extra: &[&str]) -> (Client, Child) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
         .arg("mcp")
         .arg("--db")
         .arg(db)
         .args(["--protocol", "0.3", "--timeout", "10"])
+        .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -234,4 +240,41 @@ async fn a_server_started_after_one_was_killed_settles_what_it_left_queued_befor
     // It was not sent again: the policy at start is `interrupt`.
     agent.release();
     assert_eq!(agent.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_retries_check_task_status_on_the_first_id_follows_the_task_to_its_last_attempt() {
+    let closed = closed_port_url();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log");
+    let (client, mut child) = start_with(&db, &["--max-attempts", "3", "--backoff", "10ms"]).await;
+    let receipt = answer(
+        &client,
+        "delegate_task_async",
+        json!({"target": closed, "task": "review PR 44", "id": "gone"}),
+    )
+    .await;
+    assert_eq!(receipt["status"], "queued", "{receipt:#}");
+    // The first attempt fails at once; the task goes on until its third.
+    let until = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let status = answer(&client, "check_task_status", json!({"id": "gone"})).await;
+        if status["exhausted"] == true {
+            break status;
+        }
+        assert!(Instant::now() < until, "never exhausted: {status:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status["status"], "failed", "{status:#}");
+    assert_eq!(status["reason"], "target_offline", "{status:#}");
+    assert_eq!(status["attempts"], 3, "{status:#}");
+    assert_eq!(status["latest"], "gone.r2", "{status:#}");
+    assert_eq!(status["latest_status"], "failed", "{status:#}");
+    let pending = answer(&client, "list_pending", json!({})).await;
+    assert_eq!(pending["pending"], json!([]), "{pending:#}");
+    client.cancel().await.unwrap();
+    assert!(exited(&mut child, Duration::from_secs(10)).await.success());
+    // What the server answered is what the CLI prints, from any attempt's id.
+    assert_eq!(cli_status(&db, "gone")["latest"], "gone.r2");
+    assert_eq!(cli_status(&db, "gone.r1")["exhausted"], true);
 }

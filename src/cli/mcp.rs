@@ -33,6 +33,10 @@ pub(crate) struct Args {
     /// The delivery deadline in seconds (fractions allowed).
     #[arg(long, value_name = "SECS", value_parser = seconds, default_value = "8")]
     timeout: Duration,
+    /// Retries, as for `delegate`: `check_task_status` on a task's first id
+    /// then answers for its latest attempt.
+    #[command(flatten)]
+    retry: super::delegate::RetryArgs,
     /// What to do at start with delegations a dead process left `queued`:
     /// `interrupt` settles each as failed / interrupted, `redeliver` also sends
     /// it again (as `recover --redeliver` does), `off` leaves them for
@@ -65,9 +69,15 @@ pub(crate) fn run(args: Args) -> Done {
         Protocol::V0_3 => mcp::Protocol::V0_3,
         Protocol::V1_0 => mcp::Protocol::V1_0,
     };
-    let server = Server::new(ledger, http, Options::new().deadline(args.timeout))
-        .source(args.from)
-        .protocol(protocol);
+    let server = Server::new(
+        ledger,
+        http,
+        Options::new()
+            .deadline(args.timeout)
+            .retry(args.retry.policy()),
+    )
+    .source(args.from)
+    .protocol(protocol);
     let runtime = runtime()?;
     let policy = match args.recover {
         AtStart::Interrupt => Some(Recovery::Interrupt),

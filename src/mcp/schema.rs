@@ -52,7 +52,29 @@ pub(crate) fn status() -> Value {
             "attempt": {"type": "integer", "minimum": 2, "description": "For a retry: which attempt it is."},
             "retry_of": {"type": "string", "description": "For a retry: the delegation it retries."},
             "queued_at": {"type": ["string", "null"], "description": "RFC 3339, nanoseconds, UTC."},
-            "settled_at": {"type": ["string", "null"], "description": "RFC 3339, nanoseconds, UTC."}
+            "settled_at": {"type": ["string", "null"], "description": "RFC 3339, nanoseconds, UTC."},
+            "first": {"type": "string", "description": "For a task of several attempts: its first attempt's id (the A2A messageId of every attempt)."},
+            "latest": {"type": "string", "description": "For a task of several attempts: its latest attempt's id."},
+            "latest_status": {
+                "type": "string",
+                "enum": ["queued", "delivered", "failed"],
+                "description": "For a task of several attempts: where its latest attempt stands, which is where the task stands."
+            },
+            "attempts": {"type": "integer", "minimum": 2, "description": "For a task of several attempts: how many so far."},
+            "last_failure": {
+                "type": ["object", "null"],
+                "description": "For a task of several attempts: the latest attempt that failed.",
+                "properties": {
+                    "id": {"type": "string"},
+                    "reason": {"type": "string"},
+                    "http_status": {"type": ["integer", "null"]},
+                    "detail": {"type": ["string", "null"]},
+                    "at": {"type": "string"}
+                },
+                "required": ["id", "reason", "at"]
+            },
+            "next_attempt_at": {"type": ["string", "null"], "description": "For a task of several attempts: when its latest attempt may be sent, while it waits for its backoff."},
+            "exhausted": {"type": "boolean", "description": "For a task of several attempts: whether it gave up (the latest failed, and nothing retries it)."}
         },
         "required": ["id", "status", "reason", "http_status", "rpc_code", "error_detail",
                      "target_received", "remote", "target", "queued_at", "settled_at"]
