@@ -227,6 +227,14 @@ fn the_official_python_client_delegates_polls_to_the_outcome_and_the_cli_agrees(
     assert_eq!(offline["status"], "failed", "{offline:#}");
     assert_eq!(offline["reason"], "target_offline", "{offline:#}");
     assert_eq!(offline["target_received"], "no", "{offline:#}");
+    // Retried once (the server runs with --max-attempts 2), then given up: the
+    // first id answers for the task, and the SDK checked every field against
+    // the tool's output schema.
+    assert_eq!(offline["attempts"], 2, "{offline:#}");
+    assert_eq!(offline["latest"], "mcp-closed.r1", "{offline:#}");
+    assert_eq!(offline["latest_status"], "failed", "{offline:#}");
+    assert_eq!(offline["exhausted"], true, "{offline:#}");
+    assert_eq!(offline["last_failure"]["id"], "mcp-closed.r1", "{offline:#}");
     assert_eq!(seen["pending_after"]["structured"]["pending"], json!([]));
     assert_eq!(seen["not_found"]["is_error"], false, "{seen:#}");
     assert_eq!(

@@ -1,8 +1,8 @@
 """An MCP client built on the official MCP Python SDK, for tests/mcp_interop.rs.
 
 Run as ``python tests/mcp/client.py --server BIN --db DB --accepting URL
---closed URL``. It starts ``BIN mcp --db DB --protocol 0.3`` as a stdio
-subprocess through the SDK's ``stdio_client`` and ``ClientSession``, and then:
+--closed URL``. It starts ``BIN mcp --db DB --protocol 0.3 --max-attempts 2
+--backoff 10ms`` as a stdio subprocess through the SDK's ``stdio_client`` and ``ClientSession``, and then:
 
 1. lists the tools, with their input and output schemas;
 2. calls ``delegate_task_async`` to the accepting target (an agent that holds its
@@ -57,7 +57,10 @@ async def poll(session: ClientSession, delegation_id: str) -> dict:
     while True:
         polls += 1
         status = answer(await session.call_tool("check_task_status", {"id": delegation_id}))
-        if status["is_error"] or status["structured"]["status"] != "queued":
+        structured = status["structured"] or {}
+        # A task of several attempts has settled when its latest attempt has.
+        settled = structured.get("status") != "queued" and structured.get("latest_status") != "queued"
+        if status["is_error"] or settled:
             status["polls"] = polls
             return status
         if time.monotonic() > deadline:
@@ -75,7 +78,8 @@ async def main() -> None:
 
     params = StdioServerParameters(
         command=args.server,
-        args=["mcp", "--db", args.db, "--protocol", "0.3", "--timeout", "10"],
+        args=["mcp", "--db", args.db, "--protocol", "0.3", "--timeout", "10",
+              "--max-attempts", "2", "--backoff", "10ms"],
     )
     seen: dict = {}
     async with stdio_client(params) as (read, write):
