@@ -467,12 +467,53 @@ fn no_wait_still_settles_the_delegation_when_the_reader_of_the_receipt_goes_away
     assert_eq!(agent.requests(), 1);
 }
 
-/// `delegate --json` without its `attempt` and `attempts` (after checking that
-/// a delegation without retries says 1 of 1): what `status --json` prints.
+/// `delegate --json` without its `attempt`, `attempts` and `max_attempts`
+/// (after checking that a delegation without retries says 1 of 1): what
+/// `status --json` prints.
 fn without_attempts(stdout: &str) -> serde_json::Value {
     let mut json: serde_json::Value = serde_json::from_str(stdout).unwrap();
     let object = json.as_object_mut().unwrap();
     assert_eq!(object.remove("attempt"), Some(1.into()), "{stdout}");
     assert_eq!(object.remove("attempts"), Some(1.into()), "{stdout}");
+    assert_eq!(object.remove("max_attempts"), Some(1.into()), "{stdout}");
     json
+}
+
+/// Regression: `delegate --json` of a retried task printed the key `attempts`
+/// twice (the task's attempts made, from the status, and the policy's maximum),
+/// which JSON readers resolve each their own way. Each key now comes once: the
+/// status's `attempts` (made) and `max_attempts` (allowed).
+#[test]
+fn delegate_json_of_a_retried_task_names_each_key_once_and_reads_as_status_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log");
+    let db_arg = db.to_str().unwrap();
+    let (code, stdout, stderr) = run(&[
+        "delegate",
+        "--db",
+        db_arg,
+        "--to",
+        &closed_port_url(),
+        "--id",
+        "retried",
+        "--max-attempts",
+        "3",
+        "--backoff",
+        "10ms",
+        "--json",
+        "review PR 45",
+    ]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    for key in ["\"attempts\"", "\"attempt\"", "\"max_attempts\""] {
+        assert_eq!(stdout.matches(key).count(), 1, "{key} in {stdout}");
+    }
+    let mut printed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(printed["id"], "retried.r2", "{printed:#}");
+    assert_eq!(printed["attempt"], 3, "{printed:#}");
+    assert_eq!(printed["attempts"], 3, "{printed:#}");
+    assert_eq!(printed["max_attempts"], 3, "{printed:#}");
+    assert_eq!(printed["exhausted"], true, "{printed:#}");
+    printed.as_object_mut().unwrap().remove("max_attempts");
+    let (_, status) = status_json(db_arg, "retried.r2");
+    assert_eq!(printed, serde_json::from_str::<Value>(&status).unwrap());
 }

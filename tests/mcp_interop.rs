@@ -234,7 +234,10 @@ fn the_official_python_client_delegates_polls_to_the_outcome_and_the_cli_agrees(
     assert_eq!(offline["latest"], "mcp-closed.r1", "{offline:#}");
     assert_eq!(offline["latest_status"], "failed", "{offline:#}");
     assert_eq!(offline["exhausted"], true, "{offline:#}");
-    assert_eq!(offline["last_failure"]["id"], "mcp-closed.r1", "{offline:#}");
+    assert_eq!(
+        offline["last_failure"]["id"], "mcp-closed.r1",
+        "{offline:#}"
+    );
     assert_eq!(seen["pending_after"]["structured"]["pending"], json!([]));
     assert_eq!(seen["not_found"]["is_error"], false, "{seen:#}");
     assert_eq!(

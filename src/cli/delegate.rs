@@ -120,13 +120,16 @@ impl RetryArgs {
 }
 
 /// The status of the attempt that settled, with which attempt it is and how
-/// many the policy allowed.
-fn print_delegated(status: &Status, attempts: Attempt, json: bool) -> Done {
+/// many the policy allowed. As JSON: what `status --json` prints for that
+/// attempt (with the task's `attempts` made, `latest` and the rest when it had
+/// more than one), plus `attempt`, `attempts` when `status` left it out (a task
+/// of one attempt), and `max_attempts`, the policy's; each key once.
+fn print_delegated(status: &Status, max_attempts: Attempt, json: bool) -> Done {
+    let attempt = status.attempt.unwrap_or(1);
     if !json {
         print_status(status, false)?;
-        let attempt = status.attempt.unwrap_or(1);
         let mut out = std::io::stdout().lock();
-        return writeln!(out, "attempt:         {attempt} of {attempts}")
+        return writeln!(out, "attempt:         {attempt} of {max_attempts}")
             .and_then(|()| out.flush())
             .map_err(|e| Failure::Unusable(format!("cannot write to stdout: {e}")));
     }
@@ -134,10 +137,20 @@ fn print_delegated(status: &Status, attempts: Attempt, json: bool) -> Done {
     struct Delegated<'a> {
         #[serde(flatten)]
         status: &'a Status,
-        attempts: Attempt,
+        /// Only where `status` has no `attempts` of its own.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        attempts: Option<Attempt>,
+        max_attempts: Attempt,
     }
-    let text = serde_json::to_string_pretty(&Delegated { status, attempts })
-        .map_err(|e| Failure::Unusable(format!("cannot encode the status: {e}")))?;
+    let mut status = status.clone();
+    status.attempt = Some(attempt);
+    let attempts = status.attempts.is_none().then_some(attempt);
+    let text = serde_json::to_string_pretty(&Delegated {
+        status: &status,
+        attempts,
+        max_attempts,
+    })
+    .map_err(|e| Failure::Unusable(format!("cannot encode the status: {e}")))?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{text}")
         .and_then(|()| out.flush())
