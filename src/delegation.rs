@@ -155,8 +155,8 @@ pub struct Status {
     /// Its task's attempts, flattened into the JSON form (`first`, `latest`,
     /// `latest_status`, `attempts`, `last_failure`, `next_attempt_at`,
     /// `exhausted`), for a task of more than one attempt: filled by
-    /// [`Ledger::status_with_attempts`](crate::Ledger::status_with_attempts),
-    /// which `status` prints. `None`, and absent from the JSON form, for a
+    /// [`Ledger::task_status`](crate::Ledger::task_status) (which then
+    /// answers with the latest attempt's status), which `status` prints. `None`, and absent from the JSON form, for a
     /// task never retried, and from [`Ledger::status`], which reads one head.
     #[serde(flatten)]
     pub attempts: Option<crate::ledger::Attempts>,

@@ -188,7 +188,7 @@ fn a_link_to_a_delegation_that_does_not_retry_it_is_not_followed() {
         assert!(attempts.exhausted);
         assert_eq!(dead_ids(ledger), ["a"]);
         // A task never retried: its status reads as it always has.
-        assert!(ledger.status_with_attempts(&a).unwrap().attempts.is_none());
+        assert!(ledger.task_status(&a).unwrap().attempts.is_none());
     });
 }
 
@@ -332,12 +332,15 @@ fn a_tasks_attempts_read_the_same_from_its_first_middle_and_last_id() {
             ("t", "t.r2")
         );
         assert_eq!(dead[0].attempts, 3);
-        // The status of any attempt carries the task's attempts; its own fields
-        // stay its own.
-        let status = ledger.status_with_attempts(&ids[0]).unwrap();
+        // The task's status, from its first id, is its latest attempt's, with
+        // the task's attempts; `status` of an id stays that delegation's own.
+        let status = ledger.task_status(&ids[0]).unwrap();
+        assert_eq!(status.id.as_str(), "t.r2");
         assert_eq!(status.status, StatusKind::Failed);
         assert_eq!(status.attempts.unwrap().latest.as_str(), "t.r2");
-        assert!(ledger.status(&ids[0]).unwrap().attempts.is_none());
+        let own = ledger.status(&ids[0]).unwrap();
+        assert_eq!(own.id, ids[0]);
+        assert!(own.attempts.is_none());
     });
 }
 

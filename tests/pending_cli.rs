@@ -182,7 +182,7 @@ fn dead_lists_each_task_that_gave_up_with_its_last_failure() {
 }
 
 #[test]
-fn status_of_any_attempt_carries_the_tasks_attempts() {
+fn status_of_any_attempt_answers_for_the_task_with_its_latest_attempt() {
     let (_dir, db) = log();
     let mut answers = Vec::new();
     for id in ["gave-up", "gave-up.r1"] {
@@ -191,22 +191,23 @@ fn status_of_any_attempt_carries_the_tasks_attempts() {
         let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         answers.push(json);
     }
-    let fields = [
-        "first",
-        "latest",
-        "latest_status",
-        "attempts",
-        "last_failure",
-        "exhausted",
-    ];
-    for field in fields {
-        assert_eq!(answers[0][field], answers[1][field], "{field}");
-    }
+    // The same answer from the first id and the last: the task's.
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0]["id"], "gave-up.r1");
     assert_eq!(answers[0]["status"], "failed");
+    assert_eq!(answers[0]["error_detail"], "still busy");
+    assert_eq!(answers[0]["first"], "gave-up");
     assert_eq!(answers[0]["attempts"], 2);
     assert_eq!(answers[0]["exhausted"], true);
-    assert_eq!(answers[1]["attempt"], 2);
     insta::assert_json_snapshot!("status_of_a_first_attempt_json", answers[0]);
+    // A task whose retry waits for its backoff reads `queued`, never the
+    // first attempt's `failed`: a sender polling its id keeps polling.
+    let (code, stdout, _) = run(&["status", &db, "waiting", "--json"]);
+    assert_eq!(code, 0);
+    let waiting: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(waiting["status"], "queued", "{waiting:#}");
+    assert_eq!(waiting["id"], "waiting.r1", "{waiting:#}");
+    assert!(waiting["next_attempt_at"].is_string(), "{waiting:#}");
     let (code, stdout, _) = run(&["status", &db, "waiting"]);
     assert_eq!(code, 0);
     insta::assert_snapshot!("status_of_a_waiting_task_plain", stdout);

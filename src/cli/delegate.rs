@@ -81,7 +81,7 @@ pub(crate) fn run(args: Args) -> Done {
         return Ok(());
     }
     let mut status = ledger
-        .status_with_attempts(&id)
+        .task_status(&id)
         .map_err(|e| Failure::Unusable(format!("cannot read `{id}` back: {e}")))?;
     status.attempt = Some(attempt);
     print_delegated(&status, args.retry.max_attempts, args.json)?;

@@ -15,7 +15,7 @@ pub(crate) fn status(db: &Path, id: &str, json: bool) -> Done {
     let ledger = open_existing(db)?;
     let id = parse_id(id)?;
     let status = ledger
-        .status_with_attempts(&id)
+        .task_status(&id)
         .map_err(|e| Failure::Problems(format!("cannot read `{id}`: {e}")))?;
     print_status(&status, json)?;
     if status.status == StatusKind::NotFound {

@@ -123,19 +123,37 @@ impl Ledger {
             .collect()
     }
 
-    /// The status of delegation `id` ([`Ledger::status`]) with its task's
-    /// attempts ([`Status::attempts`]) when it has more than one (as `attempt`
-    /// and `retry_of` appear only on a retry, a task never retried reads as it
-    /// always has): what `status` prints and the MCP tool `check_task_status`
-    /// answers. A few reads per attempt, where [`Ledger::status`] is one.
+    /// The status of the task delegation `id` is an attempt of, from any of its
+    /// attempts' ids: what `status` prints and the MCP tool `check_task_status`
+    /// answers, so that a sender polling the id it delegated under learns the
+    /// task's outcome, however many attempts it took.
+    ///
+    /// For a task never retried, this is [`Ledger::status`] of `id`, unchanged.
+    /// For a task of several attempts it is the status of its **latest**
+    /// attempt (its `id`, `status`, reason and times: `queued` while a retry
+    /// waits for its backoff or is in flight, then its outcome), with the task's
+    /// attempts in [`Status::attempts`] (`first`, `latest`, `attempts`,
+    /// `last_failure`, `next_attempt_at`, `exhausted`). An earlier attempt's
+    /// own status is [`Ledger::status`] of its id, and `history` shows every
+    /// attempt's records. A few reads per attempt, where [`Ledger::status`] is
+    /// one.
     ///
     /// # Errors
     /// As for [`Ledger::attempts`].
-    pub fn status_with_attempts(&self, id: &DelegationId) -> Result<Status> {
-        let mut status = self.status(id)?;
-        if status.status != StatusKind::NotFound {
-            status.attempts = self.attempts(id)?.filter(|attempts| attempts.count > 1);
+    pub fn task_status(&self, id: &DelegationId) -> Result<Status> {
+        let status = self.status(id)?;
+        if status.status == StatusKind::NotFound {
+            return Ok(status);
         }
+        let Some(attempts) = self.attempts(id)?.filter(|attempts| attempts.count > 1) else {
+            return Ok(status);
+        };
+        let mut status = if attempts.latest == *id {
+            status
+        } else {
+            self.status(&attempts.latest)?
+        };
+        status.attempts = Some(attempts);
         Ok(status)
     }
 

@@ -150,7 +150,7 @@ impl Server {
     async fn check_task_status(&self, args: Check) -> Result<Value, Refusal> {
         let id = arguments::delegation_id(&args.id)?;
         let ledger = self.ledger.clone();
-        let status = blocking(move || ledger.status_with_attempts(&id)).await?;
+        let status = blocking(move || ledger.task_status(&id)).await?;
         serde_json::to_value(&status).map_err(|e| Refusal::failed("internal", e.to_string()))
     }
 

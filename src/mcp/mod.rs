@@ -8,7 +8,7 @@
 //! | tool | arguments | structured answer |
 //! | --- | --- | --- |
 //! | `delegate_task_async` | `target` (an http(s) A2A endpoint), `task` (text), `id`?, `protocol`? (`auto`, `0.3`, `1.0`) | the receipt `{"id", "status": "queued", "queued_at"}`, as soon as `queued` is durable |
-//! | `check_task_status` | `id` | exactly the object `delegation-log status --json` prints, `not_found` included |
+//! | `check_task_status` | `id` | exactly the object `delegation-log status --json` prints, `not_found` included: for a task retried, from any of its ids, its latest attempt's status with the task's attempts ([`Ledger::task_status`]) |
 //! | `list_pending` | `older_than`? (seconds) | `{"pending": [status…]}`, oldest first, each with `in_flight` |
 //!
 //! Each tool lists a JSON Schema for its input and one for its output, and answers
