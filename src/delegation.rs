@@ -157,7 +157,7 @@ pub struct Status {
     /// `exhausted`), for a task of more than one attempt: filled by
     /// [`Ledger::task_status`](crate::Ledger::task_status) (which then
     /// answers with the latest attempt's status), which `status` prints. `None`, and absent from the JSON form, for a
-    /// task never retried, and from [`Ledger::status`], which reads one head.
+    /// task never retried, and from [`Ledger::status`](crate::Ledger::status), which reads one head.
     #[serde(flatten)]
     pub attempts: Option<crate::ledger::Attempts>,
 }
