@@ -638,3 +638,83 @@ async fn a_target_busy_twice_is_retried_after_its_retry_after_and_sees_one_messa
     assert_eq!(seen[2]["message_id"], "retry-busy-twice", "{seen:#?}");
     assert_eq!(seen[2]["text"], TASK, "{seen:#?}");
 }
+
+/// Issue 15, the other end: a target that answers every request with 503 and
+/// `Retry-After: 1`. With three attempts allowed, the dispatcher waits out the
+/// `Retry-After` between them (two waits of a second, though its own backoff is
+/// 50 ms), then gives up: the task is `exhausted`, `dead` lists it once, and
+/// nothing is pending. The peer saw three requests, all with one `messageId`.
+#[tokio::test]
+async fn a_target_always_busy_is_waited_out_by_its_retry_after_then_the_task_is_exhausted() {
+    use delegation_log::dispatch::{Dispatcher, Options, Request, Retry};
+    use delegation_log::{DelegationId, Outcome, StatusKind};
+
+    let Some(agent) = agent() else { return };
+    let ledger = delivery_support::memory_ledger();
+    let id: DelegationId = "retry-busy-always".parse().unwrap();
+    let policy = Retry::new()
+        .max_attempts(3)
+        .backoff(Duration::from_millis(50))
+        .jitter_seed(16);
+    let dispatcher = Dispatcher::with_options(
+        ledger.clone(),
+        Http::new().unwrap().protocol(Protocol::Auto),
+        Options::new().deadline(DEADLINE).retry(policy),
+    );
+    let started = Instant::now();
+    let settled = tokio::time::timeout(Duration::from_secs(30), async {
+        let receipt = dispatcher
+            .delegate(
+                Request::new("planner", agent.url("/busy-always"))
+                    .id(id.clone())
+                    .task(TASK),
+            )
+            .await
+            .unwrap();
+        receipt.settled().await.unwrap()
+    })
+    .await
+    .expect("the chain settled");
+    let took = started.elapsed();
+    dispatcher.shutdown().await.unwrap();
+
+    assert_eq!(settled.attempt, 3, "{settled:?}");
+    assert_eq!(settled.id.as_str(), "retry-busy-always.r2", "{settled:?}");
+    assert!(
+        matches!(settled.outcome, Outcome::Failed { .. }),
+        "{settled:?}"
+    );
+    assert!(
+        took >= Duration::from_secs(2),
+        "Retry-After: 1 was honoured twice, yet the chain took {took:?}"
+    );
+
+    // The log: the task gave up after its third attempt, and says so.
+    let view = ledger.attempts(&id).unwrap().unwrap();
+    assert_eq!(view.count, 3, "{view:?}");
+    assert_eq!(view.latest.as_str(), "retry-busy-always.r2", "{view:?}");
+    assert_eq!(view.latest_status, StatusKind::Failed, "{view:?}");
+    assert!(view.exhausted, "{view:?}");
+    let last = view.last_failure.as_ref().unwrap();
+    assert_eq!(last.http_status, Some(503), "{view:?}");
+    let status = ledger.task_status(&id).unwrap();
+    assert_eq!(status.status, StatusKind::Failed, "{status:?}");
+    assert_eq!(status.http_status, Some(503), "{status:?}");
+    let dead = ledger.dead().unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].first, id);
+    assert!(ledger.pending(None).unwrap().is_empty());
+
+    // The peer: three refused requests, one messageId.
+    let text = std::fs::read_to_string(&agent.record).unwrap_or_default();
+    let seen: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|seen| seen["agent"] == "/busy-always")
+        .collect();
+    assert_eq!(seen.len(), 3, "{seen:#?}");
+    let ids: std::collections::BTreeSet<String> =
+        seen.iter().map(|s| s["message_id"].to_string()).collect();
+    assert_eq!(ids.len(), 1, "one messageId across the attempts: {seen:#?}");
+    assert_eq!(seen[0]["message_id"], "retry-busy-always", "{seen:#?}");
+}

@@ -16,6 +16,8 @@ own agent card at ``<path>/.well-known/agent-card.json``:
   with HTTP 503 and ``Retry-After: 1`` (recorded raw, as the hostile peers
   are), then, from the third on, is an SDK agent that answers with a Message.
   Only the 503 gate in front of it is not the SDK's.
+- ``/busy-always``: the same behind a gate that answers every JSON-RPC POST
+  with HTTP 503 and ``Retry-After: 1``: a target that never takes the task.
 
 Everything A2A here is the SDK's own: ``AgentExecutor``, ``DefaultRequestHandler``,
 ``InMemoryTaskStore``, ``create_jsonrpc_routes`` and ``create_agent_card_routes``.
@@ -289,14 +291,16 @@ def endless(recorder: Recorder):  # noqa: ANN201
     return route
 
 
-class BusyTwice:
-    """ASGI middleware: the first two POSTs to ``path`` get 503 with
-    ``Retry-After: 1``; every other request goes on to the app."""
+class Busy:
+    """ASGI middleware: the first ``times`` POSTs to ``path`` (every one, for
+    ``None``) get 503 with ``Retry-After: 1``; every other request goes on to
+    the app."""
 
-    def __init__(self, app, path: str, recorder: Recorder) -> None:  # noqa: ANN001
+    def __init__(self, app, path: str, recorder: Recorder, times) -> None:  # noqa: ANN001
         self.app = app
         self.path = path
         self.recorder = recorder
+        self.times = times
         self.refused = 0
         self.lock = asyncio.Lock()
 
@@ -307,7 +311,7 @@ class BusyTwice:
             and scope.get('path') == self.path
         ):
             async with self.lock:
-                refuse = self.refused < 2
+                refuse = self.times is None or self.refused < self.times
                 if refuse:
                     self.refused += 1
             if refuse:
@@ -331,7 +335,7 @@ class BusyTwice:
 
 
 def build_app(base: str, recorder: Recorder) -> Starlette:
-    """The whole server: four SDK agents and the hostile peers."""
+    """The whole server: the SDK agents and the hostile peers."""
     routes: list[Route] = []
     routes += agent_routes(
         base, '/compat', MessageAgent('/compat', recorder), compat=True
@@ -343,6 +347,9 @@ def build_app(base: str, recorder: Recorder) -> Starlette:
     )
     routes += agent_routes(
         base, '/busy-twice', MessageAgent('/busy-twice', recorder), compat=True
+    )
+    routes += agent_routes(
+        base, '/busy-always', MessageAgent('/busy-always', recorder), compat=True
     )
     routes += [
         Route('/proxy-html', proxy_html(recorder), methods=['GET', 'POST']),
@@ -358,7 +365,8 @@ async def serve(record: str) -> None:
     port = sock.getsockname()[1]
     base = f'http://127.0.0.1:{port}'
     recorder = Recorder(record)
-    app = BusyTwice(build_app(base, recorder), '/busy-twice', recorder)
+    app = Busy(build_app(base, recorder), '/busy-twice', recorder, 2)
+    app = Busy(app, '/busy-always', recorder, None)
     server = uvicorn.Server(
         uvicorn.Config(app, log_level='warning', lifespan='off')
     )
