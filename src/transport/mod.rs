@@ -19,6 +19,7 @@
 #[cfg(feature = "http")]
 pub mod http;
 mod immediate;
+#[cfg(feature = "http")]
 pub(crate) mod retry_after;
 
 use std::fmt;
