@@ -350,6 +350,18 @@ mod tests {
             policy.plan(busy, asked, 1, Duration::ZERO, &id("x")),
             Some(Duration::from_secs(2))
         );
+        // Exactly the maximum is still waited out (a mutant `>=` survived
+        // without this line); a nanosecond past it ends the chain.
+        let at_most = Some(Duration::from_secs(5));
+        assert_eq!(
+            policy.plan(busy, at_most, 1, Duration::ZERO, &id("x")),
+            Some(Duration::from_secs(5))
+        );
+        let just_past = Some(Duration::from_secs(5) + Duration::from_nanos(1));
+        assert_eq!(
+            policy.plan(busy, just_past, 1, Duration::ZERO, &id("x")),
+            None
+        );
         let too_long = Some(Duration::from_secs(6));
         assert_eq!(
             policy.plan(busy, too_long, 1, Duration::ZERO, &id("x")),
