@@ -390,6 +390,28 @@ mod tests {
             policy.plan(offline, None, 1, Duration::from_millis(999), &id("x")),
             None
         );
+        // An attempt due exactly at the deadline still goes (a mutant `>=`
+        // survived without this); one due a nanosecond later does not. A
+        // `Retry-After` longer than the backoff fixes the wait to the nanosecond.
+        let busy = FailureReason::HttpStatus(503);
+        let asked = Some(Duration::from_millis(300));
+        assert_eq!(
+            policy.max_delay(Duration::from_secs(1)).plan(
+                busy,
+                asked,
+                1,
+                Duration::from_millis(700),
+                &id("x")
+            ),
+            Some(Duration::from_millis(300))
+        );
+        let later = Duration::from_millis(700) + Duration::from_nanos(1);
+        assert_eq!(
+            policy
+                .max_delay(Duration::from_secs(1))
+                .plan(busy, asked, 1, later, &id("x")),
+            None
+        );
     }
 
     #[test]
