@@ -330,6 +330,31 @@ mod tests {
         }
     }
 
+    /// The jitter's key takes every bit of the seed and of the attempt: no two
+    /// seeds give one task's attempt the same key, and no two attempts of one
+    /// task share a key, whatever the id's hash (mixing by `|` or `&` instead of
+    /// `^` would make both collide; two such mutants survived without this).
+    #[test]
+    fn the_jitter_key_keeps_every_bit_of_the_seed_and_of_the_attempt() {
+        use std::collections::BTreeSet;
+        use std::hash::Hasher as _;
+        let first = id("task");
+        let by_seed: BTreeSet<u64> = (0..64)
+            .map(|bit| Retry::new().jitter_seed(1 << bit).jitter_key(2, &first))
+            .collect();
+        assert_eq!(by_seed.len(), 64);
+        let mut fnv = Fnv(0xcbf2_9ce4_8422_2325);
+        fnv.write(first.as_str().as_bytes());
+        // Seeds that make `seed ^ hash` all zeros, then all ones.
+        for seed in [fnv.finish(), !fnv.finish()] {
+            let policy = Retry::new().jitter_seed(seed);
+            let by_attempt: BTreeSet<u64> = (2..34)
+                .map(|next| policy.jitter_key(next, &first))
+                .collect();
+            assert_eq!(by_attempt.len(), 32, "seed {seed:#x}");
+        }
+    }
+
     #[test]
     fn a_seeded_jitter_is_the_same_every_time_and_differs_between_tasks() {
         let policy = Retry::new().backoff(Duration::from_secs(1)).jitter_seed(42);
