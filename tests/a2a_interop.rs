@@ -529,25 +529,27 @@ async fn a_body_that_never_ends_is_failed_timeout_within_the_deadline() {
     assert_no_card("auto-to-endless", agent, "/endless").await;
 }
 
-/// Issue 15, from both sides. The target answers 503 with `Retry-After: 1` to
-/// its first two requests, then accepts. The log: three linked delegations
-/// (`X`, `X.r1`, `X.r2`: each `queued` carries `retry_of` the one before and
-/// attempts 1, 2, 3; two `failed / http_status 503`, then `delivered`), all of
-/// one task whose first attempt is `X`, and the receipt settles with the last.
-/// The peer: three requests, one distinct `messageId` (`X`) across them, the
-/// third handled by the SDK. `Retry-After` was honoured: two waits of a second.
-#[tokio::test]
-async fn a_target_busy_twice_is_retried_after_its_retry_after_and_sees_one_message_id() {
+/// Delegates `id` to the SDK agent at `path` with three attempts allowed (a
+/// 50 ms backoff, jitter seeded by `seed`), on an in-memory ledger, and waits
+/// for the chain to settle: the ledger, the last attempt's outcome, and how
+/// long the chain took.
+async fn three_attempts(
+    agent: &Agent,
+    path: &str,
+    id: &delegation_log::DelegationId,
+    seed: u64,
+) -> (
+    delegation_log::Ledger,
+    delegation_log::dispatch::Settled,
+    Duration,
+) {
     use delegation_log::dispatch::{Dispatcher, Options, Request, Retry};
-    use delegation_log::{DelegationId, Outcome};
 
-    let Some(agent) = agent() else { return };
     let ledger = delivery_support::memory_ledger();
-    let id: DelegationId = "retry-busy-twice".parse().unwrap();
     let policy = Retry::new()
         .max_attempts(3)
         .backoff(Duration::from_millis(50))
-        .jitter_seed(15);
+        .jitter_seed(seed);
     let dispatcher = Dispatcher::with_options(
         ledger.clone(),
         Http::new().unwrap().protocol(Protocol::Auto),
@@ -557,7 +559,7 @@ async fn a_target_busy_twice_is_retried_after_its_retry_after_and_sees_one_messa
     let settled = tokio::time::timeout(Duration::from_secs(30), async {
         let receipt = dispatcher
             .delegate(
-                Request::new("planner", agent.url("/busy-twice"))
+                Request::new("planner", agent.url(path))
                     .id(id.clone())
                     .task(TASK),
             )
@@ -569,6 +571,32 @@ async fn a_target_busy_twice_is_retried_after_its_retry_after_and_sees_one_messa
     .expect("the chain settled");
     let took = started.elapsed();
     dispatcher.shutdown().await.unwrap();
+    (ledger, settled, took)
+}
+
+/// What the SDK agent at `path` recorded, one JSON object per request.
+fn seen_at(agent: &Agent, path: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(&agent.record).unwrap_or_default();
+    text.lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|seen| seen["agent"] == path)
+        .collect()
+}
+
+/// Issue 15, from both sides. The target answers 503 with `Retry-After: 1` to
+/// its first two requests, then accepts. The log: three linked delegations
+/// (`X`, `X.r1`, `X.r2`: each `queued` carries `retry_of` the one before and
+/// attempts 1, 2, 3; two `failed / http_status 503`, then `delivered`), all of
+/// one task whose first attempt is `X`, and the receipt settles with the last.
+/// The peer: three requests, one distinct `messageId` (`X`) across them, the
+/// third handled by the SDK. `Retry-After` was honoured: two waits of a second.
+#[tokio::test]
+async fn a_target_busy_twice_is_retried_after_its_retry_after_and_sees_one_message_id() {
+    use delegation_log::{DelegationId, Outcome};
+
+    let Some(agent) = agent() else { return };
+    let id: DelegationId = "retry-busy-twice".parse().unwrap();
+    let (ledger, settled, took) = three_attempts(&agent, "/busy-twice", &id, 15).await;
 
     // The receipt: the chain's outcome, from its last attempt.
     assert_eq!(settled.attempt, 3, "{settled:?}");
@@ -625,12 +653,7 @@ async fn a_target_busy_twice_is_retried_after_its_retry_after_and_sees_one_messa
     assert!(ledger.dead().unwrap().is_empty());
 
     // The peer: three requests to the gated agent, one messageId.
-    let text = std::fs::read_to_string(&agent.record).unwrap_or_default();
-    let seen: Vec<Value> = text
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap())
-        .filter(|seen| seen["agent"] == "/busy-twice")
-        .collect();
+    let seen = seen_at(&agent, "/busy-twice");
     assert_eq!(seen.len(), 3, "{seen:#?}");
     let ids: std::collections::BTreeSet<String> =
         seen.iter().map(|s| s["message_id"].to_string()).collect();
@@ -646,37 +669,11 @@ async fn a_target_busy_twice_is_retried_after_its_retry_after_and_sees_one_messa
 /// nothing is pending. The peer saw three requests, all with one `messageId`.
 #[tokio::test]
 async fn a_target_always_busy_is_waited_out_by_its_retry_after_then_the_task_is_exhausted() {
-    use delegation_log::dispatch::{Dispatcher, Options, Request, Retry};
     use delegation_log::{DelegationId, Outcome, StatusKind};
 
     let Some(agent) = agent() else { return };
-    let ledger = delivery_support::memory_ledger();
     let id: DelegationId = "retry-busy-always".parse().unwrap();
-    let policy = Retry::new()
-        .max_attempts(3)
-        .backoff(Duration::from_millis(50))
-        .jitter_seed(16);
-    let dispatcher = Dispatcher::with_options(
-        ledger.clone(),
-        Http::new().unwrap().protocol(Protocol::Auto),
-        Options::new().deadline(DEADLINE).retry(policy),
-    );
-    let started = Instant::now();
-    let settled = tokio::time::timeout(Duration::from_secs(30), async {
-        let receipt = dispatcher
-            .delegate(
-                Request::new("planner", agent.url("/busy-always"))
-                    .id(id.clone())
-                    .task(TASK),
-            )
-            .await
-            .unwrap();
-        receipt.settled().await.unwrap()
-    })
-    .await
-    .expect("the chain settled");
-    let took = started.elapsed();
-    dispatcher.shutdown().await.unwrap();
+    let (ledger, settled, took) = three_attempts(&agent, "/busy-always", &id, 16).await;
 
     assert_eq!(settled.attempt, 3, "{settled:?}");
     assert_eq!(settled.id.as_str(), "retry-busy-always.r2", "{settled:?}");
@@ -706,12 +703,7 @@ async fn a_target_always_busy_is_waited_out_by_its_retry_after_then_the_task_is_
     assert!(ledger.pending(None).unwrap().is_empty());
 
     // The peer: three refused requests, one messageId.
-    let text = std::fs::read_to_string(&agent.record).unwrap_or_default();
-    let seen: Vec<Value> = text
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap())
-        .filter(|seen| seen["agent"] == "/busy-always")
-        .collect();
+    let seen = seen_at(&agent, "/busy-always");
     assert_eq!(seen.len(), 3, "{seen:#?}");
     let ids: std::collections::BTreeSet<String> =
         seen.iter().map(|s| s["message_id"].to_string()).collect();
