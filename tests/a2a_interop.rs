@@ -596,7 +596,7 @@ async fn a_target_busy_twice_is_retried_after_its_retry_after_and_sees_one_messa
 
     let Some(agent) = agent() else { return };
     let id: DelegationId = "retry-busy-twice".parse().unwrap();
-    let (ledger, settled, took) = three_attempts(&agent, "/busy-twice", &id, 15).await;
+    let (ledger, settled, took) = three_attempts(agent, "/busy-twice", &id, 15).await;
 
     // The receipt: the chain's outcome, from its last attempt.
     assert_eq!(settled.attempt, 3, "{settled:?}");
@@ -653,7 +653,7 @@ async fn a_target_busy_twice_is_retried_after_its_retry_after_and_sees_one_messa
     assert!(ledger.dead().unwrap().is_empty());
 
     // The peer: three requests to the gated agent, one messageId.
-    let seen = seen_at(&agent, "/busy-twice");
+    let seen = seen_at(agent, "/busy-twice");
     assert_eq!(seen.len(), 3, "{seen:#?}");
     let ids: std::collections::BTreeSet<String> =
         seen.iter().map(|s| s["message_id"].to_string()).collect();
@@ -673,7 +673,7 @@ async fn a_target_always_busy_is_waited_out_by_its_retry_after_then_the_task_is_
 
     let Some(agent) = agent() else { return };
     let id: DelegationId = "retry-busy-always".parse().unwrap();
-    let (ledger, settled, took) = three_attempts(&agent, "/busy-always", &id, 16).await;
+    let (ledger, settled, took) = three_attempts(agent, "/busy-always", &id, 16).await;
 
     assert_eq!(settled.attempt, 3, "{settled:?}");
     assert_eq!(settled.id.as_str(), "retry-busy-always.r2", "{settled:?}");
@@ -703,7 +703,7 @@ async fn a_target_always_busy_is_waited_out_by_its_retry_after_then_the_task_is_
     assert!(ledger.pending(None).unwrap().is_empty());
 
     // The peer: three refused requests, one messageId.
-    let seen = seen_at(&agent, "/busy-always");
+    let seen = seen_at(agent, "/busy-always");
     assert_eq!(seen.len(), 3, "{seen:#?}");
     let ids: std::collections::BTreeSet<String> =
         seen.iter().map(|s| s["message_id"].to_string()).collect();
