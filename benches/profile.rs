@@ -173,7 +173,7 @@ fn main() {
         _ if common::smoke() => return,
         _ => {
             println!(
-                "usage: profile (build|replay|audit|raw-iter|status|raw-get|record|record-durable-8|record-durable-64|raw-insert|raw-batch|raw-exact|dispatch-memory|ledger-memory) PATH N"
+                "usage: profile (build|replay|audit|raw-iter|status|raw-get|record|record-durable-1|record-durable-8|record-durable-64|raw-insert|raw-batch|raw-exact|dispatch-memory|ledger-memory) PATH N"
             );
             return;
         }
@@ -211,6 +211,7 @@ fn main() {
             measured_raw_get(&heads);
         }
         "record" => measured_record(&open_ledger(path), n),
+        "record-durable-1" => measured_record_durable(path, n, 1),
         "record-durable-8" => measured_record_durable(path, n, 8),
         "record-durable-64" => measured_record_durable(path, n, 64),
         "raw-exact" => {
