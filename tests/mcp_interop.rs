@@ -10,6 +10,14 @@
 //! received, and what `delegation-log status --json` says on the same db after the
 //! server drained and exited, which must be the very object the client got.
 //!
+//! A second client on the same SDK (`tests/mcp/tasks_client.py`) declares the
+//! tasks extension (`io.modelcontextprotocol/tasks`) through the SDK's extension
+//! mechanism, on the 2026-07-28 connection the SDK negotiates by default: its
+//! delegations come back as tasks, `tasks/get` says `working` while the agent
+//! holds the first and `completed` once each settles, with the status the CLI
+//! prints as the result; the SDK's own `call_tool` finishes a task through the
+//! extension's resolver, and bad task ids and `tasks/cancel` are JSON-RPC errors.
+//!
 //! The accepting target is the crate's own loopback agent (`tests/cli_support`),
 //! not an official A2A SDK agent: it can hold its answer until the test lets it
 //! go, which is what shows a delivery running while the client polls; A2A interop
@@ -23,7 +31,7 @@ mod cli_support;
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -94,6 +102,60 @@ fn next_line(lines: &mpsc::Receiver<String>, what: &str, stderr: &Path) -> Value
     }
 }
 
+/// Starts the Python driver `tests/mcp/SCRIPT` on the server binary, the db and
+/// the two targets: the child, its stdin, and its stdout's lines.
+fn driver(
+    python: &Path,
+    script: &str,
+    db: &Path,
+    accepting: &str,
+    closed: &str,
+    stderr: &Path,
+) -> (Child, ChildStdin, mpsc::Receiver<String>) {
+    let mut client = Command::new(python)
+        .arg(repo().join("tests/mcp").join(script))
+        .args(["--server", env!("CARGO_BIN_EXE_delegation-log")])
+        .arg("--db")
+        .arg(db)
+        .args(["--accepting", accepting, "--closed", closed])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let stdin = client.stdin.take().unwrap();
+    let stdout = client.stdout.take().unwrap();
+    let (line_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = line_tx.send(line);
+        }
+    });
+    (client, stdin, lines)
+}
+
+/// Waits until `agent` has received a request, within [`PHASE_TIMEOUT`].
+fn has_the_request(agent: &Agent) {
+    let until = std::time::Instant::now() + PHASE_TIMEOUT;
+    while agent.requests() == 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the agent never got the delegation"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The client's exit, which must be a success.
+fn finished(client: &mut Child, stderr: &Path) {
+    let status = client.wait().unwrap();
+    assert!(
+        status.success(),
+        "the client failed: {status}; stderr:\n{}",
+        std::fs::read_to_string(stderr).unwrap_or_default()
+    );
+}
+
 /// What `delegation-log status --json DB ID` prints, parsed.
 fn cli_status(db: &Path, id: &str) -> Value {
     let (_, stdout, stderr) = run(&["status", db.to_str().unwrap(), id, "--json"]);
@@ -127,25 +189,14 @@ fn the_official_python_client_delegates_polls_to_the_outcome_and_the_cli_agrees(
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("log");
     let stderr_path = dir.path().join("client.stderr");
-    let mut client = Command::new(&python)
-        .arg(repo().join("tests/mcp/client.py"))
-        .args(["--server", env!("CARGO_BIN_EXE_delegation-log")])
-        .arg("--db")
-        .arg(&db)
-        .args(["--accepting", &agent.url(), "--closed", &closed])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut stdin = client.stdin.take().unwrap();
-    let stdout = client.stdout.take().unwrap();
-    let (line_tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = line_tx.send(line);
-        }
-    });
+    let (mut client, mut stdin, lines) = driver(
+        &python,
+        "client.py",
+        &db,
+        &agent.url(),
+        &closed,
+        &stderr_path,
+    );
 
     // Phase 1: both delegated; the agent holds its answer, so the client sees
     // `queued`, and the agent has the request in hand.
@@ -155,25 +206,13 @@ fn the_official_python_client_delegates_polls_to_the_outcome_and_the_cli_agrees(
         queued["status"]["structured"]["status"], "queued",
         "{queued:#}"
     );
-    let until = std::time::Instant::now() + PHASE_TIMEOUT;
-    while agent.requests() == 0 {
-        assert!(
-            std::time::Instant::now() < until,
-            "the agent never got the delegation"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    has_the_request(&agent);
     agent.release();
     writeln!(stdin, "go").unwrap();
     stdin.flush().unwrap();
 
     let done = next_line(&lines, "phase done", &stderr_path);
-    let status = client.wait().unwrap();
-    assert!(
-        status.success(),
-        "the client failed: {status}; stderr:\n{}",
-        std::fs::read_to_string(&stderr_path).unwrap_or_default()
-    );
+    finished(&mut client, &stderr_path);
     assert_eq!(done["phase"], "done", "{done:#}");
     let seen = &done["seen"];
 
@@ -277,4 +316,102 @@ fn the_official_python_client_delegates_polls_to_the_outcome_and_the_cli_agrees(
         cli_status(&db, "never-delegated"),
         seen["not_found"]["structured"]
     );
+}
+
+#[test]
+fn the_official_python_client_declaring_the_tasks_extension_polls_tasks_get_to_the_outcome() {
+    let python = python();
+    if !sdk_installed(&python) {
+        return;
+    }
+    let agent = Agent::held(message_answer);
+    let closed = closed_port_url();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log");
+    let stderr_path = dir.path().join("client.stderr");
+    let (mut client, mut stdin, lines) = driver(
+        &python,
+        "tasks_client.py",
+        &db,
+        &agent.url(),
+        &closed,
+        &stderr_path,
+    );
+
+    // While the agent holds its answer, the task is working.
+    let working = next_line(&lines, "phase working", &stderr_path);
+    assert_eq!(working["phase"], "working", "{working:#}");
+    assert_eq!(
+        working["task"]["taskId"], "mcp-task-accepting",
+        "{working:#}"
+    );
+    assert_eq!(working["task"]["status"], "working", "{working:#}");
+    has_the_request(&agent);
+    agent.release();
+    writeln!(stdin, "go").unwrap();
+    stdin.flush().unwrap();
+
+    let done = next_line(&lines, "phase done", &stderr_path);
+    finished(&mut client, &stderr_path);
+    assert_eq!(done["phase"], "done", "{done:#}");
+    let seen = &done["seen"];
+    assert_eq!(seen["protocol_version"], "2026-07-28", "{seen:#}");
+    assert_eq!(
+        seen["server_extensions"],
+        json!(["io.modelcontextprotocol/tasks"]),
+        "{seen:#}"
+    );
+    // For a client with tasks, the tool's result is the status.
+    assert!(
+        seen["delegate_output_schema"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("target_received")),
+        "{seen:#}"
+    );
+
+    // The task the call opened: the delegation id, working.
+    let created = &seen["created"];
+    assert_eq!(created["resultType"], "task", "{created:#}");
+    assert_eq!(created["taskId"], "mcp-task-accepting", "{created:#}");
+    assert_eq!(created["status"], "working", "{created:#}");
+
+    // Delivered: completed, the status as its result (schema-checked by the SDK).
+    let accepting = &seen["accepting"];
+    assert_eq!(accepting["status"], "completed", "{accepting:#}");
+    assert_eq!(seen["accepting_result"]["is_error"], false, "{seen:#}");
+    let delivered = &seen["accepting_result"]["structured"];
+    assert_eq!(delivered["status"], "delivered", "{delivered:#}");
+    assert_eq!(delivered["remote"]["kind"], "message", "{delivered:#}");
+
+    // Failed (retried once, then given up): completed, an error result, finished
+    // by the SDK's call_tool through the extension's resolver.
+    assert_eq!(seen["closed_result"]["is_error"], true, "{seen:#}");
+    let offline = &seen["closed_result"]["structured"];
+    assert_eq!(offline["status"], "failed", "{offline:#}");
+    assert_eq!(offline["reason"], "target_offline", "{offline:#}");
+    assert_eq!(offline["target_received"], "no", "{offline:#}");
+    assert_eq!(offline["attempts"], 2, "{offline:#}");
+    assert_eq!(offline["exhausted"], true, "{offline:#}");
+    let polled = seen["closed_polled"].as_array().unwrap();
+    assert_eq!(polled.first().unwrap(), "working", "{seen:#}");
+    assert_eq!(polled.last().unwrap(), "completed", "{seen:#}");
+
+    // JSON-RPC errors: an unknown or empty task id, and a cancel.
+    for case in ["unknown_task", "empty_task_id", "cancel"] {
+        assert_eq!(seen[case]["raised"], "MCPError", "{case}: {seen:#}");
+        assert_eq!(seen[case]["code"], -32602, "{case}: {seen:#}");
+    }
+    assert_eq!(seen["cancel"]["data"]["cancellable"], false, "{seen:#}");
+
+    // check_task_status answers the same, and so does the CLI after the server
+    // drained and exited.
+    assert_eq!(
+        seen["check"]["mcp-task-accepting"]["structured"],
+        *delivered
+    );
+    assert_eq!(seen["check"]["mcp-task-closed"]["structured"], *offline);
+    assert_eq!(cli_status(&db, "mcp-task-accepting"), *delivered);
+    assert_eq!(cli_status(&db, "mcp-task-closed"), *offline);
+    assert_eq!(agent.requests(), 1);
 }

@@ -5,6 +5,14 @@
 //! exits 0; SIGTERM while an agent still holds a delivery waits for it and records
 //! its outcome, leaving nothing `queued`. Each outcome the client read is what
 //! `delegation-log status --json` prints on the same db afterwards.
+//!
+//! With the tasks extension (`io.modelcontextprotocol/tasks`) declared, the same
+//! delegations are MCP tasks: `delegate_task_async` answers with a task, `tasks/get`
+//! says `working` while the log says `queued` and `completed` once it settles,
+//! with `check_task_status`'s answer as the result (`isError` when it failed), and
+//! answers from the log for a task an earlier, killed server opened. Bad task ids
+//! and `tasks/cancel` get JSON-RPC errors; a client that did not declare the
+//! extension gets the receipt, and `tasks/get` refused.
 #![cfg(all(feature = "cli", feature = "mcp"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -16,8 +24,11 @@ use std::time::{Duration, Instant};
 
 use cli_support::{Agent, closed_port_url, run};
 use rmcp::ServiceExt as _;
-use rmcp::model::{CallToolRequestParams, CallToolResult};
-use rmcp::service::{RoleClient, RunningService};
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
+    ClientConfig, ErrorCode, GetTaskParams, GetTaskResult, Implementation, TaskPayload, TaskStatus,
+};
+use rmcp::service::{Peer, RoleClient, RunningService, ServiceError};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
@@ -31,6 +42,9 @@ fn message_answer(request: &Value) -> Value {
 
 type Client = RunningService<RoleClient, ()>;
 
+/// A client that declared the tasks extension.
+type TasksClient = RunningService<RoleClient, ClientConfig>;
+
 /// Starts `delegation-log mcp --db DB --protocol 0.3` and connects rmcp's client
 /// to its stdin and stdout.
 async fn start(db: &Path) -> (Client, Child) {
@@ -39,6 +53,35 @@ async fn start(db: &Path) -> (Client, Child) {
 
 /// As [`start`], with `extra` arguments.
 async fn start_with(db: &Path, extra: &[&str]) -> (Client, Child) {
+    let (child, stdout, stdin) = spawn(db, extra);
+    let client = ().serve((stdout, stdin)).await.unwrap();
+    (client, child)
+}
+
+/// As [`start_with`], the client declaring the tasks extension.
+async fn start_tasks(db: &Path, extra: &[&str]) -> (TasksClient, Child) {
+    let (child, stdout, stdin) = spawn(db, extra);
+    let info = ClientConfig::new(
+        ClientCapabilities::builder().enable_tasks().build(),
+        Implementation::new("tasks-test", "1.0"),
+    );
+    let client = info.serve((stdout, stdin)).await.unwrap();
+    assert!(
+        client.peer_info().unwrap().capabilities.supports_tasks(),
+        "the server declares the tasks extension"
+    );
+    (client, child)
+}
+
+/// The server process, with its stdout and stdin.
+fn spawn(
+    db: &Path,
+    extra: &[&str],
+) -> (
+    Child,
+    tokio::process::ChildStdout,
+    tokio::process::ChildStdin,
+) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
         .arg("mcp")
         .arg("--db")
@@ -53,11 +96,10 @@ async fn start_with(db: &Path, extra: &[&str]) -> (Client, Child) {
         .unwrap();
     let stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
-    let client = ().serve((stdout, stdin)).await.unwrap();
-    (client, child)
+    (child, stdout, stdin)
 }
 
-async fn call(client: &Client, tool: &'static str, arguments: Value) -> CallToolResult {
+async fn call(client: &Peer<RoleClient>, tool: &'static str, arguments: Value) -> CallToolResult {
     let Value::Object(arguments) = arguments else {
         panic!("arguments are an object")
     };
@@ -68,14 +110,14 @@ async fn call(client: &Client, tool: &'static str, arguments: Value) -> CallTool
 }
 
 /// The structured answer of a call that succeeded.
-async fn answer(client: &Client, tool: &'static str, arguments: Value) -> Value {
+async fn answer(client: &Peer<RoleClient>, tool: &'static str, arguments: Value) -> Value {
     let result = call(client, tool, arguments).await;
     assert_ne!(result.is_error, Some(true), "{result:#?}");
     result.structured_content.unwrap()
 }
 
 /// Polls `check_task_status` until `id` is no longer `queued`.
-async fn settled(client: &Client, id: &str) -> Value {
+async fn settled(client: &Peer<RoleClient>, id: &str) -> Value {
     let until = Instant::now() + Duration::from_secs(30);
     loop {
         let status = answer(client, "check_task_status", json!({"id": id})).await;
@@ -84,6 +126,15 @@ async fn settled(client: &Client, id: &str) -> Value {
         }
         assert!(Instant::now() < until, "{id} never settled: {status:#}");
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `agent` has received a request (within 10 s).
+async fn has_the_request(agent: &Agent) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while agent.requests() == 0 {
+        assert!(Instant::now() < until, "the agent never got the request");
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -177,11 +228,7 @@ async fn sigterm_during_a_held_delivery_waits_for_it_records_it_and_exits_0() {
     )
     .await;
     assert_eq!(receipt["status"], "queued");
-    let until = Instant::now() + Duration::from_secs(10);
-    while agent.requests() == 0 {
-        assert!(Instant::now() < until, "the agent never got the request");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    has_the_request(&agent).await;
 
     let pid = child.id().unwrap().to_string();
     let killed = std::process::Command::new("kill")
@@ -217,11 +264,7 @@ async fn a_server_started_after_one_was_killed_settles_what_it_left_queued_befor
     )
     .await;
     assert_eq!(receipt["status"], "queued");
-    let until = Instant::now() + Duration::from_secs(10);
-    while agent.requests() == 0 {
-        assert!(Instant::now() < until, "the agent never got the request");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    has_the_request(&agent).await;
     // Killed mid-delivery: nothing drains, the delegation stays queued.
     child.start_kill().unwrap();
     let _ = exited(&mut child, Duration::from_secs(10)).await;
@@ -277,4 +320,259 @@ async fn with_retries_check_task_status_on_the_first_id_follows_the_task_to_its_
     // What the server answered is what the CLI prints, from any attempt's id.
     assert_eq!(cli_status(&db, "gone")["latest"], "gone.r2");
     assert_eq!(cli_status(&db, "gone.r1")["exhausted"], true);
+}
+
+/// Calls `delegate_task_async` once, as a client that declared the tasks
+/// extension does (no follow-up rounds).
+async fn delegate_once(client: &Peer<RoleClient>, arguments: Value) -> CallToolResponse {
+    let Value::Object(arguments) = arguments else {
+        panic!("arguments are an object")
+    };
+    client
+        .call_tool_once(CallToolRequestParams::new("delegate_task_async").with_arguments(arguments))
+        .await
+        .unwrap()
+}
+
+/// `tasks/get` for `id`.
+async fn get_task(client: &Peer<RoleClient>, id: &str) -> GetTaskResult {
+    client.get_task(GetTaskParams::new(id)).await.unwrap()
+}
+
+/// Polls `tasks/get` until the task `id` is terminal.
+async fn task_settled(client: &Peer<RoleClient>, id: &str) -> GetTaskResult {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        let task = get_task(client, id).await;
+        if task.task.status().is_terminal() {
+            return task;
+        }
+        assert_eq!(task.task.status(), TaskStatus::Working, "{task:#?}");
+        assert!(Instant::now() < until, "{id} never settled: {task:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The result of a completed task, as JSON (a `CallToolResult`).
+fn completed(task: &GetTaskResult) -> Value {
+    match &task.task.payload {
+        TaskPayload::Completed { result } => Value::Object(result.clone()),
+        other => panic!("not completed: {other:#?}"),
+    }
+}
+
+/// The JSON-RPC error a request was refused with.
+fn refused<T: std::fmt::Debug>(answer: Result<T, ServiceError>) -> rmcp::ErrorData {
+    match answer {
+        Err(ServiceError::McpError(error)) => error,
+        other => panic!("expected a JSON-RPC error, got {other:#?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_the_tasks_extension_a_delegation_is_a_task_working_then_completed_as_the_log_says() {
+    let agent = Agent::held(message_answer);
+    let closed = closed_port_url();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log");
+    let (client, mut child) = start_tasks(&db, &["--max-attempts", "2", "--backoff", "10ms"]).await;
+
+    // For this client the tool's result is the delegation's status, and its
+    // output schema says so.
+    let tools = client.list_all_tools().await.unwrap();
+    let delegate = tools
+        .iter()
+        .find(|tool| tool.name == "delegate_task_async")
+        .unwrap();
+    let required = &delegate.output_schema.as_ref().unwrap()["required"];
+    assert!(
+        required
+            .as_array()
+            .unwrap()
+            .contains(&json!("target_received")),
+        "{required:#}"
+    );
+
+    let CallToolResponse::Task(opened) = delegate_once(
+        &client,
+        json!({"target": agent.url(), "task": "review PR 42", "id": "task-accepting"}),
+    )
+    .await
+    else {
+        panic!("a client that declared the extension gets a task")
+    };
+    assert_eq!(opened.task.task_id, "task-accepting");
+    assert_eq!(opened.task.status, TaskStatus::Working);
+    assert!(opened.task.poll_interval_ms.is_some());
+    assert_eq!(opened.task.ttl_ms, None, "the log keeps every delegation");
+
+    // The agent holds its answer: the log says queued, the task working.
+    has_the_request(&agent).await;
+    let held = get_task(&client, "task-accepting").await;
+    assert_eq!(held.task.status(), TaskStatus::Working, "{held:#?}");
+    let status = answer(
+        &client,
+        "check_task_status",
+        json!({"id": "task-accepting"}),
+    )
+    .await;
+    assert_eq!(status["status"], "queued", "{status:#}");
+    agent.release();
+
+    let CallToolResponse::Task(offline) = delegate_once(
+        &client,
+        json!({"target": closed, "task": "review PR 43", "id": "task-closed"}),
+    )
+    .await
+    else {
+        panic!("a task")
+    };
+    assert_eq!(offline.task.task_id, "task-closed");
+
+    // Settled: completed, with check_task_status's answer as the result.
+    let delivered = task_settled(&client, "task-accepting").await;
+    assert_eq!(delivered.task.status(), TaskStatus::Completed);
+    let delivered = completed(&delivered);
+    assert_eq!(delivered["isError"], false, "{delivered:#}");
+    let delivered = delivered["structuredContent"].clone();
+    assert_eq!(delivered["status"], "delivered", "{delivered:#}");
+    assert_eq!(
+        answer(
+            &client,
+            "check_task_status",
+            json!({"id": "task-accepting"})
+        )
+        .await,
+        delivered
+    );
+    // A failed delegation is a completed task whose result is an error: the
+    // tool call ran, and what it did failed (retried once, then given up).
+    let failed = task_settled(&client, "task-closed").await;
+    assert_eq!(failed.task.status(), TaskStatus::Completed);
+    assert!(
+        failed
+            .task
+            .task
+            .status_message
+            .as_deref()
+            .unwrap()
+            .contains("target_offline"),
+        "{failed:#?}"
+    );
+    let failed = completed(&failed);
+    assert_eq!(failed["isError"], true, "{failed:#}");
+    let failed = failed["structuredContent"].clone();
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    assert_eq!(failed["reason"], "target_offline", "{failed:#}");
+    assert_eq!(failed["attempts"], 2, "{failed:#}");
+    assert_eq!(failed["exhausted"], true, "{failed:#}");
+    // The retry's id answers for the same task.
+    let by_retry = get_task(&client, "task-closed.r1").await;
+    assert_eq!(by_retry.task.task.task_id, "task-closed");
+    assert_eq!(completed(&by_retry)["structuredContent"], failed);
+
+    // Bad task ids: -32602, and the server goes on serving.
+    for bad in ["never-delegated", "", &"x".repeat(257)] {
+        let error = refused(client.get_task(GetTaskParams::new(bad)).await);
+        assert_eq!(error.code, ErrorCode::INVALID_PARAMS, "{bad}: {error:#?}");
+    }
+    // A delegation cannot be withdrawn, settled or not.
+    for id in ["task-accepting", "never-delegated"] {
+        let error = refused(client.cancel_task(CancelTaskParams::new(id)).await);
+        assert_eq!(error.code, ErrorCode::INVALID_PARAMS, "{id}: {error:#?}");
+    }
+    let error = refused(
+        client
+            .cancel_task(CancelTaskParams::new("task-accepting"))
+            .await,
+    );
+    assert_eq!(error.data.unwrap()["cancellable"], false);
+    // Bad arguments are still tool errors, not tasks.
+    let CallToolResponse::Complete(bad) =
+        delegate_once(&client, json!({"target": "127.0.0.1:9/a2a", "task": "t"})).await
+    else {
+        panic!("a bad argument opens no task")
+    };
+    assert_eq!(bad.is_error, Some(true), "{bad:#?}");
+    assert_eq!(bad.structured_content.unwrap()["argument"], "target");
+    assert_eq!(agent.requests(), 1);
+
+    client.cancel().await.unwrap();
+    assert!(exited(&mut child, Duration::from_secs(10)).await.success());
+    assert_eq!(cli_status(&db, "task-accepting"), delivered);
+    assert_eq!(cli_status(&db, "task-closed"), failed);
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn tasks_get_answers_from_the_log_for_a_task_a_killed_server_opened() {
+    let agent = Agent::held(message_answer);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log");
+    let (client, mut child) = start_tasks(&db, &[]).await;
+    let CallToolResponse::Task(opened) = delegate_once(
+        &client,
+        json!({"target": agent.url(), "task": "review PR 42", "id": "task-orphan"}),
+    )
+    .await
+    else {
+        panic!("a task")
+    };
+    has_the_request(&agent).await;
+    child.start_kill().unwrap();
+    let _ = exited(&mut child, Duration::from_secs(10)).await;
+    drop(client);
+    assert_eq!(cli_status(&db, "task-orphan")["status"], "queued");
+
+    // Nothing of the first run's memory survives; the log does.
+    let (client, mut child) = start_tasks(&db, &[]).await;
+    let task = get_task(&client, "task-orphan").await;
+    assert_eq!(task.task.status(), TaskStatus::Completed, "{task:#?}");
+    assert_eq!(task.task.task.created_at, opened.task.created_at);
+    let result = completed(&task);
+    assert_eq!(result["isError"], true, "{result:#}");
+    let status = result["structuredContent"].clone();
+    assert_eq!(status["reason"], "interrupted", "{status:#}");
+    client.cancel().await.unwrap();
+    assert!(exited(&mut child, Duration::from_secs(10)).await.success());
+    assert_eq!(cli_status(&db, "task-orphan"), status);
+    agent.release();
+    assert_eq!(agent.requests(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_without_the_tasks_extension_gets_the_receipt_and_no_tasks() {
+    let closed = closed_port_url();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log");
+    let (client, mut child) = start(&db).await;
+    let tools = client.list_all_tools().await.unwrap();
+    let delegate = tools
+        .iter()
+        .find(|tool| tool.name == "delegate_task_async")
+        .unwrap();
+    let schema = delegate.output_schema.as_ref().unwrap();
+    assert_eq!(
+        schema["properties"]["status"]["const"], "queued",
+        "{schema:#?}"
+    );
+    let CallToolResponse::Complete(receipt) = delegate_once(
+        &client,
+        json!({"target": closed, "task": "review PR 43", "id": "plain"}),
+    )
+    .await
+    else {
+        panic!("a client that did not declare the extension never gets a task")
+    };
+    assert_eq!(receipt.structured_content.unwrap()["status"], "queued");
+    let error = refused(client.get_task(GetTaskParams::new("plain")).await);
+    assert_eq!(
+        error.code,
+        ErrorCode::MISSING_REQUIRED_CLIENT_CAPABILITY,
+        "{error:#?}"
+    );
+    let failed = settled(&client, "plain").await;
+    client.cancel().await.unwrap();
+    assert!(exited(&mut child, Duration::from_secs(10)).await.success());
+    assert_eq!(cli_status(&db, "plain"), failed);
 }

@@ -7,15 +7,16 @@ use std::sync::Arc;
 use rmcp::ErrorData;
 use rmcp::handler::server::ServerHandler;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ContentBlock,
+    DetailedTask, GetTaskParams, GetTaskResult, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolAnnotations,
+    UpdateTaskParams,
 };
 use rmcp::service::{RequestContext, RoleServer};
 use serde_json::{Value, json};
 
 use super::arguments::{self, BadArgument, Check, Delegate, Pending};
-use super::{Server, schema};
+use super::{Server, schema, tasks};
 use crate::dispatch;
 
 /// What the server tells a client about itself when the session starts.
@@ -65,8 +66,29 @@ impl Refusal {
     }
 }
 
-/// The tools, each with its input and output schema.
-pub(crate) fn tools() -> Vec<Tool> {
+/// The tools, each with its input and output schema. For a client that declared
+/// the tasks extension (`tasks`), `delegate_task_async` answers with a task whose
+/// result is the delegation's status, and its output schema says so.
+pub(crate) fn tools(tasks: bool) -> Vec<Tool> {
+    let (delegate, delegate_output) = if tasks {
+        (
+            "Hand a task to another agent over A2A (JSON-RPC over HTTP). Answers at once \
+             with an MCP task whose id is the delegation id: the delegation is recorded \
+             durably before delivery starts, and delivery goes on in the background. Poll \
+             tasks/get (or check_task_status) with the id: the task is working while the \
+             delegation is queued, then completed with the delegation's status as its result \
+             (isError: true when it failed).",
+            schema::status(),
+        )
+    } else {
+        (
+            "Hand a task to another agent over A2A (JSON-RPC over HTTP). Answers at once \
+             with the receipt {id, status: \"queued\", queued_at}: the delegation is recorded \
+             durably before delivery starts, and delivery goes on in the background. Poll \
+             check_task_status with the id for the outcome.",
+            schema::receipt(),
+        )
+    };
     let tool = |name: &'static str, description: &'static str, input, output| {
         Tool::new(name, description, Arc::new(input))
             .with_raw_output_schema(Arc::new(schema::object(output)))
@@ -74,12 +96,9 @@ pub(crate) fn tools() -> Vec<Tool> {
     vec![
         tool(
             "delegate_task_async",
-            "Hand a task to another agent over A2A (JSON-RPC over HTTP). Answers at once \
-             with the receipt {id, status: \"queued\", queued_at}: the delegation is recorded \
-             durably before delivery starts, and delivery goes on in the background. Poll \
-             check_task_status with the id for the outcome.",
+            delegate,
             arguments::schema::<Delegate>(),
-            schema::receipt(),
+            delegate_output,
         )
         .annotate(
             ToolAnnotations::new()
@@ -111,6 +130,12 @@ pub(crate) fn tools() -> Vec<Tool> {
 impl Server {
     /// `delegate_task_async`: queue durably, start delivery, answer the receipt.
     async fn delegate_task_async(&self, args: Delegate) -> Result<Value, Refusal> {
+        let receipt = self.delegate(args).await?;
+        serde_json::to_value(&receipt).map_err(|e| Refusal::failed("internal", e.to_string()))
+    }
+
+    /// Queues durably and starts delivery: the receipt, or why nothing was queued.
+    async fn delegate(&self, args: Delegate) -> Result<dispatch::Receipt, Refusal> {
         let request = args.request(&self.source)?;
         if let Some(id) = args.id()? {
             let ledger = self.ledger.clone();
@@ -143,7 +168,7 @@ impl Server {
         };
         // The delivery goes on without the receipt: the dispatcher tracks it and
         // records its outcome, which check_task_status reads.
-        serde_json::to_value(&receipt).map_err(|e| Refusal::failed("internal", e.to_string()))
+        Ok(receipt)
     }
 
     /// `check_task_status`: the status JSON of `status --json`.
@@ -185,6 +210,49 @@ impl Server {
             entries.push(entry);
         }
         Ok(json!({ "pending": entries }))
+    }
+
+    /// `delegate_task_async` for a client that declared the tasks extension: the
+    /// task the delegation opens, or the tool error of today's answer.
+    async fn delegate_as_task(
+        &self,
+        arguments: Option<rmcp::model::JsonObject>,
+    ) -> CallToolResponse {
+        let delegated = match arguments::decode(arguments) {
+            Ok(args) => self.delegate(args).await,
+            Err(bad) => Err(bad.into()),
+        };
+        match delegated {
+            Ok(receipt) => CallToolResponse::Task(tasks::created(&receipt)),
+            Err(refusal) => refusal.into_result().into(),
+        }
+    }
+
+    /// The task `task_id`, read from the log; -32602 if it is none.
+    async fn task(&self, task_id: &str) -> Result<DetailedTask, ErrorData> {
+        let id = arguments::delegation_id(task_id)
+            .map_err(|bad| tasks::unknown(task_id, Some(bad.to_string())))?;
+        let ledger = self.ledger.clone();
+        let read = blocking(move || {
+            let status = ledger.task_status(&id)?;
+            // A task retried was opened when its first attempt was queued.
+            let created = match &status.attempts {
+                Some(attempts) => ledger.status(&attempts.first)?.queued_at,
+                None => status.queued_at,
+            };
+            Ok((status, created))
+        })
+        .await;
+        let (status, created) = match read {
+            Ok(read) => read,
+            Err(Refusal::Failed { message, .. }) => {
+                return Err(ErrorData::internal_error(message, None));
+            }
+            Err(Refusal::Argument(bad)) => {
+                return Err(tasks::unknown(task_id, Some(bad.to_string())));
+            }
+        };
+        tasks::detailed(&status, created)?.ok_or_else(|| tasks::unknown(task_id, None))
     }
 
     /// Runs the tool `name`; `None` if there is no such tool.
@@ -235,27 +303,37 @@ async fn blocking<T: Send + 'static>(
 
 impl ServerHandler for Server {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(Implementation::new(
-                "delegation-log",
-                env!("CARGO_PKG_VERSION"),
-            ))
-            .with_instructions(INSTRUCTIONS)
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tasks()
+                .build(),
+        )
+        .with_server_info(Implementation::new(
+            "delegation-log",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .with_instructions(INSTRUCTIONS)
     }
 
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(tools()))
+        Ok(ListToolsResult::with_all_items(tools(tasks::declared(
+            &context,
+        ))))
     }
 
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        if request.name == "delegate_task_async" && tasks::declared(&context) {
+            return Ok(self.delegate_as_task(request.arguments).await);
+        }
         match self.call(&request.name, request.arguments).await {
             Some(result) => Ok(result.into()),
             None => Err(ErrorData::invalid_params(
@@ -270,6 +348,36 @@ impl ServerHandler for Server {
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        tools().into_iter().find(|tool| tool.name == name)
+        tools(false).into_iter().find(|tool| tool.name == name)
+    }
+
+    // rmcp answers the `tasks/*` methods below only to a client that declared the
+    // extension (-32021 otherwise), since the server declares it.
+
+    async fn get_task(
+        &self,
+        request: GetTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<GetTaskResult, ErrorData> {
+        Ok(GetTaskResult::new(self.task(&request.task_id).await?))
+    }
+
+    async fn update_task(
+        &self,
+        request: UpdateTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        // A delegation never asks the client for input, so every key is unknown,
+        // and the extension says unknown keys are ignored.
+        self.task(&request.task_id).await.map(|_| ())
+    }
+
+    async fn cancel_task(
+        &self,
+        request: CancelTaskParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let task = self.task(&request.task_id).await?;
+        Err(tasks::not_cancellable(&task.task.task_id, task.status()))
     }
 }

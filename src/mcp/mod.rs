@@ -42,22 +42,67 @@
 //! is a protocol error, JSON-RPC -32602 (invalid params), as the specification
 //! answers an unknown tool. Nothing a client sends crashes the server.
 //!
-//! # Why rmcp 3, and no MCP tasks
+//! # Delegations as MCP tasks
 //!
-//! rmcp 2.x implements the tasks of the 2025-11-25 revision (a task-augmented
-//! `tools/call`, then `tasks/get`); 3.x, the current line (and the one whose
-//! minimum Rust is this crate's), moved tasks into an extension
-//! (`io.modelcontextprotocol/tasks`) that a client must declare before a server
-//! may answer with a task. Few clients declare it (the official Python SDK's
-//! plain `call_tool` does not), and a delegation's life (queued, then delivered or
-//! failed, with a reason the sender must read) is already told by the two tools.
-//! So the tools are the contract, and they work with every client; a delegation
-//! is not mapped onto MCP tasks. Mapping it would be: `queued` as `working`, a
-//! settled delegation as `completed` with the status as its result.
+//! rmcp 2.x implements the tasks of the 2025-11-25 revision; 3.x, the current
+//! line (and the one whose minimum Rust is this crate's), moved them into the
+//! `io.modelcontextprotocol/tasks` extension (SEP-2663), which the server declares
+//! and a client must declare too before it is answered with a task. A client that
+//! declares it (at `initialize`, or in a request's `_meta` on a 2026-07-28
+//! connection) gets a delegation as a task; every other client gets exactly the
+//! tools above.
+//!
+//! - `tools/call` of `delegate_task_async` answers `resultType: "task"` with the
+//!   task `working`, its `taskId` the delegation id, `createdAt` the `queued_at`,
+//!   `ttlMs` null (the log keeps every delegation) and a `pollIntervalMs`. It does
+//!   so once `queued` is durable, as the receipt does. Bad arguments are tool
+//!   errors, as for every client, and open no task. For such a client,
+//!   `tools/list` gives `delegate_task_async` the status schema as its output
+//!   schema, since the call's final result is the status.
+//! - `tasks/get` reads the log ([`Ledger::task_status`]) at every call, never a
+//!   map of its own:
+//!
+//! | the log | the task |
+//! | --- | --- |
+//! | `queued` (being delivered, or a retry waiting for its backoff) | `working` |
+//! | `delivered` | `completed`; `result` is `check_task_status`'s answer, `isError: false` |
+//! | `failed`, and no retry coming | `completed`; `result` is `check_task_status`'s answer, `isError: true` |
+//! | `not_found`, or not an id | JSON-RPC -32602, unknown task |
+//!
+//!   A failed delegation is `completed` with an error result, not `failed`: the
+//!   extension keeps `failed` for a request that ended in a JSON-RPC error and
+//!   counts a tool result with `isError: true` as `completed`. The delegation was
+//!   accepted and what it did failed, and the result carries what a sender needs
+//!   (the `reason`, the detail, whether the target may have the task), which a
+//!   JSON-RPC error object would flatten. `statusMessage` names the reason too.
+//!   For a task retried, the task is the first attempt's id; every attempt's id
+//!   answers for it, and the task stays `working` until the last attempt settles.
+//!   Since the answers come from the log, `tasks/get` on a task an earlier server
+//!   run opened answers as well (a delegation a killed server left `queued` is
+//!   settled by [`Server::recover`] before the next server serves).
+//! - The extension has no `tasks/result` (the result is inlined in `tasks/get`
+//!   once `completed`) and no `tasks/list` (`list_pending` lists what is open);
+//!   rmcp answers a method it does not know with a JSON-RPC error.
+//! - `tasks/cancel` is refused with -32602 for every task, `data`
+//!   `{"taskId", "status", "cancellable": false}`: a delegation is durable once
+//!   queued and its delivery may already have reached the agent, so nothing
+//!   withdraws it, and an acknowledgement would suggest otherwise.
+//! - `tasks/update` is acknowledged for a task the log holds (a delegation never
+//!   asks for input, and the extension ignores unknown keys).
+//! - A client that did not declare the extension and sends `tasks/*` gets rmcp's
+//!   -32021 (missing required client capability).
+//!
+//! The official MCP Python SDK 2.3.0 ships no tasks extension, but its
+//! `ClientExtension` mechanism carries one: `tests/mcp/tasks_client.py` declares
+//! it with a `ResultClaim` for `resultType: "task"` whose resolver polls
+//! `tasks/get`. Claims are active only on a 2026-07-28 connection (the default
+//! `Client(mode="auto")` negotiates it with this server); on a handshake-era
+//! connection the SDK does not advertise such an extension.
 
 mod arguments;
 mod handler;
 mod schema;
+mod tasks;
 
 use std::future::Future;
 
