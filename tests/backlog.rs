@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use delegation_log::dispatch::{self, Dispatcher, Options, Request};
 use delegation_log::transport::{Accepted, BoxFuture, Failure, Message, Transport};
-use delegation_log::{DelegationId, StatusKind};
+use delegation_log::{DelegationId, Ledger, StatusKind};
 use delivery_support::memory_ledger;
 
 fn id(text: &str) -> DelegationId {
@@ -34,6 +34,17 @@ impl Transport for Gated {
     }
 }
 
+/// A dispatcher on a fresh memory ledger that sends one delivery at once and
+/// holds at most `backlog`, through a [`Gated`] transport; and its ledger and
+/// gate (no permits yet: every delivery waits for one).
+fn gated(backlog: usize) -> (Dispatcher, Ledger, Arc<tokio::sync::Semaphore>) {
+    let ledger = memory_ledger();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let options = Options::new().concurrency(1).backlog(backlog);
+    let dispatcher = Dispatcher::with_options(ledger.clone(), Gated(Arc::clone(&gate)), options);
+    (dispatcher, ledger, gate)
+}
+
 /// Whether `future` is still pending after the runtime has had time to run
 /// everything else that is ready.
 async fn still_waiting<F: std::future::Future>(future: F) -> bool {
@@ -44,10 +55,7 @@ async fn still_waiting<F: std::future::Future>(future: F) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_backlog_delegate_waits_for_a_delivery_to_end_and_then_records() {
-    let ledger = memory_ledger();
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let options = Options::new().concurrency(1).backlog(3);
-    let dispatcher = Dispatcher::with_options(ledger.clone(), Gated(Arc::clone(&gate)), options);
+    let (dispatcher, ledger, gate) = gated(3);
     let mut receipts = Vec::new();
     for n in 0..3 {
         let request = Request::new("planner", "reviewer").id(id(&format!("held-{n}")));
@@ -79,10 +87,7 @@ async fn past_the_backlog_delegate_waits_for_a_delivery_to_end_and_then_records(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_that_stops_waiting_for_room_leaves_nothing_in_the_log() {
-    let ledger = memory_ledger();
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let options = Options::new().concurrency(1).backlog(1);
-    let dispatcher = Dispatcher::with_options(ledger.clone(), Gated(Arc::clone(&gate)), options);
+    let (dispatcher, ledger, gate) = gated(1);
     dispatcher
         .delegate(Request::new("planner", "reviewer").id(id("held")))
         .await
@@ -108,10 +113,7 @@ async fn a_caller_that_stops_waiting_for_room_leaves_nothing_in_the_log() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_refuses_the_callers_waiting_for_room_and_settles_what_it_holds() {
-    let ledger = memory_ledger();
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let options = Options::new().concurrency(1).backlog(1);
-    let dispatcher = Dispatcher::with_options(ledger.clone(), Gated(Arc::clone(&gate)), options);
+    let (dispatcher, ledger, gate) = gated(1);
     dispatcher
         .delegate(Request::new("planner", "reviewer").id(id("held")))
         .await

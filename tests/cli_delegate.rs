@@ -98,7 +98,7 @@ fn an_agent_that_answers_a_message_is_exit_0_delivered_with_its_answer() {
     let (_, status_plain, _) = run(&["status", db_arg, "task-1"]);
     assert_eq!(
         stdout,
-        format!("{status_plain}attempt:         1 of 1\n"),
+        format!("{status_plain}attempt:         1 of at most 1\n"),
         "delegate prints what status prints, and which attempt of how many settled"
     );
 

@@ -4,8 +4,8 @@
 //! what they wrote is in the database (checked with a client of its own). The
 //! export of one schema, imported into another and exported again, is the same
 //! bytes. `recover --lease` on a shared server takes over only what a dispatcher
-//! whose lease ran out left, and leaves a live one's claims alone; `recover`
-//! settles every readable delegation and names a damaged one, as on sled. No command
+//! whose lease ran out left, and leaves a live one's claims alone (how `recover`
+//! reports a damaged delegation, on both stores, is `tests/recover_command.rs`). No command
 //! ever prints a URL's password, in an error or in its output: a server that
 //! cannot be reached, a URL that does not parse, and the demo's "log:" line
 //! show `user:***@host`. Needs `DATABASE_URL` (`bash .ci/postgres`); under `CI=true` its absence
@@ -247,59 +247,4 @@ fn the_demo_shows_its_log_url_without_the_password() {
         !stdout.contains(SECRET) && !stderr.contains(SECRET),
         "{stdout}{stderr}"
     );
-}
-
-/// `recover` on PostgreSQL reports as it does on sled: one damaged delegation
-/// (its record overwritten in the database with bytes that are no record) does
-/// not keep the others queued; each readable one is settled and printed, the
-/// damaged one is named with why, and the exit status is 1 after all the others
-/// were done.
-#[test]
-fn recover_on_postgres_settles_every_readable_delegation_and_names_the_damaged_one() {
-    let Some(schema) = pg_support::fresh("cli_recover_damaged") else {
-        return;
-    };
-    let url = url_of(&schema);
-    let ledger = Ledger::with_store(schema.store.clone(), Default::default());
-    for left in ["left-1", "left-2", "left-3"] {
-        ledger
-            .record(
-                &left.parse().unwrap(),
-                Event::queued("planner", "http://127.0.0.1:9/a2a"),
-            )
-            .unwrap();
-    }
-    drop(ledger);
-    schema.execute(
-        "UPDATE records SET bytes = '\\x01206e6f742061207265636f7264'::bytea \
-         WHERE delegation = convert_to('left-2', 'UTF8') AND seq = 1",
-    );
-
-    let (code, stdout, stderr) = run(&["recover", &url]);
-    assert_eq!(code, 1, "{stdout}\n{stderr}");
-    assert!(
-        stdout.contains("recovered 2 delegation(s)"),
-        "{stdout}\n{stderr}"
-    );
-    for left in ["left-1", "left-3"] {
-        assert!(stdout.contains(left), "{left} in {stdout}");
-    }
-    assert!(
-        stdout.contains("left-2"),
-        "the damaged one is named: {stdout}"
-    );
-    assert_eq!(
-        stderr,
-        "delegation-log: 1 delegation(s) could not be recovered\n"
-    );
-    let ledger = Ledger::with_store(schema.store.clone(), Default::default());
-    for left in ["left-1", "left-3"] {
-        let status = ledger.status(&left.parse().unwrap()).unwrap();
-        assert_eq!(status.status, StatusKind::Failed, "{left}");
-        assert_eq!(
-            status.reason,
-            Some(delegation_log::event::ReasonCode::Interrupted),
-            "{left}"
-        );
-    }
 }

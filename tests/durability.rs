@@ -7,14 +7,17 @@
 //! acknowledgement waits for a sync of the data file to the device.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod store_support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use delegation_log::store::{Append, AppendError, Fault, Faulty, Head, Memory, Store, Stream};
+use delegation_log::store::{Append, Fault, Faulty, Memory, Store};
 use delegation_log::{
     DelegationId, Durability, Error, Event, Ledger, ManualClock, Options, StatusKind, StorageError,
 };
+use store_support::Hooked;
 
 fn id(n: usize) -> DelegationId {
     format!("d{n}").parse().unwrap()
@@ -127,52 +130,17 @@ fn buffered_mode_loses_only_the_unflushed_tail_on_a_crash() {
     assert_eq!(reopened.history(&id(1)).unwrap().len(), 1);
 }
 
-/// A memory store whose flush is slow, as a disk's is, and counted.
-struct SlowFlush {
-    inner: Memory,
-    flushes: AtomicUsize,
-}
-
-impl SlowFlush {
-    fn slow_flush(&self) -> delegation_log::Result<()> {
-        self.flushes.fetch_add(1, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(5));
-        Ok(())
-    }
-}
-
-impl Store for SlowFlush {
-    fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
-        self.inner.append(appends)
-    }
-    fn head(&self, id: &DelegationId) -> delegation_log::Result<Option<Head>> {
-        self.inner.head(id)
-    }
-    fn history(&self, id: &DelegationId) -> delegation_log::Result<Stream> {
-        self.inner.history(id)
-    }
-    fn scan(&self) -> Box<dyn Iterator<Item = delegation_log::Result<Stream>> + Send + '_> {
-        self.inner.scan()
-    }
-    fn flush(&self) -> delegation_log::Result<()> {
-        self.slow_flush()
-    }
-    fn flush_crash_safe(&self) -> delegation_log::Result<()> {
-        // As the trait's default: never weaker than a full flush, and as slow.
-        self.slow_flush()
-    }
-    fn format(&self) -> u8 {
-        self.inner.format()
-    }
-}
-
 #[test]
 fn concurrent_durable_writers_share_flushes() {
-    let store = Arc::new(SlowFlush {
-        inner: Memory::new(),
-        flushes: AtomicUsize::new(0),
+    // A memory store whose flush is slow, as a disk's is, and counted.
+    let flushes = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&flushes);
+    let store = Hooked::over(Arc::new(Memory::new())).on_flush(move |_| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(5));
+        Ok(())
     });
-    let ledger = Ledger::with_store(store.clone(), options(Durability::Durable));
+    let ledger = Ledger::with_store(Arc::new(store), options(Durability::Durable));
     let writers = 32;
     std::thread::scope(|scope| {
         for n in 0..writers {
@@ -180,7 +148,7 @@ fn concurrent_durable_writers_share_flushes() {
             scope.spawn(move || ledger.record(&id(n), Event::queued("s", "t")).unwrap());
         }
     });
-    let flushes = store.flushes.load(Ordering::SeqCst);
+    let flushes = flushes.load(Ordering::SeqCst);
     assert!(flushes >= 1);
     assert!(
         flushes < writers,

@@ -2,7 +2,8 @@
 //! dispatcher processes share one PostgreSQL schema and deliver over A2A HTTP to
 //! two loopback targets, one answering at once and one holding every answer, so
 //! that deliveries are in flight. One process is killed with SIGKILL mid-delivery;
-//! the two survivors keep recovering (redeliver policy) every 250 ms, and take its
+//! the two survivors, already running and never called again, recover on their
+//! own timer (`Options::recover_every`, 250 ms, redeliver policy), and take its
 //! held delegations over once its lease has run out, never their own live ones.
 //!
 //! Then, from both sides: no delegation is left `queued`; each has exactly two
@@ -69,8 +70,9 @@ fn main() {
     );
 }
 
-/// One dispatcher process: delegates its tasks, says so, then recovers with
-/// redelivery every 250 ms until its stdin closes; then shuts down.
+/// One dispatcher process: delegates its tasks, says so, then says what its
+/// periodic recovery (with redelivery, every 250 ms) did until its stdin
+/// closes; then shuts down.
 fn child(name: &str) {
     let url = std::env::var(URL).unwrap();
     let targets = [std::env::var(QUICK).unwrap(), std::env::var(HELD).unwrap()];
@@ -86,7 +88,9 @@ fn child(name: &str) {
             Http::new().unwrap(),
             Options::new()
                 .lease(LEASE)
-                .deadline(Duration::from_secs(60)),
+                .deadline(Duration::from_secs(60))
+                .recover_every(Some(Duration::from_millis(250)))
+                .recovery(Recovery::Redeliver),
         );
         let mut out = std::io::stdout();
         for n in 0..TASKS {
@@ -106,11 +110,11 @@ fn child(name: &str) {
             let _ = closed.send(());
         });
         loop {
-            tokio::select! {
+            let report = tokio::select! {
                 _ = &mut stdin_closed => break,
-                () = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
-            let report = dispatcher.recover(Recovery::Redeliver).await;
+                report = dispatcher.next_recovery() => report,
+            };
+            let Some(report) = report else { break };
             for recovered in report.recovered {
                 let redelivery = recovered.redelivery.map(|r| r.id.to_string());
                 writeln!(

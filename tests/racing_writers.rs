@@ -13,16 +13,18 @@
 
 #[cfg(feature = "postgres")]
 mod pg_support;
+mod store_support;
 
 use std::sync::Arc;
 
 use delegation_log::event::EventKind;
 use delegation_log::lifecycle::State;
-use delegation_log::store::{Append, AppendError, Head, Memory, Store, Stream};
+use delegation_log::store::{AppendError, Memory, Store};
 use delegation_log::{
     DelegationId, Durability, Error, Event, FailureReason, Ledger, Options, Outcome, Settlement,
     StatusKind,
 };
+use store_support::Hooked;
 use tokio::sync::Barrier;
 
 const ROUNDS: usize = 1_000;
@@ -179,34 +181,6 @@ async fn sixty_four_racing_writers_settle_once_on_postgres() {
     race_postgres(64).await;
 }
 
-/// A store shared with another process: on this ledger's first append, the other
-/// writer's append lands first, so this one loses the race for the head.
-struct LosesFirstRace {
-    inner: Arc<Memory>,
-    other: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
-}
-
-impl Store for LosesFirstRace {
-    fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
-        if let Some(other) = self.other.lock().unwrap().take() {
-            other();
-        }
-        self.inner.append(appends)
-    }
-    fn head(&self, id: &DelegationId) -> delegation_log::Result<Option<Head>> {
-        self.inner.head(id)
-    }
-    fn history(&self, id: &DelegationId) -> delegation_log::Result<Stream> {
-        self.inner.history(id)
-    }
-    fn scan(&self) -> Box<dyn Iterator<Item = delegation_log::Result<Stream>> + Send + '_> {
-        self.inner.scan()
-    }
-    fn flush(&self) -> delegation_log::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// A writer whose append loses the race for the head (another process sharing
 /// the store wrote first) reads the head again and is judged against the
 /// winner: its outcome is refused, and `settle` names the outcome that won.
@@ -218,17 +192,21 @@ fn a_writer_that_loses_the_race_for_the_head_reads_again_and_learns_the_winner()
     other
         .record(&id, Event::queued("planner", "target"))
         .unwrap();
-    let store = Arc::new(LosesFirstRace {
-        inner: shared.clone(),
-        other: std::sync::Mutex::new(None),
-    });
-    let ledger = Ledger::with_store(store.clone(), Options::new());
+    // A store shared with the other writer: on this ledger's first append, the
+    // other writer's append lands first, so this one loses the race for the head.
     let (winner, winning) = (other.clone(), id.clone());
-    *store.other.lock().unwrap() = Some(Box::new(move || {
+    let race = std::sync::Mutex::new(Some(move || {
         winner
             .record(&winning, Event::delivered(Some(200)).unwrap())
             .unwrap();
     }));
+    let store = Hooked::over(shared.clone()).on_append(move |inner, appends| {
+        if let Some(other) = race.lock().unwrap().take() {
+            other();
+        }
+        inner.append(appends)
+    });
+    let ledger = Ledger::with_store(Arc::new(store), Options::new());
     let lost = ledger
         .settle(&id, Event::failed(FailureReason::Timeout, None).unwrap())
         .unwrap();
@@ -250,37 +228,20 @@ fn a_writer_that_loses_the_race_for_the_head_reads_again_and_learns_the_winner()
     assert_eq!(ledger.status(&id).unwrap().status, StatusKind::Delivered);
 }
 
-/// A store whose head always moves before the write lands.
-struct AlwaysAhead(Memory);
-
-impl Store for AlwaysAhead {
-    fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
+/// A write that loses the race for its head every time gives up after 16
+/// attempts with `Conflict`, and neither poisons the ledger nor writes anything.
+#[test]
+fn a_write_that_keeps_losing_the_race_gives_up_with_conflict_after_16_attempts() {
+    // A store whose head always moves before the write lands.
+    let always_ahead = Hooked::over(Arc::new(Memory::new())).on_append(|_, appends| {
         let first = appends.first().unwrap();
         Err(AppendError::Conflict {
             id: first.id.clone(),
             expected: first.expect,
             actual: Some(7),
         })
-    }
-    fn head(&self, id: &DelegationId) -> delegation_log::Result<Option<Head>> {
-        self.0.head(id)
-    }
-    fn history(&self, id: &DelegationId) -> delegation_log::Result<Stream> {
-        self.0.history(id)
-    }
-    fn scan(&self) -> Box<dyn Iterator<Item = delegation_log::Result<Stream>> + Send + '_> {
-        self.0.scan()
-    }
-    fn flush(&self) -> delegation_log::Result<()> {
-        self.0.flush()
-    }
-}
-
-/// A write that loses the race for its head every time gives up after 16
-/// attempts with `Conflict`, and neither poisons the ledger nor writes anything.
-#[test]
-fn a_write_that_keeps_losing_the_race_gives_up_with_conflict_after_16_attempts() {
-    let ledger = Ledger::with_store(Arc::new(AlwaysAhead(Memory::new())), Options::new());
+    });
+    let ledger = Ledger::with_store(Arc::new(always_ahead), Options::new());
     let id: DelegationId = "never".parse().unwrap();
     let error = ledger
         .record(&id, Event::queued("planner", "target"))

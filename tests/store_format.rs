@@ -111,7 +111,7 @@ fn written_v2(path: &Path, names: &[&str], count: u64) {
 
 /// The raw value of `name` in the closed format 3 store at `path`.
 fn stored_value(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let db = open_raw(path);
+    let db = audit_support::open_sled(path);
     let tree = db.open_tree("delegations").unwrap();
     tree.get(key::prefix(&id(name)))
         .unwrap()
@@ -128,27 +128,9 @@ fn put_value(path: &Path, name: &str, value: &[u8]) {
     });
 }
 
-/// Opens sled itself at `path`. sled lets go of its file lock from a
-/// background thread after the last handle drops, so under load the store a
-/// test just closed may hold it a moment longer: the open waits for it, as
-/// `Sled::open` does.
-fn open_raw(path: &Path) -> sled::Db {
-    let started = std::time::Instant::now();
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(e) if started.elapsed() < delegation_log::store::sled::LOCK_WAIT => {
-                assert!(e.to_string().contains("could not acquire lock"), "{e}");
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
-
 /// Writes straight into sled's trees, as damage or an older crate would.
 fn raw(path: &Path, change: impl FnOnce(&sled::Db)) {
-    let db = open_raw(path);
+    let db = audit_support::open_sled(path);
     change(&db);
     db.flush().unwrap();
 }
@@ -216,6 +198,11 @@ fn scanned_heads(store: &Sled) -> Vec<(String, Option<Head>)> {
             (stream.id.to_string(), stream.head)
         })
         .collect()
+}
+
+/// The names of the trees of the closed store at `path`, sorted.
+fn trees(path: &Path) -> Vec<String> {
+    tree_names(&audit_support::open_sled(path))
 }
 
 fn tree_names(db: &sled::Db) -> Vec<String> {
@@ -376,7 +363,7 @@ fn a_new_store_is_marked_with_format_4_and_keeps_one_tree_of_delegations_and_its
         assert_eq!(store.format(), 2, "the heads' format");
         one(&store, &id("a"), Expect::Empty, b"r", 1).unwrap();
     }
-    let db = open_raw(dir.path());
+    let db = audit_support::open_sled(dir.path());
     let format = db.open_tree("meta").unwrap().get("format").unwrap();
     assert_eq!(format.as_deref(), Some(&[4u8][..]));
     let names = tree_names(&db);
@@ -461,7 +448,7 @@ fn a_head_and_its_records_are_one_value_under_the_format_3_key() {
         );
         one(&store, &a, Expect::At(2), b"three", 3).unwrap();
     }
-    let db = open_raw(dir.path());
+    let db = audit_support::open_sled(dir.path());
     let tree: Vec<(Vec<u8>, Vec<u8>)> = db
         .open_tree("delegations")
         .unwrap()
@@ -541,9 +528,8 @@ fn a_format_2_store_reads_but_refuses_every_append_until_migrated() {
     assert_eq!(store.head(&id("new")).unwrap(), None);
     assert_eq!(store.scan().count(), 1);
     drop(store);
-    let db = open_raw(dir.path());
     assert!(
-        !tree_names(&db).contains(&"delegations".to_owned()),
+        !trees(dir.path()).contains(&"delegations".to_owned()),
         "a refused append created the format 3 tree"
     );
 }
@@ -569,9 +555,8 @@ fn a_format_1_store_reads_but_refuses_every_append_until_migrated() {
     assert_eq!(store.head(&id("new")).unwrap(), None);
     assert_eq!(store.scan().count(), 1);
     drop(store);
-    let db = open_raw(dir.path());
     assert!(
-        !tree_names(&db).contains(&"log".to_owned()),
+        !trees(dir.path()).contains(&"log".to_owned()),
         "a refused append created the format 2 tree"
     );
 }
@@ -589,8 +574,7 @@ fn a_format_2_store_drops_the_format_1_trees_a_migration_left() {
         assert_eq!(store.store_format(), 2);
         assert_eq!(store.scan().count(), 0);
     }
-    let db = open_raw(dir.path());
-    let names = tree_names(&db);
+    let names = trees(dir.path());
     assert!(!names.contains(&"records".to_owned()), "{names:?}");
     assert!(!names.contains(&"heads".to_owned()), "{names:?}");
 }
@@ -614,8 +598,7 @@ fn a_format_3_store_drops_the_older_trees_a_migration_left() {
         assert_eq!(store.store_format(), 3);
         assert_eq!(store.scan().count(), 0);
     }
-    let db = open_raw(dir.path());
-    let names = tree_names(&db);
+    let names = trees(dir.path());
     for old in ["log", "records", "heads"] {
         assert!(!names.contains(&old.to_owned()), "{names:?}");
     }

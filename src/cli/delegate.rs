@@ -120,7 +120,8 @@ impl RetryArgs {
 }
 
 /// The status of the attempt that settled, with which attempt it is and how
-/// many the policy allowed. As JSON: what `status --json` prints for that
+/// many the policy allowed (`attempt: k of at most n`; `status` says `k of n`
+/// with `n` the attempts made, so the two never read alike). As JSON: what `status --json` prints for that
 /// attempt (with the task's `attempts` made, `latest` and the rest when it had
 /// more than one), plus `attempt`, `attempts` when `status` left it out (a task
 /// of one attempt), and `max_attempts`, the policy's; each key once.
@@ -129,7 +130,7 @@ fn print_delegated(status: &Status, max_attempts: Attempt, json: bool) -> Done {
     if !json {
         print_status(status, false)?;
         let mut out = std::io::stdout().lock();
-        return writeln!(out, "attempt:         {attempt} of {max_attempts}")
+        return writeln!(out, "attempt:         {attempt} of at most {max_attempts}")
             .and_then(|()| out.flush())
             .map_err(|e| Failure::Unusable(format!("cannot write to stdout: {e}")));
     }

@@ -7,9 +7,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use delegation_log::Ledger;
 use delegation_log::audit::printable;
-use delegation_log::dispatch::{Options, Recovery};
+use delegation_log::dispatch::{DEFAULT_LEASE, Options, Recovery, Report};
 use delegation_log::mcp::{self, Server};
 
 use super::delegate::seconds;
@@ -19,9 +18,10 @@ use super::{Done, Failure, runtime, stopped};
 /// The arguments of `mcp`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The log's directory; created if it does not exist. The server holds its
-    /// lock while it runs.
-    #[arg(long, value_name = "DIR")]
+    /// The log's directory, created if it does not exist (the server holds its
+    /// lock while it runs), or a `postgres://` URL, shared with other
+    /// dispatchers.
+    #[arg(long, value_name = "DIR|URL")]
     db: PathBuf,
     /// How to reach the agents; --protocol is the default for calls that name
     /// none.
@@ -43,6 +43,13 @@ pub(crate) struct Args {
     /// `delegation-log recover`.
     #[arg(long, value_enum, value_name = "POLICY", default_value = "interrupt")]
     recover: AtStart,
+    /// While serving, run that recovery again every SECS seconds (fractions
+    /// allowed; 0 never does), so that what a dead dispatcher sharing the
+    /// database left is settled once its lease runs out, without a restart.
+    /// Default: on a `postgres://` db, every 10 s (the lease); on a directory,
+    /// never (its lock admits no other process). Ignored with `--recover off`.
+    #[arg(long, value_name = "SECS", value_parser = seconds)]
+    recover_every: Option<Duration>,
 }
 
 /// The `--recover` policy of `mcp`.
@@ -57,7 +64,7 @@ enum AtStart {
 }
 
 pub(crate) fn run(args: Args) -> Done {
-    let ledger = Ledger::open(&args.db).map_err(|e| {
+    let ledger = super::place::open(&args.db).map_err(|e| {
         Failure::Unusable(format!(
             "cannot open {}: {e}",
             super::place::shown(&args.db)
@@ -69,41 +76,45 @@ pub(crate) fn run(args: Args) -> Done {
         Protocol::V0_3 => mcp::Protocol::V0_3,
         Protocol::V1_0 => mcp::Protocol::V1_0,
     };
-    let server = Server::new(
-        ledger,
-        http,
-        Options::new()
-            .deadline(args.timeout)
-            .retry(args.retry.policy()),
-    )
-    .source(args.from)
-    .protocol(protocol);
-    let runtime = runtime()?;
     let policy = match args.recover {
         AtStart::Interrupt => Some(Recovery::Interrupt),
         AtStart::Redeliver => Some(Recovery::Redeliver),
         AtStart::Off => None,
     };
+    let every = match args.recover_every {
+        Some(every) if every.is_zero() => None,
+        Some(every) => Some(every),
+        None if super::place::url(&args.db).is_some() => Some(DEFAULT_LEASE),
+        None => None,
+    };
+    let server = Server::new(
+        ledger,
+        http,
+        Options::new()
+            .deadline(args.timeout)
+            .retry(args.retry.policy())
+            .recover_every(policy.and(every))
+            .recovery(policy.unwrap_or_default()),
+    )
+    .source(args.from)
+    .protocol(protocol);
+    let runtime = runtime()?;
     if let Some(policy) = policy {
-        let report = runtime.block_on(server.recover(policy));
-        if !report.recovered.is_empty() {
-            eprintln!(
-                "delegation-log mcp: recovered {} delegation(s) a dead process left queued ({})",
-                report.recovered.len(),
-                match policy {
-                    Recovery::Redeliver => "failed / interrupted, each redelivered",
-                    _ => "failed / interrupted",
-                }
-            );
-        }
-        for failure in &report.failed {
-            eprintln!(
-                "delegation-log mcp: could not recover {}",
-                printable(&failure.to_string())
-            );
-        }
+        say(&runtime.block_on(server.recover(policy)), policy);
     }
-    let served = runtime.block_on(server.serve(rmcp::transport::stdio(), stopped()));
+    let served = runtime.block_on(async {
+        // Ends when shutdown has stopped the periodic recovery.
+        let reports = async {
+            while let Some(report) = server.next_recovery().await {
+                say(&report, policy.unwrap_or_default());
+            }
+        };
+        let (served, ()) = tokio::join!(
+            server.clone().serve(rmcp::transport::stdio(), stopped()),
+            reports
+        );
+        served
+    });
     // A read of stdin cannot be cancelled: after a signal, do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     match served {
@@ -115,5 +126,25 @@ pub(crate) fn run(args: Args) -> Done {
             Ok(())
         }
         Err(e) => Err(Failure::Unusable(e.to_string())),
+    }
+}
+
+/// Says on stderr what a recovery did: how many it settled, and each it could not.
+fn say(report: &Report, policy: Recovery) {
+    if !report.recovered.is_empty() {
+        eprintln!(
+            "delegation-log mcp: recovered {} delegation(s) a dead process left queued ({})",
+            report.recovered.len(),
+            match policy {
+                Recovery::Redeliver => "failed / interrupted, each redelivered",
+                _ => "failed / interrupted",
+            }
+        );
+    }
+    for failure in &report.failed {
+        eprintln!(
+            "delegation-log mcp: could not recover {}",
+            printable(&failure.to_string())
+        );
     }
 }

@@ -38,6 +38,19 @@ pub enum Error {
     #[error("{} outcome(s) could not be recorded; first: {}", .0.len(), .0.first().map(ToString::to_string).unwrap_or_default())]
     Drained(Vec<Unrecorded>),
 
+    /// `shutdown` drained every delivery, and periodic recovery
+    /// ([`Options::recover_every`](super::Options::recover_every)) could not
+    /// settle these delegations, in reports nobody took with
+    /// [`Dispatcher::next_recovery`](super::Dispatcher::next_recovery). Each
+    /// is left as it was (`queued`), for the next recovery. Returned only if
+    /// every outcome was recorded (else [`Error::Drained`]).
+    ///
+    /// # Handling
+    /// For each, see its error; run `delegation-log recover` once the cause is
+    /// fixed.
+    #[error("periodic recovery could not settle {} delegation(s); first: {}", .0.len(), .0.first().map(ToString::to_string).unwrap_or_default())]
+    Unrecovered(Vec<super::Unrecovered>),
+
     /// The dispatcher was dropped before this delegation settled: its delivery was
     /// aborted and it stays `queued` until recovery settles it.
     ///

@@ -41,6 +41,10 @@
 //!   heartbeat is tracked: shutdown stops it and ends the lease, and dropping the
 //!   dispatcher aborts it. On sled and in memory there is no lease, and nothing
 //!   of this runs.
+//! - **Not only at start.** With [`Options::recover_every`], a dispatcher that
+//!   lives long recovers on a timer, in a task it tracks, so that what a dead
+//!   peer left is settled once the peer's lease runs out, without a restart;
+//!   each pass that did anything is reported ([`Dispatcher::next_recovery`]).
 //! - **Redelivery never loses the task.** Under [`Recovery::Redeliver`], the
 //!   original's `failed` / `interrupted` (detail `redelivered as <new id>`) and the
 //!   redelivery's `queued` are one atomic write ([`Ledger::retry`]): a crash keeps
@@ -161,6 +165,7 @@ mod lease; // the lease on a shared store, its heartbeat, and its end at shutdow
 mod meter; // outcome counters, delivery latency and queue depth (feature `metrics`)
 mod options; // the deadline, the concurrency and the shutdown timeout
 mod outcome; // a transport's answer as the event the log records
+mod periodic; // recovery on a timer, for a dispatcher that lives long beside others
 mod receipt; // what the caller holds: the receipt and the settled outcome
 mod recovery; // settling what a dead process left queued, or redelivering it
 mod request; // one task to delegate, as the caller describes it
@@ -183,6 +188,7 @@ pub use self::options::{
     DEFAULT_BACKLOG, DEFAULT_CONCURRENCY, DEFAULT_DEADLINE, DEFAULT_LEASE,
     DEFAULT_SHUTDOWN_TIMEOUT, MIN_LEASE, Options,
 };
+pub use self::periodic::MIN_RECOVER_EVERY;
 pub use self::receipt::{Receipt, Settled};
 pub use self::recovery::{Recovered, Recovery, Report, Unrecovered};
 pub use self::request::Request;
@@ -225,6 +231,8 @@ struct Inner {
     ids: ids::Fresh,
     /// The lease on a shared store, and its heartbeat.
     held: lease::Held,
+    /// Periodic recovery, if the options ask for it, and its reports.
+    periodic: periodic::Periodic,
 }
 
 impl std::fmt::Debug for Dispatcher {
@@ -252,6 +260,7 @@ impl Dispatcher {
             tally: Tally::default(),
             ids: ids::Fresh::new(),
             held: lease::Held::default(),
+            periodic: periodic::Periodic::default(),
         });
         Dispatcher {
             _owner: Arc::new(Owner(Arc::clone(&inner))),
@@ -293,6 +302,7 @@ impl Dispatcher {
         };
         let admission = self.inner.supervisor.admit().await?;
         let lease = self.inner.lease().await?;
+        periodic::Periodic::start(&self.inner);
         let queued = request.queued();
         let mut delivery = Delivery::first(id.clone(), request, self.inner.ledger.clock().now());
         let (settle, settled) = tokio::sync::oneshot::channel();
@@ -331,19 +341,25 @@ impl Dispatcher {
     /// [`Error::Deferred`], and the next recovery resumes it at its time.
     ///
     /// # Errors
-    /// [`Error::Drained`] with every outcome that could not be recorded during the
-    /// dispatcher's life (each also went to its receipt).
+    /// - [`Error::Drained`] with every outcome that could not be recorded during
+    ///   the dispatcher's life (each also went to its receipt).
+    /// - Otherwise [`Error::Unrecovered`] with every delegation periodic
+    ///   recovery could not settle, in reports nobody took with
+    ///   [`Dispatcher::next_recovery`].
     pub async fn shutdown(&self) -> Result<Stats, Error> {
         self.inner
             .supervisor
             .drain(self.inner.options.shutdown_timeout)
             .await;
         self.inner.held.end().await;
+        let unrecovered = self.inner.periodic.close();
         let unrecorded = self.inner.tally.all_unrecorded();
-        if unrecorded.is_empty() {
-            Ok(self.stats())
-        } else {
+        if !unrecorded.is_empty() {
             Err(Error::Drained(unrecorded))
+        } else if !unrecovered.is_empty() {
+            Err(Error::Unrecovered(unrecovered))
+        } else {
+            Ok(self.stats())
         }
     }
 
@@ -377,7 +393,20 @@ impl Dispatcher {
             Ok(lease) => lease,
             Err(error) => return Report::stopped(error),
         };
+        periodic::Periodic::start(&self.inner);
         recovery::recover(&self.inner, policy, lease).await
+    }
+
+    /// The next report of periodic recovery ([`Options::recover_every`]) that
+    /// recovered or failed anything, in order, as each pass ends; `None` once
+    /// shutdown has stopped the timer and every report was taken, and at once
+    /// without a timer. Every report goes to one caller: await this in one
+    /// task (the failures of reports nobody took are returned by
+    /// [`Dispatcher::shutdown`] as [`Error::Unrecovered`]).
+    pub async fn next_recovery(&self) -> Option<Report> {
+        // Without a timer, nothing ever comes.
+        self.inner.options.recover_every?;
+        self.inner.periodic.next().await
     }
 
     /// The dispatcher's lease on a store shared by several processes, taken at

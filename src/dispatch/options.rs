@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::Retry;
+use super::periodic::MIN_RECOVER_EVERY;
+use super::{Recovery, Retry};
 
 /// The delivery deadline when none is set: 8 s, as on the platform in the story.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(8);
@@ -38,6 +39,8 @@ pub struct Options {
     pub(super) shutdown_timeout: Option<Duration>,
     pub(super) lease: Duration,
     pub(super) retry: Retry,
+    pub(super) recover_every: Option<Duration>,
+    pub(super) recovery: Recovery,
 }
 
 impl Default for Options {
@@ -49,13 +52,15 @@ impl Default for Options {
             shutdown_timeout: Some(DEFAULT_SHUTDOWN_TIMEOUT),
             lease: DEFAULT_LEASE,
             retry: Retry::default(),
+            recover_every: None,
+            recovery: Recovery::Interrupt,
         }
     }
 }
 
 impl Options {
     /// An 8 s deadline, 64 deliveries at once, a backlog of 1024, a 30 s
-    /// shutdown timeout, a 10 s lease, and no retry.
+    /// shutdown timeout, a 10 s lease, no retry, and no periodic recovery.
     pub fn new() -> Self {
         Self::default()
     }
@@ -112,6 +117,50 @@ impl Options {
     /// [`Retry`] and the [module docs](super#retries).
     pub fn retry(mut self, retry: Retry) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// Runs recovery every `every` (at least [`MIN_RECOVER_EVERY`]) while the
+    /// dispatcher lives, under the [`Options::recovery`] policy; `None` (the
+    /// default) never does.
+    ///
+    /// For several dispatchers sharing a PostgreSQL ledger: a dispatcher that
+    /// lives for days then settles (or redelivers) what a dead peer left once
+    /// that peer's lease has run out, instead of only at its own start. Each
+    /// pass is [`Dispatcher::recover`](super::Dispatcher::recover): it takes
+    /// over only delegations whose owner's lease ran out (or that nobody
+    /// claims), never a live peer's nor its own. A dead peer's delegation is
+    /// thus settled between its lease and its lease plus `every` after the
+    /// peer's last renewal; a period of about the lease (or a fraction of it)
+    /// keeps that delay within twice the lease.
+    ///
+    /// The timer starts with the dispatcher's first delegation or recovery (as
+    /// its lease does), runs in a task the dispatcher tracks, stops when
+    /// [`Dispatcher::shutdown`](super::Dispatcher::shutdown) begins, and hands
+    /// each pass that recovered or failed anything to
+    /// [`Dispatcher::next_recovery`](super::Dispatcher::next_recovery); failures
+    /// nobody took make `shutdown` fail with
+    /// [`Error::Unrecovered`](super::Error::Unrecovered). Await those reports in
+    /// a task of the caller's: a damaged delegation is reported on every pass,
+    /// and once 64 reports wait untaken, the timer waits too (no report is
+    /// dropped, and memory stays bounded).
+    ///
+    /// Why off by default: recovery decides for the caller what happens to a
+    /// task the target may have (settle it, or send it again), which the
+    /// dispatcher should not do unasked; each pass reads every delegation of
+    /// the log, a cost the caller should choose; and on sled, whose lock
+    /// admits one process, nothing is orphaned by another process while this
+    /// one runs, so recovery at start suffices.
+    pub fn recover_every(mut self, every: Option<Duration>) -> Self {
+        self.recover_every = every.map(|every| every.max(MIN_RECOVER_EVERY));
+        self
+    }
+
+    /// The policy periodic recovery ([`Options::recover_every`]) settles
+    /// orphans under: [`Recovery::Interrupt`] (the default) or
+    /// [`Recovery::Redeliver`].
+    pub fn recovery(mut self, policy: Recovery) -> Self {
+        self.recovery = policy;
         self
     }
 }

@@ -21,7 +21,7 @@ use super::supervisor::Admission;
 use super::{Error, Inner, Receipt, blocking};
 use crate::delegation::Delegation;
 use crate::event::{DelegationId, Event, Failed, FailureReason, Queued, Timestamp};
-use crate::ledger::{self, Lease, Ledger, Recorded, Taken};
+use crate::ledger::{self, Lease, Ledger, Taken};
 
 /// What recovery holds while it redelivers on a shared store: the dispatcher's
 /// lease (which claims each redelivery), and the claims it took over.
@@ -164,6 +164,66 @@ fn task_of(ledger: &Ledger, attempt: &Delegation) -> Result<(DelegationId, Times
     Ok((first, started))
 }
 
+/// One orphan in hand, on a blocking thread: what [`settle_one`] gives each
+/// way of settling it.
+struct Orphan<A> {
+    /// The dispatcher, to write through and to start deliveries on.
+    worker: Arc<Inner>,
+    /// The delegation a dead process left `queued`, claimed by nobody here.
+    delegation: Delegation,
+    /// Its task's first attempt (the `messageId`) and when that was queued.
+    first: DelegationId,
+    started: Timestamp,
+    /// Its admission: [`Admission`], or `Option<Admission>` where settling
+    /// needs none.
+    admission: A,
+    /// The receipt's two ends, for the delivery it may start.
+    settle: Settle,
+    settled: tokio::sync::oneshot::Receiver<Result<super::Settled, Error>>,
+    runtime: tokio::runtime::Handle,
+    /// What recovery holds: the lease and the claims it took over.
+    held: Taking,
+}
+
+/// What every way of settling one orphan starts with, said once: admission (by
+/// `admit`, which says whether settling needs it), a receipt channel, the
+/// runtime, and then, on a blocking thread that runs to the end: `None` if a
+/// live delivery of this process claimed it meanwhile, else its task (see
+/// [`task_of`]) and `settle` with the orphan in hand.
+async fn settle_one<A: Send + 'static>(
+    inner: &Arc<Inner>,
+    what: &'static str,
+    delegation: Delegation,
+    held: Taking,
+    admit: fn(Result<Admission, Error>) -> Result<A, Error>,
+    settle: impl FnOnce(Orphan<A>) -> Result<Option<Recovered>, Error> + Send + 'static,
+) -> Result<Option<Recovered>, Error> {
+    let admission = admit(inner.supervisor.admit().await)?;
+    let (sender, settled) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Handle::current();
+    let worker = Arc::clone(inner);
+    blocking(what, move || {
+        // Unclaimed and queued when read, so no live delivery can own it now: one
+        // starts only by recording `queued`, which it already is.
+        if worker.ledger.is_claimed(&delegation.id) {
+            return Ok(None);
+        }
+        let (first, started) = task_of(&worker.ledger, &delegation)?;
+        settle(Orphan {
+            worker,
+            delegation,
+            first,
+            started,
+            admission,
+            settle: sender,
+            settled,
+            runtime,
+            held,
+        })
+    })
+    .await
+}
+
 /// Resumes a retry whose `not_before` had not come when recovery read it: it
 /// was certainly never sent (a dispatcher sends nothing before then), so it is
 /// neither interrupted nor redelivered, only delivered at its time, in a task
@@ -173,39 +233,49 @@ async fn resume(
     waiting: Delegation,
     held: Taking,
 ) -> Result<Option<Recovered>, Error> {
-    let admission = inner.supervisor.admit().await?;
-    let (settle, settled) = tokio::sync::oneshot::channel();
-    let runtime = tokio::runtime::Handle::current();
-    let worker = Arc::clone(inner);
-    blocking("resuming a retry", move || {
-        if worker.ledger.is_claimed(&waiting.id) {
-            return Ok(None);
-        }
-        let (first, started) = task_of(&worker.ledger, &waiting)?;
-        // On a shared store the claim taken over is this owner's now; the
-        // delivery's claim keeps it, and ends it once the outcome is recorded.
-        let claim = worker
-            .ledger
-            .claim_leased(&waiting.id, held.lease.as_ref())?;
-        let id = waiting.id.clone();
-        let queued_at = waiting.queued_at;
-        let delivery = Delivery {
-            id: waiting.id,
-            message_id: first,
-            source: waiting.source,
-            target: waiting.target,
-            task: Ok(waiting.task),
-            attempt: waiting.attempt,
-            started,
-            not_before: waiting.not_before,
-        };
-        worker.start(admission, delivery, claim, settle, &runtime);
-        Ok(Some(Recovered {
-            id: id.clone(),
-            redelivery: None,
-            resumed: Some(Receipt::queued(id, queued_at, settled)),
-        }))
-    })
+    settle_one(
+        inner,
+        "resuming a retry",
+        waiting,
+        held,
+        |a| a,
+        |orphan| {
+            let Orphan {
+                worker,
+                delegation: waiting,
+                first,
+                started,
+                admission,
+                settle,
+                settled,
+                runtime,
+                held,
+            } = orphan;
+            // On a shared store the claim taken over is this owner's now; the
+            // delivery's claim keeps it, and ends it once the outcome is recorded.
+            let claim = worker
+                .ledger
+                .claim_leased(&waiting.id, held.lease.as_ref())?;
+            let id = waiting.id.clone();
+            let queued_at = waiting.queued_at;
+            let delivery = Delivery {
+                id: waiting.id,
+                message_id: first,
+                source: waiting.source,
+                target: waiting.target,
+                task: Ok(waiting.task),
+                attempt: waiting.attempt,
+                started,
+                not_before: waiting.not_before,
+            };
+            worker.start(admission, delivery, claim, settle, &runtime);
+            Ok(Some(Recovered {
+                id: id.clone(),
+                redelivery: None,
+                resumed: Some(Receipt::queued(id, queued_at, settled)),
+            }))
+        },
+    )
     .await
 }
 
@@ -213,35 +283,137 @@ async fn resume(
 /// the dispatcher's retry policy retries `interrupted` (only with
 /// [`Retry::retry_unknown`](super::Retry::retry_unknown)) and the task has
 /// attempts and time left, queues its next attempt in the same write and
-/// delivers that at its `not_before`, as after a live failure.
+/// delivers that at its `not_before`, as after a live failure. It needs no
+/// admission to settle, only to retry.
 async fn interrupt_one(
     inner: &Arc<Inner>,
     original: Delegation,
     held: Taking,
 ) -> Result<Option<Recovered>, Error> {
-    let admission = inner.supervisor.admit().await.ok();
-    let (settle, settled) = tokio::sync::oneshot::channel();
-    let runtime = tokio::runtime::Handle::current();
-    let worker = Arc::clone(inner);
-    blocking("recovering", move || {
-        if worker.ledger.is_claimed(&original.id) {
-            return Ok(None);
-        }
-        const STOPPED: &str = "the process stopped before the outcome was known";
-        let (first, started) = task_of(&worker.ledger, &original)?;
-        let now = worker.ledger.clock().now();
-        let plan = worker
-            .options
-            .retry
-            .plan(
-                FailureReason::Interrupted,
-                None,
-                original.attempt,
-                now.since(started),
-                &first,
-            )
-            .map(|wait| now.after(wait));
-        if let (Some(not_before), Some(admission)) = (plan, admission) {
+    settle_one(
+        inner,
+        "recovering",
+        original,
+        held,
+        |a| Ok(a.ok()),
+        |orphan| {
+            let Orphan {
+                worker,
+                delegation: original,
+                first,
+                started,
+                admission,
+                settle,
+                settled,
+                runtime,
+                held,
+            } = orphan;
+            const STOPPED: &str = "the process stopped before the outcome was known";
+            let now = worker.ledger.clock().now();
+            let plan = worker
+                .options
+                .retry
+                .plan(
+                    FailureReason::Interrupted,
+                    None,
+                    original.attempt,
+                    now.since(started),
+                    &first,
+                )
+                .map(|wait| now.after(wait));
+            if let (Some(not_before), Some(admission)) = (plan, admission) {
+                let failing = Failing {
+                    id: &original.id,
+                    attempt: original.attempt,
+                    first: &first,
+                };
+                let queued = Queued {
+                    task: original.task.clone(),
+                    not_before: Some(not_before),
+                    ..Queued::new(original.source.clone(), original.target.clone())
+                };
+                let failed = |next: &DelegationId| Failed {
+                    reason: FailureReason::Interrupted,
+                    detail: Some(format!("{STOPPED}; retried as {next}")),
+                };
+                return match worker.requeue(&failing, held.lease.as_ref(), failed, &queued)? {
+                    Requeued::Queued { id, claim, retried } => {
+                        held.taken.release(&original.id);
+                        let delivery = Delivery {
+                            id: id.clone(),
+                            message_id: first,
+                            source: original.source,
+                            target: original.target,
+                            task: Ok(original.task),
+                            attempt: retried.attempt,
+                            started,
+                            not_before: Some(not_before),
+                        };
+                        worker.start(admission, delivery, claim, settle, &runtime);
+                        Ok(Some(Recovered {
+                            id: original.id,
+                            redelivery: Some(Receipt::queued(id, retried.queued.at, settled)),
+                            resumed: None,
+                        }))
+                    }
+                    Requeued::Settled => {
+                        held.taken.release(&original.id);
+                        Ok(None)
+                    }
+                };
+            }
+            let failed = Event::Failed(Failed {
+                reason: FailureReason::Interrupted,
+                detail: Some(STOPPED.to_owned()),
+            });
+            match worker.ledger.record(&original.id, failed) {
+                Ok(_) => {
+                    held.taken.release(&original.id);
+                    Ok(Some(Recovered {
+                        id: original.id,
+                        redelivery: None,
+                        resumed: None,
+                    }))
+                }
+                Err(crate::Error::AlreadySettled { .. }) => {
+                    held.taken.release(&original.id);
+                    Ok(None)
+                }
+                Err(error) => Err(error.into()),
+            }
+        },
+    )
+    .await
+}
+
+/// [`Recovery::Redeliver`] for one orphan: claims a free redelivery id, writes
+/// the original's failure and the redelivery's `queued` in one atomic write,
+/// and delivers the redelivery. `None` if it is no longer an orphan: a live
+/// delivery of this process claimed it, or another writer settled it.
+async fn redeliver_one(
+    inner: &Arc<Inner>,
+    original: Delegation,
+    held: Taking,
+) -> Result<Option<Recovered>, Error> {
+    // As in `delegate`: the write and the spawn run to the end together.
+    settle_one(
+        inner,
+        "redelivering",
+        original,
+        held,
+        |a| a,
+        |orphan| {
+            let Orphan {
+                worker,
+                delegation: original,
+                first,
+                started,
+                admission,
+                settle,
+                settled,
+                runtime,
+                held,
+            } = orphan;
             let failing = Failing {
                 id: &original.id,
                 attempt: original.attempt,
@@ -249,14 +421,13 @@ async fn interrupt_one(
             };
             let queued = Queued {
                 task: original.task.clone(),
-                not_before: Some(not_before),
                 ..Queued::new(original.source.clone(), original.target.clone())
             };
-            let failed = |next: &DelegationId| Failed {
+            let failed = |id: &DelegationId| Failed {
                 reason: FailureReason::Interrupted,
-                detail: Some(format!("{STOPPED}; retried as {next}")),
+                detail: Some(format!("redelivered as {id}")),
             };
-            return match worker.requeue(&failing, held.lease.as_ref(), failed, &queued)? {
+            match worker.requeue(&failing, held.lease.as_ref(), failed, &queued)? {
                 Requeued::Queued { id, claim, retried } => {
                     held.taken.release(&original.id);
                     let delivery = Delivery {
@@ -267,7 +438,7 @@ async fn interrupt_one(
                         task: Ok(original.task),
                         attempt: retried.attempt,
                         started,
-                        not_before: Some(not_before),
+                        not_before: None,
                     };
                     worker.start(admission, delivery, claim, settle, &runtime);
                     Ok(Some(Recovered {
@@ -280,106 +451,8 @@ async fn interrupt_one(
                     held.taken.release(&original.id);
                     Ok(None)
                 }
-            };
-        }
-        let failed = Event::Failed(Failed {
-            reason: FailureReason::Interrupted,
-            detail: Some(STOPPED.to_owned()),
-        });
-        match worker.ledger.record(&original.id, failed) {
-            Ok(_) => {
-                held.taken.release(&original.id);
-                Ok(Some(Recovered {
-                    id: original.id,
-                    redelivery: None,
-                    resumed: None,
-                }))
             }
-            Err(crate::Error::AlreadySettled { .. }) => {
-                held.taken.release(&original.id);
-                Ok(None)
-            }
-            Err(error) => Err(error.into()),
-        }
-    })
+        },
+    )
     .await
-}
-
-/// Settles `original` as interrupted and queues its redelivery in one atomic
-/// write, then delivers the redelivery. `None` if it is no longer an orphan: a
-/// live delivery of this process claimed it, or another writer settled it.
-async fn redeliver_one(
-    inner: &Arc<Inner>,
-    original: Delegation,
-    held: Taking,
-) -> Result<Option<Recovered>, Error> {
-    let admission = inner.supervisor.admit().await?;
-    let (settle, settled) = tokio::sync::oneshot::channel();
-    let runtime = tokio::runtime::Handle::current();
-    let original_id = original.id.clone();
-    let worker = Arc::clone(inner);
-    // As in `delegate`: the write and the spawn run to the end together.
-    let queued = blocking("redelivering", move || {
-        requeue(&worker, admission, original, &held, settle, &runtime)
-    })
-    .await?;
-    Ok(queued.map(|(id, recorded)| Recovered {
-        id: original_id,
-        redelivery: Some(Receipt::queued(id, recorded.at, settled)),
-        resumed: None,
-    }))
-}
-
-/// Redelivers `original`, on a blocking thread: claims a free redelivery id,
-/// writes the original's failure and the redelivery's `queued` together, and
-/// spawns the delivery. Answers the redelivery's id and `queued`, or `None` if
-/// `original` is not an orphan any more.
-fn requeue(
-    inner: &Arc<Inner>,
-    admission: Admission,
-    original: Delegation,
-    held: &Taking,
-    settle: Settle,
-    runtime: &tokio::runtime::Handle,
-) -> Result<Option<(DelegationId, Recorded)>, Error> {
-    // Unclaimed and queued when read, so no live delivery can own it now: one
-    // starts only by recording `queued`, which it already is.
-    if inner.ledger.is_claimed(&original.id) {
-        return Ok(None);
-    }
-    let (first, started) = task_of(&inner.ledger, &original)?;
-    let failing = Failing {
-        id: &original.id,
-        attempt: original.attempt,
-        first: &first,
-    };
-    let queued = Queued {
-        task: original.task.clone(),
-        ..Queued::new(original.source.clone(), original.target.clone())
-    };
-    let failed = |id: &DelegationId| Failed {
-        reason: FailureReason::Interrupted,
-        detail: Some(format!("redelivered as {id}")),
-    };
-    match inner.requeue(&failing, held.lease.as_ref(), failed, &queued)? {
-        Requeued::Queued { id, claim, retried } => {
-            held.taken.release(&original.id);
-            let delivery = Delivery {
-                id: id.clone(),
-                message_id: first,
-                source: original.source,
-                target: original.target,
-                task: Ok(original.task),
-                attempt: retried.attempt,
-                started,
-                not_before: None,
-            };
-            inner.start(admission, delivery, claim, settle, runtime);
-            Ok(Some((id, retried.queued)))
-        }
-        Requeued::Settled => {
-            held.taken.release(&original.id);
-            Ok(None)
-        }
-    }
 }

@@ -38,6 +38,9 @@ pub(super) struct Supervisor {
     /// Cancelled when the last clone of the dispatcher is dropped: every delivery
     /// ends where it is, unrecorded, and its delegation stays `queued`.
     abandoned: CancellationToken,
+    /// Cancelled when shutdown begins or the dispatcher is dropped: the
+    /// dispatcher's own work beside deliveries (periodic recovery) stops.
+    closing: CancellationToken,
 }
 
 impl Supervisor {
@@ -50,6 +53,7 @@ impl Supervisor {
             backlog: Arc::new(Semaphore::new(backlog.min(Semaphore::MAX_PERMITS))),
             cut_off: CancellationToken::new(),
             abandoned: CancellationToken::new(),
+            closing: CancellationToken::new(),
         }
     }
 
@@ -91,6 +95,24 @@ impl Supervisor {
         drop(token);
     }
 
+    /// Spawns `work`, the dispatcher's own (not a delivery: it takes no place in
+    /// the backlog), on the current runtime, tracked like a delivery, so that
+    /// shutdown waits for it. It must end once [`Supervisor::unless_closing`]
+    /// says so.
+    pub(super) fn spawn_tracked(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(work);
+    }
+
+    /// Runs `work` unless shutdown begins or the dispatcher is dropped first (`None`).
+    pub(super) async fn unless_closing<F: Future>(&self, work: F) -> Option<F::Output> {
+        self.closing.run_until_cancelled(work).await
+    }
+
+    /// Whether shutdown has begun or the dispatcher was dropped.
+    pub(super) fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
     /// Waits for a slot to send in; the slot is free again when the permit drops.
     pub(super) async fn slot(&self) -> Result<SemaphorePermit<'_>, AcquireError> {
         self.slots.acquire().await
@@ -114,6 +136,7 @@ impl Supervisor {
     /// Admits nothing more, and waits until every admission and delivery has ended.
     /// Past `limit`, cuts off what is left and waits for each to record that.
     pub(super) async fn drain(&self, limit: Option<Duration>) {
+        self.closing.cancel();
         self.backlog.close();
         self.tracker.close();
         if self.tracker.is_empty() {
@@ -133,6 +156,7 @@ impl Supervisor {
 
     /// The dispatcher is gone: admits nothing more, and ends every delivery.
     pub(super) fn abandon(&self) {
+        self.closing.cancel();
         self.backlog.close();
         self.tracker.close();
         self.abandoned.cancel();

@@ -173,6 +173,11 @@ impl Server {
     /// a call names no protocol.
     pub fn new(ledger: Ledger, http: Http, options: dispatch::Options) -> Self {
         let dispatcher = |protocol: Protocol| {
+            // Periodic recovery runs on one of them, the one `recover` uses.
+            let options = match protocol {
+                Protocol::Auto => options,
+                _ => options.recover_every(None),
+            };
             Dispatcher::with_options(
                 ledger.clone(),
                 http.clone().protocol(protocol.into()),
@@ -217,6 +222,15 @@ impl Server {
     /// [`Protocol::Auto`] dispatcher and are drained by [`Server::shutdown`].
     pub async fn recover(&self, policy: Recovery) -> Report {
         self.dispatchers.auto.recover(policy).await
+    }
+
+    /// The next report of periodic recovery (the dispatch options'
+    /// [`recover_every`](dispatch::Options::recover_every)), which runs on the
+    /// [`Protocol::Auto`] dispatcher from the first [`Server::recover`] or
+    /// delegation on; `None` once the server has shut down, and at once
+    /// without it. See [`Dispatcher::next_recovery`].
+    pub async fn next_recovery(&self) -> Option<Report> {
+        self.dispatchers.auto.next_recovery().await
     }
 
     /// The dispatcher for `protocol`.
