@@ -79,6 +79,7 @@ pub(crate) fn run(args: Args) -> Done {
     .source(args.from)
     .protocol(protocol);
     let runtime = runtime()?;
+    let feed = super::feed::start(&runtime, server.ledger(), &args.db, "mcp");
     let policy = match args.recover {
         AtStart::Interrupt => Some(Recovery::Interrupt),
         AtStart::Redeliver => Some(Recovery::Redeliver),
@@ -104,6 +105,8 @@ pub(crate) fn run(args: Args) -> Done {
         }
     }
     let served = runtime.block_on(server.serve(rmcp::transport::stdio(), stopped()));
+    // Every delivery is drained: followers get the last outcomes, then the end.
+    runtime.block_on(feed.close());
     // A read of stdin cannot be cancelled: after a signal, do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     match served {
