@@ -3,7 +3,11 @@
 //! reads only falls behind, told how many records it missed, while every writer
 //! finishes (unlike sled's `watch_prefix`, whose unread subscriber blocks writers
 //! after 1024 events). Also `Tail`, the key-set poll: each record once, in seq
-//! order per delegation.
+//! order per delegation. And the same feed served on a store's socket to other
+//! processes (`feed`): a client that never reads while 10,000 records are
+//! written stalls no writer, and when it reads it is told how many records the
+//! feed dropped and still gets every record once, in seq order; a stale socket
+//! file is replaced; a store path too long for a socket address is served.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::HashMap;

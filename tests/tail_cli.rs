@@ -1,8 +1,14 @@
-//! Guards `delegation-log tail` on sled: a store another process holds is exit 2,
-//! naming the lock and what to do, at once and without a hang; a store held by
-//! nobody is printed, one escaped line per event (`<time> <id> seq <n> <event>
-//! …`, pinned by insta) or one JSON object per line as `export` writes it; and a
-//! reader that closes stdout ends it without a panic.
+//! Guards `delegation-log tail` on sled. A store held by nobody is printed, one
+//! escaped line per event (`<time> <id> seq <n> <event> …`, pinned by insta) or
+//! one JSON object per line as `export` writes it, even with a stale socket file
+//! there; a reader that closes stdout ends it without a panic. A store another
+//! delegation-log process (`mcp`) holds is followed through the feed it serves:
+//! `tail --json` prints every event once, in seq order per delegation, the same
+//! lines byte for byte as `export` once the server has exited, and ends with
+//! exit 0 when the server exits (closing the feed, or killed) or on SIGTERM. A
+//! server replaces a stale socket and removes its own on exit. A store held by
+//! a process that serves no feed is exit 2 naming the lock, within a second and
+//! without a hang; a feed of another protocol version is exit 2 naming both.
 #![cfg(feature = "cli")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
@@ -166,7 +172,8 @@ fn tail_refuses_a_feed_of_another_protocol_version_by_name() {
 }
 
 /// `tail` following a sled store another process holds, through the feed that
-/// process serves: here `delegation-log mcp`, driven by rmcp's client.
+/// process serves: here `delegation-log mcp`, driven by rmcp's client, and
+/// `demo`.
 #[cfg(all(unix, feature = "mcp"))]
 mod following {
     use std::collections::{HashMap, HashSet};
@@ -419,11 +426,13 @@ mod following {
         let tail = Tail::start(&db);
         delegate(&client, "fresh-1", &agent.url()).await;
         tail.printed(2);
-        // Killed: the socket stays, and tail is told the server went away.
+        // Killed: the socket stays; tail sees the feed end without its end
+        // line, and finishes from the log (nothing left to print here).
         server.kill().await.unwrap();
         let (code, stdout, stderr) = tail.finish();
         assert_eq!(code, Some(0), "{stderr}");
-        assert!(stderr.contains("went away"), "{stderr}");
+        assert!(stderr.contains("ended without its end line"), "{stderr}");
+        assert!(stderr.contains("printed the 0 events"), "{stderr}");
         assert!(db.join("feed.sock").exists());
         drop(client);
 
@@ -438,6 +447,61 @@ mod following {
         assert_eq!(code, Some(0), "{stderr}");
         assert!(stdout_2.starts_with(&stdout), "the first read is the log");
         assert_each_event_once_as_export_has_it(&stdout_2, &exported(&db));
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `TERM`) to `pid`.
+    fn signal(pid: u32, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    #[test]
+    fn a_stopped_tail_never_stalls_the_demo_and_once_resumed_prints_every_event_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = db_in(&dir);
+        // 3000 tasks: 6000 records, more than the feed holds for a follower
+        // (4096) and the socket buffers together.
+        let mut demo = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
+            .args(["demo", "--tasks", "3000", "--deadline-ms", "100", "--db"])
+            .arg(&db)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let until = Instant::now() + Duration::from_secs(20);
+        while !db.join("feed.sock").exists() {
+            assert!(Instant::now() < until, "demo never served its feed");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let tail = Tail::start(&db);
+        tail.printed(1);
+        signal(tail.child.id(), "STOP");
+        let until = Instant::now() + Duration::from_secs(120);
+        let finished = loop {
+            if let Some(status) = demo.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > until {
+                signal(tail.child.id(), "CONT");
+                let _ = demo.kill();
+                panic!("the demo stalled behind a stopped tail");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(finished.success());
+        signal(tail.child.id(), "CONT");
+
+        // The demo, ending, cut the stopped tail off; resumed, tail prints what
+        // the socket held, then the rest from the log, now nobody holds it.
+        let (code, stdout, stderr) = tail.finish();
+        assert_eq!(code, Some(0), "{stderr}");
+        assert!(stderr.contains("ended without its end line"), "{stderr}");
+        assert!(stderr.contains("it had not sent, from the log"), "{stderr}");
+        assert_eq!(stdout.lines().count(), 6000);
+        assert_each_event_once_as_export_has_it(&stdout, &exported(&db));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

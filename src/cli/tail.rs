@@ -15,9 +15,13 @@
 //! every event already in the log, then each new one, each once, until Ctrl-C,
 //! SIGTERM, a closed stdout, or the serving process ending (exit 0, said on
 //! stderr). A feed that fell behind is said on stderr; the serving process reads
-//! what it missed from the log, so nothing is skipped. A store held by a process
+//! what it missed from the log, so nothing is skipped. A feed that ends without
+//! its end line (its process was killed, or cut off a tail that was not reading
+//! as it ended) is finished from the log once nobody holds the store: what was
+//! not printed yet is printed, by the same per-delegation key-set. A store held by a process
 //! that serves no feed is exit 2, naming the lock.
 
+use std::collections::HashMap;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use delegation_log::audit::printable;
 use delegation_log::ledger::Tail;
-use delegation_log::{Error, Ledger, OpenError, Record};
+use delegation_log::{DelegationId, Error, Ledger, OpenError, Record, Seq};
 
 use super::inspect::what;
 use super::place::url;
@@ -150,11 +154,11 @@ fn follow_feed(client: delegation_log::feed::Client, db: &Path, json: bool) -> D
     let signals = runtime()?;
     let (stop, stopping) = mpsc::channel();
     watch_signals(&signals, stop.clone(), Ending::Signal);
-    let shown = printable(&super::place::shown(db).to_string()).into_owned();
+    let db = db.to_path_buf();
     // A thread of its own: a blocked write to stdout must not keep a signal
     // from ending tail.
     let reader = std::thread::spawn(move || {
-        let done = read_feed(client, &shown, json);
+        let done = read_feed(client, &db, json);
         let _ = stop.send(Ending::Read(done));
     });
     let done = match stopping.recv() {
@@ -176,8 +180,12 @@ fn follow_feed(client: delegation_log::feed::Client, db: &Path, json: bool) -> D
 /// Reads the feed and prints each record, flushing whenever nothing more is
 /// buffered.
 #[cfg(unix)]
-fn read_feed(mut client: delegation_log::feed::Client, shown: &str, json: bool) -> Done {
+fn read_feed(mut client: delegation_log::feed::Client, db: &Path, json: bool) -> Done {
     use delegation_log::feed::Message;
+    let shown = printable(&super::place::shown(db).to_string()).into_owned();
+    // The last seq printed of each delegation, to finish from the log if the
+    // feed is cut off.
+    let mut printed: HashMap<DelegationId, Seq> = HashMap::new();
     let mut out = io::BufWriter::new(io::stdout().lock());
     let written = |result: io::Result<()>| match result {
         Ok(()) => Ok(Printed::All),
@@ -218,15 +226,13 @@ fn read_feed(mut client: delegation_log::feed::Client, shown: &str, json: bool) 
             }
             None => {
                 let _ = written(out.flush())?;
-                eprintln!(
-                    "delegation-log tail: the process holding {shown} went away without \
-                     closing its feed (was it killed?); tail ends here"
-                );
-                return Ok(());
+                drop(out);
+                return finish_from_log(db, &shown, &printed, json);
             }
             Some(_) => continue,
         };
         let text = line(&record, json).map_err(|e| Failure::Unusable(e.to_string()))?;
+        printed.insert(record.delegation, record.seq);
         if written(writeln!(out, "{text}"))? == Printed::Closed {
             return Ok(());
         }
@@ -266,6 +272,53 @@ fn follow(url: &str, json: bool, interval: Duration) -> Done {
     };
     signals.shutdown_background();
     done
+}
+
+/// The feed ended without its end line: its process was killed, or cut this
+/// tail off as it ended because tail did not read. Once nobody holds the store,
+/// print from it what was not printed yet, so nothing acknowledged is skipped.
+#[cfg(unix)]
+fn finish_from_log(
+    db: &Path,
+    shown: &str,
+    printed: &HashMap<DelegationId, Seq>,
+    json: bool,
+) -> Done {
+    let deadline = Instant::now() + FEED_WITHIN;
+    let ledger = loop {
+        match Ledger::open_existing(db) {
+            Ok(ledger) => break ledger,
+            Err(Error::Open(OpenError::Locked { .. })) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                eprintln!(
+                    "delegation-log tail: the feed of {shown} ended without its end line (its \
+                     process was killed, or cut tail off as it ended), and the store cannot \
+                     be read now ({}): events after the last printed may be missing; tail ends \
+                     here",
+                    printable(&e.to_string())
+                );
+                return Ok(());
+            }
+        }
+    };
+    let records = Tail::new().poll(&ledger).map_err(unreadable)?;
+    drop(ledger);
+    let rest: Vec<Record> = records
+        .into_iter()
+        .filter(|record| record.seq > printed.get(&record.delegation).copied().unwrap_or(0))
+        .collect();
+    if print(&rest, json)? == Printed::Closed {
+        return Ok(());
+    }
+    eprintln!(
+        "delegation-log tail: the feed of {shown} ended without its end line (its process was \
+         killed, or cut tail off as it ended); printed the {} events it had not sent, from \
+         the log; tail ends here",
+        rest.len()
+    );
+    Ok(())
 }
 
 /// Sends `signalled` on `stop` at Ctrl-C or SIGTERM. On unix both handlers are

@@ -82,7 +82,7 @@ impl Client {
     }
 
     /// The next message; `None` once the connection ended without an `end`
-    /// line (the serving process went away).
+    /// line (the serving process went away, or cut this client off).
     ///
     /// # Errors
     /// [`Error::Garbled`] for a line that is not a message; [`Error::Io`].

@@ -33,7 +33,9 @@
 //! connection that fell behind is told `{"missed":{"records":N}}`, and the
 //! server then reads what it missed from the log (the same [`Tail`], so only
 //! delegations that moved are read again) and goes on: the client still gets
-//! every record once. `tail` says so on stderr and carries on.
+//! every record once. `tail` says so on stderr and carries on. A closing
+//! server gives a client that does not read a grace of a second or two, then
+//! cuts it off: no `end` line, so `tail` finishes from the log itself.
 //!
 //! # The socket
 //! [`SOCKET`] in the store's directory, mode 0600. A Unix socket address holds

@@ -28,8 +28,9 @@ const BATCH: usize = 1024;
 /// directory (see the [module docs](super)).
 ///
 /// Its tasks run on the tokio runtime it was started on, tracked: [`close`]
-/// ends them (each connection gets what is left of the feed, within a second,
-/// then an `end` line) and removes the socket file. Dropping it instead ends
+/// ends them (each connection gets what is left of the feed, then an `end`
+/// line; one whose client does not read is cut off after a grace of a second
+/// or two) and removes the socket file. Dropping it instead ends
 /// them without waiting and removes the file too.
 ///
 /// [`close`]: Server::close
@@ -98,7 +99,7 @@ impl Server {
     }
 
     /// Stops taking connections, gives each what is left of the feed and an
-    /// `end` line (within a second: a client that does not read is cut off),
+    /// `end` line (a client that does not read is cut off after the grace),
     /// waits for every task, and removes the socket file.
     pub async fn close(self) {
         self.stop.cancel();
