@@ -42,6 +42,8 @@ pub mod dispatch;
 pub mod envelope;
 pub mod error;
 pub mod event;
+#[cfg(all(feature = "feed", unix))]
+pub mod feed;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod ledger;

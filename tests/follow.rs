@@ -3,7 +3,11 @@
 //! reads only falls behind, told how many records it missed, while every writer
 //! finishes (unlike sled's `watch_prefix`, whose unread subscriber blocks writers
 //! after 1024 events). Also `Tail`, the key-set poll: each record once, in seq
-//! order per delegation.
+//! order per delegation. And the same feed served on a store's socket to other
+//! processes (`feed`): a client that never reads while 10,000 records are
+//! written stalls no writer, and when it reads it is told how many records the
+//! feed dropped and still gets every record once, in seq order; a stale socket
+//! file is replaced; a store path too long for a socket address is served.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 use std::collections::HashMap;
@@ -183,4 +187,120 @@ fn a_tail_hands_out_each_record_once_in_seq_order_per_delegation() {
     assert_eq!(printed.len(), 20);
     assert!(printed.values().all(|seqs| seqs == &[1, 2]), "{printed:?}");
     assert_eq!(tail.delegations(), 20);
+}
+
+/// The feed served on a store's socket to another process
+/// (`delegation_log::feed`), here read in-process.
+#[cfg(all(feature = "feed", unix))]
+mod served {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use delegation_log::feed::{Client, Message, SOCKET, Server};
+    use delegation_log::{DelegationId, Event, Seq};
+
+    use super::{WRITES, id, sled_ledger, write_all_within};
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Reads records until `count` distinct ones came; panics on a duplicate or
+    /// a seq out of order. Returns how many the feed said were missed.
+    fn read_every(client: &mut Client, count: usize) -> u64 {
+        let mut last: HashMap<DelegationId, Seq> = HashMap::new();
+        let (mut got, mut missed) = (0, 0);
+        while got < count {
+            match client
+                .next_message()
+                .unwrap()
+                .expect("the feed ended early")
+            {
+                Message::Record(record) => {
+                    let before = last.insert(record.delegation.clone(), record.seq);
+                    assert_eq!(
+                        before.unwrap_or(0) + 1,
+                        record.seq,
+                        "{} twice or out of order",
+                        record.delegation
+                    );
+                    got += 1;
+                }
+                Message::Missed { records } => missed += records,
+                other => panic!("{other:?}"),
+            }
+        }
+        missed
+    }
+
+    #[test]
+    fn a_feed_client_that_never_reads_never_stalls_writers_and_still_gets_every_record_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = sled_ledger(&dir);
+        let db = dir.path().join("log");
+        let runtime = runtime();
+        let server = runtime.block_on(Server::start(&ledger, &db)).unwrap();
+        // Connected, hello read, and then not read while every write is made.
+        let mut stopped = Client::connect(&db).unwrap();
+        write_all_within(&ledger, Duration::from_secs(120));
+
+        let missed = read_every(&mut stopped, WRITES);
+        assert!(missed > 0, "the feed should have dropped records for it");
+        runtime.block_on(server.close());
+        assert!(matches!(
+            stopped.next_message().unwrap(),
+            Some(Message::End { .. })
+        ));
+        assert!(!db.join(SOCKET).exists(), "the socket is removed on close");
+        // Nothing more: the ledger's history is what was sent.
+        assert_eq!(ledger.history(&id(WRITES - 1)).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_store_whose_socket_path_is_too_long_for_an_address_is_served_all_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("x".repeat(120));
+        let ledger = delegation_log::Ledger::open(&db).unwrap();
+        assert!(db.join(SOCKET).as_os_str().len() > 107);
+        let runtime = runtime();
+        let server = runtime.block_on(Server::start(&ledger, &db)).unwrap();
+        let mut client = Client::connect(&db).unwrap();
+        ledger
+            .record(&id(1), Event::queued("planner", "http://127.0.0.1:9/a2a"))
+            .unwrap();
+        assert_eq!(read_every(&mut client, 1), 0);
+        runtime.block_on(server.close());
+        assert!(!db.join(SOCKET).exists());
+    }
+
+    #[test]
+    fn a_stale_socket_file_is_replaced_and_a_server_removes_only_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = sled_ledger(&dir);
+        let db = dir.path().join("log");
+        // What a killed server leaves: a socket file nobody listens on.
+        drop(std::os::unix::net::UnixListener::bind(db.join(SOCKET)).unwrap());
+        assert!(matches!(
+            Client::connect(&db),
+            Err(delegation_log::feed::Error::NotServed { .. })
+        ));
+        let runtime = runtime();
+        let first = runtime.block_on(Server::start(&ledger, &db)).unwrap();
+        let mut client = Client::connect(&db).unwrap();
+        ledger
+            .record(&id(1), Event::queued("planner", "http://127.0.0.1:9/a2a"))
+            .unwrap();
+        assert_eq!(read_every(&mut client, 1), 0);
+        // A later server replaces the socket; the first one, dropped, leaves it.
+        let second = runtime.block_on(Server::start(&ledger, &db)).unwrap();
+        drop(first);
+        assert!(db.join(SOCKET).exists());
+        assert!(Client::connect(&db).is_ok());
+        runtime.block_on(second.close());
+        assert!(!db.join(SOCKET).exists());
+    }
 }

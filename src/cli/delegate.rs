@@ -76,7 +76,11 @@ pub(crate) fn run(args: Args) -> Done {
         return again(&args, &existing);
     }
     let transport = args.http.transport()?;
-    let (id, attempt) = runtime()?.block_on(deliver(&ledger, transport, &args))?;
+    let runtime = runtime()?;
+    let feed = super::feed::start(&runtime, &ledger, &args.db, "delegate");
+    let delivered = runtime.block_on(deliver(&ledger, transport, &args));
+    runtime.block_on(feed.close());
+    let (id, attempt) = delivered?;
     if args.no_wait {
         return Ok(());
     }

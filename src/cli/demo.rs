@@ -33,7 +33,11 @@ pub(crate) fn run(
     let ledger = super::place::open(&db)
         .map_err(|e| Failure::Unusable(format!("cannot open {}: {e}", super::place::shown(&db))))?;
     println!("log: {}", super::place::shown(&db));
-    runtime()?.block_on(demo(ledger, tasks, deadline, lease, retry))
+    let runtime = runtime()?;
+    let feed = super::feed::start(&runtime, &ledger, &db, "demo");
+    let done = runtime.block_on(demo(ledger, tasks, deadline, lease, retry));
+    runtime.block_on(feed.close());
+    done
 }
 
 /// A new directory under the temp dir, unique to this run.

@@ -99,6 +99,7 @@ pub(crate) fn run(args: Args) -> Done {
     .source(args.from)
     .protocol(protocol);
     let runtime = runtime()?;
+    let feed = super::feed::start(&runtime, server.ledger(), &args.db, "mcp");
     if let Some(policy) = policy {
         say(&runtime.block_on(server.recover(policy)), policy);
     }
@@ -115,6 +116,8 @@ pub(crate) fn run(args: Args) -> Done {
         );
         served
     });
+    // Every delivery is drained: followers get the last outcomes, then the end.
+    runtime.block_on(feed.close());
     // A read of stdin cannot be cancelled: after a signal, do not wait for it.
     runtime.shutdown_timeout(Duration::from_millis(100));
     match served {

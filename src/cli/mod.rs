@@ -3,6 +3,7 @@
 pub mod audit;
 mod delegate;
 mod demo;
+mod feed;
 mod http;
 mod inspect;
 #[cfg(feature = "tracing")]
@@ -158,12 +159,14 @@ enum Command {
     /// Print a log's events, one line each (`<time> <id> seq <n> <event> …`) or,
     /// with --json, one JSON object each (the record as `export` writes it).
     ///
-    /// On PostgreSQL (`--db postgres://…`), go on printing what other processes
-    /// write, each event once, until Ctrl-C or SIGTERM (exit 0). A sled directory
-    /// takes one process: held by another process, it cannot be read (exit 2);
-    /// held by nobody, its events are printed and tail ends, since nothing else
-    /// can write to it meanwhile. A closed stdout ends tail too (exit 0). A
-    /// damaged log is exit 1.
+    /// Then go on printing what other processes write, each event once, until
+    /// Ctrl-C or SIGTERM (exit 0): on PostgreSQL (`--db postgres://…`) by
+    /// polling; on a sled directory another delegation-log process holds (`mcp`,
+    /// `demo`, `delegate`, `recover --redeliver`) through the feed it serves on
+    /// DIR/feed.sock, until that process ends (exit 0). A sled directory held by
+    /// a process that serves no feed is exit 2; one held by nobody is printed and
+    /// tail ends, since nothing else can write to it meanwhile. A closed stdout
+    /// ends tail too (exit 0). A damaged log is exit 1.
     Tail(tail::Args),
     #[command(flatten)]
     Audit(audit::Command),

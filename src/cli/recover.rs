@@ -41,7 +41,9 @@ pub(crate) fn run(db: &Path, redeliver: bool, http: &HttpArgs, lease: Duration) 
         return print_failures(&failed, 0);
     }
     let transport = http.transport()?;
-    runtime()?.block_on(async {
+    let runtime = runtime()?;
+    let feed = super::feed::start(&runtime, &ledger, db, "recover");
+    let done = runtime.block_on(async {
         let dispatcher = Dispatcher::with_options(ledger, transport, Options::new().lease(lease));
         let report = dispatcher.recover(Recovery::Redeliver).await;
         println!(
@@ -83,7 +85,9 @@ pub(crate) fn run(db: &Path, redeliver: bool, http: &HttpArgs, lease: Duration) 
             Err(e) if printed.is_ok() => Err(Failure::Problems(e.to_string())),
             _ => printed,
         }
-    })
+    });
+    runtime.block_on(feed.close());
+    done
 }
 
 /// Prints every delegation recovery could not settle, and fails (exit 1) if there

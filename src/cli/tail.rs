@@ -1,23 +1,35 @@
-//! `tail`: print a log's events, one line each or as JSON, and on PostgreSQL go
-//! on following what other processes write until Ctrl-C or SIGTERM.
+//! `tail`: print a log's events, one line each or as JSON, and go on following
+//! what other processes write until Ctrl-C or SIGTERM.
 //!
 //! On PostgreSQL it polls with a [`Tail`], a key-set of each delegation's last
 //! seq printed, so a transaction that commits late is printed at the next poll,
-//! never skipped, and nothing is printed twice. A sled store takes one process:
-//! one held by another process cannot be read (exit 2, naming the lock); one
-//! held by nobody is read, its handle dropped before printing (sled lets go of
-//! the file lock from a background thread shortly after; no test yet shows how
-//! soon), and printed, and `tail` ends there: nothing else can write to it while
-//! `tail` holds it, and `tail` must not keep writers out.
+//! never skipped, and nothing is printed twice.
+//!
+//! A sled store takes one process. One held by nobody is read, its handle
+//! dropped before printing (sled lets go of the file lock from a background
+//! thread shortly after; no test yet shows how soon), and printed, and `tail`
+//! ends there: nothing else can write to it while `tail` holds it, and `tail`
+//! must not keep writers out. One held by another delegation-log process that
+//! serves its feed (`mcp`, `demo`, `delegate`, `recover --redeliver`) is
+//! followed through the socket in its directory ([`delegation_log::feed`]):
+//! every event already in the log, then each new one, each once, until Ctrl-C,
+//! SIGTERM, a closed stdout, or the serving process ending (exit 0, said on
+//! stderr). A feed that fell behind is said on stderr; the serving process reads
+//! what it missed from the log, so nothing is skipped. A feed that ends without
+//! its end line (its process was killed, or cut off a tail that was not reading
+//! as it ended) is finished from the log once nobody holds the store: what was
+//! not printed yet is printed, by the same per-delegation key-set. A store held by a process
+//! that serves no feed is exit 2, naming the lock.
 
+use std::collections::HashMap;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use delegation_log::audit::printable;
 use delegation_log::ledger::Tail;
-use delegation_log::{Error, Ledger, OpenError, Record};
+use delegation_log::{DelegationId, Error, Ledger, OpenError, Record, Seq};
 
 use super::inspect::what;
 use super::place::url;
@@ -26,7 +38,8 @@ use super::{Done, Failure, runtime, stopped};
 /// The arguments of `tail`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// The log: a `postgres://` URL to follow, or a sled directory to print.
+    /// The log: a `postgres://` URL, or a sled directory (followed through the
+    /// feed of the process that holds it, or printed if nobody does).
     #[arg(long, value_name = "DB")]
     db: PathBuf,
     /// One JSON object per line: each record as `export` writes it.
@@ -40,24 +53,52 @@ pub(crate) struct Args {
 pub(crate) fn run(args: Args) -> Done {
     match url(&args.db) {
         Some(url) => follow(url, args.json, Duration::from_millis(args.interval_ms)),
-        None => print_sled(&args.db, args.json),
+        None => sled(&args.db, args.json),
     }
 }
 
-/// A sled store: print what it holds, then end (see the module docs).
-fn print_sled(db: &Path, json: bool) -> Done {
-    let ledger = Ledger::open_existing(db).map_err(|e| match e {
-        Error::Open(OpenError::Locked { .. }) => Failure::Unusable(format!(
-            "cannot tail {}: another process holds the store's lock (sled's file lock \
-             on {}, one process per store). Stop that process first, or keep the log \
-             on PostgreSQL (--db postgres://…), where tail follows what other \
-             processes write",
-            super::place::shown(db),
-            db.join("db").display()
-        )),
-        e @ Error::Open(OpenError::NotAStore { .. }) => Failure::Unusable(e.to_string()),
-        e => Failure::Unusable(format!("cannot open {}: {e}", super::place::shown(db))),
-    })?;
+/// How long `tail` keeps trying a store that is locked but whose feed is not
+/// (yet, or any more) there: its holder may be starting or ending.
+const FEED_WITHIN: Duration = Duration::from_secs(1);
+
+/// A sled store: print it if nobody holds it, else follow its holder's feed.
+fn sled(db: &Path, json: bool) -> Done {
+    let deadline = Instant::now() + FEED_WITHIN;
+    loop {
+        let not_served = match Ledger::open_existing(db) {
+            Ok(ledger) => return print_sled(ledger, db, json),
+            Err(Error::Open(OpenError::Locked { .. })) => match connect(db) {
+                Ok(followed) => return followed(json),
+                Err(not_served) => not_served,
+            },
+            Err(e @ Error::Open(OpenError::NotAStore { .. })) => {
+                return Err(Failure::Unusable(e.to_string()));
+            }
+            Err(e) => {
+                return Err(Failure::Unusable(format!(
+                    "cannot open {}: {e}",
+                    super::place::shown(db)
+                )));
+            }
+        };
+        if Instant::now() >= deadline {
+            return Err(Failure::Unusable(format!(
+                "cannot tail {}: another process holds the store's lock (sled's file lock \
+                 on {}, one process per store) and serves no feed ({not_served}). The \
+                 delegation-log commands that hold a store while they run (mcp, demo, \
+                 delegate, recover --redeliver) serve one; other programs do not. Stop \
+                 that process first, or keep the log on PostgreSQL (--db postgres://…), \
+                 where tail follows what other processes write",
+                super::place::shown(db),
+                db.join("db").display()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A store nobody holds: print what it holds, then end (see the module docs).
+fn print_sled(ledger: Ledger, db: &Path, json: bool) -> Done {
     let records = Tail::new().poll(&ledger).map_err(unreadable)?;
     // Drop the handle before printing, so that sled can let go of its lock while
     // a slow reader of stdout is still reading (sled does so from a background
@@ -75,6 +116,132 @@ fn print_sled(db: &Path, json: bool) -> Done {
     Ok(())
 }
 
+/// Connects to the feed of the process holding `db`: a follow to run, or why
+/// it is not served (anything else is a failure of its own).
+#[cfg(unix)]
+fn connect(db: &Path) -> Result<Box<dyn FnOnce(bool) -> Done + '_>, String> {
+    use delegation_log::feed::{Client, Error as FeedError};
+    match Client::connect(db) {
+        Ok(client) => Ok(Box::new(move |json| follow_feed(client, db, json))),
+        Err(e @ FeedError::NotServed { .. }) => Err(e.to_string()),
+        Err(e) => Ok(Box::new(move |_| {
+            Err(Failure::Unusable(format!(
+                "cannot follow {}: {e}",
+                super::place::shown(db)
+            )))
+        })),
+    }
+}
+
+#[cfg(not(unix))]
+fn connect(_db: &Path) -> Result<Box<dyn FnOnce(bool) -> Done>, String> {
+    Err("following another process's sled store needs Unix sockets".to_owned())
+}
+
+/// How a follow of a feed ends: a signal, or the reader done.
+#[cfg(unix)]
+enum Ending {
+    Signal,
+    Read(Done),
+}
+
+/// Prints what the feed sends until a signal, a closed stdout, or its end.
+#[cfg(unix)]
+fn follow_feed(client: delegation_log::feed::Client, db: &Path, json: bool) -> Done {
+    let closer = client
+        .closer()
+        .map_err(|e| Failure::Unusable(e.to_string()))?;
+    let signals = runtime()?;
+    let (stop, stopping) = mpsc::channel();
+    watch_signals(&signals, stop.clone(), Ending::Signal);
+    let db = db.to_path_buf();
+    // A thread of its own: a blocked write to stdout must not keep a signal
+    // from ending tail.
+    let reader = std::thread::spawn(move || {
+        let done = read_feed(client, &db, json);
+        let _ = stop.send(Ending::Read(done));
+    });
+    let done = match stopping.recv() {
+        Ok(Ending::Read(done)) => {
+            let _ = reader.join();
+            done
+        }
+        Ok(Ending::Signal) | Err(_) => {
+            closer.close();
+            // Let the reader finish the line it is printing, if it can.
+            let _ = stopping.recv_timeout(Duration::from_millis(200));
+            Ok(())
+        }
+    };
+    signals.shutdown_background();
+    done
+}
+
+/// Reads the feed and prints each record, flushing whenever nothing more is
+/// buffered.
+#[cfg(unix)]
+fn read_feed(mut client: delegation_log::feed::Client, db: &Path, json: bool) -> Done {
+    use delegation_log::feed::Message;
+    let shown = printable(&super::place::shown(db).to_string()).into_owned();
+    // The last seq printed of each delegation, to finish from the log if the
+    // feed is cut off.
+    let mut printed: HashMap<DelegationId, Seq> = HashMap::new();
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let written = |result: io::Result<()>| match result {
+        Ok(()) => Ok(Printed::All),
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(Printed::Closed),
+        Err(e) => Err(Failure::Unusable(format!("cannot write to stdout: {e}"))),
+    };
+    loop {
+        let message = client
+            .next_message()
+            .map_err(|e| Failure::Unusable(format!("cannot read the feed of {shown}: {e}")))?;
+        let record = match message {
+            Some(Message::Record(record)) => record,
+            Some(Message::Missed { records }) => {
+                if written(out.flush())? == Printed::Closed {
+                    return Ok(());
+                }
+                eprintln!(
+                    "delegation-log tail: fell behind the live feed by {records} records; \
+                     the serving process reads them from the log, so none is skipped or \
+                     printed twice"
+                );
+                continue;
+            }
+            Some(Message::Unreadable { reason }) => {
+                let _ = out.flush();
+                return Err(Failure::Problems(format!(
+                    "the process holding {shown} cannot read its log: {reason}; run \
+                     `delegation-log audit` on it once that process has ended"
+                )));
+            }
+            Some(Message::End { .. }) => {
+                let _ = written(out.flush())?;
+                eprintln!(
+                    "delegation-log tail: the process holding {shown} closed its feed (it is \
+                     ending); tail ends here"
+                );
+                return Ok(());
+            }
+            None => {
+                let _ = written(out.flush())?;
+                drop(out);
+                return finish_from_log(db, &shown, &printed, json);
+            }
+            Some(_) => continue,
+        };
+        let text = line(&record, json).map_err(|e| Failure::Unusable(e.to_string()))?;
+        printed.insert(record.delegation, record.seq);
+        if written(writeln!(out, "{text}"))? == Printed::Closed {
+            return Ok(());
+        }
+        if !client.has_buffered() && written(out.flush())? == Printed::Closed {
+            return Ok(());
+        }
+    }
+}
+
 /// A PostgreSQL store: print what it holds, then every new event as other
 /// processes write it, until Ctrl-C, SIGTERM, or a closed stdout.
 fn follow(url: &str, json: bool, interval: Duration) -> Done {
@@ -85,7 +252,8 @@ fn follow(url: &str, json: bool, interval: Duration) -> Done {
         ))
     })?;
     let signals = runtime()?;
-    let stopping = watch_signals(&signals);
+    let (stop, stopping) = mpsc::channel();
+    watch_signals(&signals, stop, ());
     let mut tail = Tail::new();
     let done = loop {
         let records = match tail.poll(&ledger) {
@@ -106,11 +274,61 @@ fn follow(url: &str, json: bool, interval: Duration) -> Done {
     done
 }
 
-/// A channel that gets a message on Ctrl-C or SIGTERM. On unix both handlers are
+/// The feed ended without its end line: its process was killed, or cut this
+/// tail off as it ended because tail did not read. Once nobody holds the store,
+/// print from it what was not printed yet, so nothing acknowledged is skipped.
+#[cfg(unix)]
+fn finish_from_log(
+    db: &Path,
+    shown: &str,
+    printed: &HashMap<DelegationId, Seq>,
+    json: bool,
+) -> Done {
+    let deadline = Instant::now() + FEED_WITHIN;
+    let ledger = loop {
+        match Ledger::open_existing(db) {
+            Ok(ledger) => break ledger,
+            Err(Error::Open(OpenError::Locked { .. })) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => {
+                eprintln!(
+                    "delegation-log tail: the feed of {shown} ended without its end line (its \
+                     process was killed, or cut tail off as it ended), and the store cannot \
+                     be read now ({}): events after the last printed may be missing; tail ends \
+                     here",
+                    printable(&e.to_string())
+                );
+                return Ok(());
+            }
+        }
+    };
+    let records = Tail::new().poll(&ledger).map_err(unreadable)?;
+    drop(ledger);
+    let rest: Vec<Record> = records
+        .into_iter()
+        .filter(|record| record.seq > printed.get(&record.delegation).copied().unwrap_or(0))
+        .collect();
+    if print(&rest, json)? == Printed::Closed {
+        return Ok(());
+    }
+    eprintln!(
+        "delegation-log tail: the feed of {shown} ended without its end line (its process was \
+         killed, or cut tail off as it ended); printed the {} events it had not sent, from \
+         the log; tail ends here",
+        rest.len()
+    );
+    Ok(())
+}
+
+/// Sends `signalled` on `stop` at Ctrl-C or SIGTERM. On unix both handlers are
 /// installed before this returns, so a signal that comes once the first line is
 /// out is never the default one (which would kill the process).
-fn watch_signals(runtime: &tokio::runtime::Runtime) -> mpsc::Receiver<()> {
-    let (stop, stopping) = mpsc::channel::<()>();
+fn watch_signals<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    stop: mpsc::Sender<T>,
+    signalled: T,
+) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
@@ -124,16 +342,15 @@ fn watch_signals(runtime: &tokio::runtime::Runtime) -> mpsc::Receiver<()> {
                     _ = interrupt.recv() => {}
                     _ = terminate.recv() => {}
                 }
-                let _ = stop.send(());
+                let _ = stop.send(signalled);
             });
-            return stopping;
+            return;
         }
     }
     runtime.spawn(async move {
         stopped().await;
-        let _ = stop.send(());
+        let _ = stop.send(signalled);
     });
-    stopping
 }
 
 /// What a log that cannot be read comes to: damage is exit 1 (with the command

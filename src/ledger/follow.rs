@@ -142,7 +142,9 @@ impl Ledger {
     /// A follower never slows a writer: a slow one, or one that never reads,
     /// falls behind and is told how many records it missed. Only this process's
     /// writes are fed; to follow other processes writing to a shared PostgreSQL
-    /// store, poll with a [`Tail`](super::Tail).
+    /// store, poll with a [`Tail`](super::Tail). Another process can follow a
+    /// sled store this process holds through `feed::Server` (feature `feed`),
+    /// which serves this feed on a socket in the store's directory.
     pub fn follow(&self) -> Follower {
         Follower {
             receiver: self.inner.feed.sender.subscribe(),
