@@ -60,6 +60,7 @@ mod pg_support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -137,6 +138,7 @@ fn ledger_child() {
         dispatcher
     });
     barrier();
+    let cpu = cpu_ticks(Path::new("/proc/self/stat")).unwrap();
     let stats = runtime.block_on(async {
         for n in 0..tasks {
             dispatcher
@@ -160,7 +162,8 @@ fn ledger_child() {
         (tasks, tasks, 0, 0),
         "{stats:?}"
     );
-    println!("done {}", stats.delivered);
+    let cpu = cpu_ticks(Path::new("/proc/self/stat")).unwrap() - cpu;
+    println!("done {} {cpu}", stats.delivered);
 }
 
 /// One delegation's rows, as the ledger run wrote them.
@@ -216,6 +219,7 @@ fn raw_child() {
         .prepare("UPDATE heads SET seq = 2, summary = $2 WHERE delegation = $1")
         .unwrap();
     barrier();
+    let cpu = cpu_ticks(Path::new("/proc/self/stat")).unwrap();
     for (key, row) in &rows {
         let Copied {
             summary,
@@ -231,7 +235,77 @@ fn raw_child() {
         assert_eq!(tx.execute(&update_head, &[key, summary]).unwrap(), 1);
         tx.commit().unwrap();
     }
-    println!("done {}", rows.len());
+    let cpu = cpu_ticks(Path::new("/proc/self/stat")).unwrap() - cpu;
+    println!("done {} {cpu}", rows.len());
+}
+
+/// The CPU time a process has used, in clock ticks (`utime + stime` of
+/// `/proc/<pid>/stat`), and, with `children`, that of its children it has
+/// reaped (`cutime + cstime`). `None` if the process is gone.
+fn cpu_ticks_of(stat: &Path, children: bool) -> Option<u64> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    // The fields after the command's `(...)`, which may hold spaces: state is
+    // field 3, utime 14, stime 15, cutime 16, cstime 17.
+    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    let own = field(14)? + field(15)?;
+    Some(if children {
+        own + field(16)? + field(17)?
+    } else {
+        own
+    })
+}
+
+fn cpu_ticks(stat: &Path) -> Option<u64> {
+    cpu_ticks_of(stat, false)
+}
+
+/// The CPU time of the whole local PostgreSQL server, in clock ticks: the
+/// postmaster's own and its reaped backends', plus each live child's (the
+/// checkpointer, the WAL writer, open backends). `None` when the server's
+/// processes cannot be read (not on this machine).
+fn server_ticks(postmaster: u32) -> Option<u64> {
+    let mut total = cpu_ticks_of(Path::new(&format!("/proc/{postmaster}/stat")), true)?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let stat = entry.path().join("stat");
+        let Ok(text) = std::fs::read_to_string(&stat) else {
+            continue;
+        };
+        let parent = text
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok());
+        if parent == Some(postmaster) {
+            total += cpu_ticks(&stat).unwrap_or(0);
+        }
+    }
+    Some(total)
+}
+
+/// The postmaster's pid: the parent of a backend of ours. `None` if the server
+/// is not on this machine.
+fn postmaster(schema: &pg_support::Schema) -> Option<u32> {
+    let rows = schema.query("SELECT pg_backend_pid()");
+    let backend: u32 = rows.first()?.first()?.as_ref()?.parse().ok()?;
+    let text = std::fs::read_to_string(format!("/proc/{backend}/stat")).ok()?;
+    text.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`): 100 on Linux.
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// What a run took: its wall time, the CPU its children used from `go` to
+/// their end, and the server's CPU over the same span (`None` if unreadable).
+#[derive(Clone, Copy, Debug)]
+struct Took {
+    wall: Duration,
+    clients: u64,
+    server: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -241,8 +315,15 @@ enum Kind {
 }
 
 /// `processes` children of `kind`, behind the barrier: the wall time from `go`
-/// to the last exit.
-fn run(kind: Kind, processes: u64, tasks: u64, env: &[(&str, String)]) -> Duration {
+/// to the last exit, and the CPU the children and the server (`postmaster`)
+/// used meanwhile.
+fn run(
+    kind: Kind,
+    processes: u64,
+    tasks: u64,
+    env: &[(&str, String)],
+    postmaster: Option<u32>,
+) -> Took {
     let mut children: Vec<(Child, BufReader<std::process::ChildStdout>)> = (0..processes)
         .map(|proc| {
             let mut command = Command::new(std::env::current_exe().unwrap());
@@ -276,6 +357,7 @@ fn run(kind: Kind, processes: u64, tasks: u64, env: &[(&str, String)]) -> Durati
             child.try_wait()
         );
     }
+    let server_before = postmaster.and_then(server_ticks);
     let start = Instant::now();
     for (child, _) in &mut children {
         child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
@@ -283,13 +365,30 @@ fn run(kind: Kind, processes: u64, tasks: u64, env: &[(&str, String)]) -> Durati
     for (child, _) in &mut children {
         assert!(child.wait().unwrap().success(), "a {kind:?} child failed");
     }
-    let elapsed = start.elapsed();
+    let wall = start.elapsed();
+    // The backends of the children's connections end once their clients are
+    // gone; the postmaster then holds their CPU in its reaped children's.
+    std::thread::sleep(Duration::from_millis(300));
+    let server = postmaster
+        .and_then(server_ticks)
+        .zip(server_before)
+        .map(|(after, before)| after.saturating_sub(before));
+    let mut clients = 0;
     for (_, mut stdout) in children {
         let mut rest = String::new();
         stdout.read_to_string(&mut rest).unwrap();
-        assert_eq!(rest.trim(), format!("done {tasks}"), "{kind:?}");
+        let (done, cpu) = rest
+            .trim()
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("{kind:?}: {rest:?}"));
+        assert_eq!(done, format!("done {tasks}"), "{kind:?}");
+        clients += cpu.parse::<u64>().unwrap();
     }
-    elapsed
+    Took {
+        wall,
+        clients,
+        server,
+    }
 }
 
 /// The ledger's checks after a run: every delegation settled exactly once,
@@ -349,7 +448,7 @@ fn verify_raw(schema: &pg_support::Schema, delegations: u64) {
 }
 
 /// One round for `processes`: the ledger run, then the raw run of its rows.
-fn round(processes: u64, tasks: u64) -> (Duration, Duration) {
+fn round(processes: u64, tasks: u64) -> (Took, Took) {
     let ledger_schema = pg_support::fresh(&format!("pgproc_ledger_{processes}")).unwrap();
     let sep = if ledger_schema.url.contains('?') {
         '&'
@@ -357,7 +456,8 @@ fn round(processes: u64, tasks: u64) -> (Duration, Duration) {
         '?'
     };
     let url = format!("{}{sep}schema={}", ledger_schema.url, ledger_schema.name);
-    let ledger = run(Kind::Ledger, processes, tasks, &[(URL, url)]);
+    let postmaster = postmaster(&ledger_schema);
+    let ledger = run(Kind::Ledger, processes, tasks, &[(URL, url)], postmaster);
     verify_ledger(&ledger_schema, processes * tasks);
 
     let raw_schema = pg_support::fresh(&format!("pgproc_raw_{processes}")).unwrap();
@@ -370,6 +470,7 @@ fn round(processes: u64, tasks: u64) -> (Duration, Duration) {
             (SCHEMA, raw_schema.name.clone()),
             (SOURCE, ledger_schema.name.clone()),
         ],
+        postmaster,
     );
     verify_raw(&raw_schema, processes * tasks);
     (ledger, raw)
@@ -382,6 +483,11 @@ fn median(mut times: Vec<Duration>) -> Duration {
 
 fn per_second(delegations: u64, time: Duration) -> f64 {
     delegations as f64 / time.as_secs_f64()
+}
+
+/// Milliseconds of CPU per delegation, summed over a kind's rounds.
+fn cpu_ms(ticks: u64, delegations: u64) -> f64 {
+    ticks as f64 / TICKS_PER_SECOND * 1000.0 / delegations as f64
 }
 
 fn parent() {
@@ -400,15 +506,14 @@ fn parent() {
     };
     common::load_average("postgres_processes", "start");
     let started = Instant::now();
-    let mut times: BTreeMap<(u64, Kind), Vec<Duration>> = BTreeMap::new();
+    let mut took: BTreeMap<(u64, Kind), Vec<Took>> = BTreeMap::new();
     for _ in 0..rounds {
         for &processes in counts {
             let (ledger, raw) = round(processes, tasks);
-            times
-                .entry((processes, Kind::Ledger))
+            took.entry((processes, Kind::Ledger))
                 .or_default()
                 .push(ledger);
-            times.entry((processes, Kind::Raw)).or_default().push(raw);
+            took.entry((processes, Kind::Raw)).or_default().push(raw);
         }
     }
     let total = started.elapsed();
@@ -419,7 +524,9 @@ fn parent() {
         );
         return;
     }
-    let median_of = |processes: u64, kind: Kind| median(times[&(processes, kind)].clone());
+    let median_of = |processes: u64, kind: Kind| {
+        median(took[&(processes, kind)].iter().map(|t| t.wall).collect())
+    };
     println!(
         "postgres_processes: N processes x M = {tasks} delegations each, median of \
          {rounds} round(s); throughput = N*M / (barrier to last exit)"
@@ -439,15 +546,44 @@ fn parent() {
     for &processes in counts {
         for kind in [Kind::Ledger, Kind::Raw] {
             let delegations = processes * tasks;
-            let all = &times[&(processes, kind)];
+            let all = &took[&(processes, kind)];
             println!(
                 "  N = {processes} {:<6} {:>8.0}/s  rounds: {}",
                 format!("{kind:?}").to_lowercase(),
                 per_second(delegations, median_of(processes, kind)),
                 all.iter()
-                    .map(|t| format!("{t:.2?}"))
+                    .map(|t| format!("{:.2?}", t.wall))
                     .collect::<Vec<_>>()
                     .join(", ")
+            );
+        }
+    }
+    // CPU per delegation does not move with the machine's other load the way
+    // wall time does: it says where the two cores went.
+    println!(
+        "CPU per delegation, all rounds (ms; clients = the N processes, server = \
+         every PostgreSQL process; cores-bound = 2 cores / (clients + server)):"
+    );
+    for &processes in counts {
+        for kind in [Kind::Ledger, Kind::Raw] {
+            let all = &took[&(processes, kind)];
+            let delegations = processes * tasks * all.len() as u64;
+            let clients = cpu_ms(all.iter().map(|t| t.clients).sum(), delegations);
+            let server = all
+                .iter()
+                .map(|t| t.server)
+                .sum::<Option<u64>>()
+                .map(|ticks| cpu_ms(ticks, delegations));
+            let (server, bound) = match server {
+                Some(server) => (
+                    format!("{server:.3}"),
+                    format!("{:.0}/s", 2000.0 / (clients + server)),
+                ),
+                None => ("unreadable".to_owned(), "-".to_owned()),
+            };
+            println!(
+                "  N = {processes} {:<6} clients {clients:.3}  server {server}  cores-bound {bound}",
+                format!("{kind:?}").to_lowercase(),
             );
         }
     }
