@@ -209,6 +209,14 @@ impl Tally {
         self.report_record(line, record, state, kind, message);
     }
 
+    /// Counts one more record, applied without a finding, which took its
+    /// delegation from `before` to `after`: what [`Tally::judge`] counts for
+    /// it.
+    pub(crate) fn applied(&mut self, before: State, after: State) {
+        self.next_line();
+        self.count(before, after);
+    }
+
     fn count(&mut self, before: State, after: State) {
         if before == State::Initial {
             self.delegations += 1;

@@ -12,6 +12,11 @@
 //! lower, and retried by no other retry earlier in scan order. That delegation is
 //! read on its own, so judging links costs one read per retry; the delegations
 //! already retried are kept in memory, one entry per retry.
+//!
+//! Most delegations have no finding and are no retry: each of those is checked
+//! in place, its records borrowed from what the store read ([`Store::scan_lent`],
+//! [`audit_view`]), by the same checks. Any other delegation is read again whole
+//! and judged record by record, so the findings are the same either way.
 
 use std::path::Path;
 
@@ -20,12 +25,13 @@ use std::collections::HashMap;
 use crate::audit::judge::{self, Original, Tally};
 use crate::audit::{AuditError, Judgement, Kind, Verdict, Violation};
 use crate::clock::Clock;
-use crate::delegation::Fold;
-use crate::envelope;
+use crate::delegation::{Fold, LentFold};
+use crate::envelope::{self, EventRef};
 use crate::error::Error;
 use crate::event::{ChainHash, DelegationId, Event, Record, Seq};
 use crate::ledger::{Chain, Ledger, decode_stream, fold_records, head_disagrees};
-use crate::store::{Head, Sled, Store, Stream};
+use crate::lifecycle::State;
+use crate::store::{Head, Sled, Store, Stream, StreamRef};
 
 /// Audits every record of `store`. `clock` gives the "now" that pending
 /// delegations are aged against.
@@ -55,24 +61,30 @@ pub fn audit_observed(
     let mut pending = Vec::new();
     let mut reported = 0u64;
     let mut retried = HashMap::new();
-    for stream in store.scan() {
-        match stream {
-            Ok(stream) => {
-                let mut link = |retry: &Record| judge_stored_link(store, &mut retried, retry);
-                let format = store.format();
-                if let Some(queued) = audit_stream(&mut tally, stream, now, format, &mut link) {
-                    pending.push(queued);
+    for lent in store.scan_lent() {
+        let format = store.format();
+        // The common case, a delegation without a finding, is read in place;
+        // anything else is read again whole and judged record by record.
+        let stream = match lent {
+            Ok(lent) => {
+                let clean = lent
+                    .view()
+                    .as_ref()
+                    .filter(|_| format >= crate::store::HEAD_FORMAT)
+                    .and_then(|view| audit_view(view, now));
+                match clean {
+                    Some(clean) => {
+                        clean.count(&mut tally, &mut pending);
+                        None
+                    }
+                    None => Some(lent.into_stream()),
                 }
             }
-            Err(Error::Corrupt { key, reason }) => {
-                let line = tally.next_line();
-                tally.report(line, None, Kind::Malformed, format!("{key}: {reason}"));
-            }
-            Err(error @ Error::UnknownVersion { .. }) => {
-                let line = tally.next_line();
-                tally.report(line, None, Kind::Malformed, error.to_string());
-            }
-            Err(error) => return Err(AuditError::Store(error)),
+            Err(error) => Some(Err(error)),
+        };
+        match stream {
+            None => {}
+            Some(stream) => audit_item(store, &mut tally, &mut pending, &mut retried, stream, now)?,
         }
         if tally.records >= reported + 4096 {
             reported = tally.records;
@@ -81,6 +93,96 @@ pub fn audit_observed(
     }
     progress(tally.records);
     Ok(tally.finish(pending))
+}
+
+/// A delegation read in place in which the audit finds nothing ([`audit_view`]).
+struct Clean {
+    /// Its records: a `queued`, then its outcome if it has settled.
+    records: Seq,
+    /// Its state.
+    state: State,
+    /// Itself, if it is still `queued`.
+    pending: Option<super::Pending>,
+}
+
+impl Clean {
+    /// Counts it as judging its records one by one counts them.
+    fn count(self, tally: &mut Tally, pending: &mut Vec<super::Pending>) {
+        tally.applied(State::Initial, State::Queued);
+        if self.records == 2 {
+            tally.applied(State::Queued, self.state);
+        }
+        pending.extend(self.pending);
+    }
+}
+
+/// A delegation read in place, checked as [`audit_stream`] checks it: each
+/// record's envelope and key, the fold with every chain hash recomputed, and
+/// the head against the fold. `Some` only where [`audit_stream`] would find
+/// nothing; `None` for anything else (a finding, a retry, whose link is judged
+/// against the store, a record of version 1), for [`audit_stream`] to judge.
+fn audit_view(view: &StreamRef<'_>, now: crate::event::Timestamp) -> Option<Clean> {
+    let (head_seq, summary) = view.head?;
+    let mut fold = LentFold::verifying(view.id);
+    for (seq, bytes) in view.records() {
+        let record = envelope::decode_lent(bytes)?;
+        let retry = matches!(&record.event, EventRef::Queued(queued) if queued.retry_of.is_some());
+        if record.delegation != view.id || record.seq != seq || retry {
+            return None;
+        }
+        fold.apply(record)?;
+    }
+    if fold.seq() != head_seq || !fold.is_head(summary) {
+        return None;
+    }
+    let (records, state) = (fold.seq(), fold.state());
+    let pending = match state {
+        State::Queued => {
+            let delegation = fold.into_delegation()?;
+            Some(super::Pending {
+                age_seconds: now.since(delegation.queued_at).as_secs(),
+                queued_at: delegation.queued_at,
+                delegation: delegation.id,
+            })
+        }
+        _ => None,
+    };
+    Some(Clean {
+        records,
+        state,
+        pending,
+    })
+}
+
+/// Audits one item of the scan: a delegation read whole, or what the scan
+/// found wrong.
+fn audit_item(
+    store: &dyn Store,
+    tally: &mut Tally,
+    pending: &mut Vec<super::Pending>,
+    retried: &mut HashMap<DelegationId, DelegationId>,
+    stream: Result<Stream, Error>,
+    now: crate::event::Timestamp,
+) -> Result<(), AuditError> {
+    match stream {
+        Ok(stream) => {
+            let mut link = |retry: &Record| judge_stored_link(store, retried, retry);
+            let format = store.format();
+            if let Some(queued) = audit_stream(tally, stream, now, format, &mut link) {
+                pending.push(queued);
+            }
+        }
+        Err(Error::Corrupt { key, reason }) => {
+            let line = tally.next_line();
+            tally.report(line, None, Kind::Malformed, format!("{key}: {reason}"));
+        }
+        Err(error @ Error::UnknownVersion { .. }) => {
+            let line = tally.next_line();
+            tally.report(line, None, Kind::Malformed, error.to_string());
+        }
+        Err(error) => return Err(AuditError::Store(error)),
+    }
+    Ok(())
 }
 
 /// Audits the sled store at `path`, which must exist (an audit never creates a
@@ -306,25 +408,12 @@ fn check_head(
         ));
     }
     // The head is at the last record that folded; damaged records past it (a torn
-    // write, never acknowledged) are reported on their own.
-    match head_disagrees(&folded_part(stream, head.seq), fold, None, format) {
+    // write, never acknowledged) are reported on their own. (With a head,
+    // `head_disagrees` reads only the head and the fold, not the records.)
+    match head_disagrees(stream, fold, None, format) {
         Ok(None) => None,
         Ok(Some(message)) => Some((Kind::BrokenChain, message)),
         Err(error) => Some((Kind::Malformed, error.to_string())),
-    }
-}
-
-/// `stream` without its records past `seq`.
-fn folded_part(stream: &Stream, seq: Seq) -> Stream {
-    Stream {
-        id: stream.id.clone(),
-        entries: stream
-            .entries
-            .iter()
-            .filter(|entry| entry.seq <= seq)
-            .cloned()
-            .collect(),
-        head: stream.head.clone(),
     }
 }
 
@@ -366,5 +455,171 @@ impl Ledger {
         self.check_poisoned()?;
 
         audit(self.store().as_ref(), self.clock())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{FailureReason, Queued, Remote, RemoteKind, TaskState, Timestamp};
+    use crate::store::sled::value;
+    use crate::store::{Lent, Memory, key};
+
+    /// The stored key and value of `events` as the history of `id`, as the
+    /// ledger writes them, with each record and the head passed through
+    /// `damage` (given its index, the head's being the number of records).
+    fn stored(id: &str, events: Vec<Event>, damage: &dyn Fn(usize, &mut Vec<u8>)) -> Vec<u8> {
+        let id: DelegationId = id.parse().unwrap();
+        let mut fold = Fold::new(id.clone());
+        let mut frames = Vec::new();
+        let count = events.len();
+        for (event, seq) in events.into_iter().zip(1..) {
+            let mut record = Record {
+                delegation: id.clone(),
+                seq,
+                event,
+                at: Timestamp::from_unix_nanos(1_780_000_000_000_000_000 + seq as i64 * 250),
+                hash: None,
+            };
+            record.hash = Some(record.chain_hash(&fold.hash()));
+            fold.apply(&record).unwrap();
+            let mut bytes = envelope::encode(&record);
+            damage(usize::try_from(seq).unwrap() - 1, &mut bytes);
+            frames.extend_from_slice(&u32::try_from(bytes.len()).unwrap().to_be_bytes());
+            frames.extend_from_slice(&bytes);
+        }
+        let mut summary = envelope::head::encode(fold.delegation().unwrap());
+        damage(count, &mut summary);
+        value::encode(count as u64, &summary, &frames, None)
+    }
+
+    /// The verdict on one stored delegation as `audit` reaches it (in place
+    /// where it can), and as it reached it before, read whole.
+    fn verdicts(raw_key: &[u8], raw: &[u8]) -> (Verdict, Verdict) {
+        let store = Memory::new();
+        let now = Timestamp::from_unix_nanos(1_790_000_000_000_000_000);
+        let audited = |in_place: bool| {
+            let (mut tally, mut pending, mut retried) =
+                (Tally::default(), Vec::new(), HashMap::new());
+            let lent = Lent::value(raw_key.into(), raw.into());
+            let clean = lent
+                .view()
+                .as_ref()
+                .filter(|_| in_place)
+                .and_then(|view| audit_view(view, now));
+            match clean {
+                Some(clean) => clean.count(&mut tally, &mut pending),
+                None => audit_item(
+                    &store,
+                    &mut tally,
+                    &mut pending,
+                    &mut retried,
+                    lent.into_stream(),
+                    now,
+                )
+                .unwrap(),
+            }
+            tally.finish(pending)
+        };
+        (audited(true), audited(false))
+    }
+
+    fn histories() -> Vec<(&'static str, Vec<Event>)> {
+        let tasked = Event::Queued(Queued {
+            task: Some(serde_json::json!({"review": "pr-42", "lines": [1, 2.5, null]})),
+            not_before: Some(Timestamp::from_unix_nanos(1_780_000_001_000_000_001)),
+            ..Queued::new("planner", "reviewer \"two\"\n")
+        });
+        let remote = Remote {
+            kind: RemoteKind::Task,
+            task_id: Some("t-1".into()),
+            context_id: None,
+            state: Some(TaskState::Other("TASK_STATE_ODD".into())),
+        };
+        vec![
+            ("queued", vec![tasked.clone()]),
+            (
+                "delivered",
+                vec![
+                    Event::queued("a", "b"),
+                    Event::delivered_with(Some(202), Some(remote)).unwrap(),
+                ],
+            ),
+            (
+                "failed",
+                vec![
+                    tasked,
+                    Event::failed(FailureReason::RpcError(-32601), Some("no".into())).unwrap(),
+                ],
+            ),
+            (
+                "retry",
+                vec![Event::Queued(Queued {
+                    retry_of: Some("d-0".parse().unwrap()),
+                    attempt: Some(2),
+                    ..Queued::new("a", "b")
+                })],
+            ),
+        ]
+    }
+
+    /// Recomputes the CRC-32 of a record's or a head's envelope (both cover
+    /// every byte from offset 5), so that a change behind it reaches the body.
+    fn reseal(bytes: &mut [u8]) {
+        let checksum = crc32fast::hash(&bytes[5..]);
+        bytes[1..5].copy_from_slice(&checksum.to_be_bytes());
+    }
+
+    #[test]
+    fn a_clean_delegation_is_audited_in_place_as_record_by_record() {
+        for (id, events) in histories() {
+            let raw = stored(id, events, &|_, _| {});
+            let raw_key = key::prefix(&id.parse().unwrap());
+            let (in_place, whole) = verdicts(&raw_key, &raw);
+            assert_eq!(in_place, whole, "{id}");
+            assert!(whole.is_clean() || id == "retry", "{id}: {whole:?}");
+            let lent = Lent::value(raw_key.as_slice().into(), raw.as_slice().into());
+            let now = Timestamp::from_unix_nanos(1_790_000_000_000_000_000);
+            let clean = lent.view().as_ref().and_then(|view| audit_view(view, now));
+            // A retry's link is judged against the store, record by record.
+            assert_eq!(clean.is_some(), id != "retry", "{id}");
+        }
+    }
+
+    #[test]
+    fn every_flip_behind_a_valid_checksum_is_audited_as_record_by_record() {
+        for (id, events) in histories() {
+            let raw_key = key::prefix(&id.parse().unwrap());
+            let lengths = std::cell::RefCell::new(Vec::new());
+            stored(id, events.clone(), &|_, bytes| {
+                lengths.borrow_mut().push(bytes.len())
+            });
+            for (at, len) in lengths.into_inner().into_iter().enumerate() {
+                for bit in 5 * 8..len * 8 {
+                    let raw = stored(id, events.clone(), &|index, bytes| {
+                        if index == at {
+                            bytes[bit / 8] ^= 1 << (bit % 8);
+                            reseal(bytes);
+                        }
+                    });
+                    let (in_place, whole) = verdicts(&raw_key, &raw);
+                    assert_eq!(in_place, whole, "{id}: part {at}, bit {bit}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_flip_of_a_stored_value_is_audited_as_record_by_record() {
+        for (id, events) in histories() {
+            let raw_key = key::prefix(&id.parse().unwrap());
+            let raw = stored(id, events, &|_, _| {});
+            for bit in 0..raw.len() * 8 {
+                let mut flipped = raw.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                let (in_place, whole) = verdicts(&raw_key, &flipped);
+                assert_eq!(in_place, whole, "{id}: bit {bit}");
+            }
+        }
     }
 }

@@ -93,18 +93,24 @@ impl postcard::ser_flavors::Flavor for Compare<'_> {
     type Output = ();
 
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        match self.rest.strip_prefix(data) {
-            Some(rest) => {
+        match self.rest.split_at_checked(data.len()) {
+            Some((stored, rest)) if same(stored, data) => {
                 self.rest = rest;
                 Ok(())
             }
             // Postcard has no "differs"; the error is only ever read as "no".
-            None => Err(postcard::Error::SerializeBufferFull),
+            _ => Err(postcard::Error::SerializeBufferFull),
         }
     }
 
     fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        self.try_extend(&[byte])
+        match self.rest.split_first() {
+            Some((&stored, rest)) if stored == byte => {
+                self.rest = rest;
+                Ok(())
+            }
+            _ => Err(postcard::Error::SerializeBufferFull),
+        }
     }
 
     fn finalize(self) -> postcard::Result<()> {
@@ -113,6 +119,18 @@ impl postcard::ser_flavors::Flavor for Compare<'_> {
         } else {
             Err(postcard::Error::SerializeBufferFull)
         }
+    }
+}
+
+/// Whether two slices of one length hold the same bytes. Postcard writes a
+/// field at a time, most of them a few bytes (varints, tags), which a loop
+/// compares in fewer steps than a call to `memcmp`; longer ones (texts) take
+/// the slice comparison.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() <= 16 {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+    } else {
+        a == b
     }
 }
 
@@ -141,6 +159,211 @@ pub(super) fn read(bytes: &[u8]) -> Result<Record, DecodeError> {
     Ok(record)
 }
 
+/// A version-2 record read in place ([`read_lent`]): its texts borrowed from the
+/// stored bytes, its instants converted, and its task parsed. The hash is the
+/// envelope's.
+#[derive(Debug)]
+pub(crate) struct RecordRef<'a> {
+    /// The delegation it names, checked as a [`DelegationId`] is.
+    pub(crate) delegation: &'a str,
+    /// Its seq.
+    pub(crate) seq: u64,
+    /// When it was recorded.
+    pub(crate) at: Timestamp,
+    /// Its chain hash, from the envelope.
+    pub(crate) hash: event::ChainHash,
+    /// What happened.
+    pub(crate) event: EventRef<'a>,
+}
+
+/// The event of a [`RecordRef`].
+#[derive(Debug)]
+pub(crate) enum EventRef<'a> {
+    /// A `queued`.
+    Queued(QueuedRef<'a>),
+    /// A `delivered`, as the body holds it.
+    Delivered(Delivered<'a>),
+    /// A `failed`, as the body holds it.
+    Failed(Failed<'a>),
+}
+
+impl EventRef<'_> {
+    /// Which kind of event it is.
+    pub(crate) fn kind(&self) -> event::EventKind {
+        match self {
+            EventRef::Queued(_) => event::EventKind::Queued,
+            EventRef::Delivered(_) => event::EventKind::Delivered,
+            EventRef::Failed(_) => event::EventKind::Failed,
+        }
+    }
+}
+
+impl RecordRef<'_> {
+    /// The chain hash of this record after `previous`, as
+    /// [`Record::chain_hash`] computes it for the same record; `None` where
+    /// its canonical bytes need the generic canonicalizer (a seq, attempt or
+    /// code beyond 2^53), which only the owned record can give.
+    pub(crate) fn chain_hash(&self, previous: &event::ChainHash) -> Option<event::ChainHash> {
+        let remote;
+        let fields = match &self.event {
+            EventRef::Queued(queued) => event::UnhashedEvent::Queued {
+                source: queued.source,
+                target: queued.target,
+                task: queued.task.as_ref(),
+                retry_of: queued.retry_of,
+                attempt: queued.attempt,
+                not_before: queued.not_before,
+            },
+            EventRef::Delivered(delivered) => {
+                remote = delivered.remote();
+                event::UnhashedEvent::Delivered {
+                    http_status: delivered.http_status(),
+                    remote: remote.as_ref(),
+                }
+            }
+            EventRef::Failed(failed) => event::UnhashedEvent::Failed {
+                reason: failed.reason(),
+                detail: failed.detail(),
+            },
+        };
+        let canonical = event::canonical_direct(&event::Unhashed {
+            delegation: self.delegation,
+            seq: self.seq,
+            at: self.at,
+            event: fields,
+        })?;
+        Some(event::chain(previous, &canonical))
+    }
+}
+
+/// [`event::Queued`], its texts borrowed.
+#[derive(Debug)]
+pub(crate) struct QueuedRef<'a> {
+    pub(crate) source: &'a str,
+    pub(crate) target: &'a str,
+    /// The task, parsed from its stored text; never `null`.
+    pub(crate) task: Option<serde_json::Value>,
+    /// For a retry, the id it retries, checked as a [`DelegationId`] is.
+    pub(crate) retry_of: Option<&'a str>,
+    pub(crate) attempt: Option<u64>,
+    pub(crate) not_before: Option<Timestamp>,
+}
+
+/// Reads a version-2 body in place, exactly as strictly as [`read`]: `Some`
+/// exactly where [`read`] gives a record, and then the same record, its texts
+/// borrowed (the task is parsed, as [`read`] parses it). Where it gives
+/// `None`, [`read`] says why. The hash is left as the all-zero hash, for the
+/// envelope to fill in.
+pub(super) fn read_lent(bytes: &[u8]) -> Option<RecordRef<'_>> {
+    let mirror: Body<'_> = postcard::from_bytes(bytes).ok()?;
+    check_id("delegation", mirror.delegation).ok()?;
+    let at = mirror.at.timestamp("at").ok()?;
+    let (event, not_before) = match mirror.event {
+        Event::Queued(queued) => {
+            let task = match queued.task {
+                Some(text) => Some(serde_json::from_str::<serde_json::Value>(text).ok()?),
+                None => None,
+            };
+            if let Some(text) = queued.retry_of {
+                check_id("retry_of", text).ok()?;
+            }
+            let not_before = match queued.not_before {
+                Some(at) => Some(at.timestamp("not_before").ok()?),
+                None => None,
+            };
+            event::rules::queued(
+                queued.source,
+                queued.target,
+                queued.retry_of.is_some(),
+                queued.attempt,
+                task.as_ref(),
+            )
+            .ok()?;
+            // The one byte form of the task: the text `read` re-encodes it to
+            // (`task_text`), which a `null` never has.
+            if let (Some(text), Some(task)) = (queued.task, &task)
+                && (task.is_null() || !writes_as(task, text))
+            {
+                return None;
+            }
+            let queued = QueuedRef {
+                source: queued.source,
+                target: queued.target,
+                task,
+                retry_of: queued.retry_of,
+                attempt: queued.attempt,
+                not_before,
+            };
+            (EventRef::Queued(queued), not_before)
+        }
+        Event::Delivered(delivered) => {
+            delivered.check().ok()?;
+            (EventRef::Delivered(delivered), None)
+        }
+        Event::Failed(failed) => {
+            failed.check().ok()?;
+            (EventRef::Failed(failed), None)
+        }
+    };
+    // The byte form, as `read` checks it: the mirror of the record converted
+    // (its instants back from chrono's; the remote's state and the reason are
+    // their own mirrors again, by `TaskState::from_log` and `Reason::of`).
+    let canonical = Body {
+        delegation: mirror.delegation,
+        seq: mirror.seq,
+        at: Instant::of(at),
+        event: match (&event, mirror.event) {
+            (EventRef::Queued(_), Event::Queued(queued)) => Event::Queued(Queued {
+                not_before: not_before.map(Instant::of),
+                ..queued
+            }),
+            (_, other) => other,
+        },
+    };
+    if !encodes_to(&canonical, bytes) {
+        return None;
+    }
+    Some(RecordRef {
+        delegation: mirror.delegation,
+        seq: mirror.seq,
+        at,
+        hash: event::ChainHash([0; 32]),
+        event,
+    })
+}
+
+/// Whether `task` is written by serde_json as exactly `text` (as
+/// `serde_json::to_string` writes it), compared as it is written, with nothing
+/// allocated.
+fn writes_as(task: &serde_json::Value, text: &str) -> bool {
+    let mut compare = CompareText {
+        rest: text.as_bytes(),
+    };
+    serde_json::to_writer(&mut compare, task).is_ok() && compare.rest.is_empty()
+}
+
+/// An output that compares what is written with `rest` and consumes it, failing
+/// at the first byte that differs.
+struct CompareText<'a> {
+    rest: &'a [u8],
+}
+
+impl std::io::Write for CompareText<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.rest.strip_prefix(buf) {
+            Some(rest) => {
+                self.rest = rest;
+                Ok(buf.len())
+            }
+            None => Err(std::io::ErrorKind::InvalidData.into()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// `text` as the delegation id in `field`.
 pub(super) fn id(field: &str, text: &str) -> Result<DelegationId, DecodeError> {
     DelegationId::try_from(text).map_err(|e| DecodeError::Body(format!("`{field}`: {e}")))
@@ -158,7 +381,7 @@ pub(super) fn broken(rule: InvalidEvent) -> DecodeError {
 }
 
 /// A record without its hash.
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 struct Body<'a> {
     delegation: &'a str,
     seq: u64,
@@ -194,7 +417,7 @@ impl<'a> Body<'a> {
 }
 
 /// [`event::Event`], in the order of [`event::EventKind::ALL`].
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 enum Event<'a> {
     Queued(#[serde(borrow)] Queued<'a>),
     Delivered(#[serde(borrow)] Delivered<'a>),
@@ -230,7 +453,7 @@ impl Event<'_> {
 }
 
 /// [`event::Queued`].
-#[derive(Serialize, Deserialize)]
+#[derive(Clone, Copy, Serialize, Deserialize)]
 struct Queued<'a> {
     source: &'a str,
     target: &'a str,
@@ -246,8 +469,8 @@ struct Queued<'a> {
 
 /// [`event::Delivered`], and the fields of a delivered
 /// [`Outcome`](crate::delegation::Outcome).
-#[derive(Clone, Copy, Serialize, Deserialize)]
-pub(super) struct Delivered<'a> {
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) struct Delivered<'a> {
     http_status: Option<u16>,
     #[serde(borrow)]
     remote: Option<Remote<'a>>,
@@ -263,7 +486,7 @@ impl<'a> Delivered<'a> {
     }
 
     /// The delivery, its rules not yet checked.
-    pub(super) fn into_event(self) -> event::Delivered {
+    pub(crate) fn into_event(self) -> event::Delivered {
         event::Delivered {
             http_status: self.http_status,
             remote: self.remote(),
@@ -279,19 +502,19 @@ impl<'a> Delivered<'a> {
     }
 
     /// The status the target answered.
-    pub(super) fn http_status(&self) -> Option<u16> {
+    pub(crate) fn http_status(&self) -> Option<u16> {
         self.http_status
     }
 
     /// What the agent answered, owned.
-    pub(super) fn remote(&self) -> Option<event::Remote> {
+    pub(crate) fn remote(&self) -> Option<event::Remote> {
         self.remote.map(Remote::into_remote)
     }
 }
 
 /// [`event::Failed`].
-#[derive(Clone, Copy, Serialize, Deserialize)]
-pub(super) struct Failed<'a> {
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub(crate) struct Failed<'a> {
     reason: Reason,
     #[serde(borrow)]
     detail: Option<&'a str>,
@@ -307,7 +530,7 @@ impl<'a> Failed<'a> {
     }
 
     /// The failure, its rules not yet checked.
-    pub(super) fn into_event(self) -> event::Failed {
+    pub(crate) fn into_event(self) -> event::Failed {
         event::Failed {
             reason: self.reason.into_reason(),
             detail: self.detail.map(str::to_owned),
@@ -320,18 +543,18 @@ impl<'a> Failed<'a> {
     }
 
     /// Why delivery failed.
-    pub(super) fn reason(&self) -> event::FailureReason {
+    pub(crate) fn reason(&self) -> event::FailureReason {
         self.reason.into_reason()
     }
 
     /// The error detail, borrowed.
-    pub(super) fn detail(&self) -> Option<&'a str> {
+    pub(crate) fn detail(&self) -> Option<&'a str> {
         self.detail
     }
 }
 
 /// [`event::Remote`].
-#[derive(Clone, Copy, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 struct Remote<'a> {
     kind: RemoteKind,
     #[serde(borrow)]
@@ -372,14 +595,14 @@ impl<'a> Remote<'a> {
 }
 
 /// [`event::RemoteKind`].
-#[derive(Clone, Copy, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 enum RemoteKind {
     Message,
     Task,
 }
 
 /// [`event::FailureReason`], each code with its reason.
-#[derive(Clone, Copy, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 enum Reason {
     TargetOffline,
     HttpStatus(u16),
@@ -424,7 +647,7 @@ impl Reason {
 /// A [`Timestamp`] as chrono counts it: whole seconds since the Unix epoch, and
 /// nanoseconds past them (from 1e9 up to 2e9 during a leap second). Every instant
 /// chrono holds fits, past the year 2262 where `i64` nanoseconds end.
-#[derive(Clone, Copy, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub(super) struct Instant(i64, u32);
 
 impl Instant {

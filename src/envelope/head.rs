@@ -22,7 +22,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::DecodeError;
-use super::binary::{self, Delivered, Failed, Instant};
+use super::binary::{self, Delivered, EventRef, Failed, Instant, RecordRef};
 use crate::delegation::{Delegation, Outcome, Status};
 use crate::event::{self, ChainHash, DelegationId, Received, Seq, Timestamp};
 use crate::lifecycle;
@@ -241,12 +241,56 @@ impl Summary<'_> {
 /// one byte form only, a head that is not these bytes never decodes to
 /// `delegation`.
 pub(crate) fn is_encoding_of(bytes: &[u8], delegation: &Delegation) -> bool {
+    is_head(bytes, &Body::of(delegation), &delegation.hash)
+}
+
+/// [`is_encoding_of`] the delegation that folding `queued`, then `outcome` if
+/// there is one, gives in `state` (the records read in place, checked and
+/// folded), without building that delegation: the fields a
+/// [`Fold`](crate::delegation::Fold) takes from each record, taken from the
+/// same records.
+pub(crate) fn is_head_of(
+    bytes: &[u8],
+    queued: &RecordRef<'_>,
+    outcome: Option<&RecordRef<'_>>,
+    state: lifecycle::State,
+) -> bool {
+    let EventRef::Queued(fields) = &queued.event else {
+        return false;
+    };
+    let settled = match outcome.map(|record| &record.event) {
+        None => None,
+        Some(EventRef::Delivered(delivered)) => Some(Settled::Delivered(*delivered)),
+        Some(EventRef::Failed(failed)) => Some(Settled::Failed(*failed)),
+        Some(EventRef::Queued(_)) => return false,
+    };
+    let last = outcome.unwrap_or(queued);
+    let body = Body {
+        id: queued.delegation,
+        state: State::of(state),
+        source: fields.source,
+        target: fields.target,
+        retry_of: fields.retry_of,
+        attempt: fields.attempt.unwrap_or(1),
+        not_before: fields.not_before.map(Instant::of),
+        queued_at: Instant::of(queued.at),
+        settled_at: outcome.map(|record| Instant::of(record.at)),
+        outcome: settled,
+        seq: last.seq,
+    };
+    is_head(bytes, &body, &last.hash)
+}
+
+/// Whether `bytes` is the head whose body is `body` and then `hash`.
+fn is_head(bytes: &[u8], body: &Body<'_>, hash: &ChainHash) -> bool {
     bytes.first() == Some(&VERSION)
-        && super::checked(bytes, HEADER_LEN).is_ok_and(|body| {
+        && super::checked(bytes, HEADER_LEN).is_ok_and(|stored| {
             // The fields, then the hash as 32 raw bytes, compared as a slice.
-            body.split_last_chunk::<32>().is_some_and(|(fields, hash)| {
-                *hash == delegation.hash.0 && binary::encodes_to(&Body::of(delegation), fields)
-            })
+            stored
+                .split_last_chunk::<32>()
+                .is_some_and(|(fields, stored)| {
+                    *stored == hash.0 && binary::encodes_to(body, fields)
+                })
         })
 }
 
@@ -289,6 +333,17 @@ enum State {
     Failed,
 }
 
+impl State {
+    fn of(state: lifecycle::State) -> Self {
+        match state {
+            lifecycle::State::Initial => State::Initial,
+            lifecycle::State::Queued => State::Queued,
+            lifecycle::State::Delivered => State::Delivered,
+            lifecycle::State::Failed => State::Failed,
+        }
+    }
+}
+
 /// [`Outcome`].
 #[derive(Clone, Copy, Serialize, Deserialize)]
 enum Settled<'a> {
@@ -309,12 +364,7 @@ impl<'a> Body<'a> {
     fn of(delegation: &'a Delegation) -> Self {
         Body {
             id: delegation.id.as_str(),
-            state: match delegation.state {
-                lifecycle::State::Initial => State::Initial,
-                lifecycle::State::Queued => State::Queued,
-                lifecycle::State::Delivered => State::Delivered,
-                lifecycle::State::Failed => State::Failed,
-            },
+            state: State::of(delegation.state),
             source: &delegation.source,
             target: &delegation.target,
             retry_of: delegation.retry_of.as_ref().map(DelegationId::as_str),

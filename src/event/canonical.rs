@@ -3,16 +3,27 @@
 
 use serde::Serialize;
 
-use super::{DelegationId, Event, Record, Seq, Timestamp};
+use super::{
+    Attempt, DelegationId, Event, EventKind, FailureReason, Record, Remote, Seq, Timestamp,
+};
 
 /// The canonical bytes of `record`: the direct writer's, or the generic
 /// canonicalizer's where the direct writer does not apply.
 pub(super) fn to_vec(record: &Record) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
-    match write(record, &mut out) {
+    match write(&Unhashed::of(record), &mut out) {
         Ok(()) => out,
         Err(NotFast) => generic(record),
     }
+}
+
+/// The canonical bytes of the record `fields` describe, where the direct
+/// writer applies (where it does, [`to_vec`] of the same record gives the
+/// same bytes); `None` where only the generic canonicalizer does, which needs
+/// the record itself.
+pub(crate) fn to_vec_direct(fields: &Unhashed<'_>) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(256);
+    write(fields, &mut out).ok().map(|()| out)
 }
 
 /// JCS through the generic canonicalizer, which sorts keys at run time.
@@ -28,6 +39,79 @@ fn generic(record: &Record) -> Vec<u8> {
     serde_json_canonicalizer::to_vec(&unhashed).unwrap_or_default()
 }
 
+/// A record without its hash, its fields borrowed: what the direct writer
+/// writes, from a [`Record`] or from a record read in place.
+pub(crate) struct Unhashed<'a> {
+    /// The delegation.
+    pub(crate) delegation: &'a str,
+    /// The seq.
+    pub(crate) seq: Seq,
+    /// When it was recorded.
+    pub(crate) at: Timestamp,
+    /// What happened.
+    pub(crate) event: UnhashedEvent<'a>,
+}
+
+/// The event of an [`Unhashed`] record.
+pub(crate) enum UnhashedEvent<'a> {
+    /// A `queued`.
+    Queued {
+        source: &'a str,
+        target: &'a str,
+        task: Option<&'a serde_json::Value>,
+        retry_of: Option<&'a str>,
+        attempt: Option<Attempt>,
+        not_before: Option<Timestamp>,
+    },
+    /// A `delivered`.
+    Delivered {
+        http_status: Option<u16>,
+        remote: Option<&'a Remote>,
+    },
+    /// A `failed`.
+    Failed {
+        reason: FailureReason,
+        detail: Option<&'a str>,
+    },
+}
+
+impl<'a> Unhashed<'a> {
+    /// The fields of `record`.
+    fn of(record: &'a Record) -> Self {
+        Unhashed {
+            delegation: record.delegation.as_str(),
+            seq: record.seq,
+            at: record.at,
+            event: match &record.event {
+                Event::Queued(queued) => UnhashedEvent::Queued {
+                    source: &queued.source,
+                    target: &queued.target,
+                    task: queued.task.as_ref(),
+                    retry_of: queued.retry_of.as_ref().map(DelegationId::as_str),
+                    attempt: queued.attempt,
+                    not_before: queued.not_before,
+                },
+                Event::Delivered(delivered) => UnhashedEvent::Delivered {
+                    http_status: delivered.http_status,
+                    remote: delivered.remote.as_ref(),
+                },
+                Event::Failed(failed) => UnhashedEvent::Failed {
+                    reason: failed.reason,
+                    detail: failed.detail.as_deref(),
+                },
+            },
+        }
+    }
+
+    fn kind(&self) -> EventKind {
+        match self.event {
+            UnhashedEvent::Queued { .. } => EventKind::Queued,
+            UnhashedEvent::Delivered { .. } => EventKind::Delivered,
+            UnhashedEvent::Failed { .. } => EventKind::Failed,
+        }
+    }
+}
+
 /// JCS written directly, the keys in the order JCS sorts them: `at`,
 /// `attempt`, `delegation`, `detail`, `event`, `http_status`, `not_before`,
 /// `reason`, `remote`, `retry_of`, `rpc_code`, `seq`, `source`, `target`,
@@ -35,44 +119,56 @@ fn generic(record: &Record) -> Vec<u8> {
 /// asks; integers up to 2^53 are their decimal digits in both. A seq or an
 /// attempt beyond 2^53 (which JCS writes as a rounded double) is left to the
 /// generic path; a task is canonicalized by it in place.
-fn write(record: &Record, out: &mut Vec<u8>) -> Result<(), NotFast> {
+fn write(record: &Unhashed<'_>, out: &mut Vec<u8>) -> Result<(), NotFast> {
     const MAX_EXACT: Seq = 1 << 53;
     if record.seq > MAX_EXACT {
         return Err(NotFast);
     }
-    let string =
-        |out: &mut Vec<u8>, text: &str| serde_json::to_writer(&mut *out, text).map_err(|_| NotFast);
+    let string = |out: &mut Vec<u8>, text: &str| {
+        // serde_json escapes only `"`, `\` and the controls below U+0020; a text
+        // without them is written as it is, between quotes.
+        if text.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+            out.push(b'"');
+            out.extend_from_slice(text.as_bytes());
+            out.push(b'"');
+            Ok(())
+        } else {
+            serde_json::to_writer(&mut *out, text).map_err(|_| NotFast)
+        }
+    };
     let (attempt, not_before, retry_of) = match &record.event {
-        Event::Queued(queued) => (queued.attempt, queued.not_before, queued.retry_of.as_ref()),
+        UnhashedEvent::Queued {
+            attempt,
+            not_before,
+            retry_of,
+            ..
+        } => (*attempt, *not_before, *retry_of),
         _ => (None, None, None),
     };
     out.extend_from_slice(b"{\"at\":\"");
-    out.extend_from_slice(record.at.to_string().as_bytes());
+    out.extend_from_slice(record.at.text().as_bytes());
     out.push(b'"');
     if let Some(attempt) = attempt {
         if attempt > MAX_EXACT {
             return Err(NotFast);
         }
         out.extend_from_slice(b",\"attempt\":");
-        out.extend_from_slice(attempt.to_string().as_bytes());
+        decimal(out, attempt);
     }
     out.extend_from_slice(b",\"delegation\":");
-    string(out, record.delegation.as_str())?;
+    string(out, record.delegation)?;
     let (detail, http_status, reason, remote, rpc_code) = match &record.event {
-        Event::Queued(_) => (None, None, None, None, None),
-        Event::Delivered(delivered) => (
+        UnhashedEvent::Queued { .. } => (None, None, None, None, None),
+        UnhashedEvent::Delivered {
+            http_status,
+            remote,
+        } => (None, *http_status, None, *remote, None),
+        UnhashedEvent::Failed { reason, detail } => (
+            *detail,
+            reason.http_status(),
+            Some(reason.code()),
             None,
-            delivered.http_status,
-            None,
-            delivered.remote.as_ref(),
-            None,
-        ),
-        Event::Failed(failed) => (
-            failed.detail.as_deref(),
-            failed.reason.http_status(),
-            Some(failed.reason.code()),
-            None,
-            failed.reason.rpc_code(),
+            reason.rpc_code(),
         ),
     };
     if let Some(detail) = detail {
@@ -80,15 +176,15 @@ fn write(record: &Record, out: &mut Vec<u8>) -> Result<(), NotFast> {
         string(out, detail)?;
     }
     out.extend_from_slice(b",\"event\":\"");
-    out.extend_from_slice(record.event.kind().as_str().as_bytes());
+    out.extend_from_slice(record.kind().as_str().as_bytes());
     out.push(b'"');
     if let Some(code) = http_status {
         out.extend_from_slice(b",\"http_status\":");
-        out.extend_from_slice(code.to_string().as_bytes());
+        decimal(out, code);
     }
     if let Some(not_before) = not_before {
         out.extend_from_slice(b",\"not_before\":\"");
-        out.extend_from_slice(not_before.to_string().as_bytes());
+        out.extend_from_slice(not_before.text().as_bytes());
         out.push(b'"');
     }
     if let Some(reason) = reason {
@@ -102,7 +198,7 @@ fn write(record: &Record, out: &mut Vec<u8>) -> Result<(), NotFast> {
     }
     if let Some(retry_of) = retry_of {
         out.extend_from_slice(b",\"retry_of\":");
-        string(out, retry_of.as_str())?;
+        string(out, retry_of)?;
     }
     if let Some(code) = rpc_code {
         // JCS writes integers beyond 2^53 as rounded doubles: the generic path.
@@ -110,22 +206,36 @@ fn write(record: &Record, out: &mut Vec<u8>) -> Result<(), NotFast> {
             return Err(NotFast);
         }
         out.extend_from_slice(b",\"rpc_code\":");
-        out.extend_from_slice(code.to_string().as_bytes());
+        decimal(out, code);
     }
     out.extend_from_slice(b",\"seq\":");
-    out.extend_from_slice(record.seq.to_string().as_bytes());
-    if let Event::Queued(queued) = &record.event {
+    decimal(out, record.seq);
+    if let UnhashedEvent::Queued {
+        source,
+        target,
+        task,
+        ..
+    } = &record.event
+    {
         out.extend_from_slice(b",\"source\":");
-        string(out, &queued.source)?;
+        string(out, source)?;
         out.extend_from_slice(b",\"target\":");
-        string(out, &queued.target)?;
-        if let Some(task) = queued.task.as_ref().filter(|task| !task.is_null()) {
+        string(out, target)?;
+        if let Some(task) = task.filter(|task| !task.is_null()) {
             out.extend_from_slice(b",\"task\":");
             serde_json_canonicalizer::to_writer(task, &mut *out).map_err(|_| NotFast)?;
         }
     }
     out.push(b'}');
     Ok(())
+}
+
+/// Appends the decimal digits of `n` (with its sign), as `to_string` writes
+/// them, without a string of their own.
+fn decimal(out: &mut Vec<u8>, n: impl std::fmt::Display) {
+    use std::io::Write;
+    // Writing to a `Vec` never fails.
+    let _ = write!(out, "{n}");
 }
 
 /// The fast JCS writer does not apply; the generic one does.

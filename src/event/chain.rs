@@ -18,11 +18,22 @@ impl ChainHash {
 
     /// Lowercase hex, 64 characters.
     pub fn to_hex(&self) -> String {
-        let mut out = String::with_capacity(64);
-        for byte in self.0 {
-            for nibble in [byte >> 4, byte & 0x0f] {
-                // A nibble is always below 16, so `from_digit` always succeeds.
-                out.push(char::from_digit(u32::from(nibble), 16).unwrap_or('0'));
+        // The digits are ASCII, so this never fails; the fallback is never taken.
+        String::from_utf8(self.hex().to_vec()).unwrap_or_default()
+    }
+
+    /// Lowercase hex, 64 ASCII digits, on the stack: what the chain hashes.
+    pub(crate) fn hex(&self) -> [u8; 64] {
+        // A nibble is below 16: a digit, or a letter from `a`.
+        let digit = |nibble: u8| match nibble {
+            0..=9 => b'0' + nibble,
+            _ => b'a' + (nibble - 10),
+        };
+        let mut out = [0u8; 64];
+        for (pair, byte) in out.chunks_exact_mut(2).zip(self.0) {
+            if let [high, low] = pair {
+                *high = digit(byte >> 4);
+                *low = digit(byte & 0x0f);
             }
         }
         out

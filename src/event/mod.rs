@@ -52,9 +52,11 @@ pub(crate) mod rules {
     pub(crate) use super::id::check as id;
     pub(crate) use super::queued::validate_fields as queued;
 }
+pub(crate) use self::canonical::{Unhashed, UnhashedEvent, to_vec_direct as canonical_direct};
 pub use self::limits::{MAX_TASK_BYTES, MAX_TASK_DEPTH, MAX_TEXT_BYTES};
 pub use self::queued::Queued;
 pub use self::reason::{FailureReason, ReasonCode, Received};
 pub use self::record::Record;
+pub(crate) use self::record::chain;
 pub use self::remote::{Remote, RemoteKind, TaskState};
 pub use self::time::{InvalidTimestamp, Timestamp};

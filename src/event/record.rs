@@ -35,10 +35,16 @@ impl Record {
     /// The chain hash of this record, given the hash of the record before it
     /// ([`ChainHash::GENESIS`] for the first).
     pub fn chain_hash(&self, previous: &ChainHash) -> ChainHash {
-        let mut digest = Sha256::new();
-        digest.update(previous.to_hex().as_bytes());
-        digest.update(b"\n");
-        digest.update(self.canonical_bytes());
-        ChainHash(digest.finalize().into())
+        chain(previous, &self.canonical_bytes())
     }
+}
+
+/// The chain hash of a record whose canonical bytes are `canonical`, given the
+/// hash of the record before it.
+pub(crate) fn chain(previous: &ChainHash, canonical: &[u8]) -> ChainHash {
+    let mut digest = Sha256::new();
+    digest.update(previous.hex());
+    digest.update(b"\n");
+    digest.update(canonical);
+    ChainHash(digest.finalize().into())
 }

@@ -75,9 +75,16 @@ impl FromStr for Timestamp {
     }
 }
 
+impl Timestamp {
+    /// The text form ([`Display`](fmt::Display)), in a string of its own.
+    pub(crate) fn text(&self) -> String {
+        self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+        f.write_str(&self.text())
     }
 }
 

@@ -4,10 +4,10 @@
 use crate::delegation::{Delegation, Fold, Status};
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Record};
-use crate::store::{self, Stream};
+use crate::store::{self, Lent};
 
 use super::Ledger;
-use super::stream::{HeadCheck, fold_stream, head_status, summary};
+use super::stream::{HeadCheck, fold_stream, head_status, replay_lent, summary};
 
 impl Ledger {
     /// The status of delegation `id`; [`StatusKind::NotFound`](crate::StatusKind)
@@ -56,20 +56,15 @@ impl Ledger {
     /// A poisoned ledger yields one [`Error::Poisoned`] and nothing else.
     pub fn replay(&self) -> impl Iterator<Item = Result<Delegation>> + '_ {
         let poisoned = self.check_poisoned().err();
-        let scan: Box<dyn Iterator<Item = Result<Stream>> + Send + '_> = if poisoned.is_some() {
+        let scan: Box<dyn Iterator<Item = Result<Lent>> + Send + '_> = if poisoned.is_some() {
             Box::new(std::iter::empty())
         } else {
-            self.inner.store.scan()
+            self.inner.store.scan_lent()
         };
-        poisoned
-            .map(Err)
-            .into_iter()
-            .chain(scan.filter_map(|stream| {
-                stream
-                    .and_then(|stream| fold_stream(&stream, self.format()))
-                    .map(|(_, fold)| fold.into_delegation())
-                    .transpose()
-            }))
+        poisoned.map(Err).into_iter().chain(scan.filter_map(|lent| {
+            lent.and_then(|lent| replay_lent(lent, self.format()))
+                .transpose()
+        }))
     }
 
     /// The first attempt of delegation `id`'s task: `id` itself, or, for a retry,

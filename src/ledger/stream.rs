@@ -1,11 +1,11 @@
 //! A stored stream read back: its records decoded and checked against their keys,
 //! folded, and its head checked against the fold.
 
-use crate::delegation::{Delegation, Fold, Status};
+use crate::delegation::{Delegation, Fold, LentFold, Status};
 use crate::envelope;
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Record, Seq};
-use crate::store::{self, Head, Stream};
+use crate::store::{self, Head, Lent, Stream, StreamRef};
 
 /// How strictly a head is decoded.
 #[derive(Clone, Copy, Debug)]
@@ -76,6 +76,46 @@ pub(super) fn fold_stream(stream: &Stream, format: u8) -> Result<(Vec<Record>, F
     let records = decode_stream(stream)?;
     let fold = fold_records(stream, &records, Chain::Trust, format)?;
     Ok((records, fold))
+}
+
+/// One delegation of a scan, rebuilt as [`fold_stream`] rebuilds it (`None`
+/// for one without records), with the same errors.
+///
+/// The common case is read in place ([`replay_view`]); anything else (damage
+/// anywhere, a head of format 1, a record of version 1) is read again the
+/// owned way, by [`fold_stream`], which says what is wrong.
+///
+/// # Errors
+/// As for [`fold_stream`], and the scan's errors ([`Lent::into_stream`]).
+pub(crate) fn replay_lent(lent: Lent, format: u8) -> Result<Option<Delegation>> {
+    if format >= store::HEAD_FORMAT
+        && let Some(delegation) = lent.view().as_ref().and_then(replay_view)
+    {
+        return Ok(Some(delegation));
+    }
+    let stream = lent.into_stream()?;
+    fold_stream(&stream, format).map(|(_, fold)| fold.into_delegation())
+}
+
+/// A delegation read in place, checked as [`fold_stream`] checks it with a
+/// head of format 2: each record's byte form and key, the fold's rules, and
+/// the head against the fold (its bytes exactly those of the fold's
+/// delegation). `Some` only where [`fold_stream`] gives that delegation; `None`
+/// for anything else, for [`fold_stream`] to judge.
+fn replay_view(view: &StreamRef<'_>) -> Option<Delegation> {
+    let (head_seq, summary) = view.head?;
+    let mut fold = LentFold::trusting(view.id);
+    for (seq, bytes) in view.records() {
+        let record = envelope::decode_lent(bytes)?;
+        if record.delegation != view.id || record.seq != seq {
+            return None;
+        }
+        fold.apply(record)?;
+    }
+    if fold.seq() != head_seq || !fold.is_head(summary) {
+        return None;
+    }
+    fold.into_delegation()
 }
 
 /// Decodes a stream's entries, checking each against its key.
@@ -246,5 +286,238 @@ fn describe(delegation: Option<&Delegation>) -> String {
     match status.reason {
         Some(reason) => format!("{} ({reason})", delegation.state.as_str()),
         None => delegation.state.as_str().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{
+        ChainHash, Event, FailureReason, Queued, Remote, RemoteKind, TaskState, Timestamp,
+    };
+    use crate::store::key;
+    use crate::store::sled::value;
+
+    /// The records of `events` as the history of `id`, sealed, and its head's
+    /// summary, as the ledger writes them.
+    fn history(id: &str, events: Vec<Event>) -> (DelegationId, Vec<Vec<u8>>, Vec<u8>) {
+        let id: DelegationId = id.parse().unwrap();
+        let mut fold = Fold::new(id.clone());
+        let mut records = Vec::new();
+        for (event, seq) in events.into_iter().zip(1..) {
+            let mut record = Record {
+                delegation: id.clone(),
+                seq,
+                event,
+                at: Timestamp::from_unix_nanos(1_780_000_000_000_000_000 + seq as i64 * 250),
+                hash: None,
+            };
+            record.hash = Some(record.chain_hash(&fold.hash()));
+            fold.apply(&record).unwrap();
+            records.push(envelope::encode(&record));
+        }
+        let summary = envelope::head::encode(fold.delegation().unwrap());
+        (id, records, summary)
+    }
+
+    fn histories() -> Vec<(DelegationId, Vec<Vec<u8>>, Vec<u8>)> {
+        let retry = Event::Queued(Queued {
+            task: Some(serde_json::json!({"review": "pr-42", "lines": [1, 2.5, null]})),
+            retry_of: Some("d-0".parse().unwrap()),
+            attempt: Some(2),
+            not_before: Some(Timestamp::from_unix_nanos(1_780_000_001_000_000_001)),
+            ..Queued::new("planner", "reviewer")
+        });
+        let tasked = Event::Queued(Queued {
+            task: Some(serde_json::json!(["a", {"b": true}])),
+            ..Queued::new("planner", "reviewer")
+        });
+        let remote = Remote {
+            kind: RemoteKind::Task,
+            task_id: Some("t-1".into()),
+            context_id: None,
+            state: Some(TaskState::Other("TASK_STATE_ODD".into())),
+        };
+        vec![
+            history("queued", vec![Event::queued("a", "b")]),
+            history("retry", vec![retry.clone()]),
+            history(
+                "delivered",
+                vec![
+                    tasked.clone(),
+                    Event::delivered_with(Some(202), Some(remote)).unwrap(),
+                ],
+            ),
+            history(
+                "plain",
+                vec![Event::queued("a", "b"), Event::delivered(None).unwrap()],
+            ),
+            history(
+                "failed",
+                vec![
+                    retry,
+                    Event::failed(FailureReason::RpcError(-32601), Some("no".into())).unwrap(),
+                ],
+            ),
+            history(
+                "offline",
+                vec![
+                    tasked,
+                    Event::failed(FailureReason::Interrupted, None).unwrap(),
+                ],
+            ),
+        ]
+    }
+
+    /// What replay gave for a stored key and value before it read them in
+    /// place: the stream decoded and copied, then folded.
+    fn owned(raw_key: &[u8], raw: &[u8]) -> String {
+        let folded = key::parse_head(raw_key)
+            .map_err(|reason| Error::Corrupt {
+                key: format!("key {}", key::hex(raw_key)),
+                reason,
+            })
+            .and_then(|id| {
+                let (head, entries) = value::decode(&id, raw)?;
+                fold_stream(
+                    &Stream {
+                        id,
+                        entries,
+                        head: Some(head),
+                    },
+                    store::HEAD_FORMAT,
+                )
+            })
+            .map(|(_, fold)| fold.into_delegation());
+        format!("{folded:?}")
+    }
+
+    /// Replay of a key and value read in place, as sled lends them and as
+    /// another store's stream gives them, must be what [`owned`] gives.
+    fn assert_same(raw_key: &[u8], raw: &[u8]) {
+        let expected = owned(raw_key, raw);
+        let lent = Lent::value(raw_key.into(), raw.into());
+        let found = replay_lent(lent, store::HEAD_FORMAT);
+        assert_eq!(format!("{found:?}"), expected, "value {}", key::hex(raw));
+        if let (Ok(id), Ok((head, entries))) = (
+            key::parse_head(raw_key),
+            key::parse_head(raw_key)
+                .and_then(|id| value::decode(&id, raw).map_err(|e| e.to_string())),
+        ) {
+            let stream = Stream {
+                id,
+                entries,
+                head: Some(head),
+            };
+            let found = replay_lent(Lent::from(stream), store::HEAD_FORMAT);
+            assert_eq!(format!("{found:?}"), expected, "stream {}", key::hex(raw));
+        }
+    }
+
+    fn stored(records: &[Vec<u8>], summary: &[u8]) -> Vec<u8> {
+        let mut frames = Vec::new();
+        for record in records {
+            frames.extend_from_slice(&u32::try_from(record.len()).unwrap().to_be_bytes());
+            frames.extend_from_slice(record);
+        }
+        value::encode(records.len() as u64, summary, &frames, None)
+    }
+
+    /// Recomputes the CRC-32 of a record's or a head's envelope (both cover
+    /// every byte from offset 5), so that a change behind it reaches the body.
+    fn resealed(mut bytes: Vec<u8>) -> Vec<u8> {
+        let checksum = crc32fast::hash(&bytes[5..]);
+        bytes[1..5].copy_from_slice(&checksum.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn a_clean_delegation_is_replayed_in_place_as_the_fold_gives_it() {
+        for (id, records, summary) in histories() {
+            let raw = stored(&records, &summary);
+            let lent = Lent::value(key::prefix(&id).into(), raw.clone().into());
+            let view = lent.view().unwrap();
+            assert!(replay_view(&view).is_some(), "{id} was not read in place");
+            assert_same(&key::prefix(&id), &raw);
+        }
+    }
+
+    #[test]
+    fn every_flip_of_a_stored_value_or_key_replays_as_the_owned_read_does() {
+        for (id, records, summary) in histories() {
+            let raw_key = key::prefix(&id);
+            let raw = stored(&records, &summary);
+            for bit in 0..raw.len() * 8 {
+                let mut flipped = raw.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                assert_same(&raw_key, &flipped);
+            }
+            for len in 0..raw.len() {
+                assert_same(&raw_key, &raw[..len]);
+            }
+            for bit in 0..raw_key.len() * 8 {
+                let mut flipped = raw_key.clone();
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                assert_same(&flipped, &raw);
+            }
+        }
+    }
+
+    #[test]
+    fn every_flip_behind_a_valid_checksum_replays_as_the_owned_read_does() {
+        for (id, records, summary) in histories() {
+            let raw_key = key::prefix(&id);
+            for at in 0..records.len() {
+                for bit in 5 * 8..records[at].len() * 8 {
+                    let mut changed = records.clone();
+                    changed[at][bit / 8] ^= 1 << (bit % 8);
+                    changed[at] = resealed(changed[at].clone());
+                    assert_same(&raw_key, &stored(&changed, &summary));
+                }
+            }
+            for bit in 5 * 8..summary.len() * 8 {
+                let mut changed = summary.clone();
+                changed[bit / 8] ^= 1 << (bit % 8);
+                assert_same(&raw_key, &stored(&records, &resealed(changed)));
+            }
+        }
+    }
+
+    #[test]
+    fn mixed_up_histories_replay_as_the_owned_read_does() {
+        let all = histories();
+        for (id, records, summary) in &all {
+            let raw_key = key::prefix(id);
+            for (_, other_records, other_summary) in &all {
+                assert_same(&raw_key, &stored(records, other_summary));
+                assert_same(&raw_key, &stored(other_records, summary));
+                let mut longer = records.clone();
+                longer.extend(other_records.iter().cloned());
+                assert_same(&raw_key, &stored(&longer, summary));
+            }
+            assert_same(&raw_key, &stored(&records[..1], summary));
+            assert_same(&raw_key, &stored(&[], summary));
+        }
+    }
+
+    #[test]
+    fn a_record_of_version_1_is_replayed_the_owned_way() {
+        let id: DelegationId = "v1".parse().unwrap();
+        let mut record = Record {
+            delegation: id.clone(),
+            seq: 1,
+            event: Event::queued("a", "b"),
+            at: Timestamp::from_unix_nanos(1_780_000_000_000_000_000),
+            hash: None,
+        };
+        record.hash = Some(record.chain_hash(&ChainHash::GENESIS));
+        let mut fold = Fold::new(id.clone());
+        fold.apply(&record).unwrap();
+        let summary = envelope::head::encode(fold.delegation().unwrap());
+        let raw = stored(&[envelope::encode_v1(&record)], &summary);
+        let lent = Lent::value(key::prefix(&id).into(), raw.clone().into());
+        assert!(replay_view(&lent.view().unwrap()).is_none());
+        assert_same(&key::prefix(&id), &raw);
+        assert!(owned(&key::prefix(&id), &raw).starts_with("Ok(Some("));
     }
 }

@@ -15,6 +15,8 @@
 //! - [`Store::history`] and [`Store::scan`]: a read of one delegation, or a scan
 //!   of all of them, each delegation read whole and in step with its head (on
 //!   sled's format 3, one key holds a delegation's head and records);
+//!   [`Store::scan_lent`] is the scan with each delegation lent as the store
+//!   read it ([`Lent`]), for replay, which reads it in place;
 //! - [`Store::flush`], for durability;
 //! - [`Store::index`], hints beside the log of what is open, dead and retried
 //!   ([`Index`]), written before the appends they describe and verified against
@@ -161,6 +163,116 @@ impl Stream {
     }
 }
 
+/// One delegation as [`Store::scan_lent`] gives it: what the store read, lent
+/// as the store holds it (sled's own buffers, in the sled store) instead of
+/// copied into a [`Stream`]. [`Lent::view`] reads it in place;
+/// [`Lent::into_stream`] gives the [`Stream`] that [`Store::scan`] gives, with
+/// the same errors.
+#[derive(Debug)]
+pub struct Lent(Lending);
+
+#[derive(Debug)]
+enum Lending {
+    /// Read whole, as [`Store::scan`] reads it.
+    Stream(Stream),
+    /// A key and value of sled's format 3 or 4, as sled lends them: not yet
+    /// parsed or copied.
+    Value {
+        key: ::sled::IVec,
+        value: ::sled::IVec,
+    },
+}
+
+impl From<Stream> for Lent {
+    fn from(stream: Stream) -> Self {
+        Lent(Lending::Stream(stream))
+    }
+}
+
+impl Lent {
+    /// A delegation's key and value in sled's format 3 or 4.
+    pub(crate) fn value(key: ::sled::IVec, value: ::sled::IVec) -> Self {
+        Lent(Lending::Value { key, value })
+    }
+
+    /// The delegation read in place: its id, head and records borrowed from what
+    /// the store read. `None` if its key or the framing of its value is damaged
+    /// (then [`Lent::into_stream`] gives the error).
+    pub fn view(&self) -> Option<StreamRef<'_>> {
+        match &self.0 {
+            Lending::Stream(stream) => Some(StreamRef {
+                id: stream.id.as_str(),
+                head: stream
+                    .head
+                    .as_ref()
+                    .map(|head| (head.seq, head.summary.as_slice())),
+                records: Records::Entries(&stream.entries),
+            }),
+            Lending::Value { key, value } => {
+                let id = key::parse_head_lent(key)?;
+                let parsed = self::sled::value::parse_lent(value)?;
+                Some(StreamRef {
+                    id,
+                    head: Some((parsed.seq, parsed.summary)),
+                    records: Records::Frames(parsed.frames()),
+                })
+            }
+        }
+    }
+
+    /// The delegation as [`Store::scan`] gives it.
+    ///
+    /// # Errors
+    /// As for the item of [`Store::scan`]: [`Error::Corrupt`] for a key or a
+    /// value that does not parse.
+    pub fn into_stream(self) -> Result<Stream> {
+        match self.0 {
+            Lending::Stream(stream) => Ok(stream),
+            Lending::Value { key, value } => self::sled::stream_of(&key, &value),
+        }
+    }
+}
+
+/// One delegation's stored records and head, borrowed from what the store read
+/// ([`Lent::view`]).
+#[derive(Clone, Debug)]
+pub struct StreamRef<'a> {
+    /// The delegation's id, checked as a [`DelegationId`] is.
+    pub id: &'a str,
+    /// Its head's seq and summary, if it has one.
+    pub head: Option<(Seq, &'a [u8])>,
+    records: Records<'a>,
+}
+
+impl<'a> StreamRef<'a> {
+    /// Its records, in key order, each with the seq of its key.
+    pub fn records(&self) -> impl Iterator<Item = (Seq, &'a [u8])> + use<'a> {
+        self.records.clone()
+    }
+}
+
+/// The records of a [`StreamRef`].
+#[derive(Clone, Debug)]
+enum Records<'a> {
+    Entries(&'a [Entry]),
+    Frames(self::sled::value::Frames<'a>),
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = (Seq, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Records::Entries(entries) => {
+                let (entry, rest) = entries.split_first()?;
+                *entries = rest;
+                Some((entry.seq, entry.bytes.as_slice()))
+            }
+            Records::Frames(frames) => frames.next(),
+        }
+    }
+}
+
 /// One append of a group written by [`Store::append`]: `record` as seq
 /// `expect.next()` of `id`, and `head` as its new head summary.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -267,6 +379,15 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::history`] would read it. A damaged key gives an error item, and the
     /// scan goes on past it.
     fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream>> + Send + '_>;
+
+    /// [`Store::scan`], each delegation lent as the store read it instead of
+    /// copied out ([`Lent`]): what replay reads, in place. The same
+    /// delegations in the same order, with the same error items. The default
+    /// lends what [`Store::scan`] reads; a store that can lend its own buffers
+    /// does.
+    fn scan_lent(&self) -> Box<dyn Iterator<Item = Result<Lent>> + Send + '_> {
+        Box::new(self.scan().map(|stream| stream.map(Lent::from)))
+    }
 
     /// Makes every append so far durable on the device: it survives a process
     /// crash and a power cut. ([`Durability::Durable`](crate::Durability))
@@ -444,6 +565,19 @@ pub mod key {
         }
         let id = std::str::from_utf8(id).map_err(|e| format!("id is not UTF-8: {e}"))?;
         DelegationId::try_from(id).map_err(|e| e.to_string())
+    }
+
+    /// The id of a key that is a prefix without a seq, borrowed from it: `None`
+    /// exactly where [`parse_head`] gives an error (the id it gives is this
+    /// text).
+    pub fn parse_head_lent(key: &[u8]) -> Option<&str> {
+        let (len, id) = key.split_first_chunk::<2>()?;
+        if usize::from(u16::from_be_bytes(*len)) != id.len() {
+            return None;
+        }
+        let id = std::str::from_utf8(id).ok()?;
+        crate::event::rules::id(id).ok()?;
+        Some(id)
     }
 
     /// Lowercase hex of a raw key, for error messages.

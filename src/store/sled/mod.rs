@@ -62,7 +62,7 @@ use std::time::{Duration, Instant};
 
 use self::acked::Acked;
 use super::index::{Hint, Index};
-use super::{Append, AppendError, Entry, Head, Store, Stream, Stripes, key};
+use super::{Append, AppendError, Entry, Head, Lent, Store, Stream, Stripes, key};
 use crate::error::{Error, OpenError, Result, StorageError};
 use crate::event::{DelegationId, MAX_ID_LEN, Seq};
 
@@ -736,11 +736,21 @@ impl Store for Sled {
         match &self.layout {
             Layout::Delegations(tree) => Box::new(tree.iter().map(|item| {
                 let (raw, value) = item.map_err(|e| self.sled_error(e))?;
-                let id = key::parse_head(&raw).map_err(|reason| corrupt_key(&raw, reason))?;
-                stream(id, Some(&value))
+                stream_of(&raw, &value)
             })),
             Layout::Log(log) => Box::new(log.scan(self)),
             Layout::Legacy(trees) => Box::new(trees.scan(self)),
+        }
+    }
+
+    fn scan_lent(&self) -> Box<dyn Iterator<Item = Result<Lent>> + Send + '_> {
+        match &self.layout {
+            // Each key and value as sled lends them: nothing is copied.
+            Layout::Delegations(tree) => Box::new(tree.iter().map(|item| {
+                let (raw, value) = item.map_err(|e| self.sled_error(e))?;
+                Ok(Lent::value(raw, value))
+            })),
+            _ => Box::new(self.scan().map(|stream| stream.map(Lent::from))),
         }
     }
 
@@ -762,6 +772,12 @@ impl Store for Sled {
     fn index(&self) -> Option<&dyn Index> {
         self.index.as_ref().map(|_| self as &dyn Index)
     }
+}
+
+/// The stream of a key and value of format 3 or 4, as [`Store::scan`] reads it.
+pub(super) fn stream_of(raw: &[u8], value: &[u8]) -> Result<Stream> {
+    let id = key::parse_head(raw).map_err(|reason| corrupt_key(raw, reason))?;
+    stream(id, Some(value))
 }
 
 /// The stream of `id` from its value, if it has one.

@@ -39,7 +39,7 @@ pub struct Parsed<'a> {
     pub records: &'a [u8],
 }
 
-impl Parsed<'_> {
+impl<'a> Parsed<'a> {
     /// The head.
     pub fn head(&self) -> Head {
         Head {
@@ -50,19 +50,39 @@ impl Parsed<'_> {
 
     /// The records, each under its seq.
     pub fn entries(&self) -> Vec<Entry> {
-        let mut entries = Vec::with_capacity(2);
-        let mut rest = self.records;
-        let mut seq = 0;
-        // `parse` checked the frames; a frame that would not split ends the walk.
-        while let Some((bytes, after)) = frame(rest) {
-            seq += 1;
-            entries.push(Entry {
+        self.frames()
+            .map(|(seq, bytes)| Entry {
                 seq,
                 bytes: bytes.to_vec(),
-            });
-            rest = after;
+            })
+            .collect()
+    }
+
+    /// The records, each under its seq, borrowed from the value.
+    pub fn frames(&self) -> Frames<'a> {
+        Frames {
+            rest: self.records,
+            seq: 0,
         }
-        entries
+    }
+}
+
+/// The records of a [`Parsed`] value, in seq order, each borrowed with its seq.
+#[derive(Clone, Debug)]
+pub struct Frames<'a> {
+    rest: &'a [u8],
+    seq: Seq,
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = (Seq, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        // `parse` checked the frames; a frame that would not split ends the walk.
+        let (bytes, after) = frame(self.rest)?;
+        self.rest = after;
+        self.seq += 1;
+        Some((self.seq, bytes))
     }
 }
 
@@ -146,34 +166,15 @@ pub fn head_seq(id: &DelegationId, raw: &[u8]) -> Result<Seq> {
 /// As for [`head`]; [`Error::Corrupt`] naming `id` for framing that is
 /// truncated or disagrees with the head's seq.
 pub fn parse<'a>(id: &DelegationId, raw: &'a [u8]) -> Result<Parsed<'a>> {
-    let (seq, summary, records) = split_head(id, raw)?;
-    let mut rest = records;
-    let mut count: Seq = 0;
-    while !rest.is_empty() {
-        let Some((_, after)) = frame(rest) else {
-            return Err(corrupt(
-                id,
-                format!(
-                    "the frame of record {} runs past the end of the value ({} bytes left)",
-                    count + 1,
-                    rest.len()
-                ),
-            ));
-        };
-        count += 1;
-        rest = after;
-    }
-    if count != seq {
-        return Err(corrupt(
-            id,
-            format!("the head says seq {seq}, and the value holds {count} records"),
-        ));
-    }
-    Ok(Parsed {
-        seq,
-        summary,
-        records,
-    })
+    check_frames(raw).map_err(|damage| damage.named(id))
+}
+
+/// The value `raw`, checked as [`parse`] checks it, without naming its
+/// delegation: `None` exactly where [`parse`] gives an error. For a scan that
+/// reads the value in place and, should it be damaged, asks [`parse`] for the
+/// error.
+pub fn parse_lent(raw: &[u8]) -> Option<Parsed<'_>> {
+    check_frames(raw).ok()
 }
 
 /// The value `raw` of `id` as a head and its records.
@@ -185,18 +186,77 @@ pub fn decode(id: &DelegationId, raw: &[u8]) -> Result<(Head, Vec<Entry>)> {
     Ok((parsed.head(), parsed.entries()))
 }
 
+/// What is wrong with a value, before it is told with its delegation's id.
+enum Damage {
+    Empty,
+    Version(u8),
+    /// Too short for its head: the value's length.
+    TooShort(usize),
+    /// The frame of this record runs past the end, with this many bytes left.
+    Runs(Seq, usize),
+    /// The head's seq, and the number of frames.
+    Count(Seq, Seq),
+}
+
+impl Damage {
+    fn named(self, id: &DelegationId) -> Error {
+        match self {
+            Damage::Empty => corrupt(id, "the value is empty".to_owned()),
+            Damage::Version(found) => Error::UnknownVersion {
+                key: format!("delegation `{id}`"),
+                found,
+            },
+            Damage::TooShort(len) => corrupt(id, format!("{len} bytes, too short for its head")),
+            Damage::Runs(record, left) => corrupt(
+                id,
+                format!(
+                    "the frame of record {record} runs past the end of the value ({left} bytes left)"
+                ),
+            ),
+            Damage::Count(seq, count) => corrupt(
+                id,
+                format!("the head says seq {seq}, and the value holds {count} records"),
+            ),
+        }
+    }
+}
+
+/// [`parse`], its damage not yet named.
+fn check_frames(raw: &[u8]) -> Result<Parsed<'_>, Damage> {
+    let (seq, summary, records) = split_raw(raw)?;
+    let mut rest = records;
+    let mut count: Seq = 0;
+    while !rest.is_empty() {
+        let Some((_, after)) = frame(rest) else {
+            return Err(Damage::Runs(count + 1, rest.len()));
+        };
+        count += 1;
+        rest = after;
+    }
+    if count != seq {
+        return Err(Damage::Count(seq, count));
+    }
+    Ok(Parsed {
+        seq,
+        summary,
+        records,
+    })
+}
+
 /// Version, seq, summary and the rest of the value.
 fn split_head<'a>(id: &DelegationId, raw: &'a [u8]) -> Result<(Seq, &'a [u8], &'a [u8])> {
+    split_raw(raw).map_err(|damage| damage.named(id))
+}
+
+/// [`split_head`], its damage not yet named.
+fn split_raw(raw: &[u8]) -> Result<(Seq, &[u8], &[u8]), Damage> {
     let Some((&version, rest)) = raw.split_first() else {
-        return Err(corrupt(id, "the value is empty".to_owned()));
+        return Err(Damage::Empty);
     };
     if version != VERSION {
-        return Err(Error::UnknownVersion {
-            key: format!("delegation `{id}`"),
-            found: version,
-        });
+        return Err(Damage::Version(version));
     }
-    let too_short = || corrupt(id, format!("{} bytes, too short for its head", raw.len()));
+    let too_short = || Damage::TooShort(raw.len());
     let (seq, rest) = rest.split_first_chunk::<8>().ok_or_else(too_short)?;
     let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(too_short)?;
     let len = usize::try_from(u32::from_be_bytes(*len)).map_err(|_| too_short())?;
