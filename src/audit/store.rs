@@ -469,28 +469,15 @@ mod tests {
     /// ledger writes them, with each record and the head passed through
     /// `damage` (given its index, the head's being the number of records).
     fn stored(id: &str, events: Vec<Event>, damage: &dyn Fn(usize, &mut Vec<u8>)) -> Vec<u8> {
-        let id: DelegationId = id.parse().unwrap();
-        let mut fold = Fold::new(id.clone());
+        let (_, mut records, mut summary) = crate::envelope::testing::sealed(id, events);
         let mut frames = Vec::new();
-        let count = events.len();
-        for (event, seq) in events.into_iter().zip(1..) {
-            let mut record = Record {
-                delegation: id.clone(),
-                seq,
-                event,
-                at: Timestamp::from_unix_nanos(1_780_000_000_000_000_000 + seq as i64 * 250),
-                hash: None,
-            };
-            record.hash = Some(record.chain_hash(&fold.hash()));
-            fold.apply(&record).unwrap();
-            let mut bytes = envelope::encode(&record);
-            damage(usize::try_from(seq).unwrap() - 1, &mut bytes);
+        for (index, bytes) in records.iter_mut().enumerate() {
+            damage(index, bytes);
             frames.extend_from_slice(&u32::try_from(bytes.len()).unwrap().to_be_bytes());
-            frames.extend_from_slice(&bytes);
+            frames.extend_from_slice(bytes);
         }
-        let mut summary = envelope::head::encode(fold.delegation().unwrap());
-        damage(count, &mut summary);
-        value::encode(count as u64, &summary, &frames, None)
+        damage(records.len(), &mut summary);
+        value::encode(records.len() as u64, &summary, &frames, None)
     }
 
     /// The verdict on one stored delegation as `audit` reaches it (in place

@@ -37,6 +37,8 @@
 
 mod binary;
 pub mod head;
+#[cfg(test)]
+pub(crate) mod testing;
 mod v1;
 
 pub(crate) use self::binary::{EventRef, RecordRef};

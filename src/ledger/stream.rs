@@ -298,27 +298,7 @@ mod tests {
     use crate::store::key;
     use crate::store::sled::value;
 
-    /// The records of `events` as the history of `id`, sealed, and its head's
-    /// summary, as the ledger writes them.
-    fn history(id: &str, events: Vec<Event>) -> (DelegationId, Vec<Vec<u8>>, Vec<u8>) {
-        let id: DelegationId = id.parse().unwrap();
-        let mut fold = Fold::new(id.clone());
-        let mut records = Vec::new();
-        for (event, seq) in events.into_iter().zip(1..) {
-            let mut record = Record {
-                delegation: id.clone(),
-                seq,
-                event,
-                at: Timestamp::from_unix_nanos(1_780_000_000_000_000_000 + seq as i64 * 250),
-                hash: None,
-            };
-            record.hash = Some(record.chain_hash(&fold.hash()));
-            fold.apply(&record).unwrap();
-            records.push(envelope::encode(&record));
-        }
-        let summary = envelope::head::encode(fold.delegation().unwrap());
-        (id, records, summary)
-    }
+    use crate::envelope::testing::sealed as history;
 
     fn histories() -> Vec<(DelegationId, Vec<Vec<u8>>, Vec<u8>)> {
         let retry = Event::Queued(Queued {
