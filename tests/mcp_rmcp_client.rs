@@ -576,3 +576,61 @@ async fn a_client_without_the_tasks_extension_gets_the_receipt_and_no_tasks() {
     assert!(exited(&mut child, Duration::from_secs(10)).await.success());
     assert_eq!(cli_status(&db, "plain"), failed);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_whose_retry_waits_for_its_backoff_is_working_and_says_until_when() {
+    let closed = closed_port_url();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log");
+    // The second attempt waits 1.5 to 3 s (equal jitter on a 3 s backoff).
+    let (client, mut child) = start_tasks(&db, &["--max-attempts", "2", "--backoff", "3s"]).await;
+    let CallToolResponse::Task(_) = delegate_once(
+        &client,
+        json!({"target": closed, "task": "review PR 42", "id": "task-backoff"}),
+    )
+    .await
+    else {
+        panic!("a task")
+    };
+
+    // The first attempt fails at once; the retry is then queued, and waits.
+    let until = Instant::now() + Duration::from_secs(10);
+    let waiting = loop {
+        let status = answer(&client, "check_task_status", json!({"id": "task-backoff"})).await;
+        if status["latest"] == "task-backoff.r1" {
+            break status;
+        }
+        assert_eq!(status["status"], "queued", "{status:#}");
+        assert!(Instant::now() < until, "no retry was queued: {status:#}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(waiting["status"], "queued", "{waiting:#}");
+    assert_eq!(waiting["attempts"], 2, "{waiting:#}");
+    assert_eq!(waiting["exhausted"], false, "{waiting:#}");
+    let next = waiting["next_attempt_at"].as_str().unwrap().to_owned();
+    assert_eq!(
+        waiting["last_failure"]["reason"], "target_offline",
+        "{waiting:#}"
+    );
+
+    // Meanwhile the task is working, and says what it waits for, and until when.
+    let task = get_task(&client, "task-backoff").await;
+    assert_eq!(task.task.status(), TaskStatus::Working, "{task:#?}");
+    let message = task.task.task.status_message.clone().unwrap();
+    assert!(
+        message.contains("backoff") && message.contains(&next),
+        "{message}"
+    );
+
+    // Then it ends, as the log says.
+    let settled = task_settled(&client, "task-backoff").await;
+    let result = completed(&settled);
+    assert_eq!(result["isError"], true, "{result:#}");
+    let status = result["structuredContent"].clone();
+    assert_eq!(status["reason"], "target_offline", "{status:#}");
+    assert_eq!(status["exhausted"], true, "{status:#}");
+    assert_eq!(status["latest"], "task-backoff.r1", "{status:#}");
+    client.cancel().await.unwrap();
+    assert!(exited(&mut child, Duration::from_secs(10)).await.success());
+    assert_eq!(cli_status(&db, "task-backoff"), status);
+}
