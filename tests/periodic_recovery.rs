@@ -18,6 +18,7 @@
 
 #[cfg(feature = "postgres")]
 mod pg_support;
+mod store_support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -317,4 +318,68 @@ async fn what_periodic_recovery_cannot_settle_is_reported_to_next_recovery_or_el
         }
         other => panic!("shutdown answered {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_under_way_when_shutdown_begins_runs_to_its_end_and_reports_what_it_settled() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use delegation_log::store::Memory;
+
+    // The orphan's settling write is slow, so that shutdown begins while the
+    // pass is in it.
+    let armed = Arc::new(AtomicBool::new(false));
+    let entered = Arc::new(AtomicBool::new(false));
+    let hooked = store_support::Hooked::over(Arc::new(Memory::new())).on_append({
+        let (armed, entered) = (armed.clone(), entered.clone());
+        move |memory, appends| {
+            if armed.load(Ordering::SeqCst) && appends.iter().any(|a| a.id.as_str() == "orphan") {
+                entered.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(400));
+            }
+            delegation_log::store::Store::append(memory, appends)
+        }
+    });
+    let ledger = Ledger::with_store(Arc::new(hooked), Default::default());
+    let stuck = Dispatcher::new(ledger.clone(), Target::default());
+    stuck
+        .delegate(Request::new("peer", "held").id(id("orphan")))
+        .await
+        .unwrap();
+    drop(stuck);
+    armed.store(true, Ordering::SeqCst);
+
+    let target = Target::default();
+    target.gate.add_permits(1 << 20);
+    let dispatcher = Dispatcher::with_options(
+        ledger.clone(),
+        target,
+        Options::new().recover_every(Some(EVERY)),
+    );
+    // The first delegation starts the timer.
+    dispatcher
+        .delegate(Request::new("me", "quick").id(id("mine")))
+        .await
+        .unwrap();
+    until("a pass is settling the orphan", || {
+        entered.load(Ordering::SeqCst)
+    })
+    .await;
+    // Shutdown begins while the pass is in the orphan's write; the caller is
+    // taking reports meanwhile, as `mcp` does.
+    let (stopped, report) = tokio::time::timeout(PATIENCE, async {
+        tokio::join!(dispatcher.shutdown(), dispatcher.next_recovery())
+    })
+    .await
+    .unwrap();
+    stopped.unwrap();
+
+    // The pass wrote its outcome, and its report says so.
+    let status = ledger.status(&id("orphan")).unwrap();
+    assert_eq!(status.status, StatusKind::Failed);
+    assert_eq!(status.reason, Some(ReasonCode::Interrupted));
+    let report = report.expect("the pass's report");
+    let recovered: Vec<_> = report.recovered.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(recovered, vec![id("orphan")], "{report:?}");
+    assert!(report.failed.is_empty(), "{report:?}");
 }

@@ -5,9 +5,9 @@
 //! dispatcher runs [`Dispatcher::recover`](super::Dispatcher::recover) under its
 //! [`Options::recovery`](super::Options::recovery) policy once per period, in a
 //! task it tracks: started at its first delegation or recovery (as its lease
-//! is), stopped when shutdown begins (a pass in progress stops at its next
-//! wait; what it took over and did not settle is free again once the lease
-//! ends), and aborted with a dropped dispatcher. Each pass that recovered or
+//! is), stopped when shutdown begins (at its wait between passes: a pass in
+//! progress runs to its end, and shutdown waits for it, so that what the pass
+//! settled is reported), and aborted with a dropped dispatcher. Each pass that recovered or
 //! failed anything is handed on, never dropped:
 //! [`Dispatcher::next_recovery`](super::Dispatcher::next_recovery) answers it,
 //! and the failures nobody took make [`Dispatcher::shutdown`](super::Dispatcher::shutdown)
@@ -116,15 +116,31 @@ async fn run(inner: Arc<Inner>, every: Duration, policy: Recovery, reports: mpsc
                 Err(error) => Report::stopped(error),
             }
         };
-        let Some(report) = inner.supervisor.unless_closing(pass).await else {
-            return;
-        };
+        // A pass that has begun runs to its end, shutdown or not: what it has
+        // settled must reach its report.
+        let mut report = pass.await;
+        if inner.supervisor.is_closing() {
+            // Orphans the pass reached after shutdown began were refused
+            // admission and left untouched, for the next recovery: skipped,
+            // not failures.
+            report
+                .failed
+                .retain(|failed| !matches!(failed.error, super::Error::Closed));
+        }
         if report.recovered.is_empty() && report.failed.is_empty() {
             continue;
         }
-        // A full queue of reports waits for the caller, unless shutdown
-        // begins first: then this report's failures go to shutdown's answer.
-        match inner.supervisor.unless_closing(reports.reserve()).await {
+        // A report goes to the queue when there is room; a full queue waits
+        // for the caller, unless shutdown begins first: then this report's
+        // failures go to shutdown's answer.
+        let room = match reports.try_reserve() {
+            Ok(room) => Some(Ok(room)),
+            Err(mpsc::error::TrySendError::Full(())) => {
+                inner.supervisor.unless_closing(reports.reserve()).await
+            }
+            Err(mpsc::error::TrySendError::Closed(())) => None,
+        };
+        match room {
             Some(Ok(room)) => room.send(report),
             _ => {
                 let mut left = inner
