@@ -288,25 +288,39 @@ impl Server {
     /// server's dispatchers together.
     ///
     /// # Errors
-    /// [`dispatch::Error::Drained`] with every outcome that could not be recorded.
+    /// [`dispatch::Error::Drained`] with every outcome that could not be recorded,
+    /// from all the dispatchers; else [`dispatch::Error::Unrecovered`] with what
+    /// periodic recovery could not settle and nobody took.
     pub async fn shutdown(&self) -> Result<Stats, dispatch::Error> {
         let [auto, v0_3, v1_0] = self.dispatchers.all().map(Dispatcher::shutdown);
         let (auto, v0_3, v1_0) = tokio::join!(auto, v0_3, v1_0);
-        let mut total = Stats::default();
-        let mut unrecorded = Vec::new();
-        for result in [auto, v0_3, v1_0] {
-            match result {
-                Ok(stats) => add(&mut total, stats),
-                Err(dispatch::Error::Drained(lost)) => unrecorded.extend(lost),
-                Err(other) => return Err(other),
+        combined([auto, v0_3, v1_0])
+    }
+}
+
+/// The dispatchers' shutdowns as one: their counts added up; every outcome
+/// that could not be recorded, from all of them, first; else the first other
+/// error (periodic recovery's failures).
+fn combined(results: [Result<Stats, dispatch::Error>; 3]) -> Result<Stats, dispatch::Error> {
+    let mut total = Stats::default();
+    let mut unrecorded = Vec::new();
+    let mut other = None;
+    for result in results {
+        match result {
+            Ok(stats) => add(&mut total, stats),
+            Err(dispatch::Error::Drained(lost)) => unrecorded.extend(lost),
+            // Periodic recovery's failures (only `auto` runs it): they give
+            // way to outcomes that could not be recorded, as one dispatcher's
+            // shutdown says.
+            Err(error) => {
+                other.get_or_insert(error);
             }
         }
-        if unrecorded.is_empty() {
-            Ok(total)
-        } else {
-            Err(dispatch::Error::Drained(unrecorded))
-        }
     }
+    if !unrecorded.is_empty() {
+        return Err(dispatch::Error::Drained(unrecorded));
+    }
+    other.map_or(Ok(total), Err)
 }
 
 fn add(total: &mut Stats, stats: Stats) {
@@ -314,4 +328,65 @@ fn add(total: &mut Stats, stats: Stats) {
     total.delivered += stats.delivered;
     total.failed += stats.failed;
     total.unrecorded += stats.unrecorded;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unrecorded(id: &str) -> dispatch::Unrecorded {
+        dispatch::Unrecorded {
+            id: Some(id.parse().unwrap()),
+            outcome: "delivered".to_owned(),
+            cause: std::sync::Arc::new(crate::Error::Poisoned {
+                cause: "disk full".to_owned(),
+            }),
+        }
+    }
+
+    fn unrecovered(id: &str) -> dispatch::Unrecovered {
+        dispatch::Unrecovered {
+            id: Some(id.parse().unwrap()),
+            error: dispatch::Error::Closed,
+        }
+    }
+
+    fn counted(delivered: u64) -> Stats {
+        Stats {
+            queued: delivered,
+            delivered,
+            ..Stats::default()
+        }
+    }
+
+    #[test]
+    fn outcomes_no_dispatcher_could_record_come_first_from_every_dispatcher() {
+        let answer = combined([
+            Err(dispatch::Error::Unrecovered(vec![unrecovered("orphan")])),
+            Err(dispatch::Error::Drained(vec![unrecorded("a")])),
+            Err(dispatch::Error::Drained(vec![unrecorded("b")])),
+        ]);
+        match answer {
+            Err(dispatch::Error::Drained(lost)) => {
+                let ids: Vec<_> = lost.iter().map(|l| l.id.clone().unwrap()).collect();
+                assert_eq!(ids, ["a".parse().unwrap(), "b".parse().unwrap()]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn periodic_recoverys_failures_are_the_answer_when_every_outcome_was_recorded() {
+        let answer = combined([
+            Err(dispatch::Error::Unrecovered(vec![unrecovered("orphan")])),
+            Ok(counted(2)),
+            Ok(counted(1)),
+        ]);
+        assert!(
+            matches!(&answer, Err(dispatch::Error::Unrecovered(left)) if left.len() == 1),
+            "{answer:?}"
+        );
+        let total = combined([Ok(counted(2)), Ok(counted(1)), Ok(Stats::default())]).unwrap();
+        assert_eq!((total.queued, total.delivered), (3, 3));
+    }
 }
