@@ -291,15 +291,14 @@ fn finish_from_log(
             Err(Error::Open(OpenError::Locked { .. })) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(50));
             }
+            // Acknowledged events may be unprinted: not a clean end.
             Err(e) => {
-                eprintln!(
-                    "delegation-log tail: the feed of {shown} ended without its end line (its \
-                     process was killed, or cut tail off as it ended), and the store cannot \
-                     be read now ({}): events after the last printed may be missing; tail ends \
-                     here",
-                    printable(&e.to_string())
-                );
-                return Ok(());
+                return Err(Failure::Unusable(format!(
+                    "the feed of {shown} ended without its end line (its process was \
+                     killed, or cut tail off as it ended), and the store cannot be read now \
+                     ({}): events after the last printed may be missing",
+                    e
+                )));
             }
         }
     };
