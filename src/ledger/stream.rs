@@ -318,8 +318,16 @@ mod tests {
             context_id: None,
             state: Some(TaskState::Other("TASK_STATE_ODD".into())),
         };
+        // A task whose one bit flip can leave text that parses to another
+        // value with whitespace after it ("10" to "1 "): a form serde_json
+        // never writes, so no read may take it.
+        let numbered = Event::Queued(Queued {
+            task: Some(serde_json::json!(10)),
+            ..Queued::new("planner", "reviewer")
+        });
         vec![
             history("queued", vec![Event::queued("a", "b")]),
+            history("numbered", vec![numbered]),
             history("retry", vec![retry.clone()]),
             history(
                 "delivered",
