@@ -74,13 +74,13 @@ impl Server {
             UnixListener::bind(&address.path).map_err(io)?
         };
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-        let bound = std::fs::symlink_metadata(&socket)
-            .ok()
-            .map(|meta| (meta.dev(), meta.ino()));
+        let meta = std::fs::symlink_metadata(&socket).map_err(io)?;
+        let bound = Some((meta.dev(), meta.ino()));
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         tracker.spawn(accept(
             listener,
+            meta.uid(),
             ledger.clone(),
             stop.clone(),
             tracker.clone(),
@@ -140,6 +140,7 @@ fn ignore_not_found(e: io::Error) -> io::Result<()> {
 /// Takes connections until stopped, each on its own tracked task.
 async fn accept(
     listener: UnixListener,
+    owner: u32,
     ledger: Ledger,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -150,9 +151,17 @@ async fn accept(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((stream, _)) => {
+            // Only the socket's owner (or root) is served, whatever the
+            // socket's mode was for the moment between its bind and its
+            // chmod to 0600: anyone else is hung up on, unread.
+            Ok((stream, _))
+                if stream
+                    .peer_cred()
+                    .is_ok_and(|peer| peer.uid() == owner || peer.uid() == 0) =>
+            {
                 tracker.spawn(serve(stream, ledger.clone(), stop.clone()));
             }
+            Ok(_) => {}
             // Out of file descriptors or the like: wait a little, go on.
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
