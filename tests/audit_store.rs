@@ -656,3 +656,31 @@ fn a_resealed_record_with_a_forged_hash_reads_but_audit_and_export_name_the_brok
         "{exported:?}"
     );
 }
+
+/// Retried delegations are judged record by record (their links against the
+/// store); one whose tasks ride along audits clean all the same: the head keeps
+/// no task, and the comparison leaves it out.
+#[test]
+fn a_retried_delegation_that_carries_its_task_audits_clean() {
+    use delegation_log::event::{Failed, FailureReason, Queued};
+
+    let ledger = memory_ledger();
+    let task = serde_json::json!({"review": "pr-42"});
+    let queued = || Queued {
+        task: Some(task.clone()),
+        ..Queued::new("planner", "http://127.0.0.1:9/a2a")
+    };
+    ledger.record(&id("t"), Event::Queued(queued())).unwrap();
+    let failed = Failed {
+        reason: FailureReason::TargetOffline,
+        detail: None,
+    };
+    ledger
+        .retry(&id("t"), failed, &id("t.r1"), queued())
+        .unwrap();
+    ledger
+        .record(&id("t.r1"), Event::delivered(None).unwrap())
+        .unwrap();
+    let verdict = ledger.audit().unwrap();
+    assert!(verdict.is_clean(), "{}", verdict.to_plain());
+}

@@ -326,6 +326,21 @@ mod tests {
     }
 
     #[test]
+    fn a_truncated_frame_is_named_by_its_record_and_the_bytes_left() {
+        let one = encode(1, b"summary", &[], Some(b"record one"));
+        let records = parse(&id(), &one).unwrap().records.to_vec();
+        let value = encode(2, b"summary", &records, Some(b"record two"));
+        // The last byte of record two's frame cut off.
+        match parse(&id(), &value[..value.len() - 1]) {
+            Err(Error::Corrupt { reason, .. }) => assert!(
+                reason.starts_with("the frame of record 2 runs past the end of the value"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn an_unknown_version_byte_is_refused_as_such() {
         let mut value = encode(1, b"s", &[], Some(b"r"));
         value[0] = 9;
