@@ -368,12 +368,13 @@ fn a_delivered_task_is_neither_pending_nor_dead() {
     });
 }
 
-/// Recovery's cleaning pass removes only hints that can never be true again
-/// (an open hint of a settled delegation, a dead hint of a delivered or retried
-/// one); a hint whose delegation has no head yet, or is still `queued`, may
-/// belong to a writer between its hint and its append, and stays.
+/// Recovery's cleaning pass removes only dead hints that can never be true
+/// again (of a delivered or retried delegation). Open hints stay: one of a
+/// settled delegation is left out by `pending`'s check of the head, and one
+/// whose delegation has no head yet, or is still `queued`, may belong to a
+/// writer between its hint and its append.
 #[test]
-fn cleaning_removes_only_hints_that_can_never_be_true_again() {
+fn cleaning_removes_only_dead_hints_that_can_never_be_true_again() {
     each_ledger(|ledger, _, store| {
         let (a, b, c, retry) = (id("a"), id("b"), id("c"), id("c.r1"));
         ledger.record(&a, queued("t")).unwrap();
@@ -393,10 +394,48 @@ fn cleaning_removes_only_hints_that_can_never_be_true_again() {
                 Hint::Open(id("in-the-making")),
             ])
             .unwrap();
-        assert_eq!(ledger.clean_index().unwrap(), 3);
-        assert_eq!(hinted(store, Set::Open), ["b", "c.r1", "in-the-making"]);
+        assert_eq!(ledger.clean_index().unwrap(), 2);
+        assert_eq!(
+            hinted(store, Set::Open),
+            ["a", "b", "c.r1", "in-the-making"]
+        );
         assert_eq!(hinted(store, Set::Dead), ["b"]);
         assert_eq!(pending_ids(ledger), ["b", "c.r1"]);
         assert!(dead_ids(ledger).is_empty());
     });
+}
+
+/// Found by the model test (`proptest-regressions/model.txt`): a settlement
+/// lost with a failed flush, seen again by a reopened ledger, must not cost its
+/// delegation the open hint. `queued` is durable; recovery's settlement is
+/// written, but its flush fails and poisons the ledger; a ledger reopened
+/// over the same store reads the lost settlement as if it were there and
+/// recovers (and cleans); a flush, then a crash: the delegation is `queued`
+/// again, and `pending` must list it.
+#[test]
+fn a_settlement_lost_with_a_failed_flush_does_not_cost_its_delegation_the_open_hint() {
+    use delegation_log::store::Fault;
+
+    let faulty = Arc::new(Faulty::seeded(7));
+    let store: Arc<dyn Store> = faulty.clone();
+    let clock = ManualClock::default();
+    let options = || Options::new().clock(clock.clone());
+    let a = id("a");
+    let ledger = Ledger::with_store(store.clone(), options());
+    ledger.record(&a, queued("t")).unwrap();
+    faulty.inject(Fault::FailFlush);
+    assert!(ledger.recover().is_err(), "the settlement's flush fails");
+    drop(ledger);
+
+    let reopened = Ledger::with_store(store.clone(), options());
+    assert_eq!(reopened.status(&a).unwrap().status, StatusKind::Failed);
+    reopened.recover().unwrap();
+    assert!(pending_ids(&reopened).is_empty());
+    reopened.flush().unwrap();
+    drop(reopened);
+    faulty.crash();
+
+    let after = Ledger::with_store(store, options());
+    assert_eq!(after.status(&a).unwrap().status, StatusKind::Queued);
+    assert_eq!(pending_ids(&after), ["a"]);
 }

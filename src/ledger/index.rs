@@ -128,12 +128,20 @@ impl Ledger {
 }
 
 impl Ledger {
-    /// Removes the stale hints of the index that can never be true again: an
-    /// open hint whose delegation settled, a dead hint whose delegation was
-    /// delivered or retried. Only terminal states are trusted, so a writer
-    /// between its hint and its append (whose delegation has no head yet, or
-    /// is still `queued`) never loses its hint. Returns how many hints were
-    /// removed; 0 on a store without an index. Recovery runs it after settling.
+    /// Removes the stale dead hints of the index, those that can never be true
+    /// again: a dead hint whose delegation was delivered or retried. A dead hint
+    /// is written again before every plain `failed` it announces, so removing
+    /// one loses nothing. Returns how many hints were removed; 0 on a store
+    /// without an index. Recovery runs it after settling.
+    ///
+    /// Open hints stay, even for a delegation whose head reads settled: after a
+    /// failed flush, a reopened store may show a settlement that never reached
+    /// the disk and that a crash takes back, while the hint's removal, written
+    /// later, would reach it; the delegation would then be `queued` with no
+    /// hint, and `pending` would never list it again. Nothing writes an open
+    /// hint anew, so one is removed only by the write that settles its
+    /// delegation, after that write is acknowledged. A stale open hint costs a
+    /// read of its head when `pending` is asked, which leaves it out.
     ///
     /// # Errors
     /// A storage error, or [`Error::Corrupt`](crate::Error::Corrupt) for a
@@ -144,15 +152,6 @@ impl Ledger {
             return Ok(0);
         };
         let mut stale = Vec::new();
-        for id in index.hinted(crate::store::index::Set::Open) {
-            let id = id?;
-            if self
-                .summary_of(&id)?
-                .is_some_and(|delegation| delegation.state.is_settled())
-            {
-                stale.push(Hint::Open(id));
-            }
-        }
         let mut links = Links::default();
         for id in index.hinted(crate::store::index::Set::Dead) {
             let id = id?;
