@@ -462,6 +462,16 @@ fn a_null_http_status_or_detail_is_malformed_not_absent() {
     assert_says(&verdict, 1, "`detail` is null");
 }
 
+#[test]
+fn a_null_retry_of_attempt_or_not_before_on_a_queued_is_malformed_not_absent() {
+    for field in ["retry_of", "attempt", "not_before"] {
+        let line = queued_with(&format!(r#","source":"a","target":"b","{field}":null"#));
+        let verdict = verify(&log(&[line]));
+        assert_eq!(found(&verdict), [(1, Kind::Malformed)], "{field}");
+        assert_says(&verdict, 0, &format!("`{field}` is null"));
+    }
+}
+
 // ---- lines
 
 #[test]
