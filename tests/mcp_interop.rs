@@ -89,49 +89,87 @@ fn message_answer(request: &Value) -> Value {
     }})
 }
 
-/// Reads one JSON line from `lines` within [`PHASE_TIMEOUT`].
-fn next_line(lines: &mpsc::Receiver<String>, what: &str, stderr: &Path) -> Value {
-    match lines.recv_timeout(PHASE_TIMEOUT) {
-        Ok(line) => {
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {line}"))
-        }
-        Err(e) => panic!(
-            "{what}: no line from the client ({e}); its stderr:\n{}",
-            std::fs::read_to_string(stderr).unwrap_or_default()
-        ),
-    }
+/// A Python driver, `tests/mcp/SCRIPT`, run against the server binary on a
+/// fresh db, with an agent that holds its answers and a closed port as its two
+/// targets.
+struct Session {
+    agent: Agent,
+    db: PathBuf,
+    stderr: PathBuf,
+    client: Child,
+    stdin: ChildStdin,
+    lines: mpsc::Receiver<String>,
+    _dir: tempfile::TempDir,
 }
 
-/// Starts the Python driver `tests/mcp/SCRIPT` on the server binary, the db and
-/// the two targets: the child, its stdin, and its stdout's lines.
-fn driver(
-    python: &Path,
-    script: &str,
-    db: &Path,
-    accepting: &str,
-    closed: &str,
-    stderr: &Path,
-) -> (Child, ChildStdin, mpsc::Receiver<String>) {
-    let mut client = Command::new(python)
-        .arg(repo().join("tests/mcp").join(script))
-        .args(["--server", env!("CARGO_BIN_EXE_delegation-log")])
-        .arg("--db")
-        .arg(db)
-        .args(["--accepting", accepting, "--closed", closed])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(stderr).unwrap())
-        .spawn()
-        .unwrap();
-    let stdin = client.stdin.take().unwrap();
-    let stdout = client.stdout.take().unwrap();
-    let (line_tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = line_tx.send(line);
+impl Session {
+    /// Starts `script`; `None` if the SDK is missing (outside CI only).
+    fn start(script: &str) -> Option<Self> {
+        let python = python();
+        if !sdk_installed(&python) {
+            return None;
         }
-    });
-    (client, stdin, lines)
+        let agent = Agent::held(message_answer);
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("log");
+        let stderr = dir.path().join("client.stderr");
+        let mut client = Command::new(python)
+            .arg(repo().join("tests/mcp").join(script))
+            .args(["--server", env!("CARGO_BIN_EXE_delegation-log")])
+            .arg("--db")
+            .arg(&db)
+            .args(["--accepting", &agent.url(), "--closed", &closed_port_url()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let stdin = client.stdin.take().unwrap();
+        let stdout = client.stdout.take().unwrap();
+        let (line_tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = line_tx.send(line);
+            }
+        });
+        Some(Session {
+            agent,
+            db,
+            stderr,
+            client,
+            stdin,
+            lines,
+            _dir: dir,
+        })
+    }
+
+    /// The client's next JSON line, within [`PHASE_TIMEOUT`].
+    fn next(&self, what: &str) -> Value {
+        match self.lines.recv_timeout(PHASE_TIMEOUT) {
+            Ok(line) => serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {line}")),
+            Err(e) => panic!(
+                "{what}: no line from the client ({e}); its stderr:\n{}",
+                std::fs::read_to_string(&self.stderr).unwrap_or_default()
+            ),
+        }
+    }
+
+    /// Tells the client to go on to its next phase.
+    fn go(&mut self) {
+        writeln!(self.stdin, "go").unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// The client's exit, which must be a success.
+    fn finished(&mut self) {
+        let status = self.client.wait().unwrap();
+        assert!(
+            status.success(),
+            "the client failed: {status}; stderr:\n{}",
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        );
+    }
 }
 
 /// Waits until `agent` has received a request, within [`PHASE_TIMEOUT`].
@@ -144,16 +182,6 @@ fn has_the_request(agent: &Agent) {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// The client's exit, which must be a success.
-fn finished(client: &mut Child, stderr: &Path) {
-    let status = client.wait().unwrap();
-    assert!(
-        status.success(),
-        "the client failed: {status}; stderr:\n{}",
-        std::fs::read_to_string(stderr).unwrap_or_default()
-    );
 }
 
 /// What `delegation-log status --json DB ID` prints, parsed.
@@ -180,39 +208,25 @@ fn assert_invalid(answer: &Value, argument: &str) {
 
 #[test]
 fn the_official_python_client_delegates_polls_to_the_outcome_and_the_cli_agrees() {
-    let python = python();
-    if !sdk_installed(&python) {
+    let Some(mut session) = Session::start("client.py") else {
         return;
-    }
-    let agent = Agent::held(message_answer);
-    let closed = closed_port_url();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("log");
-    let stderr_path = dir.path().join("client.stderr");
-    let (mut client, mut stdin, lines) = driver(
-        &python,
-        "client.py",
-        &db,
-        &agent.url(),
-        &closed,
-        &stderr_path,
-    );
+    };
+    let db = session.db.clone();
 
     // Phase 1: both delegated; the agent holds its answer, so the client sees
     // `queued`, and the agent has the request in hand.
-    let queued = next_line(&lines, "phase queued", &stderr_path);
+    let queued = session.next("phase queued");
     assert_eq!(queued["phase"], "queued", "{queued:#}");
     assert_eq!(
         queued["status"]["structured"]["status"], "queued",
         "{queued:#}"
     );
-    has_the_request(&agent);
-    agent.release();
-    writeln!(stdin, "go").unwrap();
-    stdin.flush().unwrap();
+    has_the_request(&session.agent);
+    session.agent.release();
+    session.go();
 
-    let done = next_line(&lines, "phase done", &stderr_path);
-    finished(&mut client, &stderr_path);
+    let done = session.next("phase done");
+    session.finished();
     assert_eq!(done["phase"], "done", "{done:#}");
     let seen = &done["seen"];
 
@@ -261,7 +275,11 @@ fn the_official_python_client_delegates_polls_to_the_outcome_and_the_cli_agrees(
     assert_eq!(accepted["status"], "delivered", "{accepted:#}");
     assert_eq!(accepted["http_status"], 200, "{accepted:#}");
     assert_eq!(accepted["remote"]["kind"], "message", "{accepted:#}");
-    assert_eq!(accepted["target"], agent.url().as_str(), "{accepted:#}");
+    assert_eq!(
+        accepted["target"],
+        session.agent.url().as_str(),
+        "{accepted:#}"
+    );
     let offline = &seen["settled"]["mcp-closed"]["structured"];
     assert_eq!(offline["status"], "failed", "{offline:#}");
     assert_eq!(offline["reason"], "target_offline", "{offline:#}");
@@ -306,7 +324,7 @@ fn the_official_python_client_delegates_polls_to_the_outcome_and_the_cli_agrees(
     );
     assert!(seen["unknown_tool"]["raised"].is_string(), "{seen:#}");
     assert_eq!(seen["after_bad"]["structured"], *offline, "{seen:#}");
-    assert_eq!(agent.requests(), 1, "bad calls must send nothing");
+    assert_eq!(session.agent.requests(), 1, "bad calls must send nothing");
 
     // The other side: the CLI on the same db, after the server drained and exited,
     // prints the very objects the client got.
@@ -320,39 +338,25 @@ fn the_official_python_client_delegates_polls_to_the_outcome_and_the_cli_agrees(
 
 #[test]
 fn the_official_python_client_declaring_the_tasks_extension_polls_tasks_get_to_the_outcome() {
-    let python = python();
-    if !sdk_installed(&python) {
+    let Some(mut session) = Session::start("tasks_client.py") else {
         return;
-    }
-    let agent = Agent::held(message_answer);
-    let closed = closed_port_url();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("log");
-    let stderr_path = dir.path().join("client.stderr");
-    let (mut client, mut stdin, lines) = driver(
-        &python,
-        "tasks_client.py",
-        &db,
-        &agent.url(),
-        &closed,
-        &stderr_path,
-    );
+    };
+    let db = session.db.clone();
 
     // While the agent holds its answer, the task is working.
-    let working = next_line(&lines, "phase working", &stderr_path);
+    let working = session.next("phase working");
     assert_eq!(working["phase"], "working", "{working:#}");
     assert_eq!(
         working["task"]["taskId"], "mcp-task-accepting",
         "{working:#}"
     );
     assert_eq!(working["task"]["status"], "working", "{working:#}");
-    has_the_request(&agent);
-    agent.release();
-    writeln!(stdin, "go").unwrap();
-    stdin.flush().unwrap();
+    has_the_request(&session.agent);
+    session.agent.release();
+    session.go();
 
-    let done = next_line(&lines, "phase done", &stderr_path);
-    finished(&mut client, &stderr_path);
+    let done = session.next("phase done");
+    session.finished();
     assert_eq!(done["phase"], "done", "{done:#}");
     let seen = &done["seen"];
     assert_eq!(seen["protocol_version"], "2026-07-28", "{seen:#}");
@@ -413,5 +417,5 @@ fn the_official_python_client_declaring_the_tasks_extension_polls_tasks_get_to_t
     assert_eq!(seen["check"]["mcp-task-closed"]["structured"], *offline);
     assert_eq!(cli_status(&db, "mcp-task-accepting"), *delivered);
     assert_eq!(cli_status(&db, "mcp-task-closed"), *offline);
-    assert_eq!(agent.requests(), 1);
+    assert_eq!(session.agent.requests(), 1);
 }
