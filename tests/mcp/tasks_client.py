@@ -53,29 +53,27 @@ def emit(value: dict) -> None:
     print(json.dumps(value), flush=True)
 
 
-class CreatedTask(Result):
+class Task(Result):
+    """The fields of a task that every answer about it carries."""
+
+    task_id: str
+    status: str
+    created_at: str
+    last_updated_at: str
+    ttl_ms: int | None = None
+    poll_interval_ms: int | None = None
+    status_message: str | None = None
+
+
+class CreatedTask(Task):
     """The answer of a task-augmented ``tools/call`` (``CreateTaskResult``)."""
 
     result_type: Literal["task"]
-    task_id: str
-    status: str
-    created_at: str
-    last_updated_at: str
-    ttl_ms: int | None = None
-    poll_interval_ms: int | None = None
-    status_message: str | None = None
 
 
-class DetailedTask(Result):
+class DetailedTask(Task):
     """The answer of ``tasks/get``: the task, with its result once ``completed``."""
 
-    task_id: str
-    status: str
-    created_at: str
-    last_updated_at: str
-    ttl_ms: int | None = None
-    poll_interval_ms: int | None = None
-    status_message: str | None = None
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
 
