@@ -52,13 +52,16 @@ use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state
 use serde_json::json;
 use std::time::Duration;
 
+/// proptest's default configuration, with its failures kept in `file`.
+fn persisted_in(file: &'static str) -> Config {
+    Config {
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(file))),
+        ..Config::default()
+    }
+}
+
 prop_state_machine! {
-    #![proptest_config(Config {
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/model.txt",
-        ))),
-        .. Config::default()
-    })]
+    #![proptest_config(persisted_in("proptest-regressions/model.txt"))]
 
     #[test]
     fn the_ledger_behaves_like_the_model_under_crashes_faults_and_races(
@@ -67,12 +70,7 @@ prop_state_machine! {
 }
 
 prop_state_machine! {
-    #![proptest_config(Config {
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/model_retries.txt",
-        ))),
-        .. Config::default()
-    })]
+    #![proptest_config(persisted_in("proptest-regressions/model_retries.txt"))]
 
     /// The same model and checks, weighted towards retries, time passing and
     /// crashes, so that chains of several attempts and crashes during a
@@ -390,10 +388,7 @@ impl StateMachineTest for LedgerUnderTest {
 prop_state_machine! {
     #![proptest_config(Config {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(64),
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/model_postgres.txt",
-        ))),
-        .. Config::default()
+        ..persisted_in("proptest-regressions/model_postgres.txt")
     })]
 
     #[test]
