@@ -15,10 +15,11 @@
 //!   awaits every `delegate` (which returns once `queued` is durable; the
 //!   delivery and its outcome run on, up to 64 at once), then `shutdown` (every
 //!   outcome recorded, the lease ended), then exits. Per delegation the ledger
-//!   writes a claim, `queued` (record and head, one durable commit; an `open`
-//!   hint), the outcome (record and head, one durable commit; the hint removed)
-//!   and the claim's release; claims and hints commit without waiting for the
-//!   disk (see `src/store/postgres/`).
+//!   makes four statements: a claim, `queued` (record, head and `open` hint,
+//!   one durable commit), the outcome (record and head, the hint removed, one
+//!   durable commit) and the claim's release; claims commit without waiting
+//!   for the disk (see `src/store/postgres/`). No head is read: the ledger
+//!   writes on the heads it wrote (`src/ledger/known.rs`).
 //! - **raw**: N child processes, each one `postgres::Client` (one connection,
 //!   `synchronous_commit = on`) inserting the very rows the ledger run wrote for
 //!   its M delegations, copied from that run's schema into the same tables of a

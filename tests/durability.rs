@@ -110,6 +110,35 @@ fn a_failed_write_poisons_the_ledger_and_writes_nothing() {
     );
 }
 
+/// A write that never reached the store (a server that is down: the store
+/// says so with `AppendError::Unsent`) is an error and nothing more: the
+/// ledger is not poisoned, and once the store answers again the same write
+/// goes through.
+#[test]
+fn a_write_that_never_reached_the_store_fails_without_poisoning_the_ledger() {
+    use delegation_log::store::AppendError;
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flag = down.clone();
+    let store = Hooked::over(Arc::new(Memory::new())).on_append(move |inner, appends| {
+        if flag.load(Ordering::SeqCst) {
+            return Err(AppendError::Unsent(Error::Storage(StorageError::Io(
+                std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+            ))));
+        }
+        inner.append(appends)
+    });
+    let ledger = Ledger::with_store(Arc::new(store), options(Durability::Durable));
+    let failed = ledger.record(&id(1), Event::queued("s", "t"));
+    assert!(
+        matches!(failed, Err(Error::Storage(StorageError::Io(_)))),
+        "{failed:?}"
+    );
+    assert_eq!(ledger.status(&id(1)).unwrap().status, StatusKind::NotFound);
+    down.store(false, Ordering::SeqCst);
+    ledger.record(&id(1), Event::queued("s", "t")).unwrap();
+    assert_eq!(ledger.status(&id(1)).unwrap().status, StatusKind::Queued);
+}
+
 #[test]
 fn buffered_mode_loses_only_the_unflushed_tail_on_a_crash() {
     let store = Arc::new(Faulty::seeded(5));

@@ -404,8 +404,9 @@ fn calls_fail_typed_while_the_server_is_down_and_work_again_when_it_is_back() {
         assert!(matches!(ledger.status(&a), Err(Error::Storage(_))));
         assert!(matches!(ledger.history(&a), Err(Error::Storage(_))));
     }
-    // A write while down fails typed, at its first step (the read of the head),
-    // before anything was sent to write: so it does not poison the ledger.
+    // A write while down fails typed before anything was sent (a new
+    // delegation's `queued` is written unread, so the append itself finds the
+    // server gone): nothing was written, so it does not poison the ledger.
     assert!(matches!(
         ledger.record(&b, Event::queued("planner", "target")),
         Err(Error::Storage(_))

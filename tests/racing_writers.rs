@@ -253,3 +253,124 @@ fn a_write_that_keeps_losing_the_race_gives_up_with_conflict_after_16_attempts()
     // A lost race is not a failed write: the ledger still serves.
     assert_eq!(ledger.status(&id).unwrap().status, StatusKind::NotFound);
 }
+
+/// Two ledgers over one remote store, as two processes sharing a server: each
+/// writes on the heads it wrote last, unread.
+fn remote_pair() -> (Ledger, Ledger, Arc<Hooked>, Arc<Hooked>) {
+    let shared = Arc::new(Memory::new());
+    let (a, b) = (
+        Arc::new(Hooked::over(shared.clone()).remote()),
+        Arc::new(Hooked::over(shared).remote()),
+    );
+    (
+        Ledger::with_store(a.clone(), Options::new()),
+        Ledger::with_store(b.clone(), Options::new()),
+        a,
+        b,
+    )
+}
+
+/// On a remote store a ledger writes a lifecycle without reading a head: the
+/// `queued` of a new delegation on no head, its outcome on the head the
+/// `queued` wrote. The log is as if every head had been read.
+#[test]
+fn on_a_remote_store_a_lifecycle_reads_no_head_and_logs_the_same() {
+    let (ledger, _, store, _) = remote_pair();
+    let id: DelegationId = "unread".parse().unwrap();
+    ledger
+        .record(&id, Event::queued("planner", "target"))
+        .unwrap();
+    let settled = ledger
+        .settle(&id, Event::delivered(Some(200)).unwrap())
+        .unwrap();
+    assert!(
+        matches!(settled, Settlement::Won(ref r) if r.seq == 2),
+        "{settled:?}"
+    );
+    assert_eq!(store.head_reads(), 0, "no head was read to write");
+    assert_eq!(ledger.status(&id).unwrap().status, StatusKind::Delivered);
+    assert_eq!(ledger.history(&id).unwrap().len(), 2);
+    assert!(ledger.audit().unwrap().is_clean());
+}
+
+/// A remembered head that another process moved is a lost race, never a write
+/// past it: the ledger reads the head, learns the winner, and writes nothing.
+#[test]
+fn a_remembered_head_another_process_moved_is_read_again_and_the_winner_learned() {
+    let (mine, theirs, _, _) = remote_pair();
+    let id: DelegationId = "moved".parse().unwrap();
+    mine.record(&id, Event::queued("planner", "target"))
+        .unwrap();
+    theirs
+        .settle(&id, Event::delivered(Some(200)).unwrap())
+        .unwrap();
+    let lost = mine
+        .settle(&id, Event::failed(FailureReason::Timeout, None).unwrap())
+        .unwrap();
+    assert!(
+        matches!(
+            lost,
+            Settlement::Lost {
+                seq: 2,
+                outcome: Outcome::Delivered { .. },
+                ..
+            }
+        ),
+        "{lost:?}"
+    );
+    assert_eq!(mine.history(&id).unwrap().len(), 2);
+    assert!(mine.audit().unwrap().is_clean());
+}
+
+/// A `queued` written unread on no head, for a delegation another process
+/// already queued, is refused exactly as if the head had been read first, and
+/// a retry whose original another process settled is refused naming the
+/// state the log holds, not the one remembered.
+#[test]
+fn a_guess_of_no_head_or_an_old_head_refuses_only_what_the_log_refuses() {
+    let (mine, theirs, _, _) = remote_pair();
+    let reference = Ledger::with_store(Arc::new(Memory::new()), Options::new());
+    let id: DelegationId = "twice".parse().unwrap();
+    for ledger in [&theirs, &reference] {
+        ledger
+            .record(&id, Event::queued("planner", "target"))
+            .unwrap();
+    }
+    let guessed = mine
+        .record(&id, Event::queued("planner", "target"))
+        .unwrap_err();
+    let read = reference
+        .record(&id, Event::queued("planner", "target"))
+        .unwrap_err();
+    assert_eq!(guessed.to_string(), read.to_string());
+
+    // `mine` remembers `original` queued; `theirs` settles it meanwhile.
+    let original: DelegationId = "original".parse().unwrap();
+    mine.record(&original, Event::queued("planner", "target"))
+        .unwrap();
+    theirs
+        .settle(&original, Event::delivered(Some(200)).unwrap())
+        .unwrap();
+    let failed = match Event::failed(FailureReason::Timeout, None).unwrap() {
+        Event::Failed(failed) => failed,
+        other => panic!("{other:?}"),
+    };
+    let queued = match Event::queued("planner", "target") {
+        Event::Queued(queued) => queued,
+        other => panic!("{other:?}"),
+    };
+    let retry: DelegationId = "original.2".parse().unwrap();
+    let error = mine.retry(&original, failed, &retry, queued).unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::AlreadySettled {
+                state: State::Delivered,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(mine.status(&retry).unwrap().status, StatusKind::NotFound);
+    assert!(mine.audit().unwrap().is_clean());
+}

@@ -217,21 +217,25 @@ impl Ledger {
                 .map(envelope::head::encode)
                 .unwrap_or_default();
             let hints = Hints::of(&id, &record.event);
-            self.hint(&hints.before)?;
+            let with = self.hint_before(&hints)?;
             self.store()
-                .append(&[Append {
-                    id: &id,
-                    expect,
-                    record: &envelope::encode(&record),
-                    head: &head,
-                }])
+                .append_hinted(
+                    &[Append {
+                        id: &id,
+                        expect,
+                        record: &envelope::encode(&record),
+                        head: &head,
+                    }],
+                    &with.before,
+                    &with.after,
+                )
                 .map_err(|error| match error {
                     // A failed write may be partly visible: as `record` does, serve
                     // nothing more until reopened.
                     crate::store::AppendError::Store(error) => self.poison(error),
                     refused => Error::from(refused),
                 })?;
-            self.unhint(&hints.after);
+            self.unhint_after(&hints);
             stored += 1;
             if fold.state().is_settled() {
                 open.remove(&id);

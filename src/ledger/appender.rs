@@ -34,10 +34,11 @@
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
+use super::index::Hints;
 use super::{Durability, GroupCommit};
 use crate::error::{self, Error};
 use crate::event::DelegationId;
-use crate::store::{Append, AppendError, Expect, Store};
+use crate::store::{Append, AppendError, Expect, Head, Store};
 
 /// An append, owning its bytes, so that another writer can make it.
 #[derive(Debug)]
@@ -49,6 +50,14 @@ pub(super) struct Owned {
 }
 
 impl Owned {
+    /// The head this append writes.
+    pub(super) fn new_head(&self) -> Head {
+        Head {
+            seq: self.expect.next(),
+            summary: self.head.clone(),
+        }
+    }
+
     fn borrowed(&self) -> Append<'_> {
         Append {
             id: &self.id,
@@ -74,10 +83,12 @@ pub(super) struct Written {
     pub(super) flushed: Option<error::Result<()>>,
 }
 
-/// One writer's appends (one, or a retry's two), and its place in line.
+/// One writer's appends (one, or a retry's two), the hints the store writes
+/// with them ([`Store::append_hinted`]), and the writer's place in line.
 struct Entry {
     ticket: u64,
     appends: Vec<Owned>,
+    hints: Hints,
 }
 
 /// The appender shared by a ledger's writers.
@@ -113,8 +124,10 @@ impl Appender {
     }
 
     /// Appends `appends` to `store`, atomically, alone or in a group with the
-    /// appends of other writers: the answer is the one `store.append(appends)`
-    /// would give, with the commit ticket `commit` gave the write. Below
+    /// appends of other writers: the answer is the one
+    /// `store.append_hinted(appends, hints)` would give, with the commit ticket
+    /// `commit` gave the write. (`hints` are empty unless the store's index
+    /// writes hints with the appends.) Below
     /// [`Durability::Buffered`], a writer that takes a turn also flushes at
     /// `level` for its group before the turn ends.
     pub(super) fn append(
@@ -123,17 +136,22 @@ impl Appender {
         commit: &GroupCommit,
         level: Durability,
         appends: Vec<Owned>,
+        hints: Hints,
     ) -> Result<Written, AppendError> {
         let mut state = self.lock();
         if !state.appending && state.queue.is_empty() {
             // Alone: the turn is this writer's, with nothing to share.
             state.appending = true;
             drop(state);
-            return self.alone(store, commit, level, &appends);
+            return self.alone(store, commit, level, &appends, &hints);
         }
         let ticket = state.next;
         state.next = state.next.wrapping_add(1);
-        state.queue.push(Entry { ticket, appends });
+        state.queue.push(Entry {
+            ticket,
+            appends,
+            hints,
+        });
         loop {
             if let Some(answer) = state.answers.remove(&ticket) {
                 return answer.map(|ticket| Written {
@@ -159,10 +177,11 @@ impl Appender {
         commit: &GroupCommit,
         level: Durability,
         appends: &[Owned],
+        hints: &Hints,
     ) -> Result<Written, AppendError> {
         let _turn = Turn::new(self, Vec::new());
         let borrowed: Vec<Append<'_>> = appends.iter().map(Owned::borrowed).collect();
-        store.append(&borrowed)?;
+        store.append_hinted(&borrowed, &hints.before, &hints.after)?;
         let ticket = commit.appended(count(&borrowed));
         Ok(Written {
             ticket,
@@ -260,7 +279,9 @@ impl Answers {
                 .iter()
                 .map(|entry| {
                     let own: Vec<Append<'_>> = entry.appends.iter().map(Owned::borrowed).collect();
-                    let answer = store.append(&own).map(|()| commit.appended(count(&own)));
+                    let answer = store
+                        .append_hinted(&own, &entry.hints.before, &entry.hints.after)
+                        .map(|()| commit.appended(count(&own)));
                     (entry.ticket, answer)
                 })
                 .collect(),
@@ -298,7 +319,11 @@ mod tests {
     }
 
     fn entry(ticket: u64, appends: Vec<Owned>) -> Entry {
-        Entry { ticket, appends }
+        Entry {
+            ticket,
+            appends,
+            hints: Hints::default(),
+        }
     }
 
     #[test]
@@ -368,6 +393,7 @@ mod tests {
                             commit,
                             Durability::Durable,
                             vec![owned(&id, expect)],
+                            Hints::default(),
                         );
                         match expect {
                             Expect::Empty => assert!(answer.is_ok(), "{id}: {answer:?}"),

@@ -14,7 +14,7 @@ use super::Ledger;
 
 /// The hints of one record of `id`: to write before its append, and to remove
 /// after it.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Hints {
     pub(crate) before: Vec<Hint>,
     pub(crate) after: Vec<Hint>,
@@ -87,6 +87,33 @@ impl Ledger {
             Some(index) if !hints.is_empty() => index.hint(hints).map_err(|e| self.poison(e)),
             _ => Ok(()),
         }
+    }
+
+    /// Writes the hints of an append that must come before it, and answers
+    /// `Hints::default()`; or, on a store whose index writes hints with its
+    /// appends ([`Index::with_appends`](crate::store::Index::with_appends)),
+    /// writes nothing and answers `hints`, to go with the append.
+    pub(crate) fn hint_before(&self, hints: &Hints) -> Result<Hints> {
+        if self.hints_with_appends() {
+            return Ok(hints.clone());
+        }
+        self.hint(&hints.before)?;
+        Ok(Hints::default())
+    }
+
+    /// Removes the hints an acknowledged append made stale, unless the store
+    /// removed them with it ([`Ledger::hint_before`]).
+    pub(crate) fn unhint_after(&self, hints: &Hints) {
+        if !self.hints_with_appends() {
+            self.unhint(&hints.after);
+        }
+    }
+
+    fn hints_with_appends(&self) -> bool {
+        self.inner
+            .store
+            .index()
+            .is_some_and(|index| index.with_appends())
     }
 
     /// Removes `hints` after the append that made them stale. A failure is

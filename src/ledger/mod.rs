@@ -56,6 +56,7 @@ mod claim;
 mod commit;
 mod follow;
 mod index;
+mod known;
 mod lease;
 mod migrate;
 mod next;
@@ -79,6 +80,7 @@ use crate::store::{self, Store, Stripes};
 use self::appender::Appender;
 use self::commit::GroupCommit;
 use self::follow::Feed;
+use self::known::Known;
 
 pub use self::chain::{Attempts, LastFailure};
 pub use self::claim::Claim;
@@ -194,6 +196,9 @@ struct Inner {
     stripes: Stripes,
     /// Hands each acknowledged record to the followers ([`Ledger::follow`]).
     feed: Feed,
+    /// On a remote store ([`Store::remote`]), the heads this ledger wrote last
+    /// of the delegations it left open, which its next writes start from.
+    known: Option<Known>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -246,8 +251,10 @@ impl Ledger {
 
     /// A ledger over any store.
     pub fn with_store(store: Arc<dyn Store>, options: Options) -> Self {
+        let known = store.remote().then(Known::default);
         Ledger {
             inner: Arc::new(Inner {
+                known,
                 store,
                 options,
                 commit: GroupCommit::default(),

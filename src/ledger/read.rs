@@ -4,7 +4,7 @@
 use crate::delegation::{Delegation, Fold, Status};
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Record};
-use crate::store::{self, Lent};
+use crate::store::{self, Head, Lent};
 
 use super::Ledger;
 use super::stream::{HeadCheck, fold_stream, head_status, replay_lent, summary};
@@ -118,10 +118,17 @@ impl Ledger {
     /// starts, and what `status` answers from. A store of format 1, whose heads
     /// hold no summary, is folded from its history instead.
     pub(super) fn resume(&self, id: &DelegationId) -> Result<Fold> {
-        let Some(head) = self.inner.store.head(id)? else {
+        let head = self.inner.store.head(id)?;
+        self.resume_from(id, head.as_ref())
+    }
+
+    /// The fold of `id` from `head`, as [`Ledger::resume`] makes it from the
+    /// head it reads: no head is a delegation with no records.
+    pub(super) fn resume_from(&self, id: &DelegationId, head: Option<&Head>) -> Result<Fold> {
+        let Some(head) = head else {
             return Ok(Fold::trusting(id.clone()));
         };
-        match summary(id, &head, self.format(), HeadCheck::Checksummed)? {
+        match summary(id, head, self.format(), HeadCheck::Checksummed)? {
             Some(delegation) => Ok(Fold::resume(delegation)),
             None => Ok(self.read(id)?.1),
         }

@@ -6,18 +6,25 @@
 //! retry two: its link and its open hint), and a settling outcome one
 //! single-key removal after its commit. No write is batched with the append,
 //! so on sled an append stays one `compare_and_swap` and the hints add no
-//! device write of their own (they share sled's log buffer and its flush).
+//! device write of their own (they share sled's log buffer and its flush). An
+//! index that writes hints with the appends (PostgreSQL's) gets them in the
+//! append instead, atomically with it.
+//!
+//! On a remote store ([`Store::remote`](crate::store::Store::remote)) a write
+//! reads no head when it can guess it (see `known.rs`): a lifecycle written by
+//! one ledger is then one round trip per event, and the append's check of the
+//! head it expects catches a guess another process made stale.
 
 use crate::delegation::{Delegation, Fold, Outcome};
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Event, Failed, Queued, Seq, Timestamp};
 use crate::lifecycle::State;
-use crate::store::AppendError;
+use crate::store::{AppendError, Head};
 
 use super::Ledger;
 use super::appender::{Owned, Written};
 use super::index::Hints;
-use super::next::next_record;
+use super::next::{Next, next_record};
 
 /// What [`Ledger::record`] acknowledged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +64,16 @@ pub struct Retried {
     pub queued: Recorded,
     /// Which attempt the retry is.
     pub attempt: crate::event::Attempt,
+}
+
+/// What a retry writes ([`Ledger::plan_retry`]).
+struct Plan {
+    fold: Fold,
+    retry_fold: Fold,
+    settled: Next,
+    queued_next: Next,
+    attempt: crate::event::Attempt,
+    hints: Hints,
 }
 
 /// How many times `record` re-reads after losing a race before it gives up. Each
@@ -152,10 +169,10 @@ impl Ledger {
     fn append_event(&self, id: &DelegationId, event: Event) -> Result<Appended> {
         let writing = self.inner.stripes.lock(id);
         let hints = Hints::of(id, &event);
-        let ((appended, record), written) = self.write_retrying(|| {
-            let fold = self.resume(id)?;
-            let at = self.stamp(&fold);
-            let next = match next_record(&fold, event.clone(), at) {
+        let mut guess = true;
+        let written = self.write_retrying(|| {
+            let (fold, next) = self.decide(id, &event, &mut guess)?;
+            let next = match next {
                 Ok(next) => next,
                 Err(error @ Error::AlreadySettled { .. }) => {
                     let winner = fold.into_delegation().map(Box::new);
@@ -164,20 +181,81 @@ impl Ledger {
                 Err(error) => return Err(error),
             };
             let (recorded, append, record) = next.into_append(id, &fold);
-            // Before the append it describes (see `store::index`).
-            self.hint(&hints.before)?;
-            let written = self.append(vec![append]);
-            Ok(((Appended::Recorded(recorded), Some(record)), written))
-        })?;
+            let head = self.inner.known.as_ref().map(|_| append.new_head());
+            // Before the append it describes (see `store::index`), or with it.
+            let with = self.hint_before(&hints)?;
+            let written = self.append(vec![append], with);
+            Ok((
+                (Appended::Recorded(recorded), Some((record, head))),
+                written,
+            ))
+        });
+        let ((appended, record), written) = written.inspect_err(|_| self.forget(&[id]))?;
         // The append is whole: the flush is shared.
         drop(writing);
-        if let Appended::Recorded(_) = appended {
-            self.commit(written)?;
-            self.unhint(&hints.after);
+        if let (Appended::Recorded(recorded), Some((record, head))) = (&appended, record) {
+            self.commit(written).inspect_err(|_| self.forget(&[id]))?;
+            self.remember(id, recorded.state, head);
+            self.unhint_after(&hints);
             // Acknowledged: hand it to the followers (never waits).
-            self.inner.feed.publish(record);
+            self.inner.feed.publish(Some(record));
         }
         Ok(appended)
+    }
+
+    /// The fold a write of `event` to `id` starts from, and what the fold (and
+    /// through it the lifecycle machine) makes of the event.
+    ///
+    /// On a remote store the first try (`guess`, then spent) starts unread from
+    /// the head this ledger wrote last ([`known`](super::known)) or, for a
+    /// `queued`, from no head; the append checks that guess. A guess that
+    /// refuses the event is not believed: the head is read, and the event
+    /// decided again on it, as every later try does.
+    fn decide(
+        &self,
+        id: &DelegationId,
+        event: &Event,
+        guess: &mut bool,
+    ) -> Result<(Fold, Result<Next>)> {
+        if std::mem::take(guess)
+            && let Some(fold) = self.guessed(id, matches!(event, Event::Queued(_)))
+        {
+            let next = next_record(&fold, event.clone(), self.stamp(&fold));
+            if next.is_ok() {
+                return Ok((fold, next));
+            }
+        }
+        self.forget(&[id]);
+        let fold = self.resume(id)?;
+        let next = next_record(&fold, event.clone(), self.stamp(&fold));
+        Ok((fold, next))
+    }
+
+    /// The fold of `id` from the head this ledger wrote last, or, if `new`,
+    /// of no head; `None` on a store whose heads are read, not guessed.
+    fn guessed(&self, id: &DelegationId, new: bool) -> Option<Fold> {
+        let head = self.inner.known.as_ref()?.get(id);
+        if head.is_none() && !new {
+            return None;
+        }
+        self.resume_from(id, head.as_ref()).ok()
+    }
+
+    /// Keeps the head an acknowledged append wrote, while it leaves its
+    /// delegation open.
+    fn remember(&self, id: &DelegationId, state: State, head: Option<Head>) {
+        if let Some(known) = &self.inner.known {
+            known.wrote(id, head.filter(|_| state == State::Queued));
+        }
+    }
+
+    /// Forgets the heads of `ids`: a write on them failed, or they were read.
+    fn forget(&self, ids: &[&DelegationId]) {
+        if let Some(known) = &self.inner.known {
+            for id in ids {
+                known.forget(id);
+            }
+        }
     }
 
     /// Settles delegation `original` as `failed` and queues `retry` as its retry,
@@ -223,49 +301,104 @@ impl Ledger {
             )));
         }
         let writing = self.inner.stripes.lock_all([original, retry]);
-        let (retried, written) = self.write_retrying(|| {
-            let fold = self.resume(original)?;
-            let retry_fold = self.resume(retry)?;
-            let at = self.stamp(&fold).max(self.stamp(&retry_fold));
-            let settled = next_record(&fold, failed.clone(), at)?;
-            let attempt = fold
-                .delegation()
-                .map_or(1, |delegation| delegation.attempt)
-                .saturating_add(1);
-            if let Some(said) = queued.attempt.filter(|said| *said != attempt) {
-                return Err(link(format!(
-                    "it says attempt {said}, but `{original}` is attempt {}, so this is attempt {attempt}",
-                    attempt - 1
-                )));
-            }
-            let event = Event::Queued(Queued {
-                retry_of: Some(original.clone()),
-                attempt: Some(attempt),
-                ..queued.clone()
-            });
-            event.validate()?;
-            // Only the retry's: the original's `failed` is retried, not dead.
-            let hints = Hints::of(retry, &event);
-            let queued_next = next_record(&retry_fold, event.normalized(), at)?;
+        let mut guess = true;
+        let written = self.write_retrying(|| {
+            let guessed = std::mem::take(&mut guess)
+                .then(|| Some((self.guessed(original, false)?, self.guessed(retry, true)?)))
+                .flatten()
+                .and_then(|(fold, retry_fold)| {
+                    self.plan_retry(original, &failed, retry, &queued, fold, retry_fold)
+                        .ok()
+                });
+            let plan = match guessed {
+                Some(plan) => plan,
+                None => {
+                    self.forget(&[original, retry]);
+                    let (fold, retry_fold) = (self.resume(original)?, self.resume(retry)?);
+                    self.plan_retry(original, &failed, retry, &queued, fold, retry_fold)?
+                }
+            };
+            let Plan {
+                fold,
+                retry_fold,
+                settled,
+                queued_next,
+                attempt,
+                hints,
+            } = plan;
             let (failed, settled, failed_record) = settled.into_append(original, &fold);
-            let (queued, queued_next, queued_record) =
-                queued_next.into_append(retry, &retry_fold);
-            self.hint(&hints.before)?;
-            let written = self.append(vec![settled, queued_next]);
+            let (queued, queued_next, queued_record) = queued_next.into_append(retry, &retry_fold);
+            let head = self.inner.known.as_ref().map(|_| queued_next.new_head());
+            let with = self.hint_before(&hints)?;
+            let written = self.append(vec![settled, queued_next], with);
             let retried = Retried {
                 failed,
                 queued,
                 attempt,
             };
-            Ok(((retried, [failed_record, queued_record], hints.after), written))
-        })?;
-        let (retried, records, after) = retried;
+            Ok((
+                (retried, [failed_record, queued_record], hints, head),
+                written,
+            ))
+        });
+        let ((retried, records, hints, head), written) =
+            written.inspect_err(|_| self.forget(&[original, retry]))?;
         drop(writing);
-        self.commit(written)?;
-        self.unhint(&after);
+        self.commit(written)
+            .inspect_err(|_| self.forget(&[original, retry]))?;
+        self.remember(original, retried.failed.state, None);
+        self.remember(retry, retried.queued.state, head);
+        self.unhint_after(&hints);
         // Acknowledged: hand both to the followers (never waits).
         self.inner.feed.publish(records);
         Ok(retried)
+    }
+
+    /// What a retry writes, decided on the folds of the original and of the
+    /// retry: the original's `failed`, the retry's `queued` (with its link and
+    /// its attempt, checked against what `queued` says), and the retry's hints.
+    fn plan_retry(
+        &self,
+        original: &DelegationId,
+        failed: &Event,
+        retry: &DelegationId,
+        queued: &Queued,
+        fold: Fold,
+        retry_fold: Fold,
+    ) -> Result<Plan> {
+        let link = |reason: String| Error::RetryLink {
+            id: retry.clone(),
+            reason,
+        };
+        let at = self.stamp(&fold).max(self.stamp(&retry_fold));
+        let settled = next_record(&fold, failed.clone(), at)?;
+        let attempt = fold
+            .delegation()
+            .map_or(1, |delegation| delegation.attempt)
+            .saturating_add(1);
+        if let Some(said) = queued.attempt.filter(|said| *said != attempt) {
+            return Err(link(format!(
+                "it says attempt {said}, but `{original}` is attempt {}, so this is attempt {attempt}",
+                attempt - 1
+            )));
+        }
+        let event = Event::Queued(Queued {
+            retry_of: Some(original.clone()),
+            attempt: Some(attempt),
+            ..queued.clone()
+        });
+        event.validate()?;
+        // Only the retry's: the original's `failed` is retried, not dead.
+        let hints = Hints::of(retry, &event);
+        let queued_next = next_record(&retry_fold, event.normalized(), at)?;
+        Ok(Plan {
+            fold,
+            retry_fold,
+            settled,
+            queued_next,
+            attempt,
+            hints,
+        })
     }
 
     /// A record's timestamp: the clock's now, raised to the delegation's last
@@ -306,6 +439,8 @@ impl Ledger {
                 // sound as it was.
                 Err(damaged @ AppendError::Damaged { .. }) => return Err(damaged.into()),
                 Err(AppendError::Store(error @ Error::NeedsMigration { .. })) => return Err(error),
+                // Nothing reached the store: it is as sound as it was.
+                Err(AppendError::Unsent(error)) => return Err(error),
                 // A failed write may be partly visible: serve nothing more.
                 Err(AppendError::Store(error)) => return Err(self.poison(error)),
             }
@@ -314,7 +449,13 @@ impl Ledger {
 
     /// Appends to the store, atomically, in a group with the appends of writers
     /// that arrive at the same time ([`appender`]).
-    fn append(&self, appends: Vec<Owned>) -> std::result::Result<Option<Written>, AppendError> {
+    /// `hints` go with the appends, for a store whose index writes them so
+    /// ([`Ledger::hint_before`]); empty otherwise.
+    fn append(
+        &self,
+        appends: Vec<Owned>,
+        hints: Hints,
+    ) -> std::result::Result<Option<Written>, AppendError> {
         self.inner
             .appender
             .append(
@@ -322,6 +463,7 @@ impl Ledger {
                 &self.inner.commit,
                 self.inner.options.durability,
                 appends,
+                hints,
             )
             .map(Some)
     }

@@ -89,6 +89,16 @@ pub trait Index: Send + Sync {
     /// A storage error, or [`Error::Corrupt`](crate::Error::Corrupt) for a
     /// stored link that does not hold an id.
     fn link(&self, from: &DelegationId) -> Result<Option<DelegationId>>;
+
+    /// Whether this index writes an append's hints in the append itself,
+    /// atomically with it ([`Store::append_hinted`](super::Store::append_hinted)):
+    /// then the ledger hands them to the append instead of calling
+    /// [`Index::hint`] before it and [`Index::unhint`] after it. The contract
+    /// above holds the stronger: a hint is there exactly when its append is.
+    /// `false` by default.
+    fn with_appends(&self) -> bool {
+        false
+    }
 }
 
 /// The index's keys, as the sled and in-memory stores write them: one byte for

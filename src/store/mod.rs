@@ -321,6 +321,12 @@ pub enum AppendError {
     /// too, before writing anything.
     #[error(transparent)]
     Store(#[from] Error),
+    /// The store failed before any of the group reached it: it could not be
+    /// reached, or it said it never ran the write. Nothing was written, and
+    /// the store is as sound as it was, so the ledger passes the error on
+    /// without poisoning itself. (A PostgreSQL server that is down.)
+    #[error(transparent)]
+    Unsent(Error),
 }
 
 /// The storage behind a ledger.
@@ -338,9 +344,44 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`AppendError::Conflict`] for the first append whose delegation's head is
     /// not its expectation; [`AppendError::Damaged`] if its records are not where
-    /// its head says; [`AppendError::Store`] if the write failed. Nothing is
-    /// written by a refused group; a failed write may have written part of it.
+    /// its head says; [`AppendError::Store`] if the write failed, or
+    /// [`AppendError::Unsent`] if it failed before anything reached the store.
+    /// Nothing is written by a refused or unsent group; a failed write may have
+    /// written part of it.
     fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError>;
+
+    /// [`Store::append`], with the index changes that describe the group made
+    /// in the same atomic write: `hints` are written and `stale` removed if and
+    /// only if the appends are. The ledger calls it with hints only on a store
+    /// whose index says [`Index::with_appends`]; it writes the hints of any
+    /// other store around the append ([`Index::hint`], [`Index::unhint`]), and
+    /// passes none here. The default ignores the hints and appends, which is
+    /// right for a store whose index does not say so, or that keeps none.
+    ///
+    /// # Errors
+    /// As for [`Store::append`]; nothing of a refused group is written, hints
+    /// included.
+    fn append_hinted(
+        &self,
+        appends: &[Append<'_>],
+        hints: &[Hint],
+        stale: &[Hint],
+    ) -> Result<(), AppendError> {
+        let _ = (hints, stale);
+        self.append(appends)
+    }
+
+    /// Whether each call is a round trip to a server that other processes
+    /// share, such as PostgreSQL. Then a ledger writes on the heads it wrote
+    /// last itself, without reading them again, and a new delegation's first
+    /// record without reading that it has none: the append checks the head it
+    /// expects in the same write, so a guess gone stale is refused as a lost
+    /// race, and the ledger reads the head and decides again. `false` (the
+    /// default) for a store in this process, whose reads cost less than a copy
+    /// kept beside them would.
+    fn remote(&self) -> bool {
+        false
+    }
 
     /// `id`'s head, one read; `None` if it has none.
     ///
@@ -468,7 +509,7 @@ impl From<AppendError> for Error {
                 key: format!("delegation `{id}` seq {seq}"),
                 reason,
             },
-            AppendError::Store(error) => error,
+            AppendError::Store(error) | AppendError::Unsent(error) => error,
         }
     }
 }

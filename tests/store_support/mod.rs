@@ -2,10 +2,12 @@
 //! to lose a race, conflict for ever or flush slowly: an append or a flush hook
 //! runs in place of the memory store's own, and every other call goes to the
 //! memory store underneath. Like any store a test writes, it keeps no index and
-//! no ownership (the trait's defaults), so the ledger over it scans.
+//! no ownership (the trait's defaults), so the ledger over it scans. It can
+//! also say it is remote ([`Store::remote`]), and counts the heads read.
 #![allow(dead_code)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use delegation_log::store::{Append, AppendError, Head, Memory, Store, Stream};
 use delegation_log::{DelegationId, Result};
@@ -18,6 +20,8 @@ pub struct Hooked {
     inner: Arc<Memory>,
     append: Option<AppendHook>,
     flush: Option<FlushHook>,
+    remote: bool,
+    head_reads: AtomicUsize,
 }
 
 impl Hooked {
@@ -28,7 +32,21 @@ impl Hooked {
             inner,
             append: None,
             flush: None,
+            remote: false,
+            head_reads: AtomicUsize::new(0),
         }
+    }
+
+    /// Says it is remote, as a server shared by other processes is: a ledger
+    /// over it writes on the heads it remembers, unread.
+    pub fn remote(mut self) -> Self {
+        self.remote = true;
+        self
+    }
+
+    /// How many heads were read ([`Store::head`]) so far.
+    pub fn head_reads(&self) -> usize {
+        self.head_reads.load(Ordering::SeqCst)
     }
 
     /// Appends go through `hook`, given the memory store underneath.
@@ -59,6 +77,7 @@ impl Store for Hooked {
         }
     }
     fn head(&self, id: &DelegationId) -> Result<Option<Head>> {
+        self.head_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.head(id)
     }
     fn history(&self, id: &DelegationId) -> Result<Stream> {
@@ -75,5 +94,8 @@ impl Store for Hooked {
     }
     fn format(&self) -> u8 {
         self.inner.format()
+    }
+    fn remote(&self) -> bool {
+        self.remote
     }
 }

@@ -14,42 +14,82 @@
 //! row lock; under READ COMMITTED the loser's `UPDATE` re-reads the winner's head
 //! and matches nothing, so exactly one wins.
 
+use postgres::types::ToSql;
+use postgres::{GenericClient, Row, Statement};
+
 use super::fail::{self, Failure};
+use super::index;
 use super::pool::Conn;
 use crate::error::Error;
 use crate::event::{DelegationId, Seq};
-use crate::store::{Append, AppendError, Expect};
+use crate::store::{Append, AppendError, Expect, Hint};
 
-/// The first record of a delegation and its head: `$1` id, `$2` summary, `$3`
-/// record. Answers (heads moved, records inserted).
-const FIRST: &str = "
+/// The index changes an append makes with it (`$1` to `$5`, the same in every
+/// append statement): the hints in `$1` kinds, `$2` delegations and `$3` retries
+/// are written, and those in `$4` kinds and `$5` delegations removed, only if the
+/// head moved. Empty arrays change nothing.
+macro_rules! hinting {
+    () => {
+        "
+    hinted AS (
+        INSERT INTO hints (kind, delegation, retry)
+        SELECT h.kind, h.delegation, h.retry
+        FROM unnest($1::text[], $2::bytea[], $3::bytea[]) AS h (kind, delegation, retry)
+        WHERE EXISTS (SELECT 1 FROM moved)
+        ON CONFLICT (kind, delegation) DO UPDATE SET retry = EXCLUDED.retry
+        RETURNING 1),
+    unhinted AS (
+        DELETE FROM hints USING unnest($4::text[], $5::bytea[]) AS u (kind, delegation)
+        WHERE hints.kind = u.kind AND hints.delegation = u.delegation
+          AND EXISTS (SELECT 1 FROM moved)
+        RETURNING 1)"
+    };
+}
+
+/// The answer of every append statement: (heads moved, records inserted), or
+/// `refuse_taken_slot()` if the head moved over a taken record slot.
+macro_rules! answer {
+    () => {
+        "
+    SELECT m, p, CASE WHEN m > 0 AND p = 0 THEN refuse_taken_slot() ELSE 0 END
+    FROM (SELECT (SELECT count(*) FROM moved) AS m, (SELECT count(*) FROM put) AS p) AS counts"
+    };
+}
+
+/// The first record of a delegation and its head: `$1`–`$5` the hints
+/// ([`hinting!`]), `$6` id, `$7` summary, `$8` record.
+const FIRST: &str = concat!(
+    "
     WITH moved AS (
-        INSERT INTO heads (delegation, seq, summary) VALUES ($1::bytea, 1, $2::bytea)
+        INSERT INTO heads (delegation, seq, summary) VALUES ($6::bytea, 1, $7::bytea)
         ON CONFLICT (delegation) DO NOTHING
         RETURNING seq),
     put AS (
         INSERT INTO records (delegation, seq, bytes)
-        SELECT $1::bytea, 1::bigint, $3::bytea FROM moved
+        SELECT $6::bytea, 1::bigint, $8::bytea FROM moved
         ON CONFLICT (delegation, seq) DO NOTHING
-        RETURNING seq)
-    SELECT m, p, CASE WHEN m > 0 AND p = 0 THEN refuse_taken_slot() ELSE 0 END
-    FROM (SELECT (SELECT count(*) FROM moved) AS m, (SELECT count(*) FROM put) AS p) AS counts";
+        RETURNING seq),",
+    hinting!(),
+    answer!()
+);
 
-/// A later record and its head: `$1` id, `$2` expected head seq, `$3` new seq,
-/// `$4` summary, `$5` record. Answers (heads moved, records inserted).
-const NEXT: &str = "
+/// A later record and its head: `$1`–`$5` the hints ([`hinting!`]), `$6` id,
+/// `$7` expected head seq, `$8` new seq, `$9` summary, `$10` record.
+const NEXT: &str = concat!(
+    "
     WITH moved AS (
-        UPDATE heads SET seq = $3::bigint, summary = $4::bytea
-        WHERE delegation = $1::bytea AND seq = $2::bigint
-          AND EXISTS (SELECT 1 FROM records WHERE delegation = $1::bytea AND seq = $2::bigint)
+        UPDATE heads SET seq = $8::bigint, summary = $9::bytea
+        WHERE delegation = $6::bytea AND seq = $7::bigint
+          AND EXISTS (SELECT 1 FROM records WHERE delegation = $6::bytea AND seq = $7::bigint)
         RETURNING seq),
     put AS (
         INSERT INTO records (delegation, seq, bytes)
-        SELECT $1::bytea, $3::bigint, $5::bytea FROM moved
+        SELECT $6::bytea, $8::bigint, $10::bytea FROM moved
         ON CONFLICT (delegation, seq) DO NOTHING
-        RETURNING seq)
-    SELECT m, p, CASE WHEN m > 0 AND p = 0 THEN refuse_taken_slot() ELSE 0 END
-    FROM (SELECT (SELECT count(*) FROM moved) AS m, (SELECT count(*) FROM put) AS p) AS counts";
+        RETURNING seq),",
+    hinting!(),
+    answer!()
+);
 
 /// The SQLSTATE `refuse_taken_slot()` raises.
 const TAKEN: &str = "DL001";
@@ -67,13 +107,49 @@ pub(super) struct Item {
     next: i64,
     record: Vec<u8>,
     head: Vec<u8>,
+    hints: Rows,
 }
 
-/// The owned items of a group, or the error of a seq PostgreSQL's `bigint` cannot hold.
-pub(super) fn items(appends: &[Append<'_>]) -> Result<Vec<Item>, AppendError> {
+/// The index rows an append writes and removes with it, as the parallel arrays
+/// its statement takes ([`hinting!`]).
+#[derive(Default)]
+struct Rows {
+    kinds: Vec<&'static str>,
+    delegations: Vec<Vec<u8>>,
+    retries: Vec<Option<Vec<u8>>>,
+    stale_kinds: Vec<&'static str>,
+    stale_delegations: Vec<Vec<u8>>,
+}
+
+impl Rows {
+    fn of(hints: &[Hint], stale: &[Hint]) -> Self {
+        let mut rows = Rows::default();
+        for (kind, delegation, retry) in hints.iter().map(index::row) {
+            rows.kinds.push(kind);
+            rows.delegations.push(delegation);
+            rows.retries.push(retry);
+        }
+        for (kind, delegation, _) in stale.iter().map(index::row) {
+            rows.stale_kinds.push(kind);
+            rows.stale_delegations.push(delegation);
+        }
+        rows
+    }
+}
+
+/// The owned items of a group, the hints going with its last append (the group
+/// is one transaction, so they are written if and only if all of it is), or
+/// the error of a seq PostgreSQL's `bigint` cannot hold.
+pub(super) fn items(
+    appends: &[Append<'_>],
+    hints: &[Hint],
+    stale: &[Hint],
+) -> Result<Vec<Item>, AppendError> {
+    let last = appends.len().saturating_sub(1);
     appends
         .iter()
-        .map(|append| {
+        .enumerate()
+        .map(|(at, append)| {
             let after = append.expect.seq().map(bigint).transpose()?;
             Ok(Item {
                 id: append.id.clone(),
@@ -83,6 +159,11 @@ pub(super) fn items(appends: &[Append<'_>]) -> Result<Vec<Item>, AppendError> {
                 next: bigint(append.expect.next())?,
                 record: append.record.to_vec(),
                 head: append.head.to_vec(),
+                hints: if at == last {
+                    Rows::of(hints, stale)
+                } else {
+                    Rows::default()
+                },
             })
         })
         .collect()
@@ -103,15 +184,7 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
     let target = conn.target();
     if let [item] = items {
         // One statement, autocommitted: it wrote all of itself or nothing.
-        let answer = match item.after {
-            None => conn
-                .client
-                .query_one(&first, &[&item.key, &item.head, &item.record]),
-            Some(after) => conn.client.query_one(
-                &next,
-                &[&item.key, &after, &item.next, &item.head, &item.record],
-            ),
-        };
+        let answer = item.write(&mut conn.client, &first, &next);
         let moved = match answer.and_then(|row| row.try_get::<_, i64>(0)) {
             Ok(moved) => moved,
             Err(error) if taken(&error) => {
@@ -150,13 +223,7 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
         .transaction()
         .map_err(|e| fail(e, "beginning an append"))?;
     for item in items {
-        let answer = match item.after {
-            None => tx.query_one(&first, &[&item.key, &item.head, &item.record]),
-            Some(after) => tx.query_one(
-                &next,
-                &[&item.key, &after, &item.next, &item.head, &item.record],
-            ),
-        };
+        let answer = item.write(&mut tx, &first, &next);
         // Nothing of the group is committed whether a rollback is heard or not:
         // a transaction that never commits is rolled back by the server.
         let moved = match answer.and_then(|row| row.try_get::<_, i64>(0)) {
@@ -190,6 +257,40 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
         }
     })?;
     Ok(Ok(()))
+}
+
+impl Item {
+    /// Runs this append's statement ([`FIRST`] or [`NEXT`], prepared) on
+    /// `client`: a connection, or a transaction.
+    fn write(
+        &self,
+        client: &mut impl GenericClient,
+        first: &Statement,
+        next: &Statement,
+    ) -> Result<Row, postgres::Error> {
+        let rows = &self.hints;
+        let hints: [&(dyn ToSql + Sync); 5] = [
+            &rows.kinds,
+            &rows.delegations,
+            &rows.retries,
+            &rows.stale_kinds,
+            &rows.stale_delegations,
+        ];
+        match self.after {
+            None => client.query_one(
+                first,
+                &[&hints[..], &[&self.key, &self.head, &self.record]].concat(),
+            ),
+            Some(after) => client.query_one(
+                next,
+                &[
+                    &hints[..],
+                    &[&self.key, &after, &self.next, &self.head, &self.record],
+                ]
+                .concat(),
+            ),
+        }
+    }
 }
 
 /// Why an append whose head did not move was refused, given the head's seq read

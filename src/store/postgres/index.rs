@@ -4,13 +4,17 @@
 //! connecting to a schema of version 2 fills it from the heads (see
 //! [`fill`]), under the schema's advisory lock.
 //!
-//! Hint writes commit with `SET LOCAL synchronous_commit = off`: they need not
-//! wait for the disk, because the append a hint comes before commits
-//! synchronously afterwards, and PostgreSQL's WAL is one sequence: flushing the
+//! The ledger's hints do not come through here: this index writes them with
+//! the appends ([`Index::with_appends`]), in each append's own statement (see
+//! `append.rs`), so a hint is in the table exactly when its append is, and
+//! costs no round trip of its own. [`Index::hint`] and [`Index::unhint`] serve
+//! the rest (the cleaning of stale dead hints, and any caller of the trait);
+//! they commit with `SET LOCAL synchronous_commit = off`: a hint written before
+//! an append needs no wait for the disk, because the append commits
+//! synchronously afterwards and PostgreSQL's WAL is one sequence: flushing the
 //! append's commit record flushes every WAL record before it, the hint's
-//! included. So a crash that keeps the append keeps its hint, as the contract
-//! of [`Index::hint`] asks. A removal lost to a crash leaves a stale hint,
-//! which readers verify away.
+//! included. A removal lost to a crash leaves a stale hint, which readers
+//! verify away.
 
 use postgres::Transaction;
 
@@ -35,7 +39,7 @@ const LINK: &str = "SELECT retry FROM hints WHERE kind = 'l' AND delegation = $1
 const RELAXED: &str = "SET LOCAL synchronous_commit = off";
 
 /// A hint as a row: kind, delegation, retry.
-fn row(hint: &Hint) -> (&'static str, Vec<u8>, Option<Vec<u8>>) {
+pub(super) fn row(hint: &Hint) -> (&'static str, Vec<u8>, Option<Vec<u8>>) {
     let bytes = |id: &DelegationId| id.as_str().as_bytes().to_vec();
     match hint {
         Hint::Open(id) => ("o", bytes(id), None),
@@ -145,6 +149,13 @@ impl Index for Postgres {
             })
             .map_err(Failure::into_error)?;
         found.flatten().map(|to| id(&to)).transpose()
+    }
+
+    /// Yes: every append statement writes and removes its hints (see
+    /// `append.rs`), in the same transaction, so no hint is ever stale from a
+    /// failed append or a crash, and none costs a round trip of its own.
+    fn with_appends(&self) -> bool {
+        true
     }
 }
 

@@ -24,7 +24,11 @@
 //!
 //! # The contract, on PostgreSQL
 //! - [`Store::append`] is one transaction: per append, a conditional move of the
-//!   head and the insert of the record, in one statement (see `append.rs`). Of
+//!   head and the insert of the record, in one statement (see `append.rs`),
+//!   which also writes and removes the index's hints of the append
+//!   ([`Store::append_hinted`]). The store is [`Store::remote`], so a ledger
+//!   writes a delegation's events without reading its head first: a lifecycle
+//!   written by one dispatcher is one statement per event. Of
 //!   several writers with the same expectation exactly one commits; the others
 //!   get [`AppendError::Conflict`] naming the head they lost to, as on sled. A
 //!   taken record slot is [`AppendError::Damaged`]. A deadlock between groups
@@ -111,7 +115,7 @@ use std::time::Duration;
 use self::fail::Failure;
 pub use self::fail::PostgresError;
 use self::pool::{Conn, Pool};
-use super::{Append, AppendError, Head, Store, Stream};
+use super::{Append, AppendError, Head, Hint, Store, Stream};
 use crate::error::Result;
 use crate::event::DelegationId;
 use crate::ledger::{Ledger, Options};
@@ -331,15 +335,30 @@ fn describe_target(config: &postgres::Config) -> String {
 
 impl Store for Postgres {
     fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
+        self.append_hinted(appends, &[], &[])
+    }
+
+    /// The hints go in the statement of the group's last append (see
+    /// `append.rs`): one round trip for a lone append and its hints.
+    fn append_hinted(
+        &self,
+        appends: &[Append<'_>],
+        hints: &[Hint],
+        stale: &[Hint],
+    ) -> Result<(), AppendError> {
         if appends.is_empty() {
             return Ok(());
         }
-        let items = append::items(appends)?;
+        let items = append::items(appends, hints, stale)?;
         match self
             .pool
             .run(move |conn: &mut Conn| append::run(conn, &items))
         {
             Ok(written) => written,
+            // The server could not be reached, or said it never ran the
+            // statement; a connection lost within a group's transaction
+            // before its COMMIT rolled it back. Nothing was written.
+            Err(Failure::Connection(error)) => Err(AppendError::Unsent(error)),
             Err(failure) => Err(AppendError::Store(failure.into_error())),
         }
     }
@@ -354,6 +373,12 @@ impl Store for Postgres {
 
     fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream>> + Send + '_> {
         Box::new(self.pages())
+    }
+
+    /// Yes: every call is a round trip to the server, which other processes
+    /// share.
+    fn remote(&self) -> bool {
+        true
     }
 
     /// Nothing to do: every append committed with `synchronous_commit = on`, so
