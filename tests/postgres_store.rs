@@ -53,6 +53,102 @@ fn hex(bytes: &[u8]) -> String {
     format!("\\x{digits}")
 }
 
+/// The delegations `store`'s index hints open, as one string.
+fn open_hints(store: &Postgres) -> Vec<String> {
+    use delegation_log::store::Index as _;
+    store
+        .hinted(delegation_log::store::index::Set::Open)
+        .map(|id| id.unwrap().to_string())
+        .collect()
+}
+
+/// PostgreSQL writes an append's hints in the append's own statement: they
+/// change exactly when the append is written, and not at all when it is
+/// refused (a lost race, a taken record slot) or when any append of its group
+/// is (the group is rolled back whole).
+#[test]
+fn hints_written_with_an_append_change_only_when_it_is_written() {
+    use delegation_log::store::Hint;
+    let Some(schema) = pg_support::fresh("hinted") else {
+        return;
+    };
+    let store = &schema.store;
+    assert!(store.hints_with_appends());
+    let (x, y, z) = (id("x"), id("y"), id("z"));
+    let append = |id, expect, head: &'static [u8]| Append {
+        id,
+        expect,
+        record: b"record",
+        head,
+    };
+    store
+        .append_hinted(
+            &[append(&x, Expect::Empty, b"head x 1")],
+            &[Hint::Open(x.clone())],
+            &[],
+        )
+        .unwrap();
+    assert_eq!(open_hints(store), ["x"]);
+
+    // A lost race: x's head is at 1, not empty. Nothing changes.
+    let lost = store.append_hinted(
+        &[append(&x, Expect::Empty, b"head x 1")],
+        &[Hint::Open(y.clone())],
+        &[Hint::Open(x.clone())],
+    );
+    assert!(
+        matches!(lost, Err(AppendError::Conflict { .. })),
+        "{lost:?}"
+    );
+    assert_eq!(open_hints(store), ["x"]);
+
+    // A group whose second append loses: the first is rolled back, hints and all.
+    let group = store.append_hinted(
+        &[
+            append(&z, Expect::Empty, b"head z 1"),
+            append(&x, Expect::At(7), b"head x 8"),
+        ],
+        &[Hint::Open(z.clone())],
+        &[Hint::Open(x.clone())],
+    );
+    assert!(
+        matches!(group, Err(AppendError::Conflict { .. })),
+        "{group:?}"
+    );
+    assert_eq!(store.head(&z).unwrap(), None);
+    assert_eq!(open_hints(store), ["x"]);
+
+    // A taken record slot: the head says 1, but a record 2 is there already.
+    schema.query(&format!(
+        "INSERT INTO records (delegation, seq, bytes) VALUES ('{}', 2, '\\x00')",
+        hex(b"x")
+    ));
+    let taken = store.append_hinted(
+        &[append(&x, Expect::At(1), b"head x 2")],
+        &[],
+        &[Hint::Open(x.clone())],
+    );
+    assert!(
+        matches!(taken, Err(AppendError::Damaged { .. })),
+        "{taken:?}"
+    );
+    assert_eq!(open_hints(store), ["x"]);
+    schema.query(&format!(
+        "DELETE FROM records WHERE delegation = '{}' AND seq = 2",
+        hex(b"x")
+    ));
+
+    // Written: the stale hint goes with it, and the new one comes.
+    store
+        .append_hinted(
+            &[append(&x, Expect::At(1), b"head x 2")],
+            &[Hint::Open(y.clone())],
+            &[Hint::Open(x.clone())],
+        )
+        .unwrap();
+    assert_eq!(open_hints(store), ["y"]);
+}
+
 #[test]
 fn appends_are_the_rows_the_database_holds() {
     let Some(schema) = pg_support::fresh("rows") else {
@@ -427,6 +523,53 @@ fn calls_fail_typed_while_the_server_is_down_and_work_again_when_it_is_back() {
         .unwrap();
     assert_eq!(ledger.status(&a).unwrap().status, StatusKind::Delivered);
     assert_eq!(ledger.replay().count(), 2 + 3 * 4);
+}
+
+/// A server that crashes (stops at once, telling no session) while a
+/// connection sits idle leaves a connection that looks open until it is used.
+/// A write sent on it would fail with no word from the server and an unknown
+/// outcome, which poisons a ledger; so an idle connection is checked first:
+/// a write while the server is down, even one made without reading a head (an
+/// outcome on a remembered head, a new `queued`), fails typed having sent
+/// nothing, the ledger is not poisoned, and once the server is back the same
+/// writes go through.
+#[test]
+fn a_write_after_the_server_crashed_under_an_idle_connection_fails_typed_and_does_not_poison() {
+    if pg_support::url().is_none() {
+        return;
+    }
+    let server = Server {
+        home: tempfile::tempdir().unwrap(),
+    };
+    let url = server.start();
+    let store = Arc::new(Postgres::connect_with(&url, Connect::new().connections(1)).unwrap());
+    let ledger = Ledger::with_store(store, Options::new());
+    let (a, b) = (id("a"), id("b"));
+    ledger
+        .record(&a, Event::queued("planner", "target"))
+        .unwrap();
+
+    server.run("crash");
+    // Longer than a connection may sit idle unchecked.
+    std::thread::sleep(Duration::from_millis(1_500));
+    for (written, event) in [
+        (&a, Event::delivered(Some(200)).unwrap()),
+        (&b, Event::queued("planner", "target")),
+    ] {
+        let failed = ledger.record(written, event);
+        assert!(matches!(failed, Err(Error::Storage(_))), "{failed:?}");
+    }
+
+    assert_eq!(server.start(), url, "the server came back on its port");
+    ledger
+        .record(&a, Event::delivered(Some(200)).unwrap())
+        .unwrap();
+    ledger
+        .record(&b, Event::queued("planner", "target"))
+        .unwrap();
+    assert_eq!(ledger.status(&a).unwrap().status, StatusKind::Delivered);
+    assert_eq!(ledger.status(&b).unwrap().status, StatusKind::Queued);
+    assert!(ledger.audit().unwrap().is_clean());
 }
 
 #[test]

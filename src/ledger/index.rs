@@ -1,6 +1,7 @@
 //! The ledger's side of the store's [`Index`](crate::store::Index): which hints
-//! each record needs, written before its append and removed after, and each
-//! hint read back verified against the heads.
+//! each record needs, written before its append and removed after (or handed
+//! to the append, on a store that writes them with it), and each hint read
+//! back verified against the heads.
 
 use std::collections::HashMap;
 
@@ -91,7 +92,7 @@ impl Ledger {
 
     /// Writes the hints of an append that must come before it, and answers
     /// `Hints::default()`; or, on a store whose index writes hints with its
-    /// appends ([`Index::with_appends`](crate::store::Index::with_appends)),
+    /// appends ([`Store::hints_with_appends`](crate::store::Store::hints_with_appends)),
     /// writes nothing and answers `hints`, to go with the append.
     pub(crate) fn hint_before(&self, hints: &Hints) -> Result<Hints> {
         if self.hints_with_appends() {
@@ -110,10 +111,7 @@ impl Ledger {
     }
 
     fn hints_with_appends(&self) -> bool {
-        self.inner
-            .store
-            .index()
-            .is_some_and(|index| index.with_appends())
+        self.inner.store.hints_with_appends()
     }
 
     /// Removes `hints` after the append that made them stale. A failure is

@@ -1,5 +1,6 @@
-//! The write path: `record`, `settle` and `retry` (a read of a head, a check by the
-//! fold, one atomic append), and the one loop that retries a lost race for a head.
+//! The write path: `record`, `settle` and `retry` (a read of a head, or on a
+//! remote store a head remembered; a check by the fold; one atomic append), and
+//! the one loop that retries a lost race for a head.
 //!
 //! Around the append, the index's hints ([`store::Index`](crate::store::Index)):
 //! a `queued` or a `failed` costs one single-key insert before its append (a
@@ -110,7 +111,9 @@ impl Ledger {
     /// - [`Error::Corrupt`] if the delegation's history is damaged; nothing is
     ///   written.
     /// - [`Error::Poisoned`] after an earlier write or flush failed.
-    /// - A storage error if the write or flush fails; the ledger is then poisoned.
+    /// - A storage error if the write or flush fails; the ledger is then
+    ///   poisoned, unless the store says nothing reached it
+    ///   ([`AppendError::Unsent`]: a server that is down).
     pub fn record(&self, id: &DelegationId, event: Event) -> Result<Recorded> {
         self.check_poisoned()?;
         event.validate()?;
@@ -164,8 +167,9 @@ impl Ledger {
         }
     }
 
-    /// The one write of one event: read the head, decide, append record and head
-    /// together, under `id`'s writer stripe; then wait for the commit.
+    /// The one write of one event: read (or remember) the head, decide, append
+    /// record and head together, under `id`'s writer stripe; then wait for the
+    /// commit.
     fn append_event(&self, id: &DelegationId, event: Event) -> Result<Appended> {
         let writing = self.inner.stripes.lock(id);
         let hints = Hints::of(id, &event);
@@ -191,11 +195,15 @@ impl Ledger {
             ))
         });
         let ((appended, record), written) = written.inspect_err(|_| self.forget(&[id]))?;
+        if let (Appended::Recorded(recorded), Some((_, head))) = (&appended, &record) {
+            // Under the stripe, so that the next writer of `id` finds it; a
+            // failed flush below forgets it (and poisons the ledger).
+            self.remember(id, recorded.state, head.clone());
+        }
         // The append is whole: the flush is shared.
         drop(writing);
-        if let (Appended::Recorded(recorded), Some((record, head))) = (&appended, record) {
+        if let (Appended::Recorded(_), Some((record, _))) = (&appended, record) {
             self.commit(written).inspect_err(|_| self.forget(&[id]))?;
-            self.remember(id, recorded.state, head);
             self.unhint_after(&hints);
             // Acknowledged: hand it to the followers (never waits).
             self.inner.feed.publish(Some(record));
@@ -343,11 +351,12 @@ impl Ledger {
         });
         let ((retried, records, hints, head), written) =
             written.inspect_err(|_| self.forget(&[original, retry]))?;
+        // Under the stripes (see `append_event`).
+        self.remember(original, retried.failed.state, None);
+        self.remember(retry, retried.queued.state, head);
         drop(writing);
         self.commit(written)
             .inspect_err(|_| self.forget(&[original, retry]))?;
-        self.remember(original, retried.failed.state, None);
-        self.remember(retry, retried.queued.state, head);
         self.unhint_after(&hints);
         // Acknowledged: hand both to the followers (never waits).
         self.inner.feed.publish(records);

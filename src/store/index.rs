@@ -23,6 +23,13 @@
 //! So a hint may be stale (its append failed, or a crash came before its
 //! removal), never missing: an answer from the index can never be wrong, and
 //! never incomplete. A stale hint costs one read until something cleans it.
+//!
+//! A store where a few more rows in the append's write cost nothing extra
+//! (PostgreSQL, whose append is one statement either way) writes the hints
+//! with the append instead
+//! ([`Store::hints_with_appends`](super::Store::hints_with_appends)): then a
+//! hint is there exactly when its append is, which keeps the contract above
+//! the stronger.
 
 use crate::error::Result;
 use crate::event::DelegationId;
@@ -58,8 +65,10 @@ pub enum Set {
 ///
 /// Every method is a plain write or read of the index alone; none is atomic with
 /// an append. Writers call [`Index::hint`] before the append a hint describes and
-/// [`Index::unhint`] after the append that makes it stale; readers verify every
-/// hint against the heads (see the [module docs](self)).
+/// [`Index::unhint`] after the append that makes it stale, unless the store
+/// writes them with the append itself
+/// ([`Store::hints_with_appends`](super::Store::hints_with_appends)); readers
+/// verify every hint against the heads (see the [module docs](self)).
 pub trait Index: Send + Sync {
     /// Writes `hints`; writing a hint that is there already changes nothing.
     /// A [`Hint::Link`] replaces any link from the same `from`.
@@ -89,16 +98,6 @@ pub trait Index: Send + Sync {
     /// A storage error, or [`Error::Corrupt`](crate::Error::Corrupt) for a
     /// stored link that does not hold an id.
     fn link(&self, from: &DelegationId) -> Result<Option<DelegationId>>;
-
-    /// Whether this index writes an append's hints in the append itself,
-    /// atomically with it ([`Store::append_hinted`](super::Store::append_hinted)):
-    /// then the ledger hands them to the append instead of calling
-    /// [`Index::hint`] before it and [`Index::unhint`] after it. The contract
-    /// above holds the stronger: a hint is there exactly when its append is.
-    /// `false` by default.
-    fn with_appends(&self) -> bool {
-        false
-    }
 }
 
 /// The index's keys, as the sled and in-memory stores write them: one byte for

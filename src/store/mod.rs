@@ -19,8 +19,11 @@
 //!   read it ([`Lent`]), for replay, which reads it in place;
 //! - [`Store::flush`], for durability;
 //! - [`Store::index`], hints beside the log of what is open, dead and retried
-//!   ([`Index`]), written before the appends they describe and verified against
-//!   the heads by every reader, so that `pending` and `dead` need no scan.
+//!   ([`Index`]), written before the appends they describe (or with them, on a
+//!   store that says [`Store::hints_with_appends`]) and verified against the
+//!   heads by every reader, so that `pending` and `dead` need no scan;
+//! - [`Store::remote`], which tells the ledger that reads cost a round trip,
+//!   so that it writes on the heads it remembers.
 //!
 //! Implementations:
 //! - [`Sled`]: the default, on disk.
@@ -353,10 +356,11 @@ pub trait Store: Send + Sync + 'static {
     /// [`Store::append`], with the index changes that describe the group made
     /// in the same atomic write: `hints` are written and `stale` removed if and
     /// only if the appends are. The ledger calls it with hints only on a store
-    /// whose index says [`Index::with_appends`]; it writes the hints of any
+    /// that says [`Store::hints_with_appends`]; it writes the hints of any
     /// other store around the append ([`Index::hint`], [`Index::unhint`]), and
     /// passes none here. The default ignores the hints and appends, which is
-    /// right for a store whose index does not say so, or that keeps none.
+    /// right for every store that does not say so. A store overrides both
+    /// methods or neither (a wrapper forwards both or neither).
     ///
     /// # Errors
     /// As for [`Store::append`]; nothing of a refused group is written, hints
@@ -369,6 +373,16 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), AppendError> {
         let _ = (hints, stale);
         self.append(appends)
+    }
+
+    /// Whether this store writes the index's hints of an append in the append
+    /// itself, atomically with it ([`Store::append_hinted`]): then the ledger
+    /// hands them to the append instead of calling [`Index::hint`] before it
+    /// and [`Index::unhint`] after it, and a hint is there exactly when its
+    /// append is (the [`Index`] contract, held the stronger). `false` by
+    /// default, and for any store without an index.
+    fn hints_with_appends(&self) -> bool {
+        false
     }
 
     /// Whether each call is a round trip to a server that other processes

@@ -32,8 +32,11 @@ impl PostgresError {
 #[derive(Debug)]
 pub(super) enum Failure {
     /// The connection is gone or unusable (the server shut down, restarted or
-    /// dropped it, or the network failed): it must be replaced. The statement
-    /// did not commit anything if it was not a `COMMIT`.
+    /// dropped it, or the network failed): it must be replaced. Inside a
+    /// transaction, nothing of it committed unless this was its `COMMIT`; an
+    /// autocommitted statement may have committed, so only those safe to run
+    /// again (leases and claims) are classified so; an append whose outcome is
+    /// unknown is [`Failure::Lost`].
     Connection(Error),
     /// The transaction lost a deadlock or a serialization check: it was rolled
     /// back whole, and may be run again.

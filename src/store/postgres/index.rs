@@ -4,8 +4,8 @@
 //! connecting to a schema of version 2 fills it from the heads (see
 //! [`fill`]), under the schema's advisory lock.
 //!
-//! The ledger's hints do not come through here: this index writes them with
-//! the appends ([`Index::with_appends`]), in each append's own statement (see
+//! The ledger's hints do not come through here: the store writes them with
+//! the appends ([`Store::hints_with_appends`](crate::store::Store::hints_with_appends)), in each append's own statement (see
 //! `append.rs`), so a hint is in the table exactly when its append is, and
 //! costs no round trip of its own. [`Index::hint`] and [`Index::unhint`] serve
 //! the rest (the cleaning of stale dead hints, and any caller of the trait);
@@ -149,13 +149,6 @@ impl Index for Postgres {
             })
             .map_err(Failure::into_error)?;
         found.flatten().map(|to| id(&to)).transpose()
-    }
-
-    /// Yes: every append statement writes and removes its hints (see
-    /// `append.rs`), in the same transaction, so no hint is ever stale from a
-    /// failed append or a crash, and none costs a round trip of its own.
-    fn with_appends(&self) -> bool {
-        true
     }
 }
 

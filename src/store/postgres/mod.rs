@@ -45,11 +45,16 @@
 //! - **Failures.** Every server or connection failure is an [`Error::Storage`](crate::Error::Storage)
 //!   naming the server (never its password) and what the store was doing. While
 //!   the server is down, calls fail that way; once it is back, they work again.
-//!   A call that failed on a connection gone stale while idle (the server
-//!   restarted) runs again once on a new one, which is safe because nothing had
-//!   committed. A connection lost during a `COMMIT` leaves the append's outcome
-//!   unknown: that is reported, never retried, and the ledger poisons itself as
-//!   for any failed write; open a new ledger over the store to go on.
+//!   A connection that sat idle for a second is checked (an empty query)
+//!   before its next call, so one the server dropped meanwhile (it restarted,
+//!   crashed or was stopped) is replaced first; a call that failed on a
+//!   connection the server closed while saying so runs again once on a new
+//!   one, which is safe because nothing had committed. A write that never
+//!   reached the server is an error that does not poison a ledger
+//!   ([`AppendError::Unsent`]). A connection lost while an append was in
+//!   flight, or during a `COMMIT`, leaves the append's outcome unknown: that
+//!   is reported, never retried, and the ledger poisons itself as for any
+//!   failed write; open a new ledger over the store to go on.
 //! - **Statement timeout.** Every connection sets `statement_timeout`
 //!   ([`STATEMENT_TIMEOUT`], 30 s, by default; [`Connect::statement_timeout`]),
 //!   so a hung server or a lock another session holds ends a call with a typed
@@ -373,6 +378,13 @@ impl Store for Postgres {
 
     fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream>> + Send + '_> {
         Box::new(self.pages())
+    }
+
+    /// Yes: every append statement writes and removes its hints (see
+    /// `append.rs`), so no hint is ever stale from a failed append or a crash,
+    /// and none costs a round trip of its own.
+    fn hints_with_appends(&self) -> bool {
+        true
     }
 
     /// Yes: every call is a round trip to the server, which other processes

@@ -16,6 +16,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use postgres::{Client, NoTls, Statement};
 
@@ -25,12 +26,26 @@ use crate::error::Error;
 /// How many times a job that lost a deadlock or a serialization check is run.
 const ATTEMPTS: usize = 5;
 
+/// How long a connection may sit idle before its next job checks it (an empty
+/// query) before running. A server that crashed, or was stopped at once, while
+/// the connection sat idle sends nothing a client notices until it is used: a
+/// write sent on such a connection fails with no word from the server, and its
+/// outcome is unknown, which poisons a ledger. The check finds the connection
+/// dead first, so the job runs on a new one, or fails typed, having sent
+/// nothing, while the server is down. Busy connections are never checked.
+const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// How long that check may take before the connection counts as dead.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// One worker's connection, with the statements prepared on it.
 pub(super) struct Conn {
     /// The client.
     pub(super) client: Client,
     statements: HashMap<&'static str, Statement>,
     target: Arc<str>,
+    /// When a job last ended on it.
+    used: Instant,
 }
 
 impl Conn {
@@ -45,6 +60,14 @@ impl Conn {
             .map_err(|e| classify(e, "preparing a statement", &self.target))?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)
+    }
+
+    /// Whether the connection can take a job: not closed, and, after it sat
+    /// idle for [`CHECK_AFTER_IDLE`], answering an empty query.
+    fn usable(&mut self) -> bool {
+        !self.client.is_closed()
+            && (self.used.elapsed() < CHECK_AFTER_IDLE
+                || self.client.is_valid(CHECK_TIMEOUT).is_ok())
     }
 
     /// The server, as errors name it (without a password).
@@ -74,10 +97,7 @@ impl Link {
     /// The live connection, opened if there is none or it was closed; and whether
     /// it was opened just now.
     fn conn(&mut self) -> Result<(&mut Conn, bool), Failure> {
-        let stale = self
-            .conn
-            .as_ref()
-            .is_none_or(|conn| conn.client.is_closed());
+        let stale = !self.conn.as_mut().is_some_and(Conn::usable);
         if stale {
             self.conn = None;
             let mut client = self
@@ -91,6 +111,7 @@ impl Link {
                 client,
                 statements: HashMap::new(),
                 target: self.target.clone(),
+                used: Instant::now(),
             });
         }
         match self.conn.as_mut() {
@@ -105,7 +126,9 @@ impl Link {
     /// Runs `job` on the connection. A job that failed on a connection that had
     /// gone stale while idle (the server restarted since) runs once more on a new
     /// one; a job that lost a deadlock runs again, up to [`ATTEMPTS`] times. Every
-    /// such failure happened before anything committed.
+    /// such failure happened before anything committed, or in a statement that
+    /// is safe to run again (the leases' and claims'); a write whose outcome is
+    /// unknown is [`Failure::Lost`], never run again.
     fn run<T>(
         &mut self,
         job: &mut dyn FnMut(&mut Conn) -> Result<T, Failure>,
@@ -113,7 +136,9 @@ impl Link {
         let mut last = None;
         for attempt in 0..ATTEMPTS {
             let (conn, fresh) = self.conn()?;
-            match job(conn) {
+            let done = job(conn);
+            conn.used = Instant::now();
+            match done {
                 Ok(value) => return Ok(value),
                 Err(Failure::Connection(error)) => {
                     self.conn = None;
