@@ -325,6 +325,12 @@ fn after_a_takeover_the_late_settlement_loses_cleanly_whichever_comes_second() {
     });
     let won = a.settle(&y, Event::delivered(Some(200)).unwrap()).unwrap();
     assert!(matches!(won, Settlement::Won(_)), "{won:?}");
+    // The settling write ended y's claim itself: no release was made.
+    assert!(
+        claims(&schema).iter().all(|claim| claim.0 != "y"),
+        "{:?}",
+        claims(&schema)
+    );
     // The taker takes both, settles x, and loses y to the old owner quietly.
     let taker = b.lease(Duration::from_secs(30)).unwrap().unwrap();
     let report = b.recover_all_leased(Some(&taker));
@@ -351,13 +357,9 @@ fn after_a_takeover_the_late_settlement_loses_cleanly_whichever_comes_second() {
             "{d}: queued and one outcome"
         );
     }
-    // Settled: the taker released its claim on x. y's stays with its dead owner
-    // (whose process would have released it after its outcome): it names a
-    // settled delegation, which no recovery ever takes over.
-    assert_eq!(
-        claims(&schema),
-        vec![("y".into(), dead.owner().to_string(), 0)]
-    );
+    // Settled: the write that settled each ended its claim, whoever held it
+    // (the taker's on x, the dead owner's on y), so none is left to sweep.
+    assert_eq!(claims(&schema), vec![]);
     assert!(b.audit().unwrap().is_clean());
 }
 
@@ -496,6 +498,17 @@ fn taking_a_lease_sweeps_the_claims_dead_dispatchers_left_on_settled_or_never_qu
         ledger
             .record(id, Event::delivered(Some(200)).unwrap())
             .unwrap();
+    }
+    // The settling writes ended their claims. Put them back as a process that
+    // died between a claim and its release leaves one on a settled delegation
+    // (its duplicate `queued` was refused), or an older crate's lost release.
+    assert_eq!(claims(&schema).len(), 2);
+    for (lease, id) in [(&dead, &settled_of_dead), (&live, &settled_of_live)] {
+        let hex: String = id.as_str().bytes().map(|b| format!("{b:02x}")).collect();
+        schema.execute(&format!(
+            "INSERT INTO claims (delegation, owner) VALUES ('\\x{hex}'::bytea, {})",
+            lit(lease.owner())
+        ));
     }
     // A dispatcher that ended cleanly long ago and claims nothing, and the
     // dead one's lease, which ran out two hours ago (its releases were lost).

@@ -236,7 +236,8 @@ impl Inner {
                     retried,
                 }) = worker.requeue(&failing, lease.as_ref(), noted, &queued)
                 {
-                    let _ = claim.release();
+                    // The original settled (failed, retried) with the pair.
+                    let _ = claim.settled();
                     let settled = Settled {
                         id: outcome_id,
                         outcome: Outcome::Failed(noted(&next)),
@@ -254,7 +255,12 @@ impl Inner {
             // Recorded or not, this attempt is over; one whose outcome could not
             // be written is left to recovery (and, on a shared store, to this
             // dispatcher's own recovery, which takes back its own claims).
-            let _ = claim.release();
+            // Settled, by this outcome or another, the claim may have ended
+            // with the settling write itself.
+            let _ = match recorded {
+                Ok(_) => claim.settled(),
+                Err(_) => claim.release(),
+            };
             recorded.map(|settled| (settled, None))
         });
         match recorded.await {

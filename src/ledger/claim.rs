@@ -65,6 +65,30 @@ impl Claim {
     }
 }
 
+impl Claim {
+    /// Ends the claim once its delegation has settled, whichever writer's
+    /// outcome won: on a store whose settling appends end claims themselves
+    /// ([`Ownership::settlement_releases`](crate::store::Ownership::settlement_releases)),
+    /// the row is gone already and this ends the claim in this process only;
+    /// otherwise it is [`Claim::release`]. Call it only after a settlement was
+    /// acknowledged (`settle` answered); after a failed write, release.
+    ///
+    /// # Errors
+    /// As for [`Claim::release`].
+    pub fn settled(self) -> Result<()> {
+        let released = self.leased.as_ref().is_some_and(|(lease, _)| {
+            lease
+                .store()
+                .ownership()
+                .is_some_and(|ownership| ownership.settlement_releases())
+        });
+        if released {
+            return Ok(());
+        }
+        self.release()
+    }
+}
+
 impl Drop for Claim {
     fn drop(&mut self) {
         let mut live = self.inner.live();

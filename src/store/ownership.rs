@@ -133,4 +133,13 @@ pub trait Ownership: Send + Sync {
     /// # Errors
     /// A storage error; nothing is taken.
     fn take_over(&self, owner: Owner, candidates: &[DelegationId]) -> Result<Vec<DelegationId>>;
+
+    /// Whether the append that settles a delegation ends its claim in the same
+    /// write, whoever holds it: then a claim whose delegation settled (this
+    /// owner's outcome won or another's did) needs no [`Ownership::release`]
+    /// of its own ([`Claim::settled`](crate::ledger::Claim::settled)). `false`
+    /// by default.
+    fn settlement_releases(&self) -> bool {
+        false
+    }
 }

@@ -28,6 +28,12 @@ use crate::store::{Append, AppendError, Expect, Hint};
 /// append statement): the hints in `$1` kinds, `$2` delegations and `$3` retries
 /// are written, and those in `$4` kinds and `$5` delegations removed, only if the
 /// head moved. Empty arrays change nothing.
+///
+/// A removed *open* hint means its delegation settled with this append (the
+/// ledger removes one only with the write that settles it), so that
+/// delegation's claim goes too, whoever holds it: a claim marks who delivers a
+/// `queued` delegation, and a settled one has nothing left to deliver
+/// ([`Ownership::settlement_releases`](crate::store::Ownership::settlement_releases)).
 macro_rules! hinting {
     () => {
         "
@@ -41,6 +47,11 @@ macro_rules! hinting {
     unhinted AS (
         DELETE FROM hints USING unnest($4::text[], $5::bytea[]) AS u (kind, delegation)
         WHERE hints.kind = u.kind AND hints.delegation = u.delegation
+          AND EXISTS (SELECT 1 FROM moved)
+        RETURNING 1),
+    released AS (
+        DELETE FROM claims USING unnest($4::text[], $5::bytea[]) AS u (kind, delegation)
+        WHERE u.kind = 'o' AND claims.delegation = u.delegation
           AND EXISTS (SELECT 1 FROM moved)
         RETURNING 1)"
     };

@@ -16,8 +16,10 @@
 //! inserts made 3 WAL syncs, 300 plain ones 300). A claim is visible to every session
 //! the moment it commits, and the `queued` written after it commits
 //! synchronously, which flushes the WAL up to and past the claim, so a `queued`
-//! that survives a server crash always has its claim. A release lost in a crash
-//! leaves a claim on a settled delegation, which nothing takes over. That spares
+//! that survives a server crash always has its claim. A claim ends with the
+//! append that settles its delegation (`append.rs`), atomically; a release of
+//! a claim whose `queued` was refused, lost in a crash, leaves a claim on a
+//! delegation that is not `queued`, which nothing takes over. That spares
 //! each delivery two disk flushes (`benches/postgres.rs`, `lease` group).
 //! Leases and takeovers commit durably: a renewal lost in a crash would let a
 //! lease end earlier than its dispatcher counts on.
@@ -37,9 +39,10 @@ use crate::store::{Claimed, Owner, Ownership};
 ///
 /// A dispatcher is gone for good an hour after its lease ran out (or at once
 /// if its row is gone: it retired). The sweep deletes its claims on *settled*
-/// delegations (a release lost in a crash, or a crash between the outcome and
-/// its release) and on delegations never queued (a crash between the claim and
-/// `queued`), and its `dispatchers` row once it claims nothing else.
+/// delegations (a crash between claiming an id whose `queued` was refused and
+/// releasing it, or a release an older crate lost) and on delegations never
+/// queued (a crash between the claim and `queued`), and its `dispatchers` row
+/// once it claims nothing else.
 /// "Settled" is judged from the head's seq, the only thing of the log read
 /// here: the lifecycle has one pending state, `queued`, always seq 1, and any
 /// later record settles. A claim on a `queued` delegation is never swept,
@@ -233,6 +236,12 @@ impl Ownership for Postgres {
             vec![Box::new(owner.as_bytes().to_vec()), Box::new(key.clone())]
         })
         .map(drop)
+    }
+
+    /// Yes: the append statement that settles a delegation deletes its claim
+    /// (see `append.rs`).
+    fn settlement_releases(&self) -> bool {
+        true
     }
 
     fn take_over(&self, owner: Owner, candidates: &[DelegationId]) -> Result<Vec<DelegationId>> {

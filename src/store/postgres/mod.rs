@@ -72,8 +72,10 @@
 //!   is the server's `now()` plus the lease), renewed by a heartbeat every third
 //!   of the lease;
 //! - it **claims** each delegation (a `claims` row) before it writes `queued`, so
-//!   a `queued` delegation always has an owner, and releases the claim once the
-//!   outcome is recorded;
+//!   a `queued` delegation always has an owner; the write that settles the
+//!   delegation ends the claim in the same statement, whoever holds it
+//!   ([`Ownership::settlement_releases`](crate::store::Ownership::settlement_releases)),
+//!   and a claim whose `queued` was refused is released on its own;
 //! - **recovery takes over only the dead**: delegations whose owner's lease ran
 //!   out, or that nobody claims (written with [`Ledger::record`] directly), in
 //!   one statement that moves the claims with `FOR UPDATE SKIP LOCKED`, so that
