@@ -48,13 +48,17 @@ pub(super) fn valid_name(name: &str) -> bool {
 }
 
 /// The session settings of every connection: the schema, commits that wait
-/// for their WAL to reach the server's disk whatever the server's default, and
-/// the statement timeout (in whole milliseconds, rounded up; 0 is none).
+/// for their WAL to reach the server's disk whatever the server's default, the
+/// statement timeout (in whole milliseconds, rounded up; 0 is none), and
+/// generic plans for the prepared statements: each of them looks rows up by
+/// key, so no parameter value calls for a plan of its own, and planning the
+/// append's statement of six parts anew on every run cost the server about a
+/// sixth of its CPU per delegation (`BENCHMARKS.md`, run P5).
 pub(super) fn session(schema: &str, timeout: std::time::Duration) -> String {
     let millis = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128);
     format!(
         "SET search_path = {schema}; SET synchronous_commit = on; \
-         SET statement_timeout = {millis};"
+         SET statement_timeout = {millis}; SET plan_cache_mode = force_generic_plan;"
     )
 }
 
