@@ -20,8 +20,10 @@
 //!   before each send ([`Claim::may_deliver`](delegation_log::ledger::Claim::may_deliver),
 //!   a local deadline: `lease_check_local`) against asking the server
 //!   (`lease_check_server`, a prepared `SELECT lease_until > now()`), and the claim
-//!   written before `queued` and released after the outcome
-//!   (`claim_and_release`, two statements) against `ledger_record_queued`.
+//!   written before `queued` and released (`claim_and_release`, two
+//!   statements; a dispatcher's outcome now ends its claim in the outcome's
+//!   own statement, so only a refused `queued` pays the release) against
+//!   `ledger_record_queued`.
 //!
 //! One writer at a time; the ratios are in `BENCHMARKS.md` ratios first. Run with
 //! `cargo bench --features postgres --bench postgres`; `-- --test` runs each once.

@@ -1,7 +1,7 @@
 //! Guards "recovery takes over only the dead" on a shared PostgreSQL ledger, from
 //! both sides: the log, and the `dispatchers` and `claims` rows the server holds
-//! (read with a client of its own). A dispatcher claims before `queued` and
-//! releases after the outcome; its heartbeat renews its lease; a lease not renewed
+//! (read with a client of its own). A dispatcher claims before `queued`, and
+//! the write of the outcome ends the claim; its heartbeat renews its lease; a lease not renewed
 //! runs out by the server's clock, and only then is its delegation taken over; of
 //! racing takers (`FOR UPDATE SKIP LOCKED`) exactly one gets each delegation; the
 //! old owner's late outcome loses cleanly to the taker's, and the taker's to an old
@@ -121,7 +121,7 @@ impl Held {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dispatcher_claims_before_queued_renews_its_lease_and_releases_after_the_outcome() {
+async fn a_dispatcher_claims_before_queued_renews_its_lease_and_its_outcome_ends_the_claim() {
     let Some(schema) = pg_support::fresh("lease_claims") else {
         return;
     };

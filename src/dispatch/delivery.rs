@@ -255,13 +255,14 @@ impl Inner {
             // Recorded or not, this attempt is over; one whose outcome could not
             // be written is left to recovery (and, on a shared store, to this
             // dispatcher's own recovery, which takes back its own claims).
-            // Settled, by this outcome or another, the claim may have ended
-            // with the settling write itself.
+            // Won, the claim may have ended with the settling write itself.
+            // Lost, it is released: the winner's write ended only the claim
+            // there was when it committed, and this one may have come after.
             let _ = match recorded {
-                Ok(_) => claim.settled(),
-                Err(_) => claim.release(),
+                Ok((_, true)) => claim.settled(),
+                Ok((_, false)) | Err(_) => claim.release(),
             };
-            recorded.map(|settled| (settled, None))
+            recorded.map(|(settled, _)| (settled, None))
         });
         match recorded.await {
             Ok((settled, next)) => {
@@ -363,14 +364,17 @@ async fn caught<F: Future>(work: F) -> Result<F::Output, String> {
 }
 
 /// Records `event` as the outcome of `id`, attempt `attempt` at its task. If
-/// another writer settled it first, answers with the outcome that won.
+/// another writer settled it first, answers with the outcome that won. Also
+/// says whether this outcome won.
 fn record(
     ledger: &Ledger,
     id: &DelegationId,
     event: Event,
     attempt: Attempt,
-) -> crate::Result<Settled> {
-    let (outcome, seq, at) = match ledger.settle(id, event.clone())? {
+) -> crate::Result<(Settled, bool)> {
+    let settlement = ledger.settle(id, event.clone())?;
+    let won = matches!(settlement, Settlement::Won(_));
+    let (outcome, seq, at) = match settlement {
         Settlement::Won(recorded) => {
             let outcome = match event {
                 Event::Delivered(d) => Outcome::Delivered {
@@ -385,11 +389,14 @@ fn record(
         }
         Settlement::Lost { outcome, seq, at } => (outcome, seq, at),
     };
-    Ok(Settled {
-        id: id.clone(),
-        outcome,
-        seq,
-        at,
-        attempt,
-    })
+    Ok((
+        Settled {
+            id: id.clone(),
+            outcome,
+            seq,
+            at,
+            attempt,
+        },
+        won,
+    ))
 }

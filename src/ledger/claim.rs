@@ -66,21 +66,26 @@ impl Claim {
 }
 
 impl Claim {
-    /// Ends the claim once its delegation has settled, whichever writer's
-    /// outcome won: on a store whose settling appends end claims themselves
-    /// ([`Ownership::settlement_releases`](crate::store::Ownership::settlement_releases)),
-    /// the row is gone already and this ends the claim in this process only;
-    /// otherwise it is [`Claim::release`]. Call it only after a settlement was
-    /// acknowledged (`settle` answered); after a failed write, release.
+    /// Ends the claim once this claim's own write settled its delegation (its
+    /// outcome won, or its retry pair was written): on a store whose settling
+    /// appends end claims themselves
+    /// ([`Ownership::settlement_releases`](crate::store::Ownership::settlement_releases),
+    /// with the hints written with the appends:
+    /// [`Store::hints_with_appends`](crate::store::Store::hints_with_appends)),
+    /// that write ended the row, and this ends the claim in this process only;
+    /// otherwise it is [`Claim::release`]. After a lost race or a failed
+    /// write, release instead: another writer's settlement ended only the
+    /// claim there was when it committed.
     ///
     /// # Errors
     /// As for [`Claim::release`].
     pub fn settled(self) -> Result<()> {
         let released = self.leased.as_ref().is_some_and(|(lease, _)| {
-            lease
-                .store()
-                .ownership()
-                .is_some_and(|ownership| ownership.settlement_releases())
+            let store = lease.store();
+            store.hints_with_appends()
+                && store
+                    .ownership()
+                    .is_some_and(|ownership| ownership.settlement_releases())
         });
         if released {
             return Ok(());

@@ -38,7 +38,8 @@ use crate::event::DelegationId;
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Hint {
     /// The delegation may be open: `queued`, not settled (a retry waiting for
-    /// its `not_before` included).
+    /// its `not_before` included). Removed only by the write that settles it,
+    /// which a store may rely on ([`Store::append_hinted`](super::Store::append_hinted)).
     Open(DelegationId),
     /// The delegation may be dead: `failed`, and not retried.
     Dead(DelegationId),

@@ -362,6 +362,12 @@ pub trait Store: Send + Sync + 'static {
     /// right for every store that does not say so. A store overrides both
     /// methods or neither (a wrapper forwards both or neither).
     ///
+    /// A removed [`Hint::Open`] in `stale` means the group settles that
+    /// delegation: the ledger removes an open hint only with the write that
+    /// settles it, and a store may rely on it (PostgreSQL ends the settled
+    /// delegation's claim in the same write:
+    /// [`Ownership::settlement_releases`]). Pass none for any other reason.
+    ///
     /// # Errors
     /// As for [`Store::append`]; nothing of a refused group is written, hints
     /// included.

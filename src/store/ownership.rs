@@ -135,10 +135,13 @@ pub trait Ownership: Send + Sync {
     fn take_over(&self, owner: Owner, candidates: &[DelegationId]) -> Result<Vec<DelegationId>>;
 
     /// Whether the append that settles a delegation ends its claim in the same
-    /// write, whoever holds it: then a claim whose delegation settled (this
-    /// owner's outcome won or another's did) needs no [`Ownership::release`]
-    /// of its own ([`Claim::settled`](crate::ledger::Claim::settled)). `false`
-    /// by default.
+    /// write, whoever holds it: then a claim whose own write settled its
+    /// delegation needs no [`Ownership::release`] of its own
+    /// ([`Claim::settled`](crate::ledger::Claim::settled)). The store knows a
+    /// settling append by the open hint it removes, so this holds only where
+    /// the hints are written with the appends
+    /// ([`Store::hints_with_appends`](super::Store::hints_with_appends)).
+    /// `false` by default.
     fn settlement_releases(&self) -> bool {
         false
     }

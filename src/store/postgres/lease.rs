@@ -20,7 +20,7 @@
 //! append that settles its delegation (`append.rs`), atomically; a release of
 //! a claim whose `queued` was refused, lost in a crash, leaves a claim on a
 //! delegation that is not `queued`, which nothing takes over. That spares
-//! each delivery two disk flushes (`benches/postgres.rs`, `lease` group).
+//! each delivery a disk flush (`benches/postgres.rs`, `lease` group).
 //! Leases and takeovers commit durably: a renewal lost in a crash would let a
 //! lease end earlier than its dispatcher counts on.
 

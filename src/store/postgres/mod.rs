@@ -45,11 +45,12 @@
 //! - **Failures.** Every server or connection failure is an [`Error::Storage`](crate::Error::Storage)
 //!   naming the server (never its password) and what the store was doing. While
 //!   the server is down, calls fail that way; once it is back, they work again.
-//!   A connection that sat idle for a second is checked (an empty query)
+//!   A connection that sat idle for a quarter of a second is checked (an empty query)
 //!   before its next call, so one the server dropped meanwhile (it restarted,
 //!   crashed or was stopped) is replaced first; a call that failed on a
 //!   connection the server closed while saying so runs again once on a new
-//!   one, which is safe because nothing had committed. A write that never
+//!   one, which is safe because nothing had committed, or the statement is one
+//!   that may run twice (the leases' and claims'). A write that never
 //!   reached the server is an error that does not poison a ledger
 //!   ([`AppendError::Unsent`]). A connection lost while an append was in
 //!   flight, or during a `COMMIT`, leaves the append's outcome unknown: that
@@ -235,6 +236,12 @@ impl Postgres {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
         config.keepalives(true);
+        // A host that vanishes (no FIN, no RST) holds unacknowledged bytes
+        // for the kernel's retransmission limit, about 15 minutes, unless
+        // this bounds it; a busy server still acknowledges at once.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(std::time::Duration::from_secs(30));
+        }
         let target = describe_target(&config);
         let pool = Pool::start(
             config,

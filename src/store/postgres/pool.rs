@@ -32,10 +32,16 @@ const ATTEMPTS: usize = 5;
 /// write sent on such a connection fails with no word from the server, and its
 /// outcome is unknown, which poisons a ledger. The check finds the connection
 /// dead first, so the job runs on a new one, or fails typed, having sent
-/// nothing, while the server is down. Busy connections are never checked.
-const CHECK_AFTER_IDLE: Duration = Duration::from_secs(1);
+/// nothing, while the server is down. Busy connections are not checked: a
+/// crash less than this long after a connection's last job can still leave
+/// the next write's outcome unknown (and poison its ledger), as a crash
+/// during a write always does. A check is one round trip, paid only by a
+/// job after a quiet spell.
+const CHECK_AFTER_IDLE: Duration = Duration::from_millis(250);
 
-/// How long that check may take before the connection counts as dead.
+/// How long that check may take before the connection counts as dead. (Its
+/// socket is then closed, which waits at most for the TCP user timeout set at
+/// connect: see `mod.rs`.)
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One worker's connection, with the statements prepared on it.
