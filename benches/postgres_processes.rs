@@ -283,18 +283,15 @@ fn server_ticks(postmaster: u32) -> Option<u64> {
     Some(total)
 }
 
-/// The postmaster's pid: the parent of a backend of ours. `None` if the server
-/// is not on this machine.
+/// The postmaster's pid, from the first line of `postmaster.pid` in the
+/// server's data directory (read while no backend of ours need stay alive: the
+/// parent of a backend that exits as soon as its query is answered could not
+/// always be read). `None` if the server is not on this machine.
 fn postmaster(schema: &pg_support::Schema) -> Option<u32> {
-    let rows = schema.query("SELECT pg_backend_pid()");
-    let backend: u32 = rows.first()?.first()?.as_ref()?.parse().ok()?;
-    let text = std::fs::read_to_string(format!("/proc/{backend}/stat")).ok()?;
-    text.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    let rows = schema.query("SELECT current_setting('data_directory')");
+    let data = rows.first()?.first()?.clone()?;
+    let text = std::fs::read_to_string(Path::new(&data).join("postmaster.pid")).ok()?;
+    text.lines().next()?.trim().parse().ok()
 }
 
 /// Clock ticks per second (`sysconf(_SC_CLK_TCK)`): 100 on Linux.
