@@ -564,3 +564,82 @@ fn taking_a_lease_sweeps_the_claims_dead_dispatchers_left_on_settled_or_never_qu
         (queued_of_dead.to_string(), next.owner().to_string(), 1)
     );
 }
+
+/// PostgreSQL behind a wrapper that forwards neither `append_hinted` nor
+/// `hints_with_appends`: the ledger writes its hints around the appends, so
+/// no settling append ends a claim, though the ownership is PostgreSQL's.
+struct HintsApart(Arc<Postgres>);
+
+impl delegation_log::store::Store for HintsApart {
+    fn append(
+        &self,
+        appends: &[delegation_log::store::Append<'_>],
+    ) -> Result<(), delegation_log::store::AppendError> {
+        self.0.append(appends)
+    }
+    fn head(
+        &self,
+        id: &DelegationId,
+    ) -> delegation_log::Result<Option<delegation_log::store::Head>> {
+        self.0.head(id)
+    }
+    fn history(&self, id: &DelegationId) -> delegation_log::Result<delegation_log::store::Stream> {
+        self.0.history(id)
+    }
+    fn scan(
+        &self,
+    ) -> Box<dyn Iterator<Item = delegation_log::Result<delegation_log::store::Stream>> + Send + '_>
+    {
+        self.0.scan()
+    }
+    fn flush(&self) -> delegation_log::Result<()> {
+        self.0.flush()
+    }
+    fn remote(&self) -> bool {
+        true
+    }
+    fn ownership(&self) -> Option<&dyn delegation_log::store::Ownership> {
+        self.0.ownership()
+    }
+    fn index(&self) -> Option<&dyn delegation_log::store::Index> {
+        self.0.index()
+    }
+}
+
+/// A claim whose own write settled its delegation ends without a release only
+/// where that write ended the claim row: on PostgreSQL itself, yes; behind a
+/// store that writes hints apart from its appends, `Claim::settled` releases.
+/// Either way no claim row is left.
+#[test]
+fn a_settled_claim_is_released_unless_the_settling_write_ended_it() {
+    let Some(schema) = pg_support::fresh("settled_claims") else {
+        return;
+    };
+    let pg = Arc::new(
+        Postgres::connect_with(&schema.url, Connect::new().schema(schema.name.clone())).unwrap(),
+    );
+    for (ledger, name) in [
+        (Ledger::with_store(pg.clone(), Default::default()), "fused"),
+        (
+            Ledger::with_store(Arc::new(HintsApart(pg.clone())), Default::default()),
+            "apart",
+        ),
+    ] {
+        let lease = ledger.lease(Duration::from_secs(60)).unwrap().unwrap();
+        let x = id(name);
+        let claim = ledger.claim_leased(&x, Some(&lease)).unwrap();
+        ledger.record(&x, Event::queued("planner", "t")).unwrap();
+        ledger
+            .settle(&x, Event::delivered(Some(200)).unwrap())
+            .unwrap();
+        let left = claims(&schema).len();
+        assert_eq!(
+            left,
+            usize::from(name == "apart"),
+            "{name}: after the outcome"
+        );
+        claim.settled().unwrap();
+        assert_eq!(claims(&schema), vec![], "{name}: after Claim::settled");
+        lease.retire().unwrap();
+    }
+}

@@ -294,10 +294,23 @@ fn on_a_remote_store_a_lifecycle_reads_no_head_and_logs_the_same() {
 }
 
 /// A remembered head that another process moved is a lost race, never a write
-/// past it: the ledger reads the head, learns the winner, and writes nothing.
+/// past it: the ledger reads the head, learns the winner, and writes nothing;
+/// and it forgets that head, so its next write there starts from a read
+/// instead of sending an append bound to lose.
 #[test]
 fn a_remembered_head_another_process_moved_is_read_again_and_the_winner_learned() {
-    let (mine, theirs, _, _) = remote_pair();
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let shared = Arc::new(Memory::new());
+    let appends = Arc::new(AtomicUsize::new(0));
+    let counted = appends.clone();
+    let store = Hooked::over(shared.clone())
+        .remote()
+        .on_append(move |inner, group| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            inner.append(group)
+        });
+    let mine = Ledger::with_store(Arc::new(store), Options::new());
+    let theirs = Ledger::with_store(Arc::new(Hooked::over(shared).remote()), Options::new());
     let id: DelegationId = "moved".parse().unwrap();
     mine.record(&id, Event::queued("planner", "target"))
         .unwrap();
@@ -319,6 +332,19 @@ fn a_remembered_head_another_process_moved_is_read_again_and_the_winner_learned(
         "{lost:?}"
     );
     assert_eq!(mine.history(&id).unwrap().len(), 2);
+    let sent = appends.load(Ordering::SeqCst);
+    let again = mine
+        .settle(&id, Event::failed(FailureReason::Timeout, None).unwrap())
+        .unwrap();
+    assert!(
+        matches!(again, Settlement::Lost { seq: 2, .. }),
+        "{again:?}"
+    );
+    assert_eq!(
+        appends.load(Ordering::SeqCst),
+        sent,
+        "decided on a read: no append sent"
+    );
     assert!(mine.audit().unwrap().is_clean());
 }
 

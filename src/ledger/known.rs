@@ -84,6 +84,21 @@ mod tests {
     }
 
     #[test]
+    fn below_its_capacity_every_open_delegation_is_kept_until_forgotten() {
+        let known = Known::default();
+        for n in 0..3 {
+            known.wrote(&id(n), Some(head(1)));
+        }
+        known.wrote(&id(1), Some(head(2)));
+        assert_eq!(known.get(&id(0)), Some(head(1)));
+        assert_eq!(known.get(&id(1)), Some(head(2)));
+        assert_eq!(known.get(&id(2)), Some(head(1)));
+        known.forget(&id(1));
+        assert_eq!(known.get(&id(1)), None);
+        assert_eq!(known.get(&id(2)), Some(head(1)));
+    }
+
+    #[test]
     fn past_its_capacity_the_memory_starts_afresh_and_keeps_the_newest() {
         let known = Known::default();
         for n in 0..CAPACITY {
