@@ -69,8 +69,6 @@ pub struct Retried {
 
 /// What a retry writes ([`Ledger::plan_retry`]).
 struct Plan {
-    fold: Fold,
-    retry_fold: Fold,
     settled: Next,
     queued_next: Next,
     attempt: crate::event::Attempt,
@@ -174,8 +172,15 @@ impl Ledger {
         let writing = self.inner.stripes.lock(id);
         let hints = Hints::of(id, &event);
         let mut guess = true;
+        let new = matches!(event, Event::Queued(_));
         let written = self.write_retrying(|| {
-            let (fold, next) = self.decide(id, &event, &mut guess)?;
+            let (fold, next) = self.decide_on(
+                &mut guess,
+                &[id],
+                || self.guessed(id, new),
+                || self.resume(id),
+                |fold| next_record(fold, event.clone(), self.stamp(fold)),
+            )?;
             let next = match next {
                 Ok(next) => next,
                 Err(error @ Error::AlreadySettled { .. }) => {
@@ -211,32 +216,35 @@ impl Ledger {
         Ok(appended)
     }
 
-    /// The fold a write of `event` to `id` starts from, and what the fold (and
-    /// through it the lifecycle machine) makes of the event.
+    /// The folds a write starts from, and what `decide` makes of them (the
+    /// event checked by the fold, and through it by the lifecycle machine).
     ///
-    /// On a remote store the first try (`guess`, then spent) starts unread from
-    /// the head this ledger wrote last ([`known`](super::known)) or, for a
-    /// `queued`, from no head; the append checks that guess. A guess that
-    /// refuses the event is not believed: the head is read, and the event
-    /// decided again on it, as every later try does.
-    fn decide(
+    /// On a remote store the first try (`guess`, then spent) decides on the
+    /// `guessed` folds, unread: the heads this ledger wrote last
+    /// ([`known`](super::known)), or, for a new delegation, no head; the
+    /// append then checks the guess. A guess that `decide` refuses is not
+    /// believed: the heads of `ids` are forgotten and `read`, and the write
+    /// decided again on them, as every later try is.
+    fn decide_on<F, T>(
         &self,
-        id: &DelegationId,
-        event: &Event,
         guess: &mut bool,
-    ) -> Result<(Fold, Result<Next>)> {
+        ids: &[&DelegationId],
+        guessed: impl FnOnce() -> Option<F>,
+        read: impl FnOnce() -> Result<F>,
+        decide: impl Fn(&F) -> Result<T>,
+    ) -> Result<(F, Result<T>)> {
         if std::mem::take(guess)
-            && let Some(fold) = self.guessed(id, matches!(event, Event::Queued(_)))
+            && let Some(folds) = guessed()
         {
-            let next = next_record(&fold, event.clone(), self.stamp(&fold));
-            if next.is_ok() {
-                return Ok((fold, next));
+            let decided = decide(&folds);
+            if decided.is_ok() {
+                return Ok((folds, decided));
             }
         }
-        self.forget(&[id]);
-        let fold = self.resume(id)?;
-        let next = next_record(&fold, event.clone(), self.stamp(&fold));
-        Ok((fold, next))
+        self.forget(ids);
+        let folds = read()?;
+        let decided = decide(&folds);
+        Ok((folds, decided))
     }
 
     /// The fold of `id` from the head this ledger wrote last, or, if `new`,
@@ -311,29 +319,21 @@ impl Ledger {
         let writing = self.inner.stripes.lock_all([original, retry]);
         let mut guess = true;
         let written = self.write_retrying(|| {
-            let guessed = std::mem::take(&mut guess)
-                .then(|| Some((self.guessed(original, false)?, self.guessed(retry, true)?)))
-                .flatten()
-                .and_then(|(fold, retry_fold)| {
+            let ((fold, retry_fold), plan) = self.decide_on(
+                &mut guess,
+                &[original, retry],
+                || Some((self.guessed(original, false)?, self.guessed(retry, true)?)),
+                || Ok((self.resume(original)?, self.resume(retry)?)),
+                |(fold, retry_fold)| {
                     self.plan_retry(original, &failed, retry, &queued, fold, retry_fold)
-                        .ok()
-                });
-            let plan = match guessed {
-                Some(plan) => plan,
-                None => {
-                    self.forget(&[original, retry]);
-                    let (fold, retry_fold) = (self.resume(original)?, self.resume(retry)?);
-                    self.plan_retry(original, &failed, retry, &queued, fold, retry_fold)?
-                }
-            };
+                },
+            )?;
             let Plan {
-                fold,
-                retry_fold,
                 settled,
                 queued_next,
                 attempt,
                 hints,
-            } = plan;
+            } = plan?;
             let (failed, settled, failed_record) = settled.into_append(original, &fold);
             let (queued, queued_next, queued_record) = queued_next.into_append(retry, &retry_fold);
             let head = self.inner.known.as_ref().map(|_| queued_next.new_head());
@@ -372,15 +372,15 @@ impl Ledger {
         failed: &Event,
         retry: &DelegationId,
         queued: &Queued,
-        fold: Fold,
-        retry_fold: Fold,
+        fold: &Fold,
+        retry_fold: &Fold,
     ) -> Result<Plan> {
         let link = |reason: String| Error::RetryLink {
             id: retry.clone(),
             reason,
         };
-        let at = self.stamp(&fold).max(self.stamp(&retry_fold));
-        let settled = next_record(&fold, failed.clone(), at)?;
+        let at = self.stamp(fold).max(self.stamp(retry_fold));
+        let settled = next_record(fold, failed.clone(), at)?;
         let attempt = fold
             .delegation()
             .map_or(1, |delegation| delegation.attempt)
@@ -399,10 +399,8 @@ impl Ledger {
         event.validate()?;
         // Only the retry's: the original's `failed` is retried, not dead.
         let hints = Hints::of(retry, &event);
-        let queued_next = next_record(&retry_fold, event.normalized(), at)?;
+        let queued_next = next_record(retry_fold, event.normalized(), at)?;
         Ok(Plan {
-            fold,
-            retry_fold,
             settled,
             queued_next,
             attempt,
