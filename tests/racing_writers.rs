@@ -349,9 +349,11 @@ fn a_remembered_head_another_process_moved_is_read_again_and_the_winner_learned(
 }
 
 /// A `queued` written unread on no head, for a delegation another process
-/// already queued, is refused exactly as if the head had been read first, and
-/// a retry whose original another process settled is refused naming the
-/// state the log holds, not the one remembered.
+/// already queued, is refused exactly as if the head had been read first; a
+/// remembered head that refuses an event is not believed (the refusal names
+/// the state the log holds, not the one remembered); and a retry whose
+/// original another process settled is refused naming the state the log
+/// holds.
 #[test]
 fn a_guess_of_no_head_or_an_old_head_refuses_only_what_the_log_refuses() {
     let (mine, theirs, _, _) = remote_pair();
@@ -367,6 +369,27 @@ fn a_guess_of_no_head_or_an_old_head_refuses_only_what_the_log_refuses() {
         .unwrap_err();
     let read = reference
         .record(&id, Event::queued("planner", "target"))
+        .unwrap_err();
+    assert_eq!(guessed.to_string(), read.to_string());
+
+    // `mine` remembers `settled` queued, which refuses a second `queued`; the
+    // log holds it delivered, which refuses it too, naming `delivered`.
+    let settled: DelegationId = "settled".parse().unwrap();
+    mine.record(&settled, Event::queued("planner", "target"))
+        .unwrap();
+    reference
+        .record(&settled, Event::queued("planner", "target"))
+        .unwrap();
+    for ledger in [&theirs, &reference] {
+        ledger
+            .settle(&settled, Event::delivered(Some(200)).unwrap())
+            .unwrap();
+    }
+    let guessed = mine
+        .record(&settled, Event::queued("planner", "target"))
+        .unwrap_err();
+    let read = reference
+        .record(&settled, Event::queued("planner", "target"))
         .unwrap_err();
     assert_eq!(guessed.to_string(), read.to_string());
 
