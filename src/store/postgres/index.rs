@@ -5,9 +5,10 @@
 //! [`fill`]), under the schema's advisory lock.
 //!
 //! The ledger's hints do not come through here: the store writes them with
-//! the appends ([`Store::hints_with_appends`](crate::store::Store::hints_with_appends)), in each append's own statement (see
-//! `append.rs`), so a hint is in the table exactly when its append is, and
-//! costs no round trip of its own. [`Index::hint`] and [`Index::unhint`] serve
+//! the appends
+//! ([`Store::hints_with_appends`](crate::store::Store::hints_with_appends)),
+//! in each append's own statement (see `append.rs`), so a hint is in the table
+//! exactly when its append is, and costs no round trip of its own. [`Index::hint`] and [`Index::unhint`] serve
 //! the rest (the cleaning of stale dead hints, and any caller of the trait);
 //! they commit with `SET LOCAL synchronous_commit = off`: a hint written before
 //! an append needs no wait for the disk, because the append commits
