@@ -5,6 +5,8 @@
 //! count is a typed error, never a silent reset.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod store_support;
+
 use std::path::Path;
 
 use delegation_log::audit::{Kind, audit_path};
@@ -45,7 +47,7 @@ fn whole_delegations_vanishing_from_sled_are_reported_as_lost_records() {
     {
         // What damage to sled's files did in the sweeps: records and heads of
         // whole delegations gone, everything else intact and consistent.
-        let db = sled::open(&path).unwrap();
+        let db = store_support::raw_sled(&path);
         let delegations = db.open_tree("delegations").unwrap();
         for n in [3, 7] {
             delegations.remove(key::prefix(&id(n))).unwrap();

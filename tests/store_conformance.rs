@@ -30,6 +30,7 @@
 
 #[cfg(feature = "postgres")]
 mod pg_support;
+mod store_support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -501,12 +502,12 @@ fn an_append_into_an_occupied_slot_is_corruption_on_sled_too() {
         one(&store, &a, Expect::Empty, b"a1").unwrap();
     }
     let value = |path: &std::path::Path| {
-        let db = sled::open(path).unwrap();
+        let db = store_support::raw_sled(path);
         let tree = db.open_tree("delegations").unwrap();
         tree.get(key::prefix(&a)).unwrap().map(|v| v.to_vec())
     };
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = store_support::raw_sled(dir.path());
         let tree = db.open_tree("delegations").unwrap();
         let mut stray = tree.get(key::prefix(&a)).unwrap().unwrap().to_vec();
         stray.extend_from_slice(&5u32.to_be_bytes());
