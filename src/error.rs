@@ -18,13 +18,18 @@
 //! store's or ledger's types, so the import graph has no circle.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::envelope::DecodeError;
 use crate::event::{DelegationId, EventKind, InvalidEvent};
 use crate::lifecycle::{Refusal, State};
 
 /// Everything that can go wrong in this crate.
-#[derive(Debug, thiserror::Error)]
+///
+/// Errors are cheap to clone (what they wrap is shared, not copied), so that one
+/// failure can be handed to every caller it concerns: each writer a failed
+/// group flush fails, and each call a poisoned ledger refuses.
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The event is illegal in the delegation's state: an outcome before `queued`,
@@ -140,8 +145,10 @@ pub enum Error {
     /// Drop the ledger and open it again; recovery then settles what was in flight.
     #[error("ledger is poisoned by an earlier storage failure ({cause}); reopen it")]
     Poisoned {
-        /// The failure that poisoned it.
-        cause: String,
+        /// The failure that poisoned it: the error its write or flush returned,
+        /// whole (also this error's source).
+        #[source]
+        cause: Shared<Error>,
     },
 
     /// On a store shared by several processes, another dispatcher whose lease is
@@ -214,7 +221,7 @@ pub enum Error {
         /// What was running.
         what: &'static str,
         /// How it ended.
-        source: tokio::task::JoinError,
+        source: Shared<tokio::task::JoinError>,
     },
 
     /// A task of this crate panicked (caught, so that no outcome is lost).
@@ -233,12 +240,23 @@ pub enum Error {
 
 impl From<std::io::Error> for Error {
     fn from(error: std::io::Error) -> Self {
-        Error::Storage(StorageError::Io(error))
+        Error::Storage(StorageError::from(error))
     }
 }
 
-/// A store that failed to do its job. The underlying error is the source.
-#[derive(Debug, thiserror::Error)]
+impl Error {
+    /// The error for work on a blocking thread that ended abnormally.
+    pub(crate) fn task(what: &'static str, join: tokio::task::JoinError) -> Self {
+        Error::Task {
+            what,
+            source: Shared::new(join),
+        }
+    }
+}
+
+/// A store that failed to do its job. The underlying error is the source,
+/// shared, so that the failure clones cheaply.
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StorageError {
     /// An I/O error from the file system.
@@ -246,7 +264,7 @@ pub enum StorageError {
     /// # Handling
     /// Check the disk, then reopen.
     #[error("I/O error: {0}")]
-    Io(#[from] std::io::Error),
+    Io(#[source] Shared<std::io::Error>),
 
     /// A failure the storage engine reported in its own terms (sled, or another
     /// backend's driver), kept as the source.
@@ -254,18 +272,71 @@ pub enum StorageError {
     /// # Handling
     /// As for [`StorageError::Io`].
     #[error("storage engine error: {0}")]
-    Engine(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Engine(#[source] Shared<dyn std::error::Error + Send + Sync>),
 }
 
 impl StorageError {
     /// The engine's own error, kept whole as the source.
     pub fn engine(error: impl std::error::Error + Send + Sync + 'static) -> Self {
-        StorageError::Engine(Box::new(error))
+        StorageError::Engine(Shared(Arc::new(error)))
+    }
+}
+
+impl From<std::io::Error> for StorageError {
+    fn from(error: std::io::Error) -> Self {
+        StorageError::Io(Shared::new(error))
+    }
+}
+
+/// An error held in common by everyone it concerns, so that the errors that
+/// hold it clone cheaply: each writer a failed group flush fails, and each call
+/// a poisoned ledger refuses, gets the same failure, not a description of it.
+///
+/// It reads as the error it holds ([`Deref`](std::ops::Deref), `Display`), and
+/// as the source of the error that holds it, it is that error itself:
+/// `source().downcast_ref::<std::io::Error>()` finds a shared I/O error.
+#[derive(Debug)]
+pub struct Shared<E: ?Sized>(Arc<E>);
+
+impl<E> Shared<E> {
+    /// `error`, to be shared.
+    pub fn new(error: E) -> Self {
+        Shared(Arc::new(error))
+    }
+}
+
+impl<E: ?Sized> Shared<E> {
+    /// Whether `self` and `other` hold the very same error (not merely equal
+    /// ones): a clone does.
+    pub fn same(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl<E: ?Sized> Clone for Shared<E> {
+    fn clone(&self) -> Self {
+        Shared(Arc::clone(&self.0))
+    }
+}
+
+// Deliberately no `impl std::error::Error for Shared`: thiserror's `source()`
+// then finds the error through `Deref`, and returns it, not this wrapper.
+impl<E: ?Sized> std::ops::Deref for Shared<E> {
+    type Target = E;
+
+    fn deref(&self) -> &E {
+        &self.0
+    }
+}
+
+impl<E: ?Sized + std::fmt::Display> std::fmt::Display for Shared<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 
 /// Why a store could not be opened.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum OpenError {
     /// The store is already open, in this process or another.
@@ -361,6 +432,32 @@ mod tests {
             .downcast_ref::<std::io::Error>()
             .expect("the engine's error");
         assert_eq!(engine.kind(), std::io::ErrorKind::Other);
+    }
+
+    #[test]
+    fn a_poisoned_ledger_keeps_the_failure_that_poisoned_it_as_its_typed_source() {
+        let failure = Error::from(std::io::Error::new(
+            std::io::ErrorKind::StorageFull,
+            "no space left on device",
+        ));
+        let poisoned = Error::Poisoned {
+            cause: Shared::new(failure.clone()),
+        };
+        assert_eq!(
+            poisoned.to_string(),
+            "ledger is poisoned by an earlier storage failure \
+             (I/O error: no space left on device); reopen it"
+        );
+        let source = std::error::Error::source(&poisoned).expect("a source");
+        let Some(Error::Storage(StorageError::Io(io))) = source.downcast_ref::<Error>() else {
+            panic!("the source should be the storage failure: {source:?}");
+        };
+        assert_eq!(io.kind(), std::io::ErrorKind::StorageFull);
+        // The clone in the cause shares the I/O error rather than describing it.
+        let Error::Storage(StorageError::Io(original)) = &failure else {
+            unreachable!()
+        };
+        assert!(original.same(io));
     }
 
     #[test]

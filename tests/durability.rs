@@ -72,7 +72,11 @@ fn a_failed_flush_poisons_the_ledger_until_it_is_reopened() {
     let refused = ledger.record(&id(3), Event::queued("s", "t"));
     match refused {
         Err(Error::Poisoned { cause }) => {
-            assert!(cause.contains("injected flush failure"), "{cause}")
+            // The cause is the flush's own error, typed, not a description of it.
+            let Error::Storage(StorageError::Io(io)) = &*cause else {
+                panic!("the cause should be the flush's I/O error: {cause:?}");
+            };
+            assert!(io.to_string().contains("injected flush failure"), "{io}")
         }
         other => panic!("expected Poisoned, got {other:?}"),
     }
@@ -121,7 +125,7 @@ fn a_write_that_never_reached_the_store_fails_without_poisoning_the_ledger() {
     let flag = down.clone();
     let store = Hooked::over(Arc::new(Memory::new())).on_append(move |inner, appends| {
         if flag.load(Ordering::SeqCst) {
-            return Err(AppendError::Unsent(Error::Storage(StorageError::Io(
+            return Err(AppendError::Unsent(Error::Storage(StorageError::from(
                 std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
             ))));
         }
@@ -186,6 +190,49 @@ fn concurrent_durable_writers_share_flushes() {
     for n in 0..writers {
         assert_eq!(ledger.status(&id(n)).unwrap().status, StatusKind::Queued);
     }
+}
+
+/// A failed flush fails every writer whose appends it was to cover, and none is
+/// acknowledged: the writer that ran it gets the store's error, and every
+/// writer waiting on it gets `Poisoned` with that very error as the cause.
+#[test]
+fn a_failed_group_flush_fails_every_writer_waiting_on_it_with_its_error() {
+    // The first flush is slow, so that writers queue behind it, and fails.
+    let writers = 8;
+    let store = Hooked::over(Arc::new(Memory::new())).on_flush(move |_| {
+        std::thread::sleep(Duration::from_millis(20));
+        Err(std::io::Error::other("the disk went away").into())
+    });
+    let ledger = Ledger::with_store(Arc::new(store), options(Durability::Durable));
+    let answers: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..writers)
+            .map(|n| {
+                let ledger = &ledger;
+                scope.spawn(move || ledger.record(&id(n), Event::queued("s", "t")))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut ran = 0;
+    for answer in &answers {
+        match answer {
+            Err(Error::Storage(StorageError::Io(io))) => {
+                ran += 1;
+                assert_eq!(io.to_string(), "the disk went away");
+            }
+            Err(Error::Poisoned { cause }) => {
+                let Error::Storage(StorageError::Io(io)) = &**cause else {
+                    panic!("the cause should be the flush's error: {cause:?}");
+                };
+                assert_eq!(io.to_string(), "the disk went away");
+            }
+            other => panic!("a writer was answered {other:?} after a failed flush"),
+        }
+    }
+    assert_eq!(
+        ran, 1,
+        "exactly one writer ran the failed flush: {answers:?}"
+    );
 }
 
 /// Ledger v2: "durable" means on the device. On sled, a durable acknowledgement

@@ -437,6 +437,6 @@ where
 {
     match tokio::task::spawn_blocking(work).await {
         Ok(result) => result,
-        Err(join) => Err(E::from(crate::Error::Task { what, source: join })),
+        Err(join) => Err(E::from(crate::Error::task(what, join))),
     }
 }

@@ -3,7 +3,7 @@
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Shared};
 use crate::store::Store;
 
 use super::appender::Written;
@@ -61,7 +61,7 @@ struct Commit {
     /// Whether a writer is flushing now.
     flushing: bool,
     /// Set forever by a failed flush.
-    failed: Option<String>,
+    failed: Option<Shared<Error>>,
 }
 
 impl GroupCommit {
@@ -145,7 +145,7 @@ impl GroupCommit {
                     }
                 }
                 Err(error) => {
-                    commit.failed = Some(error.to_string());
+                    commit.failed = Some(Shared::new(error.clone()));
                     self.flushed.notify_all();
                     return Err(error);
                 }

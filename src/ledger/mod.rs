@@ -73,7 +73,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::clock::{Clock, SystemClock};
-use crate::error::Result;
+use crate::error::{Error, Result, Shared};
 use crate::event::DelegationId;
 use crate::store::{self, Store, Stripes};
 
@@ -187,7 +187,7 @@ struct Inner {
     /// Writes the appends of writers that arrive together in one turn, and one
     /// flush for them.
     appender: Appender,
-    poisoned: OnceLock<String>,
+    poisoned: OnceLock<Shared<Error>>,
     /// Delegations a delivery of this process owns, with how many claims each.
     live: Mutex<HashMap<DelegationId, usize>>,
     /// Orders the writers of one delegation within the process: a writer holds its

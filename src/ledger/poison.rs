@@ -1,7 +1,7 @@
 //! Poisoning: after a failed write or flush the ledger refuses every write and
 //! read until it is reopened.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Shared};
 
 use super::Ledger;
 
@@ -21,7 +21,7 @@ impl Ledger {
 
     /// Poisons the ledger with `error` as the cause, and returns the error.
     pub(crate) fn poison(&self, error: Error) -> Error {
-        let _ = self.inner.poisoned.set(error.to_string());
+        let _ = self.inner.poisoned.set(Shared::new(error.clone()));
         error
     }
 }

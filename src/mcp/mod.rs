@@ -339,7 +339,7 @@ mod tests {
             id: Some(id.parse().unwrap()),
             outcome: "delivered".to_owned(),
             cause: std::sync::Arc::new(crate::Error::Poisoned {
-                cause: "disk full".to_owned(),
+                cause: crate::Shared::new(crate::Error::from(std::io::Error::other("disk full"))),
             }),
         }
     }

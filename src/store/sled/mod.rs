@@ -265,7 +265,7 @@ fn sled_error(error: sled::Error, path: &Path) -> Error {
             path: path.to_path_buf(),
         }
         .into(),
-        sled::Error::Io(io) => StorageError::Io(io).into(),
+        sled::Error::Io(io) => StorageError::from(io).into(),
         sled::Error::Corruption { at, .. } => Error::Corrupt {
             key: format!("sled file offset {at:?}"),
             reason: "sled reported corruption".to_owned(),
