@@ -1,5 +1,7 @@
-//! The crate's errors, in layers: [`StorageError`] (a store failed), [`OpenError`]
-//! (a store could not be opened), and [`Error`], which composes them.
+//! The crate's errors, in layers: [`StorageError`] (a store failed), one error per
+//! operation ([`OpenError`]: a store could not be opened; [`ReadError`]: a read
+//! failed; `store::AppendError`: an append was refused or failed), and [`Error`],
+//! which composes them.
 //!
 //! [`Error`]'s variants fall in four groups, by what a caller does about them:
 //! - **refusals** ([`Error::IllegalTransition`], [`Error::AlreadySettled`],
@@ -288,6 +290,119 @@ impl From<std::io::Error> for StorageError {
     }
 }
 
+/// Why a read failed: `status`, `history`, `replay`, `pending` and the other
+/// reads of a ledger, and the reads of a [`Store`](crate::store::Store). A read
+/// never refuses an event and never writes, so it fails in fewer ways than a
+/// write: the store's bytes, the store itself, or the ledger's poison.
+///
+/// It converts into [`Error`] (each variant into the one of the same name), so a
+/// function that returns [`Error`] reads with `?`.
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// Stored bytes are damaged: a checksum, a chain hash, a key or a sequence
+    /// does not hold.
+    ///
+    /// # Handling
+    /// As for [`Error::Corrupt`]: run an audit, then restore from an export or a
+    /// backup.
+    #[error("corrupt store at {key}: {reason}")]
+    Corrupt {
+        /// Where: the delegation and seq, or the raw key in hex.
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A record or head in a format version this crate does not know.
+    ///
+    /// # Handling
+    /// The store was written by a newer version of this crate: upgrade.
+    #[error("record at {key} has unknown format version {found}")]
+    UnknownVersion {
+        /// Where the record is.
+        key: String,
+        /// The version found.
+        found: u8,
+    },
+
+    /// The ledger refuses reads after a failed write or flush: see
+    /// [`Error::Poisoned`]. A store's own reads never return it.
+    ///
+    /// # Handling
+    /// Drop the ledger and open it again.
+    #[error("ledger is poisoned by an earlier storage failure ({cause}); reopen it")]
+    Poisoned {
+        /// The failure that poisoned it, whole (also this error's source).
+        #[source]
+        cause: Shared<Error>,
+    },
+
+    /// The read needs what only a store of the current format has (the index
+    /// of what is open and dead); this store is older.
+    ///
+    /// # Handling
+    /// As for [`Error::NeedsMigration`]: migrate it in place, once.
+    #[error(
+        "store {path} is in format {found}, which has no index: migrate it first \
+         (`delegation-log migrate {path}`)",
+        path = .path.display()
+    )]
+    NeedsMigration {
+        /// The store's path.
+        path: PathBuf,
+        /// The format found.
+        found: u8,
+    },
+
+    /// The store failed: an I/O error, or its engine's own.
+    ///
+    /// # Handling
+    /// Check the disk or the server, then read again; a read changes nothing,
+    /// so it does not poison the ledger.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl ReadError {
+    /// The error for stored bytes that did not decode.
+    pub(crate) fn decode(key: String, error: DecodeError) -> Self {
+        match error {
+            DecodeError::UnknownVersion { found } => ReadError::UnknownVersion { key, found },
+            other => ReadError::Corrupt {
+                key,
+                reason: other.to_string(),
+            },
+        }
+    }
+
+    /// The error for damaged bytes at `key`.
+    pub(crate) fn corrupt(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ReadError::Corrupt {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<ReadError> for Error {
+    fn from(error: ReadError) -> Self {
+        match error {
+            ReadError::Corrupt { key, reason } => Error::Corrupt { key, reason },
+            ReadError::UnknownVersion { key, found } => Error::UnknownVersion { key, found },
+            ReadError::Poisoned { cause } => Error::Poisoned { cause },
+            ReadError::NeedsMigration { path, found } => Error::NeedsMigration { path, found },
+            ReadError::Storage(error) => Error::Storage(error),
+        }
+    }
+}
+
+impl From<std::io::Error> for ReadError {
+    fn from(error: std::io::Error) -> Self {
+        ReadError::Storage(StorageError::from(error))
+    }
+}
+
 /// An error held in common by everyone it concerns, so that the errors that
 /// hold it clone cheaply: each writer a failed group flush fails, and each call
 /// a poisoned ledger refuses, gets the same failure, not a description of it.
@@ -389,17 +504,6 @@ impl Error {
                 id: id.clone(),
                 from,
                 event,
-            },
-        }
-    }
-
-    /// The error for stored bytes that did not decode.
-    pub(crate) fn decode(key: String, error: DecodeError) -> Self {
-        match error {
-            DecodeError::UnknownVersion { found } => Error::UnknownVersion { key, found },
-            other => Error::Corrupt {
-                key,
-                reason: other.to_string(),
             },
         }
     }

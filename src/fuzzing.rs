@@ -31,7 +31,7 @@ use arbitrary::Arbitrary;
 use crate::clock::ManualClock;
 use crate::delegation::{Status, StatusKind};
 use crate::envelope;
-use crate::error::{Error, StorageError};
+use crate::error::{Error, ReadError, StorageError};
 use crate::event::http_status::Code;
 use crate::event::{
     DelegationId, Delivered, Event, EventKind, Failed, FailureReason, MAX_ID_LEN, Queued, Received,
@@ -1367,32 +1367,35 @@ impl Subject {
             // A poisoned ledger serves no reads: what it holds may not be durable.
             for id in &self.ids {
                 let status = self.ledger.status(id);
-                assert!(matches!(status, Err(Error::Poisoned { .. })), "{status:?}");
+                assert!(
+                    matches!(status, Err(ReadError::Poisoned { .. })),
+                    "{status:?}"
+                );
                 let history = self.ledger.history(id);
                 assert!(
-                    matches!(history, Err(Error::Poisoned { .. })),
+                    matches!(history, Err(ReadError::Poisoned { .. })),
                     "{history:?}"
                 );
             }
             let replayed: Vec<_> = self.ledger.replay().collect();
             assert!(
-                matches!(replayed.as_slice(), [Err(Error::Poisoned { .. })]),
+                matches!(replayed.as_slice(), [Err(ReadError::Poisoned { .. })]),
                 "{replayed:?}"
             );
             for id in &self.ids {
                 let attempts = self.ledger.attempts(id);
                 assert!(
-                    matches!(attempts, Err(Error::Poisoned { .. })),
+                    matches!(attempts, Err(ReadError::Poisoned { .. })),
                     "{attempts:?}"
                 );
             }
             let pending = self.ledger.pending(None);
             assert!(
-                matches!(pending, Err(Error::Poisoned { .. })),
+                matches!(pending, Err(ReadError::Poisoned { .. })),
                 "{pending:?}"
             );
             let dead = self.ledger.dead();
-            assert!(matches!(dead, Err(Error::Poisoned { .. })), "{dead:?}");
+            assert!(matches!(dead, Err(ReadError::Poisoned { .. })), "{dead:?}");
             return;
         }
         self.check_retry_links();
@@ -1431,7 +1434,7 @@ impl Subject {
                     );
                     replayed.push(delegation.id);
                 }
-                Err(Error::Corrupt { .. }) => replay_errors += 1,
+                Err(ReadError::Corrupt { .. }) => replay_errors += 1,
                 Err(other) => panic!("replay gave {other:?}"),
             }
         }
@@ -1499,7 +1502,7 @@ impl Subject {
     fn check_senders_view(&self, model: &Model) {
         for index in 0..POOL {
             let id = self.id(index);
-            let got = self.ledger.attempts(id).map_err(|e| kind_of(&e));
+            let got = self.ledger.attempts(id).map_err(|e| kind_of(&e.into()));
             let expected = self
                 .expected_chain(model, index)
                 .map(|chain| chain.map(|chain| self.view(model, &chain)));
@@ -1514,9 +1517,9 @@ impl Subject {
                 );
             }
         }
-        let got = self.ledger.pending(None).map_err(|e| kind_of(&e));
+        let got = self.ledger.pending(None).map_err(|e| kind_of(&e.into()));
         assert_eq!(got, self.expected_pending(model), "pending");
-        let got = self.ledger.dead().map_err(|e| kind_of(&e));
+        let got = self.ledger.dead().map_err(|e| kind_of(&e.into()));
         assert_eq!(got, self.expected_dead(model), "dead");
     }
 
@@ -1723,7 +1726,7 @@ impl Subject {
                     };
                     assert_eq!(status, expected, "{id}: status beside damage");
                     assert!(
-                        matches!(history, Err(Error::Corrupt { .. })),
+                        matches!(history, Err(ReadError::Corrupt { .. })),
                         "`{id}` reads as {history:?}, not as damaged"
                     );
                 }

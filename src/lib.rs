@@ -57,7 +57,7 @@ pub use crate::audit::{AuditError, Verdict};
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::delegation::{Delegation, Outcome, Status, StatusKind};
 pub use crate::dispatch::{Dispatcher, Receipt, Recovery, Request};
-pub use crate::error::{Error, OpenError, Result, Shared, StorageError};
+pub use crate::error::{Error, OpenError, ReadError, Result, Shared, StorageError};
 pub use crate::event::{
     ChainHash, DelegationId, Event, EventKind, FailureReason, Received, Record, Seq, Timestamp,
 };

@@ -23,7 +23,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use delegation_log::event::{Failed, Queued};
 use delegation_log::store::{Append, AppendError, Faulty, Head, Store, Stream};
 use delegation_log::{
-    DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, Seq, StatusKind,
+    DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, ReadError, Seq,
+    StatusKind, StorageError,
 };
 
 fn id(text: &str) -> DelegationId {
@@ -42,7 +43,7 @@ struct Killed {
 }
 
 impl Killed {
-    fn alive(&self) -> Result<(), Error> {
+    fn alive(&self) -> Result<(), StorageError> {
         if !self.dead.load(Ordering::SeqCst) && self.calls.fetch_add(1, Ordering::SeqCst) == self.at
         {
             self.dead.store(true, Ordering::SeqCst);
@@ -65,20 +66,20 @@ impl Store for Killed {
         self.inner.append(appends)
     }
 
-    fn head(&self, id: &DelegationId) -> Result<Option<Head>, Error> {
+    fn head(&self, id: &DelegationId) -> Result<Option<Head>, ReadError> {
         self.alive()?;
         self.inner.head(id)
     }
 
-    fn history(&self, id: &DelegationId) -> Result<Stream, Error> {
+    fn history(&self, id: &DelegationId) -> Result<Stream, ReadError> {
         self.alive()?;
         self.inner.history(id)
     }
 
-    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream, Error>> + Send + '_> {
+    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream, ReadError>> + Send + '_> {
         match self.alive() {
             Ok(()) => self.inner.scan(),
-            Err(error) => Box::new(std::iter::once(Err(error))),
+            Err(error) => Box::new(std::iter::once(Err(error.into()))),
         }
     }
 
@@ -173,7 +174,7 @@ fn no_kill_leaves_a_head_that_disagrees_with_its_history() {
                         assert_eq!(status.status, StatusKind::NotFound);
                         assert!(!last_acked.contains_key(&id), "kill {at}: {id} was lost");
                     }
-                    Err(Error::Corrupt { .. }) => {
+                    Err(ReadError::Corrupt { .. }) => {
                         // Only a torn, unacknowledged record does this.
                         assert!(tear, "kill {at}: {id} damaged by a clean crash");
                         torn_reads += 1;

@@ -355,7 +355,7 @@ fn a_head_that_lies_about_the_outcome_is_a_broken_chain_and_history_reads_refuse
     let ledger = Ledger::open(dir.path()).unwrap();
     assert!(matches!(
         ledger.history(&id("c")),
-        Err(delegation_log::Error::Corrupt { .. })
+        Err(delegation_log::ReadError::Corrupt { .. })
     ));
 }
 

@@ -364,7 +364,7 @@ fn read_damaged(
     let id = &history[0].delegation;
     let ledger = Ledger::with_store(store, Options::new().clock(ManualClock::default()));
     if let Damage::Head(_) = damage {
-        return ledger.status(id);
+        return Ok(ledger.status(id)?);
     }
     let delegation = ledger.delegation(id)?.expect("the delegation has records");
     assert_eq!(ledger.status(id)?, delegation.status());

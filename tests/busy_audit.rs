@@ -106,21 +106,24 @@ impl delegation_log::store::Store for WriterAfterFirst {
     fn head(
         &self,
         id: &delegation_log::DelegationId,
-    ) -> delegation_log::Result<Option<delegation_log::store::Head>> {
+    ) -> Result<Option<delegation_log::store::Head>, delegation_log::ReadError> {
         self.inner.head(id)
     }
 
     fn history(
         &self,
         id: &delegation_log::DelegationId,
-    ) -> delegation_log::Result<delegation_log::store::Stream> {
+    ) -> Result<delegation_log::store::Stream, delegation_log::ReadError> {
         self.inner.history(id)
     }
 
     fn scan(
         &self,
-    ) -> Box<dyn Iterator<Item = delegation_log::Result<delegation_log::store::Stream>> + Send + '_>
-    {
+    ) -> Box<
+        dyn Iterator<Item = Result<delegation_log::store::Stream, delegation_log::ReadError>>
+            + Send
+            + '_,
+    > {
         let mut inner = self.inner.scan();
         let mut yielded = 0;
         Box::new(std::iter::from_fn(move || {

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use delegation_log::store::{Append, Fault, Faulty, Memory, Store};
 use delegation_log::{
-    DelegationId, Durability, Error, Event, Ledger, ManualClock, Options, StatusKind, StorageError,
+    DelegationId, Durability, Error, Event, Ledger, ManualClock, Options, ReadError, StatusKind,
+    StorageError,
 };
 use store_support::Hooked;
 
@@ -83,7 +84,10 @@ fn a_failed_flush_poisons_the_ledger_until_it_is_reopened() {
     assert!(matches!(ledger.flush(), Err(Error::Poisoned { .. })));
     // Reads are refused too: the unacknowledged write is visible live but not
     // durable, and a read must not serve it.
-    assert!(matches!(ledger.status(&id(1)), Err(Error::Poisoned { .. })));
+    assert!(matches!(
+        ledger.status(&id(1)),
+        Err(ReadError::Poisoned { .. })
+    ));
     store.crash();
     let reopened = Ledger::with_store(store, options(Durability::Durable));
     assert_eq!(
@@ -106,7 +110,10 @@ fn a_failed_write_poisons_the_ledger_and_writes_nothing() {
         ledger.record(&id(1), Event::queued("s", "t")),
         Err(Error::Poisoned { .. })
     ));
-    assert!(matches!(ledger.status(&id(1)), Err(Error::Poisoned { .. })));
+    assert!(matches!(
+        ledger.status(&id(1)),
+        Err(ReadError::Poisoned { .. })
+    ));
     let reopened = Ledger::with_store(store, options(Durability::Buffered));
     assert_eq!(
         reopened.status(&id(1)).unwrap().status,
@@ -361,15 +368,16 @@ fn a_poisoned_ledger_refuses_reads_that_could_show_an_unacknowledged_outcome() {
             .is_err()
     );
     let poisoned = |result: Result<(), Error>| matches!(result, Err(Error::Poisoned { .. }));
-    assert!(poisoned(ledger.status(&id).map(drop)));
-    assert!(poisoned(ledger.delegation(&id).map(drop)));
-    assert!(poisoned(ledger.history(&id).map(drop)));
-    assert!(poisoned(ledger.queued().map(drop)));
+    let refused = |result: Result<(), ReadError>| matches!(result, Err(ReadError::Poisoned { .. }));
+    assert!(refused(ledger.status(&id).map(drop)));
+    assert!(refused(ledger.delegation(&id).map(drop)));
+    assert!(refused(ledger.history(&id).map(drop)));
+    assert!(refused(ledger.queued().map(drop)));
     assert!(poisoned(ledger.recover().map(drop)));
     assert!(poisoned(ledger.export(Vec::new()).map(drop)));
     let replayed: Vec<_> = ledger.replay().collect();
     assert_eq!(replayed.len(), 1);
-    assert!(matches!(replayed[0], Err(Error::Poisoned { .. })));
+    assert!(matches!(replayed[0], Err(ReadError::Poisoned { .. })));
     assert!(matches!(
         ledger.audit(),
         Err(delegation_log::AuditError::Store(Error::Poisoned { .. }))

@@ -45,9 +45,9 @@ fn error_messages_say_what_happened_and_where() {
             head: b"\x02\x00\x00\x00\x00not a head",
         }])
         .unwrap();
-    messages.push(ledger.history(&bad).unwrap_err());
+    messages.push(ledger.history(&bad).unwrap_err().into());
     // A head that does not decode: `status` reads only the head.
-    messages.push(ledger.status(&bad).unwrap_err());
+    messages.push(ledger.status(&bad).unwrap_err().into());
     let newer = "newer".parse().unwrap();
     let mut bytes = envelope::encode(&ledger.history(&id).unwrap()[0]);
     bytes[0] = 9;
@@ -59,7 +59,7 @@ fn error_messages_say_what_happened_and_where() {
             head: b"",
         }])
         .unwrap();
-    messages.push(ledger.history(&newer).unwrap_err());
+    messages.push(ledger.history(&newer).unwrap_err().into());
 
     let faulty = Arc::new(Faulty::seeded(1));
     let poisoned = Ledger::with_store(faulty.clone(), Options::new().clock(ManualClock::default()));

@@ -216,7 +216,7 @@ fn run(ops: &[Op], store: Arc<dyn Store>, faulty: Option<&Faulty>) {
             Err(delegation_log::Error::Poisoned { .. } | delegation_log::Error::Storage(_))
         ) || matches!(
             ledger.pending(None),
-            Err(delegation_log::Error::Poisoned { .. })
+            Err(delegation_log::ReadError::Poisoned { .. })
         );
         if poisoned {
             if let Some(faulty) = faulty {

@@ -580,16 +580,22 @@ impl delegation_log::store::Store for HintsApart {
     fn head(
         &self,
         id: &DelegationId,
-    ) -> delegation_log::Result<Option<delegation_log::store::Head>> {
+    ) -> Result<Option<delegation_log::store::Head>, delegation_log::ReadError> {
         self.0.head(id)
     }
-    fn history(&self, id: &DelegationId) -> delegation_log::Result<delegation_log::store::Stream> {
+    fn history(
+        &self,
+        id: &DelegationId,
+    ) -> Result<delegation_log::store::Stream, delegation_log::ReadError> {
         self.0.history(id)
     }
     fn scan(
         &self,
-    ) -> Box<dyn Iterator<Item = delegation_log::Result<delegation_log::store::Stream>> + Send + '_>
-    {
+    ) -> Box<
+        dyn Iterator<Item = Result<delegation_log::store::Stream, delegation_log::ReadError>>
+            + Send
+            + '_,
+    > {
         self.0.scan()
     }
     fn flush(&self) -> delegation_log::Result<()> {

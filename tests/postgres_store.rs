@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use delegation_log::store::{
     Append, AppendError, Connect, Expect, Head, Postgres, PostgresError, STATEMENT_TIMEOUT, Store,
 };
-use delegation_log::{DelegationId, Error, Event, Ledger, Options, StatusKind, StorageError};
+use delegation_log::{
+    DelegationId, Error, Event, Ledger, Options, ReadError, StatusKind, StorageError,
+};
 
 fn id(text: &str) -> DelegationId {
     text.parse().unwrap()
@@ -374,7 +376,7 @@ fn the_scan_pages_through_many_delegations_in_key_order_damage_included() {
                 }
                 seen.push(stream.id.to_string());
             }
-            Err(Error::Corrupt { key, .. }) => {
+            Err(ReadError::Corrupt { key, .. }) => {
                 assert!(key.contains("ff"), "{key}");
                 damaged += 1;
             }
@@ -491,14 +493,14 @@ fn calls_fail_typed_while_the_server_is_down_and_work_again_when_it_is_back() {
     server.run("stop");
     for _ in 0..3 {
         match store.head(&a) {
-            Err(Error::Storage(error)) => {
+            Err(ReadError::Storage(error)) => {
                 let message = error.to_string();
                 assert!(message.contains("127.0.0.1"), "{message}");
             }
             other => panic!("expected a storage error while down, got {other:?}"),
         }
-        assert!(matches!(ledger.status(&a), Err(Error::Storage(_))));
-        assert!(matches!(ledger.history(&a), Err(Error::Storage(_))));
+        assert!(matches!(ledger.status(&a), Err(ReadError::Storage(_))));
+        assert!(matches!(ledger.history(&a), Err(ReadError::Storage(_))));
     }
     // A write while down fails typed before anything was sent (a new
     // delegation's `queued` is written unread, so the append itself finds the
@@ -638,7 +640,7 @@ fn a_write_blocked_by_a_lock_ends_at_the_statement_timeout_as_a_typed_error_and_
     }
     // The ledger that made the write no longer trusts what it knows.
     assert!(
-        matches!(ledger.status(&locked), Err(Error::Poisoned { .. })),
+        matches!(ledger.status(&locked), Err(ReadError::Poisoned { .. })),
         "{:?}",
         ledger.status(&locked)
     );

@@ -14,7 +14,9 @@ use delegation_log::dispatch::{self, Dispatcher, Recovery};
 use delegation_log::event::ReasonCode;
 use delegation_log::store::{Append, AppendError, Expect, Faulty, Head, Memory, Store, Stream};
 use delegation_log::transport::Immediate;
-use delegation_log::{DelegationId, Error, Event, Ledger, ManualClock, Options, StatusKind};
+use delegation_log::{
+    DelegationId, Error, Event, Ledger, ManualClock, Options, ReadError, StatusKind, StorageError,
+};
 use delivery_support::{Silent, recording};
 
 fn id(text: &str) -> DelegationId {
@@ -78,7 +80,7 @@ impl Doomed {
     }
 }
 
-fn dead() -> Error {
+fn dead() -> StorageError {
     std::io::Error::other("the process is dead").into()
 }
 
@@ -90,30 +92,30 @@ impl Store for Doomed {
         self.inner.append(appends)
     }
 
-    fn head(&self, id: &DelegationId) -> Result<Option<Head>, Error> {
+    fn head(&self, id: &DelegationId) -> Result<Option<Head>, ReadError> {
         if self.died() {
-            return Err(dead());
+            return Err(dead().into());
         }
         self.inner.head(id)
     }
 
-    fn history(&self, id: &DelegationId) -> Result<Stream, Error> {
+    fn history(&self, id: &DelegationId) -> Result<Stream, ReadError> {
         if self.died() {
-            return Err(dead());
+            return Err(dead().into());
         }
         self.inner.history(id)
     }
 
-    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream, Error>> + Send + '_> {
+    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream, ReadError>> + Send + '_> {
         if self.died() {
-            return Box::new(std::iter::once(Err(dead())));
+            return Box::new(std::iter::once(Err(dead().into())));
         }
         self.inner.scan()
     }
 
     fn flush(&self) -> Result<(), Error> {
         if !self.survives() {
-            return Err(dead());
+            return Err(dead().into());
         }
         self.inner.flush()
     }

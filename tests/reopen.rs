@@ -12,7 +12,7 @@ use std::sync::Arc;
 use delegation_log::store::Faulty;
 use delegation_log::{
     DelegationId, Durability, Error, Event, FailureReason, Ledger, ManualClock, OpenError, Options,
-    Status, StatusKind,
+    ReadError, Status, StatusKind,
 };
 
 fn statuses(ledger: &Ledger, ids: &[DelegationId]) -> BTreeMap<DelegationId, Status> {
@@ -109,7 +109,10 @@ fn recover_settles_every_readable_delegation_even_when_another_is_damaged() {
 
     assert!(matches!(ledger.recover(), Err(Error::Corrupt { .. })));
     assert_eq!(ledger.status(&intact).unwrap().status, StatusKind::Failed);
-    assert!(matches!(ledger.history(&torn), Err(Error::Corrupt { .. })));
+    assert!(matches!(
+        ledger.history(&torn),
+        Err(ReadError::Corrupt { .. })
+    ));
     // The torn `queued` never got its head: `status`, which reads the head, has
     // never heard of it, and neither has anyone it was acknowledged to durably.
     assert_eq!(ledger.status(&torn).unwrap().status, StatusKind::NotFound);

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use delegation_log::store::{Append, AppendError, Expect, Faulty, Head, Memory, Sled, Store, key};
-use delegation_log::{DelegationId, Error};
+use delegation_log::{DelegationId, Error, ReadError};
 
 /// The summary the tests write with the head of seq `seq`: opaque bytes whose
 /// length varies with the seq, so that a store that pads or cuts them shows.
@@ -518,7 +518,7 @@ fn an_append_into_an_occupied_slot_is_corruption_on_sled_too() {
     let before = value(dir.path());
     let store = Sled::open(dir.path()).unwrap();
     match store.history(&a) {
-        Err(Error::Corrupt { key, reason }) => {
+        Err(ReadError::Corrupt { key, reason }) => {
             assert_eq!(key, "delegation `a`");
             assert!(reason.contains("holds 2 records"), "{reason}");
         }

@@ -39,7 +39,7 @@ use std::path::Path;
 
 use delegation_log::event::MAX_ID_LEN;
 use delegation_log::store::{Append, AppendError, Expect, Head, Sled, Store, Stream, key};
-use delegation_log::{DelegationId, Error, StorageError};
+use delegation_log::{DelegationId, Error, ReadError, StorageError};
 
 fn id(text: &str) -> DelegationId {
     text.parse().unwrap()
@@ -682,7 +682,7 @@ fn a_truncated_or_misframed_value_is_a_typed_error_naming_the_delegation() {
         put_value(dir.path(), "a", value);
         let store = Sled::open(dir.path()).unwrap();
         match store.history(&id("a")) {
-            Err(Error::Corrupt { key, .. }) => assert_eq!(key, "delegation `a`", "{what}"),
+            Err(ReadError::Corrupt { key, .. }) => assert_eq!(key, "delegation `a`", "{what}"),
             other => panic!("{what}: {other:?}"),
         }
         let scan = scanned(&store);
@@ -717,11 +717,11 @@ fn a_truncated_or_misframed_value_is_a_typed_error_naming_the_delegation() {
     let store = Sled::open(dir.path()).unwrap();
     assert!(matches!(
         store.head(&id("a")),
-        Err(Error::UnknownVersion { found: 2, .. })
+        Err(ReadError::UnknownVersion { found: 2, .. })
     ));
     assert!(matches!(
         store.history(&id("a")),
-        Err(Error::UnknownVersion { found: 2, .. })
+        Err(ReadError::UnknownVersion { found: 2, .. })
     ));
 }
 
@@ -754,12 +754,12 @@ fn every_bit_flip_of_a_stored_value_is_a_typed_error_or_an_audit_finding() {
             flipped[byte] ^= 1 << bit;
             let (head, entries) = match value::decode(&a, &flipped) {
                 Ok(decoded) => decoded,
-                Err(Error::Corrupt { key, .. }) => {
+                Err(ReadError::Corrupt { key, .. }) => {
                     assert_eq!(key, "delegation `a`");
                     caught[0] += 1;
                     continue;
                 }
-                Err(Error::UnknownVersion { found, .. }) => {
+                Err(ReadError::UnknownVersion { found, .. }) => {
                     assert_eq!(byte, 0, "{found}");
                     caught[0] += 1;
                     continue;

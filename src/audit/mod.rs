@@ -245,3 +245,9 @@ pub enum AuditError {
         delegation: DelegationId,
     },
 }
+
+impl From<crate::ReadError> for AuditError {
+    fn from(error: crate::ReadError) -> Self {
+        AuditError::Store(error.into())
+    }
+}

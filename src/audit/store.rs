@@ -27,7 +27,7 @@ use crate::audit::{AuditError, Judgement, Kind, Verdict, Violation};
 use crate::clock::Clock;
 use crate::delegation::{Fold, LentFold};
 use crate::envelope::{self, EventRef};
-use crate::error::Error;
+use crate::error::ReadError;
 use crate::event::{ChainHash, DelegationId, Event, Record, Seq};
 use crate::ledger::{Chain, Ledger, decode_stream, fold_records, head_disagrees};
 use crate::lifecycle::State;
@@ -161,7 +161,7 @@ fn audit_item(
     tally: &mut Tally,
     pending: &mut Vec<super::Pending>,
     retried: &mut HashMap<DelegationId, DelegationId>,
-    stream: Result<Stream, Error>,
+    stream: Result<Stream, ReadError>,
     now: crate::event::Timestamp,
 ) -> Result<(), AuditError> {
     match stream {
@@ -172,15 +172,15 @@ fn audit_item(
                 pending.push(queued);
             }
         }
-        Err(Error::Corrupt { key, reason }) => {
+        Err(ReadError::Corrupt { key, reason }) => {
             let line = tally.next_line();
             tally.report(line, None, Kind::Malformed, format!("{key}: {reason}"));
         }
-        Err(error @ Error::UnknownVersion { .. }) => {
+        Err(error @ ReadError::UnknownVersion { .. }) => {
             let line = tally.next_line();
             tally.report(line, None, Kind::Malformed, error.to_string());
         }
-        Err(error) => return Err(AuditError::Store(error)),
+        Err(error) => return Err(error.into()),
     }
     Ok(())
 }

@@ -101,6 +101,12 @@ pub enum Error {
     InvalidId(#[from] crate::event::InvalidId),
 }
 
+impl From<crate::ReadError> for Error {
+    fn from(error: crate::ReadError) -> Self {
+        Error::Ledger(error.into())
+    }
+}
+
 /// An outcome that was decided but could not be written.
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("outcome of delegation `{}` not recorded ({outcome}): {cause}", .id.as_ref().map_or("<unknown>", DelegationId::as_str))]

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::delegation::{Delegation, Outcome, Status, StatusKind};
-use crate::error::{Error, Result};
+use crate::error::ReadError;
 use crate::event::{Attempt, DelegationId, ReasonCode, Record, Timestamp};
 use crate::lifecycle::State;
 
@@ -94,10 +94,10 @@ impl Ledger {
     /// before `migrate`), the forward links come from one scan.
     ///
     /// # Errors
-    /// A storage error; [`Error::Corrupt`] for a damaged head, or a `retry_of`
+    /// [`ReadError::Storage`]; [`ReadError::Corrupt`] for a damaged head, or a `retry_of`
     /// that names a delegation the log does not hold or one whose attempt is
     /// not one less.
-    pub fn attempts(&self, id: &DelegationId) -> Result<Option<Attempts>> {
+    pub fn attempts(&self, id: &DelegationId) -> Result<Option<Attempts>, ReadError> {
         self.check_poisoned()?;
         Ok(self.chain(id)?.map(|chain| self.view(&chain)))
     }
@@ -110,7 +110,10 @@ impl Ledger {
     ///
     /// # Errors
     /// As for [`Ledger::attempts`] and [`Ledger::history`].
-    pub fn task_history(&self, id: &DelegationId) -> Result<Vec<(DelegationId, Vec<Record>)>> {
+    pub fn task_history(
+        &self,
+        id: &DelegationId,
+    ) -> Result<Vec<(DelegationId, Vec<Record>)>, ReadError> {
         self.check_poisoned()?;
         let Some(chain) = self.chain(id)? else {
             return Ok(Vec::new());
@@ -140,7 +143,7 @@ impl Ledger {
     ///
     /// # Errors
     /// As for [`Ledger::attempts`].
-    pub fn task_status(&self, id: &DelegationId) -> Result<Status> {
+    pub fn task_status(&self, id: &DelegationId) -> Result<Status, ReadError> {
         let status = self.status(id)?;
         if status.status == StatusKind::NotFound {
             return Ok(status);
@@ -158,7 +161,7 @@ impl Ledger {
     }
 
     /// The chain `id` belongs to, first attempt to latest.
-    pub(super) fn chain(&self, id: &DelegationId) -> Result<Option<Chain>> {
+    pub(super) fn chain(&self, id: &DelegationId) -> Result<Option<Chain>, ReadError> {
         let Some(asked) = self.summary_of(id)? else {
             return Ok(None);
         };
@@ -177,15 +180,13 @@ impl Ledger {
 
     /// The attempts from the first to `asked`, back by `retry_of`, one head
     /// read each.
-    pub(super) fn back(&self, asked: Delegation) -> Result<Vec<Delegation>> {
+    pub(super) fn back(&self, asked: Delegation) -> Result<Vec<Delegation>, ReadError> {
         let mut earlier = Vec::new();
         let mut current = asked;
         // Each link goes to an attempt one lower, so the walk ends.
         while let Some(previous) = current.retry_of.clone() {
-            let broken = |reason: String| Error::Corrupt {
-                key: format!("delegation `{}`", current.id),
-                reason,
-            };
+            let broken =
+                |reason: String| ReadError::corrupt(format!("delegation `{}`", current.id), reason);
             let Some(before) = self.summary_of(&previous)? else {
                 return Err(broken(format!(
                     "it retries `{previous}`, which the log does not hold"
@@ -227,8 +228,8 @@ impl Ledger {
 
 /// What [`Ledger::chain`] would say of an empty walk, which cannot happen:
 /// the walk holds at least the attempt asked about.
-fn not_found(id: &DelegationId) -> Error {
-    Error::Corrupt {
+fn not_found(id: &DelegationId) -> ReadError {
+    ReadError::Corrupt {
         key: format!("delegation `{id}`"),
         reason: "its chain of attempts came out empty".to_owned(),
     }

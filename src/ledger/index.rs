@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use crate::delegation::Delegation;
-use crate::error::Result;
+use crate::error::{ReadError, Result};
 use crate::event::{DelegationId, Event, Queued};
 use crate::lifecycle::State;
 use crate::store::Hint;
@@ -126,7 +126,7 @@ impl Ledger {
     }
 
     /// Delegation `id` as its head says (one read), `None` if the log has none.
-    pub(super) fn summary_of(&self, id: &DelegationId) -> Result<Option<Delegation>> {
+    pub(super) fn summary_of(&self, id: &DelegationId) -> Result<Option<Delegation>, ReadError> {
         Ok(self.resume(id)?.into_delegation())
     }
 
@@ -138,7 +138,7 @@ impl Ledger {
         &self,
         from: &DelegationId,
         links: &mut Links,
-    ) -> Result<Option<Delegation>> {
+    ) -> Result<Option<Delegation>, ReadError> {
         let to = match self.inner.store.index() {
             Some(index) => index.link(from)?,
             None => links.get(self)?.get(from).cloned(),
@@ -198,7 +198,7 @@ impl Ledger {
 pub(super) struct Links(Option<HashMap<DelegationId, DelegationId>>);
 
 impl Links {
-    fn get(&mut self, ledger: &Ledger) -> Result<&HashMap<DelegationId, DelegationId>> {
+    fn get(&mut self, ledger: &Ledger) -> Result<&HashMap<DelegationId, DelegationId>, ReadError> {
         if self.0.is_none() {
             let mut links = HashMap::new();
             for delegation in ledger.replay() {

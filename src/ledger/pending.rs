@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Serialize, Serializer};
 
 use crate::delegation::Delegation;
-use crate::error::Result;
+use crate::error::ReadError;
 use crate::event::{Attempt, DelegationId, Timestamp};
 use crate::lifecycle::State;
 use crate::store::index::Set;
@@ -84,9 +84,9 @@ impl Ledger {
     /// scanned instead, with the same answer.
     ///
     /// # Errors
-    /// A storage error, or [`Error::Corrupt`](crate::Error::Corrupt) for a
+    /// [`ReadError::Storage`], or [`ReadError::Corrupt`] for a
     /// damaged head met on the way.
-    pub fn pending(&self, older_than: Option<Duration>) -> Result<Vec<Pending>> {
+    pub fn pending(&self, older_than: Option<Duration>) -> Result<Vec<Pending>, ReadError> {
         self.check_poisoned()?;
         let now = self.clock().now();
         let mut pending = Vec::new();
@@ -132,7 +132,7 @@ impl Ledger {
     ///
     /// # Errors
     /// As for [`Ledger::pending`].
-    pub fn dead(&self) -> Result<Vec<Dead>> {
+    pub fn dead(&self) -> Result<Vec<Dead>, ReadError> {
         self.check_poisoned()?;
         let mut dead = Vec::new();
         let mut links = Links::default();
@@ -170,7 +170,7 @@ impl Ledger {
     ///
     /// # Errors
     /// The first storage error or damaged delegation met.
-    pub fn queued(&self) -> Result<Vec<Delegation>> {
+    pub fn queued(&self) -> Result<Vec<Delegation>, ReadError> {
         let mut queued = Vec::new();
         for delegation in self.replay() {
             let delegation = delegation?;
@@ -183,20 +183,20 @@ impl Ledger {
 
     /// The delegations whose head is `queued`: the verified open hints, or a
     /// scan without an index.
-    fn open_delegations(&self) -> Result<Vec<Delegation>> {
+    fn open_delegations(&self) -> Result<Vec<Delegation>, ReadError> {
         self.hinted(Set::Open, State::Queued)
     }
 
     /// The delegations whose head is `failed`: the verified dead hints (a
     /// candidate still needs its forward link checked), or a scan without an
     /// index.
-    fn failed_delegations(&self) -> Result<Vec<Delegation>> {
+    fn failed_delegations(&self) -> Result<Vec<Delegation>, ReadError> {
         self.hinted(Set::Dead, State::Failed)
     }
 
     /// The delegations hinted in `set` whose head is in `state`; on a store
     /// without an index, every delegation in `state`, by a scan.
-    fn hinted(&self, set: Set, state: State) -> Result<Vec<Delegation>> {
+    fn hinted(&self, set: Set, state: State) -> Result<Vec<Delegation>, ReadError> {
         let Some(index) = self.inner.store.index() else {
             let mut found = Vec::new();
             for delegation in self.replay() {

@@ -1,7 +1,7 @@
 //! Poisoning: after a failed write or flush the ledger refuses every write and
 //! read until it is reopened.
 
-use crate::error::{Error, Result, Shared};
+use crate::error::{Error, ReadError, Shared};
 
 use super::Ledger;
 
@@ -10,9 +10,9 @@ impl Ledger {
     /// the store shows after a failed flush may include writes that never became
     /// durable, and a crash would undo them, so the ledger serves nothing until it
     /// is reopened and reads only what survived.
-    pub(crate) fn check_poisoned(&self) -> Result<()> {
+    pub(crate) fn check_poisoned(&self) -> Result<(), ReadError> {
         match self.inner.poisoned.get() {
-            Some(cause) => Err(Error::Poisoned {
+            Some(cause) => Err(ReadError::Poisoned {
                 cause: cause.clone(),
             }),
             None => Ok(()),

@@ -2,7 +2,7 @@
 //! and `first_attempt`, which fold records and check them against heads.
 
 use crate::delegation::{Delegation, Fold, Status};
-use crate::error::{Error, Result};
+use crate::error::ReadError;
 use crate::event::{DelegationId, Record};
 use crate::store::{self, Head, Lent};
 
@@ -14,8 +14,8 @@ impl Ledger {
     /// if the log has never seen it. One read: the delegation's head.
     ///
     /// # Errors
-    /// A storage error, or [`Error::Corrupt`] if its history is damaged.
-    pub fn status(&self, id: &DelegationId) -> Result<Status> {
+    /// [`ReadError::Storage`], or [`ReadError::Corrupt`] if its history is damaged.
+    pub fn status(&self, id: &DelegationId) -> Result<Status, ReadError> {
         self.check_poisoned()?;
         if self.format() < store::HEAD_FORMAT {
             // A head of format 1 holds no summary: the history is folded.
@@ -37,30 +37,31 @@ impl Ledger {
     /// Delegation `id` rebuilt from its records, or `None` if it has none.
     ///
     /// # Errors
-    /// A storage error, or [`Error::Corrupt`] if its history is damaged.
-    pub fn delegation(&self, id: &DelegationId) -> Result<Option<Delegation>> {
+    /// [`ReadError::Storage`], or [`ReadError::Corrupt`] if its history is damaged.
+    pub fn delegation(&self, id: &DelegationId) -> Result<Option<Delegation>, ReadError> {
         Ok(self.read(id)?.1.into_delegation())
     }
 
     /// The records of delegation `id`, in order, each checked.
     ///
     /// # Errors
-    /// A storage error, or [`Error::Corrupt`] if its history is damaged.
-    pub fn history(&self, id: &DelegationId) -> Result<Vec<Record>> {
+    /// [`ReadError::Storage`], or [`ReadError::Corrupt`] if its history is damaged.
+    pub fn history(&self, id: &DelegationId) -> Result<Vec<Record>, ReadError> {
         Ok(self.read(id)?.0)
     }
 
     /// Every delegation, rebuilt from the log alone, one at a time in store order.
     /// A damaged delegation gives an error item and the replay goes on.
     ///
-    /// A poisoned ledger yields one [`Error::Poisoned`] and nothing else.
-    pub fn replay(&self) -> impl Iterator<Item = Result<Delegation>> + '_ {
+    /// A poisoned ledger yields one [`ReadError::Poisoned`] and nothing else.
+    pub fn replay(&self) -> impl Iterator<Item = Result<Delegation, ReadError>> + '_ {
         let poisoned = self.check_poisoned().err();
-        let scan: Box<dyn Iterator<Item = Result<Lent>> + Send + '_> = if poisoned.is_some() {
-            Box::new(std::iter::empty())
-        } else {
-            self.inner.store.scan_lent()
-        };
+        let scan: Box<dyn Iterator<Item = Result<Lent, ReadError>> + Send + '_> =
+            if poisoned.is_some() {
+                Box::new(std::iter::empty())
+            } else {
+                self.inner.store.scan_lent()
+            };
         poisoned.map(Err).into_iter().chain(scan.filter_map(|lent| {
             lent.and_then(|lent| replay_lent(lent, self.format()))
                 .transpose()
@@ -73,38 +74,20 @@ impl Ledger {
     /// number of crashes. `None` if the log has never seen `id`.
     ///
     /// # Errors
-    /// A storage error; [`Error::Corrupt`] if a history on the way is damaged, or
-    /// a link names a delegation the log does not hold or one whose attempt is not
-    /// one less.
-    pub fn first_attempt(&self, id: &DelegationId) -> Result<Option<DelegationId>> {
-        let Some(mut current) = self.delegation(id)? else {
+    /// [`ReadError::Storage`]; [`ReadError::Corrupt`] if a head on the way is
+    /// damaged, or a link names a delegation the log does not hold or one whose
+    /// attempt is not one less.
+    pub fn first_attempt(&self, id: &DelegationId) -> Result<Option<DelegationId>, ReadError> {
+        self.check_poisoned()?;
+        let Some(asked) = self.summary_of(id)? else {
             return Ok(None);
         };
-        // Each link goes to an attempt one lower, so the walk ends.
-        while let Some(previous) = current.retry_of.clone() {
-            let broken = |reason: String| Error::Corrupt {
-                key: format!("delegation `{}`", current.id),
-                reason,
-            };
-            let Some(earlier) = self.delegation(&previous)? else {
-                return Err(broken(format!(
-                    "it retries `{previous}`, which the log does not hold"
-                )));
-            };
-            if earlier.attempt.saturating_add(1) != current.attempt {
-                return Err(broken(format!(
-                    "it is attempt {}, but `{previous}`, which it retries, is attempt {}",
-                    current.attempt, earlier.attempt
-                )));
-            }
-            current = earlier;
-        }
-        Ok(Some(current.id))
+        Ok(self.back(asked)?.into_iter().next().map(|first| first.id))
     }
 
     /// Reads, decodes and folds one delegation's whole history, and checks its
     /// head against it: what `history`, `delegation` and recovery read.
-    pub(super) fn read(&self, id: &DelegationId) -> Result<(Vec<Record>, Fold)> {
+    pub(super) fn read(&self, id: &DelegationId) -> Result<(Vec<Record>, Fold), ReadError> {
         self.check_poisoned()?;
         fold_stream(&self.inner.store.history(id)?, self.format())
     }
@@ -117,14 +100,18 @@ impl Ledger {
     /// The fold of `id` as its head describes it, one read: where every write
     /// starts, and what `status` answers from. A store of format 1, whose heads
     /// hold no summary, is folded from its history instead.
-    pub(super) fn resume(&self, id: &DelegationId) -> Result<Fold> {
+    pub(super) fn resume(&self, id: &DelegationId) -> Result<Fold, ReadError> {
         let head = self.inner.store.head(id)?;
         self.resume_from(id, head.as_ref())
     }
 
     /// The fold of `id` from `head`, as [`Ledger::resume`] makes it from the
     /// head it reads: no head is a delegation with no records.
-    pub(super) fn resume_from(&self, id: &DelegationId, head: Option<&Head>) -> Result<Fold> {
+    pub(super) fn resume_from(
+        &self,
+        id: &DelegationId,
+        head: Option<&Head>,
+    ) -> Result<Fold, ReadError> {
         let Some(head) = head else {
             return Ok(Fold::trusting(id.clone()));
         };

@@ -172,14 +172,20 @@ impl Ledger {
         };
         // A poisoned ledger reads nothing, so it recovers nothing.
         if let Err(error) = self.check_poisoned() {
-            orphans.damaged.push(Unrecovered { id: None, error });
+            orphans.damaged.push(Unrecovered {
+                id: None,
+                error: error.into(),
+            });
             return orphans;
         }
         for stream in self.inner.store.scan() {
             let stream = match stream {
                 Ok(stream) => stream,
                 Err(error) => {
-                    orphans.damaged.push(Unrecovered { id: None, error });
+                    orphans.damaged.push(Unrecovered {
+                        id: None,
+                        error: error.into(),
+                    });
                     continue;
                 }
             };
@@ -192,7 +198,7 @@ impl Ledger {
                 Ok(_) => {}
                 Err(error) => orphans.damaged.push(Unrecovered {
                     id: Some(stream.id),
-                    error,
+                    error: error.into(),
                 }),
             }
         }

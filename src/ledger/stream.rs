@@ -3,7 +3,7 @@
 
 use crate::delegation::{Delegation, Fold, LentFold, Status};
 use crate::envelope;
-use crate::error::{Error, Result};
+use crate::error::ReadError;
 use crate::event::{DelegationId, Record, Seq};
 use crate::store::{self, Head, Lent, Stream, StreamRef};
 
@@ -27,7 +27,7 @@ pub(crate) fn summary(
     head: &Head,
     format: u8,
     check: HeadCheck,
-) -> Result<Option<Delegation>> {
+) -> Result<Option<Delegation>, ReadError> {
     if format < store::HEAD_FORMAT {
         return Ok(None);
     }
@@ -36,9 +36,9 @@ pub(crate) fn summary(
         HeadCheck::Strict => envelope::head::decode(&head.summary),
         HeadCheck::Checksummed => envelope::head::decode_checksummed(&head.summary),
     };
-    let delegation = decoded.map_err(|e| Error::decode(where_(), e))?;
+    let delegation = decoded.map_err(|e| ReadError::decode(where_(), e))?;
     if &delegation.id != id || delegation.seq != head.seq {
-        return Err(Error::Corrupt {
+        return Err(ReadError::Corrupt {
             key: where_(),
             reason: format!(
                 "it is stored as the head of seq {}, but says `{}` seq {}",
@@ -53,11 +53,12 @@ pub(crate) fn summary(
 /// summary (`bytes`) checked as [`summary`] checks it with
 /// [`HeadCheck::Checksummed`] (checksum, body, the fold's rules, and the key's
 /// id and seq), without building the delegation.
-pub(crate) fn head_status(id: &DelegationId, seq: Seq, bytes: &[u8]) -> Result<Status> {
+pub(crate) fn head_status(id: &DelegationId, seq: Seq, bytes: &[u8]) -> Result<Status, ReadError> {
     let where_ = || format!("head of `{id}`");
-    let summary = envelope::head::decode_summary(bytes).map_err(|e| Error::decode(where_(), e))?;
+    let summary =
+        envelope::head::decode_summary(bytes).map_err(|e| ReadError::decode(where_(), e))?;
     if summary.id() != id.as_str() || summary.seq() != seq {
-        return Err(Error::Corrupt {
+        return Err(ReadError::Corrupt {
             key: where_(),
             reason: format!(
                 "it is stored as the head of seq {seq}, but says `{}` seq {}",
@@ -68,11 +69,11 @@ pub(crate) fn head_status(id: &DelegationId, seq: Seq, bytes: &[u8]) -> Result<S
     }
     summary
         .into_status(id.clone())
-        .map_err(|e| Error::decode(where_(), e))
+        .map_err(|e| ReadError::decode(where_(), e))
 }
 
 /// Decodes and folds a stream of a store in `format`, checking its head.
-pub(super) fn fold_stream(stream: &Stream, format: u8) -> Result<(Vec<Record>, Fold)> {
+pub(super) fn fold_stream(stream: &Stream, format: u8) -> Result<(Vec<Record>, Fold), ReadError> {
     let records = decode_stream(stream)?;
     let fold = fold_records(stream, &records, Chain::Trust, format)?;
     Ok((records, fold))
@@ -87,7 +88,7 @@ pub(super) fn fold_stream(stream: &Stream, format: u8) -> Result<(Vec<Record>, F
 ///
 /// # Errors
 /// As for [`fold_stream`], and the scan's errors ([`Lent::into_stream`]).
-pub(crate) fn replay_lent(lent: Lent, format: u8) -> Result<Option<Delegation>> {
+pub(crate) fn replay_lent(lent: Lent, format: u8) -> Result<Option<Delegation>, ReadError> {
     if format >= store::HEAD_FORMAT
         && let Some(delegation) = lent.view().as_ref().and_then(replay_view)
     {
@@ -119,15 +120,16 @@ fn replay_view(view: &StreamRef<'_>) -> Option<Delegation> {
 }
 
 /// Decodes a stream's entries, checking each against its key.
-pub(crate) fn decode_stream(stream: &Stream) -> Result<Vec<Record>> {
+pub(crate) fn decode_stream(stream: &Stream) -> Result<Vec<Record>, ReadError> {
     stream
         .entries
         .iter()
         .map(|entry| {
             let where_ = || format!("delegation `{}` seq {}", stream.id, entry.seq);
-            let record = envelope::decode(&entry.bytes).map_err(|e| Error::decode(where_(), e))?;
+            let record =
+                envelope::decode(&entry.bytes).map_err(|e| ReadError::decode(where_(), e))?;
             if record.delegation != stream.id || record.seq != entry.seq {
-                return Err(Error::Corrupt {
+                return Err(ReadError::Corrupt {
                     key: where_(),
                     reason: format!(
                         "record says delegation `{}` seq {}",
@@ -153,14 +155,14 @@ pub(crate) enum Chain {
 /// Folds decoded records and checks the head against them.
 ///
 /// # Errors
-/// [`Error::Corrupt`] for a record the fold refuses, or a head that disagrees
+/// [`ReadError::Corrupt`] for a record the fold refuses, or a head that disagrees
 /// with the records ([`head_disagrees`]).
 pub(crate) fn fold_records(
     stream: &Stream,
     records: &[Record],
     chain: Chain,
     format: u8,
-) -> Result<Fold> {
+) -> Result<Fold, ReadError> {
     let mut fold = match chain {
         Chain::Verify => Fold::new(stream.id.clone()),
         Chain::Trust => Fold::trusting(stream.id.clone()),
@@ -168,7 +170,7 @@ pub(crate) fn fold_records(
     let mut previous = None;
     for record in records {
         let before = (fold.seq(), fold.hash());
-        fold.apply(record).map_err(|not_next| Error::Corrupt {
+        fold.apply(record).map_err(|not_next| ReadError::Corrupt {
             key: format!("delegation `{}` seq {}", stream.id, record.seq),
             reason: not_next.to_string(),
         })?;
@@ -176,7 +178,7 @@ pub(crate) fn fold_records(
     }
     match head_disagrees(stream, &fold, previous, format)? {
         None => Ok(fold),
-        Some(reason) => Err(Error::Corrupt {
+        Some(reason) => Err(ReadError::Corrupt {
             key: format!("delegation `{}`", stream.id),
             reason,
         }),
@@ -193,13 +195,13 @@ pub(crate) fn fold_records(
 /// (seq, hash) before the last record.
 ///
 /// # Errors
-/// [`Error::Corrupt`] for a head whose summary does not decode.
+/// [`ReadError::Corrupt`] for a head whose summary does not decode.
 pub(crate) fn head_disagrees(
     stream: &Stream,
     fold: &Fold,
     previous: Option<(Seq, crate::event::ChainHash)>,
     format: u8,
-) -> Result<Option<String>> {
+) -> Result<Option<String>, ReadError> {
     let last = (fold.seq(), fold.hash());
     let Some(head) = &stream.head else {
         let benign =
@@ -361,7 +363,7 @@ mod tests {
     /// place: the stream decoded and copied, then folded.
     fn owned(raw_key: &[u8], raw: &[u8]) -> String {
         let folded = key::parse_head(raw_key)
-            .map_err(|reason| Error::Corrupt {
+            .map_err(|reason| ReadError::Corrupt {
                 key: format!("key {}", key::hex(raw_key)),
                 reason,
             })

@@ -178,7 +178,7 @@ impl Ledger {
                 &mut guess,
                 &[id],
                 || self.guessed(id, new),
-                || self.resume(id),
+                || Ok(self.resume(id)?),
                 |fold| next_record(fold, event.clone(), self.stamp(fold)),
             )?;
             let next = match next {

@@ -140,7 +140,7 @@ impl Server {
         if let Some(id) = args.id()? {
             let ledger = self.ledger.clone();
             let held = id.clone();
-            let existing = blocking(move || ledger.delegation(&held)).await?;
+            let existing = blocking(move || Ok(ledger.delegation(&held)?)).await?;
             if existing.is_some() {
                 return Err(Refusal::failed(
                     "id_taken",
@@ -175,7 +175,7 @@ impl Server {
     async fn check_task_status(&self, args: Check) -> Result<Value, Refusal> {
         let id = arguments::delegation_id(&args.id)?;
         let ledger = self.ledger.clone();
-        let status = blocking(move || ledger.task_status(&id)).await?;
+        let status = blocking(move || Ok(ledger.task_status(&id)?)).await?;
         serde_json::to_value(&status).map_err(|e| Refusal::failed("internal", e.to_string()))
     }
 

@@ -23,7 +23,7 @@ use std::sync::{Mutex, MutexGuard};
 use super::index::{Hint, Index, Set};
 use super::memory::{self, Hints, Image};
 use super::{Append, AppendError, Expect, Head, Store, Stream, key};
-use crate::error::{Error, Result};
+use crate::error::{Error, ReadError, Result};
 use crate::event::DelegationId;
 
 /// A fault to inject into the next matching operation.
@@ -281,7 +281,7 @@ impl Store for Faulty {
         Ok(())
     }
 
-    fn head(&self, id: &DelegationId) -> Result<Option<Head>> {
+    fn head(&self, id: &DelegationId) -> Result<Option<Head>, ReadError> {
         Ok(self
             .state()
             .live
@@ -289,11 +289,11 @@ impl Store for Faulty {
             .and_then(|(_, slot)| slot.head.clone()))
     }
 
-    fn history(&self, id: &DelegationId) -> Result<Stream> {
+    fn history(&self, id: &DelegationId) -> Result<Stream, ReadError> {
         Ok(memory::stream(&self.state().live, id))
     }
 
-    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream>> + Send + '_> {
+    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream, ReadError>> + Send + '_> {
         let ids = self
             .state()
             .live
@@ -356,11 +356,14 @@ impl Index for Faulty {
         Ok(())
     }
 
-    fn hinted(&self, set: Set) -> Box<dyn Iterator<Item = Result<DelegationId>> + Send + '_> {
+    fn hinted(
+        &self,
+        set: Set,
+    ) -> Box<dyn Iterator<Item = Result<DelegationId, ReadError>> + Send + '_> {
         Box::new(memory::hinted(&self.state().live_hints, set).into_iter())
     }
 
-    fn link(&self, from: &DelegationId) -> Result<Option<DelegationId>> {
+    fn link(&self, from: &DelegationId) -> Result<Option<DelegationId>, ReadError> {
         memory::link(&self.state().live_hints, from)
     }
 }

@@ -31,7 +31,7 @@
 //! hint is there exactly when its append is, which keeps the contract above
 //! the stronger.
 
-use crate::error::Result;
+use crate::error::{ReadError, Result};
 use crate::event::DelegationId;
 
 /// One hint of the index.
@@ -91,14 +91,17 @@ pub trait Index: Send + Sync {
 
     /// Every delegation hinted in `set`, in the index's order. A damaged index
     /// entry gives an error item and the listing goes on.
-    fn hinted(&self, set: Set) -> Box<dyn Iterator<Item = Result<DelegationId>> + Send + '_>;
+    fn hinted(
+        &self,
+        set: Set,
+    ) -> Box<dyn Iterator<Item = Result<DelegationId, ReadError>> + Send + '_>;
 
     /// The delegation hinted as the retry of `from`, one read.
     ///
     /// # Errors
-    /// A storage error, or [`Error::Corrupt`](crate::Error::Corrupt) for a
-    /// stored link that does not hold an id.
-    fn link(&self, from: &DelegationId) -> Result<Option<DelegationId>>;
+    /// [`ReadError::Storage`], or [`ReadError::Corrupt`] for a stored link that
+    /// does not hold an id.
+    fn link(&self, from: &DelegationId) -> Result<Option<DelegationId>, ReadError>;
 }
 
 /// The index's keys, as the sled and in-memory stores write them: one byte for
@@ -106,6 +109,7 @@ pub trait Index: Send + Sync {
 /// is the retry's id.
 pub(crate) mod key {
     use super::{Hint, Set};
+    use crate::error::ReadError;
     use crate::event::DelegationId;
 
     /// The kind byte of an open hint.
@@ -145,5 +149,13 @@ pub(crate) mod key {
     pub(crate) fn id(bytes: &[u8]) -> Result<DelegationId, String> {
         let text = std::str::from_utf8(bytes).map_err(|e| format!("id is not UTF-8: {e}"))?;
         DelegationId::try_from(text).map_err(|e| e.to_string())
+    }
+
+    /// The id an index entry under `key` holds in `bytes` (its key without the
+    /// kind byte, or a link's value), or the damage of the entry.
+    pub(crate) fn entry_id(bytes: &[u8], key: &[u8]) -> Result<DelegationId, ReadError> {
+        id(bytes).map_err(|reason| {
+            ReadError::corrupt(format!("index key {}", crate::store::key::hex(key)), reason)
+        })
     }
 }

@@ -5,7 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::index::{self, Hint, Index, Set};
 use super::{Append, AppendError, Entry, Head, Store, Stream, key};
-use crate::error::{Error, Result};
+use crate::error::{ReadError, Result};
 use crate::event::{DelegationId, Seq};
 
 /// One delegation's records and head, as the in-memory stores keep them.
@@ -103,9 +103,9 @@ pub(crate) fn stream(image: &Image, id: &DelegationId) -> Stream {
 pub(crate) fn scan<'a, F>(
     ids: Vec<DelegationId>,
     read: F,
-) -> Box<dyn Iterator<Item = Result<Stream>> + Send + 'a>
+) -> Box<dyn Iterator<Item = Result<Stream, ReadError>> + Send + 'a>
 where
-    F: Fn(&DelegationId) -> Result<Stream> + Send + 'a,
+    F: Fn(&DelegationId) -> Result<Stream, ReadError> + Send + 'a,
 {
     Box::new(ids.into_iter().map(move |id| read(&id)))
 }
@@ -130,27 +130,22 @@ pub(crate) fn unhint(from: &mut Hints, hints: &[Hint]) {
 }
 
 /// The ids hinted in `set`, from a snapshot of an in-memory index.
-pub(crate) fn hinted(hints: &Hints, set: Set) -> Vec<Result<DelegationId>> {
+pub(crate) fn hinted(hints: &Hints, set: Set) -> Vec<Result<DelegationId, ReadError>> {
     let kind = index::key::set(set);
     hints
         .range(vec![kind]..)
         .take_while(|(key, _)| key.first() == Some(&kind))
-        .map(|(key, _)| index_id(key.get(1..).unwrap_or_default(), key))
+        .map(|(key, _)| index::key::entry_id(key.get(1..).unwrap_or_default(), key))
         .collect()
 }
 
 /// The link from `from` in an in-memory index.
-pub(crate) fn link(hints: &Hints, from: &DelegationId) -> Result<Option<DelegationId>> {
+pub(crate) fn link(hints: &Hints, from: &DelegationId) -> Result<Option<DelegationId>, ReadError> {
     let key = index::key::of(index::key::LINK, from);
-    hints.get(&key).map(|to| index_id(to, &key)).transpose()
-}
-
-/// The id an index entry holds, or the damage of its key.
-pub(crate) fn index_id(bytes: &[u8], key: &[u8]) -> Result<DelegationId> {
-    index::key::id(bytes).map_err(|reason| Error::Corrupt {
-        key: format!("index key {}", key::hex(key)),
-        reason,
-    })
+    hints
+        .get(&key)
+        .map(|to| index::key::entry_id(to, &key))
+        .transpose()
 }
 
 /// A store that lives in memory and is gone when dropped. `flush` does nothing.
@@ -193,11 +188,14 @@ impl Index for Memory {
         Ok(())
     }
 
-    fn hinted(&self, set: Set) -> Box<dyn Iterator<Item = Result<DelegationId>> + Send + '_> {
+    fn hinted(
+        &self,
+        set: Set,
+    ) -> Box<dyn Iterator<Item = Result<DelegationId, ReadError>> + Send + '_> {
         Box::new(hinted(&self.hints(), set).into_iter())
     }
 
-    fn link(&self, from: &DelegationId) -> Result<Option<DelegationId>> {
+    fn link(&self, from: &DelegationId) -> Result<Option<DelegationId>, ReadError> {
         link(&self.hints(), from)
     }
 }
@@ -207,18 +205,18 @@ impl Store for Memory {
         append(&mut self.image(), appends)
     }
 
-    fn head(&self, id: &DelegationId) -> Result<Option<Head>> {
+    fn head(&self, id: &DelegationId) -> Result<Option<Head>, ReadError> {
         Ok(self
             .image()
             .get(&key::prefix(id))
             .and_then(|(_, slot)| slot.head.clone()))
     }
 
-    fn history(&self, id: &DelegationId) -> Result<Stream> {
+    fn history(&self, id: &DelegationId) -> Result<Stream, ReadError> {
         Ok(stream(&self.image(), id))
     }
 
-    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream>> + Send + '_> {
+    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream, ReadError>> + Send + '_> {
         let ids = self.image().values().map(|(id, _)| id.clone()).collect();
         scan(ids, move |id| self.history(id))
     }

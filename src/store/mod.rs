@@ -56,7 +56,7 @@ pub use self::ownership::{Claimed, Owner, Ownership};
 pub use self::postgres::{Connect, Postgres, PostgresError, STATEMENT_TIMEOUT};
 pub use self::sled::Sled;
 pub(crate) use self::stripes::Stripes;
-use crate::error::{Error, Result};
+use crate::error::{Error, ReadError, Result, StorageError};
 use crate::event::{DelegationId, Seq};
 
 /// The format of the heads every store of this crate writes ([`Store::format`]):
@@ -226,9 +226,9 @@ impl Lent {
     /// The delegation as [`Store::scan`] gives it.
     ///
     /// # Errors
-    /// As for the item of [`Store::scan`]: [`Error::Corrupt`] for a key or a
-    /// value that does not parse.
-    pub fn into_stream(self) -> Result<Stream> {
+    /// As for the item of [`Store::scan`]: [`ReadError::Corrupt`] for a key or
+    /// a value that does not parse.
+    pub fn into_stream(self) -> Result<Stream, ReadError> {
         match self.0 {
             Lending::Stream(stream) => Ok(stream),
             Lending::Value { key, value } => self::sled::stream_of(&key, &value),
@@ -332,6 +332,9 @@ pub enum AppendError {
     Unsent(Error),
 }
 
+/// What [`Store::read_head`] lends a head to: its seq and summary, borrowed.
+pub type LentHead<'a> = dyn FnMut(Seq, &[u8]) -> Result<(), ReadError> + 'a;
+
 /// The storage behind a ledger.
 ///
 /// Implementations must be safe to call from many threads, and `append` must be
@@ -406,9 +409,9 @@ pub trait Store: Send + Sync + 'static {
     /// `id`'s head, one read; `None` if it has none.
     ///
     /// # Errors
-    /// A storage error, or [`Error::Corrupt`] for a head
-    /// too short to hold its seq.
-    fn head(&self, id: &DelegationId) -> Result<Option<Head>>;
+    /// [`ReadError::Storage`], or [`ReadError::Corrupt`] for a head too short
+    /// to hold its seq.
+    fn head(&self, id: &DelegationId) -> Result<Option<Head>, ReadError>;
 
     /// `id`'s head, one read, lent to `read` as its seq and summary instead of
     /// copied out: what `status` reads. `Ok(None)` if it has none (and `read` is
@@ -420,8 +423,8 @@ pub trait Store: Send + Sync + 'static {
     fn read_head(
         &self,
         id: &DelegationId,
-        read: &mut dyn FnMut(Seq, &[u8]) -> Result<()>,
-    ) -> Result<Option<()>> {
+        read: &mut LentHead<'_>,
+    ) -> Result<Option<()>, ReadError> {
         match self.head(id)? {
             Some(head) => read(head.seq, &head.summary).map(Some),
             None => Ok(None),
@@ -432,21 +435,21 @@ pub trait Store: Send + Sync + 'static {
     /// is half seen. Empty if it has none.
     ///
     /// # Errors
-    /// A storage error, or [`Error::Corrupt`] for keys that
-    /// do not parse.
-    fn history(&self, id: &DelegationId) -> Result<Stream>;
+    /// [`ReadError::Storage`], or [`ReadError::Corrupt`] for keys that do not
+    /// parse.
+    fn history(&self, id: &DelegationId) -> Result<Stream, ReadError>;
 
     /// Every delegation, one at a time, in the store's order, each as
     /// [`Store::history`] would read it. A damaged key gives an error item, and the
     /// scan goes on past it.
-    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream>> + Send + '_>;
+    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream, ReadError>> + Send + '_>;
 
     /// [`Store::scan`], each delegation lent as the store read it instead of
     /// copied out ([`Lent`]): what replay reads, in place. The same
     /// delegations in the same order, with the same error items. The default
     /// lends what [`Store::scan`] reads; a store that can lend its own buffers
     /// does.
-    fn scan_lent(&self) -> Box<dyn Iterator<Item = Result<Lent>> + Send + '_> {
+    fn scan_lent(&self) -> Box<dyn Iterator<Item = Result<Lent, ReadError>> + Send + '_> {
         Box::new(self.scan().map(|stream| stream.map(Lent::from)))
     }
 
@@ -518,6 +521,12 @@ impl AppendError {
                  were lost"
                 .to_owned(),
         }
+    }
+}
+
+impl From<StorageError> for AppendError {
+    fn from(error: StorageError) -> Self {
+        AppendError::Store(error.into())
     }
 }
 

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use delegation_log::ReadError;
 use delegation_log::store::{Append, AppendError, Head, Memory, Store, Stream};
 use delegation_log::{DelegationId, Result};
 
@@ -78,14 +79,14 @@ impl Store for Hooked {
             None => self.inner.append(appends),
         }
     }
-    fn head(&self, id: &DelegationId) -> Result<Option<Head>> {
+    fn head(&self, id: &DelegationId) -> Result<Option<Head>, ReadError> {
         self.head_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.head(id)
     }
-    fn history(&self, id: &DelegationId) -> Result<Stream> {
+    fn history(&self, id: &DelegationId) -> Result<Stream, ReadError> {
         self.inner.history(id)
     }
-    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream>> + Send + '_> {
+    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream, ReadError>> + Send + '_> {
         self.inner.scan()
     }
     fn flush(&self) -> Result<()> {

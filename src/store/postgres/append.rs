@@ -182,7 +182,7 @@ pub(super) fn items(
 
 fn bigint(seq: Seq) -> Result<i64, Error> {
     i64::try_from(seq)
-        .map_err(|_| fail::storage(format!("seq {seq} does not fit PostgreSQL's bigint")))
+        .map_err(|_| fail::storage(format!("seq {seq} does not fit PostgreSQL's bigint")).into())
 }
 
 /// Writes `items` in one transaction, all or nothing. A refusal is `Ok(Err(_))`:

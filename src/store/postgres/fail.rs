@@ -3,7 +3,7 @@
 
 use postgres::error::SqlState;
 
-use crate::error::{Error, StorageError};
+use crate::error::StorageError;
 
 /// A failure of the PostgreSQL store: what it was doing and on which server, with
 /// the client's own error (or the failure it follows from) kept as the source.
@@ -37,21 +37,33 @@ pub(super) enum Failure {
     /// autocommitted statement may have committed, so only those safe to run
     /// again (leases and claims) are classified so; an append whose outcome is
     /// unknown is [`Failure::Lost`].
-    Connection(Error),
+    Connection(StorageError),
     /// The transaction lost a deadlock or a serialization check: it was rolled
     /// back whole, and may be run again.
-    Retry(Error),
+    Retry(StorageError),
     /// The connection failed while a `COMMIT` was on its way: the transaction may
     /// or may not have committed. The connection is replaced; the write is not
     /// run again, and the caller must treat the store as suspect.
-    Lost(Error),
+    Lost(StorageError),
     /// Anything else: reported as it is.
-    Other(Error),
+    Other(StorageError),
+}
+
+impl From<Failure> for crate::Error {
+    fn from(failure: Failure) -> Self {
+        failure.into_error().into()
+    }
+}
+
+impl From<Failure> for crate::error::ReadError {
+    fn from(failure: Failure) -> Self {
+        failure.into_error().into()
+    }
 }
 
 impl Failure {
-    /// The crate's error, whatever the kind.
-    pub(super) fn into_error(self) -> Error {
+    /// The store's failure, whatever the kind.
+    pub(super) fn into_error(self) -> StorageError {
         match self {
             Failure::Connection(error)
             | Failure::Retry(error)
@@ -64,7 +76,7 @@ impl Failure {
 /// The crate's error for a failure of the server, the connection or the
 /// store's own machinery: the store-failure variant, [`Error::Storage`]. Every
 /// error of this store is made here.
-pub(super) fn storage(message: String) -> Error {
+pub(super) fn storage(message: String) -> StorageError {
     wrap(message, None)
 }
 
@@ -72,12 +84,12 @@ pub(super) fn storage(message: String) -> Error {
 pub(super) fn caused(
     message: String,
     source: impl std::error::Error + Send + Sync + 'static,
-) -> Error {
+) -> StorageError {
     wrap(message, Some(Box::new(source)))
 }
 
-fn wrap(message: String, source: Option<Box<dyn std::error::Error + Send + Sync>>) -> Error {
-    Error::Storage(StorageError::engine(PostgresError { message, source }))
+fn wrap(message: String, source: Option<Box<dyn std::error::Error + Send + Sync>>) -> StorageError {
+    StorageError::engine(PostgresError { message, source })
 }
 
 /// The failure of a write whose outcome is unknown (`why` says so): the
@@ -144,7 +156,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::{Failure, PostgresError, describe, lost};
-    use crate::error::{Error, StorageError};
+    use crate::error::StorageError;
 
     /// A real client error without a server: a connect to a port where
     /// nothing listens.
@@ -169,7 +181,7 @@ mod tests {
         assert_eq!(shown.matches("PostgreSQL").count(), 1, "{shown}");
         assert_eq!(shown.matches("storage engine error").count(), 1, "{shown}");
         assert!(shown.ends_with("(why)"), "{shown}");
-        let Error::Storage(StorageError::Engine(engine)) = &error else {
+        let StorageError::Engine(engine) = &error else {
             panic!("{error:?}");
         };
         let failure = engine.downcast_ref::<PostgresError>().unwrap();

@@ -23,7 +23,7 @@ use super::Postgres;
 use super::fail::Failure;
 use super::pool::Conn;
 use crate::envelope;
-use crate::error::{Error, Result};
+use crate::error::{ReadError, Result};
 use crate::event::DelegationId;
 use crate::ledger::Hints;
 use crate::store::index::{Hint, Index, Set};
@@ -57,11 +57,9 @@ fn kind(set: Set) -> &'static str {
 }
 
 /// The id a stored key holds, or the damage of one that does not.
-fn id(bytes: &[u8]) -> Result<DelegationId> {
-    crate::store::index::key::id(bytes).map_err(|reason| Error::Corrupt {
-        key: format!("hint {}", key::hex(bytes)),
-        reason,
-    })
+fn id(bytes: &[u8]) -> Result<DelegationId, ReadError> {
+    crate::store::index::key::id(bytes)
+        .map_err(|reason| ReadError::corrupt(format!("hint {}", key::hex(bytes)), reason))
 }
 
 impl Postgres {
@@ -93,7 +91,7 @@ impl Postgres {
                 }
                 tx.commit().map_err(|e| fail(e, doing))
             })
-            .map_err(Failure::into_error)
+            .map_err(Into::into)
     }
 }
 
@@ -108,7 +106,10 @@ impl Index for Postgres {
 
     /// One query: the sets it lists are the few open or dead delegations, not
     /// the log.
-    fn hinted(&self, set: Set) -> Box<dyn Iterator<Item = Result<DelegationId>> + Send + '_> {
+    fn hinted(
+        &self,
+        set: Set,
+    ) -> Box<dyn Iterator<Item = Result<DelegationId, ReadError>> + Send + '_> {
         let kind = kind(set);
         let found = self
             .pool
@@ -126,14 +127,14 @@ impl Index for Postgres {
                     })
                     .collect::<std::result::Result<Vec<_>, Failure>>()
             })
-            .map_err(Failure::into_error);
+            .map_err(Into::into);
         match found {
             Ok(keys) => Box::new(keys.into_iter().map(|key| id(&key))),
             Err(error) => Box::new(std::iter::once(Err(error))),
         }
     }
 
-    fn link(&self, from: &DelegationId) -> Result<Option<DelegationId>> {
+    fn link(&self, from: &DelegationId) -> Result<Option<DelegationId>, ReadError> {
         let key = from.as_str().as_bytes().to_vec();
         let found = self
             .pool

@@ -170,7 +170,7 @@ impl Postgres {
                     .execute(&statement, &refs)
                     .map_err(|e| fail(e, doing))
             })
-            .map_err(Failure::into_error)
+            .map_err(Into::into)
     }
 }
 
@@ -227,7 +227,7 @@ impl Ownership for Postgres {
                     _ => Claimed::Yes,
                 })
             })
-            .map_err(Failure::into_error)
+            .map_err(Into::into)
     }
 
     fn release(&self, owner: Owner, id: &DelegationId) -> Result<()> {

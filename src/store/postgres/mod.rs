@@ -124,7 +124,7 @@ use self::fail::Failure;
 pub use self::fail::PostgresError;
 use self::pool::{Conn, Pool};
 use super::{Append, AppendError, Head, Hint, Store, Stream};
-use crate::error::Result;
+use crate::error::{ReadError, Result};
 use crate::event::DelegationId;
 use crate::ledger::{Ledger, Options};
 
@@ -224,7 +224,8 @@ impl Postgres {
                 "PostgreSQL schema name `{}` refused: use 1 to 63 lowercase ASCII \
                  letters, digits and `_`, not starting with a digit",
                 connect.schema
-            )));
+            ))
+            .into());
         }
         let mut config: postgres::Config = url.parse().map_err(|e: postgres::Error| {
             fail::storage(format!(
@@ -302,7 +303,8 @@ impl Postgres {
                 self.pool.target(),
                 self.schema,
                 schema::VERSION
-            )));
+            ))
+            .into());
         }
         Ok(())
     }
@@ -372,20 +374,20 @@ impl Store for Postgres {
             // The server could not be reached, or said it never ran the
             // statement; a connection lost within a group's transaction
             // before its COMMIT rolled it back. Nothing was written.
-            Err(Failure::Connection(error)) => Err(AppendError::Unsent(error)),
-            Err(failure) => Err(AppendError::Store(failure.into_error())),
+            Err(Failure::Connection(error)) => Err(AppendError::Unsent(error.into())),
+            Err(failure) => Err(AppendError::Store(failure.into())),
         }
     }
 
-    fn head(&self, id: &DelegationId) -> Result<Option<Head>> {
+    fn head(&self, id: &DelegationId) -> Result<Option<Head>, ReadError> {
         self.read_head(id)
     }
 
-    fn history(&self, id: &DelegationId) -> Result<Stream> {
+    fn history(&self, id: &DelegationId) -> Result<Stream, ReadError> {
         self.read_history(id)
     }
 
-    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream>> + Send + '_> {
+    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream, ReadError>> + Send + '_> {
         Box::new(self.pages())
     }
 

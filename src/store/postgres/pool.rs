@@ -180,7 +180,7 @@ fn conn_closed(conn: &Option<Conn>) -> bool {
 }
 
 /// The error of a failed connect.
-fn connect_error(error: postgres::Error, target: &str) -> Error {
+fn connect_error(error: postgres::Error, target: &str) -> crate::error::StorageError {
     let message = format!(
         "PostgreSQL {target}: cannot connect: {}",
         super::fail::describe(&error)

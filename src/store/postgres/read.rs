@@ -15,7 +15,7 @@ use postgres::Row;
 use super::Postgres;
 use super::fail::Failure;
 use super::pool::Conn;
-use crate::error::{Error, Result};
+use crate::error::ReadError;
 use crate::event::DelegationId;
 use crate::store::{Entry, Head, Stream, key};
 
@@ -71,9 +71,9 @@ impl Rows {
     }
 
     /// The stream these rows make for `id`; an error for a seq below 1.
-    fn into_stream(self, id: DelegationId) -> Result<Stream> {
+    fn into_stream(self, id: DelegationId) -> Result<Stream, ReadError> {
         let seq = |seq: i64| {
-            u64::try_from(seq).map_err(|_| Error::Corrupt {
+            u64::try_from(seq).map_err(|_| ReadError::Corrupt {
                 key: format!("delegation `{id}`"),
                 reason: format!("stored seq {seq} is negative"),
             })
@@ -94,17 +94,17 @@ impl Rows {
                     bytes,
                 })
             })
-            .collect::<Result<_>>()?;
+            .collect::<Result<_, ReadError>>()?;
         Ok(Stream { id, entries, head })
     }
 }
 
 /// The delegation of a stored key, or the damage of one that is not an id.
-fn parse_id(key: &[u8]) -> Result<DelegationId> {
+fn parse_id(key: &[u8]) -> Result<DelegationId, ReadError> {
     std::str::from_utf8(key)
         .map_err(|e| e.to_string())
         .and_then(|id| DelegationId::try_from(id).map_err(|e| e.to_string()))
-        .map_err(|reason| Error::Corrupt {
+        .map_err(|reason| ReadError::Corrupt {
             key: format!("delegation {}", key::hex(key)),
             reason,
         })
@@ -115,7 +115,7 @@ fn key_of(id: &DelegationId) -> Vec<u8> {
 }
 
 impl Postgres {
-    pub(super) fn read_head(&self, id: &DelegationId) -> Result<Option<Head>> {
+    pub(super) fn read_head(&self, id: &DelegationId) -> Result<Option<Head>, ReadError> {
         let key = key_of(id);
         let found = self
             .pool
@@ -141,7 +141,7 @@ impl Postgres {
         Ok(rows.into_stream(id.clone())?.head)
     }
 
-    pub(super) fn read_history(&self, id: &DelegationId) -> Result<Stream> {
+    pub(super) fn read_history(&self, id: &DelegationId) -> Result<Stream, ReadError> {
         let key = key_of(id);
         let rows = self
             .pool
@@ -167,7 +167,7 @@ impl Postgres {
     }
 
     /// The page of delegations after `after` (a key's length and bytes).
-    fn read_page(&self, after: (i32, Vec<u8>)) -> Result<Vec<Rows>> {
+    fn read_page(&self, after: (i32, Vec<u8>)) -> Result<Vec<Rows>, ReadError> {
         self.pool
             .run(move |conn: &mut Conn| {
                 let statement = conn.statement(PAGE_SQL)?;
@@ -198,7 +198,7 @@ impl Postgres {
                 }
                 Ok(page)
             })
-            .map_err(Failure::into_error)
+            .map_err(Into::into)
     }
 
     pub(super) fn pages(&self) -> Pages<'_> {
@@ -226,11 +226,11 @@ pub(super) struct Pages<'a> {
     store: &'a Postgres,
     /// The last key read, or `None` once the last page was read (or failed).
     after: Option<(i32, Vec<u8>)>,
-    ready: VecDeque<Result<Stream>>,
+    ready: VecDeque<Result<Stream, ReadError>>,
 }
 
 impl Iterator for Pages<'_> {
-    type Item = Result<Stream>;
+    type Item = Result<Stream, ReadError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {

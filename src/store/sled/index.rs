@@ -4,10 +4,9 @@
 //! enough).
 
 use super::Sled;
-use crate::error::{Error, Result};
+use crate::error::{ReadError, Result};
 use crate::event::DelegationId;
 use crate::store::index::{self, Hint, Index, Set};
-use crate::store::key;
 
 /// Inserts `hints` into `tree`, one key each.
 pub(super) fn write(tree: &sled::Tree, hints: &[Hint]) -> sled::Result<()> {
@@ -26,21 +25,15 @@ pub(super) fn remove(tree: &sled::Tree, hints: &[Hint]) -> sled::Result<()> {
     Ok(())
 }
 
-/// The id an index entry holds, or the damage of its key.
-fn id(bytes: &[u8], raw: &[u8]) -> Result<DelegationId> {
-    index::key::id(bytes).map_err(|reason| Error::Corrupt {
-        key: format!("index key {}", key::hex(raw)),
-        reason,
-    })
-}
-
 impl Sled {
     /// The tree `index`, or [`Error::NeedsMigration`] for a store without one.
-    fn index_tree(&self) -> Result<&sled::Tree> {
-        self.index.as_ref().ok_or_else(|| Error::NeedsMigration {
-            path: self.path().to_path_buf(),
-            found: self.store_format(),
-        })
+    fn index_tree(&self) -> Result<&sled::Tree, ReadError> {
+        self.index
+            .as_ref()
+            .ok_or_else(|| ReadError::NeedsMigration {
+                path: self.path().to_path_buf(),
+                found: self.store_format(),
+            })
     }
 }
 
@@ -53,7 +46,10 @@ impl Index for Sled {
         remove(self.index_tree()?, hints).map_err(|e| self.sled_error(e))
     }
 
-    fn hinted(&self, set: Set) -> Box<dyn Iterator<Item = Result<DelegationId>> + Send + '_> {
+    fn hinted(
+        &self,
+        set: Set,
+    ) -> Box<dyn Iterator<Item = Result<DelegationId, ReadError>> + Send + '_> {
         let tree = match self.index_tree() {
             Ok(tree) => tree,
             Err(error) => return Box::new(std::iter::once(Err(error))),
@@ -62,18 +58,18 @@ impl Index for Sled {
             tree.scan_prefix([index::key::set(set)])
                 .keys()
                 .map(move |raw| {
-                    let raw = raw.map_err(|e| self.sled_error(e))?;
-                    id(raw.get(1..).unwrap_or_default(), &raw)
+                    let raw = raw.map_err(super::read_error)?;
+                    index::key::entry_id(raw.get(1..).unwrap_or_default(), &raw)
                 }),
         )
     }
 
-    fn link(&self, from: &DelegationId) -> Result<Option<DelegationId>> {
+    fn link(&self, from: &DelegationId) -> Result<Option<DelegationId>, ReadError> {
         let key = index::key::of(index::key::LINK, from);
         self.index_tree()?
             .get(&key)
-            .map_err(|e| self.sled_error(e))?
-            .map(|to| id(&to, &key))
+            .map_err(super::read_error)?
+            .map(|to| index::key::entry_id(&to, &key))
             .transpose()
     }
 }

@@ -63,7 +63,7 @@ use std::time::{Duration, Instant};
 use self::acked::Acked;
 use super::index::{Hint, Index};
 use super::{Append, AppendError, Entry, Head, Lent, Store, Stream, Stripes, key};
-use crate::error::{Error, OpenError, Result, StorageError};
+use crate::error::{Error, OpenError, ReadError, Result, StorageError};
 use crate::event::{DelegationId, MAX_ID_LEN, Seq};
 
 const FORMAT_KEY: &[u8] = b"format";
@@ -265,11 +265,19 @@ fn sled_error(error: sled::Error, path: &Path) -> Error {
             path: path.to_path_buf(),
         }
         .into(),
+        other => read_error(other).into(),
+    }
+}
+
+/// Maps a sled error met in a read (where a lock is never taken) to the read's
+/// error.
+fn read_error(error: sled::Error) -> ReadError {
+    match error {
         sled::Error::Io(io) => StorageError::from(io).into(),
-        sled::Error::Corruption { at, .. } => Error::Corrupt {
-            key: format!("sled file offset {at:?}"),
-            reason: "sled reported corruption".to_owned(),
-        },
+        sled::Error::Corruption { at, .. } => ReadError::corrupt(
+            format!("sled file offset {at:?}"),
+            "sled reported corruption",
+        ),
         other => StorageError::engine(other).into(),
     }
 }
@@ -285,11 +293,8 @@ fn is_lock_failure(io: &std::io::Error) -> bool {
         || io.to_string().contains("could not acquire lock")
 }
 
-fn corrupt_key(raw: &[u8], reason: String) -> Error {
-    Error::Corrupt {
-        key: format!("key {}", key::hex(raw)),
-        reason,
-    }
+fn corrupt_key(raw: &[u8], reason: String) -> ReadError {
+    ReadError::corrupt(format!("key {}", key::hex(raw)), reason)
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -646,14 +651,14 @@ fn next_value(
 /// The damage found in a stored value before writing: [`AppendError::Damaged`]
 /// at the head's `seq` (0 if the head does not decode); an unknown version is
 /// passed on as itself.
-fn damaged(id: &DelegationId, seq: Seq, error: Error) -> AppendError {
+fn damaged(id: &DelegationId, seq: Seq, error: ReadError) -> AppendError {
     match error {
-        Error::Corrupt { reason, .. } => AppendError::Damaged {
+        ReadError::Corrupt { reason, .. } => AppendError::Damaged {
             id: id.clone(),
             seq,
             reason: format!("the stored value is damaged: {reason}"),
         },
-        other => AppendError::Store(other),
+        other => AppendError::Store(other.into()),
     }
 }
 
@@ -683,31 +688,28 @@ impl Store for Sled {
         Ok(())
     }
 
-    fn head(&self, id: &DelegationId) -> Result<Option<Head>> {
+    fn head(&self, id: &DelegationId) -> Result<Option<Head>, ReadError> {
         match &self.layout {
             Layout::Delegations(tree) => tree
                 .get(key::prefix(id))
-                .map_err(|e| self.sled_error(e))?
+                .map_err(read_error)?
                 .map(|raw| value::head(id, &raw))
                 .transpose(),
-            Layout::Log(log) => log.head(self, id),
-            Layout::Legacy(trees) => trees.head(self, id),
+            Layout::Log(log) => log.head(id),
+            Layout::Legacy(trees) => trees.head(id),
         }
     }
 
     fn read_head(
         &self,
         id: &DelegationId,
-        read: &mut dyn FnMut(Seq, &[u8]) -> Result<()>,
-    ) -> Result<Option<()>> {
+        read: &mut super::LentHead<'_>,
+    ) -> Result<Option<()>, ReadError> {
         match &self.layout {
             // The summary is read where sled keeps it, in the value it lends.
             Layout::Delegations(tree) => {
                 let mut buf = [0; 2 + MAX_ID_LEN];
-                let Some(raw) = tree
-                    .get(key::prefix_in(id, &mut buf))
-                    .map_err(|e| self.sled_error(e))?
-                else {
+                let Some(raw) = tree.get(key::prefix_in(id, &mut buf)).map_err(read_error)? else {
                     return Ok(None);
                 };
                 let (seq, summary) = value::head_ref(id, &raw)?;
@@ -720,34 +722,34 @@ impl Store for Sled {
         }
     }
 
-    fn history(&self, id: &DelegationId) -> Result<Stream> {
+    fn history(&self, id: &DelegationId) -> Result<Stream, ReadError> {
         match &self.layout {
             // One key: a read sees an append whole or not at all.
             Layout::Delegations(tree) => {
-                let raw = tree.get(key::prefix(id)).map_err(|e| self.sled_error(e))?;
+                let raw = tree.get(key::prefix(id)).map_err(read_error)?;
                 stream(id.clone(), raw.as_deref())
             }
-            Layout::Log(log) => log.history(self, id),
-            Layout::Legacy(trees) => trees.history(self, id),
+            Layout::Log(log) => log.history(id),
+            Layout::Legacy(trees) => trees.history(id),
         }
     }
 
-    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream>> + Send + '_> {
+    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream, ReadError>> + Send + '_> {
         match &self.layout {
             Layout::Delegations(tree) => Box::new(tree.iter().map(|item| {
-                let (raw, value) = item.map_err(|e| self.sled_error(e))?;
+                let (raw, value) = item.map_err(read_error)?;
                 stream_of(&raw, &value)
             })),
-            Layout::Log(log) => Box::new(log.scan(self)),
-            Layout::Legacy(trees) => Box::new(trees.scan(self)),
+            Layout::Log(log) => Box::new(log.scan()),
+            Layout::Legacy(trees) => Box::new(trees.scan()),
         }
     }
 
-    fn scan_lent(&self) -> Box<dyn Iterator<Item = Result<Lent>> + Send + '_> {
+    fn scan_lent(&self) -> Box<dyn Iterator<Item = Result<Lent, ReadError>> + Send + '_> {
         match &self.layout {
             // Each key and value as sled lends them: nothing is copied.
             Layout::Delegations(tree) => Box::new(tree.iter().map(|item| {
-                let (raw, value) = item.map_err(|e| self.sled_error(e))?;
+                let (raw, value) = item.map_err(read_error)?;
                 Ok(Lent::value(raw, value))
             })),
             _ => Box::new(self.scan().map(|stream| stream.map(Lent::from))),
@@ -775,13 +777,13 @@ impl Store for Sled {
 }
 
 /// The stream of a key and value of format 3 or 4, as [`Store::scan`] reads it.
-pub(super) fn stream_of(raw: &[u8], value: &[u8]) -> Result<Stream> {
+pub(super) fn stream_of(raw: &[u8], value: &[u8]) -> Result<Stream, ReadError> {
     let id = key::parse_head(raw).map_err(|reason| corrupt_key(raw, reason))?;
     stream(id, Some(value))
 }
 
 /// The stream of `id` from its value, if it has one.
-fn stream(id: DelegationId, raw: Option<&[u8]>) -> Result<Stream> {
+fn stream(id: DelegationId, raw: Option<&[u8]>) -> Result<Stream, ReadError> {
     let Some(raw) = raw else {
         return Ok(Stream {
             id,

@@ -4,8 +4,8 @@
 //! [`Error::NeedsMigration`](crate::Error::NeedsMigration) and is migrated to
 //! format 3 by [`Sled::migrate`](super::Sled::migrate).
 
-use super::{Sled, corrupt_key, sled_error};
-use crate::error::{Error, Result};
+use super::{corrupt_key, read_error};
+use crate::error::ReadError;
 use crate::event::{DelegationId, Seq};
 use crate::store::{Entry, Head, Stream, key};
 
@@ -20,14 +20,14 @@ pub(super) struct Log {
 
 impl Log {
     /// One delegation's head and records, by a prefix scan.
-    pub(super) fn history(&self, store: &Sled, id: &DelegationId) -> Result<Stream> {
+    pub(super) fn history(&self, id: &DelegationId) -> Result<Stream, ReadError> {
         let mut stream = Stream {
             id: id.clone(),
             entries: Vec::with_capacity(2),
             head: None,
         };
         for item in self.tree.scan_prefix(key::prefix(id)) {
-            let (raw, value) = item.map_err(|e| sled_error(e, &store.path))?;
+            let (raw, value) = item.map_err(read_error)?;
             let (found, seq) = key::parse(&raw).map_err(|reason| corrupt_key(&raw, reason))?;
             if &found != id {
                 return Err(corrupt_key(&raw, format!("key of `{found}` under `{id}`")));
@@ -45,18 +45,17 @@ impl Log {
     }
 
     /// One delegation's head, one get.
-    pub(super) fn head(&self, store: &Sled, id: &DelegationId) -> Result<Option<Head>> {
+    pub(super) fn head(&self, id: &DelegationId) -> Result<Option<Head>, ReadError> {
         self.tree
             .get(key::head(id))
-            .map_err(|e| sled_error(e, &store.path))?
+            .map_err(read_error)?
             .map(|raw| decode_head(id, &raw))
             .transpose()
     }
 
     /// Every delegation.
-    pub(super) fn scan<'a>(&self, store: &'a Sled) -> Scan<'a> {
+    pub(super) fn scan(&self) -> Scan {
         Scan {
-            store,
             log: self.clone(),
             items: self.tree.iter().peekable(),
         }
@@ -64,28 +63,27 @@ impl Log {
 }
 
 /// A head as stored, checked to hold at least its seq.
-fn decode_head(id: &DelegationId, raw: &[u8]) -> Result<Head> {
-    Head::decode(raw).ok_or_else(|| Error::Corrupt {
+fn decode_head(id: &DelegationId, raw: &[u8]) -> Result<Head, ReadError> {
+    Head::decode(raw).ok_or_else(|| ReadError::Corrupt {
         key: format!("head of `{id}`"),
         reason: format!("{} bytes, too short for its seq", raw.len()),
     })
 }
 
 /// The log tree, grouped by delegation: a head, then its records.
-pub(super) struct Scan<'a> {
-    store: &'a Sled,
+pub(super) struct Scan {
     log: Log,
     items: std::iter::Peekable<sled::Iter>,
 }
 
-impl Iterator for Scan<'_> {
-    type Item = Result<Stream>;
+impl Iterator for Scan {
+    type Item = Result<Stream, ReadError>;
 
-    fn next(&mut self) -> Option<Result<Stream>> {
+    fn next(&mut self) -> Option<Result<Stream, ReadError>> {
         let id = match self.items.peek()? {
             Err(_) => {
                 let error = self.items.next()?.err()?;
-                return Some(Err(sled_error(error, &self.store.path)));
+                return Some(Err(read_error(error)));
             }
             Ok((raw, _)) => match key::parse(raw) {
                 Ok((id, _)) => id,
@@ -136,6 +134,6 @@ impl Iterator for Scan<'_> {
         }
         // The store is read only, so nothing can be landing: a delegation out of
         // step is read again whole, as `history` gives it.
-        Some(self.log.history(self.store, &stream.id))
+        Some(self.log.history(&stream.id))
     }
 }

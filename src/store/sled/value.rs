@@ -11,14 +11,14 @@
 //! is seq n, and there are exactly as many frames as the head's seq, with nothing
 //! after the last. A value whose framing disagrees with that (a length that runs
 //! past the end, a frame too few or too many, bytes left over) is damaged, and
-//! every read says so as [`Error::Corrupt`] naming the delegation; an unknown
-//! version byte is [`Error::UnknownVersion`]. A head is read from the prefix alone
+//! every read says so as [`ReadError::Corrupt`] naming the delegation; an unknown
+//! version byte is [`ReadError::UnknownVersion`]. A head is read from the prefix alone
 //! ([`head`]), so that `status` decodes no record.
 //!
 //! Not part of the crate's API: public, and hidden from its documentation, for
 //! the crate's own tests, which read and damage stored values directly.
 
-use crate::error::{Error, Result};
+use crate::error::ReadError;
 use crate::event::{DelegationId, Seq};
 use crate::store::{Entry, Head};
 
@@ -107,9 +107,13 @@ pub fn encode(seq: Seq, summary: &[u8], records: &[u8], next: Option<&[u8]>) -> 
 /// 1..=`head.seq` in order (a migration writes it whole).
 ///
 /// # Errors
-/// [`Error::Corrupt`] naming `id` if the entries' seqs are not exactly
+/// [`ReadError::Corrupt`] naming `id` if the entries' seqs are not exactly
 /// 1..=`head.seq`: that layout cannot hold them.
-pub fn encode_whole(id: &DelegationId, head: &Head, entries: &[Entry]) -> Result<Vec<u8>> {
+pub fn encode_whole(
+    id: &DelegationId,
+    head: &Head,
+    entries: &[Entry],
+) -> Result<Vec<u8>, ReadError> {
     let mut records = Vec::with_capacity(entries.iter().map(|e| 4 + e.bytes.len()).sum());
     for (at, entry) in (1..).zip(entries) {
         if entry.seq != at {
@@ -133,9 +137,9 @@ pub fn encode_whole(id: &DelegationId, head: &Head, entries: &[Entry]) -> Result
 /// The head of the value `raw` of `id`, read from its prefix alone.
 ///
 /// # Errors
-/// [`Error::UnknownVersion`] for a version byte other than [`VERSION`];
-/// [`Error::Corrupt`] naming `id` for a value too short for its head.
-pub fn head(id: &DelegationId, raw: &[u8]) -> Result<Head> {
+/// [`ReadError::UnknownVersion`] for a version byte other than [`VERSION`];
+/// [`ReadError::Corrupt`] naming `id` for a value too short for its head.
+pub fn head(id: &DelegationId, raw: &[u8]) -> Result<Head, ReadError> {
     let (seq, summary, _) = split_head(id, raw)?;
     Ok(Head {
         seq,
@@ -148,7 +152,7 @@ pub fn head(id: &DelegationId, raw: &[u8]) -> Result<Head> {
 ///
 /// # Errors
 /// As for [`head`].
-pub fn head_ref<'a>(id: &DelegationId, raw: &'a [u8]) -> Result<(Seq, &'a [u8])> {
+pub fn head_ref<'a>(id: &DelegationId, raw: &'a [u8]) -> Result<(Seq, &'a [u8]), ReadError> {
     split_head(id, raw).map(|(seq, summary, _)| (seq, summary))
 }
 
@@ -156,16 +160,16 @@ pub fn head_ref<'a>(id: &DelegationId, raw: &'a [u8]) -> Result<(Seq, &'a [u8])>
 ///
 /// # Errors
 /// As for [`head`].
-pub fn head_seq(id: &DelegationId, raw: &[u8]) -> Result<Seq> {
+pub fn head_seq(id: &DelegationId, raw: &[u8]) -> Result<Seq, ReadError> {
     split_head(id, raw).map(|(seq, _, _)| seq)
 }
 
 /// The value `raw` of `id`, every frame checked against the head.
 ///
 /// # Errors
-/// As for [`head`]; [`Error::Corrupt`] naming `id` for framing that is
+/// As for [`head`]; [`ReadError::Corrupt`] naming `id` for framing that is
 /// truncated or disagrees with the head's seq.
-pub fn parse<'a>(id: &DelegationId, raw: &'a [u8]) -> Result<Parsed<'a>> {
+pub fn parse<'a>(id: &DelegationId, raw: &'a [u8]) -> Result<Parsed<'a>, ReadError> {
     check_frames(raw).map_err(|damage| damage.named(id))
 }
 
@@ -181,7 +185,7 @@ pub fn parse_lent(raw: &[u8]) -> Option<Parsed<'_>> {
 ///
 /// # Errors
 /// As for [`parse`].
-pub fn decode(id: &DelegationId, raw: &[u8]) -> Result<(Head, Vec<Entry>)> {
+pub fn decode(id: &DelegationId, raw: &[u8]) -> Result<(Head, Vec<Entry>), ReadError> {
     let parsed = parse(id, raw)?;
     Ok((parsed.head(), parsed.entries()))
 }
@@ -199,10 +203,10 @@ enum Damage {
 }
 
 impl Damage {
-    fn named(self, id: &DelegationId) -> Error {
+    fn named(self, id: &DelegationId) -> ReadError {
         match self {
             Damage::Empty => corrupt(id, "the value is empty".to_owned()),
-            Damage::Version(found) => Error::UnknownVersion {
+            Damage::Version(found) => ReadError::UnknownVersion {
                 key: format!("delegation `{id}`"),
                 found,
             },
@@ -244,7 +248,10 @@ fn check_frames(raw: &[u8]) -> Result<Parsed<'_>, Damage> {
 }
 
 /// Version, seq, summary and the rest of the value.
-fn split_head<'a>(id: &DelegationId, raw: &'a [u8]) -> Result<(Seq, &'a [u8], &'a [u8])> {
+fn split_head<'a>(
+    id: &DelegationId,
+    raw: &'a [u8],
+) -> Result<(Seq, &'a [u8], &'a [u8]), ReadError> {
     split_raw(raw).map_err(|damage| damage.named(id))
 }
 
@@ -283,8 +290,8 @@ fn length(bytes: &[u8]) -> u32 {
     u32::try_from(bytes.len()).unwrap_or(u32::MAX)
 }
 
-fn corrupt(id: &DelegationId, reason: String) -> Error {
-    Error::Corrupt {
+fn corrupt(id: &DelegationId, reason: String) -> ReadError {
+    ReadError::Corrupt {
         key: format!("delegation `{id}`"),
         reason,
     }
@@ -319,7 +326,7 @@ mod tests {
         let value = encode(2, b"summary", &records, Some(b"record two"));
         for cut in 0..value.len() {
             match parse(&id(), &value[..cut]) {
-                Err(Error::Corrupt { key, .. }) => assert_eq!(key, "delegation `d`"),
+                Err(ReadError::Corrupt { key, .. }) => assert_eq!(key, "delegation `d`"),
                 other => panic!("cut at {cut}: {other:?}"),
             }
         }
@@ -332,7 +339,7 @@ mod tests {
         let value = encode(2, b"summary", &records, Some(b"record two"));
         // The last byte of record two's frame cut off.
         match parse(&id(), &value[..value.len() - 1]) {
-            Err(Error::Corrupt { reason, .. }) => assert!(
+            Err(ReadError::Corrupt { reason, .. }) => assert!(
                 reason.starts_with("the frame of record 2 runs past the end of the value"),
                 "{reason}"
             ),
@@ -346,7 +353,7 @@ mod tests {
         value[0] = 9;
         assert!(matches!(
             head(&id(), &value),
-            Err(Error::UnknownVersion { found: 9, .. })
+            Err(ReadError::UnknownVersion { found: 9, .. })
         ));
     }
 }
