@@ -193,6 +193,32 @@ fn a_head_lagging_by_one_is_a_broken_chain_in_format_2() {
     let verdict = audited(dir.path());
     assert_eq!(found(&verdict), [(2, Kind::BrokenChain)]);
     assert_says(&verdict, 0, "the head disagrees with the history");
+    // Named by both seqs, as a head behind the records, not field by field.
+    assert_says(
+        &verdict,
+        0,
+        "the head says seq 1, but the records reach seq 2",
+    );
+}
+
+/// A record's key and its body must name the same seq, even where the seq the
+/// body names is the next one the fold takes: format 2 keeps each record under
+/// its own key, so record 2 can sit at seq 3, its head still at seq 2.
+#[test]
+fn a_record_stored_under_another_seq_is_malformed_though_it_folds_in_format_2() {
+    let dir = tempfile::tempdir().unwrap();
+    two(dir.path());
+    raw_v2(dir.path(), |records, _| {
+        let second = records.remove(key::record(&id("a"), 2)).unwrap().unwrap();
+        records.insert(key::record(&id("a"), 3), second).unwrap();
+    });
+    let verdict = audited(dir.path());
+    assert_eq!(found(&verdict), [(2, Kind::Malformed)]);
+    assert_says(
+        &verdict,
+        0,
+        "stored under `a` seq 3, but the record says `a` seq 2",
+    );
 }
 
 #[test]

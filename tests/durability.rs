@@ -3,8 +3,9 @@
 //! lost write is never acknowledged); buffered mode may lose the unflushed tail but
 //! never leaves a half state, and an explicit flush makes it whole; a poisoned
 //! ledger refuses reads too, so it never shows an outcome a crash can undo;
-//! concurrent durable writers share flushes; and on sled a durable
-//! acknowledgement waits for a sync of the data file to the device.
+//! concurrent durable writers share flushes, and writers arriving during another
+//! writer's turn queue for the next one rather than append alongside it; and on
+//! sled a durable acknowledgement waits for a sync of the data file to the device.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod store_support;
@@ -240,6 +241,42 @@ fn a_failed_group_flush_fails_every_writer_waiting_on_it_with_its_error() {
         ran, 1,
         "exactly one writer ran the failed flush: {answers:?}"
     );
+}
+
+/// Writers that arrive while another writer's turn is appending queue for the
+/// next turn, whose writer makes their appends one after another: the store is
+/// never asked for two appends at once, however the writers arrive.
+#[test]
+fn writers_arriving_during_a_turn_queue_for_the_next_instead_of_appending_alongside() {
+    // A memory store whose append is slow, as a disk's write is, and which
+    // notes the most appends it was making at once.
+    let (making, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let store = Hooked::over(Arc::new(Memory::new())).on_append({
+        let (making, most) = (Arc::clone(&making), Arc::clone(&most));
+        move |inner, appends| {
+            most.fetch_max(making.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(20));
+            let appended = inner.append(appends);
+            making.fetch_sub(1, Ordering::SeqCst);
+            appended
+        }
+    });
+    let ledger = Ledger::with_store(Arc::new(store), options(Durability::Durable));
+    let writers = 8;
+    std::thread::scope(|scope| {
+        for n in 0..writers {
+            let ledger = &ledger;
+            scope.spawn(move || ledger.record(&id(n), Event::queued("s", "t")).unwrap());
+        }
+    });
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "appends made alongside each other"
+    );
+    for n in 0..writers {
+        assert_eq!(ledger.status(&id(n)).unwrap().status, StatusKind::Queued);
+    }
 }
 
 /// Ledger v2: "durable" means on the device. On sled, a durable acknowledgement
