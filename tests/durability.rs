@@ -311,7 +311,8 @@ fn a_sled_flush_syncs_the_data_file_and_a_crash_safe_flush_does_not() {
     assert_eq!(store.syncs(), 2);
 }
 
-// Regression (tests/model.rs): buffered `Ledger::flush` said Ok without flushing the store.
+// Regression (tests/ledger_agrees_with_model.rs): buffered `Ledger::flush` said Ok
+// without flushing the store.
 #[test]
 fn an_explicit_flush_in_buffered_mode_makes_buffered_events_survive_a_crash() {
     let store = Arc::new(Faulty::seeded(1));

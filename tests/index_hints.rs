@@ -405,7 +405,7 @@ fn cleaning_removes_only_dead_hints_that_can_never_be_true_again() {
     });
 }
 
-/// Found by the model test (`proptest-regressions/model.txt`): a settlement
+/// Found by the model test (`proptest-regressions/ledger_agrees_with_model.txt`): a settlement
 /// lost with a failed flush, seen again by a reopened ledger, must not cost its
 /// delegation the open hint. `queued` is durable; recovery's settlement is
 /// written, but its flush fails and poisons the ledger; a ledger reopened
