@@ -39,6 +39,7 @@
 mod audit_support;
 #[cfg(feature = "postgres")]
 mod pg_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod store_support;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,13 +16,10 @@ use std::time::Duration;
 
 use delegation_log::store::{Append, Fault, Faulty, Memory, Store};
 use delegation_log::{
-    DelegationId, Durability, Error, Event, Ledger, ManualClock, Options, StatusKind, StorageError,
+    Durability, Error, Event, Ledger, ManualClock, Options, StatusKind, StorageError,
 };
 use store_support::Hooked;
-
-fn id(n: usize) -> DelegationId {
-    format!("d{n}").parse().unwrap()
-}
+use support::numbered as id;
 
 fn options(durability: Durability) -> Options {
     Options::new()

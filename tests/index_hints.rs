@@ -11,6 +11,7 @@
 
 #[cfg(feature = "postgres")]
 mod pg_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +21,9 @@ use delegation_log::ledger::Waiting;
 use delegation_log::store::index::Set;
 use delegation_log::store::{Faulty, Hint, Memory, Sled, Store};
 use delegation_log::{
-    Clock, DelegationId, Event, FailureReason, Ledger, ManualClock, Options, StatusKind, Timestamp,
+    Clock, Event, FailureReason, Ledger, ManualClock, Options, StatusKind, Timestamp,
 };
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
+use support::id;
 
 /// Runs `check` on a ledger with a manual clock over an empty store of every
 /// kind, with the store itself for raw hint writes.

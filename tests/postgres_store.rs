@@ -17,6 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod pg_support;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -27,10 +28,7 @@ use delegation_log::store::{
     Append, AppendError, Connect, Expect, Head, Postgres, PostgresError, Store,
 };
 use delegation_log::{DelegationId, Error, Event, Ledger, Options, StatusKind, StorageError};
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
+use support::id;
 
 fn one(
     store: &dyn Store,
