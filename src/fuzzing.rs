@@ -17,10 +17,11 @@
 //!
 //! The [`Model`] is the one reference model of the ledger over the fault-injecting
 //! store: `tests/ledger_agrees_with_model.rs` drives it with
-//! proptest-state-machine (adding racing writers), and [`ops_with_crashes`] with
-//! the fuzzer's scripts. Each
-//! [`Transition`] is taken by the model first, then by the [`Subject`] (a real
-//! ledger over a [`Faulty`] store), whose answers, postconditions and invariants
+//! proptest-state-machine (adding racing writers),
+//! `tests/refused_events_change_nothing.rs` with random events on the memory
+//! store, and [`ops_with_crashes`] with the fuzzer's scripts. Each [`Transition`]
+//! is taken by the model first, then by the [`Subject`] (a real ledger over a
+//! [`Faulty`] store, or any store), whose answers, postconditions and invariants
 //! are checked against the model's.
 
 use std::collections::{BTreeMap, HashMap};

@@ -2,7 +2,8 @@
 //! interleavings of many delegations on the fault-injecting store (a
 //! proptest-state-machine test), checked step by step against the model,
 //! `delegation_log::fuzzing::Model` (behind the `fuzzing` feature), which the fuzz
-//! target `ops` and `tests/fuzz_seeds_pass.rs` check the ledger against too.
+//! target `ops`, `tests/fuzz_seeds_pass.rs` and
+//! `tests/refused_events_change_nothing.rs` check the ledger against too.
 //!
 //! Every transition (queue, deliver, fail with each reason, duplicate and illegal
 //! outcomes, invalid events, K threads racing to settle one delegation, a retry
