@@ -86,7 +86,7 @@ fn audit_ledger(ledger: &Ledger) -> u64 {
 /// decoding nothing, with the same page cache as `audit_path`, so that
 /// "audit − raw" is the audit's own memory.
 fn raw_iteration(path: &Path) -> u64 {
-    let db = common::open_raw(path, Some(Sled::SCAN_CACHE_BYTES));
+    let db = common::support::raw_sled_with_cache(path, Sled::SCAN_CACHE_BYTES);
     common::iterate_all(&db).1
 }
 
@@ -195,7 +195,7 @@ fn throughput(c: &mut Criterion) {
         let raw = std::cell::OnceCell::new();
         group.bench_with_input(BenchmarkId::new("raw_sled_iter", n), &fixture, |b, f| {
             let db = raw.get_or_init(|| {
-                let db = common::open_raw(&f.db, None);
+                let db = common::support::raw_sled(&f.db);
                 common::iterate_all(&db);
                 db
             });

@@ -56,7 +56,8 @@ use delegation_log::lifecycle::{self, Refusal, State};
 use delegation_log::{Clock as _, Event, Ledger};
 
 use common::capture::{Captured, Op, apply, apply_batched, capture, records};
-use common::{buffered, clock, durable, id, open_raw, outcome, queued, record_lifecycle, smoke};
+use common::support::raw_sled;
+use common::{buffered, clock, durable, id, outcome, queued, record_lifecycle, smoke};
 
 /// Delegations per timed batch in `record_buffered`.
 const BATCH: usize = 1000;
@@ -412,7 +413,7 @@ fn replay(c: &mut Criterion) {
             &records,
             |b, &records| {
                 let db = raw.get_or_init(|| {
-                    let db = open_raw(store(), None);
+                    let db = raw_sled(store());
                     common::iterate_all(&db);
                     db
                 });
@@ -474,7 +475,7 @@ fn status(c: &mut Criterion) {
     let raw = || {
         raw.get_or_init(|| {
             let captured = store();
-            let db = open_raw(&path, None);
+            let db = raw_sled(&path);
             let keys = |key: &dyn Fn(u64) -> (usize, Vec<u8>)| -> Vec<(sled::Tree, Vec<u8>)> {
                 (0..delegations)
                     .map(|n| {

@@ -185,7 +185,7 @@ fn main() {
         "audit" => println!("{} records", measured_audit(&open_ledger(path))),
         "raw-iter" => println!(
             "{} entries",
-            measured_raw_iter(&common::open_raw(path, None))
+            measured_raw_iter(&common::support::raw_sled(path))
         ),
         // Each after an unmeasured pass over the same keys, so that the profile,
         // like criterion's many iterations, sees sled's cache warm.
@@ -196,7 +196,7 @@ fn main() {
         }
         "raw-get" => {
             let captured = captured();
-            let db = common::open_raw(path, None);
+            let db = common::support::raw_sled(path);
             let heads: Vec<(sled::Tree, Vec<u8>)> = (0..n)
                 .map(|i| {
                     let (tree, key) = captured.head(i);

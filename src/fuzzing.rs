@@ -1,6 +1,6 @@
 //! Fuzz operations and their checks, as library functions (feature `fuzzing`).
 //!
-//! The cargo-fuzz targets in `fuzz/` call these, and so does `tests/fuzz_corpus.rs`
+//! The cargo-fuzz targets in `fuzz/` call these, and so does `tests/fuzz_seeds_pass.rs`
 //! over the committed seed corpora, so the same checks run under the nightly fuzzer
 //! and under stable `cargo test`. Each function panics only when it finds a real
 //! violation of the crate's promises; a panic is the fuzzer's signal.
@@ -16,10 +16,12 @@
 //!   survives `import` then `export` with the same verdict.
 //!
 //! The [`Model`] is the one reference model of the ledger over the fault-injecting
-//! store: `tests/model.rs` drives it with proptest-state-machine (adding racing
-//! writers), and [`ops_with_crashes`] with the fuzzer's scripts. Each
-//! [`Transition`] is taken by the model first, then by the [`Subject`] (a real
-//! ledger over a [`Faulty`] store), whose answers, postconditions and invariants
+//! store: `tests/ledger_agrees_with_model.rs` drives it with
+//! proptest-state-machine (adding racing writers),
+//! `tests/refused_events_change_nothing.rs` with random events on the memory
+//! store, and [`ops_with_crashes`] with the fuzzer's scripts. Each [`Transition`]
+//! is taken by the model first, then by the [`Subject`] (a real ledger over a
+//! [`Faulty`] store, or any store), whose answers, postconditions and invariants
 //! are checked against the model's.
 
 use std::collections::{BTreeMap, HashMap};

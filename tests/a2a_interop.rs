@@ -17,6 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod delivery_support;
+mod support;
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use std::time::{Duration, Instant};
 use delegation_log::transport::http::{Http, Protocol};
 use delivery_support::{TASK, deliver_one};
 use serde_json::Value;
+use support::closed_port_url;
 
 /// The delivery deadline for answers that come at once.
 const DEADLINE: Duration = Duration::from_secs(3);
@@ -423,11 +425,6 @@ async fn auto_to_an_sdk_agent_that_rejects_the_task_is_failed_rejected() {
 
 // --- Hostile peers -------------------------------------------------------------------
 
-/// A URL on a port nothing listens on.
-fn closed_port() -> String {
-    format!("http://{}/a2a", delivery_support::closed_port())
-}
-
 #[tokio::test]
 async fn a_closed_port_is_failed_target_offline_in_every_protocol() {
     for (protocol, id) in [
@@ -435,7 +432,7 @@ async fn a_closed_port_is_failed_target_offline_in_every_protocol() {
         (Protocol::V1_0, "v1_0-to-closed-port"),
         (Protocol::Auto, "auto-to-closed-port"),
     ] {
-        let (status, _) = delegate(id, closed_port(), protocol, DEADLINE).await;
+        let (status, _) = delegate(id, closed_port_url(), protocol, DEADLINE).await;
         assert_failed(&status, "target_offline", "no");
     }
 }

@@ -6,17 +6,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod store_support;
+mod support;
 
 use std::path::Path;
 
 use delegation_log::audit::{Kind, audit_path};
 use delegation_log::store::key;
 use delegation_log::store::sled::ACKED_FILE;
-use delegation_log::{DelegationId, Error, Event, Ledger, ManualClock, Options};
-
-fn id(n: usize) -> DelegationId {
-    format!("d-{n}").parse().unwrap()
-}
+use delegation_log::{Error, Event, Ledger, ManualClock, Options};
+use support::numbered as id;
 
 /// Ten delegations, each queued then delivered: twenty acknowledged records.
 fn write_store(path: &Path) {
@@ -47,7 +45,7 @@ fn whole_delegations_vanishing_from_sled_are_reported_as_lost_records() {
     {
         // What damage to sled's files did in the sweeps: records and heads of
         // whole delegations gone, everything else intact and consistent.
-        let db = store_support::raw_sled(&path);
+        let db = support::raw_sled(&path);
         let delegations = db.open_tree("delegations").unwrap();
         for n in [3, 7] {
             delegations.remove(key::prefix(&id(n))).unwrap();

@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod audit_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,10 +27,7 @@ use delegation_log::{
     DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, ReadError, Seq,
     StatusKind, StorageError,
 };
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
+use support::id;
 
 /// A store over a [`Faulty`] one whose process dies just before its `at`-th call
 /// of any kind: the faulty store crashes there (losing, or tearing, what was not
@@ -221,7 +219,7 @@ fn a_write_never_stacks_on_a_record_the_head_names_and_the_store_lost() {
         ledger.record(&id, Event::queued("p", "t")).unwrap();
     }
     let value = |path: &std::path::Path| {
-        let db = audit_support::open_sled(path);
+        let db = support::raw_sled(path);
         let tree = db.open_tree("delegations").unwrap();
         tree.get(delegation_log::store::key::prefix(&id))
             .unwrap()
@@ -229,7 +227,7 @@ fn a_write_never_stacks_on_a_record_the_head_names_and_the_store_lost() {
             .to_vec()
     };
     {
-        let db = audit_support::open_sled(&path);
+        let db = support::raw_sled(&path);
         let tree = db.open_tree("delegations").unwrap();
         let keys = audit_support::Keys { tree };
         keys.remove(delegation_log::store::key::record(&id, 1))

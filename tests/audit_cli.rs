@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod audit_support;
+mod support;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -213,7 +214,7 @@ fn audit_exits_1_for_a_damaged_store_and_export_refuses_it() {
         0
     );
     {
-        let sled = audit_support::open_sled(&db);
+        let sled = support::raw_sled(&db);
         let records = audit_support::Keys {
             tree: sled.open_tree("delegations").unwrap(),
         };

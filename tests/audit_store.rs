@@ -15,17 +15,19 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod audit_support;
+mod support;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use audit_support::{
-    assert_says, audited, clock, delivered, downgrade_to_v1, forge_head, found, id, log, messages,
+    assert_says, audited, clock, delivered, downgrade_to_v1, forge_head, found, log, messages,
     queued, raw, raw_v1, raw_v2,
 };
 use delegation_log::audit::{self, AuditError, Kind};
 use delegation_log::store::{Faulty, Head, Memory, key};
 use delegation_log::{ChainHash, Durability, Event, Ledger, ManualClock, Options};
+use support::id;
 
 /// A sled store with `a` (delivered), `b` (pending), `c` (delivered): records at
 /// positions 1-2, 3, 4-5.

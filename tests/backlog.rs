@@ -8,18 +8,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod delivery_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use delegation_log::dispatch::{self, Dispatcher, Options, Request};
 use delegation_log::transport::{Accepted, BoxFuture, Failure, Message, Transport};
-use delegation_log::{DelegationId, Ledger, StatusKind};
+use delegation_log::{Ledger, StatusKind};
 use delivery_support::memory_ledger;
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
+use support::id;
 
 /// A transport that answers 200 once per permit its gate is given.
 struct Gated(Arc<tokio::sync::Semaphore>);

@@ -11,7 +11,7 @@
 //!   `UPDATE`, as damage behind the store's back would) run a sample, and each
 //!   case must read as the same typed error, with the same fields and message,
 //!   as in memory. Racing writers and illegal transitions run on every store in
-//!   `racing_writers.rs` and `model.rs`.
+//!   `racing_writers.rs` and `ledger_agrees_with_model.rs`.
 //! - Arbitrary bytes, raw and behind a valid header and checksum of either format
 //!   version, never panic the decoder; whatever decodes re-encodes, in the version
 //!   it was read in, to the same bytes.
@@ -39,6 +39,7 @@
 mod audit_support;
 #[cfg(feature = "postgres")]
 mod pg_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};

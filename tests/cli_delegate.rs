@@ -11,14 +11,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod cli_support;
+mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
 
-use cli_support::{Agent, closed_port_url, mask, run};
+use cli_support::{Agent, mask, run};
 use delegation_log::event::Queued;
 use delegation_log::{Event, Ledger};
 use serde_json::{Value, json};
+use support::closed_port_url;
 
 /// An A2A 0.3 agent that takes the task and answers with a Message.
 fn message_answer(request: &Value) -> Value {

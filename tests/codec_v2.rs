@@ -16,6 +16,7 @@
 
 mod audit_support;
 mod record_strategies;
+mod support;
 
 use audit_support::{edit, sealed_bytes};
 use delegation_log::delegation::Fold;

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod delivery_support;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,12 +17,9 @@ use delegation_log::dispatch::{self, Dispatcher, Options, Recovery, Request};
 use delegation_log::event::ReasonCode;
 use delegation_log::store::{Fault, Faulty};
 use delegation_log::transport::{Accepted, BoxFuture, Failure, Immediate, Message, Transport};
-use delegation_log::{DelegationId, Error, Event, EventKind, FailureReason, Ledger, StatusKind};
+use delegation_log::{Error, Event, EventKind, FailureReason, Ledger, StatusKind};
 use delivery_support::{memory_ledger, recording};
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
+use support::id;
 
 /// A transport that never answers, counting the sends in flight and the most seen
 /// at once.

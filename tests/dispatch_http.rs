@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod delivery_support;
+mod support;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -22,8 +23,9 @@ use delegation_log::EventKind;
 use delegation_log::dispatch::{Dispatcher, Options, Request};
 use delegation_log::transport::Http;
 use delegation_log::transport::http::Version;
-use delivery_support::{closed_port, deliver_one, memory_ledger as ledger, serve};
+use delivery_support::{deliver_one, memory_ledger as ledger, serve};
 use serde_json::{Value, json};
+use support::closed_port;
 use tokio::sync::mpsc;
 
 /// Delegates one task to `target` over HTTP, shuts down, and returns the

@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod store_support;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,14 +17,10 @@ use std::time::Duration;
 
 use delegation_log::store::{Append, Fault, Faulty, Memory, Store};
 use delegation_log::{
-    DelegationId, Durability, Error, Event, Ledger, ManualClock, Options, ReadError, StatusKind,
-    StorageError,
+    Durability, Error, Event, Ledger, ManualClock, Options, ReadError, StatusKind, StorageError,
 };
 use store_support::Hooked;
-
-fn id(n: usize) -> DelegationId {
-    format!("d{n}").parse().unwrap()
-}
+use support::numbered as id;
 
 fn options(durability: Durability) -> Options {
     Options::new()
@@ -355,7 +352,8 @@ fn a_sled_flush_syncs_the_data_file_and_a_crash_safe_flush_does_not() {
     assert_eq!(store.syncs(), 2);
 }
 
-// Regression (tests/model.rs): buffered `Ledger::flush` said Ok without flushing the store.
+// Regression (tests/ledger_agrees_with_model.rs): buffered `Ledger::flush` said Ok
+// without flushing the store.
 #[test]
 fn an_explicit_flush_in_buffered_mode_makes_buffered_events_survive_a_crash() {
     let store = Arc::new(Faulty::seeded(1));

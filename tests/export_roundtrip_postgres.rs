@@ -11,16 +11,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod pg_support;
+mod support;
 
 use std::time::Duration;
 
 use delegation_log::event::{Failed, Queued};
-use delegation_log::{DelegationId, Event, FailureReason, Ledger, ManualClock, Options};
+use delegation_log::{Event, FailureReason, Ledger, ManualClock, Options};
 use serde_json::json;
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
+use support::id;
 
 /// A sled ledger with a bit of everything, over more than one scan page.
 fn sled_log(ledger: &Ledger, clock: &ManualClock) {

@@ -6,14 +6,13 @@
 //! were written to kill mutants of its generator that nothing else noticed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod support;
+
 use std::collections::BTreeSet;
 
 use delegation_log::store::{Append, AppendError, Expect, Faulty, Store};
 use delegation_log::{DelegationId, StorageError};
-
-fn id(n: usize) -> DelegationId {
-    format!("d-{n}").parse().unwrap()
-}
+use support::numbered as id;
 
 /// Appends `record` as the first record of `id`, with a head summary.
 fn first(store: &Faulty, id: &DelegationId, record: &[u8]) -> Result<(), AppendError> {

@@ -22,6 +22,8 @@ use delegation_log::{DelegationId, Durability, Event, FailureReason, Ledger, Opt
 
 const WRITES: usize = 10_000;
 
+/// Delegation `n`, its number at a fixed width, so that ids sort as they were
+/// written (`support::numbered` does not).
 fn id(n: usize) -> DelegationId {
     format!("t-{n:05}").parse().unwrap()
 }

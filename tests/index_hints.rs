@@ -11,6 +11,7 @@
 
 #[cfg(feature = "postgres")]
 mod pg_support;
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,12 +21,9 @@ use delegation_log::ledger::Waiting;
 use delegation_log::store::index::Set;
 use delegation_log::store::{Faulty, Hint, Memory, Sled, Store};
 use delegation_log::{
-    Clock, DelegationId, Event, FailureReason, Ledger, ManualClock, Options, StatusKind, Timestamp,
+    Clock, Event, FailureReason, Ledger, ManualClock, Options, StatusKind, Timestamp,
 };
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
+use support::id;
 
 /// Runs `check` on a ledger with a manual clock over an empty store of every
 /// kind, with the store itself for raw hint writes.
@@ -405,7 +403,7 @@ fn cleaning_removes_only_dead_hints_that_can_never_be_true_again() {
     });
 }
 
-/// Found by the model test (`proptest-regressions/model.txt`): a settlement
+/// Found by the model test (`proptest-regressions/ledger_agrees_with_model.txt`): a settlement
 /// lost with a failed flush, seen again by a reopened ledger, must not cost its
 /// delegation the open hint. `queued` is durable; recovery's settlement is
 /// written, but its flush fails and poisons the ledger; a ledger reopened

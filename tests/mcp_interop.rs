@@ -28,6 +28,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod cli_support;
+mod support;
 
 use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -35,8 +36,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use cli_support::{Agent, closed_port_url, run};
+use cli_support::{Agent, run};
 use serde_json::{Value, json};
+use support::closed_port_url;
 
 /// How long the client may take for each phase (Python starts slowly).
 const PHASE_TIMEOUT: Duration = Duration::from_secs(90);

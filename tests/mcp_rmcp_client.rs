@@ -17,12 +17,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod cli_support;
+mod support;
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use cli_support::{Agent, closed_port_url, run};
+use cli_support::{Agent, run};
 use rmcp::ServiceExt as _;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, CancelTaskParams, ClientCapabilities,
@@ -30,6 +31,7 @@ use rmcp::model::{
 };
 use rmcp::service::{Peer, RoleClient, RunningService, ServiceError};
 use serde_json::{Value, json};
+use support::closed_port_url;
 use tokio::process::{Child, Command};
 
 /// An A2A 0.3 agent that takes the task and answers with a Message.

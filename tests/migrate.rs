@@ -9,15 +9,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod audit_support;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use audit_support::{copy_dir, downgrade_to_v1, downgrade_to_v2, downgrade_to_v3, id, raw_v1};
+use audit_support::{copy_dir, downgrade_to_v1, downgrade_to_v2, downgrade_to_v3, raw_v1};
 use delegation_log::event::{Failed, Queued};
 use delegation_log::store::key;
 use delegation_log::{Error, Event, FailureReason, Ledger, ManualClock, Options, StatusKind};
+use support::id;
 
 /// A store of `n` delegations in format 4: delivered, failed, pending and
 /// retried ones, with tasks; returns its export.
@@ -196,7 +198,7 @@ fn a_damaged_format_2_store_is_not_migrated_and_stays_as_it_was() {
     let ledger = Ledger::open_existing(&path).unwrap();
     assert!(ledger.status(&id("d-00000")).is_ok());
     drop(ledger);
-    let db = audit_support::open_sled(&path);
+    let db = support::raw_sled(&path);
     assert!(
         !db.tree_names()
             .iter()
@@ -313,7 +315,7 @@ fn a_store_that_lost_its_format_marker_is_read_as_its_trees_show_and_never_empti
             delegation_log::migrate(&path).unwrap();
         }
         {
-            let db = audit_support::open_sled(&path);
+            let db = support::raw_sled(&path);
             db.open_tree("meta").unwrap().remove("format").unwrap();
             db.flush().unwrap();
         }
@@ -325,7 +327,7 @@ fn a_store_that_lost_its_format_marker_is_read_as_its_trees_show_and_never_empti
             verdict.to_plain()
         );
         assert_eq!(check(&path, &expected), format);
-        let db = audit_support::open_sled(&path);
+        let db = support::raw_sled(&path);
         assert!(
             db.open_tree("meta")
                 .unwrap()
@@ -358,8 +360,8 @@ fn a_migration_from_stopped_after_its_marker_switch(from: u8) {
     {
         // Put the old trees back beside the migrated tree, as a process
         // killed between the switch and the drop leaves them.
-        let source_db = audit_support::open_sled(&old);
-        let into = audit_support::open_sled(&path);
+        let source_db = support::raw_sled(&old);
+        let into = support::raw_sled(&path);
         let names: &[&str] = if from == 1 {
             &["records", "heads"]
         } else {
@@ -378,7 +380,7 @@ fn a_migration_from_stopped_after_its_marker_switch(from: u8) {
         into.flush().unwrap();
     }
     assert_eq!(check(&path, &expected), 4);
-    let db = audit_support::open_sled(&path);
+    let db = support::raw_sled(&path);
     let names: Vec<_> = db.tree_names();
     for old in ["records", "heads", "log"] {
         assert!(!names.iter().any(|name| name.as_ref() == old.as_bytes()));

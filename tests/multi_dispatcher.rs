@@ -19,6 +19,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod pg_support;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
@@ -36,6 +37,7 @@ use delegation_log::lifecycle::State;
 use delegation_log::transport::Http;
 use delegation_log::{DelegationId, Ledger, StatusKind};
 use serde_json::{Value, json};
+use support::id;
 use tokio::sync::Semaphore;
 
 const CHILD: &str = "DELEGATION_LOG_FLEET_CHILD";
@@ -281,10 +283,6 @@ impl Running {
             }
         }
     }
-}
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
 }
 
 /// Returns how long after the kill the last of the dead process's held

@@ -19,6 +19,7 @@
 #[cfg(feature = "postgres")]
 mod pg_support;
 mod store_support;
+mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +27,8 @@ use std::time::{Duration, Instant};
 use delegation_log::dispatch::{Dispatcher, Options, Recovery, Request};
 use delegation_log::event::ReasonCode;
 use delegation_log::transport::{Accepted, BoxFuture, Failure, Message, Transport};
-use delegation_log::{DelegationId, Ledger, StatusKind};
+use delegation_log::{Ledger, StatusKind};
+use support::id;
 use tokio::sync::Semaphore;
 
 /// Each dispatcher's lease.
@@ -35,10 +37,6 @@ const LEASE: Duration = Duration::from_millis(900);
 const EVERY: Duration = Duration::from_millis(150);
 /// How long any wait may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(20);
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
 
 /// A target that holds every answer until released, and keeps what it was
 /// sent: (messageId, delegation) of each request, in order.

@@ -15,6 +15,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod pg_support;
+mod support;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier, Mutex};
@@ -27,11 +28,8 @@ use delegation_log::store::{Connect, Owner, Postgres};
 use delegation_log::transport::{Accepted, BoxFuture, Failure, Message, Transport};
 use delegation_log::{DelegationId, Error, Event, Ledger, Settlement, StatusKind};
 use pg_support::Schema;
+use support::id;
 use tokio::sync::Semaphore;
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
 
 /// A ledger over `schema` through a store of its own: another process's view.
 fn process(schema: &Schema) -> Ledger {

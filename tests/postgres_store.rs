@@ -17,6 +17,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod pg_support;
+mod support;
 
 use std::path::Path;
 use std::process::Command;
@@ -24,15 +25,12 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use delegation_log::store::{
-    Append, AppendError, Connect, Expect, Head, Postgres, PostgresError, STATEMENT_TIMEOUT, Store,
+    Append, AppendError, Connect, Expect, Head, Postgres, PostgresError, Store,
 };
 use delegation_log::{
     DelegationId, Error, Event, Ledger, Options, ReadError, StatusKind, StorageError,
 };
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
+use support::id;
 
 fn one(
     store: &dyn Store,
@@ -580,7 +578,6 @@ fn a_write_blocked_by_a_lock_ends_at_the_statement_timeout_as_a_typed_error_and_
     let Some(url) = pg_support::url() else {
         return;
     };
-    assert_eq!(STATEMENT_TIMEOUT, Duration::from_secs(30));
     let timeout = Duration::from_millis(400);
     let name = pg_support::unique("timeout");
     let store = Arc::new(

@@ -15,14 +15,15 @@ mod audit_support;
 mod cli_support;
 #[cfg(feature = "postgres")]
 mod pg_support;
+mod support;
 
 use std::path::PathBuf;
 
-use audit_support::id;
 use cli_support::run;
 use delegation_log::event::ReasonCode;
 use delegation_log::store::key;
 use delegation_log::{Event, Ledger, StatusKind};
+use support::id;
 
 /// Where the log lives: what `recover` is given as its db.
 enum Log {

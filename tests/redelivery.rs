@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod delivery_support;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -18,10 +19,7 @@ use delegation_log::{
     DelegationId, Error, Event, Ledger, ManualClock, Options, ReadError, StatusKind, StorageError,
 };
 use delivery_support::{Silent, recording};
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
+use support::id;
 
 fn ledger_on(store: Arc<dyn Store>) -> Ledger {
     Ledger::with_store(store, Options::new().clock(ManualClock::default()))

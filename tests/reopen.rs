@@ -91,7 +91,8 @@ fn recovery_after_reopen_settles_what_was_left_queued() {
     assert!(ledger.queued().unwrap().is_empty());
 }
 
-// Regression (tests/model.rs): one damaged delegation stopped `recover` settling the others.
+// Regression (tests/ledger_agrees_with_model.rs): one damaged delegation stopped
+// `recover` settling the others.
 #[test]
 fn recover_settles_every_readable_delegation_even_when_another_is_damaged() {
     let store = Arc::new(Faulty::seeded(1));

@@ -10,6 +10,7 @@
 
 mod cli_support;
 mod delivery_support;
+mod support;
 
 use std::time::Duration;
 
@@ -22,7 +23,7 @@ async fn a_task_that_fails_every_attempt_is_exhausted_dead_and_read_the_same_fro
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log");
     let ledger = Ledger::open(&path).unwrap();
-    let target = format!("http://{}/a2a", delivery_support::closed_port());
+    let target = support::closed_port_url();
     let policy = Retry::new()
         .max_attempts(3)
         .backoff(Duration::from_millis(10))

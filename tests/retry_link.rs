@@ -11,10 +11,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod audit_support;
+mod support;
 
 use std::sync::Arc;
 
-use audit_support::{assert_says, clock, delivered, failed, hashed, id, log, queued, verify};
+use audit_support::{assert_says, clock, delivered, failed, hashed, log, queued, verify};
 use delegation_log::audit::Kind;
 use delegation_log::delegation::Fold;
 use delegation_log::event::{Failed, Queued};
@@ -22,6 +23,7 @@ use delegation_log::store::{Append, Expect, Memory, Store};
 use delegation_log::{
     Error, Event, FailureReason, Ledger, ManualClock, Options, Record, StatusKind,
 };
+use support::id;
 
 /// A `queued` line retrying `of` as attempt `attempt`.
 fn retry(id: &str, of: &str, attempt: u64) -> String {

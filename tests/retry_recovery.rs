@@ -8,6 +8,8 @@
 //! leaves the retry queued too, and says so.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod support;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,10 +18,7 @@ use delegation_log::dispatch::{self, Dispatcher, Options, Recovery, Request, Ret
 use delegation_log::store::Memory;
 use delegation_log::transport::{Accepted, Failure, Immediate, Transport};
 use delegation_log::{DelegationId, FailureReason, Ledger, ManualClock, Outcome, StatusKind};
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
+use support::id;
 
 /// A target that is offline for its first `refusals` requests, then accepts;
 /// it keeps every messageId it was sent.

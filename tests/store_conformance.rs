@@ -31,12 +31,14 @@
 #[cfg(feature = "postgres")]
 mod pg_support;
 mod store_support;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use delegation_log::store::{Append, AppendError, Expect, Faulty, Head, Memory, Sled, Store, key};
 use delegation_log::{DelegationId, Error, ReadError};
+use support::id;
 
 /// The summary the tests write with the head of seq `seq`: opaque bytes whose
 /// length varies with the seq, so that a store that pads or cuts them shows.
@@ -49,10 +51,6 @@ fn head(seq: u64) -> Head {
         seq,
         summary: summary(seq),
     }
-}
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
 }
 
 /// One append of a group, whose head summary is `summary(expect.next())`.
@@ -502,12 +500,12 @@ fn an_append_into_an_occupied_slot_is_corruption_on_sled_too() {
         one(&store, &a, Expect::Empty, b"a1").unwrap();
     }
     let value = |path: &std::path::Path| {
-        let db = store_support::raw_sled(path);
+        let db = support::raw_sled(path);
         let tree = db.open_tree("delegations").unwrap();
         tree.get(key::prefix(&a)).unwrap().map(|v| v.to_vec())
     };
     {
-        let db = store_support::raw_sled(dir.path());
+        let db = support::raw_sled(dir.path());
         let tree = db.open_tree("delegations").unwrap();
         let mut stray = tree.get(key::prefix(&a)).unwrap().unwrap().to_vec();
         stray.extend_from_slice(&5u32.to_be_bytes());

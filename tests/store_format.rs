@@ -34,16 +34,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod audit_support;
+mod support;
 
 use std::path::Path;
 
 use delegation_log::event::MAX_ID_LEN;
 use delegation_log::store::{Append, AppendError, Expect, Head, Sled, Store, Stream, key};
 use delegation_log::{DelegationId, Error, ReadError, StorageError};
-
-fn id(text: &str) -> DelegationId {
-    text.parse().unwrap()
-}
+use support::id;
 
 /// The summary written with seq `seq`, its bytes `fill`.
 fn summary(seq: u64, fill: u8) -> Vec<u8> {
@@ -111,7 +109,7 @@ fn written_v2(path: &Path, names: &[&str], count: u64) {
 
 /// The raw value of `name` in the closed format 3 store at `path`.
 fn stored_value(path: &Path, name: &str) -> Option<Vec<u8>> {
-    let db = audit_support::open_sled(path);
+    let db = support::raw_sled(path);
     let tree = db.open_tree("delegations").unwrap();
     tree.get(key::prefix(&id(name)))
         .unwrap()
@@ -130,7 +128,7 @@ fn put_value(path: &Path, name: &str, value: &[u8]) {
 
 /// Writes straight into sled's trees, as damage or an older crate would.
 fn raw(path: &Path, change: impl FnOnce(&sled::Db)) {
-    let db = audit_support::open_sled(path);
+    let db = support::raw_sled(path);
     change(&db);
     db.flush().unwrap();
 }
@@ -202,7 +200,7 @@ fn scanned_heads(store: &Sled) -> Vec<(String, Option<Head>)> {
 
 /// The names of the trees of the closed store at `path`, sorted.
 fn trees(path: &Path) -> Vec<String> {
-    tree_names(&audit_support::open_sled(path))
+    tree_names(&support::raw_sled(path))
 }
 
 fn tree_names(db: &sled::Db) -> Vec<String> {
@@ -363,7 +361,7 @@ fn a_new_store_is_marked_with_format_4_and_keeps_one_tree_of_delegations_and_its
         assert_eq!(store.format(), 2, "the heads' format");
         one(&store, &id("a"), Expect::Empty, b"r", 1).unwrap();
     }
-    let db = audit_support::open_sled(dir.path());
+    let db = support::raw_sled(dir.path());
     let format = db.open_tree("meta").unwrap().get("format").unwrap();
     assert_eq!(format.as_deref(), Some(&[4u8][..]));
     let names = tree_names(&db);
@@ -448,7 +446,7 @@ fn a_head_and_its_records_are_one_value_under_the_format_3_key() {
         );
         one(&store, &a, Expect::At(2), b"three", 3).unwrap();
     }
-    let db = audit_support::open_sled(dir.path());
+    let db = support::raw_sled(dir.path());
     let tree: Vec<(Vec<u8>, Vec<u8>)> = db
         .open_tree("delegations")
         .unwrap()

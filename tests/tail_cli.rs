@@ -13,6 +13,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod cli_support;
+mod support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -188,8 +189,9 @@ mod following {
     use rmcp::service::{RoleClient, RunningService};
     use serde_json::{Value, json};
 
-    use super::cli_support::{Agent, closed_port_url, run};
+    use super::cli_support::{Agent, run};
     use super::stale_socket;
+    use super::support::closed_port_url;
 
     type Mcp = RunningService<RoleClient, ()>;
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod audit_support;
+mod support;
 
 use audit_support::{assert_says, clock, found, messages};
 use delegation_log::audit::{self, Kind, Options};
@@ -116,7 +117,7 @@ fn deleting_a_delegations_last_record_shows_it_pending_in_the_export_and_is_caug
     // The same deletion in the store is caught by its head, and by the store's
     // count of acknowledged records (one past the last stored record).
     {
-        let db = audit_support::open_sled(&path);
+        let db = support::raw_sled(&path);
         let records = audit_support::Keys {
             tree: db.open_tree("delegations").unwrap(),
         };

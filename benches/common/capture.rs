@@ -20,7 +20,8 @@ use std::path::Path;
 
 use delegation_log::Event;
 
-use super::{ID_DIGITS, ID_PREFIX, buffered, id, open_raw, outcome, queued};
+use super::support::raw_sled;
+use super::{ID_DIGITS, ID_PREFIX, buffered, id, outcome, queued};
 
 /// One write the ledger made, as read back from its store.
 #[derive(Clone, Debug)]
@@ -66,7 +67,7 @@ pub fn find_id(key: &[u8]) -> Option<(usize, u64)> {
 pub type Dump = BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>>;
 
 pub fn dump(path: &Path) -> Dump {
-    let db = open_raw(path, None);
+    let db = raw_sled(path);
     let mut out = Dump::new();
     for name in db.tree_names() {
         let tree = db.open_tree(&name).unwrap();
@@ -212,7 +213,7 @@ impl Captured {
 
     /// A fresh raw sled database at `path` with the trees the ledger writes.
     pub fn raw(&self, path: &Path) -> (sled::Db, Vec<sled::Tree>) {
-        let db = open_raw(path, None);
+        let db = raw_sled(path);
         let trees = self
             .trees
             .iter()

@@ -1,5 +1,6 @@
 //! What the bench targets share: the smoke-run switch, the load-average note, the
-//! delegations they record, and opening stores. Each target includes this file with
+//! delegations they record, and opening stores (sled's own handle on one through
+//! the tests' `support::raw_sled`). Each target includes this file with
 //! `#[path = "common/mod.rs"] mod common;`, so not every target uses every item.
 //!
 //! Everything on the ledger's side goes through its public API (`Ledger::open_with`,
@@ -8,9 +9,11 @@
 #![allow(dead_code)]
 
 pub mod capture;
+// The tests' own helpers (ids, closed ports, sled's handle on a store's files).
+#[path = "../../tests/support/mod.rs"]
+pub mod support;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use delegation_log::{
     DelegationId, Durability, Event, FailureReason, Ledger, ManualClock, Options,
@@ -97,30 +100,6 @@ pub fn build_store(path: &Path, delegations: u64) {
         record_lifecycle(&ledger, n);
     }
     ledger.flush().unwrap();
-}
-
-/// Opens the sled database at `path` directly, with sled's default cache or
-/// `cache_bytes`, waiting for a handle that was just dropped to let go of the
-/// file lock.
-pub fn open_raw(path: &Path, cache_bytes: Option<u64>) -> sled::Db {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut config = sled::Config::new().path(path);
-        if let Some(bytes) = cache_bytes {
-            config = config.cache_capacity(bytes);
-        }
-        match config.open() {
-            Ok(db) => return db,
-            // sled reports the lock as an `Other` error naming it.
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            Err(e) => panic!("opening {} raw: {e}", path.display()),
-        }
-    }
 }
 
 /// Every entry of every tree of `db`, touched: how many, and their bytes.

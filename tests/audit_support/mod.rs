@@ -1,6 +1,8 @@
 //! Helpers shared by the audit and store tests: log lines, hashing, a fixed clock,
 //! changes to a closed sled store (raw edits, forged heads, a rewrite in format
-//! 1 or 2, a copy), and record bytes sealed behind a valid checksum.
+//! 1 or 2, a copy), and record bytes sealed behind a valid checksum. It opens
+//! sled with `support::raw_sled`, so a test that includes it includes `support`
+//! too.
 #![allow(
     dead_code,
     clippy::unwrap_used,
@@ -11,6 +13,8 @@
 use delegation_log::audit::{self, Kind, Verdict};
 use delegation_log::{ChainHash, ManualClock, Record};
 use std::collections::HashMap;
+
+use crate::support::raw_sled;
 
 /// The clock every audit test ages pending delegations against:
 /// 2026-06-07T01:32:07Z, plus an hour.
@@ -102,49 +106,13 @@ pub fn assert_says(verdict: &Verdict, index: usize, text: &str) {
     );
 }
 
-/// A delegation id from text.
-pub fn id(text: &str) -> delegation_log::DelegationId {
-    text.parse().unwrap()
-}
-
-/// How long [`open_sled`] waits for a lock that a just-closed handle still holds.
-pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// sled opened directly on the closed store at `path`. sled lets go of its file
-/// lock from a background thread shortly after the last handle drops, so an open
-/// right after a close can find it still held (`WouldBlock`): wait for it, up to
-/// [`LOCK_WAIT`], then fail saying the store is still open.
-pub fn open_sled(path: &std::path::Path) -> sled::Db {
-    let started = std::time::Instant::now();
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(sled::Error::Io(io)) if is_locked(&io) && started.elapsed() < LOCK_WAIT => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(sled::Error::Io(io)) if is_locked(&io) => panic!(
-                "{} is still locked after {LOCK_WAIT:?}: a handle to it is still open ({io})",
-                path.display()
-            ),
-            Err(other) => panic!("sled cannot open {}: {other}", path.display()),
-        }
-    }
-}
-
-/// Whether sled's open failed on its file lock: sled reports the `WouldBlock` of
-/// its `try_lock` as an error of kind `Other` that says so (sled 0.34.7,
-/// `config.rs`).
-fn is_locked(io: &std::io::Error) -> bool {
-    io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock")
-}
-
 /// Rewrites a closed sled store's keys directly, as damage or an attacker would,
 /// then flushes. Format 3 keeps a delegation's head and records in one value
 /// under one key; the closure gets a [`Keys`] view of it twice, as the records
 /// and as the heads, that reads and edits each record under `key::record` and
 /// each head under `key::head`, as format 2 stored them.
 pub fn raw(path: &std::path::Path, change: impl FnOnce(&Keys, &Keys)) {
-    let db = open_sled(path);
+    let db = raw_sled(path);
     let keys = Keys {
         tree: db.open_tree("delegations").unwrap(),
     };
@@ -316,7 +284,7 @@ pub fn audited(path: &std::path::Path) -> Verdict {
 /// before format 3: one tree, `log`, each record under `key::record`, each head
 /// under `key::head` (seq 0), format marker 2.
 pub fn downgrade_to_v2(path: &std::path::Path) {
-    let db = open_sled(path);
+    let db = raw_sled(path);
     rewrite_in_v2(&db);
     db.flush().unwrap();
 }
@@ -325,7 +293,7 @@ pub fn downgrade_to_v2(path: &std::path::Path) {
 /// 2 ([`downgrade_to_v2`]): its one tree `log`, given twice, as the records and
 /// as the heads.
 pub fn raw_v2(path: &std::path::Path, change: impl FnOnce(&sled::Tree, &sled::Tree)) {
-    let db = open_sled(path);
+    let db = raw_sled(path);
     if db
         .tree_names()
         .iter()
@@ -371,7 +339,7 @@ fn rewrite_in_v2(db: &sled::Db) {
 /// Rewrites the closed sled store at `path` of format 4 in format 3, as the
 /// crate wrote it before the index: the tree `index` dropped, marker 3.
 pub fn downgrade_to_v3(path: &std::path::Path) {
-    let db = open_sled(path);
+    let db = raw_sled(path);
     db.drop_tree("index").unwrap();
     db.open_tree("meta")
         .unwrap()
@@ -386,7 +354,7 @@ pub fn downgrade_to_v3(path: &std::path::Path) {
 pub fn downgrade_to_v1(path: &std::path::Path) {
     use delegation_log::envelope;
     use delegation_log::store::{Head, key};
-    let db = open_sled(path);
+    let db = raw_sled(path);
     rewrite_in_v2(&db);
     let log = db.open_tree("log").unwrap();
     let records = db.open_tree("records").unwrap();
@@ -418,7 +386,7 @@ pub fn downgrade_to_v1(path: &std::path::Path) {
 
 /// As [`raw`], for a store of format 1: its `records` and `heads` trees.
 pub fn raw_v1(path: &std::path::Path, change: impl FnOnce(&sled::Tree, &sled::Tree)) {
-    let db = open_sled(path);
+    let db = raw_sled(path);
     change(
         &db.open_tree("records").unwrap(),
         &db.open_tree("heads").unwrap(),

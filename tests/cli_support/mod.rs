@@ -182,9 +182,3 @@ impl Drop for Agent {
         }
     }
 }
-
-/// A loopback URL nothing listens on: its port was bound, then released.
-pub fn closed_port_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    format!("http://{}/a2a", listener.local_addr().unwrap())
-}

@@ -1,7 +1,7 @@
 //! Helpers shared by the tests that deliver: an in-memory ledger, in-process
 //! transports (one that never answers, one that keeps every message), and, for
-//! delivery over real HTTP, a loopback server, a closed port, and one delegation
-//! delivered to its end.
+//! delivery over real HTTP, a loopback server and one delegation delivered to its
+//! end.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -23,12 +23,6 @@ pub async fn serve(app: Router) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
-}
-
-/// A loopback port nothing listens on: bound, then released.
-pub fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
 }
 
 /// A ledger in memory, on a manual clock.

@@ -4,8 +4,6 @@
 //! memory store underneath. Like any store a test writes, it keeps no index and
 //! no ownership (the trait's defaults), so the ledger over it scans. It can
 //! also say it is remote ([`Store::remote`]), and counts the heads read.
-//! [`raw_sled`] opens a sled store's files with sled itself, for the tests
-//! that damage them by hand.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -100,23 +98,5 @@ impl Store for Hooked {
     }
     fn remote(&self) -> bool {
         self.remote
-    }
-}
-
-/// sled's own handle on the store at `path`, for a test that edits its trees by
-/// hand. A handle just dropped lets go of sled's file lock from a background
-/// thread a moment later, so the open is tried again for up to five seconds,
-/// as `Sled::open` does.
-pub fn raw_sled(path: &std::path::Path) -> sled::Db {
-    let started = std::time::Instant::now();
-    loop {
-        match sled::open(path) {
-            Ok(db) => return db,
-            Err(error) if started.elapsed() < std::time::Duration::from_secs(5) => {
-                let _ = error;
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            Err(error) => panic!("sled::open({}): {error}", path.display()),
-        }
     }
 }

@@ -1,7 +1,9 @@
-//! Model-based property test: random interleavings of many delegations on the
-//! fault-injecting store, checked step by step against the reference model,
+//! Guards that the ledger does what the reference model says: random
+//! interleavings of many delegations on the fault-injecting store (a
+//! proptest-state-machine test), checked step by step against the model,
 //! `delegation_log::fuzzing::Model` (behind the `fuzzing` feature), which the fuzz
-//! target `ops` and `tests/fuzz_corpus.rs` check the ledger against too.
+//! target `ops`, `tests/fuzz_seeds_pass.rs` and
+//! `tests/refused_events_change_nothing.rs` check the ledger against too.
 //!
 //! Every transition (queue, deliver, fail with each reason, duplicate and illegal
 //! outcomes, invalid events, K threads racing to settle one delegation, a retry
@@ -61,7 +63,7 @@ fn persisted_in(file: &'static str) -> Config {
 }
 
 prop_state_machine! {
-    #![proptest_config(persisted_in("proptest-regressions/model.txt"))]
+    #![proptest_config(persisted_in("proptest-regressions/ledger_agrees_with_model.txt"))]
 
     #[test]
     fn the_ledger_behaves_like_the_model_under_crashes_faults_and_races(
@@ -70,7 +72,7 @@ prop_state_machine! {
 }
 
 prop_state_machine! {
-    #![proptest_config(persisted_in("proptest-regressions/model_retries.txt"))]
+    #![proptest_config(persisted_in("proptest-regressions/ledger_agrees_with_model_retries.txt"))]
 
     /// The same model and checks, weighted towards retries, time passing and
     /// crashes, so that chains of several attempts and crashes during a
@@ -388,7 +390,7 @@ impl StateMachineTest for LedgerUnderTest {
 prop_state_machine! {
     #![proptest_config(Config {
         cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(64),
-        ..persisted_in("proptest-regressions/model_postgres.txt")
+        ..persisted_in("proptest-regressions/ledger_agrees_with_model_postgres.txt")
     })]
 
     #[test]

@@ -1,4 +1,7 @@
-//! The fuzz targets' committed seeds, replayed on stable.
+//! Guards that every committed fuzz seed still passes its target's check, on
+//! stable: stored bytes decode without panic and round-trip (`decode`), operation
+//! scripts agree with the shared model (`ops`), and `verify`'s verdict is stable
+//! and a clean log survives import then export (`verify`).
 //!
 //! Every file under `fuzz/corpus/<target>/` is decoded the way libFuzzer hands it
 //! to the target (`arbitrary_take_rest` for structured targets) and run through

@@ -231,7 +231,7 @@ fn run(ops: &[Op], store: Arc<dyn Store>, faulty: Option<&Faulty>) {
 proptest! {
     #![proptest_config(ProptestConfig {
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
-            "proptest-regressions/index_props.txt",
+            "proptest-regressions/index_agrees_with_scan.txt",
         ))),
         cases: 256,
         ..ProptestConfig::default()
