@@ -29,8 +29,6 @@
 //! ```
 //!
 //! The crate's promises, and how each is tested, are in the README.
-#![forbid(unsafe_code)]
-#![deny(missing_docs)]
 #![doc = include_str!("../README.md")]
 
 pub mod audit;
