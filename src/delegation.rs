@@ -7,7 +7,6 @@
 
 use serde::Serialize;
 
-use crate::envelope::{self, EventRef, RecordRef};
 use crate::event::{
     Attempt, ChainHash, DelegationId, Event, Failed, ReasonCode, Received, Record, Remote, Seq,
     Timestamp,
@@ -160,7 +159,7 @@ pub struct Status {
     /// answers with the latest attempt's status), which `status` prints. `None`, and absent from the JSON form, for a
     /// task never retried, and from [`Ledger::status`](crate::Ledger::status), which reads one head.
     #[serde(flatten)]
-    pub attempts: Option<crate::ledger::Attempts>,
+    pub attempts: Option<Attempts>,
 }
 
 impl Status {
@@ -181,6 +180,60 @@ impl Status {
             queued_at: None,
             settled_at: None,
             attempts: None,
+        }
+    }
+}
+
+/// A delegation's attempts as one task: what [`Ledger::attempts`](crate::Ledger::attempts) answers, and
+/// what `status` adds to a delegation's own fields.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Attempts {
+    /// The first attempt's id (the task's A2A `messageId`).
+    pub first: DelegationId,
+    /// The latest attempt's id.
+    pub latest: DelegationId,
+    /// The latest attempt's state: the task's state.
+    pub latest_status: StatusKind,
+    /// How many attempts so far.
+    #[serde(rename = "attempts")]
+    pub count: Attempt,
+    /// The latest failed attempt, if any failed.
+    pub last_failure: Option<LastFailure>,
+    /// When the latest attempt may be sent: its `not_before`, while it is
+    /// `queued` and that time is ahead of the ledger's clock; `null` otherwise.
+    pub next_attempt_at: Option<Timestamp>,
+    /// Whether the task gave up: the latest attempt failed and nothing retries
+    /// it.
+    pub exhausted: bool,
+}
+
+/// How an attempt failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct LastFailure {
+    /// The attempt that failed.
+    pub id: DelegationId,
+    /// Why (`target_offline`, `http_status`, …).
+    pub reason: ReasonCode,
+    /// The status code, for reason `http_status`.
+    pub http_status: Option<u16>,
+    /// The error detail.
+    pub detail: Option<String>,
+    /// When it failed.
+    pub at: Timestamp,
+}
+
+impl LastFailure {
+    /// The failure of `attempt`, if it failed.
+    pub(crate) fn of(attempt: &Delegation) -> Option<Self> {
+        match (&attempt.outcome, attempt.settled_at) {
+            (Some(Outcome::Failed(failed)), Some(at)) => Some(LastFailure {
+                id: attempt.id.clone(),
+                reason: failed.reason.code(),
+                http_status: failed.reason.http_status(),
+                detail: failed.detail.clone(),
+                at,
+            }),
+            _ => None,
         }
     }
 }
@@ -417,144 +470,5 @@ impl Fold {
             (_, None) => {}
         }
         Ok(next)
-    }
-}
-
-/// A [`Fold`] over records read in place ([`envelope::decode_lent`]): what
-/// replay and the audit fold each delegation with. Where [`Fold`] copies each record's fields into its
-/// delegation as it applies it, this keeps the records it applied (a `queued`
-/// and at most one outcome, the most a history holds) and builds the
-/// [`Delegation`] once, at the end, from the same fields.
-///
-/// It checks what [`Fold::check`] checks, in the same way: the delegation, the
-/// sequence, the lifecycle machine and, if it verifies the chain, the hash.
-/// Anything it does not take as the
-/// common case (a refused record, an outcome before a `queued`, a second of
-/// either) ends it with `None`: the caller then folds the records with
-/// [`Fold`], which says what is wrong.
-pub(crate) struct LentFold<'a> {
-    id: &'a str,
-    state: State,
-    seq: Seq,
-    /// The chain hash of the last applied record.
-    hash: ChainHash,
-    /// Whether each record's hash is recomputed and compared, as
-    /// [`Fold::new`] does, or taken as stored, as [`Fold::trusting`] does.
-    verify_chain: bool,
-    queued: Option<RecordRef<'a>>,
-    outcome: Option<RecordRef<'a>>,
-}
-
-impl<'a> LentFold<'a> {
-    /// An empty fold for the delegation `id` that takes each stored hash as
-    /// the chain's ([`Fold::trusting`]): what replay folds with.
-    pub(crate) fn trusting(id: &'a str) -> Self {
-        LentFold {
-            id,
-            state: State::Initial,
-            seq: 0,
-            hash: ChainHash::GENESIS,
-            verify_chain: false,
-            queued: None,
-            outcome: None,
-        }
-    }
-
-    /// An empty fold for the delegation `id` that recomputes every record's
-    /// chain hash and compares it with the stored one ([`Fold::new`]): what
-    /// the audit folds with.
-    pub(crate) fn verifying(id: &'a str) -> Self {
-        LentFold {
-            verify_chain: true,
-            ..LentFold::trusting(id)
-        }
-    }
-
-    /// The seq of the last applied record, 0 for none.
-    pub(crate) fn seq(&self) -> Seq {
-        self.seq
-    }
-
-    /// The state after the records applied so far.
-    pub(crate) fn state(&self) -> State {
-        self.state
-    }
-
-    /// Applies `record`, as [`Fold::apply`] would; `None` if it would refuse it
-    /// (or the history is not the common case, above).
-    pub(crate) fn apply(&mut self, record: RecordRef<'a>) -> Option<()> {
-        if record.delegation != self.id || record.seq != self.seq.saturating_add(1) {
-            return None;
-        }
-        let next = lifecycle::step(self.state, record.event.kind()).ok()?;
-        if self.verify_chain && record.chain_hash(&self.hash)? != record.hash {
-            return None;
-        }
-        let slot = match record.event {
-            EventRef::Queued(_) => &mut self.queued,
-            EventRef::Delivered(_) | EventRef::Failed(_) if self.queued.is_some() => {
-                &mut self.outcome
-            }
-            EventRef::Delivered(_) | EventRef::Failed(_) => return None,
-        };
-        if slot.is_some() {
-            return None;
-        }
-        self.state = next;
-        self.seq = record.seq;
-        self.hash = record.hash;
-        *slot = Some(record);
-        Some(())
-    }
-
-    /// Whether `summary` is exactly the head stored for the delegation folded
-    /// so far ([`envelope::head::is_encoding_of`] it), checked without building
-    /// the delegation. `false` before any record.
-    pub(crate) fn is_head(&self, summary: &[u8]) -> bool {
-        self.queued.as_ref().is_some_and(|queued| {
-            envelope::head::is_head_of(summary, queued, self.outcome.as_ref(), self.state)
-        })
-    }
-
-    /// The delegation, as [`Fold::into_delegation`] gives it for the same
-    /// records; `None` before any record.
-    pub(crate) fn into_delegation(self) -> Option<Delegation> {
-        let queued = self.queued?;
-        let EventRef::Queued(fields) = queued.event else {
-            return None;
-        };
-        let (settled_at, outcome, seq, hash) = match self.outcome {
-            None => (None, None, queued.seq, queued.hash),
-            Some(record) => {
-                let outcome = match record.event {
-                    EventRef::Delivered(delivered) => Outcome::Delivered {
-                        http_status: delivered.http_status(),
-                        remote: delivered.remote(),
-                    },
-                    EventRef::Failed(failed) => Outcome::Failed(failed.into_event()),
-                    EventRef::Queued(_) => return None,
-                };
-                (Some(record.at), Some(outcome), record.seq, record.hash)
-            }
-        };
-        Some(Delegation {
-            id: DelegationId::try_from(self.id).ok()?,
-            state: self.state,
-            source: fields.source.to_owned(),
-            target: fields.target.to_owned(),
-            task: fields.task,
-            retry_of: fields
-                .retry_of
-                .map(DelegationId::try_from)
-                .transpose()
-                .ok()?,
-            attempt: fields.attempt.unwrap_or(1),
-            not_before: fields.not_before,
-            queued_at: queued.at,
-            settled_at,
-            outcome,
-            seq,
-            hash,
-        })
     }
 }

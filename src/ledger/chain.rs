@@ -2,69 +2,13 @@
 //! `retry_of` to the first and forward by the index's verified links to the
 //! latest, a few reads per attempt and never a scan (on a store with an index).
 
-use serde::Serialize;
-
-use crate::delegation::{Delegation, Outcome, Status, StatusKind};
+use crate::delegation::{Attempts, Delegation, LastFailure, Status, StatusKind};
 use crate::error::ReadError;
-use crate::event::{Attempt, DelegationId, ReasonCode, Record, Timestamp};
+use crate::event::{Attempt, DelegationId, Record};
 use crate::lifecycle::State;
 
 use super::Ledger;
 use super::index::Links;
-
-/// A delegation's attempts as one task: what [`Ledger::attempts`] answers, and
-/// what `status` adds to a delegation's own fields.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Attempts {
-    /// The first attempt's id (the task's A2A `messageId`).
-    pub first: DelegationId,
-    /// The latest attempt's id.
-    pub latest: DelegationId,
-    /// The latest attempt's state: the task's state.
-    pub latest_status: StatusKind,
-    /// How many attempts so far.
-    #[serde(rename = "attempts")]
-    pub count: Attempt,
-    /// The latest failed attempt, if any failed.
-    pub last_failure: Option<LastFailure>,
-    /// When the latest attempt may be sent: its `not_before`, while it is
-    /// `queued` and that time is ahead of the ledger's clock; `null` otherwise.
-    pub next_attempt_at: Option<Timestamp>,
-    /// Whether the task gave up: the latest attempt failed and nothing retries
-    /// it.
-    pub exhausted: bool,
-}
-
-/// How an attempt failed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct LastFailure {
-    /// The attempt that failed.
-    pub id: DelegationId,
-    /// Why (`target_offline`, `http_status`, …).
-    pub reason: ReasonCode,
-    /// The status code, for reason `http_status`.
-    pub http_status: Option<u16>,
-    /// The error detail.
-    pub detail: Option<String>,
-    /// When it failed.
-    pub at: Timestamp,
-}
-
-impl LastFailure {
-    /// The failure of `attempt`, if it failed.
-    fn of(attempt: &Delegation) -> Option<Self> {
-        match (&attempt.outcome, attempt.settled_at) {
-            (Some(Outcome::Failed(failed)), Some(at)) => Some(LastFailure {
-                id: attempt.id.clone(),
-                reason: failed.reason.code(),
-                http_status: failed.reason.http_status(),
-                detail: failed.detail.clone(),
-                at,
-            }),
-            _ => None,
-        }
-    }
-}
 
 /// A chain of attempts, read: each attempt's summary, first to latest.
 pub(super) struct Chain {

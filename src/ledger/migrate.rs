@@ -7,8 +7,8 @@ use crate::envelope;
 use crate::error::{Error, Result};
 use crate::store::{self, Head};
 
-use super::index::Hints;
 use super::stream::{Chain, decode_stream, fold_records};
+use crate::store::Hint;
 
 /// What [`migrate`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -70,7 +70,7 @@ pub fn migrate(path: impl AsRef<Path>) -> Result<Migration> {
             seq: delegation.seq,
             summary: envelope::head::encode(delegation),
         });
-        let hints = fold.delegation().map(Hints::standing).unwrap_or_default();
+        let hints = fold.delegation().map(Hint::standing).unwrap_or_default();
         Ok(store::sled::Migrated {
             entries,
             head,

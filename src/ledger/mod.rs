@@ -58,6 +58,7 @@ mod follow;
 mod index;
 mod known;
 mod lease;
+mod lent;
 mod migrate;
 mod next;
 mod pending;
@@ -82,11 +83,11 @@ use self::commit::GroupCommit;
 use self::follow::Feed;
 use self::known::Known;
 
-pub use self::chain::{Attempts, LastFailure};
 pub use self::claim::Claim;
 pub use self::follow::{FOLLOW_CAPACITY, FollowError, Follower};
 pub(crate) use self::index::Hints;
 pub use self::lease::{Lease, Renewal};
+pub(crate) use self::lent::LentFold;
 pub use self::migrate::{Migration, migrate};
 pub use self::pending::{Dead, Pending, Waiting};
 pub(crate) use self::recovery::Taken;
@@ -94,6 +95,7 @@ pub use self::recovery::{RECOVERY_LEASE, Report, Unrecovered};
 pub(crate) use self::stream::{Chain, decode_stream, fold_records, head_disagrees};
 pub use self::tail::Tail;
 pub use self::write::{Recorded, Retried, Settlement};
+pub use crate::delegation::{Attempts, LastFailure};
 
 /// When `record` acknowledges an event.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -213,6 +215,30 @@ impl std::fmt::Debug for Ledger {
             .field("options", &self.inner.options)
             .field("poisoned", &self.inner.poisoned.get())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Ledger {
+    /// Opens a durable ledger on the PostgreSQL server at `url`, in the default
+    /// schema (feature `postgres`).
+    ///
+    /// # Errors
+    /// As for [`Postgres::connect`](crate::store::Postgres::connect).
+    pub fn open_url(url: &str) -> Result<Self> {
+        Self::open_url_with(url, Options::default())
+    }
+
+    /// Opens a ledger with `options` on the PostgreSQL server at `url`, in the
+    /// default schema (feature `postgres`).
+    ///
+    /// # Errors
+    /// As for [`Postgres::connect`](crate::store::Postgres::connect).
+    pub fn open_url_with(url: &str, options: Options) -> Result<Self> {
+        Ok(Self::with_store(
+            Arc::new(crate::store::Postgres::connect(url)?),
+            options,
+        ))
     }
 }
 

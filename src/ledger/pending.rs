@@ -14,8 +14,8 @@ use crate::lifecycle::State;
 use crate::store::index::Set;
 
 use super::Ledger;
-use super::chain::LastFailure;
 use super::index::Links;
+use crate::delegation::LastFailure;
 
 /// A delegation not settled yet: what [`Ledger::pending`] lists.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -1,11 +1,13 @@
 //! A stored stream read back: its records decoded and checked against their keys,
 //! folded, and its head checked against the fold.
 
-use crate::delegation::{Delegation, Fold, LentFold, Status};
+use crate::delegation::{Delegation, Fold, Status};
 use crate::envelope;
 use crate::error::ReadError;
 use crate::event::{DelegationId, Record, Seq};
 use crate::store::{self, Head, Lent, Stream, StreamRef};
+
+use super::lent::LentFold;
 
 /// How strictly a head is decoded.
 #[derive(Clone, Copy, Debug)]

@@ -31,8 +31,10 @@
 //! hint is there exactly when its append is, which keeps the contract above
 //! the stronger.
 
+use crate::delegation::Delegation;
 use crate::error::{ReadError, Result};
 use crate::event::DelegationId;
+use crate::lifecycle::State;
 
 /// One hint of the index.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -51,6 +53,28 @@ pub enum Hint {
         /// Its retry.
         to: DelegationId,
     },
+}
+
+impl Hint {
+    /// The hints of a delegation as it stands (what a migration writes): open
+    /// if `queued`, dead if `failed` (a migration drops the dead hint of an
+    /// attempt that is retried), and the link from the attempt it retries.
+    pub(crate) fn standing(delegation: &Delegation) -> Vec<Hint> {
+        let id = &delegation.id;
+        let mut hints = Vec::with_capacity(2);
+        match delegation.state {
+            State::Queued => hints.push(Hint::Open(id.clone())),
+            State::Failed => hints.push(Hint::Dead(id.clone())),
+            State::Initial | State::Delivered => {}
+        }
+        if let Some(original) = &delegation.retry_of {
+            hints.push(Hint::Link {
+                from: original.clone(),
+                to: id.clone(),
+            });
+        }
+        hints
+    }
 }
 
 /// A set of hints [`Index::hinted`] lists.

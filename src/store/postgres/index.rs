@@ -25,7 +25,6 @@ use super::pool::Conn;
 use crate::envelope;
 use crate::error::{ReadError, Result};
 use crate::event::DelegationId;
-use crate::ledger::Hints;
 use crate::store::index::{Hint, Index, Set};
 use crate::store::key;
 
@@ -178,7 +177,7 @@ pub(super) fn fill(
         let delegation: Vec<u8> = head.try_get(0)?;
         let summary: Vec<u8> = head.try_get(1)?;
         let hints = match envelope::head::decode(&summary) {
-            Ok(standing) => Hints::standing(&standing),
+            Ok(standing) => Hint::standing(&standing),
             Err(_) => match id(&delegation) {
                 Ok(id) => vec![Hint::Open(id.clone()), Hint::Dead(id)],
                 Err(_) => Vec::new(),

@@ -117,7 +117,6 @@ mod pool;
 mod read;
 mod schema;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use self::fail::Failure;
@@ -126,7 +125,6 @@ use self::pool::{Conn, Pool};
 use super::{Append, AppendError, Head, Hint, Store, Stream};
 use crate::error::{ReadError, Result};
 use crate::event::DelegationId;
-use crate::ledger::{Ledger, Options};
 
 /// How long one statement may run before the server cancels it, unless
 /// [`Connect::statement_timeout`] says otherwise: 30 seconds.
@@ -416,25 +414,5 @@ impl Store for Postgres {
 
     fn index(&self) -> Option<&dyn super::Index> {
         Some(self)
-    }
-}
-
-impl Ledger {
-    /// Opens a durable ledger on the PostgreSQL server at `url`, in the default
-    /// schema (feature `postgres`).
-    ///
-    /// # Errors
-    /// As for [`Postgres::connect`].
-    pub fn open_url(url: &str) -> Result<Self> {
-        Self::open_url_with(url, Options::default())
-    }
-
-    /// Opens a ledger with `options` on the PostgreSQL server at `url`, in the
-    /// default schema (feature `postgres`).
-    ///
-    /// # Errors
-    /// As for [`Postgres::connect`].
-    pub fn open_url_with(url: &str, options: Options) -> Result<Self> {
-        Ok(Self::with_store(Arc::new(Postgres::connect(url)?), options))
     }
 }
