@@ -20,7 +20,7 @@ use super::requeue::{Failing, Requeued};
 use super::supervisor::Admission;
 use super::{Error, Inner, Receipt, blocking};
 use crate::delegation::Delegation;
-use crate::event::{DelegationId, Event, Failed, FailureReason, Queued, Timestamp};
+use crate::event::{DelegationId, Failed, FailureReason, Queued, Timestamp};
 use crate::ledger::{self, Lease, Ledger, Taken};
 
 /// What recovery holds while it redelivers on a shared store: the dispatcher's
@@ -308,7 +308,6 @@ async fn interrupt_one(
                 runtime,
                 held,
             } = orphan;
-            const STOPPED: &str = "the process stopped before the outcome was known";
             let now = worker.ledger.clock().now();
             let plan = worker
                 .options
@@ -334,7 +333,7 @@ async fn interrupt_one(
                 };
                 let failed = |next: &DelegationId| Failed {
                     reason: FailureReason::Interrupted,
-                    detail: Some(format!("{STOPPED}; retried as {next}")),
+                    detail: Some(format!("{}; retried as {next}", ledger::INTERRUPTED)),
                 };
                 return match worker.requeue(&failing, held.lease.as_ref(), failed, &queued)? {
                     Requeued::Queued { id, claim, retried } => {
@@ -362,25 +361,12 @@ async fn interrupt_one(
                     }
                 };
             }
-            let failed = Event::Failed(Failed {
-                reason: FailureReason::Interrupted,
-                detail: Some(STOPPED.to_owned()),
-            });
-            match worker.ledger.record(&original.id, failed) {
-                Ok(_) => {
-                    held.taken.release(&original.id);
-                    Ok(Some(Recovered {
-                        id: original.id,
-                        redelivery: None,
-                        resumed: None,
-                    }))
-                }
-                Err(crate::Error::AlreadySettled { .. }) => {
-                    held.taken.release(&original.id);
-                    Ok(None)
-                }
-                Err(error) => Err(error.into()),
-            }
+            let settled = worker.ledger.interrupt(&original.id, &held.taken)?;
+            Ok(settled.then(|| Recovered {
+                id: original.id,
+                redelivery: None,
+                resumed: None,
+            }))
         },
     )
     .await
