@@ -64,12 +64,7 @@ enum AtStart {
 }
 
 pub(crate) fn run(args: Args) -> Done {
-    let ledger = super::place::open(&args.db).map_err(|e| {
-        Failure::Unusable(format!(
-            "cannot open {}: {e}",
-            super::place::shown(&args.db)
-        ))
-    })?;
+    let ledger = super::open(&args.db)?;
     let http = args.http.transport()?;
     let protocol = match args.http.protocol {
         Protocol::Auto => mcp::Protocol::Auto,
