@@ -105,7 +105,7 @@ use serde_json::{Value, json};
 
 use super::{Accepted, BoxFuture, Failure, Message, Transport};
 use crate::event::FailureReason;
-use crate::event::http_status::Code;
+use crate::event::http_status::{Class, Code, NonSuccess};
 
 mod answer;
 mod auth;
@@ -338,22 +338,17 @@ impl Http {
             request = request.header(name, value);
         }
         let mut response = request.send().await.map_err(|e| classify(&e))?;
-        let status = response.status().as_u16();
-        if !Code(status).is_success() {
-            // Only 429 and 503 carry a wait that a retry honours.
-            let retry_after = match status {
-                429 | 503 => response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| {
-                        crate::transport::retry_after::parse(value, chrono::Utc::now())
-                    }),
-                _ => None,
-            };
-            let prefix = read_prefix(&mut response).await;
-            let mut failure = answer::non_success(status, &prefix).with_retry_after(retry_after);
-            if status == 401 || status == 403 {
+        let status = Code(response.status().as_u16()).classify();
+        let (body, retry_after) = match status {
+            Class::Success(_) => (read_answer(&mut response, self.max_answer).await?, None),
+            Class::NonSuccess(code) => {
+                let retry_after = retry_after(&response, code);
+                (read_prefix(&mut response).await, retry_after)
+            }
+        };
+        answer::classify(status, &body, message.delegation.as_str()).map_err(|failure| {
+            let mut failure = failure.with_retry_after(retry_after);
+            if let FailureReason::HttpStatus(401 | 403) = failure.reason {
                 failure.detail.push_str(&match &self.credential {
                     Some(credential) => format!(
                         " (sent the credential from the {} as {})",
@@ -363,10 +358,21 @@ impl Http {
                     None => " (no credential was configured)".to_owned(),
                 });
             }
-            return Err(failure);
-        }
-        let body = read_answer(&mut response, self.max_answer).await?;
-        answer::classify(status, &body, message.delegation.as_str())
+            failure
+        })
+    }
+}
+
+/// The wait a non-2xx answer asks for before a retry: only 429 and 503 carry
+/// one that a retry honours.
+fn retry_after(response: &reqwest::Response, status: NonSuccess) -> Option<Duration> {
+    match status.get() {
+        429 | 503 => response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| crate::transport::retry_after::parse(value, chrono::Utc::now())),
+        _ => None,
     }
 }
 
