@@ -147,18 +147,54 @@ impl fmt::Display for Version {
 
 /// What the transport speaks: one A2A wire generation to every target, or, with
 /// [`Protocol::Auto`], what each target's agent card advertises.
+///
+/// The one enum for this choice, wherever it is made: with feature `mcp`, it is
+/// the `protocol` argument of the MCP tools (`"auto"`, `"0.3"`, `"1.0"`, in its
+/// JSON Schema); with feature `cli`, the value of `--protocol`. Each of those
+/// describes the values in its own words (`schemars(description)`, `value(help)`),
+/// and lists them in this order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "mcp", derive(serde::Deserialize, schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "mcp",
+    schemars(description = "The A2A wire generation to speak to a target.")
+)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Protocol {
-    /// A2A 0.3, posted to the target URL.
-    #[default]
-    V0_3,
-    /// A2A 1.0, posted to the target URL.
-    V1_0,
     /// Reads the target's agent card (cached, see [`Builder::card_cache`]) and
     /// posts to its JSON-RPC interface in the newest version both sides speak.
     /// A card that cannot be had fails the delivery, naming the card's URL; the
     /// [Protocol discovery](self#protocol-discovery) says how.
+    #[cfg_attr(feature = "mcp", serde(rename = "auto"))]
+    #[cfg_attr(
+        feature = "mcp",
+        schemars(
+            description = "Read the agent card and speak the newest version both sides know."
+        )
+    )]
+    #[cfg_attr(
+        feature = "cli",
+        value(help = "Read the agent card and speak what the agent advertises")
+    )]
     Auto,
+    /// A2A 0.3 (`message/send`), posted to the target URL.
+    #[default]
+    #[cfg_attr(feature = "mcp", serde(rename = "0.3"))]
+    #[cfg_attr(feature = "mcp", schemars(description = "A2A 0.3: `message/send`."))]
+    #[cfg_attr(feature = "cli", value(name = "0.3", help = "A2A 0.3: `message/send`"))]
+    V0_3,
+    /// A2A 1.0 (`SendMessage`, header `A2A-Version: 1.0`), posted to the target
+    /// URL.
+    #[cfg_attr(feature = "mcp", serde(rename = "1.0"))]
+    #[cfg_attr(feature = "mcp", schemars(description = "A2A 1.0: `SendMessage`."))]
+    #[cfg_attr(
+        feature = "cli",
+        value(
+            name = "1.0",
+            help = "A2A 1.0: `SendMessage`, header `A2A-Version: 1.0`"
+        )
+    )]
+    V1_0,
 }
 
 impl From<Version> for Protocol {
