@@ -58,15 +58,10 @@ pub struct Recovered {
     pub resumed: Option<Receipt>,
 }
 
-/// A delegation recovery found and could not settle (or redeliver), and why.
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {error}", .id.as_ref().map_or_else(|| "an unreadable delegation".to_owned(), |id| format!("delegation `{id}`")))]
-pub struct Unrecovered {
-    /// The delegation, when it could be told (a damaged store key names none).
-    pub id: Option<DelegationId>,
-    /// Why: damage in its history, a failed write, or a dispatcher shut down.
-    pub error: Error,
-}
+/// A delegation recovery found and could not settle (or redeliver), and why:
+/// the ledger's [`Unrecovered`](ledger::Unrecovered), with the dispatcher's
+/// [`Error`].
+pub type Unrecovered = ledger::Unrecovered<Error>;
 
 impl From<ledger::Unrecovered> for Unrecovered {
     fn from(unrecovered: ledger::Unrecovered) -> Self {

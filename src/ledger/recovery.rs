@@ -22,14 +22,18 @@ pub const RECOVERY_LEASE: Duration = Duration::from_secs(10);
 /// delegation a dead process left `queued`.
 pub(crate) const INTERRUPTED: &str = "the process stopped before the outcome was known";
 
-/// A delegation that recovery found and could not settle, and why.
+/// A delegation that recovery found and could not settle, and why. `E` is the
+/// error of the recovery that ran: the ledger's [`Error`] for
+/// [`Ledger::recover_all`], a dispatcher's for its recovery
+/// ([`dispatch::Unrecovered`](crate::dispatch::Unrecovered)).
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {error}", .id.as_ref().map_or_else(|| "an unreadable delegation".to_owned(), |id| format!("delegation `{id}`")))]
-pub struct Unrecovered {
+pub struct Unrecovered<E = Error> {
     /// The delegation, when it could be told (a damaged store key names none).
     pub id: Option<DelegationId>,
-    /// Why it was not settled: damage in its history, or a failed write.
-    pub error: Error,
+    /// Why it was not settled: damage in its history, a failed write, or (in a
+    /// dispatcher's recovery) a dispatcher shut down.
+    pub error: E,
 }
 
 /// What [`Ledger::recover_all`] did: every delegation it settled, and every one it
