@@ -10,9 +10,10 @@ mod store_support;
 use std::path::Path;
 
 use delegation_log::audit::{Kind, audit_path};
+use delegation_log::ledger::Options;
 use delegation_log::store::key;
 use delegation_log::store::sled::ACKED_FILE;
-use delegation_log::{DelegationId, Error, Event, Ledger, ManualClock, Options};
+use delegation_log::{DelegationId, Error, Event, Ledger, ManualClock};
 
 fn id(n: usize) -> DelegationId {
     format!("d-{n}").parse().unwrap()

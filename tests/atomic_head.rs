@@ -21,9 +21,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use delegation_log::event::{Failed, Queued};
+use delegation_log::ledger::Options;
 use delegation_log::store::{Append, AppendError, Faulty, Head, Store, Stream};
 use delegation_log::{
-    DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, Seq, StatusKind,
+    DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Seq, StatusKind,
 };
 
 fn id(text: &str) -> DelegationId {

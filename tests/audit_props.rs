@@ -12,8 +12,9 @@ use std::sync::Arc;
 
 use audit_support::clock;
 use delegation_log::audit::{self, Kind};
+use delegation_log::ledger::Options;
 use delegation_log::store::Memory;
-use delegation_log::{ChainHash, Ledger, Options, Record};
+use delegation_log::{ChainHash, Ledger, Record};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 use serde_json::{Value, json};

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use delegation_log::ledger::Options;
 use delegation_log::store::{Append, Fault, Faulty, Memory, Store};
 use delegation_log::{
-    DelegationId, Durability, Error, Event, Ledger, ManualClock, Options, StatusKind, StorageError,
+    DelegationId, Durability, Error, Event, Ledger, ManualClock, StatusKind, StorageError,
 };
 use store_support::Hooked;
 

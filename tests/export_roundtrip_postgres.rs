@@ -15,7 +15,8 @@ mod pg_support;
 use std::time::Duration;
 
 use delegation_log::event::{Failed, Queued};
-use delegation_log::{DelegationId, Event, FailureReason, Ledger, ManualClock, Options};
+use delegation_log::ledger::Options;
+use delegation_log::{DelegationId, Event, FailureReason, Ledger, ManualClock};
 use serde_json::json;
 
 fn id(text: &str) -> DelegationId {

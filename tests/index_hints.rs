@@ -16,11 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use delegation_log::event::{Failed, Queued};
+use delegation_log::ledger::Options;
 use delegation_log::ledger::Waiting;
 use delegation_log::store::index::Set;
 use delegation_log::store::{Faulty, Hint, Memory, Sled, Store};
 use delegation_log::{
-    Clock, DelegationId, Event, FailureReason, Ledger, ManualClock, Options, StatusKind, Timestamp,
+    Clock, DelegationId, Event, FailureReason, Ledger, ManualClock, StatusKind, Timestamp,
 };
 
 fn id(text: &str) -> DelegationId {

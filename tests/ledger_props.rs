@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use delegation_log::ledger::Options;
 use delegation_log::lifecycle::State;
 use delegation_log::store::{Memory, Store, Stream};
-use delegation_log::{DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options};
+use delegation_log::{DelegationId, Error, Event, FailureReason, Ledger, ManualClock};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 

@@ -23,10 +23,11 @@ use std::process::Command;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use delegation_log::ledger::Options;
 use delegation_log::store::{
     Append, AppendError, Connect, Expect, Head, Postgres, PostgresError, STATEMENT_TIMEOUT, Store,
 };
-use delegation_log::{DelegationId, Error, Event, Ledger, Options, StatusKind, StorageError};
+use delegation_log::{DelegationId, Error, Event, Ledger, StatusKind, StorageError};
 
 fn id(text: &str) -> DelegationId {
     text.parse().unwrap()

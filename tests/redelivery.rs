@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use delegation_log::dispatch::{self, Dispatcher, Recovery};
 use delegation_log::event::ReasonCode;
+use delegation_log::ledger::Options;
 use delegation_log::store::{Append, AppendError, Expect, Faulty, Head, Memory, Store, Stream};
 use delegation_log::transport::Immediate;
-use delegation_log::{DelegationId, Error, Event, Ledger, ManualClock, Options, StatusKind};
+use delegation_log::{DelegationId, Error, Event, Ledger, ManualClock, StatusKind};
 use delivery_support::{Silent, recording};
 
 fn id(text: &str) -> DelegationId {

@@ -9,10 +9,11 @@ use std::collections::BTreeMap;
 
 use std::sync::Arc;
 
+use delegation_log::ledger::Options;
 use delegation_log::store::Faulty;
 use delegation_log::{
-    DelegationId, Durability, Error, Event, FailureReason, Ledger, ManualClock, OpenError, Options,
-    Status, StatusKind,
+    DelegationId, Durability, Error, Event, FailureReason, Ledger, ManualClock, OpenError, Status,
+    StatusKind,
 };
 
 fn statuses(ledger: &Ledger, ids: &[DelegationId]) -> BTreeMap<DelegationId, Status> {

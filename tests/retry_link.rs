@@ -18,10 +18,9 @@ use audit_support::{assert_says, clock, delivered, failed, hashed, id, log, queu
 use delegation_log::audit::Kind;
 use delegation_log::delegation::Fold;
 use delegation_log::event::{Failed, Queued};
+use delegation_log::ledger::Options;
 use delegation_log::store::{Append, Expect, Memory, Store};
-use delegation_log::{
-    Error, Event, FailureReason, Ledger, ManualClock, Options, Record, StatusKind,
-};
+use delegation_log::{Error, Event, FailureReason, Ledger, ManualClock, Record, StatusKind};
 
 /// A `queued` line retrying `of` as attempt `attempt`.
 fn retry(id: &str, of: &str, attempt: u64) -> String {

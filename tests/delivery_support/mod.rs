@@ -35,7 +35,7 @@ pub fn closed_port() -> SocketAddr {
 pub fn memory_ledger() -> Ledger {
     Ledger::with_store(
         Arc::new(Memory::new()),
-        delegation_log::Options::new().clock(ManualClock::default()),
+        delegation_log::ledger::Options::new().clock(ManualClock::default()),
     )
 }
 
