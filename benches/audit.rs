@@ -29,8 +29,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput};
+use delegation_log::ledger::Options;
 use delegation_log::store::Sled;
-use delegation_log::{Durability, Ledger, ManualClock, Options, audit};
+use delegation_log::{Durability, Ledger, ManualClock, audit};
 use peak_alloc::PeakAlloc;
 
 use common::smoke;

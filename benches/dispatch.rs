@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group};
 use delegation_log::dispatch::{Dispatcher, Request};
+use delegation_log::ledger::Options;
 use delegation_log::store::Memory;
 use delegation_log::transport::Immediate;
-use delegation_log::{DelegationId, Durability, Event, Ledger, Options};
+use delegation_log::{DelegationId, Durability, Event, Ledger};
 use tokio::runtime::Runtime;
 
 /// A ledger of the named kind; the temp dir lives as long as the ledger is used.

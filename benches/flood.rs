@@ -24,8 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use delegation_log::dispatch::{DEFAULT_BACKLOG, Dispatcher, Options as DispatchOptions, Request};
+use delegation_log::ledger::Options;
 use delegation_log::transport::{Accepted, BoxFuture, Failure, Message, Transport};
-use delegation_log::{Durability, Ledger, ManualClock, Options};
+use delegation_log::{Durability, Ledger, ManualClock};
 use peak_alloc::PeakAlloc;
 
 use common::{load_average, smoke};

@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 
 use criterion::Criterion;
 use delegation_log::event::{Failed, Queued};
+use delegation_log::ledger::Options;
 use delegation_log::lifecycle::State;
 use delegation_log::{
-    Clock, DelegationId, Durability, Event, FailureReason, Ledger, ManualClock, Options, Timestamp,
+    Clock, DelegationId, Durability, Event, FailureReason, Ledger, ManualClock, Timestamp,
 };
 
 use common::{load_average, smoke};

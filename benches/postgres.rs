@@ -39,7 +39,8 @@ use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, criterion_group};
-use delegation_log::{DelegationId, Event, Ledger, Options};
+use delegation_log::ledger::Options;
+use delegation_log::{DelegationId, Event, Ledger};
 
 fn id(prefix: &str, n: u64) -> DelegationId {
     format!("{prefix}-{n:08}").parse().unwrap()

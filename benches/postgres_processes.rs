@@ -392,7 +392,7 @@ fn run(
 /// The ledger's checks after a run: every delegation settled exactly once,
 /// nothing left claimed or leased, the audit clean.
 fn verify_ledger(schema: &pg_support::Schema, delegations: u64) {
-    let ledger = Ledger::with_store(schema.store.clone(), delegation_log::Options::new());
+    let ledger = Ledger::with_store(schema.store.clone(), delegation_log::ledger::Options::new());
     assert!(
         ledger.queued().unwrap().is_empty(),
         "delegations left queued"
@@ -440,7 +440,7 @@ fn verify_raw(schema: &pg_support::Schema, delegations: u64) {
         ]],
         "the raw rows"
     );
-    let ledger = Ledger::with_store(schema.store.clone(), delegation_log::Options::new());
+    let ledger = Ledger::with_store(schema.store.clone(), delegation_log::ledger::Options::new());
     let verdict = ledger.audit().unwrap();
     assert!(verdict.is_clean(), "{}", verdict.to_plain());
 }

@@ -41,7 +41,8 @@ use std::path::Path;
 #[path = "common/mod.rs"]
 mod common;
 
-use delegation_log::{DelegationId, Durability, Ledger, ManualClock, Options};
+use delegation_log::ledger::Options;
+use delegation_log::{DelegationId, Durability, Ledger, ManualClock};
 
 use common::capture::{Captured, Op, apply, apply_batched, capture};
 use common::{id, outcome, queued};

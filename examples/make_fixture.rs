@@ -23,7 +23,8 @@
 use std::time::Duration;
 
 use delegation_log::event::{Queued, Remote, RemoteKind, TaskState};
-use delegation_log::{Event, FailureReason, Ledger, ManualClock, Options};
+use delegation_log::ledger::Options;
+use delegation_log::{Event, FailureReason, Ledger, ManualClock};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args()

@@ -39,7 +39,9 @@ use crate::event::{
     DelegationId, Delivered, Event, EventKind, Failed, FailureReason, MAX_ID_LEN, Queued, Received,
     Seq, Timestamp,
 };
-use crate::ledger::{Attempts, Dead, Durability, LastFailure, Ledger, Options, Pending, Waiting};
+use crate::ledger::{
+    self, Attempts, Dead, Durability, LastFailure, Ledger, Options, Pending, Waiting,
+};
 use crate::store::{Fault, Faulty, Store, Stream};
 
 /// Decodes `bytes` as a stored record, and again as the body of a record of each
@@ -226,8 +228,6 @@ const BASE_NANOS: i64 = 1_780_795_927_000_000_000;
 fn timestamp(nanos: i64) -> Timestamp {
     Timestamp::from_unix_nanos(nanos)
 }
-
-const RECOVERY_DETAIL: &str = "the process stopped before the outcome was known";
 
 /// One transition of the ledger and its store, as the model and the system
 /// under test both take it.
@@ -813,7 +813,7 @@ impl Model {
                 Read::Found(entries) if phase_of(&entries) == Phase::Queued => {
                     let event = Event::Failed(Failed {
                         reason: FailureReason::Interrupted,
-                        detail: Some(RECOVERY_DETAIL.to_owned()),
+                        detail: Some(ledger::INTERRUPTED.to_owned()),
                     });
                     match self.record(id, vec![event]).0 {
                         Ok(_) => settled.push(id),

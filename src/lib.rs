@@ -59,4 +59,4 @@ pub use crate::error::{Error, OpenError, ReadError, Result, Shared, StorageError
 pub use crate::event::{
     ChainHash, DelegationId, Event, EventKind, FailureReason, Received, Record, Seq, Timestamp,
 };
-pub use crate::ledger::{Durability, Ledger, Migration, Options, Recorded, Settlement, migrate};
+pub use crate::ledger::{Durability, Ledger, Migration, Recorded, Settlement, migrate};

@@ -11,9 +11,10 @@ mod support;
 use std::path::Path;
 
 use delegation_log::audit::{Kind, audit_path};
+use delegation_log::ledger::Options;
 use delegation_log::store::key;
 use delegation_log::store::sled::ACKED_FILE;
-use delegation_log::{Error, Event, Ledger, ManualClock, Options};
+use delegation_log::{Error, Event, Ledger, ManualClock};
 use support::numbered as id;
 
 /// Ten delegations, each queued then delivered: twenty acknowledged records.

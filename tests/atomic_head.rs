@@ -22,10 +22,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use delegation_log::event::{Failed, Queued};
+use delegation_log::ledger::Options;
 use delegation_log::store::{Append, AppendError, Faulty, Head, Store, Stream};
 use delegation_log::{
-    DelegationId, Error, Event, FailureReason, Ledger, ManualClock, Options, ReadError, Seq,
-    StatusKind, StorageError,
+    DelegationId, Error, Event, FailureReason, Ledger, ManualClock, ReadError, Seq, StatusKind,
+    StorageError,
 };
 use support::id;
 

@@ -25,8 +25,9 @@ use audit_support::{
     queued, raw, raw_v1, raw_v2,
 };
 use delegation_log::audit::{self, AuditError, Kind};
+use delegation_log::ledger::Options;
 use delegation_log::store::{Faulty, Head, Memory, key};
-use delegation_log::{ChainHash, Durability, Event, Ledger, ManualClock, Options};
+use delegation_log::{ChainHash, Durability, Event, Ledger, ManualClock};
 use support::id;
 
 /// A sled store with `a` (delivered), `b` (pending), `c` (delivered): records at

@@ -50,10 +50,11 @@ use audit_support::{copy_dir, edit, sealed_bytes};
 use delegation_log::delegation::Fold;
 use delegation_log::envelope::{self, DecodeError, HEADER_LEN};
 use delegation_log::event::{Delivered, Failed, Queued, Remote, RemoteKind, TaskState};
+use delegation_log::ledger::Options;
 use delegation_log::store::{Append, Expect, Memory, Sled, Store};
 use delegation_log::{
-    ChainHash, DelegationId, Error, Event, FailureReason, Ledger, ManualClock, OpenError, Options,
-    Record, Status, Timestamp,
+    ChainHash, DelegationId, Error, Event, FailureReason, Ledger, ManualClock, OpenError, Record,
+    Status, Timestamp,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};

@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use delegation_log::{Durability, Event, FailureReason, Ledger, Options};
+use delegation_log::ledger::Options;
+use delegation_log::{Durability, Event, FailureReason, Ledger};
 
 /// Audits (each with an export and its verify) while the writers run.
 const ROUNDS: u64 = 5;

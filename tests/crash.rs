@@ -40,9 +40,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use delegation_log::event::{Failed, Queued};
-use delegation_log::{
-    DelegationId, Durability, Error, Event, FailureReason, Ledger, Options, Record, Seq,
-};
+use delegation_log::ledger::Options;
+use delegation_log::{DelegationId, Durability, Error, Event, FailureReason, Ledger, Record, Seq};
 
 const ROLE: &str = "CRASH_ROLE";
 const THREADS: u64 = 2;

@@ -211,7 +211,7 @@ async fn after_shutdown_no_delivery_runs_and_every_delegation_is_settled() {
 #[tokio::test]
 async fn an_outcome_that_cannot_be_recorded_is_surfaced_by_its_receipt_and_by_shutdown() {
     let store = Arc::new(Faulty::seeded(1));
-    let ledger = Ledger::with_store(store.clone(), delegation_log::Options::new());
+    let ledger = Ledger::with_store(store.clone(), delegation_log::ledger::Options::new());
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let dispatcher = Dispatcher::new(ledger.clone(), Gated(Arc::clone(&gate)));
     let receipt = dispatcher
@@ -247,7 +247,7 @@ async fn an_outcome_that_cannot_be_recorded_is_surfaced_by_its_receipt_and_by_sh
         ledger.record(&id("doomed"), Event::delivered(None).unwrap()),
         Err(Error::Poisoned { .. })
     ));
-    let reopened = Ledger::with_store(store.clone(), delegation_log::Options::new());
+    let reopened = Ledger::with_store(store.clone(), delegation_log::ledger::Options::new());
     assert_eq!(
         reopened.status(&id("doomed")).unwrap().status,
         StatusKind::Queued

@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use delegation_log::ledger::Options;
 use delegation_log::store::{Append, Fault, Faulty, Memory, Store};
 use delegation_log::{
-    Durability, Error, Event, Ledger, ManualClock, Options, ReadError, StatusKind, StorageError,
+    Durability, Error, Event, Ledger, ManualClock, ReadError, StatusKind, StorageError,
 };
 use store_support::Hooked;
 use support::numbered as id;

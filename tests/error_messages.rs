@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use delegation_log::envelope;
+use delegation_log::ledger::Options;
 use delegation_log::store::{Append, Expect, Fault, Faulty, Memory, Store};
-use delegation_log::{Error, Event, FailureReason, Ledger, ManualClock, Options};
+use delegation_log::{Error, Event, FailureReason, Ledger, ManualClock};
 
 #[test]
 fn error_messages_say_what_happened_and_where() {

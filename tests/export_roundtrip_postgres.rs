@@ -16,7 +16,8 @@ mod support;
 use std::time::Duration;
 
 use delegation_log::event::{Failed, Queued};
-use delegation_log::{Event, FailureReason, Ledger, ManualClock, Options};
+use delegation_log::ledger::Options;
+use delegation_log::{Event, FailureReason, Ledger, ManualClock};
 use serde_json::json;
 use support::id;
 

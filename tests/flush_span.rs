@@ -7,7 +7,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use delegation_log::{Durability, Event, Ledger, Options};
+use delegation_log::ledger::Options;
+use delegation_log::{Durability, Event, Ledger};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Metadata, Subscriber};
 

@@ -16,9 +16,10 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use delegation_log::event::Queued;
+use delegation_log::ledger::Options;
 use delegation_log::ledger::{FOLLOW_CAPACITY, FollowError, Follower, Tail};
 use delegation_log::store::Memory;
-use delegation_log::{DelegationId, Durability, Event, FailureReason, Ledger, Options, Record};
+use delegation_log::{DelegationId, Durability, Event, FailureReason, Ledger, Record};
 
 const WRITES: usize = 10_000;
 

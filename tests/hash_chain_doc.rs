@@ -8,8 +8,9 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 use delegation_log::event::{Failed, Queued, Remote, RemoteKind, TaskState};
+use delegation_log::ledger::Options;
 use delegation_log::store::Memory;
-use delegation_log::{ChainHash, Event, FailureReason, Ledger, ManualClock, Options, Record};
+use delegation_log::{ChainHash, Event, FailureReason, Ledger, ManualClock, Record};
 
 fn page() -> String {
     std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/hash-chain.md")).unwrap()

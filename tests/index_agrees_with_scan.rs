@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use delegation_log::event::{Failed, Queued};
+use delegation_log::ledger::Options;
 use delegation_log::lifecycle::State;
 use delegation_log::store::{Fault, Faulty, Memory, Store};
 use delegation_log::{
-    Clock, Delegation, DelegationId, Event, FailureReason, Ledger, ManualClock, Options, Timestamp,
+    Clock, Delegation, DelegationId, Event, FailureReason, Ledger, ManualClock, Timestamp,
 };
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;

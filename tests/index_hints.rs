@@ -17,12 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use delegation_log::event::{Failed, Queued};
+use delegation_log::ledger::Options;
 use delegation_log::ledger::Waiting;
 use delegation_log::store::index::Set;
 use delegation_log::store::{Faulty, Hint, Memory, Sled, Store};
-use delegation_log::{
-    Clock, Event, FailureReason, Ledger, ManualClock, Options, StatusKind, Timestamp,
-};
+use delegation_log::{Clock, Event, FailureReason, Ledger, ManualClock, StatusKind, Timestamp};
 use support::id;
 
 /// Runs `check` on a ledger with a manual clock over an empty store of every

@@ -17,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use audit_support::{copy_dir, downgrade_to_v1, downgrade_to_v2, downgrade_to_v3, raw_v1};
 use delegation_log::event::{Failed, Queued};
+use delegation_log::ledger::Options;
 use delegation_log::store::key;
-use delegation_log::{Error, Event, FailureReason, Ledger, ManualClock, Options, StatusKind};
+use delegation_log::{Error, Event, FailureReason, Ledger, ManualClock, StatusKind};
 use support::id;
 
 /// A store of `n` delegations in format 4: delivered, failed, pending and

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use cli_support::run;
 use delegation_log::event::{Failed, Queued};
-use delegation_log::{Event, FailureReason, Ledger, ManualClock, Options, Timestamp};
+use delegation_log::ledger::Options;
+use delegation_log::{Event, FailureReason, Ledger, ManualClock, Timestamp};
 
 /// 2020-09-13T12:26:40Z.
 const START: i64 = 1_600_000_000_000_000_000;

@@ -24,12 +24,11 @@ use std::process::Command;
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use delegation_log::ledger::Options;
 use delegation_log::store::{
     Append, AppendError, Connect, Expect, Head, Postgres, PostgresError, Store,
 };
-use delegation_log::{
-    DelegationId, Error, Event, Ledger, Options, ReadError, StatusKind, StorageError,
-};
+use delegation_log::{DelegationId, Error, Event, Ledger, ReadError, StatusKind, StorageError};
 use support::id;
 
 fn one(

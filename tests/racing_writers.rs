@@ -18,11 +18,11 @@ mod store_support;
 use std::sync::Arc;
 
 use delegation_log::event::EventKind;
+use delegation_log::ledger::Options;
 use delegation_log::lifecycle::State;
 use delegation_log::store::{AppendError, Memory, Store};
 use delegation_log::{
-    DelegationId, Durability, Error, Event, FailureReason, Ledger, Options, Outcome, Settlement,
-    StatusKind,
+    DelegationId, Durability, Error, Event, FailureReason, Ledger, Outcome, Settlement, StatusKind,
 };
 use store_support::Hooked;
 use tokio::sync::Barrier;

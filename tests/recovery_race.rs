@@ -116,7 +116,7 @@ async fn on_postgresql_recovery_racing_a_delegation_never_settles_the_live_deliv
     let ledger = move || {
         Ledger::with_store(
             store.clone(),
-            delegation_log::Options::new().clock(delegation_log::ManualClock::default()),
+            delegation_log::ledger::Options::new().clock(delegation_log::ManualClock::default()),
         )
     };
     every_recoverer(TRIALS, &ledger).await;

@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use delegation_log::dispatch::{self, Dispatcher, Recovery};
 use delegation_log::event::ReasonCode;
+use delegation_log::ledger::Options;
 use delegation_log::store::{Append, AppendError, Expect, Faulty, Head, Memory, Store, Stream};
 use delegation_log::transport::Immediate;
 use delegation_log::{
-    DelegationId, Error, Event, Ledger, ManualClock, Options, ReadError, StatusKind, StorageError,
+    DelegationId, Error, Event, Ledger, ManualClock, ReadError, StatusKind, StorageError,
 };
 use delivery_support::{Silent, recording};
 use support::id;

@@ -14,8 +14,9 @@
 use std::sync::Arc;
 
 use delegation_log::fuzzing::{Model, POOL, Subject, Transition, pool_id};
+use delegation_log::ledger::Options;
 use delegation_log::store::{Memory, Store, Stream};
-use delegation_log::{Durability, Error, Event, FailureReason, Ledger, Options};
+use delegation_log::{Durability, Error, Event, FailureReason, Ledger};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 

@@ -9,9 +9,10 @@ use std::collections::BTreeMap;
 
 use std::sync::Arc;
 
+use delegation_log::ledger::Options;
 use delegation_log::store::Faulty;
 use delegation_log::{
-    DelegationId, Durability, Error, Event, FailureReason, Ledger, ManualClock, OpenError, Options,
+    DelegationId, Durability, Error, Event, FailureReason, Ledger, ManualClock, OpenError,
     ReadError, Status, StatusKind,
 };
 

@@ -19,10 +19,9 @@ use audit_support::{assert_says, clock, delivered, failed, hashed, log, queued, 
 use delegation_log::audit::Kind;
 use delegation_log::delegation::Fold;
 use delegation_log::event::{Failed, Queued};
+use delegation_log::ledger::Options;
 use delegation_log::store::{Append, Expect, Memory, Store};
-use delegation_log::{
-    Error, Event, FailureReason, Ledger, ManualClock, Options, Record, StatusKind,
-};
+use delegation_log::{Error, Event, FailureReason, Ledger, ManualClock, Record, StatusKind};
 use support::id;
 
 /// A `queued` line retrying `of` as attempt `attempt`.

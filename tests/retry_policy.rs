@@ -61,7 +61,10 @@ fn run(policy: Retry, script: &Script) -> (u64, DelegationId, Outcome, Vec<Deleg
         .enable_all()
         .build()
         .unwrap();
-    let ledger = Ledger::with_store(Arc::new(Memory::new()), delegation_log::Options::new());
+    let ledger = Ledger::with_store(
+        Arc::new(Memory::new()),
+        delegation_log::ledger::Options::new(),
+    );
     let calls = Arc::new(AtomicUsize::new(0));
     let sent = Arc::new(Mutex::new(Vec::new()));
     let answers = script.0.clone();
@@ -152,7 +155,10 @@ fn a_retry_after_longer_than_the_backoff_is_waited_out() {
         .enable_all()
         .build()
         .unwrap();
-    let ledger = Ledger::with_store(Arc::new(Memory::new()), delegation_log::Options::new());
+    let ledger = Ledger::with_store(
+        Arc::new(Memory::new()),
+        delegation_log::ledger::Options::new(),
+    );
     let calls = Arc::new(AtomicUsize::new(0));
     let counting = Arc::clone(&calls);
     let transport = Immediate::new(move |_| {

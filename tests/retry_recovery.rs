@@ -70,7 +70,10 @@ async fn in_backoff(ledger: &Ledger) -> (Dispatcher, dispatch::Receipt) {
 #[tokio::test]
 async fn a_dispatcher_dropped_during_a_backoff_leaves_the_retry_queued_and_recovery_resumes_it_at_its_time()
  {
-    let ledger = Ledger::with_store(Arc::new(Memory::new()), delegation_log::Options::new());
+    let ledger = Ledger::with_store(
+        Arc::new(Memory::new()),
+        delegation_log::ledger::Options::new(),
+    );
     let (dispatcher, receipt) = in_backoff(&ledger).await;
     drop(dispatcher);
     assert!(matches!(
@@ -125,7 +128,7 @@ async fn a_retry_whose_not_before_has_passed_is_recovered_like_any_orphan() {
     let clock = ManualClock::default();
     let ledger = Ledger::with_store(
         Arc::new(Memory::new()),
-        delegation_log::Options::new().clock(clock.clone()),
+        delegation_log::ledger::Options::new().clock(clock.clone()),
     );
     let (dispatcher, receipt) = in_backoff(&ledger).await;
     drop(dispatcher);
@@ -157,7 +160,10 @@ async fn a_retry_whose_not_before_has_passed_is_recovered_like_any_orphan() {
 
 #[tokio::test]
 async fn a_shutdown_that_cuts_a_backoff_short_leaves_the_retry_queued_and_says_so() {
-    let ledger = Ledger::with_store(Arc::new(Memory::new()), delegation_log::Options::new());
+    let ledger = Ledger::with_store(
+        Arc::new(Memory::new()),
+        delegation_log::ledger::Options::new(),
+    );
     let (transport, _) = flaky(1);
     let dispatcher = Dispatcher::with_options(
         ledger.clone(),

@@ -10,8 +10,9 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use delegation_log::ledger::Options;
 use delegation_log::store::Memory;
-use delegation_log::{Clock, Event, FailureReason, Ledger, ManualClock, Options};
+use delegation_log::{Clock, Event, FailureReason, Ledger, ManualClock};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
 use support::numbered as id;

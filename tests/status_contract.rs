@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use delegation_log::ledger::Options;
 use delegation_log::store::Memory;
-use delegation_log::{Event, FailureReason, Ledger, ManualClock, Options, StatusKind};
+use delegation_log::{Event, FailureReason, Ledger, ManualClock, StatusKind};
 
 fn ledger() -> (Ledger, ManualClock) {
     let clock = ManualClock::default();

@@ -778,7 +778,7 @@ fn every_bit_flip_of_a_stored_value_is_a_typed_error_or_an_audit_finding() {
             }
             let ledger = delegation_log::Ledger::with_store(
                 std::sync::Arc::new(memory),
-                delegation_log::Options::new(),
+                delegation_log::ledger::Options::new(),
             );
             if ledger.history(&a).is_err() || ledger.status(&a).is_err() {
                 caught[1] += 1;

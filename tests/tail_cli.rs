@@ -19,7 +19,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use cli_support::{mask, run};
-use delegation_log::{Durability, Event, FailureReason, Ledger, ManualClock, Options};
+use delegation_log::ledger::Options;
+use delegation_log::{Durability, Event, FailureReason, Ledger, ManualClock};
 
 /// A store of three delegations: delivered, failed with a detail that holds a
 /// newline and an escape code, and still queued with a task.

@@ -9,8 +9,9 @@ mod support;
 
 use audit_support::{assert_says, clock, found, messages};
 use delegation_log::audit::{self, Kind, Options};
+use delegation_log::ledger::Options as LedgerOptions;
 use delegation_log::store::key;
-use delegation_log::{Event, FailureReason, Ledger, ManualClock, Options as LedgerOptions};
+use delegation_log::{Event, FailureReason, Ledger, ManualClock};
 
 /// A sled store of three settled delegations and one pending, and its export:
 /// line 1-2 `a`, 3-4 `b`, 5 `c` (pending), 6-7 `d`.

@@ -12,9 +12,10 @@ mod support;
 use std::sync::Arc;
 
 use audit_support::clock;
+use delegation_log::Ledger;
 use delegation_log::audit;
+use delegation_log::ledger::Options;
 use delegation_log::store::Memory;
-use delegation_log::{Ledger, Options};
 use proptest::prelude::*;
 use random_logs::{config, delegation, export, log_of, normalized, text, unique};
 

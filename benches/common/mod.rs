@@ -15,9 +15,8 @@ pub mod support;
 
 use std::path::Path;
 
-use delegation_log::{
-    DelegationId, Durability, Event, FailureReason, Ledger, ManualClock, Options,
-};
+use delegation_log::ledger::Options;
+use delegation_log::{DelegationId, Durability, Event, FailureReason, Ledger, ManualClock};
 
 /// Whether this is a smoke run (`cargo bench -- --test`, or `cargo test --benches
 /// -- --test`): each benchmark runs once over tiny stores, and nothing extra is

@@ -289,9 +289,5 @@ fn describe(not_next: &delegation::NotNext, written_seq: Option<i64>) -> (Kind, 
 /// The pending entry for a fold still queued, aged against `now`.
 pub(crate) fn pending(fold: &Fold, now: crate::event::Timestamp) -> Option<Pending> {
     let delegation = fold.delegation()?;
-    (delegation.state == State::Queued).then(|| Pending {
-        delegation: delegation.id.clone(),
-        queued_at: delegation.queued_at,
-        age_seconds: now.since(delegation.queued_at).as_secs(),
-    })
+    (delegation.state == State::Queued).then(|| Pending::aged(delegation, now))
 }

@@ -44,6 +44,7 @@ use serde::Serialize;
 pub use self::store::{audit, audit_observed, audit_path, audit_path_observed};
 pub use self::transfer::{Exported, Imported};
 pub use self::verify::{MAX_LINE, Options, verify, verify_with};
+use crate::delegation::Delegation;
 use crate::event::{DelegationId, EventKind, Seq, Timestamp};
 use crate::lifecycle::State;
 
@@ -132,6 +133,12 @@ pub struct States {
 
 /// A delegation still `queued` at the end of the log: not a violation, but
 /// listed so that stuck delegations stand out.
+///
+/// Not [`ledger::Pending`](crate::ledger::Pending), which answers a sender
+/// from the store's index (first attempt, target, why it waits, the age to the
+/// millisecond as `age_secs`): this one is a line of a verdict, judged from the
+/// records alone, in the shape the format page gives (`delegation`,
+/// `queued_at`, whole `age_seconds`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Pending {
     /// Its id.
@@ -144,6 +151,15 @@ pub struct Pending {
 }
 
 impl Pending {
+    /// The entry for `delegation`, queued, aged against `now`.
+    pub(crate) fn aged(delegation: &Delegation, now: Timestamp) -> Self {
+        Pending {
+            delegation: delegation.id.clone(),
+            queued_at: delegation.queued_at,
+            age_seconds: now.since(delegation.queued_at).as_secs(),
+        }
+    }
+
     /// The age as a duration, to the second.
     pub fn age(&self) -> Duration {
         Duration::from_secs(self.age_seconds)

@@ -138,14 +138,7 @@ fn audit_view(view: &StreamRef<'_>, now: crate::event::Timestamp) -> Option<Clea
     }
     let (records, state) = (fold.seq(), fold.state());
     let pending = match state {
-        State::Queued => {
-            let delegation = fold.into_delegation()?;
-            Some(super::Pending {
-                age_seconds: now.since(delegation.queued_at).as_secs(),
-                queued_at: delegation.queued_at,
-                delegation: delegation.id,
-            })
-        }
+        State::Queued => Some(super::Pending::aged(&fold.into_delegation()?, now)),
         _ => None,
     };
     Some(Clean {

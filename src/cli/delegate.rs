@@ -64,12 +64,7 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> Done {
-    let ledger = super::place::open(&args.db).map_err(|e| {
-        Failure::Unusable(format!(
-            "cannot open {}: {e}",
-            super::place::shown(&args.db)
-        ))
-    })?;
+    let ledger = super::open(&args.db)?;
     if let Some(id) = &args.id
         && let Some(existing) = known(&ledger, id)?
     {

@@ -30,8 +30,7 @@ pub(crate) fn run(
     retry: Retry,
 ) -> super::Done {
     let db = db.unwrap_or_else(fresh_dir);
-    let ledger = super::place::open(&db)
-        .map_err(|e| Failure::Unusable(format!("cannot open {}: {e}", super::place::shown(&db))))?;
+    let ledger = super::open(&db)?;
     println!("log: {}", super::place::shown(&db));
     let runtime = runtime()?;
     let feed = super::feed::start(&runtime, &ledger, &db, "demo");

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use delegation_log::transport::Http;
-use delegation_log::transport::http::{self, Credential};
+use delegation_log::transport::http::{Credential, Protocol};
 
 use super::Failure;
 
@@ -33,29 +33,6 @@ pub(crate) struct HttpArgs {
     pub(crate) auth_file: Option<PathBuf>,
 }
 
-/// `--protocol`: which A2A wire generation to speak.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Protocol {
-    /// Read the agent card and speak what the agent advertises.
-    Auto,
-    /// A2A 0.3: `message/send`.
-    #[value(name = "0.3")]
-    V0_3,
-    /// A2A 1.0: `SendMessage`, header `A2A-Version: 1.0`.
-    #[value(name = "1.0")]
-    V1_0,
-}
-
-impl From<Protocol> for http::Protocol {
-    fn from(protocol: Protocol) -> Self {
-        match protocol {
-            Protocol::Auto => http::Protocol::Auto,
-            Protocol::V0_3 => http::Protocol::V0_3,
-            Protocol::V1_0 => http::Protocol::V1_0,
-        }
-    }
-}
-
 impl HttpArgs {
     /// The transport these options ask for. A credential or CA that cannot be
     /// read is a usage error (exit 2), and its message never quotes the secret.
@@ -77,6 +54,6 @@ impl HttpArgs {
         let http = builder
             .build()
             .map_err(|e| Failure::Unusable(format!("cannot start HTTP: {e}")))?;
-        Ok(http.protocol(self.protocol.into()))
+        Ok(http.protocol(self.protocol))
     }
 }

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use delegation_log::audit::printable;
 use delegation_log::dispatch::{DEFAULT_LEASE, Options, Recovery, Report};
-use delegation_log::mcp::{self, Server};
+use delegation_log::mcp::Server;
 
 use super::delegate::seconds;
-use super::http::{HttpArgs, Protocol};
+use super::http::HttpArgs;
 use super::{Done, Failure, runtime, stopped};
 
 /// The arguments of `mcp`.
@@ -64,18 +64,9 @@ enum AtStart {
 }
 
 pub(crate) fn run(args: Args) -> Done {
-    let ledger = super::place::open(&args.db).map_err(|e| {
-        Failure::Unusable(format!(
-            "cannot open {}: {e}",
-            super::place::shown(&args.db)
-        ))
-    })?;
+    let ledger = super::open(&args.db)?;
     let http = args.http.transport()?;
-    let protocol = match args.http.protocol {
-        Protocol::Auto => mcp::Protocol::Auto,
-        Protocol::V0_3 => mcp::Protocol::V0_3,
-        Protocol::V1_0 => mcp::Protocol::V1_0,
-    };
+    let protocol = args.http.protocol;
     let policy = match args.recover {
         AtStart::Interrupt => Some(Recovery::Interrupt),
         AtStart::Redeliver => Some(Recovery::Redeliver),

@@ -242,14 +242,27 @@ pub(crate) fn main() -> ExitCode {
     }
 }
 
+/// Opens the log at `db`, creating it if missing; one that cannot be opened is
+/// exit 2.
+pub(crate) fn open(db: &Path) -> Result<Ledger, Failure> {
+    place::open(db).map_err(|e| cannot_open(db, e))
+}
+
 /// Opens an existing log; a missing or unreadable one is exit 2.
 pub(crate) fn open_existing(db: &Path) -> Result<Ledger, Failure> {
-    place::open_existing(db).map_err(|e| match e {
+    place::open_existing(db).map_err(|e| cannot_open(db, e))
+}
+
+/// The log at `db` could not be opened: exit 2, with the error, which names the
+/// place itself when there is no store there, and after `cannot open <db>:`
+/// otherwise.
+pub(crate) fn cannot_open(db: &Path, e: delegation_log::Error) -> Failure {
+    match e {
         delegation_log::Error::Open(OpenError::NotAStore { .. }) => {
             Failure::Unusable(e.to_string())
         }
         e => Failure::Unusable(format!("cannot open {}: {e}", place::shown(db))),
-    })
+    }
 }
 
 /// `migrate`: exit 0 migrated or already current, 1 damage found (nothing

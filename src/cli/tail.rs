@@ -71,15 +71,7 @@ fn sled(db: &Path, json: bool) -> Done {
                 Ok(followed) => return followed(json),
                 Err(not_served) => not_served,
             },
-            Err(e @ Error::Open(OpenError::NotAStore { .. })) => {
-                return Err(Failure::Unusable(e.to_string()));
-            }
-            Err(e) => {
-                return Err(Failure::Unusable(format!(
-                    "cannot open {}: {e}",
-                    super::place::shown(db)
-                )));
-            }
+            Err(e) => return Err(super::cannot_open(db, e)),
         };
         if Instant::now() >= deadline {
             return Err(Failure::Unusable(format!(

@@ -20,7 +20,7 @@ use super::requeue::{Failing, Requeued};
 use super::supervisor::Admission;
 use super::{Error, Inner, Receipt, blocking};
 use crate::delegation::Delegation;
-use crate::event::{DelegationId, Event, Failed, FailureReason, Queued, Timestamp};
+use crate::event::{DelegationId, Failed, FailureReason, Queued, Timestamp};
 use crate::ledger::{self, Lease, Ledger, Taken};
 
 /// What recovery holds while it redelivers on a shared store: the dispatcher's
@@ -58,15 +58,10 @@ pub struct Recovered {
     pub resumed: Option<Receipt>,
 }
 
-/// A delegation recovery found and could not settle (or redeliver), and why.
-#[derive(Debug, thiserror::Error)]
-#[error("{}: {error}", .id.as_ref().map_or_else(|| "an unreadable delegation".to_owned(), |id| format!("delegation `{id}`")))]
-pub struct Unrecovered {
-    /// The delegation, when it could be told (a damaged store key names none).
-    pub id: Option<DelegationId>,
-    /// Why: damage in its history, a failed write, or a dispatcher shut down.
-    pub error: Error,
-}
+/// A delegation recovery found and could not settle (or redeliver), and why:
+/// the ledger's [`Unrecovered`](ledger::Unrecovered), with the dispatcher's
+/// [`Error`].
+pub type Unrecovered = ledger::Unrecovered<Error>;
 
 impl From<ledger::Unrecovered> for Unrecovered {
     fn from(unrecovered: ledger::Unrecovered) -> Self {
@@ -224,6 +219,95 @@ async fn settle_one<A: Send + 'static>(
     .await
 }
 
+impl<A> Orphan<A> {
+    /// The orphan with `admission`, where settling it needed none and its
+    /// next attempt does.
+    fn admitted(self, admission: Admission) -> Orphan<Admission> {
+        let Orphan {
+            worker,
+            delegation,
+            first,
+            started,
+            admission: _,
+            settle,
+            settled,
+            runtime,
+            held,
+        } = self;
+        Orphan {
+            worker,
+            delegation,
+            first,
+            started,
+            admission,
+            settle,
+            settled,
+            runtime,
+            held,
+        }
+    }
+}
+
+impl Orphan<Admission> {
+    /// Settles the orphan as `failed` (`failed` is given its next attempt's id)
+    /// and queues that next attempt, due at `not_before`, in one write
+    /// ([`Inner::requeue`]); then ends the claim recovery took over on the
+    /// orphan and delivers the next attempt under the first attempt's message
+    /// id. `None` if another writer settled the orphan first.
+    fn next_attempt(
+        self,
+        failed: impl Fn(&DelegationId) -> Failed,
+        not_before: Option<Timestamp>,
+    ) -> Result<Option<Recovered>, Error> {
+        let Orphan {
+            worker,
+            delegation: original,
+            first,
+            started,
+            admission,
+            settle,
+            settled,
+            runtime,
+            held,
+        } = self;
+        let failing = Failing {
+            id: &original.id,
+            attempt: original.attempt,
+            first: &first,
+        };
+        let queued = Queued {
+            task: original.task.clone(),
+            not_before,
+            ..Queued::new(original.source.clone(), original.target.clone())
+        };
+        match worker.requeue(&failing, held.lease.as_ref(), failed, &queued)? {
+            Requeued::Queued { id, claim, retried } => {
+                held.taken.release(&original.id);
+                let delivery = Delivery {
+                    id: id.clone(),
+                    message_id: first,
+                    source: original.source,
+                    target: original.target,
+                    task: Ok(original.task),
+                    attempt: retried.attempt,
+                    started,
+                    not_before,
+                };
+                worker.start(admission, delivery, claim, settle, &runtime);
+                Ok(Some(Recovered {
+                    id: original.id,
+                    redelivery: Some(Receipt::queued(id, retried.queued.at, settled)),
+                    resumed: None,
+                }))
+            }
+            Requeued::Settled => {
+                held.taken.release(&original.id);
+                Ok(None)
+            }
+        }
+    }
+}
+
 /// Resumes a retry whose `not_before` had not come when recovery read it: it
 /// was certainly never sent (a dispatcher sends nothing before then), so it is
 /// neither interrupted nor redelivered, only delivered at its time, in a task
@@ -296,91 +380,41 @@ async fn interrupt_one(
         original,
         held,
         |a| Ok(a.ok()),
-        |orphan| {
-            let Orphan {
-                worker,
-                delegation: original,
-                first,
-                started,
-                admission,
-                settle,
-                settled,
-                runtime,
-                held,
-            } = orphan;
-            const STOPPED: &str = "the process stopped before the outcome was known";
-            let now = worker.ledger.clock().now();
-            let plan = worker
+        |mut orphan| {
+            let now = orphan.worker.ledger.clock().now();
+            let plan = orphan
+                .worker
                 .options
                 .retry
                 .plan(
                     FailureReason::Interrupted,
                     None,
-                    original.attempt,
-                    now.since(started),
-                    &first,
+                    orphan.delegation.attempt,
+                    now.since(orphan.started),
+                    &orphan.first,
                 )
                 .map(|wait| now.after(wait));
-            if let (Some(not_before), Some(admission)) = (plan, admission) {
-                let failing = Failing {
-                    id: &original.id,
-                    attempt: original.attempt,
-                    first: &first,
-                };
-                let queued = Queued {
-                    task: original.task.clone(),
-                    not_before: Some(not_before),
-                    ..Queued::new(original.source.clone(), original.target.clone())
-                };
+            if let (Some(not_before), Some(admission)) = (plan, orphan.admission.take()) {
                 let failed = |next: &DelegationId| Failed {
                     reason: FailureReason::Interrupted,
-                    detail: Some(format!("{STOPPED}; retried as {next}")),
+                    detail: Some(format!("{}; retried as {next}", ledger::INTERRUPTED)),
                 };
-                return match worker.requeue(&failing, held.lease.as_ref(), failed, &queued)? {
-                    Requeued::Queued { id, claim, retried } => {
-                        held.taken.release(&original.id);
-                        let delivery = Delivery {
-                            id: id.clone(),
-                            message_id: first,
-                            source: original.source,
-                            target: original.target,
-                            task: Ok(original.task),
-                            attempt: retried.attempt,
-                            started,
-                            not_before: Some(not_before),
-                        };
-                        worker.start(admission, delivery, claim, settle, &runtime);
-                        Ok(Some(Recovered {
-                            id: original.id,
-                            redelivery: Some(Receipt::queued(id, retried.queued.at, settled)),
-                            resumed: None,
-                        }))
-                    }
-                    Requeued::Settled => {
-                        held.taken.release(&original.id);
-                        Ok(None)
-                    }
-                };
+                return orphan
+                    .admitted(admission)
+                    .next_attempt(failed, Some(not_before));
             }
-            let failed = Event::Failed(Failed {
-                reason: FailureReason::Interrupted,
-                detail: Some(STOPPED.to_owned()),
-            });
-            match worker.ledger.record(&original.id, failed) {
-                Ok(_) => {
-                    held.taken.release(&original.id);
-                    Ok(Some(Recovered {
-                        id: original.id,
-                        redelivery: None,
-                        resumed: None,
-                    }))
-                }
-                Err(crate::Error::AlreadySettled { .. }) => {
-                    held.taken.release(&original.id);
-                    Ok(None)
-                }
-                Err(error) => Err(error.into()),
-            }
+            let Orphan {
+                worker,
+                delegation: original,
+                held,
+                ..
+            } = orphan;
+            let settled = worker.ledger.interrupt(&original.id, &held.taken)?;
+            Ok(settled.then(|| Recovered {
+                id: original.id,
+                redelivery: None,
+                resumed: None,
+            }))
         },
     )
     .await
@@ -403,55 +437,11 @@ async fn redeliver_one(
         held,
         |a| a,
         |orphan| {
-            let Orphan {
-                worker,
-                delegation: original,
-                first,
-                started,
-                admission,
-                settle,
-                settled,
-                runtime,
-                held,
-            } = orphan;
-            let failing = Failing {
-                id: &original.id,
-                attempt: original.attempt,
-                first: &first,
-            };
-            let queued = Queued {
-                task: original.task.clone(),
-                ..Queued::new(original.source.clone(), original.target.clone())
-            };
             let failed = |id: &DelegationId| Failed {
                 reason: FailureReason::Interrupted,
                 detail: Some(format!("redelivered as {id}")),
             };
-            match worker.requeue(&failing, held.lease.as_ref(), failed, &queued)? {
-                Requeued::Queued { id, claim, retried } => {
-                    held.taken.release(&original.id);
-                    let delivery = Delivery {
-                        id: id.clone(),
-                        message_id: first,
-                        source: original.source,
-                        target: original.target,
-                        task: Ok(original.task),
-                        attempt: retried.attempt,
-                        started,
-                        not_before: None,
-                    };
-                    worker.start(admission, delivery, claim, settle, &runtime);
-                    Ok(Some(Recovered {
-                        id: original.id,
-                        redelivery: Some(Receipt::queued(id, retried.queued.at, settled)),
-                        resumed: None,
-                    }))
-                }
-                Requeued::Settled => {
-                    held.taken.release(&original.id);
-                    Ok(None)
-                }
-            }
+            orphan.next_attempt(failed, None)
         },
     )
     .await

@@ -5,13 +5,15 @@ use std::fmt;
 use std::ops::RangeInclusive;
 
 /// An HTTP status code as a transport received it, and the rule the log holds
-/// about it: [`Code::is_success`].
+/// about it: [`Code::classify`].
 ///
 /// ```
-/// use delegation_log::event::http_status::Code;
+/// use delegation_log::event::http_status::{Class, Code};
 ///
 /// assert!(Code(200).is_success() && Code(299).is_success());
 /// assert!(!Code(199).is_success() && !Code(300).is_success());
+/// let Class::NonSuccess(status) = Code(503).classify() else { unreachable!() };
+/// assert_eq!(status.get(), 503);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Code(pub u16);
@@ -21,12 +23,52 @@ impl Code {
     /// carry, and never the status of a `failed` one.
     pub const SUCCESS: RangeInclusive<u16> = 200..=299;
 
-    /// Whether this is a 2xx: a delivery accepted with it is
-    /// [`Delivered`](super::Delivered), and a failure never carries it
-    /// ([`FailureReason::HttpStatus`](super::FailureReason::HttpStatus) is
-    /// non-2xx).
+    /// The rule, said once: a 2xx is a [`Success`] (a delivery accepted with it
+    /// is [`Delivered`](super::Delivered)), anything else a [`NonSuccess`] (the
+    /// only status [`FailureReason::HttpStatus`](super::FailureReason::HttpStatus)
+    /// carries). Code that holds either needs no second look.
+    pub const fn classify(self) -> Class {
+        if self.0 >= *Self::SUCCESS.start() && self.0 <= *Self::SUCCESS.end() {
+            Class::Success(Success(self.0))
+        } else {
+            Class::NonSuccess(NonSuccess(self.0))
+        }
+    }
+
+    /// Whether [`Code::classify`] finds a [`Success`], a 2xx.
     pub const fn is_success(self) -> bool {
-        self.0 >= *Self::SUCCESS.start() && self.0 <= *Self::SUCCESS.end()
+        matches!(self.classify(), Class::Success(_))
+    }
+}
+
+/// Which side of the rule a [`Code`] is on: what [`Code::classify`] says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// A 2xx.
+    Success(Success),
+    /// Anything but a 2xx.
+    NonSuccess(NonSuccess),
+}
+
+/// A status within [`Code::SUCCESS`]; only [`Code::classify`] makes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Success(u16);
+
+/// A status outside [`Code::SUCCESS`]; only [`Code::classify`] makes one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NonSuccess(u16);
+
+impl Success {
+    /// The status.
+    pub const fn get(self) -> u16 {
+        self.0
+    }
+}
+
+impl NonSuccess {
+    /// The status.
+    pub const fn get(self) -> u16 {
+        self.0
     }
 }
 
@@ -37,6 +79,18 @@ impl From<u16> for Code {
 }
 
 impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for Success {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl fmt::Display for NonSuccess {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
     }

@@ -90,7 +90,7 @@ pub use self::lease::{Lease, Renewal};
 pub(crate) use self::lent::LentFold;
 pub use self::migrate::{Migration, migrate};
 pub use self::pending::{Dead, Pending, Waiting};
-pub(crate) use self::recovery::Taken;
+pub(crate) use self::recovery::{INTERRUPTED, Taken};
 pub use self::recovery::{RECOVERY_LEASE, Report, Unrecovered};
 pub(crate) use self::stream::{Chain, decode_stream, fold_records, head_disagrees};
 pub use self::tail::Tail;

@@ -18,14 +18,22 @@ use super::stream::fold_stream;
 /// again this long after.
 pub const RECOVERY_LEASE: Duration = Duration::from_secs(10);
 
-/// A delegation that recovery found and could not settle, and why.
+/// The detail of the `failed` / `interrupted` that recovery writes for a
+/// delegation a dead process left `queued`.
+pub(crate) const INTERRUPTED: &str = "the process stopped before the outcome was known";
+
+/// A delegation that recovery found and could not settle, and why. `E` is the
+/// error of the recovery that ran: the ledger's [`Error`] for
+/// [`Ledger::recover_all`], a dispatcher's for its recovery
+/// ([`dispatch::Unrecovered`](crate::dispatch::Unrecovered)).
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {error}", .id.as_ref().map_or_else(|| "an unreadable delegation".to_owned(), |id| format!("delegation `{id}`")))]
-pub struct Unrecovered {
+pub struct Unrecovered<E = Error> {
     /// The delegation, when it could be told (a damaged store key names none).
     pub id: Option<DelegationId>,
-    /// Why it was not settled: damage in its history, or a failed write.
-    pub error: Error,
+    /// Why it was not settled: damage in its history, a failed write, or (in a
+    /// dispatcher's recovery) a dispatcher shut down.
+    pub error: E,
 }
 
 /// What [`Ledger::recover_all`] did: every delegation it settled, and every one it
@@ -134,16 +142,9 @@ impl Ledger {
             if self.is_claimed(&delegation.id) {
                 continue;
             }
-            let event = Event::Failed(Failed {
-                reason: FailureReason::Interrupted,
-                detail: Some("the process stopped before the outcome was known".to_owned()),
-            });
-            match self.record(&delegation.id, event) {
-                Ok(_) => {
-                    orphans.taken.release(&delegation.id);
-                    settled.push(delegation.id.clone());
-                }
-                Err(Error::AlreadySettled { .. }) => orphans.taken.release(&delegation.id),
+            match self.interrupt(&delegation.id, &orphans.taken) {
+                Ok(true) => settled.push(delegation.id.clone()),
+                Ok(false) => {}
                 Err(error) => unwritten.push(Unrecovered {
                     id: Some(delegation.id.clone()),
                     error,
@@ -157,6 +158,32 @@ impl Ledger {
         // no answer (readers verify every hint), so it is not reported.
         let _ = self.clean_index();
         (settled, orphans.damaged, unwritten)
+    }
+
+    /// Settles the orphan `id` as `failed` / `interrupted` (detail
+    /// [`INTERRUPTED`]) and, once it is settled, by this write or by another
+    /// writer first, ends the claim recovery took over on it (`taken`).
+    /// `Ok(true)` if this write settled it, `Ok(false)` if another writer had.
+    ///
+    /// # Errors
+    /// The write's error other than [`Error::AlreadySettled`]; the claim is
+    /// kept then.
+    pub(crate) fn interrupt(&self, id: &DelegationId, taken: &Taken) -> Result<bool> {
+        let event = Event::Failed(Failed {
+            reason: FailureReason::Interrupted,
+            detail: Some(INTERRUPTED.to_owned()),
+        });
+        match self.record(id, event) {
+            Ok(_) => {
+                taken.release(id);
+                Ok(true)
+            }
+            Err(Error::AlreadySettled { .. }) => {
+                taken.release(id);
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Every delegation a dead process left: `queued` and not claimed by a live

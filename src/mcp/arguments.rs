@@ -8,14 +8,13 @@
 use std::time::Duration;
 
 use schemars::JsonSchema;
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use crate::DelegationId;
 use crate::dispatch::Request;
 use crate::event::{MAX_TASK_BYTES, MAX_TEXT_BYTES};
-use crate::transport::http::Protocol as HttpProtocol;
+use crate::transport::http::Protocol;
 
 /// An argument the server refuses, and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -44,30 +43,6 @@ impl BadArgument {
             "argument": self.argument,
             "message": self.to_string(),
         })
-    }
-}
-
-/// The A2A wire generation to speak to a target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, JsonSchema)]
-pub enum Protocol {
-    /// Read the agent card and speak the newest version both sides know.
-    #[serde(rename = "auto")]
-    Auto,
-    /// A2A 0.3: `message/send`.
-    #[serde(rename = "0.3")]
-    V0_3,
-    /// A2A 1.0: `SendMessage`.
-    #[serde(rename = "1.0")]
-    V1_0,
-}
-
-impl From<Protocol> for HttpProtocol {
-    fn from(protocol: Protocol) -> Self {
-        match protocol {
-            Protocol::Auto => HttpProtocol::Auto,
-            Protocol::V0_3 => HttpProtocol::V0_3,
-            Protocol::V1_0 => HttpProtocol::V1_0,
-        }
     }
 }
 

@@ -114,8 +114,9 @@ use tokio_util::sync::CancellationToken;
 use crate::dispatch::{self, Dispatcher, Recovery, Report, Stats};
 use crate::ledger::Ledger;
 use crate::transport::Http;
+use crate::transport::http::Protocol;
 
-pub use self::arguments::{BadArgument, Check, Delegate, Pending, Protocol};
+pub use self::arguments::{BadArgument, Check, Delegate, Pending};
 
 /// The names of the tools, as `tools/list` gives them.
 pub const TOOLS: [&str; 3] = ["delegate_task_async", "check_task_status", "list_pending"];
@@ -178,11 +179,7 @@ impl Server {
                 Protocol::Auto => options,
                 _ => options.recover_every(None),
             };
-            Dispatcher::with_options(
-                ledger.clone(),
-                http.clone().protocol(protocol.into()),
-                options,
-            )
+            Dispatcher::with_options(ledger.clone(), http.clone().protocol(protocol), options)
         };
         Server {
             dispatchers: std::sync::Arc::new(Dispatchers {

@@ -27,7 +27,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use crate::event::http_status::Code;
+use crate::event::http_status::{Class, Code, NonSuccess};
 use crate::event::{DelegationId, FailureReason, Remote};
 
 #[cfg(feature = "http")]
@@ -113,15 +113,22 @@ impl Failure {
     /// The target answered with a non-2xx status.
     ///
     /// A 2xx `code` here is a bug in the transport; it is kept as a failure with
-    /// reason `marshal_error` rather than recorded as a contradiction.
+    /// reason `marshal_error` rather than recorded as a contradiction. A
+    /// transport that has classified the status already says
+    /// [`Failure::non_success`].
     pub fn status(code: u16, detail: impl fmt::Display) -> Self {
-        if Code(code).is_success() {
-            return Self::new(
+        match Code(code).classify() {
+            Class::NonSuccess(code) => Self::non_success(code, detail),
+            Class::Success(code) => Self::new(
                 FailureReason::MarshalError,
                 format!("transport reported 2xx status {code} as a failure: {detail}"),
-            );
+            ),
         }
-        Self::new(FailureReason::HttpStatus(code), detail)
+    }
+
+    /// The target answered with this non-2xx status.
+    pub fn non_success(code: NonSuccess, detail: impl fmt::Display) -> Self {
+        Self::new(FailureReason::HttpStatus(code.get()), detail)
     }
 
     /// The task could not be encoded for this transport.

@@ -29,7 +29,7 @@ pub async fn serve(app: Router) -> SocketAddr {
 pub fn memory_ledger() -> Ledger {
     Ledger::with_store(
         Arc::new(Memory::new()),
-        delegation_log::Options::new().clock(ManualClock::default()),
+        delegation_log::ledger::Options::new().clock(ManualClock::default()),
     )
 }
 

@@ -10,24 +10,27 @@
 
 use serde_json::{Map, Value};
 
-use crate::event::http_status::Code;
+use crate::event::http_status::{Class, NonSuccess, Success};
 use crate::event::{FailureReason, Remote, RemoteKind, TaskState};
 use crate::transport::{Accepted, Failure};
 
 /// How much of an answer goes into a failure's detail, in characters.
 pub(super) const DETAIL_CHARS: usize = 300;
 
-/// Classifies a complete answer to the JSON-RPC request whose id is `request_id`.
+/// Classifies an answer to the JSON-RPC request whose id is `request_id`, its
+/// status already split by [`Code::classify`](crate::event::http_status::Code::classify).
 ///
-/// - A non-2xx status decides the reason (`http_status`); the body only fills the
-///   detail, and 401 and 403 say that credentials were refused.
+/// - A non-2xx status decides the reason (`http_status`); the body (what was read
+///   of it) only fills the detail, and 401 and 403 say that credentials were
+///   refused.
 /// - A 2xx body must be a JSON-RPC response to this request: a `result` is
 ///   `delivered` (or `rejected`, for a Task in state rejected); an `error` is
 ///   `rpc_error`; anything else is `bad_response`.
-pub(super) fn classify(status: u16, body: &[u8], request_id: &str) -> Result<Accepted, Failure> {
-    if !Code(status).is_success() {
-        return Err(non_success(status, body));
-    }
+pub(super) fn classify(status: Class, body: &[u8], request_id: &str) -> Result<Accepted, Failure> {
+    let status = match status {
+        Class::Success(status) => status,
+        Class::NonSuccess(status) => return Err(non_success(status, body)),
+    };
     let Ok(value) = serde_json::from_slice::<Value>(body) else {
         return Err(bad(format!(
             "HTTP {status} with a body that is not JSON: {}",
@@ -62,13 +65,13 @@ pub(super) fn classify(status: u16, body: &[u8], request_id: &str) -> Result<Acc
 }
 
 /// The failure for a non-2xx answer: the status decides, the body fills the detail.
-pub(super) fn non_success(status: u16, body: &[u8]) -> Failure {
-    let phrase = reqwest::StatusCode::from_u16(status)
+fn non_success(status: NonSuccess, body: &[u8]) -> Failure {
+    let phrase = reqwest::StatusCode::from_u16(status.get())
         .ok()
         .and_then(|code| code.canonical_reason())
         .map_or(String::new(), |reason| format!(" {reason}"));
     let mut detail = format!("HTTP {status}{phrase}");
-    if status == 401 || status == 403 {
+    if matches!(status.get(), 401 | 403) {
         detail.push_str(": the agent refused the credentials (or asked for some)");
     }
     let text = excerpt(body);
@@ -76,7 +79,7 @@ pub(super) fn non_success(status: u16, body: &[u8]) -> Failure {
         detail.push_str(": ");
         detail.push_str(&text);
     }
-    Failure::status(status, detail)
+    Failure::non_success(status, detail)
 }
 
 fn bad(detail: String) -> Failure {
@@ -125,7 +128,7 @@ fn rpc_error(error: &Value, body: &[u8]) -> Failure {
 ///
 /// - A2A 0.3: the result is the object itself, with `kind` `message` or `task`.
 /// - A2A 1.0: the result holds exactly one key, `message` or `task`, and no `kind`.
-fn accepted(status: u16, result: &Value) -> Result<Accepted, Failure> {
+fn accepted(status: Success, result: &Value) -> Result<Accepted, Failure> {
     let shape = |detail: &str| {
         bad(format!(
             "{detail}: {}",
@@ -172,7 +175,7 @@ fn accepted(status: u16, result: &Value) -> Result<Accepted, Failure> {
         }
     };
     Ok(Accepted {
-        http_status: Some(status),
+        http_status: Some(status.get()),
         remote: Some(remote),
     })
 }
@@ -232,6 +235,12 @@ fn truncate(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::event::Received;
+    use crate::event::http_status::Code;
+
+    /// [`super::classify`] of a status as a number, as these tests give it.
+    fn classify(status: u16, body: &[u8], request_id: &str) -> Result<Accepted, Failure> {
+        super::classify(Code(status).classify(), body, request_id)
+    }
 
     fn ok(body: &str) -> Accepted {
         classify(200, body.as_bytes(), "task-1").expect("delivered")

@@ -47,7 +47,7 @@ use serde_json::Value;
 use super::Version;
 use super::auth::Scheme;
 use crate::event::FailureReason;
-use crate::event::http_status::Code;
+use crate::event::http_status::{Class, Code};
 use crate::transport::Failure;
 
 /// Where the SDKs serve an agent card, below an agent's path or the origin.
@@ -284,11 +284,10 @@ async fn read_card(client: &reqwest::Client, url: &Url) -> Result<Value, Failure
         .send()
         .await
         .map_err(|e| named(super::classify(&e)))?;
-    let status = response.status();
-    if !Code(status.as_u16()).is_success() {
-        return Err(Failure::status(
-            status.as_u16(),
-            format!("agent card {url}: HTTP {}", status.as_u16()),
+    if let Class::NonSuccess(status) = Code(response.status().as_u16()).classify() {
+        return Err(Failure::non_success(
+            status,
+            format!("agent card {url}: HTTP {status}"),
         ));
     }
     let mut body = Vec::new();

@@ -105,7 +105,7 @@ use serde_json::{Value, json};
 
 use super::{Accepted, BoxFuture, Failure, Message, Transport};
 use crate::event::FailureReason;
-use crate::event::http_status::Code;
+use crate::event::http_status::{Class, Code, NonSuccess};
 
 mod answer;
 mod auth;
@@ -147,18 +147,54 @@ impl fmt::Display for Version {
 
 /// What the transport speaks: one A2A wire generation to every target, or, with
 /// [`Protocol::Auto`], what each target's agent card advertises.
+///
+/// The one enum for this choice, wherever it is made: with feature `mcp`, it is
+/// the `protocol` argument of the MCP tools (`"auto"`, `"0.3"`, `"1.0"`, in its
+/// JSON Schema); with feature `cli`, the value of `--protocol`. Each of those
+/// describes the values in its own words (`schemars(description)`, `value(help)`),
+/// and lists them in this order.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "mcp", derive(serde::Deserialize, schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "mcp",
+    schemars(description = "The A2A wire generation to speak to a target.")
+)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Protocol {
-    /// A2A 0.3, posted to the target URL.
-    #[default]
-    V0_3,
-    /// A2A 1.0, posted to the target URL.
-    V1_0,
     /// Reads the target's agent card (cached, see [`Builder::card_cache`]) and
     /// posts to its JSON-RPC interface in the newest version both sides speak.
     /// A card that cannot be had fails the delivery, naming the card's URL; the
     /// [Protocol discovery](self#protocol-discovery) says how.
+    #[cfg_attr(feature = "mcp", serde(rename = "auto"))]
+    #[cfg_attr(
+        feature = "mcp",
+        schemars(
+            description = "Read the agent card and speak the newest version both sides know."
+        )
+    )]
+    #[cfg_attr(
+        feature = "cli",
+        value(help = "Read the agent card and speak what the agent advertises")
+    )]
     Auto,
+    /// A2A 0.3 (`message/send`), posted to the target URL.
+    #[default]
+    #[cfg_attr(feature = "mcp", serde(rename = "0.3"))]
+    #[cfg_attr(feature = "mcp", schemars(description = "A2A 0.3: `message/send`."))]
+    #[cfg_attr(feature = "cli", value(name = "0.3", help = "A2A 0.3: `message/send`"))]
+    V0_3,
+    /// A2A 1.0 (`SendMessage`, header `A2A-Version: 1.0`), posted to the target
+    /// URL.
+    #[cfg_attr(feature = "mcp", serde(rename = "1.0"))]
+    #[cfg_attr(feature = "mcp", schemars(description = "A2A 1.0: `SendMessage`."))]
+    #[cfg_attr(
+        feature = "cli",
+        value(
+            name = "1.0",
+            help = "A2A 1.0: `SendMessage`, header `A2A-Version: 1.0`"
+        )
+    )]
+    V1_0,
 }
 
 impl From<Version> for Protocol {
@@ -338,22 +374,17 @@ impl Http {
             request = request.header(name, value);
         }
         let mut response = request.send().await.map_err(|e| classify(&e))?;
-        let status = response.status().as_u16();
-        if !Code(status).is_success() {
-            // Only 429 and 503 carry a wait that a retry honours.
-            let retry_after = match status {
-                429 | 503 => response
-                    .headers()
-                    .get(reqwest::header::RETRY_AFTER)
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| {
-                        crate::transport::retry_after::parse(value, chrono::Utc::now())
-                    }),
-                _ => None,
-            };
-            let prefix = read_prefix(&mut response).await;
-            let mut failure = answer::non_success(status, &prefix).with_retry_after(retry_after);
-            if status == 401 || status == 403 {
+        let status = Code(response.status().as_u16()).classify();
+        let (body, retry_after) = match status {
+            Class::Success(_) => (read_answer(&mut response, self.max_answer).await?, None),
+            Class::NonSuccess(code) => {
+                let retry_after = retry_after(&response, code);
+                (read_prefix(&mut response).await, retry_after)
+            }
+        };
+        answer::classify(status, &body, message.delegation.as_str()).map_err(|failure| {
+            let mut failure = failure.with_retry_after(retry_after);
+            if let FailureReason::HttpStatus(401 | 403) = failure.reason {
                 failure.detail.push_str(&match &self.credential {
                     Some(credential) => format!(
                         " (sent the credential from the {} as {})",
@@ -363,10 +394,21 @@ impl Http {
                     None => " (no credential was configured)".to_owned(),
                 });
             }
-            return Err(failure);
-        }
-        let body = read_answer(&mut response, self.max_answer).await?;
-        answer::classify(status, &body, message.delegation.as_str())
+            failure
+        })
+    }
+}
+
+/// The wait a non-2xx answer asks for before a retry: only 429 and 503 carry
+/// one that a retry honours.
+fn retry_after(response: &reqwest::Response, status: NonSuccess) -> Option<Duration> {
+    match status.get() {
+        429 | 503 => response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| crate::transport::retry_after::parse(value, chrono::Utc::now())),
+        _ => None,
     }
 }
 
