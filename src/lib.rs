@@ -43,7 +43,6 @@ pub mod event;
 #[cfg(all(feature = "feed", unix))]
 pub mod feed;
 #[cfg(feature = "fuzzing")]
-#[path = "fuzzing/subject.rs"]
 pub mod fuzzing;
 pub mod ledger;
 pub mod lifecycle;
