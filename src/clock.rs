@@ -1,4 +1,5 @@
-//! Where timestamps come from: the system clock, or a manual one for tests.
+//! Where timestamps come from: the [`Clock`] trait, the system's wall clock, and a
+//! manual clock that moves only when told to, for deterministic tests.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

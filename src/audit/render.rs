@@ -1,4 +1,5 @@
-//! The plain-text form of a verdict, and the escaping of text printed for people.
+//! The plain-text form of a verdict (a summary, a line per violation, the pending
+//! delegations with their ages), and the escaping of text printed for people.
 
 use std::borrow::Cow;
 use std::fmt::Write as _;

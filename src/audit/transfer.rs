@@ -1,4 +1,5 @@
-//! `export` and `import`: between a store and the portable JSON Lines form.
+//! `export` and `import`: a store's records out as portable JSON Lines, each retry
+//! after its original, and a log verified clean back in, all or nothing.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};

@@ -1,4 +1,5 @@
-//! `status` and `history`: read one delegation from a log.
+//! `status` and `history`: read one delegation from a log, and print its status
+//! (with its task's attempts) or the records of each attempt, as text or JSON.
 
 use std::io::Write as _;
 use std::path::Path;

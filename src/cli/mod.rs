@@ -1,4 +1,5 @@
-//! The command line: parsing, exit codes, and one module per subcommand.
+//! The command line: the subcommands, parsing their flags, exit codes (1 for problems
+//! found, 2 for bad usage or an unusable log), and one module per subcommand.
 
 pub mod audit;
 mod delegate;

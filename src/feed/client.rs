@@ -1,4 +1,5 @@
-//! The following side: a blocking reader of one connection.
+//! The following side: a blocking reader of one connection to a store's feed, which
+//! checks the server's hello, then reads one message a line until the end.
 
 use std::io::{self, BufRead as _, BufReader};
 use std::net::Shutdown;

@@ -1,4 +1,5 @@
-//! An in-memory store.
+//! An in-memory store, gone when dropped; and its image of the delegations, with the
+//! checked append and the hints, which the fault-injecting store shares.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};

@@ -49,20 +49,23 @@
 
 mod acked;
 mod index;
+mod migrate;
+mod open;
 mod v1;
 mod v2;
 #[doc(hidden)]
 pub mod value;
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use self::acked::Acked;
-use super::index::{Hint, Index};
-use super::{Append, AppendError, Entry, Head, Lent, Store, Stream, Stripes, key};
+pub use self::migrate::Migrated;
+pub use self::open::LOCK_WAIT;
+use super::index::Index;
+use super::{Append, AppendError, Head, Lent, Store, Stream, Stripes, key};
 use crate::error::{Error, OpenError, ReadError, Result, StorageError};
 use crate::event::{DelegationId, MAX_ID_LEN, Seq};
 
@@ -78,10 +81,6 @@ const DELEGATIONS: &str = "delegations";
 
 /// The tree format 4 adds to format 3.
 const INDEX: &str = "index";
-
-/// How long an open waits for a lock that a just-closed handle still holds before
-/// it reports [`OpenError::Locked`].
-pub const LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// The file, inside the store's directory, that counts acknowledged records.
 pub const ACKED_FILE: &str = "delegation-log.acked";
@@ -118,117 +117,6 @@ enum Layout {
 }
 
 impl Sled {
-    /// Opens (or creates) the store at `path`.
-    ///
-    /// # Errors
-    /// [`OpenError::Locked`] if the path is still open after [`LOCK_WAIT`]; [`OpenError::Panicked`] if
-    /// sled panicked on damaged files; [`Error::UnknownVersion`] for a store written
-    /// in a newer format; an I/O error otherwise.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Self::open_with_cache(path, Self::DEFAULT_CACHE_BYTES)
-    }
-
-    /// Opens the store at `path` only if one is there: a read never creates a
-    /// store.
-    ///
-    /// # Errors
-    /// [`OpenError::NotAStore`] if `path` is missing or holds no store (no sled `conf`
-    /// and `db` files); otherwise as for [`Sled::open`].
-    pub fn open_existing(path: impl AsRef<Path>) -> Result<Self> {
-        Self::open_existing_with_cache(path, Self::DEFAULT_CACHE_BYTES)
-    }
-
-    /// As [`Sled::open_existing`], with the page cache of
-    /// [`Sled::open_with_cache`].
-    ///
-    /// # Errors
-    /// As for [`Sled::open_existing`].
-    pub fn open_existing_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Self> {
-        let path = path.as_ref();
-        if !Self::is_store(path) {
-            return Err(OpenError::NotAStore {
-                path: path.to_path_buf(),
-            }
-            .into());
-        }
-        Self::open_with_cache(path, cache_bytes)
-    }
-
-    /// Whether `path` is a directory holding a sled store (its `conf` and `db`
-    /// files).
-    pub fn is_store(path: &Path) -> bool {
-        path.join("conf").is_file() && path.join("db").is_file()
-    }
-
-    /// sled's page cache size when none is given: 1 GiB, sled's own default.
-    pub const DEFAULT_CACHE_BYTES: u64 = 1024 * 1024 * 1024;
-
-    /// The page cache size audits use: a full scan reads every page once, so a
-    /// small cache costs little and keeps an audit's memory flat however large the
-    /// store.
-    pub const SCAN_CACHE_BYTES: u64 = 4 * 1024 * 1024;
-
-    /// Opens (or creates) the store at `path`, with sled's page cache capped at
-    /// `cache_bytes`. The cache holds pages read or written; a full scan with a
-    /// large cache grows the process by about the store's size.
-    ///
-    /// # Errors
-    /// As for [`Sled::open`].
-    pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: u64) -> Result<Self> {
-        let path = path.as_ref();
-        let started = Instant::now();
-        loop {
-            match Self::open_once(path, cache_bytes) {
-                // sled releases its file lock from a background thread shortly
-                // after the last handle drops, so a reopen right after a close can
-                // find it still held for a moment.
-                Err(Error::Open(OpenError::Locked { .. })) if started.elapsed() < LOCK_WAIT => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                result => return result,
-            }
-        }
-    }
-
-    fn open_once(path: &Path, cache_bytes: u64) -> Result<Self> {
-        let path = path.to_path_buf();
-        let opened = catch_unwind(AssertUnwindSafe(|| -> Result<Self> {
-            let db = sled::Config::new()
-                .path(&path)
-                .cache_capacity(cache_bytes)
-                .open()
-                .map_err(|e| sled_error(e, &path))?;
-            let (layout, index) = open_layout(&db, &path)?;
-            let file = path.join(ACKED_FILE);
-            let base = Acked::read(&file)?;
-            Ok(Self {
-                layout,
-                index,
-                locks: Arc::new(Stripes::default()),
-                acked: Arc::new(Acked {
-                    db: db.clone(),
-                    data: std::fs::File::open(path.join("db"))?,
-                    dir: path.clone(),
-                    syncs: AtomicU64::new(0),
-                    file,
-                    base,
-                    appended: AtomicU64::new(0),
-                    written: Mutex::new((base, None)),
-                }),
-                db,
-                path: path.clone(),
-            })
-        }));
-        match opened {
-            Ok(result) => result,
-            Err(panic) => Err(OpenError::Panicked {
-                path,
-                message: panic_message(panic.as_ref()),
-            }
-            .into()),
-        }
-    }
-
     /// How many times durable flushes have synced sled's data file to the device
     /// (`File::sync_data`) since the store was opened: one per group commit.
     pub fn syncs(&self) -> u64 {
@@ -296,141 +184,6 @@ fn is_lock_failure(io: &std::io::Error) -> bool {
 fn corrupt_key(raw: &[u8], reason: String) -> ReadError {
     ReadError::corrupt(format!("key {}", key::hex(raw)), reason)
 }
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(text) = panic.downcast_ref::<&str>() {
-        (*text).to_owned()
-    } else if let Some(text) = panic.downcast_ref::<String>() {
-        text.clone()
-    } else {
-        "unknown panic".to_owned()
-    }
-}
-
-/// Reads the store's format from `meta`, writing the current one into a new
-/// store, and opens its trees (with the tree `index` for format 4). A store of
-/// format 3 or 4 that still has an older
-/// format's trees was migrated by a process that stopped before it dropped them
-/// (its marker switched to 3 only once the new tree was complete and synced):
-/// they are dropped now. (Likewise a store of format 2 still holding format 1's
-/// trees, left by a migration of an older crate.)
-///
-/// A store without a marker is new only if it holds no tree of any format. One
-/// that holds the trees of one format lost its marker to damage: it is read as
-/// that format, and nothing is written or dropped. One that holds the trees of
-/// several is refused.
-fn open_layout(db: &sled::Db, path: &Path) -> Result<(Layout, Option<sled::Tree>)> {
-    let meta = db.open_tree("meta").map_err(|e| sled_error(e, path))?;
-    let has = |tree: &str| {
-        db.tree_names()
-            .iter()
-            .any(|name| name.as_ref() == tree.as_bytes())
-    };
-    let found = meta.get(FORMAT_KEY).map_err(|e| sled_error(e, path))?;
-    let found = match found.as_deref() {
-        Some(found) => found.to_vec(),
-        None => {
-            let trees = [
-                (1u8, has(v1::RECORDS) || has(v1::HEADS)),
-                (2, has(v2::LOG)),
-                (3, has(DELEGATIONS) && !has(INDEX)),
-                (FORMAT, has(DELEGATIONS) && has(INDEX)),
-            ];
-            let mut present = trees
-                .iter()
-                .filter(|(_, has)| *has)
-                .map(|(format, _)| *format);
-            match (present.next(), present.next()) {
-                (None, _) => {
-                    // A new store: claim it for this format. A racing opener in
-                    // this process is impossible (sled's lock), so the swap only
-                    // guards against a marker written since the read.
-                    let swapped = meta
-                        .compare_and_swap(FORMAT_KEY, None as Option<&[u8]>, Some(&[FORMAT][..]))
-                        .map_err(|e| sled_error(e, path))?;
-                    match swapped {
-                        Ok(()) => return open_indexed(db, path),
-                        Err(current) => current.current.map(|c| c.to_vec()).unwrap_or_default(),
-                    }
-                }
-                (Some(1), None) => return Ok((open_v1(db, path)?, None)),
-                (Some(2), None) => return Ok((open_v2(db, path)?, None)),
-                (Some(3), None) => return Ok((open_delegations(db, path)?, None)),
-                (Some(_), None) => return open_indexed(db, path),
-                (Some(_), Some(_)) => {
-                    return Err(Error::Corrupt {
-                        key: "meta/format".to_owned(),
-                        reason: "the format marker is missing, and the store holds the trees of \
-                                 several formats: not guessing which is the store"
-                            .to_owned(),
-                    });
-                }
-            }
-        }
-    };
-    let drop_trees = |names: &[&str]| -> Result<()> {
-        for old in names {
-            if has(old) {
-                db.drop_tree(old).map_err(|e| sled_error(e, path))?;
-            }
-        }
-        Ok(())
-    };
-    match found.as_slice() {
-        [FORMAT] => {
-            drop_trees(&[v1::RECORDS, v1::HEADS, v2::LOG])?;
-            open_indexed(db, path)
-        }
-        // The tree `index` of a migration to format 4 that stopped before its
-        // marker switched is left for the next migration, which clears it.
-        [3] => {
-            drop_trees(&[v1::RECORDS, v1::HEADS, v2::LOG])?;
-            Ok((open_delegations(db, path)?, None))
-        }
-        [2] => {
-            drop_trees(&[v1::RECORDS, v1::HEADS])?;
-            Ok((open_v2(db, path)?, None))
-        }
-        [1] => Ok((open_v1(db, path)?, None)),
-        [found] => Err(Error::UnknownVersion {
-            key: "meta/format".to_owned(),
-            found: *found,
-        }),
-        _ => Err(Error::Corrupt {
-            key: "meta/format".to_owned(),
-            reason: "format marker is not one byte".to_owned(),
-        }),
-    }
-}
-
-/// The trees of format 4.
-fn open_indexed(db: &sled::Db, path: &Path) -> Result<(Layout, Option<sled::Tree>)> {
-    let index = db.open_tree(INDEX).map_err(|e| sled_error(e, path))?;
-    Ok((open_delegations(db, path)?, Some(index)))
-}
-
-/// The tree of formats 3 and 4.
-fn open_delegations(db: &sled::Db, path: &Path) -> Result<Layout> {
-    Ok(Layout::Delegations(
-        db.open_tree(DELEGATIONS).map_err(|e| sled_error(e, path))?,
-    ))
-}
-
-/// The tree of format 2.
-fn open_v2(db: &sled::Db, path: &Path) -> Result<Layout> {
-    Ok(Layout::Log(v2::Log {
-        tree: db.open_tree(v2::LOG).map_err(|e| sled_error(e, path))?,
-    }))
-}
-
-/// The trees of format 1.
-fn open_v1(db: &sled::Db, path: &Path) -> Result<Layout> {
-    Ok(Layout::Legacy(v1::Trees {
-        records: db.open_tree(v1::RECORDS).map_err(|e| sled_error(e, path))?,
-        heads: db.open_tree(v1::HEADS).map_err(|e| sled_error(e, path))?,
-    }))
-}
-
 impl Sled {
     /// The tree of format 4, or [`Error::NeedsMigration`] for an older store.
     fn delegations(&self) -> Result<&sled::Tree> {
@@ -460,100 +213,6 @@ impl Sled {
 
     fn sled_error(&self, error: sled::Error) -> Error {
         sled_error(error, &self.path)
-    }
-
-    /// Migrates a store of format 1, 2 or 3 at `path` to format 4, in place.
-    ///
-    /// Every delegation's stream goes through `convert` (given the stream and the
-    /// format of its heads, [`Store::format`]), which checks it and returns its
-    /// records re-encoded, its new head, and its hints. From format 1 or 2, the
-    /// records and head land in the new tree `delegations` as one key; a store
-    /// of format 3 keeps its tree as it is. The hints land in the tree `index`
-    /// (cleared first; a dead hint of a delegation that another one retries is
-    /// dropped at the end). Only when every delegation is there, flushed and
-    /// synced, does the format marker switch to 4 (one write, synced); then the
-    /// old trees are dropped. A crash before the switch leaves the store in its
-    /// old format, as it was (the partial new trees are cleared by the next
-    /// attempt); a crash after it leaves format 4, and the next open drops the
-    /// old trees. Hints are idempotent, so a second attempt writes the same
-    /// index. Returns how many delegations were migrated; `None` for a store
-    /// already in format 4, which is left alone.
-    ///
-    /// # Errors
-    /// As for [`Sled::open_existing`]; the first error of `convert` or of a scan,
-    /// which stops the migration with the store still in its old format;
-    /// [`Error::Corrupt`] for a converted delegation whose records are not seqs 1
-    /// to its head's; a storage error.
-    pub fn migrate(
-        path: impl AsRef<Path>,
-        convert: &mut dyn FnMut(&Stream, u8) -> Result<Migrated>,
-    ) -> Result<Option<u64>> {
-        let store = Self::open_existing(path)?;
-        let rewrite = match (&store.layout, &store.index) {
-            (Layout::Delegations(_), Some(_)) => return Ok(None),
-            (Layout::Delegations(_), None) => false,
-            (Layout::Log(_) | Layout::Legacy(_), _) => true,
-        };
-        let heads = store.format();
-        let error = |e| store.sled_error(e);
-        if rewrite {
-            store.db.drop_tree(DELEGATIONS).map_err(error)?;
-        }
-        store.db.drop_tree(INDEX).map_err(error)?;
-        let tree = store.db.open_tree(DELEGATIONS).map_err(error)?;
-        let index = store.db.open_tree(INDEX).map_err(error)?;
-        let mut copy = || -> Result<u64> {
-            let mut migrated = 0u64;
-            let mut retried = Vec::new();
-            for stream in store.scan() {
-                let stream = stream?;
-                let converted = convert(&stream, heads)?;
-                match &converted.head {
-                    Some(_) if !rewrite => {}
-                    Some(head) => {
-                        let value = value::encode_whole(&stream.id, head, &converted.entries)?;
-                        tree.insert(key::prefix(&stream.id), value).map_err(error)?;
-                    }
-                    None if converted.entries.is_empty() => {}
-                    None => {
-                        return Err(Error::Corrupt {
-                            key: format!("delegation `{}`", stream.id),
-                            reason: "records without a head".to_owned(),
-                        });
-                    }
-                }
-                index::write(&index, &converted.hints).map_err(error)?;
-                retried.extend(converted.hints.iter().filter_map(|hint| match hint {
-                    Hint::Link { from, .. } => Some(Hint::Dead(from.clone())),
-                    Hint::Open(_) | Hint::Dead(_) => None,
-                }));
-                migrated += 1;
-            }
-            index::remove(&index, &retried).map_err(error)?;
-            Ok(migrated)
-        };
-        let migrated = match copy() {
-            Ok(migrated) => migrated,
-            Err(failure) => {
-                // The store is still in its old format; the partial copy is
-                // garbage. If dropping it fails too, the next attempt drops it
-                // first.
-                if rewrite {
-                    let _ = store.db.drop_tree(DELEGATIONS);
-                }
-                let _ = store.db.drop_tree(INDEX);
-                return Err(failure);
-            }
-        };
-        store.acked.flush(true, true)?;
-        let meta = store.db.open_tree("meta").map_err(error)?;
-        meta.insert(FORMAT_KEY, &[FORMAT][..]).map_err(error)?;
-        store.acked.flush(true, true)?;
-        for old in [v1::RECORDS, v1::HEADS, v2::LOG] {
-            store.db.drop_tree(old).map_err(error)?;
-        }
-        store.acked.flush(true, true)?;
-        Ok(Some(migrated))
     }
 
     /// One append to one delegation: one `compare_and_swap` of its key.
@@ -660,18 +319,6 @@ fn damaged(id: &DelegationId, seq: Seq, error: ReadError) -> AppendError {
         },
         other => AppendError::Store(other.into()),
     }
-}
-
-/// One delegation as [`Sled::migrate`] writes it in the new format.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Migrated {
-    /// Its hints: open if it is `queued`, dead if it is `failed`, and the link
-    /// from the attempt it retries (see [`Index`]).
-    pub hints: Vec<Hint>,
-    /// Its records, re-encoded, each under its seq: seqs 1 to the head's.
-    pub entries: Vec<Entry>,
-    /// Its new head, if it has records.
-    pub head: Option<Head>,
 }
 
 impl Store for Sled {
