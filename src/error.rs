@@ -343,9 +343,11 @@ pub enum ReadError {
     ///
     /// # Handling
     /// As for [`Error::NeedsMigration`]: migrate it in place, once.
+    /// The message is [`Error::NeedsMigration`]'s: the same failure reads the
+    /// same whichever type holds it.
     #[error(
-        "store {path} is in format {found}, which has no index: migrate it first \
-         (`delegation-log migrate {path}`)",
+        "store {path} is in format {found}, which this crate reads but does not write: \
+         migrate it first (`delegation-log migrate {path}`)",
         path = .path.display()
     )]
     NeedsMigration {

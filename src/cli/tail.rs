@@ -91,7 +91,9 @@ fn sled(db: &Path, json: bool) -> Done {
 
 /// A store nobody holds: print what it holds, then end (see the module docs).
 fn print_sled(ledger: Ledger, db: &Path, json: bool) -> Done {
-    let records = Tail::new().poll(&ledger).map_err(unreadable)?;
+    let records = Tail::new()
+        .poll(&ledger)
+        .map_err(|e| unreadable(e.into()))?;
     // Drop the handle before printing, so that sled can let go of its lock while
     // a slow reader of stdout is still reading (sled does so from a background
     // thread; how soon is not tested).
@@ -250,7 +252,7 @@ fn follow(url: &str, json: bool, interval: Duration) -> Done {
     let done = loop {
         let records = match tail.poll(&ledger) {
             Ok(records) => records,
-            Err(e) => break Err(unreadable(e)),
+            Err(e) => break Err(unreadable(e.into())),
         };
         match print(&records, json) {
             Ok(Printed::Closed) => break Ok(()),
@@ -294,7 +296,9 @@ fn finish_from_log(
             }
         }
     };
-    let records = Tail::new().poll(&ledger).map_err(unreadable)?;
+    let records = Tail::new()
+        .poll(&ledger)
+        .map_err(|e| unreadable(e.into()))?;
     drop(ledger);
     let rest: Vec<Record> = records
         .into_iter()

@@ -125,13 +125,24 @@ impl Ledger {
     /// The attempts from the first to `asked`, back by `retry_of`, one head
     /// read each.
     pub(super) fn back(&self, asked: Delegation) -> Result<Vec<Delegation>, ReadError> {
+        self.back_by(asked, |id| self.summary_of(id))
+    }
+
+    /// The attempts from the first to `asked`, back by `retry_of`, each read
+    /// by `read`: a head ([`Ledger::back`]), or a whole history folded
+    /// ([`Ledger::first_attempt`]), which checks every record on the way.
+    pub(super) fn back_by(
+        &self,
+        asked: Delegation,
+        read: impl Fn(&DelegationId) -> Result<Option<Delegation>, ReadError>,
+    ) -> Result<Vec<Delegation>, ReadError> {
         let mut earlier = Vec::new();
         let mut current = asked;
         // Each link goes to an attempt one lower, so the walk ends.
         while let Some(previous) = current.retry_of.clone() {
             let broken =
                 |reason: String| ReadError::corrupt(format!("delegation `{}`", current.id), reason);
-            let Some(before) = self.summary_of(&previous)? else {
+            let Some(before) = read(&previous)? else {
                 return Err(broken(format!(
                     "it retries `{previous}`, which the log does not hold"
                 )));

@@ -74,15 +74,16 @@ impl Ledger {
     /// number of crashes. `None` if the log has never seen `id`.
     ///
     /// # Errors
-    /// [`ReadError::Storage`]; [`ReadError::Corrupt`] if a head on the way is
-    /// damaged, or a link names a delegation the log does not hold or one whose
-    /// attempt is not one less.
+    /// [`ReadError::Storage`]; [`ReadError::Corrupt`] if a history on the way
+    /// is damaged (each is read whole and folded, as a redelivery's message id
+    /// must not rest on a damaged attempt), or a link names a delegation the
+    /// log does not hold or one whose attempt is not one less.
     pub fn first_attempt(&self, id: &DelegationId) -> Result<Option<DelegationId>, ReadError> {
-        self.check_poisoned()?;
-        let Some(asked) = self.summary_of(id)? else {
+        let Some(asked) = self.delegation(id)? else {
             return Ok(None);
         };
-        Ok(self.back(asked)?.into_iter().next().map(|first| first.id))
+        let attempts = self.back_by(asked, |id| self.delegation(id))?;
+        Ok(attempts.into_iter().next().map(|first| first.id))
     }
 
     /// Reads, decodes and folds one delegation's whole history, and checks its

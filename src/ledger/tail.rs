@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::Result;
+use crate::error::ReadError;
 use crate::event::{DelegationId, Record, Seq};
 
 use super::Ledger;
@@ -47,11 +47,11 @@ impl Tail {
     /// chain, head).
     ///
     /// # Errors
-    /// A storage error, or [`Error::Corrupt`](crate::Error::Corrupt) (or
-    /// [`Error::UnknownVersion`](crate::Error::UnknownVersion)) for a damaged
-    /// delegation: the poll then hands out nothing and the tail stays where it
-    /// was, so the next poll tries again.
-    pub fn poll(&mut self, ledger: &Ledger) -> Result<Vec<Record>> {
+    /// [`ReadError::Storage`], or [`ReadError::Corrupt`] (or
+    /// [`ReadError::UnknownVersion`]) for a damaged delegation: the poll then
+    /// hands out nothing and the tail stays where it was, so the next poll tries
+    /// again; [`ReadError::Poisoned`] on a poisoned ledger.
+    pub fn poll(&mut self, ledger: &Ledger) -> Result<Vec<Record>, ReadError> {
         ledger.check_poisoned()?;
         // What this poll moved, so that a failed poll hands out nothing and
         // leaves the tail where it was.
@@ -73,7 +73,7 @@ impl Tail {
         &mut self,
         ledger: &Ledger,
         moved: &mut Vec<(DelegationId, Seq)>,
-    ) -> Result<Vec<Record>> {
+    ) -> Result<Vec<Record>, ReadError> {
         let format = ledger.format();
         let mut fresh = Vec::new();
         for stream in ledger.store().scan() {

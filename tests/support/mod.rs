@@ -37,8 +37,9 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// sled's own handle on the closed store at `path`, for a test that reads or
 /// edits its trees by hand. sled lets go of its file lock from a background
 /// thread shortly after the last handle drops, so an open right after a close
-/// can find it still held: wait for it, up to [`LOCK_WAIT`] (as `Sled::open`
-/// does), then fail saying the store is still open.
+/// can find it still held: wait for it, as `Sled::open` does, but up to
+/// [`LOCK_WAIT`] (longer than the crate's own wait, for a loaded test machine),
+/// then fail saying the store is still open.
 pub fn raw_sled(path: &Path) -> sled::Db {
     open(path, sled::Config::new().path(path))
 }

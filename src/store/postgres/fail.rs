@@ -1,5 +1,5 @@
 //! How PostgreSQL failures become the crate's errors: every failure of the server
-//! or the connection is an [`Error::Storage`] that says where and what, never a panic.
+//! or the connection is a [`StorageError`] that says where and what, never a panic.
 
 use postgres::error::SqlState;
 
@@ -8,7 +8,9 @@ use crate::error::StorageError;
 /// A failure of the PostgreSQL store: what it was doing and on which server, with
 /// the client's own error (or the failure it follows from) kept as the source.
 ///
-/// It reaches callers as [`Error::Storage`] ([`StorageError::Engine`]); downcast
+/// It reaches callers as [`StorageError::Engine`] (inside
+/// [`Error::Storage`](crate::Error::Storage) or
+/// [`ReadError::Storage`](crate::ReadError::Storage)); downcast
 /// the engine error to this type to inspect it.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -74,8 +76,8 @@ impl Failure {
 }
 
 /// The crate's error for a failure of the server, the connection or the
-/// store's own machinery: the store-failure variant, [`Error::Storage`]. Every
-/// error of this store is made here.
+/// store's own machinery: a [`StorageError`]. Every error of this store is
+/// made here.
 pub(super) fn storage(message: String) -> StorageError {
     wrap(message, None)
 }

@@ -42,8 +42,9 @@
 //!   returned is durable (as durable as the server's own `fsync` setting makes
 //!   it). [`Store::flush`] therefore has nothing left to do and returns at once;
 //!   every [`Durability`](crate::Durability) is durable here.
-//! - **Failures.** Every server or connection failure is an [`Error::Storage`](crate::Error::Storage)
-//!   naming the server (never its password) and what the store was doing. While
+//! - **Failures.** Every server or connection failure is a store failure
+//!   ([`StorageError`](crate::StorageError): `Error::Storage` from a write,
+//!   `ReadError::Storage` from a read) naming the server (never its password) and what the store was doing. While
 //!   the server is down, calls fail that way; once it is back, they work again.
 //!   A connection that sat idle for a quarter of a second is checked (an empty query)
 //!   before its next call, so one the server dropped meanwhile (it restarted,
@@ -78,7 +79,7 @@
 //!   ([`Ownership::settlement_releases`](crate::store::Ownership::settlement_releases)),
 //!   and a claim whose `queued` was refused is released on its own;
 //! - **recovery takes over only the dead**: delegations whose owner's lease ran
-//!   out, or that nobody claims (written with [`Ledger::record`] directly), in
+//!   out, or that nobody claims (written with [`Ledger::record`](crate::Ledger::record) directly), in
 //!   one statement that moves the claims with `FOR UPDATE SKIP LOCKED`, so that
 //!   of racing recoveries exactly one takes each; it then settles or redelivers
 //!   them through the same conditional append as every write, so an old owner
@@ -91,7 +92,7 @@
 //! **No grace period for unclaimed delegations.** The claim is committed before
 //! `queued` is written and deleted only after the outcome, so a `queued`
 //! delegation without a claim belongs to no dispatcher of this version: it was
-//! recorded with [`Ledger::record`] directly, or its claim was stolen from an
+//! recorded with [`Ledger::record`](crate::Ledger::record) directly, or its claim was stolen from an
 //! expired owner. It is taken over at once. A grace period would guard only
 //! writers that do not claim (a crate of schema version 1, which the version
 //! row now refuses), and measuring one would need a server time the records do

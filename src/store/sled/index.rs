@@ -26,7 +26,7 @@ pub(super) fn remove(tree: &sled::Tree, hints: &[Hint]) -> sled::Result<()> {
 }
 
 impl Sled {
-    /// The tree `index`, or [`Error::NeedsMigration`] for a store without one.
+    /// The tree `index`, or [`ReadError::NeedsMigration`] for a store without one.
     fn index_tree(&self) -> Result<&sled::Tree, ReadError> {
         self.index
             .as_ref()
