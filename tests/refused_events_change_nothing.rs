@@ -11,31 +11,17 @@
 #![cfg(feature = "fuzzing")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod record_strategies;
+
 use std::sync::Arc;
 
 use delegation_log::fuzzing::{Model, POOL, Subject, Transition, pool_id};
 use delegation_log::ledger::Options;
 use delegation_log::store::{Memory, Store, Stream};
-use delegation_log::{Durability, Error, Event, FailureReason, Ledger};
+use delegation_log::{Durability, Error, Event, Ledger};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
-
-/// Any legal event, with random texts: one delegation's `queued`, or its outcome.
-fn event() -> impl Strategy<Value = Event> {
-    let reason = prop_oneof![
-        Just(FailureReason::TargetOffline),
-        (300u16..600).prop_map(FailureReason::HttpStatus),
-        Just(FailureReason::MarshalError),
-        Just(FailureReason::Timeout),
-        Just(FailureReason::Interrupted),
-    ];
-    prop_oneof![
-        3 => ("[a-z]{1,8}", "[a-z]{1,8}").prop_map(|(s, t)| Event::queued(s, t)),
-        2 => proptest::option::of(200u16..300).prop_map(|code| Event::delivered(code).unwrap()),
-        2 => (reason, proptest::option::of("[ -~]{0,16}"))
-            .prop_map(|(reason, detail)| Event::failed(reason, detail).unwrap()),
-    ]
-}
+use record_strategies::lifecycle_event as event;
 
 /// Events for delegations of the model's pool, by slot.
 fn events() -> impl Strategy<Value = Vec<(usize, Event)>> {

@@ -5,6 +5,7 @@
 //! delegation settle before it was queued.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+mod record_strategies;
 mod support;
 
 use std::sync::Arc;
@@ -12,29 +13,13 @@ use std::time::Duration;
 
 use delegation_log::ledger::Options;
 use delegation_log::store::Memory;
-use delegation_log::{Clock, Event, FailureReason, Ledger, ManualClock};
+use delegation_log::{Clock, Event, Ledger, ManualClock};
 use proptest::prelude::*;
 use proptest::test_runner::FileFailurePersistence;
+use record_strategies::lifecycle_event as event;
 use support::numbered as id;
 
 const IDS: usize = 5;
-
-/// Any legal event, with random texts: one delegation's `queued`, or its outcome.
-fn event() -> impl Strategy<Value = Event> {
-    let reason = prop_oneof![
-        Just(FailureReason::TargetOffline),
-        (300u16..600).prop_map(FailureReason::HttpStatus),
-        Just(FailureReason::MarshalError),
-        Just(FailureReason::Timeout),
-        Just(FailureReason::Interrupted),
-    ];
-    prop_oneof![
-        3 => ("[a-z]{1,8}", "[a-z]{1,8}").prop_map(|(s, t)| Event::queued(s, t)),
-        2 => proptest::option::of(200u16..300).prop_map(|code| Event::delivered(code).unwrap()),
-        2 => (reason, proptest::option::of("[ -~]{0,16}"))
-            .prop_map(|(reason, detail)| Event::failed(reason, detail).unwrap()),
-    ]
-}
 
 proptest! {
     #![proptest_config(ProptestConfig {

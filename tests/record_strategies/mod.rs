@@ -1,8 +1,9 @@
 //! The proptest strategies for records, written once: every kind of event, with
 //! the texts, ids, tasks, seqs and times that stress the codecs and canonical JSON.
 //!
-//! Shared by the codec tests (`codec_v2.rs`) and the canonical bytes test
-//! (`canonical_bytes.rs`). Each value is valid by the format's field rules, so a
+//! Shared by the codec tests (`codec_v2.rs`), the canonical bytes test
+//! (`canonical_bytes.rs`) and the lifecycle properties
+//! (`refused_events_change_nothing.rs`, `seqs_and_times_run_forward.rs`). Each value is valid by the format's field rules, so a
 //! test that refuses one has found a bug, not a bad input.
 #![allow(
     dead_code,
@@ -192,6 +193,25 @@ pub fn outcome() -> impl Strategy<Value = Event> {
             })),
         (reason(), proptest::option::of(text()))
             .prop_map(|(reason, detail)| Event::Failed(Failed { reason, detail })),
+    ]
+}
+
+/// Any legal event with short random texts, weighted toward `queued`: what the
+/// lifecycle properties (`refused_events_change_nothing.rs`,
+/// `seqs_and_times_run_forward.rs`) feed a delegation.
+pub fn lifecycle_event() -> impl Strategy<Value = Event> {
+    let reason = prop_oneof![
+        Just(FailureReason::TargetOffline),
+        (300u16..600).prop_map(FailureReason::HttpStatus),
+        Just(FailureReason::MarshalError),
+        Just(FailureReason::Timeout),
+        Just(FailureReason::Interrupted),
+    ];
+    prop_oneof![
+        3 => ("[a-z]{1,8}", "[a-z]{1,8}").prop_map(|(s, t)| Event::queued(s, t)),
+        2 => proptest::option::of(200u16..300).prop_map(|code| Event::delivered(code).unwrap()),
+        2 => (reason, proptest::option::of("[ -~]{0,16}"))
+            .prop_map(|(reason, detail)| Event::failed(reason, detail).unwrap()),
     ]
 }
 
