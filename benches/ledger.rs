@@ -22,7 +22,9 @@
 //!   record, by `flush` and `File::sync_data` of sled's `db` file (equal
 //!   durability; also with the record's writes as one `apply_batch`, equal
 //!   atomicity), by `flush` alone (crash-safe, not power-safe), and against
-//!   `write` + `fdatasync` of the record to a plain file (the physical floor);
+//!   `write` + `fdatasync` of the record to a plain file (the physical floor),
+//!   appended (the file grows, as sled's does) and written in place (it does not,
+//!   as SQLite's WAL once it reuses its file);
 //! - `replay`: stores of 100k and 1M records; [`Ledger::replay`] (state rebuild)
 //!   and [`Ledger::audit`] (the full hash check) against a raw sled iteration of
 //!   every tree;
@@ -322,6 +324,41 @@ fn record_durable(c: &mut Criterion) {
                 for event in captured.lifecycle(n) {
                     for (_, _, bytes) in records(&event) {
                         file.write_all(bytes).unwrap();
+                    }
+                    file.sync_data().unwrap();
+                }
+            });
+        },
+    );
+    // The same bytes written in place into a file already written to its full
+    // length, then `fdatasync`, one writer: a sync that changes none of the
+    // file's metadata, as SQLite's WAL does once it reuses its file. Beside the
+    // append above, it shows what a growing file adds to each sync.
+    group.bench_with_input(
+        BenchmarkId::new("raw_file_overwrite_fdatasync", 1),
+        &1,
+        |b, &threads| {
+            const LAP: u64 = 4 << 20;
+            let captured = captured();
+            let dir = tempfile::tempdir().unwrap();
+            let file = std::fs::File::create(dir.path().join("log")).unwrap();
+            let zeros = vec![0u8; 1 << 20];
+            for _ in 0..(LAP >> 20) + 1 {
+                (&file).write_all(&zeros).unwrap();
+            }
+            file.sync_all().unwrap();
+            let at = Mutex::new((file, 0u64));
+            lifecycles_on_threads(b, threads, |_, n| {
+                use std::os::unix::fs::FileExt as _;
+                let mut at = at.lock().unwrap();
+                let (file, offset) = &mut *at;
+                for event in captured.lifecycle(n) {
+                    for (_, _, bytes) in records(&event) {
+                        if *offset + bytes.len() as u64 > LAP {
+                            *offset = 0;
+                        }
+                        file.write_all_at(bytes, *offset).unwrap();
+                        *offset += bytes.len() as u64;
                     }
                     file.sync_data().unwrap();
                 }
