@@ -508,7 +508,7 @@ mod following {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sigterm_ends_tail_with_exit_0_and_leaves_the_server_serving() {
+    async fn sigterm_or_sigint_ends_tail_with_exit_0_and_leaves_the_server_serving() {
         let dir = tempfile::tempdir().unwrap();
         let db = db_in(&dir);
         let agent = Agent::answering(message_answer);
@@ -527,8 +527,15 @@ mod following {
         delegate(&client, "term-2", &agent.url()).await;
         let again = Tail::start(&db);
         again.printed(4);
+        // Ctrl-C ends a tail the same way.
+        let interrupted = Command::new("kill")
+            .args(["-INT", &again.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(interrupted.success());
+        let (code, _, stderr) = again.finish();
+        assert_eq!(code, Some(0), "{stderr}");
         client.cancel().await.unwrap();
         assert!(server.wait().await.unwrap().success());
-        assert_eq!(again.finish().0, Some(0));
     }
 }

@@ -3,9 +3,9 @@
 //! transactions commit in another order than they began (the hazard of tailing by
 //! a sequence: a row that commits late behind a higher one is skipped). Two
 //! writers are held inside their transactions by advisory locks (a trigger on
-//! `records`) while others commit, then let go in reverse order. SIGTERM ends
-//! `tail` with exit 0. Needs `DATABASE_URL` (`bash .ci/postgres`); under
-//! `CI=true` its absence fails.
+//! `records`) while others commit, then let go in reverse order. SIGTERM and
+//! SIGINT (Ctrl-C) each end `tail` with exit 0. Needs `DATABASE_URL` (`bash
+//! .ci/postgres`); under `CI=true` its absence fails.
 #![cfg(all(feature = "cli", feature = "postgres"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 

@@ -119,6 +119,9 @@ impl Inner {
         mut claim: Claim,
     ) -> Result<Settled, Error> {
         loop {
+            // Counted from `queued` acknowledged, as the meter's doc says: a
+            // retry's backoff is part of its time in the queue.
+            let meter = meter::Meter::start();
             if let Some(not_before) = delivery.not_before {
                 let wait = not_before.since(self.ledger.clock().now());
                 let waited = self
@@ -134,7 +137,6 @@ impl Inner {
                 }
             }
             let span = trace::Span::of(&delivery);
-            let meter = meter::Meter::start();
             let step = span.around(self.attempt(delivery, claim)).await;
             span.settled(&step.ended);
             meter.settled(&step.ended);

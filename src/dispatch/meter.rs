@@ -6,7 +6,7 @@
 //! - `delegation_delivery_seconds` (histogram), label `outcome`: from the start
 //!   of the delivery (`queued` acknowledged) to its recorded outcome;
 //! - `delegation_queue_depth` (gauge): deliveries queued and not yet settled,
-//!   those waiting for a slot included.
+//!   those waiting for a slot and retries waiting out their backoff included.
 //!
 //! Without the feature, every call here is a no-op the compiler removes.
 
