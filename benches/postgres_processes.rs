@@ -15,10 +15,10 @@
 //!   awaits every `delegate` (which returns once `queued` is durable; the
 //!   delivery and its outcome run on, up to 64 at once), then `shutdown` (every
 //!   outcome recorded, the lease ended), then exits. Per delegation the ledger
-//!   makes three statements: a claim, `queued` (record, head and `open` hint,
-//!   one durable commit) and the outcome (record and head, the hint removed
-//!   and the claim ended, one durable commit); claims commit without waiting
-//!   for the disk (see `src/store/postgres/`). No head is read: the ledger
+//!   makes two statements: `queued` with its claim (record, head, `open` hint
+//!   and claim, one durable commit) and the outcome (record and head, the hint
+//!   removed and the claim ended, one durable commit; see
+//!   `src/store/postgres/`). No head is read: the ledger
 //!   writes on the heads it wrote (`src/ledger/known.rs`).
 //! - **raw**: N child processes, each one `postgres::Client` (one connection,
 //!   `synchronous_commit = on`) inserting the very rows the ledger run wrote for

@@ -34,7 +34,9 @@
 //!   (PostgreSQL), each dispatcher holds a [lease](crate::ledger::Lease), taken at
 //!   its first delegation or recovery and renewed by a heartbeat task every third
 //!   of [`Options::lease`]; the claim is written to the store too
-//!   ([`Ledger::claim_leased`]), before `queued`. Recovery takes over only what
+//!   with a new delegation's `queued`, in the same write
+//!   ([`Ledger::queue_leased`]), and before a redelivery's
+//!   ([`Ledger::claim_leased`]). Recovery takes over only what
 //!   dispatchers whose lease ran out left, or what nobody claims; once a
 //!   dispatcher's own lease has run out it sends nothing more under it (a
 //!   delivery not yet sent ends `failed / interrupted`) and takes a new one. The
@@ -312,15 +314,11 @@ impl Dispatcher {
         // blocking thread, which runs to the end even if this future is dropped:
         // a delegation acknowledged to the log always gets its delivery.
         let recorded = blocking("recording `queued`", move || {
-            // Claimed first, so that a `queued` always has an owner.
-            let claim = inner.ledger.claim_leased(&delivery.id, lease.as_ref())?;
-            let recorded = match inner.ledger.record(&delivery.id, queued) {
-                Ok(recorded) => recorded,
-                Err(error) => {
-                    let _ = claim.release();
-                    return Err(error.into());
-                }
-            };
+            // Claimed with it, so that a `queued` always has an owner.
+            let (recorded, claim) =
+                inner
+                    .ledger
+                    .queue_leased(&delivery.id, queued, lease.as_ref())?;
             delivery.started = recorded.at;
             inner.start(admission, delivery, claim, settle, &runtime);
             Ok::<_, Error>(recorded)

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::event::{DelegationId, Event, Queued};
+use crate::event::{DelegationId, Queued};
 
 /// One task to delegate.
 #[derive(Clone, Debug)]
@@ -62,12 +62,12 @@ impl Request {
         Ok(self)
     }
 
-    /// The `queued` event that records it. A task that could not be encoded is
+    /// The `queued` that records it. A task that could not be encoded is
     /// queued without one, and fails on delivery.
-    pub(super) fn queued(&self) -> Event {
-        Event::Queued(Queued {
+    pub(super) fn queued(&self) -> Queued {
+        Queued {
             task: self.task.as_ref().ok().cloned().flatten(),
             ..Queued::new(self.source.clone(), self.target.clone())
-        })
+        }
     }
 }

@@ -38,7 +38,7 @@ use super::index::Hints;
 use super::{Durability, GroupCommit};
 use crate::error::{self, Error};
 use crate::event::DelegationId;
-use crate::store::{Append, AppendError, Expect, Head, Store};
+use crate::store::{Append, AppendError, Expect, Head, Owner, Store};
 
 /// An append, owning its bytes, so that another writer can make it.
 #[derive(Debug)]
@@ -84,11 +84,13 @@ pub(super) struct Written {
 }
 
 /// One writer's appends (one, or a retry's two), the hints the store writes
-/// with them ([`Store::append_hinted`]), and the writer's place in line.
+/// with them ([`Store::append_hinted`]), the owner whose claims it writes with
+/// them ([`Store::append_claimed`]), and the writer's place in line.
 struct Entry {
     ticket: u64,
     appends: Vec<Owned>,
     hints: Hints,
+    owner: Option<Owner>,
 }
 
 /// The appender shared by a ledger's writers.
@@ -125,9 +127,11 @@ impl Appender {
 
     /// Appends `appends` to `store`, atomically, alone or in a group with the
     /// appends of other writers: the answer is the one
-    /// `store.append_hinted(appends, hints)` would give, with the commit ticket
+    /// `store.append_hinted(appends, hints)` would give (or, with an `owner`,
+    /// `store.append_claimed(appends, hints, owner)`), with the commit ticket
     /// `commit` gave the write. (`hints` are empty unless the store's index
-    /// writes hints with the appends.) Below
+    /// writes hints with the appends; `owner` is `None` unless the store writes
+    /// claims with them.) Below
     /// [`Durability::Buffered`], a writer that takes a turn also flushes at
     /// `level` for its group before the turn ends.
     pub(super) fn append(
@@ -137,13 +141,20 @@ impl Appender {
         level: Durability,
         appends: Vec<Owned>,
         hints: Hints,
+        owner: Option<Owner>,
     ) -> Result<Written, AppendError> {
         let mut state = self.lock();
         if !state.appending && state.queue.is_empty() {
             // Alone: the turn is this writer's, with nothing to share.
             state.appending = true;
             drop(state);
-            return self.alone(store, commit, level, &appends, &hints);
+            let entry = Entry {
+                ticket: 0,
+                appends,
+                hints,
+                owner,
+            };
+            return self.alone(store, commit, level, &entry);
         }
         let ticket = state.next;
         state.next = state.next.wrapping_add(1);
@@ -151,6 +162,7 @@ impl Appender {
             ticket,
             appends,
             hints,
+            owner,
         });
         loop {
             if let Some(answer) = state.answers.remove(&ticket) {
@@ -169,20 +181,17 @@ impl Appender {
         }
     }
 
-    /// The turn of a writer that found no one queued: `appends` alone, then the
-    /// flush for them.
+    /// The turn of a writer that found no one queued: its `entry` alone (its
+    /// ticket unused), then the flush for it.
     fn alone(
         &self,
         store: &dyn Store,
         commit: &GroupCommit,
         level: Durability,
-        appends: &[Owned],
-        hints: &Hints,
+        entry: &Entry,
     ) -> Result<Written, AppendError> {
         let _turn = Turn::new(self, Vec::new());
-        let borrowed: Vec<Append<'_>> = appends.iter().map(Owned::borrowed).collect();
-        store.append_hinted(&borrowed, &hints.before, &hints.after)?;
-        let ticket = commit.appended(count(&borrowed));
+        let ticket = entry.write(store, commit)?;
         Ok(Written {
             ticket,
             flushed: (level != Durability::Buffered).then(|| commit.wait_for(ticket, store, level)),
@@ -277,15 +286,23 @@ impl Answers {
         Answers(
             group
                 .iter()
-                .map(|entry| {
-                    let own: Vec<Append<'_>> = entry.appends.iter().map(Owned::borrowed).collect();
-                    let answer = store
-                        .append_hinted(&own, &entry.hints.before, &entry.hints.after)
-                        .map(|()| commit.appended(count(&own)));
-                    (entry.ticket, answer)
-                })
+                .map(|entry| (entry.ticket, entry.write(store, commit)))
                 .collect(),
         )
+    }
+}
+
+impl Entry {
+    /// Writes this writer's appends on their own, with their hints and
+    /// claims, and answers their commit ticket.
+    fn write(&self, store: &dyn Store, commit: &GroupCommit) -> Answer {
+        let own: Vec<Append<'_>> = self.appends.iter().map(Owned::borrowed).collect();
+        let (hints, stale) = (&self.hints.before, &self.hints.after);
+        match self.owner {
+            Some(owner) => store.append_claimed(&own, hints, stale, owner),
+            None => store.append_hinted(&own, hints, stale),
+        }
+        .map(|()| commit.appended(count(&own)))
     }
 }
 
@@ -323,6 +340,7 @@ mod tests {
             ticket,
             appends,
             hints: Hints::default(),
+            owner: None,
         }
     }
 
@@ -394,6 +412,7 @@ mod tests {
                             Durability::Durable,
                             vec![owned(&id, expect)],
                             Hints::default(),
+                            None,
                         );
                         match expect {
                             Expect::Empty => assert!(answer.is_ok(), "{id}: {answer:?}"),

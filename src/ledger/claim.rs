@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, MutexGuard};
 
 use crate::error::{Error, Result};
-use crate::event::DelegationId;
+use crate::event::{DelegationId, Event, Queued};
 use crate::store::{Claimed, Owner};
 
 use super::lease::Lease;
+use super::write::Recorded;
 use super::{Inner, Ledger};
 
 /// A claim that a delivery of this process owns a delegation: while one is held,
@@ -136,7 +137,8 @@ impl Ledger {
     /// store shared by several processes), in the store for the lease's owner
     /// too, so that recovery in other processes leaves it alone while the lease
     /// lives. Without a lease it is [`Ledger::claim`]. One statement: call it
-    /// off the async threads, before recording `queued`.
+    /// off the async threads, before recording `queued`. For a new delegation,
+    /// [`Ledger::queue_leased`] claims it with its `queued` instead.
     ///
     /// # Errors
     /// [`Error::Claimed`] if another dispatcher with a live lease claims `id`;
@@ -159,6 +161,50 @@ impl Ledger {
             Claimed::Taken => Err(Error::Claimed { id: id.clone() }),
             Claimed::LeaseExpired => Err(Error::LeaseExpired { id: id.clone() }),
         }
+    }
+
+    /// Records `queued` for a new delegation `id` under a claim of it: what
+    /// [`Ledger::claim_leased`] and then [`Ledger::record`] do, with the claim
+    /// released if `queued` is refused. On a store that writes claims with its
+    /// appends ([`Store::claims_with_appends`], PostgreSQL) the claim goes in
+    /// the write of `queued` ([`Store::append_claimed`]): one statement, and the
+    /// claim and `queued` commit together or not at all. Without a lease it is
+    /// [`Ledger::claim`] and [`Ledger::record`]. Call it off the async threads.
+    ///
+    /// # Errors
+    /// As for [`Ledger::claim_leased`] ([`Error::Claimed`],
+    /// [`Error::LeaseExpired`]) and [`Ledger::record`]. Neither the claim nor
+    /// `queued` is written then.
+    ///
+    /// [`Store::claims_with_appends`]: crate::store::Store::claims_with_appends
+    /// [`Store::append_claimed`]: crate::store::Store::append_claimed
+    pub fn queue_leased(
+        &self,
+        id: &DelegationId,
+        queued: Queued,
+        lease: Option<&Lease>,
+    ) -> Result<(Recorded, Claim)> {
+        let queued = Event::Queued(queued);
+        let with_append = lease.filter(|lease| {
+            lease.store().ownership().is_some() && self.inner.store.claims_with_appends()
+        });
+        let Some(lease) = with_append else {
+            let claim = self.claim_leased(id, lease)?;
+            return match self.record(id, queued) {
+                Ok(recorded) => Ok((recorded, claim)),
+                Err(error) => {
+                    let _ = claim.release();
+                    Err(error)
+                }
+            };
+        };
+        // Claimed in this process first, so that recovery here leaves `id`
+        // alone from before its `queued` is written.
+        let mut claim = self.claim(id);
+        let owner = lease.owner();
+        let recorded = self.record_as(id, queued, Some(owner))?;
+        claim.leased = Some((lease.clone(), owner));
+        Ok((recorded, claim))
     }
 
     /// Whether a delivery of this process has claimed `id` ([`Ledger::claim`]).

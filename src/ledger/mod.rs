@@ -26,7 +26,7 @@
 //!
 //! On a store shared by several processes (PostgreSQL), a dispatcher holds a
 //! [`Lease`] ([`Ledger::lease`]) and claims each delegation in the store too
-//! ([`Ledger::claim_leased`]); recovery then takes over only what dead owners
+//! ([`Ledger::claim_leased`], or with its `queued`: [`Ledger::queue_leased`]); recovery then takes over only what dead owners
 //! (whose lease ran out) or nobody claimed. See `store::postgres`.
 //!
 //! # Where each part lives

@@ -20,7 +20,7 @@ use crate::delegation::{Delegation, Fold, Outcome};
 use crate::error::{Error, Result};
 use crate::event::{DelegationId, Event, Failed, Queued, Seq, Timestamp};
 use crate::lifecycle::State;
-use crate::store::{AppendError, Head};
+use crate::store::{AppendError, Head, Owner};
 
 use super::Ledger;
 use super::appender::{Owned, Written};
@@ -113,6 +113,18 @@ impl Ledger {
     ///   poisoned, unless the store says nothing reached it
     ///   ([`AppendError::Unsent`]: a server that is down).
     pub fn record(&self, id: &DelegationId, event: Event) -> Result<Recorded> {
+        self.record_as(id, event, None)
+    }
+
+    /// [`Ledger::record`], with `owner`'s claim on `id` in the same write if
+    /// it is `Some` (on a store that writes claims with its appends:
+    /// [`Ledger::queue_leased`]).
+    pub(super) fn record_as(
+        &self,
+        id: &DelegationId,
+        event: Event,
+        owner: Option<Owner>,
+    ) -> Result<Recorded> {
         self.check_poisoned()?;
         event.validate()?;
         if let Event::Queued(Queued {
@@ -128,7 +140,7 @@ impl Ledger {
                 ),
             });
         }
-        match self.append_event(id, event.normalized())? {
+        match self.append_event(id, event.normalized(), owner)? {
             Appended::Recorded(recorded) => Ok(recorded),
             Appended::Refused { error, .. } => Err(error),
         }
@@ -148,7 +160,7 @@ impl Ledger {
             return Err(crate::event::InvalidEvent::NotAnOutcome.into());
         }
         outcome.validate()?;
-        match self.append_event(id, outcome.normalized())? {
+        match self.append_event(id, outcome.normalized(), None)? {
             Appended::Recorded(recorded) => Ok(Settlement::Won(recorded)),
             Appended::Refused {
                 error,
@@ -166,9 +178,15 @@ impl Ledger {
     }
 
     /// The one write of one event: read (or remember) the head, decide, append
-    /// record and head together, under `id`'s writer stripe; then wait for the
-    /// commit.
-    fn append_event(&self, id: &DelegationId, event: Event) -> Result<Appended> {
+    /// record and head together (and `owner`'s claim, if any:
+    /// [`Store::append_claimed`](crate::store::Store::append_claimed)), under
+    /// `id`'s writer stripe; then wait for the commit.
+    fn append_event(
+        &self,
+        id: &DelegationId,
+        event: Event,
+        owner: Option<Owner>,
+    ) -> Result<Appended> {
         let writing = self.inner.stripes.lock(id);
         let hints = Hints::of(id, &event);
         let mut guess = true;
@@ -193,7 +211,7 @@ impl Ledger {
             let head = self.inner.known.as_ref().map(|_| append.new_head());
             // Before the append it describes (see `store::index`), or with it.
             let with = self.hint_before(&hints)?;
-            let written = self.append(vec![append], with);
+            let written = self.append(vec![append], with, owner);
             Ok((
                 (Appended::Recorded(recorded), Some((record, head))),
                 written,
@@ -338,7 +356,7 @@ impl Ledger {
             let (queued, queued_next, queued_record) = queued_next.into_append(retry, &retry_fold);
             let head = self.inner.known.as_ref().map(|_| queued_next.new_head());
             let with = self.hint_before(&hints)?;
-            let written = self.append(vec![settled, queued_next], with);
+            let written = self.append(vec![settled, queued_next], with, None);
             let retried = Retried {
                 failed,
                 queued,
@@ -446,6 +464,11 @@ impl Ledger {
                 // sound as it was.
                 Err(damaged @ AppendError::Damaged { .. }) => return Err(damaged.into()),
                 Err(AppendError::Store(error @ Error::NeedsMigration { .. })) => return Err(error),
+                // The claim to go with the write was refused: nothing was
+                // written, claim included.
+                Err(refused @ (AppendError::Claimed { .. } | AppendError::LeaseExpired { .. })) => {
+                    return Err(refused.into());
+                }
                 // Nothing reached the store: it is as sound as it was.
                 Err(AppendError::Unsent(error)) => return Err(error),
                 // A failed write may be partly visible: serve nothing more.
@@ -457,11 +480,13 @@ impl Ledger {
     /// Appends to the store, atomically, in a group with the appends of writers
     /// that arrive at the same time ([`appender`]).
     /// `hints` go with the appends, for a store whose index writes them so
-    /// ([`Ledger::hint_before`]); empty otherwise.
+    /// ([`Ledger::hint_before`]); empty otherwise. So does `owner`'s claim on
+    /// each delegation the appends start, for a store that writes claims so.
     fn append(
         &self,
         appends: Vec<Owned>,
         hints: Hints,
+        owner: Option<Owner>,
     ) -> std::result::Result<Option<Written>, AppendError> {
         self.inner
             .appender
@@ -471,6 +496,7 @@ impl Ledger {
                 self.inner.options.durability,
                 appends,
                 hints,
+                owner,
             )
             .map(Some)
     }

@@ -330,6 +330,21 @@ pub enum AppendError {
     /// without poisoning itself. (A PostgreSQL server that is down.)
     #[error(transparent)]
     Unsent(Error),
+    /// The claim [`Store::append_claimed`] was to write with the group is held
+    /// by another owner whose lease is live ([`Claimed::Taken`]): the id is in
+    /// use. Nothing was written, claim included.
+    #[error("delegation `{id}` is claimed by another dispatcher whose lease is live")]
+    Claimed {
+        /// The delegation.
+        id: DelegationId,
+    },
+    /// The owner [`Store::append_claimed`] was to claim for has no live lease
+    /// ([`Claimed::LeaseExpired`]). Nothing was written, claim included.
+    #[error("the owner's lease ran out before it could claim `{id}`")]
+    LeaseExpired {
+        /// The delegation it was claiming.
+        id: DelegationId,
+    },
 }
 
 /// What [`Store::read_head`] lends a head to: its seq and summary, borrowed.
@@ -382,6 +397,46 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<(), AppendError> {
         let _ = (hints, stale);
         self.append(appends)
+    }
+
+    /// [`Store::append_hinted`], with `owner`'s claim on each delegation the
+    /// group starts (each append that expects [`Expect::Empty`]: its first
+    /// record, a `queued`) in the same atomic write, as
+    /// [`Ownership::claim`] would take it: a free claim, one already the
+    /// owner's, or one whose owner's lease ran out becomes `owner`'s. The
+    /// claims and the appends commit together or not at all, so a `queued`
+    /// written so always has its claim.
+    ///
+    /// The ledger calls it only on a store that says
+    /// [`Store::claims_with_appends`], in place of an [`Ownership::claim`]
+    /// before the append. The default claims nothing and is
+    /// [`Store::append_hinted`]. A store overrides both methods or neither.
+    ///
+    /// # Errors
+    /// [`AppendError::LeaseExpired`] if `owner`'s lease is not live;
+    /// [`AppendError::Claimed`] if another owner with a live lease claims a
+    /// delegation the group starts; otherwise as for
+    /// [`Store::append_hinted`]. Nothing of a refused group is written, claims
+    /// included.
+    fn append_claimed(
+        &self,
+        appends: &[Append<'_>],
+        hints: &[Hint],
+        stale: &[Hint],
+        owner: Owner,
+    ) -> Result<(), AppendError> {
+        let _ = owner;
+        self.append_hinted(appends, hints, stale)
+    }
+
+    /// Whether this store writes claims with its appends
+    /// ([`Store::append_claimed`]): then the ledger hands a new delegation's
+    /// claim to the append of its `queued` ([`Ledger::queue_leased`]) instead of
+    /// an [`Ownership::claim`] of its own before it. `false` by default.
+    ///
+    /// [`Ledger::queue_leased`]: crate::Ledger::queue_leased
+    fn claims_with_appends(&self) -> bool {
+        false
     }
 
     /// Whether this store writes the index's hints of an append in the append
@@ -539,6 +594,8 @@ impl From<AppendError> for Error {
                 reason,
             },
             AppendError::Store(error) | AppendError::Unsent(error) => error,
+            AppendError::Claimed { id } => Error::Claimed { id },
+            AppendError::LeaseExpired { id } => Error::LeaseExpired { id },
         }
     }
 }

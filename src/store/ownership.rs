@@ -110,7 +110,10 @@ pub trait Ownership: Send + Sync {
     fn retire(&self, owner: Owner) -> Result<()>;
 
     /// Claims delegation `id` for `owner`, before its `queued` is written, so
-    /// that a `queued` delegation always has an owner. See [`Claimed`].
+    /// that a `queued` delegation always has an owner. See [`Claimed`]. (A
+    /// store that writes claims with its appends takes a new delegation's in
+    /// the write of its `queued`:
+    /// [`Store::append_claimed`](super::Store::append_claimed).)
     ///
     /// # Errors
     /// A storage error; nothing is claimed.

@@ -22,7 +22,7 @@ use super::index;
 use super::pool::Conn;
 use crate::error::Error;
 use crate::event::{DelegationId, Seq};
-use crate::store::{Append, AppendError, Expect, Hint};
+use crate::store::{Append, AppendError, Expect, Hint, Owner};
 
 /// The index changes an append makes with it (`$1` to `$5`, the same in every
 /// append statement): the hints in `$1` kinds, `$2` delegations and `$3` retries
@@ -84,6 +84,46 @@ const FIRST: &str = concat!(
     answer!()
 );
 
+/// [`FIRST`] with `$9` owner's claim on `$6`, in the same statement: the head
+/// moves only if the owner's lease is live (`me`) and no other owner with a
+/// live lease claims `$6` (`free`), and the claim is written only if the head
+/// moved, so the claim and the `queued` commit together or not at all. The
+/// claim is taken as `lease.rs`'s `CLAIM` takes it, except that the writer
+/// that moved the head takes it whoever holds it: a claim `free` did not see,
+/// written since by a claimer whose own `queued` must now lose the race for
+/// the head, passes to the head's writer (the claimer's release, which ends
+/// only its own claim, then leaves it). Answers as [`FIRST`], then whether
+/// the lease was live and whether `$6` was free.
+const FIRST_CLAIMED: &str = concat!(
+    "
+    WITH me AS (SELECT 1 FROM dispatchers WHERE id = $9::bytea AND lease_until > now()),
+    free AS (
+        SELECT 1 FROM me WHERE NOT EXISTS (
+            SELECT 1 FROM claims c
+            WHERE c.delegation = $6::bytea AND c.owner <> $9::bytea
+              AND EXISTS (
+                  SELECT 1 FROM dispatchers d WHERE d.id = c.owner AND d.lease_until > now()))),
+    moved AS (
+        INSERT INTO heads (delegation, seq, summary) SELECT $6::bytea, 1, $7::bytea FROM free
+        ON CONFLICT (delegation) DO NOTHING
+        RETURNING seq),
+    put AS (
+        INSERT INTO records (delegation, seq, bytes)
+        SELECT $6::bytea, 1::bigint, $8::bytea FROM moved
+        ON CONFLICT (delegation, seq) DO NOTHING
+        RETURNING seq),
+    claimed AS (
+        INSERT INTO claims (delegation, owner, claimed_at)
+        SELECT $6::bytea, $9::bytea, now() FROM moved
+        ON CONFLICT (delegation) DO UPDATE SET owner = EXCLUDED.owner, claimed_at = now()
+        RETURNING 1),",
+    hinting!(),
+    "
+    SELECT m, p, CASE WHEN m > 0 AND p = 0 THEN refuse_taken_slot() ELSE 0 END, l, f
+    FROM (SELECT (SELECT count(*) FROM moved) AS m, (SELECT count(*) FROM put) AS p,
+                 (SELECT count(*) FROM me) AS l, (SELECT count(*) FROM free) AS f) AS counts"
+);
+
 /// A later record and its head: `$1`–`$5` the hints ([`hinting!`]), `$6` id,
 /// `$7` expected head seq, `$8` new seq, `$9` summary, `$10` record.
 const NEXT: &str = concat!(
@@ -119,6 +159,8 @@ pub(super) struct Item {
     record: Vec<u8>,
     head: Vec<u8>,
     hints: Rows,
+    /// The owner whose claim on `id` goes with this append ([`FIRST_CLAIMED`]).
+    owner: Option<Vec<u8>>,
 }
 
 /// The index rows an append writes and removes with it, as the parallel arrays
@@ -149,12 +191,14 @@ impl Rows {
 }
 
 /// The owned items of a group, the hints going with its last append (the group
-/// is one transaction, so they are written if and only if all of it is), or
-/// the error of a seq PostgreSQL's `bigint` cannot hold.
+/// is one transaction, so they are written if and only if all of it is), and
+/// `owner`'s claim with each append that starts its delegation; or the error
+/// of a seq PostgreSQL's `bigint` cannot hold.
 pub(super) fn items(
     appends: &[Append<'_>],
     hints: &[Hint],
     stale: &[Hint],
+    owner: Option<Owner>,
 ) -> Result<Vec<Item>, AppendError> {
     let last = appends.len().saturating_sub(1);
     appends
@@ -175,6 +219,9 @@ pub(super) fn items(
                 } else {
                     Rows::default()
                 },
+                owner: owner
+                    .filter(|_| append.expect == Expect::Empty)
+                    .map(|owner| owner.as_bytes().to_vec()),
             })
         })
         .collect()
@@ -188,16 +235,24 @@ fn bigint(seq: Seq) -> Result<i64, Error> {
 /// Writes `items` in one transaction, all or nothing. A refusal is `Ok(Err(_))`:
 /// the connection is fine and nothing was written.
 pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendError>, Failure> {
-    let first = conn.statement(FIRST)?;
-    let next = conn.statement(NEXT)?;
+    let statements = Statements {
+        first: conn.statement(FIRST)?,
+        first_claimed: if items.iter().any(|item| item.owner.is_some()) {
+            Some(conn.statement(FIRST_CLAIMED)?)
+        } else {
+            None
+        },
+        next: conn.statement(NEXT)?,
+    };
     let head_seq = conn.statement(HEAD_SEQ)?;
     let fail = conn.failer();
     let target = conn.target();
     if let [item] = items {
         // One statement, autocommitted: it wrote all of itself or nothing.
-        let answer = item.write(&mut conn.client, &first, &next);
-        let moved = match answer.and_then(|row| row.try_get::<_, i64>(0)) {
-            Ok(moved) => moved,
+        let answer = item.write(&mut conn.client, &statements);
+        let moved = match answer.and_then(|row| item.moved(&row)) {
+            Ok(Ok(moved)) => moved,
+            Ok(Err(unclaimed)) => return Ok(Err(unclaimed)),
             Err(error) if taken(&error) => {
                 return Ok(Err(AppendError::occupied(&item.id, item.expect.next())));
             }
@@ -234,11 +289,15 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
         .transaction()
         .map_err(|e| fail(e, "beginning an append"))?;
     for item in items {
-        let answer = item.write(&mut tx, &first, &next);
+        let answer = item.write(&mut tx, &statements);
         // Nothing of the group is committed whether a rollback is heard or not:
         // a transaction that never commits is rolled back by the server.
-        let moved = match answer.and_then(|row| row.try_get::<_, i64>(0)) {
-            Ok(moved) => moved,
+        let moved = match answer.and_then(|row| item.moved(&row)) {
+            Ok(Ok(moved)) => moved,
+            Ok(Err(unclaimed)) => {
+                let _ = tx.rollback();
+                return Ok(Err(unclaimed));
+            }
             Err(error) if taken(&error) => {
                 let _ = tx.rollback();
                 return Ok(Err(AppendError::occupied(&item.id, item.expect.next())));
@@ -270,14 +329,38 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
     Ok(Ok(()))
 }
 
+/// The append statements, prepared on one connection.
+struct Statements {
+    first: Statement,
+    /// Prepared only for a group with a claim.
+    first_claimed: Option<Statement>,
+    next: Statement,
+}
+
 impl Item {
-    /// Runs this append's statement ([`FIRST`] or [`NEXT`], prepared) on
-    /// `client`: a connection, or a transaction.
+    /// How many heads this append's statement moved (0 or 1), from its answer
+    /// `row`; or, for an append with a claim that moved none, the claim's
+    /// refusal if it was refused (then the statement wrote nothing).
+    fn moved(&self, row: &Row) -> Result<Result<i64, AppendError>, postgres::Error> {
+        let moved: i64 = row.try_get(0)?;
+        if moved > 0 || self.owner.is_none() || self.after.is_some() {
+            return Ok(Ok(moved));
+        }
+        let (live, free): (i64, i64) = (row.try_get(3)?, row.try_get(4)?);
+        let id = self.id.clone();
+        Ok(match (live, free) {
+            (0, _) => Err(AppendError::LeaseExpired { id }),
+            (_, 0) => Err(AppendError::Claimed { id }),
+            _ => Ok(moved),
+        })
+    }
+
+    /// Runs this append's statement ([`FIRST`], [`FIRST_CLAIMED`] or [`NEXT`],
+    /// prepared) on `client`: a connection, or a transaction.
     fn write(
         &self,
         client: &mut impl GenericClient,
-        first: &Statement,
-        next: &Statement,
+        statements: &Statements,
     ) -> Result<Row, postgres::Error> {
         let rows = &self.hints;
         let hints: [&(dyn ToSql + Sync); 5] = [
@@ -287,13 +370,17 @@ impl Item {
             &rows.stale_kinds,
             &rows.stale_delegations,
         ];
-        match self.after {
-            None => client.query_one(
-                first,
+        match (self.after, &self.owner, &statements.first_claimed) {
+            (None, Some(owner), Some(first_claimed)) => client.query_one(
+                first_claimed,
+                &[&hints[..], &[&self.key, &self.head, &self.record, owner]].concat(),
+            ),
+            (None, _, _) => client.query_one(
+                &statements.first,
                 &[&hints[..], &[&self.key, &self.head, &self.record]].concat(),
             ),
-            Some(after) => client.query_one(
-                next,
+            (Some(after), _, _) => client.query_one(
+                &statements.next,
                 &[
                     &hints[..],
                     &[&self.key, &after, &self.next, &self.head, &self.record],

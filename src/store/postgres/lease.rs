@@ -16,7 +16,9 @@
 //! inserts made 3 WAL syncs, 300 plain ones 300). A claim is visible to every session
 //! the moment it commits, and the `queued` written after it commits
 //! synchronously, which flushes the WAL up to and past the claim, so a `queued`
-//! that survives a server crash always has its claim. A claim ends with the
+//! that survives a server crash always has its claim. (A new delegation's
+//! claim is not taken here but in the statement of its `queued`, durably:
+//! `append.rs`, `FIRST_CLAIMED`. This path claims redeliveries and retries.) A claim ends with the
 //! append that settles its delegation (`append.rs`), atomically; a release of
 //! a claim whose `queued` was refused, lost in a crash, leaves a claim on a
 //! delegation that is not `queued`, which nothing takes over. That spares

@@ -73,8 +73,13 @@
 //! - every dispatcher holds a **lease** (a `dispatchers` row whose `lease_until`
 //!   is the server's `now()` plus the lease), renewed by a heartbeat every third
 //!   of the lease;
-//! - it **claims** each delegation (a `claims` row) before it writes `queued`, so
-//!   a `queued` delegation always has an owner; the write that settles the
+//! - it **claims** each delegation (a `claims` row) with or before its
+//!   `queued`, so a `queued` delegation always has an owner: a new delegation's
+//!   claim goes in the statement of its `queued`
+//!   ([`Store::append_claimed`]), which
+//!   writes both or neither, and a redelivery's or a retry's is committed
+//!   before its `queued` ([`Ownership::claim`](crate::store::Ownership::claim));
+//!   the write that settles the
 //!   delegation ends the claim in the same statement, whoever holds it
 //!   ([`Ownership::settlement_releases`](crate::store::Ownership::settlement_releases)),
 //!   and a claim whose `queued` was refused is released on its own;
@@ -89,8 +94,8 @@
 //!   interrupted` (unless the taker settled it first), and it takes a new lease
 //!   for what comes next.
 //!
-//! **No grace period for unclaimed delegations.** The claim is committed before
-//! `queued` is written and deleted only after the outcome, so a `queued`
+//! **No grace period for unclaimed delegations.** The claim is committed with or
+//! before `queued` and deleted only with or after the outcome, so a `queued`
 //! delegation without a claim belongs to no dispatcher of this version: it was
 //! recorded with [`Ledger::record`](crate::Ledger::record) directly, or its claim was stolen from an
 //! expired owner. It is taken over at once. A grace period would guard only
@@ -123,7 +128,7 @@ use std::time::Duration;
 use self::fail::Failure;
 pub use self::fail::PostgresError;
 use self::pool::{Conn, Pool};
-use super::{Append, AppendError, Head, Hint, Store, Stream};
+use super::{Append, AppendError, Head, Hint, Owner, Store, Stream};
 use crate::error::{ReadError, Result};
 use crate::event::DelegationId;
 
@@ -348,6 +353,23 @@ fn describe_target(config: &postgres::Config) -> String {
     )
 }
 
+impl Postgres {
+    /// Writes a group's `items` on a worker (`append::run`).
+    fn write(&self, items: Vec<append::Item>) -> Result<(), AppendError> {
+        match self
+            .pool
+            .run(move |conn: &mut Conn| append::run(conn, &items))
+        {
+            Ok(written) => written,
+            // The server could not be reached, or said it never ran the
+            // statement; a connection lost within a group's transaction
+            // before its COMMIT rolled it back. Nothing was written.
+            Err(Failure::Connection(error)) => Err(AppendError::Unsent(error.into())),
+            Err(failure) => Err(AppendError::Store(failure.into())),
+        }
+    }
+}
+
 impl Store for Postgres {
     fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
         self.append_hinted(appends, &[], &[])
@@ -364,18 +386,28 @@ impl Store for Postgres {
         if appends.is_empty() {
             return Ok(());
         }
-        let items = append::items(appends, hints, stale)?;
-        match self
-            .pool
-            .run(move |conn: &mut Conn| append::run(conn, &items))
-        {
-            Ok(written) => written,
-            // The server could not be reached, or said it never ran the
-            // statement; a connection lost within a group's transaction
-            // before its COMMIT rolled it back. Nothing was written.
-            Err(Failure::Connection(error)) => Err(AppendError::Unsent(error.into())),
-            Err(failure) => Err(AppendError::Store(failure.into())),
+        self.write(append::items(appends, hints, stale, None)?)
+    }
+
+    /// The claims go in the statement of the append that starts their
+    /// delegation (see `append.rs`): one round trip for a lone `queued`, its
+    /// hints and its claim.
+    fn append_claimed(
+        &self,
+        appends: &[Append<'_>],
+        hints: &[Hint],
+        stale: &[Hint],
+        owner: Owner,
+    ) -> Result<(), AppendError> {
+        if appends.is_empty() {
+            return Ok(());
         }
+        self.write(append::items(appends, hints, stale, Some(owner))?)
+    }
+
+    /// Yes: see [`Store::append_claimed`] above.
+    fn claims_with_appends(&self) -> bool {
+        true
     }
 
     fn head(&self, id: &DelegationId) -> Result<Option<Head>, ReadError> {
