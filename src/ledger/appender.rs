@@ -12,14 +12,6 @@
 //! ([`GroupCommit`]), while the writers that arrive meanwhile queue for the
 //! next turn. A lone writer takes its turn at once, as if there were no queue.
 //!
-//! Before its flush, a durable turn gathers ([`Appender::gather`]): it also
-//! writes the appends of writers who queued while it wrote, and waits a little
-//! for as many writers as the last flushed turn wrote for (at most half the last
-//! flush's time, and at most a millisecond). Writers that a flush releases come
-//! back one by one; without the wait, the first one back would flush alone while
-//! the rest queued behind it, and groups would alternate between one writer and
-//! all the others. A single writer never waits: the last turn wrote for one.
-//!
 //! Each writer's appends are written on their own, not as one multi-delegation
 //! append: on sled that would be one `apply_batch`, which seals and writes its
 //! log buffer before and after the batch (two device writes each turn, in
@@ -41,7 +33,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use super::index::Hints;
 use super::{Durability, GroupCommit};
@@ -102,29 +93,11 @@ struct Entry {
     owner: Option<Owner>,
 }
 
-/// The longest a turn waits for writers to join it before its flush
-/// ([`Appender::gather`]); it also waits at most half the last flush's time.
-const MAX_GATHER: Duration = Duration::from_millis(1);
-
 /// The appender shared by a ledger's writers.
+#[derive(Default)]
 pub(super) struct Appender {
     state: Mutex<State>,
     done: Condvar,
-    /// Signalled when a writer queues, for a turn gathering writers.
-    arrived: Condvar,
-    /// The longest a turn waits for writers to join it ([`MAX_GATHER`]).
-    max_gather: Duration,
-}
-
-impl Default for Appender {
-    fn default() -> Self {
-        Appender {
-            state: Mutex::default(),
-            done: Condvar::new(),
-            arrived: Condvar::new(),
-            max_gather: MAX_GATHER,
-        }
-    }
 }
 
 #[derive(Default)]
@@ -137,11 +110,6 @@ struct State {
     answers: HashMap<u64, Answer>,
     /// The next writer's ticket.
     next: u64,
-    /// How many writers the last flushed turn wrote for: those likely to be
-    /// back for the next flush.
-    last_group: usize,
-    /// How long the last turn's flush took.
-    last_flush: Duration,
 }
 
 impl std::fmt::Debug for Appender {
@@ -196,7 +164,6 @@ impl Appender {
             hints,
             owner,
         });
-        self.arrived.notify_one();
         loop {
             if let Some(answer) = state.answers.remove(&ticket) {
                 return answer.map(|ticket| Written {
@@ -223,21 +190,11 @@ impl Appender {
         level: Durability,
         entry: &Entry,
     ) -> Result<Written, AppendError> {
-        let mut turn = Turn::new(self, Vec::new());
+        let _turn = Turn::new(self, Vec::new());
         let ticket = entry.write(store, commit)?;
-        if level == Durability::Buffered {
-            return Ok(Written {
-                ticket,
-                flushed: None,
-            });
-        }
-        let mut gathered = Vec::new();
-        self.gather(store, commit, &mut turn, 1, &mut gathered);
-        let covers = highest(&gathered).map_or(ticket, |covers| covers.max(ticket));
-        turn.answer(gathered);
         Ok(Written {
             ticket,
-            flushed: Some(self.flush(store, commit, level, covers)),
+            flushed: (level != Durability::Buffered).then(|| commit.wait_for(ticket, store, level)),
         })
     }
 
@@ -251,87 +208,29 @@ impl Appender {
         ticket: u64,
         group: Vec<Entry>,
     ) -> Result<Written, AppendError> {
-        let writers = group.len();
         let mut turn = Turn::new(self, group.iter().map(|entry| entry.ticket).collect());
         let mut answers = Answers::of(store, commit, group).0;
-        if level != Durability::Buffered {
-            self.gather(store, commit, &mut turn, writers, &mut answers);
-        }
-        let covers = highest(&answers);
         let own = answers
             .iter()
             .position(|(of, _)| *of == ticket)
             .map(|at| answers.swap_remove(at).1)
             .unwrap_or_else(|| Err(lost()));
+        let covers = answers
+            .iter()
+            .filter_map(|(_, answer)| answer.as_ref().ok())
+            .chain(own.as_ref().ok())
+            .max()
+            .copied();
         turn.answer(answers);
         let own = own?;
         let flushed = match (level, covers) {
             (Durability::Buffered, _) | (_, None) => None,
-            (level, Some(covers)) => Some(self.flush(store, commit, level, covers)),
+            (level, Some(covers)) => Some(commit.wait_for(covers, store, level)),
         };
         Ok(Written {
             ticket: own,
             flushed,
         })
-    }
-
-    /// Before a turn's flush: writes, on the turn, the appends of writers who
-    /// queued meanwhile, adding their answers to `answers`, so that the flush
-    /// covers them too; and waits a little for the writers likely to come (as
-    /// many as the last flushed turn wrote for, counting the `writers` this
-    /// turn already wrote for), at most half the last flush's time and
-    /// [`MAX_GATHER`]. Without it, the writer back first after a flush would
-    /// flush alone while the others queued behind it, and groups would
-    /// alternate between one writer and all the rest. The answers go out
-    /// together, just before the flush: a writer answered earlier would run a
-    /// flush of its own while the turn still gathers.
-    fn gather(
-        &self,
-        store: &dyn Store,
-        commit: &GroupCommit,
-        turn: &mut Turn<'_>,
-        mut writers: usize,
-        answers: &mut Vec<(u64, Answer)>,
-    ) {
-        let mut state = self.lock();
-        let expected = state.last_group;
-        let deadline = Instant::now() + (state.last_flush / 2).min(self.max_gather);
-        loop {
-            if !state.queue.is_empty() {
-                let group = std::mem::take(&mut state.queue);
-                drop(state);
-                writers += group.len();
-                turn.unanswered
-                    .extend(group.iter().map(|entry| entry.ticket));
-                answers.extend(Answers::of(store, commit, group).0);
-                state = self.lock();
-            }
-            let now = Instant::now();
-            if writers >= expected || now >= deadline {
-                break;
-            }
-            state = self
-                .arrived
-                .wait_timeout(state, deadline.saturating_duration_since(now))
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        state.last_group = writers;
-    }
-
-    /// The turn's flush, covering `covers`, timed for the next turn's
-    /// [`Appender::gather`].
-    fn flush(
-        &self,
-        store: &dyn Store,
-        commit: &GroupCommit,
-        level: Durability,
-        covers: u64,
-    ) -> error::Result<()> {
-        let started = Instant::now();
-        let flushed = commit.wait_for(covers, store, level);
-        self.lock().last_flush = started.elapsed();
-        flushed
     }
 }
 
@@ -405,15 +304,6 @@ impl Entry {
         }
         .map(|()| commit.appended(count(&own)))
     }
-}
-
-/// The highest ticket among `answers` that were written.
-fn highest(answers: &[(u64, Answer)]) -> Option<u64> {
-    answers
-        .iter()
-        .filter_map(|(_, answer)| answer.as_ref().ok())
-        .max()
-        .copied()
 }
 
 /// How many appends, as the commit counts them.
@@ -497,124 +387,6 @@ mod tests {
         assert!(store.head(&"a".parse().unwrap()).unwrap().is_some());
         assert!(store.head(&"b".parse().unwrap()).unwrap().is_none());
         assert!(store.head(&"c".parse().unwrap()).unwrap().is_some());
-    }
-
-    /// A store that counts its flushes.
-    #[derive(Default)]
-    struct Counting {
-        inner: Memory,
-        flushes: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Store for Counting {
-        fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
-            self.inner.append(appends)
-        }
-        fn head(&self, id: &DelegationId) -> Result<Option<Head>, crate::error::ReadError> {
-            self.inner.head(id)
-        }
-        fn history(
-            &self,
-            id: &DelegationId,
-        ) -> Result<crate::store::Stream, crate::error::ReadError> {
-            self.inner.history(id)
-        }
-        fn scan(
-            &self,
-        ) -> Box<
-            dyn Iterator<Item = Result<crate::store::Stream, crate::error::ReadError>> + Send + '_,
-        > {
-            self.inner.scan()
-        }
-        fn flush(&self) -> error::Result<()> {
-            self.flushes
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            self.inner.flush()
-        }
-    }
-
-    #[test]
-    fn a_lone_writer_waits_for_the_last_groups_writers_and_one_flush_covers_them() {
-        let store = Counting::default();
-        let commit = GroupCommit::default();
-        let appender = Appender {
-            // Wait as long as it takes: the test must not hang on timing.
-            max_gather: Duration::from_secs(60),
-            ..Appender::default()
-        };
-        {
-            // The last turn wrote for two writers, and its flush was slow.
-            let mut state = appender.lock();
-            state.last_group = 2;
-            state.last_flush = Duration::from_secs(120);
-        }
-        std::thread::scope(|scope| {
-            let (store, commit, appender) = (&store, &commit, &appender);
-            let first = scope.spawn(move || {
-                appender.append(
-                    store,
-                    commit,
-                    Durability::Durable,
-                    vec![owned("a", Expect::Empty)],
-                    Hints::default(),
-                    None,
-                )
-            });
-            // The second comes once the first has its turn: it queues, and the
-            // first, still gathering, writes it and flushes for both.
-            while !appender.lock().appending {
-                std::thread::yield_now();
-            }
-            let second = appender.append(
-                store,
-                commit,
-                Durability::Durable,
-                vec![owned("b", Expect::Empty)],
-                Hints::default(),
-                None,
-            );
-            let first = first.join().unwrap().unwrap();
-            let second = second.unwrap();
-            assert!(matches!(first.flushed, Some(Ok(()))), "{first:?}");
-            assert!(second.flushed.is_none(), "written on the first's turn");
-            assert!(
-                commit
-                    .wait_for(second.ticket, store, Durability::Durable)
-                    .is_ok()
-            );
-        });
-        assert_eq!(
-            store.flushes.load(std::sync::atomic::Ordering::SeqCst),
-            1,
-            "one flush covered both writers"
-        );
-        let state = appender.lock();
-        assert_eq!(state.last_group, 2);
-        assert!(state.queue.is_empty() && state.answers.is_empty() && !state.appending);
-    }
-
-    #[test]
-    fn a_lone_writer_with_no_one_expected_flushes_at_once() {
-        let store = Counting::default();
-        let commit = GroupCommit::default();
-        let appender = Appender {
-            max_gather: Duration::from_secs(60),
-            ..Appender::default()
-        };
-        appender.lock().last_flush = Duration::from_secs(120);
-        let written = appender
-            .append(
-                &store,
-                &commit,
-                Durability::Durable,
-                vec![owned("a", Expect::Empty)],
-                Hints::default(),
-                None,
-            )
-            .unwrap();
-        assert!(matches!(written.flushed, Some(Ok(()))));
-        assert_eq!(store.flushes.load(std::sync::atomic::Ordering::SeqCst), 1);
-        assert_eq!(appender.lock().last_group, 1);
     }
 
     #[test]
