@@ -523,19 +523,22 @@ mod following {
         assert!(killed.success());
         let (code, _, stderr) = tail.finish();
         assert_eq!(code, Some(0), "{stderr}");
-        // The server goes on, and another tail follows it.
+        // Ctrl-C ends a tail the same way.
+        let interrupted = Tail::start(&db);
+        interrupted.printed(2);
+        let killed = Command::new("kill")
+            .args(["-INT", &interrupted.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let (code, _, stderr) = interrupted.finish();
+        assert_eq!(code, Some(0), "{stderr}");
+        // The server goes on, and another tail follows it to its end.
         delegate(&client, "term-2", &agent.url()).await;
         let again = Tail::start(&db);
         again.printed(4);
-        // Ctrl-C ends a tail the same way.
-        let interrupted = Command::new("kill")
-            .args(["-INT", &again.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(interrupted.success());
-        let (code, _, stderr) = again.finish();
-        assert_eq!(code, Some(0), "{stderr}");
         client.cancel().await.unwrap();
         assert!(server.wait().await.unwrap().success());
+        assert_eq!(again.finish().0, Some(0));
     }
 }

@@ -173,8 +173,11 @@ impl Ledger {
     ///
     /// # Errors
     /// As for [`Ledger::claim_leased`] ([`Error::Claimed`],
-    /// [`Error::LeaseExpired`]) and [`Ledger::record`]. Neither the claim nor
-    /// `queued` is written then.
+    /// [`Error::LeaseExpired`]) and [`Ledger::record`]. After a refusal neither
+    /// the claim nor `queued` is written. After a storage error whose outcome
+    /// is unknown (the ledger is then poisoned) both may have been; the claim
+    /// is then released, best effort, so that another dispatcher's recovery
+    /// can take the delegation over instead of waiting for this lease to end.
     ///
     /// [`Store::claims_with_appends`]: crate::store::Store::claims_with_appends
     /// [`Store::append_claimed`]: crate::store::Store::append_claimed
@@ -202,7 +205,18 @@ impl Ledger {
         // alone from before its `queued` is written.
         let mut claim = self.claim(id);
         let owner = lease.owner();
-        let recorded = self.record_as(id, queued, Some(owner))?;
+        let recorded = match self.record_as(id, queued, Some(owner)) {
+            Ok(recorded) => recorded,
+            Err(error) => {
+                if self.check_poisoned().is_err() {
+                    // Perhaps written, claim and all: let recovery have it.
+                    if let Some(ownership) = lease.store().ownership() {
+                        let _ = ownership.release(owner, id);
+                    }
+                }
+                return Err(error);
+            }
+        };
         claim.leased = Some((lease.clone(), owner));
         Ok((recorded, claim))
     }

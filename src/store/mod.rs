@@ -403,7 +403,10 @@ pub trait Store: Send + Sync + 'static {
     /// group starts (each append that expects [`Expect::Empty`]: its first
     /// record, a `queued`) in the same atomic write, as
     /// [`Ownership::claim`] would take it: a free claim, one already the
-    /// owner's, or one whose owner's lease ran out becomes `owner`'s. The
+    /// owner's, or one whose owner's lease ran out becomes `owner`'s. (One
+    /// exception: a claim another owner commits while this write runs, too late
+    /// for it to see, also becomes `owner`'s. That owner's own `queued` then
+    /// loses the race for the head, and its release ends only its own claim.) The
     /// claims and the appends commit together or not at all, so a `queued`
     /// written so always has its claim.
     ///
