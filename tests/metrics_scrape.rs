@@ -10,6 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod cli_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
@@ -19,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use cli_support::run;
 use serde_json::Value;
+use support::prometheus_samples;
 
 /// Tasks in the demo: two rounds of its five targets, so two slow ones.
 const TASKS: usize = 10;
@@ -37,17 +39,6 @@ fn scrape(addr: &str) -> Option<String> {
     stream.read_to_string(&mut answer).ok()?;
     let (head, body) = answer.split_once("\r\n\r\n")?;
     head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
-}
-
-/// Every sample of the exposition, as `name{labels}` to value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .filter_map(|line| {
-            let (key, value) = line.rsplit_once(' ')?;
-            Some((key.to_owned(), value.parse().ok()?))
-        })
-        .collect()
 }
 
 /// The outcome counters, as `(outcome, reason)` to count.
@@ -91,7 +82,7 @@ fn the_scraped_counters_agree_with_the_audit_and_the_in_flight_are_the_queue_dep
     let until = Instant::now() + Duration::from_secs(5);
     let during = loop {
         if let Some(body) = scrape(&addr) {
-            let samples = samples(&body);
+            let samples = prometheus_samples(&body);
             let settled: u64 = outcomes(&samples).values().sum();
             if settled == (TASKS - SLOW) as u64 {
                 break samples;

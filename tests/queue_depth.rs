@@ -6,7 +6,8 @@
 #![cfg(feature = "metrics")]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
-use std::collections::BTreeMap;
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -16,17 +17,7 @@ use delegation_log::store::Memory;
 use delegation_log::transport::{Accepted, Failure, Immediate};
 use delegation_log::{DelegationId, Ledger, Outcome};
 use metrics_exporter_prometheus::PrometheusBuilder;
-
-/// Every sample of the exposition, as `name{labels}` to value.
-fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .filter_map(|line| {
-            let (key, value) = line.rsplit_once(' ')?;
-            Some((key.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
+use support::prometheus_samples;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_waiting_out_its_backoff_is_in_the_queue_depth_and_its_time() {
@@ -70,7 +61,7 @@ async fn a_retry_waiting_out_its_backoff_is_in_the_queue_depth_and_its_time() {
     // written), the retry, still in its backoff, is the one delivery queued.
     let failed = "delegation_outcomes_total{outcome=\"failed\",reason=\"http_status\"}";
     loop {
-        let waiting = samples(&handle.render());
+        let waiting = prometheus_samples(&handle.render());
         assert_eq!(calls.load(Ordering::SeqCst), 1, "the retry is not sent yet");
         if waiting.get(failed) == Some(&1.0) && waiting.get("delegation_queue_depth") == Some(&1.0)
         {
@@ -89,7 +80,7 @@ async fn a_retry_waiting_out_its_backoff_is_in_the_queue_depth_and_its_time() {
         matches!(settled.outcome, Outcome::Delivered { .. }),
         "{settled:?}"
     );
-    let after = samples(&handle.render());
+    let after = prometheus_samples(&handle.render());
     assert_eq!(after["delegation_queue_depth"], 0.0, "{after:#?}");
     assert_eq!(
         after["delegation_outcomes_total{outcome=\"delivered\"}"], 1.0,

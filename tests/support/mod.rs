@@ -75,3 +75,14 @@ fn open(path: &Path, config: sled::Config) -> sled::Db {
 fn is_locked(io: &std::io::Error) -> bool {
     io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock")
 }
+
+/// Every sample of a Prometheus text exposition, as `name{labels}` to value.
+pub fn prometheus_samples(text: &str) -> std::collections::BTreeMap<String, f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            Some((key.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
