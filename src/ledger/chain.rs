@@ -117,6 +117,18 @@ impl Ledger {
             if next.attempt != latest.attempt.saturating_add(1) {
                 break;
             }
+            // A retry is written in one write with the outcome of the attempt
+            // it retries, so an attempt read as not settled was read before
+            // that write: read it again, or the view would show a retry with
+            // no failure behind it.
+            if !latest.state.is_settled() {
+                latest = self.summary_of(&latest.id)?.ok_or_else(|| {
+                    ReadError::corrupt(
+                        format!("delegation `{}`", latest.id),
+                        "its head was read, then was gone".to_owned(),
+                    )
+                })?;
+            }
             earlier.push(std::mem::replace(&mut latest, next));
         }
         Ok(Some(Chain { earlier, latest }))
