@@ -27,7 +27,10 @@ pub enum Error {
     /// in the log until recovery settles it.
     ///
     /// # Handling
-    /// The ledger is most likely poisoned: reopen it, and recover.
+    /// If the failure poisoned the ledger (reads answer `Poisoned`), reopen it
+    /// and recover. If it did not (the store knew that nothing was written:
+    /// a server that was down, or refused the write), the next recovery over
+    /// the same ledger settles it.
     #[error("{0}")]
     Unrecorded(Unrecorded),
 

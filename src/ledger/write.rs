@@ -111,7 +111,9 @@ impl Ledger {
     /// - [`Error::Poisoned`] after an earlier write or flush failed.
     /// - A storage error if the write or flush fails; the ledger is then
     ///   poisoned, unless the store says nothing reached it
-    ///   ([`AppendError::Unsent`]: a server that is down).
+    ///   ([`AppendError::Unsent`]: a server that is down) or knows nothing of
+    ///   it was written ([`AppendError::Undone`]: a statement the server
+    ///   refused or cancelled, or a lost connection's write made sure of).
     pub fn record(&self, id: &DelegationId, event: Event) -> Result<Recorded> {
         self.record_as(id, event, None)
     }
@@ -469,8 +471,9 @@ impl Ledger {
                 Err(refused @ (AppendError::Claimed { .. } | AppendError::LeaseExpired { .. })) => {
                     return Err(refused.into());
                 }
-                // Nothing reached the store: it is as sound as it was.
-                Err(AppendError::Unsent(error)) => return Err(error),
+                // Nothing reached the store, or the store knows nothing of it
+                // was written: it is as sound as it was.
+                Err(AppendError::Unsent(error) | AppendError::Undone(error)) => return Err(error),
                 // A failed write may be partly visible: serve nothing more.
                 Err(AppendError::Store(error)) => return Err(self.poison(error)),
             }

@@ -330,6 +330,15 @@ pub enum AppendError {
     /// without poisoning itself. (A PostgreSQL server that is down.)
     #[error(transparent)]
     Unsent(Error),
+    /// The write reached the store and failed there, and the store knows that
+    /// nothing of the group was written: the server refused or cancelled it
+    /// (a statement timeout), or, when the connection failed with the write
+    /// in flight, the store made sure on a new connection that it was not
+    /// written (the PostgreSQL store does so). The store is as
+    /// sound as it was, so the ledger passes the error on without poisoning
+    /// itself.
+    #[error(transparent)]
+    Undone(Error),
     /// The claim [`Store::append_claimed`] was to write with the group is held
     /// by another owner whose lease is live ([`Claimed::Taken`]): the id is in
     /// use. Nothing was written, claim included.
@@ -365,8 +374,10 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// [`AppendError::Conflict`] for the first append whose delegation's head is
     /// not its expectation; [`AppendError::Damaged`] if its records are not where
-    /// its head says; [`AppendError::Store`] if the write failed, or
-    /// [`AppendError::Unsent`] if it failed before anything reached the store.
+    /// its head says; [`AppendError::Store`] if the write failed,
+    /// [`AppendError::Unsent`] if it failed before anything reached the store,
+    /// or [`AppendError::Undone`] if it failed and the store knows that nothing
+    /// of it was written.
     /// Nothing is written by a refused or unsent group; a failed write may have
     /// written part of it.
     fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError>;
@@ -596,7 +607,9 @@ impl From<AppendError> for Error {
                 key: format!("delegation `{id}` seq {seq}"),
                 reason,
             },
-            AppendError::Store(error) | AppendError::Unsent(error) => error,
+            AppendError::Store(error) | AppendError::Unsent(error) | AppendError::Undone(error) => {
+                error
+            }
             AppendError::Claimed { id } => Error::Claimed { id },
             AppendError::LeaseExpired { id } => Error::LeaseExpired { id },
         }

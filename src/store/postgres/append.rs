@@ -19,7 +19,7 @@ use postgres::{GenericClient, Row, Statement};
 
 use super::fail::{self, Failure};
 use super::index;
-use super::pool::Conn;
+use super::pool::{Backend, Conn};
 use crate::error::Error;
 use crate::event::{DelegationId, Seq};
 use crate::store::{Append, AppendError, Expect, Hint, Owner};
@@ -246,7 +246,7 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
     };
     let head_seq = conn.statement(HEAD_SEQ)?;
     let fail = conn.failer();
-    let target = conn.target();
+    let (target, backend) = (conn.target(), conn.backend());
     if let [item] = items {
         // One statement, autocommitted: it wrote all of itself or nothing.
         let answer = item.write(&mut conn.client, &statements);
@@ -256,23 +256,20 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
             Err(error) if taken(&error) => {
                 return Ok(Err(AppendError::occupied(&item.id, item.expect.next())));
             }
-            Err(error) => {
-                // The statement may have committed, unless the server said it
-                // never ran it (it was shutting down when the statement came).
-                let never_ran = shutting_down(&error);
-                let lost = conn_lost(&error) && !never_ran;
-                return Err(if lost {
-                    fail::lost(
-                        error,
-                        "appending",
-                        &target,
-                        "the connection failed while an append was in flight: it may or \
-                         may not have been written",
-                    )
-                } else {
-                    fail(error, "appending")
-                });
+            // The statement may have committed, unless the server said it
+            // never ran it (it was shutting down when the statement came).
+            Err(error) if conn_lost(&error) && !shutting_down(&error) => {
+                return Err(fail::lost(
+                    error,
+                    "appending",
+                    &target,
+                    "the connection failed while an append was in flight: it may or \
+                     may not have been written",
+                    backend,
+                ));
             }
+            // The server answered with an error: the statement committed nothing.
+            Err(error) => return undone(fail(error, "appending")),
         };
         if moved > 0 {
             return Ok(Ok(()));
@@ -302,7 +299,7 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
                 let _ = tx.rollback();
                 return Ok(Err(AppendError::occupied(&item.id, item.expect.next())));
             }
-            Err(error) => return Err(fail(error, "appending")),
+            Err(error) => return undone(fail(error, "appending")),
         };
         if moved == 0 {
             let actual = tx
@@ -313,20 +310,30 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
             return Ok(Err(refusal(item, actual)));
         }
     }
-    tx.commit().map_err(|error| {
-        if conn_lost(&error) {
-            fail::lost(
-                error,
-                "committing an append",
-                &target,
-                "the connection failed during COMMIT: the append may or may not have been \
-                 written",
-            )
-        } else {
-            fail(error, "committing an append")
-        }
-    })?;
-    Ok(Ok(()))
+    match tx.commit() {
+        Ok(()) => Ok(Ok(())),
+        Err(error) if conn_lost(&error) => Err(fail::lost(
+            error,
+            "committing an append",
+            &target,
+            "the connection failed during COMMIT: the append may or may not have been written",
+            backend,
+        )),
+        // The server refused the COMMIT: the transaction rolled back.
+        Err(error) => undone(fail(error, "committing an append")),
+    }
+}
+
+/// What a write the server answered with an error comes to: its transaction
+/// rolled back, so nothing of it was written. A lost deadlock is run again
+/// (by the pool), and a session the server ended (it was shutting down, or
+/// refused the connection's state) is replaced and reported as unsent; any
+/// other refusal, a statement timeout included, is [`AppendError::Undone`].
+fn undone(failure: Failure) -> Result<Result<(), AppendError>, Failure> {
+    match failure {
+        Failure::Other(error) => Ok(Err(AppendError::Undone(error.into()))),
+        other => Err(other),
+    }
 }
 
 /// The append statements, prepared on one connection.
@@ -427,4 +434,92 @@ fn shutting_down(error: &postgres::Error) -> bool {
     error
         .code()
         .is_some_and(|code| code.code().starts_with("57P"))
+}
+
+/// How many times the store asks the server process of a failed connection
+/// to end, waiting up to [`END_WAIT_MS`] each time, before it gives up
+/// settling the write that process was running.
+const END_TRIES: usize = 5;
+
+/// How long each ask waits for the process to end, in milliseconds.
+const END_WAIT_MS: i64 = 1_000;
+
+/// Whether the server process `$1` started at `$2` is still there. A pid
+/// alone could name a later session: the start time makes it the one.
+const ALIVE: &str = "
+    SELECT count(*) FROM pg_stat_activity
+    WHERE pid = $1::integer AND backend_start::text = $2::text";
+
+/// Asks the server process `$1` started at `$2` to end, and waits up to `$3` ms.
+const END: &str = "
+    SELECT pg_terminate_backend(pid, $3::bigint) FROM pg_stat_activity
+    WHERE pid = $1::integer AND backend_start::text = $2::text";
+
+/// The bytes of one record, if it is there.
+const RECORD: &str = "SELECT bytes FROM records WHERE delegation = $1::bytea AND seq = $2::bigint";
+
+/// What settling a write whose outcome was unknown found.
+pub(super) enum Settled {
+    /// The write committed: all of the group is there.
+    Written,
+    /// The write did not commit, and never will: nothing of the group is there.
+    NotWritten,
+}
+
+/// Settles the outcome of `items`' write, which was in flight on the
+/// connection served by `backend` when that connection failed: on a new
+/// connection, ends `backend` and waits for it to be gone (a server process
+/// that is gone commits nothing more, and a server that restarted has none of
+/// its old processes), then reads back the record of the group's last append.
+/// The group was one transaction, so that record is there, with the bytes
+/// written, exactly when all of the group is. A failure of any step (the
+/// server still down, the process not ending in time) leaves the outcome
+/// unknown: an error.
+pub(super) fn settle(
+    conn: &mut Conn,
+    items: &[Item],
+    backend: &Backend,
+) -> Result<Settled, Failure> {
+    let Some(last) = items.last() else {
+        return Ok(Settled::Written);
+    };
+    let (alive, end) = (conn.statement(ALIVE)?, conn.statement(END)?);
+    let record = conn.statement(RECORD)?;
+    let fail = conn.failer();
+    let doing = "settling an append whose connection failed";
+    let args: [&(dyn postgres::types::ToSql + Sync); 2] = [&backend.pid, &backend.started];
+    let mut tries = 0;
+    loop {
+        let count: i64 = conn
+            .client
+            .query_one(&alive, &args)
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| fail(e, doing))?;
+        if count == 0 {
+            break;
+        }
+        if tries == END_TRIES {
+            return Err(Failure::Other(fail::storage(format!(
+                "PostgreSQL {}: {doing}: its server process {} did not end",
+                conn.target(),
+                backend.pid
+            ))));
+        }
+        tries += 1;
+        // Whether it ended is asked again above: a process already on its
+        // way out answers false here, with a warning.
+        conn.client
+            .query(&end, &[&backend.pid, &backend.started, &END_WAIT_MS])
+            .map_err(|e| fail(e, doing))?;
+    }
+    let stored: Option<Vec<u8>> = conn
+        .client
+        .query_opt(&record, &[&last.key, &last.next])
+        .and_then(|row| row.map(|row| row.try_get(0)).transpose())
+        .map_err(|e| fail(e, doing))?;
+    Ok(if stored.as_deref() == Some(last.record.as_slice()) {
+        Settled::Written
+    } else {
+        Settled::NotWritten
+    })
 }

@@ -3,6 +3,7 @@
 
 use postgres::error::SqlState;
 
+use super::pool::Backend;
 use crate::error::StorageError;
 
 /// A failure of the PostgreSQL store: what it was doing and on which server, with
@@ -43,10 +44,19 @@ pub(super) enum Failure {
     /// The transaction lost a deadlock or a serialization check: it was rolled
     /// back whole, and may be run again.
     Retry(StorageError),
-    /// The connection failed while a `COMMIT` was on its way: the transaction may
-    /// or may not have committed. The connection is replaced; the write is not
-    /// run again, and the caller must treat the store as suspect.
-    Lost(StorageError),
+    /// The connection failed while a write was in flight (an autocommitted
+    /// append, or a `COMMIT`): it may or may not have committed. The
+    /// connection is replaced and the write is not run again; the store then
+    /// settles the outcome from a new connection, by ending `backend` (the
+    /// failed connection's server process) and reading the write back, or,
+    /// if it cannot, reports it as unknown, and the caller must treat the
+    /// store as suspect.
+    Lost {
+        /// The failure.
+        error: StorageError,
+        /// The server process that was running the write.
+        backend: Backend,
+    },
     /// Anything else: reported as it is.
     Other(StorageError),
 }
@@ -69,7 +79,7 @@ impl Failure {
         match self {
             Failure::Connection(error)
             | Failure::Retry(error)
-            | Failure::Lost(error)
+            | Failure::Lost { error, .. }
             | Failure::Other(error) => error,
         }
     }
@@ -98,9 +108,18 @@ fn wrap(message: String, source: Option<Box<dyn std::error::Error + Send + Sync>
 /// connection failed while it was in flight. The message names the server,
 /// what was being done and the client's error once, and keeps that error as
 /// the source, so [`PostgresError::client_error`] finds its SQLSTATE.
-pub(super) fn lost(error: postgres::Error, doing: &str, target: &str, why: &str) -> Failure {
+pub(super) fn lost(
+    error: postgres::Error,
+    doing: &str,
+    target: &str,
+    why: &str,
+    backend: Backend,
+) -> Failure {
     let text = format!("PostgreSQL {target}: {doing}: {} ({why})", describe(&error));
-    Failure::Lost(caused(text, error))
+    Failure::Lost {
+        error: caused(text, error),
+        backend,
+    }
 }
 
 /// Sorts a client error by what the caller must do about it, with `doing` (what
@@ -157,7 +176,7 @@ pub(super) fn describe(error: &postgres::Error) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use super::{Failure, PostgresError, describe, lost};
+    use super::{Backend, Failure, PostgresError, describe, lost};
     use crate::error::StorageError;
 
     /// A real client error without a server: a connect to a port where
@@ -174,8 +193,17 @@ mod tests {
     #[test]
     fn an_unknown_outcome_says_its_cause_once_and_keeps_the_client_error_as_source() {
         let cause = describe(&refused());
-        let Failure::Lost(error) = lost(refused(), "appending", "someone@127.0.0.1:9/db", "why")
-        else {
+        let backend = Backend {
+            pid: 1,
+            started: "2026-12-01 00:00:00+00".to_owned(),
+        };
+        let Failure::Lost { error, .. } = lost(
+            refused(),
+            "appending",
+            "someone@127.0.0.1:9/db",
+            "why",
+            backend,
+        ) else {
             panic!("not Lost");
         };
         let shown = error.to_string();

@@ -53,16 +53,28 @@
 //!   one, which is safe because nothing had committed, or the statement is one
 //!   that may run twice (the leases' and claims'). A write that never
 //!   reached the server is an error that does not poison a ledger
-//!   ([`AppendError::Unsent`]). A connection lost while an append was in
-//!   flight, or during a `COMMIT`, leaves the append's outcome unknown: that
-//!   is reported, never retried, and the ledger poisons itself as for any
+//!   ([`AppendError::Unsent`]); so is a write the server answered with an
+//!   error, which rolled it back ([`AppendError::Undone`]).
+//! - **Unknown outcomes are settled.** A connection lost while an append was
+//!   in flight, or during a `COMMIT`, with no word from the server, leaves
+//!   the append's outcome unknown for a moment: it may have committed. The
+//!   append is never run again. On a new connection the store ends the failed
+//!   connection's server process (`pg_terminate_backend`, named by its pid
+//!   and start time, asked at connect) and waits until it is gone, after which
+//!   nothing of it can still commit; then it reads back the record of the
+//!   group's last append (a group is one transaction). If it is there, with
+//!   the bytes written, the append is acknowledged; if not, it is
+//!   [`AppendError::Undone`], and the ledger goes on. Only if that cannot be
+//!   found out (the server is still down, or the process does not end within
+//!   a few seconds) is the outcome reported as unknown
+//!   ([`AppendError::Store`]), and the ledger poisons itself as for any
 //!   failed write; open a new ledger over the store to go on.
 //! - **Statement timeout.** Every connection sets `statement_timeout`
 //!   ([`STATEMENT_TIMEOUT`], 30 s, by default; [`Connect::statement_timeout`]),
 //!   so a hung server or a lock another session holds ends a call with a typed
 //!   error (SQLSTATE `57014`) instead of holding it forever. The cancelled
-//!   statement wrote nothing; a ledger still poisons itself, as for any failed
-//!   write.
+//!   statement wrote nothing ([`AppendError::Undone`]), and the ledger goes
+//!   on.
 //!
 //! # Several dispatchers, one ledger: leases and claims
 //! On sled the file lock means one process, so a `queued` delegation found by
@@ -123,6 +135,7 @@ mod pool;
 mod read;
 mod schema;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use self::fail::Failure;
@@ -167,8 +180,8 @@ impl Connect {
     /// before it cancels it, so that a hung server or a lock another session
     /// holds never holds a writer forever. A cancelled statement is an
     /// [`Error::Storage`](crate::Error::Storage) whose client error has SQLSTATE
-    /// `57014`; it wrote nothing, yet a ledger treats it as any failed write and
-    /// poisons itself. [`STATEMENT_TIMEOUT`] by default; rounded up to whole
+    /// `57014`; it wrote nothing, and the ledger goes on (the store answers
+    /// it as [`AppendError::Undone`]). [`STATEMENT_TIMEOUT`] by default; rounded up to whole
     /// milliseconds; [`Duration::ZERO`] turns the timeout off, which PostgreSQL
     /// allows and this crate advises against.
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
@@ -354,17 +367,47 @@ fn describe_target(config: &postgres::Config) -> String {
 }
 
 impl Postgres {
-    /// Writes a group's `items` on a worker (`append::run`).
+    /// Writes a group's `items` on a worker (`append::run`). A write whose
+    /// connection failed while it was in flight is settled on a new connection
+    /// (`append::settle`): it was written, or it was not; only if that cannot
+    /// be found out is its outcome unknown, an [`AppendError::Store`].
     fn write(&self, items: Vec<append::Item>) -> Result<(), AppendError> {
+        let items = Arc::new(items);
+        let group = items.clone();
         match self
             .pool
-            .run(move |conn: &mut Conn| append::run(conn, &items))
+            .run(move |conn: &mut Conn| append::run(conn, &group))
         {
             Ok(written) => written,
             // The server could not be reached, or said it never ran the
             // statement; a connection lost within a group's transaction
             // before its COMMIT rolled it back. Nothing was written.
             Err(Failure::Connection(error)) => Err(AppendError::Unsent(error.into())),
+            Err(Failure::Lost { error, backend }) => {
+                let settled = self
+                    .pool
+                    .run(move |conn: &mut Conn| append::settle(conn, &items, &backend));
+                match settled {
+                    Ok(append::Settled::Written) => Ok(()),
+                    Ok(append::Settled::NotWritten) => Err(AppendError::Undone(
+                        fail::caused(
+                            format!(
+                                "{error}; on a new connection its server process was ended \
+                                 and the append was not there: nothing of it was written"
+                            ),
+                            error,
+                        )
+                        .into(),
+                    )),
+                    Err(unsettled) => Err(AppendError::Store(
+                        fail::caused(
+                            format!("{error}; settling it failed: {}", unsettled.into_error()),
+                            error,
+                        )
+                        .into(),
+                    )),
+                }
+            }
             Err(failure) => Err(AppendError::Store(failure.into())),
         }
     }

@@ -30,13 +30,15 @@ const ATTEMPTS: usize = 5;
 /// query) before running. A server that crashed, or was stopped at once, while
 /// the connection sat idle sends nothing a client notices until it is used: a
 /// write sent on such a connection fails with no word from the server, and its
-/// outcome is unknown, which poisons a ledger. The check finds the connection
+/// outcome is unknown until the store settles it on a new connection (see
+/// `append::settle`), which takes a round trip or two more. The check finds the connection
 /// dead first, so the job runs on a new one, or fails typed, having sent
 /// nothing, while the server is down. Busy connections are not checked: a
 /// crash less than this long after a connection's last job can still leave
-/// the next write's outcome unknown (and poison its ledger), as a crash
-/// during a write always does. A check is one round trip, paid only by a
-/// job after a quiet spell.
+/// the next write's outcome unknown, as a crash during a write always does;
+/// while the server is down it cannot be settled, and the ledger is
+/// poisoned. A check is one round trip, paid only by a job after a quiet
+/// spell.
 const CHECK_AFTER_IDLE: Duration = Duration::from_millis(250);
 
 /// How long that check may take before the connection counts as dead. (Its
@@ -52,7 +54,25 @@ pub(super) struct Conn {
     target: Arc<str>,
     /// When a job last ended on it.
     used: Instant,
+    /// The server process serving it, asked at connect.
+    backend: Backend,
 }
+
+/// Which server process serves a connection: its pid and its start time (as
+/// text, compared as the server writes it), which together name it even
+/// after the server reuses the pid. When a connection fails with a write in
+/// flight, the store ends that process from a new connection and waits for
+/// it to be gone, so that the write's outcome is settled before it is read
+/// back (see `append.rs`).
+#[derive(Clone, Debug)]
+pub(super) struct Backend {
+    pub(super) pid: i32,
+    pub(super) started: String,
+}
+
+/// The connection's own server process.
+const BACKEND: &str =
+    "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()";
 
 impl Conn {
     /// `sql`, prepared once per connection.
@@ -79,6 +99,11 @@ impl Conn {
     /// The server, as errors name it (without a password).
     pub(super) fn target(&self) -> Arc<str> {
         self.target.clone()
+    }
+
+    /// The server process serving this connection.
+    pub(super) fn backend(&self) -> Backend {
+        self.backend.clone()
     }
 
     /// What turns a client error met while doing something into a [`Failure`],
@@ -113,11 +138,23 @@ impl Link {
             client
                 .batch_execute(&self.setup)
                 .map_err(|e| classify(e, "setting up the session", &self.target))?;
+            let backend = client
+                .query_one(BACKEND, &[])
+                .and_then(|row| {
+                    Ok(Backend {
+                        pid: row.try_get(0)?,
+                        started: row.try_get(1)?,
+                    })
+                })
+                .map_err(|e| {
+                    classify(e, "asking for the session's server process", &self.target)
+                })?;
             self.conn = Some(Conn {
                 client,
                 statements: HashMap::new(),
                 target: self.target.clone(),
                 used: Instant::now(),
+                backend,
             });
         }
         match self.conn.as_mut() {
@@ -153,9 +190,9 @@ impl Link {
                     }
                     last = Some(Failure::Connection(error));
                 }
-                Err(Failure::Lost(error)) => {
+                Err(lost @ Failure::Lost { .. }) => {
                     self.conn = None;
-                    return Err(Failure::Lost(error));
+                    return Err(lost);
                 }
                 Err(Failure::Retry(error)) => last = Some(Failure::Retry(error)),
                 Err(other) => {

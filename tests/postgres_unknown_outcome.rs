@@ -1,0 +1,350 @@
+//! Guards what the PostgreSQL store does when the connection fails while an
+//! append is in flight, so that the append may or may not have committed: it
+//! settles the outcome on a new connection (ends the old connection's server
+//! process, waits for it to be gone, reads the append back) and answers what
+//! really happened. A write that committed is acknowledged; one that did not
+//! is an error that leaves the ledger working (not poisoned), and writing it
+//! again succeeds. Either way the database holds exactly what the ledger says.
+//!
+//! The connection is cut by a TCP proxy between the store and a real server:
+//! either the request is dropped before the server sees it (not written), or
+//! the server's answer is dropped after it committed (written). Both for a
+//! lone append (one autocommitted statement) and for a group of two (a retry:
+//! the failed attempt's `failed` and the next attempt's `queued`, one
+//! transaction, cut at its `COMMIT`).
+//!
+//! Needs `DATABASE_URL` (`bash .ci/postgres`); under `CI=true` a missing server
+//! fails the run.
+#![cfg(feature = "postgres")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod pg_support;
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use delegation_log::event::{Failed, Queued};
+use delegation_log::ledger::Options;
+use delegation_log::store::{Connect, Postgres};
+use delegation_log::{DelegationId, Error, Event, FailureReason, Ledger, StatusKind};
+use support::id;
+
+/// What the proxy does to the next message that holds a needle.
+#[derive(Clone)]
+enum Cut {
+    /// Passes everything.
+    None,
+    /// Drops the client's message holding the needle, and closes the
+    /// connection: the server never sees it.
+    Request(Vec<u8>),
+    /// Passes the client's message holding the needle, then drops the
+    /// server's answer to it and closes the connection: the server has done
+    /// the work, and the client never hears.
+    Reply(Vec<u8>),
+}
+
+/// A TCP proxy to the server that cuts one connection as told.
+struct Proxy {
+    port: u16,
+    cut: Arc<Mutex<Cut>>,
+    cuts: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    fn start(upstream: String) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(Mutex::new(Cut::None));
+        let cuts = Arc::new(AtomicUsize::new(0));
+        let (rule, count) = (cut.clone(), cuts.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                pump(client, server, rule.clone(), count.clone());
+            }
+        });
+        Proxy { port, cut, cuts }
+    }
+
+    fn arm(&self, cut: Cut) {
+        *self.cut.lock().unwrap() = cut;
+    }
+}
+
+/// Copies bytes both ways between `client` and `server`, applying the cut.
+fn pump(client: TcpStream, server: TcpStream, cut: Arc<Mutex<Cut>>, cuts: Arc<AtomicUsize>) {
+    let armed = Arc::new(AtomicBool::new(false));
+    let close = {
+        let (client, server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        move || {
+            let _ = client.shutdown(Shutdown::Both);
+            let _ = server.shutdown(Shutdown::Both);
+        }
+    };
+    let close = Arc::new(close);
+    {
+        let (mut from, mut to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+        let (armed, close, cuts) = (armed.clone(), close.clone(), cuts.clone());
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let chunk = &buf[..n];
+                let mut rule = cut.lock().unwrap();
+                let holds = |needle: &[u8]| chunk.windows(needle.len()).any(|w| w == needle);
+                match rule.clone() {
+                    Cut::Request(needle) if holds(&needle) => {
+                        *rule = Cut::None;
+                        cuts.fetch_add(1, Ordering::SeqCst);
+                        close();
+                        return;
+                    }
+                    Cut::Reply(needle) if holds(&needle) => {
+                        *rule = Cut::None;
+                        armed.store(true, Ordering::SeqCst);
+                    }
+                    _ => {}
+                }
+                drop(rule);
+                if to.write_all(chunk).is_err() {
+                    break;
+                }
+            }
+            close();
+        });
+    }
+    let (mut from, mut to) = (server, client);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(n) = from.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if armed.load(Ordering::SeqCst) {
+                cuts.fetch_add(1, Ordering::SeqCst);
+                close();
+                return;
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        close();
+    });
+}
+
+/// A schema of its own, with a ledger on it through a proxy.
+struct Setup {
+    schema: pg_support::Schema,
+    proxy: Proxy,
+    ledger: Ledger,
+}
+
+fn setup(tag: &str) -> Option<Setup> {
+    let url = pg_support::url()?;
+    let config = postgres::Config::from_str(&url).unwrap();
+    let port = config.get_ports()[0];
+    let proxy = Proxy::start(format!("127.0.0.1:{port}"));
+    let through = url.replacen(&format!(":{port}/"), &format!(":{}/", proxy.port), 1);
+    assert_ne!(through, url, "the URL names its port: {url}");
+    let name = pg_support::unique(tag);
+    let store = Arc::new(
+        Postgres::connect_with(&through, Connect::new().schema(name.clone()).connections(1))
+            .unwrap(),
+    );
+    let ledger = Ledger::with_store(store.clone(), Options::new());
+    Some(Setup {
+        schema: pg_support::Schema { store, name, url },
+        proxy,
+        ledger,
+    })
+}
+
+impl Setup {
+    /// The seqs of `id`'s records, as the database holds them.
+    fn seqs(&self, id: &DelegationId) -> Vec<String> {
+        self.schema
+            .query(&format!(
+                "SELECT seq FROM records WHERE delegation = '{}'::bytea ORDER BY seq",
+                id.as_str()
+            ))
+            .into_iter()
+            .map(|row| row[0].clone().unwrap())
+            .collect()
+    }
+
+    /// What the ledger says, read anew: it still serves reads and writes, and
+    /// its audit of the store is clean.
+    fn still_serves(&self) {
+        assert!(self.ledger.audit().unwrap().is_clean());
+        let other = id("unrelated");
+        self.ledger
+            .record(&other, Event::queued("planner", "http://127.0.0.1:9/a2a"))
+            .unwrap();
+        assert_eq!(
+            self.ledger.status(&other).unwrap().status,
+            StatusKind::Queued
+        );
+    }
+}
+
+fn queued() -> Event {
+    Event::queued("planner", "http://127.0.0.1:9/a2a")
+}
+
+#[test]
+fn an_append_whose_answer_was_lost_after_it_committed_is_acknowledged_once() {
+    let Some(setup) = setup("lost_reply") else {
+        return;
+    };
+    let a = id("cut-reply-lone");
+    setup.ledger.record(&a, queued()).unwrap();
+    setup.proxy.arm(Cut::Reply(a.as_str().as_bytes().to_vec()));
+
+    let recorded = setup
+        .ledger
+        .record(&a, Event::delivered(Some(200)).unwrap());
+    assert_eq!(
+        setup.proxy.cuts.load(Ordering::SeqCst),
+        1,
+        "the cut happened"
+    );
+    let recorded = recorded.expect("it committed, and the store found it so");
+    assert_eq!(recorded.seq, 2);
+    assert_eq!(
+        setup.ledger.status(&a).unwrap().status,
+        StatusKind::Delivered
+    );
+    assert_eq!(setup.seqs(&a), ["1", "2"], "the database holds it once");
+    setup.still_serves();
+}
+
+#[test]
+fn an_append_that_never_reached_the_server_is_an_error_that_does_not_poison() {
+    let Some(setup) = setup("lost_request") else {
+        return;
+    };
+    let a = id("cut-request-lone");
+    setup.ledger.record(&a, queued()).unwrap();
+    setup
+        .proxy
+        .arm(Cut::Request(a.as_str().as_bytes().to_vec()));
+
+    let failed = setup
+        .ledger
+        .record(&a, Event::delivered(Some(200)).unwrap());
+    assert_eq!(
+        setup.proxy.cuts.load(Ordering::SeqCst),
+        1,
+        "the cut happened"
+    );
+    match failed {
+        Err(Error::Storage(error)) => {
+            let message = error.to_string();
+            assert!(message.contains("nothing of it was written"), "{message}");
+        }
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+    assert_eq!(setup.seqs(&a), ["1"], "the database holds no outcome");
+    // Not poisoned: the ledger says what the database holds, and takes the
+    // outcome when it is written again.
+    assert_eq!(setup.ledger.status(&a).unwrap().status, StatusKind::Queued);
+    setup
+        .ledger
+        .record(&a, Event::delivered(Some(200)).unwrap())
+        .unwrap();
+    assert_eq!(setup.seqs(&a), ["1", "2"]);
+    setup.still_serves();
+}
+
+/// A retry: `failed` for `first` and `queued` for `first.r1`, one group.
+fn retry(setup: &Setup, first: &DelegationId, next: &DelegationId) -> Result<(), Error> {
+    let failed = Failed {
+        reason: FailureReason::TargetOffline,
+        detail: Some("connection refused".into()),
+    };
+    setup
+        .ledger
+        .retry(
+            first,
+            failed,
+            next,
+            Queued::new("planner", "http://127.0.0.1:9/a2a"),
+        )
+        .map(|_| ())
+}
+
+#[test]
+fn a_group_whose_commit_answer_was_lost_after_it_committed_is_acknowledged_once() {
+    let Some(setup) = setup("lost_commit_reply") else {
+        return;
+    };
+    let (first, next) = (id("cut-commit"), id("cut-commit.r1"));
+    setup.ledger.record(&first, queued()).unwrap();
+    setup.proxy.arm(Cut::Reply(b"COMMIT".to_vec()));
+
+    let retried = retry(&setup, &first, &next);
+    assert_eq!(
+        setup.proxy.cuts.load(Ordering::SeqCst),
+        1,
+        "the cut happened"
+    );
+    retried.expect("it committed, and the store found it so");
+    assert_eq!(setup.seqs(&first), ["1", "2"]);
+    assert_eq!(setup.seqs(&next), ["1"]);
+    assert_eq!(
+        setup.ledger.status(&first).unwrap().status,
+        StatusKind::Failed
+    );
+    assert_eq!(
+        setup.ledger.status(&next).unwrap().status,
+        StatusKind::Queued
+    );
+    setup.still_serves();
+}
+
+#[test]
+fn a_group_whose_commit_never_reached_the_server_is_an_error_that_does_not_poison() {
+    let Some(setup) = setup("lost_commit_request") else {
+        return;
+    };
+    let (first, next) = (id("cut-commit"), id("cut-commit.r1"));
+    setup.ledger.record(&first, queued()).unwrap();
+    setup.proxy.arm(Cut::Request(b"COMMIT".to_vec()));
+
+    let retried = retry(&setup, &first, &next);
+    assert_eq!(
+        setup.proxy.cuts.load(Ordering::SeqCst),
+        1,
+        "the cut happened"
+    );
+    match retried {
+        Err(Error::Storage(error)) => {
+            let message = error.to_string();
+            assert!(message.contains("nothing of it was written"), "{message}");
+        }
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+    assert_eq!(setup.seqs(&first), ["1"], "no part of the group is there");
+    assert!(
+        setup.seqs(&next).is_empty(),
+        "no part of the group is there"
+    );
+    assert_eq!(
+        setup.ledger.status(&first).unwrap().status,
+        StatusKind::Queued
+    );
+    retry(&setup, &first, &next).unwrap();
+    assert_eq!(setup.seqs(&first), ["1", "2"]);
+    assert_eq!(setup.seqs(&next), ["1"]);
+    setup.still_serves();
+}
