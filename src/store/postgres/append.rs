@@ -67,6 +67,19 @@ macro_rules! answer {
     };
 }
 
+/// The insert of a delegation's first record (`$6` id, `$8` record) if its
+/// head moved: the same in [`FIRST`] and [`FIRST_CLAIMED`].
+macro_rules! put_first {
+    () => {
+        "
+    put AS (
+        INSERT INTO records (delegation, seq, bytes)
+        SELECT $6::bytea, 1::bigint, $8::bytea FROM moved
+        ON CONFLICT (delegation, seq) DO NOTHING
+        RETURNING seq),"
+    };
+}
+
 /// The first record of a delegation and its head: `$1`–`$5` the hints
 /// ([`hinting!`]), `$6` id, `$7` summary, `$8` record.
 const FIRST: &str = concat!(
@@ -74,12 +87,8 @@ const FIRST: &str = concat!(
     WITH moved AS (
         INSERT INTO heads (delegation, seq, summary) VALUES ($6::bytea, 1, $7::bytea)
         ON CONFLICT (delegation) DO NOTHING
-        RETURNING seq),
-    put AS (
-        INSERT INTO records (delegation, seq, bytes)
-        SELECT $6::bytea, 1::bigint, $8::bytea FROM moved
-        ON CONFLICT (delegation, seq) DO NOTHING
         RETURNING seq),",
+    put_first!(),
     hinting!(),
     answer!()
 );
@@ -106,12 +115,9 @@ const FIRST_CLAIMED: &str = concat!(
     moved AS (
         INSERT INTO heads (delegation, seq, summary) SELECT $6::bytea, 1, $7::bytea FROM free
         ON CONFLICT (delegation) DO NOTHING
-        RETURNING seq),
-    put AS (
-        INSERT INTO records (delegation, seq, bytes)
-        SELECT $6::bytea, 1::bigint, $8::bytea FROM moved
-        ON CONFLICT (delegation, seq) DO NOTHING
-        RETURNING seq),
+        RETURNING seq),",
+    put_first!(),
+    "
     claimed AS (
         INSERT INTO claims (delegation, owner, claimed_at)
         SELECT $6::bytea, $9::bytea, now() FROM moved
