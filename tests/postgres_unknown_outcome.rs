@@ -11,7 +11,11 @@
 //! the server's answer is dropped after it committed (written). Both for a
 //! lone append (one autocommitted statement) and for a group of two (a retry:
 //! the failed attempt's `failed` and the next attempt's `queued`, one
-//! transaction, cut at its `COMMIT`).
+//! transaction, cut at its `COMMIT`). And once while the append's server
+//! process waits for a lock another session holds, so that it would commit
+//! later if left alone: it is ended before the append is read back, also for
+//! a plain role whose time zone changed since the store connected (the
+//! process is named by numbers, not by times printed in a zone).
 //!
 //! Needs `DATABASE_URL` (`bash .ci/postgres`); under `CI=true` a missing server
 //! fails the run.
@@ -25,7 +29,8 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use delegation_log::event::{Failed, Queued};
 use delegation_log::ledger::Options;
@@ -45,6 +50,10 @@ enum Cut {
     /// server's answer to it and closes the connection: the server has done
     /// the work, and the client never hears.
     Reply(Vec<u8>),
+    /// Passes the client's message holding the needle, then closes the
+    /// connection a moment later, whatever the server is doing with it (a
+    /// statement waiting for a lock goes on waiting).
+    After(Vec<u8>),
 }
 
 /// A TCP proxy to the server that cuts one connection as told.
@@ -112,6 +121,15 @@ fn pump(client: TcpStream, server: TcpStream, cut: Arc<Mutex<Cut>>, cuts: Arc<At
                         *rule = Cut::None;
                         armed.store(true, Ordering::SeqCst);
                     }
+                    Cut::After(needle) if holds(&needle) => {
+                        *rule = Cut::None;
+                        drop(rule);
+                        let _ = to.write_all(chunk);
+                        std::thread::sleep(Duration::from_millis(300));
+                        cuts.fetch_add(1, Ordering::SeqCst);
+                        close();
+                        return;
+                    }
                     _ => {}
                 }
                 drop(rule);
@@ -150,12 +168,22 @@ struct Setup {
 }
 
 fn setup(tag: &str) -> Option<Setup> {
+    setup_as(tag, None)
+}
+
+/// [`setup`], the store connecting as `role` (a plain role, not a superuser)
+/// if one is given.
+fn setup_as(tag: &str, role: Option<&str>) -> Option<Setup> {
     let url = pg_support::url()?;
     let config = postgres::Config::from_str(&url).unwrap();
     let port = config.get_ports()[0];
     let proxy = Proxy::start(format!("127.0.0.1:{port}"));
-    let through = url.replacen(&format!(":{port}/"), &format!(":{}/", proxy.port), 1);
+    let mut through = url.replacen(&format!(":{port}/"), &format!(":{}/", proxy.port), 1);
     assert_ne!(through, url, "the URL names its port: {url}");
+    if let (Some(role), Some(user)) = (role, config.get_user()) {
+        through = through.replacen(&format!("//{user}@"), &format!("//{role}@"), 1);
+        assert!(through.contains(role), "the URL names its user: {url}");
+    }
     let name = pg_support::unique(tag);
     let store = Arc::new(
         Postgres::connect_with(&through, Connect::new().schema(name.clone()).connections(1))
@@ -347,4 +375,129 @@ fn a_group_whose_commit_never_reached_the_server_is_an_error_that_does_not_poiso
     assert_eq!(setup.seqs(&first), ["1", "2"]);
     assert_eq!(setup.seqs(&next), ["1"]);
     setup.still_serves();
+}
+
+/// A role of the test's own, a plain one (no superuser), dropped with all it
+/// owns at the end.
+struct Role {
+    name: String,
+    url: String,
+}
+
+impl Role {
+    fn create(url: &str) -> Self {
+        let name = pg_support::unique("role");
+        let database = postgres::Config::from_str(url)
+            .unwrap()
+            .get_dbname()
+            .unwrap()
+            .to_owned();
+        let sql =
+            format!("CREATE ROLE {name} LOGIN; GRANT CREATE ON DATABASE {database} TO {name};");
+        pg_support::raw(url, move |client| client.batch_execute(&sql).unwrap());
+        Role {
+            name,
+            url: url.to_owned(),
+        }
+    }
+}
+
+impl Drop for Role {
+    fn drop(&mut self) {
+        let sql = format!(
+            "DROP OWNED BY {0} CASCADE; DROP ROLE IF EXISTS {0};",
+            self.name
+        );
+        let _ = std::thread::spawn({
+            let url = self.url.clone();
+            move || {
+                let mut client = postgres::Client::connect(&url, postgres::NoTls).ok()?;
+                client.batch_execute(&sql).ok()
+            }
+        })
+        .join();
+    }
+}
+
+/// The append is cut off while it waits for a lock another session holds:
+/// its server process is still there, waiting, and would commit once the lock
+/// is released. Settling ends that process first, so the append is not written,
+/// and the answer says so. After the lock is released nothing more commits.
+fn cut_while_blocked(role: Option<&Role>, zone_changed: bool) {
+    let Some(setup) = setup_as("blocked", role.map(|role| role.name.as_str())) else {
+        return;
+    };
+    let a = id("cut-while-blocked");
+    setup.ledger.record(&a, queued()).unwrap();
+    if let Some(role) = role.filter(|_| zone_changed) {
+        // New sessions of the role now print times in another zone than the
+        // store's first connection did.
+        let sql = format!("ALTER ROLE {} SET timezone = 'Asia/Kolkata'", role.name);
+        pg_support::raw(&setup.schema.url, move |client| {
+            client.batch_execute(&sql).unwrap()
+        });
+    }
+
+    // Another session holds the head's row lock until told.
+    let (held, is_held) = mpsc::channel();
+    let (release, released) = mpsc::channel::<()>();
+    let holder = {
+        let (url, name) = (setup.schema.url.clone(), setup.schema.name.clone());
+        let key = a.as_str().to_owned();
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let mut tx = client.transaction().unwrap();
+            tx.batch_execute(&format!(
+                "SELECT 1 FROM {name}.heads WHERE delegation = '{key}'::bytea FOR UPDATE"
+            ))
+            .unwrap();
+            held.send(()).unwrap();
+            let _ = released.recv();
+            tx.commit().unwrap();
+        })
+    };
+    is_held.recv().unwrap();
+    setup.proxy.arm(Cut::After(a.as_str().as_bytes().to_vec()));
+    let failed = setup
+        .ledger
+        .record(&a, Event::delivered(Some(200)).unwrap());
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    assert_eq!(
+        setup.proxy.cuts.load(Ordering::SeqCst),
+        1,
+        "the cut happened"
+    );
+
+    match &failed {
+        Err(Error::Storage(error)) => {
+            let message = error.to_string();
+            assert!(message.contains("nothing of it was written"), "{message}");
+        }
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+    // Had the waiting process been left alone, it would commit now.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(setup.seqs(&a), ["1"], "nothing committed after the answer");
+    assert_eq!(setup.ledger.status(&a).unwrap().status, StatusKind::Queued);
+    setup
+        .ledger
+        .record(&a, Event::delivered(Some(200)).unwrap())
+        .unwrap();
+    assert_eq!(setup.seqs(&a), ["1", "2"]);
+    setup.still_serves();
+}
+
+#[test]
+fn an_append_cut_off_while_its_server_process_waits_is_ended_first_and_not_written() {
+    cut_while_blocked(None, false);
+}
+
+#[test]
+fn a_plain_role_whose_time_zone_changed_meanwhile_still_ends_its_waiting_process() {
+    let Some(url) = pg_support::url() else {
+        return;
+    };
+    let role = Role::create(&url);
+    cut_while_blocked(Some(&role), true);
 }

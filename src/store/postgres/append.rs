@@ -14,12 +14,13 @@
 //! row lock; under READ COMMITTED the loser's `UPDATE` re-reads the winner's head
 //! and matches nothing, so exactly one wins.
 
+use postgres::error::Severity;
 use postgres::types::ToSql;
 use postgres::{GenericClient, Row, Statement};
 
 use super::fail::{self, Failure};
 use super::index;
-use super::pool::{Backend, Conn};
+use super::pool::{Backend, Conn, SERVER, Server};
 use crate::error::Error;
 use crate::event::{DelegationId, Seq};
 use crate::store::{Append, AppendError, Expect, Hint, Owner};
@@ -262,9 +263,16 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
             Err(error) if taken(&error) => {
                 return Ok(Err(AppendError::occupied(&item.id, item.expect.next())));
             }
-            // The statement may have committed, unless the server said it
-            // never ran it (it was shutting down when the statement came).
-            Err(error) if conn_lost(&error) && !shutting_down(&error) => {
+            // The server ended the session when the statement came, or while
+            // it ran (it was shutting down): the statement committed nothing,
+            // and the pool runs it again on a new connection if this one had
+            // sat idle.
+            Err(error) if shutting_down(&error) => return Err(fail(error, "appending")),
+            // An ERROR: the statement rolled back.
+            Err(error) if rolled_back(&error) => return undone(fail(error, "appending")),
+            // No word from the server, or another FATAL or a PANIC: the
+            // statement may have committed.
+            Err(error) => {
                 return Err(fail::lost(
                     error,
                     "appending",
@@ -274,8 +282,6 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
                     backend,
                 ));
             }
-            // The server answered with an error: the statement committed nothing.
-            Err(error) => return undone(fail(error, "appending")),
         };
         if moved > 0 {
             return Ok(Ok(()));
@@ -318,16 +324,30 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
     }
     match tx.commit() {
         Ok(()) => Ok(Ok(())),
-        Err(error) if conn_lost(&error) => Err(fail::lost(
+        // The server refused the COMMIT with an ERROR: the transaction rolled
+        // back.
+        Err(error) if rolled_back(&error) => undone(fail(error, "committing an append")),
+        // No word from the server, or a FATAL or a PANIC: it may have
+        // committed.
+        Err(error) => Err(fail::lost(
             error,
             "committing an append",
             &target,
             "the connection failed during COMMIT: the append may or may not have been written",
             backend,
         )),
-        // The server refused the COMMIT: the transaction rolled back.
-        Err(error) => undone(fail(error, "committing an append")),
     }
+}
+
+/// Whether the server answered `error` with the severity ERROR, after which
+/// the session goes on and the statement's transaction is rolled back. A
+/// FATAL ends the session and a PANIC the server, either of which may come
+/// after a commit was written (a PANIC in the commit's own WAL flush); an
+/// error without the server's word (the socket failed) says nothing.
+fn rolled_back(error: &postgres::Error) -> bool {
+    error
+        .as_db_error()
+        .is_some_and(|db| db.parsed_severity() == Some(Severity::Error))
 }
 
 /// What a write the server answered with an error comes to: its transaction
@@ -426,14 +446,6 @@ fn taken(error: &postgres::Error) -> bool {
     error.code().is_some_and(|code| code.code() == TAKEN)
 }
 
-/// Whether `error` means the connection failed (the same test as
-/// [`fail::classify`]'s `Failure::Connection`).
-fn conn_lost(error: &postgres::Error) -> bool {
-    error
-        .code()
-        .is_none_or(|code| code.code().starts_with("08") || code.code().starts_with("57P"))
-}
-
 /// Whether the server ended the session before running the statement: it was
 /// shutting down (SQLSTATE 57P01 to 57P03), so nothing of the statement ran.
 fn shutting_down(error: &postgres::Error) -> bool {
@@ -450,16 +462,19 @@ const END_TRIES: usize = 5;
 /// How long each ask waits for the process to end, in milliseconds.
 const END_WAIT_MS: i64 = 1_000;
 
-/// Whether the server process `$1` started at `$2` is still there. A pid
-/// alone could name a later session: the start time makes it the one.
+/// Whether the server process `$1` started at `$2` (microseconds since the
+/// epoch) is still there. A pid alone could name a later session: the start
+/// time makes it the one.
 const ALIVE: &str = "
     SELECT count(*) FROM pg_stat_activity
-    WHERE pid = $1::integer AND backend_start::text = $2::text";
+    WHERE pid = $1::integer
+      AND (extract(epoch FROM backend_start) * 1000000)::bigint = $2::bigint";
 
 /// Asks the server process `$1` started at `$2` to end, and waits up to `$3` ms.
 const END: &str = "
     SELECT pg_terminate_backend(pid, $3::bigint) FROM pg_stat_activity
-    WHERE pid = $1::integer AND backend_start::text = $2::text";
+    WHERE pid = $1::integer
+      AND (extract(epoch FROM backend_start) * 1000000)::bigint = $2::bigint";
 
 /// The bytes of one record, if it is there.
 const RECORD: &str = "SELECT bytes FROM records WHERE delegation = $1::bytea AND seq = $2::bigint";
@@ -474,49 +489,55 @@ pub(super) enum Settled {
 
 /// Settles the outcome of `items`' write, which was in flight on the
 /// connection served by `backend` when that connection failed: on a new
-/// connection, ends `backend` and waits for it to be gone (a server process
-/// that is gone commits nothing more, and a server that restarted has none of
-/// its old processes), then reads back the record of the group's last append.
-/// The group was one transaction, so that record is there, with the bytes
-/// written, exactly when all of the group is. A failure of any step (the
-/// server still down, the process not ending in time) leaves the outcome
-/// unknown: an error.
+/// connection, to the same server and not a standby, ends `backend` and
+/// waits for it to be gone (a server process that is gone commits nothing
+/// more; a server that restarted since has none of its old processes), then
+/// reads back the record of the group's last append. The group was one
+/// transaction, so that record is there, with the bytes written, exactly when
+/// all of the group is. Anything else (the server still down, another server
+/// or a standby answering, the process not ending in time, the old process
+/// unknown) leaves the outcome unknown: an error.
 pub(super) fn settle(
     conn: &mut Conn,
     items: &[Item],
-    backend: &Backend,
+    backend: Option<&Backend>,
 ) -> Result<Settled, Failure> {
+    let doing = "settling an append whose connection failed";
+    let target = conn.target();
+    let unknown = |why: String| {
+        Err(Failure::Other(fail::storage(format!(
+            "PostgreSQL {target}: {doing}: {why}"
+        ))))
+    };
+    let Some(backend) = backend else {
+        return unknown("the server did not say which process ran it".to_owned());
+    };
     let Some(last) = items.last() else {
         return Ok(Settled::Written);
     };
     let (alive, end) = (conn.statement(ALIVE)?, conn.statement(END)?);
-    let record = conn.statement(RECORD)?;
+    let (record, server) = (conn.statement(RECORD)?, conn.statement(SERVER)?);
     let fail = conn.failer();
-    let doing = "settling an append whose connection failed";
-    let args: [&(dyn postgres::types::ToSql + Sync); 2] = [&backend.pid, &backend.started];
-    let mut tries = 0;
-    loop {
-        let count: i64 = conn
-            .client
-            .query_one(&alive, &args)
-            .and_then(|row| row.try_get(0))
-            .map_err(|e| fail(e, doing))?;
-        if count == 0 {
-            break;
-        }
-        if tries == END_TRIES {
-            return Err(Failure::Other(fail::storage(format!(
-                "PostgreSQL {}: {doing}: its server process {} did not end",
-                conn.target(),
-                backend.pid
-            ))));
-        }
-        tries += 1;
-        // Whether it ended is asked again above: a process already on its
-        // way out answers false here, with a warning.
-        conn.client
-            .query(&end, &[&backend.pid, &backend.started, &END_WAIT_MS])
-            .map_err(|e| fail(e, doing))?;
+    let now = conn
+        .client
+        .query_one(&server, &[])
+        .and_then(|row| Server::from_row(&row, 0))
+        .map_err(|e| fail(e, doing))?;
+    let was = &backend.server;
+    if now.standby || (now.address.as_str(), now.port) != (was.address.as_str(), was.port) {
+        return unknown(format!(
+            "the new connection reached another server or a standby ({now:?}, not {was:?})"
+        ));
+    }
+    if now.started < was.started {
+        return unknown(format!(
+            "the server now answering started before it ({now:?}, not {was:?})"
+        ));
+    }
+    // A server started after the old process's was not the server it ran
+    // on: it restarted since, and every process of before is gone.
+    if now.started == was.started {
+        end_backend(conn, backend, &alive, &end)?;
     }
     let stored: Option<Vec<u8>> = conn
         .client
@@ -528,4 +549,36 @@ pub(super) fn settle(
     } else {
         Settled::NotWritten
     })
+}
+
+/// Ends the server process `backend` if it is still there, and waits until it
+/// is gone: asks up to [`END_TRIES`] times, each waiting up to [`END_WAIT_MS`].
+fn end_backend(
+    conn: &mut Conn,
+    backend: &Backend,
+    alive: &Statement,
+    end: &Statement,
+) -> Result<(), Failure> {
+    let fail = conn.failer();
+    let doing = "ending the server process of a failed connection";
+    for _ in 0..=END_TRIES {
+        let count: i64 = conn
+            .client
+            .query_one(alive, &[&backend.pid, &backend.started])
+            .and_then(|row| row.try_get(0))
+            .map_err(|e| fail(e, doing))?;
+        if count == 0 {
+            return Ok(());
+        }
+        // Whether it ended is asked again above: a process already on its
+        // way out answers false here, with a warning.
+        conn.client
+            .query(end, &[&backend.pid, &backend.started, &END_WAIT_MS])
+            .map_err(|e| fail(e, doing))?;
+    }
+    Err(Failure::Other(fail::storage(format!(
+        "PostgreSQL {}: {doing}: process {} did not end",
+        conn.target(),
+        backend.pid
+    ))))
 }

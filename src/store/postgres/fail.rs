@@ -54,8 +54,8 @@ pub(super) enum Failure {
     Lost {
         /// The failure.
         error: StorageError,
-        /// The server process that was running the write.
-        backend: Backend,
+        /// The server process that was running the write, if known.
+        backend: Option<Backend>,
     },
     /// Anything else: reported as it is.
     Other(StorageError),
@@ -113,7 +113,7 @@ pub(super) fn lost(
     doing: &str,
     target: &str,
     why: &str,
-    backend: Backend,
+    backend: Option<Backend>,
 ) -> Failure {
     let text = format!("PostgreSQL {target}: {doing}: {} ({why})", describe(&error));
     Failure::Lost {
@@ -176,7 +176,7 @@ pub(super) fn describe(error: &postgres::Error) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use super::{Backend, Failure, PostgresError, describe, lost};
+    use super::{Failure, PostgresError, describe, lost};
     use crate::error::StorageError;
 
     /// A real client error without a server: a connect to a port where
@@ -193,16 +193,12 @@ mod tests {
     #[test]
     fn an_unknown_outcome_says_its_cause_once_and_keeps_the_client_error_as_source() {
         let cause = describe(&refused());
-        let backend = Backend {
-            pid: 1,
-            started: "2026-12-01 00:00:00+00".to_owned(),
-        };
         let Failure::Lost { error, .. } = lost(
             refused(),
             "appending",
             "someone@127.0.0.1:9/db",
             "why",
-            backend,
+            None,
         ) else {
             panic!("not Lost");
         };

@@ -64,11 +64,20 @@
 //!   nothing of it can still commit; then it reads back the record of the
 //!   group's last append (a group is one transaction). If it is there, with
 //!   the bytes written, the append is acknowledged; if not, it is
-//!   [`AppendError::Undone`], and the ledger goes on. Only if that cannot be
-//!   found out (the server is still down, or the process does not end within
-//!   a few seconds) is the outcome reported as unknown
+//!   [`AppendError::Undone`], and the ledger goes on. So is an answer of
+//!   severity FATAL or PANIC, which may come after a commit; only an ERROR
+//!   means the write rolled back. The new connection must reach the same
+//!   server (address, port) and not a standby; a server that restarted since
+//!   has no process of before left to end. Only if that cannot be found out
+//!   (the server is still down, another server or a standby answers, the
+//!   process does not end within a few seconds, the role may not read
+//!   `pg_stat_activity`, or the server is older than PostgreSQL 14, whose
+//!   `pg_terminate_backend` cannot wait) is the outcome reported as unknown
 //!   ([`AppendError::Store`]), and the ledger poisons itself as for any
-//!   failed write; open a new ledger over the store to go on.
+//!   failed write; open a new ledger over the store to go on. The store
+//!   needs a session of its own on the server: behind a pooler in
+//!   transaction mode (PgBouncer's `pool_mode = transaction`) neither its
+//!   session settings nor this settling hold.
 //! - **Statement timeout.** Every connection sets `statement_timeout`
 //!   ([`STATEMENT_TIMEOUT`], 30 s, by default; [`Connect::statement_timeout`]),
 //!   so a hung server or a lock another session holds ends a call with a typed
@@ -386,7 +395,7 @@ impl Postgres {
             Err(Failure::Lost { error, backend }) => {
                 let settled = self
                     .pool
-                    .run(move |conn: &mut Conn| append::settle(conn, &items, &backend));
+                    .run(move |conn: &mut Conn| append::settle(conn, &items, backend.as_ref()));
                 match settled {
                     Ok(append::Settled::Written) => Ok(()),
                     Ok(append::Settled::NotWritten) => Err(AppendError::Undone(

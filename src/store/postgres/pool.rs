@@ -54,25 +54,67 @@ pub(super) struct Conn {
     target: Arc<str>,
     /// When a job last ended on it.
     used: Instant,
-    /// The server process serving it, asked at connect.
-    backend: Backend,
+    /// The server process serving it, asked at connect; `None` if the server
+    /// would not say (no access to `pg_stat_activity`).
+    backend: Option<Backend>,
 }
 
-/// Which server process serves a connection: its pid and its start time (as
-/// text, compared as the server writes it), which together name it even
-/// after the server reuses the pid. When a connection fails with a write in
-/// flight, the store ends that process from a new connection and waits for
-/// it to be gone, so that the write's outcome is settled before it is read
-/// back (see `append.rs`).
-#[derive(Clone, Debug)]
+/// Which server process serves a connection, and on which server: its pid
+/// and its start time, which together name it even after the server reuses
+/// the pid, and the server's address, port and start time. When a connection
+/// fails with a write in flight, the store ends that process from a new
+/// connection to the same server and waits for it to be gone, so that the
+/// write's outcome is settled before it is read back (see `append.rs`).
+/// Times are microseconds since the Unix epoch, compared as numbers, so no
+/// session setting (`TimeZone`, `DateStyle`) changes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct Backend {
     pub(super) pid: i32,
-    pub(super) started: String,
+    pub(super) started: i64,
+    pub(super) server: Server,
 }
 
-/// The connection's own server process.
-const BACKEND: &str =
-    "SELECT pid, backend_start::text FROM pg_stat_activity WHERE pid = pg_backend_pid()";
+/// Which server a session is on: its address and port (empty and 0 over a
+/// Unix socket), when its postmaster started, and whether it is a standby.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Server {
+    pub(super) address: String,
+    pub(super) port: i32,
+    pub(super) started: i64,
+    pub(super) standby: bool,
+}
+
+impl Server {
+    /// The server of the session `row` was read on, from its columns `at..`
+    /// (as [`SERVER`] and [`BACKEND`] select them).
+    pub(super) fn from_row(row: &postgres::Row, at: usize) -> Result<Self, postgres::Error> {
+        Ok(Server {
+            address: row.try_get(at)?,
+            port: row.try_get(at + 1)?,
+            started: row.try_get(at + 2)?,
+            standby: row.try_get(at + 3)?,
+        })
+    }
+}
+
+/// The columns that say which server a session is on ([`Server`]).
+macro_rules! server_columns {
+    () => {
+        "coalesce(host(inet_server_addr()), ''), coalesce(inet_server_port(), 0), \
+         (extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint, \
+         pg_is_in_recovery()"
+    };
+}
+
+/// Which server this session is on ([`Server`]).
+pub(super) const SERVER: &str = concat!("SELECT ", server_columns!());
+
+/// The connection's own server process, then its server.
+const BACKEND: &str = concat!(
+    "SELECT pid, (extract(epoch FROM backend_start) * 1000000)::bigint, ",
+    server_columns!(),
+    " FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+);
 
 impl Conn {
     /// `sql`, prepared once per connection.
@@ -101,8 +143,8 @@ impl Conn {
         self.target.clone()
     }
 
-    /// The server process serving this connection.
-    pub(super) fn backend(&self) -> Backend {
+    /// The server process serving this connection, if the server said.
+    pub(super) fn backend(&self) -> Option<Backend> {
         self.backend.clone()
     }
 
@@ -138,17 +180,18 @@ impl Link {
             client
                 .batch_execute(&self.setup)
                 .map_err(|e| classify(e, "setting up the session", &self.target))?;
+            // Without it, a write whose connection fails in flight cannot be
+            // settled, and is reported as unknown; every other call works.
             let backend = client
                 .query_one(BACKEND, &[])
                 .and_then(|row| {
                     Ok(Backend {
                         pid: row.try_get(0)?,
                         started: row.try_get(1)?,
+                        server: Server::from_row(&row, 2)?,
                     })
                 })
-                .map_err(|e| {
-                    classify(e, "asking for the session's server process", &self.target)
-                })?;
+                .ok();
             self.conn = Some(Conn {
                 client,
                 statements: HashMap::new(),
