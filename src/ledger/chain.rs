@@ -2,9 +2,9 @@
 //! `retry_of` to the first and forward by the index's verified links to the
 //! latest, a few reads per attempt and never a scan (on a store with an index).
 
-use crate::delegation::{Attempts, Delegation, LastFailure, Status, StatusKind};
+use crate::delegation::{Attempts, Delegation, LastFailure, Status};
 use crate::error::ReadError;
-use crate::event::{Attempt, DelegationId, Record};
+use crate::event::{Attempt, DelegationId, Event, Record};
 use crate::lifecycle::State;
 
 use super::Ledger;
@@ -59,15 +59,33 @@ impl Ledger {
         id: &DelegationId,
     ) -> Result<Vec<(DelegationId, Vec<Record>)>, ReadError> {
         self.check_poisoned()?;
-        let Some(chain) = self.chain(id)? else {
-            return Ok(Vec::new());
-        };
-        chain
-            .earlier
-            .iter()
-            .chain(std::iter::once(&chain.latest))
-            .map(|attempt| Ok((attempt.id.clone(), self.history(&attempt.id)?)))
-            .collect()
+        loop {
+            let Some(chain) = self.chain(id)? else {
+                return Ok(Vec::new());
+            };
+            let histories = chain
+                .earlier
+                .iter()
+                .chain(std::iter::once(&chain.latest))
+                .map(|attempt| Ok((attempt.id.clone(), self.history(&attempt.id)?)))
+                .collect::<Result<Vec<_>, ReadError>>()?;
+            // The latest attempt's history is read after the chain: if it
+            // failed meanwhile, it may have been retried by the same write,
+            // which the chain did not see. Then the chain is read again, now
+            // longer; a failure that nothing retries ends the task's history.
+            let failed_since = chain.latest.state == State::Queued
+                && histories
+                    .last()
+                    .and_then(|(_, records)| records.last())
+                    .is_some_and(|last| matches!(last.event, Event::Failed(_)));
+            let retried = failed_since
+                && self
+                    .retry_of(&chain.latest.id, &mut Links::default())?
+                    .is_some();
+            if !retried {
+                return Ok(histories);
+            }
+        }
     }
 
     /// The status of the task delegation `id` is an attempt of, from any of its
@@ -83,24 +101,24 @@ impl Ledger {
     /// `last_failure`, `next_attempt_at`, `exhausted`). An earlier attempt's
     /// own status is [`Ledger::status`] of its id, and `history` shows every
     /// attempt's records. A few reads per attempt, where [`Ledger::status`] is
-    /// one.
+    /// one. The status and the attempts come from the same reads, and an
+    /// attempt read unsettled is read again once a retry of it is found, so
+    /// the answer is one the log held even while a retry is being written:
+    /// never a retry without the failure it follows, never `failed` for a
+    /// task whose next attempt is queued.
     ///
     /// # Errors
     /// As for [`Ledger::attempts`].
     pub fn task_status(&self, id: &DelegationId) -> Result<Status, ReadError> {
-        let status = self.status(id)?;
-        if status.status == StatusKind::NotFound {
-            return Ok(status);
+        self.check_poisoned()?;
+        let Some(chain) = self.chain(id)? else {
+            return Ok(Status::not_found(id.clone()));
+        };
+        // The status and the attempts from the same reads of the chain.
+        let mut status = chain.latest.status();
+        if !chain.earlier.is_empty() {
+            status.attempts = Some(self.view(&chain));
         }
-        let Some(attempts) = self.attempts(id)?.filter(|attempts| attempts.count > 1) else {
-            return Ok(status);
-        };
-        let mut status = if attempts.latest == *id {
-            status
-        } else {
-            self.status(&attempts.latest)?
-        };
-        status.attempts = Some(attempts);
         Ok(status)
     }
 
@@ -113,7 +131,22 @@ impl Ledger {
         let mut links = Links::default();
         let mut latest = earlier.pop().ok_or_else(|| not_found(id))?;
         // Each verified link goes to an attempt one higher, so the walk ends.
-        while let Some(next) = self.retry_of(&latest.id, &mut links)? {
+        loop {
+            let next = match self.retry_of(&latest.id, &mut links)? {
+                Some(next) => next,
+                // Links listed by a scan are as the log was then; a `failed`
+                // read since may have come with a retry the scan did not see,
+                // so they are listed again. (An index is read afresh for each
+                // link.)
+                None if links.listed() && latest.state == State::Failed => {
+                    links = Links::default();
+                    match self.retry_of(&latest.id, &mut links)? {
+                        Some(next) => next,
+                        None => break,
+                    }
+                }
+                None => break,
+            };
             if next.attempt != latest.attempt.saturating_add(1) {
                 break;
             }

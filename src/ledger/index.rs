@@ -178,6 +178,13 @@ impl Ledger {
 pub(super) struct Links(Option<HashMap<DelegationId, DelegationId>>);
 
 impl Links {
+    /// Whether the links were listed (by a scan) rather than read from an
+    /// index: then they are as the log was when listed, and a head read since
+    /// may be newer.
+    pub(super) fn listed(&self) -> bool {
+        self.0.is_some()
+    }
+
     fn get(&mut self, ledger: &Ledger) -> Result<&HashMap<DelegationId, DelegationId>, ReadError> {
         if self.0.is_none() {
             let mut links = HashMap::new();

@@ -183,8 +183,32 @@ impl Ledger {
 
     /// The delegations whose head is `queued`: the verified open hints, or a
     /// scan without an index.
+    ///
+    /// The hints are listed first and the heads read after, so a hinted
+    /// delegation may have been retried in between: its head then reads
+    /// `failed`, and its retry's hint may be missing from the list already
+    /// read. The task was pending all along, so its verified forward links
+    /// are followed to the attempt that is queued now.
     fn open_delegations(&self) -> Result<Vec<Delegation>, ReadError> {
-        self.hinted(Set::Open, State::Queued)
+        let Some(index) = self.inner.store.index() else {
+            return self.hinted(Set::Open, State::Queued);
+        };
+        let (mut found, mut seen, mut links) = (Vec::new(), HashSet::new(), Links::default());
+        for id in index.hinted(Set::Open) {
+            let mut current = self.summary_of(&id?)?;
+            while let Some(failed) = current.take_if(|now| now.state == State::Failed) {
+                // Each verified link goes to an attempt one higher, so the walk ends.
+                current = self
+                    .retry_of(&failed.id, &mut links)?
+                    .filter(|next| next.attempt == failed.attempt.saturating_add(1));
+            }
+            if let Some(queued) = current.filter(|now| now.state == State::Queued)
+                && seen.insert(queued.id.clone())
+            {
+                found.push(queued);
+            }
+        }
+        Ok(found)
     }
 
     /// The delegations whose head is `failed`: the verified dead hints (a
