@@ -18,6 +18,10 @@
 //! - `pending`: a task retried while the list is walked is still listed, once.
 //! - `task_history`: an attempt that failed and was retried in one write is
 //!   never shown as the task's last.
+//! - `Tail::poll` (what `tail` prints): a retry is never handed out while the
+//!   attempt it retries was last handed out `queued`. On PostgreSQL the scan
+//!   reads pages of 256 delegations, each its own snapshot; the case puts the
+//!   original last on the first page and its retry on the second.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 #[cfg(feature = "postgres")]
@@ -29,7 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use delegation_log::event::{Failed, Queued, ReasonCode};
-use delegation_log::ledger::Options;
+use delegation_log::ledger::{Options, Tail};
 use delegation_log::store::{Append, AppendError, Head, Index, Memory, Sled, Store, Stream};
 use delegation_log::{
     DelegationId, Error, Event, FailureReason, Ledger, ManualClock, ReadError, StatusKind,
@@ -43,6 +47,8 @@ type Hook = Box<dyn FnOnce() + Send>;
 enum Read {
     Head,
     History,
+    /// The scan handing out the watched delegation.
+    Scan,
 }
 
 /// Whether the hook runs just before that read, or just after it.
@@ -101,7 +107,11 @@ impl Store for Interleaved {
     }
 
     fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream, ReadError>> + Send + '_> {
-        self.inner.scan()
+        Box::new(self.inner.scan().inspect(move |item| {
+            if let Ok(stream) = item {
+                self.around(&stream.id, Read::Scan, || ());
+            }
+        }))
     }
 
     fn flush(&self) -> Result<(), Error> {
@@ -362,5 +372,47 @@ fn a_task_retried_while_its_history_is_read_shows_the_retry() {
         let ids: Vec<String> = history.iter().map(|(id, _)| id.to_string()).collect();
         assert_eq!(ids, [first.to_string(), r1.to_string()], "{name}");
         assert_eq!(history, writer.task_history(&first).unwrap(), "{name}");
+    }
+}
+
+/// 255 delegations sort before `t-999` (same length, smaller bytes), so it
+/// ends the first page of a PostgreSQL scan, and its retry `t-999.r1`
+/// (longer) falls on a later page. The retry is written just after the scan
+/// hands out `t-999` as `queued`. The poll holds the retry back, and the next
+/// hands out the failure, then the retry; every record exactly once.
+#[test]
+fn a_tail_never_hands_out_a_retry_before_the_failure_it_follows() {
+    for (name, shared, _keep) in stores("tail") {
+        let writer = ledger_on(shared.clone());
+        for n in 0..255 {
+            writer
+                .record(&id(&format!("d-{n:03}")), Event::queued("p", "t"))
+                .unwrap();
+        }
+        let (first, r1) = (id("t-999"), id("t-999.r1"));
+        writer.record(&first, Event::queued("p", "t")).unwrap();
+        let at = At {
+            index: true,
+            read: Read::Scan,
+            nth: 1,
+            when: When::After,
+        };
+        let reader = reader(shared.clone(), &first, at, retry_hook(&writer, &first, &r1));
+        let mut tail = Tail::new();
+        let mut handed: Vec<(String, &'static str)> = Vec::new();
+        for _ in 0..3 {
+            for record in tail.poll(&reader).unwrap() {
+                if record.delegation == first || record.delegation == r1 {
+                    handed.push((record.delegation.to_string(), record.event.kind().as_str()));
+                }
+            }
+        }
+        let expected = [
+            ("t-999", "queued"),
+            ("t-999", "failed"),
+            ("t-999.r1", "queued"),
+        ]
+        .map(|(id, kind)| (id.to_owned(), kind));
+        assert_eq!(handed, expected, "{name}");
     }
 }

@@ -11,15 +11,22 @@
 //! of one delegation is always a prefix of its history: a record that commits
 //! late is simply found by the next poll, and none is handed out twice.
 //!
+//! A scan is not one snapshot across delegations (PostgreSQL reads it in pages,
+//! each its own), so a poll can read a delegation as `queued`, and then, past a
+//! write that failed it and queued its retry, the retry. That retry is held
+//! back: a tail never hands out a retry while the attempt it retries was last
+//! handed out `queued`. The next poll finds the failure and the retry both, in
+//! the store's order, which puts an attempt before its retry.
+//!
 //! Cost: each poll reads the whole log, and the key-set holds one entry per
-//! delegation.
+//! delegation, plus one per delegation last handed out `queued`.
 //!
 //! [`Store::scan`]: crate::store::Store::scan
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::error::ReadError;
-use crate::event::{DelegationId, Record, Seq};
+use crate::event::{DelegationId, Event, Record, Seq};
 
 use super::Ledger;
 use super::stream::{Chain, decode_stream, fold_records};
@@ -28,6 +35,8 @@ use super::stream::{Chain, decode_stream, fold_records};
 #[derive(Clone, Debug, Default)]
 pub struct Tail {
     seen: HashMap<DelegationId, Seq>,
+    /// The delegations whose last record handed out is `queued`.
+    open: HashSet<DelegationId>,
 }
 
 impl Tail {
@@ -55,10 +64,15 @@ impl Tail {
         ledger.check_poisoned()?;
         // What this poll moved, so that a failed poll hands out nothing and
         // leaves the tail where it was.
-        let mut moved: Vec<(DelegationId, Seq)> = Vec::new();
+        let mut moved: Vec<(DelegationId, Seq, bool)> = Vec::new();
         let polled = self.poll_moving(ledger, &mut moved);
         if polled.is_err() {
-            for (id, seen) in moved {
+            for (id, seen, open) in moved {
+                if open {
+                    self.open.insert(id.clone());
+                } else {
+                    self.open.remove(&id);
+                }
                 if seen == 0 {
                     self.seen.remove(&id);
                 } else {
@@ -72,7 +86,7 @@ impl Tail {
     fn poll_moving(
         &mut self,
         ledger: &Ledger,
-        moved: &mut Vec<(DelegationId, Seq)>,
+        moved: &mut Vec<(DelegationId, Seq, bool)>,
     ) -> Result<Vec<Record>, ReadError> {
         let format = ledger.format();
         let mut fresh = Vec::new();
@@ -85,8 +99,29 @@ impl Tail {
             }
             let records = decode_stream(&stream)?;
             fold_records(&stream, &records, Chain::Verify, format)?;
+            // A retry of an attempt last handed out `queued` was written
+            // after this poll read that attempt: it waits for the next poll.
+            let retries_open = records.iter().any(|record| match &record.event {
+                Event::Queued(queued) => queued
+                    .retry_of
+                    .as_ref()
+                    .is_some_and(|of| self.open.contains(of)),
+                _ => false,
+            });
+            if retries_open && seen == 0 {
+                continue;
+            }
+            let open = matches!(
+                records.last().map(|record| &record.event),
+                Some(Event::Queued(_))
+            );
+            moved.push((stream.id.clone(), seen, self.open.contains(&stream.id)));
+            if open {
+                self.open.insert(stream.id.clone());
+            } else {
+                self.open.remove(&stream.id);
+            }
             fresh.extend(records.into_iter().filter(|record| record.seq > seen));
-            moved.push((stream.id.clone(), seen));
             self.seen.insert(stream.id, last);
         }
         Ok(fresh)
