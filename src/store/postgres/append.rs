@@ -454,13 +454,13 @@ fn shutting_down(error: &postgres::Error) -> bool {
         .is_some_and(|code| code.code().starts_with("57P"))
 }
 
-/// How many times the store asks the server process of a failed connection
-/// to end, waiting up to [`END_WAIT_MS`] each time, before it gives up
-/// settling the write that process was running.
-const END_TRIES: usize = 5;
+/// How long the store waits for the server process of a failed connection to
+/// end, once asked, before it gives up settling the write that process was
+/// running.
+const END_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How long each ask waits for the process to end, in milliseconds.
-const END_WAIT_MS: i64 = 1_000;
+/// How often it looks again meanwhile.
+const END_LOOK: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Whether the server process `$1` started at `$2` (microseconds since the
 /// epoch) is still there. A pid alone could name a later session: the start
@@ -470,9 +470,11 @@ const ALIVE: &str = "
     WHERE pid = $1::integer
       AND (extract(epoch FROM backend_start) * 1000000)::bigint = $2::bigint";
 
-/// Asks the server process `$1` started at `$2` to end, and waits up to `$3` ms.
+/// Asks the server process `$1` started at `$2` to end (without waiting: the
+/// store looks again with [`ALIVE`], which works on every server version, and
+/// no wait of the server's meets the statement timeout).
 const END: &str = "
-    SELECT pg_terminate_backend(pid, $3::bigint) FROM pg_stat_activity
+    SELECT pg_terminate_backend(pid) FROM pg_stat_activity
     WHERE pid = $1::integer
       AND (extract(epoch FROM backend_start) * 1000000)::bigint = $2::bigint";
 
@@ -552,7 +554,7 @@ pub(super) fn settle(
 }
 
 /// Ends the server process `backend` if it is still there, and waits until it
-/// is gone: asks up to [`END_TRIES`] times, each waiting up to [`END_WAIT_MS`].
+/// is gone, for at most [`END_WAIT`] from the first ask.
 fn end_backend(
     conn: &mut Conn,
     backend: &Backend,
@@ -561,7 +563,8 @@ fn end_backend(
 ) -> Result<(), Failure> {
     let fail = conn.failer();
     let doing = "ending the server process of a failed connection";
-    for _ in 0..=END_TRIES {
+    let mut asked: Option<std::time::Instant> = None;
+    loop {
         let count: i64 = conn
             .client
             .query_one(alive, &[&backend.pid, &backend.started])
@@ -570,15 +573,22 @@ fn end_backend(
         if count == 0 {
             return Ok(());
         }
-        // Whether it ended is asked again above: a process already on its
-        // way out answers false here, with a warning.
-        conn.client
-            .query(end, &[&backend.pid, &backend.started, &END_WAIT_MS])
-            .map_err(|e| fail(e, doing))?;
+        match asked {
+            Some(at) if at.elapsed() >= END_WAIT => {
+                return Err(Failure::Other(fail::storage(format!(
+                    "PostgreSQL {}: {doing}: process {} did not end within {END_WAIT:?}",
+                    conn.target(),
+                    backend.pid
+                ))));
+            }
+            Some(_) => std::thread::sleep(END_LOOK),
+            // Asked once, then looked at until it is gone.
+            None => {
+                conn.client
+                    .query(end, &[&backend.pid, &backend.started])
+                    .map_err(|e| fail(e, doing))?;
+                asked = Some(std::time::Instant::now());
+            }
+        }
     }
-    Err(Failure::Other(fail::storage(format!(
-        "PostgreSQL {}: {doing}: process {} did not end",
-        conn.target(),
-        backend.pid
-    ))))
 }

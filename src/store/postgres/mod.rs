@@ -70,9 +70,8 @@
 //!   server (address, port) and not a standby; a server that restarted since
 //!   has no process of before left to end. Only if that cannot be found out
 //!   (the server is still down, another server or a standby answers, the
-//!   process does not end within a few seconds, the role may not read
-//!   `pg_stat_activity`, or the server is older than PostgreSQL 14, whose
-//!   `pg_terminate_backend` cannot wait) is the outcome reported as unknown
+//!   process does not end within five seconds, or the role may not read
+//!   `pg_stat_activity` or end its own sessions) is the outcome reported as unknown
 //!   ([`AppendError::Store`]), and the ledger poisons itself as for any
 //!   failed write; open a new ledger over the store to go on. The store
 //!   needs a session of its own on the server: behind a pooler in
