@@ -19,9 +19,14 @@
 //! - `task_history`: an attempt that failed and was retried in one write is
 //!   never shown as the task's last.
 //! - `Tail::poll` (what `tail` prints): a retry is never handed out while the
-//!   attempt it retries was last handed out `queued`. On PostgreSQL the scan
-//!   reads pages of 256 delegations, each its own snapshot; the case puts the
-//!   original last on the first page and its retry on the second.
+//!   attempt it retries was last handed out `queued`, nor a retry of a retry
+//!   held back; and it is held back by one poll at most, so a retry whose
+//!   original the log holds `queued` (damage) is still handed out. On
+//!   PostgreSQL the scan reads pages of 256 delegations, each its own
+//!   snapshot; the cases put the original last on the first page and its
+//!   retries on the second.
+//! - `pending` and `queued` list a task once even when its retry's hint, or
+//!   its retry, was read after the original was read `queued`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 #[cfg(feature = "postgres")]
@@ -30,11 +35,13 @@ mod support;
 
 use std::any::Any;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 
 use delegation_log::event::{Failed, Queued, ReasonCode};
 use delegation_log::ledger::{Options, Tail};
-use delegation_log::store::{Append, AppendError, Head, Index, Memory, Sled, Store, Stream};
+use delegation_log::store::{
+    Append, AppendError, Expect, Head, Index, Memory, Sled, Store, Stream,
+};
 use delegation_log::{
     DelegationId, Error, Event, FailureReason, Ledger, ManualClock, ReadError, StatusKind,
 };
@@ -414,5 +421,262 @@ fn a_tail_never_hands_out_a_retry_before_the_failure_it_follows() {
         ]
         .map(|(id, kind)| (id.to_owned(), kind));
         assert_eq!(handed, expected, "{name}");
+    }
+}
+
+/// The first page of a PostgreSQL scan ends at `last`: 255 delegations of its
+/// length sort before it.
+fn fill_first_page(writer: &Ledger) {
+    for n in 0..255 {
+        writer
+            .record(&id(&format!("d-{n:03}")), Event::queued("p", "t"))
+            .unwrap();
+    }
+}
+
+/// As [`a_tail_never_hands_out_a_retry_before_the_failure_it_follows`], with
+/// two retries written one after the other (`t-999.r1`, then `t-999.r2`)
+/// just after the scan hands out `t-999`: the second is held back with the
+/// first, and the next poll hands out every attempt in order.
+#[test]
+fn a_tail_holds_back_a_retry_of_a_retry_it_held_back() {
+    for (name, shared, _keep) in stores("tail2") {
+        let writer = ledger_on(shared.clone());
+        fill_first_page(&writer);
+        let (first, r1, r2) = (id("t-999"), id("t-999.r1"), id("t-999.r2"));
+        writer.record(&first, Event::queued("p", "t")).unwrap();
+        let hook: Hook = {
+            let (writer, first, r1, r2) = (writer.clone(), first.clone(), r1.clone(), r2.clone());
+            Box::new(move || {
+                for (from, to) in [(&first, &r1), (&r1, &r2)] {
+                    writer
+                        .retry(from, offline(), to, Queued::new("p", "t"))
+                        .unwrap();
+                }
+            })
+        };
+        let at = At {
+            index: true,
+            read: Read::Scan,
+            nth: 1,
+            when: When::After,
+        };
+        let reader = reader(shared.clone(), &first, at, hook);
+        let mut tail = Tail::new();
+        let mut handed: Vec<(String, &'static str)> = Vec::new();
+        for _ in 0..3 {
+            for record in tail.poll(&reader).unwrap() {
+                if record.delegation.as_str().starts_with("t-999") {
+                    handed.push((record.delegation.to_string(), record.event.kind().as_str()));
+                }
+            }
+        }
+        let expected = [
+            ("t-999", "queued"),
+            ("t-999", "failed"),
+            ("t-999.r1", "queued"),
+            ("t-999.r1", "failed"),
+            ("t-999.r2", "queued"),
+        ]
+        .map(|(id, kind)| (id.to_owned(), kind));
+        assert_eq!(handed, expected, "{name}");
+    }
+}
+
+/// Writes `record` (its hash chained here) past `store`'s history of its
+/// delegation, behind the ledger's back: damage the ledger's own checks let
+/// pass, which only `audit` names.
+fn plant(store: &dyn Store, mut record: delegation_log::Record) {
+    use delegation_log::delegation::Fold;
+    use delegation_log::envelope;
+    let stream = store.history(&record.delegation).unwrap();
+    let mut fold = Fold::new(record.delegation.clone());
+    for entry in &stream.entries {
+        fold.apply(&envelope::decode(&entry.bytes).unwrap())
+            .unwrap();
+    }
+    record.hash = Some(record.chain_hash(&fold.hash()));
+    fold.apply(&record).unwrap();
+    let head = envelope::head::encode(fold.delegation().unwrap());
+    store
+        .append(&[Append {
+            id: &record.delegation.clone(),
+            expect: Expect::after(stream.entries.last().map_or(0, |entry| entry.seq)),
+            record: &envelope::encode(&record),
+            head: &head,
+        }])
+        .unwrap();
+}
+
+/// A retry whose original the log holds `queued` (damage: no write makes it)
+/// is held back by one poll, not for ever: a tail hands out every record.
+#[test]
+fn a_tail_hands_out_a_retry_whose_original_stayed_queued_after_one_poll() {
+    let store = Arc::new(Memory::new());
+    let ledger = ledger_on(store.clone());
+    ledger.record(&id("orig"), Event::queued("p", "t")).unwrap();
+    let retry: delegation_log::Record = serde_json::from_str(
+        r#"{"delegation":"orig.r1","seq":1,"event":"queued","source":"planner",
+            "target":"reviewer","retry_of":"orig","attempt":2,"at":"2026-06-07T01:32:10Z"}"#,
+    )
+    .unwrap();
+    plant(store.as_ref(), retry);
+    ledger
+        .record(&id("orig.r1"), Event::delivered(Some(200)).unwrap())
+        .unwrap();
+    let kinds = |records: Vec<delegation_log::Record>| -> Vec<(String, &'static str)> {
+        records
+            .iter()
+            .map(|record| (record.delegation.to_string(), record.event.kind().as_str()))
+            .collect()
+    };
+    let mut tail = Tail::new();
+    let mut handed = kinds(tail.poll(&ledger).unwrap());
+    handed.extend(kinds(tail.poll(&ledger).unwrap()));
+    let expected = [
+        ("orig", "queued"),
+        ("orig.r1", "queued"),
+        ("orig.r1", "delivered"),
+    ]
+    .map(|(id, kind)| (id.to_owned(), kind));
+    assert_eq!(handed, expected);
+    // One poll for a one-shot reader hands out all of it.
+    assert_eq!(kinds(Tail::new().poll_all(&ledger).unwrap()), expected);
+    assert!(
+        !ledger.audit().unwrap().is_clean(),
+        "audit names the damage"
+    );
+}
+
+/// `queued` reads the log one delegation at a time (on PostgreSQL, in pages):
+/// a retry written after it read the original `queued` does not list the
+/// task twice.
+#[test]
+fn queued_lists_a_task_retried_mid_scan_once() {
+    for (name, shared, _keep) in stores("queued") {
+        let writer = ledger_on(shared.clone());
+        fill_first_page(&writer);
+        let (first, r1) = (id("q-990"), id("q-990.r1"));
+        writer.record(&first, Event::queued("p", "t")).unwrap();
+        let at = At {
+            index: true,
+            read: Read::Scan,
+            nth: 1,
+            when: When::After,
+        };
+        let reader = reader(shared.clone(), &first, at, retry_hook(&writer, &first, &r1));
+        let listed: Vec<String> = reader
+            .queued()
+            .unwrap()
+            .iter()
+            .map(|delegation| delegation.id.to_string())
+            .filter(|listed| listed.starts_with("q-"))
+            .collect();
+        assert_eq!(listed.len(), 1, "{name}: {listed:?}");
+    }
+}
+
+/// A store whose appends of two records (a retry) wait at a gate: the
+/// ledger has written the retry's hints (stores that do not write hints with
+/// their appends write them first), and not yet the retry.
+struct Gate {
+    inner: Arc<dyn Store>,
+    at_gate: Mutex<Option<mpsc::Sender<()>>>,
+    go: Mutex<Option<mpsc::Receiver<()>>>,
+    done: Mutex<Option<mpsc::Sender<()>>>,
+}
+
+impl Store for Gate {
+    fn append(&self, appends: &[Append<'_>]) -> Result<(), AppendError> {
+        if appends.len() < 2 {
+            return self.inner.append(appends);
+        }
+        if let Some(at_gate) = self.at_gate.lock().unwrap().take() {
+            at_gate.send(()).unwrap();
+        }
+        if let Some(go) = self.go.lock().unwrap().take() {
+            go.recv().unwrap();
+        }
+        let appended = self.inner.append(appends);
+        if let Some(done) = self.done.lock().unwrap().take() {
+            done.send(()).unwrap();
+        }
+        appended
+    }
+
+    fn head(&self, id: &DelegationId) -> Result<Option<Head>, ReadError> {
+        self.inner.head(id)
+    }
+
+    fn history(&self, id: &DelegationId) -> Result<Stream, ReadError> {
+        self.inner.history(id)
+    }
+
+    fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream, ReadError>> + Send + '_> {
+        self.inner.scan()
+    }
+
+    fn flush(&self) -> Result<(), Error> {
+        self.inner.flush()
+    }
+
+    fn index(&self) -> Option<&dyn Index> {
+        self.inner.index()
+    }
+
+    fn hints_with_appends(&self) -> bool {
+        self.inner.hints_with_appends()
+    }
+}
+
+/// On a store that writes hints before the append they describe, `pending`
+/// can list the retry's hint beside the original's, read the original
+/// `queued`, and read the retry once it is written: the task is listed once.
+#[test]
+fn pending_lists_a_task_once_when_its_retry_lands_between_its_hints_and_its_heads() {
+    for (name, shared, _keep) in stores("gate") {
+        if shared.hints_with_appends() {
+            continue;
+        }
+        let (first, r1) = (id("g9"), id("g9.r1"));
+        let (at_gate, at_gate_rx) = mpsc::channel();
+        let (go, go_rx) = mpsc::channel();
+        let (done, done_rx) = mpsc::channel();
+        let gate: Arc<dyn Store> = Arc::new(Gate {
+            inner: shared.clone(),
+            at_gate: Mutex::new(Some(at_gate)),
+            go: Mutex::new(Some(go_rx)),
+            done: Mutex::new(Some(done)),
+        });
+        let writer = ledger_on(gate);
+        writer.record(&first, Event::queued("p", "t")).unwrap();
+        let retrying = {
+            let (writer, first, r1) = (writer.clone(), first.clone(), r1.clone());
+            std::thread::spawn(move || {
+                writer
+                    .retry(&first, offline(), &r1, Queued::new("p", "t"))
+                    .unwrap();
+            })
+        };
+        at_gate_rx.recv().unwrap();
+        // The retry is appended just after the reader reads the original.
+        let hook: Hook = Box::new(move || {
+            go.send(()).unwrap();
+            done_rx.recv().unwrap();
+        });
+        let at = At {
+            index: true,
+            read: Read::Head,
+            nth: 1,
+            when: When::After,
+        };
+        let listed: Vec<String> = reader(shared.clone(), &first, at, hook)
+            .pending(None)
+            .unwrap()
+            .iter()
+            .map(|pending| pending.id.to_string())
+            .collect();
+        retrying.join().unwrap();
+        assert_eq!(listed, [r1.to_string()], "{name}");
     }
 }

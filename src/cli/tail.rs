@@ -92,7 +92,7 @@ fn sled(db: &Path, json: bool) -> Done {
 /// A store nobody holds: print what it holds, then end (see the module docs).
 fn print_sled(ledger: Ledger, db: &Path, json: bool) -> Done {
     let records = Tail::new()
-        .poll(&ledger)
+        .poll_all(&ledger)
         .map_err(|e| unreadable(e.into()))?;
     // Drop the handle before printing, so that sled can let go of its lock while
     // a slow reader of stdout is still reading (sled does so from a background
@@ -297,7 +297,7 @@ fn finish_from_log(
         }
     };
     let records = Tail::new()
-        .poll(&ledger)
+        .poll_all(&ledger)
         .map_err(|e| unreadable(e.into()))?;
     drop(ledger);
     let rest: Vec<Record> = records

@@ -130,6 +130,8 @@ impl Ledger {
         let mut earlier = self.back(asked)?;
         let mut links = Links::default();
         let mut latest = earlier.pop().ok_or_else(|| not_found(id))?;
+        // Whether `latest` was read after the links were listed.
+        let mut read_since_listed = false;
         // Each verified link goes to an attempt one higher, so the walk ends.
         loop {
             let next = match self.retry_of(&latest.id, &mut links)? {
@@ -138,7 +140,7 @@ impl Ledger {
                 // read since may have come with a retry the scan did not see,
                 // so they are listed again. (An index is read afresh for each
                 // link.)
-                None if links.listed() && latest.state == State::Failed => {
+                None if links.listed() && read_since_listed && latest.state == State::Failed => {
                     links = Links::default();
                     match self.retry_of(&latest.id, &mut links)? {
                         Some(next) => next,
@@ -163,6 +165,7 @@ impl Ledger {
                 })?;
             }
             earlier.push(std::mem::replace(&mut latest, next));
+            read_since_listed = links.listed();
         }
         Ok(Some(Chain { earlier, latest }))
     }

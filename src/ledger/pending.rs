@@ -178,7 +178,7 @@ impl Ledger {
                 queued.push(delegation);
             }
         }
-        Ok(queued)
+        Ok(without_retried(queued))
     }
 
     /// The delegations whose head is `queued`: the verified open hints, or a
@@ -191,7 +191,7 @@ impl Ledger {
     /// are followed to the attempt that is queued now.
     fn open_delegations(&self) -> Result<Vec<Delegation>, ReadError> {
         let Some(index) = self.inner.store.index() else {
-            return self.hinted(Set::Open, State::Queued);
+            return Ok(without_retried(self.hinted(Set::Open, State::Queued)?));
         };
         let (mut found, mut seen, mut links) = (Vec::new(), HashSet::new(), Links::default());
         for id in index.hinted(Set::Open) {
@@ -208,7 +208,7 @@ impl Ledger {
                 found.push(queued);
             }
         }
-        Ok(found)
+        Ok(without_retried(found))
     }
 
     /// The delegations whose head is `failed`: the verified dead hints (a
@@ -247,4 +247,22 @@ impl Ledger {
         }
         Ok(found)
     }
+}
+
+/// `queued`, less each delegation another of them retries. The list was read
+/// one delegation at a time, so one read `queued` may have been failed and
+/// retried (one write) before its retry was read, `queued` too: it is not
+/// queued any more, and its task is listed once, by its retry.
+fn without_retried(queued: Vec<Delegation>) -> Vec<Delegation> {
+    let retried: HashSet<DelegationId> = queued
+        .iter()
+        .filter_map(|delegation| delegation.retry_of.clone())
+        .collect();
+    if retried.is_empty() {
+        return queued;
+    }
+    queued
+        .into_iter()
+        .filter(|delegation| !retried.contains(&delegation.id))
+        .collect()
 }

@@ -15,8 +15,13 @@
 //! each its own), so a poll can read a delegation as `queued`, and then, past a
 //! write that failed it and queued its retry, the retry. That retry is held
 //! back: a tail never hands out a retry while the attempt it retries was last
-//! handed out `queued`. The next poll finds the failure and the retry both, in
-//! the store's order, which puts an attempt before its retry.
+//! handed out `queued`, or was itself held back by the same poll. The next poll
+//! finds the failure and the retry both, in the store's order, which puts an
+//! attempt before its retry. A retry is held back by one poll at most: if the
+//! next still finds the attempt it retries `queued`, the log is damaged there
+//! (`audit` names it), and the retry is handed out rather than hidden. A
+//! one-shot reader calls [`Tail::poll_all`], which hands out what the first
+//! poll held back.
 //!
 //! Cost: each poll reads the whole log, and the key-set holds one entry per
 //! delegation, plus one per delegation last handed out `queued`.
@@ -37,6 +42,8 @@ pub struct Tail {
     seen: HashMap<DelegationId, Seq>,
     /// The delegations whose last record handed out is `queued`.
     open: HashSet<DelegationId>,
+    /// The retries the last poll held back.
+    held: HashSet<DelegationId>,
 }
 
 impl Tail {
@@ -61,12 +68,34 @@ impl Tail {
     /// hands out nothing and the tail stays where it was, so the next poll tries
     /// again; [`ReadError::Poisoned`] on a poisoned ledger.
     pub fn poll(&mut self, ledger: &Ledger) -> Result<Vec<Record>, ReadError> {
+        self.poll_holding(ledger, true)
+    }
+
+    /// For a reader that reads once: [`Tail::poll`], and, if that held back a
+    /// retry (written while the poll read the log), a second poll that holds
+    /// nothing back, so that every record of the log as it stood is handed
+    /// out, each attempt before its retry.
+    ///
+    /// # Errors
+    /// As for [`Tail::poll`].
+    pub fn poll_all(&mut self, ledger: &Ledger) -> Result<Vec<Record>, ReadError> {
+        let mut records = self.poll(ledger)?;
+        if !self.held.is_empty() {
+            records.extend(self.poll_holding(ledger, false)?);
+        }
+        Ok(records)
+    }
+
+    fn poll_holding(&mut self, ledger: &Ledger, hold: bool) -> Result<Vec<Record>, ReadError> {
         ledger.check_poisoned()?;
         // What this poll moved, so that a failed poll hands out nothing and
         // leaves the tail where it was.
         let mut moved: Vec<(DelegationId, Seq, bool)> = Vec::new();
-        let polled = self.poll_moving(ledger, &mut moved);
-        if polled.is_err() {
+        let mut held = HashSet::new();
+        let polled = self.poll_moving(ledger, &mut moved, hold.then_some(&mut held));
+        if polled.is_ok() {
+            self.held = held;
+        } else {
             for (id, seen, open) in moved {
                 if open {
                     self.open.insert(id.clone());
@@ -87,6 +116,7 @@ impl Tail {
         &mut self,
         ledger: &Ledger,
         moved: &mut Vec<(DelegationId, Seq, bool)>,
+        mut held: Option<&mut HashSet<DelegationId>>,
     ) -> Result<Vec<Record>, ReadError> {
         let format = ledger.format();
         let mut fresh = Vec::new();
@@ -99,16 +129,21 @@ impl Tail {
             }
             let records = decode_stream(&stream)?;
             fold_records(&stream, &records, Chain::Verify, format)?;
-            // A retry of an attempt last handed out `queued` was written
-            // after this poll read that attempt: it waits for the next poll.
-            let retries_open = records.iter().any(|record| match &record.event {
-                Event::Queued(queued) => queued
-                    .retry_of
-                    .as_ref()
-                    .is_some_and(|of| self.open.contains(of)),
-                _ => false,
-            });
-            if retries_open && seen == 0 {
+            // A retry of an attempt last handed out `queued` (or held back
+            // by this poll) was written after this poll read that attempt:
+            // it waits for the next poll, once.
+            if let Some(held) = held.as_deref_mut()
+                && seen == 0
+                && !self.held.contains(&stream.id)
+                && records.iter().any(|record| match &record.event {
+                    Event::Queued(queued) => queued
+                        .retry_of
+                        .as_ref()
+                        .is_some_and(|of| self.open.contains(of) || held.contains(of)),
+                    _ => false,
+                })
+            {
+                held.insert(stream.id);
                 continue;
             }
             let open = matches!(
