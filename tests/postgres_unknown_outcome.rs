@@ -17,6 +17,11 @@
 //! a plain role whose time zone changed since the store connected (the
 //! process is named by numbers, not by times printed in a zone).
 //!
+//! And a dispatcher's: when the server is out of reach as a delivery's
+//! outcome is to be written, the write reaches nothing and is tried again, so
+//! the outcome the target gave is recorded once the server is back, rather
+//! than left for recovery to call interrupted.
+//!
 //! Needs `DATABASE_URL` (`bash .ci/postgres`); under `CI=true` a missing server
 //! fails the run.
 #![cfg(feature = "postgres")]
@@ -56,12 +61,18 @@ enum Cut {
     After(Vec<u8>),
 }
 
-/// A TCP proxy to the server that cuts one connection as told.
+/// A TCP proxy to the server that cuts one connection as told, or all of
+/// them while it is down.
 struct Proxy {
     port: u16,
     cut: Arc<Mutex<Cut>>,
     cuts: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
+    closers: Closers,
 }
+
+/// What closes each connection the proxy made.
+type Closers = Arc<Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>>;
 
 impl Proxy {
     fn start(upstream: String) -> Self {
@@ -69,17 +80,43 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(Mutex::new(Cut::None));
         let cuts = Arc::new(AtomicUsize::new(0));
-        let (rule, count) = (cut.clone(), cuts.clone());
+        let down = Arc::new(AtomicBool::new(false));
+        let closers: Closers = Arc::default();
+        let (rule, count, is_down, closing) =
+            (cut.clone(), cuts.clone(), down.clone(), closers.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
+                if is_down.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
-                pump(client, server, rule.clone(), count.clone());
+                let close = pump(client, server, rule.clone(), count.clone());
+                closing.lock().unwrap().push(close);
             }
         });
-        Proxy { port, cut, cuts }
+        Proxy {
+            port,
+            cut,
+            cuts,
+            down,
+            closers,
+        }
+    }
+
+    /// Closes every connection, and refuses new ones until [`Proxy::up`]: the
+    /// server is out of reach.
+    fn down(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        for close in self.closers.lock().unwrap().drain(..) {
+            close();
+        }
+    }
+
+    fn up(&self) {
+        self.down.store(false, Ordering::SeqCst);
     }
 
     fn arm(&self, cut: Cut) {
@@ -87,8 +124,14 @@ impl Proxy {
     }
 }
 
-/// Copies bytes both ways between `client` and `server`, applying the cut.
-fn pump(client: TcpStream, server: TcpStream, cut: Arc<Mutex<Cut>>, cuts: Arc<AtomicUsize>) {
+/// Copies bytes both ways between `client` and `server`, applying the cut;
+/// answers what closes both.
+fn pump(
+    client: TcpStream,
+    server: TcpStream,
+    cut: Arc<Mutex<Cut>>,
+    cuts: Arc<AtomicUsize>,
+) -> Arc<dyn Fn() + Send + Sync> {
     let armed = Arc::new(AtomicBool::new(false));
     let close = {
         let (client, server) = (client.try_clone().unwrap(), server.try_clone().unwrap());
@@ -98,6 +141,7 @@ fn pump(client: TcpStream, server: TcpStream, cut: Arc<Mutex<Cut>>, cuts: Arc<At
         }
     };
     let close = Arc::new(close);
+    let closer: Arc<dyn Fn() + Send + Sync> = close.clone();
     {
         let (mut from, mut to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
         let (armed, close, cuts) = (armed.clone(), close.clone(), cuts.clone());
@@ -158,6 +202,7 @@ fn pump(client: TcpStream, server: TcpStream, cut: Arc<Mutex<Cut>>, cuts: Arc<At
         }
         close();
     });
+    closer
 }
 
 /// A schema of its own, with a ledger on it through a proxy.
@@ -197,17 +242,22 @@ fn setup_as(tag: &str, role: Option<&str>) -> Option<Setup> {
     })
 }
 
+/// The seqs of `id`'s records, as `schema` holds them.
+fn seqs_in(schema: &pg_support::Schema, id: &DelegationId) -> Vec<String> {
+    schema
+        .query(&format!(
+            "SELECT seq FROM records WHERE delegation = '{}'::bytea ORDER BY seq",
+            id.as_str()
+        ))
+        .into_iter()
+        .map(|row| row[0].clone().unwrap())
+        .collect()
+}
+
 impl Setup {
     /// The seqs of `id`'s records, as the database holds them.
     fn seqs(&self, id: &DelegationId) -> Vec<String> {
-        self.schema
-            .query(&format!(
-                "SELECT seq FROM records WHERE delegation = '{}'::bytea ORDER BY seq",
-                id.as_str()
-            ))
-            .into_iter()
-            .map(|row| row[0].clone().unwrap())
-            .collect()
+        seqs_in(&self.schema, id)
     }
 
     /// What the ledger says, read anew: it still serves reads and writes, and
@@ -500,4 +550,63 @@ fn a_plain_role_whose_time_zone_changed_meanwhile_still_ends_its_waiting_process
     };
     let role = Role::create(&url);
     cut_while_blocked(Some(&role), true);
+}
+
+/// The target accepts; as it does, the server goes out of reach (every
+/// connection closed, new ones refused) for about a second, longer than a
+/// connection may sit idle unchecked. The outcome's first write reaches
+/// nothing, and does not poison the ledger; a later try writes it. The
+/// sender learns `delivered`, the database holds it, and nothing is left to
+/// recovery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outcome_written_while_the_server_is_out_of_reach_is_written_when_it_is_back() {
+    use delegation_log::Outcome;
+    use delegation_log::dispatch::{Dispatcher, Options as Dispatch, Request};
+    use delegation_log::transport::{Accepted, Immediate};
+
+    let Some(setup) = setup("outcome_later") else {
+        return;
+    };
+    let proxy = Arc::new(setup.proxy);
+    let answer = {
+        let proxy = proxy.clone();
+        move |_: &delegation_log::transport::Message| {
+            proxy.down();
+            // Past the idle check, so that the outcome's write finds its
+            // connection dead before it sends anything.
+            std::thread::sleep(Duration::from_millis(400));
+            let proxy = proxy.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(600));
+                proxy.up();
+            });
+            Ok(Accepted::status(200))
+        }
+    };
+    let dispatcher = Dispatcher::with_options(
+        setup.ledger.clone(),
+        Immediate::new(answer),
+        Dispatch::new(),
+    );
+    let a = id("outcome-later");
+    let receipt = dispatcher
+        .delegate(Request::new("planner", "http://127.0.0.1:9/a2a").id(a.clone()))
+        .await
+        .unwrap();
+    let settled = receipt.settled().await.unwrap();
+    assert!(
+        matches!(settled.outcome, Outcome::Delivered { .. }),
+        "{settled:?}"
+    );
+    let stats = dispatcher.shutdown().await.unwrap();
+    assert_eq!((stats.delivered, stats.unrecorded), (1, 0), "{stats:?}");
+    let (ledger, schema) = (setup.ledger, setup.schema);
+    let (status, seqs) = tokio::task::spawn_blocking({
+        let a = a.clone();
+        move || (ledger.status(&a).unwrap().status, seqs_in(&schema, &a))
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, StatusKind::Delivered);
+    assert_eq!(seqs, ["1", "2"], "the database holds the outcome once");
 }

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::Poll;
+use std::time::Duration;
 
 use super::receipt::Settle;
 use super::requeue::{Failing, Requeued};
@@ -365,16 +366,47 @@ async fn caught<F: Future>(work: F) -> Result<F::Output, String> {
     .await
 }
 
+/// How long to wait before each new try of an outcome write that failed and
+/// wrote nothing (the ledger is not poisoned): about 6 s in all, enough for a
+/// database server's restart or a network blip, after which the outcome is
+/// left to recovery as before.
+const RECORD_AGAIN: [Duration; 6] = [
+    Duration::from_millis(100),
+    Duration::from_millis(200),
+    Duration::from_millis(400),
+    Duration::from_millis(800),
+    Duration::from_millis(1_600),
+    Duration::from_millis(3_200),
+];
+
 /// Records `event` as the outcome of `id`, attempt `attempt` at its task. If
 /// another writer settled it first, answers with the outcome that won. Also
 /// says whether this outcome won.
+///
+/// A write that fails with a storage error and leaves the ledger unpoisoned
+/// wrote nothing (the store could not be reached, or knew it wrote nothing),
+/// so it is tried again after each wait of [`RECORD_AGAIN`]: the outcome the
+/// target gave is worth keeping, where recovery could only call the attempt
+/// interrupted. A write that poisoned the ledger is not tried again. On the
+/// blocking thread the write runs on; no lock is held while it waits.
 fn record(
     ledger: &Ledger,
     id: &DelegationId,
     event: Event,
     attempt: Attempt,
 ) -> crate::Result<(Settled, bool)> {
-    let settlement = ledger.settle(id, event.clone())?;
+    let mut waits = RECORD_AGAIN.iter();
+    let settlement = loop {
+        match ledger.settle(id, event.clone()) {
+            Err(crate::Error::Storage(error)) if ledger.check_poisoned().is_ok() => {
+                match waits.next() {
+                    Some(wait) => std::thread::sleep(*wait),
+                    None => return Err(crate::Error::Storage(error)),
+                }
+            }
+            settled => break settled?,
+        }
+    };
     let won = matches!(settlement, Settlement::Won(_));
     let (outcome, seq, at) = match settlement {
         Settlement::Won(recorded) => {

@@ -10,10 +10,13 @@
 //! Ids are the caller's ([`Request::id`]) or generated: `d-<ms since the epoch,
 //! hex>-<counter>-<32 random bits>`.
 //!
-//! If recording an outcome fails (the store failed, the ledger is poisoned), the
-//! failure is counted, handed to the receipt's [`Receipt::settled`], and returned by
-//! `shutdown`: a delegation whose outcome could not be written is never reported
-//! as fine.
+//! An outcome's write that fails without writing anything and leaves the ledger
+//! working (a database server out of reach, or one that refused the write) is
+//! tried again, for about 6 s in all, so that a server's restart does not cost
+//! the outcome the target gave. If recording an outcome still fails (the store
+//! failed, the ledger is poisoned), the failure is counted, handed to the
+//! receipt's [`Receipt::settled`], and returned by `shutdown`: a delegation
+//! whose outcome could not be written is never reported as fine.
 //!
 //! # Recovery
 //!
