@@ -59,6 +59,9 @@ enum Cut {
     /// connection a moment later, whatever the server is doing with it (a
     /// statement waiting for a lock goes on waiting).
     After(Vec<u8>),
+    /// As [`Cut::Request`], and the server is then out of reach (new
+    /// connections refused) for this long.
+    RequestThenDown(Vec<u8>, Duration),
 }
 
 /// A TCP proxy to the server that cuts one connection as told, or all of
@@ -93,7 +96,7 @@ impl Proxy {
                 let Ok(server) = TcpStream::connect(&upstream) else {
                     continue;
                 };
-                let close = pump(client, server, rule.clone(), count.clone());
+                let close = pump(client, server, rule.clone(), count.clone(), is_down.clone());
                 closing.lock().unwrap().push(close);
             }
         });
@@ -131,6 +134,7 @@ fn pump(
     server: TcpStream,
     cut: Arc<Mutex<Cut>>,
     cuts: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
 ) -> Arc<dyn Fn() + Send + Sync> {
     let armed = Arc::new(AtomicBool::new(false));
     let close = {
@@ -159,6 +163,18 @@ fn pump(
                         *rule = Cut::None;
                         cuts.fetch_add(1, Ordering::SeqCst);
                         close();
+                        return;
+                    }
+                    Cut::RequestThenDown(needle, outage) if holds(&needle) => {
+                        *rule = Cut::None;
+                        down.store(true, Ordering::SeqCst);
+                        cuts.fetch_add(1, Ordering::SeqCst);
+                        close();
+                        let down = down.clone();
+                        std::thread::spawn(move || {
+                            std::thread::sleep(outage);
+                            down.store(false, Ordering::SeqCst);
+                        });
                         return;
                     }
                     Cut::Reply(needle) if holds(&needle) => {
@@ -329,6 +345,13 @@ fn an_append_that_never_reached_the_server_is_an_error_that_does_not_poison() {
         Err(Error::Storage(error)) => {
             let message = error.to_string();
             assert!(message.contains("nothing of it was written"), "{message}");
+            // Each prefix once, however many layers the message went through.
+            assert_eq!(
+                message.matches("storage engine error").count(),
+                1,
+                "{message}"
+            );
+            assert_eq!(message.matches("PostgreSQL").count(), 1, "{message}");
         }
         other => panic!("expected a storage error, got {other:?}"),
     }
@@ -341,6 +364,46 @@ fn an_append_that_never_reached_the_server_is_an_error_that_does_not_poison() {
         .record(&a, Event::delivered(Some(200)).unwrap())
         .unwrap();
     assert_eq!(setup.seqs(&a), ["1", "2"]);
+    setup.still_serves();
+}
+
+/// As [`an_append_that_never_reached_the_server_is_an_error_that_does_not_poison`],
+/// with the server out of reach for a second after the cut: the store waits
+/// for it to come back to settle the write, rather than report an unknown
+/// outcome (which would poison the ledger).
+#[test]
+fn an_append_cut_off_as_the_server_goes_away_is_settled_once_it_is_back() {
+    let Some(setup) = setup("lost_then_down") else {
+        return;
+    };
+    let a = id("cut-then-down");
+    setup.ledger.record(&a, queued()).unwrap();
+    setup.proxy.arm(Cut::RequestThenDown(
+        a.as_str().as_bytes().to_vec(),
+        Duration::from_millis(1_000),
+    ));
+
+    let failed = setup
+        .ledger
+        .record(&a, Event::delivered(Some(200)).unwrap());
+    assert_eq!(
+        setup.proxy.cuts.load(Ordering::SeqCst),
+        1,
+        "the cut happened"
+    );
+    match failed {
+        Err(Error::Storage(error)) => {
+            let message = error.to_string();
+            assert!(message.contains("nothing of it was written"), "{message}");
+        }
+        other => panic!("expected a storage error, got {other:?}"),
+    }
+    assert_eq!(setup.seqs(&a), ["1"]);
+    assert_eq!(setup.ledger.status(&a).unwrap().status, StatusKind::Queued);
+    setup
+        .ledger
+        .record(&a, Event::delivered(Some(200)).unwrap())
+        .unwrap();
     setup.still_serves();
 }
 

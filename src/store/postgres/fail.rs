@@ -104,6 +104,16 @@ fn wrap(message: String, source: Option<Box<dyn std::error::Error + Send + Sync>
     StorageError::engine(PostgresError { message, source })
 }
 
+/// What `error` says, without the prefix [`StorageError`] gives an engine's
+/// error: for a message that goes on to wrap it, so that the prefix is said
+/// once.
+pub(super) fn said(error: &StorageError) -> String {
+    match error {
+        StorageError::Engine(engine) => engine.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// The failure of a write whose outcome is unknown (`why` says so): the
 /// connection failed while it was in flight. The message names the server,
 /// what was being done and the client's error once, and keeps that error as

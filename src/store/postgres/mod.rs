@@ -69,7 +69,7 @@
 //!   means the write rolled back. The new connection must reach the same
 //!   server (address, port) and not a standby; a server that restarted since
 //!   has no process of before left to end. Only if that cannot be found out
-//!   (the server is still down, another server or a standby answers, the
+//!   (the server is still out of reach after five seconds, another server or a standby answers, the
 //!   process does not end within five seconds, or the role may not read
 //!   `pg_stat_activity` or end its own sessions) is the outcome reported as unknown
 //!   ([`AppendError::Store`]), and the ledger poisons itself as for any
@@ -374,11 +374,41 @@ fn describe_target(config: &postgres::Config) -> String {
     )
 }
 
+/// How long a write whose outcome is unknown waits for the server to be
+/// reachable again to settle it (a server that restarted, say), before it is
+/// reported as unknown.
+const SETTLE_FOR: Duration = Duration::from_secs(5);
+
 impl Postgres {
+    /// Settles a write whose connection failed in flight (`append::settle`),
+    /// trying again while the server cannot be reached, for [`SETTLE_FOR`].
+    fn settle(
+        &self,
+        items: &Arc<Vec<append::Item>>,
+        backend: Option<pool::Backend>,
+    ) -> Result<append::Settled, Failure> {
+        let until = std::time::Instant::now() + SETTLE_FOR;
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let (group, process) = (items.clone(), backend.clone());
+            let settled = self
+                .pool
+                .run(move |conn: &mut Conn| append::settle(conn, &group, process.as_ref()));
+            match settled {
+                Err(Failure::Connection(_)) if std::time::Instant::now() + wait < until => {
+                    std::thread::sleep(wait);
+                    wait = (wait * 2).min(Duration::from_secs(1));
+                }
+                settled => return settled,
+            }
+        }
+    }
+
     /// Writes a group's `items` on a worker (`append::run`). A write whose
     /// connection failed while it was in flight is settled on a new connection
     /// (`append::settle`): it was written, or it was not; only if that cannot
-    /// be found out is its outcome unknown, an [`AppendError::Store`].
+    /// be found out, the server out of reach for [`SETTLE_FOR`] included, is
+    /// its outcome unknown, an [`AppendError::Store`].
     fn write(&self, items: Vec<append::Item>) -> Result<(), AppendError> {
         let items = Arc::new(items);
         let group = items.clone();
@@ -391,31 +421,31 @@ impl Postgres {
             // statement; a connection lost within a group's transaction
             // before its COMMIT rolled it back. Nothing was written.
             Err(Failure::Connection(error)) => Err(AppendError::Unsent(error.into())),
-            Err(Failure::Lost { error, backend }) => {
-                let settled = self
-                    .pool
-                    .run(move |conn: &mut Conn| append::settle(conn, &items, backend.as_ref()));
-                match settled {
-                    Ok(append::Settled::Written) => Ok(()),
-                    Ok(append::Settled::NotWritten) => Err(AppendError::Undone(
-                        fail::caused(
-                            format!(
-                                "{error}; on a new connection its server process was ended \
-                                 and the append was not there: nothing of it was written"
-                            ),
-                            error,
-                        )
-                        .into(),
-                    )),
-                    Err(unsettled) => Err(AppendError::Store(
-                        fail::caused(
-                            format!("{error}; settling it failed: {}", unsettled.into_error()),
-                            error,
-                        )
-                        .into(),
-                    )),
-                }
-            }
+            Err(Failure::Lost { error, backend }) => match self.settle(&items, backend) {
+                Ok(append::Settled::Written) => Ok(()),
+                Ok(append::Settled::NotWritten) => Err(AppendError::Undone(
+                    fail::caused(
+                        format!(
+                            "{}; on a new connection its server process was ended and the \
+                             append was not there: nothing of it was written",
+                            fail::said(&error)
+                        ),
+                        error,
+                    )
+                    .into(),
+                )),
+                Err(unsettled) => Err(AppendError::Store(
+                    fail::caused(
+                        format!(
+                            "{}; settling it failed: {}",
+                            fail::said(&error),
+                            fail::said(&unsettled.into_error())
+                        ),
+                        error,
+                    )
+                    .into(),
+                )),
+            },
             Err(failure) => Err(AppendError::Store(failure.into())),
         }
     }
