@@ -673,3 +673,85 @@ async fn an_outcome_written_while_the_server_is_out_of_reach_is_written_when_it_
     assert_eq!(status, StatusKind::Delivered);
     assert_eq!(seqs, ["1", "2"], "the database holds the outcome once");
 }
+
+/// The target refuses the first attempt (offline, which the retry policy
+/// retries), and as it does the server goes out of reach for about a second.
+/// The failure and the next attempt's `queued` (one write) are tried again
+/// once the server is back, so the blip costs no attempt: the task is
+/// retried and delivered, not left failed with its retry lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_written_while_the_server_is_out_of_reach_is_written_when_it_is_back() {
+    use delegation_log::Outcome;
+    use delegation_log::dispatch::{Dispatcher, Options as Dispatch, Request, Retry};
+    use delegation_log::transport::{Accepted, Failure, Immediate};
+
+    let Some(setup) = setup("retry_later") else {
+        return;
+    };
+    let proxy = Arc::new(setup.proxy);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let answer = {
+        let (proxy, calls) = (proxy.clone(), calls.clone());
+        move |_: &delegation_log::transport::Message| {
+            if calls.fetch_add(1, Ordering::SeqCst) > 0 {
+                return Ok(Accepted::status(200));
+            }
+            proxy.down();
+            std::thread::sleep(Duration::from_millis(400));
+            let proxy = proxy.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(600));
+                proxy.up();
+            });
+            Err(Failure::offline("connection refused"))
+        }
+    };
+    let policy = Retry::new()
+        .max_attempts(3)
+        .backoff(Duration::from_millis(10));
+    let dispatcher = Dispatcher::with_options(
+        setup.ledger.clone(),
+        Immediate::new(answer),
+        Dispatch::new().retry(policy),
+    );
+    let a = id("retry-later");
+    let receipt = dispatcher
+        .delegate(Request::new("planner", "http://127.0.0.1:9/a2a").id(a.clone()))
+        .await
+        .unwrap();
+    let settled = receipt.settled().await.unwrap();
+    assert!(
+        matches!(settled.outcome, Outcome::Delivered { .. }),
+        "{settled:?}"
+    );
+    assert_eq!(settled.attempt, 2, "{settled:?}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "the target saw two attempts"
+    );
+    let stats = dispatcher.shutdown().await.unwrap();
+    assert_eq!(stats.unrecorded, 0, "{stats:?}");
+    let (ledger, schema) = (setup.ledger, setup.schema);
+    let (status, first, retry) = tokio::task::spawn_blocking({
+        let a = a.clone();
+        move || {
+            let retry = id("retry-later.r1");
+            (
+                ledger.task_status(&a).unwrap(),
+                seqs_in(&schema, &a),
+                seqs_in(&schema, &retry),
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.status, StatusKind::Delivered, "{status:?}");
+    assert_eq!(
+        (first, retry),
+        (
+            vec!["1".to_owned(), "2".to_owned()],
+            vec!["1".to_owned(), "2".to_owned()]
+        )
+    );
+}

@@ -15,7 +15,7 @@ use crate::delegation::Outcome;
 use crate::event::{
     Attempt, DelegationId, Event, Failed, FailureReason, InvalidEvent, Queued, Timestamp,
 };
-use crate::ledger::{Claim, Ledger, Settlement};
+use crate::ledger::{Claim, Lease, Ledger, Settlement};
 use crate::transport::{Accepted, Failure, Message};
 
 /// What one delivery sends, and as which delegation.
@@ -205,69 +205,60 @@ impl Inner {
             }
             _ => None,
         };
-        let worker = Arc::clone(self);
-        let lease = self.held.peek();
-        let outcome_id = id.clone();
-        let first = message_id.clone();
-        let next_task = task.as_ref().ok().cloned().flatten();
-        let (next_source, next_target) = (source.clone(), target.clone());
-        let recorded = blocking("ledger call", move || {
-            if let (Some(not_before), Event::Failed(failed)) = (plan, &event) {
-                let failing = Failing {
-                    id: &outcome_id,
-                    attempt,
-                    first: &first,
-                };
-                let queued = Queued {
-                    task: next_task,
-                    not_before: Some(not_before),
-                    ..Queued::new(next_source, next_target)
-                };
-                let noted = |next: &DelegationId| Failed {
-                    reason: failed.reason,
-                    detail: Some(match &failed.detail {
-                        Some(detail) => format!("{detail}; retried as {next}"),
-                        None => format!("retried as {next}"),
-                    }),
-                };
-                // Written, or settled by another writer first (then the outcome
-                // that won is read below); a failure to write the pair leaves
-                // the failure to be recorded alone, so the attempt still settles.
-                if let Ok(Requeued::Queued {
-                    id: next,
-                    claim: next_claim,
-                    retried,
-                }) = worker.requeue(&failing, lease.as_ref(), noted, &queued)
-                {
-                    // The original settled (failed, retried) with the pair.
-                    let _ = claim.settled();
-                    let settled = Settled {
-                        id: outcome_id,
-                        outcome: Outcome::Failed(noted(&next)),
-                        seq: retried.failed.seq,
-                        at: retried.failed.at,
+        // One try of the write on a blocking thread; tries again, after a
+        // wait, a write that failed having written nothing (see
+        // `RECORD_AGAIN`), until `RECORD_FOR` has passed or shutdown cuts
+        // deliveries off; the waits are the runtime's, not a thread's.
+        let deadline = tokio::time::Instant::now() + RECORD_FOR;
+        let mut wait = RECORD_AGAIN;
+        let mut claim = claim;
+        let recorded = loop {
+            let worker = Arc::clone(self);
+            let lease = self.held.peek();
+            let outcome_id = id.clone();
+            let first = message_id.clone();
+            let next_task = task.as_ref().ok().cloned().flatten();
+            let (next_source, next_target) = (source.clone(), target.clone());
+            let event = event.clone();
+            let tried = blocking("ledger call", move || {
+                Ok::<_, crate::Error>(record_once(
+                    &worker,
+                    Once {
+                        id: &outcome_id,
+                        first: &first,
                         attempt,
-                    };
-                    return Ok((
-                        settled,
-                        Some((next, next_claim, retried.attempt, not_before)),
-                    ));
-                }
-            }
-            let recorded = record(&worker.ledger, &outcome_id, event, attempt);
-            // Recorded or not, this attempt is over; one whose outcome could not
-            // be written is left to recovery (and, on a shared store, to this
-            // dispatcher's own recovery, which takes back its own claims).
-            // Won, the claim may have ended with the settling write itself.
-            // Lost, it is released: the winner's write ended only the claim
-            // there was when it committed, and this one may have come after.
-            let _ = match recorded {
-                Ok((_, true)) => claim.settled(),
-                Ok((_, false)) | Err(_) => claim.release(),
+                        event,
+                        plan: plan
+                            .map(|not_before| (not_before, next_task, next_source, next_target)),
+                        lease: lease.as_ref(),
+                    },
+                    claim,
+                ))
+            })
+            .await;
+            let (error, kept) = match tried {
+                Ok(Tried::Done(done)) => break done,
+                Ok(Tried::Again(error, kept)) => (error, kept),
+                Err(error) => break Err(error),
             };
-            recorded.map(|(settled, _)| (settled, None))
-        });
-        match recorded.await {
+            let now = tokio::time::Instant::now();
+            let waited = if now + wait < deadline {
+                self.supervisor
+                    .unless_cut_off(tokio::time::sleep(wait))
+                    .await
+            } else {
+                None
+            };
+            if waited.is_none() {
+                // Out of time, or shut down: left to recovery, as any outcome
+                // that could not be written.
+                let _ = blocking("ending a claim", move || kept.release()).await;
+                break Err(error);
+            }
+            claim = kept;
+            wait = (wait * 2).min(RECORD_WAIT_MAX);
+        };
+        match recorded {
             Ok((settled, next)) => {
                 self.tally
                     .settled(matches!(settled.outcome, Outcome::Delivered { .. }));
@@ -366,47 +357,145 @@ async fn caught<F: Future>(work: F) -> Result<F::Output, String> {
     .await
 }
 
-/// How long to wait before each new try of an outcome write that failed and
-/// wrote nothing (the ledger is not poisoned): about 6 s in all, enough for a
-/// database server's restart or a network blip, after which the outcome is
-/// left to recovery as before.
-const RECORD_AGAIN: [Duration; 6] = [
-    Duration::from_millis(100),
-    Duration::from_millis(200),
-    Duration::from_millis(400),
-    Duration::from_millis(800),
-    Duration::from_millis(1_600),
-    Duration::from_millis(3_200),
-];
+/// How long a delivery keeps trying to write its outcome (or its failure and
+/// next attempt) when a write fails having written nothing and leaves the
+/// ledger working (a database server out of reach, or one that refused the
+/// write): enough for a server's restart or a network blip, after which the
+/// outcome is left to recovery as before.
+const RECORD_FOR: Duration = Duration::from_secs(6);
+
+/// The first wait between two tries; each next wait doubles, up to
+/// [`RECORD_WAIT_MAX`].
+const RECORD_AGAIN: Duration = Duration::from_millis(100);
+
+/// The longest wait between two tries.
+const RECORD_WAIT_MAX: Duration = Duration::from_millis(1_600);
+
+/// The next attempt a retried failure was written with: its id, its claim,
+/// its number, and when it may go.
+type Next = (DelegationId, Claim, Attempt, Timestamp);
+
+/// What one try of an attempt's write came to.
+enum Tried {
+    /// Written (or settled by another writer first), or failed for good: what
+    /// the attempt ends with, its claim ended.
+    Done(Result<(Settled, Option<Next>), crate::Error>),
+    /// Failed having written nothing, with the ledger still working: worth
+    /// another try, with the claim kept.
+    Again(crate::Error, Claim),
+}
+
+/// One try's inputs.
+struct Once<'a> {
+    id: &'a DelegationId,
+    first: &'a DelegationId,
+    attempt: Attempt,
+    event: Event,
+    /// For a failure the policy retries: when, and the next attempt's task,
+    /// source and target.
+    plan: Option<(Timestamp, Option<serde_json::Value>, String, String)>,
+    lease: Option<&'a Lease>,
+}
+
+/// Whether `error` failed having written nothing, with `ledger` still
+/// working: the store could not be reached, or knew it wrote nothing (a write
+/// whose outcome is unknown poisons the ledger).
+fn wrote_nothing(ledger: &Ledger, error: &crate::Error) -> bool {
+    matches!(error, crate::Error::Storage(_)) && ledger.check_poisoned().is_ok()
+}
+
+/// One try at recording an attempt's outcome: for a failure the policy
+/// retries, the failure and the next attempt's `queued` in one write
+/// ([`Inner::requeue`]); otherwise, or if that pair was refused, the outcome
+/// alone ([`record`]). Ends `claim` unless the try is worth another.
+fn record_once(worker: &Inner, once: Once<'_>, claim: Claim) -> Tried {
+    let Once {
+        id,
+        first,
+        attempt,
+        event,
+        plan,
+        lease,
+    } = once;
+    if let (Some((not_before, next_task, next_source, next_target)), Event::Failed(failed)) =
+        (plan, &event)
+    {
+        let failing = Failing { id, attempt, first };
+        let queued = Queued {
+            task: next_task,
+            not_before: Some(not_before),
+            ..Queued::new(next_source, next_target)
+        };
+        let noted = |next: &DelegationId| Failed {
+            reason: failed.reason,
+            detail: Some(match &failed.detail {
+                Some(detail) => format!("{detail}; retried as {next}"),
+                None => format!("retried as {next}"),
+            }),
+        };
+        match worker.requeue(&failing, lease, noted, &queued) {
+            Ok(Requeued::Queued {
+                id: next,
+                claim: next_claim,
+                retried,
+            }) => {
+                // The original settled (failed, retried) with the pair.
+                let _ = claim.settled();
+                let settled = Settled {
+                    id: id.clone(),
+                    outcome: Outcome::Failed(noted(&next)),
+                    seq: retried.failed.seq,
+                    at: retried.failed.at,
+                    attempt,
+                };
+                return Tried::Done(Ok((
+                    settled,
+                    Some((next, next_claim, retried.attempt, not_before)),
+                )));
+            }
+            // A blip: the pair is tried again, so that the policy's next
+            // attempt is not lost to it.
+            Err(Error::Ledger(error)) if wrote_nothing(&worker.ledger, &error) => {
+                return Tried::Again(error, claim);
+            }
+            // Settled by another writer first (the outcome that won is read
+            // below), or the pair could not be written: the failure is
+            // recorded alone, so the attempt still settles.
+            Ok(Requeued::Settled) | Err(_) => {}
+        }
+    }
+    let recorded = record(&worker.ledger, id, event, attempt);
+    if let Err(error) = &recorded
+        && wrote_nothing(&worker.ledger, error)
+    {
+        let Err(error) = recorded else {
+            unreachable!("matched as an error just above")
+        };
+        return Tried::Again(error, claim);
+    }
+    // Recorded or not, this attempt is over; one whose outcome could not
+    // be written is left to recovery (and, on a shared store, to this
+    // dispatcher's own recovery, which takes back its own claims).
+    // Won, the claim may have ended with the settling write itself.
+    // Lost, it is released: the winner's write ended only the claim
+    // there was when it committed, and this one may have come after.
+    let _ = match recorded {
+        Ok((_, true)) => claim.settled(),
+        Ok((_, false)) | Err(_) => claim.release(),
+    };
+    Tried::Done(recorded.map(|(settled, _)| (settled, None)))
+}
 
 /// Records `event` as the outcome of `id`, attempt `attempt` at its task. If
 /// another writer settled it first, answers with the outcome that won. Also
 /// says whether this outcome won.
-///
-/// A write that fails with a storage error and leaves the ledger unpoisoned
-/// wrote nothing (the store could not be reached, or knew it wrote nothing),
-/// so it is tried again after each wait of [`RECORD_AGAIN`]: the outcome the
-/// target gave is worth keeping, where recovery could only call the attempt
-/// interrupted. A write that poisoned the ledger is not tried again. On the
-/// blocking thread the write runs on; no lock is held while it waits.
 fn record(
     ledger: &Ledger,
     id: &DelegationId,
     event: Event,
     attempt: Attempt,
 ) -> crate::Result<(Settled, bool)> {
-    let mut waits = RECORD_AGAIN.iter();
-    let settlement = loop {
-        match ledger.settle(id, event.clone()) {
-            Err(crate::Error::Storage(error)) if ledger.check_poisoned().is_ok() => {
-                match waits.next() {
-                    Some(wait) => std::thread::sleep(*wait),
-                    None => return Err(crate::Error::Storage(error)),
-                }
-            }
-            settled => break settled?,
-        }
-    };
+    let settlement = ledger.settle(id, event.clone())?;
     let won = matches!(settlement, Settlement::Won(_));
     let (outcome, seq, at) = match settlement {
         Settlement::Won(recorded) => {

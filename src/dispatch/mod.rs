@@ -10,10 +10,11 @@
 //! Ids are the caller's ([`Request::id`]) or generated: `d-<ms since the epoch,
 //! hex>-<counter>-<32 random bits>`.
 //!
-//! An outcome's write that fails without writing anything and leaves the ledger
-//! working (a database server out of reach, or one that refused the write) is
-//! tried again, for about 6 s in all, so that a server's restart does not cost
-//! the outcome the target gave. If recording an outcome still fails (the store
+//! An outcome's write (or a retried failure's, with its next attempt) that
+//! fails without writing anything and leaves the ledger working (a database
+//! server out of reach, or one that refused the write) is tried again, for 6 s
+//! at most and not past a shutdown's cut-off, so that a server's restart does
+//! not cost the outcome the target gave, nor the policy's next attempt. If recording an outcome still fails (the store
 //! failed, the ledger is poisoned), the failure is counted, handed to the
 //! receipt's [`Receipt::settled`], and returned by `shutdown`: a delegation
 //! whose outcome could not be written is never reported as fine.
