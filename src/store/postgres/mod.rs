@@ -69,7 +69,8 @@
 //!   means the write rolled back. The new connection must reach the same
 //!   server (address, port) and not a standby; a server that restarted since
 //!   has no process of before left to end. Only if that cannot be found out
-//!   (the server is still out of reach after five seconds, another server or a standby answers, the
+//!   (the server is still out of reach after five seconds of tries, each of
+//!   which may wait out the connect timeout; another server or a standby answers, the
 //!   process does not end within five seconds, or the role may not read
 //!   `pg_stat_activity` or end its own sessions) is the outcome reported as unknown
 //!   ([`AppendError::Store`]), and the ledger poisons itself as for any
@@ -374,9 +375,11 @@ fn describe_target(config: &postgres::Config) -> String {
     )
 }
 
-/// How long a write whose outcome is unknown waits for the server to be
-/// reachable again to settle it (a server that restarted, say), before it is
-/// reported as unknown.
+/// How long a write whose outcome is unknown goes on trying to reach the
+/// server again to settle it (a server that restarted, say), before it is
+/// reported as unknown. A try that started may take longer (a connect waits
+/// up to its timeout), and the writer holds the ledger's turn meanwhile: the
+/// other writers wait, as their writes would fail while the server is away.
 const SETTLE_FOR: Duration = Duration::from_secs(5);
 
 impl Postgres {
