@@ -276,6 +276,18 @@ impl Setup {
         seqs_in(&self.schema, id)
     }
 
+    /// `a`, whose outcome was not written, is still `queued` to the ledger
+    /// (not poisoned), which takes the outcome when it is written again; and
+    /// the ledger still serves.
+    fn writes_the_outcome_again(&self, a: &DelegationId) {
+        assert_eq!(self.ledger.status(a).unwrap().status, StatusKind::Queued);
+        self.ledger
+            .record(a, Event::delivered(Some(200)).unwrap())
+            .unwrap();
+        assert_eq!(self.seqs(a), ["1", "2"]);
+        self.still_serves();
+    }
+
     /// What the ledger says, read anew: it still serves reads and writes, and
     /// its audit of the store is clean.
     fn still_serves(&self) {
@@ -288,6 +300,17 @@ impl Setup {
             self.ledger.status(&other).unwrap().status,
             StatusKind::Queued
         );
+    }
+}
+
+/// `failed` is the error of a write the store found was not written.
+fn assert_not_written<T: std::fmt::Debug>(failed: &Result<T, Error>) {
+    match failed {
+        Err(Error::Storage(error)) => {
+            let message = error.to_string();
+            assert!(message.contains("nothing of it was written"), "{message}");
+        }
+        other => panic!("expected a storage error, got {other:?}"),
     }
 }
 
@@ -341,30 +364,21 @@ fn an_append_that_never_reached_the_server_is_an_error_that_does_not_poison() {
         1,
         "the cut happened"
     );
-    match failed {
-        Err(Error::Storage(error)) => {
-            let message = error.to_string();
-            assert!(message.contains("nothing of it was written"), "{message}");
-            // Each prefix once, however many layers the message went through.
-            assert_eq!(
-                message.matches("storage engine error").count(),
-                1,
-                "{message}"
-            );
-            assert_eq!(message.matches("PostgreSQL").count(), 1, "{message}");
-        }
-        other => panic!("expected a storage error, got {other:?}"),
+    assert_not_written(&failed);
+    if let Err(error) = &failed {
+        // Each prefix once, however many layers the message went through.
+        let message = error.to_string();
+        assert_eq!(
+            message.matches("storage engine error").count(),
+            1,
+            "{message}"
+        );
+        assert_eq!(message.matches("PostgreSQL").count(), 1, "{message}");
     }
     assert_eq!(setup.seqs(&a), ["1"], "the database holds no outcome");
     // Not poisoned: the ledger says what the database holds, and takes the
     // outcome when it is written again.
-    assert_eq!(setup.ledger.status(&a).unwrap().status, StatusKind::Queued);
-    setup
-        .ledger
-        .record(&a, Event::delivered(Some(200)).unwrap())
-        .unwrap();
-    assert_eq!(setup.seqs(&a), ["1", "2"]);
-    setup.still_serves();
+    setup.writes_the_outcome_again(&a);
 }
 
 /// As [`an_append_that_never_reached_the_server_is_an_error_that_does_not_poison`],
@@ -391,20 +405,9 @@ fn an_append_cut_off_as_the_server_goes_away_is_settled_once_it_is_back() {
         1,
         "the cut happened"
     );
-    match failed {
-        Err(Error::Storage(error)) => {
-            let message = error.to_string();
-            assert!(message.contains("nothing of it was written"), "{message}");
-        }
-        other => panic!("expected a storage error, got {other:?}"),
-    }
+    assert_not_written(&failed);
     assert_eq!(setup.seqs(&a), ["1"]);
-    assert_eq!(setup.ledger.status(&a).unwrap().status, StatusKind::Queued);
-    setup
-        .ledger
-        .record(&a, Event::delivered(Some(200)).unwrap())
-        .unwrap();
-    setup.still_serves();
+    setup.writes_the_outcome_again(&a);
 }
 
 /// A retry: `failed` for `first` and `queued` for `first.r1`, one group.
@@ -468,13 +471,7 @@ fn a_group_whose_commit_never_reached_the_server_is_an_error_that_does_not_poiso
         1,
         "the cut happened"
     );
-    match retried {
-        Err(Error::Storage(error)) => {
-            let message = error.to_string();
-            assert!(message.contains("nothing of it was written"), "{message}");
-        }
-        other => panic!("expected a storage error, got {other:?}"),
-    }
+    assert_not_written(&retried);
     assert_eq!(setup.seqs(&first), ["1"], "no part of the group is there");
     assert!(
         setup.seqs(&next).is_empty(),
@@ -582,23 +579,11 @@ fn cut_while_blocked(role: Option<&Role>, zone_changed: bool) {
         "the cut happened"
     );
 
-    match &failed {
-        Err(Error::Storage(error)) => {
-            let message = error.to_string();
-            assert!(message.contains("nothing of it was written"), "{message}");
-        }
-        other => panic!("expected a storage error, got {other:?}"),
-    }
+    assert_not_written(&failed);
     // Had the waiting process been left alone, it would commit now.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(setup.seqs(&a), ["1"], "nothing committed after the answer");
-    assert_eq!(setup.ledger.status(&a).unwrap().status, StatusKind::Queued);
-    setup
-        .ledger
-        .record(&a, Event::delivered(Some(200)).unwrap())
-        .unwrap();
-    assert_eq!(setup.seqs(&a), ["1", "2"]);
-    setup.still_serves();
+    setup.writes_the_outcome_again(&a);
 }
 
 #[test]
