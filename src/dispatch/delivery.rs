@@ -464,15 +464,10 @@ fn record_once(worker: &Inner, once: Once<'_>, claim: Claim) -> Tried {
             Ok(Requeued::Settled) | Err(_) => {}
         }
     }
-    let recorded = record(&worker.ledger, id, event, attempt);
-    if let Err(error) = &recorded
-        && wrote_nothing(&worker.ledger, error)
-    {
-        let Err(error) = recorded else {
-            unreachable!("matched as an error just above")
-        };
-        return Tried::Again(error, claim);
-    }
+    let recorded = match record(&worker.ledger, id, event, attempt) {
+        Err(error) if wrote_nothing(&worker.ledger, &error) => return Tried::Again(error, claim),
+        recorded => recorded,
+    };
     // Recorded or not, this attempt is over; one whose outcome could not
     // be written is left to recovery (and, on a shared store, to this
     // dispatcher's own recovery, which takes back its own claims).
