@@ -1,10 +1,12 @@
 //! Guards `delegation-log mcp` driven by the Rust MCP SDK's own client (rmcp 3.11),
 //! the binary started as a subprocess over stdio as a runtime would start it: the
 //! tools and their schemas, a delegation delivered and one failed, a bad argument
-//! answered as a tool error, and the shutdown paths. Closing stdin drains and
-//! exits 0; SIGTERM while an agent still holds a delivery waits for it and records
-//! its outcome, leaving nothing `queued`. Each outcome the client read is what
-//! `delegation-log status --json` prints on the same db afterwards.
+//! answered as a tool error, and the shutdown paths: closing stdin, or SIGTERM,
+//! while an agent still holds a delivery waits for it and records its outcome,
+//! exits 0, and leaves nothing `queued`. Each outcome the client read is what
+//! `delegation-log status --json` prints on the same db afterwards. With
+//! `--log-format json` (feature `tracing`), the server's stderr holds the
+//! delegation's `settled` line and none of the SDK's INFO chatter.
 //!
 //! With the tasks extension (`io.modelcontextprotocol/tasks`) declared, the same
 //! delegations are MCP tasks: `delegate_task_async` answers with a task, `tasks/get`
@@ -55,14 +57,14 @@ async fn start(db: &Path) -> (Client, Child) {
 
 /// As [`start`], with `extra` arguments.
 async fn start_with(db: &Path, extra: &[&str]) -> (Client, Child) {
-    let (child, stdout, stdin) = spawn(db, extra);
+    let (child, stdout, stdin) = spawn(db, extra, Stdio::inherit());
     let client = ().serve((stdout, stdin)).await.unwrap();
     (client, child)
 }
 
 /// As [`start_with`], the client declaring the tasks extension.
 async fn start_tasks(db: &Path, extra: &[&str]) -> (TasksClient, Child) {
-    let (child, stdout, stdin) = spawn(db, extra);
+    let (child, stdout, stdin) = spawn(db, extra, Stdio::inherit());
     let info = ClientConfig::new(
         ClientCapabilities::builder().enable_tasks().build(),
         Implementation::new("tasks-test", "1.0"),
@@ -75,10 +77,11 @@ async fn start_tasks(db: &Path, extra: &[&str]) -> (TasksClient, Child) {
     (client, child)
 }
 
-/// The server process, with its stdout and stdin.
+/// The server process, with its stdout and stdin, its stderr to `stderr`.
 fn spawn(
     db: &Path,
     extra: &[&str],
+    stderr: Stdio,
 ) -> (
     Child,
     tokio::process::ChildStdout,
@@ -92,7 +95,7 @@ fn spawn(
         .args(extra)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .kill_on_drop(true)
         .spawn()
         .unwrap();
@@ -216,9 +219,31 @@ async fn the_rust_sdk_client_delegates_polls_to_the_outcome_and_the_cli_agrees()
     assert_eq!(cli_status(&db, &fresh_id), failed);
 }
 
+/// How a test ends the server while an agent holds a delivery.
+#[derive(Clone, Copy, Debug)]
+enum Stop {
+    /// SIGTERM, as a supervisor stops it.
+    Sigterm,
+    /// The client closes the server's stdin, as a runtime ends the session.
+    StdinClosed,
+}
+
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_during_a_held_delivery_waits_for_it_records_it_and_exits_0() {
+    a_held_delivery_is_drained_when(Stop::Sigterm).await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn stdin_closed_during_a_held_delivery_waits_for_it_records_it_and_exits_0() {
+    a_held_delivery_is_drained_when(Stop::StdinClosed).await;
+}
+
+/// Stops the server with `stop` while the agent holds the only delivery: the
+/// server waits for the agent's answer, records it, and exits 0, leaving
+/// nothing `queued`.
+async fn a_held_delivery_is_drained_when(stop: Stop) {
     let agent = Agent::held(message_answer);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("log");
@@ -232,24 +257,33 @@ async fn sigterm_during_a_held_delivery_waits_for_it_records_it_and_exits_0() {
     assert_eq!(receipt["status"], "queued");
     has_the_request(&agent).await;
 
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    let client = match stop {
+        Stop::Sigterm => {
+            let pid = child.id().unwrap().to_string();
+            let killed = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap();
+            assert!(killed.success());
+            Some(client)
+        }
+        Stop::StdinClosed => {
+            client.cancel().await.unwrap();
+            None
+        }
+    };
     // The server drains: it is still there while the agent holds its answer.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
         child.try_wait().unwrap().is_none(),
-        "exited before the delivery ended"
+        "{stop:?}: exited before the delivery ended"
     );
     agent.release();
     assert!(exited(&mut child, Duration::from_secs(10)).await.success());
     drop(client);
 
     let status = cli_status(&db, "held");
-    assert_eq!(status["status"], "delivered", "{status:#}");
+    assert_eq!(status["status"], "delivered", "{stop:?}: {status:#}");
 }
 
 #[cfg(unix)]
@@ -635,4 +669,53 @@ async fn a_task_whose_retry_waits_for_its_backoff_is_working_and_says_until_when
     client.cancel().await.unwrap();
     assert!(exited(&mut child, Duration::from_secs(10)).await.success());
     assert_eq!(cli_status(&db, "task-backoff"), status);
+}
+
+#[cfg(feature = "tracing")]
+#[tokio::test(flavor = "multi_thread")]
+async fn log_format_json_prints_the_settled_line_and_not_the_sdk_s_info_lines() {
+    let agent = Agent::answering(message_answer);
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("log");
+    let log = dir.path().join("stderr");
+    let (child, stdout, stdin) = spawn(
+        &db,
+        &["--log-format", "json"],
+        Stdio::from(std::fs::File::create(&log).unwrap()),
+    );
+    let mut child = child;
+    let client = ().serve((stdout, stdin)).await.unwrap();
+    answer(
+        &client,
+        "delegate_task_async",
+        json!({"target": agent.url(), "task": "review PR 42", "id": "logged"}),
+    )
+    .await;
+    assert_eq!(settled(&client, "logged").await["status"], "delivered");
+    // A bad call, which rmcp itself may warn about.
+    let _ = client
+        .call_tool(CallToolRequestParams::new("no_such_tool"))
+        .await;
+    client.cancel().await.unwrap();
+    assert!(exited(&mut child, Duration::from_secs(10)).await.success());
+
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<Value> = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let settled: Vec<&Value> = lines
+        .iter()
+        .filter(|line| line["span"]["name"] == "delegation" && line["span"]["id"] == "logged")
+        .collect();
+    assert_eq!(settled.len(), 1, "{stderr}");
+    assert_eq!(settled[0]["span"]["outcome"], "delivered", "{stderr}");
+    for line in &lines {
+        let target = line["target"].as_str().unwrap_or_default();
+        let level = line["level"].as_str().unwrap_or_default();
+        assert!(
+            target.starts_with("delegation_log") || matches!(level, "WARN" | "ERROR"),
+            "only the crate's lines below WARN: {line}"
+        );
+    }
 }
