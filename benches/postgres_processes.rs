@@ -5,7 +5,7 @@
 //! For each N, two runs on fresh schemas of the same server:
 //!
 //! - **ledger**: N child processes, each a [`Dispatcher`] over
-//!   [`Ledger::open_url`] (the store's own pool of 4 connections, durable
+//!   [`Ledger::open_url`] (the store's own pool of connections, 2 by default, durable
 //!   commits) with its own lease (the default 10 s), each delegating M tasks
 //!   (`d<proc>-<n>`, task `"task <n>"`) to [`Immediate::accepting`]: an
 //!   in-process target that accepts at once with 200. Not a loopback HTTP server:
@@ -44,7 +44,9 @@
 //! printed first, then the absolute figures of every round, then the load
 //! average at the start and the end. `cargo bench --features postgres --bench
 //! postgres_processes`; `PG_PROCESSES_TASKS` (M, default 2000) and
-//! `PG_PROCESSES_ROUNDS` (default 3; the median is reported) change the size.
+//! `PG_PROCESSES_ROUNDS` (default 3; the median is reported) change the size;
+//! `PG_PROCESSES_CONNECTIONS` sets each ledger process's connections (the
+//! URL's `connections=N`; the store's default otherwise).
 //! `-- --test` runs N = 1 and 2 with M = 20 once, and still verifies. Without
 //! `DATABASE_URL` it says how to start a server and measures nothing; under
 //! `CI=true` that fails.
@@ -453,7 +455,10 @@ fn round(processes: u64, tasks: u64) -> (Took, Took) {
     } else {
         '?'
     };
-    let url = format!("{}{sep}schema={}", ledger_schema.url, ledger_schema.name);
+    let mut url = format!("{}{sep}schema={}", ledger_schema.url, ledger_schema.name);
+    if let Ok(connections) = std::env::var("PG_PROCESSES_CONNECTIONS") {
+        url.push_str(&format!("&connections={connections}"));
+    }
     let postmaster = postmaster(&ledger_schema);
     let ledger = run(Kind::Ledger, processes, tasks, &[(URL, url)], postmaster);
     verify_ledger(&ledger_schema, processes * tasks);
@@ -527,7 +532,9 @@ fn parent() {
     };
     println!(
         "postgres_processes: N processes x M = {tasks} delegations each, median of \
-         {rounds} round(s); throughput = N*M / (barrier to last exit)"
+         {rounds} round(s); throughput = N*M / (barrier to last exit); connections per \
+         ledger process: {}",
+        std::env::var("PG_PROCESSES_CONNECTIONS").unwrap_or_else(|_| "the default".into())
     );
     println!("ratios, ledger / raw throughput (above 1: the ledger is faster):");
     for &processes in counts {

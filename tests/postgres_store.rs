@@ -4,7 +4,8 @@
 //! (a record slot taken without its head, a head whose record is gone) is
 //! `Damaged` and writes nothing of the group; the schema carries a version row and
 //! a newer one is refused (version 1 is raised to 3, gaining leases, claims and
-//! hints; version 2 gains its index, filled from its heads); bad names and URLs are typed errors; the scan pages
+//! hints; version 2 gains its index, filled from its heads); bad names and URLs are typed errors, and a
+//! URL's `connections=N` is how many backends the store keeps; the scan pages
 //! through more delegations than a page, in sled's key order, and sees records
 //! without heads and heads without records; the store works inside a tokio
 //! runtime (where the blocking client alone would panic); and when the server goes
@@ -26,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use delegation_log::ledger::Options;
 use delegation_log::store::{
-    Append, AppendError, Connect, Expect, Head, Postgres, PostgresError, Store,
+    Append, AppendError, Connect, DEFAULT_CONNECTIONS, Expect, Head, Postgres, PostgresError, Store,
 };
 use delegation_log::{DelegationId, Error, Event, Ledger, ReadError, StatusKind, StorageError};
 use support::id;
@@ -652,6 +653,110 @@ fn a_write_blocked_by_a_lock_ends_at_the_statement_timeout_as_a_typed_error_and_
         StatusKind::Delivered
     );
     drop(schema);
+}
+
+/// How many of `app`'s backends wait for a lock now.
+fn waiting_backends(url: &str, app: &str) -> i64 {
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE application_name = '{app}' AND wait_event_type = 'Lock'"
+    );
+    pg_support::raw(url, move |client| {
+        client.query_one(&sql, &[]).unwrap().get(0)
+    })
+}
+
+/// A store keeps as many connections as its URL's `connections=N` says, and
+/// [`DEFAULT_CONNECTIONS`] without one: with every read of the heads held up by
+/// a table lock another session holds, exactly that many of the store's
+/// backends wait on the server, the other readers wait in the store for a
+/// connection, and every reader is answered once the lock goes. A count out of
+/// range is refused as a typed error, naming the parameter.
+#[test]
+fn a_url_s_connections_are_the_store_s_backends_and_a_bad_count_is_refused() {
+    let Some(url) = pg_support::url() else {
+        return;
+    };
+    for bad in ["0", "65", "two", ""] {
+        let refused = Postgres::connect(&format!("{url}?connections={bad}"));
+        match refused {
+            Err(Error::Storage(error)) => {
+                let message = error.to_string();
+                assert!(
+                    message.contains(&format!("`connections={bad}`")),
+                    "{message}"
+                );
+                assert!(message.contains("refused"), "{message}");
+            }
+            other => panic!("connections={bad}: expected a refusal, got {other:?}"),
+        }
+    }
+    for (query, connections) in [("&connections=3", 3), ("", DEFAULT_CONNECTIONS)] {
+        let name = pg_support::unique("connections");
+        let app = name.clone();
+        let store = Arc::new(
+            Postgres::connect(&format!(
+                "{url}?schema={name}&application_name={app}{query}"
+            ))
+            .unwrap(),
+        );
+        let schema = pg_support::Schema {
+            store: store.clone(),
+            name: name.clone(),
+            url: url.clone(),
+        };
+        let known = id("known");
+        one(&*store, &known, Expect::Empty, b"queued").unwrap();
+
+        let (held, is_held) = mpsc::channel();
+        let (release, released) = mpsc::channel::<()>();
+        let holder = {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                let mut tx = client.transaction().unwrap();
+                tx.batch_execute(&format!("LOCK TABLE {name}.heads IN ACCESS EXCLUSIVE MODE"))
+                    .unwrap();
+                held.send(()).unwrap();
+                let _ = released.recv();
+                tx.rollback().unwrap();
+            })
+        };
+        is_held.recv().unwrap();
+        let readers: Vec<_> = (0..connections + 2)
+            .map(|_| {
+                let (store, known) = (store.clone(), known.clone());
+                std::thread::spawn(move || store.head(&known))
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut waiting = 0;
+        while Instant::now() < deadline {
+            waiting = waiting_backends(&url, &app);
+            if waiting >= i64::try_from(connections).unwrap() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // A moment more, for any backend beyond the count to show up.
+        std::thread::sleep(Duration::from_millis(200));
+        let settled = waiting_backends(&url, &app);
+        release.send(()).unwrap();
+        holder.join().unwrap();
+        for reader in readers {
+            let head = reader.join().unwrap().unwrap().expect("the head");
+            assert_eq!(head.seq, 1);
+        }
+        assert_eq!(
+            (waiting, settled),
+            (
+                i64::try_from(connections).unwrap(),
+                i64::try_from(connections).unwrap()
+            ),
+            "backends of {app} waiting for the lock{query}"
+        );
+        drop(schema);
+    }
 }
 
 /// A schema of version 2 was written without hints: connecting fills its index

@@ -17,6 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use delegation_log::store::{Connect, Postgres};
 use delegation_log::{DelegationId, Event, Ledger};
 
 const HOLD: &str = "
@@ -129,10 +130,18 @@ fn tail_prints_every_event_other_processes_commit_once_whatever_the_commit_order
     // Two writers begin and are held inside their transactions, `late-a` first.
     let (release_a, locker_a) = hold(&schema.url, 7271);
     let (release_b, locker_b) = hold(&schema.url, 7272);
-    // Each on a ledger of its own, as in a process of its own: one ledger's
-    // writers take turns to append, so a held one would hold up the others.
-    let writer = |name: &'static str| {
-        let ledger = Ledger::with_store(schema.store.clone(), Default::default());
+    // Each on a store and a ledger of its own, as in a process of its own: one
+    // ledger's writers take turns to append, and a store's connections are
+    // few, so held ones would hold up the others. The stores connect first:
+    // connecting checks the schema, which would wait for a held writer.
+    let mut stores = [(); 2]
+        .map(|()| {
+            Postgres::connect_with(&schema.url, Connect::new().schema(schema.name.clone())).unwrap()
+        })
+        .into_iter();
+    let mut writer = |name: &'static str| {
+        let store = stores.next().unwrap();
+        let ledger = Ledger::with_store(std::sync::Arc::new(store), Default::default());
         std::thread::spawn(move || {
             ledger.record(&name.parse().unwrap(), queued()).unwrap();
         })

@@ -53,7 +53,9 @@ pub use self::index::{Hint, Index};
 pub use self::memory::Memory;
 pub use self::ownership::{Claimed, Owner, Ownership};
 #[cfg(feature = "postgres")]
-pub use self::postgres::{Connect, Postgres, PostgresError, STATEMENT_TIMEOUT};
+pub use self::postgres::{
+    Connect, DEFAULT_CONNECTIONS, Postgres, PostgresError, STATEMENT_TIMEOUT,
+};
 pub use self::sled::Sled;
 pub(crate) use self::stripes::Stripes;
 use crate::error::{Error, ReadError, Result, StorageError};

@@ -19,7 +19,7 @@
 //! called from a thread already inside one, so a caller never touches it; it
 //! hands each call to a worker thread over a channel and waits for the answer,
 //! which works inside a runtime and outside one. Each worker holds one
-//! connection ([`Connect::connections`], 4 by default), opened on first use and
+//! connection ([`Connect::connections`], [`DEFAULT_CONNECTIONS`] by default), opened on first use and
 //! opened again when the server went away.
 //!
 //! # The contract, on PostgreSQL
@@ -143,6 +143,7 @@ mod lease;
 mod pool;
 mod read;
 mod schema;
+mod url;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,6 +159,21 @@ use crate::event::DelegationId;
 /// [`Connect::statement_timeout`] says otherwise: 30 seconds.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How many connections a store keeps unless told otherwise
+/// ([`Connect::connections`], or `connections=N` in the URL): 2.
+///
+/// Two, not more, because each dispatcher's connections are backends on the
+/// server, and on a server that shares its cores with the dispatchers, as on one
+/// host, every backend more costs CPU: four dispatcher processes with 2
+/// connections each cost the server about a quarter less CPU per delegation
+/// than with 4 each, and delivered about a fifth more a second (`BENCHMARKS.md`,
+/// run P8). A
+/// dispatcher's writers that arrive while both are busy wait for one, so the
+/// count bounds the appends in flight, not the deliveries. Across a network,
+/// where each statement waits a round trip, more connections keep more appends
+/// in flight: raise it there.
+pub const DEFAULT_CONNECTIONS: usize = 2;
+
 /// How to connect: the schema, the number of connections, and the statement
 /// timeout.
 #[derive(Clone, Debug)]
@@ -171,14 +187,14 @@ impl Default for Connect {
     fn default() -> Self {
         Connect {
             schema: schema::DEFAULT.to_owned(),
-            connections: 4,
+            connections: DEFAULT_CONNECTIONS,
             statement_timeout: STATEMENT_TIMEOUT,
         }
     }
 }
 
 impl Connect {
-    /// Schema `delegation_log`, 4 connections, statements cancelled after
+    /// Schema `delegation_log`, [`DEFAULT_CONNECTIONS`] connections, statements cancelled after
     /// [`STATEMENT_TIMEOUT`].
     pub fn new() -> Self {
         Self::default()
@@ -206,6 +222,7 @@ impl Connect {
     }
 
     /// How many connections (and worker threads) the store keeps; at least 1.
+    /// [`DEFAULT_CONNECTIONS`] unless set; a URL's `connections=N` wins over it.
     pub fn connections(mut self, connections: usize) -> Self {
         self.connections = connections.max(1);
         self
@@ -224,7 +241,9 @@ impl Postgres {
     /// Connects to the server at `url` (`postgres://user:password@host:port/db`,
     /// or a `key=value` connection string) with the defaults of [`Connect`], and
     /// creates or migrates the schema. A URL may name the schema in its query,
-    /// `postgres://host/db?schema=NAME`, which then wins over [`Connect::schema`].
+    /// `postgres://host/db?schema=NAME`, which then wins over [`Connect::schema`],
+    /// and the number of connections, `connections=N` (1 to 64), which wins
+    /// over [`Connect::connections`].
     ///
     /// # Errors
     /// As for [`Postgres::connect_with`].
@@ -236,15 +255,18 @@ impl Postgres {
     /// its schema.
     ///
     /// # Errors
-    /// [`Error::Storage`](crate::Error::Storage) if the URL does not parse, the schema name is refused,
+    /// [`Error::Storage`](crate::Error::Storage) if the URL does not parse, the schema name or the `connections=N` of the URL is refused,
     /// the server cannot be reached, or the schema is of a newer version than
     /// this crate writes.
     pub fn connect_with(url: &str, connect: Connect) -> Result<Self> {
-        let (url, named) = schema::from_url(url);
-        let connect = match named {
+        let (url, own) = url::split(url);
+        let mut connect = match own.schema {
             Some(name) => connect.schema(name),
             None => connect,
         };
+        if let Some(value) = own.connections {
+            connect.connections = url::connections(&value).map_err(fail::storage)?;
+        }
         if !schema::valid_name(&connect.schema) {
             return Err(fail::storage(format!(
                 "PostgreSQL schema name `{}` refused: use 1 to 63 lowercase ASCII \

@@ -121,52 +121,9 @@ pub(super) fn lock_key(schema: &str) -> i64 {
     (0x6465_6c65_i64 << 32) | i64::from(hash)
 }
 
-/// Takes a `schema=NAME` parameter out of a URL's query, which the client would
-/// refuse as unknown: the URL without it, and the name if there was one.
-pub(super) fn from_url(url: &str) -> (String, Option<String>) {
-    let Some((base, query)) = url.split_once('?') else {
-        return (url.to_owned(), None);
-    };
-    let mut name = None;
-    let rest: Vec<&str> = query
-        .split('&')
-        .filter(|pair| match pair.strip_prefix("schema=") {
-            Some(value) => {
-                name = Some(value.to_owned());
-                false
-            }
-            None => true,
-        })
-        .collect();
-    if rest.is_empty() {
-        (base.to_owned(), name)
-    } else {
-        (format!("{base}?{}", rest.join("&")), name)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_schema_in_the_query_is_taken_out_and_the_rest_kept() {
-        assert_eq!(
-            from_url("postgres://h/db"),
-            ("postgres://h/db".into(), None)
-        );
-        assert_eq!(
-            from_url("postgres://h/db?schema=s1"),
-            ("postgres://h/db".into(), Some("s1".into()))
-        );
-        assert_eq!(
-            from_url("postgres://h/db?sslmode=disable&schema=s1&connect_timeout=3"),
-            (
-                "postgres://h/db?sslmode=disable&connect_timeout=3".into(),
-                Some("s1".into())
-            )
-        );
-    }
 
     #[test]
     fn only_plain_lowercase_names_are_accepted() {

@@ -1,0 +1,104 @@
+//! The store's own parameters in a URL's query, `schema=NAME` and
+//! `connections=N`, taken out before the client parses the rest (it refuses
+//! parameters it does not know).
+
+/// The values of the store's own parameters in a URL, as written; the last
+/// wins where one is given twice.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Own {
+    /// `schema=NAME`: the schema holding the tables.
+    pub(super) schema: Option<String>,
+    /// `connections=N`: how many connections the store keeps.
+    pub(super) connections: Option<String>,
+}
+
+/// `url` without the store's own parameters, and their values. A
+/// `key=value` connection string has no query and passes unchanged.
+pub(super) fn split(url: &str) -> (String, Own) {
+    let mut own = Own::default();
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_owned(), own);
+    };
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|pair| {
+            if let Some(value) = pair.strip_prefix("schema=") {
+                own.schema = Some(value.to_owned());
+            } else if let Some(value) = pair.strip_prefix("connections=") {
+                own.connections = Some(value.to_owned());
+            } else {
+                return true;
+            }
+            false
+        })
+        .collect();
+    if rest.is_empty() {
+        (base.to_owned(), own)
+    } else {
+        (format!("{base}?{}", rest.join("&")), own)
+    }
+}
+
+/// The number a `connections=N` parameter gives: a whole number from 1 to
+/// [`MAX_CONNECTIONS`], or why not.
+pub(super) fn connections(value: &str) -> Result<usize, String> {
+    match value.parse::<usize>() {
+        Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "PostgreSQL URL parameter `connections={value}` refused: give a whole \
+             number from 1 to {MAX_CONNECTIONS}"
+        )),
+    }
+}
+
+/// The most connections a URL may ask for: more than a server's default
+/// `max_connections` (100) would leave room for nobody else.
+pub(super) const MAX_CONNECTIONS: usize = 64;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn own(schema: Option<&str>, connections: Option<&str>) -> Own {
+        Own {
+            schema: schema.map(str::to_owned),
+            connections: connections.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_store_s_parameters_are_taken_out_and_the_rest_kept() {
+        assert_eq!(
+            split("postgres://h/db"),
+            ("postgres://h/db".into(), own(None, None))
+        );
+        assert_eq!(
+            split("postgres://h/db?schema=s1"),
+            ("postgres://h/db".into(), own(Some("s1"), None))
+        );
+        assert_eq!(
+            split("postgres://h/db?sslmode=disable&schema=s1&connect_timeout=3&connections=8"),
+            (
+                "postgres://h/db?sslmode=disable&connect_timeout=3".into(),
+                own(Some("s1"), Some("8"))
+            )
+        );
+        assert_eq!(
+            split("host=h dbname=db"),
+            ("host=h dbname=db".into(), own(None, None))
+        );
+    }
+
+    #[test]
+    fn connections_are_a_whole_number_from_1_to_the_most() {
+        assert_eq!(connections("1"), Ok(1));
+        assert_eq!(connections("64"), Ok(MAX_CONNECTIONS));
+        for bad in ["0", "65", "-1", "", "two", "2.5", " 2"] {
+            let refused = connections(bad).unwrap_err();
+            assert!(
+                refused.contains(&format!("`connections={bad}`")),
+                "{refused}"
+            );
+        }
+    }
+}
