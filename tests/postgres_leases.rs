@@ -1,7 +1,8 @@
 //! Guards "recovery takes over only the dead" on a shared PostgreSQL ledger, from
 //! both sides: the log, and the `dispatchers` and `claims` rows the server holds
 //! (read with a client of its own). A dispatcher claims before `queued`, and
-//! the write of the outcome ends the claim; its heartbeat renews its lease; a lease not renewed
+//! the write of the outcome ends the claim; its heartbeat renews its lease, on a
+//! connection of its own, even while every other connection waits for a lock; a lease not renewed
 //! runs out by the server's clock, and only then is its delegation taken over; of
 //! racing takers (`FOR UPDATE SKIP LOCKED`) exactly one gets each delegation; the
 //! old owner's late outcome loses cleanly to the taker's, and the taker's to an old
@@ -646,4 +647,81 @@ fn a_settled_claim_is_released_unless_the_settling_write_ended_it() {
         assert_eq!(claims(&schema), vec![], "{name}: after Claim::settled");
         lease.retire().unwrap();
     }
+}
+
+/// A dispatcher's lease is renewed on a connection of its own: with every
+/// connection of the store held by a read that waits for a lock another session
+/// holds, a renewal is still answered at once, and the lease stays live.
+#[test]
+fn a_lease_is_renewed_while_every_connection_of_the_store_waits_for_a_lock() {
+    use delegation_log::store::{Ownership, Store};
+
+    let Some(schema) = pg_support::fresh("renew_held") else {
+        return;
+    };
+    let app = schema.name.clone();
+    let store = Arc::new(
+        Postgres::connect_with(
+            &format!("{}?application_name={app}", schema.url),
+            Connect::new().schema(schema.name.clone()).connections(2),
+        )
+        .unwrap(),
+    );
+    let owner = Owner::fresh();
+    let lease = Duration::from_secs(10);
+    store.register(owner, lease).unwrap();
+    let ledger = Ledger::with_store(store.clone(), Default::default());
+    let queued = id("queued");
+    ledger
+        .record(&queued, Event::queued("planner", "http://127.0.0.1:9/a2a"))
+        .unwrap();
+
+    let (held, is_held) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let (url, name) = (schema.url.clone(), schema.name.clone());
+        std::thread::spawn(move || {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let mut tx = client.transaction().unwrap();
+            tx.batch_execute(&format!("LOCK TABLE {name}.heads IN ACCESS EXCLUSIVE MODE"))
+                .unwrap();
+            held.send(()).unwrap();
+            let _ = released.recv();
+            tx.rollback().unwrap();
+        })
+    };
+    is_held.recv().unwrap();
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (store, queued) = (store.clone(), queued.clone());
+            std::thread::spawn(move || store.head(&queued))
+        })
+        .collect();
+    let waiting = format!(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE application_name = '{app}' AND wait_event_type = 'Lock'"
+    );
+    until(Duration::from_secs(10), "both connections to wait", || {
+        schema.query(&waiting) == vec![vec![Some("2".into())]]
+    });
+
+    let (renewed, answer) = std::sync::mpsc::channel();
+    let renewer = {
+        let store = store.clone();
+        std::thread::spawn(move || renewed.send(store.renew(owner, lease)).unwrap())
+    };
+    let answered = answer.recv_timeout(Duration::from_secs(5));
+    let still_waiting = schema.query(&waiting);
+    release.send(()).unwrap();
+    holder.join().unwrap();
+    renewer.join().unwrap();
+    for reader in readers {
+        assert_eq!(reader.join().unwrap().unwrap().unwrap().seq, 1);
+    }
+    assert!(
+        matches!(answered, Ok(Ok(true))),
+        "the renewal, while the store's connections waited: {answered:?}"
+    );
+    assert_eq!(still_waiting, vec![vec![Some("2".into())]]);
+    assert!(live(&schema, owner));
 }

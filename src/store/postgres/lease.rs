@@ -1,5 +1,7 @@
 //! Leases and claims on PostgreSQL: each an autocommitted statement, every time
-//! the server's `now()`, takeovers with `FOR UPDATE SKIP LOCKED`.
+//! the server's `now()`, takeovers with `FOR UPDATE SKIP LOCKED`. A lease is
+//! taken, renewed and ended on a connection of its own (the store's `leases`),
+//! never queued behind the appends and claims on the others.
 //!
 //! A lease is a row of `dispatchers` whose `lease_until` is ahead of `now()`; a
 //! claim is a row of `claims` naming its owner. A claim is *dead* when its owner
@@ -30,7 +32,7 @@ use std::time::Duration;
 
 use super::Postgres;
 use super::fail::Failure;
-use super::pool::Conn;
+use super::pool::{Conn, Pool};
 use crate::error::Result;
 use crate::event::DelegationId;
 use crate::store::{Claimed, Owner, Ownership};
@@ -151,28 +153,28 @@ fn key(id: &DelegationId) -> Vec<u8> {
 }
 
 impl Postgres {
-    /// Runs one statement of `sql` with `params` built on the worker, and answers
-    /// how many rows it touched: one round trip.
+    /// Runs one statement of `sql` with `params` built on a worker of `pool`
+    /// (the store's, or the lease's own), and answers how many rows it
+    /// touched: one round trip.
     fn touch(
-        &self,
+        pool: &Pool,
         sql: &'static str,
         doing: &'static str,
         params: impl Fn() -> Vec<Box<dyn postgres::types::ToSql + Sync + Send>> + Send + 'static,
     ) -> Result<u64> {
-        self.pool
-            .run(move |conn: &mut Conn| {
-                let statement = conn.statement(sql)?;
-                let fail = conn.failer();
-                let owned = params();
-                let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = owned
-                    .iter()
-                    .map(|p| p.as_ref() as &(dyn postgres::types::ToSql + Sync))
-                    .collect();
-                conn.client
-                    .execute(&statement, &refs)
-                    .map_err(|e| fail(e, doing))
-            })
-            .map_err(Into::into)
+        pool.run(move |conn: &mut Conn| {
+            let statement = conn.statement(sql)?;
+            let fail = conn.failer();
+            let owned = params();
+            let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = owned
+                .iter()
+                .map(|p| p.as_ref() as &(dyn postgres::types::ToSql + Sync))
+                .collect();
+            conn.client
+                .execute(&statement, &refs)
+                .map_err(|e| fail(e, doing))
+        })
+        .map_err(Into::into)
     }
 }
 
@@ -180,29 +182,40 @@ impl Ownership for Postgres {
     fn register(&self, owner: Owner, lease: Duration) -> Result<()> {
         let (host, pid, ms) = (host(), std::process::id(), millis(lease));
         let pid = i32::try_from(pid).unwrap_or(i32::MAX);
-        self.touch(REGISTER, "taking a dispatcher lease", move || {
-            vec![
-                Box::new(owner.as_bytes().to_vec()),
-                Box::new(host.clone()),
-                Box::new(pid),
-                Box::new(ms),
-            ]
-        })
+        Self::touch(
+            &self.leases,
+            REGISTER,
+            "taking a dispatcher lease",
+            move || {
+                vec![
+                    Box::new(owner.as_bytes().to_vec()),
+                    Box::new(host.clone()),
+                    Box::new(pid),
+                    Box::new(ms),
+                ]
+            },
+        )
         .map(drop)
     }
 
     fn renew(&self, owner: Owner, lease: Duration) -> Result<bool> {
         let ms = millis(lease);
-        self.touch(RENEW, "renewing a dispatcher lease", move || {
-            vec![Box::new(owner.as_bytes().to_vec()), Box::new(ms)]
-        })
+        Self::touch(
+            &self.leases,
+            RENEW,
+            "renewing a dispatcher lease",
+            move || vec![Box::new(owner.as_bytes().to_vec()), Box::new(ms)],
+        )
         .map(|rows| rows > 0)
     }
 
     fn retire(&self, owner: Owner) -> Result<()> {
-        self.touch(RETIRE, "ending a dispatcher lease", move || {
-            vec![Box::new(owner.as_bytes().to_vec())]
-        })
+        Self::touch(
+            &self.leases,
+            RETIRE,
+            "ending a dispatcher lease",
+            move || vec![Box::new(owner.as_bytes().to_vec())],
+        )
         .map(drop)
     }
 
@@ -234,7 +247,7 @@ impl Ownership for Postgres {
 
     fn release(&self, owner: Owner, id: &DelegationId) -> Result<()> {
         let key = key(id);
-        self.touch(RELEASE, "releasing a claim", move || {
+        Self::touch(&self.pool, RELEASE, "releasing a claim", move || {
             vec![Box::new(owner.as_bytes().to_vec()), Box::new(key.clone())]
         })
         .map(drop)

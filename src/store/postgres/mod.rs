@@ -169,7 +169,9 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// than with 4 each, and delivered about a fifth more a second (`BENCHMARKS.md`,
 /// run P8). A
 /// dispatcher's writers that arrive while both are busy wait for one, so the
-/// count bounds the appends in flight, not the deliveries. Across a network,
+/// count bounds the appends in flight, not the deliveries. A dispatcher's lease
+/// has a connection of its own besides, so that its renewals never wait
+/// behind the appends. Across a network,
 /// where each statement waits a round trip, more connections keep more appends
 /// in flight: raise it there.
 pub const DEFAULT_CONNECTIONS: usize = 2;
@@ -234,6 +236,11 @@ impl Connect {
 #[derive(Debug)]
 pub struct Postgres {
     pool: Pool,
+    /// One connection of its own for a dispatcher's lease (taking, renewing
+    /// and ending it), opened on first use: a renewal never waits behind
+    /// appends that wait for a lock, however many, so a live dispatcher does
+    /// not lose its lease to its own slow statements.
+    leases: Pool,
     schema: String,
 }
 
@@ -292,14 +299,17 @@ impl Postgres {
             config.tcp_user_timeout(std::time::Duration::from_secs(30));
         }
         let target = describe_target(&config);
+        let session = schema::session(&connect.schema, connect.statement_timeout);
         let pool = Pool::start(
-            config,
-            schema::session(&connect.schema, connect.statement_timeout),
-            target,
+            config.clone(),
+            session.clone(),
+            target.clone(),
             connect.connections,
         )?;
+        let leases = Pool::start(config, session, target, 1)?;
         let store = Postgres {
             pool,
+            leases,
             schema: connect.schema,
         };
         store.migrate()?;
