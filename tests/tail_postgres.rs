@@ -13,7 +13,7 @@ mod pg_support;
 
 use std::collections::{HashMap, HashSet};
 use std::io::BufRead as _;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,38 @@ const HOLD: &str = "
     END $$;
     CREATE TRIGGER hold_late BEFORE INSERT ON records
         FOR EACH ROW EXECUTE FUNCTION hold_late();";
+
+/// A `tail` child, killed and reaped when dropped still running: a test that
+/// fails midway leaves no tail polling the server.
+struct Reaped(Child);
+
+impl Reaped {
+    fn spawn(command: &mut Command) -> Self {
+        Reaped(command.spawn().unwrap())
+    }
+}
+
+impl std::ops::Deref for Reaped {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reaped {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
 
 fn url_of(schema: &pg_support::Schema) -> String {
     let sep = if schema.url.contains('?') { '&' } else { '?' };
@@ -101,19 +133,19 @@ fn tail_prints_every_event_other_processes_commit_once_whatever_the_commit_order
     ledger.record(&id("before"), queued()).unwrap();
     schema.execute(HOLD);
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
-        .args([
-            "tail",
-            "--db",
-            &url_of(&schema),
-            "--json",
-            "--interval-ms",
-            "20",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped::spawn(
+        Command::new(env!("CARGO_BIN_EXE_delegation-log"))
+            .args([
+                "tail",
+                "--db",
+                &url_of(&schema),
+                "--json",
+                "--interval-ms",
+                "20",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let stdout = child.stdout.take().unwrap();
     let (line, lines) = mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -228,12 +260,12 @@ fn tail_ends_with_exit_0_on_ctrl_c() {
             Event::queued("planner", "http://127.0.0.1:9/a2a"),
         )
         .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
-        .args(["tail", "--db", &url_of(&schema)])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped::spawn(
+        Command::new(env!("CARGO_BIN_EXE_delegation-log"))
+            .args(["tail", "--db", &url_of(&schema)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let mut first = String::new();
     std::io::BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut first)
@@ -244,7 +276,8 @@ fn tail_ends_with_exit_0_on_ctrl_c() {
         .status()
         .unwrap();
     assert!(sent.success());
-    let output = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
 }
