@@ -466,3 +466,47 @@ impl StateMachineTest for LedgerOnPostgres {
         }
     }
 }
+
+/// Regression, found by `retries_survive_…` (its seed is kept in
+/// `proptest-regressions/ledger_agrees_with_model_retries.txt`): a flush fails,
+/// so slot 2's `queued` stays live but never durable; after a reopen, recovery
+/// writes its `failed` on top, and a torn crash leaves that `failed` on disk
+/// cut short, with no head and no `queued` below it. A retry into slot 2 then
+/// writes seq 1 beneath the remnant, as the model says, and the check must read
+/// the record the head names rather than the store's last entry (the remnant).
+#[test]
+fn a_retry_into_a_delegation_a_torn_crash_left_a_remnant_in_is_read_by_its_head() {
+    let queued = || Event::queued("planner", "reviewer");
+    let record = |id| Transition::Record {
+        id,
+        event: queued(),
+    };
+    let transitions = vec![
+        record(0),
+        record(1),
+        Transition::Flush,
+        Transition::Recover,
+        record(2),
+        record(0),
+        Transition::Inject(Fault::FailFlush),
+        Transition::Flush,
+        Transition::Reopen,
+        Transition::Recover,
+        Transition::TornCrash,
+        Transition::Retry {
+            id: 1,
+            to: 2,
+            reason: FailureReason::TargetOffline,
+            backoff: Duration::ZERO,
+        },
+        record(0),
+        record(0),
+    ];
+    let mut model = Model::new(Durability::Buffered);
+    let mut subject = Subject::new(0x5eed, &model);
+    for transition in transitions {
+        model.apply(&transition);
+        subject.apply(&model, transition);
+        subject.check_invariants(&model);
+    }
+}

@@ -264,10 +264,17 @@ impl Subject {
                     assert_eq!(a, b, "a retry changed a third delegation");
                 }
             }
+            // The records the heads name, which the retry wrote: not the
+            // last entries, since a torn crash can leave a remnant beyond a
+            // head (a record slot taken past it, which the next append
+            // there refuses as damage).
             let written = |index: usize| {
                 after
                     .get(index)
-                    .and_then(|stream| stream.entries.last())
+                    .and_then(|stream| {
+                        let head = stream.head.as_ref()?.seq;
+                        stream.entries.iter().find(|entry| entry.seq == head)
+                    })
                     .and_then(|entry| envelope::decode(&entry.bytes).ok())
                     .map(|record| nanos(record.at))
             };
