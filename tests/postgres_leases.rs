@@ -662,13 +662,18 @@ fn a_lease_is_renewed_while_every_connection_of_the_store_waits_for_a_lock() {
     let app = schema.name.clone();
     let store = Arc::new(
         Postgres::connect_with(
-            &format!("{}?application_name={app}", schema.url),
+            &format!(
+                "{}{}application_name={app}",
+                schema.url,
+                pg_support::sep(&schema.url)
+            ),
             Connect::new().schema(schema.name.clone()).connections(2),
         )
         .unwrap(),
     );
     let owner = Owner::fresh();
-    let lease = Duration::from_secs(10);
+    // Long enough that the lease outlives the waits below on a slow machine.
+    let lease = Duration::from_secs(60);
     store.register(owner, lease).unwrap();
     let ledger = Ledger::with_store(store.clone(), Default::default());
     let queued = id("queued");

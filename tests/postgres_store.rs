@@ -678,7 +678,8 @@ fn a_url_s_connections_are_the_store_s_backends_and_a_bad_count_is_refused() {
         return;
     };
     for bad in ["0", "65", "two", ""] {
-        let refused = Postgres::connect(&format!("{url}?connections={bad}"));
+        let refused =
+            Postgres::connect(&format!("{url}{}connections={bad}", pg_support::sep(&url)));
         match refused {
             Err(Error::Storage(error)) => {
                 let message = error.to_string();
@@ -696,7 +697,8 @@ fn a_url_s_connections_are_the_store_s_backends_and_a_bad_count_is_refused() {
         let app = name.clone();
         let store = Arc::new(
             Postgres::connect(&format!(
-                "{url}?schema={name}&application_name={app}{query}"
+                "{url}{}schema={name}&application_name={app}{query}",
+                pg_support::sep(&url)
             ))
             .unwrap(),
         );

@@ -52,19 +52,25 @@ impl fmt::Display for Shown<'_> {
 /// `url` with the password of its user info, if any, replaced by `***`. The
 /// user info is what comes before the last `@` of the authority (which ends at
 /// the first `/`, `?` or `#` after `://`); its password is what follows its
-/// first `:`.
+/// first `:`. The PostgreSQL client reads the user info up to the first `@`
+/// instead, wherever it is, so a password holding a `?`, `#` or `/` ends the
+/// authority early; when the authority has no `@` but a `:`, whatever the
+/// client would read as the password is replaced.
 pub(crate) fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
-    let Some((user_info, host)) = authority.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match user_info.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
-        None => url.to_owned(),
+    if let Some((user_info, host)) = authority.rsplit_once('@') {
+        return match user_info.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        };
+    }
+    match (authority.split_once(':'), rest.split_once('@')) {
+        (Some((user, _)), Some((_, after))) => format!("{scheme}://{user}:***@{after}"),
+        _ => url.to_owned(),
     }
 }
 
@@ -90,6 +96,14 @@ mod tests {
                 "postgres://db/agents?password=x@y",
             ),
             ("postgres://db/agents", "postgres://db/agents"),
+            (
+                "postgres://app:p?ss@db/agents?schema=x",
+                "postgres://app:***@db/agents?schema=x",
+            ),
+            (
+                "postgres://app:p#s/s@db/agents",
+                "postgres://app:***@db/agents",
+            ),
             ("/var/lib/log", "/var/lib/log"),
         ] {
             assert_eq!(redact(url), shown, "{url}");

@@ -28,6 +28,11 @@ pub fn url() -> Option<String> {
     }
 }
 
+/// What joins a parameter to `url`: `&` if it has a query already, else `?`.
+pub fn sep(url: &str) -> char {
+    if url.contains('?') { '&' } else { '?' }
+}
+
 /// A schema of one test, with a store on it; dropped with the schema.
 pub struct Schema {
     /// The store, on this schema.
