@@ -681,21 +681,10 @@ fn a_lease_is_renewed_while_every_connection_of_the_store_waits_for_a_lock() {
         .record(&queued, Event::queued("planner", "http://127.0.0.1:9/a2a"))
         .unwrap();
 
-    let (held, is_held) = std::sync::mpsc::channel();
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let holder = {
-        let (url, name) = (schema.url.clone(), schema.name.clone());
-        std::thread::spawn(move || {
-            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-            let mut tx = client.transaction().unwrap();
-            tx.batch_execute(&format!("LOCK TABLE {name}.heads IN ACCESS EXCLUSIVE MODE"))
-                .unwrap();
-            held.send(()).unwrap();
-            let _ = released.recv();
-            tx.rollback().unwrap();
-        })
-    };
-    is_held.recv().unwrap();
+    let held = pg_support::hold(
+        &schema.url,
+        format!("LOCK TABLE {}.heads IN ACCESS EXCLUSIVE MODE", schema.name),
+    );
     let readers: Vec<_> = (0..2)
         .map(|_| {
             let (store, queued) = (store.clone(), queued.clone());
@@ -717,8 +706,7 @@ fn a_lease_is_renewed_while_every_connection_of_the_store_waits_for_a_lock() {
     };
     let answered = answer.recv_timeout(Duration::from_secs(5));
     let still_waiting = schema.query(&waiting);
-    release.send(()).unwrap();
-    holder.join().unwrap();
+    held.release();
     renewer.join().unwrap();
     for reader in readers {
         assert_eq!(reader.join().unwrap().unwrap().unwrap().seq, 1);

@@ -22,7 +22,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, mpsc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use delegation_log::ledger::Options;
@@ -601,26 +601,11 @@ fn a_write_blocked_by_a_lock_ends_at_the_statement_timeout_as_a_typed_error_and_
         .unwrap();
 
     // Another session takes the head's row lock and holds it until told.
-    let (held, is_held) = mpsc::channel();
-    let (release, released) = mpsc::channel::<()>();
-    let holder = {
-        let url = url.clone();
-        std::thread::spawn(move || {
-            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-            let mut tx = client.transaction().unwrap();
-            tx.batch_execute(&format!("SELECT 1 FROM {name}.heads FOR UPDATE"))
-                .unwrap();
-            held.send(()).unwrap();
-            let _ = released.recv();
-            tx.rollback().unwrap();
-        })
-    };
-    is_held.recv().unwrap();
+    let held = pg_support::hold(&url, format!("SELECT 1 FROM {name}.heads FOR UPDATE"));
     let started = Instant::now();
     let result = ledger.record(&locked, Event::delivered(Some(200)).unwrap());
     let waited = started.elapsed();
-    release.send(()).unwrap();
-    holder.join().unwrap();
+    held.release();
 
     assert!(waited >= timeout, "ended after {waited:?}");
     assert!(waited < Duration::from_secs(10), "ended after {waited:?}");
@@ -710,21 +695,10 @@ fn a_url_s_connections_are_the_store_s_backends_and_a_bad_count_is_refused() {
         let known = id("known");
         one(&*store, &known, Expect::Empty, b"queued").unwrap();
 
-        let (held, is_held) = mpsc::channel();
-        let (release, released) = mpsc::channel::<()>();
-        let holder = {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-                let mut tx = client.transaction().unwrap();
-                tx.batch_execute(&format!("LOCK TABLE {name}.heads IN ACCESS EXCLUSIVE MODE"))
-                    .unwrap();
-                held.send(()).unwrap();
-                let _ = released.recv();
-                tx.rollback().unwrap();
-            })
-        };
-        is_held.recv().unwrap();
+        let held = pg_support::hold(
+            &url,
+            format!("LOCK TABLE {name}.heads IN ACCESS EXCLUSIVE MODE"),
+        );
         let readers: Vec<_> = (0..connections + 2)
             .map(|_| {
                 let (store, known) = (store.clone(), known.clone());
@@ -743,8 +717,7 @@ fn a_url_s_connections_are_the_store_s_backends_and_a_bad_count_is_refused() {
         // A moment more, for any backend beyond the count to show up.
         std::thread::sleep(Duration::from_millis(200));
         let settled = waiting_backends(&url, &app);
-        release.send(()).unwrap();
-        holder.join().unwrap();
+        held.release();
         for reader in readers {
             let head = reader.join().unwrap().unwrap().expect("the head");
             assert_eq!(head.seq, 1);

@@ -34,7 +34,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use delegation_log::event::{Failed, Queued};
@@ -549,30 +549,19 @@ fn cut_while_blocked(role: Option<&Role>, zone_changed: bool) {
     }
 
     // Another session holds the head's row lock until told.
-    let (held, is_held) = mpsc::channel();
-    let (release, released) = mpsc::channel::<()>();
-    let holder = {
-        let (url, name) = (setup.schema.url.clone(), setup.schema.name.clone());
-        let key = a.as_str().to_owned();
-        std::thread::spawn(move || {
-            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-            let mut tx = client.transaction().unwrap();
-            tx.batch_execute(&format!(
-                "SELECT 1 FROM {name}.heads WHERE delegation = '{key}'::bytea FOR UPDATE"
-            ))
-            .unwrap();
-            held.send(()).unwrap();
-            let _ = released.recv();
-            tx.commit().unwrap();
-        })
-    };
-    is_held.recv().unwrap();
+    let held = pg_support::hold(
+        &setup.schema.url,
+        format!(
+            "SELECT 1 FROM {}.heads WHERE delegation = '{}'::bytea FOR UPDATE",
+            setup.schema.name,
+            a.as_str()
+        ),
+    );
     setup.proxy.arm(Cut::After(a.as_str().as_bytes().to_vec()));
     let failed = setup
         .ledger
         .record(&a, Event::delivered(Some(200)).unwrap());
-    release.send(()).unwrap();
-    holder.join().unwrap();
+    held.release();
     assert_eq!(
         setup.proxy.cuts.load(Ordering::SeqCst),
         1,

@@ -114,6 +114,57 @@ impl Drop for Schema {
     }
 }
 
+/// A transaction on a session of its own that ran some SQL (to take a lock)
+/// and holds what it took until released or dropped; it then rolls back.
+pub struct Held {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Begins a transaction on a client of its own, runs `sql` in it, and returns
+/// once it ran, holding its locks.
+pub fn hold(url: &str, sql: String) -> Held {
+    let (held, is_held) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let url = url.to_owned();
+    let thread = std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = client.transaction().unwrap();
+        tx.batch_execute(&sql).unwrap();
+        held.send(()).unwrap();
+        let _ = released.recv();
+        tx.rollback().unwrap();
+    });
+    is_held.recv().unwrap();
+    Held {
+        release: Some(release),
+        thread: Some(thread),
+    }
+}
+
+impl Held {
+    /// Rolls the transaction back, and waits until it has.
+    pub fn release(mut self) {
+        self.end();
+    }
+
+    fn end(&mut self) {
+        drop(self.release.take());
+        if let Some(thread) = self.thread.take() {
+            let joined = thread.join();
+            if !std::thread::panicking() {
+                joined.unwrap();
+            }
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 /// Runs `work` with a fresh client, on a thread of its own (the blocking client
 /// panics inside a tokio runtime).
 pub fn raw<T: Send + 'static>(
