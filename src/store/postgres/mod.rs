@@ -20,7 +20,8 @@
 //! hands each call to a worker thread over a channel and waits for the answer,
 //! which works inside a runtime and outside one. Each worker holds one
 //! connection ([`Connect::connections`], [`DEFAULT_CONNECTIONS`] by default), opened on first use and
-//! opened again when the server went away.
+//! opened again when the server went away; a dispatcher's lease has a worker
+//! and a connection of its own (`lease.rs`).
 //!
 //! # The contract, on PostgreSQL
 //! - [`Store::append`] is one transaction: per append, a conditional move of the
@@ -223,8 +224,10 @@ impl Connect {
         self
     }
 
-    /// How many connections (and worker threads) the store keeps; at least 1.
-    /// [`DEFAULT_CONNECTIONS`] unless set; a URL's `connections=N` wins over it.
+    /// How many connections (and worker threads) the store keeps for its reads
+    /// and writes; at least 1. [`DEFAULT_CONNECTIONS`] unless set; a URL's
+    /// `connections=N` wins over it. A dispatcher's lease takes one more
+    /// connection of its own, opened when the lease is first taken.
     pub fn connections(mut self, connections: usize) -> Self {
         self.connections = connections.max(1);
         self
@@ -301,12 +304,13 @@ impl Postgres {
         let target = describe_target(&config);
         let session = schema::session(&connect.schema, connect.statement_timeout);
         let pool = Pool::start(
+            "pg",
             config.clone(),
             session.clone(),
             target.clone(),
             connect.connections,
         )?;
-        let leases = Pool::start(config, session, target, 1)?;
+        let leases = Pool::start("pg-lease", config, session, target, 1)?;
         let store = Postgres {
             pool,
             leases,

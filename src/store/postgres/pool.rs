@@ -287,9 +287,11 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Starts `workers` threads (at least one) that connect to `config` on first
-    /// use and run `setup` on each new connection.
+    /// Starts `workers` threads (at least one), named `delegation-log-<name>-<n>`,
+    /// that connect to `config` on first use and run `setup` on each new
+    /// connection.
     pub(super) fn start(
+        name: &str,
         config: postgres::Config,
         setup: String,
         target: String,
@@ -308,7 +310,7 @@ impl Pool {
             };
             let receiver = receiver.clone();
             let handle = std::thread::Builder::new()
-                .name(format!("delegation-log-pg-{n}"))
+                .name(format!("delegation-log-{name}-{n}"))
                 .spawn(move || work(link, &receiver))?;
             handles.push(handle);
         }
