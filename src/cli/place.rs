@@ -104,6 +104,13 @@ mod tests {
                 "postgres://app:p#s/s@db/agents",
                 "postgres://app:***@db/agents",
             ),
+            // The client reads "db:5432/agents?password=x" as the user info
+            // here (up to the first `@`): what it would take for a password
+            // is hidden, and the rest shown as it would read it.
+            (
+                "postgres://db:5432/agents?password=x@y",
+                "postgres://db:***@y",
+            ),
             ("/var/lib/log", "/var/lib/log"),
         ] {
             assert_eq!(redact(url), shown, "{url}");

@@ -152,37 +152,35 @@ fn key(id: &DelegationId) -> Vec<u8> {
     id.as_str().as_bytes().to_vec()
 }
 
-impl Postgres {
-    /// Runs one statement of `sql` with `params` built on a worker of `pool`
-    /// (the store's, or the lease's own), and answers how many rows it
-    /// touched: one round trip.
-    fn touch(
-        pool: &Pool,
-        sql: &'static str,
-        doing: &'static str,
-        params: impl Fn() -> Vec<Box<dyn postgres::types::ToSql + Sync + Send>> + Send + 'static,
-    ) -> Result<u64> {
-        pool.run(move |conn: &mut Conn| {
-            let statement = conn.statement(sql)?;
-            let fail = conn.failer();
-            let owned = params();
-            let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = owned
-                .iter()
-                .map(|p| p.as_ref() as &(dyn postgres::types::ToSql + Sync))
-                .collect();
-            conn.client
-                .execute(&statement, &refs)
-                .map_err(|e| fail(e, doing))
-        })
-        .map_err(Into::into)
-    }
+/// Runs one statement of `sql` with `params` built on a worker of `pool`
+/// (the store's, or the lease's own), and answers how many rows it
+/// touched: one round trip.
+fn touch(
+    pool: &Pool,
+    sql: &'static str,
+    doing: &'static str,
+    params: impl Fn() -> Vec<Box<dyn postgres::types::ToSql + Sync + Send>> + Send + 'static,
+) -> Result<u64> {
+    pool.run(move |conn: &mut Conn| {
+        let statement = conn.statement(sql)?;
+        let fail = conn.failer();
+        let owned = params();
+        let refs: Vec<&(dyn postgres::types::ToSql + Sync)> = owned
+            .iter()
+            .map(|p| p.as_ref() as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        conn.client
+            .execute(&statement, &refs)
+            .map_err(|e| fail(e, doing))
+    })
+    .map_err(Into::into)
 }
 
 impl Ownership for Postgres {
     fn register(&self, owner: Owner, lease: Duration) -> Result<()> {
         let (host, pid, ms) = (host(), std::process::id(), millis(lease));
         let pid = i32::try_from(pid).unwrap_or(i32::MAX);
-        Self::touch(
+        touch(
             &self.leases,
             REGISTER,
             "taking a dispatcher lease",
@@ -200,7 +198,7 @@ impl Ownership for Postgres {
 
     fn renew(&self, owner: Owner, lease: Duration) -> Result<bool> {
         let ms = millis(lease);
-        Self::touch(
+        touch(
             &self.leases,
             RENEW,
             "renewing a dispatcher lease",
@@ -210,7 +208,7 @@ impl Ownership for Postgres {
     }
 
     fn retire(&self, owner: Owner) -> Result<()> {
-        Self::touch(
+        touch(
             &self.leases,
             RETIRE,
             "ending a dispatcher lease",
@@ -247,7 +245,7 @@ impl Ownership for Postgres {
 
     fn release(&self, owner: Owner, id: &DelegationId) -> Result<()> {
         let key = key(id);
-        Self::touch(&self.pool, RELEASE, "releasing a claim", move || {
+        touch(&self.pool, RELEASE, "releasing a claim", move || {
             vec![Box::new(owner.as_bytes().to_vec()), Box::new(key.clone())]
         })
         .map(drop)

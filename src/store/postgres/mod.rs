@@ -165,16 +165,15 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 ///
 /// Two, not more, because each dispatcher's connections are backends on the
 /// server, and on a server that shares its cores with the dispatchers, as on one
-/// host, every backend more costs CPU: four dispatcher processes with 2
-/// connections each cost the server about a quarter less CPU per delegation
-/// than with 4 each, and delivered about a fifth more a second (`BENCHMARKS.md`,
-/// run P8). A
-/// dispatcher's writers that arrive while both are busy wait for one, so the
-/// count bounds the appends in flight, not the deliveries. A dispatcher's lease
-/// has a connection of its own besides, so that its renewals never wait
-/// behind the appends. Across a network,
-/// where each statement waits a round trip, more connections keep more appends
-/// in flight: raise it there.
+/// host, every backend more costs CPU. Four dispatcher processes with 2
+/// connections each cost the server a tenth to a quarter less CPU per
+/// delegation than with 4 each, and ran nearer raw inserts in every pair of
+/// runs (`BENCHMARKS.md`, run P8). A dispatcher's writers that arrive while
+/// both are busy wait for one, so the count bounds the appends in flight, not
+/// the deliveries. A dispatcher's lease has a connection of its own besides, so
+/// that its renewals never wait behind the appends. Across a network, where
+/// each statement waits a round trip, more connections keep more appends in
+/// flight: raise it there.
 pub const DEFAULT_CONNECTIONS: usize = 2;
 
 /// How to connect: the schema, the number of connections, and the statement
