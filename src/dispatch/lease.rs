@@ -100,6 +100,8 @@ async fn beat(lease: Lease, stop: CancellationToken) {
             return;
         }
         let renewing = lease.clone();
-        let _ = tokio::task::spawn_blocking(move || renewing.renew()).await;
+        let _ =
+            tokio::task::spawn_blocking(move || crate::store::thread::marked(|| renewing.renew()))
+                .await;
     }
 }

@@ -437,7 +437,7 @@ where
     T: Send + 'static,
     E: From<crate::Error> + Send + 'static,
 {
-    match tokio::task::spawn_blocking(work).await {
+    match tokio::task::spawn_blocking(move || crate::store::thread::marked(work)).await {
         Ok(result) => result,
         Err(join) => Err(E::from(crate::Error::task(what, join))),
     }

@@ -268,7 +268,7 @@ impl Connection {
         let mut tail = self.tail.take().unwrap_or_default();
         let ledger = self.ledger.clone();
         let (tail, polled) = tokio::task::spawn_blocking(move || {
-            let polled = tail.poll(&ledger);
+            let polled = crate::store::thread::marked(|| tail.poll(&ledger));
             (tail, polled)
         })
         .await

@@ -288,7 +288,7 @@ impl Server {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> crate::Result<T> + Send + 'static,
 ) -> Result<T, Refusal> {
-    match tokio::task::spawn_blocking(work).await {
+    match tokio::task::spawn_blocking(move || crate::store::thread::marked(work)).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(Refusal::failed(
             "ledger",

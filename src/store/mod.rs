@@ -45,6 +45,7 @@ pub mod ownership;
 pub mod postgres;
 pub mod sled;
 mod stripes;
+pub(crate) mod thread;
 
 use std::fmt;
 

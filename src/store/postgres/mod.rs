@@ -14,14 +14,20 @@
 //!
 //! # The client, and why
 //! The ledger is synchronous and is called from plain threads and from tokio
-//! tasks alike. The store uses the blocking [`postgres`] client, on threads of its
-//! own (see `pool.rs`): that client runs a tokio runtime of its own and panics when
-//! called from a thread already inside one, so a caller never touches it; it
-//! hands each call to a worker thread over a channel and waits for the answer,
-//! which works inside a runtime and outside one. Each worker holds one
-//! connection ([`Connect::connections`], [`DEFAULT_CONNECTIONS`] by default), opened on first use and
-//! opened again when the server went away; a dispatcher's lease has a worker
-//! and a connection of its own (`lease.rs`).
+//! tasks alike. The store uses the blocking [`postgres`] client (see
+//! `pool.rs`). That client runs a tokio runtime of its own and panics when
+//! called from a thread already inside one, so a caller on such a thread (an
+//! async task) never touches it: it hands the call to one of the store's worker
+//! threads over a channel and waits for the answer, which works inside a
+//! runtime and outside one. A caller where the client is safe (a plain thread,
+//! or the blocking threads on which the crate's dispatcher and MCP server run
+//! ledger calls) runs the call itself on a free connection, sparing the two
+//! hand-offs between threads (`BENCHMARKS.md`, run P9), and queues for a worker
+//! only when every connection is busy. The store keeps
+//! [`Connect::connections`] connections ([`DEFAULT_CONNECTIONS`] by default),
+//! each with its worker thread, opened on first use and opened again when the
+//! server went away; a dispatcher's lease has a worker and a connection of its
+//! own (`lease.rs`).
 //!
 //! # The contract, on PostgreSQL
 //! - [`Store::append`] is one transaction: per append, a conditional move of the

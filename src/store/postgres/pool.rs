@@ -1,20 +1,25 @@
-//! The sync facade over the blocking client: a few threads the store owns, each
-//! with its own connection, taking jobs from one channel and answering on another.
+//! The sync facade over the blocking client: a few connections the store owns,
+//! each with a thread of its own that takes jobs from one channel and answers on
+//! another.
 //!
 //! Why threads: the ledger is synchronous and is called from plain threads and
 //! from inside tokio tasks alike. The blocking `postgres` client runs its own
 //! tokio runtime and panics when it is called on a thread that is already inside
-//! one, so it is never called on the caller's thread: a caller hands a job to a
-//! worker and waits for the answer on a plain channel, which is safe anywhere.
-//! The workers' threads are never inside a runtime, so the client is at home
-//! there. Each worker keeps one connection, opened on first use and opened again
-//! after the server went away, so calls fail with a typed error while the server
-//! is down and work again once it is back.
+//! one. A caller on such a thread hands its job to a worker and waits for the
+//! answer on a plain channel, which is safe anywhere; the workers' threads are
+//! never inside a runtime, so the client is at home there. A caller on a thread
+//! where the client may run ([`thread::may_block`]: outside any runtime, or the
+//! crate's own blocking work) runs its job itself, on a connection no job is
+//! using, and skips the two hand-offs between threads that a worker costs;
+//! if every connection is busy, it queues for a worker like any other caller.
+//! Each connection is opened on first use and opened again after the server
+//! went away, so calls fail with a typed error while the server is down and
+//! work again once it is back.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -22,6 +27,7 @@ use postgres::{Client, NoTls, Statement};
 
 use super::fail::{self, Failure, classify};
 use crate::error::Error;
+use crate::store::thread;
 
 /// How many times a job that lost a deadlock or a serialization check is run.
 const ATTEMPTS: usize = 5;
@@ -270,9 +276,11 @@ fn connect_error(error: postgres::Error, target: &str) -> crate::error::StorageE
 
 type Job = Box<dyn FnOnce(&mut Link) + Send>;
 
-/// The workers and the channel that feeds them.
+/// The connections, their workers, and the channel that feeds them.
 pub(super) struct Pool {
     jobs: Option<Sender<Job>>,
+    /// One per worker; a job runs on whichever is free.
+    links: Arc<[Mutex<Link>]>,
     workers: Vec<JoinHandle<()>>,
     target: Arc<str>,
 }
@@ -287,9 +295,9 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Starts `workers` threads (at least one), named `delegation-log-<name>-<n>`,
-    /// that connect to `config` on first use and run `setup` on each new
-    /// connection.
+    /// Starts `workers` connections (at least one), each with a thread named
+    /// `delegation-log-<name>-<n>`, that connect to `config` on first use and
+    /// run `setup` on each new connection.
     pub(super) fn start(
         name: &str,
         config: postgres::Config,
@@ -300,22 +308,27 @@ impl Pool {
         let (jobs, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
         let (setup, target): (Arc<str>, Arc<str>) = (setup.into(), target.into());
+        let links: Arc<[Mutex<Link>]> = (0..workers.max(1))
+            .map(|_| {
+                Mutex::new(Link {
+                    config: config.clone(),
+                    setup: setup.clone(),
+                    target: target.clone(),
+                    conn: None,
+                })
+            })
+            .collect();
         let mut handles = Vec::new();
-        for n in 0..workers.max(1) {
-            let link = Link {
-                config: config.clone(),
-                setup: setup.clone(),
-                target: target.clone(),
-                conn: None,
-            };
-            let receiver = receiver.clone();
+        for n in 0..links.len() {
+            let (links, receiver) = (links.clone(), receiver.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("delegation-log-{name}-{n}"))
-                .spawn(move || work(link, &receiver))?;
+                .spawn(move || work(&links, n, &receiver))?;
             handles.push(handle);
         }
         Ok(Pool {
             jobs: Some(jobs),
+            links,
             workers: handles,
             target,
         })
@@ -326,13 +339,30 @@ impl Pool {
         &self.target
     }
 
-    /// Runs `job` on a worker's connection and waits for its answer. Safe to call
-    /// from any thread, inside a tokio runtime or not.
+    /// Runs `job` on a connection and waits for its answer. Safe to call from
+    /// any thread, inside a tokio runtime or not: on a thread where the client
+    /// may run, with a connection free, the job runs here; otherwise on a
+    /// worker.
     pub(super) fn run<T, F>(&self, job: F) -> Result<T, Failure>
     where
         T: Send + 'static,
         F: FnMut(&mut Conn) -> Result<T, Failure> + Send + 'static,
     {
+        let mut job = job;
+        if thread::may_block()
+            && let Some(mut link) = self.links.iter().find_map(free)
+        {
+            return match std::panic::catch_unwind(AssertUnwindSafe(|| link.run(&mut job))) {
+                Ok(answer) => answer,
+                Err(_) => {
+                    link.conn = None;
+                    Err(Failure::Other(fail::storage(format!(
+                        "PostgreSQL {}: a job of the store panicked",
+                        self.target
+                    ))))
+                }
+            };
+        }
         let stopped = || {
             Failure::Other(fail::storage(format!(
                 "PostgreSQL {}: the store's worker thread stopped",
@@ -340,7 +370,6 @@ impl Pool {
             )))
         };
         let (answer, answered) = mpsc::sync_channel(1);
-        let mut job = job;
         let boxed: Job = Box::new(move |link: &mut Link| {
             let _ = answer.send(link.run(&mut job));
         });
@@ -353,17 +382,62 @@ impl Pool {
     }
 }
 
-/// A worker: takes jobs until the channel closes. A job that panics (which the
-/// store's own jobs never mean to) costs its connection, not the worker; its
-/// caller sees a closed answer channel, a typed error.
-fn work(mut link: Link, receiver: &Mutex<Receiver<Job>>) {
+/// `link`, if no job is using it. One a panicking job left behind has lost
+/// its connection (the job may have stopped in the middle of a statement).
+fn free(link: &Mutex<Link>) -> Option<MutexGuard<'_, Link>> {
+    match link.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => {
+            let mut guard = poisoned.into_inner();
+            guard.conn = None;
+            Some(guard)
+        }
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
+/// `link`, once no job is using it; as [`free`], one a panicking job left
+/// behind has lost its connection.
+fn wait_for(link: &Mutex<Link>) -> MutexGuard<'_, Link> {
+    link.lock().unwrap_or_else(|poisoned| {
+        let mut guard = poisoned.into_inner();
+        guard.conn = None;
+        guard
+    })
+}
+
+/// Worker `own`: takes jobs until the channel closes (then closes its
+/// connection), and runs each on a free
+/// connection, its own if none is (waiting for a caller running a job on it
+/// to finish). A job that panics (which the store's own jobs never mean to)
+/// costs its connection, not the worker; its caller sees a closed answer
+/// channel, a typed error.
+fn work(links: &[Mutex<Link>], own: usize, receiver: &Mutex<Receiver<Job>>) {
     loop {
         let job = {
             let receiver = receiver.lock().unwrap_or_else(|p| p.into_inner());
             receiver.recv()
         };
-        let Ok(job) = job else { return };
-        if std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut link))).is_err() {
+        let Ok(job) = job else {
+            // The pool is closing: its connection is closed here, where the
+            // client may block, not wherever the pool is dropped (which may
+            // be an async task).
+            if let Some(link) = links.get(own) {
+                drop(wait_for(link).conn.take());
+            }
+            return;
+        };
+        let mut link = links
+            .iter()
+            .cycle()
+            .skip(own)
+            .take(links.len())
+            .find_map(free)
+            .or_else(|| links.get(own).map(wait_for));
+        let Some(link) = link.as_deref_mut() else {
+            return;
+        };
+        if std::panic::catch_unwind(AssertUnwindSafe(|| job(link))).is_err() {
             link.conn = None;
         }
     }
@@ -371,10 +445,174 @@ fn work(mut link: Link, receiver: &Mutex<Receiver<Job>>) {
 
 impl Drop for Pool {
     fn drop(&mut self) {
-        // Closing the channel ends every worker once its job is done.
+        // Closing the channel ends every worker once its job is done, and
+        // each closes its connection on its own thread: closing one blocks on
+        // the client's runtime, which must not happen on an async thread.
         self.jobs = None;
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pool of `connections` on the tests' server (`DATABASE_URL`, from
+    /// `bash .ci/postgres`), or `None` without one, as `tests/pg_support`
+    /// does: under `CI=true` a missing server fails the test.
+    fn pool(connections: usize) -> Option<Pool> {
+        let url = match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+                assert!(!ci, "CI=true and DATABASE_URL is not set");
+                eprintln!("SKIPPED: needs DATABASE_URL (`eval \"$(bash .ci/postgres)\"`)");
+                return None;
+            }
+        };
+        let (plain, _) = super::super::url::split(&url);
+        let config: postgres::Config = plain.parse().expect("DATABASE_URL parses");
+        Some(
+            Pool::start(
+                "pool-test",
+                config,
+                String::new(),
+                "test".into(),
+                connections,
+            )
+            .expect("the pool starts"),
+        )
+    }
+
+    /// The name of the thread a job ran on, and the server process it ran on.
+    fn whereabouts(pool: &Pool) -> Result<(String, i32), Failure> {
+        pool.run(|conn: &mut Conn| {
+            let pid: i32 = conn
+                .client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .and_then(|row| row.try_get(0))
+                .map_err(|e| classify(e, "asking for the pid", "test"))?;
+            let here = std::thread::current();
+            Ok((here.name().unwrap_or("unnamed").to_owned(), pid))
+        })
+    }
+
+    #[test]
+    fn a_job_runs_on_its_caller_s_thread_where_the_client_may_run_and_on_a_worker_in_a_runtime() {
+        let Some(pool) = pool(1) else { return };
+        let pool = Arc::new(pool);
+        let caller = std::thread::current().name().map(str::to_owned);
+        let (thread, pid) = whereabouts(&pool).expect("a plain thread's job");
+        assert_eq!(Some(thread), caller, "a plain thread runs its job itself");
+
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let (in_task, on_blocking, marked) = runtime.block_on(async {
+            // Inside the runtime's own thread the client would panic: the job
+            // goes to the worker.
+            let in_task = whereabouts(&pool).expect("an async task's job");
+            let unmarked = pool.clone();
+            let on_blocking = tokio::task::spawn_blocking(move || whereabouts(&unmarked))
+                .await
+                .expect("the blocking task ends")
+                .expect("an unmarked blocking thread's job");
+            let marked = pool.clone();
+            let marked = tokio::task::spawn_blocking(move || {
+                let here = std::thread::current().name().map(str::to_owned);
+                (here, thread::marked(|| whereabouts(&marked)))
+            })
+            .await
+            .expect("the blocking task ends");
+            (in_task, on_blocking, marked)
+        });
+        assert_eq!(in_task, ("delegation-log-pool-test-0".to_owned(), pid));
+        assert_eq!(on_blocking, ("delegation-log-pool-test-0".to_owned(), pid));
+        let (blocking_thread, answer) = marked;
+        let (thread, same_pid) = answer.expect("a marked thread's job");
+        assert_eq!(
+            Some(thread),
+            blocking_thread,
+            "a marked thread runs its job itself"
+        );
+        assert_eq!(same_pid, pid, "on the pool's one connection");
+    }
+
+    #[test]
+    fn a_caller_that_finds_every_connection_busy_is_answered_by_a_worker_once_one_is_free() {
+        let Some(pool) = pool(2) else { return };
+        let pool = Arc::new(pool);
+        // Two plain threads hold both connections, each in a job that waits
+        // for a word from the test.
+        let (held, holding) = mpsc::channel();
+        let mut releases = Vec::new();
+        let mut holders = Vec::new();
+        for _ in 0..2 {
+            let (release, released) = mpsc::channel::<()>();
+            releases.push(release);
+            let (pool, held) = (pool.clone(), held.clone());
+            holders.push(std::thread::spawn(move || {
+                pool.run(move |conn: &mut Conn| {
+                    let pid: i32 = conn
+                        .client
+                        .query_one("SELECT pg_backend_pid()", &[])
+                        .and_then(|row| row.try_get(0))
+                        .map_err(|e| classify(e, "asking for the pid", "test"))?;
+                    let _ = held.send(pid);
+                    let _ = released.recv();
+                    Ok(pid)
+                })
+            }));
+        }
+        let pids: Vec<i32> = (0..2).map(|_| holding.recv().expect("held")).collect();
+        assert_ne!(pids[0], pids[1], "two connections, two server processes");
+
+        let late = {
+            let pool = pool.clone();
+            std::thread::spawn(move || whereabouts(&pool))
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!late.is_finished(), "no connection was free");
+        drop(releases);
+        let (thread, pid) = late.join().expect("joined").expect("answered");
+        assert!(
+            thread.starts_with("delegation-log-pool-test-"),
+            "a worker ran it, not its caller: {thread}"
+        );
+        assert!(pids.contains(&pid), "on one of the pool's connections");
+        for holder in holders {
+            holder.join().expect("joined").expect("answered");
+        }
+    }
+
+    #[test]
+    fn a_pool_dropped_in_an_async_task_closes_the_connections_its_callers_opened_on_its_workers() {
+        let Some(pool) = pool(2) else { return };
+        let caller = std::thread::current().name().map(str::to_owned);
+        let (thread, _) = whereabouts(&pool).expect("a job");
+        assert_eq!(Some(thread), caller, "the caller opened the connection");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        // Closing a connection here would block on the client's runtime
+        // inside this one, and panic.
+        runtime.block_on(async move { drop(pool) });
+    }
+
+    #[test]
+    fn a_job_that_panics_on_its_caller_s_thread_is_a_typed_error_and_costs_its_connection() {
+        let Some(pool) = pool(1) else { return };
+        let (_, before) = whereabouts(&pool).expect("a job");
+        let panicked = pool.run(|_: &mut Conn| -> Result<(), Failure> { panic!("a bad job") });
+        match panicked {
+            Err(Failure::Other(error)) => {
+                assert!(error.to_string().contains("panicked"), "{error}");
+            }
+            other => panic!("a panic became {other:?}"),
+        }
+        let (_, after) = whereabouts(&pool).expect("a job after the panic");
+        assert_ne!(before, after, "the connection was replaced");
     }
 }
