@@ -31,10 +31,13 @@ pub(crate) fn marked<R>(work: impl FnOnce() -> R) -> R {
 }
 
 /// Whether a client that starts a runtime of its own may run on this thread:
-/// it is outside any tokio runtime, or [`marked`].
+/// it is outside any tokio runtime, or [`marked`]. A thread whose tokio
+/// context is gone (it is ending, and its thread-locals are being destroyed)
+/// may not: the client's runtime would need that context.
 #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn may_block() -> bool {
-    MARKED.get() || tokio::runtime::Handle::try_current().is_err()
+    MARKED.get()
+        || matches!(tokio::runtime::Handle::try_current(), Err(e) if e.is_missing_context())
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! The sync facade over the blocking client: a few connections the store owns,
-//! each with a thread of its own that takes jobs from one channel and answers on
-//! another.
+//! and as many worker threads, which take jobs from one channel, run each on
+//! the first connection free, and answer on another channel.
 //!
 //! Why threads: the ledger is synchronous and is called from plain threads and
 //! from inside tokio tasks alike. The blocking `postgres` client runs its own
@@ -11,15 +11,19 @@
 //! where the client may run ([`thread::may_block`]: outside any runtime, or the
 //! crate's own blocking work) runs its job itself, on a connection no job is
 //! using, and skips the two hand-offs between threads that a worker costs;
-//! if every connection is busy, it queues for a worker like any other caller.
+//! if every connection is busy, or a job is already queued (the queue is
+//! served first), it queues for a worker like any other caller. A connection
+//! is only ever closed on a thread where the client may run: by the caller or
+//! worker that found it dead, or by a worker when the pool is dropped.
 //! Each connection is opened on first use and opened again after the server
 //! went away, so calls fail with a typed error while the server is down and
 //! work again once it is back.
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -276,11 +280,48 @@ fn connect_error(error: postgres::Error, target: &str) -> crate::error::StorageE
 
 type Job = Box<dyn FnOnce(&mut Link) + Send>;
 
+/// The connections no job is using, and the jobs waiting for one.
+struct Links {
+    idle: Mutex<Vec<Link>>,
+    /// Told each time a connection comes back.
+    returned: Condvar,
+    /// Jobs handed to the workers and not yet on a connection. While there
+    /// are any, a caller does not run its own job: the queue is served first,
+    /// in order.
+    queued: AtomicUsize,
+}
+
+impl Links {
+    /// A connection no job is using, if there is one.
+    fn try_take(&self) -> Option<Link> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+
+    /// A connection, once one is free.
+    fn take(&self) -> Link {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(link) = idle.pop() {
+                return link;
+            }
+            idle = self.returned.wait(idle).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Gives `link` back.
+    fn put_back(&self, link: Link) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(link);
+        self.returned.notify_one();
+    }
+}
+
 /// The connections, their workers, and the channel that feeds them.
 pub(super) struct Pool {
     jobs: Option<Sender<Job>>,
-    /// One per worker; a job runs on whichever is free.
-    links: Arc<[Mutex<Link>]>,
+    links: Arc<Links>,
     workers: Vec<JoinHandle<()>>,
     target: Arc<str>,
 }
@@ -295,9 +336,9 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Starts `workers` connections (at least one), each with a thread named
-    /// `delegation-log-<name>-<n>`, that connect to `config` on first use and
-    /// run `setup` on each new connection.
+    /// Starts `workers` connections (at least one), and as many worker threads
+    /// named `delegation-log-<name>-<n>`; each connection connects to `config`
+    /// on first use and runs `setup` on each new session.
     pub(super) fn start(
         name: &str,
         config: postgres::Config,
@@ -308,23 +349,39 @@ impl Pool {
         let (jobs, receiver) = mpsc::channel::<Job>();
         let receiver = Arc::new(Mutex::new(receiver));
         let (setup, target): (Arc<str>, Arc<str>) = (setup.into(), target.into());
-        let links: Arc<[Mutex<Link>]> = (0..workers.max(1))
-            .map(|_| {
-                Mutex::new(Link {
-                    config: config.clone(),
-                    setup: setup.clone(),
-                    target: target.clone(),
-                    conn: None,
-                })
-            })
-            .collect();
+        let workers = workers.max(1);
+        let links = Arc::new(Links {
+            idle: Mutex::new(
+                (0..workers)
+                    .map(|_| Link {
+                        config: config.clone(),
+                        setup: setup.clone(),
+                        target: target.clone(),
+                        conn: None,
+                    })
+                    .collect(),
+            ),
+            returned: Condvar::new(),
+            queued: AtomicUsize::new(0),
+        });
         let mut handles = Vec::new();
-        for n in 0..links.len() {
+        for n in 0..workers {
             let (links, receiver) = (links.clone(), receiver.clone());
             let handle = std::thread::Builder::new()
                 .name(format!("delegation-log-{name}-{n}"))
-                .spawn(move || work(&links, n, &receiver))?;
-            handles.push(handle);
+                .spawn(move || work(&links, &receiver));
+            match handle {
+                Ok(handle) => handles.push(handle),
+                Err(error) => {
+                    // The connections are still unopened: dropping them here
+                    // blocks on nothing.
+                    drop(jobs);
+                    for handle in handles {
+                        let _ = handle.join();
+                    }
+                    return Err(error.into());
+                }
+            }
         }
         Ok(Pool {
             jobs: Some(jobs),
@@ -341,8 +398,8 @@ impl Pool {
 
     /// Runs `job` on a connection and waits for its answer. Safe to call from
     /// any thread, inside a tokio runtime or not: on a thread where the client
-    /// may run, with a connection free, the job runs here; otherwise on a
-    /// worker.
+    /// may run, with a connection free and no job queued before it, the job
+    /// runs here; otherwise it queues for a worker.
     pub(super) fn run<T, F>(&self, job: F) -> Result<T, Failure>
     where
         T: Send + 'static,
@@ -350,103 +407,78 @@ impl Pool {
     {
         let mut job = job;
         if thread::may_block()
-            && let Some(mut link) = self.links.iter().find_map(free)
+            && self.links.queued.load(Ordering::Acquire) == 0
+            && let Some(mut link) = self.links.try_take()
         {
-            return match std::panic::catch_unwind(AssertUnwindSafe(|| link.run(&mut job))) {
-                Ok(answer) => answer,
-                Err(_) => {
-                    link.conn = None;
-                    Err(Failure::Other(fail::storage(format!(
-                        "PostgreSQL {}: a job of the store panicked",
-                        self.target
-                    ))))
-                }
-            };
+            let answer = guarded(&mut link, &mut job);
+            self.links.put_back(link);
+            return answer;
         }
         let stopped = || {
             Failure::Other(fail::storage(format!(
-                "PostgreSQL {}: the store's worker thread stopped",
+                "PostgreSQL {}: the store's worker threads stopped",
                 self.target
             )))
         };
         let (answer, answered) = mpsc::sync_channel(1);
         let boxed: Job = Box::new(move |link: &mut Link| {
-            let _ = answer.send(link.run(&mut job));
+            let _ = answer.send(guarded(link, &mut job));
         });
-        self.jobs
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(boxed)
-            .map_err(|_| stopped())?;
+        let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
+        self.links.queued.fetch_add(1, Ordering::AcqRel);
+        if jobs.send(boxed).is_err() {
+            self.links.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(stopped());
+        }
         answered.recv().map_err(|_| stopped())?
     }
 }
 
-/// `link`, if no job is using it. One a panicking job left behind has lost
-/// its connection (the job may have stopped in the middle of a statement).
-fn free(link: &Mutex<Link>) -> Option<MutexGuard<'_, Link>> {
-    match link.try_lock() {
-        Ok(guard) => Some(guard),
-        Err(TryLockError::Poisoned(poisoned)) => {
-            let mut guard = poisoned.into_inner();
-            guard.conn = None;
-            Some(guard)
+/// Runs `job` on `link` ([`Link::run`]). A job that panics (which the store's
+/// own jobs never mean to) is a typed error, and costs its connection: it may
+/// have stopped in the middle of a statement.
+fn guarded<T>(
+    link: &mut Link,
+    job: &mut dyn FnMut(&mut Conn) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| link.run(job))) {
+        Ok(answer) => answer,
+        Err(_) => {
+            link.conn = None;
+            Err(Failure::Other(fail::storage(format!(
+                "PostgreSQL {}: a job of the store panicked",
+                link.target
+            ))))
         }
-        Err(TryLockError::WouldBlock) => None,
     }
 }
 
-/// `link`, once no job is using it; as [`free`], one a panicking job left
-/// behind has lost its connection.
-fn wait_for(link: &Mutex<Link>) -> MutexGuard<'_, Link> {
-    link.lock().unwrap_or_else(|poisoned| {
-        let mut guard = poisoned.into_inner();
-        guard.conn = None;
-        guard
-    })
-}
-
-/// Worker `own`: takes jobs until the channel closes (then closes its
-/// connection), and runs each on a free
-/// connection, its own if none is (waiting for a caller running a job on it
-/// to finish). A job that panics (which the store's own jobs never mean to)
-/// costs its connection, not the worker; its caller sees a closed answer
-/// channel, a typed error.
-fn work(links: &[Mutex<Link>], own: usize, receiver: &Mutex<Receiver<Job>>) {
+/// A worker: takes jobs until the channel closes, and runs each on the first
+/// connection that is free. Then it takes a connection and closes it, here,
+/// where the client may block, not wherever the pool is dropped (which may be
+/// an async task): there are as many workers as connections, and no caller is
+/// left once the channel closes.
+fn work(links: &Links, receiver: &Mutex<Receiver<Job>>) {
     loop {
         let job = {
             let receiver = receiver.lock().unwrap_or_else(|p| p.into_inner());
             receiver.recv()
         };
         let Ok(job) = job else {
-            // The pool is closing: its connection is closed here, where the
-            // client may block, not wherever the pool is dropped (which may
-            // be an async task).
-            if let Some(link) = links.get(own) {
-                drop(wait_for(link).conn.take());
-            }
+            drop(links.take());
             return;
         };
-        let mut link = links
-            .iter()
-            .cycle()
-            .skip(own)
-            .take(links.len())
-            .find_map(free)
-            .or_else(|| links.get(own).map(wait_for));
-        let Some(link) = link.as_deref_mut() else {
-            return;
-        };
-        if std::panic::catch_unwind(AssertUnwindSafe(|| job(link))).is_err() {
-            link.conn = None;
-        }
+        let mut link = links.take();
+        links.queued.fetch_sub(1, Ordering::AcqRel);
+        job(&mut link);
+        links.put_back(link);
     }
 }
 
 impl Drop for Pool {
     fn drop(&mut self) {
         // Closing the channel ends every worker once its job is done, and
-        // each closes its connection on its own thread: closing one blocks on
+        // each closes a connection on its own thread: closing one blocks on
         // the client's runtime, which must not happen on an async thread.
         self.jobs = None;
         for worker in self.workers.drain(..) {
@@ -549,7 +581,7 @@ mod tests {
         let (held, holding) = mpsc::channel();
         let mut releases = Vec::new();
         let mut holders = Vec::new();
-        for _ in 0..2 {
+        for n in 0..2 {
             let (release, released) = mpsc::channel::<()>();
             releases.push(release);
             let (pool, held) = (pool.clone(), held.clone());
@@ -560,13 +592,17 @@ mod tests {
                         .query_one("SELECT pg_backend_pid()", &[])
                         .and_then(|row| row.try_get(0))
                         .map_err(|e| classify(e, "asking for the pid", "test"))?;
-                    let _ = held.send(pid);
+                    let _ = held.send((n, pid));
                     let _ = released.recv();
                     Ok(pid)
                 })
             }));
         }
-        let pids: Vec<i32> = (0..2).map(|_| holding.recv().expect("held")).collect();
+        let mut pids = [0; 2];
+        for _ in 0..2 {
+            let (n, pid) = holding.recv().expect("held");
+            pids[n] = pid;
+        }
         assert_ne!(pids[0], pids[1], "two connections, two server processes");
 
         let late = {
@@ -575,23 +611,46 @@ mod tests {
         };
         std::thread::sleep(Duration::from_millis(100));
         assert!(!late.is_finished(), "no connection was free");
-        drop(releases);
+        // One connection comes back, whichever it is: the queued job takes it.
+        let mut releases = releases.into_iter();
+        drop(releases.next());
         let (thread, pid) = late.join().expect("joined").expect("answered");
         assert!(
             thread.starts_with("delegation-log-pool-test-"),
             "a worker ran it, not its caller: {thread}"
         );
-        assert!(pids.contains(&pid), "on one of the pool's connections");
+        assert_eq!(pid, pids[0], "on the connection that came back");
+        drop(releases);
         for holder in holders {
             holder.join().expect("joined").expect("answered");
         }
     }
 
     #[test]
-    fn a_pool_dropped_in_an_async_task_closes_the_connections_its_callers_opened_on_its_workers() {
-        let Some(pool) = pool(2) else { return };
+    fn a_caller_does_not_run_its_own_job_while_jobs_are_queued_for_the_workers() {
+        let Some(pool) = pool(1) else { return };
+        // As if a job were waiting for a connection: the caller must queue
+        // behind it, not take the free connection first.
+        pool.links.queued.fetch_add(1, Ordering::AcqRel);
+        let (thread, _) = whereabouts(&pool).expect("answered");
+        assert_eq!(thread, "delegation-log-pool-test-0", "a worker ran it");
+        pool.links.queued.fetch_sub(1, Ordering::AcqRel);
         let caller = std::thread::current().name().map(str::to_owned);
-        let (thread, _) = whereabouts(&pool).expect("a job");
+        let (thread, _) = whereabouts(&pool).expect("answered");
+        assert_eq!(
+            Some(thread),
+            caller,
+            "with the queue empty, the caller runs it"
+        );
+    }
+
+    #[test]
+    fn a_pool_dropped_in_an_async_task_closes_the_connections_its_callers_opened_on_its_workers() {
+        let (Some(pool), Some(watcher)) = (pool(2), pool(1)) else {
+            return;
+        };
+        let caller = std::thread::current().name().map(str::to_owned);
+        let (thread, pid) = whereabouts(&pool).expect("a job");
         assert_eq!(Some(thread), caller, "the caller opened the connection");
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -599,10 +658,29 @@ mod tests {
         // Closing a connection here would block on the client's runtime
         // inside this one, and panic.
         runtime.block_on(async move { drop(pool) });
+        // The server saw the session end (its process goes once the client's
+        // goodbye arrives).
+        let gone = (0..100).any(|_| {
+            let alive = watcher.run(move |conn: &mut Conn| {
+                conn.client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE pid = $1",
+                        &[&pid],
+                    )
+                    .and_then(|row| row.try_get::<_, i64>(0))
+                    .map_err(|e| classify(e, "looking for the session", "test"))
+            });
+            let gone = alive.expect("asked") == 0;
+            if !gone {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            gone
+        });
+        assert!(gone, "the session {pid} was closed");
     }
 
     #[test]
-    fn a_job_that_panics_on_its_caller_s_thread_is_a_typed_error_and_costs_its_connection() {
+    fn a_job_that_panics_is_a_typed_error_and_costs_its_connection_not_its_worker() {
         let Some(pool) = pool(1) else { return };
         let (_, before) = whereabouts(&pool).expect("a job");
         let panicked = pool.run(|_: &mut Conn| -> Result<(), Failure> { panic!("a bad job") });
@@ -614,5 +692,23 @@ mod tests {
         }
         let (_, after) = whereabouts(&pool).expect("a job after the panic");
         assert_ne!(before, after, "the connection was replaced");
+
+        // The same on a worker, which goes on serving.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        let (panicked, next) = runtime.block_on(async {
+            let panicked = pool.run(|_: &mut Conn| -> Result<(), Failure> { panic!("a bad job") });
+            (panicked, whereabouts(&pool))
+        });
+        match panicked {
+            Err(Failure::Other(error)) => {
+                assert!(error.to_string().contains("panicked"), "{error}");
+            }
+            other => panic!("a panic on a worker became {other:?}"),
+        }
+        let (thread, last) = next.expect("a job after the worker's panic");
+        assert_eq!(thread, "delegation-log-pool-test-0");
+        assert_ne!(last, after, "the connection was replaced");
     }
 }
