@@ -174,7 +174,8 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// host, every backend more costs CPU. Four dispatcher processes with 2
 /// connections each cost the server a tenth to a quarter less CPU per
 /// delegation than with 4 each, and ran nearer raw inserts in every pair of
-/// runs (`BENCHMARKS.md`, run P8). A dispatcher's writers that arrive while
+/// runs (`BENCHMARKS.md`, run P8); since callers run their own statements,
+/// one and two per process measure alike (run P9). A dispatcher's writers that arrive while
 /// both are busy wait for one, so the count bounds the appends in flight, not
 /// the deliveries. A dispatcher's lease has a connection of its own besides, so
 /// that its renewals never wait behind the appends. Across a network, where
