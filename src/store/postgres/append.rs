@@ -156,7 +156,7 @@ const TAKEN: &str = "DL001";
 /// READ COMMITTED it sees the winner's commit.
 const HEAD_SEQ: &str = "SELECT seq FROM heads WHERE delegation = $1::bytea";
 
-/// One append, owned, so that it can travel to a worker.
+/// One append, owned, so that it can travel to a worker thread.
 pub(super) struct Item {
     id: DelegationId,
     key: Vec<u8>,

@@ -152,7 +152,7 @@ fn key(id: &DelegationId) -> Vec<u8> {
     id.as_str().as_bytes().to_vec()
 }
 
-/// Runs one statement of `sql` with `params` built on a worker of `pool`
+/// Runs one statement of `sql` with `params` built on a connection of `pool`
 /// (the store's, or the lease's own), and answers how many rows it
 /// touched: one round trip.
 fn touch(

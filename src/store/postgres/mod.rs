@@ -23,7 +23,7 @@
 //! or the blocking threads on which the crate's dispatcher and MCP server run
 //! ledger calls) runs the call itself on a free connection, sparing the two
 //! hand-offs between threads (`BENCHMARKS.md`, run P9), and queues for a worker
-//! only when every connection is busy. The store keeps
+//! only when every connection is busy or other jobs are already queued. The store keeps
 //! [`Connect::connections`] connections ([`DEFAULT_CONNECTIONS`] by default),
 //! each with its worker thread, opened on first use and opened again when the
 //! server went away; a dispatcher's lease has a worker and a connection of its
@@ -449,7 +449,7 @@ impl Postgres {
         }
     }
 
-    /// Writes a group's `items` on a worker (`append::run`). A write whose
+    /// Writes a group's `items` on one of the store's connections (`append::run`). A write whose
     /// connection failed while it was in flight is settled on a new connection
     /// (`append::settle`): it was written, or it was not; only if that cannot
     /// be found out, the server out of reach for [`SETTLE_FOR`] included, is

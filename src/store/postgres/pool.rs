@@ -14,7 +14,8 @@
 //! if every connection is busy, or a job is already queued (the queue is
 //! served first), it queues for a worker like any other caller. A connection
 //! is only ever closed on a thread where the client may run: by the caller or
-//! worker that found it dead, or by a worker when the pool is dropped.
+//! worker whose job found it dead, lost it mid-write or panicked on it, or by
+//! a worker when the pool is dropped.
 //! Each connection is opened on first use and opened again after the server
 //! went away, so calls fail with a typed error while the server is down and
 //! work again once it is back.
@@ -56,7 +57,7 @@ const CHECK_AFTER_IDLE: Duration = Duration::from_millis(250);
 /// connect: see `mod.rs`.)
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One worker's connection, with the statements prepared on it.
+/// One of the store's connections, with the statements prepared on it.
 pub(super) struct Conn {
     /// The client.
     pub(super) client: Client,
@@ -167,7 +168,7 @@ impl Conn {
     }
 }
 
-/// What a worker needs to (re)connect.
+/// One of the store's connections, if open, and what it takes to (re)connect.
 struct Link {
     config: postgres::Config,
     /// Run on every new connection (session settings).
@@ -286,8 +287,8 @@ struct Links {
     /// Told each time a connection comes back.
     returned: Condvar,
     /// Jobs handed to the workers and not yet on a connection. While there
-    /// are any, a caller does not run its own job: the queue is served first,
-    /// in order.
+    /// are any, a caller does not run its own job: the queued jobs take the
+    /// connections that come back first (in no set order among themselves).
     queued: AtomicUsize,
 }
 
@@ -444,7 +445,10 @@ fn guarded<T>(
     match std::panic::catch_unwind(AssertUnwindSafe(|| link.run(job))) {
         Ok(answer) => answer,
         Err(_) => {
-            link.conn = None;
+            // A connection that fails to close must not take the link (and
+            // the pool's shutdown, which waits for every link) with it.
+            let conn = link.conn.take();
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(conn)));
             Err(Failure::Other(fail::storage(format!(
                 "PostgreSQL {}: a job of the store panicked",
                 link.target
