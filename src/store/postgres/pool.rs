@@ -522,6 +522,13 @@ mod tests {
         )
     }
 
+    /// A runtime whose own thread a test's async code runs on.
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+    }
+
     /// The name of the thread a job ran on, and the server process it ran on.
     fn whereabouts(pool: &Pool) -> Result<(String, i32), Failure> {
         pool.run(|conn: &mut Conn| {
@@ -543,9 +550,7 @@ mod tests {
         let (thread, pid) = whereabouts(&pool).expect("a plain thread's job");
         assert_eq!(Some(thread), caller, "a plain thread runs its job itself");
 
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a runtime");
+        let runtime = runtime();
         let (in_task, on_blocking, marked) = runtime.block_on(async {
             // Inside the runtime's own thread the client would panic: the job
             // goes to the worker.
@@ -656,9 +661,7 @@ mod tests {
         let caller = std::thread::current().name().map(str::to_owned);
         let (thread, pid) = whereabouts(&pool).expect("a job");
         assert_eq!(Some(thread), caller, "the caller opened the connection");
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a runtime");
+        let runtime = runtime();
         // Closing a connection here would block on the client's runtime
         // inside this one, and panic.
         runtime.block_on(async move { drop(pool) });
@@ -698,9 +701,7 @@ mod tests {
         assert_ne!(before, after, "the connection was replaced");
 
         // The same on a worker, which goes on serving.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("a runtime");
+        let runtime = runtime();
         let (panicked, next) = runtime.block_on(async {
             let panicked = pool.run(|_: &mut Conn| -> Result<(), Failure> { panic!("a bad job") });
             (panicked, whereabouts(&pool))
