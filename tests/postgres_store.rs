@@ -27,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use delegation_log::ledger::Options;
 use delegation_log::store::{
-    Append, AppendError, Connect, DEFAULT_CONNECTIONS, Expect, Head, Postgres, PostgresError, Store,
+    Append, AppendError, Connect, DEFAULT_CONNECTIONS, Expect, Head, MAX_CONNECTIONS, Postgres,
+    PostgresError, Store,
 };
 use delegation_log::{DelegationId, Error, Event, Ledger, ReadError, StatusKind, StorageError};
 use support::id;
@@ -656,7 +657,8 @@ fn waiting_backends(url: &str, app: &str) -> i64 {
 /// a table lock another session holds, exactly that many of the store's
 /// backends wait on the server, the other readers wait in the store for a
 /// connection, and every reader is answered once the lock goes. A count out of
-/// range is refused as a typed error, naming the parameter.
+/// range is refused as a typed error, naming the parameter; so is a count over
+/// [`MAX_CONNECTIONS`] given in code, unless the URL gives one.
 #[test]
 fn a_url_s_connections_are_the_store_s_backends_and_a_bad_count_is_refused() {
     let Some(url) = pg_support::url() else {
@@ -677,6 +679,28 @@ fn a_url_s_connections_are_the_store_s_backends_and_a_bad_count_is_refused() {
             other => panic!("connections={bad}: expected a refusal, got {other:?}"),
         }
     }
+    // The same bound for a count given in code, and the URL's count wins
+    // over it.
+    let over = Connect::new().connections(MAX_CONNECTIONS + 1);
+    match Postgres::connect_with(&url, over.clone()) {
+        Err(Error::Storage(error)) => {
+            let message = error.to_string();
+            assert!(message.contains("65 connections refused"), "{message}");
+            assert!(message.contains("at most 64"), "{message}");
+        }
+        other => panic!(
+            "{} connections: expected a refusal, got {other:?}",
+            MAX_CONNECTIONS + 1
+        ),
+    }
+    let name = pg_support::unique("connections_over");
+    let overridden = format!("{url}{}schema={name}&connections=1", pg_support::sep(&url));
+    let store = Postgres::connect_with(&overridden, over).expect("the URL's count wins");
+    drop(pg_support::Schema {
+        store: Arc::new(store),
+        name,
+        url: url.clone(),
+    });
     for (query, connections) in [("&connections=3", 3), ("", DEFAULT_CONNECTIONS)] {
         let name = pg_support::unique("connections");
         let app = name.clone();

@@ -55,7 +55,7 @@ pub use self::memory::Memory;
 pub use self::ownership::{Claimed, Owner, Ownership};
 #[cfg(feature = "postgres")]
 pub use self::postgres::{
-    Connect, DEFAULT_CONNECTIONS, Postgres, PostgresError, STATEMENT_TIMEOUT,
+    Connect, DEFAULT_CONNECTIONS, MAX_CONNECTIONS, Postgres, PostgresError, STATEMENT_TIMEOUT,
 };
 pub use self::sled::Sled;
 pub(crate) use self::stripes::Stripes;

@@ -183,6 +183,12 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// flight: raise it there.
 pub const DEFAULT_CONNECTIONS: usize = 2;
 
+/// The most connections a store may keep ([`Connect::connections`], or
+/// `connections=N` in the URL): 64. More than a server's default
+/// `max_connections` (100) would leave room for nobody else;
+/// [`Postgres::connect_with`] refuses more.
+pub const MAX_CONNECTIONS: usize = 64;
+
 /// How to connect: the schema, the number of connections, and the statement
 /// timeout.
 #[derive(Clone, Debug)]
@@ -231,8 +237,9 @@ impl Connect {
     }
 
     /// How many connections (and worker threads) the store keeps for its reads
-    /// and writes; at least 1. [`DEFAULT_CONNECTIONS`] unless set; a URL's
-    /// `connections=N` wins over it. A dispatcher's lease takes one more
+    /// and writes; at least 1, and at most [`MAX_CONNECTIONS`]
+    /// ([`Postgres::connect_with`] refuses more). [`DEFAULT_CONNECTIONS`]
+    /// unless set; a URL's `connections=N` wins over it. A dispatcher's lease takes one more
     /// connection of its own, opened when the lease is first taken.
     pub fn connections(mut self, connections: usize) -> Self {
         self.connections = connections.max(1);
@@ -271,7 +278,9 @@ impl Postgres {
     /// its schema.
     ///
     /// # Errors
-    /// [`Error::Storage`](crate::Error::Storage) if the URL does not parse, the schema name or the `connections=N` of the URL is refused,
+    /// [`Error::Storage`](crate::Error::Storage) if the URL does not parse, the
+    /// schema name, the `connections=N` of the URL or more than
+    /// [`MAX_CONNECTIONS`] in `connect` is refused,
     /// the server cannot be reached, or the schema is of a newer version than
     /// this crate writes.
     pub fn connect_with(url: &str, connect: Connect) -> Result<Self> {
@@ -282,6 +291,12 @@ impl Postgres {
         };
         if let Some(value) = own.connections {
             connect.connections = url::connections(&value).map_err(fail::storage)?;
+        } else if connect.connections > MAX_CONNECTIONS {
+            return Err(fail::storage(format!(
+                "PostgreSQL store of {} connections refused: at most {MAX_CONNECTIONS}",
+                connect.connections
+            ))
+            .into());
         }
         if !schema::valid_name(&connect.schema) {
             return Err(fail::storage(format!(

@@ -2,6 +2,8 @@
 //! `connections=N`, taken out before the client parses the rest (it refuses
 //! parameters it does not know).
 
+use super::MAX_CONNECTIONS;
+
 /// The values of the store's own parameters in a URL, as written; the last
 /// wins where one is given twice.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -64,10 +66,6 @@ pub(super) fn connections(value: &str) -> Result<usize, String> {
         )),
     }
 }
-
-/// The most connections a URL may ask for: more than a server's default
-/// `max_connections` (100) would leave room for nobody else.
-pub(super) const MAX_CONNECTIONS: usize = 64;
 
 #[cfg(test)]
 mod tests {
