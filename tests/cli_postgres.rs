@@ -184,10 +184,12 @@ fn assert_no_password(what: &str, code: i32, stdout: &str, stderr: &str) {
 
 #[test]
 fn no_command_prints_the_password_of_a_server_it_cannot_reach() {
-    // Nothing listens on port 9; the second URL's port does not parse.
+    // Nothing listens on port 9; the second URL's port does not parse; the
+    // third gives its password as a parameter, which the client reads too.
     for url in [
         format!("postgres://someone:{SECRET}@127.0.0.1:9/agents"),
         format!("postgresql://someone:{SECRET}@127.0.0.1:notaport/agents"),
+        format!("postgres://someone@127.0.0.1:9/agents?password={SECRET}"),
     ] {
         let out = tempfile::tempdir().unwrap();
         let file = out.path().join("export.jsonl");

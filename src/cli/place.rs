@@ -30,9 +30,10 @@ pub(crate) fn open_existing(db: &Path) -> Result<Ledger> {
     }
 }
 
-/// `db` as messages show it: a directory as it is; a URL with its password, if
-/// it has one, replaced by `***` (`postgres://user:***@host/db`), so that no
-/// error or line of output ever prints it.
+/// `db` as messages show it: a directory as it is; a URL with any password the
+/// client would read from it, in its user info or as a `password=` parameter,
+/// replaced by `***` (`postgres://user:***@host/db`), so that no error or line
+/// of output ever prints it.
 pub(crate) fn shown(db: &Path) -> Shown<'_> {
     Shown(db)
 }
@@ -49,6 +50,13 @@ impl fmt::Display for Shown<'_> {
     }
 }
 
+/// `url` with every password the PostgreSQL client would read from it
+/// replaced by `***`: the one in its user info ([`hide_user_password`]), and
+/// the value of a `password` parameter in its query ([`hide_query_password`]).
+pub(crate) fn redact(url: &str) -> String {
+    hide_query_password(&hide_user_password(url))
+}
+
 /// `url` with the password of its user info, if any, replaced by `***`. The
 /// user info is what comes before the last `@` of the authority (which ends at
 /// the first `/`, `?` or `#` after `://`); its password is what follows its
@@ -56,7 +64,7 @@ impl fmt::Display for Shown<'_> {
 /// instead, wherever it is, so a password holding a `?`, `#` or `/` ends the
 /// authority early; when the authority has no `@` but a `:`, whatever the
 /// client would read as the password is replaced.
-pub(crate) fn redact(url: &str) -> String {
+fn hide_user_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -72,6 +80,34 @@ pub(crate) fn redact(url: &str) -> String {
         (Some((user, _)), Some((_, after))) => format!("{scheme}://{user}:***@{after}"),
         _ => url.to_owned(),
     }
+}
+
+/// `url` with the value of each `password` parameter of its query replaced by
+/// `***`. The query is read as the client reads it: it starts at the first `?`
+/// after the user info (which ends at the first `@`, if there is one), its
+/// parameters are split at `&` and each at its first `=`, and a key is
+/// percent-decoded (`pass%77ord` is `password` too).
+fn hide_query_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let from = rest.find('@').map_or(0, |at| at + 1);
+    let Some(question) = rest.get(from..).and_then(|after| after.find('?')) else {
+        return url.to_owned();
+    };
+    let (head, query) = rest.split_at(from + question + 1);
+    let parameters: Vec<String> = query
+        .split('&')
+        .map(|parameter| match parameter.split_once('=') {
+            Some((key, _))
+                if percent_encoding::percent_decode_str(key).decode_utf8_lossy() == "password" =>
+            {
+                format!("{key}=***")
+            }
+            _ => parameter.to_owned(),
+        })
+        .collect();
+    format!("{scheme}://{head}{}", parameters.join("&"))
 }
 
 #[cfg(test)]
@@ -112,6 +148,24 @@ mod tests {
                 "postgres://db:***@y",
             ),
             ("/var/lib/log", "/var/lib/log"),
+            // A password given as a query parameter, which the client reads
+            // as the password too.
+            (
+                "postgres://db/agents?password=hunter2",
+                "postgres://db/agents?password=***",
+            ),
+            (
+                "postgres://app@db/agents?schema=x&password=s&connections=2",
+                "postgres://app@db/agents?schema=x&password=***&connections=2",
+            ),
+            (
+                "postgres://app:pw@db/agents?pass%77ord=s=t&passwords=kept",
+                "postgres://app:***@db/agents?pass%77ord=***&passwords=kept",
+            ),
+            (
+                "postgres://app:p?password=q@db/agents?password=r",
+                "postgres://app:***@db/agents?password=***",
+            ),
         ] {
             assert_eq!(redact(url), shown, "{url}");
         }
