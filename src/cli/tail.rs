@@ -242,7 +242,7 @@ fn follow(url: &str, json: bool, interval: Duration) -> Done {
     let ledger = Ledger::open_url(url).map_err(|e| {
         Failure::Unusable(format!(
             "cannot open the PostgreSQL log {}: {e}",
-            super::place::redact(url)
+            delegation_log::store::postgres::redact(url)
         ))
     })?;
     let signals = runtime()?;

@@ -158,6 +158,7 @@ use std::time::Duration;
 use self::fail::Failure;
 pub use self::fail::PostgresError;
 use self::pool::{Conn, Pool};
+pub use self::url::redact;
 use super::{Append, AppendError, Head, Hint, Owner, Store, Stream};
 use crate::error::{ReadError, Result};
 use crate::event::DelegationId;

@@ -54,6 +54,155 @@ fn query_start(url: &str) -> Option<usize> {
     Some(scheme + from + question)
 }
 
+/// `url` with every password the PostgreSQL client would read from it
+/// replaced by `***`, and nothing else changed, so that it can be shown in a
+/// log line or an error. In a `postgres://` or `postgresql://` URL: the
+/// password of its user info, and the value of each `password` parameter of
+/// its query. In a `key=value` connection string (anything else): the value
+/// of each `password` keyword.
+///
+/// ```
+/// use delegation_log::store::postgres::redact;
+///
+/// assert_eq!(
+///     redact("postgres://app:s3cret@db:5432/agents?schema=x"),
+///     "postgres://app:***@db:5432/agents?schema=x"
+/// );
+/// assert_eq!(
+///     redact("postgres://app@db/agents?password=s3cret"),
+///     "postgres://app@db/agents?password=***"
+/// );
+/// assert_eq!(
+///     redact("host=db password='it''s s3cret' dbname=agents"),
+///     "host=db password=*** dbname=agents"
+/// );
+/// ```
+pub fn redact(url: &str) -> String {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        hide_query_password(&hide_user_password(url))
+    } else {
+        hide_keyword_password(url)
+    }
+}
+
+/// A `key=value` connection string with the value of each `password` keyword
+/// replaced by `***`. Read as the client reads one: keywords and values
+/// separated by whitespace, `=` with optional whitespace around it, and a
+/// value either up to the next whitespace or quoted in `'` (a quote inside
+/// doubled or escaped with `\`, and a backslash escaping any character).
+fn hide_keyword_password(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let Some(at) = keyword_at(rest, "password") else {
+            shown.push_str(rest);
+            return shown;
+        };
+        let after = &rest[at + "password".len()..];
+        let Some(value) = after.trim_start().strip_prefix('=') else {
+            shown.push_str(&rest[..at + "password".len()]);
+            rest = after;
+            continue;
+        };
+        let value = value.trim_start();
+        shown.push_str(&rest[..at]);
+        shown.push_str("password=***");
+        rest = &value[value_len(value)..];
+    }
+}
+
+/// Where `keyword` starts a word of `text` (at its start or after
+/// whitespace), the first time it does.
+fn keyword_at(text: &str, keyword: &str) -> Option<usize> {
+    text.match_indices(keyword).map(|(at, _)| at).find(|&at| {
+        text[..at]
+            .chars()
+            .next_back()
+            .is_none_or(char::is_whitespace)
+    })
+}
+
+/// The length of the value that starts `text`: quoted, up to its closing
+/// quote (or the end); otherwise up to the next whitespace.
+fn value_len(text: &str) -> usize {
+    let mut chars = text.char_indices();
+    if text.starts_with('\'') {
+        chars.next();
+        while let Some((at, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    chars.next();
+                }
+                '\'' if text[at + 1..].starts_with('\'') => {
+                    chars.next();
+                }
+                '\'' => return at + 1,
+                _ => {}
+            }
+        }
+        return text.len();
+    }
+    let mut escaped = false;
+    for (at, c) in chars {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            c if c.is_whitespace() => return at,
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+/// `url` with the password of its user info, if any, replaced by `***`. The
+/// user info is what comes before the last `@` of the authority (which ends at
+/// the first `/`, `?` or `#` after `://`); its password is what follows its
+/// first `:`. The PostgreSQL client reads the user info up to the first `@`
+/// instead, wherever it is, so a password holding a `?`, `#` or `/` ends the
+/// authority early; when the authority has no `@` but a `:`, whatever the
+/// client would read as the password is replaced.
+fn hide_user_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if let Some((user_info, host)) = authority.rsplit_once('@') {
+        return match user_info.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => url.to_owned(),
+        };
+    }
+    match (authority.split_once(':'), rest.split_once('@')) {
+        (Some((user, _)), Some((_, after))) => format!("{scheme}://{user}:***@{after}"),
+        _ => url.to_owned(),
+    }
+}
+
+/// `url` with the value of each `password` parameter of its query replaced by
+/// `***`. The query is read as the client reads it: it starts at the first `?`
+/// after the user info (which ends at the first `@`, if there is one), its
+/// parameters are split at `&` and each at its first `=`, and a key is
+/// percent-decoded (`pass%77ord` is `password` too).
+fn hide_query_password(url: &str) -> String {
+    let Some(at) = query_start(url) else {
+        return url.to_owned();
+    };
+    let (head, query) = (&url[..=at], &url[at + 1..]);
+    let parameters: Vec<String> = query
+        .split('&')
+        .map(|parameter| match parameter.split_once('=') {
+            Some((key, _))
+                if percent_encoding::percent_decode_str(key).decode_utf8_lossy() == "password" =>
+            {
+                format!("{key}=***")
+            }
+            _ => parameter.to_owned(),
+        })
+        .collect();
+    format!("{head}{}", parameters.join("&"))
+}
+
 /// The number a `connections=N` parameter gives: a whole number from 1 to
 /// [`MAX_CONNECTIONS`], or why not.
 pub(super) fn connections(value: &str) -> Result<usize, String> {
@@ -121,6 +270,72 @@ mod tests {
                 refused.contains(&format!("`connections={bad}`")),
                 "{refused}"
             );
+        }
+    }
+
+    #[test]
+    fn a_password_is_replaced_and_nothing_else_changes() {
+        for (url, shown) in [
+            (
+                "postgres://app:s3cret@db:5432/agents",
+                "postgres://app:***@db:5432/agents",
+            ),
+            (
+                "postgresql://app:p@ss@db/agents?schema=x",
+                "postgresql://app:***@db/agents?schema=x",
+            ),
+            ("postgres://app:@db/agents", "postgres://app:***@db/agents"),
+            ("postgres://app@db/agents", "postgres://app@db/agents"),
+            (
+                "postgres://db/agents?password=x@y",
+                "postgres://db/agents?password=x@y",
+            ),
+            ("postgres://db/agents", "postgres://db/agents"),
+            (
+                "postgres://app:p?ss@db/agents?schema=x",
+                "postgres://app:***@db/agents?schema=x",
+            ),
+            (
+                "postgres://app:p#s/s@db/agents",
+                "postgres://app:***@db/agents",
+            ),
+            // The client reads "db:5432/agents?password=x" as the user info
+            // here (up to the first `@`): what it would take for a password
+            // is hidden, and the rest shown as it would read it.
+            (
+                "postgres://db:5432/agents?password=x@y",
+                "postgres://db:***@y",
+            ),
+            ("/var/lib/log", "/var/lib/log"),
+            // Connection strings of keywords and values.
+            ("host=db password=s3cret", "host=db password=***"),
+            (
+                "password = 'a b\\' c' user=app mypassword=kept",
+                "password=*** user=app mypassword=kept",
+            ),
+            ("host=db password=", "host=db password=***"),
+            ("password='unterminated", "password=***"),
+            ("host=db passwordless=kept", "host=db passwordless=kept"),
+            // A password given as a query parameter, which the client reads
+            // as the password too.
+            (
+                "postgres://db/agents?password=hunter2",
+                "postgres://db/agents?password=***",
+            ),
+            (
+                "postgres://app@db/agents?schema=x&password=s&connections=2",
+                "postgres://app@db/agents?schema=x&password=***&connections=2",
+            ),
+            (
+                "postgres://app:pw@db/agents?pass%77ord=s=t&passwords=kept",
+                "postgres://app:***@db/agents?pass%77ord=***&passwords=kept",
+            ),
+            (
+                "postgres://app:p?password=q@db/agents?password=r",
+                "postgres://app:***@db/agents?password=***",
+            ),
+        ] {
+            assert_eq!(redact(url), shown, "{url}");
         }
     }
 }
