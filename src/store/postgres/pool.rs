@@ -279,7 +279,10 @@ fn connect_error(error: postgres::Error, target: &str) -> crate::error::StorageE
     fail::caused(message, error)
 }
 
-type Job = Box<dyn FnOnce(&mut Link) + Send>;
+/// A queued job: run on the link it is given, which it gives back to the
+/// idle list before it answers, so that a caller who runs its next job at once
+/// finds the connection free.
+type Job = Box<dyn FnOnce(Link, &Links) + Send>;
 
 /// The connections no job is using, and the jobs waiting for one.
 struct Links {
@@ -422,8 +425,10 @@ impl Pool {
             )))
         };
         let (answer, answered) = mpsc::sync_channel(1);
-        let boxed: Job = Box::new(move |link: &mut Link| {
-            let _ = answer.send(guarded(link, &mut job));
+        let boxed: Job = Box::new(move |mut link: Link, links: &Links| {
+            let result = guarded(&mut link, &mut job);
+            links.put_back(link);
+            let _ = answer.send(result);
         });
         let jobs = self.jobs.as_ref().ok_or_else(stopped)?;
         self.links.queued.fetch_add(1, Ordering::AcqRel);
@@ -472,10 +477,9 @@ fn work(links: &Links, receiver: &Mutex<Receiver<Job>>) {
             drop(links.take());
             return;
         };
-        let mut link = links.take();
+        let link = links.take();
         links.queued.fetch_sub(1, Ordering::AcqRel);
-        job(&mut link);
-        links.put_back(link);
+        job(link, links);
     }
 }
 
