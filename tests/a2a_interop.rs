@@ -31,8 +31,9 @@ use delivery_support::{TASK, deliver_one};
 use serde_json::Value;
 use support::closed_port_url;
 
-/// The delivery deadline for answers that come at once.
-const DEADLINE: Duration = Duration::from_secs(3);
+/// The delivery deadline for answers that come at once: generous, since the
+/// one Python agent serves every test of this binary on a loaded machine.
+const DEADLINE: Duration = Duration::from_secs(10);
 
 /// How long the Python agent may take to say `LISTENING`.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -516,7 +517,7 @@ async fn a_body_that_never_ends_is_failed_timeout_within_the_deadline() {
     for (status, took) in [&v0_3, &v1_0] {
         assert_failed(status, "timeout", "unknown");
         assert!(
-            *took < deadline + Duration::from_secs(2),
+            *took < deadline + Duration::from_secs(5),
             "settled after {took:?}, deadline {deadline:?}: {status:#}"
         );
     }

@@ -72,14 +72,15 @@ fn the_scraped_counters_agree_with_the_audit_and_the_in_flight_are_the_queue_dep
     let mut demo = Command::new(env!("CARGO_BIN_EXE_delegation-log"))
         .args(["--metrics-addr", &addr, "demo", "--db"])
         .arg(&db)
-        .args(["--tasks", &TASKS.to_string(), "--deadline-ms", "6000"])
+        .args(["--tasks", &TASKS.to_string(), "--deadline-ms", "10000"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
 
-    // Scrape until every delivery but the slow ones has its outcome counted.
-    let until = Instant::now() + Duration::from_secs(5);
+    // Scrape until every delivery but the slow ones has its outcome counted
+    // (the slow ones settle at the deadline, later than this).
+    let until = Instant::now() + Duration::from_secs(9);
     let during = loop {
         if let Some(body) = scrape(&addr) {
             let samples = prometheus_samples(&body);

@@ -38,14 +38,6 @@ fn queued() -> Queued {
     Queued::new("planner", "t")
 }
 
-/// Ends `owner`'s lease by the server's clock, as a missed heartbeat does.
-fn expire(schema: &Schema, owner: Owner) {
-    schema.execute(&format!(
-        "UPDATE dispatchers SET lease_until = now() - interval '1 second' \
-         WHERE id = '\\x{owner}'::bytea"
-    ));
-}
-
 /// The claims, as (delegation text, owner hex).
 fn claims(schema: &Schema) -> Vec<(String, String)> {
     schema
@@ -111,7 +103,7 @@ fn queued_under_a_lease_that_ran_out_writes_neither_record_nor_claim() {
     };
     let ledger = process(&schema);
     let lease = lease(&ledger);
-    expire(&schema, lease.owner());
+    schema.expire(lease.owner());
     let x = id("expired");
     let refused = ledger.queue_leased(&x, queued(), Some(&lease));
     assert!(
@@ -191,7 +183,7 @@ fn a_dead_owners_claim_passes_to_the_writer_of_queued() {
     // A claimed `x`, then died before its `queued`: its lease runs out.
     let x = id("of-the-dead");
     drop(a.claim_leased(&x, Some(&lease_a)).unwrap());
-    expire(&schema, lease_a.owner());
+    schema.expire(lease_a.owner());
     let (recorded, claim) = b.queue_leased(&x, queued(), Some(&lease_b)).unwrap();
     assert_eq!(recorded.seq, 1);
     assert_eq!(claim.owner(), Some(lease_b.owner()));

@@ -40,7 +40,9 @@ async fn a_retry_waiting_out_its_backoff_is_in_the_queue_depth_and_its_time() {
             Ok(Accepted::status(200))
         }
     });
-    let backoff = Duration::from_secs(2);
+    // Long enough (at least half of it) for the checks below to see the retry
+    // waiting, on a loaded machine.
+    let backoff = Duration::from_secs(4);
     let policy = Retry::new().max_attempts(2).backoff(backoff).jitter_seed(5);
     let dispatcher =
         Dispatcher::with_options(ledger.clone(), transport, Options::new().retry(policy));
@@ -52,7 +54,7 @@ async fn a_retry_waiting_out_its_backoff_is_in_the_queue_depth_and_its_time() {
     // The first attempt failed and the retry is queued, waiting out its backoff
     // (equal jitter: at least half of it).
     let retry: DelegationId = "busy.r1".parse().unwrap();
-    let until = Instant::now() + Duration::from_secs(5);
+    let until = Instant::now() + Duration::from_secs(20);
     while ledger.delegation(&retry).unwrap().is_none() {
         assert!(Instant::now() < until, "the retry was never queued");
         tokio::time::sleep(Duration::from_millis(5)).await;

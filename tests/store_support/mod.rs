@@ -3,7 +3,8 @@
 //! runs in place of the memory store's own, and every other call goes to the
 //! memory store underneath. Like any store a test writes, it keeps no index and
 //! no ownership (the trait's defaults), so the ledger over it scans. It can
-//! also say it is remote ([`Store::remote`]), and counts the heads read.
+//! also say it is remote ([`Store::remote`]), and counts the heads read and
+//! the scans begun.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ pub struct Hooked {
     flush: Option<FlushHook>,
     remote: bool,
     head_reads: AtomicUsize,
+    scans: AtomicUsize,
 }
 
 impl Hooked {
@@ -35,6 +37,7 @@ impl Hooked {
             flush: None,
             remote: false,
             head_reads: AtomicUsize::new(0),
+            scans: AtomicUsize::new(0),
         }
     }
 
@@ -48,6 +51,11 @@ impl Hooked {
     /// How many heads were read ([`Store::head`]) so far.
     pub fn head_reads(&self) -> usize {
         self.head_reads.load(Ordering::SeqCst)
+    }
+
+    /// How many scans ([`Store::scan`]) were begun so far.
+    pub fn scans(&self) -> usize {
+        self.scans.load(Ordering::SeqCst)
     }
 
     /// Appends go through `hook`, given the memory store underneath.
@@ -85,6 +93,7 @@ impl Store for Hooked {
         self.inner.history(id)
     }
     fn scan(&self) -> Box<dyn Iterator<Item = Result<Stream, ReadError>> + Send + '_> {
+        self.scans.fetch_add(1, Ordering::SeqCst);
         self.inner.scan()
     }
     fn flush(&self) -> Result<()> {

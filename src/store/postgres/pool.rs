@@ -622,7 +622,12 @@ mod tests {
             let pool = pool.clone();
             std::thread::spawn(move || whereabouts(&pool))
         };
-        std::thread::sleep(Duration::from_millis(100));
+        // Queued: no connection was free (and it cannot finish before one is).
+        let queued = Instant::now();
+        while pool.links.queued.load(Ordering::Acquire) == 0 {
+            assert!(queued.elapsed() < Duration::from_secs(20), "never queued");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert!(!late.is_finished(), "no connection was free");
         // One connection comes back, whichever it is: the queued job takes it.
         let mut releases = releases.into_iter();
@@ -671,7 +676,7 @@ mod tests {
         runtime.block_on(async move { drop(pool) });
         // The server saw the session end (its process goes once the client's
         // goodbye arrives).
-        let gone = (0..100).any(|_| {
+        let gone = (0..500).any(|_| {
             let alive = watcher.run(move |conn: &mut Conn| {
                 conn.client
                     .query_one(
