@@ -507,7 +507,7 @@ async fn an_html_page_with_status_200_is_failed_bad_response_not_delivered() {
 #[tokio::test]
 async fn a_body_that_never_ends_is_failed_timeout_within_the_deadline() {
     let Some(agent) = agent() else { return };
-    let deadline = Duration::from_secs(2);
+    let deadline = Duration::from_secs(5);
     let url = agent.url("/endless");
     // Side by side, so the deadlines run out together.
     let (v0_3, v1_0) = tokio::join!(
@@ -517,7 +517,8 @@ async fn a_body_that_never_ends_is_failed_timeout_within_the_deadline() {
     for (status, took) in [&v0_3, &v1_0] {
         assert_failed(status, "timeout", "unknown");
         assert!(
-            *took < deadline + Duration::from_secs(5),
+            // Under twice the deadline: it ran out once, not once per stage.
+            *took < deadline + Duration::from_secs(3),
             "settled after {took:?}, deadline {deadline:?}: {status:#}"
         );
     }

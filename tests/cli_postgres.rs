@@ -126,7 +126,7 @@ fn recover_on_a_shared_server_takes_over_only_what_expired_leases_left() {
         drop(claim);
     };
     // A live dispatcher elsewhere, and one whose lease runs out (ended on the
-    // server once its delegation is queued, as a death would).
+    // server once its delegation is queued, as if it had run out).
     let live = ledger
         .lease(std::time::Duration::from_secs(60))
         .unwrap()

@@ -137,9 +137,10 @@ async fn a_running_dispatcher_recovers_a_dead_peers_delivery_without_a_restart(
     let after = died.elapsed();
     if lease_matters {
         assert!(
-            // The peer's last renewal was due a third of a lease before its
-            // death, so at least that much of its lease was left, even with
-            // the renewal a little late.
+            // The peer's next renewal was due at most a third of a lease
+            // after its last, so about two thirds of its lease were left at
+            // its death; asserting one third allows that renewal to be a
+            // third of a lease late.
             after >= LEASE / 3,
             "taken over {after:?} after the death, too soon for a lease of {LEASE:?}"
         );
@@ -294,8 +295,8 @@ async fn what_periodic_recovery_cannot_settle_is_reported_to_next_recovery_or_el
             head: b"",
         }])
         .unwrap();
-    // Counting scans (the ledger over a store without an index scans once
-    // per pass) shows when a later pass has begun.
+    // Counting scans (each recovery pass scans once) shows when a later pass
+    // has begun; the memory store is wrapped to count them.
     let hooked = Arc::new(store_support::Hooked::over(store));
     let ledger = Ledger::with_store(hooked.clone(), Default::default());
     let target = Target::default();

@@ -61,17 +61,6 @@ fn live(schema: &Schema, owner: Owner) -> bool {
     )) == vec![vec![Some("1".into())]]
 }
 
-/// `owner`'s `lease_until` as the server prints it, if it has a row.
-fn lease_until(schema: &Schema, owner: Owner) -> Option<String> {
-    schema
-        .query(&format!(
-            "SELECT lease_until FROM dispatchers WHERE id = {}",
-            lit(owner)
-        ))
-        .first()
-        .and_then(|row| row[0].clone())
-}
-
 /// The claims, as (delegation text, owner hex, takeovers).
 fn claims(schema: &Schema) -> Vec<(String, String, i64)> {
     schema
@@ -130,22 +119,34 @@ impl Held {
     }
 }
 
-/// Waits until `owner`'s lease was renewed twice on the server, checking that
-/// it never ran out meanwhile.
-async fn renewed_twice(schema: &Schema, owner: Owner) {
-    let mut seen = vec![lease_until(schema, owner)];
+/// Waits until `owner`'s lease has outlived its first term by the server's
+/// clock (its first `lease_until` is past), checking on every look that it
+/// never ran out meanwhile: only renewals keep it live that long.
+async fn outlives_its_first_term(schema: &Schema, owner: Owner) {
+    let look = || {
+        let row = schema.query(&format!(
+            "SELECT (extract(epoch FROM lease_until) * 1000000)::bigint, \
+                    (extract(epoch FROM now()) * 1000000)::bigint, lease_until > now() \
+             FROM dispatchers WHERE id = {}",
+            lit(owner)
+        ));
+        let row = row.first().expect("the lease's row");
+        let micros = |n: usize| row[n].as_deref().unwrap().parse::<i64>().unwrap();
+        (micros(0), micros(1), row[2].as_deref() == Some("t"))
+    };
+    let (first, _, _) = look();
     let started = Instant::now();
-    while seen.len() < 3 {
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "not renewed: {seen:?}"
-        );
-        assert!(live(schema, owner), "the lease ran out while renewed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let now = lease_until(schema, owner);
-        if seen.last() != Some(&now) {
-            seen.push(now);
+    loop {
+        let (_, now, live) = look();
+        assert!(live, "the lease ran out while renewed");
+        if now > first {
+            return;
         }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server's clock never passed {first}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -173,9 +174,9 @@ async fn a_dispatcher_claims_before_queued_renews_its_lease_and_its_outcome_ends
         vec![("claimed".into(), owner.to_string(), 0)]
     );
     assert!(live(&schema, owner));
-    // The heartbeat renews it, again and again (the raw client runs on a
+    // The heartbeat renews it past its first term (the raw client runs on a
     // thread of its own, so it may block here).
-    renewed_twice(&schema, owner).await;
+    outlives_its_first_term(&schema, owner).await;
     assert!(dispatcher.lease().unwrap().holds(owner));
     assert_eq!(target.sent(), vec![id("claimed")]);
     target.gate.add_permits(1);
@@ -398,11 +399,11 @@ async fn recovery_elsewhere_leaves_a_live_dispatchers_deliveries_alone() {
         .await
         .unwrap();
     let owner = dispatcher.lease().unwrap().owner();
-    // Other processes recover, both ways, while the heartbeat renews the
-    // lease twice.
+    // Other processes recover, both ways, until the heartbeat has renewed
+    // the lease past its first term.
     let other = process(&schema);
     let elsewhere = Dispatcher::new(other.clone(), Held::default());
-    let renewed = renewed_twice(&schema, owner);
+    let renewed = outlives_its_first_term(&schema, owner);
     tokio::pin!(renewed);
     loop {
         let report = elsewhere.recover(Recovery::Redeliver).await;

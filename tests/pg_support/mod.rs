@@ -102,9 +102,9 @@ impl Schema {
         raw(&self.url, move |client| client.batch_execute(&sql).unwrap());
     }
 
-    /// Ends `owner`'s lease by the server's clock, as a long pause or a death
-    /// would. Tests take leases long enough that no heartbeat on a loaded
-    /// machine lets them lapse, and end them here when they mean to.
+    /// Ends `owner`'s lease by the server's clock, as if it had run out.
+    /// Tests take leases long enough that no heartbeat on a loaded machine
+    /// lets them lapse, and end them here when they mean to.
     pub fn expire(&self, owner: delegation_log::store::Owner) {
         self.execute(&format!(
             "UPDATE dispatchers SET lease_until = now() - interval '1 second' \
