@@ -23,11 +23,11 @@
 //! or the blocking threads on which the crate's dispatcher and MCP server run
 //! ledger calls) runs the call itself on a free connection, sparing the two
 //! hand-offs between threads (`BENCHMARKS.md`, run P9), and queues for a worker
-//! only when every connection is busy or other jobs are already queued. The store keeps
-//! [`Connect::connections`] connections ([`DEFAULT_CONNECTIONS`] by default),
-//! each with its worker thread, opened on first use and opened again when the
-//! server went away; a dispatcher's lease has a worker and a connection of its
-//! own (`lease.rs`).
+//! only when every connection is busy or other jobs are already queued. The
+//! store keeps [`Connect::connections`] connections ([`DEFAULT_CONNECTIONS`]
+//! by default), each with its worker thread, opened on first use and opened
+//! again when the server went away; a dispatcher's lease has a worker and a
+//! connection of its own (`lease.rs`).
 //!
 //! # The contract, on PostgreSQL
 //! - [`Store::append`] is one transaction: per append, a conditional move of the
@@ -176,9 +176,9 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// connections each cost the server a tenth to a quarter less CPU per
 /// delegation than with 4 each, and ran nearer raw inserts in every pair of
 /// runs (`BENCHMARKS.md`, run P8); since callers run their own statements,
-/// one and two per process measure alike (run P9). A dispatcher's writers that arrive while
-/// both are busy wait for one, so the count bounds the appends in flight, not
-/// the deliveries. A dispatcher's lease has a connection of its own besides, so
+/// one and two per process measure alike (run P9). A dispatcher's writers
+/// that arrive while both are busy wait for one, so the count bounds the
+/// appends in flight, not the deliveries. A dispatcher's lease has a connection of its own besides, so
 /// that its renewals never wait behind the appends. Across a network, where
 /// each statement waits a round trip, more connections keep more appends in
 /// flight: raise it there.
@@ -240,8 +240,9 @@ impl Connect {
     /// How many connections (and worker threads) the store keeps for its reads
     /// and writes; at least 1, and at most [`MAX_CONNECTIONS`]
     /// ([`Postgres::connect_with`] refuses more). [`DEFAULT_CONNECTIONS`]
-    /// unless set; a URL's `connections=N` wins over it. A dispatcher's lease takes one more
-    /// connection of its own, opened when the lease is first taken.
+    /// unless set; a URL's `connections=N` wins over it. A dispatcher's lease
+    /// takes one more connection of its own, opened when the lease is first
+    /// taken.
     pub fn connections(mut self, connections: usize) -> Self {
         self.connections = connections.max(1);
         self
@@ -465,11 +466,12 @@ impl Postgres {
         }
     }
 
-    /// Writes a group's `items` on one of the store's connections (`append::run`). A write whose
-    /// connection failed while it was in flight is settled on a new connection
-    /// (`append::settle`): it was written, or it was not; only if that cannot
-    /// be found out, the server out of reach for [`SETTLE_FOR`] included, is
-    /// its outcome unknown, an [`AppendError::Store`].
+    /// Writes a group's `items` on one of the store's connections
+    /// (`append::run`). A write whose connection failed while it was in flight
+    /// is settled on a new connection (`append::settle`): it was written, or it
+    /// was not; only if that cannot be found out, the server out of reach for
+    /// [`SETTLE_FOR`] included, is its outcome unknown, an
+    /// [`AppendError::Store`].
     fn write(&self, items: Vec<append::Item>) -> Result<(), AppendError> {
         let items = Arc::new(items);
         let group = items.clone();
