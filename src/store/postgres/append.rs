@@ -45,14 +45,17 @@ macro_rules! hinting {
         WHERE EXISTS (SELECT 1 FROM moved)
         ON CONFLICT (kind, delegation) DO UPDATE SET retry = EXCLUDED.retry
         RETURNING 1),
+    stale AS (SELECT * FROM unnest($4::text[], $5::bytea[]) AS u (kind, delegation)),
     unhinted AS (
-        DELETE FROM hints USING unnest($4::text[], $5::bytea[]) AS u (kind, delegation)
-        WHERE hints.kind = u.kind AND hints.delegation = u.delegation
+        DELETE FROM hints
+        WHERE ((kind = 'o' AND delegation = ANY (ARRAY(SELECT delegation FROM stale WHERE kind = 'o')))
+            OR (kind = 'd' AND delegation = ANY (ARRAY(SELECT delegation FROM stale WHERE kind = 'd')))
+            OR (kind = 'l' AND delegation = ANY (ARRAY(SELECT delegation FROM stale WHERE kind = 'l'))))
           AND EXISTS (SELECT 1 FROM moved)
         RETURNING 1),
     released AS (
-        DELETE FROM claims USING unnest($4::text[], $5::bytea[]) AS u (kind, delegation)
-        WHERE u.kind = 'o' AND claims.delegation = u.delegation
+        DELETE FROM claims
+        WHERE delegation = ANY (ARRAY(SELECT delegation FROM stale WHERE kind = 'o'))
           AND EXISTS (SELECT 1 FROM moved)
         RETURNING 1)"
     };
@@ -589,6 +592,117 @@ fn end_backend(
                     .map_err(|e| fail(e, doing))?;
                 asked = Some(std::time::Instant::now());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client on the tests' server (`DATABASE_URL`), in a fresh schema of
+    /// the store's tables with the store's session settings, or `None`
+    /// without a server (under `CI=true` a missing server fails the test).
+    fn fresh_schema() -> Option<(postgres::Client, String)> {
+        let url = match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => {
+                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+                assert!(!ci, "CI=true and DATABASE_URL is not set");
+                eprintln!("SKIPPED: needs DATABASE_URL (`eval \"$(bash .ci/postgres)\"`)");
+                return None;
+            }
+        };
+        let (plain, _) = super::super::url::split(&url);
+        let mut client = postgres::Client::connect(&plain, postgres::NoTls).expect("connects");
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("a clock after 1970")
+            .subsec_nanos();
+        let name = format!("plans_{}_{nanos}", std::process::id());
+        client
+            .batch_execute(&super::super::schema::create(&name))
+            .expect("the schema is created");
+        client
+            .batch_execute(&super::super::schema::session(
+                &name,
+                std::time::Duration::from_secs(30),
+            ))
+            .expect("the session is set");
+        Some((client, name))
+    }
+
+    /// The generic plan (the store's `plan_cache_mode`) of `statement`, with
+    /// `arguments` given in SQL.
+    fn generic_plan(client: &mut postgres::Client, statement: &str, arguments: &str) -> String {
+        client
+            .batch_execute(&format!("DEALLOCATE ALL; PREPARE planned AS {statement}"))
+            .expect("the statement is prepared");
+        let rows = client
+            .simple_query(&format!("EXPLAIN EXECUTE planned ({arguments})"))
+            .expect("the plan is explained");
+        rows.iter()
+            .filter_map(|message| match message {
+                postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The settling append removes its delegation's hint and claim by their
+    /// primary keys in its generic plan, on tables never analyzed (as in a
+    /// new schema until autovacuum comes) and on large ones: not by a join
+    /// that scans all of `hints` (a table every dispatcher writes on every
+    /// delegation, so a scan of it costs more the more are in flight), as a
+    /// join on `unnest` of the stale arrays was planned before.
+    #[test]
+    fn an_append_removes_hints_and_claims_by_key_in_its_generic_plan() {
+        let Some((mut client, name)) = fresh_schema() else {
+            return;
+        };
+        let hints = r"'{o}', '{\\x01}', '{NULL}', '{o,d}', '{\\x02,\\x03}'";
+        let cases = [
+            (NEXT, format!(r"{hints}, '\x02', 1, 2, '\x00', '\x00'")),
+            (FIRST, format!(r"{hints}, '\x02', '\x00', '\x00'")),
+            (FIRST_CLAIMED, format!(r"{hints}, '\x02', '\x00', '\x00', '\x00'")),
+        ];
+        let fills: [&[&str]; 2] = [
+            // Fresh and empty, never analyzed: the case that planned a scan.
+            &[],
+            // Many rows, analyzed. (A table analyzed with a few rows on one
+            // page is scanned, rightly: one page is less than an index's two.)
+            &[
+                "INSERT INTO hints (kind, delegation) \
+                 SELECT 'o', int8send(g) FROM generate_series(1, 5000) AS g",
+                "INSERT INTO claims (delegation, owner) \
+                 SELECT int8send(g), '\\x00' FROM generate_series(1, 5000) AS g",
+                "ANALYZE hints, claims",
+            ],
+        ];
+        let mut plans = Vec::new();
+        for fill in fills {
+            for statement in fill {
+                client.batch_execute(statement).expect("the tables are filled");
+            }
+            for (statement, arguments) in &cases {
+                plans.push((fill, generic_plan(&mut client, statement, arguments)));
+            }
+        }
+        client
+            .batch_execute(&format!("DEALLOCATE ALL; DROP SCHEMA {name} CASCADE"))
+            .expect("the schema is dropped");
+        for (fill, plan) in plans {
+            for table in ["hints", "claims"] {
+                assert!(
+                    !plan.contains(&format!("Seq Scan on {table}")),
+                    "a scan of {table} after {fill:?}:\n{plan}"
+                );
+            }
+            assert!(
+                plan.contains("hints_pkey"),
+                "hints not by key after {fill:?}:\n{plan}"
+            );
         }
     }
 }
