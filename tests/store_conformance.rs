@@ -650,6 +650,25 @@ fn a_group_may_append_to_one_delegation_twice_in_order() {
         ));
         assert!(store.history(&id("b")).unwrap().entries.is_empty());
         assert_eq!(store.head(&id("b")).unwrap(), None);
+        // A later append of a group starting a delegation another write
+        // already started: a conflict naming that write's head, and nothing
+        // of the group written.
+        match store.append(&[
+            append(&id("d"), Expect::Empty, b"d1", &s1),
+            append(&a, Expect::Empty, b"one again", &s1),
+        ]) {
+            Err(AppendError::Conflict {
+                id: refused,
+                expected,
+                actual,
+            }) => assert_eq!(
+                (refused, expected, actual),
+                (a.clone(), Expect::Empty, Some(4))
+            ),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert!(store.history(&id("d")).unwrap().entries.is_empty());
+        assert_eq!(store.head(&a).unwrap(), Some(head(4)));
     });
 }
 

@@ -2,20 +2,29 @@
 //! delegation's head conditionally and inserts its record, or writes nothing.
 //!
 //! Each append is one statement: a data-modifying CTE that moves the head (an
-//! `INSERT … ON CONFLICT DO NOTHING` for a delegation with no head, an
-//! `UPDATE … WHERE delegation = $1 AND seq = $2` that also asks for the record
-//! the head names) and inserts the record only if the head moved. Zero heads
-//! moved is a lost race (or a missing record), and the statement wrote nothing; a
-//! head moved over a taken record slot raises `refuse_taken_slot()` (SQLSTATE
-//! `DL001`) inside the statement, which undoes it. So a statement either writes
-//! its record and head or nothing, and a group of one needs no transaction around
-//! it: it is one autocommitted statement, one round trip. A larger group is one
-//! transaction of such statements, all or nothing. Racing writers queue on the head's
-//! row lock; under READ COMMITTED the loser's `UPDATE` re-reads the winner's head
-//! and matches nothing, so exactly one wins.
+//! `INSERT` for a delegation with no head, an `UPDATE … WHERE delegation = $1
+//! AND seq = $2` that also asks for the record the head names) and inserts the
+//! record only if the head moved. Zero heads moved is a lost race (or a missing
+//! record), and the statement wrote nothing. A unique violation undoes the
+//! whole statement: on `heads`, a first record's lost race (another writer's
+//! head is there), and on `records`, a head moved over a taken record slot. So
+//! a statement either writes its record and head or nothing, and a group of
+//! one needs no transaction around it: it is one autocommitted statement, one
+//! round trip. A larger group is one transaction of such statements, all or
+//! nothing. Racing writers queue on the head's row lock (or, for a first
+//! record, on the head's key); under READ COMMITTED the loser's `UPDATE`
+//! re-reads the winner's head and matches nothing, and its `INSERT` meets the
+//! winner's key, so exactly one wins.
+//!
+//! The head and the record are plain inserts, not `ON CONFLICT DO NOTHING`:
+//! for each row, PostgreSQL's speculative insertion probes the unique index
+//! before inserting, takes a lock in the shared lock table and writes one WAL
+//! record more, which a plain insert into the same unique index does not, and
+//! an error undoes as much. (The hints and the claim, which are upserts, keep
+//! `ON CONFLICT`.)
 
 use postgres::error::Severity;
-use postgres::types::ToSql;
+use postgres::types::{ToSql, Type};
 use postgres::{GenericClient, Row, Statement};
 
 use super::fail::{self, Failure};
@@ -25,26 +34,42 @@ use crate::error::Error;
 use crate::event::{DelegationId, Seq};
 use crate::store::{Append, AppendError, Expect, Hint, Owner};
 
-/// The index changes an append makes with it (`$1` to `$5`, the same in every
-/// append statement): the hints in `$1` kinds, `$2` delegations and `$3` retries
-/// are written, and those in `$4` kinds and `$5` delegations removed, only if the
-/// head moved. Empty arrays change nothing.
+/// The hints an append writes with it (`$1` kinds, `$2` delegations and `$3`
+/// retries, the same in every append statement), only if the head moved.
 ///
-/// A removed *open* hint means its delegation settled with this append (the
-/// ledger removes one only with the write that settles it), so that
-/// delegation's claim goes too, whoever holds it: a claim marks who delivers a
-/// `queued` delegation, and a settled one has nothing left to deliver
-/// ([`Ownership::settlement_releases`](crate::store::Ownership::settlement_releases)).
-macro_rules! hinting {
+/// An append statement names only the index changes its append makes: a
+/// data-modifying CTE runs (opens its table and indexes, locks them) even
+/// when it changes no row, and skipping the empty ones cut the two statements
+/// of a delegation by about a tenth in a pgbench probe (`BENCHMARKS.md`, run
+/// P11). So each statement comes in four [`variants!`], and every variant
+/// declares the five hint parameters ([`HINT_TYPES`]), whether it reads them
+/// or not, so that all take the same arguments.
+macro_rules! writes_hints {
     () => {
-        "
+        ",
     hinted AS (
         INSERT INTO hints (kind, delegation, retry)
         SELECT h.kind, h.delegation, h.retry
         FROM unnest($1::text[], $2::bytea[], $3::bytea[]) AS h (kind, delegation, retry)
         WHERE EXISTS (SELECT 1 FROM moved)
         ON CONFLICT (kind, delegation) DO UPDATE SET retry = EXCLUDED.retry
-        RETURNING 1),
+        RETURNING 1)"
+    };
+}
+
+/// The hints an append removes with it (`$4` kinds, `$5` delegations), only
+/// if the head moved, each by its primary key (a join on the unnested arrays
+/// was planned, generically, as a scan of all of `hints` in a schema never
+/// analyzed).
+///
+/// A removed *open* hint means its delegation settled with this append (the
+/// ledger removes one only with the write that settles it), so that
+/// delegation's claim goes too, whoever holds it: a claim marks who delivers a
+/// `queued` delegation, and a settled one has nothing left to deliver
+/// ([`Ownership::settlement_releases`](crate::store::Ownership::settlement_releases)).
+macro_rules! removes_hints {
+    () => {
+        ",
     stale AS (SELECT * FROM unnest($4::text[], $5::bytea[]) AS u (kind, delegation)),
     unhinted AS (
         DELETE FROM hints
@@ -61,13 +86,71 @@ macro_rules! hinting {
     };
 }
 
-/// The answer of every append statement: (heads moved, records inserted), or
-/// `refuse_taken_slot()` if the head moved over a taken record slot.
+/// The four [`Variants`] of an append statement, `$head` (its CTEs up to its
+/// own writes) and `$tail` (its answer).
+macro_rules! variants {
+    ($head:ident, $tail:ident) => {
+        Variants {
+            bare: concat!($head!(), $tail!()),
+            writes: concat!($head!(), writes_hints!(), $tail!()),
+            removes: concat!($head!(), removes_hints!(), $tail!()),
+            both: concat!($head!(), writes_hints!(), removes_hints!(), $tail!()),
+        }
+    };
+}
+
+/// An append statement, by the index changes it names: none,
+/// [`writes_hints!`], [`removes_hints!`], or both.
+struct Variants {
+    bare: &'static str,
+    writes: &'static str,
+    removes: &'static str,
+    both: &'static str,
+}
+
+impl Variants {
+    /// The variant that writes and removes `rows`.
+    fn of(&self, rows: &Rows) -> &'static str {
+        match (rows.kinds.is_empty(), rows.stale_kinds.is_empty()) {
+            (true, true) => self.bare,
+            (false, true) => self.writes,
+            (true, false) => self.removes,
+            (false, false) => self.both,
+        }
+    }
+
+    /// All four.
+    #[cfg(test)]
+    fn all(&self) -> [&'static str; 4] {
+        [self.bare, self.writes, self.removes, self.both]
+    }
+}
+
+/// The types of the hint parameters `$1`–`$5`, declared by every append
+/// statement ([`variants!`]): the others are typed by their casts.
+const HINT_TYPES: [Type; 5] = [
+    Type::TEXT_ARRAY,
+    Type::BYTEA_ARRAY,
+    Type::BYTEA_ARRAY,
+    Type::TEXT_ARRAY,
+    Type::BYTEA_ARRAY,
+];
+
+/// The answer of every append statement: how many heads moved (0 or 1). Its
+/// record went in with a moved head, or the statement failed.
 macro_rules! answer {
     () => {
         "
-    SELECT m, p, CASE WHEN m > 0 AND p = 0 THEN refuse_taken_slot() ELSE 0 END
-    FROM (SELECT (SELECT count(*) FROM moved) AS m, (SELECT count(*) FROM put) AS p) AS counts"
+    SELECT (SELECT count(*) FROM moved)"
+    };
+}
+
+/// [`answer!`], then whether the lease was live and whether the delegation was
+/// free ([`FIRST_CLAIMED`]).
+macro_rules! answer_claimed {
+    () => {
+        "
+    SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM me), (SELECT count(*) FROM free)"
     };
 }
 
@@ -75,27 +158,55 @@ macro_rules! answer {
 /// head moved: the same in [`FIRST`] and [`FIRST_CLAIMED`].
 macro_rules! put_first {
     () => {
-        "
+        ",
     put AS (
         INSERT INTO records (delegation, seq, bytes)
-        SELECT $6::bytea, 1::bigint, $8::bytea FROM moved
-        ON CONFLICT (delegation, seq) DO NOTHING
-        RETURNING seq),"
+        SELECT $6::bytea, 1::bigint, $8::bytea FROM moved)"
+    };
+}
+
+/// The head of [`FIRST`].
+macro_rules! first {
+    () => {
+        concat!(
+            "
+    WITH moved AS (
+        INSERT INTO heads (delegation, seq, summary) VALUES ($6::bytea, 1, $7::bytea)
+        RETURNING seq)",
+            put_first!()
+        )
     };
 }
 
 /// The first record of a delegation and its head: `$1`–`$5` the hints
-/// ([`hinting!`]), `$6` id, `$7` summary, `$8` record.
-const FIRST: &str = concat!(
-    "
-    WITH moved AS (
-        INSERT INTO heads (delegation, seq, summary) VALUES ($6::bytea, 1, $7::bytea)
-        ON CONFLICT (delegation) DO NOTHING
-        RETURNING seq),",
-    put_first!(),
-    hinting!(),
-    answer!()
-);
+/// ([`writes_hints!`], [`removes_hints!`]), `$6` id, `$7` summary, `$8` record.
+const FIRST: Variants = variants!(first, answer);
+
+/// The head of [`FIRST_CLAIMED`].
+macro_rules! first_claimed {
+    () => {
+        concat!(
+            "
+    WITH me AS (SELECT 1 FROM dispatchers WHERE id = $9::bytea AND lease_until > now()),
+    free AS (
+        SELECT 1 FROM me WHERE NOT EXISTS (
+            SELECT 1 FROM claims c
+            WHERE c.delegation = $6::bytea AND c.owner <> $9::bytea
+              AND EXISTS (
+                  SELECT 1 FROM dispatchers d WHERE d.id = c.owner AND d.lease_until > now()))),
+    moved AS (
+        INSERT INTO heads (delegation, seq, summary) SELECT $6::bytea, 1, $7::bytea FROM free
+        RETURNING seq)",
+            put_first!(),
+            ",
+    claimed AS (
+        INSERT INTO claims (delegation, owner, claimed_at)
+        SELECT $6::bytea, $9::bytea, now() FROM moved
+        ON CONFLICT (delegation) DO UPDATE SET owner = EXCLUDED.owner, claimed_at = now()
+        RETURNING 1)"
+        )
+    };
+}
 
 /// [`FIRST`] with `$9` owner's claim on `$6`, in the same statement: the head
 /// moves only if the owner's lease is live (`me`) and no other owner with a
@@ -107,37 +218,12 @@ const FIRST: &str = concat!(
 /// the head, passes to the head's writer (the claimer's release, which ends
 /// only its own claim, then leaves it). Answers as [`FIRST`], then whether
 /// the lease was live and whether `$6` was free.
-const FIRST_CLAIMED: &str = concat!(
-    "
-    WITH me AS (SELECT 1 FROM dispatchers WHERE id = $9::bytea AND lease_until > now()),
-    free AS (
-        SELECT 1 FROM me WHERE NOT EXISTS (
-            SELECT 1 FROM claims c
-            WHERE c.delegation = $6::bytea AND c.owner <> $9::bytea
-              AND EXISTS (
-                  SELECT 1 FROM dispatchers d WHERE d.id = c.owner AND d.lease_until > now()))),
-    moved AS (
-        INSERT INTO heads (delegation, seq, summary) SELECT $6::bytea, 1, $7::bytea FROM free
-        ON CONFLICT (delegation) DO NOTHING
-        RETURNING seq),",
-    put_first!(),
-    "
-    claimed AS (
-        INSERT INTO claims (delegation, owner, claimed_at)
-        SELECT $6::bytea, $9::bytea, now() FROM moved
-        ON CONFLICT (delegation) DO UPDATE SET owner = EXCLUDED.owner, claimed_at = now()
-        RETURNING 1),",
-    hinting!(),
-    "
-    SELECT m, p, CASE WHEN m > 0 AND p = 0 THEN refuse_taken_slot() ELSE 0 END, l, f
-    FROM (SELECT (SELECT count(*) FROM moved) AS m, (SELECT count(*) FROM put) AS p,
-                 (SELECT count(*) FROM me) AS l, (SELECT count(*) FROM free) AS f) AS counts"
-);
+const FIRST_CLAIMED: Variants = variants!(first_claimed, answer_claimed);
 
-/// A later record and its head: `$1`–`$5` the hints ([`hinting!`]), `$6` id,
-/// `$7` expected head seq, `$8` new seq, `$9` summary, `$10` record.
-const NEXT: &str = concat!(
-    "
+/// The head of [`NEXT`].
+macro_rules! next {
+    () => {
+        "
     WITH moved AS (
         UPDATE heads SET seq = $8::bigint, summary = $9::bytea
         WHERE delegation = $6::bytea AND seq = $7::bigint
@@ -145,15 +231,17 @@ const NEXT: &str = concat!(
         RETURNING seq),
     put AS (
         INSERT INTO records (delegation, seq, bytes)
-        SELECT $6::bytea, $8::bigint, $10::bytea FROM moved
-        ON CONFLICT (delegation, seq) DO NOTHING
-        RETURNING seq),",
-    hinting!(),
-    answer!()
-);
+        SELECT $6::bytea, $8::bigint, $10::bytea FROM moved)"
+    };
+}
 
-/// The SQLSTATE `refuse_taken_slot()` raises.
-const TAKEN: &str = "DL001";
+/// A later record and its head: `$1`–`$5` the hints ([`writes_hints!`],
+/// [`removes_hints!`]), `$6` id, `$7` expected head seq, `$8` new seq, `$9`
+/// summary, `$10` record.
+const NEXT: Variants = variants!(next, answer);
+
+/// The SQLSTATE of a unique violation.
+const UNIQUE: &str = "23505";
 
 /// The head's seq, read after a head did not move: a new statement, so under
 /// READ COMMITTED it sees the winner's commit.
@@ -174,7 +262,7 @@ pub(super) struct Item {
 }
 
 /// The index rows an append writes and removes with it, as the parallel arrays
-/// its statement takes ([`hinting!`]).
+/// its statement takes ([`writes_hints!`], [`removes_hints!`]).
 #[derive(Default)]
 struct Rows {
     kinds: Vec<&'static str>,
@@ -245,27 +333,24 @@ fn bigint(seq: Seq) -> Result<i64, Error> {
 /// Writes `items` in one transaction, all or nothing. A refusal is `Ok(Err(_))`:
 /// the connection is fine and nothing was written.
 pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendError>, Failure> {
-    let statements = Statements {
-        first: conn.statement(FIRST)?,
-        first_claimed: if items.iter().any(|item| item.owner.is_some()) {
-            Some(conn.statement(FIRST_CLAIMED)?)
-        } else {
-            None
-        },
-        next: conn.statement(NEXT)?,
-    };
+    let statements = items
+        .iter()
+        .map(|item| conn.typed_statement(item.sql(), &HINT_TYPES))
+        .collect::<Result<Vec<_>, _>>()?;
     let head_seq = conn.statement(HEAD_SEQ)?;
     let fail = conn.failer();
     let (target, backend) = (conn.target(), conn.backend());
-    if let [item] = items {
+    if let ([item], [statement]) = (items, &statements[..]) {
         // One statement, autocommitted: it wrote all of itself or nothing.
-        let answer = item.write(&mut conn.client, &statements);
+        let answer = item.write(&mut conn.client, statement);
         let moved = match answer.and_then(|row| item.moved(&row)) {
             Ok(Ok(moved)) => moved,
             Ok(Err(unclaimed)) => return Ok(Err(unclaimed)),
             Err(error) if taken(&error) => {
                 return Ok(Err(AppendError::occupied(&item.id, item.expect.next())));
             }
+            // Another writer's head is there: the statement wrote nothing.
+            Err(error) if lost(&error) => 0,
             // The server ended the session when the statement came, or while
             // it ran (it was shutting down): the statement committed nothing,
             // and the pool runs it again on a new connection if this one had
@@ -289,10 +374,7 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
         if moved > 0 {
             return Ok(Ok(()));
         }
-        let actual = conn
-            .client
-            .query_opt(&head_seq, &[&item.key])
-            .and_then(|row| row.map(|row| row.try_get::<_, i64>(0)).transpose())
+        let actual = head(&mut conn.client, &head_seq, &item.key)
             .map_err(|e| fail(e, "reading a head after a lost race"))?;
         return Ok(Err(refusal(item, actual)));
     }
@@ -300,8 +382,8 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
         .client
         .transaction()
         .map_err(|e| fail(e, "beginning an append"))?;
-    for item in items {
-        let answer = item.write(&mut tx, &statements);
+    for (at, (item, statement)) in items.iter().zip(&statements).enumerate() {
+        let answer = item.write(&mut tx, statement);
         // Nothing of the group is committed whether a rollback is heard or not:
         // a transaction that never commits is rolled back by the server.
         let moved = match answer.and_then(|row| item.moved(&row)) {
@@ -314,12 +396,23 @@ pub(super) fn run(conn: &mut Conn, items: &[Item]) -> Result<Result<(), AppendEr
                 let _ = tx.rollback();
                 return Ok(Err(AppendError::occupied(&item.id, item.expect.next())));
             }
+            // A head is there, and the failed statement aborted the
+            // transaction. The group's own, if an earlier append of it wrote
+            // one; otherwise another writer's, committed (a unique index
+            // waits for an inserter's end), read after the rollback.
+            Err(error) if lost(&error) => {
+                let _ = tx.rollback();
+                let actual = match items.iter().take(at).rev().find(|i| i.key == item.key) {
+                    Some(earlier) => Some(earlier.next),
+                    None => head(&mut conn.client, &head_seq, &item.key)
+                        .map_err(|e| fail(e, "reading a head after a lost race"))?,
+                };
+                return Ok(Err(refusal(item, actual)));
+            }
             Err(error) => return undone(fail(error, "appending")),
         };
         if moved == 0 {
-            let actual = tx
-                .query_opt(&head_seq, &[&item.key])
-                .and_then(|row| row.map(|row| row.try_get::<_, i64>(0)).transpose())
+            let actual = head(&mut tx, &head_seq, &item.key)
                 .map_err(|e| fail(e, "reading a head after a lost race"))?;
             let _ = tx.rollback();
             return Ok(Err(refusal(item, actual)));
@@ -365,14 +458,6 @@ fn undone(failure: Failure) -> Result<Result<(), AppendError>, Failure> {
     }
 }
 
-/// The append statements, prepared on one connection.
-struct Statements {
-    first: Statement,
-    /// Prepared only for a group with a claim.
-    first_claimed: Option<Statement>,
-    next: Statement,
-}
-
 impl Item {
     /// How many heads this append's statement moved (0 or 1), from its answer
     /// `row`; or, for an append with a claim that moved none, the claim's
@@ -382,7 +467,7 @@ impl Item {
         if moved > 0 || self.owner.is_none() || self.after.is_some() {
             return Ok(Ok(moved));
         }
-        let (live, free): (i64, i64) = (row.try_get(3)?, row.try_get(4)?);
+        let (live, free): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
         let id = self.id.clone();
         Ok(match (live, free) {
             (0, _) => Err(AppendError::LeaseExpired { id }),
@@ -391,12 +476,22 @@ impl Item {
         })
     }
 
-    /// Runs this append's statement ([`FIRST`], [`FIRST_CLAIMED`] or [`NEXT`],
-    /// prepared) on `client`: a connection, or a transaction.
+    /// The variant of [`FIRST`], [`FIRST_CLAIMED`] or [`NEXT`] this append
+    /// runs.
+    fn sql(&self) -> &'static str {
+        match (self.after, &self.owner) {
+            (None, Some(_)) => FIRST_CLAIMED.of(&self.hints),
+            (None, None) => FIRST.of(&self.hints),
+            (Some(_), _) => NEXT.of(&self.hints),
+        }
+    }
+
+    /// Runs this append's `statement` (its [`Item::sql`], prepared) on
+    /// `client`: a connection, or a transaction.
     fn write(
         &self,
         client: &mut impl GenericClient,
-        statements: &Statements,
+        statement: &Statement,
     ) -> Result<Row, postgres::Error> {
         let rows = &self.hints;
         let hints: [&(dyn ToSql + Sync); 5] = [
@@ -406,17 +501,17 @@ impl Item {
             &rows.stale_kinds,
             &rows.stale_delegations,
         ];
-        match (self.after, &self.owner, &statements.first_claimed) {
-            (None, Some(owner), Some(first_claimed)) => client.query_one(
-                first_claimed,
+        match (self.after, &self.owner) {
+            (None, Some(owner)) => client.query_one(
+                statement,
                 &[&hints[..], &[&self.key, &self.head, &self.record, owner]].concat(),
             ),
-            (None, _, _) => client.query_one(
-                &statements.first,
+            (None, None) => client.query_one(
+                statement,
                 &[&hints[..], &[&self.key, &self.head, &self.record]].concat(),
             ),
-            (Some(after), _, _) => client.query_one(
-                &statements.next,
+            (Some(after), _) => client.query_one(
+                statement,
                 &[
                     &hints[..],
                     &[&self.key, &after, &self.next, &self.head, &self.record],
@@ -425,6 +520,17 @@ impl Item {
             ),
         }
     }
+}
+
+/// The head's seq of the delegation `key`, read by `statement` ([`HEAD_SEQ`]).
+fn head(
+    client: &mut impl GenericClient,
+    statement: &Statement,
+    key: &[u8],
+) -> Result<Option<i64>, postgres::Error> {
+    client
+        .query_opt(statement, &[&key])
+        .and_then(|row| row.map(|row| row.try_get::<_, i64>(0)).transpose())
 }
 
 /// Why an append whose head did not move was refused, given the head's seq read
@@ -446,7 +552,21 @@ fn refusal(item: &Item, actual: Option<i64>) -> AppendError {
 
 /// Whether the statement refused a taken record slot (and so wrote nothing).
 fn taken(error: &postgres::Error) -> bool {
-    error.code().is_some_and(|code| code.code() == TAKEN)
+    unique_in(error, "records")
+}
+
+/// Whether a first record's statement lost its race for the head: another
+/// writer's head is there (and the statement wrote nothing).
+fn lost(error: &postgres::Error) -> bool {
+    unique_in(error, "heads")
+}
+
+/// Whether `error` is a unique violation in `table`, whose only unique index
+/// is its primary key.
+fn unique_in(error: &postgres::Error, table: &str) -> bool {
+    error
+        .as_db_error()
+        .is_some_and(|db| db.code().code() == UNIQUE && db.table() == Some(table))
 }
 
 /// Whether the server ended the session before running the statement: it was
@@ -636,7 +756,10 @@ mod tests {
     /// `arguments` given in SQL.
     fn generic_plan(client: &mut postgres::Client, statement: &str, arguments: &str) -> String {
         client
-            .batch_execute(&format!("DEALLOCATE ALL; PREPARE planned AS {statement}"))
+            .batch_execute(&format!(
+                "DEALLOCATE ALL; \
+                 PREPARE planned (text[], bytea[], bytea[], text[], bytea[]) AS {statement}"
+            ))
             .expect("the statement is prepared");
         let rows = client
             .simple_query(&format!("EXPLAIN EXECUTE planned ({arguments})"))
@@ -662,11 +785,19 @@ mod tests {
             return;
         };
         let hints = r"'{o}', '{\\x01}', '{NULL}', '{o,d}', '{\\x02,\\x03}'";
-        let cases = [
-            (NEXT, format!(r"{hints}, '\x02', 1, 2, '\x00', '\x00'")),
-            (FIRST, format!(r"{hints}, '\x02', '\x00', '\x00'")),
-            (FIRST_CLAIMED, format!(r"{hints}, '\x02', '\x00', '\x00', '\x00'")),
-        ];
+        let mut cases = Vec::new();
+        for statement in NEXT.all() {
+            cases.push((statement, format!(r"{hints}, '\x02', 1, 2, '\x00', '\x00'")));
+        }
+        for statement in FIRST.all() {
+            cases.push((statement, format!(r"{hints}, '\x02', '\x00', '\x00'")));
+        }
+        for statement in FIRST_CLAIMED.all() {
+            cases.push((
+                statement,
+                format!(r"{hints}, '\x02', '\x00', '\x00', '\x00'"),
+            ));
+        }
         let fills: [&[&str]; 2] = [
             // Fresh and empty, never analyzed: the case that planned a scan.
             &[],
@@ -683,16 +814,20 @@ mod tests {
         let mut plans = Vec::new();
         for fill in fills {
             for statement in fill {
-                client.batch_execute(statement).expect("the tables are filled");
+                client
+                    .batch_execute(statement)
+                    .expect("the tables are filled");
             }
             for (statement, arguments) in &cases {
-                plans.push((fill, generic_plan(&mut client, statement, arguments)));
+                let plan = generic_plan(&mut client, statement, arguments);
+                plans.push((fill, statement.contains("unhinted"), plan));
             }
         }
         client
             .batch_execute(&format!("DEALLOCATE ALL; DROP SCHEMA {name} CASCADE"))
             .expect("the schema is dropped");
-        for (fill, plan) in plans {
+        assert_eq!(plans.len(), 2 * 12, "every variant of every statement");
+        for (fill, removes, plan) in plans {
             for table in ["hints", "claims"] {
                 assert!(
                     !plan.contains(&format!("Seq Scan on {table}")),
@@ -700,7 +835,7 @@ mod tests {
                 );
             }
             assert!(
-                plan.contains("hints_pkey"),
+                !removes || plan.contains("hints_pkey"),
                 "hints not by key after {fill:?}:\n{plan}"
             );
         }

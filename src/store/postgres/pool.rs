@@ -130,12 +130,23 @@ const BACKEND: &str = concat!(
 impl Conn {
     /// `sql`, prepared once per connection.
     pub(super) fn statement(&mut self, sql: &'static str) -> Result<Statement, Failure> {
+        self.typed_statement(sql, &[])
+    }
+
+    /// `sql`, prepared once per connection with the types of its first
+    /// parameters given (the rest inferred), so that it may leave some of
+    /// those unread.
+    pub(super) fn typed_statement(
+        &mut self,
+        sql: &'static str,
+        types: &[postgres::types::Type],
+    ) -> Result<Statement, Failure> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
         let statement = self
             .client
-            .prepare(sql)
+            .prepare_typed(sql, types)
             .map_err(|e| classify(e, "preparing a statement", &self.target))?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)

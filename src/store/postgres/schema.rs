@@ -14,9 +14,11 @@
 //!   export never read them.
 //! - `hints (kind, delegation, retry)`: the index of open, dead and retried
 //!   delegations (version 3, see `index.rs`); not part of the log either.
-//! - `refuse_taken_slot()`: raises SQLSTATE `DL001`; an append statement calls it
-//!   when its head moved over a record slot already taken, which undoes the
-//!   statement (see `append.rs`).
+//! - `refuse_taken_slot()`: raises SQLSTATE `DL001`. The append statements of
+//!   earlier builds called it when a head moved over a record slot already
+//!   taken (those of this one meet the record's primary key instead, see
+//!   `append.rs`); it stays, so that such a build sharing the schema still
+//!   runs.
 //!
 //! Ids are `bytea`, not `text`: a delegation id is any UTF-8 of 1 to 256 bytes,
 //! NUL included, which `text` refuses. Both tables have an index on
