@@ -39,7 +39,15 @@
 //!   several writers with the same expectation exactly one commits; the others
 //!   get [`AppendError::Conflict`] naming the head they lost to, as on sled. A
 //!   taken record slot is [`AppendError::Damaged`]. A deadlock between groups
-//!   rolls back and runs again, a few times.
+//!   rolls back and runs again, a few times. A writer that loses the race to
+//!   start a delegation, or meets a taken slot, meets a primary key: the
+//!   head and the record are plain inserts, which cost the server less than
+//!   `ON CONFLICT` when nothing conflicts. When something does, the server
+//!   logs that statement as an `ERROR` (a unique violation on `heads` or
+//!   `records`), the answer the writer gets and not a fault, and the aborted
+//!   insert leaves a dead row for vacuum: a few bytes for each delegation
+//!   started twice under one id, which only racing writers or a repeated id
+//!   do.
 //! - [`Store::head`] is one query; [`Store::history`] one statement (one
 //!   snapshot, so records and head are in step); [`Store::scan`] pages through the
 //!   delegations in sled's key order (length, then bytes), one statement and at
