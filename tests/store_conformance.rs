@@ -79,6 +79,19 @@ fn one(
     store.append(&[append(id, expect, record, &head)])
 }
 
+/// The delegation, the expectation and the head found of an append refused
+/// as a conflict; any other answer fails the test.
+fn conflict(answer: Result<(), AppendError>) -> (DelegationId, Expect, Option<u64>) {
+    match answer {
+        Err(AppendError::Conflict {
+            id,
+            expected,
+            actual,
+        }) => (id, expected, actual),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
 /// Runs `attempt(0)` to `attempt(racers - 1)` on as many threads at once, and
 /// counts those that succeeded.
 fn race(racers: usize, attempt: impl Fn(usize) -> bool + Sync) -> usize {
@@ -156,14 +169,10 @@ fn appends_land_at_the_expected_seq_and_a_stale_expectation_conflicts() {
         one(store, &a, Expect::Empty, b"one").unwrap();
         one(store, &a, Expect::At(1), b"two").unwrap();
         for stale in [Expect::Empty, Expect::At(1), Expect::At(5)] {
-            match one(store, &a, stale, b"stale") {
-                Err(AppendError::Conflict {
-                    id: refused,
-                    expected,
-                    actual,
-                }) => assert_eq!((refused, expected, actual), (a.clone(), stale, Some(2))),
-                other => panic!("{stale}: expected a conflict, got {other:?}"),
-            }
+            assert_eq!(
+                conflict(one(store, &a, stale, b"stale")),
+                (a.clone(), stale, Some(2))
+            );
         }
         let stream = store.history(&a).unwrap();
         let seqs: Vec<_> = stream
@@ -558,17 +567,10 @@ fn a_group_append_writes_every_record_or_none() {
             append(&a, Expect::At(1), b"a2", &s2),
             append(&b, Expect::At(1), b"b2", &s2),
         ];
-        match store.append(&stale) {
-            Err(AppendError::Conflict {
-                id: refused,
-                expected,
-                actual,
-            }) => assert_eq!(
-                (refused, expected, actual),
-                (b.clone(), Expect::At(1), None)
-            ),
-            other => panic!("expected a conflict on b, got {other:?}"),
-        }
+        assert_eq!(
+            conflict(store.append(&stale)),
+            (b.clone(), Expect::At(1), None)
+        );
         assert_eq!(store.history(&a).unwrap().entries.len(), 1);
         assert!(store.history(&b).unwrap().entries.is_empty());
         assert_eq!(store.history(&a).unwrap().head, Some(head(1)));
@@ -626,20 +628,13 @@ fn a_group_may_append_to_one_delegation_twice_in_order() {
         assert_eq!(store.head(&c).unwrap(), Some(head(1)));
         // Out of order, the second expectation fails against the first: a
         // conflict whose actual head is the first append's, and nothing is written.
-        match store.append(&[
-            append(&id("b"), Expect::Empty, b"one", &s1),
-            append(&id("b"), Expect::Empty, b"again", &s1),
-        ]) {
-            Err(AppendError::Conflict {
-                id: refused,
-                expected,
-                actual,
-            }) => assert_eq!(
-                (refused, expected, actual),
-                (id("b"), Expect::Empty, Some(1))
-            ),
-            other => panic!("expected a conflict, got {other:?}"),
-        }
+        assert_eq!(
+            conflict(store.append(&[
+                append(&id("b"), Expect::Empty, b"one", &s1),
+                append(&id("b"), Expect::Empty, b"again", &s1),
+            ])),
+            (id("b"), Expect::Empty, Some(1))
+        );
         // Reversed, the first append's expectation is already wrong.
         assert!(matches!(
             store.append(&[
@@ -653,20 +648,13 @@ fn a_group_may_append_to_one_delegation_twice_in_order() {
         // A later append of a group starting a delegation another write
         // already started: a conflict naming that write's head, and nothing
         // of the group written.
-        match store.append(&[
-            append(&id("d"), Expect::Empty, b"d1", &s1),
-            append(&a, Expect::Empty, b"one again", &s1),
-        ]) {
-            Err(AppendError::Conflict {
-                id: refused,
-                expected,
-                actual,
-            }) => assert_eq!(
-                (refused, expected, actual),
-                (a.clone(), Expect::Empty, Some(4))
-            ),
-            other => panic!("expected a conflict, got {other:?}"),
-        }
+        assert_eq!(
+            conflict(store.append(&[
+                append(&id("d"), Expect::Empty, b"d1", &s1),
+                append(&a, Expect::Empty, b"one again", &s1),
+            ])),
+            (a.clone(), Expect::Empty, Some(4))
+        );
         assert!(store.history(&id("d")).unwrap().entries.is_empty());
         assert_eq!(store.head(&a).unwrap(), Some(head(4)));
     });

@@ -724,16 +724,7 @@ mod tests {
     /// the store's tables with the store's session settings, or `None`
     /// without a server (under `CI=true` a missing server fails the test).
     fn fresh_schema() -> Option<(postgres::Client, String)> {
-        let url = match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.is_empty() => url,
-            _ => {
-                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-                assert!(!ci, "CI=true and DATABASE_URL is not set");
-                eprintln!("SKIPPED: needs DATABASE_URL (`eval \"$(bash .ci/postgres)\"`)");
-                return None;
-            }
-        };
-        let (plain, _) = super::super::url::split(&url);
+        let plain = super::super::url::tests_server()?;
         let mut client = postgres::Client::connect(&plain, postgres::NoTls).expect("connects");
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

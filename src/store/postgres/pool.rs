@@ -514,16 +514,7 @@ mod tests {
     /// `bash .ci/postgres`), or `None` without one, as `tests/pg_support`
     /// does: under `CI=true` a missing server fails the test.
     fn pool(connections: usize) -> Option<Pool> {
-        let url = match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.is_empty() => url,
-            _ => {
-                let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-                assert!(!ci, "CI=true and DATABASE_URL is not set");
-                eprintln!("SKIPPED: needs DATABASE_URL (`eval \"$(bash .ci/postgres)\"`)");
-                return None;
-            }
-        };
-        let (plain, _) = super::super::url::split(&url);
+        let plain = super::super::url::tests_server()?;
         let config: postgres::Config = plain.parse().expect("DATABASE_URL parses");
         Some(
             Pool::start(

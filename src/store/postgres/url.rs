@@ -14,6 +14,22 @@ pub(super) struct Own {
     pub(super) connections: Option<String>,
 }
 
+/// The tests' server (`DATABASE_URL`, from `bash .ci/postgres`) without the
+/// store's own parameters, or `None` without one, as `tests/pg_support` does:
+/// under `CI=true` a missing server fails the test.
+#[cfg(test)]
+pub(super) fn tests_server() -> Option<String> {
+    match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(split(&url).0),
+        _ => {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
+            assert!(!ci, "CI=true and DATABASE_URL is not set");
+            eprintln!("SKIPPED: needs DATABASE_URL (`eval \"$(bash .ci/postgres)\"`)");
+            None
+        }
+    }
+}
+
 /// `url` without the store's own parameters, and their values. The query
 /// starts at the first `?` after the user info, which the client reads up to
 /// the first `@` (so a password may hold a `?`). A `key=value` connection
