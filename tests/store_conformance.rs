@@ -336,6 +336,56 @@ fn racing_appends_for_one_seq_let_exactly_one_through() {
     });
 }
 
+/// Of writers racing to start one delegation, alone or as the later append of
+/// a group, exactly one commits; every other gets a conflict naming the
+/// winner's head, and nothing of its group is written.
+#[test]
+fn racing_first_appends_let_exactly_one_through_and_name_the_winner() {
+    each_store(|store| {
+        let s1 = summary(1);
+        for round in 0..10 {
+            let a = id(&format!("first-{round}"));
+            let own: Vec<DelegationId> = (0..8).map(|n| id(&format!("own-{round}-{n}"))).collect();
+            let answers = std::sync::Mutex::new(Vec::new());
+            let wins = race(own.len(), |n| {
+                let record = [u8::try_from(n).unwrap()];
+                let answer = if n % 2 == 0 {
+                    store.append(&[append(&a, Expect::Empty, &record, &s1)])
+                } else {
+                    store.append(&[
+                        append(&own[n], Expect::Empty, b"own", &s1),
+                        append(&a, Expect::Empty, &record, &s1),
+                    ])
+                };
+                let won = answer.is_ok();
+                answers.lock().unwrap().push((n, answer));
+                won
+            });
+            assert_eq!(wins, 1, "round {round}");
+            let stream = store.history(&a).unwrap();
+            assert_eq!(stream.entries.len(), 1, "round {round}");
+            let winner = usize::from(stream.entries[0].bytes[0]);
+            for (n, answer) in answers.into_inner().unwrap() {
+                if n == winner {
+                    assert!(answer.is_ok(), "round {round}: the winner {n}: {answer:?}");
+                } else {
+                    assert_eq!(
+                        conflict(answer),
+                        (a.clone(), Expect::Empty, Some(1)),
+                        "round {round}: racer {n}"
+                    );
+                }
+                let written = !store.history(&own[n]).unwrap().entries.is_empty();
+                assert_eq!(
+                    written,
+                    n == winner && n % 2 == 1,
+                    "round {round}: racer {n}'s own"
+                );
+            }
+        }
+    });
+}
+
 /// No reader sees half of an append: while writers append to a few delegations,
 /// every `history` and every stream of a `scan` has its head at its last record.
 #[test]
