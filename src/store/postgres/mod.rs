@@ -186,8 +186,9 @@ pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// runs (`BENCHMARKS.md`, run P8); since callers run their own statements,
 /// one and two per process measure alike (run P9). A dispatcher's writers
 /// that arrive while both are busy wait for one, so the count bounds the
-/// appends in flight, not the deliveries. A dispatcher's lease has a connection of its own besides, so
-/// that its renewals never wait behind the appends. Across a network, where
+/// appends in flight, not the deliveries. A dispatcher's lease has a
+/// connection of its own besides, so that its renewals never wait behind the
+/// appends. Across a network, where
 /// each statement waits a round trip, more connections keep more appends in
 /// flight: raise it there.
 pub const DEFAULT_CONNECTIONS: usize = 2;
